@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages remora's build, tests and benchmarks need; only what is missing.
+set -eu
+PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
+protobuf-c-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+nghttp2-client curl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "deps: all packages present"
+    exit 0
+fi
+echo "deps: installing$missing"
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
