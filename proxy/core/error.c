@@ -29,6 +29,14 @@ int rm_error_prefix(struct rm_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s%s", prefix, old);
+    size_t n = strnlen(prefix, sizeof(prefix));
+    if (n >= sizeof(err->msg))
+        n = sizeof(err->msg) - 1;
+    memcpy(err->msg, prefix, n);
+    size_t m = strnlen(old, sizeof(old));
+    if (m > sizeof(err->msg) - 1 - n)
+        m = sizeof(err->msg) - 1 - n;
+    memcpy(err->msg + n, old, m);
+    err->msg[n + m] = 0;
     return RM_ERR;
 }

@@ -1,0 +1,393 @@
+#include "proxy/net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/core/error.h"
+
+#define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
+
+enum { RM_CONN_NO_CALLBACKS = 1u << 7 };
+
+/* ---- plain transport ---------------------------------------------------------------------- */
+
+static ssize_t plain_read(struct rm_conn *c, void *buf, size_t len)
+{
+    ssize_t n = read(c->io.fd, buf, len);
+    return n >= 0 ? n : -errno;
+}
+
+static ssize_t plain_writev(struct rm_conn *c, const struct iovec *iov, int n)
+{
+    ssize_t w = writev(c->io.fd, iov, n);
+    return w >= 0 ? w : -errno;
+}
+
+static int plain_handshake(struct rm_conn *c) { return 0; }
+static void plain_close(struct rm_conn *c) {}
+
+const struct rm_transport_ops rm_transport_plain = {
+    .name = "raw_buffer",
+    .read = plain_read,
+    .writev = plain_writev,
+    .handshake = plain_handshake,
+    .close = plain_close,
+};
+
+/* ---- lifetime ----------------------------------------------------------------------------- */
+
+static void free_task_run(struct rm_task *t)
+{
+    struct rm_conn *c = rm_container_of(t, struct rm_conn, free_task);
+    c->tp->close(c);
+    rm_buf_reset(&c->in);
+    rm_buf_reset(&c->out);
+    free(c);
+}
+
+static void shut(struct rm_conn *c)
+{
+    c->flags |= RM_CONN_CLOSED;
+    rm_timer_stop(c->loop, &c->connect_timer);
+    int fd = c->io.fd;
+    rm_io_stop(c->loop, &c->io);
+    if (fd >= 0)
+        close(fd);
+    rm_loop_defer(c->loop, &c->free_task, free_task_run);
+}
+
+void rm_conn_close(struct rm_conn *c)
+{
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    c->flags |= RM_CONN_NO_CALLBACKS;
+    shut(c);
+}
+
+/* Error or EOF: close, then tell the owner once. */
+static void close_with(struct rm_conn *c, int err)
+{
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    shut(c);
+    if (!(c->flags & RM_CONN_NO_CALLBACKS)) {
+        c->flags |= RM_CONN_NO_CALLBACKS;
+        if (c->flags & RM_CONN_CONNECTING) {
+            c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
+            c->h->on_connected(c, err ? err : -ECONNRESET);
+        } else {
+            c->h->on_close(c, err);
+        }
+    }
+}
+
+static struct rm_conn *conn_new(struct rm_loop *loop, const struct rm_conn_handler *h, void *owner)
+{
+    struct rm_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    c->tp = &rm_transport_plain;
+    c->h = h;
+    c->owner = owner;
+    c->io.fd = -1;
+    c->high_watermark = 1024 * 1024;
+    return c;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static bool gone(const struct rm_conn *c)
+{
+    return c->flags & (RM_CONN_CLOSED | RM_CONN_READ_PAUSED | RM_CONN_SHUT_AFTER_FLUSH);
+}
+
+/* Offer the buffered input to the owner. */
+static void deliver(struct rm_conn *c)
+{
+    if (!c->in.len || gone(c))
+        return;
+    size_t used = c->h->on_data(c, rm_buf_data(&c->in), c->in.len);
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    rm_buf_consume(&c->in, used);
+}
+
+static void read_task_run(struct rm_task *t);
+
+static void do_read(struct rm_conn *c)
+{
+    for (int i = 0; i < READ_BUDGET; i++) {
+        if (gone(c))
+            return;
+        size_t want = rm_buf_room(&c->in) >= 2048 ? rm_buf_room(&c->in) : 0;
+        uint8_t *p = rm_buf_reserve(&c->in, want ? want : 4096);
+        size_t room = rm_buf_room(&c->in);
+        ssize_t n = c->tp->read(c, p, room);
+        if (n > 0) {
+            rm_buf_commit(&c->in, (size_t)n);
+            deliver(c);
+            if ((size_t)n < room)
+                goto drained;
+            continue;
+        }
+        if (c->in.len == 0)
+            rm_buf_reset(&c->in);
+        if (n == -EAGAIN)
+            return;
+        if (n == -EINTR)
+            continue;
+        close_with(c, (int)n);
+        return;
+    }
+    rm_loop_defer(c->loop, &c->read_task, read_task_run); /* budget spent: let others run */
+    return;
+drained:
+    if (c->in.len == 0)
+        rm_buf_reset(&c->in);
+}
+
+static void read_task_run(struct rm_task *t)
+{
+    struct rm_conn *c = rm_container_of(t, struct rm_conn, read_task);
+    deliver(c);
+    do_read(c);
+}
+
+void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, void *owner)
+{
+    c->h = h;
+    c->owner = owner;
+    if (!(c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING)))
+        rm_loop_defer(c->loop, &c->read_task, read_task_run);
+}
+
+void rm_conn_pause_reading(struct rm_conn *c, bool paused)
+{
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    if (paused) {
+        c->flags |= RM_CONN_READ_PAUSED;
+        return;
+    }
+    if (!(c->flags & RM_CONN_READ_PAUSED))
+        return;
+    c->flags &= ~(uint32_t)RM_CONN_READ_PAUSED;
+    rm_loop_defer(c->loop, &c->read_task, read_task_run);
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void do_write(struct rm_conn *c)
+{
+    while (c->out.len) {
+        struct iovec iov = {rm_buf_data(&c->out), c->out.len};
+        ssize_t n = c->tp->writev(c, &iov, 1);
+        if (n > 0) {
+            rm_buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n == -EINTR)
+            continue;
+        if (n == -EAGAIN) {
+            c->flags |= RM_CONN_WANT_WRITE;
+            return;
+        }
+        close_with(c, (int)n);
+        return;
+    }
+    c->flags &= ~(uint32_t)RM_CONN_WANT_WRITE;
+    if (c->flags & RM_CONN_SHUT_AFTER_FLUSH) {
+        shutdown(c->io.fd, SHUT_WR);
+        rm_conn_close(c);
+    }
+}
+
+static void after_write(struct rm_conn *c)
+{
+    if ((c->flags & RM_CONN_OVER_HIGH) && c->out.len <= c->high_watermark / 2 &&
+        !(c->flags & RM_CONN_CLOSED)) {
+        c->flags &= ~(uint32_t)RM_CONN_OVER_HIGH;
+        if (!(c->flags & RM_CONN_NO_CALLBACKS) && c->h->on_drained)
+            c->h->on_drained(c);
+    }
+}
+
+static void flush_task_run(struct rm_task *t)
+{
+    struct rm_conn *c = rm_container_of(t, struct rm_conn, flush_task);
+    if (c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING))
+        return;
+    if (c->h->on_flush && !(c->flags & RM_CONN_NO_CALLBACKS))
+        c->h->on_flush(c);
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    if (!(c->flags & RM_CONN_WANT_WRITE))
+        do_write(c);
+    after_write(c);
+}
+
+void rm_conn_schedule_flush(struct rm_conn *c)
+{
+    if (!(c->flags & RM_CONN_CLOSED))
+        rm_loop_defer_flush(c->loop, &c->flush_task, flush_task_run);
+}
+
+void rm_conn_write(struct rm_conn *c, const void *p, size_t n)
+{
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    rm_buf_append(&c->out, p, n);
+    if (c->out.len > c->high_watermark)
+        c->flags |= RM_CONN_OVER_HIGH;
+    rm_conn_schedule_flush(c);
+}
+
+void rm_conn_close_after_flush(struct rm_conn *c)
+{
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    c->flags |= RM_CONN_SHUT_AFTER_FLUSH | RM_CONN_NO_CALLBACKS;
+    rm_conn_schedule_flush(c);
+}
+
+/* ---- events ------------------------------------------------------------------------------- */
+
+static void finish_connect(struct rm_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        close_with(c, -err);
+        return;
+    }
+    c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
+    rm_timer_stop(c->loop, &c->connect_timer);
+    c->h->on_connected(c, 0);
+    if (!(c->flags & RM_CONN_CLOSED) && c->out.len)
+        rm_conn_schedule_flush(c);
+}
+
+static void on_io(struct rm_io *io, uint32_t events)
+{
+    struct rm_conn *c = rm_container_of(io, struct rm_conn, io);
+    if (c->flags & RM_CONN_CONNECTING) {
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            finish_connect(c);
+        return;
+    }
+    if ((events & EPOLLOUT) && (c->flags & RM_CONN_WANT_WRITE)) {
+        c->flags &= ~(uint32_t)RM_CONN_WANT_WRITE;
+        do_write(c);
+        after_write(c);
+    }
+    if (c->flags & RM_CONN_CLOSED)
+        return;
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        if (c->flags & RM_CONN_READ_PAUSED) {
+            if (events & (EPOLLERR | EPOLLHUP))
+                close_with(c, -ECONNRESET);
+            return;
+        }
+        do_read(c);
+    }
+}
+
+static void set_sock_opts(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sockaddr *peer,
+                                 socklen_t peer_len, const struct rm_conn_handler *h, void *owner)
+{
+    struct rm_conn *c = conn_new(loop, h, owner);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    set_sock_opts(fd);
+    if (peer_len > sizeof(c->peer))
+        peer_len = sizeof(c->peer);
+    memcpy(&c->peer, peer, peer_len);
+    c->peer_len = peer_len;
+    if (rm_io_start(loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, on_io) < 0) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void on_connect_timeout(struct rm_timer *t)
+{
+    struct rm_conn *c = rm_container_of(t, struct rm_conn, connect_timer);
+    close_with(c, c->err ? c->err : -ETIMEDOUT);
+}
+
+struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *addr, socklen_t len,
+                                uint32_t timeout_ms, const struct rm_conn_handler *h, void *owner,
+                                int *err)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    set_sock_opts(fd);
+    struct rm_conn *c = conn_new(loop, h, owner);
+    if (!c) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    memcpy(&c->peer, addr, len);
+    c->peer_len = len;
+    c->flags |= RM_CONN_CONNECTING;
+    if (connect(fd, addr, len) < 0 && errno != EINPROGRESS) {
+        /* report asynchronously, as promised: a 0 ms timer carries the error */
+        c->err = -errno;
+        close(fd);
+        rm_timer_start(loop, &c->connect_timer, 0, on_connect_timeout);
+        return c;
+    }
+    if (rm_io_start(loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, on_io) < 0) {
+        *err = -errno;
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    if (timeout_ms)
+        rm_timer_start(loop, &c->connect_timer, timeout_ms, on_connect_timeout);
+    return c;
+}
+
+const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (c->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)&c->peer;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        snprintf(buf, len, "%s:%u", ip, port);
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&c->peer;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        snprintf(buf, len, "[%s]:%u", ip, port);
+    } else {
+        snprintf(buf, len, "unknown");
+    }
+    return buf;
+}

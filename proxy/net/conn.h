@@ -1,0 +1,103 @@
+/* A TCP connection: a socket on a loop, read and written through a transport, with on-demand
+ * input/output buffers and write coalescing (one flush per loop iteration).
+ *
+ * The owner (a codec, or the HTTP connection manager until it picks one) implements
+ * struct rm_conn_handler.  Lifetime: rm_conn_close() closes at once and frees the conn from a
+ * deferred task; after it the owner receives no callback.  When the peer closes or an error
+ * occurs the conn calls handler->on_close() once, then frees itself the same deferred way: the
+ * owner must drop its pointer in on_close (and may free itself there). */
+#ifndef RM_NET_CONN_H
+#define RM_NET_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "proxy/core/buf.h"
+#include "proxy/core/loop.h"
+
+struct rm_conn;
+
+/** How bytes move: plain TCP today, TLS next.  Return >0 bytes, 0 EOF (read), or -errno
+ *  (-EAGAIN when it would block). */
+struct rm_transport_ops {
+    const char *name;
+    ssize_t (*read)(struct rm_conn *c, void *buf, size_t len);
+    ssize_t (*writev)(struct rm_conn *c, const struct iovec *iov, int n);
+    /** 0 done, RM_AGAIN in progress, <0 error. */
+    int (*handshake)(struct rm_conn *c);
+    void (*close)(struct rm_conn *c);
+};
+
+extern const struct rm_transport_ops rm_transport_plain;
+
+struct rm_conn_handler {
+    /** Client connections: the connect (and handshake) finished; err is 0 or -errno. */
+    void (*on_connected)(struct rm_conn *c, int err);
+    /** Bytes arrived; returns how many were consumed (the rest stays buffered and is offered
+     *  again with more data).  May call rm_conn_close(). */
+    size_t (*on_data)(struct rm_conn *c, const uint8_t *p, size_t n);
+    /** Called before a flush: produce pending output now (HTTP/2 drains nghttp2 here). */
+    void (*on_flush)(struct rm_conn *c);
+    /** Output fell from above the high watermark to below the low one. */
+    void (*on_drained)(struct rm_conn *c);
+    /** Peer closed (err 0) or I/O error (-errno); the conn is already closed. */
+    void (*on_close)(struct rm_conn *c, int err);
+};
+
+enum {
+    RM_CONN_READ_PAUSED = 1u << 0,
+    RM_CONN_CLOSED = 1u << 1,
+    RM_CONN_CONNECTING = 1u << 2,
+    RM_CONN_WANT_WRITE = 1u << 3,  /* output left, waiting for EPOLLOUT */
+    RM_CONN_OVER_HIGH = 1u << 4,   /* output above the high watermark */
+    RM_CONN_IN_CALLBACK = 1u << 5, /* inside a handler call: don't free */
+    RM_CONN_SHUT_AFTER_FLUSH = 1u << 6,
+};
+
+struct rm_conn {
+    struct rm_io io;
+    struct rm_loop *loop;
+    const struct rm_transport_ops *tp;
+    void *tp_ctx;
+    const struct rm_conn_handler *h;
+    void *owner;
+    struct rm_buf in, out;
+    struct rm_task flush_task, read_task, free_task;
+    struct rm_timer connect_timer;
+    uint32_t flags;
+    int err;                 /* connect error waiting to be reported */
+    uint32_t high_watermark; /* output bytes above which writers should pause */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+};
+
+/** Wrap an accepted, non-blocking socket.  Returns NULL on failure (fd closed). */
+struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sockaddr *peer,
+                                 socklen_t peer_len, const struct rm_conn_handler *h, void *owner);
+/** Start a non-blocking connect; handler->on_connected reports the result (never synchronously).
+ *  <timeout_ms> 0 = none.  Returns NULL (and fills *err with -errno) if the socket can't be made. */
+struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *addr, socklen_t len,
+                                uint32_t timeout_ms, const struct rm_conn_handler *h, void *owner,
+                                int *err);
+/** Hand the connection to a new handler/owner; input already buffered is offered to it from a
+ *  deferred task (so a protocol sniffer may return 0 from on_data and switch handlers). */
+void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, void *owner);
+/** Queue bytes for writing (copied); the flush happens once, before the loop sleeps. */
+void rm_conn_write(struct rm_conn *c, const void *p, size_t n);
+/** Schedule a flush without writing (the handler's on_flush produces the bytes). */
+void rm_conn_schedule_flush(struct rm_conn *c);
+/** Bytes queued and not yet written. */
+static inline size_t rm_conn_pending(const struct rm_conn *c) { return c->out.len; }
+/** Stop/resume reading.  Resuming re-reads what the kernel has (edge-triggered). */
+void rm_conn_pause_reading(struct rm_conn *c, bool paused);
+/** Close now (pending output is dropped); frees later; no more callbacks. */
+void rm_conn_close(struct rm_conn *c);
+/** Write what is queued, then close (e.g. after a final response).  No more callbacks. */
+void rm_conn_close_after_flush(struct rm_conn *c);
+/** "ip:port" of the peer into <buf>; returns buf. */
+const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len);
+
+#endif
