@@ -1,0 +1,157 @@
+/* Stats: counters and gauges named as Envoy names them, sharded per thread.
+ *
+ * A stats block is a fixed set of counters/gauges under one prefix ("cluster.backend.",
+ * "http.ingress_http.", "listener.0.0.0.0_10000.").  Each thread that updates a block writes
+ * only its own shard (rm_stats_shard, set when the thread starts): no locks, no shared cache
+ * lines on the request path.  Readers (admin) sum the shards with relaxed loads.
+ * Blocks are registered by name in a process-wide registry and survive config changes: asking
+ * for an existing prefix returns the same block, so counters keep counting across updates. */
+#ifndef RM_ADMIN_STATS_H
+#define RM_ADMIN_STATS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RM_STATS_MAX_SHARDS 65 /* main thread (0) + up to 64 workers */
+
+enum rm_stat_type { RM_COUNTER, RM_GAUGE };
+
+struct rm_stat_def {
+    const char *name; /* suffix after the block prefix, e.g. "upstream_rq_total" */
+    enum rm_stat_type type;
+};
+
+struct rm_stats {
+    char *prefix; /* e.g. "cluster.backend." */
+    const struct rm_stat_def *defs;
+    unsigned n;
+    unsigned stride;        /* int64 slots per shard (cache-line padded) */
+    _Atomic int64_t *slots; /* [RM_STATS_MAX_SHARDS * stride] */
+    struct rm_stats *next;  /* registry list */
+};
+
+/** The shard of the calling thread: 0 for main, 1..N for workers. */
+extern __thread unsigned rm_stats_shard;
+
+/** Get or create the block "<prefix>" with these definitions (the same defs pointer must be
+ *  used for a given prefix).  Thread-safe; not for the request path.  Never NULL. */
+struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
+
+static inline void rm_stat_add(struct rm_stats *s, unsigned idx, int64_t delta)
+{
+    _Atomic int64_t *p = &s->slots[rm_stats_shard * s->stride + idx];
+    atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + delta,
+                          memory_order_relaxed);
+}
+static inline void rm_stat_inc(struct rm_stats *s, unsigned idx) { rm_stat_add(s, idx, 1); }
+static inline void rm_stat_dec(struct rm_stats *s, unsigned idx) { rm_stat_add(s, idx, -1); }
+/** Set a gauge owned by one thread (main): other shards are left alone. */
+void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v);
+/** Sum over shards. */
+int64_t rm_stat_value(const struct rm_stats *s, unsigned idx);
+
+/** Visit every stat of every block, in registry order; <fn> gets the full name. */
+void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_type t,
+                                 int64_t value),
+                      void *ctx);
+/** Free the registry (at exit). */
+void rm_stats_free_all(void);
+
+/* ---- the blocks remora uses --------------------------------------------------------------- */
+
+enum rm_cluster_stat {
+    RM_CS_UPSTREAM_RQ_TOTAL,
+    RM_CS_UPSTREAM_RQ_ACTIVE,
+    RM_CS_UPSTREAM_RQ_1XX,
+    RM_CS_UPSTREAM_RQ_2XX,
+    RM_CS_UPSTREAM_RQ_3XX,
+    RM_CS_UPSTREAM_RQ_4XX,
+    RM_CS_UPSTREAM_RQ_5XX,
+    RM_CS_UPSTREAM_RQ_COMPLETED,
+    RM_CS_UPSTREAM_RQ_PENDING_TOTAL,
+    RM_CS_UPSTREAM_RQ_PENDING_ACTIVE,
+    RM_CS_UPSTREAM_RQ_PENDING_OVERFLOW,
+    RM_CS_UPSTREAM_RQ_PENDING_FAILURE_EJECT,
+    RM_CS_UPSTREAM_RQ_TIMEOUT,
+    RM_CS_UPSTREAM_RQ_PER_TRY_TIMEOUT,
+    RM_CS_UPSTREAM_RQ_RX_RESET,
+    RM_CS_UPSTREAM_RQ_TX_RESET,
+    RM_CS_UPSTREAM_RQ_RETRY,
+    RM_CS_UPSTREAM_RQ_RETRY_SUCCESS,
+    RM_CS_UPSTREAM_RQ_RETRY_OVERFLOW,
+    RM_CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED,
+    RM_CS_UPSTREAM_CX_TOTAL,
+    RM_CS_UPSTREAM_CX_ACTIVE,
+    RM_CS_UPSTREAM_CX_HTTP1_TOTAL,
+    RM_CS_UPSTREAM_CX_HTTP2_TOTAL,
+    RM_CS_UPSTREAM_CX_CONNECT_FAIL,
+    RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT,
+    RM_CS_UPSTREAM_CX_OVERFLOW,
+    RM_CS_UPSTREAM_CX_DESTROY,
+    RM_CS_UPSTREAM_CX_DESTROY_REMOTE,
+    RM_CS_UPSTREAM_CX_DESTROY_LOCAL,
+    RM_CS_UPSTREAM_CX_PROTOCOL_ERROR,
+    RM_CS_UPSTREAM_CX_RX_BYTES_TOTAL,
+    RM_CS_UPSTREAM_CX_TX_BYTES_TOTAL,
+    RM_CS_UPSTREAM_CX_NONE_HEALTHY,
+    RM_CS_MEMBERSHIP_TOTAL,
+    RM_CS_MEMBERSHIP_HEALTHY,
+    RM_CS_LB_HEALTHY_PANIC,
+    RM_CS__COUNT
+};
+extern const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT];
+
+enum rm_http_stat {
+    RM_HS_DOWNSTREAM_CX_TOTAL,
+    RM_HS_DOWNSTREAM_CX_ACTIVE,
+    RM_HS_DOWNSTREAM_CX_HTTP1_TOTAL,
+    RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE,
+    RM_HS_DOWNSTREAM_CX_HTTP2_TOTAL,
+    RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE,
+    RM_HS_DOWNSTREAM_CX_PROTOCOL_ERROR,
+    RM_HS_DOWNSTREAM_CX_DESTROY,
+    RM_HS_DOWNSTREAM_CX_RX_BYTES_TOTAL,
+    RM_HS_DOWNSTREAM_CX_TX_BYTES_TOTAL,
+    RM_HS_DOWNSTREAM_RQ_TOTAL,
+    RM_HS_DOWNSTREAM_RQ_ACTIVE,
+    RM_HS_DOWNSTREAM_RQ_HTTP1_TOTAL,
+    RM_HS_DOWNSTREAM_RQ_HTTP2_TOTAL,
+    RM_HS_DOWNSTREAM_RQ_1XX,
+    RM_HS_DOWNSTREAM_RQ_2XX,
+    RM_HS_DOWNSTREAM_RQ_3XX,
+    RM_HS_DOWNSTREAM_RQ_4XX,
+    RM_HS_DOWNSTREAM_RQ_5XX,
+    RM_HS_DOWNSTREAM_RQ_COMPLETED,
+    RM_HS_DOWNSTREAM_RQ_RX_RESET,
+    RM_HS_DOWNSTREAM_RQ_TX_RESET,
+    RM_HS_DOWNSTREAM_RQ_TIMEOUT,
+    RM_HS_NO_ROUTE,
+    RM_HS_NO_CLUSTER,
+    RM_HS_RQ_DIRECT_RESPONSE,
+    RM_HS_RQ_REDIRECT,
+    RM_HS__COUNT
+};
+extern const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT];
+
+enum rm_listener_stat {
+    RM_LS_DOWNSTREAM_CX_TOTAL,
+    RM_LS_DOWNSTREAM_CX_ACTIVE,
+    RM_LS_DOWNSTREAM_CX_DESTROY,
+    RM_LS__COUNT
+};
+extern const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT];
+
+enum rm_server_stat {
+    RM_SS_UPTIME,
+    RM_SS_LIVE,
+    RM_SS_CONCURRENCY,
+    RM_SS_MEMORY_ALLOCATED,
+    RM_SS_TOTAL_CONNECTIONS,
+    RM_SS_DAYS_UNTIL_FIRST_CERT_EXPIRING,
+    RM_SS__COUNT
+};
+extern const struct rm_stat_def rm_server_stat_defs[RM_SS__COUNT];
+
+#endif

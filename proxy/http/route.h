@@ -1,0 +1,205 @@
+/* Compiled route tables: Envoy's RouteConfiguration turned into structures that match a request
+ * without touching protobuf on the hot path.
+ *
+ * Built once per config snapshot (main thread), immutable afterwards, shared by every worker.
+ * Everything a table points to lives in the table's own allocation(s) and dies with
+ * rm_route_table_free(). */
+#ifndef RM_HTTP_ROUTE_H
+#define RM_HTTP_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/error.h"
+#include "proxy/http/headers.h"
+
+struct pcre2_real_code_8;
+struct Envoy__Config__Route__V3__RouteConfiguration;
+
+/** A string matcher (type.matcher.v3.StringMatcher, or a HeaderMatcher's match part). */
+enum rm_str_match_kind {
+    RM_STR_EXACT,
+    RM_STR_PREFIX,
+    RM_STR_SUFFIX,
+    RM_STR_CONTAINS,
+    RM_STR_REGEX, /* full match, PCRE2 compiled (RE2 syntax subset) */
+    RM_STR_PRESENT,
+    RM_STR_RANGE, /* [start, end) on the integer value */
+};
+
+struct rm_str_match {
+    enum rm_str_match_kind kind;
+    bool ignore_case;
+    char *s;
+    size_t len;
+    struct pcre2_real_code_8 *re;
+    int64_t range_start, range_end;
+};
+
+struct rm_header_match {
+    char *name; /* lower-case; may be a pseudo-header such as ":method" */
+    size_t name_len;
+    struct rm_str_match m;
+    bool invert;
+    bool present_match_value; /* for PRESENT: true = must be present, false = must be absent */
+    bool treat_missing_as_empty;
+};
+
+struct rm_query_match {
+    char *name;
+    struct rm_str_match m; /* PRESENT when present_match */
+};
+
+/** One header to add (HeaderValueOption): value may contain no format specifiers for now. */
+enum rm_append_action {
+    RM_APPEND_IF_EXISTS_OR_ADD = 0,
+    RM_ADD_IF_ABSENT = 1,
+    RM_OVERWRITE_IF_EXISTS_OR_ADD = 2,
+    RM_OVERWRITE_IF_EXISTS = 3,
+};
+
+struct rm_header_add {
+    char *name; /* lower-case */
+    size_t name_len;
+    char *value;
+    size_t value_len;
+    enum rm_append_action action;
+};
+
+/** Header mutations at one level (route, virtual host, route configuration, cluster weight). */
+struct rm_header_ops {
+    struct rm_header_add *req_add;
+    size_t n_req_add;
+    char **req_remove; /* lower-case names */
+    size_t n_req_remove;
+    struct rm_header_add *resp_add;
+    size_t n_resp_add;
+    char **resp_remove;
+    size_t n_resp_remove;
+};
+
+struct rm_weighted_cluster {
+    char *name;
+    uint32_t weight;
+    void *cluster; /* resolved by the snapshot builder (rm_route_resolve_fn); NULL = unknown */
+    struct rm_header_ops headers;
+    char *host_rewrite_literal;
+};
+
+enum rm_route_action_kind {
+    RM_ROUTE_FORWARD,  /* RouteAction */
+    RM_ROUTE_DIRECT,   /* DirectResponseAction */
+    RM_ROUTE_REDIRECT, /* RedirectAction */
+};
+
+enum rm_path_match_kind {
+    RM_PATH_PREFIX,
+    RM_PATH_EXACT,
+    RM_PATH_REGEX,
+    RM_PATH_SEPARATED_PREFIX,
+};
+
+struct rm_route {
+    char *name;
+    /* match */
+    enum rm_path_match_kind path_kind;
+    char *path; /* prefix or exact path */
+    size_t path_len;
+    struct pcre2_real_code_8 *path_re;
+    bool case_sensitive; /* default true */
+    bool grpc_only;      /* RouteMatch.grpc: content-type application/grpc* */
+    struct rm_header_match *headers;
+    size_t n_headers;
+    struct rm_query_match *query;
+    size_t n_query;
+
+    /* action */
+    enum rm_route_action_kind action;
+    /* FORWARD */
+    char *cluster_name;    /* single cluster; NULL with weighted or cluster_header */
+    void *cluster;         /* resolved pointer for cluster_name (NULL = unknown) */
+    char *cluster_header;  /* take the cluster name from this request header */
+    struct rm_weighted_cluster *weighted;
+    size_t n_weighted;
+    uint64_t total_weight;
+    uint16_t cluster_not_found_code; /* 503 (default), 404 or 500 */
+    char *prefix_rewrite;  /* NULL = none */
+    size_t prefix_rewrite_len;
+    char *host_rewrite_literal;
+    bool auto_host_rewrite;
+    char *host_rewrite_header;
+    uint32_t timeout_ms;      /* 0 = disabled; default 15000 */
+    uint32_t idle_timeout_ms; /* 0 = none */
+    int priority;             /* 0 DEFAULT, 1 HIGH */
+    uint32_t max_grpc_timeout_ms; /* 0 = grpc-timeout not honoured unless has_max_grpc_timeout */
+    bool has_max_grpc_timeout;
+    /* DIRECT */
+    uint16_t direct_status;
+    char *direct_body; /* may be NULL */
+    size_t direct_body_len;
+    /* REDIRECT */
+    uint16_t redirect_status; /* 301 default */
+    char *redirect_host, *redirect_path, *redirect_scheme, *redirect_prefix;
+    uint32_t redirect_port;
+    bool strip_query;
+
+    struct rm_header_ops headers_ops;
+    const void *retry_policy; /* the RetryPolicy protobuf (owned by the snapshot), NULL if none */
+};
+
+struct rm_vhost {
+    char *name;
+    struct rm_route *routes;
+    size_t n_routes;
+    struct rm_header_ops headers_ops;
+    const void *retry_policy; /* vhost-level RetryPolicy protobuf, NULL if none */
+};
+
+/** How a domain pattern matched: Envoy picks exact, then the longest suffix wildcard
+ *  ("*.foo.com"), then the longest prefix wildcard ("foo.*"), then "*". */
+struct rm_domain {
+    char *pattern; /* without the '*', lower-case */
+    size_t len;
+    enum { RM_DOMAIN_EXACT, RM_DOMAIN_SUFFIX, RM_DOMAIN_PREFIX, RM_DOMAIN_ANY } kind;
+    struct rm_vhost *vhost;
+};
+
+struct rm_route_table {
+    char *name;
+    struct rm_vhost *vhosts;
+    size_t n_vhosts;
+    struct rm_domain *domains; /* sorted: exact first (by string), then suffix by length desc… */
+    size_t n_domains;
+    struct rm_header_ops headers_ops; /* RouteConfiguration-level mutations */
+    bool ignore_port_in_host_matching;
+};
+
+/** Resolve a cluster name to the snapshot's cluster object (or NULL if unknown). */
+typedef void *(*rm_route_resolve_fn)(void *ctx, const char *cluster_name);
+
+/** Compile <rc>.  Unknown or unsupported features are an error naming the field path under
+ *  <path> (e.g. "static_resources.listeners[0]…route_config").  Returns the table or NULL. */
+struct rm_route_table *rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                                          const char *path, rm_route_resolve_fn resolve,
+                                          void *resolve_ctx, struct rm_error *err);
+void rm_route_table_free(struct rm_route_table *t);
+
+/** Find the virtual host for <authority> (port ignored when the table says so, and always
+ *  retried without the port when the exact "host:port" finds nothing). NULL = none. */
+const struct rm_vhost *rm_route_find_vhost(const struct rm_route_table *t, const char *authority,
+                                           size_t len);
+/** First route of <vh> matching the request headers (pseudo-headers :path/:method included).
+ *  NULL = no route. */
+const struct rm_route *rm_route_match(const struct rm_vhost *vh, const struct rm_headers *req);
+/** Pick one cluster of a weighted route with <rnd> uniformly in [0, total_weight). */
+const struct rm_weighted_cluster *rm_route_pick_weighted(const struct rm_route *r, uint64_t rnd);
+
+/** Apply one level of request or response mutations to <h> (removals first, then adds). */
+void rm_header_ops_apply_request(const struct rm_header_ops *ops, struct rm_headers *h);
+void rm_header_ops_apply_response(const struct rm_header_ops *ops, struct rm_headers *h);
+
+/** Does <m> match <v>? (exposed for filters and tests) */
+bool rm_str_match_eval(const struct rm_str_match *m, const char *v, size_t len);
+
+#endif

@@ -1,0 +1,123 @@
+/* Load balancers: ROUND_ROBIN (smooth weighted), LEAST_REQUEST (power of N choices), RANDOM
+ * (weighted).  Per-worker state, no locks: each worker balances on its own, as Envoy does. */
+#include <stdlib.h>
+
+#include "proxy/upstream/pool.h"
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static bool eligible(const struct rm_host *h, bool panic, const struct rm_host *avoid)
+{
+    return (panic || rm_host_routable(h)) && h != avoid;
+}
+
+static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const struct rm_host *avoid)
+{
+    struct rm_cluster *c = wc->cluster;
+    if (!wc->weighted) {
+        for (size_t tries = 0; tries < c->n_hosts; tries++) {
+            struct rm_host *h = c->hosts[wc->rr++ % c->n_hosts];
+            if (eligible(h, panic, avoid))
+                return h;
+        }
+        return NULL;
+    }
+    /* smooth weighted round robin (nginx): each pick adds weights, takes the max, subtracts total */
+    int64_t total = 0;
+    struct rm_host *best = NULL;
+    size_t best_i = 0;
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        struct rm_host *h = c->hosts[i];
+        if (!eligible(h, panic, avoid))
+            continue;
+        wc->wrr_current[i] += h->weight;
+        total += h->weight;
+        if (!best || wc->wrr_current[i] > wc->wrr_current[best_i]) {
+            best = h;
+            best_i = i;
+        }
+    }
+    if (best)
+        wc->wrr_current[best_i] -= total;
+    return best;
+}
+
+static struct rm_host *pick_random(struct rm_worker_cluster *wc, bool panic,
+                                   const struct rm_host *avoid)
+{
+    struct rm_cluster *c = wc->cluster;
+    uint64_t total = 0;
+    for (size_t i = 0; i < c->n_hosts; i++)
+        total += eligible(c->hosts[i], panic, avoid) ? c->hosts[i]->weight : 0;
+    if (!total)
+        return NULL;
+    uint64_t r = rng_next(&wc->rng) % total;
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        if (!eligible(c->hosts[i], panic, avoid))
+            continue;
+        if (r < c->hosts[i]->weight)
+            return c->hosts[i];
+        r -= c->hosts[i]->weight;
+    }
+    return NULL;
+}
+
+static struct rm_host *pick_least(struct rm_worker_cluster *wc, bool panic,
+                                  const struct rm_host *avoid)
+{
+    struct rm_host *best = NULL;
+    int64_t best_active = 0;
+    uint32_t choices = wc->cluster->lr_choice_count ? wc->cluster->lr_choice_count : 2;
+    for (uint32_t i = 0; i < choices; i++) {
+        struct rm_host *h = pick_random(wc, panic, avoid);
+        if (!h)
+            return NULL;
+        int64_t active = atomic_load_explicit(&h->rq_active, memory_order_relaxed);
+        if (!best || active < best_active) {
+            best = h;
+            best_active = active;
+        }
+    }
+    return best;
+}
+
+struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *avoid)
+{
+    struct rm_cluster *c = wc->cluster;
+    if (!c->n_hosts)
+        return NULL;
+    size_t routable = 0;
+    for (size_t i = 0; i < c->n_hosts; i++)
+        routable += rm_host_routable(c->hosts[i]);
+    bool panic = routable * 100 < c->n_hosts * (size_t)c->healthy_panic_threshold;
+    if (panic)
+        rm_stat_inc(c->stats, RM_CS_LB_HEALTHY_PANIC);
+    if (avoid && c->n_hosts == 1)
+        avoid = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        struct rm_host *h;
+        switch (c->lb_policy) {
+        case RM_LB_LEAST_REQUEST:
+            h = pick_least(wc, panic, avoid);
+            break;
+        case RM_LB_RANDOM:
+            h = pick_random(wc, panic, avoid);
+            break;
+        default:
+            h = pick_rr(wc, panic, avoid);
+            break;
+        }
+        if (h || !avoid)
+            return h;
+        avoid = NULL; /* the only eligible host is the one to avoid: use it anyway */
+    }
+    return NULL;
+}

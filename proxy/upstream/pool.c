@@ -1,0 +1,362 @@
+#include "proxy/upstream/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/core/log.h"
+
+struct pool_conn {
+    struct rm_pool *pool;
+    struct rm_conn *conn;   /* set while connecting */
+    struct rm_codec *codec; /* set once connected */
+    struct pool_conn *next, *prev;
+    struct rm_timer idle_timer;
+    uint32_t requests;
+    bool draining;
+};
+
+struct rm_pool {
+    struct rm_worker_cluster *wc;
+    struct rm_host *host;
+    enum rm_http_proto proto;
+    struct pool_conn conns; /* sentinel of a circular list */
+    unsigned n_connecting;
+    struct rm_pool_request pending; /* sentinel */
+    unsigned n_pending;
+};
+
+static void serve_pending(struct rm_pool *p, struct pool_conn *pc);
+static void maybe_connect(struct rm_pool *p);
+
+/* ---- lists -------------------------------------------------------------------------------- */
+
+static void conn_link(struct rm_pool *p, struct pool_conn *pc)
+{
+    pc->next = p->conns.next;
+    pc->prev = &p->conns;
+    p->conns.next->prev = pc;
+    p->conns.next = pc;
+}
+
+static void conn_unlink(struct pool_conn *pc)
+{
+    pc->prev->next = pc->next;
+    pc->next->prev = pc->prev;
+    pc->next = pc->prev = pc;
+}
+
+static struct rm_pool_request *pending_pop(struct rm_pool *p)
+{
+    struct rm_pool_request *r = p->pending.next;
+    if (r == &p->pending)
+        return NULL;
+    rm_pool_cancel(r);
+    return r;
+}
+
+void rm_pool_cancel(struct rm_pool_request *r)
+{
+    if (!r->pool)
+        return;
+    struct rm_pool *p = r->pool;
+    r->prev->next = r->next;
+    r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+    r->pool = NULL;
+    p->n_pending--;
+    rm_stat_dec(p->wc->cluster->stats, RM_CS_UPSTREAM_RQ_PENDING_ACTIVE);
+}
+
+/* ---- connection lifecycle ----------------------------------------------------------------- */
+
+static void pool_conn_free(struct pool_conn *pc)
+{
+    struct rm_cluster *c = pc->pool->wc->cluster;
+    rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
+    conn_unlink(pc);
+    rm_stat_dec(c->stats, RM_CS_UPSTREAM_CX_ACTIVE);
+    rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_DESTROY);
+    atomic_fetch_sub_explicit(&pc->pool->host->cx_active, 1, memory_order_relaxed);
+    free(pc);
+}
+
+static void on_codec_close(void *user, int err)
+{
+    struct pool_conn *pc = user;
+    struct rm_pool *p = pc->pool;
+    rm_stat_inc(p->wc->cluster->stats, RM_CS_UPSTREAM_CX_DESTROY_REMOTE);
+    pool_conn_free(pc);
+    if (p->n_pending)
+        maybe_connect(p);
+}
+
+static void on_idle_timeout(struct rm_timer *t)
+{
+    struct pool_conn *pc = rm_container_of(t, struct pool_conn, idle_timer);
+    rm_stat_inc(pc->pool->wc->cluster->stats, RM_CS_UPSTREAM_CX_DESTROY_LOCAL);
+    pc->codec->ops->close(pc->codec);
+    pool_conn_free(pc);
+}
+
+static void on_codec_idle(void *user)
+{
+    struct pool_conn *pc = user;
+    struct rm_pool *p = pc->pool;
+    struct rm_cluster *c = p->wc->cluster;
+    if (pc->draining)
+        return;
+    if (c->max_requests_per_connection && pc->requests >= c->max_requests_per_connection) {
+        pc->draining = true;
+        pc->codec->ops->shutdown(pc->codec);
+        return;
+    }
+    if (p->n_pending) {
+        serve_pending(p, pc);
+        return;
+    }
+    if (c->idle_timeout_ms && pc->codec->ops->active_streams(pc->codec) == 0)
+        rm_timer_start(p->wc->loop, &pc->idle_timer, c->idle_timeout_ms, on_idle_timeout);
+}
+
+static void on_codec_goaway(void *user)
+{
+    struct pool_conn *pc = user;
+    pc->draining = true;
+    if (pc->pool->n_pending)
+        maybe_connect(pc->pool);
+}
+
+static const struct rm_codec_callbacks client_cb = {
+    .on_idle = on_codec_idle,
+    .on_goaway = on_codec_goaway,
+    .on_close = on_codec_close,
+};
+
+static void fail_pending(struct rm_pool *p, unsigned keep, enum rm_pool_failure why, int err)
+{
+    while (p->n_pending > keep) {
+        struct rm_pool_request *r = pending_pop(p);
+        r->cb->on_failure(r, why, err);
+    }
+}
+
+static void on_connected(struct rm_conn *conn, int err)
+{
+    struct pool_conn *pc = conn->owner;
+    struct rm_pool *p = pc->pool;
+    struct rm_cluster *c = p->wc->cluster;
+    p->n_connecting--;
+    pc->conn = NULL;
+    if (err) {
+        rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
+        atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+        if (err == -ETIMEDOUT)
+            rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
+        rm_log_debug("cluster %s: connect to %s failed: %s", c->name, p->host->addr_str,
+                     strerror(-err));
+        pool_conn_free(pc);
+        /* HTTP/1.1: each connection was meant for one request; HTTP/2: all waited on it */
+        unsigned keep = p->proto == RM_HTTP2 ? (p->n_connecting ? p->n_pending : 0)
+                                             : p->n_connecting;
+        fail_pending(p, keep, err == -ETIMEDOUT ? RM_POOL_CONNECT_TIMEOUT : RM_POOL_CONNECT_FAILURE,
+                     err);
+        return;
+    }
+    conn->high_watermark = c->codec.buffer_limit ? c->codec.buffer_limit : 1024 * 1024;
+    if (p->proto == RM_HTTP2) {
+        pc->codec = rm_h2_client_new(conn, &c->codec, &client_cb, pc);
+        rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_HTTP2_TOTAL);
+    } else {
+        pc->codec = rm_h1_client_new(conn, &c->codec, &client_cb, pc);
+        rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_HTTP1_TOTAL);
+    }
+    if (!pc->codec) {
+        rm_conn_close(conn);
+        pool_conn_free(pc);
+        fail_pending(p, p->n_connecting, RM_POOL_CONNECT_FAILURE, -ENOMEM);
+        return;
+    }
+    serve_pending(p, pc);
+}
+
+static size_t connecting_on_data(struct rm_conn *c, const uint8_t *data, size_t n) { return 0; }
+static void connecting_on_close(struct rm_conn *c, int err) {}
+
+static const struct rm_conn_handler connecting_handler = {
+    .on_connected = on_connected,
+    .on_data = connecting_on_data,
+    .on_close = connecting_on_close,
+};
+
+static void connect_one(struct rm_pool *p)
+{
+    struct rm_cluster *c = p->wc->cluster;
+    struct pool_conn *pc = calloc(1, sizeof(*pc));
+    if (!pc)
+        abort();
+    pc->pool = p;
+    conn_link(p, pc);
+    rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_TOTAL);
+    rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_ACTIVE);
+    atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
+    int err = 0;
+    p->n_connecting++;
+    pc->conn = rm_conn_connect(p->wc->loop, (struct sockaddr *)&p->host->addr, p->host->addr_len,
+                               c->connect_timeout_ms, &connecting_handler, pc, &err);
+    if (!pc->conn) {
+        p->n_connecting--;
+        rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
+        rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, p->host->addr_str,
+                    strerror(-err));
+        pool_conn_free(pc);
+    }
+}
+
+static unsigned usable_streams(struct rm_pool *p)
+{
+    unsigned n = 0;
+    for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next) {
+        if (pc->codec && !pc->draining)
+            n += pc->codec->ops->available_streams(pc->codec);
+    }
+    return n;
+}
+
+static void maybe_connect(struct rm_pool *p)
+{
+    if (p->proto == RM_HTTP2) {
+        if (p->n_connecting == 0 && usable_streams(p) < p->n_pending)
+            connect_one(p);
+        if (p->n_connecting == 0)
+            fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -EIO);
+        return;
+    }
+    while (p->n_connecting < p->n_pending) {
+        unsigned before = p->n_connecting;
+        connect_one(p);
+        if (p->n_connecting == before) {
+            fail_pending(p, p->n_connecting, RM_POOL_CONNECT_FAILURE, -EIO);
+            return;
+        }
+    }
+}
+
+static void hand_out(struct pool_conn *pc, struct rm_pool_request *r)
+{
+    pc->requests++;
+    rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
+    r->cb->on_ready(r, pc->codec, pc->pool->host);
+}
+
+static void serve_pending(struct rm_pool *p, struct pool_conn *pc)
+{
+    while (p->n_pending && !pc->draining && pc->codec->ops->available_streams(pc->codec) > 0) {
+        struct rm_pool_request *r = pending_pop(p);
+        hand_out(pc, r);
+    }
+    if (p->n_pending && p->proto == RM_HTTP2)
+        maybe_connect(p);
+}
+
+int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
+                    const struct rm_pool_request_cb *cb, struct rm_codec **codec)
+{
+    r->cb = cb;
+    for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next) {
+        if (pc->codec && !pc->draining && pc->codec->ops->available_streams(pc->codec) > 0) {
+            pc->requests++;
+            rm_timer_stop(p->wc->loop, &pc->idle_timer);
+            *codec = pc->codec;
+            return RM_OK;
+        }
+    }
+    r->pool = p;
+    r->next = &p->pending;
+    r->prev = p->pending.prev;
+    p->pending.prev->next = r;
+    p->pending.prev = r;
+    p->n_pending++;
+    rm_stat_inc(p->wc->cluster->stats, RM_CS_UPSTREAM_RQ_PENDING_TOTAL);
+    rm_stat_inc(p->wc->cluster->stats, RM_CS_UPSTREAM_RQ_PENDING_ACTIVE);
+    maybe_connect(p);
+    return r->pool ? RM_AGAIN : RM_DONE; /* RM_DONE: failed synchronously, callback ran */
+}
+
+/* ---- worker cluster ----------------------------------------------------------------------- */
+
+struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop)
+{
+    struct rm_worker_cluster *wc = calloc(1, sizeof(*wc));
+    if (!wc)
+        return NULL;
+    wc->cluster = c;
+    wc->loop = loop;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    wc->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)wc ^ 0x9E3779B97F4A7C15ULL;
+    size_t n = c->n_hosts ? c->n_hosts : 1;
+    wc->pools = calloc(n * 2, sizeof(*wc->pools));
+    wc->wrr_current = calloc(n, sizeof(*wc->wrr_current));
+    if (!wc->pools || !wc->wrr_current) {
+        free(wc->pools);
+        free(wc->wrr_current);
+        free(wc);
+        return NULL;
+    }
+    wc->rr = wc->rng % n;
+    for (size_t i = 1; i < c->n_hosts; i++)
+        wc->weighted |= c->hosts[i]->weight != c->hosts[0]->weight;
+    return wc;
+}
+
+static void pool_free(struct rm_pool *p)
+{
+    if (!p)
+        return;
+    fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -ECANCELED);
+    while (p->conns.next != &p->conns) {
+        struct pool_conn *pc = p->conns.next;
+        if (pc->codec)
+            pc->codec->ops->close(pc->codec);
+        else if (pc->conn)
+            rm_conn_close(pc->conn);
+        pool_conn_free(pc);
+    }
+    free(p);
+}
+
+void rm_worker_cluster_free(struct rm_worker_cluster *wc)
+{
+    if (!wc)
+        return;
+    size_t n = wc->cluster->n_hosts ? wc->cluster->n_hosts : 1;
+    for (size_t i = 0; i < n * 2; i++)
+        pool_free(wc->pools[i]);
+    free(wc->pools);
+    free(wc->wrr_current);
+    free(wc);
+}
+
+struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
+                                       enum rm_http_proto proto)
+{
+    size_t i = 0;
+    while (i < wc->cluster->n_hosts && wc->cluster->hosts[i] != h)
+        i++;
+    size_t slot = i * 2 + (proto == RM_HTTP2);
+    if (!wc->pools[slot]) {
+        struct rm_pool *p = calloc(1, sizeof(*p));
+        if (!p)
+            abort();
+        p->wc = wc;
+        p->host = h;
+        p->proto = proto == RM_HTTP2 ? RM_HTTP2 : RM_HTTP11;
+        p->conns.next = p->conns.prev = &p->conns;
+        p->pending.next = p->pending.prev = &p->pending;
+        wc->pools[slot] = p;
+    }
+    return wc->pools[slot];
+}
