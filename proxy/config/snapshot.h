@@ -1,0 +1,93 @@
+/* Config snapshots: everything a worker needs to serve, immutable and shared by reference.
+ *
+ * The main thread builds a snapshot from a Bootstrap message (and, later, xDS resources),
+ * then publishes it; workers take a reference per connection and per stream, so an update never
+ * changes a request in flight.  The last rm_snapshot_unref() frees it, on whichever thread. */
+#ifndef RM_CONFIG_SNAPSHOT_H
+#define RM_CONFIG_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "filters/filter.h"
+#include "proxy/admin/stats.h"
+#include "proxy/core/error.h"
+#include "proxy/http/route.h"
+#include "proxy/upstream/cluster.h"
+
+struct Envoy__Config__Bootstrap__V3__Bootstrap;
+
+enum rm_codec_type {
+    RM_CODEC_AUTO = 0,
+    RM_CODEC_HTTP1 = 1,
+    RM_CODEC_HTTP2 = 2,
+};
+
+struct rm_filter_cfg {
+    const struct rm_filter_ops *ops;
+    void *config;
+    char *name;
+};
+
+/** An HttpConnectionManager, compiled. */
+struct rm_hcm_cfg {
+    char *stat_prefix;
+    enum rm_codec_type codec_type;
+    struct rm_route_table *routes;
+    struct rm_filter_cfg *filters; /* router last */
+    size_t n_filters;
+    struct rm_codec_settings codec; /* downstream codec limits */
+    bool use_remote_address;
+    uint32_t xff_num_trusted_hops;
+    bool skip_xff_append;
+    char *via;
+    bool generate_request_id;
+    bool preserve_external_request_id;
+    bool always_set_request_id_in_response;
+    char *server_name;            /* "server" response header */
+    int server_header_transformation; /* 0 OVERWRITE, 1 APPEND_IF_ABSENT, 2 PASS_THROUGH */
+    uint32_t drain_timeout_ms;        /* default 5000 */
+    uint32_t stream_idle_timeout_ms;  /* default 300000; 0 = disabled */
+    uint32_t request_timeout_ms;      /* 0 = disabled */
+    uint32_t idle_timeout_ms;         /* connection idle timeout (common options), default 1 h */
+    struct rm_stats *stats;           /* http.<stat_prefix>. */
+};
+
+struct rm_listener_cfg {
+    char *name;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char addr_str[64];
+    uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
+    bool reuse_port;       /* enable_reuse_port (default true) */
+    uint32_t backlog;
+    struct rm_hcm_cfg hcm; /* the single HTTP filter chain */
+    struct rm_stats *stats; /* listener.<addr>. */
+};
+
+struct rm_snapshot {
+    _Atomic unsigned refs;
+    uint64_t version;
+    struct rm_listener_cfg **listeners;
+    size_t n_listeners;
+    struct rm_cluster **clusters; /* sorted by name */
+    size_t n_clusters;
+    struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* owned; for /config_dump */
+    char *admin_addr_str;
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addr_len; /* 0 = no admin */
+    char *node_id, *node_cluster;
+};
+
+/** Build a snapshot from a bootstrap (takes ownership of <bs>, also on failure).  Every
+ *  unsupported feature is an error naming its field path.  Returns NULL with <err>. */
+struct rm_snapshot *rm_snapshot_from_bootstrap(struct Envoy__Config__Bootstrap__V3__Bootstrap *bs,
+                                               struct rm_error *err);
+struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s);
+void rm_snapshot_unref(struct rm_snapshot *s);
+/** Cluster by name (binary search); NULL if none. */
+struct rm_cluster *rm_snapshot_cluster(const struct rm_snapshot *s, const char *name);
+
+#endif
