@@ -53,7 +53,7 @@ $(GEN_C): $(GEN_STAMP) ;
 $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 	$(CC) $(GENFLAGS) -c $< -o $@
 
-# The descriptor registry (proxy/config/pbutil.h): an array of every message descriptor the
+# The descriptor registry (proxy/config/pbtypes.h): an array of every message descriptor the
 # generated headers declare, so an Any resolves by "type.googleapis.com/<full.name>".
 REG_C := $(BUILD)/gen/rm_pb_registry.c
 REG_O := $(REG_C:.c=.o)
