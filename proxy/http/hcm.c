@@ -1,0 +1,645 @@
+#include "proxy/http/hcm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/admin/stats.h"
+#include "proxy/config/snapshot.h"
+#include "proxy/core/log.h"
+#include "proxy/server/worker.h"
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void stream_finish(struct rm_hcm_stream *hs);
+static void run_request_headers(struct rm_hcm_stream *hs, unsigned from, bool end);
+static void run_request_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
+                             bool end);
+static void run_request_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h);
+
+static inline struct rm_stats *hstats(const struct rm_hcm_stream *hs) { return hs->cfg->stats; }
+
+struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs) { return hs->hc->w; }
+struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs) { return hs->hc->snap; }
+
+/* ---- connection --------------------------------------------------------------------------- */
+
+static void conn_free_task(struct rm_task *t)
+{
+    struct rm_hcm_conn *hc = rm_container_of(t, struct rm_hcm_conn, free_task);
+    rm_snapshot_unref(hc->snap);
+    free(hc);
+}
+
+static void conn_unlink_and_free(struct rm_hcm_conn *hc)
+{
+    if (hc->closed)
+        return;
+    hc->closed = true;
+    struct rm_worker *w = hc->w;
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        w->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    w->n_conns--;
+    rm_stat_dec(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_DESTROY);
+    rm_stat_dec(hc->lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->lc->stats, RM_LS_DOWNSTREAM_CX_DESTROY);
+    if (hc->codec)
+        rm_stat_dec(hc->cfg->stats, hc->codec->proto == RM_HTTP2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE
+                                                                  : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
+    rm_loop_defer(w->loop, &hc->free_task, conn_free_task);
+}
+
+static void on_codec_close(void *user, int err)
+{
+    conn_unlink_and_free(user);
+}
+
+static void on_stream(void *user, struct rm_stream *s);
+
+static const struct rm_codec_callbacks server_cb = {
+    .on_stream = on_stream,
+    .on_close = on_codec_close,
+};
+
+static void start_codec(struct rm_hcm_conn *hc, bool h2)
+{
+    struct rm_codec *c = h2 ? rm_h2_server_new(hc->conn, &hc->cfg->codec, &server_cb, hc)
+                            : rm_h1_server_new(hc->conn, &hc->cfg->codec, &server_cb, hc);
+    if (!c) {
+        rm_conn_close(hc->conn);
+        conn_unlink_and_free(hc);
+        return;
+    }
+    hc->codec = c;
+    rm_stat_inc(hc->cfg->stats, h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_TOTAL : RM_HS_DOWNSTREAM_CX_HTTP1_TOTAL);
+    rm_stat_inc(hc->cfg->stats, h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
+    if (hc->w->draining)
+        c->ops->shutdown(c);
+}
+
+/* AUTO codec: look at the first bytes; HTTP/2 clients start with the preface. */
+static size_t sniff_on_data(struct rm_conn *conn, const uint8_t *p, size_t n)
+{
+    struct rm_hcm_conn *hc = conn->owner;
+    size_t cmp = n < sizeof(h2_preface) - 1 ? n : sizeof(h2_preface) - 1;
+    bool h2 = memcmp(p, h2_preface, cmp) == 0;
+    if (h2 && cmp < sizeof(h2_preface) - 1)
+        return 0; /* could still be HTTP/2: wait for more */
+    start_codec(hc, h2);
+    return 0; /* the codec gets the bytes through rm_conn_set_handler */
+}
+
+static void sniff_on_close(struct rm_conn *conn, int err)
+{
+    conn_unlink_and_free(conn->owner);
+}
+
+static const struct rm_conn_handler sniff_handler = {
+    .on_data = sniff_on_data,
+    .on_close = sniff_on_close,
+};
+
+void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, struct rm_conn *conn)
+{
+    struct rm_hcm_conn *hc = calloc(1, sizeof(*hc));
+    if (!hc) {
+        rm_conn_close(conn);
+        return;
+    }
+    hc->w = w;
+    hc->snap = rm_snapshot_ref(w->snap);
+    hc->lc = lc;
+    hc->cfg = &lc->hcm;
+    hc->conn = conn;
+    conn->owner = hc;
+    conn->high_watermark = lc->buffer_limit;
+    rm_conn_peer_str(conn, hc->peer_ip, sizeof(hc->peer_ip));
+    char *colon = strrchr(hc->peer_ip, ':'); /* keep the address only */
+    if (colon)
+        *colon = 0;
+    if (hc->peer_ip[0] == '[') {
+        memmove(hc->peer_ip, hc->peer_ip + 1, strlen(hc->peer_ip));
+        hc->peer_ip[strlen(hc->peer_ip) - 1] = 0;
+    }
+    hc->next = w->conns;
+    if (w->conns)
+        w->conns->prev = hc;
+    w->conns = hc;
+    w->n_conns++;
+    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_TOTAL);
+    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_TOTAL);
+    rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
+    switch (hc->cfg->codec_type) {
+    case RM_CODEC_HTTP1:
+        start_codec(hc, false);
+        break;
+    case RM_CODEC_HTTP2:
+        start_codec(hc, true);
+        break;
+    default:
+        conn->h = &sniff_handler;
+        break;
+    }
+}
+
+void rm_hcm_conn_drain(struct rm_hcm_conn *hc)
+{
+    if (hc->closed)
+        return;
+    if (!hc->codec) {
+        rm_conn_close(hc->conn);
+        conn_unlink_and_free(hc);
+        return;
+    }
+    hc->codec->ops->shutdown(hc->codec);
+}
+
+void rm_hcm_conn_close(struct rm_hcm_conn *hc)
+{
+    if (hc->closed)
+        return;
+    if (hc->codec)
+        hc->codec->ops->close(hc->codec);
+    else
+        rm_conn_close(hc->conn);
+    conn_unlink_and_free(hc);
+}
+
+/* ---- request-side helpers ----------------------------------------------------------------- */
+
+static void gen_request_id(struct rm_worker *w, char out[37])
+{
+    uint64_t a = rm_worker_random(w), b = rm_worker_random(w);
+    a = (a & 0xffffffffffff0fffULL) | 0x4000ULL;          /* version 4 */
+    b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL; /* variant 10 */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+/* x-forwarded-for / -proto, x-request-id, via: Envoy's edge semantics. */
+static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
+{
+    const struct rm_hcm_cfg *cfg = hs->cfg;
+    if (cfg->use_remote_address && !cfg->skip_xff_append) {
+        struct rm_str xff = RM_HDR_GET(h, "x-forwarded-for");
+        if (xff.p) {
+            size_t n = xff.len + 2 + strlen(hs->hc->peer_ip);
+            char *v = rm_arena_alloc(hs->arena, n + 1);
+            snprintf(v, n + 1, "%.*s, %s", (int)xff.len, xff.p, hs->hc->peer_ip);
+            rm_headers_set(h, "x-forwarded-for", 15, v, n);
+        } else {
+            rm_headers_add(h, "x-forwarded-for", 15, hs->hc->peer_ip, strlen(hs->hc->peer_ip));
+        }
+    }
+    if (cfg->use_remote_address || !RM_HDR_GET(h, "x-forwarded-proto").p)
+        rm_headers_set(h, "x-forwarded-proto", 17, "http", 4);
+    if (cfg->generate_request_id) {
+        bool have = RM_HDR_GET(h, "x-request-id").p != NULL;
+        if (!have || (cfg->use_remote_address && !cfg->preserve_external_request_id)) {
+            char id[37];
+            gen_request_id(hs->hc->w, id);
+            rm_headers_set(h, "x-request-id", 12, id, 36);
+        }
+    }
+    if (cfg->via && cfg->via[0])
+        rm_headers_add_ref(h, "via", 3, cfg->via, strlen(cfg->via));
+}
+
+static void pick_route(struct rm_hcm_stream *hs)
+{
+    const struct rm_route_table *rt = hs->cfg->routes;
+    struct rm_str auth = RM_HDR_GET(hs->req, ":authority");
+    hs->vhost = rt ? rm_route_find_vhost(rt, auth.p ? auth.p : "", auth.len) : NULL;
+    hs->route = hs->vhost ? rm_route_match(hs->vhost, hs->req) : NULL;
+}
+
+static void create_filters(struct rm_hcm_stream *hs)
+{
+    const struct rm_hcm_cfg *cfg = hs->cfg;
+    hs->n_filters = (unsigned)cfg->n_filters;
+    hs->filters = rm_arena_alloc(hs->arena, sizeof(*hs->filters) * (cfg->n_filters + 1));
+    for (unsigned i = 0; i < hs->n_filters; i++) {
+        const struct rm_filter_ops *ops = cfg->filters[i].ops;
+        struct rm_filter *f = rm_arena_alloc(hs->arena, ops->instance_size);
+        memset(f, 0, ops->instance_size);
+        f->ops = ops;
+        f->config = cfg->filters[i].config;
+        f->stream = hs;
+        f->idx = i;
+        hs->filters[i] = f;
+        if (ops->on_init)
+            ops->on_init(f);
+    }
+}
+
+/* ---- downstream stream events ------------------------------------------------------------- */
+
+static bool dead(const struct rm_hcm_stream *hs)
+{
+    return hs->flags & (RM_HS_RESET | RM_HS_FINISHING);
+}
+
+static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
+{
+    struct rm_hcm_stream *hs = s->user;
+    if (dead(hs))
+        return;
+    hs->req = h;
+    if (end)
+        hs->flags |= RM_HS_REQ_END;
+    struct rm_str ct = RM_HDR_GET(h, "content-type");
+    if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0)
+        hs->flags |= RM_HS_GRPC;
+    struct rm_str m = RM_HDR_GET(h, ":method");
+    if (m.p && rm_str_eq(m, "HEAD", 4))
+        hs->flags |= RM_HS_HEAD;
+    mutate_request(hs, h);
+    pick_route(hs);
+    create_filters(hs);
+    run_request_headers(hs, 0, end);
+}
+
+static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end)
+{
+    struct rm_hcm_stream *hs = s->user;
+    if (dead(hs))
+        return;
+    if (end)
+        hs->flags |= RM_HS_REQ_END;
+    if (hs->flags & RM_HS_LOCAL_REPLY) {
+        if (end && (hs->flags & RM_HS_RESP_END))
+            stream_finish(hs);
+        return;
+    }
+    if (hs->flags & RM_HS_REQ_HELD) {
+        rm_buf_append(&hs->held, p, n);
+        hs->held_end = end;
+        if (hs->held.len > hs->hc->lc->buffer_limit)
+            rm_hcm_pause_request(hs, true);
+        return;
+    }
+    run_request_data(hs, 0, p, n, end);
+}
+
+static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
+{
+    struct rm_hcm_stream *hs = s->user;
+    if (dead(hs))
+        return;
+    hs->flags |= RM_HS_REQ_END;
+    if (hs->flags & RM_HS_LOCAL_REPLY) {
+        if (hs->flags & RM_HS_RESP_END)
+            stream_finish(hs);
+        return;
+    }
+    if (hs->flags & RM_HS_REQ_HELD) {
+        hs->held_trailers = h;
+        return;
+    }
+    run_request_trailers(hs, 0, h);
+}
+
+static void down_on_reset(struct rm_stream *s, enum rm_reset_reason r)
+{
+    struct rm_hcm_stream *hs = s->user;
+    if (dead(hs))
+        return;
+    rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_RX_RESET);
+    hs->flags |= RM_HS_RESET;
+    stream_finish(hs);
+}
+
+static void down_on_writable(struct rm_stream *s)
+{
+    struct rm_hcm_stream *hs = s->user;
+    if (!dead(hs) && hs->on_down_writable)
+        hs->on_down_writable(hs->on_down_writable_ctx);
+}
+
+static const struct rm_stream_events down_events = {
+    .on_headers = down_on_headers,
+    .on_data = down_on_data,
+    .on_trailers = down_on_trailers,
+    .on_reset = down_on_reset,
+    .on_writable = down_on_writable,
+};
+
+static void on_stream(void *user, struct rm_stream *s)
+{
+    struct rm_hcm_conn *hc = user;
+    struct rm_hcm_stream *hs = rm_arena_alloc(s->arena, sizeof(*hs));
+    memset(hs, 0, sizeof(*hs));
+    hs->hc = hc;
+    hs->down = s;
+    hs->arena = s->arena;
+    hs->cfg = hc->cfg;
+    hs->start_ms = rm_loop_now(hc->w->loop);
+    s->ev = &down_events;
+    s->user = hs;
+    hc->active_streams++;
+    rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_TOTAL);
+    rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_ACTIVE);
+    rm_stat_inc(hstats(hs), s->proto == RM_HTTP2 ? RM_HS_DOWNSTREAM_RQ_HTTP2_TOTAL
+                                                 : RM_HS_DOWNSTREAM_RQ_HTTP1_TOTAL);
+}
+
+/* ---- filter iteration --------------------------------------------------------------------- */
+
+static void hold(struct rm_hcm_stream *hs, unsigned at)
+{
+    hs->flags |= RM_HS_REQ_HELD;
+    hs->held_at = at;
+}
+
+static void run_request_headers(struct rm_hcm_stream *hs, unsigned from, bool end)
+{
+    for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
+        struct rm_filter *f = hs->filters[i];
+        if (!f->ops->on_request_headers)
+            continue;
+        if (f->ops->on_request_headers(f, hs->req, end) == RM_FILTER_STOP) {
+            if (!(hs->flags & RM_HS_LOCAL_REPLY))
+                hold(hs, i);
+            return;
+        }
+        if (hs->flags & RM_HS_LOCAL_REPLY)
+            return;
+    }
+}
+
+static void run_request_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
+                             bool end)
+{
+    for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
+        struct rm_filter *f = hs->filters[i];
+        if (!f->ops->on_request_data)
+            continue;
+        if (f->ops->on_request_data(f, p, n, end) == RM_FILTER_STOP || (hs->flags & RM_HS_LOCAL_REPLY))
+            return;
+    }
+}
+
+static void run_request_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h)
+{
+    for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
+        struct rm_filter *f = hs->filters[i];
+        if (!f->ops->on_request_trailers)
+            continue;
+        if (f->ops->on_request_trailers(f, h) == RM_FILTER_STOP || (hs->flags & RM_HS_LOCAL_REPLY))
+            return;
+    }
+}
+
+void rm_filter_continue(struct rm_filter *f)
+{
+    struct rm_hcm_stream *hs = f->stream;
+    if (dead(hs) || !(hs->flags & RM_HS_REQ_HELD) || hs->held_at != f->idx)
+        return;
+    hs->flags &= ~(uint32_t)RM_HS_REQ_HELD;
+    bool end_in_headers = (hs->flags & RM_HS_REQ_END) && !hs->held.len && !hs->held_end &&
+                          !hs->held_trailers;
+    run_request_headers(hs, f->idx + 1, end_in_headers);
+    if (dead(hs) || (hs->flags & (RM_HS_REQ_HELD | RM_HS_LOCAL_REPLY)))
+        return;
+    if (hs->held.len || hs->held_end) {
+        struct rm_buf b = hs->held;
+        hs->held = (struct rm_buf)RM_BUF_INIT;
+        run_request_data(hs, f->idx + 1, rm_buf_data(&b), b.len, hs->held_end);
+        rm_buf_reset(&b);
+    }
+    if (hs->held_trailers && !dead(hs))
+        run_request_trailers(hs, f->idx + 1, hs->held_trailers);
+    if (hs->flags & RM_HS_DOWN_PAUSED)
+        rm_hcm_pause_request(hs, false);
+}
+
+void rm_filter_reply(struct rm_filter *f, unsigned status, const char *flags, const char *body)
+{
+    rm_hcm_local_reply(f->stream, f->idx, status, flags, body);
+}
+
+void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused)
+{
+    if (dead(hs))
+        return;
+    if (paused == !!(hs->flags & RM_HS_DOWN_PAUSED))
+        return;
+    if (paused)
+        hs->flags |= RM_HS_DOWN_PAUSED;
+    else
+        hs->flags &= ~(uint32_t)RM_HS_DOWN_PAUSED;
+    hs->down->ops->pause_reading(hs->down, paused);
+}
+
+bool rm_hcm_down_blocked(const struct rm_hcm_stream *hs)
+{
+    return !dead(hs) && hs->down->ops->write_blocked(hs->down);
+}
+
+/* ---- response side ------------------------------------------------------------------------ */
+
+static void count_status(struct rm_hcm_stream *hs, unsigned status)
+{
+    static const unsigned idx[] = {RM_HS_DOWNSTREAM_RQ_1XX, RM_HS_DOWNSTREAM_RQ_1XX,
+                                   RM_HS_DOWNSTREAM_RQ_2XX, RM_HS_DOWNSTREAM_RQ_3XX,
+                                   RM_HS_DOWNSTREAM_RQ_4XX, RM_HS_DOWNSTREAM_RQ_5XX};
+    unsigned c = status / 100;
+    if (c >= 1 && c <= 5)
+        rm_stat_inc(hstats(hs), idx[c]);
+}
+
+static void maybe_done(struct rm_hcm_stream *hs)
+{
+    if ((hs->flags & RM_HS_RESP_END) && (hs->flags & RM_HS_REQ_END))
+        stream_finish(hs);
+}
+
+static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
+{
+    const struct rm_hcm_cfg *cfg = hs->cfg;
+    const char *name = cfg->server_name && cfg->server_name[0] ? cfg->server_name : "remora";
+    if (cfg->server_header_transformation == 2)
+        return;
+    if (cfg->server_header_transformation == 1 && RM_HDR_GET(h, "server").p)
+        return;
+    rm_headers_set(h, "server", 6, name, strlen(name));
+}
+
+void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h,
+                           bool end)
+{
+    if (dead(hs))
+        return;
+    for (unsigned i = from; i-- > 0;) {
+        struct rm_filter *f = hs->filters[i];
+        if (f->ops->on_response_headers)
+            f->ops->on_response_headers(f, h, end);
+        if (dead(hs))
+            return;
+    }
+    struct rm_str st = RM_HDR_GET(h, ":status");
+    int64_t code = st.p ? rm_parse_u63(st.p, st.len) : -1;
+    if (code >= 100 && code < 200) { /* informational: forward only 100 to HTTP/1.1 clients? */
+        return;
+    }
+    hs->status = code > 0 ? (unsigned)code : 502;
+    server_header(hs, h);
+    if (hs->cfg->always_set_request_id_in_response && hs->req) {
+        struct rm_str id = RM_HDR_GET(hs->req, "x-request-id");
+        if (id.p && !RM_HDR_GET(h, "x-request-id").p)
+            rm_headers_add_ref(h, "x-request-id", 12, id.p, id.len);
+    }
+    hs->flags |= RM_HS_RESP_HEADERS;
+    count_status(hs, hs->status);
+    if (end)
+        hs->flags |= RM_HS_RESP_END;
+    hs->down->ops->submit_headers(hs->down, h, end);
+    if (end)
+        maybe_done(hs);
+}
+
+void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
+                        bool end)
+{
+    if (dead(hs))
+        return;
+    for (unsigned i = from; i-- > 0;) {
+        struct rm_filter *f = hs->filters[i];
+        if (f->ops->on_response_data)
+            f->ops->on_response_data(f, p, n, end);
+        if (dead(hs))
+            return;
+    }
+    if (end)
+        hs->flags |= RM_HS_RESP_END;
+    hs->down->ops->submit_data(hs->down, p, n, end);
+    if (end)
+        maybe_done(hs);
+}
+
+void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h)
+{
+    if (dead(hs))
+        return;
+    for (unsigned i = from; i-- > 0;) {
+        struct rm_filter *f = hs->filters[i];
+        if (f->ops->on_response_trailers)
+            f->ops->on_response_trailers(f, h);
+        if (dead(hs))
+            return;
+    }
+    hs->flags |= RM_HS_RESP_END;
+    hs->down->ops->submit_trailers(hs->down, h);
+    maybe_done(hs);
+}
+
+/* Envoy's HTTP → gRPC status mapping for local replies. */
+static unsigned grpc_status_for(unsigned http)
+{
+    switch (http) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
+                        const char *flags, const char *body)
+{
+    if (dead(hs))
+        return;
+    hs->resp_flags = flags;
+    if (hs->flags & RM_HS_RESP_HEADERS) { /* too late for a reply: reset */
+        rm_hcm_reset(hs);
+        return;
+    }
+    hs->flags |= RM_HS_LOCAL_REPLY;
+    size_t blen = body ? strlen(body) : 0;
+    struct rm_headers *h = rm_arena_alloc(hs->arena, sizeof(*h));
+    rm_headers_init(h, hs->arena);
+    char num[16];
+    if (hs->flags & RM_HS_GRPC) {
+        rm_headers_add_ref(h, ":status", 7, "200", 3);
+        rm_headers_add_ref(h, "content-type", 12, "application/grpc", 16);
+        int n = snprintf(num, sizeof(num), "%u", grpc_status_for(status));
+        rm_headers_add(h, "grpc-status", 11, num, (size_t)n);
+        if (blen)
+            rm_headers_add(h, "grpc-message", 12, body, blen);
+        if (flags && strcmp(flags, "UO") == 0)
+            rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
+        rm_hcm_encode_headers(hs, from, h, true);
+        return;
+    }
+    int n = snprintf(num, sizeof(num), "%u", status);
+    rm_headers_add(h, ":status", 7, num, (size_t)n);
+    if (blen) {
+        rm_headers_add_ref(h, "content-type", 12, "text/plain", 10);
+        n = snprintf(num, sizeof(num), "%zu", blen);
+        rm_headers_add(h, "content-length", 14, num, (size_t)n);
+    }
+    if (flags && strcmp(flags, "UO") == 0)
+        rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
+    bool head = hs->flags & RM_HS_HEAD;
+    rm_hcm_encode_headers(hs, from, h, blen == 0 || head);
+    if (blen && !head && !dead(hs))
+        rm_hcm_encode_data(hs, from, (const uint8_t *)body, blen, true);
+}
+
+void rm_hcm_reset(struct rm_hcm_stream *hs)
+{
+    if (dead(hs))
+        return;
+    rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_TX_RESET);
+    hs->flags |= RM_HS_RESET;
+    hs->down->ops->reset(hs->down, RM_RESET_LOCAL);
+    stream_finish(hs);
+}
+
+/* ---- end of stream ------------------------------------------------------------------------ */
+
+static void finish_task(struct rm_task *t)
+{
+    struct rm_hcm_stream *hs = rm_container_of(t, struct rm_hcm_stream, finish_task);
+    struct rm_hcm_conn *hc = hs->hc;
+    for (unsigned i = 0; i < hs->n_filters; i++) {
+        if (hs->filters[i]->ops->on_destroy)
+            hs->filters[i]->ops->on_destroy(hs->filters[i]);
+    }
+    rm_buf_reset(&hs->held);
+    rm_stat_dec(hstats(hs), RM_HS_DOWNSTREAM_RQ_ACTIVE);
+    if (hs->flags & RM_HS_RESP_END)
+        rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_COMPLETED);
+    if (hs->resp_flags)
+        rm_log_debug("%s request finished: %u %s", hc->cfg->stat_prefix, hs->status,
+                     hs->resp_flags);
+    hc->active_streams--;
+    struct rm_stream *down = hs->down;
+    down->ops->release(down); /* frees hs (it lives in the stream's arena) */
+}
+
+static void stream_finish(struct rm_hcm_stream *hs)
+{
+    if (hs->flags & RM_HS_FINISHING)
+        return;
+    hs->flags |= RM_HS_FINISHING;
+    rm_loop_defer(hs->hc->w->loop, &hs->finish_task, finish_task);
+}

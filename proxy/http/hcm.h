@@ -1,0 +1,105 @@
+/* The HTTP connection manager: one per downstream connection.  Picks the codec (AUTO sniffs
+ * the HTTP/2 preface), creates a stream object per request, applies the connection-manager
+ * behaviour (x-forwarded-*, x-request-id, server header, stats) and runs the filter chain.
+ *
+ * Stream memory (this object, filter instances, headers) lives in the downstream stream's
+ * arena and is released once, from a deferred task, when both directions are done or the
+ * stream was reset — so no filter callback can see its stream freed under it. */
+#ifndef RM_HTTP_HCM_H
+#define RM_HTTP_HCM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "filters/filter.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/loop.h"
+#include "proxy/http/codec.h"
+#include "proxy/http/route.h"
+
+struct rm_worker;
+struct rm_listener_cfg;
+struct rm_hcm_cfg;
+struct rm_snapshot;
+
+struct rm_hcm_conn {
+    struct rm_worker *w;
+    struct rm_snapshot *snap; /* reference */
+    const struct rm_listener_cfg *lc;
+    const struct rm_hcm_cfg *cfg;
+    struct rm_conn *conn;
+    struct rm_codec *codec; /* NULL until the protocol is known */
+    struct rm_hcm_conn *next, *prev; /* the worker's list */
+    struct rm_task free_task;
+    unsigned active_streams;
+    bool closed;
+    char peer_ip[64];
+};
+
+enum {
+    RM_HS_REQ_END = 1u << 0,       /* downstream request fully received */
+    RM_HS_RESP_HEADERS = 1u << 1,  /* response headers sent downstream */
+    RM_HS_RESP_END = 1u << 2,      /* response fully sent */
+    RM_HS_RESET = 1u << 3,         /* stream reset (either side) */
+    RM_HS_FINISHING = 1u << 4,     /* release scheduled */
+    RM_HS_GRPC = 1u << 5,          /* content-type application/grpc* */
+    RM_HS_HEAD = 1u << 6,
+    RM_HS_REQ_HELD = 1u << 7,      /* a filter stopped the request */
+    RM_HS_LOCAL_REPLY = 1u << 8,   /* answered locally: later request events are dropped */
+    RM_HS_DOWN_PAUSED = 1u << 9,
+};
+
+struct rm_hcm_stream {
+    struct rm_hcm_conn *hc;
+    struct rm_stream *down;
+    struct rm_arena *arena;
+    const struct rm_hcm_cfg *cfg;
+    struct rm_headers *req;
+    const struct rm_vhost *vhost;
+    const struct rm_route *route;
+    struct rm_filter **filters;
+    unsigned n_filters;
+    unsigned held_at;      /* filter that stopped the request (RM_HS_REQ_HELD) */
+    struct rm_buf held;    /* request body received while held */
+    bool held_end;
+    struct rm_headers *held_trailers;
+    uint32_t flags;
+    unsigned status;
+    const char *resp_flags; /* Envoy response flags ("UH", "UF", …) or NULL */
+    uint64_t start_ms;
+    struct rm_task finish_task;
+    /* the router's hook for "downstream can take more response bytes" */
+    void (*on_down_writable)(void *ctx);
+    void *on_down_writable_ctx;
+};
+
+/** Take over an accepted connection.  Frees itself when the connection ends. */
+void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, struct rm_conn *conn);
+/** Graceful drain: GOAWAY / Connection: close, close when idle. */
+void rm_hcm_conn_drain(struct rm_hcm_conn *hc);
+/** Close now (streams are reset). */
+void rm_hcm_conn_close(struct rm_hcm_conn *hc);
+
+/* ---- used by filters --------------------------------------------------------------------- */
+
+/** Send response headers/data/trailers downstream from filter <from> (through the response
+ *  hooks of the filters before it). */
+void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h,
+                           bool end_stream);
+void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
+                        bool end_stream);
+void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h);
+/** Local reply (see rm_filter_reply). */
+void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
+                        const char *flags, const char *body);
+/** Reset the downstream stream (e.g. upstream reset after the response started). */
+void rm_hcm_reset(struct rm_hcm_stream *hs);
+/** Pause/resume reading the downstream request body. */
+void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused);
+/** Can the downstream take more response bytes now? */
+bool rm_hcm_down_blocked(const struct rm_hcm_stream *hs);
+struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs);
+struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs);
+
+#endif

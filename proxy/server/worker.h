@@ -1,0 +1,62 @@
+/* Worker threads: one event loop each, owning its listeners' accept sockets (SO_REUSEPORT),
+ * downstream connections, upstream pools and a stats shard. */
+#ifndef RM_SERVER_WORKER_H
+#define RM_SERVER_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/loop.h"
+#include "proxy/net/listener.h"
+
+struct rm_snapshot;
+struct rm_worker_cluster;
+struct rm_hcm_conn;
+
+struct rm_worker_listener {
+    struct rm_listener l;
+    struct rm_worker *w;
+    struct rm_listener_cfg *cfg;
+};
+
+struct rm_worker {
+    unsigned idx; /* 0-based; stats shard idx + 1 */
+    struct rm_loop *loop;
+    pthread_t thread;
+    struct rm_snapshot *snap;
+    struct rm_worker_cluster **clusters; /* by cluster idx in snap */
+    struct rm_worker_listener *listeners;
+    size_t n_listeners;
+    int *listen_fds; /* handed over by the main thread, one per listener */
+    struct rm_async async;
+    _Atomic int command; /* RM_WORKER_* */
+    struct rm_hcm_conn *conns; /* intrusive list of downstream connections */
+    unsigned n_conns;
+    struct rm_timer drain_timer;
+    uint64_t rng;
+    bool draining;
+    uint32_t drain_timeout_ms;
+};
+
+enum { RM_WORKER_RUN, RM_WORKER_DRAIN, RM_WORKER_STOP };
+
+/** Create a worker for <snap> with pre-bound listening sockets (<fds>, one per snapshot
+ *  listener; ownership passes to the worker).  Returns NULL on failure. */
+struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds);
+int rm_worker_start(struct rm_worker *w);
+/** Ask the worker (from the main thread) to drain: stop accepting, finish in-flight requests,
+ *  close connections, then exit its loop within <timeout_ms>. */
+void rm_worker_drain(struct rm_worker *w, uint32_t timeout_ms);
+/** Join and free. */
+void rm_worker_join_free(struct rm_worker *w);
+
+/** The worker's view of snapshot cluster <idx>. */
+static inline struct rm_worker_cluster *rm_worker_cluster(struct rm_worker *w, unsigned idx)
+{
+    return w->clusters[idx];
+}
+uint64_t rm_worker_random(struct rm_worker *w);
+
+#endif
