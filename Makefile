@@ -27,7 +27,7 @@ OPT := -O2
 endif
 
 CFLAGS_COMMON := -std=c17 -D_GNU_SOURCE -g -pthread -MMD -MP $(OPT) -I. -I$(BUILD)/gen $(PKG_CFLAGS)
-CFLAGS  := $(CFLAGS_COMMON) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-deprecated-declarations
+CFLAGS  := $(CFLAGS_COMMON) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-deprecated-declarations -Wno-format-truncation
 GENFLAGS := $(CFLAGS_COMMON) -w
 LDFLAGS := $(OPT) -pthread
 LDLIBS  := $(PKG_LIBS) -lm

@@ -79,6 +79,8 @@ struct rm_snapshot {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
     char *node_id, *node_cluster;
+    struct ProtobufCMessage **owned; /* unpacked typed_configs the compiled config points into */
+    size_t n_owned;
 };
 
 /** Build a snapshot from a bootstrap (takes ownership of <bs>, also on failure).  Every

@@ -225,6 +225,12 @@ static void run_deferred(struct rm_loop *loop)
     }
 }
 
+void rm_loop_run_pending(struct rm_loop *loop)
+{
+    rm_loop_update_time(loop);
+    run_deferred(loop);
+}
+
 int rm_loop_run(struct rm_loop *loop)
 {
     struct epoll_event evs[RM_LOOP_MAX_EVENTS];

@@ -59,6 +59,8 @@ struct rm_loop *rm_loop_new(void);
 void rm_loop_free(struct rm_loop *loop);
 /** Run until rm_loop_stop().  Returns 0. */
 int rm_loop_run(struct rm_loop *loop);
+/** Run the deferred and flush queues until empty (at shutdown, after rm_loop_run returned). */
+void rm_loop_run_pending(struct rm_loop *loop);
 /** Make rm_loop_run return after the current iteration (same thread only; else use rm_async). */
 void rm_loop_stop(struct rm_loop *loop);
 /** Monotonic milliseconds, cached once per iteration. */

@@ -1,0 +1,369 @@
+#include "proxy/config/snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/pbutil.h"
+
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define PATH_MAX_LEN 512
+
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+typedef Envoy__Config__Listener__V3__Listener Listener;
+
+static void own(struct rm_snapshot *s, ProtobufCMessage *m)
+{
+    ProtobufCMessage **v = realloc(s->owned, (s->n_owned + 1) * sizeof(*v));
+    if (!v)
+        abort();
+    s->owned = v;
+    s->owned[s->n_owned++] = m;
+}
+
+/* ---- clusters ----------------------------------------------------------------------------- */
+
+static int cmp_cluster(const void *a, const void *b)
+{
+    return strcmp((*(struct rm_cluster *const *)a)->name, (*(struct rm_cluster *const *)b)->name);
+}
+
+struct rm_cluster *rm_snapshot_cluster(const struct rm_snapshot *s, const char *name)
+{
+    size_t lo = 0, hi = s->n_clusters;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(name, s->clusters[mid]->name);
+        if (c == 0)
+            return s->clusters[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+static int build_clusters(struct rm_snapshot *s, const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                          struct rm_error *err)
+{
+    s->clusters = calloc(sr->n_clusters + 1, sizeof(*s->clusters));
+    if (!s->clusters)
+        return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < sr->n_clusters; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "static_resources.clusters[%zu]", i);
+        struct rm_cluster *c = rm_cluster_new(sr->clusters[i], path, err);
+        if (!c)
+            return RM_ERR;
+        s->clusters[s->n_clusters++] = c;
+    }
+    qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        s->clusters[i]->idx = (unsigned)i;
+        if (i && strcmp(s->clusters[i]->name, s->clusters[i - 1]->name) == 0)
+            return rm_error_set(err, "static_resources.clusters: duplicate cluster name \"%s\"",
+                                s->clusters[i]->name);
+        rm_cluster_update_membership(s->clusters[i]);
+    }
+    return RM_OK;
+}
+
+/* ---- HTTP connection manager -------------------------------------------------------------- */
+
+static void *resolve_cluster(void *ctx, const char *name)
+{
+    return rm_snapshot_cluster(ctx, name);
+}
+
+static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm *pb,
+                         const char *path, struct rm_error *err)
+{
+    h->filters = calloc(pb->n_http_filters + 1, sizeof(*h->filters));
+    if (!h->filters)
+        return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < pb->n_http_filters; i++) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f =
+            pb->http_filters[i];
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "%s.http_filters[%zu]", path, i);
+        if (f->disabled)
+            continue;
+        const char *type = NULL;
+        if (f->config_type_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+            const char *slash = strrchr(f->typed_config->type_url, '/');
+            type = slash ? slash + 1 : f->typed_config->type_url;
+        }
+        const struct rm_filter_ops *ops = rm_filter_lookup(f->name, type);
+        if (!ops) {
+            if (f->is_optional)
+                continue;
+            return rm_error_set(err, "%s: HTTP filter \"%s\"%s%s%s is not supported by remora", p,
+                                f->name, type ? " (type " : "", type ? type : "", type ? ")" : "");
+        }
+        void *cfg = ops->config_new(f->typed_config, p, err);
+        if (!cfg)
+            return RM_ERR;
+        h->filters[h->n_filters].ops = ops;
+        h->filters[h->n_filters].config = cfg;
+        h->filters[h->n_filters].name = strdup(f->name);
+        h->n_filters++;
+    }
+    if (!h->n_filters || h->filters[h->n_filters - 1].ops != &rm_filter_router)
+        return rm_error_set(err, "%s.http_filters: the last filter must be the router "
+                            "(envoy.filters.http.router)", path);
+    for (size_t i = 0; i + 1 < h->n_filters; i++) {
+        if (h->filters[i].ops == &rm_filter_router)
+            return rm_error_set(err, "%s.http_filters[%zu]: the router must be the last filter",
+                                path, i);
+    }
+    return RM_OK;
+}
+
+static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hcm *pb,
+                     const char *path, struct rm_error *err)
+{
+    struct rm_hcm_cfg *h = &lc->hcm;
+    if (!pb->stat_prefix || !pb->stat_prefix[0])
+        return rm_error_set(err, "%s.stat_prefix: required", path);
+    h->stat_prefix = strdup(pb->stat_prefix);
+    if (pb->codec_type > ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2)
+        return rm_error_set(err, "%s.codec_type: HTTP3 is not supported by remora", path);
+    h->codec_type = (enum rm_codec_type)pb->codec_type;
+    if (pb->route_specifier_case !=
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
+        return rm_error_set(err, "%s: route_config is required (rds is not supported by remora yet)",
+                            path);
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.route_config", path);
+    h->routes = rm_route_table_new(pb->route_config, p, resolve_cluster, s, err);
+    if (!h->routes)
+        return RM_ERR;
+    if (build_filters(s, h, pb, path, err))
+        return RM_ERR;
+    h->codec.max_request_headers_kb = rm_pb_u32(pb->max_request_headers_kb, 60);
+    h->codec.buffer_limit = lc->buffer_limit;
+    h->idle_timeout_ms = 3600 * 1000;
+    if (pb->common_http_protocol_options) {
+        h->codec.max_headers_count = rm_pb_u32(pb->common_http_protocol_options->max_headers_count, 100);
+        h->idle_timeout_ms = rm_pb_duration_ms(pb->common_http_protocol_options->idle_timeout,
+                                               h->idle_timeout_ms);
+    }
+    if (pb->http_protocol_options)
+        h->codec.accept_http_10 = pb->http_protocol_options->accept_http_10;
+    if (pb->http2_protocol_options) {
+        const Envoy__Config__Core__V3__Http2ProtocolOptions *o = pb->http2_protocol_options;
+        h->codec.h2_max_concurrent_streams = rm_pb_u32(o->max_concurrent_streams, 0);
+        h->codec.h2_initial_stream_window = rm_pb_u32(o->initial_stream_window_size, 0);
+        h->codec.h2_initial_conn_window = rm_pb_u32(o->initial_connection_window_size, 0);
+    }
+    h->use_remote_address = rm_pb_bool(pb->use_remote_address, false);
+    h->xff_num_trusted_hops = pb->xff_num_trusted_hops;
+    h->skip_xff_append = pb->skip_xff_append;
+    h->via = pb->via && pb->via[0] ? strdup(pb->via) : NULL;
+    h->generate_request_id = rm_pb_bool(pb->generate_request_id, true);
+    h->preserve_external_request_id = pb->preserve_external_request_id;
+    h->always_set_request_id_in_response = pb->always_set_request_id_in_response;
+    h->server_name = pb->server_name && pb->server_name[0] ? strdup(pb->server_name) : NULL;
+    h->server_header_transformation = (int)pb->server_header_transformation;
+    h->drain_timeout_ms = rm_pb_duration_ms(pb->drain_timeout, 5000);
+    h->stream_idle_timeout_ms = rm_pb_duration_ms(pb->stream_idle_timeout, 300000);
+    h->request_timeout_ms = rm_pb_duration_ms(pb->request_timeout, 0);
+    if (pb->proxy_100_continue)
+        return rm_error_set(err, "%s.proxy_100_continue: not supported by remora yet (remora "
+                            "answers 100-continue itself, as Envoy does by default)", path);
+    if (pb->request_headers_timeout)
+        return rm_error_set(err, "%s.request_headers_timeout: not supported by remora yet", path);
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
+    h->stats = rm_stats_get(prefix, rm_http_stat_defs, RM_HS__COUNT);
+    return RM_OK;
+}
+
+/* ---- listeners ---------------------------------------------------------------------------- */
+
+static int check_listener_supported(const Listener *pb, const char *path, struct rm_error *err)
+{
+    if (pb->n_listener_filters)
+        return rm_error_set(err, "%s.listener_filters: not supported by remora yet", path);
+    if (rm_pb_bool(pb->use_original_dst, false))
+        return rm_error_set(err, "%s.use_original_dst: not supported by remora yet", path);
+    if (rm_pb_bool(pb->transparent, false))
+        return rm_error_set(err, "%s.transparent: not supported by remora yet", path);
+    if (pb->default_filter_chain)
+        return rm_error_set(err, "%s.default_filter_chain: not supported by remora yet", path);
+    if (!rm_pb_bool(pb->bind_to_port, true))
+        return rm_error_set(err, "%s.bind_to_port: false is not supported by remora yet", path);
+    if (pb->n_filter_chains != 1)
+        return rm_error_set(err, "%s.filter_chains: exactly one filter chain is supported by "
+                            "remora yet (got %zu)", path, pb->n_filter_chains);
+    const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
+    if (fc->filter_chain_match)
+        return rm_error_set(err, "%s.filter_chains[0].filter_chain_match: not supported by "
+                            "remora yet", path);
+    if (fc->transport_socket)
+        return rm_error_set(err, "%s.filter_chains[0].transport_socket: TLS is not supported by "
+                            "remora yet", path);
+    if (fc->n_filters != 1)
+        return rm_error_set(err, "%s.filter_chains[0].filters: exactly one network filter "
+                            "(envoy.filters.network.http_connection_manager) is supported", path);
+    return RM_OK;
+}
+
+static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i,
+                          struct rm_error *err)
+{
+    char path[PATH_MAX_LEN];
+    snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
+    if (check_listener_supported(pb, path, err))
+        return RM_ERR;
+    struct rm_listener_cfg *lc = calloc(1, sizeof(*lc));
+    if (!lc)
+        return rm_error_set(err, "out of memory");
+    s->listeners[s->n_listeners++] = lc;
+    lc->name = strdup(pb->name && pb->name[0] ? pb->name : "");
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.address", path);
+    if (rm_pb_address(pb->address, p, &lc->addr, &lc->addr_len, err))
+        return RM_ERR;
+    rm_sockaddr_str((struct sockaddr *)&lc->addr, lc->addr_str, sizeof(lc->addr_str));
+    lc->buffer_limit = rm_pb_u32(pb->per_connection_buffer_limit_bytes, 1024 * 1024);
+    lc->reuse_port = rm_pb_bool(pb->enable_reuse_port, true);
+    lc->backlog = rm_pb_u32(pb->tcp_backlog_size, 1024);
+    const Envoy__Config__Listener__V3__Filter *f = pb->filter_chains[0]->filters[0];
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return rm_error_set(err, "%s.typed_config: required", p);
+    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
+    if (d != &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
+        return rm_error_set(err, "%s: network filter \"%s\" (%s) is not supported by remora; "
+                            "only " HCM_TYPE, p, f->name, f->typed_config->type_url);
+    ProtobufCMessage *m;
+    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
+        return rm_error_prefix(err, "%s.typed_config: ", p);
+    own(s, m);
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
+    if (rm_pb_check_no_unknown(m, p, err))
+        return RM_ERR;
+    if (build_hcm(s, lc, (const Hcm *)m, p, err))
+        return RM_ERR;
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
+    lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
+    return RM_OK;
+}
+
+/* ---- snapshot ----------------------------------------------------------------------------- */
+
+static int build(struct rm_snapshot *s, struct rm_error *err)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = s->bootstrap;
+    if (rm_pb_check_no_unknown(&bs->base, "", err))
+        return RM_ERR;
+    if (bs->dynamic_resources)
+        return rm_error_set(err, "dynamic_resources: xDS is not supported by remora yet");
+    if (bs->typed_dns_resolver_config)
+        return rm_error_set(err, "typed_dns_resolver_config: not supported by remora yet");
+    if (bs->node) {
+        s->node_id = strdup(bs->node->id ? bs->node->id : "");
+        s->node_cluster = strdup(bs->node->cluster ? bs->node->cluster : "");
+    }
+    if (bs->admin && bs->admin->address) {
+        if (rm_pb_address(bs->admin->address, "admin.address", &s->admin_addr, &s->admin_addr_len,
+                          err))
+            return RM_ERR;
+        char a[64];
+        rm_sockaddr_str((struct sockaddr *)&s->admin_addr, a, sizeof(a));
+        s->admin_addr_str = strdup(a);
+    }
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
+        ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
+    if (!sr)
+        sr = &empty;
+    if (build_clusters(s, sr, err))
+        return RM_ERR;
+    s->listeners = calloc(sr->n_listeners + 1, sizeof(*s->listeners));
+    if (!s->listeners)
+        return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < sr->n_listeners; i++) {
+        if (build_listener(s, sr->listeners[i], i, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (s->listeners[i]->addr_len == s->listeners[j]->addr_len &&
+                memcmp(&s->listeners[i]->addr, &s->listeners[j]->addr, s->listeners[i]->addr_len) == 0)
+                return rm_error_set(err, "static_resources.listeners[%zu].address: %s is already "
+                                    "used by listeners[%zu]", i, s->listeners[i]->addr_str, j);
+        }
+    }
+    return RM_OK;
+}
+
+struct rm_snapshot *rm_snapshot_from_bootstrap(Envoy__Config__Bootstrap__V3__Bootstrap *bs,
+                                               struct rm_error *err)
+{
+    struct rm_snapshot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        protobuf_c_message_free_unpacked(&bs->base, NULL);
+        rm_error_set(err, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->bootstrap = bs;
+    if (build(s, err)) {
+        rm_snapshot_unref(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+static void listener_free(struct rm_listener_cfg *lc)
+{
+    if (!lc)
+        return;
+    struct rm_hcm_cfg *h = &lc->hcm;
+    for (size_t i = 0; i < h->n_filters; i++) {
+        h->filters[i].ops->config_free(h->filters[i].config);
+        free(h->filters[i].name);
+    }
+    free(h->filters);
+    rm_route_table_free(h->routes);
+    free(h->stat_prefix);
+    free(h->via);
+    free(h->server_name);
+    free(lc->name);
+    free(lc);
+}
+
+void rm_snapshot_unref(struct rm_snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < s->n_listeners; i++)
+        listener_free(s->listeners[i]);
+    free(s->listeners);
+    for (size_t i = 0; i < s->n_clusters; i++)
+        rm_cluster_free(s->clusters[i]);
+    free(s->clusters);
+    for (size_t i = 0; i < s->n_owned; i++)
+        protobuf_c_message_free_unpacked(s->owned[i], NULL);
+    free(s->owned);
+    if (s->bootstrap)
+        protobuf_c_message_free_unpacked(&s->bootstrap->base, NULL);
+    free(s->admin_addr_str);
+    free(s->node_id);
+    free(s->node_cluster);
+    free(s);
+}

@@ -1,0 +1,364 @@
+#include "proxy/server/server.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "proxy/admin/admin.h"
+#include "proxy/admin/stats.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/snapshot.h"
+#include "proxy/core/arena.h"
+#include "proxy/core/buf.h"
+#include "proxy/net/listener.h"
+#include "proxy/server/worker.h"
+
+struct rm_server {
+    const struct rm_options *opt;
+    struct rm_loop *loop;
+    struct rm_snapshot *snap;
+    struct rm_worker **workers;
+    unsigned n_workers;
+    struct rm_admin *admin;
+    struct rm_io sig_io;
+    struct rm_task quit_task;
+    const char *state;
+    struct rm_stats *stats;
+    struct rm_timer uptime_timer;
+    uint64_t start_s;
+};
+
+/* ---- command line ------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: remora -c FILE [options]\n"
+            "  -c, --config-path FILE     bootstrap (Envoy v3 Bootstrap as YAML or JSON)\n"
+            "      --concurrency N        worker threads (default: number of CPUs)\n"
+            "  -l, --log-level LEVEL      trace|debug|info|warning|error|critical|off (info)\n"
+            "      --mode serve|validate  validate: check the config and exit (0 = valid)\n"
+            "      --service-node ID      node.id (overrides the bootstrap)\n"
+            "      --service-cluster NAME node.cluster (overrides the bootstrap)\n"
+            "      --drain-time-s N       seconds to drain connections on shutdown (5)\n"
+            "      --help, --version\n");
+}
+
+int rm_options_parse(struct rm_options *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config-path", required_argument, NULL, 'c'},
+        {"concurrency", required_argument, NULL, 'C'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"mode", required_argument, NULL, 'm'},
+        {"service-node", required_argument, NULL, 'n'},
+        {"service-cluster", required_argument, NULL, 's'},
+        {"drain-time-s", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
+        {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->log_level = RM_LOG_INFO;
+    o->drain_time_s = 5;
+    int ch;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "c:l:", longopts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'c':
+            o->config_path = optarg;
+            break;
+        case 'C':
+            o->concurrency = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o->concurrency > 64) {
+                fprintf(stderr, "remora: --concurrency: expected 1..64, got \"%s\"\n", optarg);
+                return -1;
+            }
+            break;
+        case 'l':
+            if (rm_log_level_parse(optarg, &o->log_level) < 0) {
+                fprintf(stderr, "remora: --log-level: unknown level \"%s\"\n", optarg);
+                return -1;
+            }
+            break;
+        case 'm':
+            if (strcmp(optarg, "validate") == 0)
+                o->validate_only = true;
+            else if (strcmp(optarg, "serve") != 0) {
+                fprintf(stderr, "remora: --mode: expected serve or validate, got \"%s\"\n", optarg);
+                return -1;
+            }
+            break;
+        case 'n':
+            o->service_node = optarg;
+            break;
+        case 's':
+            o->service_cluster = optarg;
+            break;
+        case 'd':
+            o->drain_time_s = (unsigned)strtoul(optarg, &end, 10);
+            if (*end) {
+                fprintf(stderr, "remora: --drain-time-s: expected seconds, got \"%s\"\n", optarg);
+                return -1;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case 'v':
+            printf("remora version %s\n", RM_VERSION);
+            return 1;
+        default:
+            fprintf(stderr, "remora: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "remora: unexpected argument \"%s\"\n", argv[optind]);
+        return -1;
+    }
+    if (!o->config_path) {
+        fprintf(stderr, "remora: a bootstrap is required: -c FILE\n");
+        usage(stderr);
+        return -1;
+    }
+    snprintf(o->command_line, sizeof(o->command_line),
+             "{\"config_path\":\"%s\",\"concurrency\":%u,\"mode\":\"%s\",\"drain_time\":\"%us\"}",
+             o->config_path, o->concurrency, o->validate_only ? "Validate" : "Serve",
+             o->drain_time_s);
+    return 0;
+}
+
+/* ---- config ------------------------------------------------------------------------------- */
+
+static struct rm_snapshot *load_config(const struct rm_options *o, struct rm_error *err)
+{
+    ProtobufCMessage *m;
+    if (rm_pbjson_parse_file(o->config_path, &envoy__config__bootstrap__v3__bootstrap__descriptor,
+                             &m, err))
+        return NULL;
+    struct rm_snapshot *s = rm_snapshot_from_bootstrap((Envoy__Config__Bootstrap__V3__Bootstrap *)m,
+                                                       err);
+    if (!s) {
+        rm_error_prefix(err, "%s: ", o->config_path);
+        return NULL;
+    }
+    if (o->service_node) {
+        free(s->node_id);
+        s->node_id = strdup(o->service_node);
+    }
+    if (o->service_cluster) {
+        free(s->node_cluster);
+        s->node_cluster = strdup(o->service_cluster);
+    }
+    return s;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void begin_shutdown(struct rm_server *sv)
+{
+    if (strcmp(sv->state, "DRAINING") == 0)
+        return;
+    sv->state = "DRAINING";
+    rm_log_info("shutting down: draining connections (up to %us)", sv->opt->drain_time_s);
+    for (unsigned i = 0; i < sv->n_workers; i++)
+        rm_worker_drain(sv->workers[i], sv->opt->drain_time_s * 1000u + 1);
+    rm_loop_stop(sv->loop);
+}
+
+static void on_signal(struct rm_io *io, uint32_t events)
+{
+    struct rm_server *sv = rm_container_of(io, struct rm_server, sig_io);
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            begin_shutdown(sv);
+    }
+}
+
+static void quit_task_run(struct rm_task *t)
+{
+    begin_shutdown(rm_container_of(t, struct rm_server, quit_task));
+}
+
+static struct rm_snapshot *hook_snapshot(void *ctx)
+{
+    struct rm_server *sv = ctx;
+    return rm_snapshot_ref(sv->snap);
+}
+
+static const char *hook_state(void *ctx) { return ((struct rm_server *)ctx)->state; }
+
+static void hook_quit(void *ctx)
+{
+    struct rm_server *sv = ctx;
+    rm_loop_defer(sv->loop, &sv->quit_task, quit_task_run);
+}
+
+static const struct rm_admin_hooks admin_hooks = {
+    .snapshot = hook_snapshot,
+    .state = hook_state,
+    .quit = hook_quit,
+};
+
+static void on_uptime(struct rm_timer *t)
+{
+    struct rm_server *sv = rm_container_of(t, struct rm_server, uptime_timer);
+    rm_stat_set(sv->stats, RM_SS_UPTIME, (int64_t)((uint64_t)time(NULL) - sv->start_s));
+    rm_timer_start(sv->loop, &sv->uptime_timer, 1000, on_uptime);
+}
+
+/* Bind every listener once per worker (SO_REUSEPORT) so bind errors stop start-up here. */
+static int bind_listeners(struct rm_server *sv, int **fds_out, struct rm_error *err)
+{
+    size_t nl = sv->snap->n_listeners;
+    int *fds = calloc(sv->n_workers * nl + 1, sizeof(int));
+    if (!fds)
+        return rm_error_set(err, "out of memory");
+    for (size_t k = 0; k < sv->n_workers * nl; k++)
+        fds[k] = -1;
+    for (unsigned w = 0; w < sv->n_workers; w++) {
+        for (size_t i = 0; i < nl; i++) {
+            const struct rm_listener_cfg *lc = sv->snap->listeners[i];
+            int fd = rm_listen_socket((const struct sockaddr *)&lc->addr, lc->addr_len,
+                                      lc->reuse_port || sv->n_workers > 1, (int)lc->backlog);
+            if (fd < 0) {
+                rm_error_set(err, "static_resources.listeners[%zu] (%s): cannot listen on %s: %s",
+                             i, lc->name, lc->addr_str, strerror(-fd));
+                for (size_t k = 0; k < sv->n_workers * nl; k++)
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                free(fds);
+                return RM_ERR;
+            }
+            fds[w * nl + i] = fd;
+        }
+    }
+    *fds_out = fds;
+    return RM_OK;
+}
+
+static int setup_signals(struct rm_server *sv)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
+    signal(SIGPIPE, SIG_IGN);
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return rm_io_start(sv->loop, &sv->sig_io, fd, EPOLLIN, on_signal);
+}
+
+static int start(struct rm_server *sv, struct rm_error *err)
+{
+    int *fds = NULL;
+    if (bind_listeners(sv, &fds, err))
+        return RM_ERR;
+    sv->workers = calloc(sv->n_workers, sizeof(*sv->workers));
+    size_t nl = sv->snap->n_listeners;
+    for (unsigned i = 0; i < sv->n_workers; i++) {
+        sv->workers[i] = rm_worker_new(i, sv->snap, fds + i * nl);
+        if (!sv->workers[i] || rm_worker_start(sv->workers[i])) {
+            free(fds);
+            return rm_error_set(err, "cannot start worker %u", i);
+        }
+    }
+    free(fds);
+    if (sv->snap->admin_addr_len) {
+        struct rm_admin_info info = {
+            .version = RM_VERSION,
+            .command_line = sv->opt->command_line,
+            .start_time_s = sv->start_s,
+            .concurrency = sv->n_workers,
+        };
+        sv->admin = rm_admin_new(sv->loop, (struct sockaddr *)&sv->snap->admin_addr,
+                                 sv->snap->admin_addr_len, &admin_hooks, sv, &info, err);
+        if (!sv->admin)
+            return rm_error_prefix(err, "admin.address: ");
+    }
+    return RM_OK;
+}
+
+static void teardown(struct rm_server *sv)
+{
+    for (unsigned i = 0; sv->workers && i < sv->n_workers; i++) {
+        if (sv->workers[i] && strcmp(sv->state, "DRAINING") != 0)
+            rm_worker_drain(sv->workers[i], 0);
+        rm_worker_join_free(sv->workers[i]);
+    }
+    free(sv->workers);
+    rm_admin_free(sv->admin);
+    rm_timer_stop(sv->loop, &sv->uptime_timer);
+    if (sv->sig_io.fd >= 0) {
+        int fd = sv->sig_io.fd;
+        rm_io_stop(sv->loop, &sv->sig_io);
+        close(fd);
+    }
+    rm_loop_run_pending(sv->loop);
+    rm_snapshot_unref(sv->snap);
+    rm_loop_free(sv->loop);
+    rm_stats_free_all();
+    rm_buf_thread_cleanup();
+    rm_arena_thread_cleanup();
+}
+
+int rm_server_run(const struct rm_options *o)
+{
+    rm_log_level = o->log_level;
+    struct rm_error err = {{0}};
+    struct rm_server sv = {.opt = o, .state = "PRE_INITIALIZING", .start_s = (uint64_t)time(NULL)};
+    sv.sig_io.fd = -1;
+    sv.snap = load_config(o, &err);
+    if (!sv.snap) {
+        fprintf(stderr, "remora: error: %s\n", err.msg);
+        rm_stats_free_all();
+        return 1;
+    }
+    if (o->validate_only) {
+        printf("configuration '%s' OK\n", o->config_path);
+        rm_snapshot_unref(sv.snap);
+        rm_stats_free_all();
+        return 0;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sv.n_workers = o->concurrency ? o->concurrency : (unsigned)(ncpu > 0 ? ncpu : 1);
+    sv.loop = rm_loop_new();
+    sv.stats = rm_stats_get("server.", rm_server_stat_defs, RM_SS__COUNT);
+    rm_stat_set(sv.stats, RM_SS_CONCURRENCY, sv.n_workers);
+    int rc = 0;
+    if (!sv.loop || setup_signals(&sv) < 0) {
+        fprintf(stderr, "remora: error: cannot set up the main loop: %s\n", strerror(errno));
+        rc = 1;
+        goto out;
+    }
+    if (start(&sv, &err)) {
+        fprintf(stderr, "remora: error: %s\n", err.msg);
+        rc = 1;
+        goto out;
+    }
+    sv.state = "LIVE";
+    rm_stat_set(sv.stats, RM_SS_LIVE, 1);
+    on_uptime(&sv.uptime_timer);
+    rm_log_info("remora %s started: %zu listener(s), %zu cluster(s), %u worker(s)%s%s",
+                RM_VERSION, sv.snap->n_listeners, sv.snap->n_clusters, sv.n_workers,
+                sv.snap->admin_addr_str ? ", admin on " : "",
+                sv.snap->admin_addr_str ? sv.snap->admin_addr_str : "");
+    rm_loop_run(sv.loop);
+    rm_log_info("exiting");
+out:
+    teardown(&sv);
+    return rc;
+}
