@@ -22,8 +22,11 @@
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
-/* Conversions allowed per document: bounds the work an alias "bomb" can cause. */
-#define PJ_BUDGET 20000000UL
+/* Messages built per document: PJ_BUDGET_PER_NODE per YAML node plus PJ_BUDGET_EXTRA.  Only
+ * aliases can make a document expand beyond its node count, so this bounds what an alias
+ * "bomb" costs while leaving ample room for configs that reuse anchors. */
+#define PJ_BUDGET_PER_NODE 8UL
+#define PJ_BUDGET_EXTRA 100000UL
 
 struct pj {
     yaml_document_t *doc;
@@ -801,7 +804,9 @@ static int convert_document(yaml_document_t *doc, const char *name,
     yaml_node_t *root = yaml_document_get_root_node(doc);
     if (!root)
         return rm_error_set(err, "%s: empty document", name);
-    struct pj c = {.doc = doc, .file = name, .err = err, .budget = PJ_BUDGET};
+    unsigned long nodes = (unsigned long)(doc->nodes.top - doc->nodes.start);
+    struct pj c = {.doc = doc, .file = name, .err = err,
+                   .budget = nodes * PJ_BUDGET_PER_NODE + PJ_BUDGET_EXTRA};
     int rc = parse_message(&c, d, root, out);
     rm_strbuf_dispose(&c.path);
     return rc;

@@ -99,6 +99,19 @@ static void append_elem(struct rm_strbuf *path, const ProtobufCMessageDescriptor
     }
 }
 
+/* Check a map entry: its own fields, then its value (when a message) at the same path. */
+static int check_entry(const ProtobufCMessage *e, struct rm_strbuf *path, int depth,
+                       struct rm_error *err)
+{
+    if (e->n_unknown_fields)
+        return check_msg(e, path, depth, err);
+    const ProtobufCFieldDescriptor *vf = &e->descriptor->fields[1];
+    if (vf->type != PROTOBUF_C_TYPE_MESSAGE)
+        return RM_OK;
+    const ProtobufCMessage *v = *(ProtobufCMessage *const *)((const char *)e + vf->offset);
+    return v ? check_msg(v, path, depth + 1, err) : RM_OK;
+}
+
 /* Check the message(s) held by field <f> of <m>. */
 static int check_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
                        struct rm_strbuf *path, int depth, struct rm_error *err)
@@ -113,9 +126,11 @@ static int check_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
         size_t n = *(const size_t *)(base + f->quantifier_offset);
         ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)(base + f->offset);
+        bool map = rm_pb_is_map(m->descriptor, f);
         for (size_t i = 0; i < n && rc == RM_OK; i++) {
             append_elem(path, m->descriptor, f, arr[i], i);
-            rc = check_msg(arr[i], path, depth + 1, err);
+            rc = map ? check_entry(arr[i], path, depth + 1, err)
+                     : check_msg(arr[i], path, depth + 1, err);
             rm_strbuf_truncate(path, field_mark);
         }
     } else {
