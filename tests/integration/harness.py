@@ -115,11 +115,14 @@ class Ctx:
 
     def remora(self, yaml_text, *extra_args, ports=None, wait=True, name="remora"):
         """Start build/remora with `yaml_text` as bootstrap.  `yaml_text` may contain
-        {port0}, {port1}, … and {admin} placeholders, filled with free ports; the Proc gets
+        {port0}, {port1}, … and {admin} placeholders (plain text replacement, so other braces
+        are left alone), filled with free ports; the Proc gets
         .port (= port0), .admin and .ports."""
         ports = ports if ports is not None else [free_port() for _ in range(4)]
         admin = free_port()
-        text = yaml_text.format(*ports, admin=admin, **{f"port{i}": p for i, p in enumerate(ports)})
+        text = yaml_text.replace("{admin}", str(admin))
+        for i, p in enumerate(ports):
+            text = text.replace("{port%d}" % i, str(p))
         path = os.path.join(self.tmp, f"{name}.yaml")
         with open(path, "w") as f:
             f.write(text)

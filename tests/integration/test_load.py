@@ -1,0 +1,266 @@
+"""Integration tests for build/remora-load against the bundled upstream (build/remora-upstream).
+
+Exact counts in closed loop (h2c, HTTP/1.1, pipelined HTTP/1.1, TLS), the JSON report schema,
+open-loop rate accuracy, coordinated omission (latency counted from the scheduled send time
+against a slow upstream), gRPC status counting, per-request timeouts, status-code counts, and
+start-up errors (one line, exit status 2).
+"""
+import json
+import os
+import subprocess
+
+from harness import TestFailure, free_port
+
+LATENCY_KEYS = ["count", "min", "mean", "stdev", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
+
+
+def load(ctx, *args, timeout=90, expect_rc=0):
+    """Run remora-load with --json; returns the parsed report."""
+    cmd = [ctx.bin("remora-load"), "--json", "--no-progress"] + [str(a) for a in args]
+    r = ctx.run(cmd, timeout=timeout)
+    err = r.stderr.decode("utf-8", "replace")
+    if "ERROR: AddressSanitizer" in err or "runtime error:" in err or "LeakSanitizer" in err:
+        raise TestFailure(f"sanitizer report from {cmd}:\n{err[-4000:]}")
+    if r.returncode != expect_rc:
+        raise TestFailure(f"{cmd} exited {r.returncode}, want {expect_rc}:\n{err[-2000:]}\n"
+                          f"{r.stdout.decode()[-2000:]}")
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise TestFailure(f"{cmd}: stdout is not JSON:\n{r.stdout[:2000]!r}")
+
+
+def url(up, path="/"):
+    return f"http://127.0.0.1:{up.port}{path}"
+
+
+def assert_all_ok(rep, n):
+    req = rep["requests"]
+    assert req["sent"] == n, rep
+    assert req["completed"] == n, rep
+    assert req["succeeded"] == n, rep
+    assert req["failed"] == 0, rep
+    assert all(v == 0 for v in rep["errors"].values()), rep
+    assert rep["status"]["2xx"] == n and rep["status"]["codes"] == {"200": n}, rep
+    assert rep["latency_us"]["count"] == n, rep
+
+
+def test_load_closed_loop_h2c_exact(ctx):
+    up = ctx.upstream()
+    rep = load(ctx, "-n", 5000, "-c", 4, "-m", 10, "-t", 2, url(up))
+    assert_all_ok(rep, 5000)
+    assert rep["config"]["protocol"] == "h2c"
+    assert rep["connections"]["opened"] == 4, rep
+    assert rep["throughput"]["bytes_rx"] > 0 and rep["throughput"]["bytes_tx"] > 0
+
+
+def test_load_closed_loop_h1_exact(ctx):
+    up = ctx.upstream()
+    rep = load(ctx, "--h1", "-n", 3000, "-c", 3, url(up))
+    assert_all_ok(rep, 3000)
+    assert rep["config"]["protocol"] == "http/1.1"
+    # -m > 1 pipelines on HTTP/1.1; several URLs are requested round-robin
+    rep = load(ctx, "--h1", "-n", 3001, "-c", 2, "-m", 8, url(up, "/a"), url(up, "/b?x=1"))
+    assert_all_ok(rep, 3001)
+    assert rep["config"]["paths"] == ["/a", "/b?x=1"], rep
+
+
+def test_load_tls_h2_and_h1(ctx):
+    cert, key = os.path.join(ctx.tmp, "cert.pem"), os.path.join(ctx.tmp, "key.pem")
+    ctx.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+             "-out", cert, "-days", "2", "-subj", "/CN=localhost"], check=True)
+    up = ctx.upstream("--tls-cert", cert, "--tls-key", key)
+    rep = load(ctx, "-n", 500, "-c", 2, "-m", 4, f"https://localhost:{up.port}/")
+    assert_all_ok(rep, 500)
+    assert rep["config"]["protocol"] == "h2"
+    rep = load(ctx, "--h1", "-n", 300, "-c", 2, f"https://127.0.0.1:{up.port}/")
+    assert_all_ok(rep, 300)
+    # --verify rejects the self-signed certificate at start-up
+    r = ctx.run([ctx.bin("remora-load"), "--verify", "-n", "1", f"https://localhost:{up.port}/"])
+    assert r.returncode == 2, r
+    assert b"certificate" in r.stderr, r.stderr
+
+
+def test_load_json_schema(ctx):
+    up = ctx.upstream()
+    rep = load(ctx, "-d", "1s", "-c", 2, "-m", 2, "--warmup", "200ms", "--timeout", "5s",
+               url(up))
+    for k in ["tool", "config", "interrupted", "duration_s", "requests", "errors", "status",
+              "grpc_status", "rate", "throughput", "connections", "latency_us", "connect_us",
+              "sched_lag_us"]:
+        assert k in rep, (k, rep)
+    assert rep["tool"] == "remora-load"
+    cfg = rep["config"]
+    for k in ["url", "paths", "protocol", "connections", "streams", "threads", "mode",
+              "requests", "duration_s", "rate", "warmup_s", "timeout_s", "method", "grpc"]:
+        assert k in cfg, (k, cfg)
+    assert cfg["mode"] == "closed" and cfg["requests"] is None and cfg["rate"] is None
+    assert cfg["duration_s"] == 1 and cfg["warmup_s"] == 0.2 and cfg["timeout_s"] == 5
+    assert set(rep["requests"]) == {"sent", "completed", "succeeded", "failed", "unsent"}
+    assert set(rep["errors"]) == {"connect", "reset", "timeout", "protocol"}
+    assert {"2xx", "3xx", "4xx", "5xx", "invalid", "codes"} <= set(rep["status"])
+    assert set(rep["rate"]) == {"target", "sent", "achieved"} and rep["rate"]["target"] is None
+    assert set(rep["throughput"]) == {"bytes_rx", "bytes_tx", "rx_bytes_per_s",
+                                      "tx_bytes_per_s"}
+    assert set(rep["connections"]) == {"opened", "connect_errors"}
+    for h in ["latency_us", "connect_us", "sched_lag_us"]:
+        assert list(rep[h]) == LATENCY_KEYS, rep[h]
+        assert all(isinstance(v, (int, float)) for v in rep[h].values()), rep[h]
+    lat = rep["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] \
+        <= lat["p99.99"] <= lat["max"], lat
+    assert rep["requests"]["succeeded"] > 0 and rep["requests"]["failed"] == 0
+    assert abs(rep["duration_s"] - 1.0) < 0.01, rep["duration_s"]
+    assert rep["rate"]["achieved"] > 0
+    assert rep["interrupted"] is False
+
+
+def test_load_text_report_and_help(ctx):
+    up = ctx.upstream()
+    r = ctx.run([ctx.bin("remora-load"), "-n", "100", "-c", "2", url(up)], check=True)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    for word in ["100 sent", "100 succeeded", "p50", "p99.99", "latency (us)", "200: 100"]:
+        assert word in out, (word, out)
+    r = ctx.run([ctx.bin("remora-load"), "--help"], check=True)
+    text = r.stdout.decode()
+    for opt in ["-n", "-d", "-c", "-m", "-t", "--h1", "--rate", "--warmup", "-H", "--method",
+                "--data", "--grpc", "--timeout", "--connect-timeout", "--json", "--progress",
+                "--no-progress", "--insecure"]:
+        assert opt in text, opt
+    # progress: one line per second on stderr
+    r = ctx.run([ctx.bin("remora-load"), "-d", "2500ms", "--rate", "200", url(up)], check=True)
+    lines = [ln for ln in r.stderr.decode().splitlines() if ln.strip()]
+    assert len(lines) == 2 and all("req/s" in ln for ln in lines), lines
+
+
+def check_rate(ctx, up, rate, secs, conns, streams):
+    rep = load(ctx, "--rate", rate, "-d", f"{secs}s", "-c", conns, "-m", streams, url(up))
+    req = rep["requests"]
+    want = rate * secs
+    assert rep["config"]["mode"] == "open" and rep["rate"]["target"] == rate
+    assert abs(req["sent"] - want) <= want * 0.01, rep
+    assert req["unsent"] <= want * 0.01, rep
+    assert req["failed"] == 0, rep
+    assert abs(rep["rate"]["achieved"] - rate) <= rate * 0.01, rep["rate"]
+    assert abs(rep["rate"]["sent"] - rate) <= rate * 0.01, rep["rate"]
+    # sends really are paced: a typical send is within a millisecond of its slot
+    assert rep["sched_lag_us"]["count"] == req["sent"]
+    assert rep["sched_lag_us"]["p50"] < 1000, rep["sched_lag_us"]
+    return rep
+
+
+def test_load_open_loop_rate_accuracy(ctx):
+    up = ctx.upstream()
+    check_rate(ctx, up, 1000, 3, 4, 4)
+    check_rate(ctx, up, 2000, 2, 4, 8)
+    check_rate(ctx, up, 20000, 2, 8, 32)
+    # -n with --rate: exactly n requests, paced
+    rep = load(ctx, "--rate", 2000, "-n", 1000, "-c", 2, "-m", 8, "-t", 2, url(up))
+    assert_all_ok(rep, 1000)
+    assert abs(rep["duration_s"] - 0.5) < 0.05, rep["duration_s"]
+
+
+def test_load_coordinated_omission(ctx):
+    """One connection, one stream, 50 ms responses: at most 20 req/s can be served.  Asked
+    for 100 req/s, the requests queue behind each other and their latency, counted from the
+    scheduled time, grows to seconds: p99 must be far above the 50 ms service time."""
+    up = ctx.upstream()
+    slow = ["-H", "x-upstream-delay-ms: 50", "-c", 1, "-m", 1]
+    rep = load(ctx, "--rate", 100, "-d", "3s", *slow, url(up))
+    req, lat = rep["requests"], rep["latency_us"]
+    assert 40 <= req["completed"] <= 62, rep
+    assert req["unsent"] >= 200, rep  # scheduled, never sent: the backlog
+    assert req["failed"] == 0, rep
+    assert lat["min"] >= 50000, lat
+    assert lat["p50"] > 500000, lat  # half a second of queueing
+    assert lat["p99"] > 1500000, lat  # 30x the service time
+    assert rep["sched_lag_us"]["max"] > 1500000, rep["sched_lag_us"]
+    # the same upstream in closed loop shows only the service time (what CO would report)
+    rep = load(ctx, "-d", "1s", *slow, url(up))
+    assert rep["latency_us"]["p99"] < 200000, rep["latency_us"]
+
+
+def test_load_grpc_status_counts(ctx):
+    up = ctx.upstream()
+    body = os.path.join(ctx.tmp, "msg.bin")
+    with open(body, "wb") as f:
+        f.write(b"\x0a\x05hello")
+    rep = load(ctx, "--grpc", "--data", body, "-n", 300, "-c", 2, "-m", 8,
+               url(up, "/test.Echo/Unary"))
+    assert rep["config"]["grpc"] is True and rep["config"]["method"] == "POST"
+    assert_all_ok(rep, 300)
+    assert rep["grpc_status"] == {"0": 300, "other": 0, "missing": 0}, rep["grpc_status"]
+    # a non-zero grpc-status is a failure, counted by code; exit 1 when nothing succeeded
+    rep = load(ctx, "--grpc", "-n", 50, "-H", "x-upstream-grpc-status: 14",
+               url(up, "/test.Echo/Unary"), expect_rc=1)
+    assert rep["grpc_status"]["14"] == 50, rep["grpc_status"]
+    assert rep["requests"]["failed"] == 50 and rep["requests"]["completed"] == 50, rep
+
+
+def test_load_status_codes_and_errors(ctx):
+    up = ctx.upstream()
+    rep = load(ctx, "-n", 40, "-H", "x-upstream-status: 503", url(up), expect_rc=1)
+    assert rep["status"]["5xx"] == 40 and rep["status"]["codes"] == {"503": 40}, rep
+    assert rep["requests"]["failed"] == 40 and rep["requests"]["succeeded"] == 0
+    rep = load(ctx, "-n", 30, "-c", 2, "-H", "x-upstream-reset: before-headers", url(up),
+               expect_rc=1)
+    assert rep["errors"]["reset"] == 30, rep
+    for proto in ([], ["--h1"]):
+        rep = load(ctx, *proto, "-d", "1s", "-c", 2, "--timeout", "100ms",
+                   "-H", "x-upstream-delay-ms: 400", url(up), expect_rc=1)
+        assert rep["errors"]["timeout"] >= 10, rep
+        assert rep["requests"]["completed"] == 0, rep
+    # HTTP/1.1 Connection: close and HTTP/2 GOAWAY after each response: reconnects, no error
+    for proto in ([], ["--h1"]):
+        rep = load(ctx, *proto, "-n", 100, "-c", 2, "-H", "x-upstream-close: 1", url(up))
+        assert_all_ok(rep, 100)
+        assert rep["connections"]["opened"] >= 50, rep
+
+
+def one_line_exit2(ctx, args):
+    r = ctx.run([ctx.bin("remora-load")] + args, timeout=30)
+    err = r.stderr.decode()
+    assert r.returncode == 2, (args, r.returncode, err)
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith("remora-load: "), (args, err)
+    assert r.stdout == b"", (args, r.stdout)
+    return lines[0]
+
+
+def test_load_startup_errors_exit_2(ctx):
+    port = free_port()  # nothing listens there
+    msg = one_line_exit2(ctx, ["-n", "10", f"http://127.0.0.1:{port}/"])
+    assert "cannot connect" in msg and "refused" in msg, msg
+    for bad in ["htp://127.0.0.1/", "http://", "http://127.0.0.1:99999/", "http://[::1/",
+                "127.0.0.1:80", "http://127.0.0.1:0/", "http://a b/"]:
+        msg = one_line_exit2(ctx, ["-n", "1", bad])
+    msg = one_line_exit2(ctx, ["-n", "1", "http://no-such-host.invalid/"])
+    assert "resolve" in msg, msg
+    up = ctx.upstream()
+    for args in [["--bogus"], ["-n", "0"], ["-d", "ten"], ["-c", "1", "-t", "2"],
+                 ["--rate", "-5"], ["--grpc", "--h1"], ["-H", "novalue"], ["-n", "5", "-d", "1s"],
+                 ["--data", os.path.join(ctx.tmp, "missing")], []]:
+        one_line_exit2(ctx, args + [url(up)] if args != [] else [])
+    # TLS to a cleartext port fails at start-up too
+    msg = one_line_exit2(ctx, ["-n", "1", f"https://127.0.0.1:{up.port}/"])
+    assert "TLS" in msg, msg
+
+
+def test_load_interrupt_reports(ctx):
+    up = ctx.upstream()
+    p = subprocess.Popen([ctx.bin("remora-load"), "--json", "--no-progress", "-d", "30s",
+                          "-c", "2", "-m", "2", url(up)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        import time
+        time.sleep(1.0)
+        p.send_signal(2)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    rep = json.loads(out)
+    assert rep["interrupted"] is True and rep["duration_s"] < 5, rep
+    assert rep["requests"]["succeeded"] > 0 and rep["requests"]["failed"] == 0, rep
