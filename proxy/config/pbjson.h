@@ -35,7 +35,8 @@
 
 /** Read the YAML or JSON file <path> as a message of type <d>.  On RM_OK *out is a new message
  *  (free with protobuf_c_message_free_unpacked(*out, NULL)); on RM_ERR *out is NULL and <err>
- *  (may be NULL) says what and where.  The file must hold exactly one document, a mapping. */
+ *  (may be NULL) says what and where.  The file must hold exactly one YAML document: the JSON
+ *  form of <d> (a mapping, except for well-known types: a string for a Duration...). */
 int rm_pbjson_parse_file(const char *path, const ProtobufCMessageDescriptor *d,
                          ProtobufCMessage **out, struct rm_error *err);
 

@@ -16,6 +16,7 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
@@ -694,4 +695,26 @@ Test(pbjson, check_no_unknown)
     cr_assert_str_eq(err.msg, "unsupported field #57 of envoy.config.cluster.v3.Cluster");
     free_msg(bad);
     free_msg(b);
+}
+
+/* An xDS response with Any resources, as a control plane would send it (here from YAML). */
+Test(pbjson, discovery_response)
+{
+    Envoy__Service__Discovery__V3__DiscoveryResponse *r = (void *)parse_ok(
+        "version_info: \"7\"\n"
+        "type_url: type.googleapis.com/envoy.config.cluster.v3.Cluster\n"
+        "nonce: n1\n"
+        "resources:\n"
+        "- {\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster, name: a, type: EDS,\n"
+        "   eds_cluster_config: {eds_config: {ads: {}, resource_api_version: V3}}}\n"
+        "- {\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster, name: b}\n",
+        &envoy__service__discovery__v3__discovery_response__descriptor);
+    cr_assert_eq(r->n_resources, 2);
+    Cluster *c = unpack(r->resources[0], CLUSTER);
+    cr_assert_str_eq(c->name, "a");
+    cr_assert_eq(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS);
+    free_msg(c);
+    struct rm_error err = {{0}};
+    cr_assert_eq(rm_pb_check_no_unknown(&r->base, NULL, &err), RM_OK, "%s", err.msg);
+    free_msg(r);
 }
