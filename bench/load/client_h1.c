@@ -37,9 +37,18 @@ static int on_message_complete(http_parser *p)
     if (!c->h1_head)
         c->h1_tail = NULL;
     r->next = NULL;
-    if (!http_should_keep_alive(p))
+    int closing = !http_should_keep_alive(p);
+    if (closing)
         c->no_more = 1;
     rml_conn_req_done(c, r);
+    if (closing) { /* pipelined requests behind a "close" were not processed: send again */
+        while ((r = c->h1_head) != NULL) {
+            c->h1_head = r->next;
+            r->next = NULL;
+            rml_conn_req_retry(c, r);
+        }
+        c->h1_tail = NULL;
+    }
     return 0;
 }
 

@@ -52,6 +52,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
         return 0;
     if (error_code == NGHTTP2_NO_ERROR && r->status != 0)
         rml_conn_req_done(c, r);
+    else if (error_code == NGHTTP2_REFUSED_STREAM && r->status == 0)
+        rml_conn_req_retry(c, r); /* not processed (e.g. above a GOAWAY's last stream) */
     else
         rml_conn_req_fail(c, r,
                           error_code == NGHTTP2_PROTOCOL_ERROR ? RML_E_PROTOCOL : RML_E_RESET);
@@ -65,6 +67,26 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     if (f->hd.type == NGHTTP2_GOAWAY && c->state == RML_CS_READY) {
         c->no_more = 1; /* finish what the server accepted, then reconnect */
         rml_worker_ready_update(c->w, c);
+    }
+    return 0;
+}
+
+/* A request that could not even be sent (GOAWAY came first): its stream never opened, so no
+ * stream-close callback will come; send it again elsewhere. */
+static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int lib_error,
+                             void *ud)
+{
+    (void)s;
+    (void)lib_error;
+    struct rml_conn *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || c->state != RML_CS_READY)
+        return 0;
+    for (unsigned i = 0; i < c->capacity; i++) {
+        struct rml_req *r = &c->slots[i];
+        if (r->active && r->stream_id == f->hd.stream_id) {
+            rml_conn_req_retry(c, r);
+            break;
+        }
     }
     return 0;
 }
@@ -96,6 +118,7 @@ static int h2_init(struct rml_conn *c)
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
     int rv = nghttp2_session_client_new(&c->ng, cbs, c);
     nghttp2_session_callbacks_del(cbs);
     if (rv)

@@ -374,6 +374,12 @@ void rml_conn_req_fail(struct rml_conn *c, struct rml_req *r, enum rml_err kind)
     release(c, r);
 }
 
+void rml_conn_req_retry(struct rml_conn *c, struct rml_req *r)
+{
+    rml_worker_retry(c->w, r);
+    release(c, r);
+}
+
 void rml_conn_check_timeouts(struct rml_conn *c, uint64_t now)
 {
     const struct rml_config *cfg = c->w->cfg;
@@ -388,8 +394,8 @@ void rml_conn_check_timeouts(struct rml_conn *c, uint64_t now)
         struct rml_req *r = &c->slots[i];
         if (!r->active || now - r->t_sent < cfg->timeout_ns)
             continue;
-        if (c->proto->cancel(c, r)) {
-            rml_conn_close(c, RML_E_TIMEOUT, 0);
+        if (c->proto->cancel(c, r)) { /* a timeout is no reason to back off */
+            rml_conn_close(c, RML_E_TIMEOUT, 1);
             return;
         }
         rml_conn_req_fail(c, r, RML_E_TIMEOUT);

@@ -126,6 +126,9 @@ void rml_conn_close(struct rml_conn *c, enum rml_err kind, int clean);
 void rml_conn_mark_dirty(struct rml_conn *c);
 void rml_conn_req_done(struct rml_conn *c, struct rml_req *r);
 void rml_conn_req_fail(struct rml_conn *c, struct rml_req *r, enum rml_err kind);
+/* r was refused without being processed (HTTP/2 REFUSED_STREAM, GOAWAY): release its slot
+ * and send it again elsewhere. */
+void rml_conn_req_retry(struct rml_conn *c, struct rml_req *r);
 
 /* Append bytes to the output buffer; -1 on allocation failure. */
 int rml_conn_out_append(struct rml_conn *c, const void *p, size_t n);

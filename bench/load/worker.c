@@ -56,7 +56,9 @@ struct rml_worker *rml_worker_new(const struct rml_config *cfg, struct rml_share
     w->rbuf = malloc(w->rbuf_cap);
     w->stats = rml_stats_new();
     w->conns = calloc(nconns, sizeof(*w->conns));
-    if (w->epfd < 0 || !w->rbuf || !w->stats || !w->conns)
+    w->retry_cap = nconns * cfg->streams;
+    w->retry = calloc(w->retry_cap, sizeof(*w->retry));
+    if (w->epfd < 0 || !w->rbuf || !w->stats || !w->conns || !w->retry)
         goto fail;
     for (unsigned i = 0; i < nconns; i++) {
         if (rml_conn_init(&w->conns[i], w, i) < 0)
@@ -76,6 +78,7 @@ void rml_worker_free(struct rml_worker *w)
     for (unsigned i = 0; i < w->nconns; i++)
         rml_conn_dispose(&w->conns[i], RML_E_TIMEOUT);
     free(w->conns);
+    free(w->retry);
     if (w->epfd >= 0)
         close(w->epfd);
     free(w->rbuf);
@@ -144,6 +147,39 @@ void rml_worker_account(struct rml_worker *w, struct rml_req *r, int err)
     }
     rml_hist_record(&st->latency, w->now > r->t_sched ? w->now - r->t_sched : 0);
     st->t_last_done = w->now;
+}
+
+void rml_worker_retry(struct rml_worker *w, const struct rml_req *r)
+{
+    /* every queued retry came from a released slot, so the ring (one entry per slot) can
+     * only overflow if slots were retried twice without a send in between: then fail it */
+    if (w->retry_len == w->retry_cap) {
+        if (r->measured) {
+            w->stats->errors[RML_E_RESET]++;
+            w->stats->failed++;
+        }
+        return;
+    }
+    struct rml_retry *e = &w->retry[(w->retry_head + w->retry_len++) % w->retry_cap];
+    e->t_sched = r->t_sched;
+    e->tmpl = r->tmpl;
+    e->measured = r->measured;
+    if (r->measured)
+        w->stats->sent--; /* counted again when re-sent */
+}
+
+/* Send queued retries first, on any connection with room. */
+static void dispatch_retries(struct rml_worker *w)
+{
+    struct rml_conn *c;
+    while (w->retry_len > 0 && (c = w->ready_head) != NULL) {
+        struct rml_retry e = w->retry[w->retry_head];
+        w->retry_head = (w->retry_head + 1) % w->retry_cap;
+        w->retry_len--;
+        if (e.measured)
+            w->stats->sent++;
+        rml_conn_send(c, e.t_sched, e.measured, e.tmpl);
+    }
 }
 
 static uint32_t next_template(struct rml_worker *w)
@@ -231,7 +267,10 @@ static void check_end(struct rml_worker *w)
     if (!interrupted && !done_sending)
         return;
     w->stopping = 1;
-    w->t_stop = w->now < w->t_end ? w->now : w->t_end;
+    /* the window ends at -d's end even when the last slot came a little earlier */
+    w->t_stop = interrupted || w->t_end == UINT64_MAX ? w->now : w->t_end;
+    if (w->t_stop > w->now && interrupted)
+        w->t_stop = w->now;
     uint64_t grace = DRAIN_MAX_NS;
     if (w->cfg->timeout_ns && w->cfg->timeout_ns < grace)
         grace = w->cfg->timeout_ns;
@@ -266,7 +305,9 @@ static void iterate(struct rml_worker *w, int run)
 {
     w->now = rml_now_ns();
     maintenance(w);
-    if (run && !w->stopping)
+    if (run)
+        dispatch_retries(w);
+    if (run && !w->stopping && w->retry_len == 0)
         (w->open_loop ? dispatch_open : dispatch_closed)(w);
     flush_dirty(w);
     uint64_t dl = w->next_maint;
@@ -330,7 +371,7 @@ void *rml_worker_main(void *arg)
     for (;;) {
         w->now = rml_now_ns();
         check_end(w);
-        if (w->stopping && (w->inflight == 0 || w->now >= w->drain_until))
+        if (w->stopping && ((w->inflight == 0 && w->retry_len == 0) || w->now >= w->drain_until))
             break;
         iterate(w, 1);
         live_add(&w->live_inflight, (int64_t)w->inflight -
@@ -339,6 +380,11 @@ void *rml_worker_main(void *arg)
     }
     if (w->open_loop)
         w->stats->unsent = rml_sched_untaken(&w->sched, w->t_measure, w->t_stop);
+    for (; w->retry_len > 0; w->retry_len--, w->retry_head = (w->retry_head + 1) % w->retry_cap)
+        if (w->retry[w->retry_head].measured) { /* refused and never sent again */
+            w->stats->errors[RML_E_RESET]++;
+            w->stats->failed++;
+        }
     for (unsigned i = 0; i < w->nconns; i++) /* still in flight: timed out */
         rml_conn_close(&w->conns[i], RML_E_TIMEOUT, 1);
     atomic_store(&w->finished, 1);

@@ -28,6 +28,13 @@ struct rml_shared {
     atomic_int stop; /* SIGINT/SIGTERM, or start-up failure: stop sending, drain briefly */
 };
 
+/* A request the server refused without processing it, to be sent again. */
+struct rml_retry {
+    uint64_t t_sched;
+    uint32_t tmpl;
+    uint8_t measured;
+};
+
 struct rml_worker {
     unsigned id;
     pthread_t thread;
@@ -51,6 +58,8 @@ struct rml_worker {
     int stopping;
     unsigned inflight;
     uint32_t rr;            /* round-robin over request templates */
+    struct rml_retry *retry; /* ring of requests refused unprocessed (HTTP/2 GOAWAY) */
+    unsigned retry_cap, retry_head, retry_len;
     uint8_t *rbuf;
     size_t rbuf_cap;
     struct rml_stats *stats;
@@ -74,6 +83,9 @@ void *rml_worker_main(void *arg);
 void rml_worker_ready_update(struct rml_worker *w, struct rml_conn *c);
 /* For connections: account one finished request (err < 0: a response, else an rml_err). */
 void rml_worker_account(struct rml_worker *w, struct rml_req *r, int err);
+/* For connections: `r` was refused unprocessed; queue it to be sent again on any connection
+ * (its latency still counts from its first scheduled time). */
+void rml_worker_retry(struct rml_worker *w, const struct rml_req *r);
 
 /* Monotonic clock in ns. */
 uint64_t rml_now_ns(void);
