@@ -55,8 +55,7 @@ static int parse_fields(struct pj *c, ProtobufCMessage *m, yaml_node_t *node, bo
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
@@ -67,11 +66,20 @@ static ProtobufCMessage *msg_new(const ProtobufCMessageDescriptor *d)
     return m;
 }
 
-static yaml_node_t *node_at(struct pj *c, int id) { return yaml_document_get_node(c->doc, id); }
+static yaml_node_t *node_at(struct pj *c, int id)
+{
+    return yaml_document_get_node(c->doc, id);
+}
 
-static const char *text(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+static const char *text(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
 
-static bool is_scalar(const yaml_node_t *n) { return n->type == YAML_SCALAR_NODE; }
+static bool is_scalar(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE;
+}
 
 static bool is_plain(const yaml_node_t *n)
 {
@@ -81,11 +89,9 @@ static bool is_plain(const yaml_node_t *n)
 /* YAML's null: an empty plain scalar, ~, null, Null, NULL. */
 static bool is_null(const yaml_node_t *n)
 {
-    if (!is_plain(n))
-        return false;
+    if (!is_plain(n)) return false;
     const char *s = text(n);
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-           !strcmp(s, "NULL");
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 /* "FILE:LINE: PATH: what" (PATH omitted at the root).  Returns RM_ERR. */
@@ -106,10 +112,8 @@ static int fail(struct pj *c, const yaml_node_t *at, const char *fmt, ...)
 /* A short description of a node for "expected X, got Y". */
 static const char *describe(const yaml_node_t *n, char *buf, size_t size)
 {
-    if (n->type == YAML_MAPPING_NODE)
-        return "a mapping";
-    if (n->type == YAML_SEQUENCE_NODE)
-        return "a list";
+    if (n->type == YAML_MAPPING_NODE) return "a mapping";
+    if (n->type == YAML_SEQUENCE_NODE) return "a list";
     size_t len = n->data.scalar.length;
     if (len > 60)
         snprintf(buf, size, "\"%.57s...\"", text(n));
@@ -126,8 +130,7 @@ static int fail_expected(struct pj *c, const yaml_node_t *n, const char *what)
 
 static void path_push_field(struct pj *c, const char *name)
 {
-    if (c->path.len)
-        rm_strbuf_putc(&c->path, '.');
+    if (c->path.len) rm_strbuf_putc(&c->path, '.');
     rm_strbuf_puts(&c->path, name);
 }
 
@@ -136,8 +139,7 @@ static int enter(struct pj *c, const yaml_node_t *n)
 {
     if (++c->depth > RM_PB_MAX_DEPTH)
         return fail(c, n, "nested too deeply (more than %d levels)", RM_PB_MAX_DEPTH);
-    if (c->budget-- == 0)
-        return fail(c, n, "document too large (alias expansion?)");
+    if (c->budget-- == 0) return fail(c, n, "document too large (alias expansion?)");
     return RM_OK;
 }
 
@@ -146,8 +148,7 @@ static int enter(struct pj *c, const yaml_node_t *n)
 static bool pairs_have_key(const struct pj_pairs *p, const char *key)
 {
     for (size_t i = 0; i < p->n; i++)
-        if (strcmp(text(p->v[i].key), key) == 0)
-            return true;
+        if (strcmp(text(p->v[i].key), key) == 0) return true;
     return false;
 }
 
@@ -156,13 +157,15 @@ static void pairs_add(struct pj_pairs *p, yaml_node_t *key, yaml_node_t *value)
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 16;
         p->v = realloc(p->v, p->cap * sizeof(*p->v));
-        if (!p->v)
-            abort();
+        if (!p->v) abort();
     }
     p->v[p->n++] = (struct pj_pair){key, value};
 }
 
-static bool is_merge_key(const yaml_node_t *k) { return is_plain(k) && !strcmp(text(k), "<<"); }
+static bool is_merge_key(const yaml_node_t *k)
+{
+    return is_plain(k) && !strcmp(text(k), "<<");
+}
 
 static int collect_pairs(struct pj *c, yaml_node_t *map, struct pj_pairs *out, int depth);
 
@@ -184,8 +187,7 @@ static int merge_from(struct pj *c, yaml_node_t *src, struct pj_pairs *out, int 
             yaml_node_t *item = node_at(c, *it);
             if (item->type != YAML_MAPPING_NODE)
                 return fail_expected(c, item, "a mapping to merge");
-            if (merge_from(c, item, out, depth + 1) != RM_OK)
-                return RM_ERR;
+            if (merge_from(c, item, out, depth + 1) != RM_OK) return RM_ERR;
         }
         return RM_OK;
     }
@@ -197,15 +199,12 @@ static int merge_from(struct pj *c, yaml_node_t *src, struct pj_pairs *out, int 
  * callers report them with their own words). */
 static int collect_pairs(struct pj *c, yaml_node_t *map, struct pj_pairs *out, int depth)
 {
-    if (depth > RM_PB_MAX_DEPTH)
-        return fail(c, map, "merge keys nested too deeply");
+    if (depth > RM_PB_MAX_DEPTH) return fail(c, map, "merge keys nested too deeply");
     yaml_node_pair_t *start = map->data.mapping.pairs.start, *top = map->data.mapping.pairs.top;
     for (yaml_node_pair_t *p = start; p < top; p++) {
         yaml_node_t *k = node_at(c, p->key);
-        if (!is_scalar(k))
-            return fail(c, k, "mapping keys must be scalars");
-        if (!is_merge_key(k))
-            pairs_add(out, k, node_at(c, p->value));
+        if (!is_scalar(k)) return fail(c, k, "mapping keys must be scalars");
+        if (!is_merge_key(k)) pairs_add(out, k, node_at(c, p->value));
     }
     for (yaml_node_pair_t *p = start; p < top; p++)
         if (is_merge_key(node_at(c, p->key)) &&
@@ -219,8 +218,7 @@ static int collect_pairs(struct pj *c, yaml_node_t *map, struct pj_pairs *out, i
 static int scalar_text(struct pj *c, const yaml_node_t *n, const char *what, const char **out)
 {
     *out = "";
-    if (!is_scalar(n))
-        return fail_expected(c, n, what);
+    if (!is_scalar(n)) return fail_expected(c, n, what);
     *out = text(n);
     return RM_OK;
 }
@@ -228,13 +226,11 @@ static int scalar_text(struct pj *c, const yaml_node_t *n, const char *what, con
 /* A JSON number written with a fraction or exponent that is still an integer ("1e3", "5.0"). */
 static bool integral_double(const char *s, double *out)
 {
-    if (!strpbrk(s, ".eE"))
-        return false;
+    if (!strpbrk(s, ".eE")) return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v != floor(v))
-        return false;
+    if (end == s || *end || errno || !isfinite(v) || v != floor(v)) return false;
     *out = v;
     return true;
 }
@@ -244,8 +240,7 @@ static int parse_signed(struct pj *c, const yaml_node_t *n, int64_t min, int64_t
                         const char *type, int64_t *out)
 {
     const char *s;
-    if (scalar_text(c, n, "a number", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "a number", &s) != RM_OK) return RM_ERR;
     char *end;
     double dv;
     errno = 0;
@@ -257,8 +252,7 @@ static int parse_signed(struct pj *c, const yaml_node_t *n, int64_t min, int64_t
         *out = (int64_t)dv;
         return RM_OK;
     }
-    if (!ok)
-        return fail_expected(c, n, "a number");
+    if (!ok) return fail_expected(c, n, "a number");
     if (errno == ERANGE || v < min || v > max)
         return fail(c, n, "value %s out of range for %s", s, type);
     *out = v;
@@ -269,8 +263,7 @@ static int parse_unsigned(struct pj *c, const yaml_node_t *n, uint64_t max, cons
                           uint64_t *out)
 {
     const char *s;
-    if (scalar_text(c, n, "a number", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "a number", &s) != RM_OK) return RM_ERR;
     char *end;
     double dv;
     errno = 0;
@@ -279,15 +272,12 @@ static int parse_unsigned(struct pj *c, const yaml_node_t *n, uint64_t max, cons
     if (!ok && s[0] == '-' && end != s && !*end)
         return fail(c, n, "value %s out of range for %s", s, type);
     if (!ok && integral_double(s, &dv)) {
-        if (dv < 0 || dv > (double)max)
-            return fail(c, n, "value %s out of range for %s", s, type);
+        if (dv < 0 || dv > (double)max) return fail(c, n, "value %s out of range for %s", s, type);
         *out = (uint64_t)dv;
         return RM_OK;
     }
-    if (!ok)
-        return fail_expected(c, n, "a number");
-    if (errno == ERANGE || v > max)
-        return fail(c, n, "value %s out of range for %s", s, type);
+    if (!ok) return fail_expected(c, n, "a number");
+    if (errno == ERANGE || v > max) return fail(c, n, "value %s out of range for %s", s, type);
     *out = v;
     return RM_OK;
 }
@@ -295,8 +285,7 @@ static int parse_unsigned(struct pj *c, const yaml_node_t *n, uint64_t max, cons
 static int parse_double(struct pj *c, const yaml_node_t *n, bool is_float, double *out)
 {
     const char *s;
-    if (scalar_text(c, n, "a number", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "a number", &s) != RM_OK) return RM_ERR;
     if (!strcmp(s, "NaN") || !strcasecmp(s, ".nan")) {
         *out = NAN;
         return RM_OK;
@@ -312,8 +301,7 @@ static int parse_double(struct pj *c, const yaml_node_t *n, bool is_float, doubl
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || s[0] == ' ' || !isfinite(v))
-        return fail_expected(c, n, "a number");
+    if (end == s || *end || s[0] == ' ' || !isfinite(v)) return fail_expected(c, n, "a number");
     if (errno == ERANGE || (is_float && fabs(v) > FLT_MAX))
         return fail(c, n, "value %s out of range for %s", s, is_float ? "float" : "double");
     *out = v;
@@ -323,8 +311,7 @@ static int parse_double(struct pj *c, const yaml_node_t *n, bool is_float, doubl
 static int parse_bool(struct pj *c, const yaml_node_t *n, protobuf_c_boolean *out)
 {
     const char *s;
-    if (scalar_text(c, n, "true or false", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "true or false", &s) != RM_OK) return RM_ERR;
     if (!strcasecmp(s, "true"))
         *out = 1;
     else if (!strcasecmp(s, "false"))
@@ -350,8 +337,7 @@ static int parse_enum(struct pj *c, const yaml_node_t *n, const ProtobufCEnumDes
                       int *out)
 {
     const char *s;
-    if (scalar_text(c, n, "an enum value name", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "an enum value name", &s) != RM_OK) return RM_ERR;
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(e, s);
     if (!v) {
         char *end;
@@ -360,8 +346,7 @@ static int parse_enum(struct pj *c, const yaml_node_t *n, const ProtobufCEnumDes
         if (end != s && !*end && !errno && num >= INT32_MIN && num <= INT32_MAX)
             v = protobuf_c_enum_descriptor_get_value(e, (int)num);
     }
-    if (!v)
-        return fail_enum(c, n, e);
+    if (!v) return fail_enum(c, n, e);
     *out = v->value;
     return RM_OK;
 }
@@ -369,8 +354,7 @@ static int parse_enum(struct pj *c, const yaml_node_t *n, const ProtobufCEnumDes
 static int parse_string(struct pj *c, const yaml_node_t *n, char **out)
 {
     const char *s;
-    if (scalar_text(c, n, "a string", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "a string", &s) != RM_OK) return RM_ERR;
     size_t len = n->data.scalar.length;
     char *copy = xcalloc(1, len + 1);
     memcpy(copy, s, len);
@@ -381,8 +365,7 @@ static int parse_string(struct pj *c, const yaml_node_t *n, char **out)
 static int parse_bytes(struct pj *c, const yaml_node_t *n, ProtobufCBinaryData *out)
 {
     const char *s;
-    if (scalar_text(c, n, "base64 bytes", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "base64 bytes", &s) != RM_OK) return RM_ERR;
     if (rm_pb_base64_decode(s, n->data.scalar.length, &out->data, &out->len) != RM_OK)
         return fail_expected(c, n, "base64 bytes");
     return RM_OK;
@@ -399,26 +382,22 @@ static int parse_int_elem(struct pj *c, const ProtobufCFieldDescriptor *f, yaml_
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        if (parse_signed(c, n, INT32_MIN, INT32_MAX, "int32", &sv) != RM_OK)
-            return RM_ERR;
+        if (parse_signed(c, n, INT32_MIN, INT32_MAX, "int32", &sv) != RM_OK) return RM_ERR;
         *(int32_t *)slot = (int32_t)sv;
         return RM_OK;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        if (parse_signed(c, n, INT64_MIN, INT64_MAX, "int64", &sv) != RM_OK)
-            return RM_ERR;
+        if (parse_signed(c, n, INT64_MIN, INT64_MAX, "int64", &sv) != RM_OK) return RM_ERR;
         *(int64_t *)slot = sv;
         return RM_OK;
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        if (parse_unsigned(c, n, UINT32_MAX, "uint32", &uv) != RM_OK)
-            return RM_ERR;
+        if (parse_unsigned(c, n, UINT32_MAX, "uint32", &uv) != RM_OK) return RM_ERR;
         *(uint32_t *)slot = (uint32_t)uv;
         return RM_OK;
     default:
-        if (parse_unsigned(c, n, UINT64_MAX, "uint64", &uv) != RM_OK)
-            return RM_ERR;
+        if (parse_unsigned(c, n, UINT64_MAX, "uint64", &uv) != RM_OK) return RM_ERR;
         *(uint64_t *)slot = uv;
         return RM_OK;
     }
@@ -431,8 +410,7 @@ static int parse_elem(struct pj *c, const ProtobufCFieldDescriptor *f, yaml_node
     double d;
     switch (f->type) {
     case PROTOBUF_C_TYPE_FLOAT:
-        if (parse_double(c, n, true, &d) != RM_OK)
-            return RM_ERR;
+        if (parse_double(c, n, true, &d) != RM_OK) return RM_ERR;
         *(float *)slot = (float)d;
         return RM_OK;
     case PROTOBUF_C_TYPE_DOUBLE:
@@ -461,11 +439,9 @@ static bool null_is_unset(const ProtobufCFieldDescriptor *f)
 static int parse_repeated(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
                           yaml_node_t *n)
 {
-    if (n->type != YAML_SEQUENCE_NODE)
-        return fail_expected(c, n, "a list");
+    if (n->type != YAML_SEQUENCE_NODE) return fail_expected(c, n, "a list");
     size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    if (count == 0)
-        return RM_OK;
+    if (count == 0) return RM_OK;
     size_t size = rm_pb_elem_size(f->type), mark = c->path.len;
     size_t *np = (size_t *)((char *)m + f->quantifier_offset);
     char *arr = xcalloc(count, size);
@@ -476,8 +452,7 @@ static int parse_repeated(struct pj *c, ProtobufCMessage *m, const ProtobufCFiel
         rm_strbuf_printf(&c->path, "[%zu]", i);
         if (is_null(item) && null_is_unset(f))
             return fail(c, item, "null is not allowed in a list");
-        if (parse_elem(c, f, item, arr + i * size) != RM_OK)
-            return RM_ERR;
+        if (parse_elem(c, f, item, arr + i * size) != RM_OK) return RM_ERR;
         (*np)++;
         rm_strbuf_truncate(&c->path, mark);
     }
@@ -488,8 +463,7 @@ static int parse_repeated(struct pj *c, ProtobufCMessage *m, const ProtobufCFiel
 static bool earlier_key(const struct pj_pairs *p, size_t i)
 {
     for (size_t j = 0; j < i; j++)
-        if (strcmp(text(p->v[j].key), text(p->v[i].key)) == 0)
-            return true;
+        if (strcmp(text(p->v[j].key), text(p->v[i].key)) == 0) return true;
     return false;
 }
 
@@ -500,8 +474,7 @@ static int parse_entry(struct pj *c, const ProtobufCMessageDescriptor *ed, const
     ProtobufCMessage *e = msg_new(ed);
     const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
     *out = NULL;
-    if (parse_elem(c, kf, p->key, (char *)e + kf->offset) != RM_OK)
-        goto fail;
+    if (parse_elem(c, kf, p->key, (char *)e + kf->offset) != RM_OK) goto fail;
     if (!(is_null(p->value) && null_is_unset(vf)) &&
         parse_elem(c, vf, p->value, (char *)e + vf->offset) != RM_OK)
         goto fail;
@@ -515,13 +488,11 @@ fail:
 static int parse_map(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
                      yaml_node_t *n)
 {
-    if (n->type != YAML_MAPPING_NODE)
-        return fail_expected(c, n, "a mapping");
+    if (n->type != YAML_MAPPING_NODE) return fail_expected(c, n, "a mapping");
     struct pj_pairs pairs = {0};
     size_t *np = (size_t *)((char *)m + f->quantifier_offset), mark = c->path.len;
     int rc = collect_pairs(c, n, &pairs, 0);
-    if (rc != RM_OK || pairs.n == 0)
-        goto out;
+    if (rc != RM_OK || pairs.n == 0) goto out;
     ProtobufCMessage **arr = xcalloc(pairs.n, sizeof(*arr));
     *(ProtobufCMessage ***)((char *)m + f->offset) = arr;
     *np = 0;
@@ -531,8 +502,7 @@ static int parse_map(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDesc
             rc = fail(c, pairs.v[i].key, "key given twice");
         else if ((rc = parse_entry(c, f->descriptor, &pairs.v[i], &arr[*np])) == RM_OK)
             (*np)++;
-        if (rc == RM_OK)
-            rm_strbuf_truncate(&c->path, mark);
+        if (rc == RM_OK) rm_strbuf_truncate(&c->path, mark);
     }
 out:
     free(pairs.v);
@@ -543,12 +513,10 @@ out:
 static int parse_field(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
                        yaml_node_t *n)
 {
-    if (is_null(n) && null_is_unset(f))
-        return RM_OK; /* proto3 JSON: null leaves the field unset */
+    if (is_null(n) && null_is_unset(f)) return RM_OK; /* proto3 JSON: null leaves the field unset */
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return rm_pb_is_map(m->descriptor, f) ? parse_map(c, m, f, n) : parse_repeated(c, m, f, n);
-    if (parse_elem(c, f, n, (char *)m + f->offset) != RM_OK)
-        return RM_ERR;
+    if (parse_elem(c, f, n, (char *)m + f->offset) != RM_OK) return RM_ERR;
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
         *(uint32_t *)((char *)m + f->quantifier_offset) = f->id;
     return RM_OK;
@@ -559,14 +527,11 @@ static int check_seen(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDes
                       const yaml_node_t *key, unsigned char *seen)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
-    if (seen[f - d->fields])
-        return fail(c, key, "field \"%s\" given twice", f->name);
+    if (seen[f - d->fields]) return fail(c, key, "field \"%s\" given twice", f->name);
     seen[f - d->fields] = 1;
-    if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
-        return RM_OK;
+    if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) return RM_OK;
     uint32_t set = *(uint32_t *)((char *)m + f->quantifier_offset);
-    if (set == 0 || set == f->id)
-        return RM_OK;
+    if (set == 0 || set == f->id) return RM_OK;
     const ProtobufCFieldDescriptor *other = protobuf_c_message_descriptor_get_field(d, set);
     return fail(c, key, "only one of \"%s\" and \"%s\" may be set", other ? other->name : "?",
                 f->name);
@@ -576,27 +541,23 @@ static int check_seen(struct pj *c, ProtobufCMessage *m, const ProtobufCFieldDes
 static int parse_fields(struct pj *c, ProtobufCMessage *m, yaml_node_t *n, bool skip_type)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
-    if (n->type != YAML_MAPPING_NODE)
-        return fail_expected(c, n, "a mapping");
+    if (n->type != YAML_MAPPING_NODE) return fail_expected(c, n, "a mapping");
     struct pj_pairs pairs = {0};
     unsigned char *seen = xcalloc(d->n_fields, 1);
     size_t mark = c->path.len;
     int rc = collect_pairs(c, n, &pairs, 0);
     for (size_t i = 0; i < pairs.n && rc == RM_OK; i++) {
         const char *key = text(pairs.v[i].key);
-        if (skip_type && strcmp(key, "@type") == 0)
-            continue;
+        if (skip_type && strcmp(key, "@type") == 0) continue;
         const ProtobufCFieldDescriptor *f = rm_pb_field_by_json_name(d, key);
         if (!f) {
             rc = fail(c, pairs.v[i].key, "unknown field \"%s\"", key);
             break;
         }
-        if ((rc = check_seen(c, m, f, pairs.v[i].key, seen)) != RM_OK)
-            break;
+        if ((rc = check_seen(c, m, f, pairs.v[i].key, seen)) != RM_OK) break;
         path_push_field(c, f->name);
         rc = parse_field(c, m, f, pairs.v[i].value);
-        if (rc == RM_OK)
-            rm_strbuf_truncate(&c->path, mark);
+        if (rc == RM_OK) rm_strbuf_truncate(&c->path, mark);
     }
     free(pairs.v);
     free(seen);
@@ -609,8 +570,7 @@ static int parse_fields(struct pj *c, ProtobufCMessage *m, yaml_node_t *n, bool 
 static yaml_node_t *lookup_key(const struct pj_pairs *p, const char *name)
 {
     for (size_t i = 0; i < p->n; i++)
-        if (strcmp(text(p->v[i].key), name) == 0)
-            return p->v[i].value;
+        if (strcmp(text(p->v[i].key), name) == 0) return p->v[i].value;
     return NULL;
 }
 
@@ -624,28 +584,24 @@ static int parse_any_wkt(struct pj *c, const struct pj_pairs *p, yaml_node_t *n,
             return fail(c, p->v[i].key, "unknown field \"%s\"", k);
     }
     yaml_node_t *v = lookup_key(p, "value");
-    if (!v)
-        return fail(c, n, "an Any of type %s needs its payload in \"value\"", d->name);
+    if (!v) return fail(c, n, "an Any of type %s needs its payload in \"value\"", d->name);
     return parse_message(c, d, v, inner);
 }
 
 static int parse_any(struct pj *c, Google__Protobuf__Any *any, yaml_node_t *n)
 {
-    if (n->type != YAML_MAPPING_NODE)
-        return fail_expected(c, n, "a mapping with \"@type\"");
+    if (n->type != YAML_MAPPING_NODE) return fail_expected(c, n, "a mapping with \"@type\"");
     struct pj_pairs pairs = {0};
     ProtobufCMessage *inner = NULL;
     int rc = collect_pairs(c, n, &pairs, 0);
-    if (rc != RM_OK)
-        goto out;
+    if (rc != RM_OK) goto out;
     yaml_node_t *t = lookup_key(&pairs, "@type");
     const char *url;
     if (!t) {
         rc = fail(c, n, "missing \"@type\" (an Any needs its type URL)");
         goto out;
     }
-    if ((rc = scalar_text(c, t, "a type URL", &url)) != RM_OK)
-        goto out;
+    if ((rc = scalar_text(c, t, "a type URL", &url)) != RM_OK) goto out;
     const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(url);
     if (!d) {
         rc = fail(c, t, "unknown type \"%s\" in \"@type\"", url);
@@ -657,11 +613,9 @@ static int parse_any(struct pj *c, Google__Protobuf__Any *any, yaml_node_t *n)
         inner = msg_new(d);
         rc = parse_fields(c, inner, n, true);
     }
-    if (rc == RM_OK)
-        rm_pb_any_pack(inner, any);
+    if (rc == RM_OK) rm_pb_any_pack(inner, any);
 out:
-    if (inner)
-        protobuf_c_message_free_unpacked(inner, NULL);
+    if (inner) protobuf_c_message_free_unpacked(inner, NULL);
     free(pairs.v);
     return rc;
 }
@@ -669,8 +623,7 @@ out:
 static int parse_duration(struct pj *c, Google__Protobuf__Duration *dur, yaml_node_t *n)
 {
     const char *s;
-    if (scalar_text(c, n, "a duration such as \"1.5s\"", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "a duration such as \"1.5s\"", &s) != RM_OK) return RM_ERR;
     if (rm_pb_duration_parse(s, &dur->seconds, &dur->nanos) != RM_OK)
         return fail_expected(c, n, "a duration such as \"1.5s\"");
     return RM_OK;
@@ -679,8 +632,7 @@ static int parse_duration(struct pj *c, Google__Protobuf__Duration *dur, yaml_no
 static int parse_timestamp(struct pj *c, Google__Protobuf__Timestamp *ts, yaml_node_t *n)
 {
     const char *s;
-    if (scalar_text(c, n, "an RFC 3339 time", &s) != RM_OK)
-        return RM_ERR;
+    if (scalar_text(c, n, "an RFC 3339 time", &s) != RM_OK) return RM_ERR;
     if (rm_pb_timestamp_parse(s, &ts->seconds, &ts->nanos) != RM_OK)
         return fail_expected(c, n, "an RFC 3339 time such as \"2024-01-02T03:04:05Z\"");
     return RM_OK;
@@ -689,8 +641,7 @@ static int parse_timestamp(struct pj *c, Google__Protobuf__Timestamp *ts, yaml_n
 /* A plain scalar that is a JSON/YAML number. */
 static bool plain_number(const yaml_node_t *n, double *out)
 {
-    if (!is_plain(n))
-        return false;
+    if (!is_plain(n)) return false;
     const char *s = text(n);
     char *end;
     errno = 0;
@@ -723,8 +674,7 @@ static int parse_value(struct pj *c, Google__Protobuf__Value *v, yaml_node_t *n)
     } else if (plain_number(n, &v->number_value)) {
         v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
     } else {
-        if (parse_string(c, n, &v->string_value) != RM_OK)
-            return RM_ERR;
+        if (parse_string(c, n, &v->string_value) != RM_OK) return RM_ERR;
         v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
     }
     return RM_OK;
@@ -760,8 +710,7 @@ static int parse_message(struct pj *c, const ProtobufCMessageDescriptor *d, yaml
                          ProtobufCMessage **out)
 {
     *out = NULL;
-    if (enter(c, n) != RM_OK)
-        return RM_ERR;
+    if (enter(c, n) != RM_OK) return RM_ERR;
     ProtobufCMessage *m = msg_new(d);
     int rc = parse_body(c, m, n);
     c->depth--;
@@ -787,13 +736,11 @@ static int yaml_fail(const yaml_parser_t *p, const char *name, struct rm_error *
 static int expect_single_document(yaml_parser_t *p, const char *name, struct rm_error *err)
 {
     yaml_document_t next;
-    if (!yaml_parser_load(p, &next))
-        return yaml_fail(p, name, err);
+    if (!yaml_parser_load(p, &next)) return yaml_fail(p, name, err);
     yaml_node_t *root = yaml_document_get_root_node(&next);
     unsigned long line = root ? (unsigned long)root->start_mark.line + 1 : 0;
     yaml_document_delete(&next);
-    if (root)
-        return rm_error_set(err, "%s:%lu: only one YAML document is allowed", name, line);
+    if (root) return rm_error_set(err, "%s:%lu: only one YAML document is allowed", name, line);
     return RM_OK;
 }
 
@@ -802,10 +749,11 @@ static int convert_document(yaml_document_t *doc, const char *name,
                             struct rm_error *err)
 {
     yaml_node_t *root = yaml_document_get_root_node(doc);
-    if (!root)
-        return rm_error_set(err, "%s: empty document", name);
+    if (!root) return rm_error_set(err, "%s: empty document", name);
     unsigned long nodes = (unsigned long)(doc->nodes.top - doc->nodes.start);
-    struct pj c = {.doc = doc, .file = name, .err = err,
+    struct pj c = {.doc = doc,
+                   .file = name,
+                   .err = err,
                    .budget = nodes * PJ_BUDGET_PER_NODE + PJ_BUDGET_EXTRA};
     int rc = parse_message(&c, d, root, out);
     rm_strbuf_dispose(&c.path);
@@ -820,16 +768,14 @@ int rm_pbjson_parse_string(const char *text_in, size_t len, const char *name,
     yaml_document_t doc;
     int rc = RM_ERR;
     *out = NULL;
-    if (!yaml_parser_initialize(&parser))
-        abort();
+    if (!yaml_parser_initialize(&parser)) abort();
     yaml_parser_set_input_string(&parser, (const unsigned char *)text_in, len);
     if (!yaml_parser_load(&parser, &doc)) {
         rc = yaml_fail(&parser, name, err);
         goto out_parser;
     }
     rc = expect_single_document(&parser, name, err);
-    if (rc == RM_OK)
-        rc = convert_document(&doc, name, d, out, err);
+    if (rc == RM_OK) rc = convert_document(&doc, name, d, out, err);
     yaml_document_delete(&doc);
 out_parser:
     yaml_parser_delete(&parser);
@@ -844,8 +790,7 @@ int rm_pbjson_parse_file(const char *path, const ProtobufCMessageDescriptor *d,
     size_t n;
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return rm_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return rm_error_set(err, "%s: cannot open: %s", path, strerror(errno));
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
         rm_strbuf_append(&sb, chunk, n);
     int read_error = ferror(f);

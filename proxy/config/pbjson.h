@@ -20,8 +20,8 @@
  * Errors read "FILE:LINE: PATH: problem", e.g.
  *   remora.yaml:12: static_resources.clusters[0].lb_policy: unknown enum value "FASTEST" (...)
  *   remora.yaml:3: node: unknown field "foo"
- *   remora.yaml:9: admin.address.socket_address.port_value: value 99999999999 out of range for uint32
- * PATH uses the .proto field names, [i] for list elements and ["key"] for map entries; the
+ *   remora.yaml:9: admin.address.socket_address.port_value: value 99999999999 out of range for
+ * uint32 PATH uses the .proto field names, [i] for list elements and ["key"] for map entries; the
  * inside of an Any continues the path of the Any field. */
 #ifndef RM_CONFIG_PBJSON_H
 #define RM_CONFIG_PBJSON_H

@@ -48,8 +48,7 @@ static bool is_sensitive(const ProtobufCMessageDescriptor *d, const ProtobufCFie
 
 static void newline(struct pp *p)
 {
-    if (!(p->flags & RM_PBPRINT_PRETTY))
-        return;
+    if (!(p->flags & RM_PBPRINT_PRETTY)) return;
     rm_strbuf_putc(p->out, '\n');
     for (int i = 0; i < p->indent; i++)
         rm_strbuf_puts(p->out, "  ");
@@ -64,8 +63,7 @@ static void open_block(struct pp *p, char c)
 /* Before each member: the comma, then a new line when pretty. */
 static void separator(struct pp *p, bool *first)
 {
-    if (!*first)
-        rm_strbuf_putc(p->out, ',');
+    if (!*first) rm_strbuf_putc(p->out, ',');
     *first = false;
     newline(p);
 }
@@ -73,8 +71,7 @@ static void separator(struct pp *p, bool *first)
 static void close_block(struct pp *p, char c, bool empty)
 {
     p->indent--;
-    if (!empty)
-        newline(p);
+    if (!empty) newline(p);
     rm_strbuf_putc(p->out, c);
 }
 
@@ -109,7 +106,10 @@ static void put_string(struct pp *p, const char *s, size_t n)
     rm_strbuf_putc(p->out, '"');
 }
 
-static void put_cstring(struct pp *p, const char *s) { put_string(p, s, strlen(s)); }
+static void put_cstring(struct pp *p, const char *s)
+{
+    put_string(p, s, strlen(s));
+}
 
 /* "name": (json or proto name) */
 static void put_key(struct pp *p, const char *proto_name)
@@ -142,8 +142,7 @@ static void put_number(struct pp *p, double v, bool is_float)
     for (int prec = is_float ? 6 : 15; prec <= 17; prec++) {
         snprintf(buf, sizeof(buf), "%.*g", prec, v);
         double back = strtod(buf, NULL);
-        if (is_float ? (float)back == (float)v : back == v)
-            break;
+        if (is_float ? (float)back == (float)v : back == v) break;
     }
     rm_strbuf_puts(p->out, buf);
 }
@@ -224,8 +223,7 @@ static bool field_present(const ProtobufCMessage *m, const ProtobufCFieldDescrip
     const void *v = base + f->offset;
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
         return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE)
-        return *(ProtobufCMessage *const *)v != NULL;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) return *(ProtobufCMessage *const *)v != NULL;
     if (f->type == PROTOBUF_C_TYPE_STRING) {
         const char *s = *(char *const *)v;
         return s && *s;
@@ -257,8 +255,7 @@ static int print_array(struct pp *p, const ProtobufCFieldDescriptor *f, const Pr
     open_block(p, '[');
     for (size_t i = 0; i < n; i++) {
         separator(p, &first);
-        if (put_value(p, f, arr + i * size, redact) != RM_OK)
-            return RM_ERR;
+        if (put_value(p, f, arr + i * size, redact) != RM_OK) return RM_ERR;
     }
     close_block(p, ']', first);
     return RM_OK;
@@ -318,20 +315,17 @@ static int print_fields(struct pp *p, const ProtobufCMessage *m, bool redact, bo
         bool rd = redact || ((p->flags & RM_PBPRINT_REDACT) && is_sensitive(d, f));
         int rc;
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            if (*(const size_t *)((const char *)m + f->quantifier_offset) == 0)
-                continue;
+            if (*(const size_t *)((const char *)m + f->quantifier_offset) == 0) continue;
             separator(p, first);
             put_key(p, f->name);
             rc = rm_pb_is_map(d, f) ? print_map(p, f, m, rd) : print_array(p, f, m, rd);
         } else {
-            if (!field_present(m, f))
-                continue;
+            if (!field_present(m, f)) continue;
             separator(p, first);
             put_key(p, f->name);
             rc = put_value(p, f, (const char *)m + f->offset, rd);
         }
-        if (rc != RM_OK)
-            return RM_ERR;
+        if (rc != RM_OK) return RM_ERR;
     }
     return RM_OK;
 }
@@ -359,8 +353,7 @@ static int print_any(struct pp *p, const Google__Protobuf__Any *any, bool redact
     } else {
         rc = print_fields(p, inner, redact, &first);
     }
-    if (inner)
-        protobuf_c_message_free_unpacked(inner, NULL);
+    if (inner) protobuf_c_message_free_unpacked(inner, NULL);
     close_block(p, '}', false);
     return rc;
 }
@@ -428,8 +421,7 @@ static int print_body(struct pp *p, const ProtobufCMessage *m, bool redact)
 
 static int print_message(struct pp *p, const ProtobufCMessage *m, bool redact)
 {
-    if (++p->depth > RM_PB_MAX_DEPTH)
-        return RM_ERR;
+    if (++p->depth > RM_PB_MAX_DEPTH) return RM_ERR;
     int rc = print_body(p, m, redact);
     p->depth--;
     return rc;

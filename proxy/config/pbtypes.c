@@ -18,13 +18,11 @@
 
 const ProtobufCMessageDescriptor *rm_pb_lookup_type_url(const char *type_url)
 {
-    if (!type_url)
-        return NULL;
+    if (!type_url) return NULL;
     const char *slash = strrchr(type_url, '/');
     const char *name = slash ? slash + 1 : type_url;
     for (size_t i = 0; i < rm_pb_registry_count; i++)
-        if (strcmp(rm_pb_registry[i]->name, name) == 0)
-            return rm_pb_registry[i];
+        if (strcmp(rm_pb_registry[i]->name, name) == 0) return rm_pb_registry[i];
     return NULL;
 }
 
@@ -34,14 +32,12 @@ int rm_pb_any_unpack(const Google__Protobuf__Any *any, const ProtobufCMessageDes
     const char *url = any->type_url ? any->type_url : "";
     *out = NULL;
     const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(url);
-    if (!d)
-        return rm_error_set(err, "unknown type \"%s\"", url);
+    if (!d) return rm_error_set(err, "unknown type \"%s\"", url);
     if (expect && d != expect)
         return rm_error_set(err, "expected type \"%s%s\", got \"%s\"", TYPE_URL_PREFIX,
                             expect->name, url);
     *out = protobuf_c_message_unpack(d, NULL, any->value.len, any->value.data);
-    if (!*out)
-        return rm_error_set(err, "cannot decode a \"%s\"", url);
+    if (!*out) return rm_error_set(err, "cannot decode a \"%s\"", url);
     return RM_OK;
 }
 
@@ -52,12 +48,10 @@ void rm_pb_any_pack(const ProtobufCMessage *m, Google__Protobuf__Any *any)
     char *url = malloc(plen + nlen + 1);
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *data = n ? malloc(n) : NULL;
-    if (!url || (n && !data))
-        abort();
+    if (!url || (n && !data)) abort();
     memcpy(url, TYPE_URL_PREFIX, plen);
     memcpy(url + plen, name, nlen + 1);
-    if (n)
-        protobuf_c_message_pack(m, data);
+    if (n) protobuf_c_message_pack(m, data);
     any->type_url = url;
     any->value.len = n;
     any->value.data = data;
@@ -80,8 +74,7 @@ static int check_any(const Google__Protobuf__Any *any, struct rm_strbuf *path, i
         return RM_OK; /* the validation of whatever holds it rejects unsupported types */
     ProtobufCMessage *inner;
     struct rm_error uerr;
-    if (rm_pb_any_unpack(any, NULL, &inner, &uerr) != RM_OK)
-        return path_error(err, path, uerr.msg);
+    if (rm_pb_any_unpack(any, NULL, &inner, &uerr) != RM_OK) return path_error(err, path, uerr.msg);
     int rc = check_msg(inner, path, depth + 1, err);
     protobuf_c_message_free_unpacked(inner, NULL);
     return rc;
@@ -103,11 +96,9 @@ static void append_elem(struct rm_strbuf *path, const ProtobufCMessageDescriptor
 static int check_entry(const ProtobufCMessage *e, struct rm_strbuf *path, int depth,
                        struct rm_error *err)
 {
-    if (e->n_unknown_fields)
-        return check_msg(e, path, depth, err);
+    if (e->n_unknown_fields) return check_msg(e, path, depth, err);
     const ProtobufCFieldDescriptor *vf = &e->descriptor->fields[1];
-    if (vf->type != PROTOBUF_C_TYPE_MESSAGE)
-        return RM_OK;
+    if (vf->type != PROTOBUF_C_TYPE_MESSAGE) return RM_OK;
     const ProtobufCMessage *v = *(ProtobufCMessage *const *)((const char *)e + vf->offset);
     return v ? check_msg(v, path, depth + 1, err) : RM_OK;
 }
@@ -118,8 +109,7 @@ static int check_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor
 {
     const char *base = (const char *)m;
     size_t mark = path->len;
-    if (mark)
-        rm_strbuf_putc(path, '.');
+    if (mark) rm_strbuf_putc(path, '.');
     rm_strbuf_puts(path, f->name);
     size_t field_mark = path->len;
     int rc = RM_OK;
@@ -135,8 +125,7 @@ static int check_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor
         }
     } else {
         const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(base + f->offset);
-        if (sub)
-            rc = check_msg(sub, path, depth + 1, err);
+        if (sub) rc = check_msg(sub, path, depth + 1, err);
     }
     rm_strbuf_truncate(path, mark);
     return rc;
@@ -146,8 +135,7 @@ static int check_msg(const ProtobufCMessage *m, struct rm_strbuf *path, int dept
                      struct rm_error *err)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
-    if (depth > RM_PB_MAX_DEPTH)
-        return path_error(err, path, "messages nested too deeply");
+    if (depth > RM_PB_MAX_DEPTH) return path_error(err, path, "messages nested too deeply");
     if (m->n_unknown_fields) {
         char what[512];
         snprintf(what, sizeof(what), "unsupported field #%u of %s", m->unknown_fields[0].tag,
@@ -158,13 +146,11 @@ static int check_msg(const ProtobufCMessage *m, struct rm_strbuf *path, int dept
         return check_any((const Google__Protobuf__Any *)m, path, depth, err);
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
         if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
             *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
             continue;
-        if (check_field(m, f, path, depth, err) != RM_OK)
-            return RM_ERR;
+        if (check_field(m, f, path, depth, err) != RM_OK) return RM_ERR;
     }
     return RM_OK;
 }
@@ -172,8 +158,7 @@ static int check_msg(const ProtobufCMessage *m, struct rm_strbuf *path, int dept
 int rm_pb_check_no_unknown(const ProtobufCMessage *m, const char *path, struct rm_error *err)
 {
     struct rm_strbuf sb = RM_STRBUF_INIT;
-    if (path)
-        rm_strbuf_puts(&sb, path);
+    if (path) rm_strbuf_puts(&sb, path);
     int rc = check_msg(m, &sb, 0, err);
     rm_strbuf_dispose(&sb);
     return rc;
@@ -190,21 +175,14 @@ enum rm_pb_wkt rm_pb_wkt_of(const ProtobufCMessageDescriptor *d)
         &google__protobuf__bool_value__descriptor,   &google__protobuf__string_value__descriptor,
         &google__protobuf__bytes_value__descriptor,
     };
-    if (d == &google__protobuf__any__descriptor)
-        return RM_PB_WKT_ANY;
-    if (d == &google__protobuf__duration__descriptor)
-        return RM_PB_WKT_DURATION;
-    if (d == &google__protobuf__timestamp__descriptor)
-        return RM_PB_WKT_TIMESTAMP;
-    if (d == &google__protobuf__struct__descriptor)
-        return RM_PB_WKT_STRUCT;
-    if (d == &google__protobuf__list_value__descriptor)
-        return RM_PB_WKT_LIST;
-    if (d == &google__protobuf__value__descriptor)
-        return RM_PB_WKT_VALUE;
+    if (d == &google__protobuf__any__descriptor) return RM_PB_WKT_ANY;
+    if (d == &google__protobuf__duration__descriptor) return RM_PB_WKT_DURATION;
+    if (d == &google__protobuf__timestamp__descriptor) return RM_PB_WKT_TIMESTAMP;
+    if (d == &google__protobuf__struct__descriptor) return RM_PB_WKT_STRUCT;
+    if (d == &google__protobuf__list_value__descriptor) return RM_PB_WKT_LIST;
+    if (d == &google__protobuf__value__descriptor) return RM_PB_WKT_VALUE;
     for (size_t i = 0; i < sizeof(wrappers) / sizeof(wrappers[0]); i++)
-        if (d == wrappers[i])
-            return RM_PB_WKT_WRAPPER;
+        if (d == wrappers[i]) return RM_PB_WKT_WRAPPER;
     return RM_PB_WKT_NONE;
 }
 
@@ -221,24 +199,21 @@ static const char *match_camel(const char *snake, const char *s, bool upper_firs
         }
         char want = upper ? (char)toupper((unsigned char)*n) : *n;
         upper = false;
-        if (*s++ != want)
-            return NULL;
+        if (*s++ != want) return NULL;
     }
     return s;
 }
 
 bool rm_pb_is_map(const ProtobufCMessageDescriptor *parent, const ProtobufCFieldDescriptor *f)
 {
-    if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
-        return false;
+    if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE) return false;
     const ProtobufCMessageDescriptor *e = f->descriptor;
     if (e->n_fields != 2 || e->fields[0].id != 1 || e->fields[1].id != 2 ||
         strcmp(e->fields[0].name, "key") != 0 || strcmp(e->fields[1].name, "value") != 0)
         return false;
     /* protoc names the entry <Parent>.<CamelCaseField>Entry */
     size_t plen = strlen(parent->name);
-    if (strncmp(e->name, parent->name, plen) != 0 || e->name[plen] != '.')
-        return false;
+    if (strncmp(e->name, parent->name, plen) != 0 || e->name[plen] != '.') return false;
     const char *rest = match_camel(f->name, e->short_name, true);
     return rest && strcmp(rest, "Entry") == 0;
 }
@@ -273,12 +248,10 @@ const ProtobufCFieldDescriptor *rm_pb_field_by_json_name(const ProtobufCMessageD
                                                          const char *name)
 {
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, name);
-    if (f)
-        return f;
+    if (f) return f;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const char *rest = match_camel(d->fields[i].name, name, false);
-        if (rest && !*rest)
-            return &d->fields[i];
+        if (rest && !*rest) return &d->fields[i];
     }
     return NULL;
 }
@@ -302,19 +275,16 @@ void rm_pb_json_name(const char *proto_name, struct rm_strbuf *out)
 static int parse_fraction(const char **s, int32_t *nanos)
 {
     *nanos = 0;
-    if (**s != '.')
-        return RM_OK;
+    if (**s != '.') return RM_OK;
     (*s)++;
     int digits = 0;
     int32_t v = 0;
     while (isdigit((unsigned char)**s)) {
-        if (++digits > 9)
-            return RM_ERR;
+        if (++digits > 9) return RM_ERR;
         v = v * 10 + (**s - '0');
         (*s)++;
     }
-    if (digits == 0)
-        return RM_ERR;
+    if (digits == 0) return RM_ERR;
     for (; digits < 9; digits++)
         v *= 10;
     *nanos = v;
@@ -324,19 +294,15 @@ static int parse_fraction(const char **s, int32_t *nanos)
 int rm_pb_duration_parse(const char *s, int64_t *seconds, int32_t *nanos)
 {
     bool neg = *s == '-';
-    if (neg)
-        s++;
-    if (!isdigit((unsigned char)*s))
-        return RM_ERR;
+    if (neg) s++;
+    if (!isdigit((unsigned char)*s)) return RM_ERR;
     int64_t sec = 0;
     while (isdigit((unsigned char)*s)) {
         sec = sec * 10 + (*s++ - '0');
-        if (sec > MAX_DURATION_SECONDS)
-            return RM_ERR;
+        if (sec > MAX_DURATION_SECONDS) return RM_ERR;
     }
     int32_t ns;
-    if (parse_fraction(&s, &ns) != RM_OK || strcmp(s, "s") != 0)
-        return RM_ERR;
+    if (parse_fraction(&s, &ns) != RM_OK || strcmp(s, "s") != 0) return RM_ERR;
     *seconds = neg ? -sec : sec;
     *nanos = neg ? -ns : ns;
     return RM_OK;
@@ -345,8 +311,7 @@ int rm_pb_duration_parse(const char *s, int64_t *seconds, int32_t *nanos)
 /* Append ".ddd", ".dddddd" or ".ddddddddd" for 0 < ns < 1e9 (nothing for 0). */
 static void format_fraction(int32_t ns, struct rm_strbuf *out)
 {
-    if (ns == 0)
-        return;
+    if (ns == 0) return;
     if (ns % 1000000 == 0)
         rm_strbuf_printf(out, ".%03d", (int)(ns / 1000000));
     else if (ns % 1000 == 0)
@@ -372,8 +337,7 @@ static int read_digits(const char **s, int n, int *v)
 {
     *v = 0;
     for (int i = 0; i < n; i++, (*s)++) {
-        if (!isdigit((unsigned char)**s))
-            return RM_ERR;
+        if (!isdigit((unsigned char)**s)) return RM_ERR;
         *v = *v * 10 + (**s - '0');
     }
     return RM_OK;
@@ -382,12 +346,9 @@ static int read_digits(const char **s, int n, int *v)
 /* Read <n> digits then the separator <sep> ('\0' = none). */
 static int read_field(const char **s, int n, char sep, int *v)
 {
-    if (read_digits(s, n, v) != RM_OK)
-        return RM_ERR;
-    if (!sep)
-        return RM_OK;
-    if (**s != sep && !(sep == 'T' && **s == 't'))
-        return RM_ERR;
+    if (read_digits(s, n, v) != RM_OK) return RM_ERR;
+    if (!sep) return RM_OK;
+    if (**s != sep && !(sep == 'T' && **s == 't')) return RM_ERR;
     (*s)++;
     return RM_OK;
 }
@@ -396,10 +357,8 @@ static int read_field(const char **s, int n, char sep, int *v)
 static int parse_offset(const char *s, long *offset)
 {
     *offset = 0;
-    if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0')
-        return RM_OK;
-    if (s[0] != '+' && s[0] != '-')
-        return RM_ERR;
+    if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') return RM_OK;
+    if (s[0] != '+' && s[0] != '-') return RM_ERR;
     int sign = s[0] == '-' ? -1 : 1, hh, mm;
     s++;
     if (read_field(&s, 2, ':', &hh) || read_field(&s, 2, '\0', &mm) || *s || hh > 23 || mm > 59)
@@ -418,10 +377,13 @@ int rm_pb_timestamp_parse(const char *s, int64_t *seconds, int32_t *nanos)
         return RM_ERR;
     int32_t ns;
     long offset;
-    if (parse_fraction(&s, &ns) != RM_OK || parse_offset(s, &offset) != RM_OK)
-        return RM_ERR;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = se};
+    if (parse_fraction(&s, &ns) != RM_OK || parse_offset(s, &offset) != RM_OK) return RM_ERR;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = se};
     *seconds = (int64_t)timegm(&tm) - offset;
     *nanos = ns;
     return RM_OK;
@@ -449,12 +411,11 @@ void rm_pb_base64_encode(const uint8_t *p, size_t n, struct rm_strbuf *out)
 {
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
         char q[4] = {b64_chars[(v >> 18) & 63], b64_chars[(v >> 12) & 63],
-                     i + 1 < n ? b64_chars[(v >> 6) & 63] : '=', i + 2 < n ? b64_chars[v & 63] : '='};
+                     i + 1 < n ? b64_chars[(v >> 6) & 63] : '=',
+                     i + 2 < n ? b64_chars[v & 63] : '='};
         rm_strbuf_append(out, q, 4);
     }
 }
@@ -462,16 +423,11 @@ void rm_pb_base64_encode(const uint8_t *p, size_t n, struct rm_strbuf *out)
 /* The 6-bit value of a base64 character (either alphabet), or -1. */
 static int b64_value(char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
     return -1;
 }
 
@@ -481,19 +437,16 @@ int rm_pb_base64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
     size_t len = 0, pad = 0;
     uint32_t acc = 0;
     int bits = 0;
-    if (n && !buf)
-        abort();
+    if (n && !buf) abort();
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (isspace((unsigned char)c))
-            continue;
+        if (isspace((unsigned char)c)) continue;
         if (c == '=') {
             pad++;
             continue;
         }
         int v = b64_value(c);
-        if (v < 0 || pad)
-            goto fail;
+        if (v < 0 || pad) goto fail;
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {

@@ -30,7 +30,8 @@ extern const size_t rm_pb_registry_count;
 #define RM_PB_MAX_DEPTH 100
 
 /** The descriptor of a type URL ("type.googleapis.com/envoy.config.cluster.v3.Cluster": any
- *  text up to the last '/' is ignored) or of a bare full name; NULL when remora has no such type. */
+ *  text up to the last '/' is ignored) or of a bare full name; NULL when remora has no such type.
+ */
 const ProtobufCMessageDescriptor *rm_pb_lookup_type_url(const char *type_url);
 
 /** Decode an Any's payload into *out (free with protobuf_c_message_free_unpacked).  <expect>

@@ -8,14 +8,12 @@
 static void strbuf_grow(struct rm_strbuf *sb, size_t n)
 {
     size_t need = sb->len + n + 1;
-    if (need <= sb->cap)
-        return;
+    if (need <= sb->cap) return;
     size_t cap = sb->cap ? sb->cap : 64;
     while (cap < need)
         cap *= 2;
     char *p = realloc(sb->p, cap);
-    if (!p)
-        abort();
+    if (!p) abort();
     sb->p = p;
     sb->cap = cap;
 }
@@ -38,15 +36,20 @@ char *rm_strbuf_steal(struct rm_strbuf *sb)
 void rm_strbuf_append(struct rm_strbuf *sb, const void *data, size_t n)
 {
     strbuf_grow(sb, n);
-    if (n)
-        memcpy(sb->p + sb->len, data, n);
+    if (n) memcpy(sb->p + sb->len, data, n);
     sb->len += n;
     sb->p[sb->len] = '\0';
 }
 
-void rm_strbuf_puts(struct rm_strbuf *sb, const char *s) { rm_strbuf_append(sb, s, strlen(s)); }
+void rm_strbuf_puts(struct rm_strbuf *sb, const char *s)
+{
+    rm_strbuf_append(sb, s, strlen(s));
+}
 
-void rm_strbuf_putc(struct rm_strbuf *sb, char c) { rm_strbuf_append(sb, &c, 1); }
+void rm_strbuf_putc(struct rm_strbuf *sb, char c)
+{
+    rm_strbuf_append(sb, &c, 1);
+}
 
 void rm_strbuf_printf(struct rm_strbuf *sb, const char *fmt, ...)
 {
@@ -54,8 +57,7 @@ void rm_strbuf_printf(struct rm_strbuf *sb, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     strbuf_grow(sb, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(sb->p + sb->len, (size_t)n + 1, fmt, ap);

@@ -34,7 +34,8 @@ typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions UpstreamHttp
 #define CLUSTER (&envoy__config__cluster__v3__cluster__descriptor)
 #define LISTENER (&envoy__config__listener__v3__listener__descriptor)
 #define ROUTE_CONFIG (&envoy__config__route__v3__route_configuration__descriptor)
-#define HCM (&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
+#define HCM                                                                                        \
+    (&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
 
 static ProtobufCMessage *parse_ok(const char *text, const ProtobufCMessageDescriptor *d)
 {
@@ -56,7 +57,10 @@ static void expect_error(const char *text, const ProtobufCMessageDescriptor *d, 
     cr_assert_str_eq(err.msg, want);
 }
 
-static void free_msg(void *m) { protobuf_c_message_free_unpacked(m, NULL); }
+static void free_msg(void *m)
+{
+    protobuf_c_message_free_unpacked(m, NULL);
+}
 
 /* Unpack an Any of the expected type (fails the test otherwise). */
 static void *unpack(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *d)
@@ -98,7 +102,8 @@ static void check_route_config(const RouteConfiguration *rc)
     cr_assert_str_eq(vh->domains[0], "*");
     cr_assert_eq(vh->n_routes, 2);
     Envoy__Config__Route__V3__Route *r = vh->routes[0];
-    cr_assert_eq(r->match->path_specifier_case, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX);
+    cr_assert_eq(r->match->path_specifier_case,
+                 ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX);
     cr_assert_str_eq(r->match->prefix, "/api");
     cr_assert_str_eq(r->match->headers[0]->name, ":method");
     cr_assert_eq(r->match->headers[0]->header_match_specifier_case,
@@ -106,7 +111,8 @@ static void check_route_config(const RouteConfiguration *rc)
     cr_assert_str_eq(r->match->headers[0]->string_match->exact, "GET");
     cr_assert_eq(r->action_case, ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE);
     Envoy__Config__Route__V3__RouteAction *ra = r->route;
-    cr_assert_eq(ra->cluster_specifier_case, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER);
+    cr_assert_eq(ra->cluster_specifier_case,
+                 ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER);
     cr_assert_str_eq(ra->cluster, "service_a");
     cr_assert_eq(ra->timeout->seconds, 1);
     cr_assert_eq(ra->timeout->nanos, 500000000);
@@ -120,7 +126,8 @@ static void check_route_config(const RouteConfiguration *rc)
     cr_assert_eq(rp->retry_back_off->base_interval->nanos, 25000000);
     cr_assert_eq(rp->retry_back_off->max_interval->nanos, 250000000);
     cr_assert_eq(rp->n_retry_host_predicate, 1);
-    cr_assert_str_eq(rp->retry_host_predicate[0]->name, "envoy.retry_host_predicates.previous_hosts");
+    cr_assert_str_eq(rp->retry_host_predicate[0]->name,
+                     "envoy.retry_host_predicates.previous_hosts");
     cr_assert_eq(rp->host_selection_retry_max_attempts, 5);
     r = vh->routes[1];
     cr_assert_str_eq(r->match->path, "/health");
@@ -133,7 +140,8 @@ static void check_route_config(const RouteConfiguration *rc)
 static void check_listener(const Envoy__Config__Listener__V3__Listener *l)
 {
     cr_assert_str_eq(l->name, "ingress");
-    cr_assert_eq(l->address->address_case, ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS);
+    cr_assert_eq(l->address->address_case,
+                 ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS);
     cr_assert_str_eq(l->address->socket_address->address, "0.0.0.0");
     cr_assert_eq(l->address->socket_address->port_value, 10000);
     cr_assert_eq(l->per_connection_buffer_limit_bytes->value, 32768);
@@ -150,12 +158,14 @@ static void check_listener(const Envoy__Config__Listener__V3__Listener *l)
     cr_assert_eq(hcm->xff_num_trusted_hops, 1);
     cr_assert_eq(hcm->http2_protocol_options->max_concurrent_streams->value, 100);
     cr_assert_eq(hcm->http2_protocol_options->initial_stream_window_size->value, 65536);
-    cr_assert_eq(hcm->route_specifier_case,
-                 ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG);
+    cr_assert_eq(
+        hcm->route_specifier_case,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG);
     check_route_config(hcm->route_config);
     cr_assert_eq(hcm->n_http_filters, 1);
     Envoy__Extensions__Filters__Http__Router__V3__Router *router =
-        unpack(hcm->http_filters[0]->typed_config, &envoy__extensions__filters__http__router__v3__router__descriptor);
+        unpack(hcm->http_filters[0]->typed_config,
+               &envoy__extensions__filters__http__router__v3__router__descriptor);
     cr_assert(router->suppress_envoy_headers);
     free_msg(router);
     free_msg(hcm);
@@ -164,12 +174,14 @@ static void check_listener(const Envoy__Config__Listener__V3__Listener *l)
 static void check_cluster(const Cluster *c)
 {
     cr_assert_str_eq(c->name, "service_a");
-    cr_assert_eq(c->cluster_discovery_type_case, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE);
+    cr_assert_eq(c->cluster_discovery_type_case,
+                 ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE);
     cr_assert_eq(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS);
     cr_assert_eq(c->connect_timeout->seconds, 0);
     cr_assert_eq(c->connect_timeout->nanos, 250000000);
     cr_assert_eq(c->lb_policy, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST);
-    cr_assert_eq(c->dns_lookup_family, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY);
+    cr_assert_eq(c->dns_lookup_family,
+                 ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY);
     Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = c->circuit_breakers->thresholds[0];
     cr_assert_eq(t->max_connections->value, 100);
     cr_assert_eq(t->max_pending_requests->value, 50);
@@ -180,12 +192,15 @@ static void check_cluster(const Cluster *c)
     cr_assert_eq(c->n_typed_extension_protocol_options, 1);
     cr_assert_str_eq(c->typed_extension_protocol_options[0]->key,
                      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-    UpstreamHttpOptions *o = unpack(c->typed_extension_protocol_options[0]->value,
-                                    &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor);
-    cr_assert_eq(o->upstream_protocol_options_case,
-                 ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG);
-    cr_assert_eq(o->explicit_http_config->protocol_config_case,
-                 ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS);
+    UpstreamHttpOptions *o =
+        unpack(c->typed_extension_protocol_options[0]->value,
+               &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor);
+    cr_assert_eq(
+        o->upstream_protocol_options_case,
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG);
+    cr_assert_eq(
+        o->explicit_http_config->protocol_config_case,
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS);
     cr_assert_not_null(o->explicit_http_config->http2_protocol_options);
     free_msg(o);
     Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = c->load_assignment;
@@ -212,7 +227,8 @@ static void check_bootstrap(const Bootstrap *b)
     cr_assert_eq(b->static_resources->n_clusters, 1);
     check_cluster(b->static_resources->clusters[0]);
     Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = b->dynamic_resources;
-    cr_assert_eq(dr->ads_config->api_type, ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC);
+    cr_assert_eq(dr->ads_config->api_type,
+                 ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC);
     cr_assert_eq(dr->ads_config->transport_api_version, ENVOY__CONFIG__CORE__V3__API_VERSION__V3);
     cr_assert_str_eq(dr->ads_config->grpc_services[0]->envoy_grpc->cluster_name, "xds_cluster");
     cr_assert_eq(dr->cds_config->config_source_specifier_case,
@@ -264,15 +280,16 @@ Test(pbjson, json_input_camel_case)
                        "per_connection_buffer_limit_bytes: 1024\n"
                        "lb_policy: RANDOM\n"
                        "common_lb_config: {healthy_panic_threshold: {value: 40}}\n";
-    const char *json = "{\n"
-                       "  \"name\": \"c\",\n"
-                       "  \"type\": 3,\n"
-                       "  \"connectTimeout\": \"2s\",\n"
-                       "  \"edsClusterConfig\": {\"edsConfig\": {\"ads\": {}}, \"serviceName\": \"svc\"},\n"
-                       "  \"perConnectionBufferLimitBytes\": \"1024\",\n"
-                       "  \"lbPolicy\": \"RANDOM\",\n"
-                       "  \"commonLbConfig\": {\"healthyPanicThreshold\": {\"value\": 40.0}}\n"
-                       "}\n";
+    const char *json =
+        "{\n"
+        "  \"name\": \"c\",\n"
+        "  \"type\": 3,\n"
+        "  \"connectTimeout\": \"2s\",\n"
+        "  \"edsClusterConfig\": {\"edsConfig\": {\"ads\": {}}, \"serviceName\": \"svc\"},\n"
+        "  \"perConnectionBufferLimitBytes\": \"1024\",\n"
+        "  \"lbPolicy\": \"RANDOM\",\n"
+        "  \"commonLbConfig\": {\"healthyPanicThreshold\": {\"value\": 40.0}}\n"
+        "}\n";
     ProtobufCMessage *a = parse_ok(yaml, CLUSTER), *b = parse_ok(json, CLUSTER);
     assert_same_message(a, b);
     free_msg(a);
@@ -302,21 +319,24 @@ Test(pbjson, error_unknown_field)
     expect_error("node:\n  id: x\n  foo: 1\n", BOOTSTRAP, "t.yaml:3: node: unknown field \"foo\"");
     expect_error("\n\nbogus: true\n", BOOTSTRAP, "t.yaml:3: unknown field \"bogus\"");
     /* inside an Any the path continues through typed_config */
-    expect_error("filter_chains:\n"
-                 "- filters:\n"
-                 "  - name: hcm\n"
-                 "    typed_config:\n"
-                 "      \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
-                 "      stat_prefix: x\n"
-                 "      tracing: {}\n",
-                 LISTENER, "t.yaml:7: filter_chains[0].filters[0].typed_config: unknown field \"tracing\"");
+    expect_error(
+        "filter_chains:\n"
+        "- filters:\n"
+        "  - name: hcm\n"
+        "    typed_config:\n"
+        "      \"@type\": "
+        "type.googleapis.com/"
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
+        "      stat_prefix: x\n"
+        "      tracing: {}\n",
+        LISTENER, "t.yaml:7: filter_chains[0].filters[0].typed_config: unknown field \"tracing\"");
 }
 
 Test(pbjson, error_expected_number)
 {
-    expect_error("admin:\n  address:\n    socket_address: {address: 1.2.3.4, port_value: abc}\n",
-                 BOOTSTRAP,
-                 "t.yaml:3: admin.address.socket_address.port_value: expected a number, got \"abc\"");
+    expect_error(
+        "admin:\n  address:\n    socket_address: {address: 1.2.3.4, port_value: abc}\n", BOOTSTRAP,
+        "t.yaml:3: admin.address.socket_address.port_value: expected a number, got \"abc\"");
     expect_error("port_value: [1]\n", &envoy__config__core__v3__socket_address__descriptor,
                  "t.yaml:1: port_value: expected a number, got a list");
     expect_error("port_value: 1.5\n", &envoy__config__core__v3__socket_address__descriptor,
@@ -356,13 +376,15 @@ Test(pbjson, error_field_twice)
     expect_error("name: a\nname: b\n", CLUSTER, "t.yaml:2: field \"name\" given twice");
     expect_error("connect_timeout: 1s\nconnectTimeout: 2s\n", CLUSTER,
                  "t.yaml:2: field \"connect_timeout\" given twice");
-    expect_error("filter_metadata: {a: {}, a: {}}\n", &envoy__config__core__v3__metadata__descriptor,
+    expect_error("filter_metadata: {a: {}, a: {}}\n",
+                 &envoy__config__core__v3__metadata__descriptor,
                  "t.yaml:1: filter_metadata[\"a\"]: key given twice");
 }
 
 Test(pbjson, error_any)
 {
-    expect_error("typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.nope.v3.Nope}\n",
+    expect_error("typed_config: {\"@type\": "
+                 "type.googleapis.com/envoy.extensions.filters.http.nope.v3.Nope}\n",
                  &envoy__config__listener__v3__filter__descriptor,
                  "t.yaml:1: typed_config: unknown type "
                  "\"type.googleapis.com/envoy.extensions.filters.http.nope.v3.Nope\" in \"@type\"");
@@ -401,8 +423,9 @@ Test(pbjson, error_documents)
     expect_error("", BOOTSTRAP, "t.yaml: empty document");
     expect_error("node: {id: x}\n---\nnode: {id: y}\n", BOOTSTRAP,
                  "t.yaml:3: only one YAML document is allowed");
-    expect_error("node:\n  id: [x\n", BOOTSTRAP,
-                 "t.yaml:3: invalid YAML: did not find expected ',' or ']' while parsing a flow sequence");
+    expect_error(
+        "node:\n  id: [x\n", BOOTSTRAP,
+        "t.yaml:3: invalid YAML: did not find expected ',' or ']' while parsing a flow sequence");
     expect_error("- a\n- b\n", BOOTSTRAP, "t.yaml:1: expected a mapping, got a list");
 }
 
@@ -431,8 +454,8 @@ Test(pbjson, durations)
         int64_t s;
         int32_t ns;
     } cases[] = {
-        {"1.5s", 1, 500000000}, {"0.25s", 0, 250000000}, {"5s", 5, 0},
-        {"-2.5s", -2, -500000000}, {"0.000000001s", 0, 1}, {"315576000000s", 315576000000, 0},
+        {"1.5s", 1, 500000000},    {"0.25s", 0, 250000000}, {"5s", 5, 0},
+        {"-2.5s", -2, -500000000}, {"0.000000001s", 0, 1},  {"315576000000s", 315576000000, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char yaml[64];
@@ -452,10 +475,11 @@ Test(pbjson, durations)
 
 Test(pbjson, wrappers_and_scalars)
 {
-    Envoy__Config__Cluster__V3__OutlierDetection *od = (void *)parse_ok(
-        "consecutive_5xx: \"7\"\nmax_ejection_percent: 1e2\nsplit_external_local_origin_errors: True\n"
-        "successful_active_health_check_uneject_host: false\ninterval: 10s\n",
-        &envoy__config__cluster__v3__outlier_detection__descriptor);
+    Envoy__Config__Cluster__V3__OutlierDetection *od =
+        (void *)parse_ok("consecutive_5xx: \"7\"\nmax_ejection_percent: "
+                         "1e2\nsplit_external_local_origin_errors: True\n"
+                         "successful_active_health_check_uneject_host: false\ninterval: 10s\n",
+                         &envoy__config__cluster__v3__outlier_detection__descriptor);
     cr_assert_eq(od->consecutive_5xx->value, 7);
     cr_assert_eq(od->max_ejection_percent->value, 100);
     cr_assert(od->split_external_local_origin_errors);
@@ -464,7 +488,8 @@ Test(pbjson, wrappers_and_scalars)
     cr_assert_null(od->base_ejection_time);
     free_msg(od);
     /* consecutive5xx: the json_name of consecutive_5xx */
-    od = (void *)parse_ok("{\"consecutive5xx\": 3}", &envoy__config__cluster__v3__outlier_detection__descriptor);
+    od = (void *)parse_ok("{\"consecutive5xx\": 3}",
+                          &envoy__config__cluster__v3__outlier_detection__descriptor);
     cr_assert_eq(od->consecutive_5xx->value, 3);
     free_msg(od);
     Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds__RetryBudget *rb = (void *)parse_ok(
@@ -472,14 +497,16 @@ Test(pbjson, wrappers_and_scalars)
         &envoy__config__cluster__v3__circuit_breakers__thresholds__retry_budget__descriptor);
     cr_assert_float_eq(rb->budget_percent->value, 12.5, 1e-12);
     free_msg(rb);
-    Google__Protobuf__DoubleValue *dv = (void *)parse_ok("-Infinity", &google__protobuf__double_value__descriptor);
+    Google__Protobuf__DoubleValue *dv =
+        (void *)parse_ok("-Infinity", &google__protobuf__double_value__descriptor);
     cr_assert(isinf(dv->value) && dv->value < 0);
     free_msg(dv);
 }
 
 Test(pbjson, null_means_unset)
 {
-    Cluster *c = (Cluster *)parse_ok("name: x\nconnect_timeout: null\nload_assignment: ~\nlb_policy:\n", CLUSTER);
+    Cluster *c = (Cluster *)parse_ok(
+        "name: x\nconnect_timeout: null\nload_assignment: ~\nlb_policy:\n", CLUSTER);
     cr_assert_null(c->connect_timeout);
     cr_assert_null(c->load_assignment);
     cr_assert_eq(c->lb_policy, 0);
@@ -493,8 +520,8 @@ Test(pbjson, enums_by_number_and_bytes)
     cr_assert_eq(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS);
     cr_assert_eq(c->lb_policy, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST);
     free_msg(c);
-    Envoy__Config__Core__V3__HeaderValue *hv =
-        (void *)parse_ok("key: k\nraw_value: aGVsbG8_\n", &envoy__config__core__v3__header_value__descriptor);
+    Envoy__Config__Core__V3__HeaderValue *hv = (void *)parse_ok(
+        "key: k\nraw_value: aGVsbG8_\n", &envoy__config__core__v3__header_value__descriptor);
     cr_assert_eq(hv->raw_value.len, 6);
     cr_assert_eq(memcmp(hv->raw_value.data, "hello?", 6), 0);
     free_msg(hv);
@@ -502,11 +529,12 @@ Test(pbjson, enums_by_number_and_bytes)
 
 Test(pbjson, map_and_struct)
 {
-    Envoy__Config__Core__V3__Metadata *md = (void *)parse_ok(
-        "filter_metadata:\n"
-        "  envoy.lb: {canary: true, weight: 1.5, tags: [x, 2, null], nested: {deep: \"007\"}, none: null}\n"
-        "  other: {}\n",
-        &envoy__config__core__v3__metadata__descriptor);
+    Envoy__Config__Core__V3__Metadata *md =
+        (void *)parse_ok("filter_metadata:\n"
+                         "  envoy.lb: {canary: true, weight: 1.5, tags: [x, 2, null], nested: "
+                         "{deep: \"007\"}, none: null}\n"
+                         "  other: {}\n",
+                         &envoy__config__core__v3__metadata__descriptor);
     cr_assert_eq(md->n_filter_metadata, 2);
     cr_assert_str_eq(md->filter_metadata[0]->key, "envoy.lb");
     Google__Protobuf__Struct *s = md->filter_metadata[0]->value;
@@ -538,26 +566,30 @@ Test(pbjson, any_with_wkt_payload)
         "  c: {\"@type\": type.googleapis.com/google.protobuf.UInt32Value, value: 9}\n",
         &envoy__config__core__v3__metadata__descriptor);
     cr_assert_eq(md->n_typed_filter_metadata, 3);
-    Google__Protobuf__Duration *d = unpack(md->typed_filter_metadata[0]->value, &google__protobuf__duration__descriptor);
+    Google__Protobuf__Duration *d =
+        unpack(md->typed_filter_metadata[0]->value, &google__protobuf__duration__descriptor);
     cr_assert_eq(d->seconds, 1);
     cr_assert_eq(d->nanos, 500000000);
     free_msg(d);
-    Google__Protobuf__Struct *s = unpack(md->typed_filter_metadata[1]->value, &google__protobuf__struct__descriptor);
+    Google__Protobuf__Struct *s =
+        unpack(md->typed_filter_metadata[1]->value, &google__protobuf__struct__descriptor);
     cr_assert_str_eq(s->fields[0]->value->string_value, "v");
     free_msg(s);
-    Google__Protobuf__UInt32Value *u = unpack(md->typed_filter_metadata[2]->value, &google__protobuf__uint32_value__descriptor);
+    Google__Protobuf__UInt32Value *u =
+        unpack(md->typed_filter_metadata[2]->value, &google__protobuf__uint32_value__descriptor);
     cr_assert_eq(u->value, 9);
     free_msg(u);
     free_msg(md);
-    expect_error("typed_filter_metadata: {a: {\"@type\": type.googleapis.com/google.protobuf.Duration, seconds: 1}}\n",
+    expect_error("typed_filter_metadata: {a: {\"@type\": "
+                 "type.googleapis.com/google.protobuf.Duration, seconds: 1}}\n",
                  &envoy__config__core__v3__metadata__descriptor,
                  "t.yaml:1: typed_filter_metadata[\"a\"]: unknown field \"seconds\"");
 }
 
 Test(pbjson, timestamp)
 {
-    Google__Protobuf__Timestamp *t =
-        (void *)parse_ok("\"2024-01-02T03:04:05.25+01:00\"", &google__protobuf__timestamp__descriptor);
+    Google__Protobuf__Timestamp *t = (void *)parse_ok("\"2024-01-02T03:04:05.25+01:00\"",
+                                                      &google__protobuf__timestamp__descriptor);
     cr_assert_eq(t->seconds, 1704161045); /* 2024-01-02T02:04:05.25Z */
     cr_assert_eq(t->nanos, 250000000);
     free_msg(t);
@@ -613,7 +645,8 @@ Test(pbjson, alias_bomb_is_bounded)
 
 Test(pbjson, registry_lookup)
 {
-    cr_assert_eq(rm_pb_lookup_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster"), CLUSTER);
+    cr_assert_eq(rm_pb_lookup_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+                 CLUSTER);
     cr_assert_eq(rm_pb_lookup_type_url("envoy.config.cluster.v3.Cluster"), CLUSTER);
     cr_assert_eq(rm_pb_lookup_type_url("example.com/x/google.protobuf.Duration"),
                  &google__protobuf__duration__descriptor);
@@ -630,13 +663,15 @@ Test(pbjson, any_unpack_errors)
     any.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     cr_assert_eq(rm_pb_any_unpack(&any, LISTENER, &m, &err), RM_ERR);
     cr_assert_null(m);
-    cr_assert_str_eq(err.msg, "expected type \"type.googleapis.com/envoy.config.listener.v3.Listener\", "
-                              "got \"type.googleapis.com/envoy.config.cluster.v3.Cluster\"");
+    cr_assert_str_eq(err.msg,
+                     "expected type \"type.googleapis.com/envoy.config.listener.v3.Listener\", "
+                     "got \"type.googleapis.com/envoy.config.cluster.v3.Cluster\"");
     uint8_t junk[] = {0x0a, 0x05, 'a'}; /* a string field claiming 5 bytes, with 1 */
     any.value.data = junk;
     any.value.len = sizeof(junk);
     cr_assert_eq(rm_pb_any_unpack(&any, CLUSTER, &m, &err), RM_ERR);
-    cr_assert_str_eq(err.msg, "cannot decode a \"type.googleapis.com/envoy.config.cluster.v3.Cluster\"");
+    cr_assert_str_eq(err.msg,
+                     "cannot decode a \"type.googleapis.com/envoy.config.cluster.v3.Cluster\"");
     any.type_url = "type.googleapis.com/x.Y";
     cr_assert_eq(rm_pb_any_unpack(&any, NULL, &m, &err), RM_ERR);
     cr_assert_str_eq(err.msg, "unknown type \"type.googleapis.com/x.Y\"");
@@ -658,7 +693,8 @@ static ProtobufCMessage *with_unknown(const ProtobufCMessage *m, uint32_t tag)
 }
 
 /* Replace the payload of <any> by <m> with an unknown field #tag. */
-static void poison_any(Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *d, uint32_t tag)
+static void poison_any(Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *d,
+                       uint32_t tag)
 {
     ProtobufCMessage *inner = unpack(any, d), *bad = with_unknown(inner, tag);
     free(any->type_url);
@@ -673,7 +709,8 @@ Test(pbjson, check_no_unknown)
     Bootstrap *b = (Bootstrap *)parse_ok(fixture_bootstrap_yaml, BOOTSTRAP);
     struct rm_error err = {{0}};
     /* deep inside an Any inside an Any-free path: the HCM of the first filter */
-    Envoy__Config__Listener__V3__Filter *f = b->static_resources->listeners[0]->filter_chains[0]->filters[0];
+    Envoy__Config__Listener__V3__Filter *f =
+        b->static_resources->listeners[0]->filter_chains[0]->filters[0];
     poison_any(f->typed_config, HCM, 31);
     cr_assert_eq(rm_pb_check_no_unknown(&b->base, "bootstrap", &err), RM_ERR);
     cr_assert_str_eq(err.msg, "bootstrap.static_resources.listeners[0].filter_chains[0].filters[0]"
@@ -687,9 +724,10 @@ Test(pbjson, check_no_unknown)
     poison_any(c->typed_extension_protocol_options[0]->value,
                &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, 1000);
     cr_assert_eq(rm_pb_check_no_unknown(&c->base, NULL, &err), RM_ERR);
-    cr_assert_str_eq(err.msg, "typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
-                              "HttpProtocolOptions\"]: unsupported field #1000 of envoy.extensions."
-                              "upstreams.http.v3.HttpProtocolOptions");
+    cr_assert_str_eq(err.msg,
+                     "typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions\"]: unsupported field #1000 of envoy.extensions."
+                     "upstreams.http.v3.HttpProtocolOptions");
     ProtobufCMessage *bad = with_unknown(&c->base, 57);
     cr_assert_eq(rm_pb_check_no_unknown(bad, "", &err), RM_ERR);
     cr_assert_str_eq(err.msg, "unsupported field #57 of envoy.config.cluster.v3.Cluster");

@@ -126,21 +126,23 @@ Test(pbprint, pretty)
 
 Test(pbprint, any_payloads)
 {
-    expect_json("name: r\ntyped_config:\n"
-                "  \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n"
-                "  suppress_envoy_headers: true\n"
-                "  strict_check_headers: [x-envoy-max-retries]\n",
-                &envoy__config__listener__v3__filter__descriptor, 0,
-                "{\"name\":\"r\",\"typed_config\":{\"@type\":\"type.googleapis.com/envoy.extensions."
-                "filters.http.router.v3.Router\",\"suppress_envoy_headers\":true,"
-                "\"strict_check_headers\":[\"x-envoy-max-retries\"]}}");
-    expect_json("typed_filter_metadata:\n"
-                "  d: {\"@type\": type.googleapis.com/google.protobuf.Duration, value: -2.5s}\n"
-                "  e: {\"@type\": type.googleapis.com/envoy.config.core.v3.Locality}\n",
-                &envoy__config__core__v3__metadata__descriptor, 0,
-                "{\"typed_filter_metadata\":{\"d\":{\"@type\":\"type.googleapis.com/google.protobuf."
-                "Duration\",\"value\":\"-2.500s\"},\"e\":{\"@type\":\"type.googleapis.com/envoy."
-                "config.core.v3.Locality\"}}}");
+    expect_json(
+        "name: r\ntyped_config:\n"
+        "  \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n"
+        "  suppress_envoy_headers: true\n"
+        "  strict_check_headers: [x-envoy-max-retries]\n",
+        &envoy__config__listener__v3__filter__descriptor, 0,
+        "{\"name\":\"r\",\"typed_config\":{\"@type\":\"type.googleapis.com/envoy.extensions."
+        "filters.http.router.v3.Router\",\"suppress_envoy_headers\":true,"
+        "\"strict_check_headers\":[\"x-envoy-max-retries\"]}}");
+    expect_json(
+        "typed_filter_metadata:\n"
+        "  d: {\"@type\": type.googleapis.com/google.protobuf.Duration, value: -2.5s}\n"
+        "  e: {\"@type\": type.googleapis.com/envoy.config.core.v3.Locality}\n",
+        &envoy__config__core__v3__metadata__descriptor, 0,
+        "{\"typed_filter_metadata\":{\"d\":{\"@type\":\"type.googleapis.com/google.protobuf."
+        "Duration\",\"value\":\"-2.500s\"},\"e\":{\"@type\":\"type.googleapis.com/envoy."
+        "config.core.v3.Locality\"}}}");
 
     /* a payload of a type remora does not know: raw bytes in "value" */
     uint8_t raw[] = {1, 2};
@@ -179,8 +181,13 @@ Test(pbprint, scalars)
     static const struct {
         double v;
         const char *want;
-    } doubles[] = {{0.1, "0.1"}, {25.5, "25.5"}, {1e21, "1e+21"}, {-3, "-3"},
-                   {NAN, "\"NaN\""}, {-INFINITY, "\"-Infinity\""}, {1.0 / 3, "0.3333333333333333"}};
+    } doubles[] = {{0.1, "0.1"},
+                   {25.5, "25.5"},
+                   {1e21, "1e+21"},
+                   {-3, "-3"},
+                   {NAN, "\"NaN\""},
+                   {-INFINITY, "\"-Infinity\""},
+                   {1.0 / 3, "0.3333333333333333"}};
     for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++) {
         dv.value = doubles[i].v;
         got = print(&dv.base, 0);
@@ -229,18 +236,20 @@ Test(pbprint, redaction)
                 "\"/etc/tls/cert.pem\"},\"private_key\":{\"inline_string\":\"-----BEGIN PRIVATE "
                 "KEY-----\"},\"password\":{\"inline_bytes\":\"aGk=\"}}}");
     /* through an Any (a listener's transport socket) */
-    expect_json("name: envoy.transport_sockets.tls\n"
-                "typed_config:\n"
-                "  \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
-                "  common_tls_context:\n"
-                "    tls_certificates:\n"
-                "    - private_key: {filename: /etc/tls/key.pem}\n",
-                &envoy__config__core__v3__transport_socket__descriptor,
-                RM_PBPRINT_REDACT | RM_PBPRINT_JSON_NAMES,
-                "{\"name\":\"envoy.transport_sockets.tls\",\"typedConfig\":{\"@type\":"
-                "\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-                "DownstreamTlsContext\",\"commonTlsContext\":{\"tlsCertificates\":[{\"privateKey\":"
-                "{\"filename\":\"[redacted]\"}}]}}}");
+    expect_json(
+        "name: envoy.transport_sockets.tls\n"
+        "typed_config:\n"
+        "  \"@type\": "
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
+        "  common_tls_context:\n"
+        "    tls_certificates:\n"
+        "    - private_key: {filename: /etc/tls/key.pem}\n",
+        &envoy__config__core__v3__transport_socket__descriptor,
+        RM_PBPRINT_REDACT | RM_PBPRINT_JSON_NAMES,
+        "{\"name\":\"envoy.transport_sockets.tls\",\"typedConfig\":{\"@type\":"
+        "\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+        "DownstreamTlsContext\",\"commonTlsContext\":{\"tlsCertificates\":[{\"privateKey\":"
+        "{\"filename\":\"[redacted]\"}}]}}}");
 }
 
 Test(pbprint, too_deep)
