@@ -249,7 +249,7 @@ static void maintenance(struct rml_worker *w)
     for (unsigned i = 0; i < w->nconns; i++) {
         struct rml_conn *c = &w->conns[i];
         if (c->state == RML_CS_IDLE) {
-            if (!w->stopping && c->reconnect_at <= w->now)
+            if ((!w->stopping || w->retry_len > 0) && c->reconnect_at <= w->now)
                 rml_conn_start(c);
         } else {
             rml_conn_check_timeouts(c, w->now);
