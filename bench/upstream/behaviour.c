@@ -240,7 +240,7 @@ static const char *apply(struct rmu_behaviour *bh, struct fail_first *ff, struct
             return "x-upstream-trailers: want name=value,name=value";
         bh->trailers = v;
     } else {
-        return "unknown x-upstream-* request header (see remora-upstream --help)";
+        return "unknown behaviour header (see remora-upstream --help)";
     }
 #undef KEY
     return NULL;
@@ -260,9 +260,10 @@ void rmu_behaviour_parse(struct rmu_req *r)
         *bh = (struct rmu_behaviour){.status = 431, .error = "request headers too large"};
         return;
     }
-    struct fail_first ff = {.status = 503};
+    struct fail_first ff = {.status = 503, .key = {"", 0}};
     bool grpc_explicit = false, grpc_ct = false;
     const char *err = NULL;
+    struct rmu_str err_hdr = {NULL, 0};
     for (uint32_t i = 0; i < r->nhdrs && !err; i++) {
         struct rmu_str k = rmu_req_name(r, i), v = rmu_req_value(r, i);
         if (k.n == 12 && memcmp(k.p, "content-type", 12) == 0)
@@ -271,10 +272,11 @@ void rmu_behaviour_parse(struct rmu_req *r)
             continue;
         struct rmu_str key = {k.p + 11, k.n - 11};
         err = apply(bh, &ff, key, v);
+        err_hdr = k;
         grpc_explicit = grpc_explicit || bh->grpc;
     }
     if (err) {
-        *bh = (struct rmu_behaviour){.status = 400, .error = err};
+        *bh = (struct rmu_behaviour){.status = 400, .error = err, .error_arg = err_hdr};
         return;
     }
     if (has_prefix(r->path, "/echo-request"))

@@ -30,6 +30,7 @@ struct rmu_behaviour {
     struct rmu_str resp_headers; /* "k=v,k=v" */
     struct rmu_str trailers;     /* "k=v,k=v" */
     const char *error;           /* malformed behaviour header: 400 with this text */
+    struct rmu_str error_arg;    /* appended to the error text (the offending header) */
 };
 
 struct rmu_req;

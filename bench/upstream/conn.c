@@ -65,6 +65,8 @@ void rmu_conn_on_events(struct rmu_conn *c, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
     rmu_conn_wake(c);
@@ -285,7 +287,7 @@ static void conn_read(struct rmu_conn *c)
             rmu_conn_kill(c);
             return;
         }
-        if (!c->ssl && (size_t)n < RMU_READ_BUF)
+        if (!c->ssl && !c->hup && (size_t)n < RMU_READ_BUF)
             c->readable = false; /* short read: the socket is empty, epoll reports new data */
     }
     if (c->readable)

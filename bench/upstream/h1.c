@@ -200,8 +200,8 @@ static void choose_framing(struct rmu_req *r, uint64_t *len, bool *known)
     *known = rmu_req_body_length(r, len);
     if (r->is_head || st == 204 || st == 304)
         r->framing = RMU_FRAME_NONE;
-    else if (*known && !rmu_behaviour_has_trailers(r))
-        r->framing = RMU_FRAME_LENGTH;
+    else if (*known && !rmu_behaviour_has_trailers(r) && r->bh.reset == RMU_RESET_NONE)
+        r->framing = RMU_FRAME_LENGTH; /* (a reset response is chunked: it never completes) */
     else if (r->http_major == 1 && r->http_minor >= 1)
         r->framing = RMU_FRAME_CHUNKED;
     else

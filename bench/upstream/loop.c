@@ -207,8 +207,27 @@ static void process_pending(struct rmu_loop *l)
     }
 }
 
+/* Take killed connections off the pending list (they may have been queued before dying). */
+static void unqueue_dead(struct rmu_loop *l)
+{
+    struct rmu_conn **pp = &l->pending;
+    while (*pp) {
+        if ((*pp)->state == RMU_CONN_DEAD) {
+            (*pp)->in_pending = false;
+            *pp = (*pp)->pending_next;
+        } else {
+            pp = &(*pp)->pending_next;
+        }
+    }
+}
+
 static void free_dead(struct rmu_loop *l)
 {
+    bool queued = false;
+    for (struct rmu_conn *c = l->dead; c; c = c->dead_next)
+        queued = queued || c->in_pending;
+    if (queued)
+        unqueue_dead(l);
     while (l->dead) {
         struct rmu_conn *c = l->dead;
         l->dead = c->dead_next;

@@ -111,6 +111,8 @@ static int arena_append(struct rmu_req *r, const char *p, size_t n, bool lower)
         r->too_large = true;
         return -1;
     }
+    if (n == 0)
+        return 0;
     if (rmu_buf_reserve(&r->arena, n) < 0)
         return -1;
     uint8_t *d = rmu_buf_tail(&r->arena);
@@ -285,11 +287,16 @@ int rmu_req_start(struct rmu_req *r)
     if (r->src != RMU_SRC_BUF)
         return 0;
     r->pipe.len = r->pipe.off = 0;
-    if (r->bh.error)
-        return rmu_buf_append(&r->pipe, r->bh.error, strlen(r->bh.error)) < 0 ||
-                       rmu_buf_append(&r->pipe, "\n", 1) < 0
-                   ? -1
-                   : 0;
+    if (r->bh.error) {
+        struct rmu_str arg = r->bh.error_arg;
+        if (rmu_buf_append(&r->pipe, r->bh.error, strlen(r->bh.error)) < 0 ||
+            (arg.n && (rmu_buf_append(&r->pipe, " [", 2) < 0 ||
+                       rmu_buf_append(&r->pipe, arg.p, arg.n) < 0 ||
+                       rmu_buf_append(&r->pipe, "]", 1) < 0)) ||
+            rmu_buf_append(&r->pipe, "\n", 1) < 0)
+            return -1;
+        return 0;
+    }
     return rmu_behaviour_echo_json(r, &r->pipe);
 }
 
@@ -333,8 +340,10 @@ size_t rmu_req_body_take(struct rmu_req *r, uint8_t *dst, size_t max, bool *fin)
         *fin = r->pattern_left == 0;
     } else {
         n = RMU_MIN(max, r->pipe.len);
-        memcpy(dst, rmu_buf_head(&r->pipe), n);
-        rmu_buf_consume(&r->pipe, n);
+        if (n > 0) {
+            memcpy(dst, rmu_buf_head(&r->pipe), n);
+            rmu_buf_consume(&r->pipe, n);
+        }
         *fin = r->pipe.len == 0 && (r->src == RMU_SRC_BUF || r->req_done);
     }
     r->sent += n;
