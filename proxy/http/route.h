@@ -48,7 +48,9 @@ struct rm_header_match {
 
 struct rm_query_match {
     char *name;
-    struct rm_str_match m; /* PRESENT when present_match */
+    size_t name_len;
+    struct rm_str_match m; /* PRESENT when present_match (or no matcher) */
+    bool present;          /* for PRESENT: true = must be present, false = must be absent */
 };
 
 /** One header to add (HeaderValueOption): value may contain no format specifiers for now. */
@@ -124,13 +126,16 @@ struct rm_route {
     size_t n_weighted;
     uint64_t total_weight;
     uint16_t cluster_not_found_code; /* 503 (default), 404 or 500 */
-    char *prefix_rewrite;  /* NULL = none */
+    char *prefix_rewrite;  /* NULL = none.  Replaces the matched part of the path: the prefix
+                            * (PREFIX, SEPARATED_PREFIX), the whole path (EXACT, REGEX); the
+                            * query string is kept, as Envoy does. */
     size_t prefix_rewrite_len;
     char *host_rewrite_literal;
     bool auto_host_rewrite;
     char *host_rewrite_header;
     uint32_t timeout_ms;      /* 0 = disabled; default 15000 */
-    uint32_t idle_timeout_ms; /* 0 = none */
+    uint32_t idle_timeout_ms; /* meaningful when has_idle_timeout; 0 = disabled */
+    bool has_idle_timeout;    /* unset: the HCM's stream_idle_timeout applies */
     int priority;             /* 0 DEFAULT, 1 HIGH */
     uint32_t max_grpc_timeout_ms; /* 0 = grpc-timeout not honoured unless has_max_grpc_timeout */
     bool has_max_grpc_timeout;
@@ -173,6 +178,13 @@ struct rm_route_table {
     size_t n_domains;
     struct rm_header_ops headers_ops; /* RouteConfiguration-level mutations */
     bool ignore_port_in_host_matching;
+    /* Order the router applies the three levels in: false (Envoy's default) = route, then
+     * virtual host, then route configuration, so the outer level wins on conflicts; true =
+     * the reverse (most specific wins). */
+    bool most_specific_header_mutations_wins;
+    /* domains[] is [exact...][suffix...][prefix...][any?]; the counts delimit the groups */
+    size_t n_domain_exact, n_domain_suffix, n_domain_prefix;
+    const struct rm_vhost *default_vhost; /* the "*" virtual host, or NULL */
 };
 
 /** Resolve a cluster name to the snapshot's cluster object (or NULL if unknown). */
@@ -186,11 +198,18 @@ struct rm_route_table *rm_route_table_new(const struct Envoy__Config__Route__V3_
 void rm_route_table_free(struct rm_route_table *t);
 
 /** Find the virtual host for <authority> (port ignored when the table says so, and always
- *  retried without the port when the exact "host:port" finds nothing). NULL = none. */
+ *  retried without the port when the exact "host:port" finds nothing). NULL = none.
+ *  Case-insensitive; no allocation.  "Finds nothing" means no virtual host at all (not even
+ *  "*"), so a table with a "*" host behaves exactly as Envoy's. */
 const struct rm_vhost *rm_route_find_vhost(const struct rm_route_table *t, const char *authority,
                                            size_t len);
 /** First route of <vh> matching the request headers (pseudo-headers :path/:method included).
- *  NULL = no route. */
+ *  NULL = no route.  As Envoy (>= 1.16), every path specifier sees :path without its query
+ *  string and fragment (cut at the first '?' or '#'); query_parameters see the raw query (no
+ *  percent-decoding, first occurrence of a name).  A header that occurs several times is
+ *  matched as its values joined by ',' (joined in req->arena, the only allocation; everything
+ *  else allocates nothing).  Regexes run with a per-thread PCRE2 match block created on first
+ *  use (see rm_route_thread_cleanup). */
 const struct rm_route *rm_route_match(const struct rm_vhost *vh, const struct rm_headers *req);
 /** Pick one cluster of a weighted route with <rnd> uniformly in [0, total_weight). */
 const struct rm_weighted_cluster *rm_route_pick_weighted(const struct rm_route *r, uint64_t rnd);
@@ -199,7 +218,10 @@ const struct rm_weighted_cluster *rm_route_pick_weighted(const struct rm_route *
 void rm_header_ops_apply_request(const struct rm_header_ops *ops, struct rm_headers *h);
 void rm_header_ops_apply_response(const struct rm_header_ops *ops, struct rm_headers *h);
 
-/** Does <m> match <v>? (exposed for filters and tests) */
+/** Does <m> match <v>? (exposed for filters and tests)  PRESENT is always true here. */
 bool rm_str_match_eval(const struct rm_str_match *m, const char *v, size_t len);
+
+/** Free this thread's PCRE2 match block and context (at worker exit; harmless if unused). */
+void rm_route_thread_cleanup(void);
 
 #endif
