@@ -17,6 +17,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
+#include "proxy/http/route.h"
 #include "proxy/net/listener.h"
 #include "proxy/server/worker.h"
 
@@ -313,6 +314,7 @@ static void teardown(struct rm_server *sv)
     rm_stats_free_all();
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
+    rm_route_thread_cleanup();
 }
 
 int rm_server_run(const struct rm_options *o)

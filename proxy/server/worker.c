@@ -11,6 +11,7 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
+#include "proxy/http/route.h"
 #include "proxy/upstream/pool.h"
 
 #define DRAIN_POLL_MS 20
@@ -109,6 +110,7 @@ static void *worker_main(void *arg)
     rm_loop_run_pending(w->loop);
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
+    rm_route_thread_cleanup();
     return NULL;
 }
 
