@@ -766,6 +766,16 @@ def test_upstream_tls(ctx):
         assert r.status == 200, (label, r)
     r = ctx.run(["h2load", "-n", "2000", "-c", "4", "-m", "10", base + "/"], timeout=60)
     assert "2000 succeeded, 0 failed" in r.stdout.decode(), r.stdout.decode()
+    # a broken handshake only drops that connection
+    s = socket.create_connection(("127.0.0.1", up.port), timeout=5)
+    s.sendall(b"\x16\x03\x01\x00\x10" + os.urandom(400))
+    try:
+        while s.recv(65536):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert ctx.curl(base + "/", "-k").status == 200
     # a bad key file is reported
     r = ctx.run([ctx.bin("remora-upstream"), "--listen", f"127.0.0.1:{harness.free_port()}",
                  "--tls-cert", cert, "--tls-key", cert], timeout=10)
@@ -833,3 +843,61 @@ def harness_port_open(port):
             return True
     except OSError:
         return False
+
+
+def test_upstream_client_aborts(ctx):
+    """Clients that vanish or misbehave at every stage: the upstream keeps serving and exits
+    cleanly (no sanitizer report, no leak)."""
+    up = start(ctx)
+    big = str(50 * 1024 * 1024)
+    # h2: cancel a delayed stream, an echo stream mid-body, a big response mid-body
+    c = H2(up.port)
+    s1 = c.request("/", {"x-upstream-delay-ms": "300"})
+    s2 = c.request("/", {"x-upstream-echo": "1"}, body=b"partial", end=False)
+    s3 = c.request("/", {"x-upstream-body-size": big})
+    c.wait(lambda: len(c.streams[s3]["data"]) > 100000)
+    for sid in (s1, s2, s3):
+        c.c.reset_stream(sid)
+    c.flush()
+    ok = c.request("/", {"x-upstream-body-size": "3"})
+    assert c.wait_streams(ok)[0]["data"] == b"ABC"
+    # then vanish with streams open
+    c.request("/", {"x-upstream-delay-ms": "5000"})
+    c.request("/", {"x-upstream-body-size": big})
+    c.request("/", {"x-upstream-echo": "1"}, body=b"x", end=False)
+    time.sleep(0.1)
+    c.close()
+    # h1: vanish while delayed, mid-response, mid-echo
+    for hs, body in (({"x-upstream-delay-ms": "5000"}, None),
+                     ({"x-upstream-body-size": big}, None)):
+        h = H1(up.port)
+        h.send(req("/", hs, body=body))
+        time.sleep(0.1)
+        h.close()
+    h = H1(up.port)
+    h.send(b"POST / HTTP/1.1\r\nHost: x\r\nx-upstream-echo: 1\r\nContent-Length: 100\r\n\r\nabc")
+    assert h.head()[0] == 200
+    h.close()
+    # pipelined requests after a Connection: close one are not answered
+    h = H1(up.port)
+    h.send(req("/1") + req("/2", {"Connection": "close"}) + req("/3"))
+    assert h.response()[0] == 200 and h.response()[0] == 200 and h.closed()
+    # garbage: after the h2 preface, as a TLS record without TLS configured, random bytes
+    for junk in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(200), b"\x16\x03\x01" +
+                 os.urandom(300), os.urandom(3000)):
+        s = socket.create_connection(("127.0.0.1", up.port), timeout=5)
+        s.sendall(junk)
+        try:
+            while s.recv(65536):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+        s.close()
+    # connect and leave without a byte, or with only blank lines (allowed before a request)
+    socket.create_connection(("127.0.0.1", up.port)).close()
+    s = socket.create_connection(("127.0.0.1", up.port))
+    s.sendall(b"\r\n" * 10)
+    s.close()
+    for label, r in both(ctx, up, headers={"x-upstream-body-size": "10"}):
+        assert r.status == 200 and len(r.body) == 10, (label, r)
+    stop(ctx, up)
