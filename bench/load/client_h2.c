@@ -119,7 +119,7 @@ static int h2_init(struct rml_conn *c)
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
-    int rv = nghttp2_session_client_new(&c->ng, cbs, c);
+    int rv = nghttp2_session_client_new3(&c->ng, cbs, c, NULL, &c->w->pool.mem);
     nghttp2_session_callbacks_del(cbs);
     if (rv)
         return -1;

@@ -40,6 +40,9 @@ static const char usage_text[] =
     "      --timeout=T         per-request timeout (default none); a request still in flight\n"
     "                          when the run ends gets min(T, 10s) to finish\n"
     "      --connect-timeout=T (default 5s)\n"
+    "      --spin=T            open loop: busy-poll (no sleep) during the last T before each\n"
+    "                          slot, for sends within a few us of schedule where timer\n"
+    "                          wake-ups are late (VMs); costs CPU (default 0: sleep)\n"
     "\n"
     "Request:\n"
     "      --h1                HTTP/1.1 instead of HTTP/2\n"
@@ -400,6 +403,7 @@ enum {
     OPT_GRPC,
     OPT_TIMEOUT,
     OPT_CTIMEOUT,
+    OPT_SPIN,
     OPT_JSON,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
@@ -425,6 +429,7 @@ static const struct option long_opts[] = {
     {"grpc", no_argument, NULL, OPT_GRPC},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CTIMEOUT},
+    {"spin", required_argument, NULL, OPT_SPIN},
     {"json", no_argument, NULL, OPT_JSON},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
@@ -487,15 +492,14 @@ static int parse_options(struct rml_config *cfg, int argc, char **argv, const ch
         }
         case OPT_WARMUP:
         case OPT_TIMEOUT:
-        case OPT_CTIMEOUT: {
+        case OPT_CTIMEOUT:
+        case OPT_SPIN: {
             uint64_t *dst = opt == OPT_WARMUP    ? &cfg->warmup_ns
                             : opt == OPT_TIMEOUT ? &cfg->timeout_ns
+                            : opt == OPT_SPIN    ? &cfg->spin_ns
                                                  : &cfg->connect_timeout_ns;
             if (rml_parse_duration(optarg, dst))
-                return fail("bad duration '%s' for --%s", optarg,
-                            opt == OPT_WARMUP    ? "warmup"
-                            : opt == OPT_TIMEOUT ? "timeout"
-                                                 : "connect-timeout");
+                return fail("bad duration '%s' for %s", optarg, argv[optind - 1]);
             break;
         }
         case OPT_METHOD:

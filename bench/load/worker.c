@@ -49,6 +49,7 @@ struct rml_worker *rml_worker_new(const struct rml_config *cfg, struct rml_share
     w->ssl_ctx = ssl_ctx;
     w->quota = quota;
     w->open_loop = cfg->rate > 0;
+    rml_mempool_init(&w->pool);
     w->t_measure = UINT64_MAX;
     w->t_end = UINT64_MAX;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -78,6 +79,7 @@ void rml_worker_free(struct rml_worker *w)
     for (unsigned i = 0; i < w->nconns; i++)
         rml_conn_dispose(&w->conns[i], RML_E_TIMEOUT);
     free(w->conns);
+    rml_mempool_dispose(&w->pool); /* after every session is gone */
     free(w->retry);
     if (w->epfd >= 0)
         close(w->epfd);
@@ -319,7 +321,11 @@ static void iterate(struct rml_worker *w, int run)
             dl = w->t_end;
         if (w->open_loop && w->ready_head) {
             uint64_t t = rml_sched_next_time(&w->sched);
-            if (t < dl)
+            uint64_t spin = w->cfg->spin_ns;
+            t = t > spin ? t - spin : 0;
+            if (t <= w->now)
+                dl = w->now; /* within the spin window: poll without sleeping */
+            else if (t < dl)
                 dl = t;
         }
     }

@@ -16,6 +16,7 @@
 
 #include "bench/load/config.h"
 #include "bench/load/conn.h"
+#include "bench/load/mempool.h"
 #include "bench/load/report.h"
 #include "bench/load/sched.h"
 
@@ -63,6 +64,7 @@ struct rml_worker {
     uint8_t *rbuf;
     size_t rbuf_cap;
     struct rml_stats *stats;
+    struct rml_mempool pool; /* nghttp2's allocations for this thread's sessions */
     atomic_uint_fast64_t live_done;   /* completed + failed, for progress */
     atomic_uint_fast64_t live_errors; /* failed */
     atomic_uint_fast64_t live_inflight;
