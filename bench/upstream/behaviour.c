@@ -17,7 +17,8 @@ enum {
 };
 static const uint64_t MAX_BODY = 1ULL << 40;
 
-/* ---- pattern body ------------------------------------------------------------------------------ */
+/* ---- pattern body ------------------------------------------------------------------------------
+ */
 
 static const char ALPHABET[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static uint8_t pattern[RMU_PATTERN_CHUNK + sizeof(ALPHABET)];
@@ -58,8 +59,7 @@ static uint64_t ff_hit(struct rmu_str key)
         e->next = *slot;
         *slot = e;
     }
-    if (e)
-        count = ++e->count;
+    if (e) count = ++e->count;
     pthread_mutex_unlock(&ff_mu);
     return count;
 }
@@ -81,7 +81,8 @@ void rmu_behaviour_cleanup(void)
     }
 }
 
-/* ---- parsing the x-upstream-* headers --------------------------------------------------------- */
+/* ---- parsing the x-upstream-* headers ---------------------------------------------------------
+ */
 
 struct fail_first {
     bool on, grpc_on;
@@ -115,8 +116,7 @@ static bool next_item(struct rmu_str list, size_t *pos, struct rmu_str *k, struc
         *pos += len + 1;
         const char *eq = memchr(s, '=', len);
         struct rmu_str item = trim(s, len);
-        if (item.n == 0)
-            continue;
+        if (item.n == 0) continue;
         if (!eq) {
             *k = item;
             *v = (struct rmu_str){NULL, 0}; /* no '=': invalid */
@@ -134,11 +134,9 @@ static bool valid_list(struct rmu_str list)
     size_t pos = 0;
     struct rmu_str k, v;
     while (next_item(list, &pos, &k, &v)) {
-        if (k.n == 0 || v.p == NULL)
-            return false;
+        if (k.n == 0 || v.p == NULL) return false;
         for (size_t i = 0; i < k.n; i++)
-            if (!is_tchar(k.p[i]))
-                return false;
+            if (!is_tchar(k.p[i])) return false;
     }
     return true;
 }
@@ -196,17 +194,13 @@ static const char *apply(struct rmu_behaviour *bh, struct fail_first *ff, struct
         if (parse_uint(v, 0, MAX_DELAY_MS, &bh->delay_ms) < 0)
             return "x-upstream-delay-ms: want an integer 0..3600000";
     } else if (KEY("echo")) {
-        if (parse_bool(v, &bh->echo) < 0)
-            return "x-upstream-echo: want 1 or 0";
+        if (parse_bool(v, &bh->echo) < 0) return "x-upstream-echo: want 1 or 0";
     } else if (KEY("echo-headers")) {
-        if (parse_bool(v, &bh->echo_headers) < 0)
-            return "x-upstream-echo-headers: want 1 or 0";
+        if (parse_bool(v, &bh->echo_headers) < 0) return "x-upstream-echo-headers: want 1 or 0";
     } else if (KEY("echo-request")) {
-        if (parse_bool(v, &bh->echo_request) < 0)
-            return "x-upstream-echo-request: want 1 or 0";
+        if (parse_bool(v, &bh->echo_request) < 0) return "x-upstream-echo-request: want 1 or 0";
     } else if (KEY("close")) {
-        if (parse_bool(v, &bh->close) < 0)
-            return "x-upstream-close: want 1 or 0";
+        if (parse_bool(v, &bh->close) < 0) return "x-upstream-close: want 1 or 0";
     } else if (KEY("reset")) {
         return parse_reset(bh, v);
     } else if (KEY("fail-first")) {
@@ -232,12 +226,10 @@ static const char *apply(struct rmu_behaviour *bh, struct fail_first *ff, struct
     } else if (KEY("grpc-message")) {
         bh->grpc_message = trim(v.p, v.n);
     } else if (KEY("response-headers")) {
-        if (!valid_list(v))
-            return "x-upstream-response-headers: want name=value,name=value";
+        if (!valid_list(v)) return "x-upstream-response-headers: want name=value,name=value";
         bh->resp_headers = v;
     } else if (KEY("trailers")) {
-        if (!valid_list(v))
-            return "x-upstream-trailers: want name=value,name=value";
+        if (!valid_list(v)) return "x-upstream-trailers: want name=value,name=value";
         bh->trailers = v;
     } else {
         return "unknown behaviour header (see remora-upstream --help)";
@@ -268,8 +260,7 @@ void rmu_behaviour_parse(struct rmu_req *r)
         struct rmu_str k = rmu_req_name(r, i), v = rmu_req_value(r, i);
         if (k.n == 12 && memcmp(k.p, "content-type", 12) == 0)
             grpc_ct = grpc_ct || has_prefix(trim(v.p, v.n), "application/grpc");
-        if (k.n <= 11 || memcmp(k.p, "x-upstream-", 11) != 0)
-            continue;
+        if (k.n <= 11 || memcmp(k.p, "x-upstream-", 11) != 0) continue;
         struct rmu_str key = {k.p + 11, k.n - 11};
         err = apply(bh, &ff, key, v);
         err_hdr = k;
@@ -279,8 +270,7 @@ void rmu_behaviour_parse(struct rmu_req *r)
         *bh = (struct rmu_behaviour){.status = 400, .error = err, .error_arg = err_hdr};
         return;
     }
-    if (has_prefix(r->path, "/echo-request"))
-        bh->echo_request = true;
+    if (has_prefix(r->path, "/echo-request")) bh->echo_request = true;
     bh->grpc = grpc_explicit || (grpc_ct && !bh->echo_request);
     if (ff.on && ff_hit(ff.key) <= ff.n) {
         if (ff.grpc_on) {
@@ -292,7 +282,8 @@ void rmu_behaviour_parse(struct rmu_req *r)
     }
 }
 
-/* ---- response headers and trailers ------------------------------------------------------------- */
+/* ---- response headers and trailers -------------------------------------------------------------
+ */
 
 /* Add each "k=v" of list with its name lower-cased (hl storage must be reserved). */
 static int add_list(struct rmu_hlist *hl, struct rmu_str list)
@@ -301,12 +292,10 @@ static int add_list(struct rmu_hlist *hl, struct rmu_str list)
     struct rmu_str k, v;
     while (next_item(list, &pos, &k, &v)) {
         char *name = rmu_hlist_alloc(hl, k.n);
-        if (!name)
-            return -1;
+        if (!name) return -1;
         for (size_t i = 0; i < k.n; i++)
             name[i] = (k.p[i] >= 'A' && k.p[i] <= 'Z') ? (char)(k.p[i] + 32) : k.p[i];
-        if (rmu_hlist_add(hl, name, k.n, v.p, v.n) < 0)
-            return -1;
+        if (rmu_hlist_add(hl, name, k.n, v.p, v.n) < 0) return -1;
     }
     return 0;
 }
@@ -314,8 +303,7 @@ static int add_list(struct rmu_hlist *hl, struct rmu_str list)
 static int add_echo(struct rmu_hlist *hl, const char *name, size_t nn, struct rmu_str v)
 {
     char *p = rmu_hlist_alloc(hl, 7 + nn);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     memcpy(p, "x-echo-", 7);
     memcpy(p + 7, name, nn);
     return rmu_hlist_add(hl, p, 7 + nn, v.p, v.n);
@@ -328,20 +316,16 @@ static int add_echo_headers(const struct rmu_req *r, struct rmu_hlist *hl)
         return -1;
     for (uint32_t i = 0; i < r->nhdrs; i++) {
         struct rmu_str k = rmu_req_name(r, i);
-        if (k.n > 0 && k.p[0] != ':' && add_echo(hl, k.p, k.n, rmu_req_value(r, i)) < 0)
-            return -1;
+        if (k.n > 0 && k.p[0] != ':' && add_echo(hl, k.p, k.n, rmu_req_value(r, i)) < 0) return -1;
     }
     return 0;
 }
 
 static struct rmu_str content_type(const struct rmu_req *r)
 {
-    if (r->bh.error)
-        return (struct rmu_str){"text/plain", 10};
-    if (r->bh.echo_request)
-        return (struct rmu_str){"application/json", 16};
-    if (r->bh.grpc)
-        return (struct rmu_str){"application/grpc", 16};
+    if (r->bh.error) return (struct rmu_str){"text/plain", 10};
+    if (r->bh.echo_request) return (struct rmu_str){"application/json", 16};
+    if (r->bh.grpc) return (struct rmu_str){"application/grpc", 16};
     if (r->src == RMU_SRC_ECHO) {
         struct rmu_str ct = rmu_req_header(r, "content-type");
         return ct.p ? ct : (struct rmu_str){"application/octet-stream", 24};
@@ -353,18 +337,14 @@ static struct rmu_str content_type(const struct rmu_req *r)
 int rmu_behaviour_headers(const struct rmu_req *r, struct rmu_hlist *hl)
 {
     const struct rmu_behaviour *bh = &r->bh;
-    size_t need = bh->resp_headers.n + (bh->echo_headers ? (r->nhdrs + 4) * 7 + r->arena.len + 32 : 0);
-    if (rmu_hlist_reserve(hl, need + 1) < 0)
-        return -1;
-    if (rmu_hlist_add(hl, "x-upstream-name", 15, rmu_cfg.name, rmu_cfg.name_len) < 0)
-        return -1;
+    size_t need =
+        bh->resp_headers.n + (bh->echo_headers ? (r->nhdrs + 4) * 7 + r->arena.len + 32 : 0);
+    if (rmu_hlist_reserve(hl, need + 1) < 0) return -1;
+    if (rmu_hlist_add(hl, "x-upstream-name", 15, rmu_cfg.name, rmu_cfg.name_len) < 0) return -1;
     struct rmu_str ct = content_type(r);
-    if (ct.p && rmu_hlist_add(hl, "content-type", 12, ct.p, ct.n) < 0)
-        return -1;
-    if (bh->resp_headers.n && add_list(hl, bh->resp_headers) < 0)
-        return -1;
-    if (bh->echo_headers && add_echo_headers(r, hl) < 0)
-        return -1;
+    if (ct.p && rmu_hlist_add(hl, "content-type", 12, ct.p, ct.n) < 0) return -1;
+    if (bh->resp_headers.n && add_list(hl, bh->resp_headers) < 0) return -1;
+    if (bh->echo_headers && add_echo_headers(r, hl) < 0) return -1;
     return 0;
 }
 
@@ -376,13 +356,11 @@ bool rmu_behaviour_has_trailers(const struct rmu_req *r)
 int rmu_behaviour_trailers(const struct rmu_req *r, struct rmu_hlist *hl)
 {
     const struct rmu_behaviour *bh = &r->bh;
-    if (rmu_hlist_reserve(hl, bh->trailers.n + 24) < 0)
-        return -1;
+    if (rmu_hlist_reserve(hl, bh->trailers.n + 24) < 0) return -1;
     if (bh->grpc) {
         char *d = rmu_hlist_alloc(hl, 20);
         size_t dn = rmu_fmt_u64(d, bh->grpc_status);
-        if (rmu_hlist_add(hl, "grpc-status", 11, d, dn) < 0)
-            return -1;
+        if (rmu_hlist_add(hl, "grpc-status", 11, d, dn) < 0) return -1;
         if (bh->grpc_message.n &&
             rmu_hlist_add(hl, "grpc-message", 12, bh->grpc_message.p, bh->grpc_message.n) < 0)
             return -1;
@@ -390,13 +368,13 @@ int rmu_behaviour_trailers(const struct rmu_req *r, struct rmu_hlist *hl)
     return bh->trailers.n ? add_list(hl, bh->trailers) : 0;
 }
 
-/* ---- JSON description of the request ---------------------------------------------------------- */
+/* ---- JSON description of the request ----------------------------------------------------------
+ */
 
 static int json_str(struct rmu_buf *b, struct rmu_str s)
 {
     static const char hex[] = "0123456789abcdef";
-    if (rmu_buf_reserve(b, s.n * 6 + 2) < 0)
-        return -1;
+    if (rmu_buf_reserve(b, s.n * 6 + 2) < 0) return -1;
     char *d = (char *)rmu_buf_tail(b), *start = d;
     *d++ = '"';
     for (size_t i = 0; i < s.n; i++) {
@@ -418,8 +396,15 @@ static int json_str(struct rmu_buf *b, struct rmu_str s)
     return 0;
 }
 
-#define LIT(s) (struct rmu_str){s, sizeof(s) - 1}
-static int json_raw(struct rmu_buf *b, struct rmu_str s) { return rmu_buf_append(b, s.p, s.n); }
+#define LIT(s)                                                                                     \
+    (struct rmu_str)                                                                               \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+static int json_raw(struct rmu_buf *b, struct rmu_str s)
+{
+    return rmu_buf_append(b, s.p, s.n);
+}
 
 static int json_field(struct rmu_buf *b, const char *key, struct rmu_str v)
 {
@@ -441,36 +426,34 @@ static int json_headers(const struct rmu_req *r, struct rmu_buf *b)
         bool seen = k.n == 0 || k.p[0] == ':';
         for (uint32_t j = 0; j < i && !seen; j++)
             seen = same_name(r, i, j);
-        if (seen)
-            continue;
+        if (seen) continue;
         uint32_t count = 0;
         for (uint32_t j = i; j < r->nhdrs; j++)
             count += same_name(r, i, j);
-        if ((!first && json_raw(b, LIT(",")) < 0) || json_str(b, k) < 0 || json_raw(b, LIT(":")) < 0)
+        if ((!first && json_raw(b, LIT(",")) < 0) || json_str(b, k) < 0 ||
+            json_raw(b, LIT(":")) < 0)
             return -1;
         first = false;
-        if (count > 1 && json_raw(b, LIT("[")) < 0)
-            return -1;
+        if (count > 1 && json_raw(b, LIT("[")) < 0) return -1;
         for (uint32_t j = i, n = 0; j < r->nhdrs; j++) {
-            if (!same_name(r, i, j))
-                continue;
+            if (!same_name(r, i, j)) continue;
             if ((n++ > 0 && json_raw(b, LIT(",")) < 0) || json_str(b, rmu_req_value(r, j)) < 0)
                 return -1;
         }
-        if (count > 1 && json_raw(b, LIT("]")) < 0)
-            return -1;
+        if (count > 1 && json_raw(b, LIT("]")) < 0) return -1;
     }
     return 0;
 }
 
 int rmu_behaviour_echo_json(const struct rmu_req *r, struct rmu_buf *out)
 {
-    struct rmu_str proto = r->h2                 ? LIT("HTTP/2")
+    struct rmu_str proto = r->h2                ? LIT("HTTP/2")
                            : r->http_minor == 0 ? LIT("HTTP/1.0")
                                                 : LIT("HTTP/1.1");
     char num[24];
     size_t nn = rmu_fmt_u64(num, r->body_len);
-    if (json_field(out, "{\"method\":", r->method) < 0 || json_field(out, ",\"path\":", r->path) < 0 ||
+    if (json_field(out, "{\"method\":", r->method) < 0 ||
+        json_field(out, ",\"path\":", r->path) < 0 ||
         json_field(out, ",\"authority\":", r->authority) < 0 ||
         json_field(out, ",\"scheme\":", r->scheme) < 0 ||
         json_field(out, ",\"protocol\":", proto) < 0 ||
@@ -482,33 +465,57 @@ int rmu_behaviour_echo_json(const struct rmu_req *r, struct rmu_buf *out)
     return 0;
 }
 
-/* ---- reason phrases ---------------------------------------------------------------------------- */
+/* ---- reason phrases ----------------------------------------------------------------------------
+ */
 
 const char *rmu_reason(unsigned status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }

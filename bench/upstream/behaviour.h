@@ -18,11 +18,11 @@ struct rmu_behaviour {
     unsigned status;
     uint64_t body_size;
     uint64_t delay_ms;
-    bool echo;          /* response body = request body, streamed */
-    bool echo_headers;  /* x-echo-<name> response headers */
-    bool echo_request;  /* JSON description of the request as the body */
-    bool close;         /* h1 Connection: close / h2 GOAWAY after the response */
-    bool grpc;          /* gRPC framing: application/grpc, echo, grpc-status trailers */
+    bool echo;         /* response body = request body, streamed */
+    bool echo_headers; /* x-echo-<name> response headers */
+    bool echo_request; /* JSON description of the request as the body */
+    bool close;        /* h1 Connection: close / h2 GOAWAY after the response */
+    bool grpc;         /* gRPC framing: application/grpc, echo, grpc-status trailers */
     enum rmu_reset reset;
     uint64_t reset_after;
     unsigned grpc_status;

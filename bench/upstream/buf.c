@@ -7,22 +7,18 @@
 
 int rmu_buf_reserve(struct rmu_buf *b, size_t extra)
 {
-    if (b->cap - b->off - b->len >= extra)
-        return 0;
+    if (b->cap - b->off - b->len >= extra) return 0;
     if (b->off > 0) {
         memmove(b->data, b->data + b->off, b->len);
         b->off = 0;
-        if (b->cap - b->len >= extra)
-            return 0;
+        if (b->cap - b->len >= extra) return 0;
     }
-    if (extra > SIZE_MAX / 2 - b->len)
-        return -1;
+    if (extra > SIZE_MAX / 2 - b->len) return -1;
     size_t need = b->len + extra, cap = b->cap ? b->cap : 4096;
     while (cap < need)
         cap *= 2;
     uint8_t *d = realloc(b->data, cap);
-    if (!d)
-        return -1;
+    if (!d) return -1;
     b->data = d;
     b->cap = cap;
     return 0;
@@ -30,10 +26,8 @@ int rmu_buf_reserve(struct rmu_buf *b, size_t extra)
 
 int rmu_buf_append(struct rmu_buf *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return 0;
-    if (rmu_buf_reserve(b, n) < 0)
-        return -1;
+    if (n == 0) return 0;
+    if (rmu_buf_reserve(b, n) < 0) return -1;
     memcpy(rmu_buf_tail(b), p, n);
     b->len += n;
     return 0;
@@ -43,8 +37,7 @@ void rmu_buf_consume(struct rmu_buf *b, size_t n)
 {
     b->off += n;
     b->len -= n;
-    if (b->len == 0)
-        b->off = 0;
+    if (b->len == 0) b->off = 0;
 }
 
 void rmu_buf_dispose(struct rmu_buf *b)
@@ -72,16 +65,13 @@ int rmu_parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
         p++, n--;
     while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
         n--;
-    if (n == 0 || n > 19)
-        return -1;
+    if (n == 0 || n > 19) return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
+        if (p[i] < '0' || p[i] > '9') return -1;
         v = v * 10 + (uint64_t)(p[i] - '0');
     }
-    if (v > max)
-        return -1;
+    if (v > max) return -1;
     *out = v;
     return 0;
 }

@@ -10,18 +10,17 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define RMU_CONTAINER_OF(ptr, type, member)                                                        \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define RMU_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 #define RMU_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 enum {
-    RMU_AGAIN = -2,                      /* transport: would block */
-    RMU_READ_BUF = 64 * 1024,            /* one read() per call, loop-wide buffer */
-    RMU_OUT_HIGH = 256 * 1024,           /* produce response bytes until this much is queued */
-    RMU_MAX_HEADER_BYTES = 64 * 1024,    /* request line + headers; more gets 431 */
-    RMU_ECHO_CAP = 64 * 1024 * 1024,     /* h1 echo: stop reading past this much unsent body */
-    RMU_H1_MAX_PIPELINE = 64,            /* h1: stop reading past this many queued requests */
-    RMU_H2_STREAM_WINDOW = 1024 * 1024,  /* h2: our SETTINGS_INITIAL_WINDOW_SIZE */
+    RMU_AGAIN = -2,                     /* transport: would block */
+    RMU_READ_BUF = 64 * 1024,           /* one read() per call, loop-wide buffer */
+    RMU_OUT_HIGH = 256 * 1024,          /* produce response bytes until this much is queued */
+    RMU_MAX_HEADER_BYTES = 64 * 1024,   /* request line + headers; more gets 431 */
+    RMU_ECHO_CAP = 64 * 1024 * 1024,    /* h1 echo: stop reading past this much unsent body */
+    RMU_H1_MAX_PIPELINE = 64,           /* h1: stop reading past this many queued requests */
+    RMU_H2_STREAM_WINDOW = 1024 * 1024, /* h2: our SETTINGS_INITIAL_WINDOW_SIZE */
     RMU_H2_CONN_WINDOW = 16 * 1024 * 1024,
 };
 
@@ -46,8 +45,14 @@ int rmu_buf_append(struct rmu_buf *b, const void *p, size_t n);
 void rmu_buf_consume(struct rmu_buf *b, size_t n);
 /* Free the storage; the buffer is empty and reusable afterwards. */
 void rmu_buf_dispose(struct rmu_buf *b);
-static inline uint8_t *rmu_buf_head(const struct rmu_buf *b) { return b->data + b->off; }
-static inline uint8_t *rmu_buf_tail(const struct rmu_buf *b) { return b->data + b->off + b->len; }
+static inline uint8_t *rmu_buf_head(const struct rmu_buf *b)
+{
+    return b->data + b->off;
+}
+static inline uint8_t *rmu_buf_tail(const struct rmu_buf *b)
+{
+    return b->data + b->off + b->len;
+}
 
 /* Decimal digits of v at dst (no NUL); returns the length (<= 20). */
 size_t rmu_fmt_u64(char *dst, uint64_t v);

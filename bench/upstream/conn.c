@@ -26,19 +26,16 @@ void rmu_conn_accept(struct rmu_loop *l, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct rmu_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        goto fail_fd;
+    if (!c) goto fail_fd;
     c->h = (struct rmu_handle){RMU_H_CONN, fd};
     c->loop = l;
     c->writable = true;
     c->tls_checked = !rmu_tls_enabled();
     c->drain_timer.cb = on_drain_timeout;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-        goto fail_conn;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) goto fail_conn;
     c->next = l->conns;
-    if (l->conns)
-        l->conns->prev = c;
+    if (l->conns) l->conns->prev = c;
     l->conns = c;
     atomic_fetch_add_explicit(&l->stats.conns, 1, memory_order_relaxed);
     return;
@@ -52,8 +49,7 @@ fail_fd:
 
 void rmu_conn_wake(struct rmu_conn *c)
 {
-    if (c->in_pending || c->state == RMU_CONN_DEAD)
-        return;
+    if (c->in_pending || c->state == RMU_CONN_DEAD) return;
     c->in_pending = true;
     c->pending_next = c->loop->pending;
     c->loop->pending = c;
@@ -61,21 +57,16 @@ void rmu_conn_wake(struct rmu_conn *c)
 
 void rmu_conn_on_events(struct rmu_conn *c, uint32_t events)
 {
-    if (c->state == RMU_CONN_DEAD)
-        return;
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        c->readable = true;
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        c->hup = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        c->writable = true;
+    if (c->state == RMU_CONN_DEAD) return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->hup = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->writable = true;
     rmu_conn_wake(c);
 }
 
 void rmu_conn_kill(struct rmu_conn *c)
 {
-    if (c->state == RMU_CONN_DEAD)
-        return;
+    if (c->state == RMU_CONN_DEAD) return;
     struct rmu_loop *l = c->loop;
     c->state = RMU_CONN_DEAD;
     rmu_timer_cancel(l, &c->drain_timer);
@@ -83,8 +74,7 @@ void rmu_conn_kill(struct rmu_conn *c)
         c->prev->next = c->next;
     else
         l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     c->dead_next = l->dead;
     l->dead = c;
@@ -92,12 +82,10 @@ void rmu_conn_kill(struct rmu_conn *c)
 
 void rmu_conn_free(struct rmu_conn *c)
 {
-    if (c->proto == RMU_PROTO_H2)
-        rmu_h2_dispose(c);
+    if (c->proto == RMU_PROTO_H2) rmu_h2_dispose(c);
     while (c->reqs_head)
         rmu_req_free(c->reqs_head);
-    if (c->ssl)
-        SSL_free(c->ssl);
+    if (c->ssl) SSL_free(c->ssl);
     close(c->h.fd);
     rmu_buf_dispose(&c->out);
     free(c);
@@ -112,8 +100,7 @@ static void reset_now(struct rmu_conn *c)
 
 void rmu_conn_abort(struct rmu_conn *c, bool flush)
 {
-    if (c->state == RMU_CONN_DEAD)
-        return;
+    if (c->state == RMU_CONN_DEAD) return;
     if (!flush || c->out.len == 0) {
         reset_now(c);
         return;
@@ -124,8 +111,7 @@ void rmu_conn_abort(struct rmu_conn *c, bool flush)
 
 void rmu_conn_close(struct rmu_conn *c)
 {
-    if (c->state != RMU_CONN_OPEN)
-        return;
+    if (c->state != RMU_CONN_OPEN) return;
     c->state = RMU_CONN_FLUSH_CLOSE;
     rmu_conn_wake(c);
 }
@@ -135,8 +121,7 @@ void rmu_conn_close(struct rmu_conn *c)
  * that could destroy the response in flight. */
 static void start_drain(struct rmu_conn *c)
 {
-    if (c->ssl && c->tls_done)
-        SSL_shutdown(c->ssl);
+    if (c->ssl && c->tls_done) SSL_shutdown(c->ssl);
     shutdown(c->h.fd, SHUT_WR);
     if (c->peer_eof) {
         rmu_conn_kill(c);
@@ -151,28 +136,22 @@ static void start_drain(struct rmu_conn *c)
 
 static ssize_t t_read(struct rmu_conn *c, uint8_t *buf, size_t n)
 {
-    if (c->ssl && c->state != RMU_CONN_DRAINING)
-        return rmu_tls_read(c, buf, n);
+    if (c->ssl && c->state != RMU_CONN_DRAINING) return rmu_tls_read(c, buf, n);
     for (;;) {
         ssize_t r = recv(c->h.fd, buf, n, 0);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
         return errno == EAGAIN || errno == EWOULDBLOCK ? RMU_AGAIN : -1;
     }
 }
 
 static ssize_t t_write(struct rmu_conn *c, const uint8_t *buf, size_t n)
 {
-    if (c->ssl)
-        return rmu_tls_write(c, buf, n);
+    if (c->ssl) return rmu_tls_write(c, buf, n);
     for (;;) {
         ssize_t r = send(c->h.fd, buf, n, MSG_NOSIGNAL);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
         return errno == EAGAIN || errno == EWOULDBLOCK ? RMU_AGAIN : -1;
     }
 }
@@ -194,12 +173,9 @@ static int feed(struct rmu_conn *c, const uint8_t *p, size_t n)
     memcpy(c->sniff + c->nsniff, p, k);
     c->nsniff += k;
     bool prefix = memcmp(c->sniff, H2_PREFACE, c->nsniff) == 0;
-    if (prefix && c->nsniff < sizeof(H2_PREFACE))
-        return 0;
-    if ((prefix ? rmu_h2_init(c) : rmu_h1_init(c)) < 0)
-        return -1;
-    if (feed(c, c->sniff, c->nsniff) < 0)
-        return -1;
+    if (prefix && c->nsniff < sizeof(H2_PREFACE)) return 0;
+    if ((prefix ? rmu_h2_init(c) : rmu_h1_init(c)) < 0) return -1;
+    if (feed(c, c->sniff, c->nsniff) < 0) return -1;
     return k < n && c->state == RMU_CONN_OPEN ? feed(c, p + k, n - k) : 0;
 }
 
@@ -220,8 +196,7 @@ static bool read_paused(const struct rmu_conn *c)
 {
     switch (c->state) {
     case RMU_CONN_OPEN:
-        if (c->proto == RMU_PROTO_H1)
-            return rmu_h1_paused(c);
+        if (c->proto == RMU_PROTO_H1) return rmu_h1_paused(c);
         return c->out.len >= RMU_OUT_HIGH; /* the peer is not reading its responses */
     case RMU_CONN_DRAINING:
         return false;
@@ -265,8 +240,7 @@ static void conn_read(struct rmu_conn *c)
 {
     uint8_t *buf = c->loop->rbuf;
     for (int i = 0; i < READ_BUDGET; i++) {
-        if (!c->readable || read_paused(c))
-            return;
+        if (!c->readable || read_paused(c)) return;
         ssize_t n = t_read(c, buf, RMU_READ_BUF);
         if (n == RMU_AGAIN) {
             c->readable = false;
@@ -281,8 +255,7 @@ static void conn_read(struct rmu_conn *c)
             on_eof(c);
             return;
         }
-        if (c->state == RMU_CONN_DRAINING)
-            continue;
+        if (c->state == RMU_CONN_DRAINING) continue;
         if (feed(c, buf, (size_t)n) < 0) {
             rmu_conn_kill(c);
             return;
@@ -290,8 +263,7 @@ static void conn_read(struct rmu_conn *c)
         if (!c->ssl && !c->hup && (size_t)n < RMU_READ_BUF)
             c->readable = false; /* short read: the socket is empty, epoll reports new data */
     }
-    if (c->readable)
-        rmu_conn_wake(c); /* budget spent: continue next iteration, after the others */
+    if (c->readable) rmu_conn_wake(c); /* budget spent: continue next iteration, after the others */
 }
 
 static void conn_flush(struct rmu_conn *c)
@@ -301,8 +273,7 @@ static void conn_flush(struct rmu_conn *c)
             rmu_conn_kill(c);
             return;
         }
-        if (c->state == RMU_CONN_DEAD || c->out.len == 0 || !c->writable)
-            break;
+        if (c->state == RMU_CONN_DEAD || c->out.len == 0 || !c->writable) break;
         if (i == WRITE_BUDGET) {
             rmu_conn_wake(c);
             return;
@@ -332,13 +303,10 @@ static void conn_flush(struct rmu_conn *c)
 
 void rmu_conn_process(struct rmu_conn *c)
 {
-    if (c->state == RMU_CONN_DEAD)
-        return;
+    if (c->state == RMU_CONN_DEAD) return;
     if (!c->tls_checked) {
-        if (!c->readable || check_tls(c) < 0)
-            return;
-        if (!c->tls_checked)
-            return;
+        if (!c->readable || check_tls(c) < 0) return;
+        if (!c->tls_checked) return;
     }
     if (c->ssl && !c->tls_done) {
         int rc = rmu_tls_handshake(c);
@@ -346,10 +314,8 @@ void rmu_conn_process(struct rmu_conn *c)
             rmu_conn_kill(c);
             return;
         }
-        if (rc == 0)
-            return;
+        if (rc == 0) return;
     }
     conn_read(c);
-    if (c->state != RMU_CONN_DEAD)
-        conn_flush(c);
+    if (c->state != RMU_CONN_DEAD) conn_flush(c);
 }

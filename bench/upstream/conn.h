@@ -46,7 +46,7 @@ struct rmu_conn {
     enum rmu_conn_state state;
     enum rmu_proto proto;
     bool readable, writable, in_pending, peer_eof;
-    bool hup; /* epoll saw RDHUP/HUP/ERR: read until EOF, no short-read shortcut */
+    bool hup;         /* epoll saw RDHUP/HUP/ERR: read until EOF, no short-read shortcut */
     bool tls_checked; /* first byte looked at for a TLS ClientHello */
     bool tls_done;    /* TLS handshake complete */
     SSL *ssl;

@@ -12,16 +12,19 @@
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static struct rmu_conn *conn_of(http_parser *p) { return p->data; }
+static struct rmu_conn *conn_of(http_parser *p)
+{
+    return p->data;
+}
 
-/* ---- parser callbacks ---------------------------------------------------------------------------- */
+/* ---- parser callbacks
+ * ---------------------------------------------------------------------------- */
 
 static int on_message_begin(http_parser *p)
 {
     struct rmu_conn *c = conn_of(p);
     struct rmu_req *r = rmu_req_new(c);
-    if (!r)
-        return -1;
+    if (!r) return -1;
     c->p.h1.cur = r;
     c->p.h1.in_value = false;
     return 0;
@@ -45,8 +48,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct rmu_h1 *h = &conn_of(p)->p.h1;
-    if (h->cur->hdrs_done)
-        return 0;
+    if (h->cur->hdrs_done) return 0;
     bool fresh = !h->in_value;
     h->in_value = true;
     return rmu_req_value_append(h->cur, at, n, fresh);
@@ -94,7 +96,8 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* ---- input ----------------------------------------------------------------------------------------- */
+/* ---- input
+ * ----------------------------------------------------------------------------------------- */
 
 int rmu_h1_init(struct rmu_conn *c)
 {
@@ -117,13 +120,13 @@ static int on_parse_error(struct rmu_conn *c, enum http_errno e)
         rmu_conn_abort(c, true);
         return 0;
     }
-    if (!r && !(r = rmu_req_new(c)))
-        return -1;
+    if (!r && !(r = rmu_req_new(c))) return -1;
     bool big = r->too_large || e == HPE_HEADER_OVERFLOW;
     r->hdrs_done = r->req_done = true;
     r->keep_alive = false;
     r->http_major = r->http_minor = 1;
-    r->bh = (struct rmu_behaviour){.status = big ? 431 : 400, .close = true,
+    r->bh = (struct rmu_behaviour){.status = big ? 431 : 400,
+                                   .close = true,
                                    .error = big ? "request headers too large"
                                                 : http_errno_description(e)};
     r->src = RMU_SRC_BUF;
@@ -137,12 +140,9 @@ int rmu_h1_input(struct rmu_conn *c, const uint8_t *p, size_t n)
     while (n > 0 && !h->stopped) {
         size_t used = http_parser_execute(&h->parser, &settings, (const char *)p, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
-        if (e == HPE_PAUSED)
-            break;
-        if (e != HPE_OK)
-            return on_parse_error(c, e);
-        if (!h->parser.upgrade || used >= n)
-            break;
+        if (e == HPE_PAUSED) break;
+        if (e != HPE_OK) return on_parse_error(c, e);
+        if (!h->parser.upgrade || used >= n) break;
         /* Upgrade/CONNECT: we do not switch protocols; whatever follows is parsed as HTTP/1. */
         p += used;
         n -= used;
@@ -166,12 +166,12 @@ void rmu_h1_eof(struct rmu_conn *c)
         rmu_conn_abort(c, true);
         return;
     }
-    if (r)
-        rmu_req_free(r);
+    if (r) rmu_req_free(r);
     rmu_conn_wake(c); /* produce answers the complete requests, then closes */
 }
 
-/* ---- output ---------------------------------------------------------------------------------------- */
+/* ---- output
+ * ---------------------------------------------------------------------------------------- */
 
 static void put(struct rmu_buf *b, const void *p, size_t n)
 {
@@ -179,7 +179,10 @@ static void put(struct rmu_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void put_str(struct rmu_buf *b, const char *s) { put(b, s, strlen(s)); }
+static void put_str(struct rmu_buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
 
 static void put_u64(struct rmu_buf *b, uint64_t v)
 {
@@ -188,8 +191,7 @@ static void put_u64(struct rmu_buf *b, uint64_t v)
 
 static int send_continue(struct rmu_conn *c, struct rmu_req *r)
 {
-    if (!r->expect_continue || r->continue_sent || r->req_done)
-        return 0;
+    if (!r->expect_continue || r->continue_sent || r->req_done) return 0;
     r->continue_sent = true;
     return rmu_buf_append(&c->out, CONTINUE_100, sizeof(CONTINUE_100) - 1);
 }
@@ -216,13 +218,11 @@ static int write_head(struct rmu_conn *c, struct rmu_req *r)
     bool known;
     choose_framing(r, &len, &known);
     rmu_hlist_reset(hl);
-    if (rmu_behaviour_headers(r, hl) < 0)
-        return -1;
+    if (rmu_behaviour_headers(r, hl) < 0) return -1;
     size_t need = 160;
     for (size_t i = 0; i < hl->n; i++)
         need += hl->v[i].name.n + hl->v[i].value.n + 4;
-    if (rmu_buf_reserve(&c->out, need) < 0)
-        return -1;
+    if (rmu_buf_reserve(&c->out, need) < 0) return -1;
     struct rmu_buf *b = &c->out;
     put_str(b, "HTTP/1.1 ");
     put_u64(b, r->bh.status);
@@ -235,8 +235,8 @@ static int write_head(struct rmu_conn *c, struct rmu_req *r)
         put(b, hl->v[i].value.p, hl->v[i].value.n);
         put(b, "\r\n", 2);
     }
-    bool cl = r->framing == RMU_FRAME_LENGTH ||
-              (r->framing == RMU_FRAME_NONE && r->is_head && known);
+    bool cl =
+        r->framing == RMU_FRAME_LENGTH || (r->framing == RMU_FRAME_NONE && r->is_head && known);
     if (cl) {
         put_str(b, "content-length: ");
         put_u64(b, len);
@@ -256,13 +256,11 @@ static int write_trailers(struct rmu_conn *c, struct rmu_req *r)
 {
     struct rmu_hlist *hl = &c->loop->hl;
     rmu_hlist_reset(hl);
-    if (rmu_behaviour_trailers(r, hl) < 0)
-        return -1;
+    if (rmu_behaviour_trailers(r, hl) < 0) return -1;
     size_t need = 8;
     for (size_t i = 0; i < hl->n; i++)
         need += hl->v[i].name.n + hl->v[i].value.n + 4;
-    if (rmu_buf_reserve(&c->out, need) < 0)
-        return -1;
+    if (rmu_buf_reserve(&c->out, need) < 0) return -1;
     put(&c->out, "0\r\n", 3);
     for (size_t i = 0; i < hl->n; i++) {
         put(&c->out, hl->v[i].name.p, hl->v[i].name.n);
@@ -297,8 +295,7 @@ static int write_body(struct rmu_conn *c, struct rmu_req *r)
             max = RMU_MIN(max, r->bh.reset_after - r->sent);
         }
         size_t n = (size_t)RMU_MIN(max, rmu_req_body_avail(r));
-        if (rmu_buf_reserve(&c->out, n + 32) < 0)
-            return -1;
+        if (rmu_buf_reserve(&c->out, n + 32) < 0) return -1;
         if (chunked && n > 0) {
             static const char hex[] = "0123456789abcdef";
             char tmp[16];
@@ -312,19 +309,16 @@ static int write_body(struct rmu_conn *c, struct rmu_req *r)
         bool fin = false;
         size_t got = rmu_req_body_take(r, rmu_buf_tail(&c->out), n, &fin);
         c->out.len += got;
-        if (chunked && got > 0)
-            put(&c->out, "\r\n", 2);
+        if (chunked && got > 0) put(&c->out, "\r\n", 2);
         if (!fin) {
-            if (got == 0)
-                return 0; /* echo: wait for more request body */
+            if (got == 0) return 0; /* echo: wait for more request body */
             continue;
         }
         if (reset) { /* the body ended before the reset point: reset now */
             rmu_conn_abort(c, true);
             return 0;
         }
-        if (chunked && write_trailers(c, r) < 0)
-            return -1;
+        if (chunked && write_trailers(c, r) < 0) return -1;
         return 1;
     }
     return 0;
@@ -337,8 +331,7 @@ static int start(struct rmu_conn *c, struct rmu_req *r)
         rmu_conn_abort(c, true);
         return 0;
     }
-    if (send_continue(c, r) < 0 || rmu_req_start(r) < 0)
-        return -1;
+    if (send_continue(c, r) < 0 || rmu_req_start(r) < 0) return -1;
     return write_head(c, r);
 }
 
@@ -347,24 +340,18 @@ int rmu_h1_produce(struct rmu_conn *c)
     while (c->out.len < RMU_OUT_HIGH && c->state == RMU_CONN_OPEN) {
         struct rmu_req *r = c->reqs_head;
         if (!r) {
-            if (c->peer_eof)
-                rmu_conn_close(c);
+            if (c->peer_eof) rmu_conn_close(c);
             break;
         }
         if (!r->started) {
-            if (!rmu_req_ready(r))
-                return send_continue(c, r);
-            if (start(c, r) < 0)
-                return -1;
-            if (c->state != RMU_CONN_OPEN)
-                break;
+            if (!rmu_req_ready(r)) return send_continue(c, r);
+            if (start(c, r) < 0) return -1;
+            if (c->state != RMU_CONN_OPEN) break;
         }
         int rc = write_body(c, r);
-        if (rc <= 0)
-            return rc;
+        if (rc <= 0) return rc;
         bool close = !r->keep_alive || r->bh.close;
-        if (c->p.h1.cur == r)
-            c->p.h1.cur = NULL;
+        if (c->p.h1.cur == r) c->p.h1.cur = NULL;
         rmu_req_free(r);
         if (close) {
             c->p.h1.stopped = true;

@@ -23,15 +23,14 @@ static bool no_body(const struct rmu_req *r)
     return r->is_head || r->bh.status == 204 || r->bh.status == 304;
 }
 
-/* ---- session callbacks ------------------------------------------------------------------------------ */
+/* ---- session callbacks
+ * ------------------------------------------------------------------------------ */
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
-    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     struct rmu_req *r = rmu_req_new(ud);
-    if (!r)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     r->h2 = true;
     r->http_major = 2;
     r->stream_id = f->hd.stream_id;
@@ -43,8 +42,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                      const uint8_t *value, size_t vn, uint8_t flags, void *ud)
 {
     struct rmu_req *r = stream_req(s, f->hd.stream_id);
-    if (!r || r->hdrs_done || r->too_large)
-        return 0;
+    if (!r || r->hdrs_done || r->too_large) return 0;
     if (rmu_req_name_append(r, (const char *)name, nn, true) < 0 ||
         rmu_req_value_append(r, (const char *)value, vn, true) < 0)
         return r->too_large ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -53,15 +51,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
-    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
-        return 0;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
     struct rmu_req *r = stream_req(s, f->hd.stream_id);
-    if (!r)
-        return 0;
-    if (f->hd.type == NGHTTP2_HEADERS && !r->hdrs_done)
-        rmu_req_headers_done(r);
-    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
-        rmu_req_body_done(r);
+    if (!r) return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && !r->hdrs_done) rmu_req_headers_done(r);
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) rmu_req_body_done(r);
     return 0;
 }
 
@@ -70,10 +64,8 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t id, con
 {
     nghttp2_session_consume_connection(s, len);
     struct rmu_req *r = stream_req(s, id);
-    if (r && rmu_req_body(r, data, len) < 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (!r || !r->keeps_body)
-        nghttp2_session_consume_stream(s, id, len);
+    if (r && rmu_req_body(r, data, len) < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (!r || !r->keeps_body) nghttp2_session_consume_stream(s, id, len);
     return 0;
 }
 
@@ -95,8 +87,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         return 0;
     }
     struct rmu_req *r = stream_req(s, f->hd.stream_id);
-    if (!r)
-        return 0;
+    if (!r) return 0;
     if (f->hd.type == NGHTTP2_DATA && r->to_consume > 0) {
         nghttp2_session_consume_stream(s, r->stream_id, (size_t)r->to_consume);
         r->to_consume = 0;
@@ -109,7 +100,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-/* ---- response ---------------------------------------------------------------------------------------- */
+/* ---- response
+ * ---------------------------------------------------------------------------------------- */
 
 /* hl as nghttp2_nv in the loop's scratch array; NULL when out of memory. */
 static nghttp2_nv *to_nva(struct rmu_loop *l, const struct rmu_hlist *hl)
@@ -117,8 +109,7 @@ static nghttp2_nv *to_nva(struct rmu_loop *l, const struct rmu_hlist *hl)
     if (l->h2_nva_cap < hl->n) {
         size_t cap = hl->n < 32 ? 32 : hl->n * 2;
         nghttp2_nv *v = realloc(l->h2_nva, cap * sizeof(*v));
-        if (!v)
-            return NULL;
+        if (!v) return NULL;
         l->h2_nva = v;
         l->h2_nva_cap = cap;
     }
@@ -134,8 +125,7 @@ static int submit_trailers(nghttp2_session *s, struct rmu_req *r)
 {
     struct rmu_loop *l = r->conn->loop;
     rmu_hlist_reset(&l->hl);
-    if (rmu_behaviour_trailers(r, &l->hl) < 0)
-        return -1;
+    if (rmu_behaviour_trailers(r, &l->hl) < 0) return -1;
     nghttp2_nv *nva = to_nva(l, &l->hl);
     return nva && nghttp2_submit_trailer(s, r->stream_id, nva, l->hl.n) == 0 ? 0 : -1;
 }
@@ -154,8 +144,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     bool fin = false;
     size_t n = 0;
     if (no_body(r)) { /* echo under HEAD/204/304: drop the request body as it comes */
-        if (r->pipe.len > 0)
-            nghttp2_session_consume_stream(s, id, r->pipe.len);
+        if (r->pipe.len > 0) nghttp2_session_consume_stream(s, id, r->pipe.len);
         r->pipe.len = r->pipe.off = 0;
         fin = r->req_done || !r->keeps_body;
     } else {
@@ -164,17 +153,14 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
             r->to_consume += n; /* credit returned once the frame is out: on_frame_send */
     }
     if (!fin) {
-        if (n > 0)
-            return (ssize_t)n;
+        if (n > 0) return (ssize_t)n;
         r->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (reset)
-        return n > 0 ? (ssize_t)n : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (reset) return n > 0 ? (ssize_t)n : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (!no_body(r) && rmu_behaviour_has_trailers(r)) {
-        if (submit_trailers(s, r) < 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (submit_trailers(s, r) < 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
     return (ssize_t)n;
@@ -190,25 +176,20 @@ int rmu_h2_start(struct rmu_req *r)
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
         return 0;
     }
-    if (rmu_req_start(r) < 0)
-        return -1;
+    if (rmu_req_start(r) < 0) return -1;
     char status[8], clen[24];
     size_t sn = rmu_fmt_u64(status, r->bh.status), cn = 0;
     uint64_t len = 0;
     bool known = rmu_req_body_length(r, &len);
     rmu_hlist_reset(&l->hl);
-    if (rmu_hlist_add(&l->hl, ":status", 7, status, sn) < 0)
-        return -1;
+    if (rmu_hlist_add(&l->hl, ":status", 7, status, sn) < 0) return -1;
     if (known && r->bh.reset == RMU_RESET_NONE && r->bh.status != 204 && r->bh.status != 304) {
         cn = rmu_fmt_u64(clen, len);
-        if (rmu_hlist_add(&l->hl, "content-length", 14, clen, cn) < 0)
-            return -1;
+        if (rmu_hlist_add(&l->hl, "content-length", 14, clen, cn) < 0) return -1;
     }
-    if (rmu_behaviour_headers(r, &l->hl) < 0)
-        return -1;
+    if (rmu_behaviour_headers(r, &l->hl) < 0) return -1;
     nghttp2_nv *nva = to_nva(l, &l->hl);
-    if (!nva)
-        return -1;
+    if (!nva) return -1;
     bool has_body = r->bh.reset == RMU_RESET_AFTER ||
                     (!no_body(r) && (!known || len > 0 || rmu_behaviour_has_trailers(r))) ||
                     (r->keeps_body && !r->req_done);
@@ -227,7 +208,8 @@ void rmu_h2_resume(struct rmu_req *r)
     nghttp2_session_resume_data(r->conn->p.h2.s, r->stream_id);
 }
 
-/* ---- connection ---------------------------------------------------------------------------------------- */
+/* ---- connection
+ * ---------------------------------------------------------------------------------------- */
 
 int rmu_h2_global_init(void)
 {
@@ -257,8 +239,7 @@ int rmu_h2_init(struct rmu_conn *c)
 {
     struct rmu_h2 *h = &c->p.h2;
     *h = (struct rmu_h2){0};
-    if (nghttp2_session_server_new2(&h->s, callbacks, c, options) != 0)
-        return -1;
+    if (nghttp2_session_server_new2(&h->s, callbacks, c, options) != 0) return -1;
     c->proto = RMU_PROTO_H2;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, rmu_cfg.h2_max_streams},
@@ -288,12 +269,9 @@ int rmu_h2_produce(struct rmu_conn *c)
     while (c->out.len < RMU_OUT_HIGH) {
         const uint8_t *d;
         ssize_t n = nghttp2_session_mem_send(s, &d);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        if (rmu_buf_append(&c->out, d, (size_t)n) < 0)
-            return -1;
+        if (n < 0) return -1;
+        if (n == 0) break;
+        if (rmu_buf_append(&c->out, d, (size_t)n) < 0) return -1;
     }
     if ((c->p.h2.goaway_sent && c->nreqs == 0) ||
         (!nghttp2_session_want_read(s) && !nghttp2_session_want_write(s)))

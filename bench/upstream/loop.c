@@ -35,8 +35,7 @@ static void heap_up(struct rmu_loop *l, size_t i)
     struct rmu_timer *t = l->heap[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (l->heap[p]->at_ms <= t->at_ms)
-            break;
+        if (l->heap[p]->at_ms <= t->at_ms) break;
         heap_set(l, i, l->heap[p]);
         i = p;
     }
@@ -48,12 +47,9 @@ static void heap_down(struct rmu_loop *l, size_t i)
     struct rmu_timer *t = l->heap[i];
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= l->nheap)
-            break;
-        if (c + 1 < l->nheap && l->heap[c + 1]->at_ms < l->heap[c]->at_ms)
-            c++;
-        if (t->at_ms <= l->heap[c]->at_ms)
-            break;
+        if (c >= l->nheap) break;
+        if (c + 1 < l->nheap && l->heap[c + 1]->at_ms < l->heap[c]->at_ms) c++;
+        if (t->at_ms <= l->heap[c]->at_ms) break;
         heap_set(l, i, l->heap[c]);
         i = c;
     }
@@ -62,13 +58,11 @@ static void heap_down(struct rmu_loop *l, size_t i)
 
 void rmu_timer_cancel(struct rmu_loop *l, struct rmu_timer *t)
 {
-    if (t->idx == 0)
-        return;
+    if (t->idx == 0) return;
     size_t i = t->idx - 1;
     t->idx = 0;
     struct rmu_timer *last = l->heap[--l->nheap];
-    if (i == l->nheap)
-        return;
+    if (i == l->nheap) return;
     heap_set(l, i, last);
     heap_up(l, i);
     heap_down(l, last->idx - 1);
@@ -103,13 +97,10 @@ static void run_timers(struct rmu_loop *l)
 
 static int next_timeout(const struct rmu_loop *l)
 {
-    if (l->pending)
-        return 0;
-    if (l->nheap == 0)
-        return -1;
+    if (l->pending) return 0;
+    if (l->nheap == 0) return -1;
     uint64_t at = l->heap[0]->at_ms;
-    if (at <= l->now_ms)
-        return 0;
+    if (at <= l->now_ms) return 0;
     uint64_t d = at - l->now_ms;
     return d > 60000 ? 60000 : (int)d;
 }
@@ -127,8 +118,7 @@ int rmu_hlist_add(struct rmu_hlist *hl, const char *name, size_t nn, const char 
     if (hl->n == hl->cap) {
         size_t cap = hl->cap ? hl->cap * 2 : 32;
         struct rmu_nv *v = realloc(hl->v, cap * sizeof(*v));
-        if (!v)
-            return -1;
+        if (!v) return -1;
         hl->v = v;
         hl->cap = cap;
     }
@@ -138,13 +128,11 @@ int rmu_hlist_add(struct rmu_hlist *hl, const char *name, size_t nn, const char 
 
 int rmu_hlist_reserve(struct rmu_hlist *hl, size_t total)
 {
-    if (hl->bcap - hl->blen >= total)
-        return 0;
+    if (hl->bcap - hl->blen >= total) return 0;
     if (hl->blen != 0) /* would move storage that entries point into */
         return -1;
     char *b = realloc(hl->bytes, total);
-    if (!b)
-        return -1;
+    if (!b) return -1;
     hl->bytes = b;
     hl->bcap = total;
     return 0;
@@ -152,8 +140,7 @@ int rmu_hlist_reserve(struct rmu_hlist *hl, size_t total)
 
 char *rmu_hlist_alloc(struct rmu_hlist *hl, size_t n)
 {
-    if (hl->bcap - hl->blen < n)
-        return NULL;
+    if (hl->bcap - hl->blen < n) return NULL;
     char *p = hl->bytes + hl->blen;
     hl->blen += n;
     return p;
@@ -166,8 +153,7 @@ static void accept_some(struct rmu_loop *l, int lfd)
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 fprintf(stderr, "remora-upstream: accept: %s\n", strerror(errno));
             return;
         }
@@ -226,8 +212,7 @@ static void free_dead(struct rmu_loop *l)
     bool queued = false;
     for (struct rmu_conn *c = l->dead; c; c = c->dead_next)
         queued = queued || c->in_pending;
-    if (queued)
-        unqueue_dead(l);
+    if (queued) unqueue_dead(l);
     while (l->dead) {
         struct rmu_conn *c = l->dead;
         l->dead = c->dead_next;
@@ -268,28 +253,23 @@ static int add_handle(struct rmu_loop *l, struct rmu_handle *h, uint32_t events)
 struct rmu_loop *rmu_loop_new(int id, const int *lfds, size_t nlfds)
 {
     struct rmu_loop *l = calloc(1, sizeof(*l));
-    if (!l)
-        goto fail_fds;
+    if (!l) goto fail_fds;
     l->id = id;
     l->epfd = -1;
     l->wake.fd = -1;
     l->wake.kind = RMU_H_WAKE;
     l->listeners = calloc(nlfds, sizeof(*l->listeners));
-    if (!l->listeners)
-        goto fail_loop;
+    if (!l->listeners) goto fail_loop;
     for (size_t i = 0; i < nlfds; i++)
         l->listeners[i] = (struct rmu_handle){RMU_H_LISTEN, lfds[i]};
     l->nlisteners = nlfds;
     l->rbuf = malloc(RMU_READ_BUF);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!l->rbuf || l->epfd < 0 || l->wake.fd < 0)
-        goto fail_loop;
-    if (add_handle(l, &l->wake, EPOLLIN) < 0)
-        goto fail_loop;
+    if (!l->rbuf || l->epfd < 0 || l->wake.fd < 0) goto fail_loop;
+    if (add_handle(l, &l->wake, EPOLLIN) < 0) goto fail_loop;
     for (size_t i = 0; i < nlfds; i++)
-        if (add_handle(l, &l->listeners[i], EPOLLIN) < 0)
-            goto fail_loop;
+        if (add_handle(l, &l->listeners[i], EPOLLIN) < 0) goto fail_loop;
     l->now_ms = now_ms();
     return l;
 
@@ -324,8 +304,7 @@ void rmu_loop_stop_join(struct rmu_loop *l)
 
 void rmu_loop_free(struct rmu_loop *l)
 {
-    if (!l)
-        return;
+    if (!l) return;
     for (size_t i = 0; i < l->nlisteners; i++)
         close(l->listeners[i].fd);
     free(l->listeners);
@@ -333,10 +312,8 @@ void rmu_loop_free(struct rmu_loop *l)
         rmu_conn_kill(l->conns); /* unlinks from conns, queues on dead */
     free_dead(l);
     rmu_req_free_cache(l);
-    if (l->wake.fd >= 0)
-        close(l->wake.fd);
-    if (l->epfd >= 0)
-        close(l->epfd);
+    if (l->wake.fd >= 0) close(l->wake.fd);
+    if (l->epfd >= 0) close(l->epfd);
     free(l->heap);
     free(l->hl.v);
     free(l->hl.bytes);

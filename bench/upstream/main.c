@@ -69,15 +69,13 @@ static int parse_listen(const char *arg, struct rmu_listen_addr *out)
     size_t hn;
     if (arg[0] == '[') {
         const char *end = strchr(arg, ']');
-        if (!end || end[1] != ':')
-            goto fail;
+        if (!end || end[1] != ':') goto fail;
         hn = (size_t)(end - arg - 1);
         memcpy(host, arg + 1, RMU_MIN(hn, sizeof(host) - 1));
         colon = end + 1;
     } else {
         colon = strrchr(arg, ':');
-        if (!colon)
-            goto fail;
+        if (!colon) goto fail;
         hn = (size_t)(colon - arg);
         memcpy(host, arg, RMU_MIN(hn, sizeof(host) - 1));
     }
@@ -108,13 +106,10 @@ static int open_listener(const struct rmu_listen_addr *a, bool reuseport)
 {
     int one = 1;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
+    if (fd < 0) goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto fail_fd;
-    if (a->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) goto fail_fd;
+    if (a->ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
         goto fail_fd;
     return fd;
@@ -128,8 +123,7 @@ fail:
 
 static int parse_num(const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    if (rmu_parse_u64(v, strlen(v), hi, out) == 0 && *out >= lo)
-        return 0;
+    if (rmu_parse_u64(v, strlen(v), hi, out) == 0 && *out >= lo) return 0;
     fprintf(stderr, "remora-upstream: %s %s: want an integer %llu..%llu\n", opt, v,
             (unsigned long long)lo, (unsigned long long)hi);
     return -1;
@@ -151,20 +145,17 @@ static int parse_args(int argc, char **argv)
         {"help", no_argument, NULL, O_HELP},
         {0},
     };
-    rmu_cfg = (struct rmu_config){.name = "upstream", .threads = 1,
-                                  .h2_max_streams = DEFAULT_H2_STREAMS};
+    rmu_cfg =
+        (struct rmu_config){.name = "upstream", .threads = 1, .h2_max_streams = DEFAULT_H2_STREAMS};
     uint64_t v;
     int o;
     while ((o = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
         switch (o) {
         case O_LISTEN: {
-            struct rmu_listen_addr *a =
-                realloc(rmu_cfg.listen, (rmu_cfg.nlisten + 1) * sizeof(*a));
-            if (!a)
-                return -1;
+            struct rmu_listen_addr *a = realloc(rmu_cfg.listen, (rmu_cfg.nlisten + 1) * sizeof(*a));
+            if (!a) return -1;
             rmu_cfg.listen = a;
-            if (parse_listen(optarg, &a[rmu_cfg.nlisten]) < 0)
-                return -1;
+            if (parse_listen(optarg, &a[rmu_cfg.nlisten]) < 0) return -1;
             rmu_cfg.nlisten++;
             break;
         }
@@ -172,17 +163,14 @@ static int parse_args(int argc, char **argv)
             rmu_cfg.name = optarg;
             break;
         case 't':
-            if (parse_num("--threads", optarg, 1, MAX_THREADS, &v) < 0)
-                return -1;
+            if (parse_num("--threads", optarg, 1, MAX_THREADS, &v) < 0) return -1;
             rmu_cfg.threads = (int)v;
             break;
         case O_BODY:
-            if (parse_num("--body-size", optarg, 0, 1ULL << 40, &rmu_cfg.body_size) < 0)
-                return -1;
+            if (parse_num("--body-size", optarg, 0, 1ULL << 40, &rmu_cfg.body_size) < 0) return -1;
             break;
         case O_STREAMS:
-            if (parse_num("--h2-max-concurrent-streams", optarg, 1, INT32_MAX, &v) < 0)
-                return -1;
+            if (parse_num("--h2-max-concurrent-streams", optarg, 1, INT32_MAX, &v) < 0) return -1;
             rmu_cfg.h2_max_streams = (uint32_t)v;
             break;
         case O_CERT:
@@ -210,8 +198,7 @@ static int parse_args(int argc, char **argv)
     rmu_cfg.name_len = strlen(rmu_cfg.name);
     if (rmu_cfg.nlisten == 0) {
         rmu_cfg.listen = calloc(1, sizeof(*rmu_cfg.listen));
-        if (!rmu_cfg.listen || parse_listen("127.0.0.1:8080", rmu_cfg.listen) < 0)
-            return -1;
+        if (!rmu_cfg.listen || parse_listen("127.0.0.1:8080", rmu_cfg.listen) < 0) return -1;
         rmu_cfg.nlisten = 1;
     }
     return 0;
@@ -238,8 +225,7 @@ static struct rmu_loop **make_loops(void)
     int n = rmu_cfg.threads;
     struct rmu_loop **loops = calloc((size_t)n, sizeof(*loops));
     int *fds = calloc(rmu_cfg.nlisten, sizeof(int));
-    if (!loops || !fds)
-        goto fail;
+    if (!loops || !fds) goto fail;
     for (int t = 0; t < n; t++) {
         for (size_t i = 0; i < rmu_cfg.nlisten; i++) {
             fds[i] = open_listener(&rmu_cfg.listen[i], n > 1);
@@ -250,8 +236,7 @@ static struct rmu_loop **make_loops(void)
             }
         }
         loops[t] = rmu_loop_new(t, fds, rmu_cfg.nlisten);
-        if (!loops[t])
-            goto fail;
+        if (!loops[t]) goto fail;
     }
     free(fds);
     return loops;
@@ -273,8 +258,7 @@ static int serve(void)
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* loop threads inherit the mask */
     struct rmu_loop **loops = make_loops();
-    if (!loops)
-        return 1;
+    if (!loops) return 1;
     int started = 0, rc = 0;
     for (; started < rmu_cfg.threads; started++)
         if (rmu_loop_start(loops[started]) < 0) {
@@ -290,8 +274,7 @@ static int serve(void)
     }
     while (rc == 0) {
         int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            break;
+        if (sigwait(&set, &sig) != 0) break;
         if (sig == SIGUSR1)
             print_stats(loops, rmu_cfg.threads);
         else
@@ -299,8 +282,7 @@ static int serve(void)
     }
     for (int t = 0; t < started; t++)
         rmu_loop_stop_join(loops[t]);
-    if (rc == 0 && !rmu_cfg.quiet)
-        print_stats(loops, rmu_cfg.threads);
+    if (rc == 0 && !rmu_cfg.quiet) print_stats(loops, rmu_cfg.threads);
     for (int t = 0; t < rmu_cfg.threads; t++)
         rmu_loop_free(loops[t]);
     free(loops);
@@ -317,10 +299,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     rmu_behaviour_init();
     rc = 1;
-    if (rmu_h2_global_init() < 0)
-        goto out_h2;
-    if (rmu_tls_global_init() < 0)
-        goto out_tls;
+    if (rmu_h2_global_init() < 0) goto out_h2;
+    if (rmu_tls_global_init() < 0) goto out_tls;
     rc = serve();
     rmu_tls_global_cleanup();
 out_tls:

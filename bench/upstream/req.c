@@ -7,8 +7,8 @@
 #include <string.h>
 
 enum {
-    CACHE_MAX = 4096,              /* request objects kept per loop */
-    KEEP_ARENA = 64 * 1024,        /* buffers larger than this are freed, not cached */
+    CACHE_MAX = 4096,       /* request objects kept per loop */
+    KEEP_ARENA = 64 * 1024, /* buffers larger than this are freed, not cached */
     KEEP_PIPE = 1024 * 1024,
     KEEP_HDRS = 256,
 };
@@ -37,8 +37,7 @@ struct rmu_req *rmu_req_new(struct rmu_conn *c)
         l->nfree_reqs--;
     } else {
         r = calloc(1, sizeof(*r));
-        if (!r)
-            return NULL;
+        if (!r) return NULL;
     }
     struct rmu_buf arena = r->arena, pipe = r->pipe;
     struct rmu_hdr *hdrs = r->hdrs;
@@ -78,10 +77,8 @@ void rmu_req_free(struct rmu_req *r)
         free_storage(r);
         return;
     }
-    if (r->arena.cap > KEEP_ARENA)
-        rmu_buf_dispose(&r->arena);
-    if (r->pipe.cap > KEEP_PIPE)
-        rmu_buf_dispose(&r->pipe);
+    if (r->arena.cap > KEEP_ARENA) rmu_buf_dispose(&r->arena);
+    if (r->pipe.cap > KEEP_PIPE) rmu_buf_dispose(&r->pipe);
     if (r->caphdrs > KEEP_HDRS) {
         free(r->hdrs);
         r->hdrs = NULL;
@@ -111,10 +108,8 @@ static int arena_append(struct rmu_req *r, const char *p, size_t n, bool lower)
         r->too_large = true;
         return -1;
     }
-    if (n == 0)
-        return 0;
-    if (rmu_buf_reserve(&r->arena, n) < 0)
-        return -1;
+    if (n == 0) return 0;
+    if (rmu_buf_reserve(&r->arena, n) < 0) return -1;
     uint8_t *d = rmu_buf_tail(&r->arena);
     if (lower) {
         for (size_t i = 0; i < n; i++) {
@@ -130,10 +125,8 @@ static int arena_append(struct rmu_req *r, const char *p, size_t n, bool lower)
 
 int rmu_req_url_append(struct rmu_req *r, const char *p, size_t n)
 {
-    if (r->url_len == 0)
-        r->url_off = (uint32_t)r->arena.len;
-    if (arena_append(r, p, n, false) < 0)
-        return -1;
+    if (r->url_len == 0) r->url_off = (uint32_t)r->arena.len;
+    if (arena_append(r, p, n, false) < 0) return -1;
     r->url_len += (uint32_t)n;
     return 0;
 }
@@ -144,31 +137,27 @@ int rmu_req_name_append(struct rmu_req *r, const char *p, size_t n, bool fresh)
         if (r->nhdrs == r->caphdrs) {
             uint32_t cap = r->caphdrs ? r->caphdrs * 2 : 32;
             struct rmu_hdr *h = realloc(r->hdrs, cap * sizeof(*h));
-            if (!h)
-                return -1;
+            if (!h) return -1;
             r->hdrs = h;
             r->caphdrs = cap;
         }
         uint32_t at = (uint32_t)r->arena.len;
         r->hdrs[r->nhdrs++] = (struct rmu_hdr){at, 0, at, 0};
     }
-    if (arena_append(r, p, n, true) < 0)
-        return -1;
+    if (arena_append(r, p, n, true) < 0) return -1;
     r->hdrs[r->nhdrs - 1].name_len += (uint32_t)n;
     return 0;
 }
 
 int rmu_req_value_append(struct rmu_req *r, const char *p, size_t n, bool fresh)
 {
-    if (r->nhdrs == 0)
-        return -1;
+    if (r->nhdrs == 0) return -1;
     struct rmu_hdr *h = &r->hdrs[r->nhdrs - 1];
     if (fresh) {
         h->value_off = (uint32_t)r->arena.len;
         h->value_len = 0;
     }
-    if (arena_append(r, p, n, false) < 0)
-        return -1;
+    if (arena_append(r, p, n, false) < 0) return -1;
     r->hdrs[r->nhdrs - 1].value_len += (uint32_t)n;
     return 0;
 }
@@ -178,13 +167,13 @@ struct rmu_str rmu_req_header(const struct rmu_req *r, const char *name)
     size_t n = strlen(name);
     for (uint32_t i = 0; i < r->nhdrs; i++) {
         struct rmu_str k = rmu_req_name(r, i);
-        if (k.n == n && memcmp(k.p, name, n) == 0)
-            return rmu_req_value(r, i);
+        if (k.n == n && memcmp(k.p, name, n) == 0) return rmu_req_value(r, i);
     }
     return (struct rmu_str){NULL, 0};
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------------- */
+/* ---- lifecycle ---------------------------------------------------------------------------------
+ */
 
 static void fill_request_line(struct rmu_req *r)
 {
@@ -197,18 +186,13 @@ static void fill_request_line(struct rmu_req *r)
         r->path = (struct rmu_str){(const char *)r->arena.data + r->url_off, r->url_len};
         r->scheme = r->conn->ssl ? (struct rmu_str){"https", 5} : (struct rmu_str){"http", 4};
     }
-    if (!r->authority.p)
-        r->authority = rmu_req_header(r, "host");
-    if (!r->path.p)
-        r->path = (struct rmu_str){"", 0};
-    if (!r->authority.p)
-        r->authority = (struct rmu_str){"", 0};
-    if (!r->method.p)
-        r->method = (struct rmu_str){"", 0};
+    if (!r->authority.p) r->authority = rmu_req_header(r, "host");
+    if (!r->path.p) r->path = (struct rmu_str){"", 0};
+    if (!r->authority.p) r->authority = (struct rmu_str){"", 0};
+    if (!r->method.p) r->method = (struct rmu_str){"", 0};
     r->is_head = r->method.n == 4 && memcmp(r->method.p, "HEAD", 4) == 0;
     struct rmu_str cl = rmu_req_header(r, "content-length");
-    if (cl.p && rmu_parse_u64(cl.p, cl.n, UINT64_MAX / 2, &r->req_cl) == 0)
-        r->has_req_cl = true;
+    if (cl.p && rmu_parse_u64(cl.p, cl.n, UINT64_MAX / 2, &r->req_cl) == 0) r->has_req_cl = true;
 }
 
 void rmu_req_headers_done(struct rmu_req *r)
@@ -238,22 +222,17 @@ void rmu_req_headers_done(struct rmu_req *r)
 int rmu_req_body(struct rmu_req *r, const uint8_t *p, size_t n)
 {
     r->body_len += n;
-    if (!r->keeps_body || n == 0)
-        return 0;
-    if (rmu_buf_append(&r->pipe, p, n) < 0)
-        return -1;
-    if (r->started)
-        rmu_req_kick(r);
+    if (!r->keeps_body || n == 0) return 0;
+    if (rmu_buf_append(&r->pipe, p, n) < 0) return -1;
+    if (r->started) rmu_req_kick(r);
     return 0;
 }
 
 void rmu_req_body_done(struct rmu_req *r)
 {
-    if (r->req_done)
-        return;
+    if (r->req_done) return;
     r->req_done = true;
-    if (r->hdrs_done)
-        rmu_req_kick(r);
+    if (r->hdrs_done) rmu_req_kick(r);
 }
 
 bool rmu_req_ready(const struct rmu_req *r)
@@ -264,8 +243,7 @@ bool rmu_req_ready(const struct rmu_req *r)
 void rmu_req_kick(struct rmu_req *r)
 {
     struct rmu_conn *c = r->conn;
-    if (c->state == RMU_CONN_DEAD)
-        return;
+    if (c->state == RMU_CONN_DEAD) return;
     if (r->h2) {
         if (!r->started && rmu_req_ready(r)) {
             if (rmu_h2_start(r) < 0) {
@@ -279,20 +257,20 @@ void rmu_req_kick(struct rmu_req *r)
     rmu_conn_wake(c);
 }
 
-/* ---- response body ---------------------------------------------------------------------------- */
+/* ---- response body ----------------------------------------------------------------------------
+ */
 
 int rmu_req_start(struct rmu_req *r)
 {
     r->started = true;
-    if (r->src != RMU_SRC_BUF)
-        return 0;
+    if (r->src != RMU_SRC_BUF) return 0;
     r->pipe.len = r->pipe.off = 0;
     if (r->bh.error) {
         struct rmu_str arg = r->bh.error_arg;
         if (rmu_buf_append(&r->pipe, r->bh.error, strlen(r->bh.error)) < 0 ||
-            (arg.n && (rmu_buf_append(&r->pipe, " [", 2) < 0 ||
-                       rmu_buf_append(&r->pipe, arg.p, arg.n) < 0 ||
-                       rmu_buf_append(&r->pipe, "]", 1) < 0)) ||
+            (arg.n &&
+             (rmu_buf_append(&r->pipe, " [", 2) < 0 || rmu_buf_append(&r->pipe, arg.p, arg.n) < 0 ||
+              rmu_buf_append(&r->pipe, "]", 1) < 0)) ||
             rmu_buf_append(&r->pipe, "\n", 1) < 0)
             return -1;
         return 0;
@@ -310,8 +288,7 @@ bool rmu_req_body_length(const struct rmu_req *r, uint64_t *len)
         *len = r->pipe.len;
         return true;
     case RMU_SRC_ECHO:
-        if (r->bh.grpc)
-            return false;
+        if (r->bh.grpc) return false;
         if (r->req_done && r->sent == 0) {
             *len = r->pipe.len;
             return true;

@@ -33,8 +33,7 @@ static void print_errors(const char *what)
 
 int rmu_tls_global_init(void)
 {
-    if (!rmu_cfg.tls_cert && !rmu_cfg.tls_key)
-        return 0;
+    if (!rmu_cfg.tls_cert && !rmu_cfg.tls_key) return 0;
     if (!rmu_cfg.tls_cert || !rmu_cfg.tls_key) {
         fprintf(stderr, "remora-upstream: --tls-cert and --tls-key go together\n");
         return -1;
@@ -72,15 +71,16 @@ void rmu_tls_global_cleanup(void)
     ctx = NULL;
 }
 
-bool rmu_tls_enabled(void) { return ctx != NULL; }
+bool rmu_tls_enabled(void)
+{
+    return ctx != NULL;
+}
 
 int rmu_tls_attach(struct rmu_conn *c)
 {
     c->ssl = SSL_new(ctx);
-    if (!c->ssl)
-        return -1;
-    if (SSL_set_fd(c->ssl, c->h.fd) != 1)
-        return -1; /* c->ssl is freed with the connection */
+    if (!c->ssl) return -1;
+    if (SSL_set_fd(c->ssl, c->h.fd) != 1) return -1; /* c->ssl is freed with the connection */
     SSL_set_accept_state(c->ssl);
     atomic_fetch_add_explicit(&c->loop->stats.tls_conns, 1, memory_order_relaxed);
     return 0;
@@ -117,10 +117,8 @@ int rmu_tls_handshake(struct rmu_conn *c)
     const unsigned char *alpn = NULL;
     unsigned int n = 0;
     SSL_get0_alpn_selected(c->ssl, &alpn, &n);
-    if (n == 2 && memcmp(alpn, "h2", 2) == 0)
-        return rmu_h2_init(c) < 0 ? -1 : 1;
-    if (n == 8 && memcmp(alpn, "http/1.1", 8) == 0)
-        return rmu_h1_init(c) < 0 ? -1 : 1;
+    if (n == 2 && memcmp(alpn, "h2", 2) == 0) return rmu_h2_init(c) < 0 ? -1 : 1;
+    if (n == 8 && memcmp(alpn, "http/1.1", 8) == 0) return rmu_h1_init(c) < 0 ? -1 : 1;
     return 1; /* no ALPN: sniff the preface like cleartext */
 }
 
@@ -135,8 +133,7 @@ ssize_t rmu_tls_write(struct rmu_conn *c, const uint8_t *buf, size_t n)
 {
     ERR_clear_error();
     int rc = SSL_write(c->ssl, buf, (int)RMU_MIN(n, (size_t)1 << 30));
-    if (rc > 0)
-        return rc;
+    if (rc > 0) return rc;
     int f = failure(c, rc);
     return f == 0 ? -1 : f;
 }
