@@ -154,6 +154,7 @@ def test_load_open_loop_rate_accuracy(ctx):
     check_rate(ctx, up, 1000, 3, 4, 4)
     check_rate(ctx, up, 2000, 2, 4, 8)
     check_rate(ctx, up, 20000, 2, 8, 32)
+    check_rate(ctx, up, 50000, 2, 8, 64)
     # -n with --rate: exactly n requests, paced
     rep = load(ctx, "--rate", 2000, "-n", 1000, "-c", 2, "-m", 8, "-t", 2, url(up))
     assert_all_ok(rep, 1000)
