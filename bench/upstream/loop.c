@@ -74,14 +74,15 @@ void rmu_timer_arm(struct rmu_loop *l, struct rmu_timer *t, uint64_t delay_ms)
     if (l->nheap == l->capheap) {
         size_t cap = l->capheap ? l->capheap * 2 : 64;
         struct rmu_timer **h = realloc(l->heap, cap * sizeof(*h));
-        if (!h) { /* out of memory: fire on the next iteration instead of never */
+        if (!h) {
             fprintf(stderr, "remora-upstream: out of memory for a timer\n");
             abort();
         }
         l->heap = h;
         l->capheap = cap;
     }
-    t->at_ms = l->now_ms + delay_ms;
+    /* Fresh time, plus one: now_ms is truncated, and the timer must never fire early. */
+    t->at_ms = now_ms() + delay_ms + 1;
     l->heap[l->nheap++] = t;
     heap_up(l, l->nheap - 1);
 }
@@ -259,7 +260,10 @@ struct rmu_loop *rmu_loop_new(int id, const int *lfds, size_t nlfds)
     l->wake.fd = -1;
     l->wake.kind = RMU_H_WAKE;
     l->listeners = calloc(nlfds, sizeof(*l->listeners));
-    if (!l->listeners) goto fail_loop;
+    if (!l->listeners) {
+        free(l);
+        goto fail_fds;
+    }
     for (size_t i = 0; i < nlfds; i++)
         l->listeners[i] = (struct rmu_handle){RMU_H_LISTEN, lfds[i]};
     l->nlisteners = nlfds;

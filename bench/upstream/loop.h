@@ -79,6 +79,8 @@ void rmu_loop_stop_join(struct rmu_loop *l);
  * NULL is a no-op. */
 void rmu_loop_free(struct rmu_loop *l);
 
+/* (Re)arm t to fire no earlier than delay_ms from now; cancelling an unarmed timer is a no-op.
+ * Aborts when out of memory for the timer queue. */
 void rmu_timer_arm(struct rmu_loop *l, struct rmu_timer *t, uint64_t delay_ms);
 void rmu_timer_cancel(struct rmu_loop *l, struct rmu_timer *t);
 

@@ -646,6 +646,14 @@ def test_upstream_h1_protocol(ctx):
     for i in range(200):
         assert c.response()[2] == pattern(i % 7), i
     c.close()
+    # chunked request with trailers (ignored), then another request on the connection
+    c = H1(up.port)
+    c.send(b"POST /echo-request HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: t\r\n\r\n" + req("/echo-request"))
+    j1, j2 = json.loads(c.response()[2]), json.loads(c.response()[2])
+    assert j1["body_len"] == 19 and "x-trailer" not in j1["headers"], j1
+    assert j2["method"] == "GET" and j2["body_len"] == 0, j2
+    c.close()
     # Expect: 100-continue: the interim response comes before the body is sent
     c = H1(up.port)
     c.send(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n"
