@@ -17,8 +17,7 @@ enum {
 };
 static const uint64_t MAX_BODY = 1ULL << 40;
 
-/* ---- pattern body ------------------------------------------------------------------------------
- */
+/* ---- pattern body ---------------------------------------------------------------------------- */
 
 static const char ALPHABET[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static uint8_t pattern[RMU_PATTERN_CHUNK + sizeof(ALPHABET)];
@@ -81,8 +80,7 @@ void rmu_behaviour_cleanup(void)
     }
 }
 
-/* ---- parsing the x-upstream-* headers ---------------------------------------------------------
- */
+/* ---- parsing the x-upstream-* headers -------------------------------------------------------- */
 
 struct fail_first {
     bool on, grpc_on;
@@ -282,8 +280,7 @@ void rmu_behaviour_parse(struct rmu_req *r)
     }
 }
 
-/* ---- response headers and trailers -------------------------------------------------------------
- */
+/* ---- response headers and trailers ----------------------------------------------------------- */
 
 /* Add each "k=v" of list with its name lower-cased (hl storage must be reserved). */
 static int add_list(struct rmu_hlist *hl, struct rmu_str list)
@@ -368,8 +365,7 @@ int rmu_behaviour_trailers(const struct rmu_req *r, struct rmu_hlist *hl)
     return bh->trailers.n ? add_list(hl, bh->trailers) : 0;
 }
 
-/* ---- JSON description of the request ----------------------------------------------------------
- */
+/* ---- JSON description of the request --------------------------------------------------------- */
 
 static int json_str(struct rmu_buf *b, struct rmu_str s)
 {
@@ -465,8 +461,7 @@ int rmu_behaviour_echo_json(const struct rmu_req *r, struct rmu_buf *out)
     return 0;
 }
 
-/* ---- reason phrases ----------------------------------------------------------------------------
- */
+/* ---- reason phrases -------------------------------------------------------------------------- */
 
 const char *rmu_reason(unsigned status)
 {

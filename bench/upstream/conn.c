@@ -132,7 +132,7 @@ static void start_drain(struct rmu_conn *c)
     rmu_conn_wake(c);
 }
 
-/* ---- transport --------------------------------------------------------------------------- */
+/* ---- transport ------------------------------------------------------------------------------- */
 
 static ssize_t t_read(struct rmu_conn *c, uint8_t *buf, size_t n)
 {
@@ -156,7 +156,7 @@ static ssize_t t_write(struct rmu_conn *c, const uint8_t *buf, size_t n)
     }
 }
 
-/* ---- protocol dispatch --------------------------------------------------------------------- */
+/* ---- protocol dispatch ----------------------------------------------------------------------- */
 
 static int feed(struct rmu_conn *c, const uint8_t *p, size_t n)
 {

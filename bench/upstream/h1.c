@@ -17,8 +17,7 @@ static struct rmu_conn *conn_of(http_parser *p)
     return p->data;
 }
 
-/* ---- parser callbacks
- * ---------------------------------------------------------------------------- */
+/* ---- parser callbacks ------------------------------------------------------------------------ */
 
 static int on_message_begin(http_parser *p)
 {
@@ -96,8 +95,7 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* ---- input
- * ----------------------------------------------------------------------------------------- */
+/* ---- input ----------------------------------------------------------------------------------- */
 
 int rmu_h1_init(struct rmu_conn *c)
 {
@@ -170,8 +168,7 @@ void rmu_h1_eof(struct rmu_conn *c)
     rmu_conn_wake(c); /* produce answers the complete requests, then closes */
 }
 
-/* ---- output
- * ---------------------------------------------------------------------------------------- */
+/* ---- output ---------------------------------------------------------------------------------- */
 
 static void put(struct rmu_buf *b, const void *p, size_t n)
 {

@@ -23,8 +23,7 @@ static bool no_body(const struct rmu_req *r)
     return r->is_head || r->bh.status == 204 || r->bh.status == 304;
 }
 
-/* ---- session callbacks
- * ------------------------------------------------------------------------------ */
+/* ---- session callbacks ----------------------------------------------------------------------- */
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
@@ -100,8 +99,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-/* ---- response
- * ---------------------------------------------------------------------------------------- */
+/* ---- response -------------------------------------------------------------------------------- */
 
 /* hl as nghttp2_nv in the loop's scratch array; NULL when out of memory. */
 static nghttp2_nv *to_nva(struct rmu_loop *l, const struct rmu_hlist *hl)
@@ -208,8 +206,7 @@ void rmu_h2_resume(struct rmu_req *r)
     nghttp2_session_resume_data(r->conn->p.h2.s, r->stream_id);
 }
 
-/* ---- connection
- * ---------------------------------------------------------------------------------------- */
+/* ---- connection ------------------------------------------------------------------------------ */
 
 int rmu_h2_global_init(void)
 {

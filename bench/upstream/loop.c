@@ -22,7 +22,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* ---- timers: a binary min-heap of armed timers ----------------------------------------- */
+/* ---- timers: a binary min-heap of armed timers ----------------------------------------------- */
 
 static void heap_set(struct rmu_loop *l, size_t i, struct rmu_timer *t)
 {
@@ -106,7 +106,7 @@ static int next_timeout(const struct rmu_loop *l)
     return d > 60000 ? 60000 : (int)d;
 }
 
-/* ---- header scratch list ----------------------------------------------------------------- */
+/* ---- header scratch list --------------------------------------------------------------------- */
 
 void rmu_hlist_reset(struct rmu_hlist *hl)
 {
@@ -147,7 +147,7 @@ char *rmu_hlist_alloc(struct rmu_hlist *hl, size_t n)
     return p;
 }
 
-/* ---- the loop ----------------------------------------------------------------------------- */
+/* ---- the loop -------------------------------------------------------------------------------- */
 
 static void accept_some(struct rmu_loop *l, int lfd)
 {

@@ -172,8 +172,7 @@ struct rmu_str rmu_req_header(const struct rmu_req *r, const char *name)
     return (struct rmu_str){NULL, 0};
 }
 
-/* ---- lifecycle ---------------------------------------------------------------------------------
- */
+/* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static void fill_request_line(struct rmu_req *r)
 {
@@ -257,8 +256,7 @@ void rmu_req_kick(struct rmu_req *r)
     rmu_conn_wake(c);
 }
 
-/* ---- response body ----------------------------------------------------------------------------
- */
+/* ---- response body --------------------------------------------------------------------------- */
 
 int rmu_req_start(struct rmu_req *r)
 {
