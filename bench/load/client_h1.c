@@ -17,8 +17,7 @@ static int on_headers_complete(http_parser *p)
 {
     struct rml_conn *c = p->data;
     struct rml_req *r = c->h1_head;
-    if (!r)
-        return -1; /* a response nobody asked for */
+    if (!r) return -1; /* a response nobody asked for */
     r->status = (int)p->status_code;
     return is_head(c) ? 1 : 0; /* 1: no body follows */
 }
@@ -27,19 +26,16 @@ static int on_message_complete(http_parser *p)
 {
     struct rml_conn *c = p->data;
     struct rml_req *r = c->h1_head;
-    if (!r)
-        return -1;
+    if (!r) return -1;
     if (p->status_code >= 100 && p->status_code < 200) {
         r->status = 0; /* interim response: the real one follows */
         return 0;
     }
     c->h1_head = r->next;
-    if (!c->h1_head)
-        c->h1_tail = NULL;
+    if (!c->h1_head) c->h1_tail = NULL;
     r->next = NULL;
     int closing = !http_should_keep_alive(p);
-    if (closing)
-        c->no_more = 1;
+    if (closing) c->no_more = 1;
     rml_conn_req_done(c, r);
     if (closing) { /* pipelined requests behind a "close" were not processed: send again */
         while ((r = c->h1_head) != NULL) {
@@ -73,8 +69,7 @@ static void h1_dispose(struct rml_conn *c)
 static int h1_submit(struct rml_conn *c, struct rml_req *r)
 {
     const struct rml_reqtmpl *t = &c->w->cfg->reqs[r->tmpl];
-    if (rml_conn_out_append(c, t->h1, t->h1_len) < 0)
-        return -1;
+    if (rml_conn_out_append(c, t->h1, t->h1_len) < 0) return -1;
     if (c->h1_tail)
         c->h1_tail->next = r;
     else
@@ -86,8 +81,7 @@ static int h1_submit(struct rml_conn *c, struct rml_req *r)
 static int h1_on_read(struct rml_conn *c, const uint8_t *data, size_t len)
 {
     size_t n = http_parser_execute(&c->hp, &parser_settings, (const char *)data, len);
-    if (HTTP_PARSER_ERRNO(&c->hp) != HPE_OK || (len > 0 && n != len))
-        return -1;
+    if (HTTP_PARSER_ERRNO(&c->hp) != HPE_OK || (len > 0 && n != len)) return -1;
     return 0;
 }
 

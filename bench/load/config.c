@@ -89,8 +89,7 @@ int rml_parse_duration(const char *s, uint64_t *ns)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || !(v >= 0) || isinf(v))
-        return -1;
+    if (end == s || errno || !(v >= 0) || isinf(v)) return -1;
     double mult;
     if (*end == 0 || strcmp(end, "s") == 0)
         mult = 1e9;
@@ -106,8 +105,7 @@ int rml_parse_duration(const char *s, uint64_t *ns)
         mult = 3600e9;
     else
         return -1;
-    if (v * mult > 1e18)
-        return -1;
+    if (v * mult > 1e18) return -1;
     *ns = (uint64_t)(v * mult + 0.5);
     return 0;
 }
@@ -117,8 +115,7 @@ static int parse_count(const char *s, uint64_t max, uint64_t *out)
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || errno || v > max || s[0] == '-')
-        return -1;
+    if (end == s || *end || errno || v > max || s[0] == '-') return -1;
     *out = v;
     return 0;
 }
@@ -153,43 +150,35 @@ static int url_parse(const char *s, struct url *u)
     }
     size_t alen = strcspn(p, "/?#");
     const char *auth = p, *rest = p + alen;
-    if (alen == 0)
-        return fail("bad URL '%s': no host", s);
-    if (memchr(auth, '@', alen))
-        return fail("bad URL '%s': user information is not supported", s);
+    if (alen == 0) return fail("bad URL '%s': no host", s);
+    if (memchr(auth, '@', alen)) return fail("bad URL '%s': user information is not supported", s);
     const char *host = auth, *port = NULL;
     size_t hlen;
     if (auth[0] == '[') {
         const char *close = memchr(auth, ']', alen);
-        if (!close)
-            return fail("bad URL '%s': unterminated [IPv6] literal", s);
+        if (!close) return fail("bad URL '%s': unterminated [IPv6] literal", s);
         host = auth + 1;
         hlen = (size_t)(close - host);
         if (close + 1 < auth + alen) {
-            if (close[1] != ':')
-                return fail("bad URL '%s': junk after ']'", s);
+            if (close[1] != ':') return fail("bad URL '%s': junk after ']'", s);
             port = close + 2;
         }
     } else {
         const char *colon = memchr(auth, ':', alen);
         hlen = colon ? (size_t)(colon - auth) : alen;
-        if (colon)
-            port = colon + 1;
+        if (colon) port = colon + 1;
     }
-    if (hlen == 0)
-        return fail("bad URL '%s': no host", s);
+    if (hlen == 0) return fail("bad URL '%s': no host", s);
     unsigned long pv = u->tls ? 443 : 80;
     if (port) {
         size_t plen = (size_t)(auth + alen - port);
         char pbuf[8];
-        if (plen == 0 || plen > 5)
-            return fail("bad URL '%s': bad port", s);
+        if (plen == 0 || plen > 5) return fail("bad URL '%s': bad port", s);
         memcpy(pbuf, port, plen);
         pbuf[plen] = 0;
         char *end;
         pv = strtoul(pbuf, &end, 10);
-        if (*end || pv == 0 || pv > 65535)
-            return fail("bad URL '%s': port must be 1..65535", s);
+        if (*end || pv == 0 || pv > 65535) return fail("bad URL '%s': port must be 1..65535", s);
     }
     u->port = (uint16_t)pv;
     u->host = strndup(host, hlen);
@@ -206,8 +195,7 @@ static int url_parse(const char *s, struct url *u)
         }
     } else
         u->path = strndup(rest, rlen);
-    if (!u->host || !u->authority || !u->path)
-        return fail("out of memory");
+    if (!u->host || !u->authority || !u->path) return fail("out of memory");
     for (const char *c = u->path; *c; c++)
         if ((unsigned char)*c <= ' ' || *c == 0x7f)
             return fail("bad URL '%s': the path must not contain spaces or control bytes", s);
@@ -220,8 +208,7 @@ static int resolve(struct rml_config *cfg)
     char port[8];
     snprintf(port, sizeof(port), "%u", cfg->port);
     int rv = getaddrinfo(cfg->host, port, &hints, &res);
-    if (rv != 0)
-        return fail("cannot resolve '%s': %s", cfg->host, gai_strerror(rv));
+    if (rv != 0) return fail("cannot resolve '%s': %s", cfg->host, gai_strerror(rv));
     memcpy(&cfg->addr, res->ai_addr, res->ai_addrlen);
     cfg->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
@@ -239,25 +226,21 @@ static int resolve(struct rml_config *cfg)
 static int add_header(struct rml_config *cfg, const char *arg)
 {
     const char *colon = strchr(arg + (arg[0] == ':'), ':');
-    if (!colon || colon == arg)
-        return fail("bad header '%s': expected 'name: value'", arg);
+    if (!colon || colon == arg) return fail("bad header '%s': expected 'name: value'", arg);
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t')
         v++;
     size_t nlen = (size_t)(colon - arg);
     while (nlen > 0 && (arg[nlen - 1] == ' ' || arg[nlen - 1] == '\t'))
         nlen--;
-    if (nlen == 0)
-        return fail("bad header '%s': empty name", arg);
+    if (nlen == 0) return fail("bad header '%s': empty name", arg);
     for (const char *c = arg; c < arg + nlen; c++)
         if ((unsigned char)*c <= ' ' || (*c == ':' && c != arg))
             return fail("bad header '%s': bad character in the name", arg);
     for (const char *c = v; *c; c++)
-        if (*c == '\r' || *c == '\n')
-            return fail("bad header '%s': line break in the value", arg);
+        if (*c == '\r' || *c == '\n') return fail("bad header '%s': line break in the value", arg);
     struct rml_header *nh = realloc(cfg->headers, (cfg->nheaders + 1) * sizeof(*nh));
-    if (!nh)
-        return fail("out of memory");
+    if (!nh) return fail("out of memory");
     cfg->headers = nh;
     char *name = strndup(arg, nlen), *value = strdup(v);
     if (!name || !value) {
@@ -281,8 +264,7 @@ static int add_header(struct rml_config *cfg, const char *arg)
 static int read_file(const char *path, char **data, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail("cannot read --data file '%s': %s", path, strerror(errno));
+    if (!f) return fail("cannot read --data file '%s': %s", path, strerror(errno));
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -291,11 +273,9 @@ static int read_file(const char *path, char **data, size_t *len)
             return fail("out of memory reading '%s'", path);
         }
         n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
+        if (n < cap) break;
         char *nb = realloc(buf, cap * 2);
-        if (!nb)
-            free(buf);
+        if (!nb) free(buf);
         buf = nb;
         cap *= 2;
     }
@@ -322,8 +302,7 @@ static const char *find_header(const struct rml_config *cfg, const char *name)
 {
     const char *v = NULL;
     for (size_t i = 0; i < cfg->nheaders; i++)
-        if (strcmp(cfg->headers[i].name, name) == 0)
-            v = cfg->headers[i].value;
+        if (strcmp(cfg->headers[i].name, name) == 0) v = cfg->headers[i].value;
     return v;
 }
 
@@ -342,14 +321,11 @@ static int build_template(struct rml_config *cfg, struct rml_reqtmpl *t, char *p
     const char *clen = with_clen ? cfg->content_length : NULL;
     const char *ua = find_header(cfg, "user-agent");
     const char *ctype = find_header(cfg, "content-type");
-    if (!ua)
-        ua = USER_AGENT;
-    if (!ctype && cfg->grpc)
-        ctype = "application/grpc";
+    if (!ua) ua = USER_AGENT;
+    if (!ctype && cfg->grpc) ctype = "application/grpc";
     t->path = path;
     t->nv = calloc(cfg->nheaders + 8, sizeof(*t->nv));
-    if (!t->nv)
-        return fail("out of memory");
+    if (!t->nv) return fail("out of memory");
     nghttp2_nv *nv = t->nv;
     size_t k = 0;
     nv_set(&nv[k++], ":method", cfg->method);
@@ -357,8 +333,7 @@ static int build_template(struct rml_config *cfg, struct rml_reqtmpl *t, char *p
     nv_set(&nv[k++], ":authority", cfg->authority);
     nv_set(&nv[k++], ":path", path);
     nv_set(&nv[k++], "user-agent", ua);
-    if (ctype)
-        nv_set(&nv[k++], "content-type", ctype);
+    if (ctype) nv_set(&nv[k++], "content-type", ctype);
     if (cfg->grpc)
         nv_set(&nv[k++], "te", "trailers");
     else if (clen)
@@ -374,21 +349,17 @@ static int build_template(struct rml_config *cfg, struct rml_reqtmpl *t, char *p
     for (size_t i = 0; i < cfg->nheaders; i++)
         cap += strlen(cfg->headers[i].name) + strlen(cfg->headers[i].value) + 4;
     char *b = malloc(cap);
-    if (!b)
-        return fail("out of memory");
-    int n = snprintf(b, cap, "%s %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\n", cfg->method,
-                     path, cfg->authority, ua);
-    if (ctype)
-        n += snprintf(b + n, cap - (size_t)n, "content-type: %s\r\n", ctype);
-    if (clen)
-        n += snprintf(b + n, cap - (size_t)n, "content-length: %s\r\n", clen);
+    if (!b) return fail("out of memory");
+    int n = snprintf(b, cap, "%s %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\n", cfg->method, path,
+                     cfg->authority, ua);
+    if (ctype) n += snprintf(b + n, cap - (size_t)n, "content-type: %s\r\n", ctype);
+    if (clen) n += snprintf(b + n, cap - (size_t)n, "content-length: %s\r\n", clen);
     for (size_t i = 0; i < cfg->nheaders; i++)
         if (!header_is_ours(cfg->headers[i].name))
             n += snprintf(b + n, cap - (size_t)n, "%s: %s\r\n", cfg->headers[i].name,
                           cfg->headers[i].value);
     n += snprintf(b + n, cap - (size_t)n, "\r\n");
-    if (cfg->body_len)
-        memcpy(b + n, cfg->body, cfg->body_len);
+    if (cfg->body_len) memcpy(b + n, cfg->body, cfg->body_len);
     t->h1 = b;
     t->h1_len = (size_t)n + cfg->body_len;
     return 0;
@@ -460,12 +431,10 @@ static int parse_options(struct rml_config *cfg, int argc, char **argv, const ch
         case 't':
             if (parse_count(optarg, 100000, &v) || v == 0)
                 return fail("bad -%c '%s': expected a count from 1 to 100000", opt, optarg);
-            *(opt == 'c' ? &cfg->conns : opt == 'm' ? &cfg->streams : &cfg->threads) =
-                (unsigned)v;
+            *(opt == 'c' ? &cfg->conns : opt == 'm' ? &cfg->streams : &cfg->threads) = (unsigned)v;
             break;
         case 'H':
-            if (add_header(cfg, optarg))
-                return -1;
+            if (add_header(cfg, optarg)) return -1;
             break;
         case 'k':
             cfg->insecure = 1;
@@ -508,8 +477,7 @@ static int parse_options(struct rml_config *cfg, int argc, char **argv, const ch
             for (const char *c = optarg; *c; c++)
                 if (!isupper((unsigned char)*c) && *c != '-' && *c != '_')
                     return fail("bad --method '%s': expected a token such as GET", optarg);
-            if (!optarg[0])
-                return fail("bad --method: empty");
+            if (!optarg[0]) return fail("bad --method: empty");
             break;
         case OPT_DATA:
             *data_path = optarg;
@@ -544,30 +512,22 @@ int rml_config_parse(struct rml_config *cfg, int argc, char **argv)
     cfg->insecure = 1;
     const char *data_path = NULL;
     int rv = parse_options(cfg, argc, argv, &data_path);
-    if (rv)
-        return rv;
-    if (optind >= argc)
-        return fail("no URL given (usage: remora-load [OPTIONS] URL; see --help)");
+    if (rv) return rv;
+    if (optind >= argc) return fail("no URL given (usage: remora-load [OPTIONS] URL; see --help)");
     if (cfg->threads > cfg->conns)
         return fail("-t %u is more than -c %u: each thread needs a connection", cfg->threads,
                     cfg->conns);
-    if (cfg->grpc && cfg->h1)
-        return fail("--grpc needs HTTP/2: drop --h1");
-    if (!cfg->n && !cfg->duration_ns)
-        cfg->duration_ns = 10 * RML_NS_PER_S;
-    if (cfg->n && cfg->duration_ns)
-        return fail("give -n or -d, not both");
-    if (!cfg->method)
-        cfg->method = strdup(data_path || cfg->grpc ? "POST" : "GET");
+    if (cfg->grpc && cfg->h1) return fail("--grpc needs HTTP/2: drop --h1");
+    if (!cfg->n && !cfg->duration_ns) cfg->duration_ns = 10 * RML_NS_PER_S;
+    if (cfg->n && cfg->duration_ns) return fail("give -n or -d, not both");
+    if (!cfg->method) cfg->method = strdup(data_path || cfg->grpc ? "POST" : "GET");
 
     /* URLs */
     cfg->nreqs = (size_t)(argc - optind);
     cfg->reqs = calloc(cfg->nreqs, sizeof(*cfg->reqs));
-    if (!cfg->reqs || !cfg->method)
-        return fail("out of memory");
+    if (!cfg->reqs || !cfg->method) return fail("out of memory");
     char **paths = calloc(cfg->nreqs, sizeof(*paths));
-    if (!paths)
-        return fail("out of memory");
+    if (!paths) return fail("out of memory");
     for (size_t i = 0; i < cfg->nreqs; i++) {
         struct url u;
         if (url_parse(argv[optind + (int)i], &u)) {
@@ -593,35 +553,31 @@ int rml_config_parse(struct rml_config *cfg, int argc, char **argv)
     }
     cfg->scheme = cfg->tls ? "https" : "http";
     const char *host_hdr = find_header(cfg, "host");
-    if (!host_hdr)
-        host_hdr = find_header(cfg, ":authority");
+    if (!host_hdr) host_hdr = find_header(cfg, ":authority");
     if (host_hdr) {
         free(cfg->authority);
         cfg->authority = strdup(host_hdr);
     }
 
     /* body */
-    if (data_path && read_file(data_path, &cfg->body, &cfg->body_len))
-        goto fail_paths;
+    if (data_path && read_file(data_path, &cfg->body, &cfg->body_len)) goto fail_paths;
     if (cfg->grpc) {
         char *framed = malloc(cfg->body_len + 5);
-        if (!framed)
-            goto fail_paths;
+        if (!framed) goto fail_paths;
         framed[0] = 0; /* not compressed */
         uint32_t l = (uint32_t)cfg->body_len;
         framed[1] = (char)(l >> 24);
         framed[2] = (char)(l >> 16);
         framed[3] = (char)(l >> 8);
         framed[4] = (char)l;
-        if (cfg->body_len)
-            memcpy(framed + 5, cfg->body, cfg->body_len);
+        if (cfg->body_len) memcpy(framed + 5, cfg->body, cfg->body_len);
         free(cfg->body);
         cfg->body = framed;
         cfg->body_len += 5;
     }
     snprintf(cfg->content_length, sizeof(cfg->content_length), "%zu", cfg->body_len);
-    int want_clen = cfg->body_len > 0 || (strcmp(cfg->method, "POST") == 0 ||
-                                          strcmp(cfg->method, "PUT") == 0);
+    int want_clen =
+        cfg->body_len > 0 || (strcmp(cfg->method, "POST") == 0 || strcmp(cfg->method, "PUT") == 0);
     for (size_t i = 0; i < cfg->nreqs; i++) {
         if (build_template(cfg, &cfg->reqs[i], paths[i], want_clen)) {
             for (size_t j = i + 1; j < cfg->nreqs; j++)

@@ -34,16 +34,16 @@ struct rml_reqtmpl {
 
 struct rml_config {
     /* target: every URL shares scheme, host and port */
-    int tls;           /* https:// */
-    int h1;            /* --h1: HTTP/1.1 instead of HTTP/2 */
-    char *host;        /* host as written, IPv6 without brackets */
+    int tls;    /* https:// */
+    int h1;     /* --h1: HTTP/1.1 instead of HTTP/2 */
+    char *host; /* host as written, IPv6 without brackets */
     uint16_t port;
-    char *authority;   /* :authority / Host (host[:port] as written, or -H host:) */
-    const char *scheme; /* "http" or "https" */
-    char *url;         /* the first URL, for messages */
+    char *authority;              /* :authority / Host (host[:port] as written, or -H host:) */
+    const char *scheme;           /* "http" or "https" */
+    char *url;                    /* the first URL, for messages */
     struct sockaddr_storage addr; /* resolved once at start-up */
     socklen_t addrlen;
-    char addr_str[64]; /* "127.0.0.1:8080" / "[::1]:8080" */
+    char addr_str[64];        /* "127.0.0.1:8080" / "[::1]:8080" */
     struct rml_reqtmpl *reqs; /* one per URL, used round-robin */
     size_t nreqs;
 
@@ -55,9 +55,9 @@ struct rml_config {
     unsigned threads;     /* -t */
     double rate;          /* --rate, requests/s in total; 0 = closed loop */
     uint64_t warmup_ns;
-    uint64_t timeout_ns;  /* per request; 0 = none */
+    uint64_t timeout_ns; /* per request; 0 = none */
     uint64_t connect_timeout_ns;
-    uint64_t spin_ns;     /* --spin: busy-poll this long before each open-loop slot */
+    uint64_t spin_ns; /* --spin: busy-poll this long before each open-loop slot */
 
     /* request */
     char *method;

@@ -24,11 +24,9 @@ static int measuring(const struct rml_worker *w)
 
 static void set_events(struct rml_conn *c, uint32_t ev)
 {
-    if (c->events == ev)
-        return;
+    if (c->events == ev) return;
     struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0)
-        c->events = ev;
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0) c->events = ev;
 }
 
 int rml_conn_init(struct rml_conn *c, struct rml_worker *w, unsigned idx)
@@ -80,8 +78,7 @@ int rml_conn_out_append(struct rml_conn *c, const void *p, size_t n)
         while (cap < o->len + n)
             cap *= 2;
         uint8_t *d = realloc(o->data, cap);
-        if (!d)
-            return -1;
+        if (!d) return -1;
         o->data = d;
         o->cap = cap;
     }
@@ -92,8 +89,7 @@ int rml_conn_out_append(struct rml_conn *c, const void *p, size_t n)
 
 void rml_conn_mark_dirty(struct rml_conn *c)
 {
-    if (c->dirty)
-        return;
+    if (c->dirty) return;
     c->dirty = 1;
     c->dirty_next = c->w->dirty_head;
     c->w->dirty_head = c;
@@ -123,8 +119,7 @@ static void schedule_reconnect(struct rml_conn *c, int now_ok)
         w->next_maint = 0; /* run the reconnect in this loop iteration's maintenance */
     } else {
         c->backoff_ns = c->backoff_ns ? c->backoff_ns * 2 : BACKOFF_MIN;
-        if (c->backoff_ns > BACKOFF_MAX)
-            c->backoff_ns = BACKOFF_MAX;
+        if (c->backoff_ns > BACKOFF_MAX) c->backoff_ns = BACKOFF_MAX;
         c->reconnect_at = w->now + c->backoff_ns;
     }
 }
@@ -209,17 +204,14 @@ void rml_conn_start(struct rml_conn *c)
 
 void rml_conn_close(struct rml_conn *c, enum rml_err kind, int clean)
 {
-    if (c->state == RML_CS_IDLE)
-        return;
+    if (c->state == RML_CS_IDLE) return;
     int was_ready = c->state == RML_CS_READY;
     c->state = RML_CS_IDLE; /* first: callbacks and ready_update see a closed connection */
     rml_worker_ready_update(c->w, c);
     for (unsigned i = 0; i < c->capacity && c->active > 0; i++)
-        if (c->slots[i].active)
-            rml_conn_req_fail(c, &c->slots[i], kind);
+        if (c->slots[i].active) rml_conn_req_fail(c, &c->slots[i], kind);
     c->h1_head = c->h1_tail = NULL;
-    if (was_ready)
-        c->proto->dispose(c);
+    if (was_ready) c->proto->dispose(c);
     teardown(c);
     schedule_reconnect(c, clean || c->done_here > 0);
 }
@@ -234,20 +226,16 @@ static void do_read(struct rml_conn *c)
             n = rml_tls_read(c->ssl, w->rbuf, w->rbuf_cap);
         } else {
             n = read(c->fd, w->rbuf, w->rbuf_cap);
-            if (n < 0)
-                n = (errno == EAGAIN || errno == EINTR) ? RML_IO_AGAIN : RML_IO_ERROR;
+            if (n < 0) n = (errno == EAGAIN || errno == EINTR) ? RML_IO_AGAIN : RML_IO_ERROR;
         }
         if (n > 0) {
-            if (measuring(w))
-                w->stats->bytes_rx += (uint64_t)n;
+            if (measuring(w)) w->stats->bytes_rx += (uint64_t)n;
             if (c->proto->on_read(c, w->rbuf, (size_t)n) < 0) {
                 rml_conn_close(c, RML_E_PROTOCOL, 0);
                 return;
             }
-            if (c->state != RML_CS_READY)
-                return;
-            if (!c->ssl && (size_t)n < w->rbuf_cap)
-                break;
+            if (c->state != RML_CS_READY) return;
+            if (!c->ssl && (size_t)n < w->rbuf_cap) break;
         } else if (n == 0) {
             c->proto->on_read(c, NULL, 0);
             rml_conn_close(c, RML_E_RESET, c->active == 0);
@@ -278,10 +266,8 @@ void rml_conn_on_event(struct rml_conn *c, uint32_t events)
         tls_step(c);
         break;
     case RML_CS_READY:
-        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-            do_read(c);
-        if (c->state == RML_CS_READY && (events & EPOLLOUT))
-            rml_conn_mark_dirty(c);
+        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) do_read(c);
+        if (c->state == RML_CS_READY && (events & EPOLLOUT)) rml_conn_mark_dirty(c);
         break;
     case RML_CS_IDLE:
         break; /* a stale event from before a close in this batch */
@@ -291,8 +277,7 @@ void rml_conn_on_event(struct rml_conn *c, uint32_t events)
 void rml_conn_flush(struct rml_conn *c)
 {
     struct rml_worker *w = c->w;
-    if (c->state != RML_CS_READY)
-        return;
+    if (c->state != RML_CS_READY) return;
     if (c->proto->fill(c) < 0) {
         rml_conn_close(c, RML_E_PROTOCOL, 0);
         return;
@@ -304,13 +289,11 @@ void rml_conn_flush(struct rml_conn *c)
             n = rml_tls_write(c->ssl, o->data + o->off, o->len - o->off);
         } else {
             n = write(c->fd, o->data + o->off, o->len - o->off);
-            if (n < 0)
-                n = (errno == EAGAIN || errno == EINTR) ? RML_IO_AGAIN : RML_IO_ERROR;
+            if (n < 0) n = (errno == EAGAIN || errno == EINTR) ? RML_IO_AGAIN : RML_IO_ERROR;
         }
         if (n > 0) {
             o->off += (size_t)n;
-            if (measuring(w))
-                w->stats->bytes_tx += (uint64_t)n;
+            if (measuring(w)) w->stats->bytes_tx += (uint64_t)n;
         } else if (n == RML_IO_AGAIN) {
             set_events(c, EPOLLIN | EPOLLOUT);
             return;
@@ -320,10 +303,8 @@ void rml_conn_flush(struct rml_conn *c)
         }
     }
     o->off = o->len = 0;
-    if (c->events & EPOLLOUT)
-        set_events(c, EPOLLIN);
-    if (c->no_more && c->active == 0)
-        rml_conn_close(c, RML_E_RESET, 1);
+    if (c->events & EPOLLOUT) set_events(c, EPOLLIN);
+    if (c->no_more && c->active == 0) rml_conn_close(c, RML_E_RESET, 1);
 }
 
 void rml_conn_send(struct rml_conn *c, uint64_t t_sched, int measured, uint32_t tmpl)
@@ -384,16 +365,13 @@ void rml_conn_check_timeouts(struct rml_conn *c, uint64_t now)
 {
     const struct rml_config *cfg = c->w->cfg;
     if (c->state == RML_CS_CONNECTING || c->state == RML_CS_TLS) {
-        if (now - c->t_connect >= cfg->connect_timeout_ns)
-            connect_failed(c);
+        if (now - c->t_connect >= cfg->connect_timeout_ns) connect_failed(c);
         return;
     }
-    if (c->state != RML_CS_READY || cfg->timeout_ns == 0 || c->active == 0)
-        return;
+    if (c->state != RML_CS_READY || cfg->timeout_ns == 0 || c->active == 0) return;
     for (unsigned i = 0; i < c->capacity; i++) {
         struct rml_req *r = &c->slots[i];
-        if (!r->active || now - r->t_sent < cfg->timeout_ns)
-            continue;
+        if (!r->active || now - r->t_sent < cfg->timeout_ns) continue;
         if (c->proto->cancel(c, r)) { /* a timeout is no reason to back off */
             rml_conn_close(c, RML_E_TIMEOUT, 1);
             return;

@@ -77,18 +77,18 @@ struct rml_conn {
     uint32_t events; /* registered with epoll */
     SSL *ssl;
     const struct rml_proto *proto;
-    nghttp2_session *ng; /* HTTP/2 */
-    http_parser hp;      /* HTTP/1.1 */
+    nghttp2_session *ng;               /* HTTP/2 */
+    http_parser hp;                    /* HTTP/1.1 */
     struct rml_req *h1_head, *h1_tail; /* HTTP/1.1 in-flight, in request order */
-    int no_more;         /* peer will close (Connection: close / GOAWAY): send nothing more */
-    int dirty;           /* on the worker's flush list */
+    int no_more; /* peer will close (Connection: close / GOAWAY): send nothing more */
+    int dirty;   /* on the worker's flush list */
     struct rml_conn *dirty_next;
     struct rml_conn *ready_prev, *ready_next; /* worker's list of connections with room */
     int on_ready;
     struct rml_req *slots;
     struct rml_req *free_slots;
-    unsigned active;   /* in-flight requests */
-    unsigned capacity; /* -m */
+    unsigned active;    /* in-flight requests */
+    unsigned capacity;  /* -m */
     uint64_t done_here; /* responses on this connection since it was opened */
     uint64_t t_connect; /* connect start */
     uint64_t reconnect_at;

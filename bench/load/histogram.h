@@ -19,7 +19,7 @@
 #define RML_HIST_SUB_BITS 7 /* 128 linear sub-buckets per power of two */
 #define RML_HIST_MAX_BITS 40
 #define RML_HIST_MAX ((UINT64_C(1) << RML_HIST_MAX_BITS) - 1)
-#define RML_HIST_BUCKETS                                                                       \
+#define RML_HIST_BUCKETS                                                                           \
     (((RML_HIST_MAX_BITS - RML_HIST_SUB_BITS) << RML_HIST_SUB_BITS) + (1 << RML_HIST_SUB_BITS))
 
 struct rml_hist {

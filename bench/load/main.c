@@ -24,8 +24,7 @@ static struct rml_shared *g_shared;
 static void on_signal(int sig)
 {
     (void)sig;
-    if (g_shared)
-        atomic_store(&g_shared->stop, 1);
+    if (g_shared) atomic_store(&g_shared->stop, 1);
 }
 
 /* Connect once (and handshake TLS) so that a wrong target fails before the run. */
@@ -60,8 +59,8 @@ static int probe(const struct rml_config *cfg, SSL_CTX *ssl_ctx, char *err, size
     if (ssl_ctx) {
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         struct timeval tv = {.tv_sec = (time_t)(cfg->connect_timeout_ns / RML_NS_PER_S),
-                             .tv_usec = (suseconds_t)(cfg->connect_timeout_ns % RML_NS_PER_S /
-                                                      1000)};
+                             .tv_usec =
+                                 (suseconds_t)(cfg->connect_timeout_ns % RML_NS_PER_S / 1000)};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         rv = rml_tls_probe(ssl_ctx, cfg, fd, err, errlen);
@@ -81,8 +80,7 @@ static void sleep_until(uint64_t t)
 static int all_finished(struct rml_worker **ws, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        if (!atomic_load(&ws[i]->finished))
-            return 0;
+        if (!atomic_load(&ws[i]->finished)) return 0;
     return 1;
 }
 
@@ -95,11 +93,9 @@ static void watch(const struct rml_config *cfg, struct rml_worker **ws, uint64_t
         uint64_t step = now + 50 * RML_NS_PER_MS;
         sleep_until(step < next ? step : next);
         now = rml_now_ns();
-        if (now < next)
-            continue;
+        if (now < next) continue;
         next += RML_NS_PER_S;
-        if (!cfg->progress)
-            continue;
+        if (!cfg->progress) continue;
         uint64_t done = 0, errors = 0, inflight = 0;
         for (unsigned i = 0; i < cfg->threads; i++) {
             done += atomic_load_explicit(&ws[i]->live_done, memory_order_relaxed);
@@ -135,8 +131,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (probe(&cfg, ssl_ctx, err, sizeof(err)) < 0) {
-        fprintf(stderr, "remora-load: cannot connect to %s (%s): %s\n", cfg.url, cfg.addr_str,
-                err);
+        fprintf(stderr, "remora-load: cannot connect to %s (%s): %s\n", cfg.url, cfg.addr_str, err);
         goto out;
     }
     ws = calloc(cfg.threads, sizeof(*ws));
@@ -150,8 +145,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < cfg.threads; i++) {
         unsigned nc = cfg.conns / cfg.threads + (i < cfg.conns % cfg.threads);
         uint64_t quota = UINT64_MAX;
-        if (cfg.n)
-            quota = cfg.n / cfg.threads + (i < cfg.n % cfg.threads);
+        if (cfg.n) quota = cfg.n / cfg.threads + (i < cfg.n % cfg.threads);
         ws[i] = rml_worker_new(&cfg, &shared, ssl_ctx, i, nc, quota);
         if (!ws[i]) {
             fprintf(stderr, "remora-load: out of memory or file descriptors for thread %u\n", i);
@@ -164,8 +158,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     for (; started < cfg.threads; started++)
-        if (pthread_create(&ws[started]->thread, NULL, rml_worker_main, ws[started]))
-            break;
+        if (pthread_create(&ws[started]->thread, NULL, rml_worker_main, ws[started])) break;
     if (started < cfg.threads) {
         fprintf(stderr, "remora-load: cannot start thread %u\n", started);
         atomic_store(&shared.stop, 1);
@@ -177,23 +170,19 @@ int main(int argc, char **argv)
     shared.go = 1;
     pthread_cond_broadcast(&shared.cv);
     pthread_mutex_unlock(&shared.mu);
-    if (started == cfg.threads)
-        watch(&cfg, ws, shared.t0);
+    if (started == cfg.threads) watch(&cfg, ws, shared.t0);
     for (unsigned i = 0; i < started; i++)
         pthread_join(ws[i]->thread, NULL);
-    if (started < cfg.threads)
-        goto out_sync;
+    if (started < cfg.threads) goto out_sync;
 
     struct rml_summary sum = {.interrupted = atomic_load(&shared.stop) != 0};
     uint64_t t_measure = shared.t0 + cfg.warmup_ns, t_stop = t_measure;
     for (unsigned i = 0; i < cfg.threads; i++) {
         rml_stats_merge(total, ws[i]->stats);
-        if (ws[i]->t_stop > t_stop)
-            t_stop = ws[i]->t_stop;
+        if (ws[i]->t_stop > t_stop) t_stop = ws[i]->t_stop;
     }
     uint64_t t_last = t_stop;
-    if (cfg.n && total->t_last_done > t_measure)
-        t_last = total->t_last_done;
+    if (cfg.n && total->t_last_done > t_measure) t_last = total->t_last_done;
     sum.duration_s = (double)(t_last - t_measure) / 1e9;
     sum.send_window_s = (double)(t_stop - t_measure) / 1e9;
     if (cfg.n && cfg.rate > 0 && cfg.n > 1) /* n slots span n-1 intervals, plus the last one */

@@ -10,8 +10,7 @@
 
 static unsigned class_of(size_t n)
 {
-    if (n <= 16)
-        return 0;
+    if (n <= 16) return 0;
     unsigned c = (unsigned)(64 - __builtin_clzll((unsigned long long)(n - 1))) - 4;
     return c < RML_POOL_CLASSES ? c : LARGE;
 }
@@ -27,8 +26,7 @@ static void *pool_malloc(size_t n, void *ud)
         return b + HDR;
     }
     b = malloc(HDR + (c == LARGE ? n : (size_t)16 << c));
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     b[0] = (uint8_t)c;
     return b + HDR;
 }
@@ -36,8 +34,7 @@ static void *pool_malloc(size_t n, void *ud)
 static void pool_free(void *ptr, void *ud)
 {
     struct rml_mempool *p = ud;
-    if (!ptr)
-        return;
+    if (!ptr) return;
     uint8_t *b = (uint8_t *)ptr - HDR;
     unsigned c = b[0];
     if (c == LARGE) {
@@ -50,18 +47,15 @@ static void pool_free(void *ptr, void *ud)
 
 static void *pool_calloc(size_t nmemb, size_t size, void *ud)
 {
-    if (size && nmemb > SIZE_MAX / size)
-        return NULL;
+    if (size && nmemb > SIZE_MAX / size) return NULL;
     void *r = pool_malloc(nmemb * size, ud);
-    if (r)
-        memset(r, 0, nmemb * size);
+    if (r) memset(r, 0, nmemb * size);
     return r;
 }
 
 static void *pool_realloc(void *ptr, size_t n, void *ud)
 {
-    if (!ptr)
-        return pool_malloc(n, ud);
+    if (!ptr) return pool_malloc(n, ud);
     uint8_t *b = (uint8_t *)ptr - HDR;
     unsigned c = b[0];
     if (c == LARGE) {
@@ -73,8 +67,7 @@ static void *pool_realloc(void *ptr, size_t n, void *ud)
         return ptr;
     }
     void *r = pool_malloc(n, ud);
-    if (!r)
-        return NULL;
+    if (!r) return NULL;
     /* old usable size: the class size, or at least n for a large block shrinking */
     size_t old = c == LARGE ? n : (size_t)16 << c;
     memcpy(r, ptr, old < n ? old : n);

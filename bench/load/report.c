@@ -11,8 +11,7 @@ static const char *const pct_names[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 struct rml_stats *rml_stats_new(void)
 {
     struct rml_stats *s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     rml_hist_init(&s->latency);
     rml_hist_init(&s->connect);
     rml_hist_init(&s->lag);
@@ -43,8 +42,7 @@ void rml_stats_merge(struct rml_stats *d, const struct rml_stats *s)
     d->grpc_missing += s->grpc_missing;
     d->bytes_rx += s->bytes_rx;
     d->bytes_tx += s->bytes_tx;
-    if (s->t_last_done > d->t_last_done)
-        d->t_last_done = s->t_last_done;
+    if (s->t_last_done > d->t_last_done) d->t_last_done = s->t_last_done;
     rml_hist_merge(&d->latency, &s->latency);
     rml_hist_merge(&d->connect, &s->connect);
     rml_hist_merge(&d->lag, &s->lag);
@@ -52,8 +50,7 @@ void rml_stats_merge(struct rml_stats *d, const struct rml_stats *s)
 
 static const char *protocol_name(const struct rml_config *cfg)
 {
-    if (cfg->h1)
-        return cfg->tls ? "http/1.1+tls" : "http/1.1";
+    if (cfg->h1) return cfg->tls ? "http/1.1+tls" : "http/1.1";
     return cfg->tls ? "h2" : "h2c";
 }
 
@@ -109,8 +106,7 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
     fprintf(out, "requests:      %llu sent, %llu completed, %llu succeeded, %llu failed",
             (unsigned long long)s->sent, (unsigned long long)s->completed,
             (unsigned long long)s->succeeded, (unsigned long long)s->failed);
-    if (cfg->rate > 0)
-        fprintf(out, ", %llu unsent", (unsigned long long)s->unsent);
+    if (cfg->rate > 0) fprintf(out, ", %llu unsent", (unsigned long long)s->unsent);
     fputc('\n', out);
     fprintf(out, "errors:        %llu connect, %llu reset, %llu timeout, %llu protocol\n",
             (unsigned long long)s->connect_errors, (unsigned long long)s->errors[RML_E_RESET],
@@ -121,8 +117,7 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
             (unsigned long long)status_class(s, 4), (unsigned long long)status_class(s, 5));
     const char *sep = " (";
     for (int i = 0; i < 600; i++) {
-        if (!s->status[i])
-            continue;
+        if (!s->status[i]) continue;
         if (i == 0)
             fprintf(out, "%sinvalid: %llu", sep, (unsigned long long)s->status[i]);
         else
@@ -133,8 +128,7 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
     if (cfg->grpc) {
         fprintf(out, "grpc-status:  ");
         for (int i = 0; i < RML_GRPC_CODES; i++)
-            if (s->grpc[i])
-                fprintf(out, " %d: %llu", i, (unsigned long long)s->grpc[i]);
+            if (s->grpc[i]) fprintf(out, " %d: %llu", i, (unsigned long long)s->grpc[i]);
         fprintf(out, " other: %llu, missing: %llu\n", (unsigned long long)s->grpc_other,
                 (unsigned long long)s->grpc_missing);
     }
@@ -143,8 +137,7 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
                 cfg->rate, per_s(s->sent, sum->send_window_s),
                 per_s(s->completed, sum->duration_s));
     text_hist(out, "latency (us):", &s->latency);
-    if (cfg->rate > 0)
-        text_hist(out, "send lag (us):", &s->lag);
+    if (cfg->rate > 0) text_hist(out, "send lag (us):", &s->lag);
     text_hist(out, "connect (us):", &s->connect);
     fprintf(out, "connections:   %llu opened, %llu failed attempts\n",
             (unsigned long long)s->conns_opened, (unsigned long long)s->connect_errors);
@@ -194,8 +187,9 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
         fputs(i ? ", " : "", out);
         json_str(out, cfg->reqs[i].path);
     }
-    fprintf(out, "], \"protocol\": \"%s\", \"connections\": %u, \"streams\": %u, "
-                 "\"threads\": %u, \"mode\": \"%s\", \"requests\": ",
+    fprintf(out,
+            "], \"protocol\": \"%s\", \"connections\": %u, \"streams\": %u, "
+            "\"threads\": %u, \"mode\": \"%s\", \"requests\": ",
             protocol_name(cfg), cfg->conns, cfg->streams, cfg->threads,
             cfg->rate > 0 ? "open" : "closed");
     json_num_or_null(out, cfg->n > 0, (double)cfg->n);
@@ -222,8 +216,9 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
             (unsigned long long)s->connect_errors, (unsigned long long)s->errors[RML_E_RESET],
             (unsigned long long)s->errors[RML_E_TIMEOUT],
             (unsigned long long)s->errors[RML_E_PROTOCOL]);
-    fprintf(out, "  \"status\": {\"2xx\": %llu, \"3xx\": %llu, \"4xx\": %llu, \"5xx\": %llu, "
-                 "\"invalid\": %llu, \"codes\": {",
+    fprintf(out,
+            "  \"status\": {\"2xx\": %llu, \"3xx\": %llu, \"4xx\": %llu, \"5xx\": %llu, "
+            "\"invalid\": %llu, \"codes\": {",
             (unsigned long long)status_class(s, 2), (unsigned long long)status_class(s, 3),
             (unsigned long long)status_class(s, 4), (unsigned long long)status_class(s, 5),
             (unsigned long long)s->status[0]);
@@ -240,8 +235,8 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
             fprintf(out, "%s\"%d\": %llu", sep, i, (unsigned long long)s->grpc[i]);
             sep = ", ";
         }
-    fprintf(out, "%s\"other\": %llu, \"missing\": %llu},\n", sep,
-            (unsigned long long)s->grpc_other, (unsigned long long)s->grpc_missing);
+    fprintf(out, "%s\"other\": %llu, \"missing\": %llu},\n", sep, (unsigned long long)s->grpc_other,
+            (unsigned long long)s->grpc_missing);
     fprintf(out, "  \"rate\": {\"target\": ");
     json_num_or_null(out, cfg->rate > 0, cfg->rate);
     fprintf(out, ", \"sent\": %.3f, \"achieved\": %.3f},\n",
@@ -263,8 +258,8 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
 void rml_report_progress(FILE *out, double elapsed_s, uint64_t done, uint64_t done_delta,
                          uint64_t errors, uint64_t inflight, double dt_s)
 {
-    fprintf(out, "[%6.1fs] %10.1f req/s  %12llu done  %8llu errors  %6llu in flight\n",
-            elapsed_s, dt_s > 0 ? (double)done_delta / dt_s : 0.0, (unsigned long long)done,
+    fprintf(out, "[%6.1fs] %10.1f req/s  %12llu done  %8llu errors  %6llu in flight\n", elapsed_s,
+            dt_s > 0 ? (double)done_delta / dt_s : 0.0, (unsigned long long)done,
             (unsigned long long)errors, (unsigned long long)inflight);
     fflush(out);
 }

@@ -39,7 +39,7 @@ struct rml_stats {
     uint64_t grpc_missing; /* --grpc response without grpc-status */
     uint64_t bytes_rx;     /* bytes read from sockets (after TLS), measured window */
     uint64_t bytes_tx;
-    uint64_t t_last_done; /* monotonic ns of the last measured completion */
+    uint64_t t_last_done;    /* monotonic ns of the last measured completion */
     struct rml_hist latency; /* ns: response end - scheduled (open) or send (closed) time */
     struct rml_hist connect; /* ns: connect start - ready (TCP, and TLS handshake) */
     struct rml_hist lag;     /* ns, open loop: send time - scheduled time */

@@ -11,10 +11,8 @@ uint64_t rml_sched_slot_time(const struct rml_sched *s, uint64_t k)
 /* The first slot whose time is >= t. */
 static uint64_t index_at(const struct rml_sched *s, uint64_t t)
 {
-    if (t <= s->t0)
-        return 0;
-    if (t == UINT64_MAX)
-        return UINT64_MAX;
+    if (t <= s->t0) return 0;
+    if (t == UINT64_MAX) return UINT64_MAX;
     uint64_t k = (uint64_t)ceil((double)(t - s->t0) / s->interval);
     while (k > 0 && rml_sched_slot_time(s, k - 1) >= t)
         k--;
@@ -31,14 +29,12 @@ void rml_sched_init(struct rml_sched *s, uint64_t t0, double rate, uint64_t t_st
     s->next = 0;
     s->t_stop = t_stop;
     s->limit = UINT64_MAX;
-    if (n > 0)
-        s->limit = index_at(s, measure_from) + n;
+    if (n > 0) s->limit = index_at(s, measure_from) + n;
 }
 
 uint64_t rml_sched_next_time(const struct rml_sched *s)
 {
-    if (s->next >= s->limit)
-        return UINT64_MAX;
+    if (s->next >= s->limit) return UINT64_MAX;
     uint64_t t = rml_sched_slot_time(s, s->next);
     return t >= s->t_stop ? UINT64_MAX : t;
 }
@@ -61,14 +57,11 @@ int rml_sched_exhausted(const struct rml_sched *s)
 uint64_t rml_sched_untaken(const struct rml_sched *s, uint64_t from, uint64_t to)
 {
     uint64_t a = index_at(s, from), b = index_at(s, to);
-    if (a < s->next)
-        a = s->next;
-    if (b > s->limit)
-        b = s->limit;
+    if (a < s->next) a = s->next;
+    if (b > s->limit) b = s->limit;
     if (s->t_stop != UINT64_MAX) {
         uint64_t c = index_at(s, s->t_stop);
-        if (b > c)
-            b = c;
+        if (b > c) b = c;
     }
     return b > a ? b - a : 0;
 }

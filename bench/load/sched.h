@@ -12,11 +12,11 @@
 #include <stdint.h>
 
 struct rml_sched {
-    uint64_t t0;       /* time of slot 0 */
-    double interval;   /* ns between slots */
-    uint64_t next;     /* the next slot to take */
-    uint64_t limit;    /* slots >= limit never come (UINT64_MAX: no limit) */
-    uint64_t t_stop;   /* slots at or after this time never come (UINT64_MAX: none) */
+    uint64_t t0;     /* time of slot 0 */
+    double interval; /* ns between slots */
+    uint64_t next;   /* the next slot to take */
+    uint64_t limit;  /* slots >= limit never come (UINT64_MAX: no limit) */
+    uint64_t t_stop; /* slots at or after this time never come (UINT64_MAX: none) */
 };
 
 /* Schedule `rate` slots per second starting at `t0`.  `measure_from`/`n`: when n > 0, only n

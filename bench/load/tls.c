@@ -44,16 +44,14 @@ static int is_ip_literal(const char *host)
 SSL *rml_tls_new(SSL_CTX *ctx, const struct rml_config *cfg, int fd)
 {
     SSL *ssl = SSL_new(ctx);
-    if (!ssl)
-        return NULL;
+    if (!ssl) return NULL;
     if (SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
         return NULL;
     }
     if (!is_ip_literal(cfg->host)) {
         SSL_set_tlsext_host_name(ssl, cfg->host);
-        if (!cfg->insecure)
-            SSL_set1_host(ssl, cfg->host);
+        if (!cfg->insecure) SSL_set1_host(ssl, cfg->host);
     }
     SSL_set_connect_state(ssl);
     return ssl;
@@ -63,8 +61,7 @@ int rml_tls_handshake(SSL *ssl, uint32_t *want)
 {
     ERR_clear_error();
     int rv = SSL_do_handshake(ssl);
-    if (rv == 1)
-        return 1;
+    if (rv == 1) return 1;
     switch (SSL_get_error(ssl, rv)) {
     case SSL_ERROR_WANT_READ:
         *want = EPOLLIN;
@@ -82,8 +79,7 @@ int rml_tls_alpn_ok(SSL *ssl, const struct rml_config *cfg)
     const unsigned char *p = NULL;
     unsigned len = 0;
     SSL_get0_alpn_selected(ssl, &p, &len);
-    if (cfg->h1)
-        return len == 0 || (len == 8 && memcmp(p, "http/1.1", 8) == 0);
+    if (cfg->h1) return len == 0 || (len == 8 && memcmp(p, "http/1.1", 8) == 0);
     return len == 2 && memcmp(p, "h2", 2) == 0;
 }
 
@@ -115,8 +111,7 @@ ssize_t rml_tls_write(SSL *ssl, const void *buf, size_t len)
     ERR_clear_error();
     errno = 0;
     int rv = SSL_write(ssl, buf, (int)(len > 0x40000000 ? 0x40000000 : len));
-    if (rv > 0)
-        return rv;
+    if (rv > 0) return rv;
     ssize_t r = io_result(ssl, rv);
     return r == 0 ? RML_IO_ERROR : r;
 }

@@ -37,12 +37,10 @@ static void live_add(atomic_uint_fast64_t *v, int64_t d)
 }
 
 struct rml_worker *rml_worker_new(const struct rml_config *cfg, struct rml_shared *shared,
-                                  SSL_CTX *ssl_ctx, unsigned id, unsigned nconns,
-                                  uint64_t quota)
+                                  SSL_CTX *ssl_ctx, unsigned id, unsigned nconns, uint64_t quota)
 {
     struct rml_worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        return NULL;
+    if (!w) return NULL;
     w->id = id;
     w->cfg = cfg;
     w->shared = shared;
@@ -59,11 +57,9 @@ struct rml_worker *rml_worker_new(const struct rml_config *cfg, struct rml_share
     w->conns = calloc(nconns, sizeof(*w->conns));
     w->retry_cap = nconns * cfg->streams;
     w->retry = calloc(w->retry_cap, sizeof(*w->retry));
-    if (w->epfd < 0 || !w->rbuf || !w->stats || !w->conns || !w->retry)
-        goto fail;
+    if (w->epfd < 0 || !w->rbuf || !w->stats || !w->conns || !w->retry) goto fail;
     for (unsigned i = 0; i < nconns; i++) {
-        if (rml_conn_init(&w->conns[i], w, i) < 0)
-            goto fail;
+        if (rml_conn_init(&w->conns[i], w, i) < 0) goto fail;
         w->nconns++;
     }
     return w;
@@ -74,15 +70,13 @@ fail:
 
 void rml_worker_free(struct rml_worker *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     for (unsigned i = 0; i < w->nconns; i++)
         rml_conn_dispose(&w->conns[i], RML_E_TIMEOUT);
     free(w->conns);
     rml_mempool_dispose(&w->pool); /* after every session is gone */
     free(w->retry);
-    if (w->epfd >= 0)
-        close(w->epfd);
+    if (w->epfd >= 0) close(w->epfd);
     free(w->rbuf);
     rml_stats_free(w->stats);
     free(w);
@@ -91,8 +85,7 @@ void rml_worker_free(struct rml_worker *w)
 void rml_worker_ready_update(struct rml_worker *w, struct rml_conn *c)
 {
     int want = c->state == RML_CS_READY && !c->no_more && c->free_slots != NULL;
-    if (want == c->on_ready)
-        return;
+    if (want == c->on_ready) return;
     if (want) {
         c->ready_next = NULL;
         c->ready_prev = w->ready_tail;
@@ -118,10 +111,8 @@ void rml_worker_ready_update(struct rml_worker *w, struct rml_conn *c)
 void rml_worker_account(struct rml_worker *w, struct rml_req *r, int err)
 {
     live_add(&w->live_done, 1);
-    if (err >= 0)
-        live_add(&w->live_errors, 1);
-    if (!r->measured)
-        return;
+    if (err >= 0) live_add(&w->live_errors, 1);
+    if (!r->measured) return;
     struct rml_stats *st = w->stats;
     if (err >= 0) {
         st->errors[err]++;
@@ -156,7 +147,7 @@ void rml_worker_retry(struct rml_worker *w, const struct rml_req *r)
     /* every queued retry came from a released slot, so the ring (one entry per slot) can
      * only overflow if slots were retried twice without a send in between: then fail it */
     if (w->retry_len == w->retry_cap) {
-        if (r->measured) {
+        if (r->measured) { /* still counted as sent: it was */
             w->stats->errors[RML_E_RESET]++;
             w->stats->failed++;
         }
@@ -166,8 +157,7 @@ void rml_worker_retry(struct rml_worker *w, const struct rml_req *r)
     e->t_sched = r->t_sched;
     e->tmpl = r->tmpl;
     e->measured = r->measured;
-    if (r->measured)
-        w->stats->sent--; /* counted again when re-sent */
+    if (r->measured) w->stats->sent--; /* counted again when re-sent */
 }
 
 /* Send queued retries first, on any connection with room. */
@@ -178,19 +168,16 @@ static void dispatch_retries(struct rml_worker *w)
         struct rml_retry e = w->retry[w->retry_head];
         w->retry_head = (w->retry_head + 1) % w->retry_cap;
         w->retry_len--;
-        if (e.measured)
-            w->stats->sent++;
+        if (e.measured) w->stats->sent++;
         rml_conn_send(c, e.t_sched, e.measured, e.tmpl);
     }
 }
 
 static uint32_t next_template(struct rml_worker *w)
 {
-    if (w->cfg->nreqs == 1)
-        return 0;
+    if (w->cfg->nreqs == 1) return 0;
     uint32_t t = w->rr++;
-    if (w->rr == w->cfg->nreqs)
-        w->rr = 0;
+    if (w->rr == w->cfg->nreqs) w->rr = 0;
     return t;
 }
 
@@ -200,12 +187,10 @@ static void dispatch_closed(struct rml_worker *w)
     while ((c = w->ready_head) != NULL) {
         int measured = w->now >= w->t_measure;
         if (measured && w->quota != UINT64_MAX) {
-            if (w->quota == 0)
-                return;
+            if (w->quota == 0) return;
             w->quota--;
         }
-        if (measured)
-            w->stats->sent++;
+        if (measured) w->stats->sent++;
         rml_conn_send(c, w->now, measured, next_template(w));
     }
 }
@@ -245,14 +230,12 @@ static void flush_dirty(struct rml_worker *w)
 
 static void maintenance(struct rml_worker *w)
 {
-    if (w->now < w->next_maint)
-        return;
+    if (w->now < w->next_maint) return;
     w->next_maint = w->now + MAINT_NS;
     for (unsigned i = 0; i < w->nconns; i++) {
         struct rml_conn *c = &w->conns[i];
         if (c->state == RML_CS_IDLE) {
-            if ((!w->stopping || w->retry_len > 0) && c->reconnect_at <= w->now)
-                rml_conn_start(c);
+            if ((!w->stopping || w->retry_len > 0) && c->reconnect_at <= w->now) rml_conn_start(c);
         } else {
             rml_conn_check_timeouts(c, w->now);
         }
@@ -261,23 +244,18 @@ static void maintenance(struct rml_worker *w)
 
 static void check_end(struct rml_worker *w)
 {
-    if (w->stopping)
-        return;
+    if (w->stopping) return;
     int interrupted = atomic_load_explicit(&w->shared->stop, memory_order_relaxed) != 0;
-    int done_sending = w->now >= w->t_end ||
-                       (w->open_loop ? rml_sched_exhausted(&w->sched) : w->quota == 0);
-    if (!interrupted && !done_sending)
-        return;
+    int done_sending =
+        w->now >= w->t_end || (w->open_loop ? rml_sched_exhausted(&w->sched) : w->quota == 0);
+    if (!interrupted && !done_sending) return;
     w->stopping = 1;
     /* the window ends at -d's end even when the last slot came a little earlier */
     w->t_stop = interrupted || w->t_end == UINT64_MAX ? w->now : w->t_end;
-    if (w->t_stop > w->now && interrupted)
-        w->t_stop = w->now;
+    if (w->t_stop > w->now && interrupted) w->t_stop = w->now;
     uint64_t grace = DRAIN_MAX_NS;
-    if (w->cfg->timeout_ns && w->cfg->timeout_ns < grace)
-        grace = w->cfg->timeout_ns;
-    if (interrupted && grace > DRAIN_INTERRUPTED_NS)
-        grace = DRAIN_INTERRUPTED_NS;
+    if (w->cfg->timeout_ns && w->cfg->timeout_ns < grace) grace = w->cfg->timeout_ns;
+    if (interrupted && grace > DRAIN_INTERRUPTED_NS) grace = DRAIN_INTERRUPTED_NS;
     w->drain_until = w->now + grace;
 }
 
@@ -291,8 +269,7 @@ static int wait_events(struct rml_worker *w, uint64_t deadline)
         struct timespec ts = {.tv_sec = (time_t)(wait / RML_NS_PER_S),
                               .tv_nsec = (long)(wait % RML_NS_PER_S)};
         n = epoll_pwait2(w->epfd, ev, MAX_EVENTS, &ts, NULL);
-        if (n < 0 && errno == ENOSYS)
-            no_pwait2 = 1;
+        if (n < 0 && errno == ENOSYS) no_pwait2 = 1;
     }
     if (no_pwait2) /* old kernel: millisecond timeouts, rounded up */
         n = epoll_wait(w->epfd, ev, MAX_EVENTS, (int)((wait + RML_NS_PER_MS - 1) / RML_NS_PER_MS));
@@ -307,18 +284,15 @@ static void iterate(struct rml_worker *w, int run)
 {
     w->now = rml_now_ns();
     maintenance(w);
-    if (run)
-        dispatch_retries(w);
+    if (run) dispatch_retries(w);
     if (run && !w->stopping && w->retry_len == 0)
         (w->open_loop ? dispatch_open : dispatch_closed)(w);
     flush_dirty(w);
     uint64_t dl = w->next_maint;
     if (run && w->stopping) {
-        if (w->drain_until < dl)
-            dl = w->drain_until;
+        if (w->drain_until < dl) dl = w->drain_until;
     } else if (run) {
-        if (w->t_end < dl)
-            dl = w->t_end;
+        if (w->t_end < dl) dl = w->t_end;
         if (w->open_loop && w->ready_head) {
             uint64_t t = rml_sched_next_time(&w->sched);
             uint64_t spin = w->cfg->spin_ns;
@@ -335,8 +309,7 @@ static void iterate(struct rml_worker *w, int run)
 static int connecting(const struct rml_worker *w)
 {
     for (unsigned i = 0; i < w->nconns; i++)
-        if (w->conns[i].state == RML_CS_CONNECTING || w->conns[i].state == RML_CS_TLS)
-            return 1;
+        if (w->conns[i].state == RML_CS_CONNECTING || w->conns[i].state == RML_CS_TLS) return 1;
     return 0;
 }
 
@@ -370,8 +343,7 @@ void *rml_worker_main(void *arg)
         uint64_t phase = (uint64_t)(1e9 / cfg->rate * w->id);
         rml_sched_init(&w->sched, t0 + phase, per_thread, w->t_end, w->t_measure,
                        cfg->n ? w->quota : 0);
-        if (cfg->n && w->quota == 0)
-            w->sched.limit = 0;
+        if (cfg->n && w->quota == 0) w->sched.limit = 0;
     }
     w->next_maint = 0;
     for (;;) {
@@ -380,14 +352,14 @@ void *rml_worker_main(void *arg)
         if (w->stopping && ((w->inflight == 0 && w->retry_len == 0) || w->now >= w->drain_until))
             break;
         iterate(w, 1);
-        live_add(&w->live_inflight, (int64_t)w->inflight -
-                                        (int64_t)atomic_load_explicit(&w->live_inflight,
-                                                                      memory_order_relaxed));
+        live_add(&w->live_inflight,
+                 (int64_t)w->inflight -
+                     (int64_t)atomic_load_explicit(&w->live_inflight, memory_order_relaxed));
     }
-    if (w->open_loop)
-        w->stats->unsent = rml_sched_untaken(&w->sched, w->t_measure, w->t_stop);
+    if (w->open_loop) w->stats->unsent = rml_sched_untaken(&w->sched, w->t_measure, w->t_stop);
     for (; w->retry_len > 0; w->retry_len--, w->retry_head = (w->retry_head + 1) % w->retry_cap)
         if (w->retry[w->retry_head].measured) { /* refused and never sent again */
+            w->stats->sent++;
             w->stats->errors[RML_E_RESET]++;
             w->stats->failed++;
         }

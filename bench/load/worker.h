@@ -3,8 +3,8 @@
  * Start-up: main creates `threads` workers (rml_worker_new) and starts them; each worker
  * tries its first connections, counts itself in `shared->ready` and waits for `shared->go`;
  * main, once every started worker is ready, writes `shared->t0` (the common start of the
- * schedule) and sets go.  During the run only the live_* counters are read by another thread (main's
- * progress line); stats are read after the thread is joined.
+ * schedule) and sets go.  During the run only the live_* counters are read by another thread
+ * (main's progress line); stats are read after the thread is joined.
  */
 #ifndef REMORA_BENCH_LOAD_WORKER_H
 #define REMORA_BENCH_LOAD_WORKER_H
@@ -48,23 +48,23 @@ struct rml_worker {
     struct rml_conn *ready_head, *ready_tail;
     struct rml_conn *dirty_head;
     uint64_t now;
-    uint64_t t_measure;     /* warm-up end */
-    uint64_t t_end;         /* -d: end of sending; UINT64_MAX with -n */
-    uint64_t t_stop;        /* when sending stopped */
-    uint64_t drain_until;   /* after sending stopped: give up on in-flight requests then */
+    uint64_t t_measure;   /* warm-up end */
+    uint64_t t_end;       /* -d: end of sending; UINT64_MAX with -n */
+    uint64_t t_stop;      /* when sending stopped */
+    uint64_t drain_until; /* after sending stopped: give up on in-flight requests then */
     uint64_t next_maint;
-    uint64_t quota;         /* closed loop, -n: measured requests left to send */
+    uint64_t quota; /* closed loop, -n: measured requests left to send */
     int open_loop;
     struct rml_sched sched;
     int stopping;
     unsigned inflight;
-    uint32_t rr;            /* round-robin over request templates */
+    uint32_t rr;             /* round-robin over request templates */
     struct rml_retry *retry; /* ring of requests refused unprocessed (HTTP/2 GOAWAY) */
     unsigned retry_cap, retry_head, retry_len;
     uint8_t *rbuf;
     size_t rbuf_cap;
     struct rml_stats *stats;
-    struct rml_mempool pool; /* nghttp2's allocations for this thread's sessions */
+    struct rml_mempool pool;          /* nghttp2's allocations for this thread's sessions */
     atomic_uint_fast64_t live_done;   /* completed + failed, for progress */
     atomic_uint_fast64_t live_errors; /* failed */
     atomic_uint_fast64_t live_inflight;
@@ -74,8 +74,7 @@ struct rml_worker {
 /* Allocate worker `id` of cfg->threads with its share of connections (`nconns`) and of -n.
  * Returns NULL on allocation failure. */
 struct rml_worker *rml_worker_new(const struct rml_config *cfg, struct rml_shared *shared,
-                                  SSL_CTX *ssl_ctx, unsigned id, unsigned nconns,
-                                  uint64_t quota);
+                                  SSL_CTX *ssl_ctx, unsigned id, unsigned nconns, uint64_t quota);
 void rml_worker_free(struct rml_worker *w);
 
 /* Thread entry (arg: the worker).  Returns when the run is over for this worker. */

@@ -31,8 +31,7 @@ static int cmp_u64(const void *a, const void *b)
 static uint64_t exact_quantile(const uint64_t *v, size_t n, double p)
 {
     size_t rank = (size_t)ceil(p / 100.0 * (double)n);
-    if (rank < 1)
-        rank = 1;
+    if (rank < 1) rank = 1;
     return v[rank - 1];
 }
 
@@ -62,7 +61,7 @@ static void check_quantiles(uint64_t *v, size_t n, const char *what)
     free(h);
 }
 
-Test(histogram, geometry_contiguous_and_fine)
+Test(bench_histogram, geometry_contiguous_and_fine)
 {
     uint64_t expect_low = 0;
     for (unsigned i = 0; i < RML_HIST_BUCKETS; i++) {
@@ -79,7 +78,7 @@ Test(histogram, geometry_contiguous_and_fine)
     cr_assert_eq(expect_low - 1, RML_HIST_MAX);
 }
 
-Test(histogram, uniform_quantiles_within_1pct)
+Test(bench_histogram, uniform_quantiles_within_1pct)
 {
     size_t n = 200000;
     uint64_t *v = malloc(n * sizeof(*v));
@@ -99,7 +98,7 @@ Test(histogram, uniform_quantiles_within_1pct)
     free(v);
 }
 
-Test(histogram, exponential_quantiles_within_1pct)
+Test(bench_histogram, exponential_quantiles_within_1pct)
 {
     size_t n = 200000;
     double mean = 2e6; /* 2 ms in ns */
@@ -125,7 +124,7 @@ Test(histogram, exponential_quantiles_within_1pct)
     free(v);
 }
 
-Test(histogram, wide_log_uniform_within_1pct)
+Test(bench_histogram, wide_log_uniform_within_1pct)
 {
     size_t n = 100000;
     uint64_t *v = malloc(n * sizeof(*v));
@@ -136,7 +135,7 @@ Test(histogram, wide_log_uniform_within_1pct)
     free(v);
 }
 
-Test(histogram, merge_equals_single)
+Test(bench_histogram, merge_equals_single)
 {
     struct rml_hist *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b)), *all = malloc(sizeof(*all));
     rml_hist_init(a);
@@ -170,7 +169,7 @@ Test(histogram, merge_equals_single)
     free(e);
 }
 
-Test(histogram, extremes)
+Test(bench_histogram, extremes)
 {
     struct rml_hist *h = malloc(sizeof(*h));
     rml_hist_init(h);

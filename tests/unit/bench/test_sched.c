@@ -6,7 +6,7 @@
 #define MS UINT64_C(1000000)
 #define S UINT64_C(1000000000)
 
-Test(sched, slots_at_exact_intervals)
+Test(bench_sched, slots_at_exact_intervals)
 {
     struct rml_sched s;
     rml_sched_init(&s, 1000, 1000.0, UINT64_MAX, 0, 0); /* 1000/s from t=1000 ns */
@@ -19,7 +19,7 @@ Test(sched, slots_at_exact_intervals)
     cr_assert(!rml_sched_exhausted(&s));
 }
 
-Test(sched, fractional_interval_does_not_drift)
+Test(bench_sched, fractional_interval_does_not_drift)
 {
     struct rml_sched s;
     rml_sched_init(&s, 0, 3.0, UINT64_MAX, 0, 0); /* 333333333.3 ns apart */
@@ -32,7 +32,7 @@ Test(sched, fractional_interval_does_not_drift)
     cr_assert_eq(rml_sched_slot_time(&s, 300), 100 * S);
 }
 
-Test(sched, duration_window_holds_rate_times_duration)
+Test(bench_sched, duration_window_holds_rate_times_duration)
 {
     struct rml_sched s;
     uint64_t t0 = 5 * S, end = t0 + 3 * S;
@@ -47,7 +47,7 @@ Test(sched, duration_window_holds_rate_times_duration)
     cr_assert_eq(rml_sched_next_time(&s), UINT64_MAX);
 }
 
-Test(sched, backlog_catches_up_in_order)
+Test(bench_sched, backlog_catches_up_in_order)
 {
     struct rml_sched s;
     rml_sched_init(&s, 0, 100.0, UINT64_MAX, 0, 0);
@@ -64,7 +64,7 @@ Test(sched, backlog_catches_up_in_order)
     cr_assert_eq(rml_sched_untaken(&s, 0, S + 1), 0);
 }
 
-Test(sched, limit_counts_only_measured_slots)
+Test(bench_sched, limit_counts_only_measured_slots)
 {
     struct rml_sched s;
     /* 1000/s, warm-up until 500 ms, then 200 measured slots */
@@ -81,7 +81,7 @@ Test(sched, limit_counts_only_measured_slots)
     cr_assert_eq(measured, 200);
 }
 
-Test(sched, untaken_in_window)
+Test(bench_sched, untaken_in_window)
 {
     struct rml_sched s;
     rml_sched_init(&s, 0, 1000.0, 2 * S, 0, 0);
