@@ -9,8 +9,8 @@
  *  - Any repeated Content-Length is rejected (http_parser), identical values included.
  *  - Expect: 100-continue is answered at once and removed (Envoy's default); a 100 the user
  *    submits afterwards for the same request is dropped.
- *  - A response that completes while its request is still arriving ends the connection after
- *    the flush (the rest of the request is not read).
+ *  - A response whose head goes out while its request is still arriving says connection:
+ *    close, and the connection ends after it (the rest of the request is not read).
  *  - CONNECT gets :method/:authority only (HTTP/2 style) and the connection closes after its
  *    response: tunnels are not supported.  Upgrade is stripped as hop-by-hop. */
 #include <assert.h>
@@ -162,6 +162,8 @@ static int on_headers_complete(http_parser *p)
         return reject_in_parser(c, 400);
     if (p->http_minor == 0 && !c->st.accept_http_10)
         return reject_in_parser(c, 426);
+    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+        return reject_in_parser(c, 400); /* RFC 9112 6.3: chunked must be the final coding */
     struct rm_h1_clean cl = {0};
     rm_h1_clean_block(c, &hs->head, RM_H1_REQ_PSEUDO, 0, &cl);
     if (request_pseudo(c, hs, &cl) < 0)
@@ -322,6 +324,8 @@ static int status_of(const struct rm_headers *h)
 
 static const char *reason_of(int status)
 {
+    if (status == 103)
+        return "Early Hints"; /* RFC 8297: not in http_parser 2.9's table */
     const char *r = http_status_str((enum http_status)status);
     return r[0] == '<' ? "Unknown" : r; /* "<unknown>" */
 }
@@ -424,8 +428,8 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
         cl = -1;
     }
     struct rm_str fl = framing_lines[response_framing(c, hs, status, cl, end_stream)];
-    if (end_stream && hs->rx != RM_H1_HALF_END && c->state == RM_H1_ACTIVE)
-        rm_h1_set_state(c, RM_H1_DRAINING); /* the rest of the request won't be read */
+    if (hs->rx != RM_H1_HALF_END && c->state == RM_H1_ACTIVE)
+        rm_h1_set_state(c, RM_H1_DRAINING); /* early response: the connection won't be reused */
     struct rm_str conn = c->state == RM_H1_DRAINING ? RM_STR("connection: close\r\n")
                          : hs->s.proto == RM_HTTP10 ? RM_STR("connection: keep-alive\r\n")
                                                     : RM_STR("");

@@ -14,7 +14,10 @@
 
 #define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
 
-enum { RM_CONN_NO_CALLBACKS = 1u << 7 };
+enum {
+    RM_CONN_NO_CALLBACKS = 1u << 7,
+    RM_CONN_PEER_SHUT = 1u << 8, /* EPOLLRDHUP/HUP seen: read until EOF, not until a short read */
+};
 
 /* ---- plain transport ---------------------------------------------------------------------- */
 
@@ -46,6 +49,12 @@ const struct rm_transport_ops rm_transport_plain = {
 static void free_task_run(struct rm_task *t)
 {
     struct rm_conn *c = rm_container_of(t, struct rm_conn, free_task);
+    if (c->flush_task.queued || c->read_task.queued) {
+        /* still linked in a loop queue (e.g. closed after a write in the same iteration):
+         * free after it has run (it sees RM_CONN_CLOSED and does nothing) */
+        rm_loop_defer(c->loop, &c->free_task, free_task_run);
+        return;
+    }
     c->tp->close(c);
     rm_buf_reset(&c->in);
     rm_buf_reset(&c->out);
@@ -134,8 +143,8 @@ static void do_read(struct rm_conn *c)
         if (n > 0) {
             rm_buf_commit(&c->in, (size_t)n);
             deliver(c);
-            if ((size_t)n < room)
-                goto drained;
+            if ((size_t)n < room && !(c->flags & RM_CONN_PEER_SHUT))
+                goto drained; /* edge-triggered: a short read means empty, unless FIN came too */
             continue;
         }
         if (c->in.len == 0)
@@ -292,6 +301,8 @@ static void on_io(struct rm_io *io, uint32_t events)
     }
     if (c->flags & RM_CONN_CLOSED)
         return;
+    if (events & (EPOLLHUP | EPOLLRDHUP))
+        c->flags |= RM_CONN_PEER_SHUT;
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         if (c->flags & RM_CONN_READ_PAUSED) {
             if (events & (EPOLLERR | EPOLLHUP))
