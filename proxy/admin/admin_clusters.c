@@ -1,0 +1,332 @@
+/* GET /clusters and GET /listeners, in Envoy's text and JSON (admin.v3.Clusters /
+ * admin.v3.Listeners, proto3 JSON with the .proto field names) formats.
+ *
+ * Per host, the counters come from struct rm_host's atomics; the locality and priority from the
+ * cluster's load_assignment when its endpoints line up one-to-one with the hosts (STATIC
+ * clusters), else empty/0.  No outlier detection yet: success rates are -1 (text) / absent
+ * (JSON), as Envoy prints them without enough data. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "proxy/admin/admin_int.h"
+#include "proxy/config/pbutil.h"
+#include "proxy/config/snapshot.h"
+
+/* ---- shared bits ------------------------------------------------------------------------ */
+
+/* "127.0.0.1" / "::1" and the port of a socket address. */
+static void ip_port(const struct sockaddr_storage *ss, char *ip, size_t len, unsigned *port)
+{
+    snprintf(ip, len, "?");
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)len);
+        *port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)len);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
+static void json_address(struct rm_strbuf *sb, const struct sockaddr_storage *ss)
+{
+    char ip[64];
+    unsigned port;
+    ip_port(ss, ip, sizeof(ip), &port);
+    rm_strbuf_puts(sb, "{\"socket_address\":{\"address\":");
+    rm_admin_json_str(sb, ip);
+    rm_strbuf_printf(sb, ",\"port_value\":%u}}", port);
+}
+
+static bool want_json(const struct rm_admin_query *q, struct rm_admin_resp *r, const char *usage)
+{
+    const char *fmt = rm_admin_query_get(q, "format");
+    if (fmt && strcmp(fmt, "json") == 0) {
+        r->content_type = RM_ADMIN_CT_JSON;
+        return true;
+    }
+    if (fmt && *fmt && strcmp(fmt, "text") != 0) rm_admin_resp_text(r, 400, usage);
+    return false;
+}
+
+/* ---- circuit breakers ------------------------------------------------------------------- */
+
+struct cb_limits {
+    uint32_t max_connections, max_pending_requests, max_requests, max_retries;
+};
+
+/* The thresholds of <priority> (0 DEFAULT, 1 HIGH), with Envoy's defaults for unset ones. */
+static struct cb_limits cb_limits(const struct rm_cluster *c, int priority)
+{
+    struct cb_limits l = {1024, 1024, 1024, 3};
+    const Envoy__Config__Cluster__V3__CircuitBreakers *cb = c->pb ? c->pb->circuit_breakers : NULL;
+    for (size_t i = 0; cb && i < cb->n_thresholds; i++) {
+        const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = cb->thresholds[i];
+        if ((int)t->priority != priority) continue;
+        l.max_connections = rm_pb_u32(t->max_connections, l.max_connections);
+        l.max_pending_requests = rm_pb_u32(t->max_pending_requests, l.max_pending_requests);
+        l.max_requests = rm_pb_u32(t->max_requests, l.max_requests);
+        l.max_retries = rm_pb_u32(t->max_retries, l.max_retries);
+        break;
+    }
+    return l;
+}
+
+/* ---- host placement (locality, priority) ------------------------------------------------ */
+
+struct host_place {
+    const char *region, *zone, *sub_zone;
+    uint32_t priority;
+};
+
+/* Where host <idx> sits in the load_assignment, if the endpoints map one-to-one on the hosts. */
+static struct host_place host_place(const struct rm_cluster *c, size_t idx)
+{
+    struct host_place p = {"", "", "", 0};
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la =
+        c->pb ? c->pb->load_assignment : NULL;
+    if (!la) return p;
+    size_t total = 0;
+    for (size_t i = 0; i < la->n_endpoints; i++)
+        total += la->endpoints[i]->n_lb_endpoints;
+    if (total != c->n_hosts) return p;
+    for (size_t i = 0; i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *e = la->endpoints[i];
+        if (idx >= e->n_lb_endpoints) {
+            idx -= e->n_lb_endpoints;
+            continue;
+        }
+        if (e->locality) {
+            p.region = e->locality->region ? e->locality->region : "";
+            p.zone = e->locality->zone ? e->locality->zone : "";
+            p.sub_zone = e->locality->sub_zone ? e->locality->sub_zone : "";
+        }
+        p.priority = e->priority;
+        break;
+    }
+    return p;
+}
+
+/* ---- host counters ---------------------------------------------------------------------- */
+
+struct host_stat {
+    const char *name;
+    size_t off; /* of the _Atomic int64_t in struct rm_host */
+    bool gauge;
+};
+
+/* Alphabetical, as Envoy's text output sorts them. */
+static const struct host_stat host_stats[] = {
+    {"cx_active", offsetof(struct rm_host, cx_active), true},
+    {"cx_connect_fail", offsetof(struct rm_host, cx_connect_fail), false},
+    {"cx_total", offsetof(struct rm_host, cx_total), false},
+    {"rq_active", offsetof(struct rm_host, rq_active), true},
+    {"rq_error", offsetof(struct rm_host, rq_error), false},
+    {"rq_success", offsetof(struct rm_host, rq_success), false},
+    {"rq_timeout", offsetof(struct rm_host, rq_timeout), false},
+    {"rq_total", offsetof(struct rm_host, rq_total), false},
+};
+
+#define N_HOST_STATS (sizeof(host_stats) / sizeof(host_stats[0]))
+
+static long long host_stat(const struct rm_host *h, const struct host_stat *s)
+{
+    const _Atomic int64_t *p = (const _Atomic int64_t *)(const void *)((const char *)h + s->off);
+    return (long long)atomic_load_explicit(p, memory_order_relaxed);
+}
+
+static const char *health_flags(enum rm_health h)
+{
+    switch (h) {
+    case RM_HEALTH_UNHEALTHY:
+    case RM_HEALTH_DRAINING:
+    case RM_HEALTH_TIMEOUT:
+        return "/failed_eds_health";
+    case RM_HEALTH_DEGRADED:
+        return "/degraded_eds_health";
+    case RM_HEALTH_UNKNOWN:
+    case RM_HEALTH_HEALTHY:
+        break;
+    }
+    return "healthy";
+}
+
+static const char *eds_health_status(enum rm_health h)
+{
+    switch (h) {
+    case RM_HEALTH_UNHEALTHY:
+        return "UNHEALTHY";
+    case RM_HEALTH_DRAINING:
+        return "DRAINING";
+    case RM_HEALTH_TIMEOUT:
+        return "TIMEOUT";
+    case RM_HEALTH_DEGRADED:
+        return "DEGRADED";
+    case RM_HEALTH_UNKNOWN:
+    case RM_HEALTH_HEALTHY:
+        break;
+    }
+    return "HEALTHY";
+}
+
+/* ---- /clusters text --------------------------------------------------------------------- */
+
+static void text_cb(struct rm_strbuf *sb, const char *name, const char *prio, struct cb_limits l)
+{
+    rm_strbuf_printf(sb, "%s::%s_priority::max_connections::%u\n", name, prio, l.max_connections);
+    rm_strbuf_printf(sb, "%s::%s_priority::max_pending_requests::%u\n", name, prio,
+                     l.max_pending_requests);
+    rm_strbuf_printf(sb, "%s::%s_priority::max_requests::%u\n", name, prio, l.max_requests);
+    rm_strbuf_printf(sb, "%s::%s_priority::max_retries::%u\n", name, prio, l.max_retries);
+}
+
+static void text_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
+{
+    const struct rm_host *h = c->hosts[idx];
+    const char *n = c->name, *a = h->addr_str;
+    struct host_place p = host_place(c, idx);
+    for (size_t i = 0; i < N_HOST_STATS; i++)
+        rm_strbuf_printf(sb, "%s::%s::%s::%lld\n", n, a, host_stats[i].name,
+                         host_stat(h, &host_stats[i]));
+    rm_strbuf_printf(sb, "%s::%s::hostname::%s\n", n, a, h->hostname ? h->hostname : "");
+    rm_strbuf_printf(sb, "%s::%s::health_flags::%s\n", n, a, health_flags(h->health));
+    rm_strbuf_printf(sb, "%s::%s::weight::%u\n", n, a, h->weight);
+    rm_strbuf_printf(sb, "%s::%s::region::%s\n", n, a, p.region);
+    rm_strbuf_printf(sb, "%s::%s::zone::%s\n", n, a, p.zone);
+    rm_strbuf_printf(sb, "%s::%s::sub_zone::%s\n", n, a, p.sub_zone);
+    rm_strbuf_printf(sb, "%s::%s::canary::false\n", n, a);
+    rm_strbuf_printf(sb, "%s::%s::priority::%u\n", n, a, p.priority);
+    rm_strbuf_printf(sb, "%s::%s::success_rate::-1\n", n, a);
+    rm_strbuf_printf(sb, "%s::%s::local_origin_success_rate::-1\n", n, a);
+}
+
+static void text_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
+{
+    rm_strbuf_printf(sb, "%s::observability_name::%s\n", c->name,
+                     c->stat_name ? c->stat_name : c->name);
+    text_cb(sb, c->name, "default", cb_limits(c, 0));
+    text_cb(sb, c->name, "high", cb_limits(c, 1));
+    rm_strbuf_printf(sb, "%s::added_via_api::false\n", c->name);
+    for (size_t i = 0; i < c->n_hosts; i++)
+        text_host(sb, c, i);
+}
+
+/* ---- /clusters JSON --------------------------------------------------------------------- */
+
+static void json_threshold(struct rm_strbuf *sb, const char *prio, struct cb_limits l)
+{
+    rm_strbuf_putc(sb, '{');
+    if (prio) rm_strbuf_printf(sb, "\"priority\":\"%s\",", prio);
+    rm_strbuf_printf(sb,
+                     "\"max_connections\":%u,\"max_pending_requests\":%u,\"max_requests\":%u,"
+                     "\"max_retries\":%u}",
+                     l.max_connections, l.max_pending_requests, l.max_requests, l.max_retries);
+}
+
+static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
+{
+    const struct rm_host *h = c->hosts[idx];
+    struct host_place p = host_place(c, idx);
+    rm_strbuf_puts(sb, "{\"address\":");
+    json_address(sb, &h->addr);
+    rm_strbuf_puts(sb, ",\"stats\":[");
+    /* counters first, then gauges, as Envoy lists them */
+    bool first = true;
+    for (int gauges = 0; gauges < 2; gauges++) {
+        for (size_t i = 0; i < N_HOST_STATS; i++) {
+            if (host_stats[i].gauge != (bool)gauges) continue;
+            rm_strbuf_printf(sb, "%s{\"name\":\"%s\",\"value\":\"%lld\"%s}", first ? "" : ",",
+                             host_stats[i].name, host_stat(h, &host_stats[i]),
+                             gauges ? ",\"type\":\"GAUGE\"" : "");
+            first = false;
+        }
+    }
+    rm_strbuf_printf(sb, "],\"health_status\":{\"eds_health_status\":\"%s\"},\"weight\":%u",
+                     eds_health_status(h->health), h->weight);
+    if (h->hostname && *h->hostname) {
+        rm_strbuf_puts(sb, ",\"hostname\":");
+        rm_admin_json_str(sb, h->hostname);
+    }
+    if (p.priority) rm_strbuf_printf(sb, ",\"priority\":%u", p.priority);
+    rm_strbuf_puts(sb, ",\"locality\":{");
+    const char *sep = "";
+    const char *keys[] = {"region", "zone", "sub_zone"};
+    const char *vals[] = {p.region, p.zone, p.sub_zone};
+    for (int i = 0; i < 3; i++) {
+        if (!*vals[i]) continue;
+        rm_strbuf_printf(sb, "%s\"%s\":", sep, keys[i]);
+        rm_admin_json_str(sb, vals[i]);
+        sep = ",";
+    }
+    rm_strbuf_puts(sb, "}}");
+}
+
+static void json_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
+{
+    rm_strbuf_puts(sb, "{\"name\":");
+    rm_admin_json_str(sb, c->name);
+    rm_strbuf_puts(sb, ",\"host_statuses\":[");
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        if (i) rm_strbuf_putc(sb, ',');
+        json_host(sb, c, i);
+    }
+    rm_strbuf_puts(sb, "],\"circuit_breakers\":{\"thresholds\":[");
+    json_threshold(sb, NULL, cb_limits(c, 0));
+    rm_strbuf_putc(sb, ',');
+    json_threshold(sb, "HIGH", cb_limits(c, 1));
+    rm_strbuf_puts(sb, "]},\"observability_name\":");
+    rm_admin_json_str(sb, c->stat_name ? c->stat_name : c->name);
+    rm_strbuf_putc(sb, '}');
+}
+
+void rm_admin_handle_clusters(struct rm_admin *a, const char *method,
+                              const struct rm_admin_query *q, struct rm_admin_resp *r)
+{
+    bool json = want_json(q, r, "usage: /clusters?format=(text|json)\n");
+    if (r->status != 200) return;
+    struct rm_snapshot *snap = rm_admin_snapshot(a);
+    size_t n = snap ? snap->n_clusters : 0;
+    if (json) rm_strbuf_puts(&r->body, "{\"cluster_statuses\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (json && i) rm_strbuf_putc(&r->body, ',');
+        if (json)
+            json_cluster(&r->body, snap->clusters[i]);
+        else
+            text_cluster(&r->body, snap->clusters[i]);
+    }
+    if (json) rm_strbuf_puts(&r->body, "]}\n");
+    if (snap) rm_snapshot_unref(snap);
+}
+
+/* ---- /listeners --------------------------------------------------------------------------- */
+
+void rm_admin_handle_listeners(struct rm_admin *a, const char *method,
+                               const struct rm_admin_query *q, struct rm_admin_resp *r)
+{
+    bool json = want_json(q, r, "usage: /listeners?format=(text|json)\n");
+    if (r->status != 200) return;
+    struct rm_snapshot *snap = rm_admin_snapshot(a);
+    size_t n = snap ? snap->n_listeners : 0;
+    if (json) rm_strbuf_puts(&r->body, "{\"listener_statuses\":[");
+    for (size_t i = 0; i < n; i++) {
+        const struct rm_listener_cfg *l = snap->listeners[i];
+        const char *name = l->name ? l->name : l->addr_str;
+        if (!json) {
+            rm_strbuf_printf(&r->body, "%s::%s\n", name, l->addr_str);
+            continue;
+        }
+        rm_strbuf_puts(&r->body, i ? ",{\"name\":" : "{\"name\":");
+        rm_admin_json_str(&r->body, name);
+        rm_strbuf_puts(&r->body, ",\"local_address\":");
+        json_address(&r->body, &l->addr);
+        rm_strbuf_putc(&r->body, '}');
+    }
+    if (json) rm_strbuf_puts(&r->body, "]}\n");
+    if (snap) rm_snapshot_unref(snap);
+}
