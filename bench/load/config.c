@@ -70,8 +70,9 @@ static const char usage_text[] =
     "achieved rate (and target rate and send lag in open loop), bytes, and latency min, mean,\n"
     "stdev, p50, p90, p99, p99.9, p99.99, max in microseconds (log-linear histogram, <= 1%\n"
     "error), and connect times.\n"
-    "Exit status: 0 run done; 1 run done but no request succeeded; 2 bad usage or start-up\n"
-    "error (bad URL, unresolvable or unreachable target), reported as one line on stderr.\n";
+    "Exit status: 0 run done; 1 run done but no request succeeded, or cut short because no\n"
+    "connection could be made for --connect-timeout + 1s; 2 bad usage or start-up error (bad\n"
+    "URL, unresolvable or unreachable target, TLS/ALPN failure), as one line on stderr.\n";
 
 static int fail(const char *fmt, ...)
 {

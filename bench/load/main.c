@@ -179,6 +179,7 @@ int main(int argc, char **argv)
     uint64_t t_measure = shared.t0 + cfg.warmup_ns, t_stop = t_measure;
     for (unsigned i = 0; i < cfg.threads; i++) {
         rml_stats_merge(total, ws[i]->stats);
+        sum.gave_up |= ws[i]->gave_up;
         if (ws[i]->t_stop > t_stop) t_stop = ws[i]->t_stop;
     }
     uint64_t t_last = t_stop;
@@ -187,12 +188,15 @@ int main(int argc, char **argv)
     sum.send_window_s = (double)(t_stop - t_measure) / 1e9;
     if (cfg.n && cfg.rate > 0 && cfg.n > 1) /* n slots span n-1 intervals, plus the last one */
         sum.send_window_s = (double)cfg.n / cfg.rate;
+    if (sum.gave_up)
+        fprintf(stderr, "remora-load: gave up: no connection to %s (%s) for %.1fs\n", cfg.url,
+                cfg.addr_str, (double)(cfg.connect_timeout_ns + RML_NS_PER_S) / 1e9);
     if (cfg.json)
         rml_report_json(stdout, &cfg, total, &sum);
     else
         rml_report_text(stdout, &cfg, total, &sum);
     fflush(stdout);
-    status = total->sent > 0 && total->succeeded == 0 ? 1 : 0;
+    status = (total->sent > 0 && total->succeeded == 0) || sum.gave_up ? 1 : 0;
 
 out_sync:
     pthread_cond_destroy(&shared.cv);

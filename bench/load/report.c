@@ -99,7 +99,10 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
         fprintf(out, "open loop at %.1f req/s", cfg->rate);
     else
         fprintf(out, "closed loop");
-    fprintf(out, "%s\n", sum->interrupted ? " (interrupted)" : "");
+    fprintf(out, "%s\n",
+            sum->gave_up       ? " (gave up: target unreachable)"
+            : sum->interrupted ? " (interrupted)"
+                               : "");
     fprintf(out, "finished in %.3fs: %.1f req/s, %.2f MB/s in, %.2f MB/s out\n", sum->duration_s,
             per_s(s->completed, sum->duration_s), per_s(s->bytes_rx, sum->duration_s) / 1e6,
             per_s(s->bytes_tx, sum->duration_s) / 1e6);
@@ -202,8 +205,8 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
     fprintf(out, ", \"method\": ");
     json_str(out, cfg->method);
     fprintf(out, ", \"grpc\": %s},\n", cfg->grpc ? "true" : "false");
-    fprintf(out, "  \"interrupted\": %s,\n  \"duration_s\": %.6f,\n",
-            sum->interrupted ? "true" : "false", sum->duration_s);
+    fprintf(out, "  \"interrupted\": %s,\n  \"gave_up\": %s,\n  \"duration_s\": %.6f,\n",
+            sum->interrupted ? "true" : "false", sum->gave_up ? "true" : "false", sum->duration_s);
     fprintf(out,
             "  \"requests\": {\"sent\": %llu, \"completed\": %llu, \"succeeded\": %llu, "
             "\"failed\": %llu, \"unsent\": %llu},\n",

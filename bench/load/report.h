@@ -56,7 +56,8 @@ void rml_stats_merge(struct rml_stats *dst, const struct rml_stats *src);
 struct rml_summary {
     double duration_s;    /* measured window: warm-up end to run end (-d) or last response (-n) */
     double send_window_s; /* open loop: warm-up end to the last slot time */
-    int interrupted;      /* SIGINT */
+    int interrupted;      /* SIGINT/SIGTERM */
+    int gave_up;          /* cut short: no connection to the target could be made */
 };
 
 /* Final report, human-readable. */

@@ -19,6 +19,7 @@
 #define MAINT_NS (5 * RML_NS_PER_MS)
 #define DRAIN_MAX_NS (10 * RML_NS_PER_S)
 #define DRAIN_INTERRUPTED_NS (1 * RML_NS_PER_S)
+#define GIVE_UP_NS (1 * RML_NS_PER_S) /* plus --connect-timeout */
 #define MAX_EVENTS 256
 #define RBUF_SIZE (64 * 1024)
 
@@ -234,6 +235,7 @@ static void maintenance(struct rml_worker *w)
     w->next_maint = w->now + MAINT_NS;
     for (unsigned i = 0; i < w->nconns; i++) {
         struct rml_conn *c = &w->conns[i];
+        if (c->state == RML_CS_READY) w->t_last_up = w->now;
         if (c->state == RML_CS_IDLE) {
             if ((!w->stopping || w->retry_len > 0) && c->reconnect_at <= w->now) rml_conn_start(c);
         } else {
@@ -246,6 +248,12 @@ static void check_end(struct rml_worker *w)
 {
     if (w->stopping) return;
     int interrupted = atomic_load_explicit(&w->shared->stop, memory_order_relaxed) != 0;
+    /* with -n the run would never end against a target that went away: give up when no
+     * connection has been up for the connect timeout and a second */
+    if (w->now - w->t_last_up > w->cfg->connect_timeout_ns + GIVE_UP_NS) {
+        w->gave_up = 1;
+        interrupted = 1;
+    }
     int done_sending =
         w->now >= w->t_end || (w->open_loop ? rml_sched_exhausted(&w->sched) : w->quota == 0);
     if (!interrupted && !done_sending) return;
@@ -346,6 +354,7 @@ void *rml_worker_main(void *arg)
         if (cfg->n && w->quota == 0) w->sched.limit = 0;
     }
     w->next_maint = 0;
+    w->t_last_up = rml_now_ns();
     for (;;) {
         w->now = rml_now_ns();
         check_end(w);

@@ -265,3 +265,29 @@ def test_load_interrupt_reports(ctx):
     rep = json.loads(out)
     assert rep["interrupted"] is True and rep["duration_s"] < 5, rep
     assert rep["requests"]["succeeded"] > 0 and rep["requests"]["failed"] == 0, rep
+
+
+def test_load_gives_up_when_target_goes_away(ctx):
+    import time
+    up = ctx.upstream()
+    p = subprocess.Popen([ctx.bin("remora-load"), "--json", "--no-progress", "-n", "1000000000",
+                          "-c", "2", "-m", "2", "--connect-timeout", "500ms", url(up)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)
+        ctx.stop(up)
+        t0 = time.monotonic()
+        out, err = p.communicate(timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, err
+    assert b"gave up" in err, err
+    assert took < 6, took
+    rep = json.loads(out)
+    assert rep["gave_up"] is True and rep["interrupted"] is False, rep
+    assert rep["requests"]["succeeded"] > 0 and rep["errors"]["connect"] > 0, rep
+    req = rep["requests"]
+    assert req["succeeded"] + req["failed"] == req["sent"], req
