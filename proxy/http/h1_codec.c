@@ -567,6 +567,7 @@ static char *put_hex(char *dst, uint64_t v)
 size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
 {
     size_t size = 0;
+    bool have_cl = false;
     if (cl)
         *cl = -1;
     for (uint32_t i = 0; i < h->n; i++) {
@@ -574,9 +575,14 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
         if (e->name_len == 0 || e->name[0] == ':')
             continue;
         enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
-        if (k == RM_H1_HC_CONTENT_LENGTH && cl) {
-            int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
-            *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
+        if (k == RM_H1_HC_CONTENT_LENGTH) {
+            if (cl) {
+                int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
+                *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
+            }
+            if (have_cl)
+                continue; /* written once (rm_h1_lines_put does the same) */
+            have_cl = true;
         }
         if (skip & RM_H1_HC_BIT(k))
             continue;
@@ -587,11 +593,18 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
 
 char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
 {
+    bool have_cl = false;
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
         if (e->name_len == 0 || e->name[0] == ':')
             continue;
-        if (skip & RM_H1_HC_BIT(rm_h1_classify(e->name, e->name_len)))
+        enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
+        if (k == RM_H1_HC_CONTENT_LENGTH) {
+            if (have_cl)
+                continue;
+            have_cl = true;
+        }
+        if (skip & RM_H1_HC_BIT(k))
             continue;
         memcpy(dst, e->name, e->name_len);
         dst += e->name_len;

@@ -204,8 +204,9 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
 
 /* serialisation */
 char *rm_h1_put_dec(char *dst, uint64_t v);
-/** Size of the "name: value\r\n" lines of <h> minus pseudo-headers and the classes in <skip>;
- *  *cl receives the content-length value (-1 absent, -2 invalid) when cl is not NULL. */
+/** Size of the "name: value\r\n" lines of <h> minus pseudo-headers, the classes in <skip> and
+ *  content-length repeats (only the first is written); *cl receives the content-length value
+ *  (-1 absent, -2 invalid or conflicting) when cl is not NULL. */
 size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl);
 char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip);
 /** A head buffer of <n> bytes: <stack> when it fits, else the stream's arena. */

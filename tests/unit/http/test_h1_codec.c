@@ -1004,3 +1004,140 @@ Test(h1_client, pause_reading)
     body_is(r, "abcdef");
     h1t_free(t);
 }
+
+/* ---- more: flow control, splits, robustness ------------------------------------------------ */
+
+static void pause_on_head(struct h1t_stream *r) { r->s->ops->pause_reading(r->s, true); }
+
+Test(h1_server, pause_reading_request_body)
+{
+    struct h1t *t = h1t_server(NULL);
+    t->on_head = pause_on_head;
+    h1t_sends(t, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc");
+    cr_assert(h1t_wait_stream(t, 0));
+    h1t_sends(t, "def");
+    h1t_spin(t, 5);
+    struct h1t_stream *r = &t->streams[0];
+    cr_assert_eq(r->ndata, 0, "paused: no body yet");
+    r->s->ops->pause_reading(r->s, false);
+    cr_assert(h1t_wait_end(t, 0));
+    body_is(r, "abcdef");
+    h1t_free(t);
+}
+
+Test(h1_server, response_content_length_written_once)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    struct h1t_stream *r = &t->streams[0];
+    cr_assert_eq(h1t_submit(r, false, ":status", "200", "content-length", "2", "content-length",
+                            "2", NULL),
+                 0);
+    r->s->ops->submit_data(r->s, (const uint8_t *)"okEXTRA", 7, true);
+    cr_assert(h1t_read_until(t, "ok"));
+    h1t_spin(t, 2);
+    cr_assert_str_eq(h1t_take(t), "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                     "one content-length line, body cut at its value");
+    h1t_free(t);
+}
+
+static bool client_writable(struct h1t *t, const void *arg) { return t->streams[0].writable > 0; }
+
+Test(h1_client, backpressure)
+{
+    static const struct rm_codec_settings st = {.buffer_limit = 64 * 1024};
+    static uint8_t chunk[32 * 1024];
+    struct h1t *t = h1t_client(&st);
+    t->peer_read = false;
+    struct h1t_stream *r = h1t_open(t);
+    cr_assert_eq(h1t_submit(r, false, ":method", "POST", ":scheme", "http", ":authority", "u",
+                            ":path", "/", NULL),
+                 0);
+    int rounds = 0;
+    while (!r->s->ops->write_blocked(r->s)) {
+        r->s->ops->submit_data(r->s, chunk, sizeof(chunk), false);
+        h1t_spin(t, 1);
+        cr_assert(++rounds < 1000, "never blocked");
+    }
+    t->peer_read = true;
+    cr_assert(h1t_run_until(t, client_writable, NULL));
+    cr_assert(!r->s->ops->write_blocked(r->s));
+    h1t_free(t);
+}
+
+/* Every split point of a chunked response with trailers, on one reused connection. */
+Test(h1_client, response_split_every_byte)
+{
+    static const char resp[] = "HTTP/1.1 200 OK\r\nX-Split-Header: value here\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+                               "10\r\n0123456789abcdef\r\n0\r\nX-Tr: 1\r\n\r\n";
+    size_t len = sizeof(resp) - 1;
+    struct h1t *t = h1t_client(NULL);
+    for (size_t cut = 1; cut < len; cut++) {
+        int i = t->nstreams;
+        struct h1t_stream *r = get(t, "/s");
+        cr_assert(h1t_read_until(t, "\r\n\r\n"));
+        h1t_take(t);
+        h1t_send(t, resp, cut);
+        h1t_spin(t, 1);
+        h1t_send(t, resp + cut, len - cut);
+        cr_assert(h1t_wait_end(t, i), "split at %zu", cut);
+        cr_assert_str_eq(r->head, ":status: 200\nx-split-header: value here\n", "split %zu", cut);
+        body_is(r, "abc0123456789abcdef");
+        cr_assert_str_eq(r->trailers, "x-tr: 1\n", "split at %zu", cut);
+        h1t_release(r);
+        cr_assert(h1t_run_until(t, idle_seen, NULL));
+        h1t_spin(t, 1);
+        cr_assert_eq(t->idle, 1, "one on_idle per exchange (split at %zu)", cut);
+        t->idle = 0;
+    }
+    cr_assert_eq(t->closed, 0);
+    h1t_free(t);
+}
+
+static uint64_t rng = 0x243f6a8885a308d3u;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)rng;
+}
+
+/* Fragments of valid messages glued with random bytes: whatever comes, no crash, no leak, and
+ * the connection ends up answered or closed. */
+static void garbage(bool server, int rounds)
+{
+    static const char *frag[] = {
+        "GET / HTTP/1.1\r\n", "Host: h\r\n", "\r\n", "Content-Length: 3\r\n",
+        "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n", "0\r\n\r\n", "HTTP/1.1 200 OK\r\n",
+        "Connection: close\r\n", "X: y\r\n", "POST /p HTTP/1.0\r\n", "HTTP/1.1 100 Continue\r\n",
+    };
+    for (int i = 0; i < rounds; i++) {
+        struct h1t *t = server ? h1t_server(&http10_ok) : h1t_client(NULL);
+        if (!server)
+            get(t, "/");
+        t->on_end = server ? answer_now : NULL;
+        char buf[512];
+        size_t n = 0;
+        while (n < sizeof(buf) - 64) {
+            if (rnd() % 3) {
+                const char *f = frag[rnd() % (sizeof(frag) / sizeof(frag[0]))];
+                memcpy(buf + n, f, strlen(f));
+                n += strlen(f);
+            } else {
+                buf[n++] = (char)rnd();
+            }
+        }
+        h1t_send(t, buf, n);
+        h1t_spin(t, 3);
+        if (rnd() % 2)
+            h1t_peer_close(t);
+        h1t_spin(t, 2);
+        h1t_free(t);
+    }
+}
+
+Test(h1_server, garbage_input) { garbage(true, 150); }
+Test(h1_client, garbage_input) { garbage(false, 150); }
