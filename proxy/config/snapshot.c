@@ -253,6 +253,9 @@ static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i,
         return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
+    for (char *c = prefix + 9; *c; c++)
+        if (*c == ':')
+            *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
     return RM_OK;
 }
