@@ -468,8 +468,12 @@ static int parse_options(struct rml_config *cfg, int argc, char **argv, const ch
                             : opt == OPT_TIMEOUT ? &cfg->timeout_ns
                             : opt == OPT_SPIN    ? &cfg->spin_ns
                                                  : &cfg->connect_timeout_ns;
-            if (rml_parse_duration(optarg, dst))
-                return fail("bad duration '%s' for %s", optarg, argv[optind - 1]);
+            const char *name = opt == OPT_WARMUP    ? "--warmup"
+                               : opt == OPT_TIMEOUT ? "--timeout"
+                               : opt == OPT_SPIN    ? "--spin"
+                                                    : "--connect-timeout";
+            if (rml_parse_duration(optarg, dst) || (opt == OPT_CTIMEOUT && *dst == 0))
+                return fail("bad duration '%s' for %s (e.g. 500ms, 2s)", optarg, name);
             break;
         }
         case OPT_METHOD:
