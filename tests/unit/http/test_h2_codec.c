@@ -1,0 +1,830 @@
+/* HTTP/2 codec: the server codec and the client codec talk to each other over a socketpair on
+ * one loop (or one of them talks to a raw socket that plays a scripted peer).  Every wait is
+ * bounded (H2T_WAIT); every test tears down through h2t_finish() so ASan sees no leak. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/http/h2_internal.h"
+#include "tests/unit/http/h2_test_util.h"
+
+#define WAIT_MS 3000
+
+static bool has_header(const struct rm_headers *h, const char *name)
+{
+    return rm_headers_find(h, name, strlen(name)) >= 0;
+}
+
+static bool header_is(const struct rm_headers *h, const char *name, const char *value)
+{
+    struct rm_str v = rm_headers_get(h, name, strlen(name));
+    return v.p && rm_str_eq(v, value, strlen(value));
+}
+
+static uint32_t available(struct h2t *t) { return t->client->ops->available_streams(t->client); }
+
+/* ---- basic exchanges ---------------------------------------------------------------------- */
+
+Test(h2_basic, get_without_body)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/hello", NULL, 0);
+    cr_assert_not_null(c);
+    cr_expect_eq(c->s->id, 1);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended, "no response");
+    cr_expect_eq(c->status, 200);
+    cr_expect_eq(c->headers_calls, 1);
+    cr_expect_eq(c->end_calls, 1);
+    cr_expect_eq(c->body_len, 0);
+    cr_expect_eq(c->data_calls, 0);
+    cr_assert_eq(t.nsrv, 1);
+    struct h2t_stream *s = t.srv[0];
+    cr_expect(header_is(s->headers, ":method", "GET"));
+    cr_expect(header_is(s->headers, ":path", "/hello"));
+    cr_expect(header_is(s->headers, ":authority", "test.local"));
+    cr_expect_eq(s->headers->v[0].name[0], ':', "pseudo-headers first");
+    cr_expect_eq(s->data_calls, 0, "END_STREAM on HEADERS: no on_data");
+    H2T_WAIT(&t, t.idle_calls > 0, WAIT_MS);
+    cr_expect_eq(t.idle_calls, 1);
+    cr_expect_eq(t.client->ops->active_streams(t.client), 0);
+    cr_expect_eq(t.server->ops->active_streams(t.server), 0);
+    cr_expect(!c->after_release_event && !s->after_release_event);
+    h2t_finish(&t);
+}
+
+static void respond_10k(struct h2t_stream *st)
+{
+    static uint8_t body[10000];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = h2t_pattern(i);
+    h2t_respond(st, 200, body, sizeof(body));
+}
+
+Test(h2_basic, get_with_response_body)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = respond_10k;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    c->keep_body = false;
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(c->body_len, 10000);
+    cr_expect(!c->pattern_bad);
+    cr_expect_eq(c->end_calls, 1);
+    h2t_finish(&t);
+}
+
+Test(h2_basic, post_body_in_many_frames)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/upload", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    size_t total = 0;
+    uint8_t buf[100000];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = h2t_pattern(i);
+    for (int i = 0; i < 200; i++) { /* small submissions, several per loop iteration */
+        h2t_send(c, buf + total, 250, false);
+        total += 250;
+        if (i % 20 == 0)
+            h2t_spin(&t);
+    }
+    h2t_send(c, buf + total, sizeof(buf) - total, true); /* one submission, many frames */
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_assert_eq(t.nsrv, 1);
+    struct h2t_stream *s = t.srv[0];
+    cr_expect_eq(s->body_len, sizeof(buf));
+    cr_expect_gt(s->data_calls, 6, "several DATA frames");
+    cr_expect_eq(s->end_calls, 1);
+    cr_assert_eq(c->body_len, sizeof(buf), "echoed");
+    cr_expect_eq(memcmp(rm_buf_data(&c->body), buf, sizeof(buf)), 0);
+    h2t_finish(&t);
+}
+
+static void respond_when_ended_hold(struct h2t_stream *st) { st->hold = true; }
+
+Test(h2_basic, end_stream_on_empty_data_frame)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = respond_when_ended_hold;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    h2t_send(c, "abc", 3, false);
+    H2T_WAIT(&t, t.nsrv == 1 && t.srv[0]->body_len == 3, WAIT_MS);
+    cr_assert(t.nsrv == 1 && t.srv[0]->body_len == 3);
+    cr_expect(!t.srv[0]->ended);
+    h2t_send(c, NULL, 0, true);
+    H2T_WAIT(&t, t.srv[0]->ended, WAIT_MS);
+    cr_assert(t.srv[0]->ended);
+    cr_expect_eq(t.srv[0]->data_calls, 2, "abc, then an empty on_data with end_stream");
+    cr_expect_eq(t.srv[0]->end_calls, 1);
+    h2t_finish(&t);
+}
+
+/* gRPC shape both ways: headers, data, trailers. */
+static void grpc_reply(struct h2t_stream *st)
+{
+    struct rm_stream *s = st->s;
+    struct rm_headers *h = h2t_hdrs(s->arena, ":status", "200", "content-type",
+                                    "application/grpc", NULL);
+    cr_assert_eq(s->ops->submit_headers(s, h, false), 0);
+    cr_assert_eq(s->ops->submit_data(s, (const uint8_t *)"\0\0\0\0\2hi", 7, false), 0);
+    /* trailers from an arena that is not the stream's: the codec must copy them */
+    struct rm_headers *tr =
+        h2t_hdrs(&st->arena, "grpc-status", "0", "grpc-message", "fine", NULL);
+    cr_assert_eq(s->ops->submit_trailers(s, tr), 0);
+    cr_expect_eq(s->ops->submit_data(s, (const uint8_t *)"x", 1, false), -1, "ended");
+    st->done_out = true;
+}
+
+Test(h2_basic, trailers_both_directions)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = grpc_reply;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h =
+        h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority", "svc",
+                 ":path", "/pkg.Svc/Call", "content-type", "application/grpc", "te", "trailers",
+                 NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    h2t_send(c, "\0\0\0\0\3abc", 8, false);
+    struct rm_headers *tr = h2t_hdrs(&c->arena, "x-request-trailer", "yes", NULL);
+    cr_assert_eq(c->s->ops->submit_trailers(c->s, tr), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(c->status, 200);
+    cr_expect_eq(c->body_len, 7);
+    cr_assert_not_null(c->trailers);
+    cr_expect(header_is(c->trailers, "grpc-status", "0"));
+    cr_expect(header_is(c->trailers, "grpc-message", "fine"));
+    cr_expect_eq(c->end_calls, 1);
+    cr_assert_eq(t.nsrv, 1);
+    struct h2t_stream *s = t.srv[0];
+    cr_expect(header_is(s->headers, "te", "trailers"), "te: trailers is kept");
+    cr_expect_eq(s->body_len, 8);
+    cr_assert_not_null(s->trailers);
+    cr_expect(header_is(s->trailers, "x-request-trailer", "yes"));
+    h2t_finish(&t);
+}
+
+static void trailers_only(struct h2t_stream *st)
+{
+    struct rm_stream *s = st->s;
+    cr_assert_eq(s->ops->submit_headers(s, h2t_hdrs(s->arena, ":status", "200", NULL), false), 0);
+    cr_assert_eq(s->ops->submit_trailers(s, h2t_hdrs(s->arena, "grpc-status", "5", NULL)), 0);
+    st->done_out = true;
+}
+
+Test(h2_basic, trailers_without_data)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = trailers_only;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "POST", "/x", NULL, 0);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(c->body_len, 0);
+    cr_assert_not_null(c->trailers);
+    cr_expect(header_is(c->trailers, "grpc-status", "5"));
+    h2t_finish(&t);
+}
+
+static int first_status;
+static void note_first_status(struct h2t_stream *st)
+{
+    if (!first_status)
+        first_status = st->status;
+}
+
+static void send_continue(struct h2t_stream *st)
+{
+    struct rm_stream *s = st->s;
+    if (header_is(st->headers, "expect", "100-continue"))
+        cr_assert_eq(s->ops->submit_headers(s, h2t_hdrs(s->arena, ":status", "100", NULL), false),
+                     0);
+}
+
+Test(h2_basic, informational_response)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_server_headers = send_continue;
+    t.on_client_headers = note_first_status;
+    first_status = 0;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "PUT", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", "expect", "100-continue", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    H2T_WAIT(&t, c->headers_calls == 1, WAIT_MS);
+    cr_assert_eq(c->headers_calls, 1);
+    cr_expect_eq(c->status, 100);
+    cr_expect(!c->ended);
+    h2t_send(c, "body", 4, true);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(first_status, 100);
+    cr_expect_eq(c->status, 200);
+    cr_expect_eq(c->headers_calls, 2);
+    cr_expect_eq(c->body_len, 4);
+    h2t_finish(&t);
+}
+
+Test(h2_basic, hundred_concurrent_streams)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    cr_assert_geq(available(&t), 100);
+    struct h2t_stream *c[100];
+    char body[200];
+    memset(body, 'b', sizeof(body));
+    for (int i = 0; i < 100; i++) {
+        c[i] = h2t_request(&t, "POST", "/many", body, (size_t)(i + 1));
+        cr_assert_not_null(c[i], "stream %d", i);
+    }
+    cr_expect_eq(t.client->ops->active_streams(t.client), 100);
+    H2T_WAIT(&t, t.idle_calls > 0, 5000);
+    for (int i = 0; i < 100; i++) {
+        cr_expect(c[i]->ended, "stream %d", i);
+        cr_expect_eq(c[i]->body_len, (size_t)(i + 1), "stream %d", i);
+        cr_expect(!c[i]->reset);
+    }
+    cr_expect_eq(t.nsrv, 100);
+    cr_expect_eq(t.client->ops->active_streams(t.client), 0);
+    cr_expect_eq(t.idle_calls, 1);
+    h2t_finish(&t);
+}
+
+/* Connection-specific fields never reach the wire; host becomes :authority. */
+static void reply_hop_by_hop(struct h2t_stream *st)
+{
+    struct rm_stream *s = st->s;
+    struct rm_headers *h = h2t_hdrs(s->arena, ":status", "200", "connection", "close",
+                                    "transfer-encoding", "chunked", "x-kept", "1", NULL);
+    cr_assert_eq(s->ops->submit_headers(s, h, true), 0);
+    st->done_out = true;
+}
+
+Test(h2_basic, hop_by_hop_stripped_on_submit)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = reply_hop_by_hop;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h =
+        h2t_hdrs(&c->arena, ":method", "GET", ":path", "/h1", "host", "h.example", "connection",
+                 "keep-alive, x-foo", "keep-alive", "timeout=5", "proxy-connection", "keep-alive",
+                 "transfer-encoding", "chunked", "upgrade", "h2c", "te", "gzip", "x-app", "v",
+                 NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, true), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, c->ended || c->reset, WAIT_MS);
+    cr_assert(c->ended && !c->reset, "a peer rejects connection-specific fields");
+    cr_assert_eq(t.nsrv, 1);
+    const struct rm_headers *got = t.srv[0]->headers;
+    const char *gone[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                          "upgrade", "te", "host"};
+    for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
+        cr_expect(!has_header(got, gone[i]), "%s forwarded", gone[i]);
+    cr_expect(header_is(got, ":authority", "h.example"), "host -> :authority");
+    cr_expect(header_is(got, ":scheme", "http"), ":scheme added");
+    cr_expect(header_is(got, "x-app", "v"));
+    cr_expect(!has_header(c->headers, "connection"));
+    cr_expect(!has_header(c->headers, "transfer-encoding"));
+    cr_expect(header_is(c->headers, "x-kept", "1"));
+    h2t_finish(&t);
+}
+
+/* ---- flow control and backpressure -------------------------------------------------------- */
+
+#define BIG (5u * 1024 * 1024)
+
+static void pump_response(struct h2t_stream *st)
+{
+    struct rm_stream *s = st->s;
+    cr_assert_eq(s->ops->submit_headers(s, h2t_hdrs(s->arena, ":status", "200", NULL), false), 0);
+    st->pump_total = BIG;
+    h2t_pump(st);
+}
+
+static void pause_client(struct h2t_stream *st) { st->s->ops->pause_reading(st->s, true); }
+
+Test(h2_flow, large_response_backpressure)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = pump_response;
+    t.on_client_headers = pause_client;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/big", NULL, 0);
+    c->keep_body = false;
+    H2T_WAIT(&t, t.nsrv == 1 && t.srv[0]->saw_blocked, WAIT_MS);
+    cr_assert(t.nsrv == 1 && t.srv[0]->saw_blocked, "server never write_blocked");
+    struct h2t_stream *s = t.srv[0];
+    uint64_t until = h2t_now_ms() + 30;
+    H2T_WAIT(&t, h2t_now_ms() > until, 100);
+    const struct rm_h2_stream *hc = rm_h2_stream_of(c->s);
+    cr_expect_eq(c->data_calls, 0, "paused: no on_data");
+    cr_expect_leq(hc->held.len, (size_t)65535 * 4, "client holds at most one stream window");
+    cr_expect_gt(hc->held.len, 0);
+    cr_expect(s->s->ops->write_blocked(s->s), "still blocked while the client is paused");
+    cr_expect_lt(s->pump_sent, BIG);
+    int writable_before = s->writable_calls;
+    c->s->ops->pause_reading(c->s, false);
+    H2T_WAIT(&t, c->ended, 10000);
+    cr_assert(c->ended, "got %zu of %u bytes", c->body_len, BIG);
+    cr_expect_eq(c->body_len, BIG);
+    cr_expect(!c->pattern_bad);
+    cr_expect_gt(s->writable_calls, writable_before, "on_writable after resume");
+    cr_expect_leq(s->max_pending, (size_t)256 * 1024 + 16 * 1024, "sender buffer bounded");
+    h2t_finish(&t);
+}
+
+/* The server pauses the upload; the client's pump sees write_blocked, then on_writable. */
+static void pause_server(struct h2t_stream *st)
+{
+    st->keep_body = false;
+    st->s->ops->pause_reading(st->s, true);
+}
+
+static void reply_ok(struct h2t_stream *st) { h2t_respond(st, 200, "ok", 2); }
+
+Test(h2_flow, large_upload_backpressure)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_server_headers = pause_server;
+    t.on_request = reply_ok;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/up", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    c->pump_total = BIG;
+    h2t_pump(c);
+    H2T_WAIT(&t, c->saw_blocked && t.nsrv == 1, WAIT_MS);
+    cr_assert(c->saw_blocked && t.nsrv == 1);
+    uint64_t until = h2t_now_ms() + 30;
+    H2T_WAIT(&t, h2t_now_ms() > until, 100);
+    struct h2t_stream *s = t.srv[0];
+    cr_expect_eq(s->data_calls, 0);
+    cr_expect_leq(rm_h2_stream_of(s->s)->held.len, (size_t)65535 * 4);
+    cr_expect(c->s->ops->write_blocked(c->s));
+    int writable_before = c->writable_calls;
+    s->s->ops->pause_reading(s->s, false);
+    H2T_WAIT(&t, c->ended, 10000);
+    cr_assert(c->ended);
+    cr_expect_eq(s->body_len, BIG);
+    cr_expect(!s->pattern_bad);
+    cr_expect_gt(c->writable_calls, writable_before);
+    cr_expect_leq(c->max_pending, (size_t)256 * 1024 + 16 * 1024);
+    cr_expect_eq(c->body_len, 2);
+    h2t_finish(&t);
+}
+
+static void hold_request(struct h2t_stream *st) { st->hold = true; }
+
+Test(h2_flow, peer_max_concurrent_streams)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.sst.h2_max_concurrent_streams = 5;
+    t.on_request = hold_request;
+    h2t_start(&t);
+    H2T_WAIT(&t, available(&t) <= 5, WAIT_MS);
+    cr_assert_eq(available(&t), 5, "the server's SETTINGS");
+    struct h2t_stream *c[5];
+    for (int i = 0; i < 5; i++) {
+        c[i] = h2t_request(&t, "GET", "/", NULL, 0);
+        cr_assert_not_null(c[i]);
+    }
+    cr_expect_eq(available(&t), 0);
+    cr_expect_null(h2t_open(&t), "no sixth stream");
+    H2T_WAIT(&t, t.nsrv == 5, WAIT_MS);
+    cr_assert_eq(t.nsrv, 5);
+    t.srv[2]->hold = false;
+    h2t_respond(t.srv[2], 204, NULL, 0);
+    h2t_release(t.srv[2]);
+    H2T_WAIT(&t, c[2]->ended && available(&t) == 1, WAIT_MS);
+    cr_expect(c[2]->ended);
+    cr_expect_eq(available(&t), 1);
+    h2t_finish(&t);
+}
+
+/* A paused stream that is reset must give its held bytes back to the connection window. */
+static void big_or_small(struct h2t_stream *st)
+{
+    if (header_is(st->headers, ":path", "/first")) {
+        pump_response(st);
+        return;
+    }
+    struct rm_stream *s = st->s;
+    cr_assert_eq(s->ops->submit_headers(s, h2t_hdrs(s->arena, ":status", "200", NULL), false), 0);
+    st->pump_total = 1536 * 1024; /* more than the 1 MiB connection window */
+    h2t_pump(st);
+}
+
+Test(h2_flow, reset_returns_held_window)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = big_or_small;
+    t.on_client_headers = pause_client;
+    h2t_start(&t);
+    struct h2t_stream *a = h2t_request(&t, "GET", "/first", NULL, 0);
+    a->keep_body = false;
+    H2T_WAIT(&t, a->s && rm_h2_stream_of(a->s)->held.len >= 200 * 1024, WAIT_MS);
+    cr_assert_geq(rm_h2_stream_of(a->s)->held.len, 200 * 1024);
+    a->s->ops->reset(a->s, RM_RESET_LOCAL);
+    h2t_release(a);
+    t.on_client_headers = NULL;
+    struct h2t_stream *b = h2t_request(&t, "GET", "/second", NULL, 0);
+    b->keep_body = false;
+    H2T_WAIT(&t, b->ended, 10000);
+    cr_assert(b->ended, "window leaked: got %zu bytes", b->body_len);
+    cr_expect(!b->pattern_bad);
+    H2T_WAIT(&t, t.srv[0]->reset, WAIT_MS);
+    cr_expect(t.srv[0]->reset);
+    cr_expect_eq(t.srv[0]->reason, RM_RESET_REMOTE);
+    h2t_finish(&t);
+}
+
+/* ---- resets -------------------------------------------------------------------------------- */
+
+Test(h2_reset, client_reset_reaches_server)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    H2T_WAIT(&t, t.nsrv == 1, WAIT_MS);
+    cr_assert_eq(t.nsrv, 1);
+    c->s->ops->reset(c->s, RM_RESET_LOCAL);
+    cr_expect_eq(c->s->ops->submit_data(c->s, (const uint8_t *)"x", 1, true), -1);
+    H2T_WAIT(&t, t.srv[0]->reset, WAIT_MS);
+    cr_assert(t.srv[0]->reset);
+    cr_expect_eq(t.srv[0]->reason, RM_RESET_REMOTE);
+    cr_expect(!c->reset, "no on_reset after reset()");
+    h2t_release(c);
+    H2T_WAIT(&t, t.idle_calls == 1, WAIT_MS);
+    cr_expect_eq(t.idle_calls, 1);
+    h2t_finish(&t);
+}
+
+static void reset_it(struct h2t_stream *st)
+{
+    enum rm_reset_reason r = header_is(st->headers, ":path", "/refuse") ? RM_RESET_REFUSED
+                                                                         : RM_RESET_LOCAL;
+    st->s->ops->reset(st->s, r);
+    h2t_release(st);
+}
+
+Test(h2_reset, server_reset_reaches_client)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = reset_it;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/reset", NULL, 0);
+    struct h2t_stream *r = h2t_request(&t, "GET", "/refuse", NULL, 0);
+    H2T_WAIT(&t, c->reset && r->reset, WAIT_MS);
+    cr_assert(c->reset && r->reset);
+    cr_expect_eq(c->reason, RM_RESET_REMOTE);
+    cr_expect_eq(r->reason, RM_RESET_REFUSED, "REFUSED_STREAM -> RM_RESET_REFUSED");
+    cr_expect_eq(c->resets, 1);
+    cr_expect(!c->ended);
+    h2t_finish(&t);
+}
+
+Test(h2_reset, release_of_open_stream_resets_it)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = hold_request;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, t.nsrv == 1, WAIT_MS);
+    cr_assert_eq(t.nsrv, 1);
+    h2t_release(c);
+    H2T_WAIT(&t, t.srv[0]->reset, WAIT_MS);
+    cr_expect(t.srv[0]->reset);
+    cr_expect_eq(t.srv[0]->reason, RM_RESET_REMOTE);
+    h2t_finish(&t);
+}
+
+/* The server answers before the upload is over and releases the stream at once: the response
+ * still arrives in full, then RST_STREAM(NO_ERROR) stops the upload. */
+static void early_reply(struct h2t_stream *st)
+{
+    static uint8_t body[300 * 1024];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = h2t_pattern(i);
+    h2t_respond(st, 413, body, sizeof(body));
+    h2t_release(st);
+}
+
+Test(h2_reset, early_response_then_release)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_server_headers = early_reply;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    c->keep_body = false;
+    c->hold = true;
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    h2t_send(c, "some", 4, false);
+    H2T_WAIT(&t, c->ended && c->reset, WAIT_MS);
+    cr_assert(c->ended, "response incomplete: %zu bytes", c->body_len);
+    cr_expect_eq(c->status, 413);
+    cr_expect_eq(c->body_len, 300 * 1024);
+    cr_expect(!c->pattern_bad);
+    cr_expect(c->reset, "upload stopped");
+    cr_expect_eq(c->reason, RM_RESET_REMOTE);
+    h2t_finish(&t);
+}
+
+/* ---- connection events --------------------------------------------------------------------- */
+
+static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+Test(h2_conn, goaway_refuses_streams_above_last_id)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start_raw_server(&t);
+    struct h2t_stream *c[3];
+    for (int i = 0; i < 3; i++)
+        c[i] = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, h2t_raw_has_frame(&t, 24, 1, 5), WAIT_MS);
+    cr_assert(h2t_raw_has_frame(&t, 24, 1, 5), "client sent three requests");
+    cr_expect_eq(memcmp(rm_buf_data(&t.raw_in), preface, 24), 0);
+    uint8_t out[256];
+    size_t n = 0;
+    n += h2t_frame(out + n, 4, 0, 0, NULL, 0); /* SETTINGS */
+    n += h2t_frame(out + n, 4, 1, 0, NULL, 0); /* SETTINGS ACK */
+    const uint8_t goaway[8] = {0, 0, 0, 1, 0, 0, 0, 0}; /* last_stream_id 1, NO_ERROR */
+    n += h2t_frame(out + n, 7, 0, 0, goaway, sizeof(goaway));
+    h2t_raw_write(&t, out, n);
+    H2T_WAIT(&t, c[1]->reset && c[2]->reset, WAIT_MS);
+    cr_expect_eq(t.goaway_calls, 1);
+    cr_expect(c[1]->reset && c[2]->reset);
+    cr_expect_eq(c[1]->reason, RM_RESET_REFUSED);
+    cr_expect_eq(c[2]->reason, RM_RESET_REFUSED);
+    cr_expect(!c[0]->reset && !c[0]->ended);
+    cr_expect_eq(available(&t), 0);
+    cr_expect_null(h2t_open(&t));
+    const uint8_t status200 = 0x88;
+    n = h2t_frame(out, 1, 0x5, 1, &status200, 1); /* HEADERS, END_STREAM|END_HEADERS */
+    h2t_raw_write(&t, out, n);
+    H2T_WAIT(&t, c[0]->ended && t.client_close_calls == 1, WAIT_MS);
+    cr_expect(c[0]->ended && !c[0]->reset, "stream 1 <= last_stream_id completes");
+    cr_expect_eq(c[0]->status, 200);
+    cr_expect_eq(t.client_close_calls, 1, "GOAWAY and no stream left: closed");
+    cr_expect_eq(t.idle_calls, 0, "draining: on_close, not on_idle");
+    h2t_finish(&t);
+}
+
+static struct h2t_stream *held_stream;
+static void hold_and_note(struct h2t_stream *st)
+{
+    st->hold = true;
+    held_stream = st;
+}
+
+Test(h2_conn, server_graceful_shutdown)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = hold_and_note;
+    held_stream = NULL;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/slow", NULL, 0);
+    H2T_WAIT(&t, held_stream != NULL, WAIT_MS);
+    cr_assert_not_null(held_stream);
+    t.server->ops->shutdown(t.server);
+    H2T_WAIT(&t, t.goaway_calls == 1, WAIT_MS);
+    cr_assert_eq(t.goaway_calls, 1);
+    cr_expect_eq(available(&t), 0);
+    H2T_WAIT(&t, t.server_close_calls > 0, 30);
+    cr_expect_eq(t.server_close_calls, 0, "a stream is still in flight");
+    held_stream->hold = false;
+    h2t_respond(held_stream, 200, "late", 4);
+    h2t_release(held_stream);
+    H2T_WAIT(&t, c->ended && t.server_close_calls && t.client_close_calls, WAIT_MS);
+    cr_expect(c->ended && !c->reset);
+    cr_expect_eq(c->body_len, 4);
+    cr_expect_eq(t.server_close_calls, 1);
+    cr_expect_eq(t.server_close_err, 0);
+    cr_expect_eq(t.client_close_calls, 1);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, client_graceful_shutdown)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = hold_and_note;
+    held_stream = NULL;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, held_stream != NULL, WAIT_MS);
+    cr_assert_not_null(held_stream);
+    t.client->ops->shutdown(t.client);
+    cr_expect_eq(available(&t), 0);
+    cr_expect_null(h2t_open(&t));
+    held_stream->hold = false;
+    h2t_respond(held_stream, 200, NULL, 0);
+    h2t_release(held_stream);
+    H2T_WAIT(&t, t.client_close_calls && t.server_close_calls, WAIT_MS);
+    cr_expect(c->ended);
+    cr_expect_eq(t.client_close_calls, 1);
+    cr_expect_eq(t.server_close_calls, 1);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, close_resets_streams)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = hold_and_note;
+    held_stream = NULL;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, held_stream != NULL, WAIT_MS);
+    cr_assert_not_null(held_stream);
+    struct h2t_stream *s = held_stream;
+    s->hold = false;
+    t.server->ops->close(t.server);
+    t.server_gone = true;
+    cr_expect(s->reset, "close(): on_reset at once");
+    cr_expect_eq(s->reason, RM_RESET_CONNECTION_TERMINATION);
+    H2T_WAIT(&t, c->reset && t.client_close_calls, WAIT_MS);
+    cr_expect(c->reset);
+    cr_expect_eq(c->reason, RM_RESET_CONNECTION_TERMINATION);
+    cr_expect_eq(t.client_close_calls, 1);
+    cr_expect_eq(t.server_close_calls, 0, "close(): no on_close");
+    h2t_finish(&t);
+}
+
+Test(h2_conn, request_header_block_too_large)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.sst.max_request_headers_kb = 4;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    char big[6000];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "GET", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", "x-big", big, NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, true), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, c->reset, WAIT_MS);
+    cr_assert(c->reset, "oversized request not reset");
+    cr_expect_eq(c->reason, RM_RESET_REMOTE);
+    cr_expect_eq(t.nsrv, 0, "the server user never sees it");
+    /* the connection (and its HPACK state) is still fine */
+    struct h2t_stream *ok = h2t_request(&t, "GET", "/next", NULL, 0);
+    H2T_WAIT(&t, ok->ended, WAIT_MS);
+    cr_expect(ok->ended && ok->status == 200);
+    cr_expect_eq(t.nsrv, 1);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, too_many_request_headers)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.sst.max_headers_count = 20;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "GET", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    for (int i = 0; i < 30; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "x-h%d", i);
+        rm_headers_add(h, name, strlen(name), "1", 1);
+    }
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, true), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, c->reset, WAIT_MS);
+    cr_assert(c->reset);
+    cr_expect_eq(t.nsrv, 0);
+    h2t_finish(&t);
+}
+
+static void big_response_headers(struct h2t_stream *st)
+{
+    static char big[4000];
+    memset(big, 'r', sizeof(big) - 1);
+    struct rm_stream *s = st->s;
+    struct rm_headers *h = h2t_hdrs(s->arena, ":status", "200", "x-big", big, NULL);
+    cr_assert_eq(s->ops->submit_headers(s, h, true), 0);
+    st->done_out = true;
+}
+
+Test(h2_conn, response_header_block_too_large)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.cst.max_request_headers_kb = 2;
+    t.on_request = big_response_headers;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, c->reset, WAIT_MS);
+    cr_assert(c->reset);
+    cr_expect_eq(c->reason, RM_RESET_OVERFLOW);
+    cr_expect_eq(c->headers_calls, 0);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, garbage_instead_of_preface)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start_raw_client(&t);
+    const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    h2t_raw_write(&t, junk, sizeof(junk) - 1);
+    H2T_WAIT(&t, t.server_close_calls && t.raw_eof, WAIT_MS);
+    cr_assert_eq(t.server_close_calls, 1);
+    cr_expect_lt(t.server_close_err, 0);
+    cr_expect(t.raw_eof, "connection closed");
+    cr_expect(h2t_raw_has_frame(&t, 0, 7, 0), "GOAWAY sent");
+    cr_expect_eq(t.nsrv, 0);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, connection_error_resets_streams_then_closes)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start_raw_client(&t);
+    uint8_t out[256];
+    size_t n = 24;
+    memcpy(out, preface, 24);
+    n += h2t_frame(out + n, 4, 0, 0, NULL, 0);
+    const uint8_t req[] = {0x82, 0x86, 0x84, 0x01, 9, 'l', 'o', 'c', 'a', 'l', 'h', 'o', 's', 't'};
+    n += h2t_frame(out + n, 1, 0x4, 1, req, sizeof(req)); /* HEADERS, END_HEADERS */
+    h2t_raw_write(&t, out, n);
+    H2T_WAIT(&t, t.nsrv == 1, WAIT_MS);
+    cr_assert_eq(t.nsrv, 1);
+    struct h2t_stream *s = t.srv[0];
+    s->hold = true;
+    cr_expect(header_is(s->headers, ":authority", "localhost"));
+    n = h2t_frame(out, 0, 0, 0, "x", 1); /* DATA on stream 0: connection PROTOCOL_ERROR */
+    h2t_raw_write(&t, out, n);
+    H2T_WAIT(&t, t.server_close_calls && t.raw_eof, WAIT_MS);
+    cr_expect(s->reset);
+    cr_expect_eq(s->reason, RM_RESET_CONNECTION_TERMINATION);
+    cr_expect_eq(t.server_close_calls, 1);
+    cr_expect_lt(t.server_close_err, 0);
+    cr_expect(h2t_raw_has_frame(&t, 0, 7, 0), "GOAWAY sent");
+    cr_expect(t.raw_eof);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, peer_close_resets_streams)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start_raw_server(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, h2t_raw_has_frame(&t, 24, 1, 1), WAIT_MS);
+    cr_assert(h2t_raw_has_frame(&t, 24, 1, 1));
+    close(t.raw_fd);
+    t.raw_fd = -1;
+    H2T_WAIT(&t, c->reset && t.client_close_calls, WAIT_MS);
+    cr_expect(c->reset);
+    cr_expect_eq(c->reason, RM_RESET_CONNECTION_TERMINATION);
+    cr_expect_eq(t.client_close_calls, 1);
+    h2t_finish(&t);
+}
