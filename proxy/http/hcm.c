@@ -16,6 +16,10 @@ static void run_request_headers(struct rm_hcm_stream *hs, unsigned from, bool en
 static void run_request_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
                              bool end);
 static void run_request_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h);
+static bool data_through(struct rm_hcm_stream *hs, unsigned from, unsigned end, const uint8_t *p,
+                         size_t n, bool end_stream);
+static bool trailers_through(struct rm_hcm_stream *hs, unsigned from, unsigned end,
+                             struct rm_headers *h);
 
 static inline struct rm_stats *hstats(const struct rm_hcm_stream *hs) { return hs->cfg->stats; }
 
@@ -279,6 +283,10 @@ static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool e
         return;
     }
     if (hs->flags & RM_HS_REQ_HELD) {
+        /* the filters up to the one holding the headers still see the body; what the holder
+         * passes on waits for its rm_filter_continue() */
+        if (!data_through(hs, 0, hs->held_at + 1, p, n, end))
+            return;
         rm_buf_append(&hs->held, p, n);
         hs->held_end = end;
         if (hs->held.len > hs->hc->lc->buffer_limit)
@@ -300,7 +308,8 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
         return;
     }
     if (hs->flags & RM_HS_REQ_HELD) {
-        hs->held_trailers = h;
+        if (trailers_through(hs, 0, hs->held_at + 1, h))
+            hs->held_trailers = h;
         return;
     }
     run_request_trailers(hs, 0, h);
@@ -374,27 +383,43 @@ static void run_request_headers(struct rm_hcm_stream *hs, unsigned from, bool en
     }
 }
 
+/* Run request data through filters [from, end).  Returns true when every one of them passed
+ * it on (CONTINUE), false when one kept it (STOP) or the stream ended. */
+static bool data_through(struct rm_hcm_stream *hs, unsigned from, unsigned end, const uint8_t *p,
+                         size_t n, bool end_stream)
+{
+    for (unsigned i = from; i < end; i++) {
+        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY))
+            return false;
+        struct rm_filter *f = hs->filters[i];
+        if (f->ops->on_request_data && f->ops->on_request_data(f, p, n, end_stream) == RM_FILTER_STOP)
+            return false;
+    }
+    return !dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY);
+}
+
+static bool trailers_through(struct rm_hcm_stream *hs, unsigned from, unsigned end,
+                             struct rm_headers *h)
+{
+    for (unsigned i = from; i < end; i++) {
+        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY))
+            return false;
+        struct rm_filter *f = hs->filters[i];
+        if (f->ops->on_request_trailers && f->ops->on_request_trailers(f, h) == RM_FILTER_STOP)
+            return false;
+    }
+    return !dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY);
+}
+
 static void run_request_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
                              bool end)
 {
-    for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
-        struct rm_filter *f = hs->filters[i];
-        if (!f->ops->on_request_data)
-            continue;
-        if (f->ops->on_request_data(f, p, n, end) == RM_FILTER_STOP || (hs->flags & RM_HS_LOCAL_REPLY))
-            return;
-    }
+    data_through(hs, from, hs->n_filters, p, n, end);
 }
 
 static void run_request_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h)
 {
-    for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
-        struct rm_filter *f = hs->filters[i];
-        if (!f->ops->on_request_trailers)
-            continue;
-        if (f->ops->on_request_trailers(f, h) == RM_FILTER_STOP || (hs->flags & RM_HS_LOCAL_REPLY))
-            return;
-    }
+    trailers_through(hs, from, hs->n_filters, h);
 }
 
 void rm_filter_continue(struct rm_filter *f)

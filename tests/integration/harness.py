@@ -88,7 +88,7 @@ class Ctx:
         log = os.path.join(self.tmp, f"{name}.{len(self.procs)}.log")
         f = open(log, "wb")
         e = dict(os.environ)
-        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=4")
         e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         if env:
             e.update(env)
