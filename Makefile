@@ -111,7 +111,7 @@ deps:
 	@scripts/deps.sh
 
 # make test: everything under ASan/UBSan in build/san, unit then integration.
-test:
+test: deps
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san all build/san/tests/unit_tests
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san unit integration
 
@@ -121,7 +121,7 @@ unit: $(UNIT_BIN)
 integration: all
 	$(PY) tests/integration/run.py --build $(BUILD)
 
-run: all
+run: deps all
 	@scripts/run.sh $(BUILD)
 
 format:
