@@ -291,3 +291,26 @@ def test_load_gives_up_when_target_goes_away(ctx):
     assert rep["requests"]["succeeded"] > 0 and rep["errors"]["connect"] > 0, rep
     req = rep["requests"]
     assert req["succeeded"] + req["failed"] == req["sent"], req
+
+
+def test_load_ipv6_and_warmup(ctx):
+    import socket
+    p6 = None
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            p6 = s.getsockname()[1]
+    except OSError:
+        pass
+    up = ctx.upstream(*(["--listen", f"[::1]:{p6}"] if p6 else []))
+    if p6:
+        rep = load(ctx, "-n", 300, "-c", 2, "-m", 4, f"http://[::1]:{p6}/v6")
+        assert_all_ok(rep, 300)
+        rep = load(ctx, "--h1", "-n", 300, "-c", 2, f"http://[::1]:{p6}/v6")
+        assert_all_ok(rep, 300)
+    # warm-up traffic is not counted: -n stays exact, closed and open loop
+    rep = load(ctx, "-n", 500, "-c", 2, "-m", 4, "--warmup", "300ms", url(up))
+    assert_all_ok(rep, 500)
+    rep = load(ctx, "-n", 500, "--rate", 1000, "-c", 2, "-m", 4, "--warmup", "300ms", url(up))
+    assert_all_ok(rep, 500)
+    assert abs(rep["duration_s"] - 0.5) < 0.05, rep["duration_s"]
