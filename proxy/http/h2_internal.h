@@ -120,7 +120,7 @@ struct rm_h2_codec {
     struct rm_codec_settings st; /* defaults filled in */
     uint32_t stream_buffer;      /* per-stream write_blocked threshold */
     bool server;
-    bool finished : 1;       /* connection over: no more user callbacks, no nghttp2 calls */
+    bool finished : 1;       /* connection over: no nghttp2 calls, no codec callbacks */
     bool recv_dead : 1;      /* fatal input error: ignore further bytes */
     bool shutting : 1;       /* shutdown() called */
     bool final_goaway : 1;   /* server: final GOAWAY submitted */
@@ -171,8 +171,10 @@ static inline bool rm_h2_deliverable(const struct rm_h2_stream *hs)
 struct rm_h2_codec *rm_h2_codec_new(struct rm_conn *conn, const struct rm_codec_settings *st,
                                     const struct rm_codec_callbacks *cb, void *user, bool server);
 /** The connection is over: open streams get on_reset(CONNECTION_TERMINATION), then (if
- *  <notify>) cb->on_close(user, err).  The conn is closed (after a flush when <graceful>) and
- *  the session deleted from the deferred task.  Idempotent.  Safe inside callbacks. */
+ *  <notify>) cb->on_close(user, err).  With <notify>, a stream whose exchange completed but
+ *  whose paused user has not had all of it yet survives: resume() still delivers it.  The
+ *  conn is closed (after a flush when <graceful>) and the session deleted from the deferred
+ *  task.  Idempotent.  Safe inside callbacks. */
 void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful);
 /** After input or output: server drain step, close when nghttp2 is done, schedule a flush. */
 void rm_h2_after_io(struct rm_h2_codec *c);

@@ -354,7 +354,10 @@ void rm_h2_after_io(struct rm_h2_codec *c)
                               NULL, 0);
         rm_h2_want_flush(c);
     }
-    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
+    /* nghttp2 is done (GOAWAY both ways settled, or a connection error sent); a stream it
+     * closed may still hold input for a paused user: wait for it unless this is an error */
+    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
+        (c->active == 0 || c->close_err != 0))
         rm_h2_finish(c, c->close_err, true, true);
 }
 
@@ -412,6 +415,13 @@ const struct rm_conn_handler rm_h2_conn_handler = {
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
 
+/* nghttp2 closed the stream cleanly (both END_STREAMs) but a paused user has not had the end
+ * of the response yet. */
+static bool complete_but_held(const struct rm_h2_stream *hs)
+{
+    return !hs->ng_open && hs->remote_end_seen && rm_h2_deliverable(hs);
+}
+
 void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful)
 {
     if (c->finished)
@@ -425,11 +435,12 @@ void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful)
         rm_conn_close(conn);
     for (struct rm_h2_stream *hs = c->writable; hs; hs = hs->writable_next)
         hs->in_writable = false;
-    for (struct rm_h2_stream *hs = c->resumed; hs; hs = hs->resume_next)
-        hs->in_resume = false;
-    c->writable = c->resumed = NULL;
-    for (struct rm_h2_stream *hs = c->streams; hs; hs = hs->next)
+    c->writable = NULL;
+    for (struct rm_h2_stream *hs = c->streams; hs; hs = hs->next) {
+        if (notify && complete_but_held(hs))
+            continue; /* its exchange is over: resume() still delivers it */
         rm_h2_stream_abort(hs, RM_RESET_CONNECTION_TERMINATION, -1, true);
+    }
     if (notify && c->base.cb && c->base.cb->on_close)
         c->base.cb->on_close(c->base.user, err);
     rm_h2_schedule(c);
@@ -438,7 +449,7 @@ void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful)
 static void run_resumed(struct rm_h2_codec *c)
 {
     struct rm_h2_stream *hs;
-    while (!c->finished && (hs = c->resumed)) {
+    while ((hs = c->resumed)) {
         c->resumed = hs->resume_next;
         hs->in_resume = false;
         rm_h2_deliver_held(hs);
@@ -478,6 +489,7 @@ static void codec_task(struct rm_task *t)
         if (c->active == 0 && !c->shutting && !c->goaway_recv && c->base.cb->on_idle)
             c->base.cb->on_idle(c->base.user);
     }
+    rm_h2_after_io(c); /* e.g. the last stream went away: finish a drained connection */
     if (c->finished && c->ng)
         delete_session(c);
     rm_h2_reap(c);

@@ -136,8 +136,8 @@ void rm_h2_maybe_retire(struct rm_h2_stream *hs)
         return;
     hs->counted = false;
     c->active--;
-    if (!c->server && c->active == 0 && !c->finished) {
-        c->idle_pending = true;
+    if (c->active == 0 && !c->finished) { /* on_idle (client), drained-connection check */
+        c->idle_pending = !c->server;
         rm_h2_schedule(c);
     }
 }
@@ -607,7 +607,7 @@ static void op_pause_reading(struct rm_stream *s, bool paused)
     if (hs->paused == paused)
         return;
     hs->paused = paused;
-    if (paused || rm_h2_terminal(hs) || c->finished)
+    if (paused || rm_h2_terminal(hs)) /* (held input outlives the connection: see finish) */
         return;
     size_t n = hs->unconsumed;
     hs->unconsumed = 0;

@@ -471,6 +471,39 @@ Test(h2_flow, reset_returns_held_window)
     h2t_finish(&t);
 }
 
+/* The response is complete on the wire but the client is paused: the server then shuts down
+ * and closes the connection.  The held end of the response must still reach the client. */
+static void respond_and_leave(struct h2t_stream *st)
+{
+    respond_10k(st);
+    h2t_release(st);
+    st->t->server->ops->shutdown(st->t->server);
+}
+
+Test(h2_flow, held_response_survives_connection_close)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_request = respond_and_leave;
+    t.on_client_headers = pause_client;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    c->keep_body = false;
+    H2T_WAIT(&t, t.server_close_calls && t.client_close_calls, WAIT_MS);
+    cr_assert_eq(t.server_close_calls, 1);
+    cr_assert_eq(t.client_close_calls, 1, "the server closed the connection");
+    cr_expect_eq(t.goaway_calls, 1);
+    cr_assert(!c->reset && !c->ended && c->s, "a complete response is not reset");
+    cr_expect_eq(rm_h2_stream_of(c->s)->held.len, 10000);
+    c->s->ops->pause_reading(c->s, false);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(c->body_len, 10000);
+    cr_expect(!c->pattern_bad);
+    cr_expect(!c->reset);
+    h2t_finish(&t);
+}
+
 /* ---- resets -------------------------------------------------------------------------------- */
 
 Test(h2_reset, client_reset_reaches_server)
