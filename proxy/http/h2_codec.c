@@ -30,9 +30,15 @@
 
 #include "proxy/http/h2_internal.h"
 
-static uint32_t active_streams(const struct rm_codec *cc) { return rm_h2_codec_of(cc)->active; }
+static uint32_t active_streams(const struct rm_codec *cc)
+{
+    return rm_h2_codec_of(cc)->active;
+}
 
-static void close_now(struct rm_codec *cc) { rm_h2_finish(rm_h2_codec_of(cc), 0, false, false); }
+static void close_now(struct rm_codec *cc)
+{
+    rm_h2_finish(rm_h2_codec_of(cc), 0, false, false);
+}
 
 /* ---- server ------------------------------------------------------------------------------- */
 
@@ -42,13 +48,15 @@ static int server_new_stream(struct rm_codec *cc, const struct rm_stream_events 
     return -1;
 }
 
-static uint32_t server_available(const struct rm_codec *cc) { return 0; }
+static uint32_t server_available(const struct rm_codec *cc)
+{
+    return 0;
+}
 
 static void server_shutdown(struct rm_codec *cc)
 {
     struct rm_h2_codec *c = rm_h2_codec_of(cc);
-    if (c->finished || c->shutting)
-        return;
+    if (c->finished || c->shutting) return;
     c->shutting = true;
     nghttp2_submit_shutdown_notice(c->ng);
     nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
@@ -69,8 +77,7 @@ struct rm_codec *rm_h2_server_new(struct rm_conn *conn, const struct rm_codec_se
                                   const struct rm_codec_callbacks *cb, void *user)
 {
     struct rm_h2_codec *c = rm_h2_codec_new(conn, st, cb, user, true);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.ops = &server_ops;
     rm_conn_set_handler(conn, &rm_h2_conn_handler, c);
     rm_conn_schedule_flush(conn);
@@ -82,16 +89,13 @@ struct rm_codec *rm_h2_server_new(struct rm_conn *conn, const struct rm_codec_se
 static uint32_t client_available(const struct rm_codec *cc)
 {
     const struct rm_h2_codec *c = rm_h2_codec_of(cc);
-    if (c->finished || c->shutting || c->goaway_recv)
-        return 0;
+    if (c->finished || c->shutting || c->goaway_recv) return 0;
     uint32_t cap =
         nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-    if (cap > c->st.h2_max_concurrent_streams)
-        cap = c->st.h2_max_concurrent_streams;
+    if (cap > c->st.h2_max_concurrent_streams) cap = c->st.h2_max_concurrent_streams;
     uint32_t next = nghttp2_session_get_next_stream_id(c->ng);
     uint32_t ids_left = next <= INT32_MAX ? (INT32_MAX - next) / 2 + 1 : 0;
-    if (cap > ids_left)
-        cap = ids_left;
+    if (cap > ids_left) cap = ids_left;
     return cap > c->active ? cap - c->active : 0;
 }
 
@@ -99,11 +103,9 @@ static int client_new_stream(struct rm_codec *cc, const struct rm_stream_events 
                              struct rm_arena *arena, struct rm_stream **out)
 {
     struct rm_h2_codec *c = rm_h2_codec_of(cc);
-    if (client_available(cc) == 0)
-        return -1;
+    if (client_available(cc) == 0) return -1;
     struct rm_h2_stream *hs = rm_h2_stream_alloc(c);
-    if (!hs)
-        return -1;
+    if (!hs) return -1;
     hs->attached = true;
     hs->base.ev = ev;
     hs->base.user = user;
@@ -115,8 +117,7 @@ static int client_new_stream(struct rm_codec *cc, const struct rm_stream_events 
 static void client_shutdown(struct rm_codec *cc)
 {
     struct rm_h2_codec *c = rm_h2_codec_of(cc);
-    if (c->finished || c->shutting)
-        return;
+    if (c->finished || c->shutting) return;
     c->shutting = true;
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     rm_h2_want_flush(c);
@@ -136,8 +137,7 @@ struct rm_codec *rm_h2_client_new(struct rm_conn *conn, const struct rm_codec_se
                                   const struct rm_codec_callbacks *cb, void *user)
 {
     struct rm_h2_codec *c = rm_h2_codec_new(conn, st, cb, user, false);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.ops = &client_ops;
     rm_conn_set_handler(conn, &rm_h2_conn_handler, c);
     rm_conn_schedule_flush(conn);

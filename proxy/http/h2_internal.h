@@ -86,55 +86,56 @@ struct rm_h2_stream {
     struct rm_h2_stream *prev, *next; /* codec->streams while allocated; next: free list */
     struct rm_h2_stream *reap_next, *writable_next, *resume_next;
     enum rm_h2_state state;
-    struct rm_arena own;     /* codec-owned; server streams: base.arena points here */
-    struct rm_headers *in;   /* incoming block being collected (NULL: ignored) */
-    size_t in_bytes;         /* its name+value bytes so far */
-    struct rm_buf out;       /* DATA submitted, not yet framed */
-    nghttp2_nv *trailers;    /* submitted trailers waiting for .out to drain (own arena) */
+    struct rm_arena own;   /* codec-owned; server streams: base.arena points here */
+    struct rm_headers *in; /* incoming block being collected (NULL: ignored) */
+    size_t in_bytes;       /* its name+value bytes so far */
+    struct rm_buf out;     /* DATA submitted, not yet framed */
+    nghttp2_nv *trailers;  /* submitted trailers waiting for .out to drain (own arena) */
     size_t ntrailers;
-    struct rm_buf held;      /* DATA received while paused, not yet delivered */
+    struct rm_buf held; /* DATA received while paused, not yet delivered */
     struct rm_headers *held_trailers;
-    size_t unconsumed;       /* delivered while paused: window not yet returned */
-    bool attached : 1;       /* the user has it (server: after on_stream) */
-    bool released : 1;       /* the user called release() */
-    bool ng_open : 1;        /* nghttp2 knows the stream and has not closed it */
-    bool counted : 1;        /* counted in codec->active */
-    bool has_provider : 1;   /* headers submitted with a data provider */
-    bool out_end : 1;        /* END_STREAM (or trailers) submitted after the data */
-    bool deferred : 1;       /* the data provider returned NGHTTP2_ERR_DEFERRED */
-    bool paused : 1;         /* pause_reading(true) */
-    bool held_end : 1;       /* END_STREAM received while paused */
+    size_t unconsumed;        /* delivered while paused: window not yet returned */
+    bool attached : 1;        /* the user has it (server: after on_stream) */
+    bool released : 1;        /* the user called release() */
+    bool ng_open : 1;         /* nghttp2 knows the stream and has not closed it */
+    bool counted : 1;         /* counted in codec->active */
+    bool has_provider : 1;    /* headers submitted with a data provider */
+    bool out_end : 1;         /* END_STREAM (or trailers) submitted after the data */
+    bool deferred : 1;        /* the data provider returned NGHTTP2_ERR_DEFERRED */
+    bool paused : 1;          /* pause_reading(true) */
+    bool held_end : 1;        /* END_STREAM received while paused */
     bool remote_end_seen : 1; /* END_STREAM recorded (delivered or held) */
-    bool blocked : 1;        /* write_blocked() became true; on_writable owed */
-    bool final_seen : 1;     /* client: final (non-1xx) response headers received */
-    bool overflow : 1;       /* an incoming header block went over the limits */
-    bool end_sent : 1;       /* our END_STREAM went out */
-    bool rst_after_end : 1;  /* released with the response complete: RST(NO_ERROR) after it */
+    bool blocked : 1;         /* write_blocked() became true; on_writable owed */
+    bool final_seen : 1;      /* client: final (non-1xx) response headers received */
+    bool overflow : 1;        /* an incoming header block went over the limits */
+    bool end_sent : 1;        /* our END_STREAM went out */
+    bool rst_after_end : 1;   /* released with the response complete: RST(NO_ERROR) after it */
     bool in_reap : 1, in_writable : 1, in_resume : 1;
 };
 
 struct rm_h2_codec {
     struct rm_codec base; /* first */
     struct rm_loop *loop;
-    nghttp2_session *ng;  /* NULL once deleted */
+    nghttp2_session *ng;         /* NULL once deleted */
     struct rm_codec_settings st; /* defaults filled in */
     uint32_t stream_buffer;      /* per-stream write_blocked threshold */
     bool server;
-    bool finished : 1;       /* connection over: no nghttp2 calls, no codec callbacks */
-    bool recv_dead : 1;      /* fatal input error: ignore further bytes */
-    bool shutting : 1;       /* shutdown() called */
-    bool final_goaway : 1;   /* server: final GOAWAY submitted */
-    bool ping_acked : 1;     /* server: a PING ACK came back during shutdown */
-    bool goaway_recv : 1;    /* client: GOAWAY received */
-    bool idle_pending : 1;   /* client: on_idle owed */
-    int close_err;           /* what on_close reports when nghttp2 ends the session */
-    struct rm_task task;     /* reaping, held-data delivery, on_idle, teardown */
+    bool finished : 1;     /* connection over: no nghttp2 calls, no codec callbacks */
+    bool recv_dead : 1;    /* fatal input error: ignore further bytes */
+    bool shutting : 1;     /* shutdown() called */
+    bool final_goaway : 1; /* server: final GOAWAY submitted */
+    bool ping_acked : 1;   /* server: a PING ACK came back during shutdown */
+    bool goaway_recv : 1;  /* client: GOAWAY received */
+    bool idle_pending : 1; /* client: on_idle owed */
+    int close_err;         /* what on_close reports when nghttp2 ends the session */
+    struct rm_task task;   /* reaping, held-data delivery, on_idle, teardown */
     struct rm_h2_stream *streams;
     struct rm_h2_stream *free_list;
     uint32_t nfree;
     uint32_t nalloc; /* stream objects not on the free list */
     uint32_t active; /* streams that occupy (or will occupy) a slot on the wire */
     struct rm_h2_stream *reap, *writable, *resumed;
+    struct rm_h2_stream *rx_hs; /* the header block being received (NULL: ignored) */
     /* the DATA frame being received: lets the last chunk carry end_stream */
     int32_t rx_sid;
     size_t rx_left;

@@ -9,12 +9,14 @@
 
 static void codec_task(struct rm_task *t);
 
-void rm_h2_schedule(struct rm_h2_codec *c) { rm_loop_defer(c->loop, &c->task, codec_task); }
+void rm_h2_schedule(struct rm_h2_codec *c)
+{
+    rm_loop_defer(c->loop, &c->task, codec_task);
+}
 
 void rm_h2_want_flush(struct rm_h2_codec *c)
 {
-    if (!c->finished && c->base.conn)
-        rm_conn_schedule_flush(c->base.conn);
+    if (!c->finished && c->base.conn) rm_conn_schedule_flush(c->base.conn);
 }
 
 void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const uint8_t *b,
@@ -23,8 +25,7 @@ void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const 
     struct rm_conn *conn = c->base.conn;
     uint8_t *p = rm_buf_reserve(&conn->out, an + bn);
     memcpy(p, a, an);
-    if (bn)
-        memcpy(p + an, b, bn);
+    if (bn) memcpy(p + an, b, bn);
     rm_buf_commit(&conn->out, an + bn);
     if (conn->out.len >= conn->high_watermark)
         conn->flags |= RM_CONN_OVER_HIGH; /* the drain stops; on_drained resumes it */
@@ -40,8 +41,7 @@ static struct rm_h2_stream *stream_search(struct rm_h2_codec *c, int32_t id)
 {
     struct rm_h2_stream *hs = stream_by_id(c, id);
     for (struct rm_h2_stream *it = c->streams; !hs && it; it = it->next) {
-        if (it->base.id == id && it->ng_open)
-            hs = it;
+        if (it->base.id == id && it->ng_open) hs = it;
     }
     return hs;
 }
@@ -52,21 +52,18 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 {
     struct rm_h2_codec *c = ud;
     struct rm_h2_stream *hs;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (f->hd.type != NGHTTP2_HEADERS)
-        return 0;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    c->rx_hs = NULL;
+    if (f->hd.type != NGHTTP2_HEADERS) return 0;
     if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         hs = rm_h2_stream_alloc(c);
-        if (!hs)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (!hs) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         hs->base.id = f->hd.stream_id;
         hs->ng_open = true;
         nghttp2_session_set_stream_user_data(ng, hs->base.id, hs);
     } else {
         hs = stream_by_id(c, f->hd.stream_id);
-        if (!hs)
-            return 0;
+        if (!hs) return 0;
         hs->in = NULL;
         if (!rm_h2_deliverable(hs)) /* released: the caller's arena may be gone */
             return 0;
@@ -74,24 +71,23 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     hs->in = rm_arena_alloc(hs->base.arena, sizeof(*hs->in));
     rm_headers_init(hs->in, hs->base.arena);
     hs->in_bytes = 0;
+    c->rx_hs = hs;
     return 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
-                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
     struct rm_h2_codec *c = ud;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    struct rm_h2_stream *hs = stream_by_id(c, f->hd.stream_id);
-    if (!hs || !hs->in)
-        return 0;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    struct rm_h2_stream *hs = c->rx_hs; /* on_header follows its block's on_begin_headers */
+    if (!hs || !hs->in) return 0;
     hs->in_bytes += nlen + vlen;
     if (hs->in_bytes > (size_t)c->st.max_request_headers_kb * 1024 ||
         hs->in->n >= c->st.max_headers_count) {
         /* nghttp2 resets the stream (INTERNAL_ERROR) and keeps decoding the block for HPACK */
-        rm_log_debug("h2: stream %d: header block over %u KiB or %u fields: reset",
-                     f->hd.stream_id, c->st.max_request_headers_kb, c->st.max_headers_count);
+        rm_log_debug("h2: stream %d: header block over %u KiB or %u fields: reset", f->hd.stream_id,
+                     c->st.max_request_headers_kb, c->st.max_headers_count);
         hs->overflow = true;
         hs->in = NULL;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -120,8 +116,7 @@ static void server_request(struct rm_h2_codec *c, struct rm_h2_stream *hs, struc
 
 static int status_of(const struct rm_headers *h)
 {
-    if (!h->n || h->v[0].name_len != 7 || memcmp(h->v[0].name, ":status", 7) != 0)
-        return -1;
+    if (!h->n || h->v[0].name_len != 7 || memcmp(h->v[0].name, ":status", 7) != 0) return -1;
     return (int)rm_parse_u63((const char *)h->v[0].value, h->v[0].value_len);
 }
 
@@ -132,8 +127,7 @@ static void client_headers(struct rm_h2_stream *hs, struct rm_headers *h, bool e
         rm_h2_deliver_trailers(hs, h);
         return;
     }
-    if (!rm_h2_deliverable(hs))
-        return;
+    if (!rm_h2_deliverable(hs)) return;
     int status = status_of(h);
     bool info = status >= 100 && status < 200;
     if (!info) {
@@ -149,11 +143,11 @@ static void client_headers(struct rm_h2_stream *hs, struct rm_headers *h, bool e
 static void headers_received(struct rm_h2_codec *c, const nghttp2_frame *f)
 {
     struct rm_h2_stream *hs = stream_by_id(c, f->hd.stream_id);
-    if (!hs || !hs->in)
-        return;
+    if (!hs || !hs->in) return;
     struct rm_headers *h = hs->in;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     hs->in = NULL;
+    c->rx_hs = NULL;
     if (!c->server)
         client_headers(hs, h, end);
     else if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -179,8 +173,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *ud)
 {
     struct rm_h2_codec *c = ud;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     bool end = false;
     if (id == c->rx_sid) { /* unpadded frame: its last chunk carries END_STREAM */
         c->rx_left = c->rx_left > len ? c->rx_left - len : 0;
@@ -201,19 +194,16 @@ static void goaway_received(struct rm_h2_codec *c, const nghttp2_frame *f)
         rm_log_debug("h2: GOAWAY from the peer, error %u", f->goaway.error_code);
         c->close_err = -ECONNRESET;
     }
-    if (c->server || c->goaway_recv)
-        return;
+    if (c->server || c->goaway_recv) return;
     c->goaway_recv = true; /* streams above last_stream_id: on_stream_close(REFUSED_STREAM) */
-    if (c->base.cb->on_goaway)
-        c->base.cb->on_goaway(c->base.user);
+    if (c->base.cb->on_goaway) c->base.cb->on_goaway(c->base.user);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rm_h2_codec *c = ud;
     struct rm_h2_stream *hs;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         headers_received(c, f);
@@ -227,17 +217,15 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         hs = stream_by_id(c, f->hd.stream_id);
         if (hs)
             rm_h2_stream_abort(hs,
-                               f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM
-                                   ? RM_RESET_REFUSED
-                                   : RM_RESET_REMOTE,
+                               f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM ? RM_RESET_REFUSED
+                                                                                  : RM_RESET_REMOTE,
                                -1, true);
         break;
     case NGHTTP2_GOAWAY:
         goaway_received(c, f);
         break;
     case NGHTTP2_PING:
-        if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->shutting)
-            c->ping_acked = true;
+        if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->shutting) c->ping_acked = true;
         break;
     default:
         break;
@@ -248,11 +236,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *ud)
 {
     struct rm_h2_codec *c = ud;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     struct rm_h2_stream *hs = stream_by_id(c, id);
-    if (hs)
-        rm_h2_stream_closed(hs, error_code);
+    if (hs) rm_h2_stream_closed(hs, error_code);
     return c->finished ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
@@ -261,8 +247,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rm_h2_codec *c = ud;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) {
         c->close_err = -EPROTO;
         return 0;
@@ -271,8 +256,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct rm_h2_stream *hs = stream_by_id(c, f->hd.stream_id);
-    if (!hs)
-        return 0;
+    if (!hs) return 0;
     hs->end_sent = true;
     if (hs->rst_after_end) {
         hs->rst_after_end = false;
@@ -285,13 +269,10 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *f, int lib_err, void *ud)
 {
     struct rm_h2_codec *c = ud;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (f->hd.type != NGHTTP2_HEADERS)
-        return 0;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (f->hd.type != NGHTTP2_HEADERS) return 0;
     struct rm_h2_stream *hs = stream_search(c, f->hd.stream_id);
-    if (!hs)
-        return 0;
+    if (!hs) return 0;
     rm_log_debug("h2: stream %d: HEADERS not sent: %s", f->hd.stream_id, nghttp2_strerror(lib_err));
     if (!c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         /* GOAWAY or our own reset got there first: never sent, so safe to retry */
@@ -315,8 +296,7 @@ static void drain(struct rm_h2_codec *c)
     while (!c->finished && c->base.conn->out.len < c->base.conn->high_watermark) {
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(c->ng, &p);
-        if (c->finished || n == 0)
-            return;
+        if (c->finished || n == 0) return;
         if (n < 0) {
             rm_log_warn("h2: nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
             rm_h2_finish(c, -EPROTO, true, false);
@@ -345,8 +325,7 @@ static void input_failed(struct rm_h2_codec *c, int lib_err)
 
 void rm_h2_after_io(struct rm_h2_codec *c)
 {
-    if (c->finished)
-        return;
+    if (c->finished) return;
     if (c->server && c->shutting && !c->final_goaway && (c->active == 0 || c->ping_acked)) {
         c->final_goaway = true; /* one round trip after the notice, or idle */
         nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
@@ -364,17 +343,14 @@ void rm_h2_after_io(struct rm_h2_codec *c)
 static size_t conn_on_data(struct rm_conn *conn, const uint8_t *p, size_t n)
 {
     struct rm_h2_codec *c = conn->owner;
-    if (c->finished || c->recv_dead)
-        return n;
+    if (c->finished || c->recv_dead) return n;
     ssize_t rv = nghttp2_session_mem_recv(c->ng, p, n);
-    if (c->finished)
-        return n;
+    if (c->finished) return n;
     if (rv < 0) {
         input_failed(c, (int)rv);
         return n;
     }
-    if (nghttp2_session_want_write(c->ng))
-        rm_h2_want_flush(c);
+    if (nghttp2_session_want_write(c->ng)) rm_h2_want_flush(c);
     rm_h2_after_io(c);
     return n;
 }
@@ -382,8 +358,7 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *p, size_t n)
 static void conn_on_flush(struct rm_conn *conn)
 {
     struct rm_h2_codec *c = conn->owner;
-    if (c->finished)
-        return;
+    if (c->finished) return;
     drain(c);
     rm_h2_fire_writable(c);
     rm_h2_after_io(c);
@@ -392,8 +367,7 @@ static void conn_on_flush(struct rm_conn *conn)
 static void conn_on_drained(struct rm_conn *conn)
 {
     struct rm_h2_codec *c = conn->owner;
-    if (!c->finished && nghttp2_session_want_write(c->ng))
-        rm_conn_schedule_flush(conn);
+    if (!c->finished && nghttp2_session_want_write(c->ng)) rm_conn_schedule_flush(conn);
 }
 
 static void conn_on_close(struct rm_conn *conn, int err)
@@ -424,8 +398,7 @@ static bool complete_but_held(const struct rm_h2_stream *hs)
 
 void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful)
 {
-    if (c->finished)
-        return;
+    if (c->finished) return;
     c->finished = true;
     struct rm_conn *conn = c->base.conn;
     c->base.conn = NULL;
@@ -441,8 +414,7 @@ void rm_h2_finish(struct rm_h2_codec *c, int err, bool notify, bool graceful)
             continue; /* its exchange is over: resume() still delivers it */
         rm_h2_stream_abort(hs, RM_RESET_CONNECTION_TERMINATION, -1, true);
     }
-    if (notify && c->base.cb && c->base.cb->on_close)
-        c->base.cb->on_close(c->base.user, err);
+    if (notify && c->base.cb && c->base.cb->on_close) c->base.cb->on_close(c->base.user, err);
     rm_h2_schedule(c);
 }
 
@@ -490,31 +462,25 @@ static void codec_task(struct rm_task *t)
             c->base.cb->on_idle(c->base.user);
     }
     rm_h2_after_io(c); /* e.g. the last stream went away: finish a drained connection */
-    if (c->finished && c->ng)
-        delete_session(c);
+    if (c->finished && c->ng) delete_session(c);
     rm_h2_reap(c);
-    if (c->finished && c->nalloc == 0 && !c->task.queued)
-        codec_free(c);
+    if (c->finished && c->nalloc == 0 && !c->task.queued) codec_free(c);
 }
 
 /* ---- construction ------------------------------------------------------------------------- */
 
 static void fill_settings(struct rm_h2_codec *c, const struct rm_codec_settings *st)
 {
-    if (st)
-        c->st = *st;
-    if (!c->st.max_request_headers_kb)
-        c->st.max_request_headers_kb = RM_H2_DEFAULT_HEADERS_KB;
-    if (!c->st.max_headers_count)
-        c->st.max_headers_count = RM_H2_DEFAULT_HEADERS_COUNT;
+    if (st) c->st = *st;
+    if (!c->st.max_request_headers_kb) c->st.max_request_headers_kb = RM_H2_DEFAULT_HEADERS_KB;
+    if (!c->st.max_headers_count) c->st.max_headers_count = RM_H2_DEFAULT_HEADERS_COUNT;
     if (!c->st.h2_max_concurrent_streams)
         c->st.h2_max_concurrent_streams = RM_H2_DEFAULT_MAX_STREAMS;
     if (!c->st.h2_initial_stream_window)
         c->st.h2_initial_stream_window = RM_H2_DEFAULT_STREAM_WINDOW;
     if (c->st.h2_initial_stream_window > NGHTTP2_MAX_WINDOW_SIZE)
         c->st.h2_initial_stream_window = NGHTTP2_MAX_WINDOW_SIZE;
-    if (!c->st.h2_initial_conn_window)
-        c->st.h2_initial_conn_window = RM_H2_DEFAULT_CONN_WINDOW;
+    if (!c->st.h2_initial_conn_window) c->st.h2_initial_conn_window = RM_H2_DEFAULT_CONN_WINDOW;
     if (c->st.h2_initial_conn_window > NGHTTP2_MAX_WINDOW_SIZE)
         c->st.h2_initial_conn_window = NGHTTP2_MAX_WINDOW_SIZE;
     c->stream_buffer = c->st.buffer_limit ? c->st.buffer_limit : RM_H2_DEFAULT_STREAM_BUFFER;
@@ -539,10 +505,8 @@ static int session_new(struct rm_h2_codec *c)
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
     int rv = -1;
-    if (nghttp2_session_callbacks_new(&cbs) != 0)
-        return -1;
-    if (nghttp2_option_new(&opt) != 0)
-        goto fail_cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) return -1;
+    if (nghttp2_option_new(&opt) != 0) goto fail_cbs;
     set_callbacks(cbs);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_no_closed_streams(opt, 1);
@@ -570,8 +534,7 @@ static int submit_settings(struct rm_h2_codec *c)
                                        c->st.h2_initial_stream_window};
     iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
                                        c->st.max_request_headers_kb * 1024};
-    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, n) != 0)
-        return -1;
+    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, n) != 0) return -1;
     if (c->st.h2_initial_conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)c->st.h2_initial_conn_window) != 0)
@@ -583,8 +546,7 @@ struct rm_h2_codec *rm_h2_codec_new(struct rm_conn *conn, const struct rm_codec_
                                     const struct rm_codec_callbacks *cb, void *user, bool server)
 {
     struct rm_h2_codec *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.conn = conn;
     c->base.cb = cb;
     c->base.user = user;
@@ -592,10 +554,8 @@ struct rm_h2_codec *rm_h2_codec_new(struct rm_conn *conn, const struct rm_codec_
     c->loop = conn->loop;
     c->server = server;
     fill_settings(c, st);
-    if (session_new(c) != 0)
-        goto fail_codec;
-    if (submit_settings(c) != 0)
-        goto fail_session;
+    if (session_new(c) != 0) goto fail_codec;
+    if (submit_settings(c) != 0) goto fail_session;
     return c;
 fail_session:
     nghttp2_session_del(c->ng);

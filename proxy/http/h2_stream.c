@@ -14,8 +14,7 @@ _Static_assert(sizeof(struct rm_header) == sizeof(nghttp2_nv), "rm_header size !
 _Static_assert(offsetof(struct rm_header, name) == offsetof(nghttp2_nv, name), "name");
 _Static_assert(offsetof(struct rm_header, value) == offsetof(nghttp2_nv, value), "value");
 _Static_assert(offsetof(struct rm_header, name_len) == offsetof(nghttp2_nv, namelen), "namelen");
-_Static_assert(offsetof(struct rm_header, value_len) == offsetof(nghttp2_nv, valuelen),
-               "valuelen");
+_Static_assert(offsetof(struct rm_header, value_len) == offsetof(nghttp2_nv, valuelen), "valuelen");
 _Static_assert(offsetof(struct rm_header, flags) == offsetof(nghttp2_nv, flags), "flags");
 
 #define NV_NO_COPY (NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE)
@@ -25,8 +24,8 @@ _Static_assert(offsetof(struct rm_header, flags) == offsetof(nghttp2_nv, flags),
 #define BIT(s) (1u << (s))
 static const uint8_t legal_next[] = {
     [RM_H2_FREE] = BIT(RM_H2_IDLE),
-    [RM_H2_IDLE] = BIT(RM_H2_OPEN) | BIT(RM_H2_HALF_CLOSED_LOCAL) |
-                   BIT(RM_H2_HALF_CLOSED_REMOTE) | BIT(RM_H2_RESET),
+    [RM_H2_IDLE] = BIT(RM_H2_OPEN) | BIT(RM_H2_HALF_CLOSED_LOCAL) | BIT(RM_H2_HALF_CLOSED_REMOTE) |
+                   BIT(RM_H2_RESET),
     [RM_H2_OPEN] = BIT(RM_H2_HALF_CLOSED_LOCAL) | BIT(RM_H2_HALF_CLOSED_REMOTE) | BIT(RM_H2_RESET),
     [RM_H2_HALF_CLOSED_LOCAL] = BIT(RM_H2_CLOSED) | BIT(RM_H2_RESET),
     [RM_H2_HALF_CLOSED_REMOTE] = BIT(RM_H2_CLOSED) | BIT(RM_H2_RESET),
@@ -86,8 +85,7 @@ struct rm_h2_stream *rm_h2_stream_alloc(struct rm_h2_codec *c)
     rm_arena_init(&hs->own);
     hs->base.arena = &hs->own;
     hs->next = c->streams;
-    if (c->streams)
-        c->streams->prev = hs;
+    if (c->streams) c->streams->prev = hs;
     c->streams = hs;
     c->nalloc++;
     c->active++;
@@ -99,12 +97,12 @@ struct rm_h2_stream *rm_h2_stream_alloc(struct rm_h2_codec *c)
 static void recycle(struct rm_h2_codec *c, struct rm_h2_stream *hs)
 {
     assert(!hs->in_writable && !hs->in_resume && !hs->ng_open && !hs->counted);
+    if (c->rx_hs == hs) c->rx_hs = NULL;
     if (hs->prev)
         hs->prev->next = hs->next;
     else
         c->streams = hs->next;
-    if (hs->next)
-        hs->next->prev = hs->prev;
+    if (hs->next) hs->next->prev = hs->prev;
     rm_arena_dispose(&hs->own);
     rm_buf_reset(&hs->out);
     rm_buf_reset(&hs->held);
@@ -132,8 +130,7 @@ void rm_h2_reap(struct rm_h2_codec *c)
 void rm_h2_maybe_retire(struct rm_h2_stream *hs)
 {
     struct rm_h2_codec *c = hs->codec;
-    if (!hs->counted || hs->ng_open || !rm_h2_terminal(hs))
-        return;
+    if (!hs->counted || hs->ng_open || !rm_h2_terminal(hs)) return;
     hs->counted = false;
     c->active--;
     if (c->active == 0 && !c->finished) { /* on_idle (client), drained-connection check */
@@ -175,12 +172,10 @@ static void drop_input(struct rm_h2_stream *hs)
     rm_h2_consume(hs, n);
 }
 
-void rm_h2_stream_abort(struct rm_h2_stream *hs, enum rm_reset_reason reason, int code,
-                        bool notify)
+void rm_h2_stream_abort(struct rm_h2_stream *hs, enum rm_reset_reason reason, int code, bool notify)
 {
     struct rm_h2_codec *c = hs->codec;
-    if (rm_h2_terminal(hs))
-        return;
+    if (rm_h2_terminal(hs)) return;
     bool tell = notify && rm_h2_deliverable(hs) && hs->base.ev && hs->base.ev->on_reset;
     rm_h2_set_state(hs, RM_H2_RESET);
     drop_output(hs);
@@ -191,21 +186,18 @@ void rm_h2_stream_abort(struct rm_h2_stream *hs, enum rm_reset_reason reason, in
         rm_h2_want_flush(c);
     }
     settle(hs);
-    if (tell)
-        hs->base.ev->on_reset(&hs->base, reason);
+    if (tell) hs->base.ev->on_reset(&hs->base, reason);
 }
 
 void rm_h2_stream_closed(struct rm_h2_stream *hs, uint32_t error_code)
 {
-    if (!hs->ng_open)
-        return;
+    if (!hs->ng_open) return;
     hs->ng_open = false;
     drop_output(hs);
     if (!rm_h2_terminal(hs)) {
         /* Closed cleanly with the peer's END_STREAM still held for a paused user: keep the
          * stream so that resume() delivers it. */
-        if (error_code == NGHTTP2_NO_ERROR && hs->remote_end_seen && rm_h2_deliverable(hs))
-            return;
+        if (error_code == NGHTTP2_NO_ERROR && hs->remote_end_seen && rm_h2_deliverable(hs)) return;
         enum rm_reset_reason r = RM_RESET_PROTOCOL;
         if (hs->overflow)
             r = RM_RESET_OVERFLOW;
@@ -238,8 +230,7 @@ uint32_t rm_h2_error_code(enum rm_reset_reason r)
 void rm_h2_consume(struct rm_h2_stream *hs, size_t n)
 {
     struct rm_h2_codec *c = hs->codec;
-    if (!n || !c->ng || c->finished || hs->base.id <= 0)
-        return;
+    if (!n || !c->ng || c->finished || hs->base.id <= 0) return;
     nghttp2_session_consume(c->ng, hs->base.id, n);
     rm_h2_want_flush(c);
 }
@@ -260,23 +251,19 @@ static bool holding(const struct rm_h2_stream *hs)
 
 void rm_h2_deliver_data(struct rm_h2_stream *hs, const uint8_t *p, size_t n, bool end)
 {
-    if (end)
-        hs->remote_end_seen = true;
+    if (end) hs->remote_end_seen = true;
     if (!rm_h2_deliverable(hs)) {
         rm_h2_consume(hs, n);
         return;
     }
     if (holding(hs)) {
-        if (n)
-            rm_buf_append(&hs->held, p, n);
+        if (n) rm_buf_append(&hs->held, p, n);
         hs->held_end |= end;
         return;
     }
-    if (end)
-        rm_h2_remote_end(hs);
+    if (end) rm_h2_remote_end(hs);
     hs->base.ev->on_data(&hs->base, p, n, end);
-    if (n)
-        after_delivery(hs, n);
+    if (n) after_delivery(hs, n);
 }
 
 static void trailers_to_user(struct rm_h2_stream *hs, struct rm_headers *h)
@@ -291,8 +278,7 @@ static void trailers_to_user(struct rm_h2_stream *hs, struct rm_headers *h)
 void rm_h2_deliver_trailers(struct rm_h2_stream *hs, struct rm_headers *h)
 {
     hs->remote_end_seen = true;
-    if (!rm_h2_deliverable(hs))
-        return;
+    if (!rm_h2_deliverable(hs)) return;
     if (holding(hs)) {
         hs->held_trailers = h;
         hs->held_end = true;
@@ -303,8 +289,7 @@ void rm_h2_deliver_trailers(struct rm_h2_stream *hs, struct rm_headers *h)
 
 void rm_h2_deliver_held(struct rm_h2_stream *hs)
 {
-    if (hs->paused || !rm_h2_deliverable(hs))
-        return;
+    if (hs->paused || !rm_h2_deliverable(hs)) return;
     bool end = hs->held_end && !hs->held_trailers;
     if (hs->held.len || end) {
         struct rm_buf b = hs->held; /* the user may reset (and drop .held) from on_data */
@@ -316,8 +301,7 @@ void rm_h2_deliver_held(struct rm_h2_stream *hs)
         size_t n = b.len;
         hs->base.ev->on_data(&hs->base, n ? rm_buf_data(&b) : NULL, n, end);
         rm_buf_reset(&b);
-        if (n)
-            after_delivery(hs, n);
+        if (n) after_delivery(hs, n);
     }
     if (hs->held_trailers && !hs->paused && rm_h2_deliverable(hs)) {
         struct rm_headers *h = hs->held_trailers;
@@ -346,8 +330,7 @@ ssize_t rm_h2_data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t le
             int rv = nghttp2_submit_trailer(ng, id, hs->trailers, hs->ntrailers);
             hs->trailers = NULL;
             hs->ntrailers = 0;
-            if (rv != 0)
-                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            if (rv != 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         }
     }
     return (ssize_t)n;
@@ -358,8 +341,7 @@ int rm_h2_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *fr
 {
     struct rm_h2_codec *c = ud;
     struct rm_h2_stream *hs = src->ptr;
-    if (c->finished)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     assert(frame->data.padlen == 0 && length <= hs->out.len);
     rm_h2_out_append(c, framehd, 9, length ? rm_buf_data(&hs->out) : NULL, length);
     rm_buf_consume(&hs->out, length);
@@ -377,11 +359,9 @@ void rm_h2_fire_writable(struct rm_h2_codec *c)
     while (!c->finished && (hs = c->writable)) {
         c->writable = hs->writable_next;
         hs->in_writable = false;
-        if (!hs->blocked || hs->out.len > c->stream_buffer / 2)
-            continue;
+        if (!hs->blocked || hs->out.len > c->stream_buffer / 2) continue;
         hs->blocked = false;
-        if (rm_h2_deliverable(hs) && hs->base.ev->on_writable)
-            hs->base.ev->on_writable(&hs->base);
+        if (rm_h2_deliverable(hs) && hs->base.ev->on_writable) hs->base.ev->on_writable(&hs->base);
     }
 }
 
@@ -391,10 +371,8 @@ void rm_h2_fire_writable(struct rm_h2_codec *c)
  * in requests, host is dropped (it becomes :authority when that is missing). */
 static bool skip_header(const struct rm_header *e, bool request)
 {
-    if (request && e->name_len == 4 && memcmp(e->name, "host", 4) == 0)
-        return true;
-    if (!rm_header_is_hop_by_hop((const char *)e->name, e->name_len))
-        return false;
+    if (request && e->name_len == 4 && memcmp(e->name, "host", 4) == 0) return true;
+    if (!rm_header_is_hop_by_hop((const char *)e->name, e->name_len)) return false;
     return !(e->name_len == 2 && e->value_len == 8 &&
              strncasecmp((const char *)e->value, "trailers", 8) == 0);
 }
@@ -402,13 +380,11 @@ static bool skip_header(const struct rm_header *e, bool request)
 static nghttp2_nv *nv_room(struct rm_h2_stream *hs, size_t n, bool persist)
 {
     struct rm_h2_codec *c = hs->codec;
-    if (persist)
-        return rm_arena_alloc(&hs->own, n * sizeof(nghttp2_nv));
+    if (persist) return rm_arena_alloc(&hs->own, n * sizeof(nghttp2_nv));
     if (c->scratch_cap < n) {
         size_t cap = n < 32 ? 32 : n * 2;
         nghttp2_nv *p = realloc(c->scratch, cap * sizeof(*p));
-        if (!p)
-            abort();
+        if (!p) abort();
         c->scratch = p;
         c->scratch_cap = cap;
     }
@@ -430,8 +406,7 @@ static void nv_put(struct nv_builder *b, const struct rm_header *e)
     nv->flags = (uint8_t)((e->flags & NGHTTP2_NV_FLAG_NO_INDEX) | b->flags);
     if (b->copy) {
         nv->name = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->name, e->name_len);
-        nv->value =
-            (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->value, e->value_len);
+        nv->value = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->value, e->value_len);
     }
 }
 
@@ -474,16 +449,14 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
             host = e;
         }
     }
-    if (request && !authority && host)
-        nv_put_lit(&b, ":authority", host, NULL, 0);
+    if (request && !authority && host) nv_put_lit(&b, ":authority", host, NULL, 0);
     if (request && !scheme && !connect) {
         bool plain = hs->codec->base.conn->tp == &rm_transport_plain;
         nv_put_lit(&b, ":scheme", NULL, plain ? "http" : "https", plain ? 4 : 5);
     }
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
-        if ((e->name_len && e->name[0] == ':') || skip_header(e, request))
-            continue;
+        if ((e->name_len && e->name[0] == ':') || skip_header(e, request)) continue;
         nv_put(&b, e);
     }
     *n = b.n;
@@ -495,10 +468,8 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
 /* May the user still send on <hs>?  (Server streams become sendable once delivered.) */
 static bool can_send(const struct rm_h2_stream *hs)
 {
-    if (hs->codec->finished || hs->released)
-        return false;
-    if (hs->state == RM_H2_IDLE)
-        return !hs->codec->server;
+    if (hs->codec->finished || hs->released) return false;
+    if (hs->state == RM_H2_IDLE) return !hs->codec->server;
     return hs->state == RM_H2_OPEN || hs->state == RM_H2_HALF_CLOSED_REMOTE;
 }
 
@@ -523,8 +494,7 @@ static int op_submit_headers(struct rm_stream *s, struct rm_headers *h, bool end
 {
     struct rm_h2_stream *hs = rm_h2_stream_of(s);
     struct rm_h2_codec *c = hs->codec;
-    if (!can_send(hs) || hs->has_provider || hs->out_end)
-        return -1;
+    if (!can_send(hs) || hs->has_provider || hs->out_end) return -1;
     size_t n;
     nghttp2_nv *nv = build_nv(hs, h, !c->server, false, &n);
     nghttp2_data_provider prd = {.source.ptr = hs, .read_callback = rm_h2_data_read};
@@ -543,8 +513,7 @@ static int op_submit_headers(struct rm_stream *s, struct rm_headers *h, bool end
             hs->ng_open = true;
         }
     }
-    if (rv < 0)
-        goto out;
+    if (rv < 0) goto out;
     hs->has_provider = !end_stream;
     if (end_stream) {
         hs->out_end = true;
@@ -564,16 +533,13 @@ out:
 static int op_submit_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end_stream)
 {
     struct rm_h2_stream *hs = rm_h2_stream_of(s);
-    if (!can_send(hs) || !hs->has_provider || hs->out_end)
-        return -1;
-    if (n)
-        rm_buf_append(&hs->out, p, n);
+    if (!can_send(hs) || !hs->has_provider || hs->out_end) return -1;
+    if (n) rm_buf_append(&hs->out, p, n);
     if (end_stream) {
         hs->out_end = true;
         local_end(hs);
     }
-    if (hs->out.len > hs->codec->stream_buffer)
-        hs->blocked = true;
+    if (hs->out.len > hs->codec->stream_buffer) hs->blocked = true;
     kick(hs);
     return 0;
 }
@@ -581,8 +547,7 @@ static int op_submit_data(struct rm_stream *s, const uint8_t *p, size_t n, bool 
 static int op_submit_trailers(struct rm_stream *s, struct rm_headers *h)
 {
     struct rm_h2_stream *hs = rm_h2_stream_of(s);
-    if (!can_send(hs) || !hs->has_provider || hs->out_end)
-        return -1;
+    if (!can_send(hs) || !hs->has_provider || hs->out_end) return -1;
     size_t n;
     nghttp2_nv *nv = build_nv(hs, h, false, true, &n);
     if (n) {
@@ -604,8 +569,7 @@ static void op_pause_reading(struct rm_stream *s, bool paused)
 {
     struct rm_h2_stream *hs = rm_h2_stream_of(s);
     struct rm_h2_codec *c = hs->codec;
-    if (hs->paused == paused)
-        return;
+    if (hs->paused == paused) return;
     hs->paused = paused;
     if (paused || rm_h2_terminal(hs)) /* (held input outlives the connection: see finish) */
         return;

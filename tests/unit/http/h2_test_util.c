@@ -23,7 +23,10 @@ uint64_t h2t_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint8_t h2t_pattern(size_t off) { return (uint8_t)((off * 31 + 7) ^ (off >> 13)); }
+uint8_t h2t_pattern(size_t off)
+{
+    return (uint8_t)((off * 31 + 7) ^ (off >> 13));
+}
 
 /* ---- records ------------------------------------------------------------------------------ */
 
@@ -54,8 +57,7 @@ static void record_free(struct h2t_stream *st)
 
 void h2t_release(struct h2t_stream *st)
 {
-    if (st->released)
-        return;
+    if (st->released) return;
     st->released = true;
     struct rm_stream *s = st->s;
     st->s = NULL;
@@ -64,15 +66,13 @@ void h2t_release(struct h2t_stream *st)
 
 static void maybe_release(struct h2t_stream *st)
 {
-    if (!st->released && !st->hold && (st->reset || (st->ended && st->done_out)))
-        h2t_release(st);
+    if (!st->released && !st->hold && (st->reset || (st->ended && st->done_out))) h2t_release(st);
 }
 
 /* Server blocks live in the stream's arena, which goes with the stream: keep a copy. */
 static struct rm_headers *keep_block(struct h2t_stream *st, struct rm_headers *h)
 {
-    if (!st->server)
-        return h;
+    if (!st->server) return h;
     struct rm_headers *copy = rm_arena_alloc(&st->arena, sizeof(*copy));
     rm_headers_init(copy, &st->arena);
     rm_headers_copy(copy, h);
@@ -100,8 +100,7 @@ static void request_done(struct h2t_stream *st)
 static struct h2t_stream *event_target(struct rm_stream *s)
 {
     struct h2t_stream *st = s->user;
-    if (st->released || st->reset)
-        st->after_release_event = true;
+    if (st->released || st->reset) st->after_release_event = true;
     return st;
 }
 
@@ -111,18 +110,14 @@ static void ev_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     st->headers_calls++;
     st->headers = keep_block(st, h);
     struct rm_str status = RM_HDR_GET(h, ":status");
-    if (status.p)
-        st->status = (int)rm_parse_u63(status.p, status.len);
+    if (status.p) st->status = (int)rm_parse_u63(status.p, status.len);
     if (end) {
         st->ended = true;
         st->end_calls++;
     }
-    if (st->server && st->t->on_server_headers)
-        st->t->on_server_headers(st);
-    if (!st->server && st->t->on_client_headers)
-        st->t->on_client_headers(st);
-    if (st->server && end && !st->released && !st->reset)
-        request_done(st);
+    if (st->server && st->t->on_server_headers) st->t->on_server_headers(st);
+    if (!st->server && st->t->on_client_headers) st->t->on_client_headers(st);
+    if (st->server && end && !st->released && !st->reset) request_done(st);
     maybe_release(st);
 }
 
@@ -145,10 +140,8 @@ static void ev_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end)
         st->ended = true;
         st->end_calls++;
     }
-    if (!st->server && st->t->on_client_data)
-        st->t->on_client_data(st, p, n);
-    if (st->server && end && !st->released && !st->reset)
-        request_done(st);
+    if (!st->server && st->t->on_client_data) st->t->on_client_data(st, p, n);
+    if (st->server && end && !st->released && !st->reset) request_done(st);
     maybe_release(st);
 }
 
@@ -158,8 +151,7 @@ static void ev_trailers(struct rm_stream *s, struct rm_headers *h)
     st->trailers = keep_block(st, h);
     st->ended = true;
     st->end_calls++;
-    if (st->server && !st->released && !st->reset)
-        request_done(st);
+    if (st->server && !st->released && !st->reset) request_done(st);
     maybe_release(st);
 }
 
@@ -210,8 +202,14 @@ static void srv_on_close(void *user, int err)
     t->server_gone = true;
 }
 
-static void cli_on_idle(void *user) { ((struct h2t *)user)->idle_calls++; }
-static void cli_on_goaway(void *user) { ((struct h2t *)user)->goaway_calls++; }
+static void cli_on_idle(void *user)
+{
+    ((struct h2t *)user)->idle_calls++;
+}
+static void cli_on_goaway(void *user)
+{
+    ((struct h2t *)user)->goaway_calls++;
+}
 
 static void cli_on_close(void *user, int err)
 {
@@ -245,8 +243,8 @@ void h2t_init(struct h2t *t)
 static struct rm_conn *wrap(struct h2t *t, int fd)
 {
     struct sockaddr_storage peer = {.ss_family = AF_UNIX};
-    struct rm_conn *c = rm_conn_accepted(t->loop, fd, (struct sockaddr *)&peer,
-                                         sizeof(sa_family_t), NULL, NULL);
+    struct rm_conn *c =
+        rm_conn_accepted(t->loop, fd, (struct sockaddr *)&peer, sizeof(sa_family_t), NULL, NULL);
     cr_assert_not_null(c);
     return c;
 }
@@ -305,10 +303,8 @@ static void settle(struct h2t *t, int ms)
 
 void h2t_finish(struct h2t *t)
 {
-    if (!t->client_gone)
-        t->client->ops->close(t->client);
-    if (!t->server_gone)
-        t->server->ops->close(t->server);
+    if (!t->client_gone) t->client->ops->close(t->client);
+    if (!t->server_gone) t->server->ops->close(t->server);
     t->client_gone = t->server_gone = true;
     if (t->raw_fd >= 0) {
         close(t->raw_fd);
@@ -347,8 +343,7 @@ static void raw_read(struct h2t *t)
             rm_buf_commit(&t->raw_in, (size_t)n);
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            t->raw_eof = true;
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) t->raw_eof = true;
         return;
     }
 }
@@ -359,8 +354,7 @@ void h2t_spin(struct h2t *t)
     rm_timer_start(t->loop, &t->slice, 1, slice_end);
     rm_loop_run(t->loop);
     rm_timer_stop(t->loop, &t->slice);
-    if (t->raw_fd >= 0 && !t->raw_eof)
-        raw_read(t);
+    if (t->raw_fd >= 0 && !t->raw_eof) raw_read(t);
 }
 
 /* ---- requests and responses --------------------------------------------------------------- */
@@ -397,10 +391,9 @@ struct h2t_stream *h2t_request(struct h2t *t, const char *method, const char *pa
                                const void *body, size_t len)
 {
     struct h2t_stream *st = h2t_open(t);
-    if (!st)
-        return NULL;
-    struct rm_headers *h = h2t_hdrs(&st->arena, ":method", method, ":scheme", "http",
-                                    ":authority", "test.local", ":path", path, NULL);
+    if (!st) return NULL;
+    struct rm_headers *h = h2t_hdrs(&st->arena, ":method", method, ":scheme", "http", ":authority",
+                                    "test.local", ":path", path, NULL);
     cr_assert_eq(st->s->ops->submit_headers(st->s, h, body == NULL), 0);
     if (body == NULL)
         st->done_out = true;
@@ -412,8 +405,7 @@ struct h2t_stream *h2t_request(struct h2t *t, const char *method, const char *pa
 void h2t_send(struct h2t_stream *st, const void *p, size_t n, bool end)
 {
     cr_assert_eq(st->s->ops->submit_data(st->s, p, n, end), 0);
-    if (end)
-        st->done_out = true;
+    if (end) st->done_out = true;
 }
 
 void h2t_respond(struct h2t_stream *st, int status, const void *body, size_t n)
@@ -433,15 +425,13 @@ void h2t_pump(struct h2t_stream *st)
     uint8_t chunk[PUMP_CHUNK];
     while (st->s && !st->done_out) {
         const struct rm_h2_stream *hs = rm_h2_stream_of(st->s);
-        if (hs->out.len > st->max_pending)
-            st->max_pending = hs->out.len;
+        if (hs->out.len > st->max_pending) st->max_pending = hs->out.len;
         if (st->s->ops->write_blocked(st->s)) {
             st->saw_blocked = true;
             return;
         }
         size_t n = st->pump_total - st->pump_sent;
-        if (n > sizeof(chunk))
-            n = sizeof(chunk);
+        if (n > sizeof(chunk)) n = sizeof(chunk);
         for (size_t i = 0; i < n; i++)
             chunk[i] = h2t_pattern(st->pump_sent + i);
         st->pump_sent += n;
@@ -468,8 +458,7 @@ size_t h2t_frame(uint8_t *out, uint8_t type, uint8_t flags, uint32_t sid, const 
     out[6] = (uint8_t)(sid >> 16);
     out[7] = (uint8_t)(sid >> 8);
     out[8] = (uint8_t)sid;
-    if (len)
-        memcpy(out + 9, payload, len);
+    if (len) memcpy(out + 9, payload, len);
     return 9 + len;
 }
 
@@ -482,8 +471,7 @@ bool h2t_raw_has_frame(struct h2t *t, size_t skip, uint8_t type, int64_t sid)
         uint32_t id = ((uint32_t)p[off + 5] << 24 | (uint32_t)p[off + 6] << 16 |
                        (uint32_t)p[off + 7] << 8 | p[off + 8]) &
                       0x7fffffffu;
-        if (p[off + 3] == type && (sid < 0 || id == (uint32_t)sid))
-            return true;
+        if (p[off + 3] == type && (sid < 0 || id == (uint32_t)sid)) return true;
         off += 9 + len;
     }
     return false;

@@ -25,7 +25,7 @@ struct h2t_stream {
     struct h2t *t;
     struct rm_stream *s; /* NULL once released */
     bool server;
-    struct rm_arena arena;      /* client: the caller's arena; server: copies of blocks */
+    struct rm_arena arena; /* client: the caller's arena; server: copies of blocks */
     int headers_calls;
     int status;                 /* :status of the last response block (client) */
     struct rm_headers *headers; /* last header block */
@@ -42,8 +42,8 @@ struct h2t_stream {
     int resets;
     int writable_calls;
     bool released;
-    bool hold;     /* don't release automatically */
-    bool done_out; /* our side ended */
+    bool hold;                /* don't release automatically */
+    bool done_out;            /* our side ended */
     bool after_release_event; /* an event came after release: contract violation */
     /* h2t_pump(): a patterned body of pump_total bytes in 16 KiB chunks, with backpressure */
     size_t pump_total, pump_sent;
@@ -79,9 +79,9 @@ struct h2t {
 
 /* Setup: settings may be changed between init and start. */
 void h2t_init(struct h2t *t);
-void h2t_start(struct h2t *t);             /* server codec <-> client codec */
-void h2t_start_raw_client(struct h2t *t);  /* server codec <-> raw fd (t->raw_fd) */
-void h2t_start_raw_server(struct h2t *t);  /* client codec <-> raw fd */
+void h2t_start(struct h2t *t);            /* server codec <-> client codec */
+void h2t_start_raw_client(struct h2t *t); /* server codec <-> raw fd (t->raw_fd) */
+void h2t_start_raw_server(struct h2t *t); /* client codec <-> raw fd */
 /* Teardown: closes what is open, lets deferred frees run, frees records and the loop. */
 void h2t_finish(struct h2t *t);
 

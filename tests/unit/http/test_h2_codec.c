@@ -23,7 +23,10 @@ static bool header_is(const struct rm_headers *h, const char *name, const char *
     return v.p && rm_str_eq(v, value, strlen(value));
 }
 
-static uint32_t available(struct h2t *t) { return t->client->ops->available_streams(t->client); }
+static uint32_t available(struct h2t *t)
+{
+    return t->client->ops->available_streams(t->client);
+}
 
 /* ---- basic exchanges ---------------------------------------------------------------------- */
 
@@ -97,8 +100,7 @@ Test(h2_basic, post_body_in_many_frames)
     for (int i = 0; i < 200; i++) { /* small submissions, several per loop iteration */
         h2t_send(c, buf + total, 250, false);
         total += 250;
-        if (i % 20 == 0)
-            h2t_spin(&t);
+        if (i % 20 == 0) h2t_spin(&t);
     }
     h2t_send(c, buf + total, sizeof(buf) - total, true); /* one submission, many frames */
     H2T_WAIT(&t, c->ended, WAIT_MS);
@@ -113,7 +115,10 @@ Test(h2_basic, post_body_in_many_frames)
     h2t_finish(&t);
 }
 
-static void respond_when_ended_hold(struct h2t_stream *st) { st->hold = true; }
+static void respond_when_ended_hold(struct h2t_stream *st)
+{
+    st->hold = true;
+}
 
 Test(h2_basic, end_stream_on_empty_data_frame)
 {
@@ -141,13 +146,12 @@ Test(h2_basic, end_stream_on_empty_data_frame)
 static void grpc_reply(struct h2t_stream *st)
 {
     struct rm_stream *s = st->s;
-    struct rm_headers *h = h2t_hdrs(s->arena, ":status", "200", "content-type",
-                                    "application/grpc", NULL);
+    struct rm_headers *h =
+        h2t_hdrs(s->arena, ":status", "200", "content-type", "application/grpc", NULL);
     cr_assert_eq(s->ops->submit_headers(s, h, false), 0);
     cr_assert_eq(s->ops->submit_data(s, (const uint8_t *)"\0\0\0\0\2hi", 7, false), 0);
     /* trailers from an arena that is not the stream's: the codec must copy them */
-    struct rm_headers *tr =
-        h2t_hdrs(&st->arena, "grpc-status", "0", "grpc-message", "fine", NULL);
+    struct rm_headers *tr = h2t_hdrs(&st->arena, "grpc-status", "0", "grpc-message", "fine", NULL);
     cr_assert_eq(s->ops->submit_trailers(s, tr), 0);
     cr_expect_eq(s->ops->submit_data(s, (const uint8_t *)"x", 1, false), -1, "ended");
     st->done_out = true;
@@ -161,9 +165,8 @@ Test(h2_basic, trailers_both_directions)
     h2t_start(&t);
     struct h2t_stream *c = h2t_open(&t);
     struct rm_headers *h =
-        h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority", "svc",
-                 ":path", "/pkg.Svc/Call", "content-type", "application/grpc", "te", "trailers",
-                 NULL);
+        h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority", "svc", ":path",
+                 "/pkg.Svc/Call", "content-type", "application/grpc", "te", "trailers", NULL);
     cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
     h2t_send(c, "\0\0\0\0\3abc", 8, false);
     struct rm_headers *tr = h2t_hdrs(&c->arena, "x-request-trailer", "yes", NULL);
@@ -212,8 +215,7 @@ Test(h2_basic, trailers_without_data)
 static int first_status;
 static void note_first_status(struct h2t_stream *st)
 {
-    if (!first_status)
-        first_status = st->status;
+    if (!first_status) first_status = st->status;
 }
 
 static void send_continue(struct h2t_stream *st)
@@ -293,19 +295,19 @@ Test(h2_basic, hop_by_hop_stripped_on_submit)
     t.on_request = reply_hop_by_hop;
     h2t_start(&t);
     struct h2t_stream *c = h2t_open(&t);
-    struct rm_headers *h =
-        h2t_hdrs(&c->arena, ":method", "GET", ":path", "/h1", "host", "h.example", "connection",
-                 "keep-alive, x-foo", "keep-alive", "timeout=5", "proxy-connection", "keep-alive",
-                 "transfer-encoding", "chunked", "upgrade", "h2c", "te", "gzip", "x-app", "v",
-                 NULL);
+    struct rm_headers *h = h2t_hdrs(
+        &c->arena, ":method", "GET", ":path", "/h1", "host", "h.example", "connection",
+        "keep-alive, x-foo", "keep-alive", "timeout=5", "proxy-connection", "keep-alive",
+        "transfer-encoding", "chunked", "upgrade", "h2c", "te", "gzip", "x-app", "v", NULL);
     cr_assert_eq(c->s->ops->submit_headers(c->s, h, true), 0);
     c->done_out = true;
     H2T_WAIT(&t, c->ended || c->reset, WAIT_MS);
     cr_assert(c->ended && !c->reset, "a peer rejects connection-specific fields");
     cr_assert_eq(t.nsrv, 1);
     const struct rm_headers *got = t.srv[0]->headers;
-    const char *gone[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                          "upgrade", "te", "host"};
+    const char *gone[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+        "te",         "host"};
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
         cr_expect(!has_header(got, gone[i]), "%s forwarded", gone[i]);
     cr_expect(header_is(got, ":authority", "h.example"), "host -> :authority");
@@ -329,7 +331,10 @@ static void pump_response(struct h2t_stream *st)
     h2t_pump(st);
 }
 
-static void pause_client(struct h2t_stream *st) { st->s->ops->pause_reading(st->s, true); }
+static void pause_client(struct h2t_stream *st)
+{
+    st->s->ops->pause_reading(st->s, true);
+}
 
 Test(h2_flow, large_response_backpressure)
 {
@@ -369,7 +374,10 @@ static void pause_server(struct h2t_stream *st)
     st->s->ops->pause_reading(st->s, true);
 }
 
-static void reply_ok(struct h2t_stream *st) { h2t_respond(st, 200, "ok", 2); }
+static void reply_ok(struct h2t_stream *st)
+{
+    h2t_respond(st, 200, "ok", 2);
+}
 
 Test(h2_flow, large_upload_backpressure)
 {
@@ -404,7 +412,10 @@ Test(h2_flow, large_upload_backpressure)
     h2t_finish(&t);
 }
 
-static void hold_request(struct h2t_stream *st) { st->hold = true; }
+static void hold_request(struct h2t_stream *st)
+{
+    st->hold = true;
+}
 
 Test(h2_flow, peer_max_concurrent_streams)
 {
@@ -531,8 +542,8 @@ Test(h2_reset, client_reset_reaches_server)
 
 static void reset_it(struct h2t_stream *st)
 {
-    enum rm_reset_reason r = header_is(st->headers, ":path", "/refuse") ? RM_RESET_REFUSED
-                                                                         : RM_RESET_LOCAL;
+    enum rm_reset_reason r =
+        header_is(st->headers, ":path", "/refuse") ? RM_RESET_REFUSED : RM_RESET_LOCAL;
     st->s->ops->reset(st->s, r);
     h2t_release(st);
 }
@@ -621,8 +632,8 @@ Test(h2_conn, goaway_refuses_streams_above_last_id)
     cr_expect_eq(memcmp(rm_buf_data(&t.raw_in), preface, 24), 0);
     uint8_t out[256];
     size_t n = 0;
-    n += h2t_frame(out + n, 4, 0, 0, NULL, 0); /* SETTINGS */
-    n += h2t_frame(out + n, 4, 1, 0, NULL, 0); /* SETTINGS ACK */
+    n += h2t_frame(out + n, 4, 0, 0, NULL, 0);          /* SETTINGS */
+    n += h2t_frame(out + n, 4, 1, 0, NULL, 0);          /* SETTINGS ACK */
     const uint8_t goaway[8] = {0, 0, 0, 1, 0, 0, 0, 0}; /* last_stream_id 1, NO_ERROR */
     n += h2t_frame(out + n, 7, 0, 0, goaway, sizeof(goaway));
     h2t_raw_write(&t, out, n);
