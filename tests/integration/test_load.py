@@ -30,6 +30,12 @@ def load(ctx, *args, timeout=90, expect_rc=0):
         raise TestFailure(f"{cmd}: stdout is not JSON:\n{r.stdout[:2000]!r}")
 
 
+def no_sanitizer_report(err):
+    text = err.decode("utf-8", "replace")
+    for mark in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+        assert mark not in text, text[-4000:]
+
+
 def url(up, path="/"):
     return f"http://127.0.0.1:{up.port}{path}"
 
@@ -261,6 +267,7 @@ def test_load_interrupt_reports(ctx):
         if p.poll() is None:
             p.kill()
             p.wait()
+    no_sanitizer_report(err)
     assert p.returncode == 0, err
     rep = json.loads(out)
     assert rep["interrupted"] is True and rep["duration_s"] < 5, rep
@@ -283,6 +290,7 @@ def test_load_gives_up_when_target_goes_away(ctx):
         if p.poll() is None:
             p.kill()
             p.wait()
+    no_sanitizer_report(err)
     assert p.returncode == 1, err
     assert b"gave up" in err, err
     assert took < 6, took
