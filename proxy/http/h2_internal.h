@@ -166,6 +166,12 @@ static inline bool rm_h2_deliverable(const struct rm_h2_stream *hs)
     return hs->attached && !hs->released && !rm_h2_terminal(hs);
 }
 
+/* ---- h2_mem.c ---- */
+/** nghttp2's allocator for our sessions: per-thread size-class free lists. */
+extern nghttp2_mem rm_h2_mem;
+/** Free this thread's cached blocks now (tests; threads that exit are cleaned up anyway). */
+void rm_h2_mem_thread_cleanup(void);
+
 /* ---- h2_session.c ---- */
 /** Allocate a codec on <conn> with a fresh nghttp2 session and our SETTINGS queued.  Does not
  *  take the conn over (the constructors do, last).  Returns NULL on failure. */

@@ -324,6 +324,7 @@ void h2t_finish(struct h2t *t)
     rm_loop_free(t->loop);
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
+    rm_h2_mem_thread_cleanup();
 }
 
 /* ---- running ------------------------------------------------------------------------------ */

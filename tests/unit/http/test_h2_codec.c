@@ -872,3 +872,42 @@ Test(h2_conn, peer_close_resets_streams)
     cr_expect_eq(t.client_close_calls, 1);
     h2t_finish(&t);
 }
+
+/* ---- the nghttp2 allocator ----------------------------------------------------------------- */
+
+Test(h2_mem, size_classes_and_reuse)
+{
+    nghttp2_mem *m = &rm_h2_mem;
+    void *ud = m->mem_user_data;
+    uint8_t *a = m->malloc(40, ud); /* 64-byte class */
+    cr_assert_not_null(a);
+    cr_expect_eq((uintptr_t)a % 16, 0, "16-byte alignment");
+    memset(a, 0xab, 40);
+    m->free(a, ud);
+    uint8_t *b = m->malloc(60, ud);
+    cr_expect_eq(b, a, "same class: the cached block comes back");
+    uint8_t *z = m->calloc(10, 6, ud);
+    for (int i = 0; i < 60; i++)
+        cr_expect_eq(z[i], 0);
+    memset(b, 7, 60);
+    uint8_t *r = m->realloc(b, 64, ud);
+    cr_expect_eq(r, b, "fits its class: same block");
+    r = m->realloc(r, 5000, ud); /* large */
+    for (int i = 0; i < 60; i++)
+        cr_expect_eq(r[i], 7);
+    memset(r, 9, 5000);
+    r = m->realloc(r, 10000, ud);
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(r[i], 9);
+    r = m->realloc(r, 16, ud); /* shrink into a small class */
+    cr_expect_eq(r[15], 9);
+    m->free(r, ud);
+    m->free(z, ud);
+    m->free(NULL, ud);
+    void *many[4096];
+    for (int i = 0; i < 4096; i++)
+        many[i] = m->malloc(4096, ud);
+    for (int i = 0; i < 4096; i++)
+        m->free(many[i], ud); /* over the per-class cap: the rest is freed */
+    rm_h2_mem_thread_cleanup();
+}
