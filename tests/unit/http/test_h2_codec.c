@@ -444,6 +444,43 @@ Test(h2_flow, peer_max_concurrent_streams)
     h2t_finish(&t);
 }
 
+/* Data and trailers that arrive while the server is paused come out in order on resume. */
+Test(h2_flow, held_data_and_trailers_in_order)
+{
+    struct h2t t;
+    h2t_init(&t);
+    t.on_server_headers = pause_server;
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "POST", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, false), 0);
+    uint8_t body[3000];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = h2t_pattern(i);
+    h2t_send(c, body, 1000, false);
+    h2t_spin(&t);
+    h2t_send(c, body + 1000, 2000, false);
+    cr_assert_eq(c->s->ops->submit_trailers(c->s, h2t_hdrs(&c->arena, "x-t", "1", NULL)), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, t.nsrv == 1 && rm_h2_stream_of(t.srv[0]->s)->held_trailers, WAIT_MS);
+    cr_assert_eq(t.nsrv, 1);
+    struct h2t_stream *s = t.srv[0];
+    cr_assert_not_null(rm_h2_stream_of(s->s)->held_trailers, "trailers held");
+    cr_expect_eq(s->data_calls, 0);
+    cr_expect_null(s->trailers);
+    s->s->ops->pause_reading(s->s, false);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    cr_expect_eq(s->data_calls, 1, "held data in one on_data");
+    cr_expect_eq(s->body_len, 3000);
+    cr_expect(!s->pattern_bad);
+    cr_assert_not_null(s->trailers);
+    cr_expect(header_is(s->trailers, "x-t", "1"));
+    cr_expect_eq(s->end_calls, 1);
+    h2t_finish(&t);
+}
+
 /* A paused stream that is reset must give its held bytes back to the connection window. */
 static void big_or_small(struct h2t_stream *st)
 {
@@ -615,6 +652,33 @@ Test(h2_reset, early_response_then_release)
     h2t_finish(&t);
 }
 
+/* Released before its HEADERS left: nghttp2 drops the queued request without reading the
+ * block, whose arena is already gone. */
+Test(h2_reset, release_before_headers_are_sent)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct rm_arena tmp;
+    rm_arena_init(&tmp);
+    struct rm_stream *s;
+    static const struct rm_stream_events none = {0};
+    cr_assert_eq(rm_codec_new_stream(t.client, &none, NULL, &tmp, &s), 0);
+    struct rm_headers *h =
+        h2t_hdrs(&tmp, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/", NULL);
+    cr_assert_eq(s->ops->submit_headers(s, h, true), 0);
+    s->ops->release(s);
+    rm_arena_dispose(&tmp);
+    H2T_WAIT(&t, t.idle_calls == 1, WAIT_MS);
+    cr_expect_eq(t.idle_calls, 1);
+    cr_expect_eq(t.client->ops->active_streams(t.client), 0);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/after", NULL, 0);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_expect(c->ended && c->status == 200, "the connection is fine");
+    cr_expect_eq(t.nsrv, 1, "the cancelled request never left");
+    h2t_finish(&t);
+}
+
 /* ---- connection events --------------------------------------------------------------------- */
 
 static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -685,6 +749,23 @@ Test(h2_conn, server_graceful_shutdown)
     H2T_WAIT(&t, c->ended && t.server_close_calls && t.client_close_calls, WAIT_MS);
     cr_expect(c->ended && !c->reset);
     cr_expect_eq(c->body_len, 4);
+    cr_expect_eq(t.server_close_calls, 1);
+    cr_expect_eq(t.server_close_err, 0);
+    cr_expect_eq(t.client_close_calls, 1);
+    h2t_finish(&t);
+}
+
+Test(h2_conn, idle_server_shutdown_closes)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_request(&t, "GET", "/", NULL, 0);
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert(c->ended);
+    t.server->ops->shutdown(t.server);
+    H2T_WAIT(&t, t.server_close_calls && t.client_close_calls, WAIT_MS);
+    cr_expect_eq(t.goaway_calls, 1);
     cr_expect_eq(t.server_close_calls, 1);
     cr_expect_eq(t.server_close_err, 0);
     cr_expect_eq(t.client_close_calls, 1);
