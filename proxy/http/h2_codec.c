@@ -89,7 +89,9 @@ struct rm_codec *rm_h2_server_new(struct rm_conn *conn, const struct rm_codec_se
 static uint32_t client_available(const struct rm_codec *cc)
 {
     const struct rm_h2_codec *c = rm_h2_codec_of(cc);
-    if (c->finished || c->shutting || c->goaway_recv) return 0;
+    if (c->finished || c->shutting || c->goaway_recv || c->recv_dead ||
+        !nghttp2_session_check_request_allowed(c->ng)) /* GOAWAY sent or received, ids spent */
+        return 0;
     uint32_t cap =
         nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     if (cap > c->st.h2_max_concurrent_streams) cap = c->st.h2_max_concurrent_streams;
