@@ -25,7 +25,12 @@
  *  - shutdown(), server: GOAWAY(2^31-1) plus a PING, then the final GOAWAY(last processed
  *    stream) when the PING comes back or no stream is left; the connection closes (on_close
  *    with 0) when nghttp2 has nothing left.  Client: GOAWAY(0), no new streams, close when
- *    the last stream ends.  A GOAWAY received by the client makes available_streams() 0. */
+ *    the last stream ends.  A GOAWAY received by the client makes available_streams() 0.
+ *  - pause_reading(true) holds what arrives (at most one stream window) and returns no window;
+ *    a stream whose exchange completed while paused is not reset when the connection ends
+ *    afterwards (on_close still comes): resume() delivers the rest, as for a live connection.
+ *  - Incoming DATA: the chunk that completes an END_STREAM frame carries end_stream=true; an
+ *    empty (or padded) END_STREAM frame gives on_data(NULL, 0, true). */
 #include <stdint.h>
 
 #include "proxy/http/h2_internal.h"
