@@ -15,7 +15,10 @@
 #define PARSER_MAX_HEADER (8u * 1024u * 1024u + 64u * 1024u)
 
 static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
-static void parser_init_once(void) { http_parser_set_max_header_size(PARSER_MAX_HEADER); }
+static void parser_init_once(void)
+{
+    http_parser_set_max_header_size(PARSER_MAX_HEADER);
+}
 
 /* ---- state machines ------------------------------------------------------------------------ */
 
@@ -77,8 +80,7 @@ static void stream_unlink(struct rm_h1_codec *c, struct rm_h1_stream *hs)
         hs->prev->next = hs->next;
     else
         c->live = hs->next;
-    if (hs->next)
-        hs->next->prev = hs->prev;
+    if (hs->next) hs->next->prev = hs->prev;
     hs->next = hs->prev = NULL;
 }
 
@@ -90,8 +92,7 @@ struct rm_h1_stream *rm_h1_stream_new(struct rm_h1_codec *c)
         c->nspare--;
     } else {
         hs = malloc(sizeof(*hs));
-        if (!hs)
-            abort(); /* out of memory on the data path: as rm_arena/rm_buf do */
+        if (!hs) abort(); /* out of memory on the data path: as rm_arena/rm_buf do */
     }
     memset(hs, 0, sizeof(*hs));
     hs->c = c;
@@ -102,8 +103,7 @@ struct rm_h1_stream *rm_h1_stream_new(struct rm_h1_codec *c)
     hs->s.proto = RM_HTTP11;
     hs->s.id = ++c->next_id;
     hs->next = c->live;
-    if (c->live)
-        c->live->prev = hs;
+    if (c->live) c->live->prev = hs;
     c->live = hs;
     rm_h1_stream_set_state(hs, RM_H1S_OPEN);
     return hs;
@@ -152,8 +152,7 @@ static void codec_free(struct rm_h1_codec *c)
 static void close_task_run(struct rm_task *t)
 {
     struct rm_h1_codec *c = rm_container_of(t, struct rm_h1_codec, close_task);
-    if (c->notify_close && c->base.cb->on_close)
-        c->base.cb->on_close(c->base.user, c->close_err);
+    if (c->notify_close && c->base.cb->on_close) c->base.cb->on_close(c->base.user, c->close_err);
     codec_free(c);
 }
 
@@ -162,22 +161,17 @@ struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_code
 {
     pthread_once(&parser_once, parser_init_once);
     struct rm_h1_codec *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.conn = conn;
     c->base.cb = cb;
     c->base.user = user;
     c->base.proto = RM_HTTP11;
     c->loop = conn->loop;
     c->server = server;
-    if (st)
-        c->st = *st;
-    if (!c->st.max_request_headers_kb)
-        c->st.max_request_headers_kb = RM_H1_DEFAULT_HEADERS_KB;
-    if (!c->st.max_headers_count)
-        c->st.max_headers_count = RM_H1_DEFAULT_HEADERS_COUNT;
-    if (!c->st.buffer_limit)
-        c->st.buffer_limit = RM_H1_DEFAULT_BUFFER_LIMIT;
+    if (st) c->st = *st;
+    if (!c->st.max_request_headers_kb) c->st.max_request_headers_kb = RM_H1_DEFAULT_HEADERS_KB;
+    if (!c->st.max_headers_count) c->st.max_headers_count = RM_H1_DEFAULT_HEADERS_COUNT;
+    if (!c->st.buffer_limit) c->st.buffer_limit = RM_H1_DEFAULT_BUFFER_LIMIT;
     c->max_bytes = (size_t)c->st.max_request_headers_kb * 1024u;
     c->max_count = c->st.max_headers_count;
     http_parser_init(&c->parser, server ? HTTP_REQUEST : HTTP_RESPONSE);
@@ -192,16 +186,13 @@ struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_code
 static void abort_cur(struct rm_h1_codec *c, enum rm_reset_reason why)
 {
     struct rm_h1_stream *hs = c->cur;
-    if (!hs)
-        return;
+    if (!hs) return;
     c->cur = NULL;
     if (hs->state == RM_H1S_OPEN) {
         bool tell = rm_h1_stream_live(hs) && hs->announced;
         rm_h1_stream_set_state(hs, RM_H1S_RESET);
-        if (!hs->announced)
-            hs->released = true; /* never handed out: ours to recycle */
-        if (tell && hs->s.ev->on_reset)
-            hs->s.ev->on_reset(&hs->s, why);
+        if (!hs->announced) hs->released = true; /* never handed out: ours to recycle */
+        if (tell && hs->s.ev->on_reset) hs->s.ev->on_reset(&hs->s, why);
     }
     rm_h1_stream_maybe_free(hs);
 }
@@ -209,8 +200,7 @@ static void abort_cur(struct rm_h1_codec *c, enum rm_reset_reason why)
 void rm_h1_close(struct rm_h1_codec *c, enum rm_h1_close_how how, bool notify, int err,
                  enum rm_reset_reason why)
 {
-    if (c->state == RM_H1_CLOSED)
-        return;
+    if (c->state == RM_H1_CLOSED) return;
     struct rm_conn *conn = c->base.conn;
     c->base.conn = NULL;
     rm_h1_set_state(c, RM_H1_CLOSED);
@@ -229,8 +219,7 @@ void rm_h1_close(struct rm_h1_codec *c, enum rm_h1_close_how how, bool notify, i
 static void idle_task_run(struct rm_task *t)
 {
     struct rm_h1_codec *c = rm_container_of(t, struct rm_h1_codec, idle_task);
-    if (c->state == RM_H1_IDLE && !c->cur && c->base.cb->on_idle)
-        c->base.cb->on_idle(c->base.user);
+    if (c->state == RM_H1_IDLE && !c->cur && c->base.cb->on_idle) c->base.cb->on_idle(c->base.user);
 }
 
 /* c->cur has finished (both halves, or released after its response): keep-alive or close. */
@@ -246,39 +235,32 @@ static void exchange_done(struct rm_h1_codec *c)
         return;
     }
     rm_h1_set_state(c, RM_H1_IDLE);
-    if (!c->in_parse)
-        rm_h1_update_reading(c);
-    if (!c->server)
-        rm_loop_defer(c->loop, &c->idle_task, idle_task_run);
+    if (!c->in_parse) rm_h1_update_reading(c);
+    if (!c->server) rm_loop_defer(c->loop, &c->idle_task, idle_task_run);
 }
 
 void rm_h1_maybe_exchange_done(struct rm_h1_codec *c)
 {
     struct rm_h1_stream *hs = c->cur;
-    if (hs && hs->rx == RM_H1_HALF_END && hs->tx == RM_H1_HALF_END)
-        exchange_done(c);
+    if (hs && hs->rx == RM_H1_HALF_END && hs->tx == RM_H1_HALF_END) exchange_done(c);
 }
 
 bool rm_h1_can_parse(const struct rm_h1_codec *c)
 {
-    if (c->state == RM_H1_CLOSED)
-        return false;
+    if (c->state == RM_H1_CLOSED) return false;
     const struct rm_h1_stream *hs = c->cur;
-    if (!hs)
-        return true; /* server: next request; client: notice EOF / stray bytes while idle */
+    if (!hs) return true; /* server: next request; client: notice EOF / stray bytes while idle */
     return hs->rx != RM_H1_HALF_END && !hs->user_paused;
 }
 
 void rm_h1_update_reading(struct rm_h1_codec *c)
 {
-    if (c->base.conn)
-        rm_conn_pause_reading(c->base.conn, !rm_h1_can_parse(c));
+    if (c->base.conn) rm_conn_pause_reading(c->base.conn, !rm_h1_can_parse(c));
 }
 
 void rm_h1_check_parse(struct rm_h1_codec *c)
 {
-    if (!rm_h1_can_parse(c))
-        http_parser_pause(&c->parser, 1);
+    if (!rm_h1_can_parse(c)) http_parser_pause(&c->parser, 1);
 }
 
 void rm_h1_conn_on_drained(struct rm_conn *conn)
@@ -299,15 +281,15 @@ void rm_h1_conn_on_connected(struct rm_conn *conn, int err)
 
 /* tchar (RFC 9110 5.6.2) lower-cased; 0 for every byte a field name may not contain. */
 static const uint8_t tchar_lower[256] = {
-    ['!'] = '!', ['#'] = '#', ['$'] = '$', ['%'] = '%', ['&'] = '&', ['\''] = '\'',
-    ['*'] = '*', ['+'] = '+', ['-'] = '-', ['.'] = '.', ['^'] = '^', ['_'] = '_',
-    ['`'] = '`', ['|'] = '|', ['~'] = '~',
-    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
-    ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
+    ['!'] = '!', ['#'] = '#', ['$'] = '$', ['%'] = '%', ['&'] = '&', ['\''] = '\'', ['*'] = '*',
+    ['+'] = '+', ['-'] = '-', ['.'] = '.', ['^'] = '^', ['_'] = '_', ['`'] = '`',   ['|'] = '|',
+    ['~'] = '~', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',   ['5'] = '5',
+    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
 #define L(x) [x] = x, [x - 'a' + 'A'] = x
-    L('a'), L('b'), L('c'), L('d'), L('e'), L('f'), L('g'), L('h'), L('i'), L('j'), L('k'),
-    L('l'), L('m'), L('n'), L('o'), L('p'), L('q'), L('r'), L('s'), L('t'), L('u'), L('v'),
-    L('w'), L('x'), L('y'), L('z'),
+    L('a'),      L('b'),      L('c'),      L('d'),      L('e'),      L('f'),        L('g'),
+    L('h'),      L('i'),      L('j'),      L('k'),      L('l'),      L('m'),        L('n'),
+    L('o'),      L('p'),      L('q'),      L('r'),      L('s'),      L('t'),        L('u'),
+    L('v'),      L('w'),      L('x'),      L('y'),      L('z'),
 #undef L
 };
 
@@ -337,8 +319,7 @@ enum rm_h1_hclass rm_h1_classify(const uint8_t *name, size_t len)
     case 7:
         return IS("upgrade") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
     case 10:
-        if (IS("connection"))
-            return RM_H1_HC_CONNECTION;
+        if (IS("connection")) return RM_H1_HC_CONNECTION;
         return IS("keep-alive") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
     case 14:
         return IS("content-length") ? RM_H1_HC_CONTENT_LENGTH : RM_H1_HC_OTHER;
@@ -355,8 +336,7 @@ enum rm_h1_hclass rm_h1_classify(const uint8_t *name, size_t len)
 
 int rm_h1_acc_fail(struct rm_h1_codec *c, uint16_t status)
 {
-    if (!c->acc.err_status)
-        c->acc.err_status = status;
+    if (!c->acc.err_status) c->acc.err_status = status;
     return 1;
 }
 
@@ -378,13 +358,12 @@ void rm_h1_acc_begin(struct rm_h1_codec *c, struct rm_headers *h, bool new_messa
 void rm_h1_acc_end(struct rm_h1_codec *c)
 {
     struct rm_h1_acc *a = &c->acc;
-    if (!a->started)
-        return;
+    if (!a->started) return;
     a->started = false;
     struct rm_header *e = &a->h->v[a->h->n - 1];
     if (a->have_value) {
-        while (e->value_len && (e->value[e->value_len - 1] == ' ' ||
-                                e->value[e->value_len - 1] == '\t'))
+        while (e->value_len &&
+               (e->value[e->value_len - 1] == ' ' || e->value[e->value_len - 1] == '\t'))
             e->value_len--;
         e->value[e->value_len] = 0;
     }
@@ -411,25 +390,21 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
-    if (count_bytes(c, n))
-        return 1;
+    if (count_bytes(c, n)) return 1;
     struct rm_arena *arena = a->h->arena;
     if (a->started && !a->in_value) { /* the name continues in this read */
         struct rm_header *e = &a->h->v[a->h->n - 1];
         uint8_t *name = extend(arena, e->name, e->name_len, n);
-        if (!copy_name(name + e->name_len, at, n))
-            return rm_h1_acc_fail(c, 400);
+        if (!copy_name(name + e->name_len, at, n)) return rm_h1_acc_fail(c, 400);
         e->name = name;
         e->name_len += n;
         name[e->name_len] = 0;
         return 0;
     }
     rm_h1_acc_end(c);
-    if (++a->count > c->max_count)
-        return rm_h1_acc_fail(c, 431);
+    if (++a->count > c->max_count) return rm_h1_acc_fail(c, 431);
     uint8_t *name = rm_arena_alloc(arena, n + 1);
-    if (!copy_name(name, at, n))
-        return rm_h1_acc_fail(c, 400);
+    if (!copy_name(name, at, n)) return rm_h1_acc_fail(c, 400);
     name[n] = 0;
     rm_headers_add_ref(a->h, (const char *)name, n, "", 0);
     a->started = true;
@@ -441,14 +416,11 @@ int rm_h1_on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
-    if (count_bytes(c, n))
-        return 1;
-    if (!a->started)
-        return rm_h1_acc_fail(c, 400);
+    if (count_bytes(c, n)) return 1;
+    if (!a->started) return rm_h1_acc_fail(c, 400);
     struct rm_header *e = &a->h->v[a->h->n - 1];
     a->in_value = true;
-    if (!n)
-        return 0;
+    if (!n) return 0;
     uint8_t *v;
     if (a->have_value) { /* split value, or an obs-fold continuation */
         v = extend(a->h->arena, e->value, e->value_len, n);
@@ -473,8 +445,7 @@ static unsigned connection_tokens(const struct rm_headers *h, uint32_t first, st
 {
     unsigned n = 0;
     for (uint32_t i = first; i < h->n; i++) {
-        if (h->v[i].flags != RM_H1_HC_CONNECTION)
-            continue;
+        if (h->v[i].flags != RM_H1_HC_CONNECTION) continue;
         const char *p = (const char *)h->v[i].value, *end = p + h->v[i].value_len;
         while (p < end && n < MAX_CONN_TOKENS) {
             while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
@@ -482,8 +453,7 @@ static unsigned connection_tokens(const struct rm_headers *h, uint32_t first, st
             const char *s = p;
             while (p < end && *p != ',' && *p != ' ' && *p != '\t')
                 p++;
-            if (p > s)
-                tok[n++] = (struct rm_str){s, (size_t)(p - s)};
+            if (p > s) tok[n++] = (struct rm_str){s, (size_t)(p - s)};
         }
     }
     return n;
@@ -509,11 +479,9 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
 {
     struct rm_str tok[MAX_CONN_TOKENS];
     unsigned ntok = 0;
-    if (c->acc.seen & RM_H1_HC_BIT(RM_H1_HC_CONNECTION))
-        ntok = connection_tokens(h, first, tok);
+    if (c->acc.seen & RM_H1_HC_BIT(RM_H1_HC_CONNECTION)) ntok = connection_tokens(h, first, tok);
     drop |= RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
-    if (out)
-        drop |= RM_H1_HC_BIT(RM_H1_HC_HOST) | RM_H1_HC_BIT(RM_H1_HC_EXPECT);
+    if (out) drop |= RM_H1_HC_BIT(RM_H1_HC_HOST) | RM_H1_HC_BIT(RM_H1_HC_EXPECT);
     uint32_t j = first;
     for (uint32_t i = first; i < h->n; i++) {
         struct rm_header *e = &h->v[i];
@@ -525,11 +493,9 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
         } else if (out && k == RM_H1_HC_EXPECT) {
             out->expect_continue |= is_100_continue(e);
         }
-        if (drop & RM_H1_HC_BIT(k))
-            continue;
+        if (drop & RM_H1_HC_BIT(k)) continue;
         /* Connection may nominate more hop-by-hop names; never the framing or the target */
-        if (ntok && k == RM_H1_HC_OTHER && named_by_connection(e, tok, ntok))
-            continue;
+        if (ntok && k == RM_H1_HC_OTHER && named_by_connection(e, tok, ntok)) continue;
         h->v[j++] = *e;
     }
     h->n = j;
@@ -568,24 +534,20 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
 {
     size_t size = 0;
     bool have_cl = false;
-    if (cl)
-        *cl = -1;
+    if (cl) *cl = -1;
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
-        if (e->name_len == 0 || e->name[0] == ':')
-            continue;
+        if (e->name_len == 0 || e->name[0] == ':') continue;
         enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
             if (cl) {
                 int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
                 *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
             }
-            if (have_cl)
-                continue; /* written once (rm_h1_lines_put does the same) */
+            if (have_cl) continue; /* written once (rm_h1_lines_put does the same) */
             have_cl = true;
         }
-        if (skip & RM_H1_HC_BIT(k))
-            continue;
+        if (skip & RM_H1_HC_BIT(k)) continue;
         size += e->name_len + e->value_len + 4;
     }
     return size;
@@ -596,16 +558,13 @@ char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
     bool have_cl = false;
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
-        if (e->name_len == 0 || e->name[0] == ':')
-            continue;
+        if (e->name_len == 0 || e->name[0] == ':') continue;
         enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
-            if (have_cl)
-                continue;
+            if (have_cl) continue;
             have_cl = true;
         }
-        if (skip & RM_H1_HC_BIT(k))
-            continue;
+        if (skip & RM_H1_HC_BIT(k)) continue;
         memcpy(dst, e->name, e->name_len);
         dst += e->name_len;
         *dst++ = ':';
@@ -625,8 +584,7 @@ char *rm_h1_head_buf(struct rm_h1_stream *hs, char *stack, size_t n)
 
 void rm_h1_write(struct rm_h1_codec *c, const void *p, size_t n)
 {
-    if (c->base.conn && n)
-        rm_conn_write(c->base.conn, p, n);
+    if (c->base.conn && n) rm_conn_write(c->base.conn, p, n);
 }
 
 /* ---- common stream ops --------------------------------------------------------------------- */
@@ -652,8 +610,7 @@ static void tx_end(struct rm_h1_codec *c, struct rm_h1_stream *hs)
 int rm_h1_submit_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
-    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_BODY)
-        return -1;
+    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_BODY) return -1;
     struct rm_h1_codec *c = hs->c;
     switch (hs->framing) {
     case RM_H1_FRAME_NONE:
@@ -686,16 +643,14 @@ int rm_h1_submit_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end_
         rm_h1_write(c, p, n);
         break;
     }
-    if (end_stream)
-        tx_end(c, hs);
+    if (end_stream) tx_end(c, hs);
     return 0;
 }
 
 int rm_h1_submit_trailers(struct rm_stream *s, struct rm_headers *h)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
-    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_BODY)
-        return -1;
+    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_BODY) return -1;
     struct rm_h1_codec *c = hs->c;
     if (hs->framing == RM_H1_FRAME_CHUNKED) {
         /* framing and routing fields are not allowed in trailers (RFC 9110 6.5.1) */
@@ -718,8 +673,7 @@ void rm_h1_reset(struct rm_stream *s, enum rm_reset_reason reason)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
     struct rm_h1_codec *c = hs->c;
-    if (!c || hs->state != RM_H1S_OPEN)
-        return;
+    if (!c || hs->state != RM_H1S_OPEN) return;
     rm_log_debug("h1: stream %d reset locally (%s): closing the connection", (int)s->id,
                  rm_reset_reason_str(reason));
     /* HTTP/1.1 has no stream reset: the connection can't be reused mid-exchange */
@@ -732,8 +686,7 @@ void rm_h1_pause_reading(struct rm_stream *s, bool paused)
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
     hs->user_paused = paused;
     struct rm_h1_codec *c = hs->c;
-    if (!c || c->cur != hs)
-        return;
+    if (!c || c->cur != hs) return;
     if (c->in_parse)
         rm_h1_check_parse(c); /* the read loop re-evaluates when the parser returns */
     else
@@ -755,11 +708,14 @@ void rm_h1_release(struct rm_stream *s)
     struct rm_h1_codec *c = hs->c;
     if (c && hs->state == RM_H1S_OPEN) {
         assert(c->cur == hs);
-        if (c->server && hs->tx == RM_H1_HALF_END) {
+        if (!c->server && hs->rx == RM_H1_HALF_END && hs->tx == RM_H1_HALF_END) {
+            /* client: released from inside the callback that delivered the end of the
+             * response — the exchange is complete, keep the connection */
+            exchange_done(c);
+        } else if (c->server && hs->tx == RM_H1_HALF_END) {
             /* response complete, request body no longer wanted: finish, then close (the rest of
              * the request is never read) */
-            if (c->state == RM_H1_ACTIVE)
-                rm_h1_set_state(c, RM_H1_DRAINING);
+            if (c->state == RM_H1_ACTIVE) rm_h1_set_state(c, RM_H1_DRAINING);
             exchange_done(c);
         } else {
             rm_h1_close(c, RM_H1_CLOSE_NOW, true, 0, RM_RESET_LOCAL);
@@ -771,8 +727,7 @@ void rm_h1_release(struct rm_stream *s)
 void rm_h1_deliver_end(struct rm_h1_codec *c, struct rm_h1_stream *hs)
 {
     rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
-    if (!rm_h1_stream_live(hs))
-        return;
+    if (!rm_h1_stream_live(hs)) return;
     if (hs->trailers.n) {
         uint32_t drop = RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH) | RM_H1_HC_BIT(RM_H1_HC_HOST);
         rm_h1_clean_block(c, &hs->trailers, 0, drop, NULL);

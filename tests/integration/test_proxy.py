@@ -88,6 +88,10 @@ def _combo(ctx, down_h2, up_proto):
         ctx, f"http://127.0.0.1:{px.port}/", h1=not down_h2)
     assert total == 10000 and ok == 10000 and failed == 0 and errored == 0, out
     assert stat(ctx, px, "cluster.backend.upstream_rq_total") == 10000
+    # upstream connections are pooled: HTTP/1.1 needs one per concurrent request (10 x 10),
+    # HTTP/2 multiplexes them all on one
+    cx = stat(ctx, px, "cluster.backend.upstream_cx_total")
+    assert cx <= (100 if up_proto == "h1" else 2), f"{cx} upstream connections for 10000 requests"
 
 
 def test_h2load_h1_to_h1(ctx):
