@@ -22,8 +22,7 @@ static int on_message_begin(http_parser *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    if (!hs)
-        return 1; /* a response nobody asked for */
+    if (!hs) return 1; /* a response nobody asked for */
     rm_headers_init(&hs->head, hs->s.arena);
     rm_headers_add_ref(&hs->head, "", 0, "", 0); /* :status slot */
     rm_h1_acc_begin(c, &hs->head, true);
@@ -33,12 +32,10 @@ static int on_message_begin(http_parser *p)
 /* The response will not let the connection carry another request. */
 static void goaway(struct rm_h1_codec *c)
 {
-    if (c->state == RM_H1_ACTIVE)
-        rm_h1_set_state(c, RM_H1_DRAINING);
+    if (c->state == RM_H1_ACTIVE) rm_h1_set_state(c, RM_H1_DRAINING);
     if (!c->goaway_sent) {
         c->goaway_sent = true;
-        if (c->base.cb->on_goaway)
-            c->base.cb->on_goaway(c->base.user);
+        if (c->base.cb->on_goaway) c->base.cb->on_goaway(c->base.user);
     }
 }
 
@@ -57,11 +54,10 @@ static int on_headers_complete(http_parser *p)
     sv[2] = (char)('0' + status % 10);
     sv[3] = 0;
     struct rm_header *e = &hs->head.v[0];
-    *e = (struct rm_header){.name = (uint8_t *)":status", .name_len = 7,
-                            .value = (uint8_t *)sv, .value_len = 3};
+    *e = (struct rm_header){
+        .name = (uint8_t *)":status", .name_len = 7, .value = (uint8_t *)sv, .value_len = 3};
     if (status < 200) { /* informational: the final response follows */
-        if (rm_h1_stream_live(hs))
-            hs->s.ev->on_headers(&hs->s, &hs->head, false);
+        if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, false);
         rm_h1_check_parse(c);
         return 1;
     }
@@ -71,18 +67,15 @@ static int on_headers_complete(http_parser *p)
     bool eof_body = !skip && !chunked && p->content_length == UINT64_MAX;
     bool keep = p->http_minor == 1 ? !(p->flags & F_CONNECTION_CLOSE)
                                    : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
-    if (!keep || eof_body)
-        goaway(c);
+    if (!keep || eof_body) goaway(c);
     if (c->cur != hs) { /* the pool closed us from on_goaway */
         rm_h1_check_parse(c);
         return 0;
     }
     bool end = skip || (!chunked && p->content_length == 0);
     rm_h1_set_half(&hs->rx, end ? RM_H1_HALF_END : RM_H1_HALF_BODY);
-    if (rm_h1_stream_live(hs))
-        hs->s.ev->on_headers(&hs->s, &hs->head, end);
-    if (end && c->cur == hs)
-        rm_h1_maybe_exchange_done(c);
+    if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, end);
+    if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
     rm_h1_check_parse(c);
     return skip ? 1 : 0; /* 1: no body, whatever the headers say */
 }
@@ -91,15 +84,11 @@ static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    if (!hs)
-        return 0;
+    if (!hs) return 0;
     bool end = !(p->flags & F_CHUNKED) && p->content_length == 0;
-    if (end)
-        rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
-    if (rm_h1_stream_live(hs))
-        hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
-    if (end && c->cur == hs)
-        rm_h1_maybe_exchange_done(c);
+    if (end) rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
+    if (rm_h1_stream_live(hs)) hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
+    if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
     rm_h1_check_parse(c);
     return 0;
 }
@@ -119,17 +108,14 @@ static int on_message_complete(http_parser *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    if (hs && p->status_code < 200)
-        return 0; /* an informational response ended */
+    if (hs && p->status_code < 200) return 0; /* an informational response ended */
     http_parser_pause(p, 1);
-    if (!hs)
-        return 0;
+    if (!hs) return 0;
     if (hs->rx != RM_H1_HALF_END) {
         rm_h1_acc_end(c);
         rm_h1_deliver_end(c, hs);
     }
-    if (c->cur == hs)
-        rm_h1_maybe_exchange_done(c);
+    if (c->cur == hs) rm_h1_maybe_exchange_done(c);
     return 0;
 }
 
@@ -149,12 +135,11 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
     size_t off = 0;
     c->in_parse = true;
     while (off < n && rm_h1_can_parse(c)) {
-        size_t k = http_parser_execute(&c->parser, &parser_settings, (const char *)data + off,
-                                       n - off);
+        size_t k =
+            http_parser_execute(&c->parser, &parser_settings, (const char *)data + off, n - off);
         off += k;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (c->state == RM_H1_CLOSED)
-            break;
+        if (c->state == RM_H1_CLOSED) break;
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             continue;
@@ -164,8 +149,7 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
             rm_h1_close(c, RM_H1_CLOSE_NOW, true, 0, RM_RESET_PROTOCOL);
             break;
         }
-        if (k == 0)
-            break; /* defensive: no progress without a pause or an error */
+        if (k == 0) break; /* defensive: no progress without a pause or an error */
     }
     c->in_parse = false;
     rm_h1_update_reading(c);
@@ -206,19 +190,16 @@ static bool wants_length(struct rm_str m)
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
-    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS)
-        return -1;
+    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
     struct rm_h1_codec *c = hs->c;
     struct rm_str method = RM_HDR_GET(h, ":method");
     struct rm_str path = RM_HDR_GET(h, ":path");
     struct rm_str auth = RM_HDR_GET(h, ":authority");
     struct rm_str target = path.p ? path : auth; /* CONNECT: authority-form */
-    if (!method.len || !target.len)
-        return -1;
+    if (!method.len || !target.len) return -1;
     hs->head_method = rm_str_eq(method, "HEAD", 4);
     uint32_t skip = RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
-    if (auth.p)
-        skip |= RM_H1_HC_BIT(RM_H1_HC_HOST); /* written from :authority */
+    if (auth.p) skip |= RM_H1_HC_BIT(RM_H1_HC_HOST); /* written from :authority */
     int64_t cl;
     size_t lines = rm_h1_lines_size(h, skip, &cl);
     if (cl == -2) {
@@ -233,15 +214,13 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
         hs->out_left = (uint64_t)cl;
     } else if (end_stream) {
         hs->framing = RM_H1_FRAME_NONE;
-        if (wants_length(method))
-            fl = RM_STR("content-length: 0\r\n");
+        if (wants_length(method)) fl = RM_STR("content-length: 0\r\n");
     } else {
         hs->framing = RM_H1_FRAME_CHUNKED;
         fl = RM_STR("transfer-encoding: chunked\r\n");
     }
     size_t size = method.len + 1 + target.len + sizeof(" HTTP/1.1\r\n") - 1 + lines + fl.len + 2;
-    if (auth.p)
-        size += sizeof("host: \r\n") - 1 + auth.len;
+    if (auth.p) size += sizeof("host: \r\n") - 1 + auth.len;
     char stack[RM_H1_HEAD_STACK];
     char *buf = rm_h1_head_buf(hs, stack, size), *e = buf;
     memcpy(e, method.p, method.len);
@@ -262,8 +241,7 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     e = LIT(e, "\r\n");
     rm_h1_write(c, buf, (size_t)(e - buf));
     rm_h1_set_half(&hs->tx, RM_H1_HALF_BODY);
-    if (end_stream)
-        return rm_h1_submit_data(s, NULL, 0, true);
+    if (end_stream) return rm_h1_submit_data(s, NULL, 0, true);
     return 0;
 }
 
@@ -273,8 +251,7 @@ static int new_stream(struct rm_codec *base, const struct rm_stream_events *ev, 
                       struct rm_arena *arena, struct rm_stream **out)
 {
     struct rm_h1_codec *c = (struct rm_h1_codec *)base;
-    if (c->state != RM_H1_IDLE || !c->base.conn)
-        return -1;
+    if (c->state != RM_H1_IDLE || !c->base.conn) return -1;
     struct rm_h1_stream *hs = rm_h1_stream_new(c);
     hs->s.arena = arena;
     hs->s.ev = ev;
@@ -324,8 +301,7 @@ struct rm_codec *rm_h1_client_new(struct rm_conn *conn, const struct rm_codec_se
                                   const struct rm_codec_callbacks *cb, void *user)
 {
     struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, false);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.ops = &client_conn_ops;
     rm_conn_set_handler(conn, &conn_handler, c);
     return &c->base;

@@ -26,9 +26,9 @@
 #define RM_H1_DEFAULT_HEADERS_KB 60
 #define RM_H1_DEFAULT_HEADERS_COUNT 100
 #define RM_H1_DEFAULT_BUFFER_LIMIT (1024u * 1024u)
-#define RM_H1_SPARE_MAX 4      /* recycled stream objects kept per codec */
-#define RM_H1_REQ_PSEUDO 4     /* :method :scheme :authority :path slots reserved in a request */
-#define RM_H1_HEAD_STACK 4096  /* heads up to this size are serialised on the stack */
+#define RM_H1_SPARE_MAX 16    /* recycled stream objects kept per codec (pipelining) */
+#define RM_H1_REQ_PSEUDO 4    /* :method :scheme :authority :path slots reserved in a request */
+#define RM_H1_HEAD_STACK 4096 /* heads up to this size are serialised on the stack */
 
 /* Connection state.  Only rm_h1_set_state() changes it (it asserts the transition):
  *   IDLE -> ACTIVE -> IDLE     an exchange starts / ends with keep-alive
@@ -80,8 +80,8 @@ enum rm_h1_hclass {
 struct rm_h1_codec;
 
 struct rm_h1_stream {
-    struct rm_stream s;     /* first: &hs->s <-> hs */
-    struct rm_h1_codec *c;     /* NULL once the codec is gone */
+    struct rm_stream s;    /* first: &hs->s <-> hs */
+    struct rm_h1_codec *c; /* NULL once the codec is gone */
     struct rm_loop *loop;
     struct rm_h1_stream *next; /* live list (doubly linked) or spare list */
     struct rm_h1_stream *prev;
@@ -105,13 +105,13 @@ struct rm_h1_acc {
     struct rm_headers *h; /* block being filled */
     const char *url;      /* server: request-target (arena) */
     size_t url_len;
-    size_t bytes;         /* url + names + values of this message (head and trailers) */
-    uint32_t count;       /* headers in this message */
-    uint32_t seen;        /* RM_H1_HC_BIT() of the classes seen in the current block */
-    uint16_t err_status;  /* server reply for a rejected message: 400, 426, 431 */
-    bool started;         /* an entry is open in h */
-    bool in_value;        /* the open entry is receiving its value */
-    bool have_value;      /* the open entry's value lives in the arena (writable) */
+    size_t bytes;        /* url + names + values of this message (head and trailers) */
+    uint32_t count;      /* headers in this message */
+    uint32_t seen;       /* RM_H1_HC_BIT() of the classes seen in the current block */
+    uint16_t err_status; /* server reply for a rejected message: 400, 426, 431 */
+    bool started;        /* an entry is open in h */
+    bool in_value;       /* the open entry is receiving its value */
+    bool have_value;     /* the open entry's value lives in the arena (writable) */
 };
 
 struct rm_h1_codec {
@@ -143,7 +143,7 @@ extern const struct rm_codec_ops rm_h1_stream_ops_client;
 
 /** Shared constructor part: allocate, copy settings with defaults, init the parser. */
 struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_codec_settings *st,
-                                   const struct rm_codec_callbacks *cb, void *user, bool server);
+                                      const struct rm_codec_callbacks *cb, void *user, bool server);
 
 void rm_h1_set_state(struct rm_h1_codec *c, enum rm_h1_state to);
 void rm_h1_stream_set_state(struct rm_h1_stream *hs, enum rm_h1_sstate to);

@@ -31,8 +31,7 @@ static int on_message_begin(http_parser *p)
 {
     struct rm_h1_codec *c = p->data;
     assert(!c->cur && "h1: a request began before the previous exchange ended");
-    if (c->state == RM_H1_IDLE)
-        rm_h1_set_state(c, RM_H1_ACTIVE);
+    if (c->state == RM_H1_IDLE) rm_h1_set_state(c, RM_H1_ACTIVE);
     struct rm_h1_stream *hs = rm_h1_stream_new(c);
     c->cur = hs;
     rm_headers_init(&hs->head, hs->s.arena);
@@ -47,11 +46,9 @@ static int on_url(http_parser *p, const char *at, size_t n)
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
     a->bytes += n;
-    if (a->bytes > c->max_bytes)
-        return rm_h1_acc_fail(c, 431);
+    if (a->bytes > c->max_bytes) return rm_h1_acc_fail(c, 431);
     char *url = rm_arena_alloc(c->cur->s.arena, a->url_len + n + 1);
-    if (a->url_len)
-        memcpy(url, a->url, a->url_len);
+    if (a->url_len) memcpy(url, a->url, a->url_len);
     memcpy(url + a->url_len, at, n);
     a->url_len += n;
     url[a->url_len] = 0;
@@ -87,8 +84,7 @@ static int absolute_form(struct rm_arena *arena, const char *url, size_t len, st
     while (e < end && *e != '/' && *e != '?' && *e != '#')
         e++;
     const char *at = memchr(s, '@', (size_t)(e - s)); /* userinfo is not forwarded */
-    if (at)
-        s = at + 1;
+    if (at) s = at + 1;
     *auth = (struct rm_str){s, (size_t)(e - s)};
     const char *frag = memchr(e, '#', (size_t)(end - e));
     size_t plen = (size_t)((frag ? frag : end) - e);
@@ -112,8 +108,7 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
     struct rm_str url = {c->acc.url ? c->acc.url : "", c->acc.url_len};
     struct rm_str auth = cl->host, path = url;
     bool have_auth = cl->nhost == 1, have_path = true, have_scheme = true;
-    if (cl->nhost > 1)
-        return -1; /* RFC 9112 3.2: more than one Host */
+    if (cl->nhost > 1) return -1; /* RFC 9112 3.2: more than one Host */
     if (p->method == HTTP_CONNECT) {
         auth = url;
         have_auth = true;
@@ -127,18 +122,14 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
     } else {
         return -1;
     }
-    if (!have_auth && p->http_minor == 1)
-        return -1; /* HTTP/1.1 requires Host */
+    if (!have_auth && p->http_minor == 1) return -1; /* HTTP/1.1 requires Host */
     struct rm_header *v = hs->head.v;
     uint32_t k = 0;
     struct rm_str m = methods[p->method];
     set_pseudo(&v[k++], ":method", 7, m.p, m.len);
-    if (have_scheme)
-        set_pseudo(&v[k++], ":scheme", 7, "http", 4);
-    if (have_auth)
-        set_pseudo(&v[k++], ":authority", 10, auth.p, auth.len);
-    if (have_path)
-        set_pseudo(&v[k++], ":path", 5, path.p, path.len);
+    if (have_scheme) set_pseudo(&v[k++], ":scheme", 7, "http", 4);
+    if (have_auth) set_pseudo(&v[k++], ":authority", 10, auth.p, auth.len);
+    if (have_path) set_pseudo(&v[k++], ":path", 5, path.p, path.len);
     if (k < RM_H1_REQ_PSEUDO) {
         memmove(&v[k], &v[RM_H1_REQ_PSEUDO], (hs->head.n - RM_H1_REQ_PSEUDO) * sizeof(*v));
         hs->head.n -= RM_H1_REQ_PSEUDO - k;
@@ -158,16 +149,13 @@ static int on_headers_complete(http_parser *p)
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     rm_h1_acc_end(c);
-    if (p->http_major != 1 || p->http_minor > 1)
-        return reject_in_parser(c, 400);
-    if (p->http_minor == 0 && !c->st.accept_http_10)
-        return reject_in_parser(c, 426);
+    if (p->http_major != 1 || p->http_minor > 1) return reject_in_parser(c, 400);
+    if (p->http_minor == 0 && !c->st.accept_http_10) return reject_in_parser(c, 426);
     if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
         return reject_in_parser(c, 400); /* RFC 9112 6.3: chunked must be the final coding */
     struct rm_h1_clean cl = {0};
     rm_h1_clean_block(c, &hs->head, RM_H1_REQ_PSEUDO, 0, &cl);
-    if (request_pseudo(c, hs, &cl) < 0)
-        return reject_in_parser(c, 400);
+    if (request_pseudo(c, hs, &cl) < 0) return reject_in_parser(c, 400);
     hs->s.proto = p->http_minor == 0 ? RM_HTTP10 : RM_HTTP11;
     hs->head_method = p->method == HTTP_HEAD;
     if ((!http_should_keep_alive(p) || p->method == HTTP_CONNECT) && c->state == RM_H1_ACTIVE)
@@ -180,8 +168,7 @@ static int on_headers_complete(http_parser *p)
     rm_h1_set_half(&hs->rx, body ? RM_H1_HALF_BODY : RM_H1_HALF_END);
     hs->announced = true;
     c->base.cb->on_stream(c->base.user, &hs->s);
-    if (rm_h1_stream_live(hs))
-        hs->s.ev->on_headers(&hs->s, &hs->head, !body);
+    if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, !body);
     rm_h1_check_parse(c);
     return 0;
 }
@@ -190,15 +177,11 @@ static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    if (!hs)
-        return 0;
+    if (!hs) return 0;
     bool end = !(p->flags & F_CHUNKED) && p->content_length == 0;
-    if (end)
-        rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
-    if (rm_h1_stream_live(hs))
-        hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
-    if (end && c->cur == hs)
-        rm_h1_maybe_exchange_done(c);
+    if (end) rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
+    if (rm_h1_stream_live(hs)) hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
+    if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
     rm_h1_check_parse(c);
     return 0;
 }
@@ -219,14 +202,12 @@ static int on_message_complete(http_parser *p)
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     http_parser_pause(p, 1); /* one request at a time: the read loop decides what's next */
-    if (!hs)
-        return 0; /* already answered and finished */
+    if (!hs) return 0;       /* already answered and finished */
     if (hs->rx != RM_H1_HALF_END) {
         rm_h1_acc_end(c);
         rm_h1_deliver_end(c, hs);
     }
-    if (c->cur == hs)
-        rm_h1_maybe_exchange_done(c);
+    if (c->cur == hs) rm_h1_maybe_exchange_done(c);
     return 0;
 }
 
@@ -273,12 +254,11 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
     size_t off = 0;
     c->in_parse = true;
     while (off < n && rm_h1_can_parse(c)) {
-        size_t k = http_parser_execute(&c->parser, &parser_settings, (const char *)data + off,
-                                       n - off);
+        size_t k =
+            http_parser_execute(&c->parser, &parser_settings, (const char *)data + off, n - off);
         off += k;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (c->state == RM_H1_CLOSED)
-            break;
+        if (c->state == RM_H1_CLOSED) break;
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             continue;
@@ -287,8 +267,7 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
             reject(c, e);
             break;
         }
-        if (k == 0)
-            break; /* defensive: no progress without a pause or an error */
+        if (k == 0) break; /* defensive: no progress without a pause or an error */
     }
     c->in_parse = false;
     rm_h1_update_reading(c);
@@ -316,16 +295,14 @@ static int status_of(const struct rm_headers *h)
     struct rm_str v = h->n && h->v[0].name_len == 7 && memcmp(h->v[0].name, ":status", 7) == 0
                           ? (struct rm_str){(const char *)h->v[0].value, h->v[0].value_len}
                           : RM_HDR_GET(h, ":status");
-    if (v.len != 3)
-        return -1;
+    if (v.len != 3) return -1;
     int64_t s = rm_parse_u63(v.p, v.len);
     return s >= 100 ? (int)s : -1;
 }
 
 static const char *reason_of(int status)
 {
-    if (status == 103)
-        return "Early Hints"; /* RFC 8297: not in http_parser 2.9's table */
+    if (status == 103) return "Early Hints"; /* RFC 8297: not in http_parser 2.9's table */
     const char *r = http_status_str((enum http_status)status);
     return r[0] == '<' ? "Unknown" : r; /* "<unknown>" */
 }
@@ -355,8 +332,7 @@ static int submit_informational(struct rm_h1_codec *c, struct rm_h1_stream *hs,
 {
     if (hs->s.proto == RM_HTTP10 || (status == 100 && hs->sent_100))
         return 0; /* HTTP/1.0 clients don't know 1xx; one 100 per request */
-    if (status == 100)
-        hs->sent_100 = true;
+    if (status == 100) hs->sent_100 = true;
     const char *reason = reason_of(status);
     size_t rlen = strlen(reason);
     size_t size = 13 + rlen + 2 + rm_h1_lines_size(h, skip_resp, NULL) + 2;
@@ -394,8 +370,7 @@ static enum framing_line response_framing(struct rm_h1_codec *c, struct rm_h1_st
         return LINE_CHUNKED;
     }
     hs->framing = RM_H1_FRAME_EOF; /* HTTP/1.0: the body ends when we close */
-    if (c->state == RM_H1_ACTIVE)
-        rm_h1_set_state(c, RM_H1_DRAINING);
+    if (c->state == RM_H1_ACTIVE) rm_h1_set_state(c, RM_H1_DRAINING);
     return LINE_NONE;
 }
 
@@ -408,14 +383,11 @@ static const struct rm_str framing_lines[] = {
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
-    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS)
-        return -1;
+    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
     struct rm_h1_codec *c = hs->c;
     int status = status_of(h);
-    if (status < 0 || status == 101 || (status < 200 && end_stream))
-        return -1;
-    if (status < 200)
-        return submit_informational(c, hs, h, status);
+    if (status < 0 || status == 101 || (status < 200 && end_stream)) return -1;
+    if (status < 200) return submit_informational(c, hs, h, status);
     uint32_t skip = skip_resp;
     if (status == 204)
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH); /* RFC 9110 8.6: never in a 204 */
@@ -459,7 +431,10 @@ static int new_stream(struct rm_codec *base, const struct rm_stream_events *ev, 
     return -1; /* server codecs don't open streams */
 }
 
-static uint32_t available_streams(const struct rm_codec *base) { return 0; }
+static uint32_t available_streams(const struct rm_codec *base)
+{
+    return 0;
+}
 
 static void shutdown_codec(struct rm_codec *base)
 {
@@ -495,8 +470,7 @@ struct rm_codec *rm_h1_server_new(struct rm_conn *conn, const struct rm_codec_se
                                   const struct rm_codec_callbacks *cb, void *user)
 {
     struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, true);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->base.ops = &server_conn_ops;
     rm_conn_set_handler(conn, &conn_handler, c);
     return &c->base;

@@ -49,7 +49,7 @@ struct h1t {
     struct h1t_stream *streams; /* [H1T_MAX_STREAMS] */
     int nstreams;
     int nended;
-    char *rx; /* bytes the peer read */
+    char *rx;    /* bytes the peer read */
     char *taken; /* h1t_take's last result */
     size_t rx_len, rx_cap;
     bool peer_eof;
@@ -110,5 +110,18 @@ void h1t_release(struct h1t_stream *r);
 struct rm_headers *h1t_headers(struct rm_arena *arena, ...);
 /** Submit a response/request head built from pairs (NULL-terminated). */
 int h1t_submit(struct h1t_stream *r, bool end_stream, ...);
+
+/* Criterion-asserting shortcuts */
+/** Server: respond <status> with <body> (content-length) and end the stream. */
+void h1t_respond(struct h1t_stream *r, const char *status, const char *body);
+/** Assert the body received so far. */
+void h1t_body_is(const struct h1t_stream *r, const char *want);
+/** Client: open a stream and submit "GET <path>" to up.example (end_stream). */
+struct h1t_stream *h1t_get(struct h1t *t, const char *path);
+/** Predicate: cb->on_idle was called. */
+bool h1t_idle_seen(struct h1t *t, const void *arg);
+/** <rounds> connections fed fragments of valid messages glued with random bytes (fixed seed),
+ *  each then maybe closed by the peer: nothing may crash or leak. */
+void h1t_fuzz(bool server, int rounds);
 
 #endif
