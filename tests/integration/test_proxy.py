@@ -325,3 +325,80 @@ print('ok')
 """
     r = ctx.run(["/usr/bin/python3", "-c", script, f"127.0.0.1:{px.port}"], timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == b"ok", (r.stdout, r.stderr[-2000:])
+
+
+def test_xff_with_use_remote_address(ctx):
+    up = ctx.upstream()
+    y = cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          use_remote_address: true")
+    px = ctx.remora(y)
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/echo-request",
+                 headers={"x-forwarded-for": "10.1.2.3", "x-forwarded-proto": "https",
+                          "x-request-id": "external-id"})
+    h = json.loads(r.body)["headers"]
+    assert h["x-forwarded-for"] == "10.1.2.3, 127.0.0.1", h
+    assert h["x-forwarded-proto"] == "http", h  # an edge proxy does not trust the client's
+    assert h["x-request-id"] != "external-id", h  # nor its request id
+    px2 = ctx.remora(cfg.simple(up.port), name="internal")
+    h = json.loads(ctx.curl(f"http://127.0.0.1:{px2.port}/echo-request",
+                            headers={"x-forwarded-proto": "https",
+                                     "x-request-id": "external-id"}).body)["headers"]
+    assert h["x-forwarded-proto"] == "https" and h["x-request-id"] == "external-id", h
+    assert "x-forwarded-for" not in h, h
+
+
+def test_h2_protocol_error_gets_goaway_and_proxy_keeps_serving(ctx):
+    up = ctx.upstream()
+    px = ctx.remora(cfg.simple(up.port))
+    with socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        # a DATA frame on stream 0 is a connection error (PROTOCOL_ERROR)
+        s.sendall(b"\x00\x00\x04\x00\x00\x00\x00\x00\x00abcd")
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            pass
+    frames, i = [], 0
+    while i + 9 <= len(got):
+        ln = int.from_bytes(got[i:i + 3], "big")
+        frames.append((got[i + 3], got[i + 9:i + 9 + ln]))
+        i += 9 + ln
+    goaways = [p for t, p in frames if t == 0x7]
+    assert goaways, frames
+    assert int.from_bytes(goaways[0][4:8], "big") == 1, goaways  # PROTOCOL_ERROR
+    assert ctx.curl(f"http://127.0.0.1:{px.port}/", http2=True).status == 200
+
+
+def test_streaming_response_is_not_buffered(ctx):
+    """The first bytes of a slow, long response reach the client before the response ends."""
+    up = ctx.upstream()
+    px = ctx.remora(cfg.simple(up.port, "h2"))
+    script = r"""
+import sys, grpc, time
+ch = grpc.insecure_channel(sys.argv[1])
+s = ch.stream_stream('/echo.Echo/Bidi', request_serializer=lambda b: b, response_deserializer=lambda b: b)
+def gen(q):
+    for i in range(5):
+        yield b'ping%d' % i
+        q.wait()
+import threading
+ev = threading.Event()
+class Q:
+    def wait(self):
+        ev.wait(5); ev.clear()
+it = s(gen(Q()), timeout=20)
+for i in range(5):
+    m = next(it)
+    assert m == b'ping%d' % i, m
+    ev.set()
+print('ok')
+"""
+    r = ctx.run(["/usr/bin/python3", "-c", script, f"127.0.0.1:{px.port}"], timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == b"ok", (r.stdout, r.stderr[-2000:])
