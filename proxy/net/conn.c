@@ -80,11 +80,27 @@ void rm_conn_close(struct rm_conn *c)
     shut(c);
 }
 
+/* Write what is queued now, without blocking; errors are left to the caller's close. */
+static void write_now(struct rm_conn *c)
+{
+    while (c->out.len) {
+        struct iovec iov = {rm_buf_data(&c->out), c->out.len};
+        ssize_t n = c->tp->writev(c, &iov, 1);
+        if (n == -EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        rm_buf_consume(&c->out, (size_t)n);
+    }
+}
+
 /* Error or EOF: close, then tell the owner once. */
 static void close_with(struct rm_conn *c, int err)
 {
     if (c->flags & RM_CONN_CLOSED)
         return;
+    if (err == 0 && c->out.len && !(c->flags & RM_CONN_CONNECTING))
+        write_now(c); /* EOF: a half-closed peer still reads what was queued (best effort) */
     shut(c);
     if (!(c->flags & RM_CONN_NO_CALLBACKS)) {
         c->flags |= RM_CONN_NO_CALLBACKS;

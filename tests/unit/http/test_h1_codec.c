@@ -573,6 +573,19 @@ Test(h1_server, peer_close_idle)
     h1t_free(t);
 }
 
+/* A client that half-closes right after its request still gets the answer. */
+Test(h1_server, peer_half_close_after_request)
+{
+    struct h1t *t = h1t_server(NULL);
+    t->on_end = answer_now;
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h1t_peer_shutdown(t);
+    cr_assert(h1t_wait_eof(t));
+    cr_assert_str_eq(h1t_take(t), "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx");
+    cr_assert(h1t_wait_closed(t));
+    h1t_free(t);
+}
+
 Test(h1_server, partial_request_then_close)
 {
     struct h1t *t = h1t_server(NULL);
