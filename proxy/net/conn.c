@@ -14,10 +14,6 @@
 
 #define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
 
-enum {
-    RM_CONN_NO_CALLBACKS = 1u << 7,
-    RM_CONN_PEER_SHUT = 1u << 8, /* EPOLLRDHUP/HUP seen: read until EOF, not until a short read */
-};
 
 /* ---- plain transport ---------------------------------------------------------------------- */
 
@@ -157,16 +153,21 @@ static void do_read(struct rm_conn *c)
         size_t room = rm_buf_room(&c->in);
         ssize_t n = c->tp->read(c, p, room);
         if (n > 0) {
+            bool empty = (size_t)n < room && !(c->flags & RM_CONN_PEER_SHUT);
+            if (empty)
+                c->flags |= RM_CONN_READ_DRAINED;
             rm_buf_commit(&c->in, (size_t)n);
             deliver(c);
-            if ((size_t)n < room && !(c->flags & RM_CONN_PEER_SHUT))
+            if (empty)
                 goto drained; /* edge-triggered: a short read means empty, unless FIN came too */
             continue;
         }
         if (c->in.len == 0)
             rm_buf_reset(&c->in);
-        if (n == -EAGAIN)
+        if (n == -EAGAIN) {
+            c->flags |= RM_CONN_READ_DRAINED;
             return;
+        }
         if (n == -EINTR)
             continue;
         close_with(c, (int)n);
@@ -183,7 +184,10 @@ static void read_task_run(struct rm_task *t)
 {
     struct rm_conn *c = rm_container_of(t, struct rm_conn, read_task);
     deliver(c);
-    do_read(c);
+    /* edge-triggered: only read again if the kernel may have more (no EPOLLIN since the socket
+     * was seen empty means nothing arrived) — saves a read() returning EAGAIN per resume */
+    if (!(c->flags & RM_CONN_READ_DRAINED))
+        do_read(c);
 }
 
 void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, void *owner)
@@ -320,6 +324,7 @@ static void on_io(struct rm_io *io, uint32_t events)
     if (events & (EPOLLHUP | EPOLLRDHUP))
         c->flags |= RM_CONN_PEER_SHUT;
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;
         if (c->flags & RM_CONN_READ_PAUSED) {
             if (events & (EPOLLERR | EPOLLHUP))
                 close_with(c, -ECONNRESET);

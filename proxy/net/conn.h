@@ -55,6 +55,9 @@ enum {
     RM_CONN_OVER_HIGH = 1u << 4,   /* output above the high watermark */
     RM_CONN_IN_CALLBACK = 1u << 5, /* inside a handler call: don't free */
     RM_CONN_SHUT_AFTER_FLUSH = 1u << 6,
+    RM_CONN_NO_CALLBACKS = 1u << 7, /* the owner is gone: no more handler calls */
+    RM_CONN_PEER_SHUT = 1u << 8,    /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
+    RM_CONN_READ_DRAINED = 1u << 9, /* the socket had nothing more after the last read */
 };
 
 struct rm_conn {
