@@ -708,9 +708,10 @@ void rm_h1_release(struct rm_stream *s)
     struct rm_h1_codec *c = hs->c;
     if (c && hs->state == RM_H1S_OPEN) {
         assert(c->cur == hs);
-        if (!c->server && hs->rx == RM_H1_HALF_END && hs->tx == RM_H1_HALF_END) {
-            /* client: released from inside the callback that delivered the end of the
-             * response — the exchange is complete, keep the connection */
+        if (hs->rx == RM_H1_HALF_END && hs->tx == RM_H1_HALF_END) {
+            /* released from inside the callback that delivered the end of the incoming
+             * message: the exchange is complete (exchange_done has not run yet), keep the
+             * connection */
             exchange_done(c);
         } else if (c->server && hs->tx == RM_H1_HALF_END) {
             /* response complete, request body no longer wanted: finish, then close (the rest of

@@ -392,3 +392,33 @@ Test(h1_client, garbage_input)
 {
     h1t_fuzz(false, 150);
 }
+
+/* The router releases its upstream stream from the callback that ends the response: the
+ * exchange is complete and the connection goes back to the pool. */
+static void release_now(struct h1t_stream *r)
+{
+    h1t_release(r);
+}
+
+Test(h1_client, release_inside_end_callback_keeps_connection)
+{
+    static const char *resp[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", /* ends in on_data */
+        "HTTP/1.1 204 No Content\r\n\r\n",                /* ends in on_headers */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n",
+    };
+    struct h1t *t = h1t_client(NULL);
+    t->on_end = release_now;
+    for (int i = 0; i < 4; i++) {
+        struct h1t_stream *r = h1t_get(t, "/");
+        cr_assert(h1t_read_until(t, "\r\n\r\n"));
+        h1t_take(t);
+        h1t_sends(t, resp[i]);
+        cr_assert(h1t_run_until(t, h1t_idle_seen, NULL), "response %d", i);
+        cr_assert(r->released && r->end, "response %d", i);
+        cr_assert_eq(t->closed, 0, "response %d: the connection is kept", i);
+        t->idle = 0;
+    }
+    h1t_free(t);
+}

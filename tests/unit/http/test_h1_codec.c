@@ -716,6 +716,29 @@ Test(h1_server, response_content_length_written_once)
     h1t_free(t);
 }
 
+/* A response completed before the request body, the stream released from the callback that
+ * ends the request: the exchange finishes (the connection closes: early response). */
+static void release_on_end(struct h1t_stream *r)
+{
+    h1t_release(r);
+}
+
+Test(h1_server, release_inside_end_callback)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n");
+    cr_assert(h1t_wait_stream(t, 0));
+    h1t_respond(&t->streams[0], "200", "early");
+    t->on_end = release_on_end;
+    h1t_sends(t, "ab");
+    cr_assert(h1t_wait_eof(t));
+    cr_assert_str_eq(h1t_take(t), "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"
+                                  "connection: close\r\n\r\nearly");
+    cr_assert(t->streams[0].released);
+    cr_assert_eq(t->streams[0].reset, -1);
+    h1t_free(t);
+}
+
 Test(h1_server, garbage_input)
 {
     h1t_fuzz(true, 150);
