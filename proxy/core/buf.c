@@ -3,24 +3,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RM_BUF_CACHE_MAX 64
+/* Per-thread caches of blocks by size class (16 KiB << k): a busy HTTP/2 connection whose
+ * output grows past one block reuses a large block instead of malloc/free per drain. */
+#define N_CLASSES 5
+static const unsigned class_max[N_CLASSES] = {64, 16, 8, 4, 2};
 
 struct free_block {
     struct free_block *next;
 };
 
-static __thread struct free_block *cache;
-static __thread unsigned cache_len;
+static __thread struct free_block *cache[N_CLASSES];
+static __thread unsigned cache_len[N_CLASSES];
 
-static uint8_t *block_get(void)
+static int class_of(size_t cap)
 {
-    struct free_block *b = cache;
-    if (b) {
-        cache = b->next;
-        cache_len--;
+    for (int k = 0; k < N_CLASSES; k++) {
+        if (cap == (size_t)RM_BUF_BLOCK << k)
+            return k;
+    }
+    return -1;
+}
+
+static uint8_t *block_get(size_t cap)
+{
+    int k = class_of(cap);
+    if (k >= 0 && cache[k]) {
+        struct free_block *b = cache[k];
+        cache[k] = b->next;
+        cache_len[k]--;
         return (uint8_t *)b;
     }
-    uint8_t *p = malloc(RM_BUF_BLOCK);
+    uint8_t *p = malloc(cap);
     if (!p)
         abort();
     return p;
@@ -28,33 +41,36 @@ static uint8_t *block_get(void)
 
 static void block_put(uint8_t *p, size_t cap)
 {
-    if (cap != RM_BUF_BLOCK || cache_len >= RM_BUF_CACHE_MAX) {
+    int k = class_of(cap);
+    if (k < 0 || cache_len[k] >= class_max[k]) {
         free(p);
         return;
     }
     struct free_block *b = (struct free_block *)(void *)p;
-    b->next = cache;
-    cache = b;
-    cache_len++;
+    b->next = cache[k];
+    cache[k] = b;
+    cache_len[k]++;
 }
 
 void rm_buf_thread_cleanup(void)
 {
-    while (cache) {
-        struct free_block *b = cache;
-        cache = b->next;
-        free(b);
+    for (int k = 0; k < N_CLASSES; k++) {
+        while (cache[k]) {
+            struct free_block *b = cache[k];
+            cache[k] = b->next;
+            free(b);
+        }
+        cache_len[k] = 0;
     }
-    cache_len = 0;
 }
 
 uint8_t *rm_buf_reserve(struct rm_buf *b, size_t n)
 {
     if (!b->base) {
-        size_t cap = n <= RM_BUF_BLOCK ? RM_BUF_BLOCK : n;
-        b->base = cap == RM_BUF_BLOCK ? block_get() : malloc(cap);
-        if (!b->base)
-            abort();
+        size_t cap = RM_BUF_BLOCK;
+        while (cap < n)
+            cap *= 2;
+        b->base = block_get(cap);
         b->cap = cap;
         b->off = b->len = 0;
         return b->base;
@@ -69,9 +85,7 @@ uint8_t *rm_buf_reserve(struct rm_buf *b, size_t n)
     size_t cap = b->cap * 2;
     while (cap - b->len < n)
         cap *= 2;
-    uint8_t *p = malloc(cap);
-    if (!p)
-        abort();
+    uint8_t *p = block_get(cap);
     memcpy(p, b->base + b->off, b->len);
     block_put(b->base, b->cap);
     b->base = p;
