@@ -13,6 +13,7 @@
 struct rm_loop {
     int epfd;
     bool stop;
+    bool in_timers; /* running expired timers: re-arms land in the next iteration */
     uint64_t now_ms;
     struct rm_timer **heap; /* 1-based min-heap on expire_ms */
     uint32_t heap_len, heap_cap;
@@ -150,18 +151,22 @@ void rm_timer_start(struct rm_loop *loop, struct rm_timer *t, uint64_t ms, rm_ti
         loop->heap_cap = cap;
     }
     t->on_fire = cb;
-    t->expire_ms = loop->now_ms + ms;
+    /* a 0 ms timer armed from a timer callback fires next iteration, not in this loop (which
+     * would never get back to epoll_wait) */
+    t->expire_ms = loop->now_ms + ms + (loop->in_timers && ms == 0);
     loop->heap[++loop->heap_len] = t;
     heap_up(loop, loop->heap_len);
 }
 
 static void run_timers(struct rm_loop *loop)
 {
+    loop->in_timers = true;
     while (loop->heap_len && loop->heap[1]->expire_ms <= loop->now_ms) {
         struct rm_timer *t = loop->heap[1];
         rm_timer_stop(loop, t);
         t->on_fire(t);
     }
+    loop->in_timers = false;
 }
 
 static int next_timeout(const struct rm_loop *loop)

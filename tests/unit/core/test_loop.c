@@ -129,3 +129,25 @@ Test(arena, allocations_are_aligned_and_survive_until_dispose)
     rm_arena_dispose(&a);
     rm_arena_thread_cleanup();
 }
+
+static int rearms;
+static struct rm_loop *rearm_loop;
+static void on_rearm(struct rm_timer *t)
+{
+    if (++rearms == 3) {
+        rm_loop_stop(rearm_loop);
+        return;
+    }
+    rm_timer_start(rearm_loop, t, 0, on_rearm);
+}
+
+Test(loop, zero_ms_timer_rearmed_from_its_callback_does_not_starve_the_loop)
+{
+    rearm_loop = rm_loop_new();
+    struct rm_timer t = {0};
+    rearms = 0;
+    rm_timer_start(rearm_loop, &t, 0, on_rearm);
+    rm_loop_run(rearm_loop); /* hangs (test timeout) if the re-arm fires within the same pass */
+    cr_assert_eq(rearms, 3);
+    rm_loop_free(rearm_loop);
+}
