@@ -5,7 +5,6 @@ int main(int argc, char **argv)
 {
     struct rm_options o;
     int rc = rm_options_parse(&o, argc, argv);
-    if (rc)
-        return rc > 0 ? 0 : 1;
+    if (rc) return rc > 0 ? 0 : 1;
     return rm_server_run(&o);
 }

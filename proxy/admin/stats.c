@@ -10,8 +10,14 @@ __thread unsigned rm_stats_shard;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rm_stats *registry_head, **registry_tail = &registry_head;
 
-#define C(n) {n, RM_COUNTER}
-#define G(n) {n, RM_GAUGE}
+#define C(n)                                                                                       \
+    {                                                                                              \
+        n, RM_COUNTER                                                                              \
+    }
+#define G(n)                                                                                       \
+    {                                                                                              \
+        n, RM_GAUGE                                                                                \
+    }
 
 const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_UPSTREAM_RQ_TOTAL] = C("upstream_rq_total"),
@@ -108,15 +114,13 @@ struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs
         }
     }
     struct rm_stats *s = calloc(1, sizeof(*s));
-    if (!s)
-        abort();
+    if (!s) abort();
     s->prefix = strdup(prefix);
     s->defs = defs;
     s->n = n;
     s->stride = (n + 7) & ~7u; /* 64-byte lines per shard */
     s->slots = calloc((size_t)RM_STATS_MAX_SHARDS * s->stride, sizeof(*s->slots));
-    if (!s->prefix || !s->slots)
-        abort();
+    if (!s->prefix || !s->slots) abort();
     *registry_tail = s;
     registry_tail = &s->next;
     pthread_mutex_unlock(&registry_lock);
@@ -125,9 +129,9 @@ struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs
 
 void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v)
 {
-    int64_t others = rm_stat_value(s, idx) -
-                     atomic_load_explicit(&s->slots[rm_stats_shard * s->stride + idx],
-                                          memory_order_relaxed);
+    int64_t others =
+        rm_stat_value(s, idx) -
+        atomic_load_explicit(&s->slots[rm_stats_shard * s->stride + idx], memory_order_relaxed);
     atomic_store_explicit(&s->slots[rm_stats_shard * s->stride + idx], v - others,
                           memory_order_relaxed);
 }

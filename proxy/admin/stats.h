@@ -45,8 +45,14 @@ static inline void rm_stat_add(struct rm_stats *s, unsigned idx, int64_t delta)
     atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + delta,
                           memory_order_relaxed);
 }
-static inline void rm_stat_inc(struct rm_stats *s, unsigned idx) { rm_stat_add(s, idx, 1); }
-static inline void rm_stat_dec(struct rm_stats *s, unsigned idx) { rm_stat_add(s, idx, -1); }
+static inline void rm_stat_inc(struct rm_stats *s, unsigned idx)
+{
+    rm_stat_add(s, idx, 1);
+}
+static inline void rm_stat_dec(struct rm_stats *s, unsigned idx)
+{
+    rm_stat_add(s, idx, -1);
+}
 /** Set a gauge owned by one thread (main): other shards are left alone. */
 void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v);
 /** Sum over shards. */

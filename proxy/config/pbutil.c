@@ -10,10 +10,8 @@
 
 uint32_t rm_pb_duration_ms(const struct Google__Protobuf__Duration *d, uint32_t dflt)
 {
-    if (!d)
-        return dflt;
-    if (d->seconds < 0 || (d->seconds == 0 && d->nanos <= 0))
-        return 0;
+    if (!d) return dflt;
+    if (d->seconds < 0 || (d->seconds == 0 && d->nanos <= 0)) return 0;
     uint64_t ms = (uint64_t)d->seconds * 1000u + ((uint64_t)d->nanos + 999999u) / 1000000u;
     return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 }
@@ -31,16 +29,16 @@ bool rm_pb_bool(const struct Google__Protobuf__BoolValue *v, bool dflt)
 int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *path,
                   struct sockaddr_storage *out, socklen_t *len, struct rm_error *err)
 {
-    if (!a)
-        return rm_error_set(err, "%s: address is required", path);
+    if (!a) return rm_error_set(err, "%s: address is required", path);
     if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return rm_error_set(err, "%s: only socket_address is supported by remora", path);
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return rm_error_set(err, "%s.socket_address.protocol: only TCP is supported", path);
-    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
-        return rm_error_set(err, "%s.socket_address.port_value: required (named_port is not supported)",
-                            path);
+    if (sa->port_specifier_case !=
+        ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+        return rm_error_set(
+            err, "%s.socket_address.port_value: required (named_port is not supported)", path);
     if (sa->port_value > 65535)
         return rm_error_set(err, "%s.socket_address.port_value: %u is not a valid port", path,
                             sa->port_value);
@@ -61,6 +59,8 @@ int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *
         *len = sizeof(*v6);
         return RM_OK;
     }
-    return rm_error_set(err, "%s.socket_address.address: \"%s\" is not an IP address (names need a "
-                        "STRICT_DNS or LOGICAL_DNS cluster)", path, sa->address);
+    return rm_error_set(err,
+                        "%s.socket_address.address: \"%s\" is not an IP address (names need a "
+                        "STRICT_DNS or LOGICAL_DNS cluster)",
+                        path, sa->address);
 }

@@ -25,8 +25,7 @@ static struct rm_arena_chunk *chunk_get(size_t need)
     }
     size_t size = need <= RM_ARENA_CHUNK ? RM_ARENA_CHUNK : need;
     struct rm_arena_chunk *c = malloc(sizeof(*c) + size);
-    if (!c)
-        abort();
+    if (!c) abort();
     c->size = size;
     return c;
 }

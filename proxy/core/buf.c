@@ -18,8 +18,7 @@ static __thread unsigned cache_len[N_CLASSES];
 static int class_of(size_t cap)
 {
     for (int k = 0; k < N_CLASSES; k++) {
-        if (cap == (size_t)RM_BUF_BLOCK << k)
-            return k;
+        if (cap == (size_t)RM_BUF_BLOCK << k) return k;
     }
     return -1;
 }
@@ -34,8 +33,7 @@ static uint8_t *block_get(size_t cap)
         return (uint8_t *)b;
     }
     uint8_t *p = malloc(cap);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
@@ -75,8 +73,7 @@ uint8_t *rm_buf_reserve(struct rm_buf *b, size_t n)
         b->off = b->len = 0;
         return b->base;
     }
-    if (rm_buf_room(b) >= n)
-        return b->base + b->off + b->len;
+    if (rm_buf_room(b) >= n) return b->base + b->off + b->len;
     if (b->off && b->cap - b->len >= n) { /* compact */
         memmove(b->base, b->base + b->off, b->len);
         b->off = 0;
@@ -96,8 +93,7 @@ uint8_t *rm_buf_reserve(struct rm_buf *b, size_t n)
 
 void rm_buf_append(struct rm_buf *b, const void *p, size_t n)
 {
-    if (!n)
-        return;
+    if (!n) return;
     memcpy(rm_buf_reserve(b, n), p, n);
     b->len += n;
 }
@@ -114,8 +110,7 @@ void rm_buf_consume(struct rm_buf *b, size_t n)
 
 void rm_buf_reset(struct rm_buf *b)
 {
-    if (b->base)
-        block_put(b->base, b->cap);
+    if (b->base) block_put(b->base, b->cap);
     b->base = NULL;
     b->off = b->len = b->cap = 0;
 }

@@ -19,18 +19,30 @@ struct rm_buf {
     size_t cap;    /* size of base */
 };
 
-#define RM_BUF_INIT {0}
+#define RM_BUF_INIT                                                                                \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /** Pointer to the unread data. */
-static inline uint8_t *rm_buf_data(const struct rm_buf *b) { return b->base + b->off; }
+static inline uint8_t *rm_buf_data(const struct rm_buf *b)
+{
+    return b->base + b->off;
+}
 
 /** Make room for at least <n> more bytes at the tail; returns the tail pointer.
  *  The room actually available is rm_buf_room().  Aborts on out-of-memory. */
 uint8_t *rm_buf_reserve(struct rm_buf *b, size_t n);
 /** Bytes writable at the tail without another reserve. */
-static inline size_t rm_buf_room(const struct rm_buf *b) { return b->cap - b->off - b->len; }
+static inline size_t rm_buf_room(const struct rm_buf *b)
+{
+    return b->cap - b->off - b->len;
+}
 /** Mark <n> bytes written at the tail (after rm_buf_reserve). */
-static inline void rm_buf_commit(struct rm_buf *b, size_t n) { b->len += n; }
+static inline void rm_buf_commit(struct rm_buf *b, size_t n)
+{
+    b->len += n;
+}
 /** Append <n> bytes. */
 void rm_buf_append(struct rm_buf *b, const void *p, size_t n);
 /** Drop <n> bytes from the head; releases the block when the buffer becomes empty. */

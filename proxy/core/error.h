@@ -21,11 +21,13 @@ struct rm_error {
     char msg[1024];
 };
 
-/** Fill <err> (may be NULL) printf-style; returns RM_ERR so callers can `return rm_error_set(…)`. */
+/** Fill <err> (may be NULL) printf-style; returns RM_ERR so callers can `return rm_error_set(…)`.
+ */
 int rm_error_set(struct rm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int rm_error_vset(struct rm_error *err, const char *fmt, va_list ap);
 
 /** Prepend "prefix" to the message already in <err>: used to add context while unwinding. */
-int rm_error_prefix(struct rm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int rm_error_prefix(struct rm_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

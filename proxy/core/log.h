@@ -17,12 +17,12 @@ extern enum rm_log_level rm_log_level;
 
 /** Parse an Envoy level name; returns 0 and sets *out, or -1 for an unknown name. */
 int rm_log_level_parse(const char *name, enum rm_log_level *out);
-void rm_log_write(enum rm_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rm_log_write(enum rm_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #define RM_LOG(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) >= rm_log_level)                                                                 \
-            rm_log_write((lvl), __VA_ARGS__);                                                      \
+        if ((lvl) >= rm_log_level) rm_log_write((lvl), __VA_ARGS__);                               \
     } while (0)
 #define rm_log_trace(...) RM_LOG(RM_LOG_TRACE, __VA_ARGS__)
 #define rm_log_debug(...) RM_LOG(RM_LOG_DEBUG, __VA_ARGS__)

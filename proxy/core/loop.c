@@ -31,8 +31,7 @@ static uint64_t mono_ms(void)
 struct rm_loop *rm_loop_new(void)
 {
     struct rm_loop *loop = calloc(1, sizeof(*loop));
-    if (!loop)
-        return NULL;
+    if (!loop) return NULL;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0) {
         free(loop);
@@ -46,18 +45,26 @@ struct rm_loop *rm_loop_new(void)
 
 void rm_loop_free(struct rm_loop *loop)
 {
-    if (!loop)
-        return;
+    if (!loop) return;
     close(loop->epfd);
     free(loop->heap);
     free(loop);
 }
 
-uint64_t rm_loop_now(const struct rm_loop *loop) { return loop->now_ms; }
+uint64_t rm_loop_now(const struct rm_loop *loop)
+{
+    return loop->now_ms;
+}
 
-uint64_t rm_loop_update_time(struct rm_loop *loop) { return loop->now_ms = mono_ms(); }
+uint64_t rm_loop_update_time(struct rm_loop *loop)
+{
+    return loop->now_ms = mono_ms();
+}
 
-void rm_loop_stop(struct rm_loop *loop) { loop->stop = true; }
+void rm_loop_stop(struct rm_loop *loop)
+{
+    loop->stop = true;
+}
 
 /* ---- I/O ---------------------------------------------------------------------------------- */
 
@@ -67,26 +74,22 @@ int rm_io_start(struct rm_loop *loop, struct rm_io *io, int fd, uint32_t events,
     io->fd = fd;
     io->events = events;
     io->on_ready = cb;
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-        return -errno;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
     return 0;
 }
 
 int rm_io_modify(struct rm_loop *loop, struct rm_io *io, uint32_t events)
 {
-    if (io->events == events)
-        return 0;
+    if (io->events == events) return 0;
     struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
     io->events = events;
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
-        return -errno;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0) return -errno;
     return 0;
 }
 
 void rm_io_stop(struct rm_loop *loop, struct rm_io *io)
 {
-    if (io->fd >= 0)
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    if (io->fd >= 0) epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->fd = -1;
 }
 
@@ -113,12 +116,9 @@ static void heap_down(struct rm_loop *loop, uint32_t i)
     struct rm_timer *t = loop->heap[i];
     for (;;) {
         uint32_t c = i * 2;
-        if (c > loop->heap_len)
-            break;
-        if (c < loop->heap_len && loop->heap[c + 1]->expire_ms < loop->heap[c]->expire_ms)
-            c++;
-        if (loop->heap[c]->expire_ms >= t->expire_ms)
-            break;
+        if (c > loop->heap_len) break;
+        if (c < loop->heap_len && loop->heap[c + 1]->expire_ms < loop->heap[c]->expire_ms) c++;
+        if (loop->heap[c]->expire_ms >= t->expire_ms) break;
         heap_set(loop, i, loop->heap[c]);
         i = c;
     }
@@ -128,12 +128,10 @@ static void heap_down(struct rm_loop *loop, uint32_t i)
 void rm_timer_stop(struct rm_loop *loop, struct rm_timer *t)
 {
     uint32_t i = t->heap_idx;
-    if (i == 0)
-        return;
+    if (i == 0) return;
     t->heap_idx = 0;
     struct rm_timer *last = loop->heap[loop->heap_len--];
-    if (i > loop->heap_len)
-        return;
+    if (i > loop->heap_len) return;
     heap_set(loop, i, last);
     heap_up(loop, i);
     heap_down(loop, last->heap_idx);
@@ -145,8 +143,7 @@ void rm_timer_start(struct rm_loop *loop, struct rm_timer *t, uint64_t ms, rm_ti
     if (loop->heap_len + 1 >= loop->heap_cap) {
         uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
         struct rm_timer **h = realloc(loop->heap, cap * sizeof(*h));
-        if (!h)
-            abort(); /* out of memory: nothing sensible to do on the data path */
+        if (!h) abort(); /* out of memory: nothing sensible to do on the data path */
         loop->heap = h;
         loop->heap_cap = cap;
     }
@@ -171,10 +168,8 @@ static void run_timers(struct rm_loop *loop)
 
 static int next_timeout(const struct rm_loop *loop)
 {
-    if (loop->defer_head || loop->flush_head)
-        return 0;
-    if (!loop->heap_len)
-        return -1;
+    if (loop->defer_head || loop->flush_head) return 0;
+    if (!loop->heap_len) return -1;
     uint64_t at = loop->heap[1]->expire_ms;
     return at <= loop->now_ms ? 0 : (int)(at - loop->now_ms > 60000 ? 60000 : at - loop->now_ms);
 }
@@ -183,8 +178,7 @@ static int next_timeout(const struct rm_loop *loop)
 
 static void enqueue(struct rm_task ***tail, struct rm_task *t, rm_task_cb run)
 {
-    if (t->queued)
-        return;
+    if (t->queued) return;
     t->queued = true;
     t->run = run;
     t->next = NULL;
@@ -206,8 +200,7 @@ void rm_loop_defer_flush(struct rm_loop *loop, struct rm_task *t, rm_task_cb run
 static bool run_queue(struct rm_task **head, struct rm_task ***tail)
 {
     struct rm_task *t = *head;
-    if (!t)
-        return false;
+    if (!t) return false;
     *head = NULL;
     *tail = head;
     while (t) {
@@ -225,8 +218,7 @@ static void run_deferred(struct rm_loop *loop)
     for (int round = 0; round < 64; round++) {
         bool any = run_queue(&loop->defer_head, &loop->defer_tail);
         any |= run_queue(&loop->flush_head, &loop->flush_tail);
-        if (!any)
-            return;
+        if (!any) return;
     }
 }
 
@@ -245,8 +237,7 @@ int rm_loop_run(struct rm_loop *loop)
         loop->now_ms = mono_ms();
         for (int i = 0; i < n; i++) {
             struct rm_io *io = evs[i].data.ptr;
-            if (io->fd >= 0)
-                io->on_ready(io, evs[i].events);
+            if (io->fd >= 0) io->on_ready(io, evs[i].events);
         }
         run_timers(loop);
         run_deferred(loop);
@@ -268,12 +259,10 @@ static void on_async(struct rm_io *io, uint32_t events)
 int rm_async_init(struct rm_loop *loop, struct rm_async *a, void (*cb)(struct rm_async *))
 {
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     a->cb = cb;
     int rc = rm_io_start(loop, &a->io, fd, EPOLLIN, on_async);
-    if (rc < 0)
-        close(fd);
+    if (rc < 0) close(fd);
     return rc;
 }
 
@@ -281,8 +270,7 @@ void rm_async_dispose(struct rm_loop *loop, struct rm_async *a)
 {
     int fd = a->io.fd;
     rm_io_stop(loop, &a->io);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
 }
 
 void rm_async_send(struct rm_async *a)

@@ -79,7 +79,10 @@ void rm_io_stop(struct rm_loop *loop, struct rm_io *io);
 void rm_timer_start(struct rm_loop *loop, struct rm_timer *t, uint64_t ms, rm_timer_cb cb);
 /** Disarm <t> (no-op if not armed). */
 void rm_timer_stop(struct rm_loop *loop, struct rm_timer *t);
-static inline bool rm_timer_armed(const struct rm_timer *t) { return t->heap_idx != 0; }
+static inline bool rm_timer_armed(const struct rm_timer *t)
+{
+    return t->heap_idx != 0;
+}
 
 /** Run <t> after the I/O callbacks of this iteration (no-op if already queued). */
 void rm_loop_defer(struct rm_loop *loop, struct rm_task *t, rm_task_cb run);

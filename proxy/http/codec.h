@@ -57,13 +57,13 @@ enum rm_http_proto {
 };
 
 enum rm_reset_reason {
-    RM_RESET_LOCAL,            /* we reset it (e.g. downstream went away) */
-    RM_RESET_REMOTE,           /* peer reset the stream (RST_STREAM / abrupt close) */
-    RM_RESET_PROTOCOL,         /* peer violated the protocol */
-    RM_RESET_CONNECTION_FAILURE, /* upstream connect failed */
+    RM_RESET_LOCAL,                  /* we reset it (e.g. downstream went away) */
+    RM_RESET_REMOTE,                 /* peer reset the stream (RST_STREAM / abrupt close) */
+    RM_RESET_PROTOCOL,               /* peer violated the protocol */
+    RM_RESET_CONNECTION_FAILURE,     /* upstream connect failed */
     RM_RESET_CONNECTION_TERMINATION, /* connection closed under the stream */
-    RM_RESET_REFUSED,          /* HTTP/2 REFUSED_STREAM: safe to retry */
-    RM_RESET_OVERFLOW,         /* too many streams / resource limit */
+    RM_RESET_REFUSED,                /* HTTP/2 REFUSED_STREAM: safe to retry */
+    RM_RESET_OVERFLOW,               /* too many streams / resource limit */
     RM_RESET_TIMEOUT,
 };
 
@@ -96,7 +96,7 @@ struct rm_stream {
     void *user;                        /* set by the user */
     struct rm_arena *arena;            /* incoming header blocks go here */
     enum rm_http_proto proto;
-    int32_t id;                        /* HTTP/2 stream id; HTTP/1.1: request ordinal */
+    int32_t id; /* HTTP/2 stream id; HTTP/1.1: request ordinal */
 };
 
 struct rm_codec;
@@ -113,13 +113,13 @@ struct rm_codec_callbacks {
 
 /** Limits and knobs shared by the codecs (from HttpConnectionManager / the cluster). */
 struct rm_codec_settings {
-    uint32_t max_request_headers_kb;   /* header block limit; over it: 431 (h1) / reset (h2) */
-    uint32_t max_headers_count;        /* 0 = 100 */
+    uint32_t max_request_headers_kb;    /* header block limit; over it: 431 (h1) / reset (h2) */
+    uint32_t max_headers_count;         /* 0 = 100 */
     uint32_t h2_max_concurrent_streams; /* advertised (server) */
-    uint32_t h2_initial_stream_window; /* 0 = 65535*4 */
-    uint32_t h2_initial_conn_window;   /* 0 = 1 MiB */
-    uint32_t buffer_limit;             /* per-stream/conn output above which write_blocked() */
-    bool accept_http_10;               /* h1 server */
+    uint32_t h2_initial_stream_window;  /* 0 = 65535*4 */
+    uint32_t h2_initial_conn_window;    /* 0 = 1 MiB */
+    uint32_t buffer_limit;              /* per-stream/conn output above which write_blocked() */
+    bool accept_http_10;                /* h1 server */
 };
 
 /** Per-connection operations every codec implements. */

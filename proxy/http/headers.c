@@ -14,8 +14,7 @@ static struct rm_header *grow(struct rm_headers *h)
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 16;
         struct rm_header *v = rm_arena_alloc(h->arena, cap * sizeof(*v));
-        if (h->n)
-            memcpy(v, h->v, h->n * sizeof(*v));
+        if (h->n) memcpy(v, h->v, h->n * sizeof(*v));
         h->v = v;
         h->cap = cap;
     }
@@ -47,8 +46,7 @@ void rm_headers_add(struct rm_headers *h, const char *name, size_t nlen, const c
 int rm_headers_find(const struct rm_headers *h, const char *name, size_t nlen)
 {
     for (uint32_t i = 0; i < h->n; i++) {
-        if (h->v[i].name_len == nlen && memcmp(h->v[i].name, name, nlen) == 0)
-            return (int)i;
+        if (h->v[i].name_len == nlen && memcmp(h->v[i].name, name, nlen) == 0) return (int)i;
     }
     return -1;
 }
@@ -56,8 +54,7 @@ int rm_headers_find(const struct rm_headers *h, const char *name, size_t nlen)
 struct rm_str rm_headers_get(const struct rm_headers *h, const char *name, size_t nlen)
 {
     int i = rm_headers_find(h, name, nlen);
-    if (i < 0)
-        return (struct rm_str){NULL, 0};
+    if (i < 0) return (struct rm_str){NULL, 0};
     return (struct rm_str){(const char *)h->v[i].value, h->v[i].value_len};
 }
 
@@ -105,12 +102,10 @@ void rm_headers_copy(struct rm_headers *dst, const struct rm_headers *src)
 
 int64_t rm_parse_u63(const char *p, size_t n)
 {
-    if (n == 0 || n > 18)
-        return -1;
+    if (n == 0 || n > 18) return -1;
     int64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
+        if (p[i] < '0' || p[i] > '9') return -1;
         v = v * 10 + (p[i] - '0');
     }
     return v;
@@ -122,12 +117,11 @@ bool rm_header_is_hop_by_hop(const char *name, size_t nlen)
         const char *s;
         size_t n;
     } hop[] = {
-        {"connection", 10}, {"keep-alive", 10},       {"proxy-connection", 16},
-        {"transfer-encoding", 17}, {"upgrade", 7},    {"te", 2},
+        {"connection", 10},        {"keep-alive", 10}, {"proxy-connection", 16},
+        {"transfer-encoding", 17}, {"upgrade", 7},     {"te", 2},
     };
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
-        if (nlen == hop[i].n && memcmp(name, hop[i].s, nlen) == 0)
-            return true;
+        if (nlen == hop[i].n && memcmp(name, hop[i].s, nlen) == 0) return true;
     }
     return false;
 }

@@ -14,7 +14,6 @@
 
 #define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
 
-
 /* ---- plain transport ---------------------------------------------------------------------- */
 
 static ssize_t plain_read(struct rm_conn *c, void *buf, size_t len)
@@ -29,7 +28,10 @@ static ssize_t plain_writev(struct rm_conn *c, const struct iovec *iov, int n)
     return w >= 0 ? w : -errno;
 }
 
-static int plain_handshake(struct rm_conn *c) { return 0; }
+static int plain_handshake(struct rm_conn *c)
+{
+    return 0;
+}
 static void plain_close(struct rm_conn *c) {}
 
 const struct rm_transport_ops rm_transport_plain = {
@@ -63,15 +65,13 @@ static void shut(struct rm_conn *c)
     rm_timer_stop(c->loop, &c->connect_timer);
     int fd = c->io.fd;
     rm_io_stop(c->loop, &c->io);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     rm_loop_defer(c->loop, &c->free_task, free_task_run);
 }
 
 void rm_conn_close(struct rm_conn *c)
 {
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     c->flags |= RM_CONN_NO_CALLBACKS;
     shut(c);
 }
@@ -82,10 +82,8 @@ static void write_now(struct rm_conn *c)
     while (c->out.len) {
         struct iovec iov = {rm_buf_data(&c->out), c->out.len};
         ssize_t n = c->tp->writev(c, &iov, 1);
-        if (n == -EINTR)
-            continue;
-        if (n <= 0)
-            return;
+        if (n == -EINTR) continue;
+        if (n <= 0) return;
         rm_buf_consume(&c->out, (size_t)n);
     }
 }
@@ -93,8 +91,7 @@ static void write_now(struct rm_conn *c)
 /* Error or EOF: close, then tell the owner once. */
 static void close_with(struct rm_conn *c, int err)
 {
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     if (err == 0 && c->out.len && !(c->flags & RM_CONN_CONNECTING))
         write_now(c); /* EOF: a half-closed peer still reads what was queued (best effort) */
     shut(c);
@@ -112,8 +109,7 @@ static void close_with(struct rm_conn *c, int err)
 static struct rm_conn *conn_new(struct rm_loop *loop, const struct rm_conn_handler *h, void *owner)
 {
     struct rm_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->loop = loop;
     c->tp = &rm_transport_plain;
     c->h = h;
@@ -133,11 +129,9 @@ static bool gone(const struct rm_conn *c)
 /* Offer the buffered input to the owner. */
 static void deliver(struct rm_conn *c)
 {
-    if (!c->in.len || gone(c))
-        return;
+    if (!c->in.len || gone(c)) return;
     size_t used = c->h->on_data(c, rm_buf_data(&c->in), c->in.len);
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     rm_buf_consume(&c->in, used);
 }
 
@@ -146,38 +140,33 @@ static void read_task_run(struct rm_task *t);
 static void do_read(struct rm_conn *c)
 {
     for (int i = 0; i < READ_BUDGET; i++) {
-        if (gone(c))
-            return;
+        if (gone(c)) return;
         size_t want = rm_buf_room(&c->in) >= 2048 ? rm_buf_room(&c->in) : 0;
         uint8_t *p = rm_buf_reserve(&c->in, want ? want : 4096);
         size_t room = rm_buf_room(&c->in);
         ssize_t n = c->tp->read(c, p, room);
         if (n > 0) {
             bool empty = (size_t)n < room && !(c->flags & RM_CONN_PEER_SHUT);
-            if (empty)
-                c->flags |= RM_CONN_READ_DRAINED;
+            if (empty) c->flags |= RM_CONN_READ_DRAINED;
             rm_buf_commit(&c->in, (size_t)n);
             deliver(c);
             if (empty)
                 goto drained; /* edge-triggered: a short read means empty, unless FIN came too */
             continue;
         }
-        if (c->in.len == 0)
-            rm_buf_reset(&c->in);
+        if (c->in.len == 0) rm_buf_reset(&c->in);
         if (n == -EAGAIN) {
             c->flags |= RM_CONN_READ_DRAINED;
             return;
         }
-        if (n == -EINTR)
-            continue;
+        if (n == -EINTR) continue;
         close_with(c, (int)n);
         return;
     }
     rm_loop_defer(c->loop, &c->read_task, read_task_run); /* budget spent: let others run */
     return;
 drained:
-    if (c->in.len == 0)
-        rm_buf_reset(&c->in);
+    if (c->in.len == 0) rm_buf_reset(&c->in);
 }
 
 static void read_task_run(struct rm_task *t)
@@ -186,8 +175,7 @@ static void read_task_run(struct rm_task *t)
     deliver(c);
     /* edge-triggered: only read again if the kernel may have more (no EPOLLIN since the socket
      * was seen empty means nothing arrived) — saves a read() returning EAGAIN per resume */
-    if (!(c->flags & RM_CONN_READ_DRAINED))
-        do_read(c);
+    if (!(c->flags & RM_CONN_READ_DRAINED)) do_read(c);
 }
 
 void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, void *owner)
@@ -200,14 +188,12 @@ void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, voi
 
 void rm_conn_pause_reading(struct rm_conn *c, bool paused)
 {
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     if (paused) {
         c->flags |= RM_CONN_READ_PAUSED;
         return;
     }
-    if (!(c->flags & RM_CONN_READ_PAUSED))
-        return;
+    if (!(c->flags & RM_CONN_READ_PAUSED)) return;
     c->flags &= ~(uint32_t)RM_CONN_READ_PAUSED;
     rm_loop_defer(c->loop, &c->read_task, read_task_run);
 }
@@ -223,8 +209,7 @@ static void do_write(struct rm_conn *c)
             rm_buf_consume(&c->out, (size_t)n);
             continue;
         }
-        if (n == -EINTR)
-            continue;
+        if (n == -EINTR) continue;
         if (n == -EAGAIN) {
             c->flags |= RM_CONN_WANT_WRITE;
             return;
@@ -244,45 +229,36 @@ static void after_write(struct rm_conn *c)
     if ((c->flags & RM_CONN_OVER_HIGH) && c->out.len <= c->high_watermark / 2 &&
         !(c->flags & RM_CONN_CLOSED)) {
         c->flags &= ~(uint32_t)RM_CONN_OVER_HIGH;
-        if (!(c->flags & RM_CONN_NO_CALLBACKS) && c->h->on_drained)
-            c->h->on_drained(c);
+        if (!(c->flags & RM_CONN_NO_CALLBACKS) && c->h->on_drained) c->h->on_drained(c);
     }
 }
 
 static void flush_task_run(struct rm_task *t)
 {
     struct rm_conn *c = rm_container_of(t, struct rm_conn, flush_task);
-    if (c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING))
-        return;
-    if (c->h->on_flush && !(c->flags & RM_CONN_NO_CALLBACKS))
-        c->h->on_flush(c);
-    if (c->flags & RM_CONN_CLOSED)
-        return;
-    if (!(c->flags & RM_CONN_WANT_WRITE))
-        do_write(c);
+    if (c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING)) return;
+    if (c->h->on_flush && !(c->flags & RM_CONN_NO_CALLBACKS)) c->h->on_flush(c);
+    if (c->flags & RM_CONN_CLOSED) return;
+    if (!(c->flags & RM_CONN_WANT_WRITE)) do_write(c);
     after_write(c);
 }
 
 void rm_conn_schedule_flush(struct rm_conn *c)
 {
-    if (!(c->flags & RM_CONN_CLOSED))
-        rm_loop_defer_flush(c->loop, &c->flush_task, flush_task_run);
+    if (!(c->flags & RM_CONN_CLOSED)) rm_loop_defer_flush(c->loop, &c->flush_task, flush_task_run);
 }
 
 void rm_conn_write(struct rm_conn *c, const void *p, size_t n)
 {
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     rm_buf_append(&c->out, p, n);
-    if (c->out.len > c->high_watermark)
-        c->flags |= RM_CONN_OVER_HIGH;
+    if (c->out.len > c->high_watermark) c->flags |= RM_CONN_OVER_HIGH;
     rm_conn_schedule_flush(c);
 }
 
 void rm_conn_close_after_flush(struct rm_conn *c)
 {
-    if (c->flags & RM_CONN_CLOSED)
-        return;
+    if (c->flags & RM_CONN_CLOSED) return;
     c->flags |= RM_CONN_SHUT_AFTER_FLUSH | RM_CONN_NO_CALLBACKS;
     rm_conn_schedule_flush(c);
 }
@@ -293,8 +269,7 @@ static void finish_connect(struct rm_conn *c)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err) {
         close_with(c, -err);
         return;
@@ -302,16 +277,14 @@ static void finish_connect(struct rm_conn *c)
     c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
     rm_timer_stop(c->loop, &c->connect_timer);
     c->h->on_connected(c, 0);
-    if (!(c->flags & RM_CONN_CLOSED) && c->out.len)
-        rm_conn_schedule_flush(c);
+    if (!(c->flags & RM_CONN_CLOSED) && c->out.len) rm_conn_schedule_flush(c);
 }
 
 static void on_io(struct rm_io *io, uint32_t events)
 {
     struct rm_conn *c = rm_container_of(io, struct rm_conn, io);
     if (c->flags & RM_CONN_CONNECTING) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            finish_connect(c);
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) finish_connect(c);
         return;
     }
     if ((events & EPOLLOUT) && (c->flags & RM_CONN_WANT_WRITE)) {
@@ -319,15 +292,12 @@ static void on_io(struct rm_io *io, uint32_t events)
         do_write(c);
         after_write(c);
     }
-    if (c->flags & RM_CONN_CLOSED)
-        return;
-    if (events & (EPOLLHUP | EPOLLRDHUP))
-        c->flags |= RM_CONN_PEER_SHUT;
+    if (c->flags & RM_CONN_CLOSED) return;
+    if (events & (EPOLLHUP | EPOLLRDHUP)) c->flags |= RM_CONN_PEER_SHUT;
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;
         if (c->flags & RM_CONN_READ_PAUSED) {
-            if (events & (EPOLLERR | EPOLLHUP))
-                close_with(c, -ECONNRESET);
+            if (events & (EPOLLERR | EPOLLHUP)) close_with(c, -ECONNRESET);
             return;
         }
         do_read(c);
@@ -349,8 +319,7 @@ struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sock
         return NULL;
     }
     set_sock_opts(fd);
-    if (peer_len > sizeof(c->peer))
-        peer_len = sizeof(c->peer);
+    if (peer_len > sizeof(c->peer)) peer_len = sizeof(c->peer);
     memcpy(&c->peer, peer, peer_len);
     c->peer_len = peer_len;
     if (rm_io_start(loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, on_io) < 0) {
@@ -399,8 +368,7 @@ struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *add
         free(c);
         return NULL;
     }
-    if (timeout_ms)
-        rm_timer_start(loop, &c->connect_timer, timeout_ms, on_connect_timeout);
+    if (timeout_ms) rm_timer_start(loop, &c->connect_timer, timeout_ms, on_connect_timeout);
     return c;
 }
 

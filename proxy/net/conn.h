@@ -81,7 +81,8 @@ struct rm_conn {
 struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sockaddr *peer,
                                  socklen_t peer_len, const struct rm_conn_handler *h, void *owner);
 /** Start a non-blocking connect; handler->on_connected reports the result (never synchronously).
- *  <timeout_ms> 0 = none.  Returns NULL (and fills *err with -errno) if the socket can't be made. */
+ *  <timeout_ms> 0 = none.  Returns NULL (and fills *err with -errno) if the socket can't be made.
+ */
 struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *addr, socklen_t len,
                                 uint32_t timeout_ms, const struct rm_conn_handler *h, void *owner,
                                 int *err);
@@ -93,7 +94,10 @@ void rm_conn_write(struct rm_conn *c, const void *p, size_t n);
 /** Schedule a flush without writing (the handler's on_flush produces the bytes). */
 void rm_conn_schedule_flush(struct rm_conn *c);
 /** Bytes queued and not yet written. */
-static inline size_t rm_conn_pending(const struct rm_conn *c) { return c->out.len; }
+static inline size_t rm_conn_pending(const struct rm_conn *c)
+{
+    return c->out.len;
+}
 /** Stop/resume reading.  Resuming re-reads what the kernel has (edge-triggered). */
 void rm_conn_pause_reading(struct rm_conn *c, bool paused);
 /** Close now (pending output is dropped); frees later; no more callbacks. */

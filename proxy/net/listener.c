@@ -10,14 +10,11 @@
 int rm_listen_socket(const struct sockaddr *addr, socklen_t len, bool reuse_port, int backlog)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuse_port)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (addr->sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (addr->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, addr, len) < 0 || listen(fd, backlog > 0 ? backlog : 1024) < 0) {
         int e = -errno;
         close(fd);
@@ -34,18 +31,15 @@ static void on_accept_ready(struct rm_io *io, uint32_t events)
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
             rm_log_warn("accept: %s", strerror(errno));
             return;
         }
         l->on_accept(l, fd, (struct sockaddr *)&peer, plen);
     }
     /* more may be waiting: with edge-triggered epoll, poke ourselves by re-arming */
-    if (l->io.fd >= 0)
-        rm_io_modify(l->loop, &l->io, 0), rm_io_modify(l->loop, &l->io, EPOLLIN);
+    if (l->io.fd >= 0) rm_io_modify(l->loop, &l->io, 0), rm_io_modify(l->loop, &l->io, EPOLLIN);
 }
 
 int rm_listener_start(struct rm_listener *l, struct rm_loop *loop, int fd, rm_accept_cb cb,
@@ -56,16 +50,14 @@ int rm_listener_start(struct rm_listener *l, struct rm_loop *loop, int fd, rm_ac
     l->user = user;
     l->paused = false;
     int rc = rm_io_start(loop, &l->io, fd, EPOLLIN, on_accept_ready);
-    if (rc < 0)
-        close(fd);
+    if (rc < 0) close(fd);
     return rc;
 }
 
 void rm_listener_stop(struct rm_listener *l)
 {
     int fd = l->io.fd;
-    if (fd < 0)
-        return;
+    if (fd < 0) return;
     rm_io_stop(l->loop, &l->io);
     close(fd);
 }

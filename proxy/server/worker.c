@@ -26,7 +26,10 @@ uint64_t rm_worker_random(struct rm_worker *w)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static size_t placeholder_on_data(struct rm_conn *c, const uint8_t *p, size_t n) { return 0; }
+static size_t placeholder_on_data(struct rm_conn *c, const uint8_t *p, size_t n)
+{
+    return 0;
+}
 static void placeholder_on_close(struct rm_conn *c, int err) {}
 static const struct rm_conn_handler placeholder = {
     .on_data = placeholder_on_data,
@@ -37,8 +40,7 @@ static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer
 {
     struct rm_worker_listener *wl = rm_container_of(l, struct rm_worker_listener, l);
     struct rm_conn *c = rm_conn_accepted(wl->w->loop, fd, peer, len, &placeholder, NULL);
-    if (c)
-        rm_hcm_conn_new(wl->w, wl->cfg, c);
+    if (c) rm_hcm_conn_new(wl->w, wl->cfg, c);
 }
 
 static void stop_listeners(struct rm_worker *w)
@@ -117,25 +119,21 @@ static void *worker_main(void *arg)
 struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds)
 {
     struct rm_worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        return NULL;
+    if (!w) return NULL;
     w->idx = idx;
     w->loop = rm_loop_new();
     w->snap = rm_snapshot_ref(snap);
     w->clusters = calloc(snap->n_clusters + 1, sizeof(*w->clusters));
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->listen_fds = calloc(snap->n_listeners + 1, sizeof(int));
-    if (!w->loop || !w->clusters || !w->listeners || !w->listen_fds)
-        goto fail;
+    if (!w->loop || !w->clusters || !w->listeners || !w->listen_fds) goto fail;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     w->rng = ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)idx << 32) ^ 0xabcdefULL;
-    if (!w->rng)
-        w->rng = 1;
+    if (!w->rng) w->rng = 1;
     for (size_t i = 0; i < snap->n_clusters; i++) {
         w->clusters[i] = rm_worker_cluster_new(snap->clusters[i], w->loop);
-        if (!w->clusters[i])
-            goto fail;
+        if (!w->clusters[i]) goto fail;
     }
     w->n_listeners = snap->n_listeners;
     for (size_t i = 0; i < snap->n_listeners; i++) {
@@ -144,8 +142,7 @@ struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds
         w->listeners[i].l.io.fd = -1;
         w->listen_fds[i] = fds[i];
     }
-    if (rm_async_init(w->loop, &w->async, on_command) < 0)
-        goto fail;
+    if (rm_async_init(w->loop, &w->async, on_command) < 0) goto fail;
     return w;
 fail:
     rm_worker_join_free(w);
@@ -166,18 +163,14 @@ void rm_worker_drain(struct rm_worker *w, uint32_t timeout_ms)
 
 void rm_worker_join_free(struct rm_worker *w)
 {
-    if (!w)
-        return;
-    if (w->thread)
-        pthread_join(w->thread, NULL);
+    if (!w) return;
+    if (w->thread) pthread_join(w->thread, NULL);
     if (w->listen_fds) {
         for (size_t i = 0; i < w->n_listeners; i++) {
-            if (w->listen_fds[i] >= 0)
-                close(w->listen_fds[i]);
+            if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
         }
     }
-    if (w->loop && w->async.io.fd >= 0 && w->async.cb)
-        rm_async_dispose(w->loop, &w->async);
+    if (w->loop && w->async.io.fd >= 0 && w->async.cb) rm_async_dispose(w->loop, &w->async);
     if (w->clusters && w->snap) {
         for (size_t i = 0; i < w->snap->n_clusters; i++)
             rm_worker_cluster_free(w->clusters[i]);

@@ -31,7 +31,7 @@ struct rm_worker {
     size_t n_listeners;
     int *listen_fds; /* handed over by the main thread, one per listener */
     struct rm_async async;
-    _Atomic int command; /* RM_WORKER_* */
+    _Atomic int command;       /* RM_WORKER_* */
     struct rm_hcm_conn *conns; /* intrusive list of downstream connections */
     unsigned n_conns;
     struct rm_timer drain_timer;
