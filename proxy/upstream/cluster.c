@@ -36,6 +36,7 @@ void rm_cluster_free(struct rm_cluster *c)
 {
     if (!c)
         return;
+    rm_outlier_free(c->outlier);
     for (size_t i = 0; i < c->n_hosts; i++) {
         if (c->hosts[i])
             free(c->hosts[i]->hostname);
@@ -216,7 +217,6 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
     } unsupported[] = {
         {offsetof(Cluster, eds_cluster_config), "eds_cluster_config"},
         {offsetof(Cluster, circuit_breakers), "circuit_breakers"},
-        {offsetof(Cluster, outlier_detection), "outlier_detection"},
         {offsetof(Cluster, transport_socket), "transport_socket"},
         {offsetof(Cluster, upstream_http_protocol_options), "upstream_http_protocol_options"},
         {offsetof(Cluster, typed_dns_resolver_config), "typed_dns_resolver_config"},
@@ -226,6 +226,41 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
             return rm_error_set(err, "%s.%s: not supported by remora yet", path,
                                 unsupported[i].name);
     }
+    return RM_OK;
+}
+
+/* Ejections change membership_healthy (counted on the calling thread's shard) for hosts that
+ * are healthy otherwise. */
+static void outlier_changed(void *ctx, struct rm_outlier_host *oh, bool ejected)
+{
+    struct rm_cluster *c = ctx;
+    const struct rm_host *h = rm_container_of(oh, struct rm_host, outlier);
+    if (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
+        h->health == RM_HEALTH_DEGRADED)
+        rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
+}
+
+static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *path,
+                         const char *stat_prefix, struct rm_error *err)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s.outlier_detection", path);
+    struct rm_outlier_config cfg;
+    if (rm_outlier_config_parse(pb->outlier_detection, p, &cfg, err))
+        return RM_ERR;
+    struct rm_outlier_host **oh = calloc(c->n_hosts ? c->n_hosts : 1, sizeof(*oh));
+    if (!oh)
+        return rm_error_set(err, "%s: out of memory", path);
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        oh[i] = &c->hosts[i]->outlier;
+        oh[i]->name = c->hosts[i]->addr_str;
+    }
+    c->outlier = rm_outlier_new(&cfg, stat_prefix, oh, c->n_hosts);
+    free(oh);
+    if (!c->outlier)
+        return rm_error_set(err, "%s: out of memory", path);
+    c->outlier->on_change = outlier_changed;
+    c->outlier->on_change_ctx = c;
     return RM_OK;
 }
 
@@ -262,6 +297,8 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "cluster.%s.", c->stat_name);
     c->stats = rm_stats_get(prefix, rm_cluster_stat_defs, RM_CS__COUNT);
+    if (pb->outlier_detection && setup_outlier(c, pb, path, prefix, err))
+        goto fail;
     return c;
 fail_oom:
     rm_error_set(err, "%s: out of memory", path);

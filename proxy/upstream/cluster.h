@@ -14,6 +14,7 @@
 #include "proxy/admin/stats.h"
 #include "proxy/core/error.h"
 #include "proxy/http/codec.h"
+#include "proxy/upstream/outlier.h"
 
 struct Envoy__Config__Cluster__V3__Cluster;
 
@@ -36,12 +37,16 @@ struct rm_host {
     /* shared counters, shown by /clusters */
     _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic int64_t cx_active, cx_total, cx_connect_fail;
+    struct rm_outlier_host outlier; /* det is NULL without outlier_detection */
 };
 
+/** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
+ *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
 static inline bool rm_host_routable(const struct rm_host *h)
 {
-    return h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
-           h->health == RM_HEALTH_DEGRADED;
+    return (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
+            h->health == RM_HEALTH_DEGRADED) &&
+           !rm_outlier_ejected(&h->outlier);
 }
 
 enum rm_lb_policy {
@@ -70,6 +75,7 @@ struct rm_cluster {
     struct rm_host **hosts;
     size_t n_hosts;
     uint32_t healthy_panic_threshold; /* percent, default 50 */
+    struct rm_outlier *outlier;       /* NULL without outlier_detection */
     struct rm_stats *stats;
     const struct Envoy__Config__Cluster__V3__Cluster *pb; /* owned by the snapshot */
 };
