@@ -293,8 +293,21 @@ static int start(struct rm_server *sv, struct rm_error *err)
     return RM_OK;
 }
 
+/* Outlier detection's interval timers run on the main loop (Envoy: DetectorImpl's timer). */
+static void outlier_timers(struct rm_server *sv, bool run)
+{
+    for (size_t i = 0; sv->snap && i < sv->snap->n_clusters; i++) {
+        struct rm_outlier *od = sv->snap->clusters[i]->outlier;
+        if (od && run)
+            rm_outlier_start(od, sv->loop);
+        else if (od)
+            rm_outlier_stop(od);
+    }
+}
+
 static void teardown(struct rm_server *sv)
 {
+    outlier_timers(sv, false);
     for (unsigned i = 0; sv->workers && i < sv->n_workers; i++) {
         if (sv->workers[i] && strcmp(sv->state, "DRAINING") != 0)
             rm_worker_drain(sv->workers[i], 0);
@@ -354,6 +367,7 @@ int rm_server_run(const struct rm_options *o)
     sv.state = "LIVE";
     rm_stat_set(sv.stats, RM_SS_LIVE, 1);
     on_uptime(&sv.uptime_timer);
+    outlier_timers(&sv, true);
     rm_log_info("remora %s started: %zu listener(s), %zu cluster(s), %u worker(s)%s%s",
                 RM_VERSION, sv.snap->n_listeners, sv.snap->n_clusters, sv.n_workers,
                 sv.snap->admin_addr_str ? ", admin on " : "",
