@@ -57,6 +57,10 @@ const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_MEMBERSHIP_TOTAL] = G("membership_total"),
     [RM_CS_MEMBERSHIP_HEALTHY] = G("membership_healthy"),
     [RM_CS_LB_HEALTHY_PANIC] = C("lb_healthy_panic"),
+    [RM_CS_UPSTREAM_CX_POOL_OVERFLOW] = C("upstream_cx_pool_overflow"),
+    [RM_CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL] = C("upstream_rq_retry_backoff_exponential"),
+    [RM_CS_RETRY_OR_SHADOW_ABANDONED] = C("retry_or_shadow_abandoned"),
+    [RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT] = C("upstream_rq_per_try_idle_timeout"),
 };
 
 const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {

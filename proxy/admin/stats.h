@@ -105,6 +105,11 @@ enum rm_cluster_stat {
     RM_CS_MEMBERSHIP_TOTAL,
     RM_CS_MEMBERSHIP_HEALTHY,
     RM_CS_LB_HEALTHY_PANIC,
+    /* circuit breaking, retries (router, pools) */
+    RM_CS_UPSTREAM_CX_POOL_OVERFLOW,
+    RM_CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL,
+    RM_CS_RETRY_OR_SHADOW_ABANDONED,
+    RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT,
     RM_CS__COUNT
 };
 extern const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT];
