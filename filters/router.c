@@ -164,6 +164,8 @@ static void on_timeout(struct rm_timer *t)
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_TIMEOUT);
     if (r->host)
         atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
+    if (r->up && !r->resp_started)
+        rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
     rm_pool_cancel(&r->preq);
     up_release(r, true);
     if (r->resp_started)
@@ -200,6 +202,7 @@ static void start_upstream(struct router *r, struct rm_codec *codec)
         return;
     }
     r->up = up;
+    rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_SUCCESS);
     r->counted_active = true;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_TOTAL);
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_ACTIVE);
@@ -229,6 +232,7 @@ static void pool_failure(struct rm_pool_request *pr, enum rm_pool_failure why, i
         return;
     }
     atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
+    rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_FAILURE);
     reply(r, 503, "UF", "upstream connect error or disconnect/reset before headers. reset reason: "
                         "connection failure");
 }
@@ -449,6 +453,7 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     if (end)
         r->up_resp_end = true;
     count_upstream_status(r, code > 0 ? (unsigned)code : 502);
+    rm_outlier_report_http(&r->host->outlier, code > 0 ? (unsigned)code : 502);
     char num[24];
     int n = snprintf(num, sizeof(num), "%llu",
                      (unsigned long long)(rm_loop_now(rm_hcm_worker(hs)->loop) - r->up_start_ms));
@@ -490,6 +495,8 @@ static void up_on_reset(struct rm_stream *s, enum rm_reset_reason why)
 {
     struct router *r = s->user;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_RX_RESET);
+    if (why != RM_RESET_OVERFLOW) /* Envoy: any reset but overflow is a local-origin failure */
+        rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_FAILURE);
     rm_timer_stop(rm_hcm_worker(r->hs)->loop, &r->timeout);
     struct rm_stream *up = r->up;
     r->up = NULL;
