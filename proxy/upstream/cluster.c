@@ -37,6 +37,8 @@ void rm_cluster_free(struct rm_cluster *c)
     if (!c)
         return;
     rm_outlier_free(c->outlier);
+    for (int i = 0; i < RM_CB_PRIORITIES; i++)
+        rm_cb_free(c->cb[i]);
     for (size_t i = 0; i < c->n_hosts; i++) {
         if (c->hosts[i])
             free(c->hosts[i]->hostname);
@@ -216,7 +218,6 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
         const char *name;
     } unsupported[] = {
         {offsetof(Cluster, eds_cluster_config), "eds_cluster_config"},
-        {offsetof(Cluster, circuit_breakers), "circuit_breakers"},
         {offsetof(Cluster, transport_socket), "transport_socket"},
         {offsetof(Cluster, upstream_http_protocol_options), "upstream_http_protocol_options"},
         {offsetof(Cluster, typed_dns_resolver_config), "typed_dns_resolver_config"},
@@ -264,6 +265,20 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     return RM_OK;
 }
 
+/* Cluster.circuit_breakers (Envoy's defaults when absent): one resource manager per priority. */
+static int setup_circuit_breakers(struct rm_cluster *c, const Cluster *pb, const char *path,
+                                  const char *stat_prefix, struct rm_error *err)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s.circuit_breakers", path);
+    struct rm_cb_thresholds lim[RM_CB_PRIORITIES];
+    if (rm_cb_parse(pb->circuit_breakers, p, lim, err))
+        return RM_ERR;
+    for (int i = 0; i < RM_CB_PRIORITIES; i++)
+        c->cb[i] = rm_cb_new(&lim[i], stat_prefix, i);
+    return RM_OK;
+}
+
 struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm_error *err)
 {
     if (!pb->name || !pb->name[0]) {
@@ -298,6 +313,8 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
     snprintf(prefix, sizeof(prefix), "cluster.%s.", c->stat_name);
     c->stats = rm_stats_get(prefix, rm_cluster_stat_defs, RM_CS__COUNT);
     if (pb->outlier_detection && setup_outlier(c, pb, path, prefix, err))
+        goto fail;
+    if (setup_circuit_breakers(c, pb, path, prefix, err))
         goto fail;
     return c;
 fail_oom:

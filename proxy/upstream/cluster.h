@@ -14,6 +14,7 @@
 #include "proxy/admin/stats.h"
 #include "proxy/core/error.h"
 #include "proxy/http/codec.h"
+#include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/outlier.h"
 
 struct Envoy__Config__Cluster__V3__Cluster;
@@ -76,6 +77,7 @@ struct rm_cluster {
     size_t n_hosts;
     uint32_t healthy_panic_threshold; /* percent, default 50 */
     struct rm_outlier *outlier;       /* NULL without outlier_detection */
+    struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
     const struct Envoy__Config__Cluster__V3__Cluster *pb; /* owned by the snapshot */
 };
