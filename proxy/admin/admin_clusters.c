@@ -3,12 +3,13 @@
  *
  * Per host, the counters come from struct rm_host's atomics; the locality and priority from the
  * cluster's load_assignment when its endpoints line up one-to-one with the hosts (STATIC
- * clusters), else empty/0.  No outlier detection yet: success rates are -1 (text) / absent
- * (JSON), as Envoy prints them without enough data. */
+ * clusters), else empty/0.  Outlier detection: /failed_outlier_check in health_flags, the
+ * success rates of the last interval, -1 (text) / absent (JSON) without enough data. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
@@ -141,7 +142,20 @@ static long long host_stat(const struct rm_host *h, const struct host_stat *s)
     return (long long)atomic_load_explicit(p, memory_order_relaxed);
 }
 
-static const char *health_flags(enum rm_health h)
+/* A double as Envoy's fmt "{}" prints it: the shortest fixed notation that reads back the same
+ * (success rates are in [-1, 100]). */
+static void put_double(struct rm_strbuf *sb, double v)
+{
+    char buf[64];
+    for (int prec = 0; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*f", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    rm_strbuf_puts(sb, buf);
+}
+
+static const char *eds_flags(enum rm_health h)
 {
     switch (h) {
     case RM_HEALTH_UNHEALTHY:
@@ -154,7 +168,26 @@ static const char *health_flags(enum rm_health h)
     case RM_HEALTH_HEALTHY:
         break;
     }
-    return "healthy";
+    return "";
+}
+
+/* Envoy's HostUtility::healthFlagsToString: the flags in enum order, or "healthy". */
+static void put_health_flags(struct rm_strbuf *sb, const struct rm_host *h)
+{
+    bool ejected = rm_outlier_ejected(&h->outlier);
+    const char *eds = eds_flags(h->health);
+    if (!ejected && !*eds) {
+        rm_strbuf_puts(sb, "healthy");
+        return;
+    }
+    if (ejected)
+        rm_strbuf_puts(sb, "/failed_outlier_check");
+    rm_strbuf_puts(sb, eds);
+}
+
+static double host_success_rate(const struct rm_host *h, enum rm_outlier_origin o)
+{
+    return h->outlier.det ? h->outlier.success_rate[o] : -1;
 }
 
 static const char *eds_health_status(enum rm_health h)
@@ -195,21 +228,42 @@ static void text_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t i
         rm_strbuf_printf(sb, "%s::%s::%s::%lld\n", n, a, host_stats[i].name,
                          host_stat(h, &host_stats[i]));
     rm_strbuf_printf(sb, "%s::%s::hostname::%s\n", n, a, h->hostname ? h->hostname : "");
-    rm_strbuf_printf(sb, "%s::%s::health_flags::%s\n", n, a, health_flags(h->health));
+    rm_strbuf_printf(sb, "%s::%s::health_flags::", n, a);
+    put_health_flags(sb, h);
+    rm_strbuf_putc(sb, '\n');
     rm_strbuf_printf(sb, "%s::%s::weight::%u\n", n, a, h->weight);
     rm_strbuf_printf(sb, "%s::%s::region::%s\n", n, a, p.region);
     rm_strbuf_printf(sb, "%s::%s::zone::%s\n", n, a, p.zone);
     rm_strbuf_printf(sb, "%s::%s::sub_zone::%s\n", n, a, p.sub_zone);
     rm_strbuf_printf(sb, "%s::%s::canary::false\n", n, a);
     rm_strbuf_printf(sb, "%s::%s::priority::%u\n", n, a, p.priority);
-    rm_strbuf_printf(sb, "%s::%s::success_rate::-1\n", n, a);
-    rm_strbuf_printf(sb, "%s::%s::local_origin_success_rate::-1\n", n, a);
+    rm_strbuf_printf(sb, "%s::%s::success_rate::", n, a);
+    put_double(sb, host_success_rate(h, RM_OUTLIER_EXTERNAL));
+    rm_strbuf_printf(sb, "\n%s::%s::local_origin_success_rate::", n, a);
+    put_double(sb, host_success_rate(h, RM_OUTLIER_LOCAL));
+    rm_strbuf_putc(sb, '\n');
+}
+
+/* Envoy's addOutlierInfo ("{:g}"), only for clusters with outlier detection. */
+static void text_outlier(struct rm_strbuf *sb, const struct rm_cluster *c)
+{
+    const struct rm_outlier *d = c->outlier;
+    if (!d) return;
+    rm_strbuf_printf(sb, "%s::outlier::success_rate_average::%g\n", c->name,
+                     d->sr_average[RM_OUTLIER_EXTERNAL]);
+    rm_strbuf_printf(sb, "%s::outlier::success_rate_ejection_threshold::%g\n", c->name,
+                     d->sr_threshold[RM_OUTLIER_EXTERNAL]);
+    rm_strbuf_printf(sb, "%s::outlier::local_origin_success_rate_average::%g\n", c->name,
+                     d->sr_average[RM_OUTLIER_LOCAL]);
+    rm_strbuf_printf(sb, "%s::outlier::local_origin_success_rate_ejection_threshold::%g\n",
+                     c->name, d->sr_threshold[RM_OUTLIER_LOCAL]);
 }
 
 static void text_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
 {
     rm_strbuf_printf(sb, "%s::observability_name::%s\n", c->name,
                      c->stat_name ? c->stat_name : c->name);
+    text_outlier(sb, c);
     text_cb(sb, c->name, "default", cb_limits(c, 0));
     text_cb(sb, c->name, "high", cb_limits(c, 1));
     rm_strbuf_printf(sb, "%s::added_via_api::false\n", c->name);
@@ -227,6 +281,15 @@ static void json_threshold(struct rm_strbuf *sb, const char *prio, struct cb_lim
                      "\"max_connections\":%u,\"max_pending_requests\":%u,\"max_requests\":%u,"
                      "\"max_retries\":%u}",
                      l.max_connections, l.max_pending_requests, l.max_requests, l.max_retries);
+}
+
+/* ,"<name>":{"value":v} (type.v3.Percent) when <v> was computed (≥ 0). */
+static void json_percent(struct rm_strbuf *sb, const char *name, double v)
+{
+    if (v < 0) return;
+    rm_strbuf_printf(sb, ",\"%s\":{\"value\":", name);
+    put_double(sb, v);
+    rm_strbuf_putc(sb, '}');
 }
 
 static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
@@ -247,13 +310,17 @@ static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t i
             first = false;
         }
     }
-    rm_strbuf_printf(sb, "],\"health_status\":{\"eds_health_status\":\"%s\"},\"weight\":%u",
-                     eds_health_status(h->health), h->weight);
+    rm_strbuf_printf(sb, "],\"health_status\":{%s\"eds_health_status\":\"%s\"}",
+                     rm_outlier_ejected(&h->outlier) ? "\"failed_outlier_check\":true," : "",
+                     eds_health_status(h->health));
+    json_percent(sb, "success_rate", host_success_rate(h, RM_OUTLIER_EXTERNAL));
+    rm_strbuf_printf(sb, ",\"weight\":%u", h->weight);
     if (h->hostname && *h->hostname) {
         rm_strbuf_puts(sb, ",\"hostname\":");
         rm_admin_json_str(sb, h->hostname);
     }
     if (p.priority) rm_strbuf_printf(sb, ",\"priority\":%u", p.priority);
+    json_percent(sb, "local_origin_success_rate", host_success_rate(h, RM_OUTLIER_LOCAL));
     rm_strbuf_puts(sb, ",\"locality\":{");
     const char *sep = "";
     const char *keys[] = {"region", "zone", "sub_zone"};
@@ -271,12 +338,19 @@ static void json_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
 {
     rm_strbuf_puts(sb, "{\"name\":");
     rm_admin_json_str(sb, c->name);
+    if (c->outlier)
+        json_percent(sb, "success_rate_ejection_threshold",
+                     c->outlier->sr_threshold[RM_OUTLIER_EXTERNAL]);
     rm_strbuf_puts(sb, ",\"host_statuses\":[");
     for (size_t i = 0; i < c->n_hosts; i++) {
         if (i) rm_strbuf_putc(sb, ',');
         json_host(sb, c, i);
     }
-    rm_strbuf_puts(sb, "],\"circuit_breakers\":{\"thresholds\":[");
+    rm_strbuf_putc(sb, ']');
+    if (c->outlier)
+        json_percent(sb, "local_origin_success_rate_ejection_threshold",
+                     c->outlier->sr_threshold[RM_OUTLIER_LOCAL]);
+    rm_strbuf_puts(sb, ",\"circuit_breakers\":{\"thresholds\":[");
     json_threshold(sb, NULL, cb_limits(c, 0));
     rm_strbuf_putc(sb, ',');
     json_threshold(sb, "HIGH", cb_limits(c, 1));
