@@ -2,12 +2,16 @@
 # Installs the Debian packages remora's build, tests and benchmarks need; only what is missing.
 set -eu
 PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
-protobuf-c-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
 nghttp2-client curl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
+# The reference Envoy API for tests/conformance (npm; silent once cached).  A failure only warns
+# here: the conformance test then fails on its own, and the other tests still run.
+"$(dirname "$0")/../tests/conformance/fetch_envoy_api.sh" ||
+    echo "deps: warning: could not fetch the reference Envoy API (the proto conformance test will fail)"
 if [ -z "$missing" ]; then
     echo "deps: all packages present"
     exit 0
