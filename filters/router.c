@@ -366,9 +366,9 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     rewrite_request(r, rt, wcl);
     if (rt->timeout_ms)
         rm_timer_start(w->loop, &r->timeout, rt->timeout_ms, on_timeout);
-    struct rm_pool *pool = rm_worker_cluster_pool(r->wc, r->host, upstream_proto(r));
+    struct rm_pool *pool = rm_worker_cluster_pool(r->wc, r->host, upstream_proto(r), 0);
     struct rm_codec *codec;
-    int rc = rm_pool_acquire(pool, &r->preq, &pool_cb, &codec);
+    int rc = rm_pool_acquire(pool, &r->preq, &pool_cb, 0, &codec);
     if (rc == RM_OK)
         start_upstream(r, codec);
     return RM_FILTER_STOP;

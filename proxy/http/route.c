@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "filters/retry_policy.h"
 #include "proxy/http/route_int.h"
 
 #define DEFAULT_MAX_DIRECT_BODY 4096
@@ -16,12 +17,6 @@ static int vhost_unsupported(struct rm_route_ctx *c,
     const char *field = NULL;
     if (vh->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE)
         field = "require_tls";
-    else if (vh->include_request_attempt_count)
-        field = "include_request_attempt_count";
-    else if (vh->include_attempt_count_in_response)
-        field = "include_attempt_count_in_response";
-    else if (vh->per_request_buffer_limit_bytes)
-        field = "per_request_buffer_limit_bytes";
     else if (vh->n_typed_per_filter_config)
         return rm_error_set(c->err, "%s.typed_per_filter_config[\"%s\"]: not supported by remora",
                             path, vh->typed_per_filter_config[0]->key);
@@ -43,7 +38,13 @@ static int vhost(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Virtual
     if (vh->n_domains == 0) return rm_error_set(c->err, "%s: at least one domain is required", p);
     if (rm_rt_routes(c, vh->routes, vh->n_routes, path, &out->routes) != RM_OK) return RM_ERR;
     out->n_routes = vh->n_routes;
-    out->retry_policy = vh->retry_policy; /* validated and interpreted by the router */
+    out->retry_policy = vh->retry_policy;
+    RT_PATH(p, path, "retry_policy");
+    if (rm_retry_policy_compile(c, vh->retry_policy, p, &out->retry) != RM_OK) return RM_ERR;
+    out->include_attempt_count = vh->include_request_attempt_count;
+    out->include_attempt_count_in_response = vh->include_attempt_count_in_response;
+    if (vh->per_request_buffer_limit_bytes)
+        out->per_request_buffer_limit = vh->per_request_buffer_limit_bytes->value;
     struct rm_rt_hdr_lists l = RM_RT_HDR_LISTS(vh);
     return rm_rt_header_ops(c, &l, path, &out->headers_ops);
 }

@@ -15,6 +15,7 @@
 #include "proxy/http/headers.h"
 
 struct pcre2_real_code_8;
+struct rm_retry_policy;
 struct Envoy__Config__Route__V3__RouteConfiguration;
 
 /** A string matcher (type.matcher.v3.StringMatcher, or a HeaderMatcher's match part). */
@@ -151,6 +152,8 @@ struct rm_route {
 
     struct rm_header_ops headers_ops;
     const void *retry_policy; /* the RetryPolicy protobuf (owned by the snapshot), NULL if none */
+    const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
+    uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
 };
 
 struct rm_vhost {
@@ -159,6 +162,10 @@ struct rm_vhost {
     size_t n_routes;
     struct rm_header_ops headers_ops;
     const void *retry_policy; /* vhost-level RetryPolicy protobuf, NULL if none */
+    const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
+    uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
+    bool include_attempt_count;          /* include_request_attempt_count */
+    bool include_attempt_count_in_response;
 };
 
 /** How a domain pattern matched: Envoy picks exact, then the longest suffix wildcard

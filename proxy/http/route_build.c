@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "filters/retry_policy.h"
 #include "proxy/http/route_int.h"
 
 #define DEFAULT_ROUTE_TIMEOUT_MS 15000
@@ -231,8 +232,10 @@ static int forward(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route
         r->prefix_rewrite = rm_rt_strdup(c, a->prefix_rewrite, r->prefix_rewrite_len, false);
     }
     r->priority = a->priority == ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH ? 1 : 0;
-    r->retry_policy = a->retry_policy; /* validated and interpreted by the router */
-    return RM_OK;
+    r->retry_policy = a->retry_policy;
+    char p[RM_RT_PATH];
+    RT_PATH(p, path, "retry_policy");
+    return rm_retry_policy_compile(c, a->retry_policy, p, &r->retry);
 }
 
 /* ---- DirectResponseAction ----------------------------------------------------------------- */
@@ -496,7 +499,7 @@ static int route(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route *
     /* metadata is accepted: it is data for filters and logs, it changes no routing */
     if (REJECT_TPFC(c, rt, path) != RM_OK) return RM_ERR;
     if (rt->per_request_buffer_limit_bytes)
-        return unsupported(c, path, "per_request_buffer_limit_bytes");
+        r->per_request_buffer_limit = rt->per_request_buffer_limit_bytes->value;
     if (*rt->stat_prefix) return unsupported(c, path, "stat_prefix");
     r->name = rm_rt_strdup_opt(c, rt->name);
     RT_PATH(p, path, "match");

@@ -14,6 +14,7 @@ struct pool_conn {
     struct pool_conn *next, *prev;
     struct rm_timer idle_timer;
     uint32_t requests;
+    unsigned priority; /* whose max_connections slot it holds */
     bool draining;
 };
 
@@ -25,7 +26,20 @@ struct rm_pool {
     unsigned n_connecting;
     struct rm_pool_request pending; /* sentinel */
     unsigned n_pending;
+    unsigned priority; /* whose max_connection_pools slot it holds */
 };
+
+/* What connect_one() did. */
+enum cx_result {
+    CX_STARTED,  /* connecting */
+    CX_OVERFLOW, /* max_connections reached: the pending requests wait for a connection */
+    CX_FAILED,   /* no socket */
+};
+
+static inline struct rm_cb *pool_cb(const struct rm_pool *p, unsigned priority)
+{
+    return p->wc->cluster->cb[priority];
+}
 
 static void serve_pending(struct rm_pool *p, struct pool_conn *pc);
 static void maybe_connect(struct rm_pool *p);
@@ -67,6 +81,7 @@ void rm_pool_cancel(struct rm_pool_request *r)
     r->pool = NULL;
     p->n_pending--;
     rm_stat_dec(p->wc->cluster->stats, RM_CS_UPSTREAM_RQ_PENDING_ACTIVE);
+    rm_cb_release(pool_cb(p, r->priority), RM_CB_PENDING);
 }
 
 /* ---- connection lifecycle ----------------------------------------------------------------- */
@@ -79,6 +94,7 @@ static void pool_conn_free(struct pool_conn *pc)
     rm_stat_dec(c->stats, RM_CS_UPSTREAM_CX_ACTIVE);
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_DESTROY);
     atomic_fetch_sub_explicit(&pc->pool->host->cx_active, 1, memory_order_relaxed);
+    rm_cb_release(pool_cb(pc->pool, pc->priority), RM_CB_CX);
     free(pc);
 }
 
@@ -190,13 +206,36 @@ static const struct rm_conn_handler connecting_handler = {
     .on_close = connecting_on_close,
 };
 
-static void connect_one(struct rm_pool *p)
+/* May <p> open one more connection for <priority>?  Envoy: within the cluster's max_connections
+ * and the host's per-host max_connections; otherwise upstream_cx_overflow, and a connection
+ * anyway when the pool has none at all (pending requests must not wait on nothing).  On true
+ * the connection holds a max_connections slot. */
+static bool cx_allowed(struct rm_pool *p, unsigned priority)
 {
     struct rm_cluster *c = p->wc->cluster;
+    struct rm_cb *cb = pool_cb(p, priority);
+    bool host_ok = !cb || atomic_load_explicit(&p->host->cx_active, memory_order_relaxed) <
+                              (int64_t)cb->lim.per_host_max_cx;
+    if (host_ok && rm_cb_try_acquire(cb, RM_CB_CX))
+        return true;
+    rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_OVERFLOW);
+    if (p->conns.next != &p->conns)
+        return false;
+    rm_cb_acquire_force(cb, RM_CB_CX);
+    return true;
+}
+
+static enum cx_result connect_one(struct rm_pool *p)
+{
+    struct rm_cluster *c = p->wc->cluster;
+    unsigned priority = p->n_pending ? p->pending.next->priority : 0;
+    if (!cx_allowed(p, priority))
+        return CX_OVERFLOW;
     struct pool_conn *pc = calloc(1, sizeof(*pc));
     if (!pc)
         abort();
     pc->pool = p;
+    pc->priority = priority;
     conn_link(p, pc);
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_TOTAL);
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_ACTIVE);
@@ -212,7 +251,9 @@ static void connect_one(struct rm_pool *p)
         rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, p->host->addr_str,
                     strerror(-err));
         pool_conn_free(pc);
+        return CX_FAILED;
     }
+    return CX_STARTED;
 }
 
 static unsigned usable_streams(struct rm_pool *p)
@@ -225,19 +266,25 @@ static unsigned usable_streams(struct rm_pool *p)
     return n;
 }
 
+/* Open connections for the pending requests: HTTP/2 one at a time while the streams of the
+ * pool cannot take them all, HTTP/1.1 one per pending request not already covered by a
+ * connection being opened.  Requests over max_connections stay pending. */
 static void maybe_connect(struct rm_pool *p)
 {
     if (p->proto == RM_HTTP2) {
-        if (p->n_connecting == 0 && usable_streams(p) < p->n_pending)
-            connect_one(p);
-        if (p->n_connecting == 0)
+        if (p->n_connecting || usable_streams(p) >= p->n_pending)
+            return;
+        if (connect_one(p) == CX_FAILED)
             fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -EIO);
         return;
     }
     while (p->n_connecting < p->n_pending) {
-        unsigned before = p->n_connecting;
-        connect_one(p);
-        if (p->n_connecting == before) {
+        switch (connect_one(p)) {
+        case CX_STARTED:
+            break;
+        case CX_OVERFLOW:
+            return;
+        case CX_FAILED:
             fail_pending(p, p->n_connecting, RM_POOL_CONNECT_FAILURE, -EIO);
             return;
         }
@@ -261,10 +308,23 @@ static void serve_pending(struct rm_pool *p, struct pool_conn *pc)
         maybe_connect(p);
 }
 
+void rm_pool_stream_done(struct rm_pool *p)
+{
+    /* HTTP/1.1 connections report each free slot through on_idle already */
+    if (!p->n_pending || p->proto != RM_HTTP2)
+        return;
+    for (struct pool_conn *pc = p->conns.next; pc != &p->conns && p->n_pending; pc = pc->next) {
+        if (pc->codec && !pc->draining)
+            serve_pending(p, pc);
+    }
+}
+
 int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
-                    const struct rm_pool_request_cb *cb, struct rm_codec **codec)
+                    const struct rm_pool_request_cb *cb, unsigned priority,
+                    struct rm_codec **codec)
 {
     r->cb = cb;
+    r->priority = priority;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next) {
         if (pc->codec && !pc->draining && pc->codec->ops->available_streams(pc->codec) > 0) {
             pc->requests++;
@@ -272,6 +332,12 @@ int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
             *codec = pc->codec;
             return RM_OK;
         }
+    }
+    struct rm_cluster *c = p->wc->cluster;
+    if (!rm_cb_try_acquire(pool_cb(p, priority), RM_CB_PENDING)) {
+        rm_stat_inc(c->stats, RM_CS_UPSTREAM_RQ_PENDING_OVERFLOW);
+        cb->on_failure(r, RM_POOL_OVERFLOW, 0);
+        return RM_DONE;
     }
     r->pool = p;
     r->next = &p->pending;
@@ -325,6 +391,7 @@ static void pool_free(struct rm_pool *p)
             rm_conn_close(pc->conn);
         pool_conn_free(pc);
     }
+    rm_cb_release(pool_cb(p, p->priority), RM_CB_CX_POOL);
     free(p);
 }
 
@@ -341,16 +408,21 @@ void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 }
 
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
-                                       enum rm_http_proto proto)
+                                       enum rm_http_proto proto, unsigned priority)
 {
     size_t i = 0;
     while (i < wc->cluster->n_hosts && wc->cluster->hosts[i] != h)
         i++;
     size_t slot = i * 2 + (proto == RM_HTTP2);
     if (!wc->pools[slot]) {
+        if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {
+            rm_stat_inc(wc->cluster->stats, RM_CS_UPSTREAM_CX_POOL_OVERFLOW);
+            return NULL;
+        }
         struct rm_pool *p = calloc(1, sizeof(*p));
         if (!p)
             abort();
+        p->priority = priority;
         p->wc = wc;
         p->host = h;
         p->proto = proto == RM_HTTP2 ? RM_HTTP2 : RM_HTTP11;

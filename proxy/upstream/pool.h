@@ -31,8 +31,9 @@ struct rm_pool_request_cb {
 /** A waiting request; embed it in the caller's object. */
 struct rm_pool_request {
     const struct rm_pool_request_cb *cb;
-    struct rm_pool *pool;
+    struct rm_pool *pool; /* set while queued (pending) */
     struct rm_pool_request *next, *prev;
+    unsigned priority; /* routing priority: which circuit breakers count it */
 };
 
 struct rm_worker_cluster {
@@ -54,15 +55,28 @@ void rm_worker_cluster_free(struct rm_worker_cluster *wc);
  *  when another is available (retries).  NULL when the cluster has no host. */
 struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *avoid);
 
-/** The pool for (host, protocol); created on first use. */
+/** The pool for (host, protocol); created on first use, counted against max_connection_pools
+ *  of <priority>: NULL (and upstream_cx_pool_overflow) when a new pool would pass it. */
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
-                                       enum rm_http_proto proto);
+                                       enum rm_http_proto proto, unsigned priority);
 
-/** Ask for a codec.  Returns RM_OK and sets *codec when one is available now (no callback),
- *  or RM_AGAIN when <r> is queued (r->cb fires later; cancel with rm_pool_cancel). */
+/** Ask for a codec for a request of routing <priority>.  Returns
+ *  - RM_OK: *codec has a free stream now (no callback);
+ *  - RM_AGAIN: <r> is queued as pending (r->cb fires later; cancel with rm_pool_cancel);
+ *  - RM_DONE: it failed synchronously and cb->on_failure already ran: RM_POOL_OVERFLOW when
+ *    max_pending_requests is reached (upstream_rq_pending_overflow counted), or a connect
+ *    failure.
+ *  Circuit breaking, as Envoy: a pending request holds a max_pending_requests slot; a new
+ *  connection needs a max_connections slot (cluster) and per-host room, else the request waits
+ *  for a connection of the pool to free up (upstream_cx_overflow) — unless the pool has no
+ *  connection at all, which always gets one. */
 int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
-                    const struct rm_pool_request_cb *cb, struct rm_codec **codec);
+                    const struct rm_pool_request_cb *cb, unsigned priority,
+                    struct rm_codec **codec);
 /** Withdraw a queued request (no callback afterwards).  No-op if not queued. */
 void rm_pool_cancel(struct rm_pool_request *r);
+/** A stream taken from <p> ended: serve pending requests that wait for a stream slot (HTTP/2
+ *  at max_concurrent_streams or at max_connections).  Cheap when nothing is pending. */
+void rm_pool_stream_done(struct rm_pool *p);
 
 #endif
