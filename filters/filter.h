@@ -33,18 +33,37 @@ struct rm_filter {
     const struct rm_filter_ops *ops;
     const void *config;           /* from config_new */
     struct rm_hcm_stream *stream; /* the request this instance serves */
-    unsigned idx;                 /* position in the chain */
+    unsigned idx;                 /* position in this request's chain */
+    unsigned cfg_idx;             /* position in the connection manager's http_filters (differs
+                                   * from idx when a route disables filters) */
+};
+
+/** What a filter's config may need from the connection manager it is configured in. */
+struct rm_filter_chain_info {
+    const char *stats_prefix; /* "http.<stat_prefix>." */
 };
 
 struct rm_filter_ops {
     const char *name;     /* "envoy.filters.http.router" */
     const char *type_url; /* full message name of its typed_config */
-    /** Build the filter's config from its typed_config (<any> may be NULL when omitted).
+    /** Build the filter's config from its typed_config (<any> may be NULL when omitted); one
+     *  of config_new and config_new_in is required.
      *  Errors name the field under <path>.  Returns NULL with <err> on failure; a filter with
      *  no config may return a non-NULL static sentinel. */
     void *(*config_new)(const struct Google__Protobuf__Any *any, const char *path,
                         struct rm_error *err);
     void (*config_free)(void *config);
+    /** Optional; used instead of config_new when set: the same, plus the chain it is in. */
+    void *(*config_new_in)(const struct rm_filter_chain_info *chain,
+                           const struct Google__Protobuf__Any *any, const char *path,
+                           struct rm_error *err);
+    /** Optional: compile a typed_per_filter_config value (route, virtual host, route
+     *  configuration or weighted cluster; already unwrapped from FilterConfig) at config time.
+     *  Errors name the field under <path>.  NULL with <err> on failure.  A filter without it
+     *  rejects per-route config.  The result is what rm_filter_route_config() returns. */
+    void *(*route_config_new)(const struct Google__Protobuf__Any *any, const char *path,
+                              struct rm_error *err);
+    void (*route_config_free)(void *config);
     size_t instance_size; /* ≥ sizeof(struct rm_filter) */
     void (*on_init)(struct rm_filter *f);
     enum rm_filter_status (*on_request_headers)(struct rm_filter *f, struct rm_headers *h,
@@ -64,13 +83,35 @@ struct rm_filter_ops {
 /** Find a filter by Envoy extension name or by typed_config type (full message name). */
 const struct rm_filter_ops *rm_filter_lookup(const char *name, const char *type_name);
 
+/** The per-route config of <f> for its request: the most specific of the picked weighted
+ *  cluster, the route, the virtual host and the route configuration that has a
+ *  typed_per_filter_config entry for this filter (by its name in http_filters); NULL if none.
+ *  Valid from on_request_headers on; no allocation, no protobuf. */
+const void *rm_filter_route_config(const struct rm_filter *f);
+
 /** Resume a request held by <f> (RM_FILTER_STOP): the next filters see the held events. */
 void rm_filter_continue(struct rm_filter *f);
 /** Answer locally: <status> with <flags> (Envoy response flags, e.g. "UH") and <body>
  *  (may be NULL).  gRPC requests get a trailers-only reply with the mapped grpc-status. */
 void rm_filter_reply(struct rm_filter *f, unsigned status, const char *flags, const char *body);
 
+/** A local reply with the options rm_filter_reply() leaves at their defaults. */
+struct rm_local_reply {
+    unsigned status;   /* HTTP status (gRPC requests: mapped to grpc-status, see grpc_status) */
+    int grpc_status;   /* >= 0: the grpc-status of a gRPC request's reply; -1: mapped */
+    const char *flags; /* Envoy response flags, or NULL */
+    const char *body;  /* may be NULL */
+    /** Called with the reply's headers before they are sent (may be NULL): add or change
+     *  headers.  Runs synchronously inside rm_filter_reply_ex(). */
+    void (*edit_headers)(void *ctx, struct rm_headers *h);
+    void *ctx;
+};
+/** rm_filter_reply() with the options of <r> (read during the call only). */
+void rm_filter_reply_ex(struct rm_filter *f, const struct rm_local_reply *r);
+
 /* Built-in filters. */
 extern const struct rm_filter_ops rm_filter_router;
+extern const struct rm_filter_ops rm_filter_local_ratelimit;
+extern const struct rm_filter_ops rm_filter_fault;
 
 #endif

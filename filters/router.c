@@ -262,8 +262,9 @@ static struct rm_cluster *select_cluster(struct router *r, const struct rm_route
     *wcl = NULL;
     struct rm_cluster *c = rt->cluster;
     if (rt->n_weighted) {
-        *wcl = rm_route_pick_weighted(rt, rm_worker_random(rm_hcm_worker(hs)) %
-                                              (rt->total_weight ? rt->total_weight : 1));
+        /* picked with the route by the connection manager (per-filter configs depend on it) */
+        *wcl = hs->wcluster ? hs->wcluster
+                            : rm_route_pick_weighted(rt, rm_worker_random(rm_hcm_worker(hs)));
         c = *wcl ? (*wcl)->cluster : NULL;
     } else if (rt->cluster_header) {
         struct rm_str v = rm_headers_get(r->req, rt->cluster_header, strlen(rt->cluster_header));

@@ -8,6 +8,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/config/route_filters.h"
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define PATH_MAX_LEN 512
@@ -82,6 +83,9 @@ static void *resolve_cluster(void *ctx, const char *name)
 static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm *pb,
                          const char *path, struct rm_error *err)
 {
+    char stats_prefix[300];
+    snprintf(stats_prefix, sizeof(stats_prefix), "http.%s.", h->stat_prefix);
+    const struct rm_filter_chain_info chain = {.stats_prefix = stats_prefix};
     h->filters = calloc(pb->n_http_filters + 1, sizeof(*h->filters));
     if (!h->filters)
         return rm_error_set(err, "out of memory");
@@ -90,8 +94,6 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
             pb->http_filters[i];
         char p[PATH_MAX_LEN];
         snprintf(p, sizeof(p), "%s.http_filters[%zu]", path, i);
-        if (f->disabled)
-            continue;
         const char *type = NULL;
         if (f->config_type_case ==
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
@@ -105,13 +107,17 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
             return rm_error_set(err, "%s: HTTP filter \"%s\"%s%s%s is not supported by remora", p,
                                 f->name, type ? " (type " : "", type ? type : "", type ? ")" : "");
         }
-        void *cfg = ops->config_new(f->typed_config, p, err);
+        void *cfg = ops->config_new_in ? ops->config_new_in(&chain, f->typed_config, p, err)
+                                       : ops->config_new(f->typed_config, p, err);
         if (!cfg)
             return RM_ERR;
         h->filters[h->n_filters].ops = ops;
         h->filters[h->n_filters].config = cfg;
         h->filters[h->n_filters].name = strdup(f->name);
+        h->filters[h->n_filters].disabled = f->disabled; /* routes may enable it */
         h->n_filters++;
+        if (f->disabled && ops == &rm_filter_router)
+            return rm_error_set(err, "%s.disabled: the router filter cannot be disabled", p);
     }
     if (!h->n_filters || h->filters[h->n_filters - 1].ops != &rm_filter_router)
         return rm_error_set(err, "%s.http_filters: the last filter must be the router "
@@ -143,7 +149,7 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
     h->routes = rm_route_table_new(pb->route_config, p, resolve_cluster, s, err);
     if (!h->routes)
         return RM_ERR;
-    if (build_filters(s, h, pb, path, err))
+    if (build_filters(s, h, pb, path, err) || rm_route_filters_bind(h, err))
         return RM_ERR;
     h->codec.max_request_headers_kb = rm_pb_u32(pb->max_request_headers_kb, 60);
     h->codec.buffer_limit = lc->buffer_limit;

@@ -29,6 +29,7 @@ struct rm_filter_cfg {
     const struct rm_filter_ops *ops;
     void *config;
     char *name;
+    bool disabled; /* HttpFilter.disabled: off unless a route's typed_per_filter_config enables it */
 };
 
 /** An HttpConnectionManager, compiled. */
@@ -38,6 +39,7 @@ struct rm_hcm_cfg {
     struct rm_route_table *routes;
     struct rm_filter_cfg *filters; /* router last */
     size_t n_filters;
+    bool filter_toggles; /* some filter is disabled by default or per route: check per request */
     struct rm_codec_settings codec; /* downstream codec limits */
     bool use_remote_address;
     uint32_t xff_num_trusted_hops;

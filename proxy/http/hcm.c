@@ -31,6 +31,11 @@ struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs) { return hs-
 static void conn_free_task(struct rm_task *t)
 {
     struct rm_hcm_conn *hc = rm_container_of(t, struct rm_hcm_conn, free_task);
+    while (hc->filter_state) {
+        struct rm_hcm_conn_state *st = hc->filter_state;
+        hc->filter_state = st->next;
+        free(st);
+    }
     rm_snapshot_unref(hc->snap);
     free(hc);
 }
@@ -222,25 +227,60 @@ static void pick_route(struct rm_hcm_stream *hs)
     struct rm_str auth = RM_HDR_GET(hs->req, ":authority");
     hs->vhost = rt ? rm_route_find_vhost(rt, auth.p ? auth.p : "", auth.len) : NULL;
     hs->route = hs->vhost ? rm_route_match(hs->vhost, hs->req) : NULL;
+    /* weighted clusters are picked with the route (as Envoy): their per-filter configs apply to
+     * every filter, and the router forwards to this pick */
+    if (hs->route && hs->route->n_weighted)
+        hs->wcluster = rm_route_pick_weighted(hs->route, rm_worker_random(hs->hc->w));
+}
+
+/* Is http_filters[i] in this request's chain?  Its default (HttpFilter.disabled) unless the
+ * most specific typed_per_filter_config entry for it says otherwise (FilterConfig.disabled). */
+static bool filter_enabled(const struct rm_hcm_stream *hs, unsigned i)
+{
+    const struct rm_hcm_cfg *cfg = hs->cfg;
+    const struct rm_filter_route_cfg *e =
+        rm_route_filter_cfg(cfg->routes, hs->vhost, hs->route, hs->wcluster, i);
+    return e ? !e->disabled : !cfg->filters[i].disabled;
 }
 
 static void create_filters(struct rm_hcm_stream *hs)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
-    hs->n_filters = (unsigned)cfg->n_filters;
+    hs->n_filters = 0;
     hs->filters = rm_arena_alloc(hs->arena, sizeof(*hs->filters) * (cfg->n_filters + 1));
-    for (unsigned i = 0; i < hs->n_filters; i++) {
+    for (unsigned i = 0; i < cfg->n_filters; i++) {
+        if (cfg->filter_toggles && !filter_enabled(hs, i))
+            continue;
         const struct rm_filter_ops *ops = cfg->filters[i].ops;
         struct rm_filter *f = rm_arena_alloc(hs->arena, ops->instance_size);
         memset(f, 0, ops->instance_size);
         f->ops = ops;
         f->config = cfg->filters[i].config;
         f->stream = hs;
-        f->idx = i;
-        hs->filters[i] = f;
+        f->idx = hs->n_filters;
+        f->cfg_idx = i;
+        hs->filters[hs->n_filters++] = f;
         if (ops->on_init)
             ops->on_init(f);
     }
+}
+
+void *rm_hcm_conn_state(struct rm_hcm_stream *hs, const void *key, size_t size, bool *created)
+{
+    struct rm_hcm_conn *hc = hs->hc;
+    *created = false;
+    for (struct rm_hcm_conn_state *st = hc->filter_state; st; st = st->next) {
+        if (st->key == key)
+            return st->data;
+    }
+    struct rm_hcm_conn_state *st = calloc(1, sizeof(*st) + size);
+    if (!st)
+        abort();
+    st->key = key;
+    st->next = hc->filter_state;
+    hc->filter_state = st;
+    *created = true;
+    return st->data;
 }
 
 /* ---- downstream stream events ------------------------------------------------------------- */
@@ -450,6 +490,19 @@ void rm_filter_reply(struct rm_filter *f, unsigned status, const char *flags, co
     rm_hcm_local_reply(f->stream, f->idx, status, flags, body);
 }
 
+void rm_filter_reply_ex(struct rm_filter *f, const struct rm_local_reply *r)
+{
+    rm_hcm_local_reply_ex(f->stream, f->idx, r);
+}
+
+const void *rm_filter_route_config(const struct rm_filter *f)
+{
+    const struct rm_hcm_stream *hs = f->stream;
+    const struct rm_filter_route_cfg *e =
+        rm_route_filter_cfg(hs->cfg->routes, hs->vhost, hs->route, hs->wcluster, f->cfg_idx);
+    return e ? e->config : NULL;
+}
+
 void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused)
 {
     if (dead(hs))
@@ -590,6 +643,14 @@ static unsigned grpc_status_for(unsigned http)
 void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
                         const char *flags, const char *body)
 {
+    struct rm_local_reply r = {.status = status, .grpc_status = -1, .flags = flags, .body = body};
+    rm_hcm_local_reply_ex(hs, from, &r);
+}
+
+void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct rm_local_reply *r)
+{
+    unsigned status = r->status;
+    const char *flags = r->flags, *body = r->body;
     if (dead(hs))
         return;
     hs->resp_flags = flags;
@@ -605,12 +666,15 @@ void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status
     if (hs->flags & RM_HS_GRPC) {
         rm_headers_add_ref(h, ":status", 7, "200", 3);
         rm_headers_add_ref(h, "content-type", 12, "application/grpc", 16);
-        int n = snprintf(num, sizeof(num), "%u", grpc_status_for(status));
+        int n = snprintf(num, sizeof(num), "%u",
+                         r->grpc_status >= 0 ? (unsigned)r->grpc_status : grpc_status_for(status));
         rm_headers_add(h, "grpc-status", 11, num, (size_t)n);
         if (blen)
             rm_headers_add(h, "grpc-message", 12, body, blen);
         if (flags && strcmp(flags, "UO") == 0)
             rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
+        if (r->edit_headers)
+            r->edit_headers(r->ctx, h);
         rm_hcm_encode_headers(hs, from, h, true);
         return;
     }
@@ -623,6 +687,8 @@ void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status
     }
     if (flags && strcmp(flags, "UO") == 0)
         rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
+    if (r->edit_headers)
+        r->edit_headers(r->ctx, h);
     bool head = hs->flags & RM_HS_HEAD;
     rm_hcm_encode_headers(hs, from, h, blen == 0 || head);
     if (blen && !head && !dead(hs))

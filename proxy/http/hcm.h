@@ -23,6 +23,13 @@ struct rm_listener_cfg;
 struct rm_hcm_cfg;
 struct rm_snapshot;
 
+/** Per-connection state of a filter (rm_hcm_conn_state), freed with the connection. */
+struct rm_hcm_conn_state {
+    const void *key;
+    struct rm_hcm_conn_state *next;
+    _Alignas(16) unsigned char data[];
+};
+
 struct rm_hcm_conn {
     struct rm_worker *w;
     struct rm_snapshot *snap; /* reference */
@@ -33,6 +40,7 @@ struct rm_hcm_conn {
     struct rm_hcm_conn *next, *prev; /* the worker's list */
     struct rm_task free_task;
     unsigned active_streams;
+    struct rm_hcm_conn_state *filter_state; /* see rm_hcm_conn_state */
     bool closed;
     char peer_ip[64];
 };
@@ -58,6 +66,7 @@ struct rm_hcm_stream {
     struct rm_headers *req;
     const struct rm_vhost *vhost;
     const struct rm_route *route;
+    const struct rm_weighted_cluster *wcluster; /* picked with the route (weighted routes) */
     struct rm_filter **filters;
     unsigned n_filters;
     unsigned held_at;      /* filter that stopped the request (RM_HS_REQ_HELD) */
@@ -93,6 +102,13 @@ void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_h
 /** Local reply (see rm_filter_reply). */
 void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
                         const char *flags, const char *body);
+/** Local reply with options (see rm_filter_reply_ex). */
+void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct rm_local_reply *r);
+/** The state <key> (any unique address, e.g. a filter config) keeps on the connection of <hs>:
+ *  <size> zeroed bytes (16-aligned) on first use (*created true, one malloc), the same memory
+ *  on later streams of the connection.  Freed with the connection (plain free: no destructor).
+ *  Aborts on out-of-memory. */
+void *rm_hcm_conn_state(struct rm_hcm_stream *hs, const void *key, size_t size, bool *created);
 /** Reset the downstream stream (e.g. upstream reset after the response started). */
 void rm_hcm_reset(struct rm_hcm_stream *hs);
 /** Pause/resume reading the downstream request body. */

@@ -17,9 +17,6 @@ static int vhost_unsupported(struct rm_route_ctx *c,
     const char *field = NULL;
     if (vh->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE)
         field = "require_tls";
-    else if (vh->n_typed_per_filter_config)
-        return rm_error_set(c->err, "%s.typed_per_filter_config[\"%s\"]: not supported by remora",
-                            path, vh->typed_per_filter_config[0]->key);
     if (!field) return RM_OK;
     return rm_error_set(c->err, "%s.%s: not supported by remora", path, field);
 }
@@ -45,6 +42,7 @@ static int vhost(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Virtual
     out->include_attempt_count_in_response = vh->include_attempt_count_in_response;
     if (vh->per_request_buffer_limit_bytes)
         out->per_request_buffer_limit = vh->per_request_buffer_limit_bytes->value;
+    if (RM_RT_FILTER_CFGS(c, vh, path, &out->filter_cfgs) != RM_OK) return RM_ERR;
     struct rm_rt_hdr_lists l = RM_RT_HDR_LISTS(vh);
     return rm_rt_header_ops(c, &l, path, &out->headers_ops);
 }
@@ -151,10 +149,7 @@ static int table_options(struct rm_route_ctx *c,
         RT_PATH(p, path, "internal_only_headers");
         return rm_error_set(c->err, "%s: not supported by remora", p);
     }
-    if (rc->n_typed_per_filter_config) {
-        RT_PATH(p, path, "typed_per_filter_config[\"%s\"]", rc->typed_per_filter_config[0]->key);
-        return rm_error_set(c->err, "%s: not supported by remora", p);
-    }
+    if (RM_RT_FILTER_CFGS(c, rc, path, &c->t->pub.filter_cfgs) != RM_OK) return RM_ERR;
     if (rc->validate_clusters) {
         RT_PATH(p, path, "validate_clusters");
         if (rm_rt_check_unknown(&rc->validate_clusters->base, p, c->err) != RM_OK) return RM_ERR;
@@ -226,6 +221,7 @@ void rm_route_table_free(struct rm_route_table *pub)
 {
     if (!pub) return;
     struct rm_route_priv *t = (struct rm_route_priv *)pub; /* pub is the first member */
+    rm_rt_filter_cfgs_free(pub);
     for (size_t i = 0; i < t->n_codes; i++)
         pcre2_code_free(t->codes[i]);
     free(t->codes);

@@ -17,6 +17,9 @@
 struct pcre2_real_code_8;
 struct rm_retry_policy;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct Envoy__Config__Route__V3__HeaderMatcher;
+struct Envoy__Config__Core__V3__HeaderValueOption;
+struct Google__Protobuf__Any;
 
 /** A string matcher (type.matcher.v3.StringMatcher, or a HeaderMatcher's match part). */
 enum rm_str_match_kind {
@@ -82,12 +85,32 @@ struct rm_header_ops {
     size_t n_resp_remove;
 };
 
+/** One typed_per_filter_config entry (route configuration, virtual host, route or weighted
+ *  cluster).  rm_route_table_new() records it; rm_route_table_bind_filters() then compiles it
+ *  for the filter chain of the connection manager that owns the table. */
+struct rm_filter_route_cfg {
+    const char *name; /* the map key: a name in http_filters */
+    const struct Google__Protobuf__Any *any; /* as configured: points into the RouteConfiguration,
+                                              * which must live until the binding is done */
+    const char *path;   /* its field path, for errors */
+    int filter_idx;     /* set by binding: position in http_filters; -1 = not bound (ignored) */
+    bool disabled;      /* set by binding: FilterConfig.disabled */
+    void *config;       /* set by binding: the filter's compiled per-route config, or NULL */
+    void (*config_free)(void *config); /* frees config with the table */
+};
+
+struct rm_filter_route_cfgs {
+    struct rm_filter_route_cfg *v;
+    size_t n;
+};
+
 struct rm_weighted_cluster {
     char *name;
     uint32_t weight;
     void *cluster; /* resolved by the snapshot builder (rm_route_resolve_fn); NULL = unknown */
     struct rm_header_ops headers;
     char *host_rewrite_literal;
+    struct rm_filter_route_cfgs filter_cfgs;
 };
 
 enum rm_route_action_kind {
@@ -154,6 +177,7 @@ struct rm_route {
     const void *retry_policy; /* the RetryPolicy protobuf (owned by the snapshot), NULL if none */
     const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
     uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
+    struct rm_filter_route_cfgs filter_cfgs;
 };
 
 struct rm_vhost {
@@ -166,6 +190,7 @@ struct rm_vhost {
     uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
     bool include_attempt_count;          /* include_request_attempt_count */
     bool include_attempt_count_in_response;
+    struct rm_filter_route_cfgs filter_cfgs;
 };
 
 /** How a domain pattern matched: Envoy picks exact, then the longest suffix wildcard
@@ -192,6 +217,7 @@ struct rm_route_table {
     /* domains[] is [exact...][suffix...][prefix...][any?]; the counts delimit the groups */
     size_t n_domain_exact, n_domain_suffix, n_domain_prefix;
     const struct rm_vhost *default_vhost; /* the "*" virtual host, or NULL */
+    struct rm_filter_route_cfgs filter_cfgs;
 };
 
 /** Resolve a cluster name to the snapshot's cluster object (or NULL if unknown). */
@@ -227,6 +253,47 @@ void rm_header_ops_apply_response(const struct rm_header_ops *ops, struct rm_hea
 
 /** Does <m> match <v>? (exposed for filters and tests)  PRESENT is always true here. */
 bool rm_str_match_eval(const struct rm_str_match *m, const char *v, size_t len);
+
+/* ---- typed_per_filter_config ------------------------------------------------------------ */
+
+/** Bind one entry: set e->filter_idx (or leave -1 to ignore it), e->disabled, e->config and
+ *  e->config_free.  RM_OK, or RM_ERR with <err> (naming e->path). */
+typedef int (*rm_route_filter_bind_fn)(void *ctx, struct rm_filter_route_cfg *e,
+                                       struct rm_error *err);
+/** Bind every typed_per_filter_config entry of <t> with <fn> (route configuration, then each
+ *  virtual host, its routes and their weighted clusters).  Config time only.  RM_OK or the
+ *  first error; what was bound is freed with the table either way. */
+int rm_route_table_bind_filters(struct rm_route_table *t, rm_route_filter_bind_fn fn, void *ctx,
+                                struct rm_error *err);
+/** The most specific bound entry for http_filters[<filter_idx>]: weighted cluster <wc>, then
+ *  route <r>, virtual host <vh>, table <t> (each may be NULL).  NULL if none.  No allocation. */
+const struct rm_filter_route_cfg *rm_route_filter_cfg(const struct rm_route_table *t,
+                                                      const struct rm_vhost *vh,
+                                                      const struct rm_route *r,
+                                                      const struct rm_weighted_cluster *wc,
+                                                      unsigned filter_idx);
+
+/* ---- route pieces for filters ------------------------------------------------------------- */
+
+/** Storage for matchers and header mutations compiled outside a route table (filter configs):
+ *  strings, arrays and regexes live until rm_route_parts_free(). */
+struct rm_route_parts;
+struct rm_route_parts *rm_route_parts_new(void); /* aborts on out-of-memory */
+void rm_route_parts_free(struct rm_route_parts *p);
+/** Compile HeaderMatcher <hm> found at <path> into <out> (memory in <p>).  RM_OK or RM_ERR. */
+int rm_route_parts_header_matcher(struct rm_route_parts *p,
+                                  const struct Envoy__Config__Route__V3__HeaderMatcher *hm,
+                                  const char *path, struct rm_header_match *out,
+                                  struct rm_error *err);
+/** Compile the HeaderValueOption list <v>[<n>] found at <path>.<field> as request (<request>)
+ *  or response additions of <out> (the other half is left alone).  RM_OK or RM_ERR. */
+int rm_route_parts_header_adds(struct rm_route_parts *p,
+                               struct Envoy__Config__Core__V3__HeaderValueOption *const *v,
+                               size_t n, const char *path, const char *field, bool request,
+                               struct rm_header_ops *out, struct rm_error *err);
+/** Envoy's HeaderUtility::matchHeaders for one matcher (values of a repeated header joined
+ *  with ',' in req->arena). */
+bool rm_header_match_eval(const struct rm_header_match *hm, const struct rm_headers *req);
 
 /** Free this thread's PCRE2 match block and context (at worker exit; harmless if unused). */
 void rm_route_thread_cleanup(void);

@@ -21,13 +21,6 @@ static int unsupported(struct rm_route_ctx *c, const char *path, const char *fie
     return rm_error_set(c->err, "%s: not supported by remora", p);
 }
 
-/* typed_per_filter_config is a map: name the first key so the user finds the entry. */
-#define REJECT_TPFC(c, msg, path)                                                                  \
-    ((msg)->n_typed_per_filter_config                                                              \
-         ? rm_error_set((c)->err, "%s%styped_per_filter_config[\"%s\"]: not supported by remora",  \
-                        (path), *(path) ? "." : "", (msg)->typed_per_filter_config[0]->key)        \
-         : RM_OK)
-
 static bool duration_nonzero(const Google__Protobuf__Duration *d)
 {
     return d && (d->seconds != 0 || d->nanos != 0);
@@ -52,7 +45,7 @@ static int cluster_weight(struct rm_route_ctx *c,
     if (rm_rt_check_unknown(&cw->base, path, c->err) != RM_OK) return RM_ERR;
     if (*cw->cluster_header) return unsupported(c, path, "cluster_header");
     if (cw->metadata_match) return unsupported(c, path, "metadata_match");
-    if (REJECT_TPFC(c, cw, path) != RM_OK) return RM_ERR;
+    if (RM_RT_FILTER_CFGS(c, cw, path, &out->filter_cfgs) != RM_OK) return RM_ERR;
     RT_PATH(p, path, "name");
     if (!*cw->name) return rm_error_set(c->err, "%s: a cluster name is required", p);
     out->name = rm_rt_strdup(c, cw->name, strlen(cw->name), false);
@@ -497,7 +490,7 @@ static int route(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route *
     char p[RM_RT_PATH];
     if (rm_rt_check_unknown(&rt->base, path, c->err) != RM_OK) return RM_ERR;
     /* metadata is accepted: it is data for filters and logs, it changes no routing */
-    if (REJECT_TPFC(c, rt, path) != RM_OK) return RM_ERR;
+    if (RM_RT_FILTER_CFGS(c, rt, path, &r->filter_cfgs) != RM_OK) return RM_ERR;
     if (rt->per_request_buffer_limit_bytes)
         r->per_request_buffer_limit = rt->per_request_buffer_limit_bytes->value;
     if (*rt->stat_prefix) return unsupported(c, path, "stat_prefix");

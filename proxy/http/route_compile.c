@@ -457,9 +457,9 @@ static int header_add(struct rm_route_ctx *c, const Envoy__Config__Core__V3__Hea
     return append_action(c, o, path, &out->action);
 }
 
-static int add_list(struct rm_route_ctx *c, Envoy__Config__Core__V3__HeaderValueOption *const *v,
-                    size_t n, const char *path, const char *field, struct rm_header_add **out,
-                    size_t *n_out)
+int rm_rt_header_adds(struct rm_route_ctx *c, Envoy__Config__Core__V3__HeaderValueOption *const *v,
+                      size_t n, const char *path, const char *field, struct rm_header_add **out,
+                      size_t *n_out)
 {
     char p[RM_RT_PATH];
     *out = n ? rm_rt_alloc(c, n * sizeof(**out)) : NULL;
@@ -495,12 +495,12 @@ int rm_rt_header_ops(struct rm_route_ctx *c, const struct rm_rt_hdr_lists *l, co
                      struct rm_header_ops *out)
 {
     memset(out, 0, sizeof(*out));
-    if (add_list(c, l->req_add, l->n_req_add, path, "request_headers_to_add", &out->req_add,
-                 &out->n_req_add) != RM_OK ||
+    if (rm_rt_header_adds(c, l->req_add, l->n_req_add, path, "request_headers_to_add",
+                          &out->req_add, &out->n_req_add) != RM_OK ||
         remove_list(c, l->req_rm, l->n_req_rm, path, "request_headers_to_remove", &out->req_remove,
                     &out->n_req_remove) != RM_OK ||
-        add_list(c, l->resp_add, l->n_resp_add, path, "response_headers_to_add", &out->resp_add,
-                 &out->n_resp_add) != RM_OK ||
+        rm_rt_header_adds(c, l->resp_add, l->n_resp_add, path, "response_headers_to_add",
+                          &out->resp_add, &out->n_resp_add) != RM_OK ||
         remove_list(c, l->resp_rm, l->n_resp_rm, path, "response_headers_to_remove",
                     &out->resp_remove, &out->n_resp_remove) != RM_OK)
         return RM_ERR;

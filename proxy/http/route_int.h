@@ -92,6 +92,22 @@ struct rm_rt_hdr_lists {
 int rm_rt_header_ops(struct rm_route_ctx *c, const struct rm_rt_hdr_lists *l, const char *path,
                      struct rm_header_ops *out);
 
+/** One list of HeaderValueOptions found at <path>.<field>[i] -> <out> (entries Envoy would never
+ *  add are dropped). */
+int rm_rt_header_adds(struct rm_route_ctx *c, Envoy__Config__Core__V3__HeaderValueOption *const *v,
+                      size_t n, const char *path, const char *field, struct rm_header_add **out,
+                      size_t *n_out);
+
+/** Record the typed_per_filter_config map of a message (entries[<n>], map entry messages) found
+ *  at <path> into <out>, unbound (route_filter.c). */
+int rm_rt_filter_cfgs(struct rm_route_ctx *c, size_t n, ProtobufCMessage *const *entries,
+                      const char *path, struct rm_filter_route_cfgs *out);
+#define RM_RT_FILTER_CFGS(c, msg, path, out)                                                       \
+    rm_rt_filter_cfgs((c), (msg)->n_typed_per_filter_config,                                      \
+                      (ProtobufCMessage *const *)(msg)->typed_per_filter_config, (path), (out))
+/** Free the bound per-route filter configs of <t> (at table free). */
+void rm_rt_filter_cfgs_free(struct rm_route_table *t);
+
 /** Duration at <path> in milliseconds: negative is an error, a non-zero value below 1 ms
  *  rounds up to 1 ms, values beyond UINT32_MAX ms saturate. */
 int rm_rt_duration_ms(const Google__Protobuf__Duration *d, const char *path, uint32_t *ms,

@@ -139,8 +139,7 @@ static bool header_value(const struct rm_headers *h, const char *name, size_t nl
     return true;
 }
 
-/* Envoy's HeaderUtility::matchHeaders. */
-static bool header_matches(const struct rm_header_match *hm, const struct rm_headers *req)
+bool rm_header_match_eval(const struct rm_header_match *hm, const struct rm_headers *req)
 {
     struct rm_str v = {"", 0};
     bool present = header_value(req, hm->name, hm->name_len, &v);
@@ -218,7 +217,7 @@ static bool route_matches(const struct rm_route *r, const struct rm_headers *req
     if (!path_matches(r, path.p, path_only)) return false;
     if (r->grpc_only && !is_grpc(req)) return false;
     for (size_t i = 0; i < r->n_headers; i++) {
-        if (!header_matches(&r->headers[i], req)) return false;
+        if (!rm_header_match_eval(&r->headers[i], req)) return false;
     }
     for (size_t i = 0; i < r->n_query; i++) {
         if (!query_matches(&r->query[i], path)) return false;

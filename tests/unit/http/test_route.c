@@ -695,15 +695,6 @@ Test(route, unsupported_fields)
                  "or weighted_clusters is required (remora has no cluster_specifier_plugin)");
     expect_error("virtual_hosts: [{name: v, domains: [x], require_tls: ALL}]\n",
                  "route_config.virtual_hosts[0].require_tls: not supported by remora");
-    expect_error(
-        "virtual_hosts:\n"
-        "- name: v\n"
-        "  domains: [x]\n"
-        "  typed_per_filter_config:\n"
-        "    envoy.filters.http.router:\n"
-        "      '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
-        "route_config.virtual_hosts[0].typed_per_filter_config[\"envoy.filters.http."
-        "router\"]: not supported by remora");
     expect_error("internal_only_headers: [x-internal]\n",
                  "route_config.internal_only_headers: not supported by remora");
     expect_error(VH("  - {match: {prefix: /}, route: {cluster: a}, stat_prefix: s}\n"),
