@@ -7,6 +7,7 @@ Making one *host* fail with a header that goes to both: x-upstream-fail-first co
 so the test first spends host A's failures by calling A directly; through remora, host B then
 fails its first N requests while A succeeds."""
 import http.client
+import json
 import os
 import time
 import uuid
@@ -148,6 +149,11 @@ def test_outlier_consecutive_5xx_ejects_and_returns(ctx):
     assert host_line(text, b.port, "health_flags") == "/failed_outlier_check", text
     assert host_line(text, a.port, "health_flags") == "healthy", text
     assert "backend::outlier::success_rate_average::-1" in text, text
+    js = json.loads(ctx.curl(f"http://127.0.0.1:{px.admin}/clusters?format=json").body)
+    hs = {h["address"]["socket_address"]["port_value"]: h["health_status"]
+          for h in js["cluster_statuses"][0]["host_statuses"]}
+    assert hs[b.port].get("failed_outlier_check") is True, hs
+    assert "failed_outlier_check" not in hs[a.port], hs
     # back after base_ejection_time (checked on the 0.5 s interval); its 2 remaining failures
     # (counters reset on un-ejection) stay under consecutive_5xx
     wait_until("host b to get traffic again", lambda: cl.get(fail)[1] == "b", timeout=6)
