@@ -11,7 +11,8 @@ well-known types from /usr/include) and the reference (the Envoy API shipped in 
     json_name, proto3-optional flag or packed option differ; a field whose oneof differs
     (in a oneof here and not there, or the other way round, or in another oneof);
   * an enum value whose number differs or that the reference lacks;
-  * a method whose input/output type or streaming flags differ, or that the reference lacks.
+  * a method whose input/output type or streaming flags differ, or that the reference lacks;
+  * a message or enum declared under another syntax (proto2/proto3) than in the reference.
 
 What we lack is fine: proto/ is a subset.  The reference snapshot is older than Envoy's main:
 declarations added since are listed, checked by hand, in newer_than_reference.txt, which is
@@ -291,6 +292,12 @@ def compare_sets(ours, theirs, our_files, supplement=SUPPLEMENT):
             continue
         where = f"proto/{fname}"
         msgs, enums, services = top_level_names(f)
+        syntax = f.syntax or "proto2"
+        for full, table in [(m, ref.messages) for m in msgs] + [(e, ref.enums) for e in enums]:
+            rf = ref.files.get(table[full][1]) if full in table else None
+            if rf is not None and (rf.syntax or "proto2") != syntax:
+                bad.append(f"{where}: {full}: syntax {syntax} here, {rf.syntax or 'proto2'} in "
+                           f"Envoy ({rf.name})")
         for full in msgs:
             _compare_message(full, mine.messages[full][0], ref, where, bad, notes)
         for full in enums:

@@ -122,6 +122,15 @@ def test_conformance_check_catches_each_kind_of_mismatch(ctx):
                     if mt.name == "StreamAggregatedResources":
                         mt.server_streaming = False
 
+    def syntax(s):
+        for f in s.file:
+            if f.name == "envoy/type/v3/percent.proto":
+                f.syntax = "proto2"
+
+    def newer_field(s):  # checked against newer_than_reference.txt, not the snapshot
+        D = "envoy.service.discovery.v3.DiscoveryResponse"
+        _field(_find_message(s, D), "resource_errors").number = 8
+
     def unknown_message(s):
         _find_message(s, C).nested_type.add(name="NotInEnvoy")
 
@@ -138,6 +147,9 @@ def test_conformance_check_catches_each_kind_of_mismatch(ctx):
         (oneof_in, f"field {C}.name: oneof bogus here, (none) in Envoy"),
         (enum_value, f"enum {C}.DiscoveryType value STRICT_DNS: number 9 here, 1 in Envoy"),
         (streaming, "method StreamAggregatedResources: server_streaming False here, True"),
+        (syntax, "envoy.type.v3.Percent: syntax proto2 here, proto3 in Envoy"),
+        (newer_field, "field envoy.service.discovery.v3.DiscoveryResponse.resource_errors: "
+                      "number 8 here, 7 in Envoy"),
         (unknown_message, f"message {C}.NotInEnvoy: no such message in the Envoy API"),
     ]
     missed = []
