@@ -135,8 +135,8 @@ static int status_code(struct lrl_config *c, const LocalRateLimit *pb, const cha
     c->status = 429;
     if (!pb->status) return RM_OK;
     int code = (int)pb->status->code;
-    if (code == 0 ||
-        !protobuf_c_enum_descriptor_get_value(&envoy__type__v3__status_code__descriptor, code))
+    if (code == 0) return rm_error_set(err, "%s.status.code: required", path);
+    if (!protobuf_c_enum_descriptor_get_value(&envoy__type__v3__status_code__descriptor, code))
         return rm_error_set(err, "%s.status.code: %d is not one of Envoy's StatusCode values", path,
                             code);
     if (code >= 400) /* Envoy: a code below 400 means 429 */
