@@ -14,8 +14,10 @@
 
 typedef Envoy__Config__Cluster__V3__OutlierDetection OutlierDetection;
 
+/* clang-format off */
 #define C(n) {n, RM_COUNTER}
 #define G(n) {n, RM_GAUGE}
+/* clang-format on */
 
 /* Envoy's ALL_OUTLIER_DETECTION_STATS, sorted by name as /stats prints them. */
 const struct rm_stat_def rm_outlier_stat_defs[RM_OD__COUNT] = {
@@ -184,18 +186,16 @@ int rm_outlier_config_parse(const OutlierDetection *pb, const char *path,
                             struct rm_outlier_config *cfg, struct rm_error *err)
 {
     rm_outlier_config_defaults(cfg);
-    if (pb->n_monitors)
-        return rm_error_set(err, "%s.monitors: not supported by remora", path);
-    if (check_durations(pb, path, err))
-        return RM_ERR;
+    if (pb->n_monitors) return rm_error_set(err, "%s.monitors: not supported by remora", path);
+    if (check_durations(pb, path, err)) return RM_ERR;
     cfg->consecutive_5xx = rm_pb_u32(pb->consecutive_5xx, cfg->consecutive_5xx);
     cfg->consecutive_gateway_failure =
         rm_pb_u32(pb->consecutive_gateway_failure, cfg->consecutive_gateway_failure);
     cfg->consecutive_local_origin_failure =
         rm_pb_u32(pb->consecutive_local_origin_failure, cfg->consecutive_local_origin_failure);
     cfg->interval_ms = rm_pb_duration_ms(pb->interval, cfg->interval_ms);
-    cfg->base_ejection_time_ms = rm_pb_duration_ms(pb->base_ejection_time,
-                                                   cfg->base_ejection_time_ms);
+    cfg->base_ejection_time_ms =
+        rm_pb_duration_ms(pb->base_ejection_time, cfg->base_ejection_time_ms);
     uint32_t dflt_max = cfg->base_ejection_time_ms > 300000 ? cfg->base_ejection_time_ms : 300000;
     cfg->max_ejection_time_ms = rm_pb_duration_ms(pb->max_ejection_time, dflt_max);
     cfg->max_ejection_time_jitter_ms = rm_pb_duration_ms(pb->max_ejection_time_jitter, 0);
@@ -207,34 +207,36 @@ int rm_outlier_config_parse(const OutlierDetection *pb, const char *path,
     cfg->enforcing_consecutive_local_origin_failure =
         rm_pb_u32(pb->enforcing_consecutive_local_origin_failure,
                   cfg->enforcing_consecutive_local_origin_failure);
-    cfg->enforcing_success_rate = rm_pb_u32(pb->enforcing_success_rate,
-                                            cfg->enforcing_success_rate);
-    cfg->enforcing_local_origin_success_rate = rm_pb_u32(
-        pb->enforcing_local_origin_success_rate, cfg->enforcing_local_origin_success_rate);
-    cfg->success_rate_minimum_hosts = rm_pb_u32(pb->success_rate_minimum_hosts,
-                                                cfg->success_rate_minimum_hosts);
-    cfg->success_rate_request_volume = rm_pb_u32(pb->success_rate_request_volume,
-                                                 cfg->success_rate_request_volume);
-    cfg->success_rate_stdev_factor = rm_pb_u32(pb->success_rate_stdev_factor,
-                                               cfg->success_rate_stdev_factor);
-    cfg->failure_percentage_threshold = rm_pb_u32(pb->failure_percentage_threshold,
-                                                  cfg->failure_percentage_threshold);
-    cfg->enforcing_failure_percentage = rm_pb_u32(pb->enforcing_failure_percentage,
-                                                  cfg->enforcing_failure_percentage);
+    cfg->enforcing_success_rate =
+        rm_pb_u32(pb->enforcing_success_rate, cfg->enforcing_success_rate);
+    cfg->enforcing_local_origin_success_rate = rm_pb_u32(pb->enforcing_local_origin_success_rate,
+                                                         cfg->enforcing_local_origin_success_rate);
+    cfg->success_rate_minimum_hosts =
+        rm_pb_u32(pb->success_rate_minimum_hosts, cfg->success_rate_minimum_hosts);
+    cfg->success_rate_request_volume =
+        rm_pb_u32(pb->success_rate_request_volume, cfg->success_rate_request_volume);
+    cfg->success_rate_stdev_factor =
+        rm_pb_u32(pb->success_rate_stdev_factor, cfg->success_rate_stdev_factor);
+    cfg->failure_percentage_threshold =
+        rm_pb_u32(pb->failure_percentage_threshold, cfg->failure_percentage_threshold);
+    cfg->enforcing_failure_percentage =
+        rm_pb_u32(pb->enforcing_failure_percentage, cfg->enforcing_failure_percentage);
     cfg->enforcing_failure_percentage_local_origin =
         rm_pb_u32(pb->enforcing_failure_percentage_local_origin,
                   cfg->enforcing_failure_percentage_local_origin);
-    cfg->failure_percentage_minimum_hosts = rm_pb_u32(pb->failure_percentage_minimum_hosts,
-                                                      cfg->failure_percentage_minimum_hosts);
-    cfg->failure_percentage_request_volume = rm_pb_u32(pb->failure_percentage_request_volume,
-                                                       cfg->failure_percentage_request_volume);
+    cfg->failure_percentage_minimum_hosts =
+        rm_pb_u32(pb->failure_percentage_minimum_hosts, cfg->failure_percentage_minimum_hosts);
+    cfg->failure_percentage_request_volume =
+        rm_pb_u32(pb->failure_percentage_request_volume, cfg->failure_percentage_request_volume);
     cfg->split_external_local_origin_errors = pb->split_external_local_origin_errors;
     cfg->always_eject_one_host = rm_pb_bool(pb->always_eject_one_host, false);
     /* successful_active_health_check_uneject_host: remora has no active health checking, so
      * the flag has nothing to act on (as in Envoy for a cluster without health_checks). */
     if (cfg->max_ejection_time_ms < cfg->base_ejection_time_ms)
-        return rm_error_set(err, "%s.max_ejection_time: cannot be smaller than "
-                            "base_ejection_time", path);
+        return rm_error_set(err,
+                            "%s.max_ejection_time: cannot be smaller than "
+                            "base_ejection_time",
+                            path);
     return check_percentages(cfg, path, err);
 }
 
@@ -244,8 +246,7 @@ uint64_t rm_outlier_ejection_ms(const struct rm_outlier_config *cfg, uint64_t ba
                                 uint64_t jitter_ms)
 {
     uint64_t t = (uint64_t)cfg->base_ejection_time_ms * backoff;
-    if (t > cfg->max_ejection_time_ms)
-        t = cfg->max_ejection_time_ms;
+    if (t > cfg->max_ejection_time_ms) t = cfg->max_ejection_time_ms;
     return t + jitter_ms;
 }
 
@@ -260,10 +261,8 @@ uint64_t rm_outlier_backoff_next(const struct rm_outlier_config *cfg, uint64_t b
 
 bool rm_outlier_may_eject(const struct rm_outlier_config *cfg, uint32_t n_ejected, size_t n_hosts)
 {
-    if (cfg->always_eject_one_host && n_ejected == 0)
-        return true;
-    if (!n_hosts)
-        return false;
+    if (cfg->always_eject_one_host && n_ejected == 0) return true;
+    if (!n_hosts) return false;
     uint32_t max_pct = cfg->max_ejection_percent < 100 ? cfg->max_ejection_percent : 100;
     double pct = 100.0 * ((double)n_ejected + 1) / (double)n_hosts;
     return pct <= (double)max_pct;
@@ -290,20 +289,29 @@ static bool enforced(struct rm_outlier *d, enum rm_outlier_type type)
     const struct rm_outlier_config *c = &d->cfg;
     uint32_t pct = 0;
     switch (type) {
-    case RM_OUTLIER_CONSECUTIVE_5XX: pct = c->enforcing_consecutive_5xx; break;
+    case RM_OUTLIER_CONSECUTIVE_5XX:
+        pct = c->enforcing_consecutive_5xx;
+        break;
     case RM_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE:
         pct = c->enforcing_consecutive_gateway_failure;
         break;
-    case RM_OUTLIER_SUCCESS_RATE: pct = c->enforcing_success_rate; break;
+    case RM_OUTLIER_SUCCESS_RATE:
+        pct = c->enforcing_success_rate;
+        break;
     case RM_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
         pct = c->enforcing_consecutive_local_origin_failure;
         break;
-    case RM_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN: pct = c->enforcing_local_origin_success_rate; break;
-    case RM_OUTLIER_FAILURE_PERCENTAGE: pct = c->enforcing_failure_percentage; break;
+    case RM_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN:
+        pct = c->enforcing_local_origin_success_rate;
+        break;
+    case RM_OUTLIER_FAILURE_PERCENTAGE:
+        pct = c->enforcing_failure_percentage;
+        break;
     case RM_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN:
         pct = c->enforcing_failure_percentage_local_origin;
         break;
-    case RM_OUTLIER__TYPES: break;
+    case RM_OUTLIER__TYPES:
+        break;
     }
     /* Envoy's runtime featureEnabled(): random % 100 < percent */
     return d->random() % 100 < pct;
@@ -334,8 +342,7 @@ static bool set_ejected(struct rm_outlier *d, struct rm_outlier_host *h, uint64_
 {
     uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), ns;
     do {
-        if (s & RM_OUTLIER_EJECTED)
-            return false;
+        if (s & RM_OUTLIER_EJECTED) return false;
         uint64_t backoff = rm_outlier_backoff_next(&d->cfg, s >> RM_OUTLIER_BACKOFF_SHIFT);
         *duration = rm_outlier_ejection_ms(&d->cfg, backoff, jitter);
         uint64_t deadline = (now + *duration) & RM_OUTLIER_DEADLINE_MASK;
@@ -349,8 +356,7 @@ static bool set_ejected(struct rm_outlier *d, struct rm_outlier_host *h, uint64_
 static bool eject(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outlier_type type,
                   uint64_t now)
 {
-    if (!reserve_slot(d))
-        return false;
+    if (!reserve_slot(d)) return false;
     if (type == RM_OUTLIER_CONSECUTIVE_5XX || type == RM_OUTLIER_SUCCESS_RATE)
         rm_stat_inc(d->stats, RM_OD_EJECTIONS_TOTAL); /* deprecated, as Envoy still counts it */
     uint64_t duration = 0;
@@ -365,16 +371,14 @@ static bool eject(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outli
     rm_stat_inc(d->stats, type_info[type].enforced);
     rm_log_info("outlier detection: ejected %s (%s) for %llu ms", h->name ? h->name : "host",
                 type_info[type].name, (unsigned long long)duration);
-    if (d->on_change)
-        d->on_change(d->on_change_ctx, h, true);
+    if (d->on_change) d->on_change(d->on_change_ctx, h, true);
     return true;
 }
 
-bool rm_outlier_detected(struct rm_outlier *d, struct rm_outlier_host *h,
-                         enum rm_outlier_type type, uint64_t now)
+bool rm_outlier_detected(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outlier_type type,
+                         uint64_t now)
 {
-    if (rm_outlier_ejected(h))
-        return false;
+    if (rm_outlier_ejected(h)) return false;
     rm_stat_inc(d->stats, type_info[type].detected);
     return eject(d, h, type, now);
 }
@@ -398,8 +402,7 @@ static void on_consecutive(struct rm_outlier_host *h, enum rm_outlier_type type,
                            _Atomic uint32_t *counter)
 {
     struct rm_outlier *d = h->det;
-    if (rm_outlier_ejected(h))
-        return; /* counter left alone: un-ejection resets it */
+    if (rm_outlier_ejected(h)) return; /* counter left alone: un-ejection resets it */
     rm_outlier_detected(d, h, type, d->now_ms());
     if (type == RM_OUTLIER_CONSECUTIVE_5XX)
         rm_stat_inc(d->stats, RM_OD_EJECTIONS_CONSECUTIVE_5XX); /* deprecated */
@@ -458,8 +461,8 @@ void rm_outlier_put_local(struct rm_outlier_host *h, enum rm_outlier_local resul
 static void maybe_uneject(struct rm_outlier *d, struct rm_outlier_host *h, uint64_t now)
 {
     uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
-    if (!(s & RM_OUTLIER_EJECTED) || (now & RM_OUTLIER_DEADLINE_MASK) <
-                                         (s & RM_OUTLIER_DEADLINE_MASK))
+    if (!(s & RM_OUTLIER_EJECTED) ||
+        (now & RM_OUTLIER_DEADLINE_MASK) < (s & RM_OUTLIER_DEADLINE_MASK))
         return;
     uint64_t ns = s & ~(RM_OUTLIER_EJECTED | RM_OUTLIER_DEADLINE_MASK); /* keeps the multiplier */
     if (!atomic_compare_exchange_strong_explicit(&h->state, &s, ns, memory_order_acq_rel,
@@ -473,19 +476,16 @@ static void maybe_uneject(struct rm_outlier *d, struct rm_outlier_host *h, uint6
     h->last_uneject_ms = now;
     h->unejected_once = true;
     rm_log_info("outlier detection: %s back in service", h->name ? h->name : "host");
-    if (d->on_change)
-        d->on_change(d->on_change_ctx, h, false);
+    if (d->on_change) d->on_change(d->on_change_ctx, h, false);
 }
 
 /* The multiplier of a host in service for a whole interval since its last un-ejection decays. */
 static void decay_backoff(struct rm_outlier *d, struct rm_outlier_host *h, uint64_t now)
 {
-    if (!h->unejected_once || now - h->last_uneject_ms < d->cfg.interval_ms)
-        return;
+    if (!h->unejected_once || now - h->last_uneject_ms < d->cfg.interval_ms) return;
     uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed);
     do {
-        if ((s & RM_OUTLIER_EJECTED) || !(s >> RM_OUTLIER_BACKOFF_SHIFT))
-            return;
+        if ((s & RM_OUTLIER_EJECTED) || !(s >> RM_OUTLIER_BACKOFF_SHIFT)) return;
     } while (!atomic_compare_exchange_weak_explicit(&h->state, &s,
                                                     s - (UINT64_C(1) << RM_OUTLIER_BACKOFF_SHIFT),
                                                     memory_order_acq_rel, memory_order_relaxed));
@@ -498,10 +498,8 @@ static void eject_outliers(struct rm_outlier *d, const size_t *idx, size_t n, co
     for (size_t k = 0; k < n; k++) {
         double rate = rates[idx[k]];
         bool outlier = failure_pct ? 100.0 - rate >= threshold : rate < threshold;
-        if (!outlier)
-            continue;
-        if (!failure_pct)
-            rm_stat_inc(d->stats, RM_OD_EJECTIONS_SUCCESS_RATE); /* deprecated */
+        if (!outlier) continue;
+        if (!failure_pct) rm_stat_inc(d->stats, RM_OD_EJECTIONS_SUCCESS_RATE); /* deprecated */
         rm_outlier_detected(d, d->hosts[idx[k]], type, now);
     }
 }
@@ -522,18 +520,15 @@ static void success_rate_pass(struct rm_outlier *d, enum rm_outlier_origin o, ui
         struct rm_outlier_host *h = d->hosts[i];
         uint64_t v = d->counts[o * d->n_hosts + i];
         uint64_t total = v >> 32, ok = v & 0xffffffffu;
-        if (rm_outlier_ejected(h) || !total)
-            continue;
+        if (rm_outlier_ejected(h) || !total) continue;
         double rate = (double)ok * 100.0 / (double)total;
         d->rates[i] = rate;
-        if (total >= min_volume)
-            h->success_rate[o] = rate;
+        if (total >= min_volume) h->success_rate[o] = rate;
         if (total >= c->success_rate_request_volume) {
             d->sr_rates[n_sr] = rate;
             d->valid_sr[n_sr++] = i;
         }
-        if (total >= c->failure_percentage_request_volume)
-            d->valid_fp[n_fp++] = i;
+        if (total >= c->failure_percentage_request_volume) d->valid_fp[n_fp++] = i;
     }
     if (n_sr && n_sr >= c->success_rate_minimum_hosts) {
         rm_outlier_sr_threshold(d->sr_rates, n_sr, c->success_rate_stdev_factor, &d->sr_average[o],
@@ -574,8 +569,7 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
 {
     struct rm_outlier *d = calloc(1, sizeof(*d));
     size_t n = n_hosts ? n_hosts : 1;
-    if (!d)
-        return NULL;
+    if (!d) return NULL;
     d->counts = calloc(2 * n, sizeof(*d->counts));
     d->rates = calloc(n, sizeof(*d->rates));
     d->sr_rates = calloc(n, sizeof(*d->sr_rates));
@@ -587,8 +581,7 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
         return NULL;
     }
     d->cfg = *cfg;
-    if (n_hosts)
-        memcpy(d->hosts, hosts, n_hosts * sizeof(*hosts));
+    if (n_hosts) memcpy(d->hosts, hosts, n_hosts * sizeof(*hosts));
     d->n_hosts = n_hosts;
     d->now_ms = mono_ms;
     d->random = thread_random;
@@ -610,11 +603,9 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
 
 void rm_outlier_free(struct rm_outlier *d)
 {
-    if (!d)
-        return;
+    if (!d) return;
     for (size_t i = 0; d->stats && i < d->n_hosts; i++) {
-        if (rm_outlier_ejected(d->hosts[i]))
-            rm_stat_dec(d->stats, RM_OD_EJECTIONS_ACTIVE);
+        if (rm_outlier_ejected(d->hosts[i])) rm_stat_dec(d->stats, RM_OD_EJECTIONS_ACTIVE);
     }
     free(d->counts);
     free(d->rates);
@@ -640,6 +631,5 @@ void rm_outlier_start(struct rm_outlier *d, struct rm_loop *loop)
 
 void rm_outlier_stop(struct rm_outlier *d)
 {
-    if (d && d->loop)
-        rm_timer_stop(d->loop, &d->timer);
+    if (d && d->loop) rm_timer_stop(d->loop, &d->timer);
 }

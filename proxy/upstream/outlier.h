@@ -109,9 +109,9 @@ struct rm_outlier {
     struct rm_outlier_host **hosts; /* owned array; the hosts are not */
     size_t n_hosts;
     _Atomic uint32_t n_ejected;
-    struct rm_stats *stats; /* cluster.<name>.outlier_detection. */
-    uint64_t (*now_ms)(void);  /* monotonic ms, for ejections on workers */
-    uint64_t (*random)(void);  /* thread-safe; enforcement rolls and jitter */
+    struct rm_stats *stats;   /* cluster.<name>.outlier_detection. */
+    uint64_t (*now_ms)(void); /* monotonic ms, for ejections on workers */
+    uint64_t (*random)(void); /* thread-safe; enforcement rolls and jitter */
     /** Called after a host is ejected (any thread) or un-ejected (main thread). */
     void (*on_change)(void *ctx, struct rm_outlier_host *h, bool ejected);
     void *on_change_ctx;
@@ -162,9 +162,9 @@ int rm_outlier_config_parse(const struct Envoy__Config__Cluster__V3__OutlierDete
 /* ---- detector lifetime -------------------------------------------------------------------- */
 
 /** A detector over the <n_hosts> hosts of <hosts> (the array is copied; the hosts must outlive
- *  the detector); sets each host's det and resets its state.  Stats go to the block "<stat_prefix>outlier_detection." (stat_prefix is
- *  "cluster.<name>.").  Clock and random source are the real ones; tests may replace them.
- *  NULL when out of memory. */
+ *  the detector); sets each host's det and resets its state.  Stats go to the block
+ *  "<stat_prefix>outlier_detection." (stat_prefix is "cluster.<name>.").  Clock and random
+ *  source are the real ones; tests may replace them.  NULL when out of memory. */
 struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const char *stat_prefix,
                                   struct rm_outlier_host **hosts, size_t n_hosts);
 /** Free <d> (NULL is a no-op).  Its timer must be stopped (rm_outlier_stop).  Hosts still
@@ -184,16 +184,14 @@ void rm_outlier_put_local(struct rm_outlier_host *h, enum rm_outlier_local resul
  *  thread; no-op without a detector. */
 static inline void rm_outlier_report_http(struct rm_outlier_host *h, unsigned status)
 {
-    if (h->det)
-        rm_outlier_put_http(h, status);
+    if (h->det) rm_outlier_put_http(h, status);
 }
 
 /** A locally originated result of an attempt (Envoy: putResult).  Any thread; no-op without a
  *  detector. */
 static inline void rm_outlier_report_local(struct rm_outlier_host *h, enum rm_outlier_local r)
 {
-    if (h->det)
-        rm_outlier_put_local(h, r);
+    if (h->det) rm_outlier_put_local(h, r);
 }
 
 /** Whether the host is ejected now (a relaxed load; load balancers skip ejected hosts). */
@@ -213,8 +211,7 @@ uint64_t rm_outlier_backoff_next(const struct rm_outlier_config *cfg, uint64_t b
 /** Whether one more host may be ejected when <n_ejected> of <n_hosts> are:
  *  100 × (n_ejected + 1) / n_hosts ≤ max_ejection_percent, or always_eject_one_host and none
  *  is ejected. */
-bool rm_outlier_may_eject(const struct rm_outlier_config *cfg, uint32_t n_ejected,
-                          size_t n_hosts);
+bool rm_outlier_may_eject(const struct rm_outlier_config *cfg, uint32_t n_ejected, size_t n_hosts);
 /** Success-rate statistics over <n> ≥ 1 rates (percent): *mean and the ejection threshold
  *  mean − stdev_factor/1000 × stdev (population standard deviation). */
 void rm_outlier_sr_threshold(const double *rates, size_t n, uint32_t stdev_factor, double *mean,
@@ -222,8 +219,8 @@ void rm_outlier_sr_threshold(const double *rates, size_t n, uint32_t stdev_facto
 /** A detector found <h> an outlier of <type> at <now> (ms): count it as detected, then eject
  *  it unless it is ejected already, max_ejection_percent is reached (ejections_overflow) or the
  *  enforcing roll says no.  Returns true when this call ejected the host.  Any thread. */
-bool rm_outlier_detected(struct rm_outlier *d, struct rm_outlier_host *h,
-                         enum rm_outlier_type type, uint64_t now);
+bool rm_outlier_detected(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outlier_type type,
+                         uint64_t now);
 /** The interval work at <now> (ms): un-eject, swap counters, success rate and failure
  *  percentage for both origins, multiplier decay.  Main thread. */
 void rm_outlier_tick(struct rm_outlier *d, uint64_t now);

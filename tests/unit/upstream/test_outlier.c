@@ -17,7 +17,10 @@
 /* ---- a fake clock and a scripted random source -------------------------------------------- */
 
 static uint64_t fake_now;
-static uint64_t fake_clock(void) { return fake_now; }
+static uint64_t fake_clock(void)
+{
+    return fake_now;
+}
 
 static uint64_t script[64];
 static size_t script_len, script_pos;
@@ -67,9 +70,15 @@ static void fx_init(struct fx *f, const struct rm_outlier_config *cfg, size_t n)
     set_random((const uint64_t[]){0}, 1); /* every roll passes, no jitter */
 }
 
-static void fx_free(struct fx *f) { rm_outlier_free(f->d); }
+static void fx_free(struct fx *f)
+{
+    rm_outlier_free(f->d);
+}
 
-static int64_t stat(struct fx *f, enum rm_outlier_stat s) { return rm_stat_value(f->d->stats, s); }
+static int64_t stat(struct fx *f, enum rm_outlier_stat s)
+{
+    return rm_stat_value(f->d->stats, s);
+}
 
 static uint64_t backoff_of(const struct rm_outlier_host *h)
 {
@@ -92,8 +101,7 @@ static struct rm_outlier_config cfg_with(void (*tweak)(struct rm_outlier_config 
     struct rm_outlier_config c;
     rm_outlier_config_defaults(&c);
     c.max_ejection_percent = 100;
-    if (tweak)
-        tweak(&c);
+    if (tweak) tweak(&c);
     return c;
 }
 
@@ -575,7 +583,10 @@ Test(outlier, interval_detectors_respect_max_ejection_percent)
 
 /* ---- threads ------------------------------------------------------------------------------ */
 
-static uint64_t zero_random(void) { return 0; }
+static uint64_t zero_random(void)
+{
+    return 0;
+}
 
 struct worker_arg {
     struct fx *f;
