@@ -1,5 +1,6 @@
 #include "filters/retry.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "proxy/admin/stats.h"
@@ -23,6 +24,29 @@ bool rm_retry_parse_u64(struct rm_str v, uint64_t *out)
     }
     *out = n;
     return true;
+}
+
+uint64_t rm_grpc_timeout_ms(struct rm_str v)
+{
+    uint64_t n;
+    if (!v.p || v.len < 2 || v.len > 9 || !rm_retry_parse_u64((struct rm_str){v.p, v.len - 1}, &n))
+        return 0;
+    switch (v.p[v.len - 1]) {
+    case 'H':
+        return n * 3600000;
+    case 'M':
+        return n * 60000;
+    case 'S':
+        return n * 1000;
+    case 'm':
+        return n;
+    case 'u':
+        return (n + 999) / 1000;
+    case 'n':
+        return (n + 999999) / 1000000;
+    default:
+        return 0;
+    }
 }
 
 /* The slot of rm_retry_headers named <name> (after "x-envoy-"), or NULL. */

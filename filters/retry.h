@@ -112,6 +112,10 @@ void rm_retry_note_host(struct rm_retry_state *st, struct rm_arena *arena, struc
 /** Should host selection pick another host than <h>? */
 bool rm_retry_reject_host(const struct rm_retry_state *st, const struct rm_host *h);
 
+/** A gRPC request's grpc-timeout value (1 to 8 digits and a unit H M S m u n) in
+ *  milliseconds, sub-millisecond values rounded up; 0 when absent or malformed. */
+uint64_t rm_grpc_timeout_ms(struct rm_str v);
+
 /** Parse a non-negative decimal in <v> (no sign, no blanks); false when it is not one. */
 bool rm_retry_parse_u64(struct rm_str v, uint64_t *out);
 
