@@ -159,6 +159,13 @@ struct rm_codec *rm_h1_client_new(struct rm_conn *conn, const struct rm_codec_se
 struct rm_codec *rm_h2_client_new(struct rm_conn *conn, const struct rm_codec_settings *st,
                                   const struct rm_codec_callbacks *cb, void *user);
 
+/** HTTP/2 (either side): send a PING now; <on_ack>(ctx) runs when its ACK arrives (from the
+ *  codec's input path, never synchronously).  One PING at a time: a new call replaces the
+ *  outstanding one (whose ACK is then ignored); rm_h2_ping(c, NULL, NULL) forgets it.  No call
+ *  after the connection ended or after close().  Returns 0, or <0 (not HTTP/2, connection
+ *  over, nghttp2 refused).  Keepalive timers are the caller's (gRPC channels use this). */
+int rm_h2_ping(struct rm_codec *c, void (*on_ack)(void *ctx), void *ctx);
+
 static inline int rm_codec_new_stream(struct rm_codec *c, const struct rm_stream_events *ev,
                                       void *user, struct rm_arena *arena, struct rm_stream **out)
 {

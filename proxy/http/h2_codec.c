@@ -32,6 +32,7 @@
  *  - Incoming DATA: the chunk that completes an END_STREAM frame carries end_stream=true; an
  *    empty (or padded) END_STREAM frame gives on_data(NULL, 0, true). */
 #include <stdint.h>
+#include <string.h>
 
 #include "proxy/http/h2_internal.h"
 
@@ -149,4 +150,24 @@ struct rm_codec *rm_h2_client_new(struct rm_conn *conn, const struct rm_codec_se
     rm_conn_set_handler(conn, &rm_h2_conn_handler, c);
     rm_conn_schedule_flush(conn);
     return &c->base;
+}
+
+/* ---- PING (keepalive) --------------------------------------------------------------------- */
+
+int rm_h2_ping(struct rm_codec *cc, void (*on_ack)(void *ctx), void *ctx)
+{
+    if (cc->proto != RM_HTTP2) return -1;
+    struct rm_h2_codec *c = rm_h2_codec_of(cc);
+    c->ping_cb = NULL;
+    c->ping_ctx = NULL;
+    if (!on_ack) return 0;
+    if (c->finished || !c->ng) return -1;
+    c->ping_seq++;
+    uint8_t opaque[8];
+    memcpy(opaque, &c->ping_seq, sizeof(opaque));
+    if (nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, opaque) != 0) return -1;
+    c->ping_cb = on_ack;
+    c->ping_ctx = ctx;
+    rm_h2_want_flush(c);
+    return 0;
 }

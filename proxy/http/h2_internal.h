@@ -142,6 +142,9 @@ struct rm_h2_codec {
     bool rx_end;
     nghttp2_nv *scratch; /* nghttp2 copies the nv array at submit: reused */
     size_t scratch_cap;
+    void (*ping_cb)(void *ctx); /* rm_h2_ping(): called when the outstanding PING is acked */
+    void *ping_ctx;
+    uint64_t ping_seq; /* opaque data of the outstanding PING */
 };
 
 extern const struct rm_codec_ops rm_h2_stream_ops;

@@ -199,6 +199,15 @@ static void goaway_received(struct rm_h2_codec *c, const nghttp2_frame *f)
     if (c->base.cb->on_goaway) c->base.cb->on_goaway(c->base.user);
 }
 
+/* The ACK of the PING rm_h2_ping() sent (matched by its opaque data). */
+static void ping_ack_received(struct rm_h2_codec *c, const uint8_t *opaque)
+{
+    if (!c->ping_cb || memcmp(opaque, &c->ping_seq, sizeof(c->ping_seq)) != 0) return;
+    void (*cb)(void *) = c->ping_cb;
+    c->ping_cb = NULL;
+    cb(c->ping_ctx);
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rm_h2_codec *c = ud;
@@ -226,6 +235,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         break;
     case NGHTTP2_PING:
         if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->shutting) c->ping_acked = true;
+        if (f->hd.flags & NGHTTP2_FLAG_ACK) ping_ack_received(c, f->ping.opaque_data);
         break;
     default:
         break;
