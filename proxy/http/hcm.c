@@ -462,6 +462,26 @@ static void run_request_trailers(struct rm_hcm_stream *hs, unsigned from, struct
     trailers_through(hs, from, hs->n_filters, h);
 }
 
+/* Deliver the request body and trailers held for filter <from> - 1 to the filters after it:
+ * through to the end of the chain, or, when one of them holds the request now, up to and
+ * including that holder (as down_on_data does); what the new holder passes on is held again. */
+static void pass_held(struct rm_hcm_stream *hs, unsigned from, struct rm_buf *b, bool end_stream,
+                      struct rm_headers *trailers)
+{
+    bool held = hs->flags & RM_HS_REQ_HELD;
+    unsigned end = held ? hs->held_at + 1 : hs->n_filters;
+    if (b->len || end_stream) {
+        if (data_through(hs, from, end, rm_buf_data(b), b->len, end_stream) && held) {
+            rm_buf_append(&hs->held, rm_buf_data(b), b->len);
+            hs->held_end = end_stream;
+        }
+    }
+    if (trailers && !dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY)) {
+        if (trailers_through(hs, from, end, trailers) && held)
+            hs->held_trailers = trailers;
+    }
+}
+
 void rm_filter_continue(struct rm_filter *f)
 {
     struct rm_hcm_stream *hs = f->stream;
@@ -470,18 +490,18 @@ void rm_filter_continue(struct rm_filter *f)
     hs->flags &= ~(uint32_t)RM_HS_REQ_HELD;
     bool end_in_headers = (hs->flags & RM_HS_REQ_END) && !hs->held.len && !hs->held_end &&
                           !hs->held_trailers;
+    /* take what was held: a later filter may hold the request again and get its own */
+    struct rm_buf b = hs->held;
+    bool held_end = hs->held_end;
+    struct rm_headers *trailers = hs->held_trailers;
+    hs->held = (struct rm_buf)RM_BUF_INIT;
+    hs->held_end = false;
+    hs->held_trailers = NULL;
     run_request_headers(hs, f->idx + 1, end_in_headers);
-    if (dead(hs) || (hs->flags & (RM_HS_REQ_HELD | RM_HS_LOCAL_REPLY)))
-        return;
-    if (hs->held.len || hs->held_end) {
-        struct rm_buf b = hs->held;
-        hs->held = (struct rm_buf)RM_BUF_INIT;
-        run_request_data(hs, f->idx + 1, rm_buf_data(&b), b.len, hs->held_end);
-        rm_buf_reset(&b);
-    }
-    if (hs->held_trailers && !dead(hs))
-        run_request_trailers(hs, f->idx + 1, hs->held_trailers);
-    if (hs->flags & RM_HS_DOWN_PAUSED)
+    if (!dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY))
+        pass_held(hs, f->idx + 1, &b, held_end, trailers);
+    rm_buf_reset(&b);
+    if ((hs->flags & RM_HS_DOWN_PAUSED) && hs->held.len <= hs->hc->lc->buffer_limit)
         rm_hcm_pause_request(hs, false);
 }
 
