@@ -184,12 +184,23 @@ void rm_hcm_conn_close(struct rm_hcm_conn *hc)
 
 static void gen_request_id(struct rm_worker *w, char out[37])
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t a = rm_worker_random(w), b = rm_worker_random(w);
-    a = (a & 0xffffffffffff0fffULL) | 0x4000ULL;          /* version 4 */
+    a = (a & 0xffffffffffff0fffULL) | 0x4000ULL;             /* version 4 */
     b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL; /* variant 10 */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
-             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
-             (unsigned long long)(b & 0xffffffffffffULL));
+    uint8_t bytes[16];
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = (uint8_t)(a >> (56 - 8 * i));
+        bytes[8 + i] = (uint8_t)(b >> (56 - 8 * i));
+    }
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[bytes[i] >> 4];
+        *o++ = hex[bytes[i] & 15];
+    }
+    *o = 0;
 }
 
 /* x-forwarded-for / -proto, x-request-id, via: Envoy's edge semantics. */

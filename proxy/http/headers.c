@@ -125,3 +125,16 @@ bool rm_header_is_hop_by_hop(const char *name, size_t nlen)
     }
     return false;
 }
+
+size_t rm_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
