@@ -9,6 +9,7 @@
 #   proxy/**, filters/, xds/  -> libremora.a (proxy/main.c is the binary)
 #   bench/upstream/ bench/load/ bench/relay/ -> one binary each
 #   tests/unit/**             -> one Criterion binary
+#   tests/tools/<name>.c      -> $(BUILD)/tests/<name> (test drivers linked with the library)
 #   proto/**/*.proto          -> protoc-c output in $(BUILD)/gen (never committed)
 
 BUILD ?= build
@@ -103,9 +104,16 @@ $(UNIT_BIN): $(addprefix $(BUILD)/obj/,$(UNIT_SRC:.c=.o)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 
+# ---- test tools: tests/tools/<name>.c -> $(BUILD)/tests/<name>, linked with the library ------
+TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
+$(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 .DEFAULT_GOAL := all
 .PHONY: all deps test unit integration run clean format check-format
-all: $(BUILD)/remora $(BENCH_BINS)
+all: $(BUILD)/remora $(BENCH_BINS) $(TOOL_BINS)
 
 deps:
 	@scripts/deps.sh
