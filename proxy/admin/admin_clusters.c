@@ -62,20 +62,17 @@ struct cb_limits {
     uint32_t max_connections, max_pending_requests, max_requests, max_retries;
 };
 
-/* The thresholds of <priority> (0 DEFAULT, 1 HIGH), with Envoy's defaults for unset ones. */
+/* The thresholds of <priority> (0 DEFAULT, 1 HIGH) the cluster enforces (Envoy's defaults for
+ * unset ones), as parsed by the circuit breakers. */
 static struct cb_limits cb_limits(const struct rm_cluster *c, int priority)
 {
     struct cb_limits l = {1024, 1024, 1024, 3};
-    const Envoy__Config__Cluster__V3__CircuitBreakers *cb = c->pb ? c->pb->circuit_breakers : NULL;
-    for (size_t i = 0; cb && i < cb->n_thresholds; i++) {
-        const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = cb->thresholds[i];
-        if ((int)t->priority != priority) continue;
-        l.max_connections = rm_pb_u32(t->max_connections, l.max_connections);
-        l.max_pending_requests = rm_pb_u32(t->max_pending_requests, l.max_pending_requests);
-        l.max_requests = rm_pb_u32(t->max_requests, l.max_requests);
-        l.max_retries = rm_pb_u32(t->max_retries, l.max_retries);
-        break;
-    }
+    const struct rm_cb *cb = c->cb[priority ? 1 : 0];
+    if (!cb) return l;
+    l.max_connections = cb->lim.max[RM_CB_CX];
+    l.max_pending_requests = cb->lim.max[RM_CB_PENDING];
+    l.max_requests = cb->lim.max[RM_CB_RQ];
+    l.max_retries = cb->lim.max[RM_CB_RETRY];
     return l;
 }
 
