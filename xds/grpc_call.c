@@ -116,18 +116,12 @@ void rm_grpc_call_schedule(struct rm_grpc_call *c)
     rm_loop_defer(c->loop, &c->task, call_task);
 }
 
-void rm_grpc_call_finish(struct rm_grpc_call *c, int status, const char *fmt, ...)
+/* End the call with <status> and <msg> (copied, any length). */
+static void finish_str(struct rm_grpc_call *c, int status, const char *msg)
 {
     if (!open_state(c)) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (k < 0) k = 0;
-    if ((size_t)k >= sizeof(msg)) k = sizeof(msg) - 1;
     c->status = status;
-    c->message = rm_arena_strndup(&c->arena, msg, (size_t)k);
+    c->message = rm_arena_strndup(&c->arena, msg, strlen(msg));
     detach(c);
     rm_grpc_call_set_state(c, RM_GRPC_CALL_FINISHED);
     if (c->ch) {
@@ -140,6 +134,17 @@ void rm_grpc_call_finish(struct rm_grpc_call *c, int status, const char *fmt, ..
         rm_log_debug("grpc %s %s: %s (%d): %s", c->ch ? c->ch->target : "?", c->path,
                      rm_grpc_code_name(status), status, c->message);
     rm_grpc_call_schedule(c);
+}
+
+void rm_grpc_call_finish(struct rm_grpc_call *c, int status, const char *fmt, ...)
+{
+    if (!open_state(c)) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    finish_str(c, status, msg);
 }
 
 /* ---- the response ------------------------------------------------------------------------- */
@@ -192,7 +197,7 @@ static void finish_with_block(struct rm_grpc_call *c, const struct rm_headers *h
     struct rm_str gm = RM_HDR_GET(h, "grpc-message");
     char *m = rm_arena_alloc(&c->arena, gm.len + 1);
     rm_grpc_message_decode(gm.p ? gm.p : "", gm.len, m);
-    rm_grpc_call_finish(c, status, "%s", m);
+    finish_str(c, status, m);
 }
 
 static void on_stream_headers(struct rm_stream *s, struct rm_headers *h, bool end)
@@ -395,7 +400,7 @@ struct rm_grpc_call *rm_grpc_call_start(struct rm_grpc_channel *ch, const char *
         ch->calls = c;
     ch->calls_tail = c;
     ch->stats.calls_started++;
-    c->state = RM_GRPC_CALL_WAITING;
+    c->state = RM_GRPC_CALL_WAITING; /* initial */
     if (deadline_ms) {
         c->deadline_at = rm_loop_now(c->loop) + deadline_ms;
         rm_timer_start(c->loop, &c->deadline, deadline_ms, deadline_fired);

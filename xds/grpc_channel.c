@@ -1,6 +1,7 @@
 /* gRPC channel: connections (lazy connect, GOAWAY draining, loss), keepalive PINGs, handing
  * waiting calls their streams, and the channel's lifetime.  See grpc.h and grpc_internal.h. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -10,6 +11,19 @@
 
 #include "proxy/core/log.h"
 #include "xds/grpc_internal.h"
+
+/* The single connection state setter (see grpc_internal.h for the transitions). */
+static void conn_set_state(struct rm_grpc_conn *gc, enum rm_grpc_conn_state to)
+{
+    static const uint8_t legal_next[] = {
+        [RM_GRPC_CONN_CONNECTING] = 1u << RM_GRPC_CONN_READY | 1u << RM_GRPC_CONN_DEAD,
+        [RM_GRPC_CONN_READY] = 1u << RM_GRPC_CONN_DRAINING | 1u << RM_GRPC_CONN_DEAD,
+        [RM_GRPC_CONN_DRAINING] = 1u << RM_GRPC_CONN_DEAD,
+        [RM_GRPC_CONN_DEAD] = 0,
+    };
+    assert(legal_next[gc->state] & (1u << to));
+    gc->state = to;
+}
 
 static void conn_free_task(struct rm_task *t)
 {
@@ -64,7 +78,7 @@ static void conn_bury(struct rm_grpc_conn *gc)
 static void conn_dead(struct rm_grpc_conn *gc)
 {
     if (gc->state == RM_GRPC_CONN_DEAD) return;
-    gc->state = RM_GRPC_CONN_DEAD;
+    conn_set_state(gc, RM_GRPC_CONN_DEAD);
     conn_bury(gc);
 }
 
@@ -84,7 +98,7 @@ static void conn_fail(struct rm_grpc_conn *gc, const char *fmt, ...)
     va_end(ap);
     rm_log_debug("grpc %s: %s", ch ? ch->target : "?", why);
     bool was_cur = ch && ch->cur == gc;
-    gc->state = RM_GRPC_CONN_DEAD; /* calls leaving it now dispatch nothing to it */
+    conn_set_state(gc, RM_GRPC_CONN_DEAD); /* calls leaving it now dispatch nothing to it */
     unlink_conn(gc);
     for (struct rm_grpc_call *c = ch ? ch->calls : NULL; c; c = c->next) {
         if (c->gc == gc || (was_cur && c->state == RM_GRPC_CALL_WAITING))
@@ -150,7 +164,7 @@ static void codec_goaway(void *user)
     ch->stats.goaways++;
     rm_log_debug("grpc %s: GOAWAY: %u calls finish on this connection, new calls reconnect",
                  ch->target, gc->ncalls);
-    gc->state = RM_GRPC_CONN_DRAINING;
+    conn_set_state(gc, RM_GRPC_CONN_DRAINING);
     if (ch->cur == gc) ch->cur = NULL;
     if (gc->ncalls == 0) conn_dead(gc);
     rm_grpc_channel_dispatch(ch); /* calls waiting for a slot: a new connection */
@@ -199,7 +213,7 @@ static void tcp_connected(struct rm_conn *conn, int err)
         return;
     }
     rm_log_debug("grpc %s: connected", ch->target);
-    gc->state = RM_GRPC_CONN_READY;
+    conn_set_state(gc, RM_GRPC_CONN_READY);
     rm_grpc_channel_dispatch(ch);
     ka_update(gc);
 }
@@ -225,7 +239,7 @@ static struct rm_grpc_conn *conn_start(struct rm_grpc_channel *ch)
     if (!gc) abort();
     gc->ch = ch;
     gc->loop = ch->loop;
-    gc->state = RM_GRPC_CONN_CONNECTING;
+    gc->state = RM_GRPC_CONN_CONNECTING; /* initial */
     gc->next = ch->conns;
     ch->conns = gc;
     ch->cur = gc;

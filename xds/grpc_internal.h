@@ -47,7 +47,7 @@ enum rm_grpc_call_state {
     RM_GRPC_CALL_CANCELLED,   /* rm_grpc_call_cancel(): no more callbacks */
 };
 
-/* Connection states:
+/* Connection states; only conn_set_state() in grpc_channel.c changes them (asserting):
  *   CONNECTING -> READY | DEAD;  READY -> DRAINING | DEAD;  DRAINING -> DEAD. */
 enum rm_grpc_conn_state {
     RM_GRPC_CONN_CONNECTING = 0,

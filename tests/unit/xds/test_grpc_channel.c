@@ -7,6 +7,7 @@
  * Server behaviour by :path ("/t.T/<Method>"):
  *   Echo           echo each DATA chunk; OK trailers at the request's end
  *   TrailersOnly   HEADERS(:status 200, grpc-status 7, grpc-message "no%20way%21") END_STREAM
+ *   LongMessage    the same with grpc-status 13 and a 2000-byte grpc-message
  *   Http503        :status 503, text/plain, a body
  *   NotGrpc        :status 200, text/html, a body
  *   NoStatus       gRPC headers, trailers without grpc-status
@@ -122,6 +123,16 @@ static void behave(struct sreq *r)
         struct rm_headers *h = resp_hdrs(r, "200", "application/grpc");
         add(h, "grpc-status", "7");
         add(h, "grpc-message", "no%20way%21");
+        respond_end(r, h);
+        return;
+    }
+    if (is(r, "LongMessage")) {
+        struct rm_headers *h = resp_hdrs(r, "200", "application/grpc");
+        add(h, "grpc-status", "13");
+        char m[2001];
+        memset(m, 'm', 2000);
+        m[2000] = '\0';
+        add(h, "grpc-message", m);
         respond_end(r, h);
         return;
     }
@@ -297,6 +308,7 @@ struct rec {
     int closes;
     int status;
     char msg[512];
+    size_t msg_len;
     int msgs;
     size_t bytes;
     char first[64];
@@ -325,6 +337,7 @@ static void r_close(void *ctx, int status, const char *msg)
     r->closes++;
     r->status = status;
     snprintf(r->msg, sizeof(r->msg), "%s", msg);
+    r->msg_len = strlen(msg);
     r->call = NULL;
 }
 
@@ -508,6 +521,11 @@ Test(grpc_channel, trailers_only_status_and_decoded_message)
     cr_assert_eq(r.status, RM_GRPC_PERMISSION_DENIED);
     cr_assert_str_eq(r.msg, "no way!");
     cr_assert_eq(r.msgs, 0);
+    struct rec l;
+    start(&f, "LongMessage", &l, 0);
+    WAIT(&f, l.closes, 2000);
+    cr_assert_eq(l.status, RM_GRPC_INTERNAL);
+    cr_assert_eq(l.msg_len, 2000, "grpc-message kept whole");
     fx_finish(&f);
 }
 
