@@ -123,7 +123,7 @@ struct rm_grpc_call *rm_grpc_call_start(struct rm_grpc_channel *ch, const char *
  *  half-closed (the message is dropped).  Always accepts while open: check
  *  rm_grpc_call_write_blocked() after it and wait for on_writable to keep memory bounded. */
 int rm_grpc_call_send(struct rm_grpc_call *c, const uint8_t *msg, size_t len);
-/** The same for a protobuf-c message, packed straight into the call's queue. */
+/** The same for a protobuf-c message (packed into a buffer the channel reuses, then queued). */
 int rm_grpc_call_send_pb(struct rm_grpc_call *c, const ProtobufCMessage *m);
 /** More than call_buffer bytes are queued: stop sending until on_writable. */
 bool rm_grpc_call_write_blocked(const struct rm_grpc_call *c);
