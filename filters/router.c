@@ -478,9 +478,9 @@ static void set_grpc_timeout(struct router *r)
 static void attempt_headers(struct router *r)
 {
     if (r->hs->vhost->include_attempt_count) {
-        char v[16];
-        int n = snprintf(v, sizeof(v), "%u", r->attempts);
-        rm_headers_set(r->req, "x-envoy-attempt-count", 21, v, (size_t)n);
+        char v[24];
+        size_t n = rm_fmt_u64(v, r->attempts);
+        rm_headers_set(r->req, "x-envoy-attempt-count", 21, v, n);
     }
     if (r->auto_host) {
         const char *hn = r->host->hostname ? r->host->hostname : r->host->addr_str;
@@ -898,12 +898,11 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
         hs->resp_flags = r->extra_flag;
     count_upstream_status(r, status);
     char num[24];
-    int n = snprintf(num, sizeof(num), "%llu",
-                     (unsigned long long)(rm_loop_now(loop_of(r)) - r->up_start_ms));
-    rm_headers_add(h, "x-envoy-upstream-service-time", 29, num, (size_t)n);
+    size_t n = rm_fmt_u64(num, rm_loop_now(loop_of(r)) - r->up_start_ms);
+    rm_headers_add(h, "x-envoy-upstream-service-time", 29, num, n);
     if (hs->vhost->include_attempt_count_in_response) {
-        n = snprintf(num, sizeof(num), "%u", r->attempts);
-        rm_headers_set(h, "x-envoy-attempt-count", 21, num, (size_t)n);
+        n = rm_fmt_u64(num, r->attempts);
+        rm_headers_set(h, "x-envoy-attempt-count", 21, num, n);
     }
     const struct rm_route *rt = hs->route;
     rm_header_ops_apply_response(&rt->headers_ops, h);
