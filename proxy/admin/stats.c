@@ -91,6 +91,10 @@ const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {
     [RM_HS_NO_CLUSTER] = C("no_cluster"),
     [RM_HS_RQ_DIRECT_RESPONSE] = C("rq_direct_response"),
     [RM_HS_RQ_REDIRECT] = C("rq_redirect"),
+    [RM_HS_DOWNSTREAM_RQ_IDLE_TIMEOUT] = C("downstream_rq_idle_timeout"),
+    [RM_HS_DOWNSTREAM_RQ_MAX_DURATION_REACHED] = C("downstream_rq_max_duration_reached"),
+    [RM_HS_DOWNSTREAM_CX_IDLE_TIMEOUT] = C("downstream_cx_idle_timeout"),
+    [RM_HS_DOWNSTREAM_CX_MAX_DURATION_REACHED] = C("downstream_cx_max_duration_reached"),
 };
 
 const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {

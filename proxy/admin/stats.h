@@ -142,6 +142,11 @@ enum rm_http_stat {
     RM_HS_NO_CLUSTER,
     RM_HS_RQ_DIRECT_RESPONSE,
     RM_HS_RQ_REDIRECT,
+    /* timeouts (hcm_timeouts.c) */
+    RM_HS_DOWNSTREAM_RQ_IDLE_TIMEOUT,
+    RM_HS_DOWNSTREAM_RQ_MAX_DURATION_REACHED,
+    RM_HS_DOWNSTREAM_CX_IDLE_TIMEOUT,
+    RM_HS_DOWNSTREAM_CX_MAX_DURATION_REACHED,
     RM_HS__COUNT
 };
 extern const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT];

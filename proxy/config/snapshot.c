@@ -158,6 +158,10 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
         h->codec.max_headers_count = rm_pb_u32(pb->common_http_protocol_options->max_headers_count, 100);
         h->idle_timeout_ms = rm_pb_duration_ms(pb->common_http_protocol_options->idle_timeout,
                                                h->idle_timeout_ms);
+        h->max_connection_duration_ms =
+            rm_pb_duration_ms(pb->common_http_protocol_options->max_connection_duration, 0);
+        h->max_stream_duration_ms =
+            rm_pb_duration_ms(pb->common_http_protocol_options->max_stream_duration, 0);
     }
     if (pb->http_protocol_options)
         h->codec.accept_http_10 = pb->http_protocol_options->accept_http_10;
@@ -183,7 +187,8 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
         return rm_error_set(err, "%s.proxy_100_continue: not supported by remora yet (remora "
                             "answers 100-continue itself, as Envoy does by default)", path);
     if (pb->request_headers_timeout)
-        return rm_error_set(err, "%s.request_headers_timeout: not supported by remora yet", path);
+        return rm_error_set(err, "%s.request_headers_timeout: not supported by remora yet (the "
+                            "codecs report a request once its headers are complete)", path);
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
     h->stats = rm_stats_get(prefix, rm_http_stat_defs, RM_HS__COUNT);

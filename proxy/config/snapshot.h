@@ -54,6 +54,8 @@ struct rm_hcm_cfg {
     uint32_t stream_idle_timeout_ms;  /* default 300000; 0 = disabled */
     uint32_t request_timeout_ms;      /* 0 = disabled */
     uint32_t idle_timeout_ms;         /* connection idle timeout (common options), default 1 h */
+    uint32_t max_connection_duration_ms; /* common options; 0 = none */
+    uint32_t max_stream_duration_ms;     /* common options; 0 = none */
     struct rm_stats *stats;           /* http.<stat_prefix>. */
 };
 

@@ -45,6 +45,7 @@ static void conn_unlink_and_free(struct rm_hcm_conn *hc)
     if (hc->closed)
         return;
     hc->closed = true;
+    rm_hcm_conn_timers_stop(hc);
     struct rm_worker *w = hc->w;
     if (hc->prev)
         hc->prev->next = hc->next;
@@ -144,6 +145,7 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, stru
     rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_TOTAL);
     rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
+    rm_hcm_conn_timers_start(hc);
     switch (hc->cfg->codec_type) {
     case RM_CODEC_HTTP1:
         start_codec(hc, false);
@@ -306,6 +308,7 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs))
         return;
+    rm_hcm_stream_activity(hs);
     hs->req = h;
     if (end)
         hs->flags |= RM_HS_REQ_END;
@@ -317,6 +320,7 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
         hs->flags |= RM_HS_HEAD;
     mutate_request(hs, h);
     pick_route(hs);
+    rm_hcm_stream_routed(hs);
     create_filters(hs);
     run_request_headers(hs, 0, end);
 }
@@ -326,6 +330,7 @@ static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool e
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs))
         return;
+    rm_hcm_stream_activity(hs);
     if (end)
         hs->flags |= RM_HS_REQ_END;
     if (hs->flags & RM_HS_LOCAL_REPLY) {
@@ -352,6 +357,7 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs))
         return;
+    rm_hcm_stream_activity(hs);
     hs->flags |= RM_HS_REQ_END;
     if (hs->flags & RM_HS_LOCAL_REPLY) {
         if (hs->flags & RM_HS_RESP_END)
@@ -401,6 +407,7 @@ static void on_stream(void *user, struct rm_stream *s)
     hs->arena = s->arena;
     hs->cfg = hc->cfg;
     hs->start_ms = rm_loop_now(hc->w->loop);
+    rm_hcm_stream_timers_start(hs);
     s->ev = &down_events;
     s->user = hs;
     hc->active_streams++;
@@ -584,8 +591,9 @@ static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
 void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h,
                            bool end)
 {
-    if (dead(hs))
+    if (dead(hs) || (hs->flags & RM_HS_RESP_HEADERS)) /* one response (e.g. after a timeout) */
         return;
+    rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
         if (f->ops->on_response_headers)
@@ -617,8 +625,9 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
 void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
                         bool end)
 {
-    if (dead(hs))
+    if (dead(hs) || (hs->flags & RM_HS_RESP_END))
         return;
+    rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
         if (f->ops->on_response_data)
@@ -635,8 +644,9 @@ void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *
 
 void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h)
 {
-    if (dead(hs))
+    if (dead(hs) || (hs->flags & RM_HS_RESP_END))
         return;
+    rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
         if (f->ops->on_response_trailers)
@@ -753,7 +763,8 @@ static void finish_task(struct rm_task *t)
     if (hs->resp_flags)
         rm_log_debug("%s request finished: %u %s", hc->cfg->stat_prefix, hs->status,
                      hs->resp_flags);
-    hc->active_streams--;
+    if (--hc->active_streams == 0)
+        rm_hcm_conn_idle(hc);
     struct rm_stream *down = hs->down;
     down->ops->release(down); /* frees hs (it lives in the stream's arena) */
 }
@@ -763,5 +774,6 @@ static void stream_finish(struct rm_hcm_stream *hs)
     if (hs->flags & RM_HS_FINISHING)
         return;
     hs->flags |= RM_HS_FINISHING;
+    rm_hcm_stream_timers_stop(hs);
     rm_loop_defer(hs->hc->w->loop, &hs->finish_task, finish_task);
 }

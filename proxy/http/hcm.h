@@ -41,6 +41,9 @@ struct rm_hcm_conn {
     struct rm_task free_task;
     unsigned active_streams;
     struct rm_hcm_conn_state *filter_state; /* see rm_hcm_conn_state */
+    struct rm_timer timer;  /* idle_timeout and max_connection_duration (hcm_timeouts.c) */
+    uint64_t start_ms;      /* accepted at */
+    uint64_t idle_since_ms; /* when active_streams last became 0 */
     bool closed;
     char peer_ip[64];
 };
@@ -77,6 +80,9 @@ struct rm_hcm_stream {
     unsigned status;
     const char *resp_flags; /* Envoy response flags ("UH", "UF", …) or NULL */
     uint64_t start_ms;
+    struct rm_timer timer;  /* stream idle, request and max stream duration timeouts */
+    uint64_t activity_ms;   /* last event either way (stream_idle_timeout) */
+    uint32_t idle_ms;       /* stream_idle_timeout, or the route's idle_timeout; 0 = none */
     struct rm_task finish_task;
     /* the router's hook for "downstream can take more response bytes" */
     void (*on_down_writable)(void *ctx);
@@ -117,5 +123,24 @@ void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused);
 bool rm_hcm_down_blocked(const struct rm_hcm_stream *hs);
 struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs);
 struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs);
+
+/* ---- timeouts (hcm_timeouts.c), called by the connection manager ------------------------- */
+
+/** Connection accepted / gone: common_http_protocol_options idle_timeout (no active stream for
+ *  that long: drain and close, downstream_cx_idle_timeout) and max_connection_duration (drain,
+ *  downstream_cx_max_duration_reached).  One timer per connection, re-armed lazily. */
+void rm_hcm_conn_timers_start(struct rm_hcm_conn *hc);
+void rm_hcm_conn_timers_stop(struct rm_hcm_conn *hc);
+/** The connection's last active stream ended (starts the idle period; no timer work). */
+void rm_hcm_conn_idle(struct rm_hcm_conn *hc);
+/** A stream started / its route is known / it ends: stream_idle_timeout (the route's
+ *  idle_timeout overrides it; 408 "stream timeout" SI, or a reset once the response started),
+ *  request_timeout (408 "request timeout" until the request is complete) and
+ *  max_stream_duration (408 "downstream duration timeout").  One timer per stream. */
+void rm_hcm_stream_timers_start(struct rm_hcm_stream *hs);
+void rm_hcm_stream_routed(struct rm_hcm_stream *hs);
+void rm_hcm_stream_timers_stop(struct rm_hcm_stream *hs);
+/** Something happened on the stream (an event either way): the idle clock restarts. */
+void rm_hcm_stream_activity(struct rm_hcm_stream *hs);
 
 #endif

@@ -513,3 +513,127 @@ def test_unsupported_retry_and_breaker_config_rejected(ctx):
                                      "{ max_pending_requests: 2, track_remaining: true }"]))
     rc, err = validate(ctx, ok)
     assert rc == 0, err
+
+
+# ---- connection manager timeouts ---------------------------------------------------------------
+
+def _raw_request(port, data, timeout=5.0):
+    """Send raw bytes on a new connection; returns (socket, first response bytes)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    return s
+
+
+def _read_until_closed(s, timeout):
+    """Everything the peer sends until it closes (or <timeout>): (bytes, closed)."""
+    s.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out, True
+            out += b
+    except socket.timeout:
+        return out, False
+    except ConnectionResetError:
+        return out, True
+
+
+def test_stream_idle_timeout_and_route_override(ctx):
+    up = ctx.upstream(name="b1")
+    y = cfg.bootstrap(route("\n                  timeout: 10s\n                  idle_timeout: 0s",
+                            prefix="/long") +
+                      route("\n                  timeout: 10s", prefix="/"),
+                      [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          stream_idle_timeout: 0.3s")
+    px = ctx.remora(y)
+    base = f"http://127.0.0.1:{px.port}"
+    t = time.monotonic()
+    r = ctx.curl(base + "/x", headers={"x-upstream-delay-ms": "2000"})
+    assert r.status == 408 and r.body == b"stream timeout", r
+    assert time.monotonic() - t < 1.5
+    s = stats(ctx, px)
+    assert s["http.ingress_http.downstream_rq_idle_timeout"] == 1, s
+    # the route's idle_timeout (0s: none) wins over stream_idle_timeout
+    r = ctx.curl(base + "/long", headers={"x-upstream-delay-ms": "800"})
+    assert r.status == 200, r
+    # a stream making progress is not idle
+    r = ctx.curl(base + "/x", headers={"x-upstream-delay-ms": "100"})
+    assert r.status == 200, r
+    assert stats(ctx, px)["http.ingress_http.downstream_rq_idle_timeout"] == 1
+
+
+def test_request_timeout_and_max_stream_duration(ctx):
+    up = ctx.upstream(name="b1")
+    y = cfg.bootstrap(route("\n                  timeout: 10s"),
+                      [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          request_timeout: 0.4s"
+                                "\n          common_http_protocol_options: { max_stream_duration: 1s }")
+    px = ctx.remora(y)
+    # the body never completes: 408 "request timeout"
+    s = _raw_request(px.port, b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+    try:
+        t = time.monotonic()
+        out = b""
+        s.settimeout(3.0)
+        while not out.endswith(b"request timeout"):
+            b = s.recv(4096)
+            assert b, out
+            out += b
+        assert out.startswith(b"HTTP/1.1 408"), out
+        assert 0.3 < time.monotonic() - t < 2.0
+    finally:
+        s.close()
+    st = stats(ctx, px)
+    assert st["http.ingress_http.downstream_rq_timeout"] == 1, st
+    # complete requests are not affected by request_timeout ...
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", headers={"x-upstream-delay-ms": "600"})
+    assert r.status == 200, r
+    # ... but max_stream_duration bounds the whole exchange
+    t = time.monotonic()
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", headers={"x-upstream-delay-ms": "3000"})
+    assert r.status == 408 and r.body == b"downstream duration timeout", r
+    assert 0.9 < time.monotonic() - t < 2.5
+    st = stats(ctx, px)
+    assert st["http.ingress_http.downstream_rq_max_duration_reached"] == 1, st
+    assert st["http.ingress_http.downstream_rq_timeout"] == 1, st
+
+
+def test_connection_idle_timeout_and_max_duration(ctx):
+    up = ctx.upstream(name="b1")
+    y = cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          common_http_protocol_options: { idle_timeout: 0.4s }")
+    px = ctx.remora(y)
+    req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    s = _raw_request(px.port, req)
+    try:
+        out, closed = _read_until_closed(s, 0.2)
+        assert out.startswith(b"HTTP/1.1 200") and not closed, out
+        t = time.monotonic()
+        out, closed = _read_until_closed(s, 3.0)
+        assert closed and out == b"", out
+        assert 0.2 < time.monotonic() - t < 2.0
+    finally:
+        s.close()
+    assert stats(ctx, px)["http.ingress_http.downstream_cx_idle_timeout"] == 1
+    ctx.stop(px)
+    y = cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          common_http_protocol_options: "
+                                "{ max_connection_duration: 0.5s }")
+    px = ctx.remora(y, name="remora2")
+    s = _raw_request(px.port, req)
+    try:
+        t = time.monotonic()
+        answers = 0
+        while time.monotonic() - t < 3.0:
+            out, closed = _read_until_closed(s, 0.15)
+            answers += out.count(b"HTTP/1.1 200")
+            if closed:
+                break
+            s.sendall(req)
+        assert closed, "still open after max_connection_duration"
+        assert answers >= 2 and 0.4 < time.monotonic() - t < 2.5, (answers, time.monotonic() - t)
+    finally:
+        s.close()
+    assert stats(ctx, px)["http.ingress_http.downstream_cx_max_duration_reached"] == 1
