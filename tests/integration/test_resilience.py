@@ -456,10 +456,9 @@ def test_max_requests_overflow_exact(ctx):
     assert cs(ctx, px, "upstream_rq_pending_overflow", "closed") == 1
 
 
-def test_max_pending_and_max_connections_exact(ctx):
+def _pending_and_connections(ctx, extra):
     up = ctx.upstream(name="b1")
-    y = cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port], extra=breakers(
-        ["{ max_connections: 1, max_pending_requests: 5 }"]))])
+    y = cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port], extra=extra)])
     px = ctx.remora(y)
     url = f"http://127.0.0.1:{px.port}/"
     assert ctx.curl(url).status == 200  # one idle keep-alive connection in the pool
@@ -473,7 +472,41 @@ def test_max_pending_and_max_connections_exact(ctx):
     assert s["cluster.backend.upstream_rq_pending_total"] == 6, s  # warm-up + 5
     assert s["cluster.backend.upstream_rq_pending_active"] == 0, s
     assert s["cluster.backend.circuit_breakers.default.rq_pending_open"] == 0, s
+    return s
+
+
+def test_max_pending_and_max_connections_exact(ctx):
+    s = _pending_and_connections(ctx, breakers(["{ max_connections: 1, max_pending_requests: 5 }"]))
     assert s["cluster.backend.circuit_breakers.default.cx_open"] == 1, s  # the idle connection
+
+
+def test_per_host_max_connections(ctx):
+    s = _pending_and_connections(ctx, breakers(["max_pending_requests: 5"]) +
+                                 "\n      per_host_thresholds:\n      - max_connections: 1")
+    assert s["cluster.backend.circuit_breakers.default.cx_open"] == 0, s  # the cluster's is 1024
+
+
+def test_priority_thresholds_and_connection_pools(ctx):
+    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
+    y = cfg.bootstrap(route("\n                  priority: HIGH", prefix="/high") +
+                      route("", prefix="/"),
+                      [cfg.cluster("backend", [a.port, b.port], extra=breakers(
+                          ["{ priority: HIGH, max_requests: 0 }", "max_connection_pools: 1"]))])
+    px = ctx.remora(y)
+    base = f"http://127.0.0.1:{px.port}"
+    # HIGH routes use the HIGH thresholds
+    r = ctx.curl(base + "/high")
+    assert r.status == 503 and r.headers.get("x-envoy-overloaded") == "true", r
+    # DEFAULT: one connection pool only, so the second host cannot be used (503 UH)
+    got = [ctx.curl(base + f"/d{i}") for i in range(4)]
+    names = {r.headers.get("x-upstream-name") for r in got if r.status == 200}
+    assert len(names) == 1 and sum(r.status == 200 for r in got) == 2, got
+    assert all(r.body == b"no healthy upstream" for r in got if r.status != 200), got
+    s = stats(ctx, px)
+    assert s["cluster.backend.upstream_cx_pool_overflow"] == 2, s
+    assert s["cluster.backend.upstream_rq_pending_overflow"] == 1, s
+    assert s["cluster.backend.circuit_breakers.high.rq_open"] == 1, s
+    assert s["cluster.backend.circuit_breakers.default.cx_pool_open"] == 1, s
 
 
 # ---- config ------------------------------------------------------------------------------------
