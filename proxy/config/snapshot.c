@@ -9,6 +9,7 @@
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
+#include "proxy/upstream/dns.h"
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define PATH_MAX_LEN 512
@@ -280,8 +281,12 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         return RM_ERR;
     if (bs->dynamic_resources)
         return rm_error_set(err, "dynamic_resources: xDS is not supported by remora yet");
-    if (bs->typed_dns_resolver_config)
-        return rm_error_set(err, "typed_dns_resolver_config: not supported by remora yet");
+    if (bs->typed_dns_resolver_config) { /* validated here; used by the DNS clusters */
+        struct rm_dns_config dns;
+        if (rm_dns_config_from_typed(bs->typed_dns_resolver_config, "typed_dns_resolver_config",
+                                     &dns, err))
+            return RM_ERR;
+    }
     if (bs->node) {
         s->node_id = strdup(bs->node->id ? bs->node->id : "");
         s->node_cluster = strdup(bs->node->cluster ? bs->node->cluster : "");
