@@ -14,12 +14,10 @@
 
 bool rm_retry_parse_u64(struct rm_str v, uint64_t *out)
 {
-    if (!v.len || v.len > 19)
-        return false;
+    if (!v.len || v.len > 19) return false;
     uint64_t n = 0;
     for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9')
-            return false;
+        if (v.p[i] < '0' || v.p[i] > '9') return false;
         n = n * 10 + (uint64_t)(v.p[i] - '0');
     }
     *out = n;
@@ -76,20 +74,23 @@ void rm_retry_headers_take(struct rm_headers *h, struct rm_retry_headers *out)
     memset(out, 0, sizeof(*out));
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
-        if (e->name_len <= XE_LEN || memcmp(e->name, XE, XE_LEN) != 0)
-            continue;
-        struct rm_str *slot = header_slot(out, (const char *)e->name + XE_LEN, e->name_len - XE_LEN);
+        if (e->name_len <= XE_LEN || memcmp(e->name, XE, XE_LEN) != 0) continue;
+        struct rm_str *slot =
+            header_slot(out, (const char *)e->name + XE_LEN, e->name_len - XE_LEN);
         if (slot && !slot->p) { /* the first occurrence counts */
             *slot = (struct rm_str){(const char *)e->value, e->value_len};
             out->any = true;
         }
     }
-    if (!out->any)
-        return;
+    if (!out->any) return;
     /* the values stay in the arena after removal (removal only drops the entries) */
     static const char *const names[] = {
-        XE "retry-on",           XE "retry-grpc-on",          XE "max-retries",
-        XE "retriable-status-codes", XE "retriable-header-names", XE "upstream-rq-timeout-ms",
+        XE "retry-on",
+        XE "retry-grpc-on",
+        XE "max-retries",
+        XE "retriable-status-codes",
+        XE "retriable-header-names",
+        XE "upstream-rq-timeout-ms",
         XE "upstream-rq-per-try-timeout-ms",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -109,8 +110,7 @@ static void each_item(struct rm_str v, void (*fn)(void *ctx, struct rm_str item)
             b++;
         while (e > b && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t'))
             e--;
-        if (e > b)
-            fn(ctx, (struct rm_str){v.p + b, e - b});
+        if (e > b) fn(ctx, (struct rm_str){v.p + b, e - b});
     }
 }
 
@@ -126,22 +126,18 @@ static void add_code(void *ctx, struct rm_str item)
 static void add_name(void *ctx, struct rm_str item)
 {
     struct rm_retry_state *st = ctx;
-    if (st->n_hdr_names < RM_RETRY_MAX_HDR_NAMES)
-        st->hdr_names[st->n_hdr_names++] = item;
+    if (st->n_hdr_names < RM_RETRY_MAX_HDR_NAMES) st->hdr_names[st->n_hdr_names++] = item;
 }
 
 /* ---- header matching ---------------------------------------------------------------------- */
 
 static bool name_eq_ci(const struct rm_header *e, struct rm_str name)
 {
-    if (e->name_len != name.len)
-        return false;
+    if (e->name_len != name.len) return false;
     for (size_t i = 0; i < name.len; i++) {
         char c = name.p[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        if ((char)e->name[i] != c)
-            return false;
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if ((char)e->name[i] != c) return false;
     }
     return true;
 }
@@ -153,8 +149,7 @@ static bool header_match(const struct rm_header_match *hm, const struct rm_heade
     size_t count = 0, total = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         if (h->v[i].name_len == hm->name_len && memcmp(h->v[i].name, hm->name, hm->name_len) == 0) {
-            if (count++ == 0)
-                v = (struct rm_str){(const char *)h->v[i].value, h->v[i].value_len};
+            if (count++ == 0) v = (struct rm_str){(const char *)h->v[i].value, h->v[i].value_len};
             total += h->v[i].value_len + 1;
         }
     }
@@ -164,8 +159,7 @@ static bool header_match(const struct rm_header_match *hm, const struct rm_heade
         for (uint32_t i = 0; i < h->n; i++) {
             if (h->v[i].name_len == hm->name_len &&
                 memcmp(h->v[i].name, hm->name, hm->name_len) == 0) {
-                if (k)
-                    p[k++] = ',';
+                if (k) p[k++] = ',';
                 memcpy(p + k, h->v[i].value, h->v[i].value_len);
                 k += h->v[i].value_len;
             }
@@ -183,17 +177,14 @@ static bool header_match(const struct rm_header_match *hm, const struct rm_heade
 
 static bool request_allowed(const struct rm_retry_policy *pol, const struct rm_headers *req)
 {
-    if (!pol->n_request_headers)
-        return true;
+    if (!pol->n_request_headers) return true;
     for (size_t i = 0; i < pol->n_request_headers; i++) {
-        if (header_match(&pol->request_headers[i], req))
-            return true;
+        if (header_match(&pol->request_headers[i], req)) return true;
     }
     return false;
 }
 
-struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena,
-                                          const struct rm_retry_policy *pol,
+struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena, const struct rm_retry_policy *pol,
                                           const struct rm_retry_headers *hdr,
                                           const struct rm_headers *req)
 {
@@ -203,12 +194,9 @@ struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena,
     if (hdr && hdr->grpc_retry_on.p)
         rm_retry_on_parse(hdr->grpc_retry_on.p, hdr->grpc_retry_on.len, RM_RETRY_ON_SET_GRPC, &on,
                           NULL);
-    if (!on)
-        return NULL;
-    if (!pol)
-        pol = &rm_retry_policy_default;
-    if (!request_allowed(pol, req))
-        return NULL;
+    if (!on) return NULL;
+    if (!pol) pol = &rm_retry_policy_default;
+    if (!request_allowed(pol, req)) return NULL;
     struct rm_retry_state *st = rm_arena_alloc(arena, sizeof(*st));
     memset(st, 0, sizeof(*st));
     st->pol = pol;
@@ -217,10 +205,8 @@ struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena,
     uint64_t n;
     if (hdr && hdr->max_retries.p && rm_retry_parse_u64(hdr->max_retries, &n))
         st->retries_left = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-    if (hdr && hdr->status_codes.p)
-        each_item(hdr->status_codes, add_code, st);
-    if (hdr && hdr->header_names.p)
-        each_item(hdr->header_names, add_name, st);
+    if (hdr && hdr->status_codes.p) each_item(hdr->status_codes, add_code, st);
+    if (hdr && hdr->header_names.p) each_item(hdr->header_names, add_name, st);
     return st;
 }
 
@@ -234,12 +220,10 @@ static bool has_header(const struct rm_headers *h, const char *name, size_t n)
 static bool status_listed(const struct rm_retry_state *st, unsigned status)
 {
     for (size_t i = 0; i < st->pol->n_status_codes; i++) {
-        if (st->pol->status_codes[i] == status)
-            return true;
+        if (st->pol->status_codes[i] == status) return true;
     }
     for (unsigned i = 0; i < st->n_hdr_codes; i++) {
-        if (st->hdr_codes[i] == status)
-            return true;
+        if (st->hdr_codes[i] == status) return true;
     }
     return false;
 }
@@ -247,13 +231,11 @@ static bool status_listed(const struct rm_retry_state *st, unsigned status)
 static bool headers_listed(const struct rm_retry_state *st, const struct rm_headers *h)
 {
     for (size_t i = 0; i < st->pol->n_retriable_headers; i++) {
-        if (header_match(&st->pol->retriable_headers[i], h))
-            return true;
+        if (header_match(&st->pol->retriable_headers[i], h)) return true;
     }
     for (unsigned i = 0; i < st->n_hdr_names; i++) {
         for (uint32_t k = 0; k < h->n; k++) {
-            if (name_eq_ci(&h->v[k], st->hdr_names[i]))
-                return true;
+            if (name_eq_ci(&h->v[k], st->hdr_names[i])) return true;
         }
     }
     return false;
@@ -264,8 +246,7 @@ static bool grpc_retriable(uint32_t on, const struct rm_headers *h)
 {
     struct rm_str gs = RM_HDR_GET(h, "grpc-status");
     uint64_t code;
-    if (!gs.p || !rm_retry_parse_u64(gs, &code))
-        return false;
+    if (!gs.p || !rm_retry_parse_u64(gs, &code)) return false;
     switch (code) {
     case 1:
         return on & RM_RETRY_ON_GRPC_CANCELLED;
@@ -286,20 +267,14 @@ bool rm_retry_check_headers(const struct rm_retry_state *st, unsigned status,
                             const struct rm_headers *h)
 {
     uint32_t on = st->retry_on;
-    if (has_header(h, "x-envoy-overloaded", 18))
-        return false;
+    if (has_header(h, "x-envoy-overloaded", 18)) return false;
     if ((on & RM_RETRY_ON_ENVOY_RATELIMITED) && has_header(h, "x-envoy-ratelimited", 19))
         return true;
-    if ((on & RM_RETRY_ON_5XX) && status >= 500 && status <= 599)
-        return true;
-    if ((on & RM_RETRY_ON_GATEWAY_ERROR) && status >= 502 && status <= 504)
-        return true;
-    if ((on & RM_RETRY_ON_RETRIABLE_4XX) && status == 409)
-        return true;
-    if ((on & RM_RETRY_ON_RETRIABLE_STATUS_CODES) && status_listed(st, status))
-        return true;
-    if ((on & RM_RETRY_ON_RETRIABLE_HEADERS) && headers_listed(st, h))
-        return true;
+    if ((on & RM_RETRY_ON_5XX) && status >= 500 && status <= 599) return true;
+    if ((on & RM_RETRY_ON_GATEWAY_ERROR) && status >= 502 && status <= 504) return true;
+    if ((on & RM_RETRY_ON_RETRIABLE_4XX) && status == 409) return true;
+    if ((on & RM_RETRY_ON_RETRIABLE_STATUS_CODES) && status_listed(st, status)) return true;
+    if ((on & RM_RETRY_ON_RETRIABLE_HEADERS) && headers_listed(st, h)) return true;
     return (on & RM_RETRY_ON_GRPC_ANY) && grpc_retriable(on, h);
 }
 
@@ -307,22 +282,17 @@ bool rm_retry_check_failure(const struct rm_retry_state *st, enum rm_retry_failu
                             bool request_sent)
 {
     uint32_t on = st->retry_on;
-    if (f == RM_RETRY_FAIL_OVERFLOW)
-        return false;
-    if (f == RM_RETRY_FAIL_CONNECT && (on & RM_RETRY_ON_CONNECT_FAILURE))
-        return true;
-    if ((on & RM_RETRY_ON_RESET_BEFORE_REQUEST) && !request_sent)
-        return true;
+    if (f == RM_RETRY_FAIL_OVERFLOW) return false;
+    if (f == RM_RETRY_FAIL_CONNECT && (on & RM_RETRY_ON_CONNECT_FAILURE)) return true;
+    if ((on & RM_RETRY_ON_RESET_BEFORE_REQUEST) && !request_sent) return true;
     /* an upstream that did not answer counts as a 5xx */
-    if (on & (RM_RETRY_ON_5XX | RM_RETRY_ON_GATEWAY_ERROR | RM_RETRY_ON_RESET))
-        return true;
+    if (on & (RM_RETRY_ON_5XX | RM_RETRY_ON_GATEWAY_ERROR | RM_RETRY_ON_RESET)) return true;
     return f == RM_RETRY_FAIL_REFUSED && (on & RM_RETRY_ON_REFUSED_STREAM);
 }
 
 static void count(struct rm_stats *stats, unsigned idx)
 {
-    if (stats)
-        rm_stat_inc(stats, idx);
+    if (stats) rm_stat_inc(stats, idx);
 }
 
 enum rm_retry_status rm_retry_should(struct rm_retry_state *st, bool would_retry, struct rm_cb *cb,
@@ -331,11 +301,9 @@ enum rm_retry_status rm_retry_should(struct rm_retry_state *st, bool would_retry
     if (st->holds_retry) { /* the retried attempt has its outcome */
         st->holds_retry = false;
         rm_cb_release(cb, RM_CB_RETRY);
-        if (!would_retry)
-            count(stats, RM_CS_UPSTREAM_RQ_RETRY_SUCCESS);
+        if (!would_retry) count(stats, RM_CS_UPSTREAM_RQ_RETRY_SUCCESS);
     }
-    if (!would_retry)
-        return RM_RETRY_STATUS_NO;
+    if (!would_retry) return RM_RETRY_STATUS_NO;
     if (st->retries_left == 0) {
         count(stats, RM_CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED);
         return RM_RETRY_STATUS_LIMIT;
@@ -363,8 +331,7 @@ void rm_retry_finish(struct rm_retry_state *st, struct rm_cb *cb)
 uint64_t rm_retry_backoff_ms(uint32_t base_ms, uint32_t max_ms, uint32_t n,
                              uint64_t (*rnd)(void *ctx), void *ctx)
 {
-    if (!base_ms)
-        return 0;
+    if (!base_ms) return 0;
     uint64_t range = base_ms; /* (2^k - 1) * base for retry k */
     for (uint32_t k = 1; k < n && range <= max_ms; k++)
         range = range * 2 + base_ms;
@@ -376,13 +343,11 @@ uint64_t rm_retry_backoff_ms(uint32_t base_ms, uint32_t max_ms, uint32_t n,
 
 void rm_retry_note_host(struct rm_retry_state *st, struct rm_arena *arena, struct rm_host *h)
 {
-    if (!st->pol->previous_hosts || !h)
-        return;
+    if (!st->pol->previous_hosts || !h) return;
     if (st->n_tried == st->cap_tried) {
         uint32_t cap = st->cap_tried ? st->cap_tried * 2 : 4;
         struct rm_host **v = rm_arena_alloc(arena, cap * sizeof(*v));
-        if (st->n_tried)
-            memcpy(v, st->tried, st->n_tried * sizeof(*v));
+        if (st->n_tried) memcpy(v, st->tried, st->n_tried * sizeof(*v));
         st->tried = v;
         st->cap_tried = cap;
     }
@@ -392,8 +357,7 @@ void rm_retry_note_host(struct rm_retry_state *st, struct rm_arena *arena, struc
 bool rm_retry_reject_host(const struct rm_retry_state *st, const struct rm_host *h)
 {
     for (uint32_t i = 0; i < st->n_tried; i++) {
-        if (st->tried[i] == h)
-            return true;
+        if (st->tried[i] == h) return true;
     }
     return false;
 }

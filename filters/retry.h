@@ -80,8 +80,7 @@ void rm_retry_headers_take(struct rm_headers *h, struct rm_retry_headers *out);
 /** Set up the retry state of a request, or return NULL when it cannot be retried: no policy
  *  (<pol> NULL) and no retry header, no condition at all, or retriable_request_headers not
  *  matching <req>.  Allocates from <arena>. */
-struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena,
-                                          const struct rm_retry_policy *pol,
+struct rm_retry_state *rm_retry_state_new(struct rm_arena *arena, const struct rm_retry_policy *pol,
                                           const struct rm_retry_headers *hdr,
                                           const struct rm_headers *req);
 

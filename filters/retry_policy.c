@@ -44,7 +44,10 @@ static const struct {
     {"unavailable", RM_RETRY_ON_GRPC_UNAVAILABLE, RM_RETRY_ON_SET_GRPC},
 };
 
-static bool blank(char ch) { return ch == ' ' || ch == '\t'; }
+static bool blank(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
 
 /* The bit of condition <name> in <set>, or 0. */
 static uint32_t condition(const char *name, size_t n, enum rm_retry_on_set set)
@@ -72,15 +75,13 @@ bool rm_retry_on_parse(const char *s, size_t len, enum rm_retry_on_set set, uint
         while (e > b && blank(s[e - 1]))
             e--;
         i++; /* past the comma */
-        if (b == e)
-            continue;
+        if (b == e) continue;
         uint32_t bit = condition(s + b, e - b, set);
         if (bit) {
             *bits |= bit;
         } else if (ok) {
             ok = false;
-            if (bad)
-                *bad = (struct rm_str){s + b, e - b};
+            if (bad) *bad = (struct rm_str){s + b, e - b};
         }
     }
     return ok;
@@ -88,8 +89,7 @@ bool rm_retry_on_parse(const char *s, size_t len, enum rm_retry_on_set set, uint
 
 /* ---- RetryPolicy -------------------------------------------------------------------------- */
 
-static int unsupported(struct rm_route_ctx *c, const char *path, const char *field,
-                       const char *why)
+static int unsupported(struct rm_route_ctx *c, const char *path, const char *field, const char *why)
 {
     return rm_error_set(c->err, "%s.%s: %s", path, field, why);
 }
@@ -113,8 +113,7 @@ static int host_predicates(struct rm_route_ctx *c, const RetryPolicy *pb, const 
         const Envoy__Config__Route__V3__RetryPolicy__RetryHostPredicate *hp =
             pb->retry_host_predicate[i];
         RT_PATH(f, path, "retry_host_predicate[%zu]", i);
-        if (rm_rt_check_unknown(&hp->base, f, c->err) != RM_OK)
-            return RM_ERR;
+        if (rm_rt_check_unknown(&hp->base, f, c->err) != RM_OK) return RM_ERR;
         const char *type = NULL;
         if (hp->config_type_case ==
             ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__CONFIG_TYPE_TYPED_CONFIG) {
@@ -124,9 +123,11 @@ static int host_predicates(struct rm_route_ctx *c, const RetryPolicy *pb, const 
         bool by_name = strcmp(hp->name, PREVIOUS_HOSTS) == 0;
         bool by_type = type && strcmp(type, PREVIOUS_HOSTS_TYPE) == 0;
         if (!(type ? by_type : by_name))
-            return rm_error_set(c->err, "%s: retry host predicate \"%s\"%s%s%s is not supported by "
-                                "remora (only " PREVIOUS_HOSTS ")", f, hp->name,
-                                type ? " (type " : "", type ? type : "", type ? ")" : "");
+            return rm_error_set(c->err,
+                                "%s: retry host predicate \"%s\"%s%s%s is not supported by "
+                                "remora (only " PREVIOUS_HOSTS ")",
+                                f, hp->name, type ? " (type " : "", type ? type : "",
+                                type ? ")" : "");
         p->previous_hosts = true;
     }
     return RM_OK;
@@ -137,22 +138,20 @@ static int back_off(struct rm_route_ctx *c, const RetryPolicy *pb, const char *p
 {
     char f[RM_RT_PATH];
     const Envoy__Config__Route__V3__RetryPolicy__RetryBackOff *bo = pb->retry_back_off;
-    if (!bo)
-        return RM_OK;
+    if (!bo) return RM_OK;
     RT_PATH(f, path, "retry_back_off.base_interval");
-    if (!bo->base_interval)
-        return rm_error_set(c->err, "%s: required", f);
+    if (!bo->base_interval) return rm_error_set(c->err, "%s: required", f);
     if (rm_rt_duration_ms(bo->base_interval, f, &p->backoff_base_ms, c->err) != RM_OK)
         return RM_ERR;
-    if (p->backoff_base_ms == 0)
-        return rm_error_set(c->err, "%s: must be greater than zero", f);
+    if (p->backoff_base_ms == 0) return rm_error_set(c->err, "%s: must be greater than zero", f);
     p->backoff_max_ms = p->backoff_base_ms > UINT32_MAX / 10 ? UINT32_MAX : 10 * p->backoff_base_ms;
     if (bo->max_interval) {
         RT_PATH(f, path, "retry_back_off.max_interval");
         if (rm_rt_duration_ms(bo->max_interval, f, &p->backoff_max_ms, c->err) != RM_OK)
             return RM_ERR;
         if (p->backoff_max_ms < p->backoff_base_ms)
-            return rm_error_set(c->err, "%s: must be greater than or equal to the base_interval", f);
+            return rm_error_set(c->err, "%s: must be greater than or equal to the base_interval",
+                                f);
     }
     return RM_OK;
 }
@@ -168,8 +167,8 @@ static int timeouts(struct rm_route_ctx *c, const RetryPolicy *pb, const char *p
     }
     if (pb->per_try_idle_timeout) {
         RT_PATH(f, path, "per_try_idle_timeout");
-        if (rm_rt_duration_ms(pb->per_try_idle_timeout, f, &p->per_try_idle_timeout_ms,
-                              c->err) != RM_OK)
+        if (rm_rt_duration_ms(pb->per_try_idle_timeout, f, &p->per_try_idle_timeout_ms, c->err) !=
+            RM_OK)
             return RM_ERR;
     }
     return RM_OK;
@@ -184,8 +183,7 @@ static int matchers(struct rm_route_ctx *c, Envoy__Config__Route__V3__HeaderMatc
     struct rm_header_match *m = n ? rm_rt_alloc(c, n * sizeof(*m)) : NULL;
     for (size_t i = 0; i < n; i++) {
         RT_PATH(f, path, "%s[%zu]", field, i);
-        if (rm_rt_header_matcher(c, v[i], f, &m[i]) != RM_OK)
-            return RM_ERR;
+        if (rm_rt_header_matcher(c, v[i], f, &m[i]) != RM_OK) return RM_ERR;
     }
     *out = m;
     *n_out = n;
@@ -195,7 +193,8 @@ static int matchers(struct rm_route_ctx *c, Envoy__Config__Route__V3__HeaderMatc
 static int not_supported(struct rm_route_ctx *c, const RetryPolicy *pb, const char *path)
 {
     if (pb->retry_priority)
-        return unsupported(c, path, "retry_priority", "retry priority plugins are not supported "
+        return unsupported(c, path, "retry_priority",
+                           "retry priority plugins are not supported "
                            "by remora (clusters have one priority level)");
     if (pb->rate_limited_retry_back_off)
         return unsupported(c, path, "rate_limited_retry_back_off", "not supported by remora yet");
@@ -208,8 +207,7 @@ int rm_retry_policy_compile(struct rm_route_ctx *c, const RetryPolicy *pb, const
                             const struct rm_retry_policy **out)
 {
     *out = NULL;
-    if (!pb)
-        return RM_OK;
+    if (!pb) return RM_OK;
     if (rm_rt_check_unknown(&pb->base, path, c->err) != RM_OK || not_supported(c, pb, path))
         return RM_ERR;
     struct rm_retry_policy *p = rm_rt_alloc(c, sizeof(*p));

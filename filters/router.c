@@ -35,7 +35,8 @@
 #include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/pool.h"
 
-#define OVERFLOW_BODY "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+#define OVERFLOW_BODY                                                                              \
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 #define RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
 
 /* Where a request stands with its upstream. */
@@ -74,20 +75,20 @@ struct router {
     struct rm_buf body; /* replay: the whole body so far; else what waits for a stream */
     size_t body_sent;   /* bytes of body submitted to the current attempt */
     struct rm_headers *req_trailers;
-    bool req_end;     /* downstream request complete (seen by us) */
-    bool down_paused; /* we paused the downstream request */
-    bool replay;      /* keep the body for a retry */
-    bool auto_host;   /* auto_host_rewrite applies (per attempt: the host may change) */
+    bool req_end;             /* downstream request complete (seen by us) */
+    bool down_paused;         /* we paused the downstream request */
+    bool replay;              /* keep the body for a retry */
+    bool auto_host;           /* auto_host_rewrite applies (per attempt: the host may change) */
     bool grpc_timeout_header; /* max_grpc_timeout: tell the upstream its grpc-timeout */
-    bool timers_started; /* the request completed: route timeout armed */
-    uint32_t buffer_limit; /* replay limit */
+    bool timers_started;      /* the request completed: route timeout armed */
+    uint32_t buffer_limit;    /* replay limit */
     /* retries and timeouts */
     struct rm_retry_state *retry; /* NULL: no retries */
     uint32_t attempts;            /* started */
     uint32_t timeout_ms, per_try_ms, per_try_idle_ms;
-    uint64_t complete_ms;     /* when the request completed (grpc-timeout of retries) */
-    const char *extra_flag;   /* "URX" / "UO" when a wanted retry was refused */
-    struct rm_timer timeout;  /* route timeout, over every attempt */
+    uint64_t complete_ms;       /* when the request completed (grpc-timeout of retries) */
+    const char *extra_flag;     /* "URX" / "UO" when a wanted retry was refused */
+    struct rm_timer timeout;    /* route timeout, over every attempt */
     struct rm_timer try_timer;  /* per_try_timeout */
     struct rm_timer idle_timer; /* per_try_idle_timeout */
     struct rm_timer backoff;
@@ -97,9 +98,18 @@ static const struct rm_stream_events up_events;
 static const struct rm_pool_request_cb pool_cb;
 static void start_attempt(struct router *r);
 
-static inline struct router *R(struct rm_filter *f) { return (struct router *)f; }
-static inline struct rm_stats *cstats(struct router *r) { return r->wc->cluster->stats; }
-static inline struct rm_loop *loop_of(struct router *r) { return r->w->loop; }
+static inline struct router *R(struct rm_filter *f)
+{
+    return (struct router *)f;
+}
+static inline struct rm_stats *cstats(struct router *r)
+{
+    return r->wc->cluster->stats;
+}
+static inline struct rm_loop *loop_of(struct router *r)
+{
+    return r->w->loop;
+}
 
 /* ---- state -------------------------------------------------------------------------------- */
 
@@ -134,11 +144,10 @@ static int router_sentinel;
 static void *router_config_new(const Google__Protobuf__Any *any, const char *path,
                                struct rm_error *err)
 {
-    if (!any || !any->value.len)
-        return &router_sentinel;
+    if (!any || !any->value.len) return &router_sentinel;
     Envoy__Extensions__Filters__Http__Router__V3__Router *pb =
         envoy__extensions__filters__http__router__v3__router__unpack(NULL, any->value.len,
-                                                                      any->value.data);
+                                                                     any->value.data);
     if (!pb) {
         rm_error_set(err, "%s: malformed Router config", path);
         return NULL;
@@ -158,12 +167,14 @@ static void router_config_free(void *c) {}
 
 static void count_upstream_status(struct router *r, unsigned status)
 {
-    static const unsigned idx[] = {0, RM_CS_UPSTREAM_RQ_1XX, RM_CS_UPSTREAM_RQ_2XX,
-                                   RM_CS_UPSTREAM_RQ_3XX, RM_CS_UPSTREAM_RQ_4XX,
+    static const unsigned idx[] = {0,
+                                   RM_CS_UPSTREAM_RQ_1XX,
+                                   RM_CS_UPSTREAM_RQ_2XX,
+                                   RM_CS_UPSTREAM_RQ_3XX,
+                                   RM_CS_UPSTREAM_RQ_4XX,
                                    RM_CS_UPSTREAM_RQ_5XX};
     unsigned c = status / 100;
-    if (c >= 1 && c <= 5)
-        rm_stat_inc(cstats(r), idx[c]);
+    if (c >= 1 && c <= 5) rm_stat_inc(cstats(r), idx[c]);
     if (r->host) {
         if (status >= 500)
             atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
@@ -174,8 +185,7 @@ static void count_upstream_status(struct router *r, unsigned status)
 
 static void active_done(struct router *r)
 {
-    if (!r->counted_active)
-        return;
+    if (!r->counted_active) return;
     r->counted_active = false;
     rm_stat_dec(cstats(r), RM_CS_UPSTREAM_RQ_ACTIVE);
     atomic_fetch_sub_explicit(&r->host->rq_active, 1, memory_order_relaxed);
@@ -213,8 +223,7 @@ static void attempt_end(struct router *r, bool reset)
  * slot.  Idempotent. */
 static void finish(struct router *r)
 {
-    if (r->state == RM_UP_DONE)
-        return;
+    if (r->state == RM_UP_DONE) return;
     set_state(r, RM_UP_DONE);
     rm_timer_stop(loop_of(r), &r->timeout);
     rm_timer_stop(loop_of(r), &r->backoff);
@@ -225,10 +234,8 @@ static void finish(struct router *r)
 /* Response flags with the refused-retry flag appended ("UF,URX"); lives in the arena. */
 static const char *flags_with_extra(struct router *r, const char *flags)
 {
-    if (!r->extra_flag)
-        return flags;
-    if (!flags)
-        return r->extra_flag;
+    if (!r->extra_flag) return flags;
+    if (!flags) return r->extra_flag;
     size_t n = strlen(flags) + 1 + strlen(r->extra_flag) + 1;
     char *s = rm_arena_alloc(r->hs->arena, n);
     snprintf(s, n, "%s,%s", flags, r->extra_flag);
@@ -250,8 +257,7 @@ static void fail_local(struct router *r, unsigned status, const char *flags, con
 /* A local reply before any upstream work (no route, no cluster, direct response…). */
 static void reply(struct router *r, unsigned status, const char *flags, const char *body)
 {
-    if (r->w)
-        finish(r);
+    if (r->w) finish(r);
     rm_hcm_local_reply(r->hs, r->base.idx, status, flags, body);
 }
 
@@ -260,8 +266,7 @@ static void reply(struct router *r, unsigned status, const char *flags, const ch
 static void on_timeout(struct rm_timer *t)
 {
     struct router *r = rm_container_of(t, struct router, timeout);
-    if (stream_dead(r))
-        return;
+    if (stream_dead(r)) return;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_TIMEOUT);
     if (r->up) {
         atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
@@ -272,14 +277,13 @@ static void on_timeout(struct rm_timer *t)
     fail_local(r, 504, "UT", "upstream request timeout");
 }
 
-static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent,
-                           unsigned status, const char *flags, const char *body);
+static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent, unsigned status,
+                           const char *flags, const char *body);
 
 static void on_try_timeout(struct rm_timer *t)
 {
     struct router *r = rm_container_of(t, struct router, try_timer);
-    if (stream_dead(r))
-        return;
+    if (stream_dead(r)) return;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PER_TRY_TIMEOUT);
     atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
@@ -289,8 +293,7 @@ static void on_try_timeout(struct rm_timer *t)
 static void on_idle_timeout(struct rm_timer *t)
 {
     struct router *r = rm_container_of(t, struct router, idle_timer);
-    if (stream_dead(r))
-        return;
+    if (stream_dead(r)) return;
     uint64_t idle = rm_loop_now(loop_of(r)) - r->activity_ms;
     if (idle < r->per_try_idle_ms) { /* progress since it was armed: wait for the rest */
         rm_timer_start(loop_of(r), &r->idle_timer, r->per_try_idle_ms - idle, on_idle_timeout);
@@ -298,16 +301,14 @@ static void on_idle_timeout(struct rm_timer *t)
     }
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT);
     atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
-    if (r->state == RM_UP_ACTIVE)
-        rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
+    if (r->state == RM_UP_ACTIVE) rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
     attempt_failed(r, RM_RETRY_FAIL_TIMEOUT, true, 504, "UT", "upstream request timeout");
 }
 
 /* Per-try timers run from the moment the attempt has both a stream and the whole request. */
 static void start_try_timers(struct router *r)
 {
-    if (r->try_timers || !r->up || !r->req_end)
-        return;
+    if (r->try_timers || !r->up || !r->req_end) return;
     r->try_timers = true;
     if (r->per_try_ms && r->state == RM_UP_ACTIVE)
         rm_timer_start(loop_of(r), &r->try_timer, r->per_try_ms, on_try_timeout);
@@ -321,24 +322,24 @@ static void start_try_timers(struct router *r)
  * from the end of the request to the end of the response, over all attempts). */
 static void request_complete(struct router *r)
 {
-    if (r->timers_started || r->state == RM_UP_DONE)
-        return;
+    if (r->timers_started || r->state == RM_UP_DONE) return;
     r->timers_started = true;
     r->complete_ms = rm_loop_now(loop_of(r));
-    if (r->timeout_ms)
-        rm_timer_start(loop_of(r), &r->timeout, r->timeout_ms, on_timeout);
+    if (r->timeout_ms) rm_timer_start(loop_of(r), &r->timeout, r->timeout_ms, on_timeout);
     start_try_timers(r);
 }
 
 /* ---- retries ------------------------------------------------------------------------------ */
 
-static uint64_t worker_random(void *ctx) { return rm_worker_random(ctx); }
+static uint64_t worker_random(void *ctx)
+{
+    return rm_worker_random(ctx);
+}
 
 static void on_backoff(struct rm_timer *t)
 {
     struct router *r = rm_container_of(t, struct router, backoff);
-    if (stream_dead(r))
-        return;
+    if (stream_dead(r)) return;
     start_attempt(r);
 }
 
@@ -346,8 +347,8 @@ static void on_backoff(struct rm_timer *t)
 static void schedule_retry(struct router *r)
 {
     const struct rm_retry_policy *p = r->retry->pol;
-    uint64_t ms = rm_retry_backoff_ms(p->backoff_base_ms, p->backoff_max_ms,
-                                      r->retry->retries_done, worker_random, r->w);
+    uint64_t ms = rm_retry_backoff_ms(p->backoff_base_ms, p->backoff_max_ms, r->retry->retries_done,
+                                      worker_random, r->w);
     set_state(r, RM_UP_BACKOFF);
     rm_timer_start(loop_of(r), &r->backoff, ms, on_backoff);
 }
@@ -367,8 +368,8 @@ static enum rm_retry_status judge(struct router *r, bool would_retry)
 
 /* The current attempt failed without a response: retry it if the policy allows, else answer
  * <status> <flags> <body> (reset the downstream if the response had started). */
-static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent,
-                           unsigned status, const char *flags, const char *body)
+static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent, unsigned status,
+                           const char *flags, const char *body)
 {
     bool streaming = r->state == RM_UP_STREAMING;
     attempt_end(r, true);
@@ -413,19 +414,18 @@ static void rewrite_request(struct router *r, const struct rm_route *rt,
         rm_headers_add(h, "x-envoy-original-path", 21, path.p, path.len);
         rm_headers_set(h, ":path", 5, np, n);
     }
-    const char *host = wcl && wcl->host_rewrite_literal ? wcl->host_rewrite_literal
-                                                         : rt->host_rewrite_literal;
+    const char *host =
+        wcl && wcl->host_rewrite_literal ? wcl->host_rewrite_literal : rt->host_rewrite_literal;
     if (host)
         rm_headers_set(h, ":authority", 10, host, strlen(host));
     else if (rt->host_rewrite_header) {
-        struct rm_str v = rm_headers_get(h, rt->host_rewrite_header, strlen(rt->host_rewrite_header));
-        if (v.p)
-            rm_headers_set(h, ":authority", 10, v.p, v.len);
+        struct rm_str v =
+            rm_headers_get(h, rt->host_rewrite_header, strlen(rt->host_rewrite_header));
+        if (v.p) rm_headers_set(h, ":authority", 10, v.p, v.len);
     } else if (rt->auto_host_rewrite) {
         r->auto_host = true;
     }
-    if (wcl)
-        rm_header_ops_apply_request(&wcl->headers, h);
+    if (wcl) rm_header_ops_apply_request(&wcl->headers, h);
     rm_header_ops_apply_request(&rt->headers_ops, h);
     rm_header_ops_apply_request(&hs->vhost->headers_ops, h);
     rm_header_ops_apply_request(&hs->cfg->routes->headers_ops, h);
@@ -435,8 +435,7 @@ static void rewrite_request(struct router *r, const struct rm_route *rt,
 static void flush_body(struct router *r)
 {
     struct rm_stream *up = r->up;
-    if (r->up_req_end)
-        return;
+    if (r->up_req_end) return;
     size_t n = r->body.len - r->body_sent;
     bool end = r->req_end && !r->req_trailers;
     if (n || end) {
@@ -467,8 +466,7 @@ static void set_grpc_timeout(struct router *r)
         uint64_t spent = r->timers_started ? rm_loop_now(loop_of(r)) - r->complete_ms : 0;
         ms = spent < r->timeout_ms ? r->timeout_ms - spent : 1;
     }
-    if (!ms)
-        return;
+    if (!ms) return;
     char v[24];
     int n = snprintf(v, sizeof(v), "%llum", (unsigned long long)ms);
     rm_headers_set(r->req, "grpc-timeout", 12, v, (size_t)n);
@@ -486,8 +484,7 @@ static void attempt_headers(struct router *r)
         const char *hn = r->host->hostname ? r->host->hostname : r->host->addr_str;
         rm_headers_set(r->req, ":authority", 10, hn, strlen(hn));
     }
-    if (r->grpc_timeout_header)
-        set_grpc_timeout(r);
+    if (r->grpc_timeout_header) set_grpc_timeout(r);
 }
 
 /* The pool lent <codec>: open the attempt's stream and send what we have of the request. */
@@ -649,11 +646,9 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
 static struct rm_host *pick_host(struct router *r)
 {
     struct rm_host *h = rm_lb_pick(r->wc, NULL);
-    if (!r->retry || !r->retry->n_tried)
-        return h;
-    for (uint32_t i = 0; h && i < r->retry->pol->host_selection_attempts &&
-                         rm_retry_reject_host(r->retry, h);
-         i++)
+    if (!r->retry || !r->retry->n_tried) return h;
+    for (uint32_t i = 0;
+         h && i < r->retry->pol->host_selection_attempts && rm_retry_reject_host(r->retry, h); i++)
         h = rm_lb_pick(r->wc, NULL);
     return h;
 }
@@ -668,8 +663,7 @@ static void start_attempt(struct router *r)
         fail_local(r, 503, "UH", "no healthy upstream");
         return;
     }
-    if (r->retry)
-        rm_retry_note_host(r->retry, r->hs->arena, r->host);
+    if (r->retry) rm_retry_note_host(r->retry, r->hs->arena, r->host);
     if (!rm_cb_try_acquire(r->cb, RM_CB_RQ)) { /* max_requests: Envoy counts it as pending */
         rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PENDING_OVERFLOW);
         fail_local(r, 503, "UO", OVERFLOW_BODY);
@@ -685,8 +679,7 @@ static void start_attempt(struct router *r)
     }
     set_state(r, RM_UP_PENDING);
     struct rm_codec *codec;
-    if (rm_pool_acquire(r->pool, &r->preq, &pool_cb, prio, &codec) == RM_OK)
-        open_stream(r, codec);
+    if (rm_pool_acquire(r->pool, &r->preq, &pool_cb, prio, &codec) == RM_OK) open_stream(r, codec);
     /* RM_AGAIN: pool_ready/pool_failure later; RM_DONE: pool_failure ran */
 }
 
@@ -715,13 +708,11 @@ static void setup_policy(struct router *r, const struct rm_route *rt, const stru
         r->per_try_ms = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     if (r->timeout_ms && r->per_try_ms >= r->timeout_ms) /* Envoy ignores it then */
         r->per_try_ms = 0;
-    if (!pol && !xh.any)
-        return;
+    if (!pol && !xh.any) return;
     r->retry = rm_retry_state_new(r->hs->arena, pol, &xh, r->req);
-    if (!r->retry)
-        return;
+    if (!r->retry) return;
     r->replay = true;
-    r->buffer_limit = rt->per_request_buffer_limit    ? rt->per_request_buffer_limit
+    r->buffer_limit = rt->per_request_buffer_limit   ? rt->per_request_buffer_limit
                       : vh->per_request_buffer_limit ? vh->per_request_buffer_limit
                                                      : r->hs->hc->lc->buffer_limit;
 }
@@ -740,20 +731,17 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
         reply(r, 404, "NR", NULL);
         return RM_FILTER_STOP;
     }
-    if (rt->action != RM_ROUTE_FORWARD)
-        return route_direct(r, rt);
+    if (rt->action != RM_ROUTE_FORWARD) return route_direct(r, rt);
     const struct rm_weighted_cluster *wcl;
     struct rm_cluster *c = select_cluster(r, rt, &wcl);
-    if (!c)
-        return RM_FILTER_STOP;
+    if (!c) return RM_FILTER_STOP;
     r->w = rm_hcm_worker(hs);
     r->rt = rt;
     r->wc = rm_worker_cluster(r->w, c->idx);
     r->cb = c->cb[rt->priority ? 1 : 0];
     setup_policy(r, rt, hs->vhost);
     rewrite_request(r, rt, wcl);
-    if (end)
-        request_complete(r);
+    if (end) request_complete(r);
     start_attempt(r);
     return RM_FILTER_STOP;
 }
@@ -769,17 +757,15 @@ static void request_backpressure(struct router *r, bool end)
 
 static void maybe_up_done(struct router *r);
 
-static enum rm_filter_status router_on_request_data(struct rm_filter *f, const uint8_t *p,
-                                                    size_t n, bool end)
+static enum rm_filter_status router_on_request_data(struct rm_filter *f, const uint8_t *p, size_t n,
+                                                    bool end)
 {
     struct router *r = R(f);
-    if (!r->w || r->state == RM_UP_DONE)
-        return RM_FILTER_STOP;
+    if (!r->w || r->state == RM_UP_DONE) return RM_FILTER_STOP;
     r->req_end = end;
     if (r->replay && r->body.len + n > r->buffer_limit) {
         abandon_replay(r);
-        if (r->state == RM_UP_DONE)
-            return RM_FILTER_STOP;
+        if (r->state == RM_UP_DONE) return RM_FILTER_STOP;
     }
     bool sending = r->up && !r->up_req_end;
     if (!r->replay && sending && !r->body.len) { /* stream it through */
@@ -794,11 +780,9 @@ static enum rm_filter_status router_on_request_data(struct rm_filter *f, const u
             rm_hcm_pause_request(r->hs, true);
         }
     }
-    if (r->up && r->per_try_idle_ms)
-        r->activity_ms = rm_loop_now(loop_of(r));
+    if (r->up && r->per_try_idle_ms) r->activity_ms = rm_loop_now(loop_of(r));
     request_backpressure(r, end);
-    if (end)
-        request_complete(r);
+    if (end) request_complete(r);
     maybe_up_done(r);
     return RM_FILTER_STOP;
 }
@@ -806,12 +790,10 @@ static enum rm_filter_status router_on_request_data(struct rm_filter *f, const u
 static enum rm_filter_status router_on_request_trailers(struct rm_filter *f, struct rm_headers *h)
 {
     struct router *r = R(f);
-    if (!r->w || r->state == RM_UP_DONE)
-        return RM_FILTER_STOP;
+    if (!r->w || r->state == RM_UP_DONE) return RM_FILTER_STOP;
     r->req_end = true;
     r->req_trailers = h;
-    if (r->up && !r->up_req_end)
-        flush_body(r);
+    if (r->up && !r->up_req_end) flush_body(r);
     request_complete(r);
     maybe_up_done(r);
     return RM_FILTER_STOP;
@@ -820,8 +802,7 @@ static enum rm_filter_status router_on_request_trailers(struct rm_filter *f, str
 static void router_on_destroy(struct rm_filter *f)
 {
     struct router *r = R(f);
-    if (r->w)
-        finish(r);
+    if (r->w) finish(r);
     rm_buf_reset(&r->body);
 }
 
@@ -871,8 +852,7 @@ static void backpressure_response(struct router *r)
  * not retry: the retries are used up, flag URX, or max_retries overflows, flag UO). */
 static bool retry_response(struct router *r, unsigned code, struct rm_headers *h, bool end)
 {
-    if (judge(r, rm_retry_check_headers(r->retry, code, h)) != RM_RETRY_STATUS_YES)
-        return false;
+    if (judge(r, rm_retry_check_headers(r->retry, code, h)) != RM_RETRY_STATUS_YES) return false;
     atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
     attempt_end(r, !(end && r->up_req_end)); /* reset unless both directions are done */
     schedule_retry(r);
@@ -889,13 +869,11 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     unsigned status = code > 0 ? (unsigned)code : 502;
     rm_outlier_report_http(&r->host->outlier, status);
     r->activity_ms = rm_loop_now(loop_of(r));
-    if (r->retry && retry_response(r, status, h, end))
-        return;
+    if (r->retry && retry_response(r, status, h, end)) return;
     struct rm_hcm_stream *hs = r->hs;
     set_state(r, RM_UP_STREAMING);
     rm_timer_stop(loop_of(r), &r->try_timer); /* the per-try timeout ends with the headers */
-    if (r->extra_flag)
-        hs->resp_flags = r->extra_flag;
+    if (r->extra_flag) hs->resp_flags = r->extra_flag;
     count_upstream_status(r, status);
     char num[24];
     size_t n = rm_fmt_u64(num, rm_loop_now(loop_of(r)) - r->up_start_ms);
@@ -908,8 +886,7 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     rm_header_ops_apply_response(&rt->headers_ops, h);
     rm_header_ops_apply_response(&hs->vhost->headers_ops, h);
     rm_header_ops_apply_response(&hs->cfg->routes->headers_ops, h);
-    if (end)
-        response_complete(r);
+    if (end) response_complete(r);
     rm_hcm_encode_headers(hs, r->base.idx, h, end);
     backpressure_response(r);
 }
@@ -918,8 +895,7 @@ static void up_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end
 {
     struct router *r = s->user;
     r->activity_ms = rm_loop_now(loop_of(r));
-    if (end)
-        response_complete(r);
+    if (end) response_complete(r);
     rm_hcm_encode_data(r->hs, r->base.idx, p, n, end);
     backpressure_response(r);
 }

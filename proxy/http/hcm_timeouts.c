@@ -16,7 +16,10 @@
 
 #define GRPC_DEADLINE_EXCEEDED 4
 
-static inline struct rm_loop *conn_loop(const struct rm_hcm_conn *hc) { return hc->w->loop; }
+static inline struct rm_loop *conn_loop(const struct rm_hcm_conn *hc)
+{
+    return hc->w->loop;
+}
 static inline struct rm_loop *stream_loop(const struct rm_hcm_stream *hs)
 {
     return hs->hc->w->loop;
@@ -48,20 +51,17 @@ static void arm_conn(struct rm_hcm_conn *hc, uint64_t now)
 {
     bool duration;
     uint64_t d = conn_deadline(hc, now, &duration);
-    if (d)
-        rm_timer_start(conn_loop(hc), &hc->timer, d > now ? d - now : 0, on_conn_timer);
+    if (d) rm_timer_start(conn_loop(hc), &hc->timer, d > now ? d - now : 0, on_conn_timer);
 }
 
 static void on_conn_timer(struct rm_timer *t)
 {
     struct rm_hcm_conn *hc = rm_container_of(t, struct rm_hcm_conn, timer);
-    if (hc->closed)
-        return;
+    if (hc->closed) return;
     uint64_t now = rm_loop_now(conn_loop(hc));
     bool duration;
     uint64_t d = conn_deadline(hc, now, &duration);
-    if (!d)
-        return;
+    if (!d) return;
     if (d > now) {
         rm_timer_start(conn_loop(hc), &hc->timer, d - now, on_conn_timer);
         return;
@@ -95,8 +95,7 @@ enum stream_timeout { T_NONE, T_IDLE, T_REQUEST, T_DURATION };
 
 static void on_stream_timer(struct rm_timer *t);
 
-static void consider(uint64_t d, enum stream_timeout which, uint64_t *best,
-                     enum stream_timeout *w)
+static void consider(uint64_t d, enum stream_timeout which, uint64_t *best, enum stream_timeout *w)
 {
     if (*w == T_NONE || d < *best) {
         *best = d;
@@ -109,8 +108,7 @@ static enum stream_timeout stream_deadline(const struct rm_hcm_stream *hs, uint6
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
     enum stream_timeout w = T_NONE;
-    if (hs->idle_ms)
-        consider(hs->activity_ms + hs->idle_ms, T_IDLE, deadline, &w);
+    if (hs->idle_ms) consider(hs->activity_ms + hs->idle_ms, T_IDLE, deadline, &w);
     if (cfg->request_timeout_ms && !(hs->flags & (RM_HS_REQ_END | RM_HS_RESP_HEADERS)))
         consider(hs->start_ms + cfg->request_timeout_ms, T_REQUEST, deadline, &w);
     if (cfg->max_stream_duration_ms)
@@ -144,12 +142,10 @@ static void timeout_reply(struct rm_hcm_stream *hs, unsigned status, const char 
 static void on_stream_timer(struct rm_timer *t)
 {
     struct rm_hcm_stream *hs = rm_container_of(t, struct rm_hcm_stream, timer);
-    if (hs->flags & (RM_HS_RESET | RM_HS_FINISHING))
-        return;
+    if (hs->flags & (RM_HS_RESET | RM_HS_FINISHING)) return;
     uint64_t d, now = rm_loop_now(stream_loop(hs));
     enum stream_timeout w = stream_deadline(hs, &d);
-    if (w == T_NONE)
-        return;
+    if (w == T_NONE) return;
     if (d > now) { /* there was activity, or the request completed: wait for the rest */
         rm_timer_start(stream_loop(hs), &hs->timer, d - now, on_stream_timer);
         return;
@@ -180,8 +176,7 @@ void rm_hcm_stream_timers_start(struct rm_hcm_stream *hs)
 void rm_hcm_stream_routed(struct rm_hcm_stream *hs)
 {
     const struct rm_route *rt = hs->route;
-    if (!rt || !rt->has_idle_timeout || rt->idle_timeout_ms == hs->idle_ms)
-        return;
+    if (!rt || !rt->has_idle_timeout || rt->idle_timeout_ms == hs->idle_ms) return;
     hs->idle_ms = rt->idle_timeout_ms; /* 0 disables it for this stream */
     arm_stream(hs);
 }

@@ -12,10 +12,8 @@ typedef Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds Thresholds;
 
 /* Gauge names, by resource; "remaining_" ones live in their own block (track_remaining only). */
 static const struct rm_stat_def open_defs[RM_CB__COUNT] = {
-    [RM_CB_CX] = {"cx_open", RM_GAUGE},
-    [RM_CB_PENDING] = {"rq_pending_open", RM_GAUGE},
-    [RM_CB_RQ] = {"rq_open", RM_GAUGE},
-    [RM_CB_RETRY] = {"rq_retry_open", RM_GAUGE},
+    [RM_CB_CX] = {"cx_open", RM_GAUGE},           [RM_CB_PENDING] = {"rq_pending_open", RM_GAUGE},
+    [RM_CB_RQ] = {"rq_open", RM_GAUGE},           [RM_CB_RETRY] = {"rq_retry_open", RM_GAUGE},
     [RM_CB_CX_POOL] = {"cx_pool_open", RM_GAUGE},
 };
 static const struct rm_stat_def remaining_defs[RM_CB__COUNT] = {
@@ -47,7 +45,8 @@ static int check_priority(const Thresholds *t, const char *path, bool seen[RM_CB
                           struct rm_error *err)
 {
     if ((int)t->priority < 0 || (int)t->priority >= RM_CB_PRIORITIES)
-        return rm_error_set(err, "%s.priority: unknown routing priority %d", path, (int)t->priority);
+        return rm_error_set(err, "%s.priority: unknown routing priority %d", path,
+                            (int)t->priority);
     if (seen[t->priority])
         return rm_error_set(err, "%s.priority: %s is given thresholds twice", path,
                             t->priority ? "HIGH" : "DEFAULT");
@@ -64,14 +63,15 @@ static int read_thresholds(const Thresholds *t, const char *path, struct rm_cb_t
     out->max[RM_CB_RETRY] = rm_pb_u32(t->max_retries, out->max[RM_CB_RETRY]);
     out->max[RM_CB_CX_POOL] = rm_pb_u32(t->max_connection_pools, out->max[RM_CB_CX_POOL]);
     out->track_remaining = t->track_remaining;
-    if (!t->retry_budget)
-        return RM_OK;
+    if (!t->retry_budget) return RM_OK;
     out->has_budget = true;
     if (t->retry_budget->budget_percent) {
         double v = t->retry_budget->budget_percent->value;
         if (!(v >= 0.0 && v <= 100.0))
-            return rm_error_set(err, "%s.retry_budget.budget_percent.value: must be within "
-                                "[0, 100], got %g", path, v);
+            return rm_error_set(err,
+                                "%s.retry_budget.budget_percent.value: must be within "
+                                "[0, 100], got %g",
+                                path, v);
         out->budget_percent = v;
     }
     out->min_retry_concurrency =
@@ -95,12 +95,16 @@ static int read_per_host(const Thresholds *t, const char *path, struct rm_cb_thr
     };
     for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
         if (*(void *const *)((const char *)t + ignored[i].off))
-            return rm_error_set(err, "%s.%s: only max_connections is supported per host (as in "
-                                "Envoy)", path, ignored[i].name);
+            return rm_error_set(err,
+                                "%s.%s: only max_connections is supported per host (as in "
+                                "Envoy)",
+                                path, ignored[i].name);
     }
     if (t->track_remaining)
-        return rm_error_set(err, "%s.track_remaining: only max_connections is supported per "
-                            "host (as in Envoy)", path);
+        return rm_error_set(err,
+                            "%s.track_remaining: only max_connections is supported per "
+                            "host (as in Envoy)",
+                            path);
     out->per_host_max_cx = rm_pb_u32(t->max_connections, RM_CB_UNLIMITED);
     return RM_OK;
 }
@@ -110,8 +114,7 @@ int rm_cb_parse(const Envoy__Config__Cluster__V3__CircuitBreakers *pb, const cha
 {
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         defaults(&out[i]);
-    if (!pb)
-        return RM_OK;
+    if (!pb) return RM_OK;
     char p[512];
     bool seen[RM_CB_PRIORITIES] = {false, false};
     for (size_t i = 0; i < pb->n_thresholds; i++) {
@@ -149,12 +152,10 @@ static void update_gauges(struct rm_cb *cb, enum rm_cb_resource r, int64_t count
         gauge_store(cb->remaining, r, (uint64_t)count < max ? (int64_t)(max - (uint64_t)count) : 0);
 }
 
-struct rm_cb *rm_cb_new(const struct rm_cb_thresholds *lim, const char *stat_prefix,
-                        int priority)
+struct rm_cb *rm_cb_new(const struct rm_cb_thresholds *lim, const char *stat_prefix, int priority)
 {
     struct rm_cb *cb = aligned_alloc(64, (sizeof(*cb) + 63) & ~(size_t)63);
-    if (!cb)
-        abort();
+    if (!cb) abort();
     memset(cb, 0, sizeof(*cb));
     cb->lim = *lim;
     char prefix[400];
@@ -180,23 +181,21 @@ void rm_cb_free(struct rm_cb *cb)
 
 uint64_t rm_cb_max(const struct rm_cb *cb, enum rm_cb_resource r)
 {
-    if (r != RM_CB_RETRY || !cb->lim.has_budget)
-        return cb->lim.max[r];
+    if (r != RM_CB_RETRY || !cb->lim.has_budget) return cb->lim.max[r];
     /* Envoy: max(budget_percent of the requests active and pending, min_retry_concurrency) */
     int64_t active = rm_cb_count(cb, RM_CB_RQ) + rm_cb_count(cb, RM_CB_PENDING);
-    uint64_t budget = (uint64_t)(cb->lim.budget_percent / 100.0 * (double)(active > 0 ? active : 0));
+    uint64_t budget =
+        (uint64_t)(cb->lim.budget_percent / 100.0 * (double)(active > 0 ? active : 0));
     return budget > cb->lim.min_retry_concurrency ? budget : cb->lim.min_retry_concurrency;
 }
 
 bool rm_cb_try_acquire(struct rm_cb *cb, enum rm_cb_resource r)
 {
-    if (!cb)
-        return true;
+    if (!cb) return true;
     uint64_t max = rm_cb_max(cb, r);
     int64_t cur = atomic_load_explicit(&cb->count[r], memory_order_relaxed);
     do {
-        if ((uint64_t)cur >= max)
-            return false;
+        if ((uint64_t)cur >= max) return false;
     } while (!atomic_compare_exchange_weak_explicit(&cb->count[r], &cur, cur + 1,
                                                     memory_order_relaxed, memory_order_relaxed));
     update_gauges(cb, r, cur + 1);
@@ -205,16 +204,14 @@ bool rm_cb_try_acquire(struct rm_cb *cb, enum rm_cb_resource r)
 
 void rm_cb_acquire_force(struct rm_cb *cb, enum rm_cb_resource r)
 {
-    if (!cb)
-        return;
+    if (!cb) return;
     int64_t now = atomic_fetch_add_explicit(&cb->count[r], 1, memory_order_relaxed) + 1;
     update_gauges(cb, r, now);
 }
 
 void rm_cb_release(struct rm_cb *cb, enum rm_cb_resource r)
 {
-    if (!cb)
-        return;
+    if (!cb) return;
     int64_t now = atomic_fetch_sub_explicit(&cb->count[r], 1, memory_order_relaxed) - 1;
     update_gauges(cb, r, now);
 }

@@ -61,8 +61,7 @@ int rm_cb_parse(const struct Envoy__Config__Cluster__V3__CircuitBreakers *pb, co
 
 /** A resource manager with limits <lim>, its gauges registered under <stat_prefix>
  *  ("cluster.<name>.") for <priority>.  Main thread.  Aborts on out-of-memory. */
-struct rm_cb *rm_cb_new(const struct rm_cb_thresholds *lim, const char *stat_prefix,
-                        int priority);
+struct rm_cb *rm_cb_new(const struct rm_cb_thresholds *lim, const char *stat_prefix, int priority);
 void rm_cb_free(struct rm_cb *cb);
 
 /** The current limit of <r> (the retry budget depends on the requests in flight). */

@@ -17,7 +17,10 @@
 
 static struct rm_arena arena;
 
-static void setup(void) { rm_arena_init(&arena); }
+static void setup(void)
+{
+    rm_arena_init(&arena);
+}
 
 static void teardown(void)
 {
@@ -51,8 +54,7 @@ static uint32_t parse_on(const char *s, enum rm_retry_on_set set, bool *ok, char
     uint32_t bits = 0;
     struct rm_str b = {NULL, 0};
     *ok = rm_retry_on_parse(s, strlen(s), set, &bits, &b);
-    if (bad)
-        snprintf(bad, 64, "%.*s", (int)b.len, b.p ? b.p : "");
+    if (bad) snprintf(bad, 64, "%.*s", (int)b.len, b.p ? b.p : "");
     return bits;
 }
 
@@ -102,7 +104,10 @@ Test(retry_on, header_vocabularies)
 
 /* ---- back-off ----------------------------------------------------------------------------- */
 
-static uint64_t fixed(void *ctx) { return *(uint64_t *)ctx; }
+static uint64_t fixed(void *ctx)
+{
+    return *(uint64_t *)ctx;
+}
 
 static uint64_t lcg(void *ctx)
 {
@@ -142,8 +147,7 @@ Test(retry_backoff, random_values_stay_in_range)
             uint64_t ms = rm_retry_backoff_ms(10, 1000, n, lcg, &s);
             cr_assert(ms < range[n] && ms <= 1000, "retry %u waited %llu", n,
                       (unsigned long long)ms);
-            if (ms > seen_max[n])
-                seen_max[n] = ms;
+            if (ms > seen_max[n]) seen_max[n] = ms;
         }
     }
     for (uint32_t n = 1; n <= 7; n++) /* fully jittered: the whole range is used */
@@ -182,8 +186,8 @@ Test(retry_decide, status_conditions)
     cr_expect_not(rm_retry_check_headers(st, 429, h));
     /* never when the upstream says it is overloaded */
     st = state(NULL, RM_RETRY_ON_5XX);
-    cr_expect_not(rm_retry_check_headers(st, 503, hdrs(":status", "503", "x-envoy-overloaded",
-                                                       "true", NULL)));
+    cr_expect_not(rm_retry_check_headers(
+        st, 503, hdrs(":status", "503", "x-envoy-overloaded", "true", NULL)));
     st = state(NULL, RM_RETRY_ON_ENVOY_RATELIMITED);
     cr_expect(rm_retry_check_headers(st, 429, hdrs("x-envoy-ratelimited", "true", NULL)));
     cr_expect_not(rm_retry_check_headers(st, 429, h));
@@ -213,8 +217,8 @@ Test(retry_decide, retriable_status_codes_from_policy_and_header)
 
 Test(retry_decide, retriable_headers)
 {
-    struct rm_header_match m = {.name = "x-retry-me", .name_len = 10,
-                                .m = {.kind = RM_STR_EXACT, .s = "yes", .len = 3}};
+    struct rm_header_match m = {
+        .name = "x-retry-me", .name_len = 10, .m = {.kind = RM_STR_EXACT, .s = "yes", .len = 3}};
     struct rm_retry_policy pol = rm_retry_policy_default;
     pol.retriable_headers = &m;
     pol.n_retriable_headers = 1;
@@ -234,8 +238,8 @@ Test(retry_decide, retriable_headers)
 
 Test(retry_decide, grpc_status_in_headers)
 {
-    struct rm_retry_state *st = state(NULL, RM_RETRY_ON_GRPC_UNAVAILABLE |
-                                                RM_RETRY_ON_GRPC_CANCELLED);
+    struct rm_retry_state *st =
+        state(NULL, RM_RETRY_ON_GRPC_UNAVAILABLE | RM_RETRY_ON_GRPC_CANCELLED);
     cr_expect(rm_retry_check_headers(st, 200, hdrs(":status", "200", "grpc-status", "14", NULL)));
     cr_expect(rm_retry_check_headers(st, 200, hdrs("grpc-status", "1", NULL)));
     cr_expect_not(rm_retry_check_headers(st, 200, hdrs("grpc-status", "13", NULL)));
@@ -289,7 +293,10 @@ static struct rm_cb *breakers(uint32_t max_retries, bool budget)
     return rm_cb_new(&lim[0], "cluster.retrytest.", 0);
 }
 
-static int64_t stat(struct rm_stats *s, unsigned idx) { return rm_stat_value(s, idx); }
+static int64_t stat(struct rm_stats *s, unsigned idx)
+{
+    return rm_stat_value(s, idx);
+}
 
 Test(retry_state, count_limit_success)
 {
@@ -366,8 +373,8 @@ Test(retry_state, created_only_when_retries_are_possible)
     cr_expect_null(rm_retry_state_new(&arena, NULL, NULL, req), "no policy, no header");
     struct rm_retry_policy empty = rm_retry_policy_default; /* a policy without conditions */
     cr_expect_null(rm_retry_state_new(&arena, &empty, NULL, req));
-    struct rm_retry_headers xh = {.retry_on = RM_STR("5xx"), .max_retries = RM_STR("4"),
-                                  .any = true};
+    struct rm_retry_headers xh = {
+        .retry_on = RM_STR("5xx"), .max_retries = RM_STR("4"), .any = true};
     struct rm_retry_state *st = rm_retry_state_new(&arena, NULL, &xh, req);
     cr_assert_not_null(st);
     cr_expect_eq(st->pol, &rm_retry_policy_default);
@@ -382,8 +389,10 @@ Test(retry_state, created_only_when_retries_are_possible)
     cr_assert_not_null(st);
     cr_expect_eq(st->retry_on, RM_RETRY_ON_GRPC_UNAVAILABLE);
     /* retriable_request_headers: some must match the request */
-    struct rm_header_match m = {.name = "x-idempotent", .name_len = 12,
-                                .m = {.kind = RM_STR_PRESENT}, .present_match_value = true};
+    struct rm_header_match m = {.name = "x-idempotent",
+                                .name_len = 12,
+                                .m = {.kind = RM_STR_PRESENT},
+                                .present_match_value = true};
     struct rm_retry_policy pol = rm_retry_policy_default;
     pol.retry_on = RM_RETRY_ON_5XX;
     pol.request_headers = &m;
@@ -394,14 +403,12 @@ Test(retry_state, created_only_when_retries_are_possible)
 
 Test(retry_state, request_headers_taken)
 {
-    struct rm_headers *h = hdrs(":method", "GET", "x-envoy-retry-on", "5xx", "x-keep", "1",
-                                "x-envoy-max-retries", "2", "x-envoy-retry-on", "reset",
-                                "x-envoy-upstream-rq-timeout-ms", "100",
-                                "x-envoy-upstream-rq-per-try-timeout-ms", "50",
-                                "x-envoy-retry-grpc-on", "cancelled",
-                                "x-envoy-retriable-status-codes", "418",
-                                "x-envoy-retriable-header-names", "x-a",
-                                "x-envoy-original-path", "/o", NULL);
+    struct rm_headers *h =
+        hdrs(":method", "GET", "x-envoy-retry-on", "5xx", "x-keep", "1", "x-envoy-max-retries", "2",
+             "x-envoy-retry-on", "reset", "x-envoy-upstream-rq-timeout-ms", "100",
+             "x-envoy-upstream-rq-per-try-timeout-ms", "50", "x-envoy-retry-grpc-on", "cancelled",
+             "x-envoy-retriable-status-codes", "418", "x-envoy-retriable-header-names", "x-a",
+             "x-envoy-original-path", "/o", NULL);
     struct rm_retry_headers xh;
     rm_retry_headers_take(h, &xh);
     cr_expect(xh.any);
@@ -457,14 +464,16 @@ Test(retry_state, grpc_timeout_values)
 
 /* ---- RetryPolicy compilation -------------------------------------------------------------- */
 
-static void *resolve(void *ctx, const char *name) { return (void *)"c"; }
+static void *resolve(void *ctx, const char *name)
+{
+    return (void *)"c";
+}
 
 static const struct rm_route *compile(const char *policy_yaml, const char *vh_policy,
                                       struct rm_route_table **out, char *err_out)
 {
     char yaml[4096], vh[512] = "";
-    if (vh_policy)
-        snprintf(vh, sizeof(vh), "  retry_policy: %s\n", vh_policy);
+    if (vh_policy) snprintf(vh, sizeof(vh), "  retry_policy: %s\n", vh_policy);
     snprintf(yaml, sizeof(yaml),
              "virtual_hosts:\n"
              "- name: vh\n"
@@ -479,21 +488,20 @@ static const struct rm_route *compile(const char *policy_yaml, const char *vh_po
     struct rm_error err = {{0}};
     ProtobufCMessage *m = NULL;
     int rc = rm_pbjson_parse_string(yaml, strlen(yaml), "t.yaml",
-                                    &envoy__config__route__v3__route_configuration__descriptor,
-                                    &m, &err);
+                                    &envoy__config__route__v3__route_configuration__descriptor, &m,
+                                    &err);
     cr_assert_eq(rc, RM_OK, "YAML: %s\n%s", err.msg, yaml);
     *out = rm_route_table_new((void *)m, "rc", resolve, NULL, &err);
     protobuf_c_message_free_unpacked(m, NULL);
-    if (err_out)
-        snprintf(err_out, 512, "%s", err.msg);
+    if (err_out) snprintf(err_out, 512, "%s", err.msg);
     return *out ? &(*out)->vhosts[0].routes[0] : NULL;
 }
 
 Test(retry_policy, compiled_fields_and_defaults)
 {
     struct rm_route_table *t;
-    const struct rm_route *r = compile("{retry_on: '5xx,unavailable', per_try_timeout: 0.25s}",
-                                       NULL, &t, NULL);
+    const struct rm_route *r =
+        compile("{retry_on: '5xx,unavailable', per_try_timeout: 0.25s}", NULL, &t, NULL);
     cr_assert_not_null(r);
     const struct rm_retry_policy *p = r->retry;
     cr_assert_not_null(p);
@@ -549,9 +557,10 @@ Test(retry_policy, rejections_name_the_field)
     expect_rejected("{retry_on: '5xx,sometimes'}",
                     "rc.virtual_hosts[0].routes[0].route.retry_policy.retry_on: unknown retry "
                     "condition \"sometimes\"");
-    expect_rejected("{retry_host_predicate: [{name: envoy.retry_host_predicates.omit_canary_hosts}]}",
-                    "route.retry_policy.retry_host_predicate[0]: retry host predicate "
-                    "\"envoy.retry_host_predicates.omit_canary_hosts\" is not supported");
+    expect_rejected(
+        "{retry_host_predicate: [{name: envoy.retry_host_predicates.omit_canary_hosts}]}",
+        "route.retry_policy.retry_host_predicate[0]: retry host predicate "
+        "\"envoy.retry_host_predicates.omit_canary_hosts\" is not supported");
     expect_rejected("{retry_priority: {name: envoy.retry_priorities.previous_priorities}}",
                     "route.retry_policy.retry_priority:");
     expect_rejected("{rate_limited_retry_back_off: {reset_headers: [{name: retry-after}]}}",

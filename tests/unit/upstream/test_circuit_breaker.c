@@ -69,7 +69,8 @@ Test(circuit_breaker, thresholds_by_priority_and_budget_defaults)
     cr_expect_eq(lim[0].max[RM_CB_CX], 7);
     cr_expect_eq(lim[0].max[RM_CB_CX_POOL], 9);
     cr_expect(lim[0].has_budget && lim[0].budget_percent == 20.0 &&
-              lim[0].min_retry_concurrency == 3, "Envoy's budget defaults");
+                  lim[0].min_retry_concurrency == 3,
+              "Envoy's budget defaults");
     cr_expect_eq(lim[0].per_host_max_cx, 2);
     cr_expect_eq(lim[1].per_host_max_cx, RM_CB_UNLIMITED);
 }
@@ -89,7 +90,8 @@ Test(circuit_breaker, rejections_name_the_field)
     CircuitBreakers cb = ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__INIT;
     cb.n_thresholds = 2;
     cb.thresholds = th;
-    expect_error(&cb, "c.circuit_breakers.thresholds[1].priority: DEFAULT is given thresholds twice");
+    expect_error(&cb,
+                 "c.circuit_breakers.thresholds[1].priority: DEFAULT is given thresholds twice");
     cb.n_thresholds = 1;
     Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds__RetryBudget rb =
         ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__THRESHOLDS__RETRY_BUDGET__INIT;
@@ -163,8 +165,7 @@ static void *hammer_thread(void *arg)
 {
     struct hammer *h = arg;
     for (int i = 0; i < 20000; i++) {
-        if (!rm_cb_try_acquire(h->cb, RM_CB_RQ))
-            continue;
+        if (!rm_cb_try_acquire(h->cb, RM_CB_RQ)) continue;
         int now = atomic_fetch_add(&h->held, 1) + 1;
         int peak = atomic_load(&h->peak);
         while (now > peak && !atomic_compare_exchange_weak(&h->peak, &peak, now))
