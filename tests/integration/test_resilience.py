@@ -336,6 +336,24 @@ def test_retry_replays_body_and_gives_up_past_the_buffer_limit(ctx):
     stop_clean(ctx, px)
 
 
+def test_retry_replays_body_to_http2_upstream(ctx):
+    up = ctx.upstream(name="b1")
+    y = cfg.bootstrap(route("""
+                  retry_policy: { retry_on: "5xx", num_retries: 2 }"""),
+                      [cfg.cluster("backend", [up.port], "h2")])
+    px = ctx.remora(y)
+    body = os.urandom(200000)  # within the listener's 1 MiB buffer limit
+    for h2 in (False, True):
+        r = ctx.curl(f"http://127.0.0.1:{px.port}/up", data=body, http2=h2,
+                     headers={"x-upstream-fail-first": "2", "x-upstream-key": key(),
+                              "x-upstream-echo": "1", "content-type": "application/octet-stream"})
+        assert r.status == 200 and r.body == body, (h2, r.status, len(r.body))
+    s = stats(ctx, px)
+    assert s["cluster.backend.upstream_rq_retry"] == 4, s
+    assert s["cluster.backend.upstream_cx_http2_total"] == 1, s  # resets kept the connection
+    stop_clean(ctx, px)
+
+
 GRPC_SERVER = r"""
 import grpc, sys, threading, time
 from concurrent import futures
