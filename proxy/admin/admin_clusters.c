@@ -1,9 +1,10 @@
 /* GET /clusters and GET /listeners, in Envoy's text and JSON (admin.v3.Clusters /
  * admin.v3.Listeners, proto3 JSON with the .proto field names) formats.
  *
- * Per host, the counters come from struct rm_host's atomics; the locality and priority from the
- * cluster's load_assignment when its endpoints line up one-to-one with the hosts (STATIC
- * clusters), else empty/0.  Outlier detection: /failed_outlier_check in health_flags, the
+ * The hosts are those of the cluster's current set (main thread: DNS clusters show their latest
+ * addresses, LOGICAL_DNS where new connections go); per host, the counters come from struct
+ * rm_host's atomics, the locality and priority from the load_assignment locality the host came
+ * from.  Outlier detection: /failed_outlier_check in health_flags, the
  * success rates of the last interval, -1 (text) / absent (JSON) without enough data. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -83,32 +84,33 @@ struct host_place {
     uint32_t priority;
 };
 
-/* Where host <idx> sits in the load_assignment, if the endpoints map one-to-one on the hosts. */
-static struct host_place host_place(const struct rm_cluster *c, size_t idx)
+/* Where <h> sits in the cluster's load_assignment (its locality's index). */
+static struct host_place host_place(const struct rm_cluster *c, const struct rm_host *h)
 {
     struct host_place p = {"", "", "", 0};
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la =
         c->pb ? c->pb->load_assignment : NULL;
-    if (!la) return p;
-    size_t total = 0;
-    for (size_t i = 0; i < la->n_endpoints; i++)
-        total += la->endpoints[i]->n_lb_endpoints;
-    if (total != c->n_hosts) return p;
-    for (size_t i = 0; i < la->n_endpoints; i++) {
-        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *e = la->endpoints[i];
-        if (idx >= e->n_lb_endpoints) {
-            idx -= e->n_lb_endpoints;
-            continue;
-        }
-        if (e->locality) {
-            p.region = e->locality->region ? e->locality->region : "";
-            p.zone = e->locality->zone ? e->locality->zone : "";
-            p.sub_zone = e->locality->sub_zone ? e->locality->sub_zone : "";
-        }
-        p.priority = e->priority;
-        break;
+    if (!la || h->locality_idx < 0 || (size_t)h->locality_idx >= la->n_endpoints) return p;
+    const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *e = la->endpoints[h->locality_idx];
+    if (e->locality) {
+        p.region = e->locality->region ? e->locality->region : "";
+        p.zone = e->locality->zone ? e->locality->zone : "";
+        p.sub_zone = e->locality->sub_zone ? e->locality->sub_zone : "";
     }
+    p.priority = e->priority;
     return p;
+}
+
+/* The address /clusters shows for host <idx> of the cluster's current set: where its new
+ * connections go (a LOGICAL_DNS host follows the latest answer). */
+static const struct sockaddr_storage *shown_addr(const struct rm_cluster *c, size_t idx,
+                                                 const char **str)
+{
+    const struct rm_host_set *hs = c->hs;
+    socklen_t len;
+    const struct sockaddr_storage *sa = rm_host_set_connect_addr(hs, hs->hosts[idx], &len);
+    *str = sa == &hs->logical_addr ? hs->logical_str : hs->hosts[idx]->addr_str;
+    return sa;
 }
 
 /* ---- host counters ---------------------------------------------------------------------- */
@@ -218,9 +220,10 @@ static void text_cb(struct rm_strbuf *sb, const char *name, const char *prio, st
 
 static void text_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
 {
-    const struct rm_host *h = c->hosts[idx];
-    const char *n = c->name, *a = h->addr_str;
-    struct host_place p = host_place(c, idx);
+    const struct rm_host *h = c->hs->hosts[idx];
+    const char *n = c->name, *a;
+    shown_addr(c, idx, &a);
+    struct host_place p = host_place(c, h);
     for (size_t i = 0; i < N_HOST_STATS; i++)
         rm_strbuf_printf(sb, "%s::%s::%s::%lld\n", n, a, host_stats[i].name,
                          host_stat(h, &host_stats[i]));
@@ -264,7 +267,7 @@ static void text_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
     text_cb(sb, c->name, "default", cb_limits(c, 0));
     text_cb(sb, c->name, "high", cb_limits(c, 1));
     rm_strbuf_printf(sb, "%s::added_via_api::false\n", c->name);
-    for (size_t i = 0; i < c->n_hosts; i++)
+    for (size_t i = 0; i < c->hs->n; i++)
         text_host(sb, c, i);
 }
 
@@ -291,10 +294,11 @@ static void json_percent(struct rm_strbuf *sb, const char *name, double v)
 
 static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
 {
-    const struct rm_host *h = c->hosts[idx];
-    struct host_place p = host_place(c, idx);
+    const struct rm_host *h = c->hs->hosts[idx];
+    struct host_place p = host_place(c, h);
+    const char *unused;
     rm_strbuf_puts(sb, "{\"address\":");
-    json_address(sb, &h->addr);
+    json_address(sb, shown_addr(c, idx, &unused));
     rm_strbuf_puts(sb, ",\"stats\":[");
     /* counters first, then gauges, as Envoy lists them */
     bool first = true;
@@ -339,7 +343,7 @@ static void json_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
         json_percent(sb, "success_rate_ejection_threshold",
                      c->outlier->sr_threshold[RM_OUTLIER_EXTERNAL]);
     rm_strbuf_puts(sb, ",\"host_statuses\":[");
-    for (size_t i = 0; i < c->n_hosts; i++) {
+    for (size_t i = 0; i < c->hs->n; i++) {
         if (i) rm_strbuf_putc(sb, ',');
         json_host(sb, c, i);
     }

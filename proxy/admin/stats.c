@@ -61,6 +61,10 @@ const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL] = C("upstream_rq_retry_backoff_exponential"),
     [RM_CS_RETRY_OR_SHADOW_ABANDONED] = C("retry_or_shadow_abandoned"),
     [RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT] = C("upstream_rq_per_try_idle_timeout"),
+    [RM_CS_UPDATE_ATTEMPT] = C("update_attempt"),
+    [RM_CS_UPDATE_SUCCESS] = C("update_success"),
+    [RM_CS_UPDATE_FAILURE] = C("update_failure"),
+    [RM_CS_UPDATE_NO_REBUILD] = C("update_no_rebuild"),
 };
 
 const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {

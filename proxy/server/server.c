@@ -20,6 +20,12 @@
 #include "proxy/http/route.h"
 #include "proxy/net/listener.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/dns.h"
+#include "proxy/upstream/dns_cluster.h"
+
+/* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
+ * cluster warming; its initial_fetch_timeout default is 15 s). */
+#define RM_INIT_TIMEOUT_MS 15000
 
 struct rm_server {
     const struct rm_options *opt;
@@ -34,6 +40,8 @@ struct rm_server {
     struct rm_stats *stats;
     struct rm_timer uptime_timer;
     uint64_t start_s;
+    struct rm_dns_clusters *dns; /* STRICT_DNS / LOGICAL_DNS clusters */
+    struct rm_timer init_timer;  /* bound on INITIALIZING */
 };
 
 /* ---- command line ------------------------------------------------------------------------- */
@@ -305,8 +313,71 @@ static void outlier_timers(struct rm_server *sv, bool run)
     }
 }
 
+/* ---- initialization (DNS cluster warming) --------------------------------------------------- */
+
+static void go_live(struct rm_server *sv)
+{
+    if (strcmp(sv->state, "INITIALIZING") != 0)
+        return;
+    rm_timer_stop(sv->loop, &sv->init_timer);
+    sv->state = "LIVE";
+    rm_stat_set(sv->stats, RM_SS_LIVE, 1);
+}
+
+static void on_dns_init(void *ctx)
+{
+    go_live(ctx);
+}
+
+static void on_init_timeout(struct rm_timer *t)
+{
+    struct rm_server *sv = rm_container_of(t, struct rm_server, init_timer);
+    char names[512];
+    rm_dns_clusters_waiting(sv->dns, names, sizeof(names));
+    rm_log_warn("DNS clusters without a first answer after %u ms: %s; live anyway",
+                RM_INIT_TIMEOUT_MS, names);
+    go_live(sv);
+}
+
+/* A DNS cluster's new membership goes to every worker. */
+static void publish_hosts(void *ctx, struct rm_cluster *c, struct rm_host_set *hs)
+{
+    struct rm_server *sv = ctx;
+    for (unsigned i = 0; i < sv->n_workers; i++) {
+        if (rm_worker_publish_hosts(sv->workers[i], c, hs))
+            rm_log_error("cluster %s: out of memory: worker %u keeps its old hosts", c->name, i);
+    }
+}
+
+/* Start the DNS clusters (non-blocking: listeners serve meanwhile, DNS clusters answer 503 UH
+ * until their first answer); INITIALIZING until each has answered or failed once, or
+ * RM_INIT_TIMEOUT_MS. */
+static int start_dns(struct rm_server *sv, struct rm_error *err)
+{
+    struct rm_dns_config rc;
+    rm_dns_config_init(&rc);
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = sv->snap->bootstrap;
+    if (bs && bs->typed_dns_resolver_config &&
+        rm_dns_config_from_typed(bs->typed_dns_resolver_config, "typed_dns_resolver_config", &rc,
+                                 err))
+        return RM_ERR;
+    sv->dns = rm_dns_clusters_new(sv->loop, sv->snap->clusters, sv->snap->n_clusters, &rc,
+                                  publish_hosts, on_dns_init, sv, err);
+    if (!sv->dns)
+        return RM_ERR;
+    sv->state = "INITIALIZING";
+    if (rm_dns_clusters_initialized(sv->dns))
+        go_live(sv);
+    else
+        rm_timer_start(sv->loop, &sv->init_timer, RM_INIT_TIMEOUT_MS, on_init_timeout);
+    return RM_OK;
+}
+
 static void teardown(struct rm_server *sv)
 {
+    rm_timer_stop(sv->loop, &sv->init_timer);
+    rm_dns_clusters_free(sv->dns); /* no more publishing: the workers may go */
+    sv->dns = NULL;
     outlier_timers(sv, false);
     for (unsigned i = 0; sv->workers && i < sv->n_workers; i++) {
         if (sv->workers[i] && strcmp(sv->state, "DRAINING") != 0)
@@ -359,13 +430,11 @@ int rm_server_run(const struct rm_options *o)
         rc = 1;
         goto out;
     }
-    if (start(&sv, &err)) {
+    if (start(&sv, &err) || start_dns(&sv, &err)) {
         fprintf(stderr, "remora: error: %s\n", err.msg);
         rc = 1;
         goto out;
     }
-    sv.state = "LIVE";
-    rm_stat_set(sv.stats, RM_SS_LIVE, 1);
     on_uptime(&sv.uptime_timer);
     outlier_timers(&sv, true);
     rm_log_info("remora %s started: %zu listener(s), %zu cluster(s), %u worker(s)%s%s",

@@ -67,9 +67,78 @@ static void on_drain_poll(struct rm_timer *t)
     rm_timer_start(w->loop, &w->drain_timer, DRAIN_POLL_MS, on_drain_poll);
 }
 
+/* ---- posted functions --------------------------------------------------------------------- */
+
+struct rm_worker_job {
+    rm_worker_fn fn;
+    void *arg;
+    struct rm_worker_job *next;
+};
+
+int rm_worker_post(struct rm_worker *w, rm_worker_fn fn, void *arg)
+{
+    struct rm_worker_job *j = malloc(sizeof(*j));
+    if (!j) return -1;
+    *j = (struct rm_worker_job){fn, arg, NULL};
+    pthread_mutex_lock(&w->jobs_lock);
+    *w->jobs_tail = j;
+    w->jobs_tail = &j->next;
+    pthread_mutex_unlock(&w->jobs_lock);
+    rm_async_send(&w->async);
+    return 0;
+}
+
+/* Run the posted functions (outside the lock) with <w>, or NULL to discard them. */
+static void run_jobs(struct rm_worker *w, struct rm_worker *arg_w)
+{
+    pthread_mutex_lock(&w->jobs_lock);
+    struct rm_worker_job *j = w->jobs;
+    w->jobs = NULL;
+    w->jobs_tail = &w->jobs;
+    pthread_mutex_unlock(&w->jobs_lock);
+    while (j) {
+        struct rm_worker_job *next = j->next;
+        j->fn(arg_w, j->arg);
+        free(j);
+        j = next;
+    }
+}
+
+struct hosts_job {
+    struct rm_cluster *c;
+    struct rm_host_set *hs; /* a reference */
+};
+
+static void apply_hosts(struct rm_worker *w, void *arg)
+{
+    struct hosts_job *j = arg;
+    unsigned idx = j->c->idx;
+    if (w && w->snap && idx < w->snap->n_clusters && w->snap->clusters[idx] == j->c &&
+        w->clusters[idx]) {
+        rm_worker_cluster_set_hosts(w->clusters[idx], j->hs);
+        j->hs = NULL;
+    }
+    rm_host_set_unref(j->hs);
+    free(j);
+}
+
+int rm_worker_publish_hosts(struct rm_worker *w, struct rm_cluster *c, struct rm_host_set *hs)
+{
+    struct hosts_job *j = malloc(sizeof(*j));
+    if (!j) return -1;
+    *j = (struct hosts_job){c, rm_host_set_ref(hs)};
+    if (rm_worker_post(w, apply_hosts, j) == 0) return 0;
+    rm_host_set_unref(j->hs);
+    free(j);
+    return -1;
+}
+
+/* ---- commands ----------------------------------------------------------------------------- */
+
 static void on_command(struct rm_async *a)
 {
     struct rm_worker *w = rm_container_of(a, struct rm_worker, async);
+    run_jobs(w, w);
     int cmd = atomic_load(&w->command);
     if (cmd == RM_WORKER_STOP) {
         stop_listeners(w);
@@ -121,6 +190,8 @@ struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds
     struct rm_worker *w = calloc(1, sizeof(*w));
     if (!w) return NULL;
     w->idx = idx;
+    pthread_mutex_init(&w->jobs_lock, NULL);
+    w->jobs_tail = &w->jobs;
     w->loop = rm_loop_new();
     w->snap = rm_snapshot_ref(snap);
     w->clusters = calloc(snap->n_clusters + 1, sizeof(*w->clusters));
@@ -165,6 +236,7 @@ void rm_worker_join_free(struct rm_worker *w)
 {
     if (!w) return;
     if (w->thread) pthread_join(w->thread, NULL);
+    run_jobs(w, NULL);
     if (w->listen_fds) {
         for (size_t i = 0; i < w->n_listeners; i++) {
             if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
@@ -180,5 +252,6 @@ void rm_worker_join_free(struct rm_worker *w)
     free(w->listen_fds);
     rm_snapshot_unref(w->snap);
     rm_loop_free(w->loop);
+    pthread_mutex_destroy(&w->jobs_lock);
     free(w);
 }

@@ -14,6 +14,15 @@
 struct rm_snapshot;
 struct rm_worker_cluster;
 struct rm_hcm_conn;
+struct rm_cluster;
+struct rm_host_set;
+struct rm_worker_job;
+struct rm_worker;
+
+/** A function posted to a worker: runs on the worker's thread with <w>, or, if the worker
+ *  ended before running it, with w == NULL in rm_worker_join_free (then it must only release
+ *  what <arg> holds). */
+typedef void (*rm_worker_fn)(struct rm_worker *w, void *arg);
 
 struct rm_worker_listener {
     struct rm_listener l;
@@ -31,8 +40,10 @@ struct rm_worker {
     size_t n_listeners;
     int *listen_fds; /* handed over by the main thread, one per listener */
     struct rm_async async;
-    _Atomic int command;       /* RM_WORKER_* */
-    struct rm_hcm_conn *conns; /* intrusive list of downstream connections */
+    _Atomic int command;                     /* RM_WORKER_* */
+    pthread_mutex_t jobs_lock;               /* guards jobs / jobs_tail (any thread) */
+    struct rm_worker_job *jobs, **jobs_tail; /* posted functions, FIFO */
+    struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
     unsigned n_conns;
     struct rm_timer drain_timer;
     uint64_t rng;
@@ -49,8 +60,18 @@ int rm_worker_start(struct rm_worker *w);
 /** Ask the worker (from the main thread) to drain: stop accepting, finish in-flight requests,
  *  close connections, then exit its loop within <timeout_ms>. */
 void rm_worker_drain(struct rm_worker *w, uint32_t timeout_ms);
-/** Join and free. */
+/** Join and free.  Functions still posted run with w == NULL (see rm_worker_fn). */
 void rm_worker_join_free(struct rm_worker *w);
+
+/** Run fn(w, arg) on <w>'s thread, after the functions posted before it (FIFO), at its next
+ *  loop iteration.  Any thread; a mutex-protected queue and the worker's rm_async, nothing on
+ *  the request path.  Returns 0, or -1 when out of memory (fn is not called). */
+int rm_worker_post(struct rm_worker *w, rm_worker_fn fn, void *arg);
+
+/** Hand cluster <c>'s new membership <hs> to <w> (takes a reference of its own): the worker
+ *  swaps its view (rm_worker_cluster_set_hosts) when it runs the job.  Main thread.  Returns 0
+ *  or -1 (out of memory: the worker keeps its old view). */
+int rm_worker_publish_hosts(struct rm_worker *w, struct rm_cluster *c, struct rm_host_set *hs);
 
 /** The worker's view of snapshot cluster <idx>. */
 static inline struct rm_worker_cluster *rm_worker_cluster(struct rm_worker *w, unsigned idx)

@@ -11,25 +11,21 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/upstream/dns.h"
 
 #define HTTP_OPTS_TYPE "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 typedef Envoy__Config__Cluster__V3__Cluster Cluster;
 
-void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
+static void free_dns(struct rm_cluster *c)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-        snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)sa;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-    } else {
-        snprintf(buf, len, "unknown");
+    for (size_t i = 0; i < c->n_dns_targets; i++) {
+        free(c->dns_targets[i].name);
+        free(c->dns_targets[i].hostname);
+        free(c->dns_targets[i].path);
     }
+    free(c->dns_targets);
+    free(c->dns);
 }
 
 void rm_cluster_free(struct rm_cluster *c)
@@ -39,12 +35,8 @@ void rm_cluster_free(struct rm_cluster *c)
     rm_outlier_free(c->outlier);
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         rm_cb_free(c->cb[i]);
-    for (size_t i = 0; i < c->n_hosts; i++) {
-        if (c->hosts[i])
-            free(c->hosts[i]->hostname);
-        free(c->hosts[i]);
-    }
-    free(c->hosts);
+    rm_host_set_unref(c->hs);
+    free_dns(c);
     free(c->name);
     free(c->stat_name);
     free(c);
@@ -132,70 +124,184 @@ static int parse_protocol_options(struct rm_cluster *c, const Cluster *pb, const
     return RM_OK;
 }
 
-static int add_host(struct rm_cluster *c, const Envoy__Config__Endpoint__V3__LbEndpoint *le,
-                    const char *path, struct rm_error *err)
+/* ---- endpoints ------------------------------------------------------------------------------ */
+
+typedef Envoy__Config__Endpoint__V3__LbEndpoint LbEndpoint;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
+
+static int check_lb_endpoint(const LbEndpoint *le, const char *path, uint32_t *weight,
+                             struct rm_error *err)
 {
     if (le->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
         return rm_error_set(err, "%s.endpoint: required (endpoint_name is not supported)", path);
-    struct rm_host *h = calloc(1, sizeof(*h));
-    if (!h)
-        return rm_error_set(err, "%s: out of memory", path);
-    c->hosts[c->n_hosts++] = h;
-    char p[512];
-    snprintf(p, sizeof(p), "%s.endpoint.address", path);
-    if (rm_pb_address(le->endpoint->address, p, &h->addr, &h->addr_len, err))
-        return RM_ERR;
-    rm_sockaddr_str((struct sockaddr *)&h->addr, h->addr_str, sizeof(h->addr_str));
-    if (le->endpoint->hostname && le->endpoint->hostname[0])
-        h->hostname = strdup(le->endpoint->hostname);
-    h->weight = rm_pb_u32(le->load_balancing_weight, 1);
-    if (h->weight == 0)
+    *weight = rm_pb_u32(le->load_balancing_weight, 1);
+    if (*weight == 0)
         return rm_error_set(err, "%s.load_balancing_weight: must be at least 1", path);
-    h->health = (enum rm_health)le->health_status;
     return RM_OK;
 }
 
-static int parse_hosts(struct rm_cluster *c, const Cluster *pb, const char *path,
-                       struct rm_error *err)
+/* A STATIC host: an IP literal address (a name is an error naming the field). */
+static int static_host(const LbEndpoint *le, int locality, const char *path,
+                       struct rm_host **out, struct rm_error *err)
 {
-    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
+    struct rm_host_spec s = {.health = (enum rm_health)le->health_status,
+                             .locality_idx = locality};
+    if (check_lb_endpoint(le, path, &s.weight, err))
+        return RM_ERR;
+    char p[512];
+    snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    if (rm_pb_address(le->endpoint->address, p, &s.addr, &s.addr_len, err))
+        return RM_ERR;
+    s.hostname = le->endpoint->hostname;
+    *out = rm_host_new(&s);
+    return *out ? RM_OK : rm_error_set(err, "%s: out of memory", path);
+}
+
+/* Checks shared by STATIC and DNS clusters; *total = the number of lb_endpoints. */
+static int check_load_assignment(const LoadAssignment *la, const char *path, size_t *total,
+                                 struct rm_error *err)
+{
+    *total = 0;
     if (!la)
-        return RM_OK; /* a cluster with no hosts: every request gets 503 UH */
+        return RM_OK;
     if (la->policy)
         return rm_error_set(err, "%s.load_assignment.policy: not supported by remora yet", path);
     if (la->n_named_endpoints)
         return rm_error_set(err, "%s.load_assignment.named_endpoints: not supported", path);
-    size_t total = 0;
-    for (size_t i = 0; i < la->n_endpoints; i++)
-        total += la->endpoints[i]->n_lb_endpoints;
-    c->hosts = calloc(total ? total : 1, sizeof(*c->hosts));
-    if (!c->hosts)
-        return rm_error_set(err, "%s: out of memory", path);
     for (size_t i = 0; i < la->n_endpoints; i++) {
-        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
-        if (lle->priority != 0)
+        if (la->endpoints[i]->priority != 0)
             return rm_error_set(err, "%s.load_assignment.endpoints[%zu].priority: only priority 0 "
                                 "is supported by remora yet", path, i);
+        *total += la->endpoints[i]->n_lb_endpoints;
+    }
+    return RM_OK;
+}
+
+/* STATIC: the host set, built once. */
+static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const char *path,
+                              struct rm_error *err)
+{
+    const LoadAssignment *la = pb->load_assignment;
+    size_t total;
+    if (check_load_assignment(la, path, &total, err))
+        return RM_ERR;
+    struct rm_host **hosts = calloc(total ? total : 1, sizeof(*hosts));
+    if (!hosts)
+        return rm_error_set(err, "%s: out of memory", path);
+    size_t n = 0;
+    int rc = RM_OK;
+    for (size_t i = 0; la && rc == RM_OK && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
+        for (size_t j = 0; rc == RM_OK && j < lle->n_lb_endpoints; j++) {
+            char p[512];
+            snprintf(p, sizeof(p), "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i,
+                     j);
+            rc = static_host(lle->lb_endpoints[j], (int)i, p, &hosts[n], err);
+            n += rc == RM_OK;
+        }
+    }
+    if (rc == RM_OK) {
+        c->hs = rm_host_set_new(hosts, n); /* no load_assignment: no host, 503 UH */
+        if (!c->hs)
+            rc = rm_error_set(err, "%s: out of memory", path);
+    }
+    for (size_t i = 0; i < n; i++)
+        rm_host_unref(hosts[i]);
+    free(hosts);
+    return rc;
+}
+
+/* A DNS cluster endpoint: socket_address {address: NAME (or an IP literal), port_value}. */
+static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int locality,
+                      const char *path, struct rm_error *err)
+{
+    if (check_lb_endpoint(le, path, &t->weight, err))
+        return RM_ERR;
+    const Envoy__Config__Core__V3__Address *a = le->endpoint->address;
+    char p[512];
+    snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return rm_error_set(err, "%s.socket_address: required (a DNS name and a port)", p);
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
+        return rm_error_set(err, "%s.socket_address.protocol: only TCP is supported", p);
+    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
+        sa->port_value == 0 || sa->port_value > 65535)
+        return rm_error_set(err, "%s.socket_address.port_value: required, 1..65535 (named_port is "
+                            "not supported)", p);
+    if (sa->resolver_name && sa->resolver_name[0])
+        return rm_error_set(err, "%s.socket_address.resolver_name: not supported by remora", p);
+    size_t len = sa->address ? strlen(sa->address) : 0;
+    if (len == 0 || len > 253)
+        return rm_error_set(err, "%s.socket_address.address: a DNS name of 1 to 253 characters is "
+                            "required", p);
+    const char *hn = le->endpoint->hostname && le->endpoint->hostname[0] ? le->endpoint->hostname
+                                                                         : sa->address;
+    t->name = strdup(sa->address);
+    t->hostname = strdup(hn);
+    t->path = strdup(path);
+    t->port = (uint16_t)sa->port_value;
+    t->health = (enum rm_health)le->health_status;
+    t->locality_idx = locality;
+    if (!t->name || !t->hostname || !t->path)
+        return rm_error_set(err, "%s: out of memory", path);
+    return RM_OK;
+}
+
+/* STRICT_DNS / LOGICAL_DNS: the resolution settings and the names to resolve.  The cluster
+ * starts with no host (proxy/upstream/dns_cluster.c fills it in). */
+static int parse_dns(struct rm_cluster *c, const Cluster *pb, const char *path,
+                     struct rm_error *err)
+{
+    c->dns = calloc(1, sizeof(*c->dns));
+    c->hs = rm_host_set_new(NULL, 0);
+    if (!c->dns || !c->hs)
+        return rm_error_set(err, "%s: out of memory", path);
+    if (rm_dns_cluster_cfg_from_cluster(pb, path, c->dns, err))
+        return RM_ERR;
+    const LoadAssignment *la = pb->load_assignment;
+    size_t total;
+    if (check_load_assignment(la, path, &total, err))
+        return RM_ERR;
+    if (c->dns->logical && (total != 1 || la->n_endpoints != 1))
+        return rm_error_set(err, "%s.load_assignment: a LOGICAL_DNS cluster needs exactly one "
+                            "locality with exactly one lb_endpoint (got %zu lb_endpoints)",
+                            path, total);
+    c->dns_targets = calloc(total ? total : 1, sizeof(*c->dns_targets));
+    if (!c->dns_targets)
+        return rm_error_set(err, "%s: out of memory", path);
+    for (size_t i = 0; la && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
             char p[512];
             snprintf(p, sizeof(p), "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i,
                      j);
-            if (add_host(c, lle->lb_endpoints[j], p, err))
+            struct rm_dns_target *t = &c->dns_targets[c->n_dns_targets++];
+            if (dns_target(t, lle->lb_endpoints[j], (int)i, p, err))
                 return RM_ERR;
         }
     }
     return RM_OK;
 }
 
+static int parse_hosts(struct rm_cluster *c, const Cluster *pb, const char *path,
+                       struct rm_error *err)
+{
+    return rm_dns_cluster_is_dns(pb) ? parse_dns(c, pb, path, err)
+                                     : parse_static_hosts(c, pb, path, err);
+}
+
 static int check_supported(const Cluster *pb, const char *path, struct rm_error *err)
 {
+    bool dns = rm_dns_cluster_is_dns(pb);
     if (pb->cluster_discovery_type_case ==
-        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE)
-        return rm_error_set(err, "%s.cluster_type: \"%s\" is not supported by remora yet", path,
-                            pb->cluster_type->name);
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE &&
+        !dns)
+        return rm_error_set(err, "%s.cluster_type: \"%s\" is not supported by remora yet (only "
+                            "envoy.clusters.dns)", path, pb->cluster_type->name);
     if (pb->cluster_discovery_type_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
-        pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC) {
+        pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC && !dns) {
         const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
             &envoy__config__cluster__v3__cluster__discovery_type__descriptor, (int)pb->type);
         return rm_error_set(err, "%s.type: %s clusters are not supported by remora yet", path,
@@ -220,7 +326,6 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
         {offsetof(Cluster, eds_cluster_config), "eds_cluster_config"},
         {offsetof(Cluster, transport_socket), "transport_socket"},
         {offsetof(Cluster, upstream_http_protocol_options), "upstream_http_protocol_options"},
-        {offsetof(Cluster, typed_dns_resolver_config), "typed_dns_resolver_config"},
     };
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         if (*(void *const *)((const char *)pb + unsupported[i].off))
@@ -241,6 +346,15 @@ static void outlier_changed(void *ctx, struct rm_outlier_host *oh, bool ejected)
         rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
 }
 
+/* The outlier detector's view of a host set (its hosts' embedded outlier state). */
+static struct rm_outlier_host **outlier_hosts(const struct rm_host_set *hs)
+{
+    struct rm_outlier_host **oh = calloc(hs->n ? hs->n : 1, sizeof(*oh));
+    for (size_t i = 0; oh && i < hs->n; i++)
+        oh[i] = &hs->hosts[i]->outlier;
+    return oh;
+}
+
 static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *path,
                          const char *stat_prefix, struct rm_error *err)
 {
@@ -249,14 +363,10 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     struct rm_outlier_config cfg;
     if (rm_outlier_config_parse(pb->outlier_detection, p, &cfg, err))
         return RM_ERR;
-    struct rm_outlier_host **oh = calloc(c->n_hosts ? c->n_hosts : 1, sizeof(*oh));
+    struct rm_outlier_host **oh = outlier_hosts(c->hs);
     if (!oh)
         return rm_error_set(err, "%s: out of memory", path);
-    for (size_t i = 0; i < c->n_hosts; i++) {
-        oh[i] = &c->hosts[i]->outlier;
-        oh[i]->name = c->hosts[i]->addr_str;
-    }
-    c->outlier = rm_outlier_new(&cfg, stat_prefix, oh, c->n_hosts);
+    c->outlier = rm_outlier_new(&cfg, stat_prefix, oh, c->hs->n);
     free(oh);
     if (!c->outlier)
         return rm_error_set(err, "%s: out of memory", path);
@@ -327,8 +437,23 @@ fail:
 void rm_cluster_update_membership(struct rm_cluster *c)
 {
     int64_t healthy = 0;
-    for (size_t i = 0; i < c->n_hosts; i++)
-        healthy += rm_host_routable(c->hosts[i]);
-    rm_stat_set(c->stats, RM_CS_MEMBERSHIP_TOTAL, (int64_t)c->n_hosts);
+    for (size_t i = 0; i < c->hs->n; i++)
+        healthy += rm_host_routable(c->hs->hosts[i]);
+    rm_stat_set(c->stats, RM_CS_MEMBERSHIP_TOTAL, (int64_t)c->hs->n);
     rm_stat_set(c->stats, RM_CS_MEMBERSHIP_HEALTHY, healthy);
+}
+
+void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs)
+{
+    if (c->outlier) {
+        struct rm_outlier_host **oh = outlier_hosts(hs);
+        if (!oh)
+            abort(); /* the detector must never point at hosts it does not track */
+        rm_outlier_set_hosts(c->outlier, oh, hs->n);
+        free(oh);
+    }
+    struct rm_host_set *old = c->hs;
+    c->hs = hs;
+    rm_host_set_unref(old);
+    rm_cluster_update_membership(c);
 }

@@ -1,8 +1,10 @@
 /* Clusters and hosts: the immutable, shared part built from Envoy's Cluster message.
  *
  * A struct rm_cluster belongs to one config snapshot and is read-only after it is built,
- * except for statistics and per-host counters (atomics).  Per-worker state (load-balancer
- * cursors, connection pools) lives in struct rm_worker_cluster (proxy/upstream/pool.h). */
+ * except for statistics and per-host counters (atomics) and its current membership c->hs, which
+ * only the main thread reads and replaces (DNS clusters: proxy/upstream/dns_cluster.h).
+ * Per-worker state (load-balancer cursors, connection pools, the worker's own reference to the
+ * membership) lives in struct rm_worker_cluster (proxy/upstream/pool.h). */
 #ifndef RM_UPSTREAM_CLUSTER_H
 #define RM_UPSTREAM_CLUSTER_H
 
@@ -15,40 +17,11 @@
 #include "proxy/core/error.h"
 #include "proxy/http/codec.h"
 #include "proxy/upstream/circuit_breaker.h"
+#include "proxy/upstream/host.h"
 #include "proxy/upstream/outlier.h"
 
 struct Envoy__Config__Cluster__V3__Cluster;
-
-enum rm_health {
-    RM_HEALTH_UNKNOWN = 0, /* routable */
-    RM_HEALTH_HEALTHY = 1,
-    RM_HEALTH_UNHEALTHY = 2,
-    RM_HEALTH_DRAINING = 3,
-    RM_HEALTH_TIMEOUT = 4,
-    RM_HEALTH_DEGRADED = 5,
-};
-
-struct rm_host {
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    char addr_str[64]; /* "127.0.0.1:8080" / "[::1]:8080" */
-    char *hostname;
-    uint32_t weight; /* ≥ 1 */
-    enum rm_health health;
-    /* shared counters, shown by /clusters */
-    _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
-    _Atomic int64_t cx_active, cx_total, cx_connect_fail;
-    struct rm_outlier_host outlier; /* det is NULL without outlier_detection */
-};
-
-/** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
- *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
-static inline bool rm_host_routable(const struct rm_host *h)
-{
-    return (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
-            h->health == RM_HEALTH_DEGRADED) &&
-           !rm_outlier_ejected(&h->outlier);
-}
+struct rm_dns_cluster_cfg;
 
 enum rm_lb_policy {
     RM_LB_ROUND_ROBIN = 0,
@@ -62,6 +35,17 @@ enum rm_upstream_proto {
     RM_UPSTREAM_USE_DOWNSTREAM,
 };
 
+/** One endpoint of a DNS cluster: the name to resolve and what its hosts get. */
+struct rm_dns_target {
+    char *name;    /* socket_address.address */
+    uint16_t port; /* socket_address.port_value */
+    char *hostname; /* the hosts' hostname: Endpoint.hostname, else <name> */
+    uint32_t weight;
+    enum rm_health health;
+    int locality_idx;
+    char *path; /* "...load_assignment.endpoints[i].lb_endpoints[j]", for messages */
+};
+
 struct rm_cluster {
     char *name;
     char *stat_name; /* alt_stat_name or name */
@@ -73,8 +57,13 @@ struct rm_cluster {
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     enum rm_upstream_proto proto;
     struct rm_codec_settings codec; /* h2 settings, buffer limit */
-    struct rm_host **hosts;
-    size_t n_hosts;
+    /* Current membership (host.h).  Main thread only: workers balance over their own reference
+     * (struct rm_worker_cluster.hs), updated through rm_worker_publish_hosts. */
+    struct rm_host_set *hs;
+    /* STRICT_DNS / LOGICAL_DNS: how to resolve and what (NULL / 0 for STATIC clusters) */
+    struct rm_dns_cluster_cfg *dns;
+    struct rm_dns_target *dns_targets;
+    size_t n_dns_targets;
     uint32_t healthy_panic_threshold; /* percent, default 50 */
     struct rm_outlier *outlier;       /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
@@ -89,10 +78,19 @@ struct rm_cluster *rm_cluster_new(const struct Envoy__Config__Cluster__V3__Clust
                                   const char *path, struct rm_error *err);
 void rm_cluster_free(struct rm_cluster *c);
 
-/** Count the cluster's membership gauges (total, healthy). */
+/** Count the cluster's membership gauges (total, healthy) over c->hs.  Main thread. */
 void rm_cluster_update_membership(struct rm_cluster *c);
 
-/** Format "ip:port" for a sockaddr. */
-void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len);
+/** Make <hs> the cluster's current membership (takes over the caller's reference): the outlier
+ *  detector follows it (hosts that left can no longer be ejected and give back their ejection
+ *  slot) and the membership gauges are recounted.  Main thread.  Publishing the set to the
+ *  workers is the caller's business (rm_worker_publish_hosts). */
+void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs);
+
+/** Whether the cluster finds its hosts through DNS (STRICT_DNS / LOGICAL_DNS). */
+static inline bool rm_cluster_is_dns(const struct rm_cluster *c)
+{
+    return c->dns != NULL;
+}
 
 #endif

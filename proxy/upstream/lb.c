@@ -21,12 +21,14 @@ static bool eligible(const struct rm_host *h, bool panic, const struct rm_host *
 
 static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const struct rm_host *avoid)
 {
-    struct rm_cluster *c = wc->cluster;
-    if (!wc->weighted) {
-        for (size_t tries = 0; tries < c->n_hosts; tries++) {
-            struct rm_host *h = c->hosts[wc->rr++ % c->n_hosts];
-            if (eligible(h, panic, avoid))
-                return h;
+    struct rm_host_set *hs = wc->hs;
+    if (!hs->weighted) {
+        for (size_t tries = 0; tries < hs->n; tries++) {
+            size_t i = wc->rr++ % hs->n;
+            if (eligible(hs->hosts[i], panic, avoid)) {
+                wc->last_pick = i;
+                return hs->hosts[i];
+            }
         }
         return NULL;
     }
@@ -34,8 +36,8 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const s
     int64_t total = 0;
     struct rm_host *best = NULL;
     size_t best_i = 0;
-    for (size_t i = 0; i < c->n_hosts; i++) {
-        struct rm_host *h = c->hosts[i];
+    for (size_t i = 0; i < hs->n; i++) {
+        struct rm_host *h = hs->hosts[i];
         if (!eligible(h, panic, avoid))
             continue;
         wc->wrr_current[i] += h->weight;
@@ -45,27 +47,31 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const s
             best_i = i;
         }
     }
-    if (best)
+    if (best) {
         wc->wrr_current[best_i] -= total;
+        wc->last_pick = best_i;
+    }
     return best;
 }
 
 static struct rm_host *pick_random(struct rm_worker_cluster *wc, bool panic,
                                    const struct rm_host *avoid)
 {
-    struct rm_cluster *c = wc->cluster;
+    struct rm_host_set *hs = wc->hs;
     uint64_t total = 0;
-    for (size_t i = 0; i < c->n_hosts; i++)
-        total += eligible(c->hosts[i], panic, avoid) ? c->hosts[i]->weight : 0;
+    for (size_t i = 0; i < hs->n; i++)
+        total += eligible(hs->hosts[i], panic, avoid) ? hs->hosts[i]->weight : 0;
     if (!total)
         return NULL;
     uint64_t r = rng_next(&wc->rng) % total;
-    for (size_t i = 0; i < c->n_hosts; i++) {
-        if (!eligible(c->hosts[i], panic, avoid))
+    for (size_t i = 0; i < hs->n; i++) {
+        if (!eligible(hs->hosts[i], panic, avoid))
             continue;
-        if (r < c->hosts[i]->weight)
-            return c->hosts[i];
-        r -= c->hosts[i]->weight;
+        if (r < hs->hosts[i]->weight) {
+            wc->last_pick = i;
+            return hs->hosts[i];
+        }
+        r -= hs->hosts[i]->weight;
     }
     return NULL;
 }
@@ -74,6 +80,7 @@ static struct rm_host *pick_least(struct rm_worker_cluster *wc, bool panic,
                                   const struct rm_host *avoid)
 {
     struct rm_host *best = NULL;
+    size_t best_i = 0;
     int64_t best_active = 0;
     uint32_t choices = wc->cluster->lr_choice_count ? wc->cluster->lr_choice_count : 2;
     for (uint32_t i = 0; i < choices; i++) {
@@ -83,24 +90,27 @@ static struct rm_host *pick_least(struct rm_worker_cluster *wc, bool panic,
         int64_t active = atomic_load_explicit(&h->rq_active, memory_order_relaxed);
         if (!best || active < best_active) {
             best = h;
+            best_i = wc->last_pick;
             best_active = active;
         }
     }
+    wc->last_pick = best_i;
     return best;
 }
 
 struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *avoid)
 {
     struct rm_cluster *c = wc->cluster;
-    if (!c->n_hosts)
+    const struct rm_host_set *hs = wc->hs;
+    if (!hs->n)
         return NULL;
     size_t routable = 0;
-    for (size_t i = 0; i < c->n_hosts; i++)
-        routable += rm_host_routable(c->hosts[i]);
-    bool panic = routable * 100 < c->n_hosts * (size_t)c->healthy_panic_threshold;
+    for (size_t i = 0; i < hs->n; i++)
+        routable += rm_host_routable(hs->hosts[i]);
+    bool panic = routable * 100 < hs->n * (size_t)c->healthy_panic_threshold;
     if (panic)
         rm_stat_inc(c->stats, RM_CS_LB_HEALTHY_PANIC);
-    if (avoid && c->n_hosts == 1)
+    if (avoid && hs->n == 1)
         avoid = NULL;
     for (int pass = 0; pass < 2; pass++) {
         struct rm_host *h;

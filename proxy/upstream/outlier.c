@@ -322,7 +322,8 @@ static bool reserve_slot(struct rm_outlier *d)
 {
     uint32_t cur = atomic_load_explicit(&d->n_ejected, memory_order_relaxed);
     do {
-        if (!rm_outlier_may_eject(&d->cfg, cur, d->n_hosts)) {
+        if (!rm_outlier_may_eject(&d->cfg, cur,
+                                  atomic_load_explicit(&d->n_hosts_live, memory_order_relaxed))) {
             rm_stat_inc(d->stats, RM_OD_EJECTIONS_OVERFLOW);
             return false;
         }
@@ -342,7 +343,7 @@ static bool set_ejected(struct rm_outlier *d, struct rm_outlier_host *h, uint64_
 {
     uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), ns;
     do {
-        if (s & RM_OUTLIER_EJECTED) return false;
+        if (s & (RM_OUTLIER_EJECTED | RM_OUTLIER_REMOVED)) return false;
         uint64_t backoff = rm_outlier_backoff_next(&d->cfg, s >> RM_OUTLIER_BACKOFF_SHIFT);
         *duration = rm_outlier_ejection_ms(&d->cfg, backoff, jitter);
         uint64_t deadline = (now + *duration) & RM_OUTLIER_DEADLINE_MASK;
@@ -378,7 +379,9 @@ static bool eject(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outli
 bool rm_outlier_detected(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outlier_type type,
                          uint64_t now)
 {
-    if (rm_outlier_ejected(h)) return false;
+    if (atomic_load_explicit(&h->state, memory_order_relaxed) &
+        (RM_OUTLIER_EJECTED | RM_OUTLIER_REMOVED))
+        return false;
     rm_stat_inc(d->stats, type_info[type].detected);
     return eject(d, h, type, now);
 }
@@ -564,6 +567,16 @@ void rm_outlier_tick(struct rm_outlier *d, uint64_t now)
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
 
+/* <h> joins <d>: fresh state (its name is kept). */
+static void adopt_host(struct rm_outlier *d, struct rm_outlier_host *h)
+{
+    const char *name = h->name;
+    memset(h, 0, sizeof(*h));
+    h->det = d;
+    h->name = name;
+    h->success_rate[0] = h->success_rate[1] = -1;
+}
+
 struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const char *stat_prefix,
                                   struct rm_outlier_host **hosts, size_t n_hosts)
 {
@@ -583,6 +596,7 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
     d->cfg = *cfg;
     if (n_hosts) memcpy(d->hosts, hosts, n_hosts * sizeof(*hosts));
     d->n_hosts = n_hosts;
+    atomic_init(&d->n_hosts_live, n_hosts);
     d->now_ms = mono_ms;
     d->random = thread_random;
     char prefix[320];
@@ -590,15 +604,67 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
     d->stats = rm_stats_get(prefix, rm_outlier_stat_defs, RM_OD__COUNT);
     for (int o = 0; o < 2; o++)
         d->sr_average[o] = d->sr_threshold[o] = -1;
-    for (size_t i = 0; i < n_hosts; i++) {
-        struct rm_outlier_host *h = hosts[i];
-        const char *name = h->name;
-        memset(h, 0, sizeof(*h));
-        h->det = d;
-        h->name = name;
-        h->success_rate[0] = h->success_rate[1] = -1;
-    }
+    for (size_t i = 0; i < n_hosts; i++)
+        adopt_host(d, hosts[i]);
     return d;
+}
+
+/* The detector's arrays sized for <n> hosts (contents zeroed; d->hosts too); false when out
+ * of memory (the old ones are kept). */
+static bool resize_arrays(struct rm_outlier *d, size_t n)
+{
+    struct rm_outlier t = {0};
+    n = n ? n : 1;
+    t.counts = calloc(2 * n, sizeof(*t.counts));
+    t.rates = calloc(n, sizeof(*t.rates));
+    t.sr_rates = calloc(n, sizeof(*t.sr_rates));
+    t.hosts = calloc(n, sizeof(*t.hosts));
+    t.valid_sr = calloc(n, sizeof(*t.valid_sr));
+    t.valid_fp = calloc(n, sizeof(*t.valid_fp));
+    bool ok = t.counts && t.rates && t.sr_rates && t.hosts && t.valid_sr && t.valid_fp;
+    struct rm_outlier *drop = ok ? d : &t;
+    free(drop->counts);
+    free(drop->rates);
+    free(drop->sr_rates);
+    free(drop->hosts);
+    free(drop->valid_sr);
+    free(drop->valid_fp);
+    if (ok) {
+        d->counts = t.counts;
+        d->rates = t.rates;
+        d->sr_rates = t.sr_rates;
+        d->hosts = t.hosts;
+        d->valid_sr = t.valid_sr;
+        d->valid_fp = t.valid_fp;
+    }
+    return ok;
+}
+
+/* A host that left the cluster: no ejection from now on; its ejection, if any, is over. */
+static void retire_host(struct rm_outlier *d, struct rm_outlier_host *h)
+{
+    uint64_t s = atomic_fetch_or_explicit(&h->state, RM_OUTLIER_REMOVED, memory_order_acq_rel);
+    if ((s & RM_OUTLIER_EJECTED) && !(s & RM_OUTLIER_REMOVED)) {
+        release_slot(d);
+        rm_stat_dec(d->stats, RM_OD_EJECTIONS_ACTIVE);
+    }
+}
+
+void rm_outlier_set_hosts(struct rm_outlier *d, struct rm_outlier_host **hosts, size_t n_hosts)
+{
+    for (size_t i = 0; i < n_hosts; i++)
+        hosts[i]->mark = true;
+    for (size_t i = 0; i < d->n_hosts; i++) {
+        if (!d->hosts[i]->mark) retire_host(d, d->hosts[i]);
+    }
+    for (size_t i = 0; i < n_hosts; i++) {
+        hosts[i]->mark = false;
+        if (!hosts[i]->det) adopt_host(d, hosts[i]);
+    }
+    if (!resize_arrays(d, n_hosts)) abort();
+    if (n_hosts) memcpy(d->hosts, hosts, n_hosts * sizeof(*hosts));
+    d->n_hosts = n_hosts;
+    atomic_store_explicit(&d->n_hosts_live, n_hosts, memory_order_relaxed);
 }
 
 void rm_outlier_free(struct rm_outlier *d)

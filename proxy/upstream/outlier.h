@@ -84,8 +84,9 @@ struct rm_outlier_config {
 
 /* Host state word: ejected bit, ejection-time multiplier ("backoff"), un-ejection deadline. */
 #define RM_OUTLIER_EJECTED (UINT64_C(1) << 63)
+#define RM_OUTLIER_REMOVED (UINT64_C(1) << 62) /* left the cluster: never ejected again */
 #define RM_OUTLIER_BACKOFF_SHIFT 43
-#define RM_OUTLIER_BACKOFF_MAX ((UINT64_C(1) << 20) - 1)
+#define RM_OUTLIER_BACKOFF_MAX ((UINT64_C(1) << 19) - 1)
 #define RM_OUTLIER_DEADLINE_MASK ((UINT64_C(1) << RM_OUTLIER_BACKOFF_SHIFT) - 1)
 /* Interval counters: total requests in the high half, successes in the low half. */
 #define RM_OUTLIER_TOTAL_ONE (UINT64_C(1) << 32)
@@ -94,12 +95,13 @@ struct rm_outlier_config {
 struct rm_outlier_host {
     struct rm_outlier *det; /* NULL: the cluster has no outlier_detection */
     const char *name;       /* "ip:port" for logs (owned by the host) */
-    _Atomic uint64_t state; /* RM_OUTLIER_EJECTED | backoff << SHIFT | deadline ms */
+    _Atomic uint64_t state; /* RM_OUTLIER_EJECTED | _REMOVED | backoff << SHIFT | deadline ms */
     _Atomic uint32_t consecutive_5xx, consecutive_gateway_failure, consecutive_local_failure;
     _Atomic uint64_t interval_counts[2]; /* [origin]: total << 32 | successes, this interval */
     /* main thread only */
     uint64_t last_uneject_ms;
     bool unejected_once;
+    bool mark; /* scratch of rm_outlier_set_hosts */
     double success_rate[2]; /* [origin]: last interval's, -1 when not enough requests */
 };
 
@@ -107,7 +109,8 @@ struct rm_outlier_host {
 struct rm_outlier {
     struct rm_outlier_config cfg;
     struct rm_outlier_host **hosts; /* owned array; the hosts are not */
-    size_t n_hosts;
+    size_t n_hosts;                 /* main thread */
+    _Atomic size_t n_hosts_live;    /* the same, for max_ejection_percent on any thread */
     _Atomic uint32_t n_ejected;
     struct rm_stats *stats;   /* cluster.<name>.outlier_detection. */
     uint64_t (*now_ms)(void); /* monotonic ms, for ejections on workers */
@@ -167,6 +170,12 @@ int rm_outlier_config_parse(const struct Envoy__Config__Cluster__V3__OutlierDete
  *  source are the real ones; tests may replace them.  NULL when out of memory. */
 struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const char *stat_prefix,
                                   struct rm_outlier_host **hosts, size_t n_hosts);
+/** Follow a membership change (main thread): <hosts> (copied array) become the hosts of <d>.
+ *  Hosts new to <d> (det == NULL) get their state reset; hosts that stay keep theirs; hosts that
+ *  left are marked (so a worker still using them can never eject
+ *  them and take a slot no tick would give back: RM_OUTLIER_REMOVED) and, if they were
+ *  ejected, give back their slot and leave ejections_active.  Aborts when out of memory. */
+void rm_outlier_set_hosts(struct rm_outlier *d, struct rm_outlier_host **hosts, size_t n_hosts);
 /** Free <d> (NULL is a no-op).  Its timer must be stopped (rm_outlier_stop).  Hosts still
  *  ejected are taken off the ejections_active gauge, as Envoy's detector destructor does. */
 void rm_outlier_free(struct rm_outlier *d);

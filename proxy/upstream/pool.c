@@ -20,13 +20,15 @@ struct pool_conn {
 
 struct rm_pool {
     struct rm_worker_cluster *wc;
-    struct rm_host *host;
+    struct rm_host *host; /* a reference */
     enum rm_http_proto proto;
     struct pool_conn conns; /* sentinel of a circular list */
     unsigned n_connecting;
     struct rm_pool_request pending; /* sentinel */
     unsigned n_pending;
     unsigned priority; /* whose max_connection_pools slot it holds */
+    bool draining;     /* its host left the worker's set: on wc->draining */
+    struct rm_pool *next_draining;
 };
 
 /* What connect_one() did. */
@@ -43,6 +45,7 @@ static inline struct rm_cb *pool_cb(const struct rm_pool *p, unsigned priority)
 
 static void serve_pending(struct rm_pool *p, struct pool_conn *pc);
 static void maybe_connect(struct rm_pool *p);
+static void check_drained(struct rm_pool *p);
 
 /* ---- lists -------------------------------------------------------------------------------- */
 
@@ -82,20 +85,34 @@ void rm_pool_cancel(struct rm_pool_request *r)
     p->n_pending--;
     rm_stat_dec(p->wc->cluster->stats, RM_CS_UPSTREAM_RQ_PENDING_ACTIVE);
     rm_cb_release(pool_cb(p, r->priority), RM_CB_PENDING);
+    check_drained(p);
 }
 
 /* ---- connection lifecycle ----------------------------------------------------------------- */
 
 static void pool_conn_free(struct pool_conn *pc)
 {
-    struct rm_cluster *c = pc->pool->wc->cluster;
-    rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
+    struct rm_pool *p = pc->pool;
+    struct rm_cluster *c = p->wc->cluster;
+    rm_timer_stop(p->wc->loop, &pc->idle_timer);
     conn_unlink(pc);
     rm_stat_dec(c->stats, RM_CS_UPSTREAM_CX_ACTIVE);
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_DESTROY);
-    atomic_fetch_sub_explicit(&pc->pool->host->cx_active, 1, memory_order_relaxed);
-    rm_cb_release(pool_cb(pc->pool, pc->priority), RM_CB_CX);
+    atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
+    rm_cb_release(pool_cb(p, pc->priority), RM_CB_CX);
     free(pc);
+    check_drained(p);
+}
+
+/* A connection of a draining pool that has nothing to do closes (gracefully: a stream still
+ * on it finishes first; on_codec_close frees it). */
+static void drain_conn(struct pool_conn *pc)
+{
+    if (pc->draining || !pc->codec)
+        return;
+    pc->draining = true;
+    rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
+    pc->codec->ops->shutdown(pc->codec);
 }
 
 static void on_codec_close(void *user, int err)
@@ -130,6 +147,10 @@ static void on_codec_idle(void *user)
     }
     if (p->n_pending) {
         serve_pending(p, pc);
+        return;
+    }
+    if (p->draining) {
+        drain_conn(pc);
         return;
     }
     if (c->idle_timeout_ms && pc->codec->ops->active_streams(pc->codec) == 0)
@@ -170,7 +191,9 @@ static void on_connected(struct rm_conn *conn, int err)
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
         if (err == -ETIMEDOUT)
             rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
-        rm_log_debug("cluster %s: connect to %s failed: %s", c->name, p->host->addr_str,
+        rm_log_debug("cluster %s: connect to %s failed: %s", c->name,
+                     p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical_str
+                                                            : p->host->addr_str,
                      strerror(-err));
         pool_conn_free(pc);
         /* HTTP/1.1: each connection was meant for one request; HTTP/2: all waited on it */
@@ -195,6 +218,8 @@ static void on_connected(struct rm_conn *conn, int err)
         return;
     }
     serve_pending(p, pc);
+    if (p->draining)
+        drain_conn(pc); /* after the requests it was opened for */
 }
 
 static size_t connecting_on_data(struct rm_conn *c, const uint8_t *data, size_t n) { return 0; }
@@ -243,13 +268,16 @@ static enum cx_result connect_one(struct rm_pool *p)
     atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     int err = 0;
     p->n_connecting++;
-    pc->conn = rm_conn_connect(p->wc->loop, (struct sockaddr *)&p->host->addr, p->host->addr_len,
+    socklen_t len;
+    const struct sockaddr_storage *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
+    pc->conn = rm_conn_connect(p->wc->loop, (const struct sockaddr *)sa, len,
                                c->connect_timeout_ms, &connecting_handler, pc, &err);
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
-        rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, p->host->addr_str,
-                    strerror(-err));
+        char a[64];
+        rm_sockaddr_str((const struct sockaddr *)sa, a, sizeof(a));
+        rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, a, strerror(-err));
         pool_conn_free(pc);
         return CX_FAILED;
     }
@@ -351,6 +379,89 @@ int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
     return r->pool ? RM_AGAIN : RM_DONE; /* RM_DONE: failed synchronously, callback ran */
 }
 
+/* ---- pools and draining ------------------------------------------------------------------- */
+
+static struct rm_pool *pool_new(struct rm_worker_cluster *wc, struct rm_host *h,
+                                enum rm_http_proto proto, unsigned priority)
+{
+    struct rm_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    p->priority = priority;
+    p->wc = wc;
+    p->host = rm_host_ref(h);
+    p->proto = proto == RM_HTTP2 ? RM_HTTP2 : RM_HTTP11;
+    p->conns.next = p->conns.prev = &p->conns;
+    p->pending.next = p->pending.prev = &p->pending;
+    return p;
+}
+
+/* Close everything now (cluster teardown): waiting requests fail, streams get on_reset. */
+static void pool_free(struct rm_pool *p)
+{
+    if (!p)
+        return;
+    p->draining = false; /* no reaping from inside the teardown */
+    fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -ECANCELED);
+    while (p->conns.next != &p->conns) {
+        struct pool_conn *pc = p->conns.next;
+        if (pc->codec)
+            pc->codec->ops->close(pc->codec);
+        else if (pc->conn)
+            rm_conn_close(pc->conn);
+        pool_conn_free(pc);
+    }
+    rm_cb_release(pool_cb(p, p->priority), RM_CB_CX_POOL);
+    rm_host_unref(p->host);
+    free(p);
+}
+
+static bool pool_drained(const struct rm_pool *p)
+{
+    return p->draining && p->conns.next == &p->conns && p->n_pending == 0;
+}
+
+/* Free the drained pools of <wc>; the others keep draining. */
+static void reap_run(struct rm_task *t)
+{
+    struct rm_worker_cluster *wc = rm_container_of(t, struct rm_worker_cluster, reap);
+    if (wc->freed) { /* rm_worker_cluster_free ran meanwhile and left us the struct */
+        free(wc);
+        return;
+    }
+    for (struct rm_pool **pp = &wc->draining; *pp;) {
+        struct rm_pool *p = *pp;
+        if (!pool_drained(p)) {
+            pp = &p->next_draining;
+            continue;
+        }
+        *pp = p->next_draining;
+        pool_free(p);
+    }
+}
+
+/* A draining pool with neither connection nor waiting request is freed by a deferred task
+ * (this may run inside a callback of one of its connections or of its user). */
+static void check_drained(struct rm_pool *p)
+{
+    if (pool_drained(p))
+        rm_loop_defer(p->wc->loop, &p->wc->reap, reap_run);
+}
+
+/* <p>'s host left the set: no new request; idle connections close now, busy ones once their
+ * streams end; requests already waiting still get served. */
+static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
+{
+    if (!p)
+        return;
+    p->draining = true;
+    p->next_draining = wc->draining;
+    wc->draining = p;
+    for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next)
+        drain_conn(pc); /* connections still connecting drain once their requests are out */
+    check_drained(p);
+}
+
 /* ---- worker cluster ----------------------------------------------------------------------- */
 
 struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop)
@@ -363,7 +474,7 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     wc->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)wc ^ 0x9E3779B97F4A7C15ULL;
-    size_t n = c->n_hosts ? c->n_hosts : 1;
+    size_t n = c->hs->n ? c->hs->n : 1;
     wc->pools = calloc(n * 2, sizeof(*wc->pools));
     wc->wrr_current = calloc(n, sizeof(*wc->wrr_current));
     if (!wc->pools || !wc->wrr_current) {
@@ -372,63 +483,107 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
         free(wc);
         return NULL;
     }
+    wc->hs = rm_host_set_ref(c->hs);
     wc->rr = wc->rng % n;
-    for (size_t i = 1; i < c->n_hosts; i++)
-        wc->weighted |= c->hosts[i]->weight != c->hosts[0]->weight;
     return wc;
-}
-
-static void pool_free(struct rm_pool *p)
-{
-    if (!p)
-        return;
-    fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -ECANCELED);
-    while (p->conns.next != &p->conns) {
-        struct pool_conn *pc = p->conns.next;
-        if (pc->codec)
-            pc->codec->ops->close(pc->codec);
-        else if (pc->conn)
-            rm_conn_close(pc->conn);
-        pool_conn_free(pc);
-    }
-    rm_cb_release(pool_cb(p, p->priority), RM_CB_CX_POOL);
-    free(p);
 }
 
 void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 {
     if (!wc)
         return;
-    size_t n = wc->cluster->n_hosts ? wc->cluster->n_hosts : 1;
-    for (size_t i = 0; i < n * 2; i++)
+    for (size_t i = 0; i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
+    while (wc->draining) {
+        struct rm_pool *p = wc->draining;
+        wc->draining = p->next_draining;
+        pool_free(p);
+    }
     free(wc->pools);
     free(wc->wrr_current);
-    free(wc);
+    rm_host_set_unref(wc->hs);
+    if (wc->reap.queued)
+        wc->freed = true; /* the queued task frees the struct */
+    else
+        free(wc);
+}
+
+/* Old positions by host, to find where a host of the new set was. */
+struct old_pos {
+    const struct rm_host *h;
+    size_t i;
+};
+
+static int cmp_old_pos(const void *a, const void *b)
+{
+    const struct old_pos *x = a, *y = b;
+    return x->h == y->h ? 0 : ((uintptr_t)x->h < (uintptr_t)y->h ? -1 : 1);
+}
+
+static const struct old_pos *find_old(const struct old_pos *v, size_t n, const struct rm_host *h)
+{
+    struct old_pos key = {h, 0};
+    return bsearch(&key, v, n, sizeof(*v), cmp_old_pos);
+}
+
+void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs)
+{
+    struct rm_host_set *old = wc->hs;
+    size_t n = hs->n ? hs->n : 1;
+    struct rm_pool **pools = calloc(n * 2, sizeof(*pools));
+    int64_t *wrr = calloc(n, sizeof(*wrr));
+    struct old_pos *pos = calloc(old->n ? old->n : 1, sizeof(*pos));
+    if (!pools || !wrr || !pos)
+        abort();
+    for (size_t j = 0; j < old->n; j++)
+        pos[j] = (struct old_pos){old->hosts[j], j};
+    qsort(pos, old->n, sizeof(*pos), cmp_old_pos);
+    for (size_t i = 0; i < hs->n; i++) { /* hosts that stay keep their pools */
+        const struct old_pos *o = find_old(pos, old->n, hs->hosts[i]);
+        if (!o)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            pools[i * 2 + k] = wc->pools[o->i * 2 + k];
+            wc->pools[o->i * 2 + k] = NULL;
+        }
+    }
+    for (size_t j = 0; j < old->n * 2; j++) /* what is left belongs to hosts that left */
+        pool_start_drain(wc, wc->pools[j]);
+    free(pos);
+    free(wc->pools);
+    free(wc->wrr_current); /* smooth WRR restarts: its state is by position */
+    wc->pools = pools;
+    wc->wrr_current = wrr;
+    wc->hs = hs;
+    wc->last_pick = 0;
+    rm_host_set_unref(old);
+}
+
+/* Position of <h> in wc->hs: rm_lb_pick's last answer, else a scan; n when absent. */
+static size_t host_index(const struct rm_worker_cluster *wc, const struct rm_host *h)
+{
+    const struct rm_host_set *hs = wc->hs;
+    if (wc->last_pick < hs->n && hs->hosts[wc->last_pick] == h)
+        return wc->last_pick;
+    size_t i = 0;
+    while (i < hs->n && hs->hosts[i] != h)
+        i++;
+    return i;
 }
 
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
                                        enum rm_http_proto proto, unsigned priority)
 {
-    size_t i = 0;
-    while (i < wc->cluster->n_hosts && wc->cluster->hosts[i] != h)
-        i++;
+    size_t i = host_index(wc, h);
+    if (i == wc->hs->n)
+        return NULL; /* not a host of this worker's set (a caller bug) */
     size_t slot = i * 2 + (proto == RM_HTTP2);
     if (!wc->pools[slot]) {
         if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {
             rm_stat_inc(wc->cluster->stats, RM_CS_UPSTREAM_CX_POOL_OVERFLOW);
             return NULL;
         }
-        struct rm_pool *p = calloc(1, sizeof(*p));
-        if (!p)
-            abort();
-        p->priority = priority;
-        p->wc = wc;
-        p->host = h;
-        p->proto = proto == RM_HTTP2 ? RM_HTTP2 : RM_HTTP11;
-        p->conns.next = p->conns.prev = &p->conns;
-        p->pending.next = p->pending.prev = &p->pending;
-        wc->pools[slot] = p;
+        wc->pools[slot] = pool_new(wc, h, proto, priority);
     }
     return wc->pools[slot];
 }

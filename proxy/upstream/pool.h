@@ -1,9 +1,15 @@
 /* Per-worker upstream state: load balancing and connection pools.
  *
- * struct rm_worker_cluster is one worker's view of one cluster: its LB cursor and one pool per
- * (host, protocol).  A pool lends client codecs: HTTP/1.1 pools keep idle keep-alive
- * connections and open one connection per concurrent request; HTTP/2 pools multiplex streams
- * over as few connections as the peer's max_concurrent_streams allows. */
+ * struct rm_worker_cluster is one worker's view of one cluster: its own reference to the
+ * cluster's membership (a struct rm_host_set, swapped by rm_worker_cluster_set_hosts), its LB
+ * cursors and one pool per (host, protocol), plus the pools of hosts that left, draining.
+ * A pool lends client codecs: HTTP/1.1 pools keep idle keep-alive connections and open one
+ * connection per concurrent request; HTTP/2 pools multiplex streams over as few connections as
+ * the peer's max_concurrent_streams allows.
+ *
+ * Lifetimes: a pool holds a reference on its host, and is freed only from a deferred task once
+ * it has neither connection nor waiting request, so a host and its pool outlive every upstream
+ * stream and pending request that uses them, whatever membership update happens meanwhile. */
 #ifndef RM_UPSTREAM_POOL_H
 #define RM_UPSTREAM_POOL_H
 
@@ -36,27 +42,45 @@ struct rm_pool_request {
     unsigned priority; /* routing priority: which circuit breakers count it */
 };
 
+/* One worker's view of one cluster.  Worker thread only (created and freed on the thread that
+ * owns <loop>, or before that thread runs). */
 struct rm_worker_cluster {
     struct rm_cluster *cluster;
     struct rm_loop *loop;
-    uint64_t rr; /* round-robin cursor */
-    int64_t *wrr_current; /* smooth weighted round robin state per host (NULL if equal weights) */
-    bool weighted;
+    struct rm_host_set *hs; /* this worker's reference to the membership it balances over */
+    uint64_t rr;            /* round-robin cursor */
+    int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts */
     uint64_t rng;
-    struct rm_pool **pools; /* [n_hosts * 2]: h1 then h2 */
+    struct rm_pool **pools; /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2 */
+    size_t last_pick;       /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
+    struct rm_pool *draining; /* pools of hosts that left hs, until their connections are gone */
+    struct rm_task reap;      /* frees the drained pools (deferred: never inside a callback) */
+    bool freed;               /* rm_worker_cluster_free ran while reap was queued */
 };
 
+/** The worker view of <c>, balancing over c->hs as it is now (a new reference): on the main
+ *  thread, before the worker thread runs.  NULL when out of memory. */
 struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop);
-/** Close every pooled connection and free (requests in flight get on_reset). */
+/** Close every pooled connection, draining ones included (requests in flight get on_reset) and
+ *  free.  On the worker's thread (or after it ended); NULL is a no-op. */
 void rm_worker_cluster_free(struct rm_worker_cluster *wc);
+
+/** Balance over <hs> from now on (takes over the caller's reference; the old set is dropped).
+ *  Hosts that stay keep their pools and their smooth-WRR state; pools of hosts that left
+ *  drain: they take no new request, their idle connections close now, busy ones when their
+ *  last stream ends, requests waiting in them still get a connection; each is freed (and its
+ *  host reference dropped) once it has neither connection nor waiting request.  Worker thread.
+ *  Aborts when out of memory. */
+void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs);
 
 /** Pick a host by the cluster's policy, skipping unroutable ones (panic mode as Envoy: if the
  *  routable share is below healthy_panic_threshold, pick among all).  <avoid> is a host to avoid
  *  when another is available (retries).  NULL when the cluster has no host. */
 struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *avoid);
 
-/** The pool for (host, protocol); created on first use, counted against max_connection_pools
- *  of <priority>: NULL (and upstream_cx_pool_overflow) when a new pool would pass it. */
+/** The pool for (host, protocol); <h> is a host of wc->hs (rm_lb_pick's answer).  Created on
+ *  first use (it holds a reference on <h>), counted against max_connection_pools of
+ *  <priority>: NULL (and upstream_cx_pool_overflow) when a new pool would pass it. */
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
                                        enum rm_http_proto proto, unsigned priority);
 

@@ -23,12 +23,13 @@ static void setup_cluster(struct fixture *f, enum rm_lb_policy lb, size_t n, con
     f->c.healthy_panic_threshold = 50;
     f->c.stats = rm_stats_get("cluster.lbtest.", rm_cluster_stat_defs, RM_CS__COUNT);
     for (size_t i = 0; i < n; i++) {
+        atomic_init(&f->hosts[i].refs, 1); /* the fixture's: never freed by an unref */
         f->hosts[i].weight = w ? w[i] : 1;
         f->hosts[i].health = RM_HEALTH_HEALTHY;
         f->ptrs[i] = &f->hosts[i];
     }
-    f->c.hosts = f->ptrs;
-    f->c.n_hosts = n;
+    f->c.hs = rm_host_set_new(f->ptrs, n);
+    cr_assert_not_null(f->c.hs);
     f->loop = rm_loop_new();
     f->wc = rm_worker_cluster_new(&f->c, f->loop);
     cr_assert_not_null(f->wc);
@@ -36,7 +37,10 @@ static void setup_cluster(struct fixture *f, enum rm_lb_policy lb, size_t n, con
 
 static void teardown_cluster(struct fixture *f)
 {
+    rm_loop_run_pending(f->loop);
     rm_worker_cluster_free(f->wc);
+    rm_loop_run_pending(f->loop);
+    rm_host_set_unref(f->c.hs);
     rm_loop_free(f->loop);
 }
 

@@ -1,0 +1,139 @@
+/* Hosts and host sets: a cluster's membership, shared by reference between the main thread
+ * (which builds it: from the config, or from DNS answers) and the workers (which balance over
+ * it and keep one connection pool per host).
+ *
+ * struct rm_host is immutable after rm_host_new except its counters and outlier state (atomics).
+ * It is refcounted: every host set that lists it and every worker pool of it holds a reference;
+ * the last rm_host_unref frees it, on whichever thread.
+ *
+ * struct rm_host_set is an immutable, refcounted array of hosts.  The cluster (main thread)
+ * holds its current set; each worker holds its own reference to the set it balances over.  A
+ * membership update builds a new set on the main thread with rm_host_set_diff, reusing the
+ * rm_host objects of addresses that stay (so their stats, outlier state and pools carry over),
+ * and hands it to the workers (proxy/server/worker.h: rm_worker_publish_hosts). */
+#ifndef RM_UPSTREAM_HOST_H
+#define RM_UPSTREAM_HOST_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "proxy/upstream/outlier.h"
+
+enum rm_health {
+    RM_HEALTH_UNKNOWN = 0, /* routable */
+    RM_HEALTH_HEALTHY = 1,
+    RM_HEALTH_UNHEALTHY = 2,
+    RM_HEALTH_DRAINING = 3,
+    RM_HEALTH_TIMEOUT = 4,
+    RM_HEALTH_DEGRADED = 5,
+};
+
+struct rm_host {
+    _Atomic unsigned refs;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char addr_str[64]; /* "127.0.0.1:8080" / "[::1]:8080" */
+    char *hostname;    /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL */
+    uint32_t weight;   /* ≥ 1 */
+    enum rm_health health;
+    int locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown */
+    /* shared counters, shown by /clusters */
+    _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
+    _Atomic int64_t cx_active, cx_total, cx_connect_fail;
+    struct rm_outlier_host outlier; /* det is NULL without outlier_detection */
+};
+
+/** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
+ *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
+static inline bool rm_host_routable(const struct rm_host *h)
+{
+    return (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
+            h->health == RM_HEALTH_DEGRADED) &&
+           !rm_outlier_ejected(&h->outlier);
+}
+
+/** What a host is made of (a plain value; rm_host_new copies it). */
+struct rm_host_spec {
+    struct sockaddr_storage addr; /* with the port */
+    socklen_t addr_len;
+    const char *hostname; /* NULL or "" = none */
+    uint32_t weight;      /* ≥ 1 */
+    enum rm_health health;
+    int locality_idx;
+};
+
+/** A new host with one reference (the caller's).  NULL when out of memory. */
+struct rm_host *rm_host_new(const struct rm_host_spec *s);
+/** Take a reference (any thread).  Returns <h>. */
+struct rm_host *rm_host_ref(struct rm_host *h);
+/** Drop a reference (any thread); the last one frees the host.  NULL is a no-op. */
+void rm_host_unref(struct rm_host *h);
+
+/** Format "ip:port" for a sockaddr. */
+void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len);
+/** Order of socket addresses (family, address, port): 0 when they are the same endpoint. */
+int rm_sockaddr_cmp(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
+/* ---- host sets --------------------------------------------------------------------------- */
+
+struct rm_host_set {
+    _Atomic unsigned refs;
+    size_t n;
+    uint64_t total_weight;
+    bool weighted; /* the weights differ: smooth weighted round robin */
+    /* LOGICAL_DNS: the one host is the cluster's logical host, and new connections go to the
+     * first address of the latest answer, not to hosts[0]->addr (Envoy's LogicalHost). */
+    bool has_logical;
+    struct sockaddr_storage logical_addr;
+    socklen_t logical_len;
+    char logical_str[64];
+    struct rm_host *hosts[];
+};
+
+/** A set of <n> hosts in this order, each taking a new reference.  One reference (the
+ *  caller's).  NULL when out of memory. */
+struct rm_host_set *rm_host_set_new(struct rm_host *const *hosts, size_t n);
+/** Take a reference (any thread).  Returns <hs>. */
+struct rm_host_set *rm_host_set_ref(struct rm_host_set *hs);
+/** Drop a reference (any thread); the last one frees the set and drops its host references.
+ *  NULL is a no-op. */
+void rm_host_set_unref(struct rm_host_set *hs);
+
+/** Where a new connection to <h>, a host of <hs>, goes (the logical address for LOGICAL_DNS). */
+static inline const struct sockaddr_storage *
+rm_host_set_connect_addr(const struct rm_host_set *hs, const struct rm_host *h, socklen_t *len)
+{
+    if (hs && hs->has_logical && hs->n == 1 && hs->hosts[0] == h) {
+        *len = hs->logical_len;
+        return &hs->logical_addr;
+    }
+    *len = h->addr_len;
+    return &h->addr;
+}
+
+enum rm_host_set_diff_result {
+    RM_HOST_SET_SAME = 0,    /* the same membership (maybe in another order): nothing to do */
+    RM_HOST_SET_CHANGED = 1, /* *out is a new set */
+};
+
+/** The set for the wanted membership <want>[0..n) against the current set <cur> (NULL = empty).
+ *  Duplicate addresses in <want> are dropped (the first one wins).  A host of <cur> with the
+ *  same address, weight, hostname, health and locality is reused (same object: its stats,
+ *  outlier state and pools carry over); the others are new.  Returns RM_HOST_SET_SAME when the
+ *  membership equals <cur>'s whatever the order (*out = NULL), RM_HOST_SET_CHANGED with *out a
+ *  new set in <want>'s order (one reference, the caller's), or RM_ERR when out of memory.
+ *  O((n + cur->n) log n).  Any thread (in remora, the main thread). */
+int rm_host_set_diff(const struct rm_host_set *cur, const struct rm_host_spec *want, size_t n,
+                     struct rm_host_set **out);
+
+/** LOGICAL_DNS: the set whose one logical host connects to <want>'s address.  The logical host
+ *  of <cur> is kept when there is one (its pools keep their connections; only new connections
+ *  go to the new address); the first answer creates it from <want>.  Returns RM_HOST_SET_SAME
+ *  when <cur> already connects to that address, RM_HOST_SET_CHANGED with *out, or RM_ERR. */
+int rm_host_set_logical(const struct rm_host_set *cur, const struct rm_host_spec *want,
+                        struct rm_host_set **out);
+
+#endif
