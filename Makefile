@@ -7,6 +7,7 @@
 #
 # Sources are found by directory, so a new .c file needs no Makefile edit:
 #   proxy/**, filters/, xds/  -> libremora.a (proxy/main.c is the binary)
+#   xds/cp/                   -> build/remora-xds, the reference control plane (not in the lib)
 #   bench/upstream/ bench/load/ bench/relay/ -> one binary each
 #   tests/unit/**             -> one Criterion binary
 #   tests/tools/<name>.c      -> $(BUILD)/tests/<name> (test drivers linked with the library)
@@ -75,7 +76,8 @@ $(REG_O): $(REG_C)
 	$(CC) $(GENFLAGS) -c $< -o $@
 
 # ---- the library and binaries ---------------------------------------------
-LIB_SRC := $(shell find proxy filters xds -name '*.c' ! -path proxy/main.c 2>/dev/null | sort)
+LIB_SRC := $(shell find proxy filters xds -name '*.c' ! -path proxy/main.c ! -path 'xds/cp/*' \
+                2>/dev/null | sort)
 LIB_O   := $(addprefix $(BUILD)/obj/,$(LIB_SRC:.c=.o))
 LIB     := $(BUILD)/libremora.a
 
@@ -98,6 +100,13 @@ endef
 $(foreach b,upstream load relay,$(eval $(call bench_bin,$(b))))
 BENCH_BINS := $(foreach b,upstream load relay,$(if $(wildcard bench/$(b)/*.c),$(BUILD)/remora-$(b)))
 
+# ---- the reference xDS control plane: xds/cp/*.c -> $(BUILD)/remora-xds (kept out of the
+# library, linked with it) -----------------------------------------------------------------------
+CP_SRC := $(sort $(wildcard xds/cp/*.c))
+CP_BIN := $(if $(CP_SRC),$(BUILD)/remora-xds)
+$(BUILD)/remora-xds: $(addprefix $(BUILD)/obj/,$(CP_SRC:.c=.o)) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_BIN := $(BUILD)/tests/unit_tests
 $(UNIT_BIN): $(addprefix $(BUILD)/obj/,$(UNIT_SRC:.c=.o)) $(LIB)
@@ -113,7 +122,7 @@ $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 
 .DEFAULT_GOAL := all
 .PHONY: all deps test unit integration run clean format check-format
-all: $(BUILD)/remora $(BENCH_BINS) $(TOOL_BINS)
+all: $(BUILD)/remora $(BENCH_BINS) $(TOOL_BINS) $(CP_BIN)
 
 deps:
 	@scripts/deps.sh
