@@ -187,9 +187,7 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
     if (pb->proxy_100_continue)
         return rm_error_set(err, "%s.proxy_100_continue: not supported by remora yet (remora "
                             "answers 100-continue itself, as Envoy does by default)", path);
-    if (pb->request_headers_timeout)
-        return rm_error_set(err, "%s.request_headers_timeout: not supported by remora yet (the "
-                            "codecs report a request once its headers are complete)", path);
+    h->codec.request_headers_timeout_ms = rm_pb_duration_ms(pb->request_headers_timeout, 0);
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
     h->stats = rm_stats_get(prefix, rm_http_stat_defs, RM_HS__COUNT);

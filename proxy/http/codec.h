@@ -120,6 +120,8 @@ struct rm_codec_settings {
     uint32_t h2_initial_conn_window;    /* 0 = 1 MiB */
     uint32_t buffer_limit;              /* per-stream/conn output above which write_blocked() */
     bool accept_http_10;                /* h1 server */
+    uint32_t request_headers_timeout_ms; /* server: first byte of a request to the end of its
+                                          * headers (0 = none); h1: 408 + close, h2: reset */
 };
 
 /** Per-connection operations every codec implements. */

@@ -203,6 +203,7 @@ void rm_h1_close(struct rm_h1_codec *c, enum rm_h1_close_how how, bool notify, i
     if (c->state == RM_H1_CLOSED) return;
     struct rm_conn *conn = c->base.conn;
     c->base.conn = NULL;
+    rm_timer_stop(c->loop, &c->headers_timer);
     rm_h1_set_state(c, RM_H1_CLOSED);
     c->notify_close = notify;
     c->close_err = err;

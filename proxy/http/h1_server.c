@@ -27,9 +27,24 @@ static const struct rm_str methods[] = {
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
+/* request_headers_timeout: the client took too long to send a request's headers (slowloris). */
+static void on_headers_timeout(struct rm_timer *t)
+{
+    struct rm_h1_codec *c = rm_container_of(t, struct rm_h1_codec, headers_timer);
+    static const char r408[] = "HTTP/1.1 408 Request Timeout\r\n"
+                               "content-length: 0\r\nconnection: close\r\n\r\n";
+    rm_log_debug("h1: request headers not complete within %u ms",
+                 c->st.request_headers_timeout_ms);
+    rm_h1_write(c, r408, sizeof(r408) - 1);
+    rm_h1_close(c, RM_H1_CLOSE_FLUSH, true, 0, RM_RESET_TIMEOUT);
+}
+
 static int on_message_begin(http_parser *p)
 {
     struct rm_h1_codec *c = p->data;
+    if (c->st.request_headers_timeout_ms)
+        rm_timer_start(c->loop, &c->headers_timer, c->st.request_headers_timeout_ms,
+                       on_headers_timeout);
     assert(!c->cur && "h1: a request began before the previous exchange ended");
     if (c->state == RM_H1_IDLE) rm_h1_set_state(c, RM_H1_ACTIVE);
     struct rm_h1_stream *hs = rm_h1_stream_new(c);
@@ -148,6 +163,7 @@ static int on_headers_complete(http_parser *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
+    rm_timer_stop(c->loop, &c->headers_timer);
     rm_h1_acc_end(c);
     if (p->http_major != 1 || p->http_minor > 1) return reject_in_parser(c, 400);
     if (p->http_minor == 0 && !c->st.accept_http_10) return reject_in_parser(c, 426);

@@ -95,6 +95,7 @@ struct rm_h2_stream {
     struct rm_buf held; /* DATA received while paused, not yet delivered */
     struct rm_headers *held_trailers;
     size_t unconsumed;        /* delivered while paused: window not yet returned */
+    struct rm_timer headers_timer; /* server: request_headers_timeout until END_HEADERS */
     bool attached : 1;        /* the user has it (server: after on_stream) */
     bool released : 1;        /* the user called release() */
     bool ng_open : 1;         /* nghttp2 knows the stream and has not closed it */

@@ -48,6 +48,16 @@ static struct rm_h2_stream *stream_search(struct rm_h2_codec *c, int32_t id)
 
 /* ---- receiving: header blocks ------------------------------------------------------------- */
 
+/* request_headers_timeout: a request's header block (HEADERS + CONTINUATIONs) took too long. */
+static void on_headers_timeout(struct rm_timer *t)
+{
+    struct rm_h2_stream *hs = rm_container_of(t, struct rm_h2_stream, headers_timer);
+    struct rm_h2_codec *c = hs->codec;
+    if (c->finished || !hs->ng_open) return;
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, hs->base.id, NGHTTP2_CANCEL);
+    rm_h2_want_flush(c);
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rm_h2_codec *c = ud;
@@ -61,6 +71,9 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         hs->base.id = f->hd.stream_id;
         hs->ng_open = true;
         nghttp2_session_set_stream_user_data(ng, hs->base.id, hs);
+        if (c->st.request_headers_timeout_ms)
+            rm_timer_start(c->loop, &hs->headers_timer, c->st.request_headers_timeout_ms,
+                           on_headers_timeout);
     } else {
         hs = stream_by_id(c, f->hd.stream_id);
         if (!hs) return 0;
@@ -143,6 +156,7 @@ static void client_headers(struct rm_h2_stream *hs, struct rm_headers *h, bool e
 static void headers_received(struct rm_h2_codec *c, const nghttp2_frame *f)
 {
     struct rm_h2_stream *hs = stream_by_id(c, f->hd.stream_id);
+    if (hs) rm_timer_stop(c->loop, &hs->headers_timer);
     if (!hs || !hs->in) return;
     struct rm_headers *h = hs->in;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;

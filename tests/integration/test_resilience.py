@@ -706,3 +706,52 @@ def test_connection_idle_timeout_and_max_duration(ctx):
         s.close()
     assert stats(ctx, px)["http.ingress_http.downstream_cx_max_duration_reached"] == 1
     stop_clean(ctx, px)
+
+
+def test_request_headers_timeout_slowloris(ctx):
+    """A client dribbling its request headers is cut off: HTTP/1.1 gets 408 and a close,
+    HTTP/2 gets RST_STREAM; complete requests are unaffected."""
+    import remora_cfg as rcfg
+    import socket as sk
+    import time as tm
+    up = ctx.upstream()
+    y = rcfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [rcfg.cluster("backend", [up.port])],
+                       hcm_extra="\n          request_headers_timeout: 0.3s")
+    px = ctx.remora(y)
+    t0 = tm.monotonic()
+    with sk.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    dt = tm.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert 0.25 <= dt < 3, dt
+    # HTTP/2: HEADERS without END_HEADERS, CONTINUATION never comes
+    with sk.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        block = bytes([0x82, 0x86, 0x84])  # :method GET, :scheme http, :path /
+        s.sendall(len(block).to_bytes(3, "big") + b"\x01\x01" + (1).to_bytes(4, "big") + block)
+        got, frames = b"", []
+        end = tm.monotonic() + 3
+        while tm.monotonic() < end and not any(t in (0x3, 0x7) for t, _ in frames):
+            try:
+                chunk = s.recv(4096)
+            except sk.timeout:
+                break
+            if not chunk:
+                break
+            got += chunk
+            frames, i = [], 0
+            while i + 9 <= len(got):
+                ln = int.from_bytes(got[i:i + 3], "big")
+                frames.append((got[i + 3], got[i + 9:i + 9 + ln]))
+                i += 9 + ln
+    assert any(t in (0x3, 0x7) for t, _ in frames), frames  # RST_STREAM (or GOAWAY: protocol)
+    assert ctx.curl(f"http://127.0.0.1:{px.port}/").status == 200
+    assert ctx.stop(px) == 0
