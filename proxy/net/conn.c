@@ -200,6 +200,20 @@ void rm_conn_pause_reading(struct rm_conn *c, bool paused)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
+#define RM_CONN_EVENTS (EPOLLIN | EPOLLRDHUP)
+
+/* EPOLLOUT is watched only while output waits for socket space: with it always on, every ACK
+ * that frees send buffer space would wake the epoll machinery (edge-triggered or not). */
+static void want_write(struct rm_conn *c, bool on)
+{
+    if (on == !!(c->flags & RM_CONN_WANT_WRITE)) return;
+    if (on)
+        c->flags |= RM_CONN_WANT_WRITE;
+    else
+        c->flags &= ~(uint32_t)RM_CONN_WANT_WRITE;
+    if (c->io.fd >= 0) rm_io_modify(c->loop, &c->io, RM_CONN_EVENTS | (on ? EPOLLOUT : 0));
+}
+
 static void do_write(struct rm_conn *c)
 {
     while (c->out.len) {
@@ -211,13 +225,13 @@ static void do_write(struct rm_conn *c)
         }
         if (n == -EINTR) continue;
         if (n == -EAGAIN) {
-            c->flags |= RM_CONN_WANT_WRITE;
+            want_write(c, true);
             return;
         }
         close_with(c, (int)n);
         return;
     }
-    c->flags &= ~(uint32_t)RM_CONN_WANT_WRITE;
+    want_write(c, false);
     if (c->flags & RM_CONN_SHUT_AFTER_FLUSH) {
         shutdown(c->io.fd, SHUT_WR);
         rm_conn_close(c);
@@ -276,6 +290,7 @@ static void finish_connect(struct rm_conn *c)
     }
     c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
     rm_timer_stop(c->loop, &c->connect_timer);
+    rm_io_modify(c->loop, &c->io, RM_CONN_EVENTS); /* EPOLLOUT only served the connect */
     c->h->on_connected(c, 0);
     if (!(c->flags & RM_CONN_CLOSED) && c->out.len) rm_conn_schedule_flush(c);
 }
@@ -288,7 +303,6 @@ static void on_io(struct rm_io *io, uint32_t events)
         return;
     }
     if ((events & EPOLLOUT) && (c->flags & RM_CONN_WANT_WRITE)) {
-        c->flags &= ~(uint32_t)RM_CONN_WANT_WRITE;
         do_write(c);
         after_write(c);
     }
@@ -322,7 +336,7 @@ struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sock
     if (peer_len > sizeof(c->peer)) peer_len = sizeof(c->peer);
     memcpy(&c->peer, peer, peer_len);
     c->peer_len = peer_len;
-    if (rm_io_start(loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, on_io) < 0) {
+    if (rm_io_start(loop, &c->io, fd, RM_CONN_EVENTS, on_io) < 0) {
         close(fd);
         free(c);
         return NULL;
