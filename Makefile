@@ -128,7 +128,7 @@ deps:
 	@scripts/deps.sh
 
 # make test: everything under ASan/UBSan in build/san, unit then integration.
-test: deps
+test: deps check-format
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san all build/san/tests/unit_tests
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san unit integration
 

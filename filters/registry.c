@@ -14,8 +14,7 @@ const struct rm_filter_ops *rm_filter_lookup(const char *name, const char *type_
     for (size_t i = 0; i < sizeof(all_filters) / sizeof(all_filters[0]); i++) {
         const struct rm_filter_ops *ops = all_filters[i];
         if (type_name && type_name[0]) {
-            if (strcmp(ops->type_url, type_name) == 0)
-                return ops;
+            if (strcmp(ops->type_url, type_name) == 0) return ops;
         } else if (name && strcmp(ops->name, name) == 0) {
             return ops;
         }

@@ -148,8 +148,7 @@ static void put_double(struct rm_strbuf *sb, double v)
     char buf[64];
     for (int prec = 0; prec <= 17; prec++) {
         snprintf(buf, sizeof(buf), "%.*f", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
+        if (strtod(buf, NULL) == v) break;
     }
     rm_strbuf_puts(sb, buf);
 }
@@ -179,8 +178,7 @@ static void put_health_flags(struct rm_strbuf *sb, const struct rm_host *h)
         rm_strbuf_puts(sb, "healthy");
         return;
     }
-    if (ejected)
-        rm_strbuf_puts(sb, "/failed_outlier_check");
+    if (ejected) rm_strbuf_puts(sb, "/failed_outlier_check");
     rm_strbuf_puts(sb, eds);
 }
 
@@ -255,8 +253,8 @@ static void text_outlier(struct rm_strbuf *sb, const struct rm_cluster *c)
                      d->sr_threshold[RM_OUTLIER_EXTERNAL]);
     rm_strbuf_printf(sb, "%s::outlier::local_origin_success_rate_average::%g\n", c->name,
                      d->sr_average[RM_OUTLIER_LOCAL]);
-    rm_strbuf_printf(sb, "%s::outlier::local_origin_success_rate_ejection_threshold::%g\n",
-                     c->name, d->sr_threshold[RM_OUTLIER_LOCAL]);
+    rm_strbuf_printf(sb, "%s::outlier::local_origin_success_rate_ejection_threshold::%g\n", c->name,
+                     d->sr_threshold[RM_OUTLIER_LOCAL]);
 }
 
 static void text_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)

@@ -20,8 +20,7 @@ typedef Envoy__Config__Listener__V3__Listener Listener;
 static void own(struct rm_snapshot *s, ProtobufCMessage *m)
 {
     ProtobufCMessage **v = realloc(s->owned, (s->n_owned + 1) * sizeof(*v));
-    if (!v)
-        abort();
+    if (!v) abort();
     s->owned = v;
     s->owned[s->n_owned++] = m;
 }
@@ -39,8 +38,7 @@ struct rm_cluster *rm_snapshot_cluster(const struct rm_snapshot *s, const char *
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(name, s->clusters[mid]->name);
-        if (c == 0)
-            return s->clusters[mid];
+        if (c == 0) return s->clusters[mid];
         if (c < 0)
             hi = mid;
         else
@@ -49,18 +47,17 @@ struct rm_cluster *rm_snapshot_cluster(const struct rm_snapshot *s, const char *
     return NULL;
 }
 
-static int build_clusters(struct rm_snapshot *s, const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+static int build_clusters(struct rm_snapshot *s,
+                          const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
                           struct rm_error *err)
 {
     s->clusters = calloc(sr->n_clusters + 1, sizeof(*s->clusters));
-    if (!s->clusters)
-        return rm_error_set(err, "out of memory");
+    if (!s->clusters) return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < sr->n_clusters; i++) {
         char path[64];
         snprintf(path, sizeof(path), "static_resources.clusters[%zu]", i);
         struct rm_cluster *c = rm_cluster_new(sr->clusters[i], path, err);
-        if (!c)
-            return RM_ERR;
+        if (!c) return RM_ERR;
         s->clusters[s->n_clusters++] = c;
     }
     qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
@@ -88,8 +85,7 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
     snprintf(stats_prefix, sizeof(stats_prefix), "http.%s.", h->stat_prefix);
     const struct rm_filter_chain_info chain = {.stats_prefix = stats_prefix};
     h->filters = calloc(pb->n_http_filters + 1, sizeof(*h->filters));
-    if (!h->filters)
-        return rm_error_set(err, "out of memory");
+    if (!h->filters) return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < pb->n_http_filters; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f =
             pb->http_filters[i];
@@ -103,15 +99,13 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
         }
         const struct rm_filter_ops *ops = rm_filter_lookup(f->name, type);
         if (!ops) {
-            if (f->is_optional)
-                continue;
+            if (f->is_optional) continue;
             return rm_error_set(err, "%s: HTTP filter \"%s\"%s%s%s is not supported by remora", p,
                                 f->name, type ? " (type " : "", type ? type : "", type ? ")" : "");
         }
         void *cfg = ops->config_new_in ? ops->config_new_in(&chain, f->typed_config, p, err)
                                        : ops->config_new(f->typed_config, p, err);
-        if (!cfg)
-            return RM_ERR;
+        if (!cfg) return RM_ERR;
         h->filters[h->n_filters].ops = ops;
         h->filters[h->n_filters].config = cfg;
         h->filters[h->n_filters].name = strdup(f->name);
@@ -121,8 +115,10 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
             return rm_error_set(err, "%s.disabled: the router filter cannot be disabled", p);
     }
     if (!h->n_filters || h->filters[h->n_filters - 1].ops != &rm_filter_router)
-        return rm_error_set(err, "%s.http_filters: the last filter must be the router "
-                            "(envoy.filters.http.router)", path);
+        return rm_error_set(err,
+                            "%s.http_filters: the last filter must be the router "
+                            "(envoy.filters.http.router)",
+                            path);
     for (size_t i = 0; i + 1 < h->n_filters; i++) {
         if (h->filters[i].ops == &rm_filter_router)
             return rm_error_set(err, "%s.http_filters[%zu]: the router must be the last filter",
@@ -138,27 +134,27 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
     if (!pb->stat_prefix || !pb->stat_prefix[0])
         return rm_error_set(err, "%s.stat_prefix: required", path);
     h->stat_prefix = strdup(pb->stat_prefix);
-    if (pb->codec_type > ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2)
+    if (pb->codec_type >
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2)
         return rm_error_set(err, "%s.codec_type: HTTP3 is not supported by remora", path);
     h->codec_type = (enum rm_codec_type)pb->codec_type;
     if (pb->route_specifier_case !=
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
-        return rm_error_set(err, "%s: route_config is required (rds is not supported by remora yet)",
-                            path);
+        return rm_error_set(
+            err, "%s: route_config is required (rds is not supported by remora yet)", path);
     char p[PATH_MAX_LEN];
     snprintf(p, sizeof(p), "%s.route_config", path);
     h->routes = rm_route_table_new(pb->route_config, p, resolve_cluster, s, err);
-    if (!h->routes)
-        return RM_ERR;
-    if (build_filters(s, h, pb, path, err) || rm_route_filters_bind(h, err))
-        return RM_ERR;
+    if (!h->routes) return RM_ERR;
+    if (build_filters(s, h, pb, path, err) || rm_route_filters_bind(h, err)) return RM_ERR;
     h->codec.max_request_headers_kb = rm_pb_u32(pb->max_request_headers_kb, 60);
     h->codec.buffer_limit = lc->buffer_limit;
     h->idle_timeout_ms = 3600 * 1000;
     if (pb->common_http_protocol_options) {
-        h->codec.max_headers_count = rm_pb_u32(pb->common_http_protocol_options->max_headers_count, 100);
-        h->idle_timeout_ms = rm_pb_duration_ms(pb->common_http_protocol_options->idle_timeout,
-                                               h->idle_timeout_ms);
+        h->codec.max_headers_count =
+            rm_pb_u32(pb->common_http_protocol_options->max_headers_count, 100);
+        h->idle_timeout_ms =
+            rm_pb_duration_ms(pb->common_http_protocol_options->idle_timeout, h->idle_timeout_ms);
         h->max_connection_duration_ms =
             rm_pb_duration_ms(pb->common_http_protocol_options->max_connection_duration, 0);
         h->max_stream_duration_ms =
@@ -185,8 +181,10 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
     h->stream_idle_timeout_ms = rm_pb_duration_ms(pb->stream_idle_timeout, 300000);
     h->request_timeout_ms = rm_pb_duration_ms(pb->request_timeout, 0);
     if (pb->proxy_100_continue)
-        return rm_error_set(err, "%s.proxy_100_continue: not supported by remora yet (remora "
-                            "answers 100-continue itself, as Envoy does by default)", path);
+        return rm_error_set(err,
+                            "%s.proxy_100_continue: not supported by remora yet (remora "
+                            "answers 100-continue itself, as Envoy does by default)",
+                            path);
     h->codec.request_headers_timeout_ms = rm_pb_duration_ms(pb->request_headers_timeout, 0);
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
@@ -209,37 +207,41 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
     if (!rm_pb_bool(pb->bind_to_port, true))
         return rm_error_set(err, "%s.bind_to_port: false is not supported by remora yet", path);
     if (pb->n_filter_chains != 1)
-        return rm_error_set(err, "%s.filter_chains: exactly one filter chain is supported by "
-                            "remora yet (got %zu)", path, pb->n_filter_chains);
+        return rm_error_set(err,
+                            "%s.filter_chains: exactly one filter chain is supported by "
+                            "remora yet (got %zu)",
+                            path, pb->n_filter_chains);
     const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
     if (fc->filter_chain_match)
-        return rm_error_set(err, "%s.filter_chains[0].filter_chain_match: not supported by "
-                            "remora yet", path);
+        return rm_error_set(err,
+                            "%s.filter_chains[0].filter_chain_match: not supported by "
+                            "remora yet",
+                            path);
     if (fc->transport_socket)
-        return rm_error_set(err, "%s.filter_chains[0].transport_socket: TLS is not supported by "
-                            "remora yet", path);
+        return rm_error_set(err,
+                            "%s.filter_chains[0].transport_socket: TLS is not supported by "
+                            "remora yet",
+                            path);
     if (fc->n_filters != 1)
-        return rm_error_set(err, "%s.filter_chains[0].filters: exactly one network filter "
-                            "(envoy.filters.network.http_connection_manager) is supported", path);
+        return rm_error_set(err,
+                            "%s.filter_chains[0].filters: exactly one network filter "
+                            "(envoy.filters.network.http_connection_manager) is supported",
+                            path);
     return RM_OK;
 }
 
-static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i,
-                          struct rm_error *err)
+static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i, struct rm_error *err)
 {
     char path[PATH_MAX_LEN];
     snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
-    if (check_listener_supported(pb, path, err))
-        return RM_ERR;
+    if (check_listener_supported(pb, path, err)) return RM_ERR;
     struct rm_listener_cfg *lc = calloc(1, sizeof(*lc));
-    if (!lc)
-        return rm_error_set(err, "out of memory");
+    if (!lc) return rm_error_set(err, "out of memory");
     s->listeners[s->n_listeners++] = lc;
     lc->name = strdup(pb->name && pb->name[0] ? pb->name : "");
     char p[PATH_MAX_LEN];
     snprintf(p, sizeof(p), "%s.address", path);
-    if (rm_pb_address(pb->address, p, &lc->addr, &lc->addr_len, err))
-        return RM_ERR;
+    if (rm_pb_address(pb->address, p, &lc->addr, &lc->addr_len, err)) return RM_ERR;
     rm_sockaddr_str((struct sockaddr *)&lc->addr, lc->addr_str, sizeof(lc->addr_str));
     lc->buffer_limit = rm_pb_u32(pb->per_connection_buffer_limit_bytes, 1024 * 1024);
     lc->reuse_port = rm_pb_bool(pb->enable_reuse_port, true);
@@ -249,23 +251,23 @@ static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i,
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
         return rm_error_set(err, "%s.typed_config: required", p);
     const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
-    if (d != &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
-        return rm_error_set(err, "%s: network filter \"%s\" (%s) is not supported by remora; "
-                            "only " HCM_TYPE, p, f->name, f->typed_config->type_url);
+    if (d !=
+        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
+        return rm_error_set(err,
+                            "%s: network filter \"%s\" (%s) is not supported by remora; "
+                            "only " HCM_TYPE,
+                            p, f->name, f->typed_config->type_url);
     ProtobufCMessage *m;
     if (rm_pb_any_unpack(f->typed_config, d, &m, err))
         return rm_error_prefix(err, "%s.typed_config: ", p);
     own(s, m);
     snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
-    if (rm_pb_check_no_unknown(m, p, err))
-        return RM_ERR;
-    if (build_hcm(s, lc, (const Hcm *)m, p, err))
-        return RM_ERR;
+    if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
+    if (build_hcm(s, lc, (const Hcm *)m, p, err)) return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
     for (char *c = prefix + 9; *c; c++)
-        if (*c == ':')
-            *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
+        if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
     return RM_OK;
 }
@@ -275,8 +277,7 @@ static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i,
 static int build(struct rm_snapshot *s, struct rm_error *err)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = s->bootstrap;
-    if (rm_pb_check_no_unknown(&bs->base, "", err))
-        return RM_ERR;
+    if (rm_pb_check_no_unknown(&bs->base, "", err)) return RM_ERR;
     if (bs->dynamic_resources)
         return rm_error_set(err, "dynamic_resources: xDS is not supported by remora yet");
     if (bs->typed_dns_resolver_config) { /* validated here; used by the DNS clusters */
@@ -300,23 +301,22 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
         ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
-    if (!sr)
-        sr = &empty;
-    if (build_clusters(s, sr, err))
-        return RM_ERR;
+    if (!sr) sr = &empty;
+    if (build_clusters(s, sr, err)) return RM_ERR;
     s->listeners = calloc(sr->n_listeners + 1, sizeof(*s->listeners));
-    if (!s->listeners)
-        return rm_error_set(err, "out of memory");
+    if (!s->listeners) return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < sr->n_listeners; i++) {
-        if (build_listener(s, sr->listeners[i], i, err))
-            return RM_ERR;
+        if (build_listener(s, sr->listeners[i], i, err)) return RM_ERR;
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
         for (size_t j = 0; j < i; j++) {
             if (s->listeners[i]->addr_len == s->listeners[j]->addr_len &&
-                memcmp(&s->listeners[i]->addr, &s->listeners[j]->addr, s->listeners[i]->addr_len) == 0)
-                return rm_error_set(err, "static_resources.listeners[%zu].address: %s is already "
-                                    "used by listeners[%zu]", i, s->listeners[i]->addr_str, j);
+                memcmp(&s->listeners[i]->addr, &s->listeners[j]->addr, s->listeners[i]->addr_len) ==
+                    0)
+                return rm_error_set(err,
+                                    "static_resources.listeners[%zu].address: %s is already "
+                                    "used by listeners[%zu]",
+                                    i, s->listeners[i]->addr_str, j);
         }
     }
     return RM_OK;
@@ -348,8 +348,7 @@ struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s)
 
 static void listener_free(struct rm_listener_cfg *lc)
 {
-    if (!lc)
-        return;
+    if (!lc) return;
     struct rm_hcm_cfg *h = &lc->hcm;
     for (size_t i = 0; i < h->n_filters; i++) {
         h->filters[i].ops->config_free(h->filters[i].config);
@@ -366,8 +365,7 @@ static void listener_free(struct rm_listener_cfg *lc)
 
 void rm_snapshot_unref(struct rm_snapshot *s)
 {
-    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
-        return;
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     for (size_t i = 0; i < s->n_listeners; i++)
         listener_free(s->listeners[i]);
     free(s->listeners);
@@ -377,8 +375,7 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
-    if (s->bootstrap)
-        protobuf_c_message_free_unpacked(&s->bootstrap->base, NULL);
+    if (s->bootstrap) protobuf_c_message_free_unpacked(&s->bootstrap->base, NULL);
     free(s->admin_addr_str);
     free(s->node_id);
     free(s->node_cluster);

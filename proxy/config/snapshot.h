@@ -29,7 +29,8 @@ struct rm_filter_cfg {
     const struct rm_filter_ops *ops;
     void *config;
     char *name;
-    bool disabled; /* HttpFilter.disabled: off unless a route's typed_per_filter_config enables it */
+    bool
+        disabled; /* HttpFilter.disabled: off unless a route's typed_per_filter_config enables it */
 };
 
 /** An HttpConnectionManager, compiled. */
@@ -48,15 +49,15 @@ struct rm_hcm_cfg {
     bool generate_request_id;
     bool preserve_external_request_id;
     bool always_set_request_id_in_response;
-    char *server_name;            /* "server" response header */
-    int server_header_transformation; /* 0 OVERWRITE, 1 APPEND_IF_ABSENT, 2 PASS_THROUGH */
-    uint32_t drain_timeout_ms;        /* default 5000 */
-    uint32_t stream_idle_timeout_ms;  /* default 300000; 0 = disabled */
-    uint32_t request_timeout_ms;      /* 0 = disabled */
-    uint32_t idle_timeout_ms;         /* connection idle timeout (common options), default 1 h */
+    char *server_name;                   /* "server" response header */
+    int server_header_transformation;    /* 0 OVERWRITE, 1 APPEND_IF_ABSENT, 2 PASS_THROUGH */
+    uint32_t drain_timeout_ms;           /* default 5000 */
+    uint32_t stream_idle_timeout_ms;     /* default 300000; 0 = disabled */
+    uint32_t request_timeout_ms;         /* 0 = disabled */
+    uint32_t idle_timeout_ms;            /* connection idle timeout (common options), default 1 h */
     uint32_t max_connection_duration_ms; /* common options; 0 = none */
     uint32_t max_stream_duration_ms;     /* common options; 0 = none */
-    struct rm_stats *stats;           /* http.<stat_prefix>. */
+    struct rm_stats *stats;              /* http.<stat_prefix>. */
 };
 
 struct rm_listener_cfg {
@@ -67,7 +68,7 @@ struct rm_listener_cfg {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
-    struct rm_hcm_cfg hcm; /* the single HTTP filter chain */
+    struct rm_hcm_cfg hcm;  /* the single HTTP filter chain */
     struct rm_stats *stats; /* listener.<addr>. */
 };
 

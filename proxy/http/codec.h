@@ -113,13 +113,13 @@ struct rm_codec_callbacks {
 
 /** Limits and knobs shared by the codecs (from HttpConnectionManager / the cluster). */
 struct rm_codec_settings {
-    uint32_t max_request_headers_kb;    /* header block limit; over it: 431 (h1) / reset (h2) */
-    uint32_t max_headers_count;         /* 0 = 100 */
-    uint32_t h2_max_concurrent_streams; /* advertised (server) */
-    uint32_t h2_initial_stream_window;  /* 0 = 65535*4 */
-    uint32_t h2_initial_conn_window;    /* 0 = 1 MiB */
-    uint32_t buffer_limit;              /* per-stream/conn output above which write_blocked() */
-    bool accept_http_10;                /* h1 server */
+    uint32_t max_request_headers_kb;     /* header block limit; over it: 431 (h1) / reset (h2) */
+    uint32_t max_headers_count;          /* 0 = 100 */
+    uint32_t h2_max_concurrent_streams;  /* advertised (server) */
+    uint32_t h2_initial_stream_window;   /* 0 = 65535*4 */
+    uint32_t h2_initial_conn_window;     /* 0 = 1 MiB */
+    uint32_t buffer_limit;               /* per-stream/conn output above which write_blocked() */
+    bool accept_http_10;                 /* h1 server */
     uint32_t request_headers_timeout_ms; /* server: first byte of a request to the end of its
                                           * headers (0 = none); h1: 408 + close, h2: reset */
 };

@@ -126,8 +126,8 @@ struct rm_h1_codec {
     struct rm_h1_acc acc;
     struct rm_task close_task, idle_task;
     struct rm_timer headers_timer; /* server: request_headers_timeout for the request begun */
-    size_t max_bytes;   /* header bytes per message */
-    uint32_t max_count; /* headers per message */
+    size_t max_bytes;              /* header bytes per message */
+    uint32_t max_count;            /* headers per message */
     enum rm_h1_state state;
     int close_err;
     int32_t next_id;

@@ -33,8 +33,7 @@ static void on_headers_timeout(struct rm_timer *t)
     struct rm_h1_codec *c = rm_container_of(t, struct rm_h1_codec, headers_timer);
     static const char r408[] = "HTTP/1.1 408 Request Timeout\r\n"
                                "content-length: 0\r\nconnection: close\r\n\r\n";
-    rm_log_debug("h1: request headers not complete within %u ms",
-                 c->st.request_headers_timeout_ms);
+    rm_log_debug("h1: request headers not complete within %u ms", c->st.request_headers_timeout_ms);
     rm_h1_write(c, r408, sizeof(r408) - 1);
     rm_h1_close(c, RM_H1_CLOSE_FLUSH, true, 0, RM_RESET_TIMEOUT);
 }

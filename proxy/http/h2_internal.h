@@ -94,23 +94,23 @@ struct rm_h2_stream {
     size_t ntrailers;
     struct rm_buf held; /* DATA received while paused, not yet delivered */
     struct rm_headers *held_trailers;
-    size_t unconsumed;        /* delivered while paused: window not yet returned */
+    size_t unconsumed;             /* delivered while paused: window not yet returned */
     struct rm_timer headers_timer; /* server: request_headers_timeout until END_HEADERS */
-    bool attached : 1;        /* the user has it (server: after on_stream) */
-    bool released : 1;        /* the user called release() */
-    bool ng_open : 1;         /* nghttp2 knows the stream and has not closed it */
-    bool counted : 1;         /* counted in codec->active */
-    bool has_provider : 1;    /* headers submitted with a data provider */
-    bool out_end : 1;         /* END_STREAM (or trailers) submitted after the data */
-    bool deferred : 1;        /* the data provider returned NGHTTP2_ERR_DEFERRED */
-    bool paused : 1;          /* pause_reading(true) */
-    bool held_end : 1;        /* END_STREAM received while paused */
-    bool remote_end_seen : 1; /* END_STREAM recorded (delivered or held) */
-    bool blocked : 1;         /* write_blocked() became true; on_writable owed */
-    bool final_seen : 1;      /* client: final (non-1xx) response headers received */
-    bool overflow : 1;        /* an incoming header block went over the limits */
-    bool end_sent : 1;        /* our END_STREAM went out */
-    bool rst_after_end : 1;   /* released with the response complete: RST(NO_ERROR) after it */
+    bool attached : 1;             /* the user has it (server: after on_stream) */
+    bool released : 1;             /* the user called release() */
+    bool ng_open : 1;              /* nghttp2 knows the stream and has not closed it */
+    bool counted : 1;              /* counted in codec->active */
+    bool has_provider : 1;         /* headers submitted with a data provider */
+    bool out_end : 1;              /* END_STREAM (or trailers) submitted after the data */
+    bool deferred : 1;             /* the data provider returned NGHTTP2_ERR_DEFERRED */
+    bool paused : 1;               /* pause_reading(true) */
+    bool held_end : 1;             /* END_STREAM received while paused */
+    bool remote_end_seen : 1;      /* END_STREAM recorded (delivered or held) */
+    bool blocked : 1;              /* write_blocked() became true; on_writable owed */
+    bool final_seen : 1;           /* client: final (non-1xx) response headers received */
+    bool overflow : 1;             /* an incoming header block went over the limits */
+    bool end_sent : 1;             /* our END_STREAM went out */
+    bool rst_after_end : 1;        /* released with the response complete: RST(NO_ERROR) after it */
     bool in_reap : 1, in_writable : 1, in_resume : 1;
 };
 

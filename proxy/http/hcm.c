@@ -21,10 +21,19 @@ static bool data_through(struct rm_hcm_stream *hs, unsigned from, unsigned end, 
 static bool trailers_through(struct rm_hcm_stream *hs, unsigned from, unsigned end,
                              struct rm_headers *h);
 
-static inline struct rm_stats *hstats(const struct rm_hcm_stream *hs) { return hs->cfg->stats; }
+static inline struct rm_stats *hstats(const struct rm_hcm_stream *hs)
+{
+    return hs->cfg->stats;
+}
 
-struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs) { return hs->hc->w; }
-struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs) { return hs->hc->snap; }
+struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs)
+{
+    return hs->hc->w;
+}
+struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs)
+{
+    return hs->hc->snap;
+}
 
 /* ---- connection --------------------------------------------------------------------------- */
 
@@ -42,8 +51,7 @@ static void conn_free_task(struct rm_task *t)
 
 static void conn_unlink_and_free(struct rm_hcm_conn *hc)
 {
-    if (hc->closed)
-        return;
+    if (hc->closed) return;
     hc->closed = true;
     rm_hcm_conn_timers_stop(hc);
     struct rm_worker *w = hc->w;
@@ -51,16 +59,16 @@ static void conn_unlink_and_free(struct rm_hcm_conn *hc)
         hc->prev->next = hc->next;
     else
         w->conns = hc->next;
-    if (hc->next)
-        hc->next->prev = hc->prev;
+    if (hc->next) hc->next->prev = hc->prev;
     w->n_conns--;
     rm_stat_dec(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_DESTROY);
     rm_stat_dec(hc->lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(hc->lc->stats, RM_LS_DOWNSTREAM_CX_DESTROY);
     if (hc->codec)
-        rm_stat_dec(hc->cfg->stats, hc->codec->proto == RM_HTTP2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE
-                                                                  : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
+        rm_stat_dec(hc->cfg->stats, hc->codec->proto == RM_HTTP2
+                                        ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE
+                                        : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
     rm_loop_defer(w->loop, &hc->free_task, conn_free_task);
 }
 
@@ -86,10 +94,11 @@ static void start_codec(struct rm_hcm_conn *hc, bool h2)
         return;
     }
     hc->codec = c;
-    rm_stat_inc(hc->cfg->stats, h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_TOTAL : RM_HS_DOWNSTREAM_CX_HTTP1_TOTAL);
-    rm_stat_inc(hc->cfg->stats, h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
-    if (hc->w->draining)
-        c->ops->shutdown(c);
+    rm_stat_inc(hc->cfg->stats,
+                h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_TOTAL : RM_HS_DOWNSTREAM_CX_HTTP1_TOTAL);
+    rm_stat_inc(hc->cfg->stats,
+                h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
+    if (hc->w->draining) c->ops->shutdown(c);
 }
 
 /* AUTO codec: look at the first bytes; HTTP/2 clients start with the preface. */
@@ -98,8 +107,7 @@ static size_t sniff_on_data(struct rm_conn *conn, const uint8_t *p, size_t n)
     struct rm_hcm_conn *hc = conn->owner;
     size_t cmp = n < sizeof(h2_preface) - 1 ? n : sizeof(h2_preface) - 1;
     bool h2 = memcmp(p, h2_preface, cmp) == 0;
-    if (h2 && cmp < sizeof(h2_preface) - 1)
-        return 0; /* could still be HTTP/2: wait for more */
+    if (h2 && cmp < sizeof(h2_preface) - 1) return 0; /* could still be HTTP/2: wait for more */
     start_codec(hc, h2);
     return 0; /* the codec gets the bytes through rm_conn_set_handler */
 }
@@ -130,15 +138,13 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, stru
     conn->high_watermark = lc->buffer_limit;
     rm_conn_peer_str(conn, hc->peer_ip, sizeof(hc->peer_ip));
     char *colon = strrchr(hc->peer_ip, ':'); /* keep the address only */
-    if (colon)
-        *colon = 0;
+    if (colon) *colon = 0;
     if (hc->peer_ip[0] == '[') {
         memmove(hc->peer_ip, hc->peer_ip + 1, strlen(hc->peer_ip));
         hc->peer_ip[strlen(hc->peer_ip) - 1] = 0;
     }
     hc->next = w->conns;
-    if (w->conns)
-        w->conns->prev = hc;
+    if (w->conns) w->conns->prev = hc;
     w->conns = hc;
     w->n_conns++;
     rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_TOTAL);
@@ -161,8 +167,7 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, stru
 
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc)
 {
-    if (hc->closed)
-        return;
+    if (hc->closed) return;
     if (!hc->codec) {
         rm_conn_close(hc->conn);
         conn_unlink_and_free(hc);
@@ -173,8 +178,7 @@ void rm_hcm_conn_drain(struct rm_hcm_conn *hc)
 
 void rm_hcm_conn_close(struct rm_hcm_conn *hc)
 {
-    if (hc->closed)
-        return;
+    if (hc->closed) return;
     if (hc->codec)
         hc->codec->ops->close(hc->codec);
     else
@@ -197,8 +201,7 @@ static void gen_request_id(struct rm_worker *w, char out[37])
     }
     char *o = out;
     for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *o++ = '-';
+        if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
         *o++ = hex[bytes[i] >> 4];
         *o++ = hex[bytes[i] & 15];
     }
@@ -230,8 +233,7 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
             rm_headers_set(h, "x-request-id", 12, id, 36);
         }
     }
-    if (cfg->via && cfg->via[0])
-        rm_headers_add_ref(h, "via", 3, cfg->via, strlen(cfg->via));
+    if (cfg->via && cfg->via[0]) rm_headers_add_ref(h, "via", 3, cfg->via, strlen(cfg->via));
 }
 
 static void pick_route(struct rm_hcm_stream *hs)
@@ -262,8 +264,7 @@ static void create_filters(struct rm_hcm_stream *hs)
     hs->n_filters = 0;
     hs->filters = rm_arena_alloc(hs->arena, sizeof(*hs->filters) * (cfg->n_filters + 1));
     for (unsigned i = 0; i < cfg->n_filters; i++) {
-        if (cfg->filter_toggles && !filter_enabled(hs, i))
-            continue;
+        if (cfg->filter_toggles && !filter_enabled(hs, i)) continue;
         const struct rm_filter_ops *ops = cfg->filters[i].ops;
         struct rm_filter *f = rm_arena_alloc(hs->arena, ops->instance_size);
         memset(f, 0, ops->instance_size);
@@ -273,8 +274,7 @@ static void create_filters(struct rm_hcm_stream *hs)
         f->idx = hs->n_filters;
         f->cfg_idx = i;
         hs->filters[hs->n_filters++] = f;
-        if (ops->on_init)
-            ops->on_init(f);
+        if (ops->on_init) ops->on_init(f);
     }
 }
 
@@ -283,12 +283,10 @@ void *rm_hcm_conn_state(struct rm_hcm_stream *hs, const void *key, size_t size, 
     struct rm_hcm_conn *hc = hs->hc;
     *created = false;
     for (struct rm_hcm_conn_state *st = hc->filter_state; st; st = st->next) {
-        if (st->key == key)
-            return st->data;
+        if (st->key == key) return st->data;
     }
     struct rm_hcm_conn_state *st = calloc(1, sizeof(*st) + size);
-    if (!st)
-        abort();
+    if (!st) abort();
     st->key = key;
     st->next = hc->filter_state;
     hc->filter_state = st;
@@ -306,18 +304,14 @@ static bool dead(const struct rm_hcm_stream *hs)
 static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
 {
     struct rm_hcm_stream *hs = s->user;
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
     hs->req = h;
-    if (end)
-        hs->flags |= RM_HS_REQ_END;
+    if (end) hs->flags |= RM_HS_REQ_END;
     struct rm_str ct = RM_HDR_GET(h, "content-type");
-    if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0)
-        hs->flags |= RM_HS_GRPC;
+    if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0) hs->flags |= RM_HS_GRPC;
     struct rm_str m = RM_HDR_GET(h, ":method");
-    if (m.p && rm_str_eq(m, "HEAD", 4))
-        hs->flags |= RM_HS_HEAD;
+    if (m.p && rm_str_eq(m, "HEAD", 4)) hs->flags |= RM_HS_HEAD;
     mutate_request(hs, h);
     pick_route(hs);
     rm_hcm_stream_routed(hs);
@@ -328,25 +322,20 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
 static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool end)
 {
     struct rm_hcm_stream *hs = s->user;
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
-    if (end)
-        hs->flags |= RM_HS_REQ_END;
+    if (end) hs->flags |= RM_HS_REQ_END;
     if (hs->flags & RM_HS_LOCAL_REPLY) {
-        if (end && (hs->flags & RM_HS_RESP_END))
-            stream_finish(hs);
+        if (end && (hs->flags & RM_HS_RESP_END)) stream_finish(hs);
         return;
     }
     if (hs->flags & RM_HS_REQ_HELD) {
         /* the filters up to the one holding the headers still see the body; what the holder
          * passes on waits for its rm_filter_continue() */
-        if (!data_through(hs, 0, hs->held_at + 1, p, n, end))
-            return;
+        if (!data_through(hs, 0, hs->held_at + 1, p, n, end)) return;
         rm_buf_append(&hs->held, p, n);
         hs->held_end = end;
-        if (hs->held.len > hs->hc->lc->buffer_limit)
-            rm_hcm_pause_request(hs, true);
+        if (hs->held.len > hs->hc->lc->buffer_limit) rm_hcm_pause_request(hs, true);
         return;
     }
     run_request_data(hs, 0, p, n, end);
@@ -355,18 +344,15 @@ static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool e
 static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
 {
     struct rm_hcm_stream *hs = s->user;
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
     hs->flags |= RM_HS_REQ_END;
     if (hs->flags & RM_HS_LOCAL_REPLY) {
-        if (hs->flags & RM_HS_RESP_END)
-            stream_finish(hs);
+        if (hs->flags & RM_HS_RESP_END) stream_finish(hs);
         return;
     }
     if (hs->flags & RM_HS_REQ_HELD) {
-        if (trailers_through(hs, 0, hs->held_at + 1, h))
-            hs->held_trailers = h;
+        if (trailers_through(hs, 0, hs->held_at + 1, h)) hs->held_trailers = h;
         return;
     }
     run_request_trailers(hs, 0, h);
@@ -375,8 +361,7 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
 static void down_on_reset(struct rm_stream *s, enum rm_reset_reason r)
 {
     struct rm_hcm_stream *hs = s->user;
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_RX_RESET);
     hs->flags |= RM_HS_RESET;
     stream_finish(hs);
@@ -385,8 +370,7 @@ static void down_on_reset(struct rm_stream *s, enum rm_reset_reason r)
 static void down_on_writable(struct rm_stream *s)
 {
     struct rm_hcm_stream *hs = s->user;
-    if (!dead(hs) && hs->on_down_writable)
-        hs->on_down_writable(hs->on_down_writable_ctx);
+    if (!dead(hs) && hs->on_down_writable) hs->on_down_writable(hs->on_down_writable_ctx);
 }
 
 static const struct rm_stream_events down_events = {
@@ -429,15 +413,12 @@ static void run_request_headers(struct rm_hcm_stream *hs, unsigned from, bool en
 {
     for (unsigned i = from; i < hs->n_filters && !dead(hs); i++) {
         struct rm_filter *f = hs->filters[i];
-        if (!f->ops->on_request_headers)
-            continue;
+        if (!f->ops->on_request_headers) continue;
         if (f->ops->on_request_headers(f, hs->req, end) == RM_FILTER_STOP) {
-            if (!(hs->flags & RM_HS_LOCAL_REPLY))
-                hold(hs, i);
+            if (!(hs->flags & RM_HS_LOCAL_REPLY)) hold(hs, i);
             return;
         }
-        if (hs->flags & RM_HS_LOCAL_REPLY)
-            return;
+        if (hs->flags & RM_HS_LOCAL_REPLY) return;
     }
 }
 
@@ -447,10 +428,10 @@ static bool data_through(struct rm_hcm_stream *hs, unsigned from, unsigned end, 
                          size_t n, bool end_stream)
 {
     for (unsigned i = from; i < end; i++) {
-        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY))
-            return false;
+        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY)) return false;
         struct rm_filter *f = hs->filters[i];
-        if (f->ops->on_request_data && f->ops->on_request_data(f, p, n, end_stream) == RM_FILTER_STOP)
+        if (f->ops->on_request_data &&
+            f->ops->on_request_data(f, p, n, end_stream) == RM_FILTER_STOP)
             return false;
     }
     return !dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY);
@@ -460,8 +441,7 @@ static bool trailers_through(struct rm_hcm_stream *hs, unsigned from, unsigned e
                              struct rm_headers *h)
 {
     for (unsigned i = from; i < end; i++) {
-        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY))
-            return false;
+        if (dead(hs) || (hs->flags & RM_HS_LOCAL_REPLY)) return false;
         struct rm_filter *f = hs->filters[i];
         if (f->ops->on_request_trailers && f->ops->on_request_trailers(f, h) == RM_FILTER_STOP)
             return false;
@@ -495,19 +475,17 @@ static void pass_held(struct rm_hcm_stream *hs, unsigned from, struct rm_buf *b,
         }
     }
     if (trailers && !dead(hs) && !(hs->flags & RM_HS_LOCAL_REPLY)) {
-        if (trailers_through(hs, from, end, trailers) && held)
-            hs->held_trailers = trailers;
+        if (trailers_through(hs, from, end, trailers) && held) hs->held_trailers = trailers;
     }
 }
 
 void rm_filter_continue(struct rm_filter *f)
 {
     struct rm_hcm_stream *hs = f->stream;
-    if (dead(hs) || !(hs->flags & RM_HS_REQ_HELD) || hs->held_at != f->idx)
-        return;
+    if (dead(hs) || !(hs->flags & RM_HS_REQ_HELD) || hs->held_at != f->idx) return;
     hs->flags &= ~(uint32_t)RM_HS_REQ_HELD;
-    bool end_in_headers = (hs->flags & RM_HS_REQ_END) && !hs->held.len && !hs->held_end &&
-                          !hs->held_trailers;
+    bool end_in_headers =
+        (hs->flags & RM_HS_REQ_END) && !hs->held.len && !hs->held_end && !hs->held_trailers;
     /* take what was held: a later filter may hold the request again and get its own */
     struct rm_buf b = hs->held;
     bool held_end = hs->held_end;
@@ -543,10 +521,8 @@ const void *rm_filter_route_config(const struct rm_filter *f)
 
 void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused)
 {
-    if (dead(hs))
-        return;
-    if (paused == !!(hs->flags & RM_HS_DOWN_PAUSED))
-        return;
+    if (dead(hs)) return;
+    if (paused == !!(hs->flags & RM_HS_DOWN_PAUSED)) return;
     if (paused)
         hs->flags |= RM_HS_DOWN_PAUSED;
     else
@@ -567,39 +543,32 @@ static void count_status(struct rm_hcm_stream *hs, unsigned status)
                                    RM_HS_DOWNSTREAM_RQ_2XX, RM_HS_DOWNSTREAM_RQ_3XX,
                                    RM_HS_DOWNSTREAM_RQ_4XX, RM_HS_DOWNSTREAM_RQ_5XX};
     unsigned c = status / 100;
-    if (c >= 1 && c <= 5)
-        rm_stat_inc(hstats(hs), idx[c]);
+    if (c >= 1 && c <= 5) rm_stat_inc(hstats(hs), idx[c]);
 }
 
 static void maybe_done(struct rm_hcm_stream *hs)
 {
-    if ((hs->flags & RM_HS_RESP_END) && (hs->flags & RM_HS_REQ_END))
-        stream_finish(hs);
+    if ((hs->flags & RM_HS_RESP_END) && (hs->flags & RM_HS_REQ_END)) stream_finish(hs);
 }
 
 static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
     const char *name = cfg->server_name && cfg->server_name[0] ? cfg->server_name : "remora";
-    if (cfg->server_header_transformation == 2)
-        return;
-    if (cfg->server_header_transformation == 1 && RM_HDR_GET(h, "server").p)
-        return;
+    if (cfg->server_header_transformation == 2) return;
+    if (cfg->server_header_transformation == 1 && RM_HDR_GET(h, "server").p) return;
     rm_headers_set(h, "server", 6, name, strlen(name));
 }
 
-void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h,
-                           bool end)
+void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h, bool end)
 {
     if (dead(hs) || (hs->flags & RM_HS_RESP_HEADERS)) /* one response (e.g. after a timeout) */
         return;
     rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
-        if (f->ops->on_response_headers)
-            f->ops->on_response_headers(f, h, end);
-        if (dead(hs))
-            return;
+        if (f->ops->on_response_headers) f->ops->on_response_headers(f, h, end);
+        if (dead(hs)) return;
     }
     struct rm_str st = RM_HDR_GET(h, ":status");
     int64_t code = st.p ? rm_parse_u63(st.p, st.len) : -1;
@@ -615,44 +584,34 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
     }
     hs->flags |= RM_HS_RESP_HEADERS;
     count_status(hs, hs->status);
-    if (end)
-        hs->flags |= RM_HS_RESP_END;
+    if (end) hs->flags |= RM_HS_RESP_END;
     hs->down->ops->submit_headers(hs->down, h, end);
-    if (end)
-        maybe_done(hs);
+    if (end) maybe_done(hs);
 }
 
 void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
                         bool end)
 {
-    if (dead(hs) || (hs->flags & RM_HS_RESP_END))
-        return;
+    if (dead(hs) || (hs->flags & RM_HS_RESP_END)) return;
     rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
-        if (f->ops->on_response_data)
-            f->ops->on_response_data(f, p, n, end);
-        if (dead(hs))
-            return;
+        if (f->ops->on_response_data) f->ops->on_response_data(f, p, n, end);
+        if (dead(hs)) return;
     }
-    if (end)
-        hs->flags |= RM_HS_RESP_END;
+    if (end) hs->flags |= RM_HS_RESP_END;
     hs->down->ops->submit_data(hs->down, p, n, end);
-    if (end)
-        maybe_done(hs);
+    if (end) maybe_done(hs);
 }
 
 void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h)
 {
-    if (dead(hs) || (hs->flags & RM_HS_RESP_END))
-        return;
+    if (dead(hs) || (hs->flags & RM_HS_RESP_END)) return;
     rm_hcm_stream_activity(hs);
     for (unsigned i = from; i-- > 0;) {
         struct rm_filter *f = hs->filters[i];
-        if (f->ops->on_response_trailers)
-            f->ops->on_response_trailers(f, h);
-        if (dead(hs))
-            return;
+        if (f->ops->on_response_trailers) f->ops->on_response_trailers(f, h);
+        if (dead(hs)) return;
     }
     hs->flags |= RM_HS_RESP_END;
     hs->down->ops->submit_trailers(hs->down, h);
@@ -681,8 +640,8 @@ static unsigned grpc_status_for(unsigned http)
     }
 }
 
-void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
-                        const char *flags, const char *body)
+void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status, const char *flags,
+                        const char *body)
 {
     struct rm_local_reply r = {.status = status, .grpc_status = -1, .flags = flags, .body = body};
     rm_hcm_local_reply_ex(hs, from, &r);
@@ -692,8 +651,7 @@ void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct
 {
     unsigned status = r->status;
     const char *flags = r->flags, *body = r->body;
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     hs->resp_flags = flags;
     if (hs->flags & RM_HS_RESP_HEADERS) { /* too late for a reply: reset */
         rm_hcm_reset(hs);
@@ -710,12 +668,10 @@ void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct
         int n = snprintf(num, sizeof(num), "%u",
                          r->grpc_status >= 0 ? (unsigned)r->grpc_status : grpc_status_for(status));
         rm_headers_add(h, "grpc-status", 11, num, (size_t)n);
-        if (blen)
-            rm_headers_add(h, "grpc-message", 12, body, blen);
+        if (blen) rm_headers_add(h, "grpc-message", 12, body, blen);
         if (flags && strcmp(flags, "UO") == 0)
             rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
-        if (r->edit_headers)
-            r->edit_headers(r->ctx, h);
+        if (r->edit_headers) r->edit_headers(r->ctx, h);
         rm_hcm_encode_headers(hs, from, h, true);
         return;
     }
@@ -728,18 +684,15 @@ void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct
     }
     if (flags && strcmp(flags, "UO") == 0)
         rm_headers_add_ref(h, "x-envoy-overloaded", 18, "true", 4);
-    if (r->edit_headers)
-        r->edit_headers(r->ctx, h);
+    if (r->edit_headers) r->edit_headers(r->ctx, h);
     bool head = hs->flags & RM_HS_HEAD;
     rm_hcm_encode_headers(hs, from, h, blen == 0 || head);
-    if (blen && !head && !dead(hs))
-        rm_hcm_encode_data(hs, from, (const uint8_t *)body, blen, true);
+    if (blen && !head && !dead(hs)) rm_hcm_encode_data(hs, from, (const uint8_t *)body, blen, true);
 }
 
 void rm_hcm_reset(struct rm_hcm_stream *hs)
 {
-    if (dead(hs))
-        return;
+    if (dead(hs)) return;
     rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_TX_RESET);
     hs->flags |= RM_HS_RESET;
     hs->down->ops->reset(hs->down, RM_RESET_LOCAL);
@@ -753,26 +706,22 @@ static void finish_task(struct rm_task *t)
     struct rm_hcm_stream *hs = rm_container_of(t, struct rm_hcm_stream, finish_task);
     struct rm_hcm_conn *hc = hs->hc;
     for (unsigned i = 0; i < hs->n_filters; i++) {
-        if (hs->filters[i]->ops->on_destroy)
-            hs->filters[i]->ops->on_destroy(hs->filters[i]);
+        if (hs->filters[i]->ops->on_destroy) hs->filters[i]->ops->on_destroy(hs->filters[i]);
     }
     rm_buf_reset(&hs->held);
     rm_stat_dec(hstats(hs), RM_HS_DOWNSTREAM_RQ_ACTIVE);
-    if (hs->flags & RM_HS_RESP_END)
-        rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_COMPLETED);
+    if (hs->flags & RM_HS_RESP_END) rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_COMPLETED);
     if (hs->resp_flags)
         rm_log_debug("%s request finished: %u %s", hc->cfg->stat_prefix, hs->status,
                      hs->resp_flags);
-    if (--hc->active_streams == 0)
-        rm_hcm_conn_idle(hc);
+    if (--hc->active_streams == 0) rm_hcm_conn_idle(hc);
     struct rm_stream *down = hs->down;
     down->ops->release(down); /* frees hs (it lives in the stream's arena) */
 }
 
 static void stream_finish(struct rm_hcm_stream *hs)
 {
-    if (hs->flags & RM_HS_FINISHING)
-        return;
+    if (hs->flags & RM_HS_FINISHING) return;
     hs->flags |= RM_HS_FINISHING;
     rm_hcm_stream_timers_stop(hs);
     rm_loop_defer(hs->hc->w->loop, &hs->finish_task, finish_task);

@@ -36,7 +36,7 @@ struct rm_hcm_conn {
     const struct rm_listener_cfg *lc;
     const struct rm_hcm_cfg *cfg;
     struct rm_conn *conn;
-    struct rm_codec *codec; /* NULL until the protocol is known */
+    struct rm_codec *codec;          /* NULL until the protocol is known */
     struct rm_hcm_conn *next, *prev; /* the worker's list */
     struct rm_task free_task;
     unsigned active_streams;
@@ -49,15 +49,15 @@ struct rm_hcm_conn {
 };
 
 enum {
-    RM_HS_REQ_END = 1u << 0,       /* downstream request fully received */
-    RM_HS_RESP_HEADERS = 1u << 1,  /* response headers sent downstream */
-    RM_HS_RESP_END = 1u << 2,      /* response fully sent */
-    RM_HS_RESET = 1u << 3,         /* stream reset (either side) */
-    RM_HS_FINISHING = 1u << 4,     /* release scheduled */
-    RM_HS_GRPC = 1u << 5,          /* content-type application/grpc* */
+    RM_HS_REQ_END = 1u << 0,      /* downstream request fully received */
+    RM_HS_RESP_HEADERS = 1u << 1, /* response headers sent downstream */
+    RM_HS_RESP_END = 1u << 2,     /* response fully sent */
+    RM_HS_RESET = 1u << 3,        /* stream reset (either side) */
+    RM_HS_FINISHING = 1u << 4,    /* release scheduled */
+    RM_HS_GRPC = 1u << 5,         /* content-type application/grpc* */
     RM_HS_HEAD = 1u << 6,
-    RM_HS_REQ_HELD = 1u << 7,      /* a filter stopped the request */
-    RM_HS_LOCAL_REPLY = 1u << 8,   /* answered locally: later request events are dropped */
+    RM_HS_REQ_HELD = 1u << 7,    /* a filter stopped the request */
+    RM_HS_LOCAL_REPLY = 1u << 8, /* answered locally: later request events are dropped */
     RM_HS_DOWN_PAUSED = 1u << 9,
 };
 
@@ -72,17 +72,17 @@ struct rm_hcm_stream {
     const struct rm_weighted_cluster *wcluster; /* picked with the route (weighted routes) */
     struct rm_filter **filters;
     unsigned n_filters;
-    unsigned held_at;      /* filter that stopped the request (RM_HS_REQ_HELD) */
-    struct rm_buf held;    /* request body received while held */
+    unsigned held_at;   /* filter that stopped the request (RM_HS_REQ_HELD) */
+    struct rm_buf held; /* request body received while held */
     bool held_end;
     struct rm_headers *held_trailers;
     uint32_t flags;
     unsigned status;
     const char *resp_flags; /* Envoy response flags ("UH", "UF", …) or NULL */
     uint64_t start_ms;
-    struct rm_timer timer;  /* stream idle, request and max stream duration timeouts */
-    uint64_t activity_ms;   /* last event either way (stream_idle_timeout) */
-    uint32_t idle_ms;       /* stream_idle_timeout, or the route's idle_timeout; 0 = none */
+    struct rm_timer timer; /* stream idle, request and max stream duration timeouts */
+    uint64_t activity_ms;  /* last event either way (stream_idle_timeout) */
+    uint32_t idle_ms;      /* stream_idle_timeout, or the route's idle_timeout; 0 = none */
     struct rm_task finish_task;
     /* the router's hook for "downstream can take more response bytes" */
     void (*on_down_writable)(void *ctx);
@@ -106,8 +106,8 @@ void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *
                         bool end_stream);
 void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h);
 /** Local reply (see rm_filter_reply). */
-void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status,
-                        const char *flags, const char *body);
+void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status, const char *flags,
+                        const char *body);
 /** Local reply with options (see rm_filter_reply_ex). */
 void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct rm_local_reply *r);
 /** The state <key> (any unique address, e.g. a filter config) keeps on the connection of <hs>:

@@ -89,13 +89,13 @@ struct rm_header_ops {
  *  cluster).  rm_route_table_new() records it; rm_route_table_bind_filters() then compiles it
  *  for the filter chain of the connection manager that owns the table. */
 struct rm_filter_route_cfg {
-    const char *name; /* the map key: a name in http_filters */
+    const char *name;                        /* the map key: a name in http_filters */
     const struct Google__Protobuf__Any *any; /* as configured: points into the RouteConfiguration,
                                               * which must live until the binding is done */
-    const char *path;   /* its field path, for errors */
-    int filter_idx;     /* set by binding: position in http_filters; -1 = not bound (ignored) */
-    bool disabled;      /* set by binding: FilterConfig.disabled */
-    void *config;       /* set by binding: the filter's compiled per-route config, or NULL */
+    const char *path;                        /* its field path, for errors */
+    int filter_idx; /* set by binding: position in http_filters; -1 = not bound (ignored) */
+    bool disabled;  /* set by binding: FilterConfig.disabled */
+    void *config;   /* set by binding: the filter's compiled per-route config, or NULL */
     void (*config_free)(void *config); /* frees config with the table */
 };
 
@@ -143,24 +143,24 @@ struct rm_route {
     /* action */
     enum rm_route_action_kind action;
     /* FORWARD */
-    char *cluster_name;    /* single cluster; NULL with weighted or cluster_header */
-    void *cluster;         /* resolved pointer for cluster_name (NULL = unknown) */
-    char *cluster_header;  /* take the cluster name from this request header */
+    char *cluster_name;   /* single cluster; NULL with weighted or cluster_header */
+    void *cluster;        /* resolved pointer for cluster_name (NULL = unknown) */
+    char *cluster_header; /* take the cluster name from this request header */
     struct rm_weighted_cluster *weighted;
     size_t n_weighted;
     uint64_t total_weight;
     uint16_t cluster_not_found_code; /* 503 (default), 404 or 500 */
-    char *prefix_rewrite;  /* NULL = none.  Replaces the matched part of the path: the prefix
-                            * (PREFIX, SEPARATED_PREFIX), the whole path (EXACT, REGEX); the
-                            * query string is kept, as Envoy does. */
+    char *prefix_rewrite; /* NULL = none.  Replaces the matched part of the path: the prefix
+                           * (PREFIX, SEPARATED_PREFIX), the whole path (EXACT, REGEX); the
+                           * query string is kept, as Envoy does. */
     size_t prefix_rewrite_len;
     char *host_rewrite_literal;
     bool auto_host_rewrite;
     char *host_rewrite_header;
-    uint32_t timeout_ms;      /* 0 = disabled; default 15000 */
-    uint32_t idle_timeout_ms; /* meaningful when has_idle_timeout; 0 = disabled */
-    bool has_idle_timeout;    /* unset: the HCM's stream_idle_timeout applies */
-    int priority;             /* 0 DEFAULT, 1 HIGH */
+    uint32_t timeout_ms;          /* 0 = disabled; default 15000 */
+    uint32_t idle_timeout_ms;     /* meaningful when has_idle_timeout; 0 = disabled */
+    bool has_idle_timeout;        /* unset: the HCM's stream_idle_timeout applies */
+    int priority;                 /* 0 DEFAULT, 1 HIGH */
     uint32_t max_grpc_timeout_ms; /* 0 = grpc-timeout not honoured unless has_max_grpc_timeout */
     bool has_max_grpc_timeout;
     /* DIRECT */
@@ -185,7 +185,7 @@ struct rm_vhost {
     struct rm_route *routes;
     size_t n_routes;
     struct rm_header_ops headers_ops;
-    const void *retry_policy; /* vhost-level RetryPolicy protobuf, NULL if none */
+    const void *retry_policy;            /* vhost-level RetryPolicy protobuf, NULL if none */
     const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
     uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
     bool include_attempt_count;          /* include_request_attempt_count */
@@ -225,9 +225,9 @@ typedef void *(*rm_route_resolve_fn)(void *ctx, const char *cluster_name);
 
 /** Compile <rc>.  Unknown or unsupported features are an error naming the field path under
  *  <path> (e.g. "static_resources.listeners[0]…route_config").  Returns the table or NULL. */
-struct rm_route_table *rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
-                                          const char *path, rm_route_resolve_fn resolve,
-                                          void *resolve_ctx, struct rm_error *err);
+struct rm_route_table *
+rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc, const char *path,
+                   rm_route_resolve_fn resolve, void *resolve_ctx, struct rm_error *err);
 void rm_route_table_free(struct rm_route_table *t);
 
 /** Find the virtual host for <authority> (port ignored when the table says so, and always

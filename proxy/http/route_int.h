@@ -103,7 +103,7 @@ int rm_rt_header_adds(struct rm_route_ctx *c, Envoy__Config__Core__V3__HeaderVal
 int rm_rt_filter_cfgs(struct rm_route_ctx *c, size_t n, ProtobufCMessage *const *entries,
                       const char *path, struct rm_filter_route_cfgs *out);
 #define RM_RT_FILTER_CFGS(c, msg, path, out)                                                       \
-    rm_rt_filter_cfgs((c), (msg)->n_typed_per_filter_config,                                      \
+    rm_rt_filter_cfgs((c), (msg)->n_typed_per_filter_config,                                       \
                       (ProtobufCMessage *const *)(msg)->typed_per_filter_config, (path), (out))
 /** Free the bound per-route filter configs of <t> (at table free). */
 void rm_rt_filter_cfgs_free(struct rm_route_table *t);

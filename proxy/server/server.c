@@ -48,16 +48,15 @@ struct rm_server {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: remora -c FILE [options]\n"
-            "  -c, --config-path FILE     bootstrap (Envoy v3 Bootstrap as YAML or JSON)\n"
-            "      --concurrency N        worker threads (default: number of CPUs)\n"
-            "  -l, --log-level LEVEL      trace|debug|info|warning|error|critical|off (info)\n"
-            "      --mode serve|validate  validate: check the config and exit (0 = valid)\n"
-            "      --service-node ID      node.id (overrides the bootstrap)\n"
-            "      --service-cluster NAME node.cluster (overrides the bootstrap)\n"
-            "      --drain-time-s N       seconds to drain connections on shutdown (5)\n"
-            "      --help, --version\n");
+    fprintf(f, "usage: remora -c FILE [options]\n"
+               "  -c, --config-path FILE     bootstrap (Envoy v3 Bootstrap as YAML or JSON)\n"
+               "      --concurrency N        worker threads (default: number of CPUs)\n"
+               "  -l, --log-level LEVEL      trace|debug|info|warning|error|critical|off (info)\n"
+               "      --mode serve|validate  validate: check the config and exit (0 = valid)\n"
+               "      --service-node ID      node.id (overrides the bootstrap)\n"
+               "      --service-cluster NAME node.cluster (overrides the bootstrap)\n"
+               "      --drain-time-s N       seconds to drain connections on shutdown (5)\n"
+               "      --help, --version\n");
 }
 
 int rm_options_parse(struct rm_options *o, int argc, char **argv)
@@ -155,8 +154,8 @@ static struct rm_snapshot *load_config(const struct rm_options *o, struct rm_err
     if (rm_pbjson_parse_file(o->config_path, &envoy__config__bootstrap__v3__bootstrap__descriptor,
                              &m, err))
         return NULL;
-    struct rm_snapshot *s = rm_snapshot_from_bootstrap((Envoy__Config__Bootstrap__V3__Bootstrap *)m,
-                                                       err);
+    struct rm_snapshot *s =
+        rm_snapshot_from_bootstrap((Envoy__Config__Bootstrap__V3__Bootstrap *)m, err);
     if (!s) {
         rm_error_prefix(err, "%s: ", o->config_path);
         return NULL;
@@ -176,8 +175,7 @@ static struct rm_snapshot *load_config(const struct rm_options *o, struct rm_err
 
 static void begin_shutdown(struct rm_server *sv)
 {
-    if (strcmp(sv->state, "DRAINING") == 0)
-        return;
+    if (strcmp(sv->state, "DRAINING") == 0) return;
     sv->state = "DRAINING";
     rm_log_info("shutting down: draining connections (up to %us)", sv->opt->drain_time_s);
     for (unsigned i = 0; i < sv->n_workers; i++)
@@ -190,8 +188,7 @@ static void on_signal(struct rm_io *io, uint32_t events)
     struct rm_server *sv = rm_container_of(io, struct rm_server, sig_io);
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
-            begin_shutdown(sv);
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) begin_shutdown(sv);
     }
 }
 
@@ -206,7 +203,10 @@ static struct rm_snapshot *hook_snapshot(void *ctx)
     return rm_snapshot_ref(sv->snap);
 }
 
-static const char *hook_state(void *ctx) { return ((struct rm_server *)ctx)->state; }
+static const char *hook_state(void *ctx)
+{
+    return ((struct rm_server *)ctx)->state;
+}
 
 static void hook_quit(void *ctx)
 {
@@ -232,8 +232,7 @@ static int bind_listeners(struct rm_server *sv, int **fds_out, struct rm_error *
 {
     size_t nl = sv->snap->n_listeners;
     int *fds = calloc(sv->n_workers * nl + 1, sizeof(int));
-    if (!fds)
-        return rm_error_set(err, "out of memory");
+    if (!fds) return rm_error_set(err, "out of memory");
     for (size_t k = 0; k < sv->n_workers * nl; k++)
         fds[k] = -1;
     for (unsigned w = 0; w < sv->n_workers; w++) {
@@ -245,8 +244,7 @@ static int bind_listeners(struct rm_server *sv, int **fds_out, struct rm_error *
                 rm_error_set(err, "static_resources.listeners[%zu] (%s): cannot listen on %s: %s",
                              i, lc->name, lc->addr_str, strerror(-fd));
                 for (size_t k = 0; k < sv->n_workers * nl; k++)
-                    if (fds[k] >= 0)
-                        close(fds[k]);
+                    if (fds[k] >= 0) close(fds[k]);
                 free(fds);
                 return RM_ERR;
             }
@@ -266,16 +264,14 @@ static int setup_signals(struct rm_server *sv)
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     return rm_io_start(sv->loop, &sv->sig_io, fd, EPOLLIN, on_signal);
 }
 
 static int start(struct rm_server *sv, struct rm_error *err)
 {
     int *fds = NULL;
-    if (bind_listeners(sv, &fds, err))
-        return RM_ERR;
+    if (bind_listeners(sv, &fds, err)) return RM_ERR;
     sv->workers = calloc(sv->n_workers, sizeof(*sv->workers));
     size_t nl = sv->snap->n_listeners;
     for (unsigned i = 0; i < sv->n_workers; i++) {
@@ -295,8 +291,7 @@ static int start(struct rm_server *sv, struct rm_error *err)
         };
         sv->admin = rm_admin_new(sv->loop, (struct sockaddr *)&sv->snap->admin_addr,
                                  sv->snap->admin_addr_len, &admin_hooks, sv, &info, err);
-        if (!sv->admin)
-            return rm_error_prefix(err, "admin.address: ");
+        if (!sv->admin) return rm_error_prefix(err, "admin.address: ");
     }
     return RM_OK;
 }
@@ -317,8 +312,7 @@ static void outlier_timers(struct rm_server *sv, bool run)
 
 static void go_live(struct rm_server *sv)
 {
-    if (strcmp(sv->state, "INITIALIZING") != 0)
-        return;
+    if (strcmp(sv->state, "INITIALIZING") != 0) return;
     rm_timer_stop(sv->loop, &sv->init_timer);
     sv->state = "LIVE";
     rm_stat_set(sv->stats, RM_SS_LIVE, 1);
@@ -363,8 +357,7 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
         return RM_ERR;
     sv->dns = rm_dns_clusters_new(sv->loop, sv->snap->clusters, sv->snap->n_clusters, &rc,
                                   publish_hosts, on_dns_init, sv, err);
-    if (!sv->dns)
-        return RM_ERR;
+    if (!sv->dns) return RM_ERR;
     sv->state = "INITIALIZING";
     if (rm_dns_clusters_initialized(sv->dns))
         go_live(sv);
@@ -437,8 +430,8 @@ int rm_server_run(const struct rm_options *o)
     }
     on_uptime(&sv.uptime_timer);
     outlier_timers(&sv, true);
-    rm_log_info("remora %s started: %zu listener(s), %zu cluster(s), %u worker(s)%s%s",
-                RM_VERSION, sv.snap->n_listeners, sv.snap->n_clusters, sv.n_workers,
+    rm_log_info("remora %s started: %zu listener(s), %zu cluster(s), %u worker(s)%s%s", RM_VERSION,
+                sv.snap->n_listeners, sv.snap->n_clusters, sv.n_workers,
                 sv.snap->admin_addr_str ? ", admin on " : "",
                 sv.snap->admin_addr_str ? sv.snap->admin_addr_str : "");
     rm_loop_run(sv.loop);

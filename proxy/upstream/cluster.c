@@ -30,8 +30,7 @@ static void free_dns(struct rm_cluster *c)
 
 void rm_cluster_free(struct rm_cluster *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     rm_outlier_free(c->outlier);
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         rm_cb_free(c->cb[i]);
@@ -42,25 +41,24 @@ void rm_cluster_free(struct rm_cluster *c)
     free(c);
 }
 
-static void apply_h2_options(struct rm_cluster *c, const Envoy__Config__Core__V3__Http2ProtocolOptions *o)
+static void apply_h2_options(struct rm_cluster *c,
+                             const Envoy__Config__Core__V3__Http2ProtocolOptions *o)
 {
     c->proto = RM_UPSTREAM_HTTP2;
-    if (!o)
-        return;
+    if (!o) return;
     c->codec.h2_initial_stream_window = rm_pb_u32(o->initial_stream_window_size, 0);
     c->codec.h2_initial_conn_window = rm_pb_u32(o->initial_connection_window_size, 0);
     c->codec.h2_max_concurrent_streams = rm_pb_u32(o->max_concurrent_streams, 0);
 }
 
-static void apply_common_options(struct rm_cluster *c, const Envoy__Config__Core__V3__HttpProtocolOptions *o)
+static void apply_common_options(struct rm_cluster *c,
+                                 const Envoy__Config__Core__V3__HttpProtocolOptions *o)
 {
-    if (!o)
-        return;
+    if (!o) return;
     c->idle_timeout_ms = rm_pb_duration_ms(o->idle_timeout, c->idle_timeout_ms);
-    c->max_requests_per_connection = rm_pb_u32(o->max_requests_per_connection,
-                                               c->max_requests_per_connection);
-    if (o->max_headers_count)
-        c->codec.max_headers_count = o->max_headers_count->value;
+    c->max_requests_per_connection =
+        rm_pb_u32(o->max_requests_per_connection, c->max_requests_per_connection);
+    if (o->max_headers_count) c->codec.max_headers_count = o->max_headers_count->value;
 }
 
 typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions HttpOpts;
@@ -85,8 +83,10 @@ static int apply_http_options(struct rm_cluster *c, const HttpOpts *o, const cha
         }
         return RM_OK;
     case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
-        return rm_error_set(err, "%s.auto_config: ALPN protocol selection needs TLS, which remora "
-                            "does not support yet; use explicit_http_config", path);
+        return rm_error_set(err,
+                            "%s.auto_config: ALPN protocol selection needs TLS, which remora "
+                            "does not support yet; use explicit_http_config",
+                            path);
     default:
         return RM_OK;
     }
@@ -95,10 +95,10 @@ static int apply_http_options(struct rm_cluster *c, const HttpOpts *o, const cha
 static int parse_protocol_options(struct rm_cluster *c, const Cluster *pb, const char *path,
                                   struct rm_error *err)
 {
-    if (pb->http2_protocol_options)
-        apply_h2_options(c, pb->http2_protocol_options);
+    if (pb->http2_protocol_options) apply_h2_options(c, pb->http2_protocol_options);
     apply_common_options(c, pb->common_http_protocol_options);
-    if (pb->protocol_selection == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_PROTOCOL_SELECTION__USE_DOWNSTREAM_PROTOCOL)
+    if (pb->protocol_selection ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_PROTOCOL_SELECTION__USE_DOWNSTREAM_PROTOCOL)
         c->proto = RM_UPSTREAM_USE_DOWNSTREAM;
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry *e =
@@ -110,16 +110,15 @@ static int parse_protocol_options(struct rm_cluster *c, const Cluster *pb, const
         const char *url = e->value ? e->value->type_url : "";
         const char *slash = strrchr(url, '/');
         if (!slash || strcmp(slash + 1, HTTP_OPTS_TYPE) != 0)
-            return rm_error_set(err, "%s.@type: expected type.googleapis.com/" HTTP_OPTS_TYPE
-                                ", got \"%s\"", p, url);
+            return rm_error_set(
+                err, "%s.@type: expected type.googleapis.com/" HTTP_OPTS_TYPE ", got \"%s\"", p,
+                url);
         HttpOpts *o = envoy__extensions__upstreams__http__v3__http_protocol_options__unpack(
             NULL, e->value->value.len, e->value->value.data);
-        if (!o)
-            return rm_error_set(err, "%s: malformed HttpProtocolOptions", p);
+        if (!o) return rm_error_set(err, "%s: malformed HttpProtocolOptions", p);
         int rc = apply_http_options(c, o, p, err);
         envoy__extensions__upstreams__http__v3__http_protocol_options__free_unpacked(o, NULL);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return RM_OK;
 }
@@ -132,7 +131,8 @@ typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
 static int check_lb_endpoint(const LbEndpoint *le, const char *path, uint32_t *weight,
                              struct rm_error *err)
 {
-    if (le->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+    if (le->host_identifier_case !=
+        ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
         return rm_error_set(err, "%s.endpoint: required (endpoint_name is not supported)", path);
     *weight = rm_pb_u32(le->load_balancing_weight, 1);
     if (*weight == 0)
@@ -141,17 +141,14 @@ static int check_lb_endpoint(const LbEndpoint *le, const char *path, uint32_t *w
 }
 
 /* A STATIC host: an IP literal address (a name is an error naming the field). */
-static int static_host(const LbEndpoint *le, int locality, const char *path,
-                       struct rm_host **out, struct rm_error *err)
+static int static_host(const LbEndpoint *le, int locality, const char *path, struct rm_host **out,
+                       struct rm_error *err)
 {
-    struct rm_host_spec s = {.health = (enum rm_health)le->health_status,
-                             .locality_idx = locality};
-    if (check_lb_endpoint(le, path, &s.weight, err))
-        return RM_ERR;
+    struct rm_host_spec s = {.health = (enum rm_health)le->health_status, .locality_idx = locality};
+    if (check_lb_endpoint(le, path, &s.weight, err)) return RM_ERR;
     char p[512];
     snprintf(p, sizeof(p), "%s.endpoint.address", path);
-    if (rm_pb_address(le->endpoint->address, p, &s.addr, &s.addr_len, err))
-        return RM_ERR;
+    if (rm_pb_address(le->endpoint->address, p, &s.addr, &s.addr_len, err)) return RM_ERR;
     s.hostname = le->endpoint->hostname;
     *out = rm_host_new(&s);
     return *out ? RM_OK : rm_error_set(err, "%s: out of memory", path);
@@ -162,16 +159,17 @@ static int check_load_assignment(const LoadAssignment *la, const char *path, siz
                                  struct rm_error *err)
 {
     *total = 0;
-    if (!la)
-        return RM_OK;
+    if (!la) return RM_OK;
     if (la->policy)
         return rm_error_set(err, "%s.load_assignment.policy: not supported by remora yet", path);
     if (la->n_named_endpoints)
         return rm_error_set(err, "%s.load_assignment.named_endpoints: not supported", path);
     for (size_t i = 0; i < la->n_endpoints; i++) {
         if (la->endpoints[i]->priority != 0)
-            return rm_error_set(err, "%s.load_assignment.endpoints[%zu].priority: only priority 0 "
-                                "is supported by remora yet", path, i);
+            return rm_error_set(err,
+                                "%s.load_assignment.endpoints[%zu].priority: only priority 0 "
+                                "is supported by remora yet",
+                                path, i);
         *total += la->endpoints[i]->n_lb_endpoints;
     }
     return RM_OK;
@@ -183,11 +181,9 @@ static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const cha
 {
     const LoadAssignment *la = pb->load_assignment;
     size_t total;
-    if (check_load_assignment(la, path, &total, err))
-        return RM_ERR;
+    if (check_load_assignment(la, path, &total, err)) return RM_ERR;
     struct rm_host **hosts = calloc(total ? total : 1, sizeof(*hosts));
-    if (!hosts)
-        return rm_error_set(err, "%s: out of memory", path);
+    if (!hosts) return rm_error_set(err, "%s: out of memory", path);
     size_t n = 0;
     int rc = RM_OK;
     for (size_t i = 0; la && rc == RM_OK && i < la->n_endpoints; i++) {
@@ -202,8 +198,7 @@ static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const cha
     }
     if (rc == RM_OK) {
         c->hs = rm_host_set_new(hosts, n); /* no load_assignment: no host, 503 UH */
-        if (!c->hs)
-            rc = rm_error_set(err, "%s: out of memory", path);
+        if (!c->hs) rc = rm_error_set(err, "%s: out of memory", path);
     }
     for (size_t i = 0; i < n; i++)
         rm_host_unref(hosts[i]);
@@ -212,11 +207,10 @@ static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const cha
 }
 
 /* A DNS cluster endpoint: socket_address {address: NAME (or an IP literal), port_value}. */
-static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int locality,
-                      const char *path, struct rm_error *err)
+static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int locality, const char *path,
+                      struct rm_error *err)
 {
-    if (check_lb_endpoint(le, path, &t->weight, err))
-        return RM_ERR;
+    if (check_lb_endpoint(le, path, &t->weight, err)) return RM_ERR;
     const Envoy__Config__Core__V3__Address *a = le->endpoint->address;
     char p[512];
     snprintf(p, sizeof(p), "%s.endpoint.address", path);
@@ -225,26 +219,30 @@ static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int localit
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return rm_error_set(err, "%s.socket_address.protocol: only TCP is supported", p);
-    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
+    if (sa->port_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
         sa->port_value == 0 || sa->port_value > 65535)
-        return rm_error_set(err, "%s.socket_address.port_value: required, 1..65535 (named_port is "
-                            "not supported)", p);
+        return rm_error_set(err,
+                            "%s.socket_address.port_value: required, 1..65535 (named_port is "
+                            "not supported)",
+                            p);
     if (sa->resolver_name && sa->resolver_name[0])
         return rm_error_set(err, "%s.socket_address.resolver_name: not supported by remora", p);
     size_t len = sa->address ? strlen(sa->address) : 0;
     if (len == 0 || len > 253)
-        return rm_error_set(err, "%s.socket_address.address: a DNS name of 1 to 253 characters is "
-                            "required", p);
-    const char *hn = le->endpoint->hostname && le->endpoint->hostname[0] ? le->endpoint->hostname
-                                                                         : sa->address;
+        return rm_error_set(err,
+                            "%s.socket_address.address: a DNS name of 1 to 253 characters is "
+                            "required",
+                            p);
+    const char *hn =
+        le->endpoint->hostname && le->endpoint->hostname[0] ? le->endpoint->hostname : sa->address;
     t->name = strdup(sa->address);
     t->hostname = strdup(hn);
     t->path = strdup(path);
     t->port = (uint16_t)sa->port_value;
     t->health = (enum rm_health)le->health_status;
     t->locality_idx = locality;
-    if (!t->name || !t->hostname || !t->path)
-        return rm_error_set(err, "%s: out of memory", path);
+    if (!t->name || !t->hostname || !t->path) return rm_error_set(err, "%s: out of memory", path);
     return RM_OK;
 }
 
@@ -255,21 +253,18 @@ static int parse_dns(struct rm_cluster *c, const Cluster *pb, const char *path,
 {
     c->dns = calloc(1, sizeof(*c->dns));
     c->hs = rm_host_set_new(NULL, 0);
-    if (!c->dns || !c->hs)
-        return rm_error_set(err, "%s: out of memory", path);
-    if (rm_dns_cluster_cfg_from_cluster(pb, path, c->dns, err))
-        return RM_ERR;
+    if (!c->dns || !c->hs) return rm_error_set(err, "%s: out of memory", path);
+    if (rm_dns_cluster_cfg_from_cluster(pb, path, c->dns, err)) return RM_ERR;
     const LoadAssignment *la = pb->load_assignment;
     size_t total;
-    if (check_load_assignment(la, path, &total, err))
-        return RM_ERR;
+    if (check_load_assignment(la, path, &total, err)) return RM_ERR;
     if (c->dns->logical && (total != 1 || la->n_endpoints != 1))
-        return rm_error_set(err, "%s.load_assignment: a LOGICAL_DNS cluster needs exactly one "
+        return rm_error_set(err,
+                            "%s.load_assignment: a LOGICAL_DNS cluster needs exactly one "
                             "locality with exactly one lb_endpoint (got %zu lb_endpoints)",
                             path, total);
     c->dns_targets = calloc(total ? total : 1, sizeof(*c->dns_targets));
-    if (!c->dns_targets)
-        return rm_error_set(err, "%s: out of memory", path);
+    if (!c->dns_targets) return rm_error_set(err, "%s: out of memory", path);
     for (size_t i = 0; la && i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
@@ -277,8 +272,7 @@ static int parse_dns(struct rm_cluster *c, const Cluster *pb, const char *path,
             snprintf(p, sizeof(p), "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i,
                      j);
             struct rm_dns_target *t = &c->dns_targets[c->n_dns_targets++];
-            if (dns_target(t, lle->lb_endpoints[j], (int)i, p, err))
-                return RM_ERR;
+            if (dns_target(t, lle->lb_endpoints[j], (int)i, p, err)) return RM_ERR;
         }
     }
     return RM_OK;
@@ -297,8 +291,10 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
     if (pb->cluster_discovery_type_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE &&
         !dns)
-        return rm_error_set(err, "%s.cluster_type: \"%s\" is not supported by remora yet (only "
-                            "envoy.clusters.dns)", path, pb->cluster_type->name);
+        return rm_error_set(err,
+                            "%s.cluster_type: \"%s\" is not supported by remora yet (only "
+                            "envoy.clusters.dns)",
+                            path, pb->cluster_type->name);
     if (pb->cluster_discovery_type_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
         pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC && !dns) {
@@ -361,15 +357,12 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     char p[512];
     snprintf(p, sizeof(p), "%s.outlier_detection", path);
     struct rm_outlier_config cfg;
-    if (rm_outlier_config_parse(pb->outlier_detection, p, &cfg, err))
-        return RM_ERR;
+    if (rm_outlier_config_parse(pb->outlier_detection, p, &cfg, err)) return RM_ERR;
     struct rm_outlier_host **oh = outlier_hosts(c->hs);
-    if (!oh)
-        return rm_error_set(err, "%s: out of memory", path);
+    if (!oh) return rm_error_set(err, "%s: out of memory", path);
     c->outlier = rm_outlier_new(&cfg, stat_prefix, oh, c->hs->n);
     free(oh);
-    if (!c->outlier)
-        return rm_error_set(err, "%s: out of memory", path);
+    if (!c->outlier) return rm_error_set(err, "%s: out of memory", path);
     c->outlier->on_change = outlier_changed;
     c->outlier->on_change_ctx = c;
     return RM_OK;
@@ -382,8 +375,7 @@ static int setup_circuit_breakers(struct rm_cluster *c, const Cluster *pb, const
     char p[512];
     snprintf(p, sizeof(p), "%s.circuit_breakers", path);
     struct rm_cb_thresholds lim[RM_CB_PRIORITIES];
-    if (rm_cb_parse(pb->circuit_breakers, p, lim, err))
-        return RM_ERR;
+    if (rm_cb_parse(pb->circuit_breakers, p, lim, err)) return RM_ERR;
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         c->cb[i] = rm_cb_new(&lim[i], stat_prefix, i);
     return RM_OK;
@@ -395,19 +387,17 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
         rm_error_set(err, "%s.name: a cluster needs a name", path);
         return NULL;
     }
-    if (check_supported(pb, path, err))
-        return NULL;
+    if (check_supported(pb, path, err)) return NULL;
     struct rm_cluster *c = calloc(1, sizeof(*c));
-    if (!c)
-        goto fail_oom;
+    if (!c) goto fail_oom;
     c->pb = pb;
     c->name = strdup(pb->name);
     c->stat_name = strdup(pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
-    if (!c->name || !c->stat_name)
-        goto fail_oom;
+    if (!c->name || !c->stat_name) goto fail_oom;
     c->lb_policy = (enum rm_lb_policy)pb->lb_policy;
     c->lr_choice_count = 2;
-    if (pb->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG)
+    if (pb->lb_config_case ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG)
         c->lr_choice_count = rm_pb_u32(pb->least_request_lb_config->choice_count, 2);
     c->connect_timeout_ms = rm_pb_duration_ms(pb->connect_timeout, 5000);
     c->idle_timeout_ms = 3600 * 1000;
@@ -417,15 +407,12 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
     c->healthy_panic_threshold = 50;
     if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
         c->healthy_panic_threshold = (uint32_t)pb->common_lb_config->healthy_panic_threshold->value;
-    if (parse_protocol_options(c, pb, path, err) || parse_hosts(c, pb, path, err))
-        goto fail;
+    if (parse_protocol_options(c, pb, path, err) || parse_hosts(c, pb, path, err)) goto fail;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "cluster.%s.", c->stat_name);
     c->stats = rm_stats_get(prefix, rm_cluster_stat_defs, RM_CS__COUNT);
-    if (pb->outlier_detection && setup_outlier(c, pb, path, prefix, err))
-        goto fail;
-    if (setup_circuit_breakers(c, pb, path, prefix, err))
-        goto fail;
+    if (pb->outlier_detection && setup_outlier(c, pb, path, prefix, err)) goto fail;
+    if (setup_circuit_breakers(c, pb, path, prefix, err)) goto fail;
     return c;
 fail_oom:
     rm_error_set(err, "%s: out of memory", path);
@@ -447,8 +434,7 @@ void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs)
 {
     if (c->outlier) {
         struct rm_outlier_host **oh = outlier_hosts(hs);
-        if (!oh)
-            abort(); /* the detector must never point at hosts it does not track */
+        if (!oh) abort(); /* the detector must never point at hosts it does not track */
         rm_outlier_set_hosts(c->outlier, oh, hs->n);
         free(oh);
     }

@@ -37,8 +37,8 @@ enum rm_upstream_proto {
 
 /** One endpoint of a DNS cluster: the name to resolve and what its hosts get. */
 struct rm_dns_target {
-    char *name;    /* socket_address.address */
-    uint16_t port; /* socket_address.port_value */
+    char *name;     /* socket_address.address */
+    uint16_t port;  /* socket_address.port_value */
     char *hostname; /* the hosts' hostname: Endpoint.hostname, else <name> */
     uint32_t weight;
     enum rm_health health;
@@ -64,8 +64,8 @@ struct rm_cluster {
     struct rm_dns_cluster_cfg *dns;
     struct rm_dns_target *dns_targets;
     size_t n_dns_targets;
-    uint32_t healthy_panic_threshold; /* percent, default 50 */
-    struct rm_outlier *outlier;       /* NULL without outlier_detection */
+    uint32_t healthy_panic_threshold;   /* percent, default 50 */
+    struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
     const struct Envoy__Config__Cluster__V3__Cluster *pb; /* owned by the snapshot */

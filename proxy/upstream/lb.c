@@ -19,7 +19,8 @@ static bool eligible(const struct rm_host *h, bool panic, const struct rm_host *
     return (panic || rm_host_routable(h)) && h != avoid;
 }
 
-static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const struct rm_host *avoid)
+static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
+                               const struct rm_host *avoid)
 {
     struct rm_host_set *hs = wc->hs;
     if (!hs->weighted) {
@@ -32,14 +33,14 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic, const s
         }
         return NULL;
     }
-    /* smooth weighted round robin (nginx): each pick adds weights, takes the max, subtracts total */
+    /* smooth weighted round robin (nginx): each pick adds weights, takes the max, subtracts total
+     */
     int64_t total = 0;
     struct rm_host *best = NULL;
     size_t best_i = 0;
     for (size_t i = 0; i < hs->n; i++) {
         struct rm_host *h = hs->hosts[i];
-        if (!eligible(h, panic, avoid))
-            continue;
+        if (!eligible(h, panic, avoid)) continue;
         wc->wrr_current[i] += h->weight;
         total += h->weight;
         if (!best || wc->wrr_current[i] > wc->wrr_current[best_i]) {
@@ -61,12 +62,10 @@ static struct rm_host *pick_random(struct rm_worker_cluster *wc, bool panic,
     uint64_t total = 0;
     for (size_t i = 0; i < hs->n; i++)
         total += eligible(hs->hosts[i], panic, avoid) ? hs->hosts[i]->weight : 0;
-    if (!total)
-        return NULL;
+    if (!total) return NULL;
     uint64_t r = rng_next(&wc->rng) % total;
     for (size_t i = 0; i < hs->n; i++) {
-        if (!eligible(hs->hosts[i], panic, avoid))
-            continue;
+        if (!eligible(hs->hosts[i], panic, avoid)) continue;
         if (r < hs->hosts[i]->weight) {
             wc->last_pick = i;
             return hs->hosts[i];
@@ -85,8 +84,7 @@ static struct rm_host *pick_least(struct rm_worker_cluster *wc, bool panic,
     uint32_t choices = wc->cluster->lr_choice_count ? wc->cluster->lr_choice_count : 2;
     for (uint32_t i = 0; i < choices; i++) {
         struct rm_host *h = pick_random(wc, panic, avoid);
-        if (!h)
-            return NULL;
+        if (!h) return NULL;
         int64_t active = atomic_load_explicit(&h->rq_active, memory_order_relaxed);
         if (!best || active < best_active) {
             best = h;
@@ -102,16 +100,13 @@ struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *a
 {
     struct rm_cluster *c = wc->cluster;
     const struct rm_host_set *hs = wc->hs;
-    if (!hs->n)
-        return NULL;
+    if (!hs->n) return NULL;
     size_t routable = 0;
     for (size_t i = 0; i < hs->n; i++)
         routable += rm_host_routable(hs->hosts[i]);
     bool panic = routable * 100 < hs->n * (size_t)c->healthy_panic_threshold;
-    if (panic)
-        rm_stat_inc(c->stats, RM_CS_LB_HEALTHY_PANIC);
-    if (avoid && hs->n == 1)
-        avoid = NULL;
+    if (panic) rm_stat_inc(c->stats, RM_CS_LB_HEALTHY_PANIC);
+    if (avoid && hs->n == 1) avoid = NULL;
     for (int pass = 0; pass < 2; pass++) {
         struct rm_host *h;
         switch (c->lb_policy) {
@@ -125,8 +120,7 @@ struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *a
             h = pick_rr(wc, panic, avoid);
             break;
         }
-        if (h || !avoid)
-            return h;
+        if (h || !avoid) return h;
         avoid = NULL; /* the only eligible host is the one to avoid: use it anyway */
     }
     return NULL;

@@ -101,7 +101,7 @@ struct rm_outlier_host {
     /* main thread only */
     uint64_t last_uneject_ms;
     bool unejected_once;
-    bool mark; /* scratch of rm_outlier_set_hosts */
+    bool mark;              /* scratch of rm_outlier_set_hosts */
     double success_rate[2]; /* [origin]: last interval's, -1 when not enough requests */
 };
 

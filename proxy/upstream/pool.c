@@ -67,16 +67,14 @@ static void conn_unlink(struct pool_conn *pc)
 static struct rm_pool_request *pending_pop(struct rm_pool *p)
 {
     struct rm_pool_request *r = p->pending.next;
-    if (r == &p->pending)
-        return NULL;
+    if (r == &p->pending) return NULL;
     rm_pool_cancel(r);
     return r;
 }
 
 void rm_pool_cancel(struct rm_pool_request *r)
 {
-    if (!r->pool)
-        return;
+    if (!r->pool) return;
     struct rm_pool *p = r->pool;
     r->prev->next = r->next;
     r->next->prev = r->prev;
@@ -108,8 +106,7 @@ static void pool_conn_free(struct pool_conn *pc)
  * on it finishes first; on_codec_close frees it). */
 static void drain_conn(struct pool_conn *pc)
 {
-    if (pc->draining || !pc->codec)
-        return;
+    if (pc->draining || !pc->codec) return;
     pc->draining = true;
     rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
     pc->codec->ops->shutdown(pc->codec);
@@ -121,8 +118,7 @@ static void on_codec_close(void *user, int err)
     struct rm_pool *p = pc->pool;
     rm_stat_inc(p->wc->cluster->stats, RM_CS_UPSTREAM_CX_DESTROY_REMOTE);
     pool_conn_free(pc);
-    if (p->n_pending)
-        maybe_connect(p);
+    if (p->n_pending) maybe_connect(p);
 }
 
 static void on_idle_timeout(struct rm_timer *t)
@@ -138,8 +134,7 @@ static void on_codec_idle(void *user)
     struct pool_conn *pc = user;
     struct rm_pool *p = pc->pool;
     struct rm_cluster *c = p->wc->cluster;
-    if (pc->draining)
-        return;
+    if (pc->draining) return;
     if (c->max_requests_per_connection && pc->requests >= c->max_requests_per_connection) {
         pc->draining = true;
         pc->codec->ops->shutdown(pc->codec);
@@ -161,8 +156,7 @@ static void on_codec_goaway(void *user)
 {
     struct pool_conn *pc = user;
     pc->draining = true;
-    if (pc->pool->n_pending)
-        maybe_connect(pc->pool);
+    if (pc->pool->n_pending) maybe_connect(pc->pool);
 }
 
 static const struct rm_codec_callbacks client_cb = {
@@ -189,16 +183,15 @@ static void on_connected(struct rm_conn *conn, int err)
     if (err) {
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
-        if (err == -ETIMEDOUT)
-            rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
+        if (err == -ETIMEDOUT) rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
         rm_log_debug("cluster %s: connect to %s failed: %s", c->name,
                      p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical_str
                                                             : p->host->addr_str,
                      strerror(-err));
         pool_conn_free(pc);
         /* HTTP/1.1: each connection was meant for one request; HTTP/2: all waited on it */
-        unsigned keep = p->proto == RM_HTTP2 ? (p->n_connecting ? p->n_pending : 0)
-                                             : p->n_connecting;
+        unsigned keep =
+            p->proto == RM_HTTP2 ? (p->n_connecting ? p->n_pending : 0) : p->n_connecting;
         fail_pending(p, keep, err == -ETIMEDOUT ? RM_POOL_CONNECT_TIMEOUT : RM_POOL_CONNECT_FAILURE,
                      err);
         return;
@@ -218,11 +211,13 @@ static void on_connected(struct rm_conn *conn, int err)
         return;
     }
     serve_pending(p, pc);
-    if (p->draining)
-        drain_conn(pc); /* after the requests it was opened for */
+    if (p->draining) drain_conn(pc); /* after the requests it was opened for */
 }
 
-static size_t connecting_on_data(struct rm_conn *c, const uint8_t *data, size_t n) { return 0; }
+static size_t connecting_on_data(struct rm_conn *c, const uint8_t *data, size_t n)
+{
+    return 0;
+}
 static void connecting_on_close(struct rm_conn *c, int err) {}
 
 static const struct rm_conn_handler connecting_handler = {
@@ -241,11 +236,9 @@ static bool cx_allowed(struct rm_pool *p, unsigned priority)
     struct rm_cb *cb = pool_cb(p, priority);
     bool host_ok = !cb || atomic_load_explicit(&p->host->cx_active, memory_order_relaxed) <
                               (int64_t)cb->lim.per_host_max_cx;
-    if (host_ok && rm_cb_try_acquire(cb, RM_CB_CX))
-        return true;
+    if (host_ok && rm_cb_try_acquire(cb, RM_CB_CX)) return true;
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_OVERFLOW);
-    if (p->conns.next != &p->conns)
-        return false;
+    if (p->conns.next != &p->conns) return false;
     rm_cb_acquire_force(cb, RM_CB_CX);
     return true;
 }
@@ -254,11 +247,9 @@ static enum cx_result connect_one(struct rm_pool *p)
 {
     struct rm_cluster *c = p->wc->cluster;
     unsigned priority = p->n_pending ? p->pending.next->priority : 0;
-    if (!cx_allowed(p, priority))
-        return CX_OVERFLOW;
+    if (!cx_allowed(p, priority)) return CX_OVERFLOW;
     struct pool_conn *pc = calloc(1, sizeof(*pc));
-    if (!pc)
-        abort();
+    if (!pc) abort();
     pc->pool = p;
     pc->priority = priority;
     conn_link(p, pc);
@@ -270,8 +261,8 @@ static enum cx_result connect_one(struct rm_pool *p)
     p->n_connecting++;
     socklen_t len;
     const struct sockaddr_storage *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
-    pc->conn = rm_conn_connect(p->wc->loop, (const struct sockaddr *)sa, len,
-                               c->connect_timeout_ms, &connecting_handler, pc, &err);
+    pc->conn = rm_conn_connect(p->wc->loop, (const struct sockaddr *)sa, len, c->connect_timeout_ms,
+                               &connecting_handler, pc, &err);
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
@@ -288,8 +279,7 @@ static unsigned usable_streams(struct rm_pool *p)
 {
     unsigned n = 0;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next) {
-        if (pc->codec && !pc->draining)
-            n += pc->codec->ops->available_streams(pc->codec);
+        if (pc->codec && !pc->draining) n += pc->codec->ops->available_streams(pc->codec);
     }
     return n;
 }
@@ -300,10 +290,8 @@ static unsigned usable_streams(struct rm_pool *p)
 static void maybe_connect(struct rm_pool *p)
 {
     if (p->proto == RM_HTTP2) {
-        if (p->n_connecting || usable_streams(p) >= p->n_pending)
-            return;
-        if (connect_one(p) == CX_FAILED)
-            fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -EIO);
+        if (p->n_connecting || usable_streams(p) >= p->n_pending) return;
+        if (connect_one(p) == CX_FAILED) fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -EIO);
         return;
     }
     while (p->n_connecting < p->n_pending) {
@@ -332,24 +320,20 @@ static void serve_pending(struct rm_pool *p, struct pool_conn *pc)
         struct rm_pool_request *r = pending_pop(p);
         hand_out(pc, r);
     }
-    if (p->n_pending && p->proto == RM_HTTP2)
-        maybe_connect(p);
+    if (p->n_pending && p->proto == RM_HTTP2) maybe_connect(p);
 }
 
 void rm_pool_stream_done(struct rm_pool *p)
 {
     /* HTTP/1.1 connections report each free slot through on_idle already */
-    if (!p->n_pending || p->proto != RM_HTTP2)
-        return;
+    if (!p->n_pending || p->proto != RM_HTTP2) return;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns && p->n_pending; pc = pc->next) {
-        if (pc->codec && !pc->draining)
-            serve_pending(p, pc);
+        if (pc->codec && !pc->draining) serve_pending(p, pc);
     }
 }
 
 int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
-                    const struct rm_pool_request_cb *cb, unsigned priority,
-                    struct rm_codec **codec)
+                    const struct rm_pool_request_cb *cb, unsigned priority, struct rm_codec **codec)
 {
     r->cb = cb;
     r->priority = priority;
@@ -385,8 +369,7 @@ static struct rm_pool *pool_new(struct rm_worker_cluster *wc, struct rm_host *h,
                                 enum rm_http_proto proto, unsigned priority)
 {
     struct rm_pool *p = calloc(1, sizeof(*p));
-    if (!p)
-        abort();
+    if (!p) abort();
     p->priority = priority;
     p->wc = wc;
     p->host = rm_host_ref(h);
@@ -399,8 +382,7 @@ static struct rm_pool *pool_new(struct rm_worker_cluster *wc, struct rm_host *h,
 /* Close everything now (cluster teardown): waiting requests fail, streams get on_reset. */
 static void pool_free(struct rm_pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     p->draining = false; /* no reaping from inside the teardown */
     fail_pending(p, 0, RM_POOL_CONNECT_FAILURE, -ECANCELED);
     while (p->conns.next != &p->conns) {
@@ -444,16 +426,14 @@ static void reap_run(struct rm_task *t)
  * (this may run inside a callback of one of its connections or of its user). */
 static void check_drained(struct rm_pool *p)
 {
-    if (pool_drained(p))
-        rm_loop_defer(p->wc->loop, &p->wc->reap, reap_run);
+    if (pool_drained(p)) rm_loop_defer(p->wc->loop, &p->wc->reap, reap_run);
 }
 
 /* <p>'s host left the set: no new request; idle connections close now, busy ones once their
  * streams end; requests already waiting still get served. */
 static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     p->draining = true;
     p->next_draining = wc->draining;
     wc->draining = p;
@@ -467,8 +447,7 @@ static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
 struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop)
 {
     struct rm_worker_cluster *wc = calloc(1, sizeof(*wc));
-    if (!wc)
-        return NULL;
+    if (!wc) return NULL;
     wc->cluster = c;
     wc->loop = loop;
     struct timespec ts;
@@ -490,8 +469,7 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
 
 void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 {
-    if (!wc)
-        return;
+    if (!wc) return;
     for (size_t i = 0; i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
     while (wc->draining) {
@@ -533,15 +511,13 @@ void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_se
     struct rm_pool **pools = calloc(n * 2, sizeof(*pools));
     int64_t *wrr = calloc(n, sizeof(*wrr));
     struct old_pos *pos = calloc(old->n ? old->n : 1, sizeof(*pos));
-    if (!pools || !wrr || !pos)
-        abort();
+    if (!pools || !wrr || !pos) abort();
     for (size_t j = 0; j < old->n; j++)
         pos[j] = (struct old_pos){old->hosts[j], j};
     qsort(pos, old->n, sizeof(*pos), cmp_old_pos);
     for (size_t i = 0; i < hs->n; i++) { /* hosts that stay keep their pools */
         const struct old_pos *o = find_old(pos, old->n, hs->hosts[i]);
-        if (!o)
-            continue;
+        if (!o) continue;
         for (int k = 0; k < 2; k++) {
             pools[i * 2 + k] = wc->pools[o->i * 2 + k];
             wc->pools[o->i * 2 + k] = NULL;
@@ -563,8 +539,7 @@ void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_se
 static size_t host_index(const struct rm_worker_cluster *wc, const struct rm_host *h)
 {
     const struct rm_host_set *hs = wc->hs;
-    if (wc->last_pick < hs->n && hs->hosts[wc->last_pick] == h)
-        return wc->last_pick;
+    if (wc->last_pick < hs->n && hs->hosts[wc->last_pick] == h) return wc->last_pick;
     size_t i = 0;
     while (i < hs->n && hs->hosts[i] != h)
         i++;
@@ -575,8 +550,7 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
                                        enum rm_http_proto proto, unsigned priority)
 {
     size_t i = host_index(wc, h);
-    if (i == wc->hs->n)
-        return NULL; /* not a host of this worker's set (a caller bug) */
+    if (i == wc->hs->n) return NULL; /* not a host of this worker's set (a caller bug) */
     size_t slot = i * 2 + (proto == RM_HTTP2);
     if (!wc->pools[slot]) {
         if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {

@@ -51,8 +51,8 @@ struct rm_worker_cluster {
     uint64_t rr;            /* round-robin cursor */
     int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts */
     uint64_t rng;
-    struct rm_pool **pools; /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2 */
-    size_t last_pick;       /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
+    struct rm_pool **pools;   /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2 */
+    size_t last_pick;         /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
     struct rm_pool *draining; /* pools of hosts that left hs, until their connections are gone */
     struct rm_task reap;      /* frees the drained pools (deferred: never inside a callback) */
     bool freed;               /* rm_worker_cluster_free ran while reap was queued */

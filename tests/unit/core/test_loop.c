@@ -20,8 +20,7 @@ static void on_fire(struct rm_timer *t)
 {
     int idx = (int)(t - g->t);
     g->order[g->n++] = idx;
-    if (g->n == 5)
-        rm_loop_stop(g->loop);
+    if (g->n == 5) rm_loop_stop(g->loop);
 }
 
 Test(loop, timers_fire_in_deadline_order_and_stop_cancels)
@@ -140,8 +139,7 @@ static void rearm_stop(struct rm_task *t)
 }
 static void on_rearm(struct rm_timer *t)
 {
-    if (++rearms == 1)
-        rm_loop_defer(rearm_loop, &rearm_stop_task, rearm_stop);
+    if (++rearms == 1) rm_loop_defer(rearm_loop, &rearm_stop_task, rearm_stop);
     if (rearms < 1000) /* bounded so a broken loop still ends; the assertion catches it */
         rm_timer_start(rearm_loop, t, 0, on_rearm);
 }

@@ -324,7 +324,7 @@ Test(route, header_invert_and_missing)
 
 #define QM(name, spec)                                                                             \
     "  - {name: " name ", match: {prefix: /, query_parameters: [" spec "]}, route: {cluster: "     \
-                                                                       "a}}\n"
+    "a}}\n"
 
 Test(route, query_matchers)
 {

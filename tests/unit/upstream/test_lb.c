@@ -47,8 +47,7 @@ static void teardown_cluster(struct fixture *f)
 static int index_of(struct fixture *f, const struct rm_host *h)
 {
     for (int i = 0; i < 4; i++)
-        if (h == &f->hosts[i])
-            return i;
+        if (h == &f->hosts[i]) return i;
     return -1;
 }
 
