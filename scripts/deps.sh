@@ -4,8 +4,11 @@ set -eu
 PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
 nghttp2-client curl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps
-haproxy nghttp2-proxy nginx"
+haproxy nghttp2-proxy nginx clang-format git"
 missing=""
+# npm fetches the reference Envoy API for the proto conformance test; use any npm already on
+# PATH (machines may carry their own Node.js), else Debian's.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
