@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Installs the Debian packages remora's build, tests and benchmarks need; only what is missing.
+# Installs the Debian packages remora's build, tests and benchmarks need (only what is missing),
+# then fetches the reference Envoy API the proto conformance test compares against.
 set -eu
 PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
 nghttp2-client curl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps
 haproxy nghttp2-proxy nginx clang-format git"
 missing=""
-# npm fetches the reference Envoy API for the proto conformance test; use any npm already on
-# PATH (machines may carry their own Node.js), else Debian's.
+# npm: use any npm already on PATH (machines may carry their own Node.js), else Debian's.
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
+if [ -z "$missing" ]; then
+    echo "deps: all packages present"
+else
+    echo "deps: installing$missing"
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
 # The reference Envoy API for tests/conformance (npm; silent once cached).  A failure only warns
 # here: the conformance test then fails on its own, and the other tests still run.
 "$(dirname "$0")/../tests/conformance/fetch_envoy_api.sh" ||
     echo "deps: warning: could not fetch the reference Envoy API (the proto conformance test will fail)"
-if [ -z "$missing" ]; then
-    echo "deps: all packages present"
-    exit 0
-fi
-echo "deps: installing$missing"
-if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
