@@ -506,15 +506,7 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
 
 char *rm_h1_put_dec(char *dst, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *dst++ = tmp[--n];
-    return dst;
+    return dst + rm_fmt_u64(dst, v);
 }
 
 static char *put_hex(char *dst, uint64_t v)
