@@ -17,8 +17,19 @@ if [ -z "$missing" ]; then
 else
     echo "deps: installing$missing"
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+    # The peers (nginx, haproxy, nghttpx) are benchmark binaries, not services: keep their
+    # packages from starting daemons on public ports while installing.
+    NOSTART=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        NOSTART=1
+    fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+    rc=0
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing || rc=$?
+    if [ -n "$NOSTART" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+    [ "$rc" = 0 ] || exit "$rc"
 fi
 # The reference Envoy API for tests/conformance (npm; silent once cached).  A failure only warns
 # here: the conformance test then fails on its own, and the other tests still run.
