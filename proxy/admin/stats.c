@@ -65,6 +65,7 @@ const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_UPDATE_SUCCESS] = C("update_success"),
     [RM_CS_UPDATE_FAILURE] = C("update_failure"),
     [RM_CS_UPDATE_NO_REBUILD] = C("update_no_rebuild"),
+    [RM_CS_UPDATE_REJECTED] = C("update_rejected"),
 };
 
 const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {

@@ -110,11 +110,12 @@ enum rm_cluster_stat {
     RM_CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL,
     RM_CS_RETRY_OR_SHADOW_ABANDONED,
     RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT,
-    /* membership updates (DNS clusters: proxy/upstream/dns_cluster.c) */
+    /* membership updates (DNS clusters: proxy/upstream/dns_cluster.c; EDS: xds/ads_client.c) */
     RM_CS_UPDATE_ATTEMPT,
     RM_CS_UPDATE_SUCCESS,
     RM_CS_UPDATE_FAILURE,
     RM_CS_UPDATE_NO_REBUILD,
+    RM_CS_UPDATE_REJECTED,
     RM_CS__COUNT
 };
 extern const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT];

@@ -71,6 +71,82 @@ static int build_clusters(struct rm_snapshot *s,
     return RM_OK;
 }
 
+/* ---- dynamic_resources (ADS for EDS) ---------------------------------------------------- */
+
+typedef Envoy__Config__Core__V3__ApiConfigSource ApiConfigSource;
+
+/* The ADS cluster talks gRPC, so HTTP/2: accepted when it says so or says nothing about its
+ * protocol (Envoy would need explicit http2_protocol_options); any other protocol setting is an
+ * error naming the cluster. */
+static int check_ads_cluster_h2(const struct rm_cluster *c, size_t idx, struct rm_error *err)
+{
+    const Envoy__Config__Cluster__V3__Cluster *pb = c->pb;
+    bool says_nothing = pb->n_typed_extension_protocol_options == 0 && !pb->http_protocol_options &&
+                        pb->protocol_selection == 0;
+    if (c->proto == RM_UPSTREAM_HTTP2 || says_nothing) return RM_OK;
+    return rm_error_set(err,
+                        "static_resources.clusters[%zu] (%s): the ADS cluster must use HTTP/2 "
+                        "(typed_extension_protocol_options: explicit_http_config: "
+                        "http2_protocol_options)",
+                        idx, c->name);
+}
+
+/* ads_config: SotW gRPC to one STATIC cluster (envoy_grpc). */
+static int check_ads_config(struct rm_snapshot *s,
+                            const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                            const ApiConfigSource *a, struct rm_error *err)
+{
+    const char *P = "dynamic_resources.ads_config";
+    if (a->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC)
+        return rm_error_set(err,
+                            "%s.api_type: only GRPC (state of the world) is supported by "
+                            "remora yet",
+                            P);
+    if (a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
+        a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
+        return rm_error_set(err, "%s.transport_api_version: only V3", P);
+    if (a->n_cluster_names)
+        return rm_error_set(err, "%s.cluster_names: only for REST; use grpc_services", P);
+    if (a->n_grpc_services != 1 ||
+        a->grpc_services[0]->target_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC)
+        return rm_error_set(err, "%s.grpc_services: exactly one envoy_grpc service is required", P);
+    const char *name = a->grpc_services[0]->envoy_grpc->cluster_name;
+    struct rm_cluster *c = rm_snapshot_cluster(s, name ? name : "");
+    if (!c || rm_cluster_is_dns(c) || rm_cluster_is_eds(c) || c->hs->n == 0)
+        return rm_error_set(err,
+                            "%s.grpc_services[0].envoy_grpc.cluster_name: \"%s\" is not a STATIC "
+                            "cluster with an endpoint in static_resources",
+                            P, name ? name : "");
+    size_t idx = 0;
+    while (idx < sr->n_clusters && sr->clusters[idx] != c->pb)
+        idx++;
+    if (check_ads_cluster_h2(c, idx, err)) return RM_ERR;
+    s->ads_cluster = c;
+    return RM_OK;
+}
+
+static int
+check_dynamic_resources(struct rm_snapshot *s,
+                        const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                        struct rm_error *err)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *d =
+        s->bootstrap->dynamic_resources;
+    if (d && d->lds_config)
+        return rm_error_set(err, "dynamic_resources.lds_config: not supported by remora yet");
+    if (d && d->cds_config)
+        return rm_error_set(err, "dynamic_resources.cds_config: not supported by remora yet");
+    if (d && d->ads_config && check_ads_config(s, sr, d->ads_config, err)) return RM_ERR;
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        if (rm_cluster_is_eds(s->clusters[i]) && !s->ads_cluster)
+            return rm_error_set(err,
+                                "cluster %s: an EDS cluster needs dynamic_resources.ads_config",
+                                s->clusters[i]->name);
+    }
+    return RM_OK;
+}
+
 /* ---- HTTP connection manager -------------------------------------------------------------- */
 
 static void *resolve_cluster(void *ctx, const char *name)
@@ -278,8 +354,6 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = s->bootstrap;
     if (rm_pb_check_no_unknown(&bs->base, "", err)) return RM_ERR;
-    if (bs->dynamic_resources)
-        return rm_error_set(err, "dynamic_resources: xDS is not supported by remora yet");
     if (bs->typed_dns_resolver_config) { /* validated here; used by the DNS clusters */
         struct rm_dns_config dns;
         if (rm_dns_config_from_typed(bs->typed_dns_resolver_config, "typed_dns_resolver_config",
@@ -302,7 +376,7 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
         ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
     if (!sr) sr = &empty;
-    if (build_clusters(s, sr, err)) return RM_ERR;
+    if (build_clusters(s, sr, err) || check_dynamic_resources(s, sr, err)) return RM_ERR;
     s->listeners = calloc(sr->n_listeners + 1, sizeof(*s->listeners));
     if (!s->listeners) return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < sr->n_listeners; i++) {

@@ -84,6 +84,7 @@ struct rm_snapshot {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
     char *node_id, *node_cluster;
+    struct rm_cluster *ads_cluster;  /* dynamic_resources.ads_config's cluster, or NULL */
     struct ProtobufCMessage **owned; /* unpacked typed_configs the compiled config points into */
     size_t n_owned;
 };

@@ -22,6 +22,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
+#include "xds/ads_client.h"
 
 /* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
  * cluster warming; its initial_fetch_timeout default is 15 s). */
@@ -41,6 +42,7 @@ struct rm_server {
     struct rm_timer uptime_timer;
     uint64_t start_s;
     struct rm_dns_clusters *dns; /* STRICT_DNS / LOGICAL_DNS clusters */
+    struct rm_ads_client *ads;   /* EDS clusters (dynamic_resources.ads_config), or NULL */
     struct rm_timer init_timer;  /* bound on INITIALIZING */
 };
 
@@ -308,7 +310,8 @@ static void outlier_timers(struct rm_server *sv, bool run)
     }
 }
 
-/* ---- initialization (DNS cluster warming) --------------------------------------------------- */
+/* ---- initialization (DNS and EDS cluster warming)
+ * --------------------------------------------------- */
 
 static void go_live(struct rm_server *sv)
 {
@@ -318,18 +321,26 @@ static void go_live(struct rm_server *sv)
     rm_stat_set(sv->stats, RM_SS_LIVE, 1);
 }
 
+/* Every warming cluster (DNS: first answer; EDS: first assignment) is ready. */
+static bool clusters_warm(const struct rm_server *sv)
+{
+    return (!sv->dns || rm_dns_clusters_initialized(sv->dns)) &&
+           (!sv->ads || rm_ads_client_initialized(sv->ads));
+}
+
 static void on_dns_init(void *ctx)
 {
-    go_live(ctx);
+    if (clusters_warm(ctx)) go_live(ctx);
 }
 
 static void on_init_timeout(struct rm_timer *t)
 {
     struct rm_server *sv = rm_container_of(t, struct rm_server, init_timer);
-    char names[512];
+    char names[512], eds[512] = "";
     rm_dns_clusters_waiting(sv->dns, names, sizeof(names));
-    rm_log_warn("DNS clusters without a first answer after %u ms: %s; live anyway",
-                RM_INIT_TIMEOUT_MS, names);
+    if (sv->ads) rm_ads_client_waiting(sv->ads, eds, sizeof(eds));
+    rm_log_warn("clusters still warming after %u ms: %s%s%s; live anyway", RM_INIT_TIMEOUT_MS,
+                names, names[0] && eds[0] ? ", " : "", eds);
     go_live(sv);
 }
 
@@ -358,8 +369,14 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
     sv->dns = rm_dns_clusters_new(sv->loop, sv->snap->clusters, sv->snap->n_clusters, &rc,
                                   publish_hosts, on_dns_init, sv, err);
     if (!sv->dns) return RM_ERR;
+    if (sv->snap->ads_cluster) {
+        sv->ads = rm_ads_client_new(sv->loop, sv->snap->ads_cluster, sv->snap->clusters,
+                                    sv->snap->n_clusters, sv->snap->node_id, sv->snap->node_cluster,
+                                    publish_hosts, on_dns_init, sv, err);
+        if (!sv->ads) return RM_ERR;
+    }
     sv->state = "INITIALIZING";
-    if (rm_dns_clusters_initialized(sv->dns))
+    if (clusters_warm(sv))
         go_live(sv);
     else
         rm_timer_start(sv->loop, &sv->init_timer, RM_INIT_TIMEOUT_MS, on_init_timeout);
@@ -369,7 +386,9 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
 static void teardown(struct rm_server *sv)
 {
     rm_timer_stop(sv->loop, &sv->init_timer);
-    rm_dns_clusters_free(sv->dns); /* no more publishing: the workers may go */
+    rm_ads_client_free(sv->ads); /* no more publishing: the workers may go */
+    sv->ads = NULL;
+    rm_dns_clusters_free(sv->dns);
     sv->dns = NULL;
     outlier_timers(sv, false);
     for (unsigned i = 0; sv->workers && i < sv->n_workers; i++) {

@@ -36,6 +36,7 @@ void rm_cluster_free(struct rm_cluster *c)
         rm_cb_free(c->cb[i]);
     rm_host_set_unref(c->hs);
     free_dns(c);
+    free(c->eds_service);
     free(c->name);
     free(c->stat_name);
     free(c);
@@ -140,70 +141,120 @@ static int check_lb_endpoint(const LbEndpoint *le, const char *path, uint32_t *w
     return RM_OK;
 }
 
-/* A STATIC host: an IP literal address (a name is an error naming the field). */
-static int static_host(const LbEndpoint *le, int locality, const char *path, struct rm_host **out,
-                       struct rm_error *err)
+/* A host of a load assignment: an IP literal address (a name is an error naming the field).
+ * s->hostname points into <le>. */
+static int assignment_spec(const LbEndpoint *le, int locality, const char *path,
+                           struct rm_host_spec *s, struct rm_error *err)
 {
-    struct rm_host_spec s = {.health = (enum rm_health)le->health_status, .locality_idx = locality};
-    if (check_lb_endpoint(le, path, &s.weight, err)) return RM_ERR;
+    *s = (struct rm_host_spec){.health = (enum rm_health)le->health_status,
+                               .locality_idx = locality};
+    if (check_lb_endpoint(le, path, &s->weight, err)) return RM_ERR;
     char p[512];
     snprintf(p, sizeof(p), "%s.endpoint.address", path);
-    if (rm_pb_address(le->endpoint->address, p, &s.addr, &s.addr_len, err)) return RM_ERR;
-    s.hostname = le->endpoint->hostname;
-    *out = rm_host_new(&s);
-    return *out ? RM_OK : rm_error_set(err, "%s: out of memory", path);
+    if (rm_pb_address(le->endpoint->address, p, &s->addr, &s->addr_len, err)) return RM_ERR;
+    s->hostname = le->endpoint->hostname;
+    return RM_OK;
 }
 
-/* Checks shared by STATIC and DNS clusters; *total = the number of lb_endpoints. */
+/* Checks shared by every load assignment (<path> names it); *total = the number of
+ * lb_endpoints. */
 static int check_load_assignment(const LoadAssignment *la, const char *path, size_t *total,
                                  struct rm_error *err)
 {
     *total = 0;
     if (!la) return RM_OK;
-    if (la->policy)
-        return rm_error_set(err, "%s.load_assignment.policy: not supported by remora yet", path);
-    if (la->n_named_endpoints)
-        return rm_error_set(err, "%s.load_assignment.named_endpoints: not supported", path);
+    if (la->policy) return rm_error_set(err, "%s.policy: not supported by remora yet", path);
+    if (la->n_named_endpoints) return rm_error_set(err, "%s.named_endpoints: not supported", path);
     for (size_t i = 0; i < la->n_endpoints; i++) {
         if (la->endpoints[i]->priority != 0)
             return rm_error_set(err,
-                                "%s.load_assignment.endpoints[%zu].priority: only priority 0 "
-                                "is supported by remora yet",
+                                "%s.endpoints[%zu].priority: only priority 0 is supported by "
+                                "remora yet",
                                 path, i);
         *total += la->endpoints[i]->n_lb_endpoints;
     }
     return RM_OK;
 }
 
-/* STATIC: the host set, built once. */
+int rm_load_assignment_specs(const LoadAssignment *la, const char *path,
+                             struct rm_host_spec **specs, size_t *n, struct rm_error *err)
+{
+    size_t total;
+    *specs = NULL;
+    *n = 0;
+    if (check_load_assignment(la, path, &total, err)) return RM_ERR;
+    struct rm_host_spec *sp = calloc(total ? total : 1, sizeof(*sp));
+    if (!sp) return rm_error_set(err, "%s: out of memory", path);
+    size_t k = 0;
+    for (size_t i = 0; la && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
+        for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
+            char p[512];
+            snprintf(p, sizeof(p), "%s.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
+            if (assignment_spec(lle->lb_endpoints[j], (int)i, p, &sp[k++], err)) {
+                free(sp);
+                return RM_ERR;
+            }
+        }
+    }
+    *specs = sp;
+    *n = k;
+    return RM_OK;
+}
+
+/* STATIC: the host set, built once (duplicates kept, in order). */
 static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const char *path,
                               struct rm_error *err)
 {
-    const LoadAssignment *la = pb->load_assignment;
-    size_t total;
-    if (check_load_assignment(la, path, &total, err)) return RM_ERR;
-    struct rm_host **hosts = calloc(total ? total : 1, sizeof(*hosts));
-    if (!hosts) return rm_error_set(err, "%s: out of memory", path);
-    size_t n = 0;
-    int rc = RM_OK;
-    for (size_t i = 0; la && rc == RM_OK && i < la->n_endpoints; i++) {
-        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
-        for (size_t j = 0; rc == RM_OK && j < lle->n_lb_endpoints; j++) {
-            char p[512];
-            snprintf(p, sizeof(p), "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i,
-                     j);
-            rc = static_host(lle->lb_endpoints[j], (int)i, p, &hosts[n], err);
-            n += rc == RM_OK;
-        }
+    char lp[512];
+    snprintf(lp, sizeof(lp), "%s.load_assignment", path);
+    struct rm_host_spec *specs;
+    size_t n;
+    if (rm_load_assignment_specs(pb->load_assignment, lp, &specs, &n, err)) return RM_ERR;
+    struct rm_host **hosts = calloc(n ? n : 1, sizeof(*hosts));
+    int rc = hosts ? RM_OK : rm_error_set(err, "%s: out of memory", path);
+    size_t made = 0;
+    for (; rc == RM_OK && made < n; made++) {
+        hosts[made] = rm_host_new(&specs[made]);
+        if (!hosts[made]) rc = rm_error_set(err, "%s: out of memory", path);
     }
     if (rc == RM_OK) {
         c->hs = rm_host_set_new(hosts, n); /* no load_assignment: no host, 503 UH */
         if (!c->hs) rc = rm_error_set(err, "%s: out of memory", path);
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; hosts && i < made; i++)
         rm_host_unref(hosts[i]);
     free(hosts);
+    free(specs);
     return rc;
+}
+
+/* EDS: eds_config must be the bootstrap's ADS stream; the cluster starts with no host (its
+ * assignments come from xds/ads_client.c). */
+static int parse_eds(struct rm_cluster *c, const Cluster *pb, const char *path,
+                     struct rm_error *err)
+{
+    const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *e = pb->eds_cluster_config;
+    const Envoy__Config__Core__V3__ConfigSource *cs = e ? e->eds_config : NULL;
+    if (!cs || cs->config_source_specifier_case !=
+                   ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
+        return rm_error_set(err,
+                            "%s.eds_cluster_config.eds_config: only ads: {} (the bootstrap's "
+                            "ads_config) is supported by remora yet",
+                            path);
+    if (cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
+        cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
+        return rm_error_set(err, "%s.eds_cluster_config.eds_config.resource_api_version: only V3",
+                            path);
+    if (pb->load_assignment)
+        return rm_error_set(err, "%s.load_assignment: an EDS cluster gets its endpoints from EDS",
+                            path);
+    const char *svc = e->service_name && e->service_name[0] ? e->service_name : pb->name;
+    c->eds_service = strdup(svc);
+    c->eds_init_timeout_ms = rm_pb_duration_ms(cs->initial_fetch_timeout, 15000);
+    c->hs = rm_host_set_new(NULL, 0);
+    if (!c->eds_service || !c->hs) return rm_error_set(err, "%s: out of memory", path);
+    return RM_OK;
 }
 
 /* A DNS cluster endpoint: socket_address {address: NAME (or an IP literal), port_value}. */
@@ -257,7 +308,9 @@ static int parse_dns(struct rm_cluster *c, const Cluster *pb, const char *path,
     if (rm_dns_cluster_cfg_from_cluster(pb, path, c->dns, err)) return RM_ERR;
     const LoadAssignment *la = pb->load_assignment;
     size_t total;
-    if (check_load_assignment(la, path, &total, err)) return RM_ERR;
+    char lp[512];
+    snprintf(lp, sizeof(lp), "%s.load_assignment", path);
+    if (check_load_assignment(la, lp, &total, err)) return RM_ERR;
     if (c->dns->logical && (total != 1 || la->n_endpoints != 1))
         return rm_error_set(err,
                             "%s.load_assignment: a LOGICAL_DNS cluster needs exactly one "
@@ -278,11 +331,19 @@ static int parse_dns(struct rm_cluster *c, const Cluster *pb, const char *path,
     return RM_OK;
 }
 
+static bool is_eds(const Cluster *pb)
+{
+    return pb->cluster_discovery_type_case ==
+               ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
+           pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
+}
+
 static int parse_hosts(struct rm_cluster *c, const Cluster *pb, const char *path,
                        struct rm_error *err)
 {
-    return rm_dns_cluster_is_dns(pb) ? parse_dns(c, pb, path, err)
-                                     : parse_static_hosts(c, pb, path, err);
+    if (rm_dns_cluster_is_dns(pb)) return parse_dns(c, pb, path, err);
+    if (is_eds(pb)) return parse_eds(c, pb, path, err);
+    return parse_static_hosts(c, pb, path, err);
 }
 
 static int check_supported(const Cluster *pb, const char *path, struct rm_error *err)
@@ -297,12 +358,15 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
                             path, pb->cluster_type->name);
     if (pb->cluster_discovery_type_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
-        pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC && !dns) {
+        pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC && !dns &&
+        !is_eds(pb)) {
         const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
             &envoy__config__cluster__v3__cluster__discovery_type__descriptor, (int)pb->type);
         return rm_error_set(err, "%s.type: %s clusters are not supported by remora yet", path,
                             v ? v->name : "this");
     }
+    if (pb->eds_cluster_config && !is_eds(pb))
+        return rm_error_set(err, "%s.eds_cluster_config: only for clusters of type EDS", path);
     switch (pb->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
@@ -319,7 +383,6 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
         size_t off;
         const char *name;
     } unsupported[] = {
-        {offsetof(Cluster, eds_cluster_config), "eds_cluster_config"},
         {offsetof(Cluster, transport_socket), "transport_socket"},
         {offsetof(Cluster, upstream_http_protocol_options), "upstream_http_protocol_options"},
     };

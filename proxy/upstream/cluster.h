@@ -10,6 +10,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -64,6 +65,10 @@ struct rm_cluster {
     struct rm_dns_cluster_cfg *dns;
     struct rm_dns_target *dns_targets;
     size_t n_dns_targets;
+    /* EDS (over the bootstrap's ADS stream): the resource name (service_name, else the cluster
+     * name) and initial_fetch_timeout (default 15 s; 0 = none); NULL for other clusters */
+    char *eds_service;
+    uint32_t eds_init_timeout_ms;
     uint32_t healthy_panic_threshold;   /* percent, default 50 */
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
@@ -86,6 +91,24 @@ void rm_cluster_update_membership(struct rm_cluster *c);
  *  slot) and the membership gauges are recounted.  Main thread.  Publishing the set to the
  *  workers is the caller's business (rm_worker_publish_hosts). */
 void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs);
+
+struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment;
+
+/** The hosts a load assignment lists (STATIC clusters' load_assignment, EDS resources): every
+ *  lb_endpoint needs an IP-literal socket address with a port and a weight >= 1; priorities
+ *  other than 0, policy and named_endpoints are errors.  <path> names <la> in messages (e.g.
+ *  "static_resources.clusters[0].load_assignment").  On RM_OK *specs (malloc'd, *n entries;
+ *  free() it) lists them in order, duplicates kept; hostnames point into <la>.  RM_ERR with
+ *  <err> naming the field otherwise.  <la> NULL: no host. */
+int rm_load_assignment_specs(const struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                             const char *path, struct rm_host_spec **specs, size_t *n,
+                             struct rm_error *err);
+
+/** Whether the cluster gets its hosts from EDS. */
+static inline bool rm_cluster_is_eds(const struct rm_cluster *c)
+{
+    return c->eds_service != NULL;
+}
 
 /** Whether the cluster finds its hosts through DNS (STRICT_DNS / LOGICAL_DNS). */
 static inline bool rm_cluster_is_dns(const struct rm_cluster *c)

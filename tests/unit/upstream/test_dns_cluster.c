@@ -295,6 +295,7 @@ Test(dns_cluster, config_errors_name_the_field)
                 "dns_resolvers: [{socket_address: {address: dns.example, port_value: 53}}]\n",
                 "static_resources.clusters[0].dns_resolvers[0].socket_address.address: "
                 "\"dns.example\" is not an IP address");
-    cluster_err("name: a\ntype: EDS\n", "static_resources.clusters[0].type: EDS clusters are not "
-                                        "supported by remora yet");
+    cluster_err("name: a\ntype: EDS\n",
+                "static_resources.clusters[0].eds_cluster_config.eds_config: "
+                "only ads: {}");
 }
