@@ -59,7 +59,7 @@ static void on_drain_poll(struct rm_timer *t)
 {
     struct rm_worker *w = rm_container_of(t, struct rm_worker, drain_timer);
     uint64_t now = rm_loop_now(w->loop);
-    if (w->n_conns == 0 || now >= (uint64_t)w->drain_timeout_ms) {
+    if (w->n_conns == 0 || now >= w->drain_deadline) {
         close_all(w);
         rm_loop_stop(w->loop);
         return;
@@ -153,8 +153,7 @@ static void on_command(struct rm_async *a)
             next = hc->next;
             rm_hcm_conn_drain(hc);
         }
-        /* drain_timeout_ms becomes the absolute deadline on this loop's clock */
-        w->drain_timeout_ms = (uint32_t)(rm_loop_now(w->loop) + w->drain_timeout_ms);
+        w->drain_deadline = rm_loop_now(w->loop) + atomic_load(&w->drain_timeout_ms);
         rm_timer_start(w->loop, &w->drain_timer, 0, on_drain_poll);
     }
 }

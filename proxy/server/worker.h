@@ -48,7 +48,8 @@ struct rm_worker {
     struct rm_timer drain_timer;
     uint64_t rng;
     bool draining;
-    uint32_t drain_timeout_ms;
+    _Atomic uint32_t drain_timeout_ms; /* set by the main thread with RM_WORKER_DRAIN */
+    uint64_t drain_deadline;           /* loop clock (ms) when draining must end */
 };
 
 enum { RM_WORKER_RUN, RM_WORKER_DRAIN, RM_WORKER_STOP };
