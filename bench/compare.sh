@@ -889,6 +889,13 @@ def write(R):
     L.extend(ratios(R))
     L.append("```\n")
 
+    fc = os.path.join(ROOT, "bench", "RESULTS-filters.md")
+    if os.path.exists(fc):  # written by bench/filter_cost.py --write (its own, separate run)
+        with open(fc) as f_:
+            body = f_.read().split("\n", 1)[1].strip()
+        L.append("## The resilience filter chain's cost (from bench/RESULTS-filters.md)\n")
+        L.append(body + "\n")
+
     L.append("## Not measured, and why\n")
     L.append(f"- nginx, h2c → h2c and HTTP/1.1 → h2c: {NGINX_NA}.")
     L.append(f"- relay, HTTP/1.1 → h2c: {RELAY_NA}.")
