@@ -92,6 +92,8 @@ struct router {
     struct rm_timer try_timer;  /* per_try_timeout */
     struct rm_timer idle_timer; /* per_try_idle_timeout */
     struct rm_timer backoff;
+    uint8_t refused_retries; /* transparent retries of streams the upstream refused */
+    bool had_body;           /* the request carried body bytes (not replayable without policy) */
 };
 
 static const struct rm_stream_events up_events;
@@ -763,6 +765,7 @@ static enum rm_filter_status router_on_request_data(struct rm_filter *f, const u
     struct router *r = R(f);
     if (!r->w || r->state == RM_UP_DONE) return RM_FILTER_STOP;
     r->req_end = end;
+    r->had_body |= n > 0;
     if (r->replay && r->body.len + n > r->buffer_limit) {
         abandon_replay(r);
         if (r->state == RM_UP_DONE) return RM_FILTER_STOP;
@@ -907,6 +910,20 @@ static void up_on_trailers(struct rm_stream *s, struct rm_headers *h)
     rm_hcm_encode_trailers(r->hs, r->base.idx, h);
 }
 
+/* RFC 9113 8.7: a stream refused (REFUSED_STREAM, or above a GOAWAY's last stream id) was not
+ * processed, so a request that has nothing to replay (no body) is sent again at once, without a
+ * retry policy — as gRPC clients do.  Returns true when it did so. */
+static bool retry_refused(struct router *r)
+{
+    if (r->retry || r->refused_retries >= 2 || !r->req_end || r->req_trailers || r->had_body)
+        return false;
+    r->refused_retries++;
+    attempt_end(r, false);
+    set_state(r, RM_UP_BACKOFF);
+    rm_timer_start(loop_of(r), &r->backoff, 0, on_backoff);
+    return true;
+}
+
 static void up_on_reset(struct rm_stream *s, enum rm_reset_reason why)
 {
     struct router *r = s->user;
@@ -941,7 +958,7 @@ static void up_on_reset(struct rm_stream *s, enum rm_reset_reason why)
         attempt_failed(r, RM_RETRY_FAIL_OVERFLOW, true, 503, "UO", b);
         break;
     case RM_RESET_REFUSED:
-        attempt_failed(r, RM_RETRY_FAIL_REFUSED, true, 503, "UR", b);
+        if (!retry_refused(r)) attempt_failed(r, RM_RETRY_FAIL_REFUSED, true, 503, "UR", b);
         break;
     default:
         attempt_failed(r, RM_RETRY_FAIL_RESET, true, 503, "UR", b);

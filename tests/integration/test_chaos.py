@@ -23,8 +23,12 @@ BEHAVIOURS = [
 
 def _worker(ctx, url, h2, n, seed, failures, codes):
     rnd = random.Random(seed)
+    # An h2 upstream connection is shared by concurrent requests, and the bundled upstream's
+    # x-upstream-close drops it abruptly (GOAWAY, then close without finishing its streams), which
+    # would fail innocent neighbours: keep that behaviour to the HTTP/1.1 upstream.
+    choices = [b for b in BEHAVIOURS if not ("/h2/" in url and "x-upstream-close" in b)]
     for _ in range(n):
-        hdrs = dict(rnd.choice(BEHAVIOURS))
+        hdrs = dict(rnd.choice(choices))
         data = os.urandom(rnd.choice([1, 10, 70000])) if "x-upstream-echo" in hdrs else None
         r = ctx.curl(url, http2=h2, headers=hdrs, data=data, timeout=10)
         codes.append(r.status)
@@ -40,7 +44,7 @@ def _worker(ctx, url, h2, n, seed, failures, codes):
             elif ok and "x-upstream-body-size" in hdrs:
                 ok = len(r.body) == int(hdrs["x-upstream-body-size"])
         if not ok:
-            failures.append((hdrs, r.status, r.rc, r.stderr[-200:]))
+            failures.append((url, hdrs, r.status, r.rc, r.stderr[-200:], r.body[:200], len(data or b"")))
 
 
 def test_chaos_all_protocol_pairs(ctx):
@@ -49,9 +53,12 @@ def test_chaos_all_protocol_pairs(ctx):
               - match: { prefix: "/h1/" }
                 route: { cluster: up_h1, timeout: 5s }
               - match: { prefix: "/h2/" }
-                route: { cluster: up_h2, timeout: 5s }"""
+                route: { cluster: up_h2, timeout: 5s }
+              - match: { prefix: "/load/" }
+                route: { cluster: up_load, timeout: 5s }"""
     px = ctx.remora(cfg.bootstrap(routes, [cfg.cluster("up_h1", [up.port]),
-                                           cfg.cluster("up_h2", [up.port], "h2")]))
+                                           cfg.cluster("up_h2", [up.port], "h2"),
+                                           cfg.cluster("up_load", [up.port], "h2")]))
     failures, codes, threads = [], [], []
     base = f"http://127.0.0.1:{px.port}"
     for i, (path, h2) in enumerate([("/h1/", False), ("/h1/", True), ("/h2/", False),
@@ -60,9 +67,9 @@ def test_chaos_all_protocol_pairs(ctx):
                                                    codes))
         t.start()
         threads.append(t)
-    # and h2load on top, with a body and streams to an upstream that resets some of them
+    # and h2load on top (its own cluster, so its own upstream connection), with bodies
     hl = subprocess.Popen(["h2load", "-n", "20000", "-c", "8", "-m", "8", "-H",
-                           "x-upstream-body-size: 3000", base + "/h2/load"],
+                           "x-upstream-body-size: 3000", base + "/load/x"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for t in threads:
         t.join(120)

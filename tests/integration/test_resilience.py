@@ -755,3 +755,45 @@ def test_request_headers_timeout_slowloris(ctx):
     assert any(t in (0x3, 0x7) for t, _ in frames), frames  # RST_STREAM (or GOAWAY: protocol)
     assert ctx.curl(f"http://127.0.0.1:{px.port}/").status == 200
     assert ctx.stop(px) == 0
+
+
+def test_refused_stream_is_retried_transparently(ctx):
+    """An HTTP/2 upstream that refuses a stream (REFUSED_STREAM: not processed) gets the request
+    again without any retry policy; a request with a body is not replayed without one."""
+    import remora_cfg as rcfg
+    from harness import free_port, wait_port
+    port = free_port()
+    script = r'''
+import socket, sys
+import h2.connection, h2.config, h2.events, h2.errors
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen(8)
+seen = 0
+while True:
+    c, _ = srv.accept()
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection(); c.sendall(conn.data_to_send())
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                seen += 1
+                if seen % 2 == 1:  # refuse every first try
+                    conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                else:
+                    conn.send_headers(ev.stream_id, [(":status", "200"), ("x-seen", str(seen))],
+                                      end_stream=True)
+        c.sendall(conn.data_to_send())
+'''
+    up = ctx.spawn(["/usr/bin/python3", "-c", script, str(port)], "refusing-upstream")
+    wait_port(port, proc=up.p)
+    px = ctx.remora(rcfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [rcfg.cluster("backend", [port], "h2")]))
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/get")
+    assert r.status == 200 and r.headers.get("x-seen") == "2", r
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/post", data=b"body")  # refused, not replayable
+    assert r.status == 503 and b"refused" in r.body, r
+    assert ctx.stop(px) == 0
