@@ -413,17 +413,17 @@ static void rewrite_request(struct router *r, const struct rm_route *rt,
         memcpy(np, rt->prefix_rewrite, rt->prefix_rewrite_len);
         memcpy(np + rt->prefix_rewrite_len, path.p + plen, path.len - plen);
         np[n] = 0;
-        rm_headers_add(h, "x-envoy-original-path", 21, path.p, path.len);
-        rm_headers_set(h, ":path", 5, np, n);
+        rm_headers_add_ref(h, "x-envoy-original-path", 21, path.p, path.len); /* in the arena */
+        rm_headers_set_ref(h, ":path", 5, np, n);
     }
     const char *host =
         wcl && wcl->host_rewrite_literal ? wcl->host_rewrite_literal : rt->host_rewrite_literal;
-    if (host)
-        rm_headers_set(h, ":authority", 10, host, strlen(host));
+    if (host) /* the route table lives in the snapshot the stream holds */
+        rm_headers_set_ref(h, ":authority", 10, host, strlen(host));
     else if (rt->host_rewrite_header) {
         struct rm_str v =
             rm_headers_get(h, rt->host_rewrite_header, strlen(rt->host_rewrite_header));
-        if (v.p) rm_headers_set(h, ":authority", 10, v.p, v.len);
+        if (v.p) rm_headers_set_ref(h, ":authority", 10, v.p, v.len);
     } else if (rt->auto_host_rewrite) {
         r->auto_host = true;
     }

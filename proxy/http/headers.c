@@ -76,12 +76,18 @@ unsigned rm_headers_remove(struct rm_headers *h, const char *name, size_t nlen)
 void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                     size_t vlen)
 {
+    rm_headers_set_ref(h, name, nlen, rm_arena_strndup(h->arena, value, vlen), vlen);
+}
+
+void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
+                        size_t vlen)
+{
     int i = rm_headers_find(h, name, nlen);
     if (i < 0) {
-        rm_headers_add(h, name, nlen, value, vlen);
+        rm_headers_add_ref(h, name, nlen, value, vlen);
         return;
     }
-    h->v[i].value = (uint8_t *)rm_arena_strndup(h->arena, value, vlen);
+    h->v[i].value = (uint8_t *)value;
     h->v[i].value_len = vlen;
     for (uint32_t k = (uint32_t)i + 1; k < h->n;) {
         if (h->v[k].name_len == nlen && memcmp(h->v[k].name, name, nlen) == 0) {

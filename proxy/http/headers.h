@@ -56,6 +56,10 @@ struct rm_str rm_headers_get(const struct rm_headers *h, const char *name, size_
 /** Replace the value of the first <name> (removing other occurrences), or append it. */
 void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                     size_t vlen);
+/** rm_headers_set without copying: <name> and <value> must live as long as the block (literals,
+ *  the block's arena, the config snapshot the stream holds). */
+void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
+                        size_t vlen);
 /** Remove every header named <name>; returns how many were removed. */
 unsigned rm_headers_remove(struct rm_headers *h, const char *name, size_t nlen);
 /** Copy <src> into <dst> (dst's arena). */

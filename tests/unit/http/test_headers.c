@@ -45,3 +45,24 @@ Test(headers, parse_u63_and_hop_by_hop)
     cr_assert(rm_header_is_hop_by_hop("transfer-encoding", 17));
     cr_assert(!rm_header_is_hop_by_hop("content-length", 14));
 }
+
+Test(headers, set_ref_points_at_the_value_and_collapses_duplicates)
+{
+    struct rm_arena a;
+    rm_arena_init(&a);
+    struct rm_headers h;
+    rm_headers_init(&h, &a);
+    static const char lit[] = "remora";
+    rm_headers_set_ref(&h, "server", 6, lit, 6);
+    cr_assert_eq((const char *)h.v[0].value, lit, "absent: added without a copy");
+    rm_headers_add(&h, "server", 6, "other", 5);
+    rm_headers_add(&h, "server", 6, "third", 5);
+    rm_headers_set_ref(&h, "server", 6, lit, 6);
+    cr_assert_eq(h.n, 1);
+    cr_assert_eq((const char *)h.v[0].value, lit, "present: replaced without a copy");
+    rm_headers_set(&h, "server", 6, lit, 6);
+    cr_assert_neq((const char *)h.v[0].value, lit, "rm_headers_set copies");
+    cr_assert(rm_str_eq(RM_HDR_GET(&h, "server"), "remora", 6));
+    rm_arena_dispose(&a);
+    rm_arena_thread_cleanup();
+}
