@@ -258,6 +258,24 @@ static int hexval(char c)
     return -1;
 }
 
+size_t rm_grpc_message_encode(const char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)in[i];
+        if (b >= 0x20 && b <= 0x7e && b != '%') {
+            out[k++] = (char)b;
+        } else {
+            out[k++] = '%';
+            out[k++] = hex[b >> 4];
+            out[k++] = hex[b & 15];
+        }
+    }
+    out[k] = '\0';
+    return k;
+}
+
 size_t rm_grpc_message_decode(const char *in, size_t n, char *out)
 {
     size_t o = 0;

@@ -112,5 +112,8 @@ bool rm_grpc_content_type_ok(const char *p, size_t n);
  *  returns the decoded length.  A malformed escape is kept literally, as the spec asks
  *  (never an error); so is "%00" (the result is a C string). */
 size_t rm_grpc_message_decode(const char *in, size_t n, char *out);
+/** Percent-encode a grpc-message value (bytes outside 0x20..0x7e and '%' become %XX) into
+ *  <out> (room for 3 * n + 1 bytes), NUL-terminated; returns the encoded length. */
+size_t rm_grpc_message_encode(const char *in, size_t n, char *out);
 
 #endif

@@ -178,24 +178,6 @@ static void scall_cancel(struct rm_grpc_scall *c, int status, const char *why, b
 
 /* ---- sending ------------------------------------------------------------------------------ */
 
-size_t rm_grpc_message_encode(const char *in, size_t n, char *out)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b = (uint8_t)in[i];
-        if (b >= 0x20 && b <= 0x7e && b != '%') {
-            out[k++] = (char)b;
-        } else {
-            out[k++] = '%';
-            out[k++] = hex[b >> 4];
-            out[k++] = hex[b & 15];
-        }
-    }
-    out[k] = '\0';
-    return k;
-}
-
 static void add_lit(struct rm_headers *h, const char *name, const char *value)
 {
     rm_headers_add(h, name, strlen(name), value, strlen(value));

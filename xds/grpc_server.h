@@ -136,8 +136,4 @@ void rm_grpc_scall_finish(struct rm_grpc_scall *c, int status, const char *fmt, 
 /** Is the call still open (not finished, not cancelled)? */
 bool rm_grpc_scall_open(const struct rm_grpc_scall *c);
 
-/** Percent-encode a grpc-message value (bytes outside 0x20..0x7e and '%' become %XX) into
- *  <out> (room for 3 * n + 1 bytes), NUL-terminated; returns the encoded length. */
-size_t rm_grpc_message_encode(const char *in, size_t n, char *out);
-
 #endif

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tests/unit/loop_wait.h"
 #include "proxy/http/h2_internal.h"
 #include "xds/grpc.h"
 #include "xds/grpc_server.h"
@@ -151,41 +152,14 @@ struct fx {
     struct rm_loop *loop;
     struct rm_grpc_server *gs;
     struct rm_grpc_channel *ch;
-    struct rm_timer slice;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void slice_end(struct rm_timer *t)
-{
-    struct fx *f = rm_container_of(t, struct fx, slice);
-    rm_loop_stop(f->loop);
-}
-
-static void spin(struct fx *f)
-{
-    rm_timer_start(f->loop, &f->slice, 1, slice_end);
-    rm_loop_run(f->loop);
-    rm_timer_stop(f->loop, &f->slice);
-}
-
-#define WAIT(f, cond, ms)                                                                          \
-    do {                                                                                           \
-        uint64_t wait_deadline_ = now_ms() + (ms);                                                 \
-        while (!(cond) && now_ms() < wait_deadline_)                                               \
-            spin(f);                                                                               \
-    } while (0)
+#define now_ms rm_test_now_ms
+#define WAIT(f, cond, ms) RM_TEST_WAIT((f)->loop, cond, ms)
 
 static void settle(struct fx *f, int ms)
 {
-    uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end)
-        spin(f);
+    rm_test_settle(f->loop, ms);
 }
 
 static void fx_init(struct fx *f, const struct rm_grpc_server_opts *o)
