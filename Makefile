@@ -121,7 +121,7 @@ $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps test unit integration run clean format check-format
+.PHONY: all deps test unit integration run run-xds clean format check-format
 all: $(BUILD)/remora $(BENCH_BINS) $(TOOL_BINS) $(CP_BIN)
 
 deps:
@@ -140,6 +140,9 @@ integration: all
 
 run: deps all
 	@scripts/run.sh $(BUILD)
+
+run-xds: deps all
+	@scripts/run.sh $(BUILD) xds
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

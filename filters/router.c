@@ -737,9 +737,15 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     const struct rm_weighted_cluster *wcl;
     struct rm_cluster *c = select_cluster(r, rt, &wcl);
     if (!c) return RM_FILTER_STOP;
+    struct rm_worker_cluster *wc = rm_worker_cluster_for(rm_hcm_worker(hs), c);
+    if (!wc) { /* the cluster left the config since this connection started */
+        rm_stat_inc(hs->cfg->stats, RM_HS_NO_CLUSTER);
+        reply(r, rt->cluster_not_found_code, "NC", NULL);
+        return RM_FILTER_STOP;
+    }
     r->w = rm_hcm_worker(hs);
     r->rt = rt;
-    r->wc = rm_worker_cluster(r->w, c->idx);
+    r->wc = rm_worker_cluster_hold(wc);
     r->cb = c->cb[rt->priority ? 1 : 0];
     setup_policy(r, rt, hs->vhost);
     rewrite_request(r, rt, wcl);
@@ -807,6 +813,8 @@ static void router_on_destroy(struct rm_filter *f)
     struct router *r = R(f);
     if (r->w) finish(r);
     rm_buf_reset(&r->body);
+    rm_worker_cluster_release(r->wc);
+    r->wc = NULL;
 }
 
 /* ---- response path ------------------------------------------------------------------------ */

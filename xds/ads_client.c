@@ -1,4 +1,4 @@
-/* The ADS client for EDS (see ads_client.h). */
+/* The ADS client (see ads_client.h). */
 #include "xds/ads_client.h"
 
 #include <stdio.h>
@@ -7,53 +7,115 @@
 #include <time.h>
 
 #include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "proxy/admin/stats.h"
+#include "proxy/config/pbutil.h"
 #include "proxy/core/log.h"
+#include "proxy/core/strmap.h"
 #include "proxy/server/server.h"
-#include "xds/ads_eds.h"
+#include "xds/ads_ack.h"
+#include "xds/ads_store.h"
 #include "xds/grpc.h"
 
-#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define ADS_SVC "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+#define ADS_SOTW_PATH ADS_SVC "StreamAggregatedResources"
+#define ADS_DELTA_PATH ADS_SVC "DeltaAggregatedResources"
+#define RESOURCE_WRAPPER RM_ADS_TYPE_PREFIX "envoy.service.discovery.v3.Resource"
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS 30000
 
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest Request;
 typedef Envoy__Service__Discovery__V3__DiscoveryResponse Response;
+typedef Envoy__Service__Discovery__V3__DeltaDiscoveryRequest DeltaRequest;
+typedef Envoy__Service__Discovery__V3__DeltaDiscoveryResponse DeltaResponse;
+typedef Envoy__Service__Discovery__V3__Resource Resource;
 
 enum { CP_CONNECTED_STATE, CP__COUNT };
 static const struct rm_stat_def cp_stat_defs[CP__COUNT] = {
     [CP_CONNECTED_STATE] = {"connected_state", RM_GAUGE},
 };
 
-struct eds_sub {
-    struct rm_cluster *c;
-    bool initialized; /* first assignment seen (or fetch timeout) */
+/* ---- held resources: name -> hash (+ Delta version) ---------------------------------------- */
+
+struct held {
+    uint64_t hash;
+    char *version; /* Delta: the resource's version (NULL: none) */
+};
+
+static const struct held *held_find(const struct rm_strmap *m, const char *name)
+{
+    return rm_strmap_get(m, name);
+}
+
+static void held_put(struct rm_strmap *m, const char *name, uint64_t hash, const char *version)
+{
+    struct held *h = rm_strmap_get(m, name);
+    if (!h) {
+        if (!(h = calloc(1, sizeof(*h)))) abort();
+        rm_strmap_put(m, name, h);
+    }
+    h->hash = hash;
+    free(h->version);
+    h->version = version && version[0] ? strdup(version) : NULL;
+}
+
+static void held_del(struct rm_strmap *m, const char *name)
+{
+    struct held *h = rm_strmap_del(m, name);
+    if (!h) return;
+    free(h->version);
+    free(h);
+}
+
+static void held_clear(struct rm_strmap *m)
+{
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(m, &it); e; e = rm_strmap_next(m, e, &it)) {
+        struct held *h = e->value;
+        free(h->version);
+        free(h);
+    }
+    rm_strmap_clear(m);
+}
+
+/* ---- state -------------------------------------------------------------------------------- */
+
+struct names {
+    char **v;
+    size_t n;
+};
+
+struct type_state {
+    const struct rm_ads_type *t;
+    struct rm_strmap held; /* name -> struct held */
+    struct names want;     /* named types: the subscription */
+    struct names told;     /* Delta: what this stream's server was told we subscribe to */
+    struct rm_ads_sotw st;
+    bool started;  /* the type's first request went out on this stream */
+    bool accepted; /* a response of this type was accepted once (any stream) */
+    bool in_update;
+    bool dirty; /* the subscription changed during on_update: send after the reply */
 };
 
 struct rm_ads_client {
     struct rm_loop *loop;
     struct rm_grpc_channel *ch;
     struct rm_grpc_call *call; /* the stream, or NULL */
-    bool sent_node;            /* on this stream */
-    struct eds_sub *subs;
-    size_t n_subs, n_waiting;
-    char **names; /* unique service names, the subscription */
-    size_t n_names;
+    bool delta;
+    bool sent_node; /* on this stream */
+    bool responded; /* this stream had a response */
+    struct type_state *types;
+    size_t n_types;
     char *node_id, *node_cluster;
-    struct rm_ads_sotw st;
-    rm_dns_publish_fn publish;
-    void (*on_init)(void *ctx);
     void *ctx;
-    struct rm_timer retry_timer, init_timer;
+    struct rm_timer retry_timer;
     uint32_t backoff_ms; /* the next delay's upper bound */
     uint64_t rng;
     struct rm_stats *stats;
 };
 
 static void connect_stream(struct rm_ads_client *a);
-
-/* ---- helpers ------------------------------------------------------------------------------ */
 
 static uint64_t next_random(struct rm_ads_client *a)
 {
@@ -65,112 +127,483 @@ static uint64_t next_random(struct rm_ads_client *a)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static void sub_initialized(struct rm_ads_client *a, struct eds_sub *s)
+static uint64_t now_us(void)
 {
-    if (s->initialized) return;
-    s->initialized = true;
-    if (--a->n_waiting == 0) {
-        rm_timer_stop(a->loop, &a->init_timer);
-        if (a->on_init) a->on_init(a->ctx);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static uint64_t fnv64(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static void names_free(struct names *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        free(ns->v[i]);
+    free(ns->v);
+    *ns = (struct names){0};
+}
+
+static bool names_has(const struct names *ns, const char *name)
+{
+    for (size_t i = 0; i < ns->n; i++) {
+        if (strcmp(ns->v[i], name) == 0) return true;
     }
+    return false;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A sorted, duplicate-free copy of <v>[0..n). */
+static struct names names_copy(const char *const *v, size_t n)
+{
+    struct names ns = {calloc(n + 1, sizeof(char *)), 0};
+    if (!ns.v) abort();
+    for (size_t i = 0; i < n; i++) {
+        if (!(ns.v[ns.n++] = strdup(v[i]))) abort();
+    }
+    qsort(ns.v, ns.n, sizeof(*ns.v), cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < ns.n; i++) {
+        if (k && strcmp(ns.v[k - 1], ns.v[i]) == 0)
+            free(ns.v[i]);
+        else
+            ns.v[k++] = ns.v[i];
+    }
+    ns.n = k;
+    return ns;
+}
+
+static const char *type_short(const struct type_state *ts)
+{
+    return rm_ads_type_short(ts->t->type_url);
 }
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
-/* The subscription request: node on the first of a stream, then the ACK/NACK state. */
-static void send_request(struct rm_ads_client *a)
+static Envoy__Config__Core__V3__Node *fill_node(struct rm_ads_client *a,
+                                                Envoy__Config__Core__V3__Node *node)
+{
+    static char *features[] = {(char *)"envoy.lb.does_not_support_overprovisioning"};
+    if (a->sent_node) return NULL;
+    envoy__config__core__v3__node__init(node);
+    node->id = a->node_id;
+    node->cluster = a->node_cluster;
+    node->user_agent_name = (char *)"remora";
+    node->user_agent_version_type_case =
+        ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
+    node->user_agent_version = (char *)RM_VERSION;
+    node->n_client_features = 1;
+    node->client_features = features;
+    a->sent_node = true;
+    return node;
+}
+
+static void send_sotw(struct rm_ads_client *a, struct type_state *ts)
 {
     Request req = ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
-    Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
+    Envoy__Config__Core__V3__Node node;
     Google__Rpc__Status status;
-    static char *features[] = {(char *)"envoy.lb.does_not_support_overprovisioning"};
-    if (!a->sent_node) {
-        node.id = a->node_id;
-        node.cluster = a->node_cluster;
-        node.user_agent_name = (char *)"remora";
-        node.user_agent_version_type_case =
-            ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
-        node.user_agent_version = (char *)RM_VERSION;
-        node.n_client_features = 1;
-        node.client_features = features;
-        req.node = &node;
-        a->sent_node = true;
+    req.node = fill_node(a, &node);
+    req.type_url = (char *)ts->t->type_url;
+    if (!ts->t->wildcard) {
+        req.n_resource_names = ts->want.n;
+        req.resource_names = ts->want.v;
     }
-    req.type_url = (char *)RM_EDS_TYPE_URL;
-    req.n_resource_names = a->n_names;
-    req.resource_names = a->names;
-    rm_ads_sotw_fill(&a->st, &req, &status);
+    rm_ads_sotw_fill(&ts->st, &req, &status);
     rm_grpc_call_send_pb(a->call, &req.base);
+}
+
+typedef Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry IrvEntry;
+
+/* initial_resource_versions: every held resource with a version. */
+static IrvEntry **initial_versions(const struct type_state *ts, IrvEntry **store, size_t *n)
+{
+    IrvEntry **v = calloc(ts->held.n + 1, sizeof(*v));
+    IrvEntry *e = calloc(ts->held.n + 1, sizeof(*e));
+    if (!v || !e) abort();
+    *n = 0;
+    size_t it;
+    for (struct rm_strmap_ent *me = rm_strmap_first(&ts->held, &it); me;
+         me = rm_strmap_next(&ts->held, me, &it)) {
+        const struct held *h = me->value;
+        if (!h->version) continue;
+        envoy__service__discovery__v3__delta_discovery_request__initial_resource_versions_entry__init(
+            &e[*n]);
+        e[*n].key = me->key;
+        e[*n].value = h->version;
+        v[*n] = &e[*n];
+        (*n)++;
+    }
+    *store = e;
+    return v;
+}
+
+/* Delta: the names of <a> not in <b>. */
+static char **names_minus(const struct names *a, const struct names *b, size_t *n)
+{
+    char **v = calloc(a->n + 1, sizeof(*v));
+    if (!v) abort();
+    *n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!names_has(b, a->v[i])) v[(*n)++] = a->v[i];
+    }
+    return v;
+}
+
+static void send_delta(struct rm_ads_client *a, struct type_state *ts)
+{
+    DeltaRequest req = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
+    Envoy__Config__Core__V3__Node node;
+    Google__Rpc__Status status;
+    IrvEntry *irv_store = NULL;
+    req.node = fill_node(a, &node);
+    req.type_url = (char *)ts->t->type_url;
+    bool first = !ts->started;
+    if (first)
+        req.initial_resource_versions =
+            initial_versions(ts, &irv_store, &req.n_initial_resource_versions);
+    if (!ts->t->wildcard) {
+        req.resource_names_subscribe =
+            names_minus(&ts->want, &ts->told, &req.n_resource_names_subscribe);
+        req.resource_names_unsubscribe =
+            names_minus(&ts->told, &ts->want, &req.n_resource_names_unsubscribe);
+    }
+    req.response_nonce = ts->st.nonce ? ts->st.nonce : (char *)"";
+    if (ts->st.error) {
+        google__rpc__status__init(&status);
+        status.code = 13; /* INTERNAL, as Envoy */
+        status.message = ts->st.error;
+        req.error_detail = &status;
+    }
+    rm_grpc_call_send_pb(a->call, &req.base);
+    free(req.resource_names_subscribe);
+    free(req.resource_names_unsubscribe);
+    free(req.initial_resource_versions);
+    free(irv_store);
+    if (!ts->t->wildcard) {
+        names_free(&ts->told);
+        ts->told = names_copy((const char *const *)ts->want.v, ts->want.n);
+    }
+}
+
+/* Send <ts>'s current request (subscription, ACK/NACK state) if it has anything to ask. */
+static void send_request(struct rm_ads_client *a, struct type_state *ts)
+{
+    if (!a->call) return;
+    if (!ts->t->wildcard && !ts->started && ts->want.n == 0) return; /* nothing to ask yet */
+    if (a->delta)
+        send_delta(a, ts);
+    else
+        send_sotw(a, ts);
+    ts->started = true;
+}
+
+void rm_ads_client_subscribe(struct rm_ads_client *a, size_t type_idx, const char *const *names,
+                             size_t n)
+{
+    struct type_state *ts = &a->types[type_idx];
+    struct names next = names_copy(names, n);
+    bool same = next.n == ts->want.n;
+    for (size_t i = 0; same && i < next.n; i++)
+        same = strcmp(next.v[i], ts->want.v[i]) == 0;
+    if (same) {
+        names_free(&next);
+        return;
+    }
+    for (size_t i = 0; i < ts->want.n; i++) { /* forget what is no longer wanted */
+        if (!names_has(&next, ts->want.v[i])) held_del(&ts->held, ts->want.v[i]);
+    }
+    names_free(&ts->want);
+    ts->want = next;
+    if (ts->in_update)
+        ts->dirty = true;
+    else
+        send_request(a, ts);
 }
 
 /* ---- responses ---------------------------------------------------------------------------- */
 
-/* An EDS cluster's new membership from an accepted assignment. */
-static void apply_assignment(struct rm_ads_client *a, struct rm_cluster *c,
-                             const struct rm_eds_assignment *as)
+struct batch {
+    struct rm_ads_res *res; /* changed */
+    size_t n;
+    const char **removed;
+    size_t n_removed;
+    size_t n_unchanged;
+    const char **names; /* every resource's name, for the duplicate check */
+    size_t n_names;
+    char **owned; /* names copied out of the wire */
+    size_t n_owned;
+    ProtobufCMessage **wrappers; /* unpacked Resource wrappers the res point into */
+    size_t n_wrappers;
+};
+
+static void batch_free(struct batch *b)
 {
-    struct rm_host_set *hs = NULL;
-    int rc = rm_host_set_diff(c->hs, as->specs, as->n, &hs);
-    if (rc == RM_HOST_SET_SAME) {
-        rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
+    for (size_t i = 0; i < b->n_owned; i++)
+        free(b->owned[i]);
+    for (size_t i = 0; i < b->n_wrappers; i++)
+        protobuf_c_message_free_unpacked(b->wrappers[i], NULL);
+    free(b->owned);
+    free(b->wrappers);
+    free(b->res);
+    free(b->removed);
+    free(b->names);
+}
+
+static int batch_alloc(struct batch *b, size_t n, size_t held)
+{
+    b->res = calloc(n + 1, sizeof(*b->res));
+    b->names = calloc(n + 1, sizeof(*b->names));
+    b->owned = calloc(n + 1, sizeof(*b->owned));
+    b->wrappers = calloc(n + 1, sizeof(*b->wrappers));
+    b->removed = calloc(held + n + 1, sizeof(*b->removed));
+    return b->res && b->names && b->owned && b->wrappers && b->removed ? RM_OK : RM_ERR;
+}
+
+/* One resource: keep it if its bytes differ from the held copy. */
+static void batch_add(struct batch *b, const struct type_state *ts, size_t index, const char *name,
+                      const uint8_t *value, size_t len, const char *version)
+{
+    b->names[b->n_names++] = name;
+    uint64_t h = fnv64(value, len);
+    const struct held *old = held_find(&ts->held, name);
+    if (old && old->hash == h) {
+        b->n_unchanged++;
         return;
     }
-    if (rc != RM_HOST_SET_CHANGED) {
-        rm_log_error("cluster %s: out of memory while updating its hosts", c->name);
-        return;
-    }
-    rm_cluster_set_hosts(c, hs); /* the cluster takes our reference */
-    rm_log_info("cluster %s: EDS: %zu host(s)", c->name, c->hs->n);
-    a->publish(a->ctx, c, c->hs);
+    b->res[b->n++] = (struct rm_ads_res){name, value, len, version, h, index};
 }
 
-static void accept_response(struct rm_ads_client *a, const Response *r,
-                            const struct rm_eds_response *eds)
+/* Two resources of one name in a response are an error. */
+static int check_duplicates(struct batch *b, const char *type, struct rm_error *err)
 {
-    for (size_t i = 0; i < a->n_subs; i++) {
-        struct eds_sub *s = &a->subs[i];
-        rm_stat_inc(s->c->stats, RM_CS_UPDATE_ATTEMPT);
-        rm_stat_inc(s->c->stats, RM_CS_UPDATE_SUCCESS);
-        const struct rm_eds_assignment *as = rm_eds_response_find(eds, s->c->eds_service);
-        if (!as) continue;
-        apply_assignment(a, s->c, as);
-        sub_initialized(a, s);
+    const char **v = malloc((b->n_names + 1) * sizeof(*v));
+    if (!v) return rm_error_set(err, "out of memory");
+    memcpy(v, b->names, b->n_names * sizeof(*v));
+    qsort(v, b->n_names, sizeof(*v), cmp_str);
+    int rc = RM_OK;
+    for (size_t i = 1; i < b->n_names && rc == RM_OK; i++) {
+        if (strcmp(v[i], v[i - 1]) == 0)
+            rc = rm_error_set(err, "%s %s: duplicate resource name in one response", type, v[i]);
     }
-    rm_ads_sotw_ack(&a->st, r->version_info, r->nonce);
-    rm_log_debug("ads: accepted ClusterLoadAssignment version %s", r->version_info);
+    free(v);
+    return rc;
 }
 
-static void reject_response(struct rm_ads_client *a, const Response *r, const char *why)
+/* SotW resource <i>: its name (field 1 of every xDS resource) without unpacking it, or the
+ * name of its Resource wrapper. */
+static int sotw_resource(struct batch *b, const struct type_state *ts, const Response *r, size_t i,
+                         const char *version, struct rm_error *err)
 {
-    for (size_t i = 0; i < a->n_subs; i++) {
-        rm_stat_inc(a->subs[i].c->stats, RM_CS_UPDATE_ATTEMPT);
-        rm_stat_inc(a->subs[i].c->stats, RM_CS_UPDATE_REJECTED);
+    const Google__Protobuf__Any *any = r->resources[i];
+    const char *type = type_short(ts);
+    if (any->type_url && strcmp(any->type_url, RESOURCE_WRAPPER) == 0) {
+        Resource *w =
+            envoy__service__discovery__v3__resource__unpack(NULL, any->value.len, any->value.data);
+        if (!w) return rm_error_set(err, "resources[%zu]: undecodable Resource wrapper", i);
+        b->wrappers[b->n_wrappers++] = &w->base;
+        if (!w->name || !w->name[0] || !w->resource)
+            return rm_error_set(
+                err, "resources[%zu]: a Resource wrapper needs a name and a resource", i);
+        any = w->resource;
+        if (!any->type_url || strcmp(any->type_url, ts->t->type_url) != 0)
+            return rm_error_set(
+                err, "%s %s: resources[%zu].resource.type_url: expected %s, got \"%s\"", type,
+                w->name, i, ts->t->type_url, any->type_url ? any->type_url : "");
+        batch_add(b, ts, i, w->name, any->value.data, any->value.len, version);
+        return RM_OK;
     }
-    rm_log_warn("ads: rejected ClusterLoadAssignment version %s (nonce %s), keeping version "
-                "%s: %s",
-                r->version_info, r->nonce, a->st.version ? a->st.version : "(none)", why);
-    rm_ads_sotw_nack(&a->st, r->nonce, why);
+    if (!any->type_url || strcmp(any->type_url, ts->t->type_url) != 0)
+        return rm_error_set(err, "resources[%zu].type_url: expected %s, got \"%s\"", i,
+                            ts->t->type_url, any->type_url ? any->type_url : "");
+    const uint8_t *s;
+    size_t len;
+    int found = rm_pb_wire_bytes_field(any->value.data, any->value.len, 1, &s, &len);
+    if (found < 0) return rm_error_set(err, "resources[%zu]: undecodable %s", i, type);
+    if (found == 0 || len == 0)
+        return rm_error_set(err, "resources[%zu]: %s without a name", i, type);
+    char *name = strndup((const char *)s, len);
+    if (!name) return rm_error_set(err, "out of memory");
+    b->owned[b->n_owned++] = name;
+    if (strlen(name) != len) return rm_error_set(err, "resources[%zu]: name with a NUL byte", i);
+    batch_add(b, ts, i, name, any->value.data, any->value.len, version);
+    return RM_OK;
 }
 
-static void on_message(void *ctx, const uint8_t *msg, size_t len)
+/* SotW wildcard types: every held name the response lacks is removed. */
+static void sotw_removed(struct batch *b, const struct type_state *ts)
 {
-    struct rm_ads_client *a = ctx;
+    if (!ts->t->wildcard) return;
+    const char **seen = malloc((b->n_names + 1) * sizeof(*seen));
+    if (!seen) abort();
+    memcpy(seen, b->names, b->n_names * sizeof(*seen));
+    qsort(seen, b->n_names, sizeof(*seen), cmp_str);
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&ts->held, &it); e;
+         e = rm_strmap_next(&ts->held, e, &it)) {
+        const char *key = e->key;
+        if (!bsearch(&key, seen, b->n_names, sizeof(*seen), cmp_str))
+            b->removed[b->n_removed++] = e->key;
+    }
+    free(seen);
+}
+
+static int sotw_batch(struct batch *b, const struct type_state *ts, const Response *r,
+                      struct rm_error *err)
+{
+    if (batch_alloc(b, r->n_resources, ts->held.n)) return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < r->n_resources; i++) {
+        if (sotw_resource(b, ts, r, i, r->version_info, err)) return RM_ERR;
+    }
+    if (check_duplicates(b, type_short(ts), err)) return RM_ERR;
+    sotw_removed(b, ts);
+    return RM_OK;
+}
+
+static int delta_batch(struct batch *b, const struct type_state *ts, const DeltaResponse *r,
+                       struct rm_error *err)
+{
+    const char *type = type_short(ts);
+    if (batch_alloc(b, r->n_resources, r->n_removed_resources))
+        return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < r->n_resources; i++) {
+        const Resource *res = r->resources[i];
+        if (!res->name || !res->name[0])
+            return rm_error_set(err, "resources[%zu].name: required", i);
+        if (!res->resource)
+            return rm_error_set(err, "%s %s: resources[%zu].resource: required", type, res->name,
+                                i);
+        const char *url = res->resource->type_url;
+        if (!url || strcmp(url, ts->t->type_url) != 0)
+            return rm_error_set(err,
+                                "%s %s: resources[%zu].resource.type_url: expected %s, got \"%s\"",
+                                type, res->name, i, ts->t->type_url, url ? url : "");
+        batch_add(b, ts, i, res->name, res->resource->value.data, res->resource->value.len,
+                  res->version);
+    }
+    if (check_duplicates(b, type, err)) return RM_ERR;
+    for (size_t i = 0; i < r->n_removed_resources; i++) {
+        if (held_find(&ts->held, r->removed_resources[i]))
+            b->removed[b->n_removed++] = r->removed_resources[i];
+    }
+    return RM_OK;
+}
+
+static struct type_state *find_type(struct rm_ads_client *a, const char *url)
+{
+    for (size_t i = 0; url && i < a->n_types; i++) {
+        if (strcmp(a->types[i].t->type_url, url) == 0) return &a->types[i];
+    }
+    return NULL;
+}
+
+/* Hand the batch to the type; then hold what it accepted. */
+static int deliver(struct rm_ads_client *a, struct type_state *ts, const struct batch *b,
+                   const char *version_info, struct rm_error *err)
+{
+    struct rm_ads_update u = {
+        .res = b->res,
+        .n = b->n,
+        .removed = b->removed,
+        .n_removed = b->n_removed,
+        .version_info = version_info ? version_info : "",
+        .n_unchanged = b->n_unchanged,
+        .first = !ts->accepted,
+    };
+    uint64_t t0 = now_us();
+    ts->in_update = true;
+    int rc = ts->t->on_update(a->ctx, &u, err);
+    ts->in_update = false;
+    if (rc != RM_OK) return rc;
+    for (size_t i = 0; i < b->n; i++)
+        held_put(&ts->held, b->res[i].name, b->res[i].hash, a->delta ? b->res[i].version : NULL);
+    for (size_t i = 0; i < b->n_removed; i++)
+        held_del(&ts->held, b->removed[i]);
+    ts->accepted = true;
+    rm_log_info("ads: %s version %s applied in %llu us: %zu changed, %zu removed, %zu unchanged",
+                type_short(ts), u.version_info, (unsigned long long)(now_us() - t0), b->n,
+                b->n_removed, b->n_unchanged);
+    return RM_OK;
+}
+
+static void reply(struct rm_ads_client *a, struct type_state *ts, int rc, const char *version,
+                  const char *nonce, const char *why)
+{
+    if (rc == RM_OK) {
+        rm_ads_sotw_ack(&ts->st, a->delta ? NULL : version, nonce);
+    } else {
+        rm_log_warn("ads: rejected %s version %s (nonce %s), keeping version %s: %s",
+                    type_short(ts), version ? version : "", nonce ? nonce : "",
+                    ts->st.version ? ts->st.version : "(none)", why);
+        rm_ads_sotw_nack(&ts->st, nonce, why);
+    }
+    ts->dirty = false;
+    send_request(a, ts);
+}
+
+static void on_sotw(struct rm_ads_client *a, const uint8_t *msg, size_t len)
+{
     Response *r = envoy__service__discovery__v3__discovery_response__unpack(NULL, len, msg);
     if (!r) {
         rm_log_warn("ads: undecodable DiscoveryResponse (%zu bytes) ignored", len);
         return;
     }
-    a->backoff_ms = BACKOFF_BASE_MS;
-    rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
-    struct rm_eds_response eds;
-    struct rm_error err = {{0}};
-    if (rm_eds_response_parse(r, &eds, &err) == RM_OK)
-        accept_response(a, r, &eds);
-    else
-        reject_response(a, r, err.msg);
-    rm_eds_response_clear(&eds);
-    send_request(a);
+    struct type_state *ts = find_type(a, r->type_url);
+    if (!ts) {
+        rm_log_warn("ads: response for unsubscribed type \"%s\" ignored", r->type_url);
+    } else {
+        struct batch b = {0};
+        struct rm_error err = {{0}};
+        int rc = sotw_batch(&b, ts, r, &err);
+        if (rc == RM_OK) rc = deliver(a, ts, &b, r->version_info, &err);
+        reply(a, ts, rc, r->version_info, r->nonce, err.msg);
+        batch_free(&b);
+    }
     envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+}
+
+static void on_delta(struct rm_ads_client *a, const uint8_t *msg, size_t len)
+{
+    DeltaResponse *r =
+        envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, msg);
+    if (!r) {
+        rm_log_warn("ads: undecodable DeltaDiscoveryResponse (%zu bytes) ignored", len);
+        return;
+    }
+    struct type_state *ts = find_type(a, r->type_url);
+    if (!ts) {
+        rm_log_warn("ads: delta response for unsubscribed type \"%s\" ignored", r->type_url);
+    } else {
+        struct batch b = {0};
+        struct rm_error err = {{0}};
+        int rc = delta_batch(&b, ts, r, &err);
+        if (rc == RM_OK) rc = deliver(a, ts, &b, r->system_version_info, &err);
+        reply(a, ts, rc, r->system_version_info, r->nonce, err.msg);
+        batch_free(&b);
+    }
+    envoy__service__discovery__v3__delta_discovery_response__free_unpacked(r, NULL);
+}
+
+static void on_message(void *ctx, const uint8_t *msg, size_t len)
+{
+    struct rm_ads_client *a = ctx;
+    a->backoff_ms = BACKOFF_BASE_MS;
+    a->responded = true;
+    rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
+    if (a->delta)
+        on_delta(a, msg, len);
+    else
+        on_sotw(a, msg, len);
 }
 
 /* ---- the stream --------------------------------------------------------------------------- */
@@ -184,6 +617,7 @@ static void on_close(void *ctx, int status, const char *message)
 {
     struct rm_ads_client *a = ctx;
     a->call = NULL;
+    a->responded = false;
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 0);
     uint32_t b = a->backoff_ms;
     uint32_t delay = b / 2 + (uint32_t)(next_random(a) % (b / 2 + 1));
@@ -201,87 +635,53 @@ static const struct rm_grpc_call_cb call_cb = {
 
 static void connect_stream(struct rm_ads_client *a)
 {
-    rm_ads_sotw_new_stream(&a->st);
     a->sent_node = false;
-    a->call = rm_grpc_call_start(a->ch, ADS_PATH, NULL, 0, 0, &call_cb, a);
+    a->responded = false;
+    for (size_t i = 0; i < a->n_types; i++) {
+        struct type_state *ts = &a->types[i];
+        rm_ads_sotw_new_stream(&ts->st);
+        ts->started = false;
+        names_free(&ts->told);
+    }
+    a->call = rm_grpc_call_start(a->ch, a->delta ? ADS_DELTA_PATH : ADS_SOTW_PATH, NULL, 0, 0,
+                                 &call_cb, a);
     if (!a->call) {
         rm_log_error("ads: cannot start a stream: out of memory");
         rm_timer_start(a->loop, &a->retry_timer, BACKOFF_MAX_MS, on_retry);
         return;
     }
-    send_request(a);
+    for (size_t i = 0; i < a->n_types; i++)
+        send_request(a, &a->types[i]);
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
 
-static void on_init_timeout(struct rm_timer *t)
+struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ads_client_cfg *cfg,
+                                        struct rm_error *err)
 {
-    struct rm_ads_client *a = rm_container_of(t, struct rm_ads_client, init_timer);
-    char names[512];
-    rm_ads_client_waiting(a, names, sizeof(names));
-    rm_log_warn("EDS clusters without a first assignment after initial_fetch_timeout: %s", names);
-    for (size_t i = 0; i < a->n_subs; i++)
-        sub_initialized(a, &a->subs[i]);
-}
-
-static bool has_name(const struct rm_ads_client *a, const char *name)
-{
-    for (size_t i = 0; i < a->n_names; i++) {
-        if (strcmp(a->names[i], name) == 0) return true;
+    if (!cfg->cluster || cfg->cluster->hs->n == 0) {
+        rm_error_set(err, "dynamic_resources.ads_config: the ADS cluster has no host");
+        return NULL;
     }
-    return false;
-}
-
-/* The EDS clusters and their unique service names; the largest initial_fetch_timeout. */
-static int collect(struct rm_ads_client *a, struct rm_cluster *const *clusters, size_t n,
-                   uint32_t *timeout_ms)
-{
-    a->subs = calloc(n ? n : 1, sizeof(*a->subs));
-    a->names = calloc(n ? n : 1, sizeof(*a->names));
-    if (!a->subs || !a->names) return RM_ERR;
-    *timeout_ms = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!rm_cluster_is_eds(clusters[i])) continue;
-        a->subs[a->n_subs++].c = clusters[i];
-        if (clusters[i]->eds_init_timeout_ms > *timeout_ms)
-            *timeout_ms = clusters[i]->eds_init_timeout_ms;
-        if (has_name(a, clusters[i]->eds_service)) continue;
-        a->names[a->n_names] = strdup(clusters[i]->eds_service);
-        if (!a->names[a->n_names++]) return RM_ERR;
-    }
-    a->n_waiting = a->n_subs;
-    return RM_OK;
-}
-
-struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, struct rm_cluster *ads_cluster,
-                                        struct rm_cluster *const *clusters, size_t n,
-                                        const char *node_id, const char *node_cluster,
-                                        rm_dns_publish_fn publish, void (*on_init)(void *ctx),
-                                        void *ctx, struct rm_error *err)
-{
     struct rm_ads_client *a = calloc(1, sizeof(*a));
     if (!a) goto oom;
     a->loop = loop;
-    a->publish = publish;
-    a->on_init = on_init;
-    a->ctx = ctx;
+    a->delta = cfg->delta;
+    a->ctx = cfg->ctx;
     a->backoff_ms = BACKOFF_BASE_MS;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     a->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)a ^ 0x9E3779B97F4A7C15ULL;
-    a->node_id = strdup(node_id ? node_id : "");
-    a->node_cluster = strdup(node_cluster ? node_cluster : "");
-    uint32_t timeout_ms;
-    if (!a->node_id || !a->node_cluster || collect(a, clusters, n, &timeout_ms)) goto oom;
+    a->node_id = strdup(cfg->node_id ? cfg->node_id : "");
+    a->node_cluster = strdup(cfg->node_cluster ? cfg->node_cluster : "");
+    a->types = calloc(cfg->n_types + 1, sizeof(*a->types));
+    if (!a->node_id || !a->node_cluster || !a->types) goto oom;
+    a->n_types = cfg->n_types;
+    for (size_t i = 0; i < cfg->n_types; i++)
+        a->types[i].t = &cfg->types[i];
     a->stats = rm_stats_get("control_plane.", cp_stat_defs, CP__COUNT);
-    if (a->n_subs == 0) return a;
-    if (!ads_cluster || ads_cluster->hs->n == 0) {
-        rm_error_set(err, "dynamic_resources.ads_config: the ADS cluster has no host");
-        rm_ads_client_free(a);
-        return NULL;
-    }
-    const struct rm_host *h = ads_cluster->hs->hosts[0];
-    struct rm_grpc_channel_opts o = {.connect_timeout_ms = ads_cluster->connect_timeout_ms};
+    const struct rm_host *h = cfg->cluster->hs->hosts[0];
+    struct rm_grpc_channel_opts o = {.connect_timeout_ms = cfg->cluster->connect_timeout_ms};
     a->ch =
         rm_grpc_channel_new(loop, (const struct sockaddr *)&h->addr, h->addr_len, NULL, &o, err);
     if (!a->ch) {
@@ -289,8 +689,8 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, struct rm_cluster 
         return NULL;
     }
     rm_timer_start(loop, &a->retry_timer, 0, on_retry);
-    if (timeout_ms) rm_timer_start(loop, &a->init_timer, timeout_ms, on_init_timeout);
-    rm_log_info("ads: EDS for %zu cluster(s) from %s", a->n_subs, rm_grpc_channel_target(a->ch));
+    rm_log_info("ads: %s to %s", a->delta ? "delta" : "state of the world",
+                rm_grpc_channel_target(a->ch));
     return a;
 oom:
     rm_error_set(err, "out of memory");
@@ -302,32 +702,22 @@ void rm_ads_client_free(struct rm_ads_client *a)
 {
     if (!a) return;
     rm_timer_stop(a->loop, &a->retry_timer);
-    rm_timer_stop(a->loop, &a->init_timer);
     rm_grpc_call_cancel(a->call);
     a->call = NULL;
     rm_grpc_channel_free(a->ch);
-    for (size_t i = 0; a->names && i < a->n_names; i++)
-        free(a->names[i]);
-    free(a->names);
-    free(a->subs);
+    for (size_t i = 0; a->types && i < a->n_types; i++) {
+        held_clear(&a->types[i].held);
+        names_free(&a->types[i].want);
+        names_free(&a->types[i].told);
+        rm_ads_sotw_free(&a->types[i].st);
+    }
+    free(a->types);
     free(a->node_id);
     free(a->node_cluster);
-    rm_ads_sotw_free(&a->st);
     free(a);
 }
 
-bool rm_ads_client_initialized(const struct rm_ads_client *a)
+bool rm_ads_client_connected(const struct rm_ads_client *a)
 {
-    return a->n_waiting == 0;
-}
-
-void rm_ads_client_waiting(const struct rm_ads_client *a, char *buf, size_t len)
-{
-    size_t off = 0;
-    if (len) buf[0] = 0;
-    for (size_t i = 0; i < a->n_subs && off < len; i++) {
-        if (a->subs[i].initialized) continue;
-        int w = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", a->subs[i].c->name);
-        off += w > 0 ? (size_t)w : 0;
-    }
+    return a->call && a->responded;
 }

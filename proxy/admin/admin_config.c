@@ -11,6 +11,11 @@
  *     {"@type": ".../envoy.admin.v3.RoutesConfigDump",
  *      "static_route_configs": [{"route_config": {"@type": ...RouteConfiguration, ...},
  *                                "last_updated": T}, ...]},       (inline HCM route_configs)
+ *   plus, for resources received over xDS (active ones: what the snapshot serves),
+ *   "dynamic_active_clusters": [{"version_info": V, "cluster": {...}, "last_updated": T}],
+ *   "dynamic_listeners": [{"name": N, "active_state": {"version_info": V, "listener": {...},
+ *   "last_updated": T}}] and "dynamic_route_configs": [{"version_info": V, "route_config":
+ *   {...}, "last_updated": T}], T being when remora accepted that version.
  *     {"@type": ".../envoy.admin.v3.SecretsConfigDump",
  *      "static_secrets": [{"name": N, "last_updated": T, "secret": {"@type": ...Secret, ...}}]}
  *   ]}
@@ -77,6 +82,21 @@ static void put_last_updated(struct dump *d)
     rm_strbuf_printf(d->sb, "\"last_updated\":\"%s\"", d->last_updated);
 }
 
+/* "version_info":V,"<key>":<Any>,"last_updated":T of a resource received over xDS. */
+static void put_dynamic(struct dump *d, const char *version, const char *key,
+                        const ProtobufCMessage *m, uint64_t updated_ms)
+{
+    rm_strbuf_puts(d->sb, "\"version_info\":");
+    rm_admin_json_str(d->sb, version ? version : "");
+    rm_strbuf_printf(d->sb, ",\"%s\":", key);
+    put_any(d, m);
+    struct rm_strbuf ts = RM_STRBUF_INIT;
+    rm_pb_timestamp_format((int64_t)(updated_ms / 1000), (int32_t)(updated_ms % 1000) * 1000000,
+                           &ts);
+    rm_strbuf_printf(d->sb, ",\"last_updated\":\"%s\"", rm_strbuf_str(&ts));
+    rm_strbuf_dispose(&ts);
+}
+
 /* ---- sections ----------------------------------------------------------------------------- */
 
 static void dump_bootstrap(struct dump *d, const struct rm_snapshot *snap)
@@ -95,14 +115,23 @@ static void dump_clusters(struct dump *d, const struct rm_snapshot *snap)
     size_t n = snap ? snap->n_clusters : 0, shown = 0;
     for (size_t i = 0; i < n; i++) {
         const struct rm_cluster *c = snap->clusters[i];
-        if (!c->pb) continue;
+        if (!c->pb || c->version_info) continue;
         rm_strbuf_puts(d->sb, shown++ ? ",{\"cluster\":" : ",\"static_clusters\":[{\"cluster\":");
         put_any(d, &c->pb->base);
         rm_strbuf_putc(d->sb, ',');
         put_last_updated(d);
         rm_strbuf_putc(d->sb, '}');
     }
-    rm_strbuf_puts(d->sb, shown ? "]}" : "}");
+    if (shown) rm_strbuf_putc(d->sb, ']');
+    size_t dyn = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct rm_cluster *c = snap->clusters[i];
+        if (!c->pb || !c->version_info) continue;
+        rm_strbuf_puts(d->sb, dyn++ ? ",{" : ",\"dynamic_active_clusters\":[{");
+        put_dynamic(d, c->version_info, "cluster", &c->pb->base, c->last_updated_ms);
+        rm_strbuf_putc(d->sb, '}');
+    }
+    rm_strbuf_puts(d->sb, dyn ? "]}" : "}");
 }
 
 static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *
@@ -123,7 +152,18 @@ static void dump_listeners(struct dump *d, const struct rm_snapshot *snap)
         put_last_updated(d);
         rm_strbuf_putc(d->sb, '}');
     }
-    rm_strbuf_puts(d->sb, n ? "]}" : "}");
+    if (n) rm_strbuf_putc(d->sb, ']');
+    size_t dyn = 0;
+    for (size_t i = 0; snap && i < snap->n_listeners; i++) {
+        const struct rm_listener_cfg *lc = snap->listeners[i];
+        if (!lc->dynamic) continue;
+        rm_strbuf_puts(d->sb, dyn++ ? ",{\"name\":" : ",\"dynamic_listeners\":[{\"name\":");
+        rm_admin_json_str(d->sb, lc->name);
+        rm_strbuf_puts(d->sb, ",\"active_state\":{");
+        put_dynamic(d, lc->version_info, "listener", lc->pb_box->m, lc->last_updated_ms);
+        rm_strbuf_puts(d->sb, "}}");
+    }
+    rm_strbuf_puts(d->sb, dyn ? "]}" : "}");
 }
 
 /* Print the inline route_config of one network filter if it is an HttpConnectionManager. */
@@ -173,7 +213,14 @@ static void dump_routes(struct dump *d, const struct rm_snapshot *snap)
             routes_of_chain(d, l->filter_chains[j], &shown);
         routes_of_chain(d, l->default_filter_chain, &shown);
     }
-    rm_strbuf_puts(d->sb, shown ? "]}" : "}");
+    if (shown) rm_strbuf_putc(d->sb, ']');
+    for (size_t i = 0; snap && i < snap->n_routes; i++) {
+        const struct rm_dyn_route *r = &snap->routes[i];
+        rm_strbuf_puts(d->sb, i ? ",{" : ",\"dynamic_route_configs\":[{");
+        put_dynamic(d, r->version_info, "route_config", r->pb->m, r->last_updated_ms);
+        rm_strbuf_putc(d->sb, '}');
+    }
+    rm_strbuf_puts(d->sb, snap && snap->n_routes ? "]}" : "}");
 }
 
 /* Static secrets, found through the descriptor (static_resources.secrets, if this build has

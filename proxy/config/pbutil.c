@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "envoy/config/core/v3/address.pb-c.h"
@@ -63,4 +64,77 @@ int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *
                         "%s.socket_address.address: \"%s\" is not an IP address (names need a "
                         "STRICT_DNS or LOGICAL_DNS cluster)",
                         path, sa->address);
+}
+
+struct rm_pb_box *rm_pb_box_new(ProtobufCMessage *m)
+{
+    struct rm_pb_box *b = malloc(sizeof(*b));
+    if (!b) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->m = m;
+    return b;
+}
+
+struct rm_pb_box *rm_pb_box_ref(struct rm_pb_box *b)
+{
+    if (b) atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void rm_pb_box_unref(struct rm_pb_box *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+    protobuf_c_message_free_unpacked(b->m, NULL);
+    free(b);
+}
+
+/* A varint at p[*off..n); -1 when truncated or longer than 10 bytes. */
+static int wire_varint(const uint8_t *p, size_t n, size_t *off, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (*off >= n) return -1;
+        uint8_t b = p[(*off)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return 0;
+    }
+    return -1;
+}
+
+int rm_pb_wire_bytes_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **s,
+                           size_t *len)
+{
+    size_t off = 0;
+    while (off < n) {
+        uint64_t key, v;
+        if (wire_varint(p, n, &off, &key) || (key >> 3) == 0) return -1;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (wire_varint(p, n, &off, &v)) return -1;
+            break;
+        case 1: /* 64-bit */
+            if (n - off < 8) return -1;
+            off += 8;
+            break;
+        case 2: /* length-delimited */
+            if (wire_varint(p, n, &off, &v) || v > n - off) return -1;
+            if ((key >> 3) == field) {
+                *s = p + off;
+                *len = (size_t)v;
+                return 1;
+            }
+            off += (size_t)v;
+            break;
+        case 5: /* 32-bit */
+            if (n - off < 4) return -1;
+            off += 4;
+            break;
+        default: /* groups are not proto3 */
+            return -1;
+        }
+    }
+    return 0;
 }

@@ -2,6 +2,8 @@
 #ifndef RM_CONFIG_PBUTIL_H
 #define RM_CONFIG_PBUTIL_H
 
+#include <protobuf-c/protobuf-c.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -20,5 +22,27 @@ bool rm_pb_bool(const struct Google__Protobuf__BoolValue *v, bool dflt);
 /** Turn a socket_address (IP literal + port) into a sockaddr; errors name <path>. */
 int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *path,
                   struct sockaddr_storage *out, socklen_t *len, struct rm_error *err);
+
+/** Find the first length-delimited field <field> of the serialized message <p>/<n> without
+ *  unpacking it (how a resource's name, field 1 of every xDS resource type, is read before
+ *  deciding whether to parse the rest).  Returns 1 with *s and *len pointing into <p>, 0 when the
+ *  message has no such field, -1 when the bytes are not a well-formed message. */
+int rm_pb_wire_bytes_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **s,
+                           size_t *len);
+
+/** A refcounted unpacked message: what config objects built from a message hold so the message
+ *  outlives every one of them (a bootstrap shared by the static clusters of many snapshots, a
+ *  Cluster received over CDS).  The last unref frees the message, on any thread. */
+struct rm_pb_box {
+    _Atomic unsigned refs;
+    ProtobufCMessage *m;
+};
+
+/** Box <m> (ownership passes, also on failure: NULL when out of memory, <m> freed). */
+struct rm_pb_box *rm_pb_box_new(ProtobufCMessage *m);
+/** Another reference; NULL is returned as is. */
+struct rm_pb_box *rm_pb_box_ref(struct rm_pb_box *b);
+/** Drop a reference; NULL is a no-op. */
+void rm_pb_box_unref(struct rm_pb_box *b);
 
 #endif

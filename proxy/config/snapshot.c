@@ -16,6 +16,17 @@
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
 typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+
+/* What building listeners needs besides the snapshot under construction. */
+struct build_ctx {
+    struct rm_snapshot *s;
+    const struct rm_snapshot_dyn *dyn; /* RDS route configurations (NULL: none) */
+    rm_route_resolve_fn resolve;       /* cluster names */
+    void *resolve_ctx;
+    bool validate; /* checking an arriving resource: unknown clusters are errors */
+    bool check;    /* checking only: an RDS listener gets no route table */
+};
 
 static void own(struct rm_snapshot *s, ProtobufCMessage *m)
 {
@@ -56,13 +67,12 @@ static int build_clusters(struct rm_snapshot *s,
     for (size_t i = 0; i < sr->n_clusters; i++) {
         char path[64];
         snprintf(path, sizeof(path), "static_resources.clusters[%zu]", i);
-        struct rm_cluster *c = rm_cluster_new(sr->clusters[i], path, err);
+        struct rm_cluster *c = rm_cluster_new(sr->clusters[i], s->bootstrap_box, path, err);
         if (!c) return RM_ERR;
         s->clusters[s->n_clusters++] = c;
     }
     qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
     for (size_t i = 0; i < s->n_clusters; i++) {
-        s->clusters[i]->idx = (unsigned)i;
         if (i && strcmp(s->clusters[i]->name, s->clusters[i - 1]->name) == 0)
             return rm_error_set(err, "static_resources.clusters: duplicate cluster name \"%s\"",
                                 s->clusters[i]->name);
@@ -91,17 +101,16 @@ static int check_ads_cluster_h2(const struct rm_cluster *c, size_t idx, struct r
                         idx, c->name);
 }
 
-/* ads_config: SotW gRPC to one STATIC cluster (envoy_grpc). */
+/* ads_config: gRPC (SotW or Delta) to one STATIC cluster (envoy_grpc). */
 static int check_ads_config(struct rm_snapshot *s,
                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
                             const ApiConfigSource *a, struct rm_error *err)
 {
     const char *P = "dynamic_resources.ads_config";
-    if (a->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC)
-        return rm_error_set(err,
-                            "%s.api_type: only GRPC (state of the world) is supported by "
-                            "remora yet",
-                            P);
+    if (a->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC &&
+        a->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC)
+        return rm_error_set(err, "%s.api_type: only GRPC and DELTA_GRPC are supported", P);
+    s->ads_delta = a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC;
     if (a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
         a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
         return rm_error_set(err, "%s.transport_api_version: only V3", P);
@@ -126,6 +135,25 @@ static int check_ads_config(struct rm_snapshot *s,
     return RM_OK;
 }
 
+/* lds_config / cds_config: only through the ADS stream. */
+static int check_via_ads(const struct rm_snapshot *s,
+                         const Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
+                         struct rm_error *err)
+{
+    if (cs->config_source_specifier_case !=
+        ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
+        return rm_error_set(err,
+                            "%s: only ads: {} (the bootstrap's ads_config) is supported by "
+                            "remora yet",
+                            path);
+    if (cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
+        cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
+        return rm_error_set(err, "%s.resource_api_version: only V3", path);
+    if (!s->ads_cluster)
+        return rm_error_set(err, "%s: ads: {} needs dynamic_resources.ads_config", path);
+    return RM_OK;
+}
+
 static int
 check_dynamic_resources(struct rm_snapshot *s,
                         const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
@@ -133,11 +161,15 @@ check_dynamic_resources(struct rm_snapshot *s,
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *d =
         s->bootstrap->dynamic_resources;
-    if (d && d->lds_config)
-        return rm_error_set(err, "dynamic_resources.lds_config: not supported by remora yet");
-    if (d && d->cds_config)
-        return rm_error_set(err, "dynamic_resources.cds_config: not supported by remora yet");
     if (d && d->ads_config && check_ads_config(s, sr, d->ads_config, err)) return RM_ERR;
+    if (d && d->lds_config) {
+        if (check_via_ads(s, d->lds_config, "dynamic_resources.lds_config", err)) return RM_ERR;
+        s->lds = true;
+    }
+    if (d && d->cds_config) {
+        if (check_via_ads(s, d->cds_config, "dynamic_resources.cds_config", err)) return RM_ERR;
+        s->cds = true;
+    }
     for (size_t i = 0; i < s->n_clusters; i++) {
         if (rm_cluster_is_eds(s->clusters[i]) && !s->ads_cluster)
             return rm_error_set(err,
@@ -154,8 +186,8 @@ static void *resolve_cluster(void *ctx, const char *name)
     return rm_snapshot_cluster(ctx, name);
 }
 
-static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm *pb,
-                         const char *path, struct rm_error *err)
+static int build_filters(struct rm_hcm_cfg *h, const Hcm *pb, const char *path,
+                         struct rm_error *err)
 {
     char stats_prefix[300];
     snprintf(stats_prefix, sizeof(stats_prefix), "http.%s.", h->stat_prefix);
@@ -203,7 +235,70 @@ static int build_filters(struct rm_snapshot *s, struct rm_hcm_cfg *h, const Hcm 
     return RM_OK;
 }
 
-static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hcm *pb,
+static const struct rm_dyn_route *find_route(const struct rm_snapshot_dyn *dyn, const char *name)
+{
+    size_t lo = 0, hi = dyn ? dyn->n_routes : 0;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(name, dyn->routes[mid].name);
+        if (c == 0) return &dyn->routes[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* rds: {config_source: {ads: {}}, route_config_name: NAME}: the route table from the RDS
+ * configuration of that name (an empty one while there is none). */
+static int build_rds(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm *pb,
+                     const char *path, struct rm_error *err)
+{
+    const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *rds = pb->rds;
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.rds", path);
+    if (!rds->route_config_name || !rds->route_config_name[0])
+        return rm_error_set(err, "%s.route_config_name: required", p);
+    const Envoy__Config__Core__V3__ConfigSource *cs = rds->config_source;
+    if (!cs || cs->config_source_specifier_case !=
+                   ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
+        return rm_error_set(err,
+                            "%s.config_source: only ads: {} (the bootstrap's ads_config) is "
+                            "supported by remora yet",
+                            p);
+    lc->rds_name = strdup(rds->route_config_name);
+    if (!lc->rds_name) return rm_error_set(err, "out of memory");
+    if (b->check) return RM_OK;
+    const struct rm_dyn_route *r = find_route(b->dyn, lc->rds_name);
+    static const RouteConfiguration empty = ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT;
+    char rp[PATH_MAX_LEN];
+    snprintf(rp, sizeof(rp), "RouteConfiguration %s", lc->rds_name);
+    lc->hcm.routes = rm_route_table_new(r ? (const RouteConfiguration *)r->pb->m : &empty, rp,
+                                        b->resolve, b->resolve_ctx, err);
+    return lc->hcm.routes ? RM_OK : RM_ERR;
+}
+
+static int build_routes(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm *pb,
+                        const char *path, struct rm_error *err)
+{
+    if (pb->route_specifier_case ==
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS)
+        return build_rds(b, lc, pb, path, err);
+    if (pb->route_specifier_case !=
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
+        return rm_error_set(err,
+                            "%s: route_config or rds is required (scoped routes are not "
+                            "supported by remora)",
+                            path);
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.route_config", path);
+    lc->hcm.routes =
+        rm_route_table_new_ex(pb->route_config, p, b->resolve, b->resolve_ctx, b->validate, err);
+    return lc->hcm.routes ? RM_OK : RM_ERR;
+}
+
+static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm *pb,
                      const char *path, struct rm_error *err)
 {
     struct rm_hcm_cfg *h = &lc->hcm;
@@ -214,15 +309,8 @@ static int build_hcm(struct rm_snapshot *s, struct rm_listener_cfg *lc, const Hc
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2)
         return rm_error_set(err, "%s.codec_type: HTTP3 is not supported by remora", path);
     h->codec_type = (enum rm_codec_type)pb->codec_type;
-    if (pb->route_specifier_case !=
-        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
-        return rm_error_set(
-            err, "%s: route_config is required (rds is not supported by remora yet)", path);
-    char p[PATH_MAX_LEN];
-    snprintf(p, sizeof(p), "%s.route_config", path);
-    h->routes = rm_route_table_new(pb->route_config, p, resolve_cluster, s, err);
-    if (!h->routes) return RM_ERR;
-    if (build_filters(s, h, pb, path, err) || rm_route_filters_bind(h, err)) return RM_ERR;
+    if (build_routes(b, lc, pb, path, err) || build_filters(h, pb, path, err)) return RM_ERR;
+    if (h->routes && rm_route_filters_bind(h, err)) return RM_ERR;
     h->codec.max_request_headers_kb = rm_pb_u32(pb->max_request_headers_kb, 60);
     h->codec.buffer_limit = lc->buffer_limit;
     h->idle_timeout_ms = 3600 * 1000;
@@ -306,14 +394,16 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
     return RM_OK;
 }
 
-static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i, struct rm_error *err)
+/* Build listener <pb> (errors under <path>) into b->s->listeners. */
+static int build_listener(struct build_ctx *b, const Listener *pb, const char *path,
+                          struct rm_error *err)
 {
-    char path[PATH_MAX_LEN];
-    snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
+    struct rm_snapshot *s = b->s;
     if (check_listener_supported(pb, path, err)) return RM_ERR;
     struct rm_listener_cfg *lc = calloc(1, sizeof(*lc));
     if (!lc) return rm_error_set(err, "out of memory");
     s->listeners[s->n_listeners++] = lc;
+    lc->pb = pb;
     lc->name = strdup(pb->name && pb->name[0] ? pb->name : "");
     char p[PATH_MAX_LEN];
     snprintf(p, sizeof(p), "%s.address", path);
@@ -339,13 +429,69 @@ static int build_listener(struct rm_snapshot *s, const Listener *pb, size_t i, s
     own(s, m);
     snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
     if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
-    if (build_hcm(s, lc, (const Hcm *)m, p, err)) return RM_ERR;
+    if (build_hcm(b, lc, (const Hcm *)m, p, err)) return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
     return RM_OK;
+}
+
+static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
+{
+    if (lc->dynamic)
+        snprintf(buf, len, "Listener %s", lc->name);
+    else
+        snprintf(buf, len, "static_resources.listeners[%zu]", i);
+    return buf;
+}
+
+/* Two listeners on one address (or two LDS listeners of one name) are an error. */
+static int check_listener_addresses(const struct rm_snapshot *s, struct rm_error *err)
+{
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        const struct rm_listener_cfg *a = s->listeners[i];
+        for (size_t j = 0; j < i; j++) {
+            const struct rm_listener_cfg *o = s->listeners[j];
+            char la[PATH_MAX_LEN], lo[PATH_MAX_LEN];
+            if (a->addr_len == o->addr_len && memcmp(&a->addr, &o->addr, a->addr_len) == 0)
+                return rm_error_set(err, "%s.address: %s is already used by %s",
+                                    listener_label(a, i, la, sizeof(la)), a->addr_str,
+                                    listener_label(o, j, lo, sizeof(lo)));
+        }
+    }
+    return RM_OK;
+}
+
+/* The bootstrap's listeners, then <dyn>'s. */
+static int build_static_listeners(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
+                                  struct rm_error *err)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr =
+        s->bootstrap->static_resources;
+    size_t n_static = sr ? sr->n_listeners : 0, n_dyn = dyn ? dyn->n_listeners : 0;
+    s->listeners = calloc(n_static + n_dyn + 1, sizeof(*s->listeners));
+    if (!s->listeners) return rm_error_set(err, "out of memory");
+    struct build_ctx b = {.s = s, .dyn = dyn, .resolve = resolve_cluster, .resolve_ctx = s};
+    for (size_t i = 0; i < n_static; i++) {
+        char path[PATH_MAX_LEN];
+        snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
+        if (build_listener(&b, sr->listeners[i], path, err)) return RM_ERR;
+    }
+    for (size_t i = 0; i < n_dyn; i++) {
+        const struct rm_dyn_listener *d = &dyn->listeners[i];
+        char path[PATH_MAX_LEN];
+        snprintf(path, sizeof(path), "Listener %s", d->name);
+        if (build_listener(&b, (const Listener *)d->pb->m, path, err)) return RM_ERR;
+        struct rm_listener_cfg *lc = s->listeners[s->n_listeners - 1];
+        lc->dynamic = true;
+        lc->pb_box = rm_pb_box_ref(d->pb);
+        lc->version_info = strdup(d->version_info ? d->version_info : "");
+        lc->last_updated_ms = d->last_updated_ms;
+        if (!lc->version_info) return rm_error_set(err, "out of memory");
+    }
+    return check_listener_addresses(s, err);
 }
 
 /* ---- snapshot ----------------------------------------------------------------------------- */
@@ -376,22 +522,15 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
         ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
     if (!sr) sr = &empty;
-    if (build_clusters(s, sr, err) || check_dynamic_resources(s, sr, err)) return RM_ERR;
-    s->listeners = calloc(sr->n_listeners + 1, sizeof(*s->listeners));
-    if (!s->listeners) return rm_error_set(err, "out of memory");
-    for (size_t i = 0; i < sr->n_listeners; i++) {
-        if (build_listener(s, sr->listeners[i], i, err)) return RM_ERR;
-    }
+    if (build_clusters(s, sr, err) || check_dynamic_resources(s, sr, err) ||
+        build_static_listeners(s, NULL, err))
+        return RM_ERR;
     for (size_t i = 0; i < s->n_listeners; i++) {
-        for (size_t j = 0; j < i; j++) {
-            if (s->listeners[i]->addr_len == s->listeners[j]->addr_len &&
-                memcmp(&s->listeners[i]->addr, &s->listeners[j]->addr, s->listeners[i]->addr_len) ==
-                    0)
-                return rm_error_set(err,
-                                    "static_resources.listeners[%zu].address: %s is already "
-                                    "used by listeners[%zu]",
-                                    i, s->listeners[i]->addr_str, j);
-        }
+        if (s->listeners[i]->rds_name && !s->ads_cluster)
+            return rm_error_set(err,
+                                "static_resources.listeners[%zu]: rds needs "
+                                "dynamic_resources.ads_config",
+                                i);
     }
     return RM_OK;
 }
@@ -406,12 +545,118 @@ struct rm_snapshot *rm_snapshot_from_bootstrap(Envoy__Config__Bootstrap__V3__Boo
         return NULL;
     }
     atomic_init(&s->refs, 1);
+    s->bootstrap_box = rm_pb_box_new(&bs->base);
+    if (!s->bootstrap_box) {
+        free(s);
+        rm_error_set(err, "out of memory");
+        return NULL;
+    }
     s->bootstrap = bs;
     if (build(s, err)) {
         rm_snapshot_unref(s);
         return NULL;
     }
     return s;
+}
+
+static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
+                       struct rm_error *err)
+{
+    s->routes = calloc(dyn->n_routes + 1, sizeof(*s->routes));
+    if (!s->routes) return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < dyn->n_routes; i++) {
+        const struct rm_dyn_route *r = &dyn->routes[i];
+        struct rm_dyn_route *c = &s->routes[s->n_routes++];
+        c->name = strdup(r->name);
+        c->version_info = strdup(r->version_info ? r->version_info : "");
+        c->pb = rm_pb_box_ref(r->pb);
+        c->last_updated_ms = r->last_updated_ms;
+        if (!c->name || !c->version_info) return rm_error_set(err, "out of memory");
+    }
+    return RM_OK;
+}
+
+static int merge_clusters(struct rm_snapshot *s, const struct rm_snapshot *base,
+                          const struct rm_snapshot_dyn *dyn, struct rm_error *err)
+{
+    s->clusters = calloc(base->n_clusters + dyn->n_clusters + 1, sizeof(*s->clusters));
+    if (!s->clusters) return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < base->n_clusters; i++)
+        s->clusters[s->n_clusters++] = rm_cluster_ref(base->clusters[i]);
+    for (size_t i = 0; i < dyn->n_clusters; i++)
+        s->clusters[s->n_clusters++] = rm_cluster_ref(dyn->clusters[i]);
+    qsort(s->clusters, s->n_clusters, sizeof(*s->clusters), cmp_cluster);
+    for (size_t i = 1; i < s->n_clusters; i++) {
+        if (strcmp(s->clusters[i]->name, s->clusters[i - 1]->name) == 0)
+            return rm_error_set(err, "Cluster %s: a cluster of that name already exists",
+                                s->clusters[i]->name);
+    }
+    return RM_OK;
+}
+
+struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
+                                     const struct rm_snapshot_dyn *dyn, struct rm_error *err)
+{
+    struct rm_snapshot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        rm_error_set(err, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->version = base->version + 1;
+    s->bootstrap_box = rm_pb_box_ref(base->bootstrap_box);
+    s->bootstrap = base->bootstrap;
+    s->admin_addr = base->admin_addr;
+    s->admin_addr_len = base->admin_addr_len;
+    s->admin_addr_str = base->admin_addr_str ? strdup(base->admin_addr_str) : NULL;
+    s->node_id = base->node_id ? strdup(base->node_id) : NULL;
+    s->node_cluster = base->node_cluster ? strdup(base->node_cluster) : NULL;
+    s->ads_cluster = base->ads_cluster;
+    s->ads_delta = base->ads_delta;
+    s->lds = base->lds;
+    s->cds = base->cds;
+    if (merge_clusters(s, base, dyn, err) || copy_routes(s, dyn, err) ||
+        build_static_listeners(s, dyn, err)) {
+        rm_snapshot_unref(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* ---- checks of arriving resources ------------------------------------------------------- */
+
+static void listener_free(struct rm_listener_cfg *lc);
+
+int rm_snapshot_check_listener(const Listener *pb, const char *path, rm_route_resolve_fn resolve,
+                               void *resolve_ctx, char **rds_name, struct rm_error *err)
+{
+    struct rm_snapshot s = {0};
+    struct rm_listener_cfg *one[1] = {NULL};
+    s.listeners = one;
+    struct build_ctx b = {
+        .s = &s, .resolve = resolve, .resolve_ctx = resolve_ctx, .validate = true, .check = true};
+    int rc = build_listener(&b, pb, path, err);
+    if (rds_name) *rds_name = NULL;
+    if (rc == RM_OK && rds_name && one[0]->rds_name) *rds_name = strdup(one[0]->rds_name);
+    listener_free(one[0]);
+    for (size_t i = 0; i < s.n_owned; i++)
+        protobuf_c_message_free_unpacked(s.owned[i], NULL);
+    free(s.owned);
+    return rc;
+}
+
+int rm_snapshot_check_route(const RouteConfiguration *pb, const char *path,
+                            rm_route_resolve_fn resolve, void *resolve_ctx, struct rm_error *err)
+{
+    struct rm_route_table *t = rm_route_table_new_ex(pb, path, resolve, resolve_ctx, true, err);
+    rm_route_table_free(t);
+    return t ? RM_OK : RM_ERR;
+}
+
+bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->addr_len == b->addr_len &&
+           memcmp(&a->addr, &b->addr, a->addr_len) == 0;
 }
 
 struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s)
@@ -434,6 +679,9 @@ static void listener_free(struct rm_listener_cfg *lc)
     free(h->via);
     free(h->server_name);
     free(lc->name);
+    free(lc->rds_name);
+    free(lc->version_info);
+    rm_pb_box_unref(lc->pb_box);
     free(lc);
 }
 
@@ -444,12 +692,18 @@ void rm_snapshot_unref(struct rm_snapshot *s)
         listener_free(s->listeners[i]);
     free(s->listeners);
     for (size_t i = 0; i < s->n_clusters; i++)
-        rm_cluster_free(s->clusters[i]);
+        rm_cluster_unref(s->clusters[i]);
     free(s->clusters);
+    for (size_t i = 0; i < s->n_routes; i++) {
+        free(s->routes[i].name);
+        free(s->routes[i].version_info);
+        rm_pb_box_unref(s->routes[i].pb);
+    }
+    free(s->routes);
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
-    if (s->bootstrap) protobuf_c_message_free_unpacked(&s->bootstrap->base, NULL);
+    rm_pb_box_unref(s->bootstrap_box);
     free(s->admin_addr_str);
     free(s->node_id);
     free(s->node_cluster);

@@ -13,11 +13,14 @@
 
 #include "filters/filter.h"
 #include "proxy/admin/stats.h"
+#include "proxy/config/pbutil.h"
 #include "proxy/core/error.h"
 #include "proxy/http/route.h"
 #include "proxy/upstream/cluster.h"
 
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
+struct Envoy__Config__Listener__V3__Listener;
+struct Envoy__Config__Route__V3__RouteConfiguration;
 
 enum rm_codec_type {
     RM_CODEC_AUTO = 0,
@@ -62,6 +65,14 @@ struct rm_hcm_cfg {
 
 struct rm_listener_cfg {
     char *name;
+    char *rds_name; /* the HCM's rds.route_config_name, or NULL (inline route_config) */
+    /* LDS listeners: their message (in pb_box), version_info and when it was accepted (ms since
+     * the epoch), for /config_dump; static listeners: dynamic false, the rest NULL / 0 */
+    bool dynamic;
+    const struct Envoy__Config__Listener__V3__Listener *pb;
+    struct rm_pb_box *pb_box;
+    char *version_info;
+    uint64_t last_updated_ms;
     struct sockaddr_storage addr;
     socklen_t addr_len;
     char addr_str[64];
@@ -72,19 +83,51 @@ struct rm_listener_cfg {
     struct rm_stats *stats; /* listener.<addr>. */
 };
 
+/** An RDS route configuration as the snapshot got it (for /config_dump). */
+struct rm_dyn_route {
+    char *name;
+    struct rm_pb_box *pb; /* RouteConfiguration */
+    char *version_info;
+    uint64_t last_updated_ms;
+};
+
+/** An LDS listener handed to rm_snapshot_next. */
+struct rm_dyn_listener {
+    const char *name;
+    struct rm_pb_box *pb; /* Listener (the snapshot takes a reference) */
+    const char *version_info;
+    uint64_t last_updated_ms;
+};
+
+/** The dynamic part of a snapshot: what xDS has made active.  Borrowed by rm_snapshot_next,
+ *  which takes its own references. */
+struct rm_snapshot_dyn {
+    struct rm_cluster *const *clusters; /* CDS clusters (names distinct from the static ones) */
+    size_t n_clusters;
+    const struct rm_dyn_listener *listeners; /* LDS listeners */
+    size_t n_listeners;
+    const struct rm_dyn_route *routes; /* RDS route configurations, sorted by name */
+    size_t n_routes;
+};
+
 struct rm_snapshot {
     _Atomic unsigned refs;
     uint64_t version;
-    struct rm_listener_cfg **listeners;
+    struct rm_listener_cfg **listeners; /* static ones first, in bootstrap order */
     size_t n_listeners;
-    struct rm_cluster **clusters; /* sorted by name */
+    struct rm_cluster **clusters; /* references, sorted by name */
     size_t n_clusters;
-    struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* owned; for /config_dump */
+    struct rm_dyn_route *routes; /* RDS route configurations in use, sorted by name */
+    size_t n_routes;
+    struct rm_pb_box *bootstrap_box;                           /* a reference */
+    struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* in bootstrap_box */
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
     char *node_id, *node_cluster;
     struct rm_cluster *ads_cluster;  /* dynamic_resources.ads_config's cluster, or NULL */
+    bool ads_delta;                  /* ads_config.api_type DELTA_GRPC (else SotW) */
+    bool lds, cds;                   /* lds_config / cds_config: ads */
     struct ProtobufCMessage **owned; /* unpacked typed_configs the compiled config points into */
     size_t n_owned;
 };
@@ -93,6 +136,29 @@ struct rm_snapshot {
  *  unsupported feature is an error naming its field path.  Returns NULL with <err>. */
 struct rm_snapshot *rm_snapshot_from_bootstrap(struct Envoy__Config__Bootstrap__V3__Bootstrap *bs,
                                                struct rm_error *err);
+/** The next snapshot: <base>'s static part (the bootstrap snapshot: its clusters are shared,
+ *  its listeners rebuilt) plus <dyn>.  A listener whose RDS route configuration <dyn> lacks gets
+ *  an empty one (404 NR); a route to a cluster that is not there resolves to none (503 NC).
+ *  Main thread.  NULL with <err> (naming the resource and field) on failure. */
+struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
+                                     const struct rm_snapshot_dyn *dyn, struct rm_error *err);
+
+/** Check a Listener arriving over LDS (errors under <path>, e.g. "Listener l1:"): everything
+ *  rm_snapshot_next would build, with clusters resolved by <resolve> (unknown ones in an inline
+ *  route_config are errors unless validate_clusters is false).  *rds_name (may be NULL) gets
+ *  the RDS route_config_name it needs (malloc'd) or NULL. */
+int rm_snapshot_check_listener(const struct Envoy__Config__Listener__V3__Listener *pb,
+                               const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
+                               char **rds_name, struct rm_error *err);
+/** Check a RouteConfiguration arriving over RDS: a route to a cluster <resolve> does not know is
+ *  an error unless validate_clusters is false. */
+int rm_snapshot_check_route(const struct Envoy__Config__Route__V3__RouteConfiguration *pb,
+                            const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
+                            struct rm_error *err);
+/** Whether two listener configs are the same socket: same name and same address (then an
+ *  update keeps the bound socket). */
+bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b);
+
 struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s);
 void rm_snapshot_unref(struct rm_snapshot *s);
 /** Cluster by name (binary search); NULL if none. */

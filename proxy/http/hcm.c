@@ -32,7 +32,7 @@ struct rm_worker *rm_hcm_worker(const struct rm_hcm_stream *hs)
 }
 struct rm_snapshot *rm_hcm_snapshot(const struct rm_hcm_stream *hs)
 {
-    return hs->hc->snap;
+    return hs->wsnap->snap;
 }
 
 /* ---- connection --------------------------------------------------------------------------- */
@@ -45,7 +45,7 @@ static void conn_free_task(struct rm_task *t)
         hc->filter_state = st->next;
         free(st);
     }
-    rm_snapshot_unref(hc->snap);
+    rm_worker_snap_release(hc->wsnap);
     free(hc);
 }
 
@@ -61,14 +61,13 @@ static void conn_unlink_and_free(struct rm_hcm_conn *hc)
         w->conns = hc->next;
     if (hc->next) hc->next->prev = hc->prev;
     w->n_conns--;
-    rm_stat_dec(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
-    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_DESTROY);
-    rm_stat_dec(hc->lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
-    rm_stat_inc(hc->lc->stats, RM_LS_DOWNSTREAM_CX_DESTROY);
+    rm_stat_dec(hc->cx_stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_DESTROY);
+    rm_stat_dec(hc->listener_stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->listener_stats, RM_LS_DOWNSTREAM_CX_DESTROY);
     if (hc->codec)
-        rm_stat_dec(hc->cfg->stats, hc->codec->proto == RM_HTTP2
-                                        ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE
-                                        : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
+        rm_stat_dec(hc->cx_stats, hc->codec->proto == RM_HTTP2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE
+                                                               : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
     rm_loop_defer(w->loop, &hc->free_task, conn_free_task);
 }
 
@@ -94,9 +93,9 @@ static void start_codec(struct rm_hcm_conn *hc, bool h2)
         return;
     }
     hc->codec = c;
-    rm_stat_inc(hc->cfg->stats,
+    rm_stat_inc(hc->cx_stats,
                 h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_TOTAL : RM_HS_DOWNSTREAM_CX_HTTP1_TOTAL);
-    rm_stat_inc(hc->cfg->stats,
+    rm_stat_inc(hc->cx_stats,
                 h2 ? RM_HS_DOWNSTREAM_CX_HTTP2_ACTIVE : RM_HS_DOWNSTREAM_CX_HTTP1_ACTIVE);
     if (hc->w->draining) c->ops->shutdown(c);
 }
@@ -122,17 +121,22 @@ static const struct rm_conn_handler sniff_handler = {
     .on_close = sniff_on_close,
 };
 
-void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, struct rm_conn *conn)
+void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
+                     struct rm_conn *conn)
 {
     struct rm_hcm_conn *hc = calloc(1, sizeof(*hc));
     if (!hc) {
         rm_conn_close(conn);
         return;
     }
+    hc->listener_tag = listener_tag;
     hc->w = w;
-    hc->snap = rm_snapshot_ref(w->snap);
+    hc->wsnap = rm_worker_snap_hold(w->wsnap);
+    hc->snap = hc->wsnap->snap;
     hc->lc = lc;
     hc->cfg = &lc->hcm;
+    hc->cx_stats = lc->hcm.stats;
+    hc->listener_stats = lc->stats;
     hc->conn = conn;
     conn->owner = hc;
     conn->high_watermark = lc->buffer_limit;
@@ -381,11 +385,28 @@ static const struct rm_stream_events down_events = {
     .on_writable = down_on_writable,
 };
 
+/* A new stream takes the worker's current config if the connection's listener is still in it
+ * (Envoy: route and filter updates apply to new requests on existing connections). */
+static void follow_config(struct rm_hcm_conn *hc)
+{
+    struct rm_worker *w = hc->w;
+    if (hc->wsnap == w->wsnap) return;
+    const struct rm_worker_listener *wl = rm_worker_listener_by_tag(w, hc->listener_tag);
+    if (!wl) return; /* the listener is gone: the connection drains on its config */
+    rm_worker_snap_release(hc->wsnap);
+    hc->wsnap = rm_worker_snap_hold(w->wsnap);
+    hc->snap = hc->wsnap->snap;
+    hc->lc = wl->cfg;
+    hc->cfg = &wl->cfg->hcm;
+}
+
 static void on_stream(void *user, struct rm_stream *s)
 {
     struct rm_hcm_conn *hc = user;
     struct rm_hcm_stream *hs = rm_arena_alloc(s->arena, sizeof(*hs));
     memset(hs, 0, sizeof(*hs));
+    follow_config(hc);
+    hs->wsnap = rm_worker_snap_hold(hc->wsnap);
     hs->hc = hc;
     hs->down = s;
     hs->arena = s->arena;
@@ -715,8 +736,10 @@ static void finish_task(struct rm_task *t)
         rm_log_debug("%s request finished: %u %s", hc->cfg->stat_prefix, hs->status,
                      hs->resp_flags);
     if (--hc->active_streams == 0) rm_hcm_conn_idle(hc);
+    struct rm_worker_snap *ws = hs->wsnap;
     struct rm_stream *down = hs->down;
     down->ops->release(down); /* frees hs (it lives in the stream's arena) */
+    rm_worker_snap_release(ws);
 }
 
 static void stream_finish(struct rm_hcm_stream *hs)

@@ -32,9 +32,13 @@ struct rm_hcm_conn_state {
 
 struct rm_hcm_conn {
     struct rm_worker *w;
-    struct rm_snapshot *snap; /* reference */
+    /* The config the next stream gets: the worker's current one when the connection's
+     * listener is still there (streams keep the one they started on). */
+    struct rm_worker_snap *wsnap; /* a hold */
+    struct rm_snapshot *snap;     /* wsnap->snap */
     const struct rm_listener_cfg *lc;
     const struct rm_hcm_cfg *cfg;
+    struct rm_stats *cx_stats, *listener_stats; /* where the connection was counted */
     struct rm_conn *conn;
     struct rm_codec *codec;          /* NULL until the protocol is known */
     struct rm_hcm_conn *next, *prev; /* the worker's list */
@@ -44,6 +48,7 @@ struct rm_hcm_conn {
     struct rm_timer timer;  /* idle_timeout and max_connection_duration (hcm_timeouts.c) */
     uint64_t start_ms;      /* accepted at */
     uint64_t idle_since_ms; /* when active_streams last became 0 */
+    uint64_t listener_tag;  /* the worker listener that accepted it (rm_worker_listener.tag) */
     bool closed;
     char peer_ip[64];
 };
@@ -63,6 +68,7 @@ enum {
 
 struct rm_hcm_stream {
     struct rm_hcm_conn *hc;
+    struct rm_worker_snap *wsnap; /* a hold on the config it started on (cfg, route...) */
     struct rm_stream *down;
     struct rm_arena *arena;
     const struct rm_hcm_cfg *cfg;
@@ -89,8 +95,10 @@ struct rm_hcm_stream {
     void *on_down_writable_ctx;
 };
 
-/** Take over an accepted connection.  Frees itself when the connection ends. */
-void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, struct rm_conn *conn);
+/** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.
+ *  Frees itself when the connection ends (out of memory: <conn> is closed at once). */
+void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
+                     struct rm_conn *conn);
 /** Graceful drain: GOAWAY / Connection: close, close when idle. */
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc);
 /** Close now (streams are reset). */

@@ -192,6 +192,14 @@ struct rm_route_table *
 rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc, const char *path,
                    rm_route_resolve_fn resolve, void *resolve_ctx, struct rm_error *err)
 {
+    return rm_route_table_new_ex(rc, path, resolve, resolve_ctx, false, err);
+}
+
+struct rm_route_table *
+rm_route_table_new_ex(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                      const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
+                      bool validate_default, struct rm_error *err)
+{
     if (!path) path = "";
     if (!rc) {
         rm_error_set(err, "%s: a RouteConfiguration is required", *path ? path : "route_config");
@@ -207,6 +215,7 @@ rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc
         .t = t,
         .resolve = resolve,
         .resolve_ctx = resolve_ctx,
+        .validate_clusters = validate_default,
         .err = err,
     };
     if (table(&c, rc, path) != RM_OK) goto fail_table;

@@ -228,6 +228,13 @@ typedef void *(*rm_route_resolve_fn)(void *ctx, const char *cluster_name);
 struct rm_route_table *
 rm_route_table_new(const struct Envoy__Config__Route__V3__RouteConfiguration *rc, const char *path,
                    rm_route_resolve_fn resolve, void *resolve_ctx, struct rm_error *err);
+/** rm_route_table_new, where <validate_default> is what an unset validate_clusters means: true
+ *  makes a route to a cluster <resolve> does not know an error naming the route's field (how
+ *  remora checks route configurations arriving over xDS). */
+struct rm_route_table *
+rm_route_table_new_ex(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                      const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
+                      bool validate_default, struct rm_error *err);
 void rm_route_table_free(struct rm_route_table *t);
 
 /** Find the virtual host for <authority> (port ignored when the table says so, and always

@@ -32,8 +32,7 @@ static int resolve(struct rm_route_ctx *c, const char *name, const char *path, v
 {
     *out = c->resolve ? c->resolve(c->resolve_ctx, name) : NULL;
     if (!*out && c->resolve && c->validate_clusters)
-        return rm_error_set(c->err, "%s: unknown cluster '%s' (validate_clusters is set)", path,
-                            name);
+        return rm_error_set(c->err, "%s: unknown cluster '%s'", path, name);
     return RM_OK;
 }
 

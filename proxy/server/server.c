@@ -22,7 +22,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
-#include "xds/ads_client.h"
+#include "xds/xds_manager.h"
 
 /* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
  * cluster warming; its initial_fetch_timeout default is 15 s). */
@@ -42,7 +42,7 @@ struct rm_server {
     struct rm_timer uptime_timer;
     uint64_t start_s;
     struct rm_dns_clusters *dns; /* STRICT_DNS / LOGICAL_DNS clusters */
-    struct rm_ads_client *ads;   /* EDS clusters (dynamic_resources.ads_config), or NULL */
+    struct rm_xds_manager *xds;  /* dynamic_resources.ads_config, or NULL */
     struct rm_timer init_timer;  /* bound on INITIALIZING */
 };
 
@@ -229,28 +229,48 @@ static void on_uptime(struct rm_timer *t)
     rm_timer_start(sv->loop, &sv->uptime_timer, 1000, on_uptime);
 }
 
-/* Bind every listener once per worker (SO_REUSEPORT) so bind errors stop start-up here. */
-static int bind_listeners(struct rm_server *sv, int **fds_out, struct rm_error *err)
+/* Bind listener <lc> once per worker (SO_REUSEPORT) into fds[w * stride + i]. */
+static int bind_one(struct rm_server *sv, const struct rm_listener_cfg *lc, int *fds, size_t stride,
+                    size_t i, struct rm_error *err)
 {
-    size_t nl = sv->snap->n_listeners;
+    for (unsigned w = 0; w < sv->n_workers; w++) {
+        int fd = rm_listen_socket((const struct sockaddr *)&lc->addr, lc->addr_len,
+                                  lc->reuse_port || sv->n_workers > 1, (int)lc->backlog);
+        if (fd < 0)
+            return rm_error_set(err, "%s%s%s: cannot listen on %s: %s",
+                                lc->dynamic ? "Listener " : "listener ", lc->name,
+                                lc->dynamic ? ".address" : "", lc->addr_str, strerror(-fd));
+        fds[w * stride + i] = fd;
+    }
+    return RM_OK;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t k = 0; fds && k < n; k++)
+        if (fds[k] >= 0) close(fds[k]);
+    free(fds);
+}
+
+/* Sockets for the listeners of <next> that <prev> (NULL: none) does not have, one per worker:
+ * *fds_out[w * n + i], -1 where the worker keeps its socket. */
+static int bind_listeners(struct rm_server *sv, const struct rm_snapshot *prev,
+                          const struct rm_snapshot *next, int **fds_out, struct rm_error *err)
+{
+    size_t nl = next->n_listeners;
     int *fds = calloc(sv->n_workers * nl + 1, sizeof(int));
     if (!fds) return rm_error_set(err, "out of memory");
     for (size_t k = 0; k < sv->n_workers * nl; k++)
         fds[k] = -1;
-    for (unsigned w = 0; w < sv->n_workers; w++) {
-        for (size_t i = 0; i < nl; i++) {
-            const struct rm_listener_cfg *lc = sv->snap->listeners[i];
-            int fd = rm_listen_socket((const struct sockaddr *)&lc->addr, lc->addr_len,
-                                      lc->reuse_port || sv->n_workers > 1, (int)lc->backlog);
-            if (fd < 0) {
-                rm_error_set(err, "static_resources.listeners[%zu] (%s): cannot listen on %s: %s",
-                             i, lc->name, lc->addr_str, strerror(-fd));
-                for (size_t k = 0; k < sv->n_workers * nl; k++)
-                    if (fds[k] >= 0) close(fds[k]);
-                free(fds);
-                return RM_ERR;
-            }
-            fds[w * nl + i] = fd;
+    for (size_t i = 0; i < nl; i++) {
+        bool kept = false;
+        for (size_t j = 0; prev && j < prev->n_listeners && !kept; j++)
+            kept = rm_listener_cfg_same_socket(prev->listeners[j], next->listeners[i]);
+        if (kept) continue;
+        if (bind_one(sv, next->listeners[i], fds, nl, i, err)) {
+            if (!prev) rm_error_prefix(err, "static_resources.listeners[%zu]: ", i);
+            close_fds(fds, sv->n_workers * nl);
+            return RM_ERR;
         }
     }
     *fds_out = fds;
@@ -273,7 +293,7 @@ static int setup_signals(struct rm_server *sv)
 static int start(struct rm_server *sv, struct rm_error *err)
 {
     int *fds = NULL;
-    if (bind_listeners(sv, &fds, err)) return RM_ERR;
+    if (bind_listeners(sv, NULL, sv->snap, &fds, err)) return RM_ERR;
     sv->workers = calloc(sv->n_workers, sizeof(*sv->workers));
     size_t nl = sv->snap->n_listeners;
     for (unsigned i = 0; i < sv->n_workers; i++) {
@@ -310,6 +330,44 @@ static void outlier_timers(struct rm_server *sv, bool run)
     }
 }
 
+static bool in_snapshot(const struct rm_snapshot *s, const struct rm_cluster *c)
+{
+    return rm_snapshot_cluster(s, c->name) == c;
+}
+
+/* xDS: <next> becomes the active config: its new listeners are bound (a failure changes
+ * nothing), each worker gets it, outlier detection follows the clusters added and removed. */
+static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error *err)
+{
+    struct rm_server *sv = ctx;
+    struct rm_snapshot *prev = sv->snap;
+    int *fds = NULL;
+    if (bind_listeners(sv, prev, next, &fds, err)) return RM_ERR;
+    size_t nl = next->n_listeners;
+    for (unsigned i = 0; i < sv->n_workers; i++) {
+        int *wfds = malloc((nl + 1) * sizeof(int));
+        if (wfds) memcpy(wfds, fds + i * nl, nl * sizeof(int));
+        for (size_t k = 0; k < nl; k++)
+            fds[i * nl + k] = -1; /* handed over (or closed below on failure) */
+        if (!wfds || rm_worker_publish_snapshot(sv->workers[i], prev, next, wfds))
+            rm_log_error("worker %u: out of memory: it keeps serving the previous config", i);
+    }
+    close_fds(fds, sv->n_workers * nl);
+    for (size_t i = 0; i < prev->n_clusters; i++) {
+        if (prev->clusters[i]->outlier && !in_snapshot(next, prev->clusters[i]))
+            rm_outlier_stop(prev->clusters[i]->outlier);
+    }
+    for (size_t i = 0; i < next->n_clusters; i++) {
+        if (next->clusters[i]->outlier && !in_snapshot(prev, next->clusters[i]))
+            rm_outlier_start(next->clusters[i]->outlier, sv->loop);
+    }
+    rm_log_info("config: %zu listener(s), %zu cluster(s), %zu route configuration(s)",
+                next->n_listeners, next->n_clusters, next->n_routes);
+    sv->snap = rm_snapshot_ref(next);
+    rm_snapshot_unref(prev);
+    return RM_OK;
+}
+
 /* ---- initialization (DNS and EDS cluster warming)
  * --------------------------------------------------- */
 
@@ -325,7 +383,7 @@ static void go_live(struct rm_server *sv)
 static bool clusters_warm(const struct rm_server *sv)
 {
     return (!sv->dns || rm_dns_clusters_initialized(sv->dns)) &&
-           (!sv->ads || rm_ads_client_initialized(sv->ads));
+           (!sv->xds || rm_xds_manager_initialized(sv->xds));
 }
 
 static void on_dns_init(void *ctx)
@@ -338,7 +396,7 @@ static void on_init_timeout(struct rm_timer *t)
     struct rm_server *sv = rm_container_of(t, struct rm_server, init_timer);
     char names[512], eds[512] = "";
     rm_dns_clusters_waiting(sv->dns, names, sizeof(names));
-    if (sv->ads) rm_ads_client_waiting(sv->ads, eds, sizeof(eds));
+    if (sv->xds) rm_xds_manager_waiting(sv->xds, eds, sizeof(eds));
     rm_log_warn("clusters still warming after %u ms: %s%s%s; live anyway", RM_INIT_TIMEOUT_MS,
                 names, names[0] && eds[0] ? ", " : "", eds);
     go_live(sv);
@@ -370,10 +428,13 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
                                   publish_hosts, on_dns_init, sv, err);
     if (!sv->dns) return RM_ERR;
     if (sv->snap->ads_cluster) {
-        sv->ads = rm_ads_client_new(sv->loop, sv->snap->ads_cluster, sv->snap->clusters,
-                                    sv->snap->n_clusters, sv->snap->node_id, sv->snap->node_cluster,
-                                    publish_hosts, on_dns_init, sv, err);
-        if (!sv->ads) return RM_ERR;
+        static const struct rm_xds_hooks hooks = {
+            .publish = publish_snapshot,
+            .publish_hosts = publish_hosts,
+            .on_init = on_dns_init,
+        };
+        sv->xds = rm_xds_manager_new(sv->loop, sv->snap, &hooks, sv, err);
+        if (!sv->xds) return RM_ERR;
     }
     sv->state = "INITIALIZING";
     if (clusters_warm(sv))
@@ -386,8 +447,8 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
 static void teardown(struct rm_server *sv)
 {
     rm_timer_stop(sv->loop, &sv->init_timer);
-    rm_ads_client_free(sv->ads); /* no more publishing: the workers may go */
-    sv->ads = NULL;
+    rm_xds_manager_free(sv->xds); /* no more publishing: the workers may go */
+    sv->xds = NULL;
     rm_dns_clusters_free(sv->dns);
     sv->dns = NULL;
     outlier_timers(sv, false);

@@ -40,13 +40,91 @@ static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer
 {
     struct rm_worker_listener *wl = rm_container_of(l, struct rm_worker_listener, l);
     struct rm_conn *c = rm_conn_accepted(wl->w->loop, fd, peer, len, &placeholder, NULL);
-    if (c) rm_hcm_conn_new(wl->w, wl->cfg, c);
+    if (c) rm_hcm_conn_new(wl->w, wl->cfg, wl->tag, c);
 }
 
 static void stop_listeners(struct rm_worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
-        rm_listener_stop(&w->listeners[i].l);
+        rm_listener_stop(&w->listeners[i]->l);
+}
+
+void rm_worker_snap_release(struct rm_worker_snap *ws)
+{
+    if (!ws || --ws->refs) return;
+    rm_snapshot_unref(ws->snap);
+    free(ws);
+}
+
+static struct rm_worker_snap *wsnap_new(struct rm_snapshot *s)
+{
+    struct rm_worker_snap *ws = malloc(sizeof(*ws));
+    if (!ws) return NULL;
+    ws->snap = rm_snapshot_ref(s);
+    ws->refs = 1;
+    return ws;
+}
+
+struct rm_worker_listener *rm_worker_listener_by_tag(struct rm_worker *w, uint64_t tag)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i]->tag == tag) return w->listeners[i];
+    }
+    return NULL;
+}
+
+static struct rm_worker_listener *listener_new(struct rm_worker *w, struct rm_listener_cfg *cfg)
+{
+    struct rm_worker_listener *wl = calloc(1, sizeof(*wl));
+    if (!wl) return NULL;
+    wl->w = w;
+    wl->cfg = cfg;
+    wl->tag = ++w->next_tag;
+    wl->l.io.fd = -1;
+    return wl;
+}
+
+/* Watch <fd> (taken over) for <wl>; logs a failure. */
+static void listener_start(struct rm_worker_listener *wl, int fd)
+{
+    if (rm_listener_start(&wl->l, wl->w->loop, fd, on_accept, wl->w) < 0)
+        rm_log_error("worker %u: cannot watch listener %s", wl->w->idx, wl->cfg->addr_str);
+}
+
+/* Stop <wl>, drain the connections it accepted, free it. */
+static void listener_remove(struct rm_worker_listener *wl)
+{
+    struct rm_worker *w = wl->w;
+    rm_listener_stop(&wl->l);
+    for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
+        next = hc->next;
+        if (hc->listener_tag == wl->tag) rm_hcm_conn_drain(hc);
+    }
+    rm_log_info("worker %u: listener %s (%s) removed", w->idx, wl->cfg->name, wl->cfg->addr_str);
+    free(wl);
+}
+
+/* Make room for slot <slot> in w->clusters.  Returns 0 or -1. */
+static int grow_slots(struct rm_worker *w, size_t slot)
+{
+    if (slot < w->n_slots) return 0;
+    size_t n = w->n_slots ? w->n_slots : 16;
+    while (n <= slot)
+        n *= 2;
+    struct rm_worker_cluster **v = realloc(w->clusters, n * sizeof(*v));
+    if (!v) return -1;
+    memset(v + w->n_slots, 0, (n - w->n_slots) * sizeof(*v));
+    w->clusters = v;
+    w->n_slots = n;
+    return 0;
+}
+
+static void free_clusters(struct rm_worker *w)
+{
+    for (size_t i = 0; w->clusters && i < w->n_slots; i++) {
+        rm_worker_cluster_release(w->clusters[i]);
+        w->clusters[i] = NULL;
+    }
 }
 
 static void close_all(struct rm_worker *w)
@@ -112,13 +190,13 @@ struct hosts_job {
 static void apply_hosts(struct rm_worker *w, void *arg)
 {
     struct hosts_job *j = arg;
-    unsigned idx = j->c->idx;
-    if (w && w->snap && idx < w->snap->n_clusters && w->snap->clusters[idx] == j->c &&
-        w->clusters[idx]) {
-        rm_worker_cluster_set_hosts(w->clusters[idx], j->hs);
+    struct rm_worker_cluster *wc = w ? rm_worker_cluster_for(w, j->c) : NULL;
+    if (wc) {
+        rm_worker_cluster_set_hosts(wc, j->hs);
         j->hs = NULL;
     }
     rm_host_set_unref(j->hs);
+    rm_cluster_unref(j->c);
     free(j);
 }
 
@@ -126,10 +204,155 @@ int rm_worker_publish_hosts(struct rm_worker *w, struct rm_cluster *c, struct rm
 {
     struct hosts_job *j = malloc(sizeof(*j));
     if (!j) return -1;
-    *j = (struct hosts_job){c, rm_host_set_ref(hs)};
+    *j = (struct hosts_job){rm_cluster_ref(c), rm_host_set_ref(hs)};
     if (rm_worker_post(w, apply_hosts, j) == 0) return 0;
     rm_host_set_unref(j->hs);
+    rm_cluster_unref(j->c);
     free(j);
+    return -1;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+struct snapshot_job {
+    struct rm_snapshot *snap; /* a reference */
+    struct rm_worker_cluster **added;
+    size_t n_added;
+    struct rm_cluster **removed; /* references */
+    size_t n_removed;
+    int *fds; /* [snap->n_listeners] */
+};
+
+static void snapshot_job_free(struct snapshot_job *j)
+{
+    for (size_t i = 0; i < j->n_added; i++)
+        rm_worker_cluster_free(j->added[i]);
+    for (size_t i = 0; i < j->n_removed; i++)
+        rm_cluster_unref(j->removed[i]);
+    for (size_t i = 0; j->fds && i < j->snap->n_listeners; i++) {
+        if (j->fds[i] >= 0) close(j->fds[i]);
+    }
+    rm_snapshot_unref(j->snap);
+    free(j->added);
+    free(j->removed);
+    free(j->fds);
+    free(j);
+}
+
+static void swap_clusters(struct rm_worker *w, struct snapshot_job *j)
+{
+    for (size_t i = 0; i < j->n_removed; i++) {
+        struct rm_worker_cluster *wc = rm_worker_cluster_for(w, j->removed[i]);
+        if (!wc) continue;
+        w->clusters[j->removed[i]->slot] = NULL;
+        rm_worker_cluster_release(wc); /* requests still using it keep it */
+    }
+    for (size_t i = 0; i < j->n_added; i++) {
+        struct rm_worker_cluster *wc = j->added[i];
+        if (grow_slots(w, wc->cluster->slot)) abort();
+        rm_worker_cluster_release(w->clusters[wc->cluster->slot]);
+        w->clusters[wc->cluster->slot] = wc;
+        j->added[i] = NULL;
+    }
+    j->n_added = 0;
+}
+
+/* The worker listener of the old set with <lc>'s socket, taken out of <old>, or NULL. */
+static struct rm_worker_listener *take_listener(struct rm_worker_listener **old, size_t n,
+                                                const struct rm_listener_cfg *lc)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (old[i] && rm_listener_cfg_same_socket(old[i]->cfg, lc)) {
+            struct rm_worker_listener *wl = old[i];
+            old[i] = NULL;
+            return wl;
+        }
+    }
+    return NULL;
+}
+
+static void swap_listeners(struct rm_worker *w, struct snapshot_job *j,
+                           struct rm_worker_listener **next)
+{
+    struct rm_snapshot *s = j->snap;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct rm_worker_listener *wl =
+            j->fds[i] < 0 ? take_listener(w->listeners, w->n_listeners, s->listeners[i]) : NULL;
+        if (wl) {
+            wl->cfg = s->listeners[i];
+        } else {
+            wl = next[i];
+            next[i] = NULL;
+            listener_start(wl, j->fds[i]);
+            j->fds[i] = -1;
+        }
+        next[i] = wl;
+    }
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i]) listener_remove(w->listeners[i]);
+    }
+    free(w->listeners);
+    w->listeners = next;
+    w->n_listeners = s->n_listeners;
+}
+
+static void apply_snapshot(struct rm_worker *w, void *arg)
+{
+    struct snapshot_job *j = arg;
+    if (!w || w->draining) {
+        snapshot_job_free(j);
+        return;
+    }
+    size_t nl = j->snap->n_listeners;
+    struct rm_worker_listener **next = calloc(nl + 1, sizeof(*next));
+    for (size_t i = 0; next && i < nl; i++) {
+        if (j->fds[i] >= 0 && !(next[i] = listener_new(w, j->snap->listeners[i]))) abort();
+    }
+    if (!next) abort(); /* a worker that cannot follow its config must not serve a stale one */
+    struct rm_worker_snap *ws = wsnap_new(j->snap);
+    if (!ws) abort();
+    swap_clusters(w, j);
+    swap_listeners(w, j, next);
+    rm_worker_snap_release(w->wsnap);
+    w->wsnap = ws;
+    w->snap = ws->snap;
+    snapshot_job_free(j);
+}
+
+static bool has_cluster(const struct rm_snapshot *s, const struct rm_cluster *c)
+{
+    return rm_snapshot_cluster(s, c->name) == c;
+}
+
+int rm_worker_publish_snapshot(struct rm_worker *w, struct rm_snapshot *prev,
+                               struct rm_snapshot *next, int *fds)
+{
+    struct snapshot_job *j = calloc(1, sizeof(*j));
+    if (!j) goto fail_fds;
+    j->snap = rm_snapshot_ref(next);
+    j->fds = fds;
+    j->added = calloc(next->n_clusters + 1, sizeof(*j->added));
+    j->removed = calloc(prev->n_clusters + 1, sizeof(*j->removed));
+    if (!j->added || !j->removed) goto fail;
+    for (size_t i = 0; i < next->n_clusters; i++) {
+        struct rm_cluster *c = next->clusters[i];
+        if (has_cluster(prev, c)) continue;
+        if (!(j->added[j->n_added] = rm_worker_cluster_new(c, w->loop))) goto fail;
+        j->n_added++;
+    }
+    for (size_t i = 0; i < prev->n_clusters; i++) {
+        struct rm_cluster *c = prev->clusters[i];
+        if (!has_cluster(next, c)) j->removed[j->n_removed++] = rm_cluster_ref(c);
+    }
+    if (rm_worker_post(w, apply_snapshot, j) == 0) return 0;
+fail:
+    snapshot_job_free(j);
+    return -1;
+fail_fds:
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        if (fds[i] >= 0) close(fds[i]);
+    }
+    free(fds);
     return -1;
 }
 
@@ -163,9 +386,7 @@ static void *worker_main(void *arg)
     struct rm_worker *w = arg;
     rm_stats_shard = w->idx + 1;
     for (size_t i = 0; i < w->n_listeners; i++) {
-        if (rm_listener_start(&w->listeners[i].l, w->loop, w->listen_fds[i], on_accept, w) < 0)
-            rm_log_error("worker %u: cannot watch listener %s", w->idx,
-                         w->listeners[i].cfg->addr_str);
+        listener_start(w->listeners[i], w->listen_fds[i]);
         w->listen_fds[i] = -1;
     }
     rm_loop_run(w->loop);
@@ -173,10 +394,7 @@ static void *worker_main(void *arg)
     close_all(w);
     rm_timer_stop(w->loop, &w->drain_timer);
     rm_loop_run_pending(w->loop);
-    for (size_t i = 0; i < w->snap->n_clusters; i++) {
-        rm_worker_cluster_free(w->clusters[i]);
-        w->clusters[i] = NULL;
-    }
+    free_clusters(w);
     rm_loop_run_pending(w->loop);
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
@@ -192,25 +410,28 @@ struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds
     pthread_mutex_init(&w->jobs_lock, NULL);
     w->jobs_tail = &w->jobs;
     w->loop = rm_loop_new();
-    w->snap = rm_snapshot_ref(snap);
-    w->clusters = calloc(snap->n_clusters + 1, sizeof(*w->clusters));
+    w->wsnap = wsnap_new(snap);
+    w->snap = snap;
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->listen_fds = calloc(snap->n_listeners + 1, sizeof(int));
-    if (!w->loop || !w->clusters || !w->listeners || !w->listen_fds) goto fail;
+    if (!w->loop || !w->wsnap || !w->listeners || !w->listen_fds) goto fail;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     w->rng = ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)idx << 32) ^ 0xabcdefULL;
     if (!w->rng) w->rng = 1;
     for (size_t i = 0; i < snap->n_clusters; i++) {
-        w->clusters[i] = rm_worker_cluster_new(snap->clusters[i], w->loop);
-        if (!w->clusters[i]) goto fail;
+        struct rm_cluster *c = snap->clusters[i];
+        if (grow_slots(w, c->slot) || !(w->clusters[c->slot] = rm_worker_cluster_new(c, w->loop)))
+            goto fail;
     }
-    w->n_listeners = snap->n_listeners;
     for (size_t i = 0; i < snap->n_listeners; i++) {
-        w->listeners[i].w = w;
-        w->listeners[i].cfg = snap->listeners[i];
-        w->listeners[i].l.io.fd = -1;
+        w->listen_fds[i] = -1;
+        if (!(w->listeners[i] = listener_new(w, snap->listeners[i]))) goto fail;
+        w->n_listeners++;
+    }
+    for (size_t i = 0; i < snap->n_listeners; i++) {
         w->listen_fds[i] = fds[i];
+        fds[i] = -1;
     }
     if (rm_async_init(w->loop, &w->async, on_command) < 0) goto fail;
     return w;
@@ -242,14 +463,13 @@ void rm_worker_join_free(struct rm_worker *w)
         }
     }
     if (w->loop && w->async.io.fd >= 0 && w->async.cb) rm_async_dispose(w->loop, &w->async);
-    if (w->clusters && w->snap) {
-        for (size_t i = 0; i < w->snap->n_clusters; i++)
-            rm_worker_cluster_free(w->clusters[i]);
-    }
+    free_clusters(w);
     free(w->clusters);
+    for (size_t i = 0; w->listeners && i < w->n_listeners; i++)
+        free(w->listeners[i]);
     free(w->listeners);
     free(w->listen_fds);
-    rm_snapshot_unref(w->snap);
+    rm_worker_snap_release(w->wsnap);
     rm_loop_free(w->loop);
     pthread_mutex_destroy(&w->jobs_lock);
     free(w);

@@ -24,21 +24,41 @@ struct rm_worker;
  *  what <arg> holds). */
 typedef void (*rm_worker_fn)(struct rm_worker *w, void *arg);
 
+/** A worker's hold on a snapshot, counted without atomics (worker thread only): the worker holds
+ *  its current one; connections and streams hold the one they use, so per-request references
+ *  never touch a cache line another thread writes. */
+struct rm_worker_snap {
+    struct rm_snapshot *snap; /* one (atomic) reference */
+    unsigned refs;
+};
+
+static inline struct rm_worker_snap *rm_worker_snap_hold(struct rm_worker_snap *ws)
+{
+    ws->refs++;
+    return ws;
+}
+/** Drop a hold; the last one drops the snapshot reference.  NULL is a no-op. */
+void rm_worker_snap_release(struct rm_worker_snap *ws);
+
 struct rm_worker_listener {
     struct rm_listener l;
     struct rm_worker *w;
-    struct rm_listener_cfg *cfg;
+    struct rm_listener_cfg *cfg; /* in w->snap */
+    uint64_t tag;                /* unique in the worker: connections remember it */
 };
 
 struct rm_worker {
     unsigned idx; /* 0-based; stats shard idx + 1 */
     struct rm_loop *loop;
     pthread_t thread;
-    struct rm_snapshot *snap;
-    struct rm_worker_cluster **clusters; /* by cluster idx in snap */
-    struct rm_worker_listener *listeners;
+    struct rm_worker_snap *wsnap;        /* the config new connections and streams get */
+    struct rm_snapshot *snap;            /* wsnap->snap */
+    struct rm_worker_cluster **clusters; /* by cluster slot (NULL: not in snap) */
+    size_t n_slots;
+    struct rm_worker_listener **listeners; /* parallel to snap->listeners */
     size_t n_listeners;
-    int *listen_fds; /* handed over by the main thread, one per listener */
+    int *listen_fds; /* handed over by the main thread, one per listener, until the start */
+    uint64_t next_tag;
     struct rm_async async;
     _Atomic int command;                     /* RM_WORKER_* */
     pthread_mutex_t jobs_lock;               /* guards jobs / jobs_tail (any thread) */
@@ -74,11 +94,33 @@ int rm_worker_post(struct rm_worker *w, rm_worker_fn fn, void *arg);
  *  or -1 (out of memory: the worker keeps its old view). */
 int rm_worker_publish_hosts(struct rm_worker *w, struct rm_cluster *c, struct rm_host_set *hs);
 
-/** The worker's view of snapshot cluster <idx>. */
-static inline struct rm_worker_cluster *rm_worker_cluster(struct rm_worker *w, unsigned idx)
-{
-    return w->clusters[idx];
-}
+/** Hand <next> to <w> (main thread; <prev> is the snapshot published to it before): the
+ *  worker's clusters follow (views of clusters new in <next> are made here, with their current
+ *  membership; views of clusters gone are dropped once no request uses them), its listeners
+ *  follow (<fds>[i], one per listener of <next>: a bound socket for a listener that <prev>
+ *  does not have (rm_listener_cfg_same_socket), -1 to keep the worker's socket; ownership of
+ *  the sockets passes), connections of removed listeners drain, and new connections get
+ *  <next>.  Connections keep the snapshot they started on.  Returns 0, or -1 when out of memory
+ *  (nothing changes; the sockets are closed). */
+int rm_worker_publish_snapshot(struct rm_worker *w, struct rm_snapshot *prev,
+                               struct rm_snapshot *next, int *fds);
+
+/** The worker listener with <tag>, or NULL (removed since). */
+struct rm_worker_listener *rm_worker_listener_by_tag(struct rm_worker *w, uint64_t tag);
+
+/** The worker's view of cluster <c> of its current snapshot, or NULL when <c> is not in it any
+ *  more (a request on an older snapshot: 503 NC, as Envoy when the cluster is gone). */
+static inline struct rm_worker_cluster *rm_worker_cluster_for(struct rm_worker *w,
+                                                              const struct rm_cluster *c);
 uint64_t rm_worker_random(struct rm_worker *w);
+
+#include "proxy/upstream/pool.h"
+
+static inline struct rm_worker_cluster *rm_worker_cluster_for(struct rm_worker *w,
+                                                              const struct rm_cluster *c)
+{
+    struct rm_worker_cluster *wc = c->slot < w->n_slots ? w->clusters[c->slot] : NULL;
+    return wc && wc->cluster == c ? wc : NULL;
+}
 
 #endif

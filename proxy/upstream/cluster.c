@@ -1,6 +1,7 @@
 #include "proxy/upstream/cluster.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +29,49 @@ static void free_dns(struct rm_cluster *c)
     free(c->dns);
 }
 
-void rm_cluster_free(struct rm_cluster *c)
+/* ---- slots ------------------------------------------------------------------------------- */
+
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned *free_slots; /* stack of released slots */
+static size_t n_free_slots, cap_free_slots;
+static unsigned next_slot;
+
+static unsigned slot_get(void)
 {
-    if (!c) return;
+    pthread_mutex_lock(&slots_lock);
+    unsigned s = n_free_slots ? free_slots[--n_free_slots] : next_slot++;
+    pthread_mutex_unlock(&slots_lock);
+    return s;
+}
+
+static void slot_put(unsigned s)
+{
+    pthread_mutex_lock(&slots_lock);
+    if (n_free_slots == cap_free_slots) {
+        size_t cap = cap_free_slots ? cap_free_slots * 2 : 64;
+        unsigned *v = realloc(free_slots, cap * sizeof(*v));
+        if (!v) { /* the slot is lost, never reused: harmless */
+            pthread_mutex_unlock(&slots_lock);
+            return;
+        }
+        free_slots = v;
+        cap_free_slots = cap;
+    }
+    free_slots[n_free_slots++] = s;
+    pthread_mutex_unlock(&slots_lock);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+struct rm_cluster *rm_cluster_ref(struct rm_cluster *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void rm_cluster_unref(struct rm_cluster *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
     rm_outlier_free(c->outlier);
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         rm_cb_free(c->cb[i]);
@@ -39,6 +80,9 @@ void rm_cluster_free(struct rm_cluster *c)
     free(c->eds_service);
     free(c->name);
     free(c->stat_name);
+    free(c->version_info);
+    rm_pb_box_unref(c->pb_box);
+    slot_put(c->slot);
     free(c);
 }
 
@@ -444,7 +488,8 @@ static int setup_circuit_breakers(struct rm_cluster *c, const Cluster *pb, const
     return RM_OK;
 }
 
-struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm_error *err)
+struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box, const char *path,
+                                  struct rm_error *err)
 {
     if (!pb->name || !pb->name[0]) {
         rm_error_set(err, "%s.name: a cluster needs a name", path);
@@ -453,7 +498,10 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
     if (check_supported(pb, path, err)) return NULL;
     struct rm_cluster *c = calloc(1, sizeof(*c));
     if (!c) goto fail_oom;
+    atomic_init(&c->refs, 1);
+    c->slot = slot_get();
     c->pb = pb;
+    c->pb_box = rm_pb_box_ref(box);
     c->name = strdup(pb->name);
     c->stat_name = strdup(pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
     if (!c->name || !c->stat_name) goto fail_oom;
@@ -480,7 +528,7 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
 fail_oom:
     rm_error_set(err, "%s: out of memory", path);
 fail:
-    rm_cluster_free(c);
+    rm_cluster_unref(c);
     return NULL;
 }
 

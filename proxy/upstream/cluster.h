@@ -1,8 +1,10 @@
 /* Clusters and hosts: the immutable, shared part built from Envoy's Cluster message.
  *
- * A struct rm_cluster belongs to one config snapshot and is read-only after it is built,
- * except for statistics and per-host counters (atomics) and its current membership c->hs, which
- * only the main thread reads and replaces (DNS clusters: proxy/upstream/dns_cluster.h).
+ * A struct rm_cluster is refcounted and shared by every config snapshot that has it (a cluster
+ * whose definition did not change is the same object in the next snapshot, so pools, outlier
+ * state and stats carry over).  It is read-only after it is built, except for statistics and
+ * per-host counters (atomics) and its current membership c->hs, which only the main thread
+ * reads and replaces (DNS clusters: proxy/upstream/dns_cluster.h; EDS: xds/).
  * Per-worker state (load-balancer cursors, connection pools, the worker's own reference to the
  * membership) lives in struct rm_worker_cluster (proxy/upstream/pool.h). */
 #ifndef RM_UPSTREAM_CLUSTER_H
@@ -16,6 +18,7 @@
 
 #include "proxy/admin/stats.h"
 #include "proxy/core/error.h"
+#include "proxy/config/pbutil.h"
 #include "proxy/http/codec.h"
 #include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/host.h"
@@ -48,9 +51,12 @@ struct rm_dns_target {
 };
 
 struct rm_cluster {
+    _Atomic unsigned refs;
     char *name;
     char *stat_name; /* alt_stat_name or name */
-    unsigned idx;    /* position in the snapshot */
+    /* Stable id while the cluster lives, unique among live clusters (reused after the last
+     * unref): workers index their per-cluster state by it (rm_worker_cluster_for). */
+    unsigned slot;
     enum rm_lb_policy lb_policy;
     uint32_t lr_choice_count; /* LEAST_REQUEST: choices (default 2) */
     uint32_t connect_timeout_ms;
@@ -73,15 +79,24 @@ struct rm_cluster {
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
-    const struct Envoy__Config__Cluster__V3__Cluster *pb; /* owned by the snapshot */
+    const struct Envoy__Config__Cluster__V3__Cluster *pb; /* inside *pb_box */
+    struct rm_pb_box *pb_box; /* a reference on what owns *pb (NULL: the caller keeps it) */
+    /* Dynamic (CDS) clusters: the version_info it came with and when (ms since the epoch), for
+     * /config_dump; NULL / 0 for static ones. */
+    char *version_info;
+    uint64_t last_updated_ms;
 };
 
-/** Build a cluster from <pb> (kept by pointer: it must outlive the cluster).  Unsupported
- *  features are errors naming the field under <path> (e.g. "static_resources.clusters[1]").
- *  Returns NULL with <err> filled on failure. */
+/** Build a cluster from <pb>, which lives in <box> (the cluster takes a reference; NULL when
+ *  the caller guarantees <pb> outlives the cluster).  Unsupported features are errors naming
+ *  the field under <path> (e.g. "static_resources.clusters[1]").  Returns a cluster with one
+ *  reference, or NULL with <err> filled. */
 struct rm_cluster *rm_cluster_new(const struct Envoy__Config__Cluster__V3__Cluster *pb,
-                                  const char *path, struct rm_error *err);
-void rm_cluster_free(struct rm_cluster *c);
+                                  struct rm_pb_box *box, const char *path, struct rm_error *err);
+struct rm_cluster *rm_cluster_ref(struct rm_cluster *c);
+/** Drop a reference; the last one frees the cluster (any thread: the outlier detector's timer
+ *  must have been stopped on the main thread before).  NULL is a no-op. */
+void rm_cluster_unref(struct rm_cluster *c);
 
 /** Count the cluster's membership gauges (total, healthy) over c->hs.  Main thread. */
 void rm_cluster_update_membership(struct rm_cluster *c);

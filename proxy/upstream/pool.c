@@ -449,6 +449,7 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     struct rm_worker_cluster *wc = calloc(1, sizeof(*wc));
     if (!wc) return NULL;
     wc->cluster = c;
+    wc->refs = 1;
     wc->loop = loop;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -464,6 +465,7 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     }
     wc->hs = rm_host_set_ref(c->hs);
     wc->rr = wc->rng % n;
+    rm_cluster_ref(c);
     return wc;
 }
 
@@ -480,10 +482,17 @@ void rm_worker_cluster_free(struct rm_worker_cluster *wc)
     free(wc->pools);
     free(wc->wrr_current);
     rm_host_set_unref(wc->hs);
+    rm_cluster_unref(wc->cluster);
+    wc->cluster = NULL;
     if (wc->reap.queued)
         wc->freed = true; /* the queued task frees the struct */
     else
         free(wc);
+}
+
+void rm_worker_cluster_release(struct rm_worker_cluster *wc)
+{
+    if (wc && --wc->refs == 0) rm_worker_cluster_free(wc);
 }
 
 /* Old positions by host, to find where a host of the new set was. */

@@ -45,7 +45,8 @@ struct rm_pool_request {
 /* One worker's view of one cluster.  Worker thread only (created and freed on the thread that
  * owns <loop>, or before that thread runs). */
 struct rm_worker_cluster {
-    struct rm_cluster *cluster;
+    struct rm_cluster *cluster; /* a reference */
+    unsigned refs;              /* the worker's map + requests using it (worker thread) */
     struct rm_loop *loop;
     struct rm_host_set *hs; /* this worker's reference to the membership it balances over */
     uint64_t rr;            /* round-robin cursor */
@@ -58,12 +59,24 @@ struct rm_worker_cluster {
     bool freed;               /* rm_worker_cluster_free ran while reap was queued */
 };
 
-/** The worker view of <c>, balancing over c->hs as it is now (a new reference): on the main
- *  thread, before the worker thread runs.  NULL when out of memory. */
+/** The worker view of <c> (takes a cluster reference), balancing over c->hs as it is now (a
+ *  new reference): on the main thread, which hands it to the worker (before the worker runs, or
+ *  in a posted job).  One reference (the worker's map).  NULL when out of memory. */
 struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop);
 /** Close every pooled connection, draining ones included (requests in flight get on_reset) and
- *  free.  On the worker's thread (or after it ended); NULL is a no-op. */
+ *  free, whatever the references.  On the worker's thread (or after it ended); NULL is a
+ *  no-op. */
 void rm_worker_cluster_free(struct rm_worker_cluster *wc);
+/** A request starts using <wc> (worker thread): it stays valid until the matching release,
+ *  even if the cluster leaves the config meanwhile. */
+static inline struct rm_worker_cluster *rm_worker_cluster_hold(struct rm_worker_cluster *wc)
+{
+    wc->refs++;
+    return wc;
+}
+/** Drop a reference (worker thread); the last one frees (rm_worker_cluster_free).  NULL is a
+ *  no-op.  Never call it from inside one of <wc>'s pool callbacks with the last reference. */
+void rm_worker_cluster_release(struct rm_worker_cluster *wc);
 
 /** Balance over <hs> from now on (takes over the caller's reference; the old set is dropped).
  *  Hosts that stay keep their pools and their smooth-WRR state; pools of hosts that left

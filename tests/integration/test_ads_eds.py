@@ -144,10 +144,15 @@ def test_config_errors(ctx):
         assert r.returncode == 1 and want in r.stderr.decode(), r.stderr.decode()
 
     good = ads_bootstrap(1)
-    check(good + "  lds_config: { ads: {} }\n", "dynamic_resources.lds_config: not supported")
-    check(good + "  cds_config: { ads: {} }\n", "dynamic_resources.cds_config: not supported")
-    check(good.replace("api_type: GRPC", "api_type: DELTA_GRPC"),
-          "dynamic_resources.ads_config.api_type")
+    check(good + "  lds_config: { self: {} }\n",
+          "dynamic_resources.lds_config: only ads: {}")
+    check(good + "  cds_config: { ads: {}, resource_api_version: V2 }\n",
+          "dynamic_resources.cds_config.resource_api_version: only V3")
+    check(good.replace("api_type: GRPC", "api_type: REST"),
+          "dynamic_resources.ads_config.api_type: only GRPC and DELTA_GRPC")
+    no_ads = good[:good.index("dynamic_resources:")]
+    check(no_ads + "dynamic_resources:\n  lds_config: { ads: {} }\n",
+          "dynamic_resources.lds_config: ads: {} needs dynamic_resources.ads_config")
     check(good.replace("cluster_name: xds }", "cluster_name: nope }"),
           "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name")
     check(ads_bootstrap(1, ads_cluster_extra=cfg.DOWNSTREAM_OPTS.replace(

@@ -210,6 +210,7 @@ static void wfix_setup(struct wfix *f, enum rm_lb_policy lb, struct rm_host_set 
 {
     memset(f, 0, sizeof(*f));
     f->c.name = "swap";
+    atomic_init(&f->c.refs, 1); /* the fixture's: never freed by an unref */
     f->c.lb_policy = lb;
     f->c.lr_choice_count = 2;
     f->c.healthy_panic_threshold = 50;

@@ -18,6 +18,7 @@ static void setup_cluster(struct fixture *f, enum rm_lb_policy lb, size_t n, con
 {
     memset(f, 0, sizeof(*f));
     f->c.name = "test";
+    atomic_init(&f->c.refs, 1); /* the fixture's: never freed by an unref */
     f->c.lb_policy = lb;
     f->c.lr_choice_count = 2;
     f->c.healthy_panic_threshold = 50;

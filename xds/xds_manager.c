@@ -1,0 +1,1044 @@
+/* The xDS config manager (see xds_manager.h). */
+#include "xds/xds_manager.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "proxy/admin/stats.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/core/log.h"
+#include "proxy/core/strmap.h"
+#include "proxy/net/listener.h"
+#include "xds/ads_client.h"
+
+#define WARM_POLL_MS 100
+#define DEFAULT_FETCH_TIMEOUT_MS 15000
+
+typedef Envoy__Config__Cluster__V3__Cluster Cluster;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
+typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+
+enum {
+    CM_CDS_UPDATE_ATTEMPT,
+    CM_CDS_UPDATE_SUCCESS,
+    CM_CDS_UPDATE_REJECTED,
+    CM_CDS_VERSION,
+    CM_ACTIVE_CLUSTERS,
+    CM_WARMING_CLUSTERS,
+    CM_CLUSTER_ADDED,
+    CM_CLUSTER_MODIFIED,
+    CM_CLUSTER_REMOVED,
+    CM__COUNT
+};
+static const struct rm_stat_def cm_defs[CM__COUNT] = {
+    [CM_CDS_UPDATE_ATTEMPT] = {"cds.update_attempt", RM_COUNTER},
+    [CM_CDS_UPDATE_SUCCESS] = {"cds.update_success", RM_COUNTER},
+    [CM_CDS_UPDATE_REJECTED] = {"cds.update_rejected", RM_COUNTER},
+    [CM_CDS_VERSION] = {"cds.version", RM_GAUGE},
+    [CM_ACTIVE_CLUSTERS] = {"active_clusters", RM_GAUGE},
+    [CM_WARMING_CLUSTERS] = {"warming_clusters", RM_GAUGE},
+    [CM_CLUSTER_ADDED] = {"cluster_added", RM_COUNTER},
+    [CM_CLUSTER_MODIFIED] = {"cluster_modified", RM_COUNTER},
+    [CM_CLUSTER_REMOVED] = {"cluster_removed", RM_COUNTER},
+};
+
+enum {
+    LM_LDS_UPDATE_ATTEMPT,
+    LM_LDS_UPDATE_SUCCESS,
+    LM_LDS_UPDATE_REJECTED,
+    LM_LDS_VERSION,
+    LM_TOTAL_LISTENERS_ACTIVE,
+    LM_TOTAL_LISTENERS_WARMING,
+    LM_LISTENER_ADDED,
+    LM_LISTENER_MODIFIED,
+    LM_LISTENER_REMOVED,
+    LM__COUNT
+};
+static const struct rm_stat_def lm_defs[LM__COUNT] = {
+    [LM_LDS_UPDATE_ATTEMPT] = {"lds.update_attempt", RM_COUNTER},
+    [LM_LDS_UPDATE_SUCCESS] = {"lds.update_success", RM_COUNTER},
+    [LM_LDS_UPDATE_REJECTED] = {"lds.update_rejected", RM_COUNTER},
+    [LM_LDS_VERSION] = {"lds.version", RM_GAUGE},
+    [LM_TOTAL_LISTENERS_ACTIVE] = {"total_listeners_active", RM_GAUGE},
+    [LM_TOTAL_LISTENERS_WARMING] = {"total_listeners_warming", RM_GAUGE},
+    [LM_LISTENER_ADDED] = {"listener_added", RM_COUNTER},
+    [LM_LISTENER_MODIFIED] = {"listener_modified", RM_COUNTER},
+    [LM_LISTENER_REMOVED] = {"listener_removed", RM_COUNTER},
+};
+
+/** An EDS service name: its accepted assignment and the clusters that use it. */
+struct svc {
+    struct rm_pb_box *la; /* NULL until an assignment is accepted */
+    struct rm_host_spec *specs;
+    size_t n;
+    struct rm_cluster **users; /* static EDS clusters, CDS ones active or warming */
+    size_t n_users, cap;
+};
+
+/** A CDS cluster: the version serving and the newer one warming (either may be NULL). */
+struct dcluster {
+    struct rm_cluster *active, *warming;
+    uint64_t warm_deadline; /* loop ms; 0 = none */
+};
+
+/** One version of an LDS listener. */
+struct lversion {
+    struct rm_pb_box *pb; /* NULL: none */
+    char *version;
+    char *rds; /* the route configuration it needs, or NULL */
+    uint64_t updated_ms;
+};
+
+struct dlistener {
+    struct lversion active, warming;
+    uint64_t warm_deadline; /* loop ms; 0 = none */
+};
+
+struct droute {
+    struct rm_pb_box *pb;
+    char *version;
+    uint64_t updated_ms;
+};
+
+enum { T_CDS, T_EDS, T_LDS, T_RDS, T__COUNT };
+
+struct rm_xds_manager {
+    struct rm_loop *loop;
+    struct rm_snapshot *base; /* the bootstrap's */
+    struct rm_snapshot *cur;  /* the last one published */
+    struct rm_xds_hooks hooks;
+    void *ctx;
+    struct rm_ads_client *ads;
+    struct rm_ads_type types[T__COUNT];
+    int idx[T__COUNT]; /* a type's index in the client, or -1 */
+    struct rm_strmap svcs;      /* service name -> struct svc */
+    struct rm_strmap clusters;  /* name -> struct dcluster */
+    struct rm_strmap listeners; /* name -> struct dlistener */
+    struct rm_strmap routes;    /* name -> struct droute */
+    bool cds_done, lds_done;    /* first response accepted */
+    bool init_done;
+    struct rm_timer init_timer, warm_timer;
+    struct rm_stats *cm, *lm;
+};
+
+static void publish_next(struct rm_xds_manager *m);
+static void check_init(struct rm_xds_manager *m);
+static void on_warm_poll(struct rm_timer *t);
+
+static uint64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static uint64_t version_hash(const char *v)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; v && *v; v++)
+        h = (h ^ (uint8_t)*v) * 0x100000001b3ULL;
+    return h >> 1; /* a gauge is signed */
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d) abort();
+    return d;
+}
+
+/* Unpack a resource's bytes as <d>, refusing fields remora does not know; errors are prefixed
+ * with "<label>: ". */
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, const struct rm_ads_res *r,
+                                const char *label, struct rm_error *err)
+{
+    ProtobufCMessage *msg = protobuf_c_message_unpack(d, NULL, r->len, r->value);
+    if (!msg) {
+        rm_error_set(err, "%s: undecodable %s", label, d->short_name);
+        return NULL;
+    }
+    if (rm_pb_check_no_unknown(msg, label, err)) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return NULL;
+    }
+    return msg;
+}
+
+/* ---- EDS services ------------------------------------------------------------------------ */
+
+static struct svc *svc_get(struct rm_xds_manager *m, const char *name)
+{
+    struct svc *s = rm_strmap_get(&m->svcs, name);
+    if (s) return s;
+    if (!(s = calloc(1, sizeof(*s)))) abort();
+    rm_strmap_put(&m->svcs, name, s);
+    return s;
+}
+
+static void svc_free(struct svc *s)
+{
+    rm_pb_box_unref(s->la);
+    free(s->specs);
+    free(s->users);
+    free(s);
+}
+
+static void track(struct rm_xds_manager *m, struct rm_cluster *c)
+{
+    if (!rm_cluster_is_eds(c)) return;
+    struct svc *s = svc_get(m, c->eds_service);
+    if (s->n_users == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 2;
+        if (!(s->users = realloc(s->users, s->cap * sizeof(*s->users)))) abort();
+    }
+    s->users[s->n_users++] = c;
+}
+
+static void untrack(struct rm_xds_manager *m, struct rm_cluster *c)
+{
+    if (!c || !rm_cluster_is_eds(c)) return;
+    struct svc *s = rm_strmap_get(&m->svcs, c->eds_service);
+    for (size_t i = 0; s && i < s->n_users; i++) {
+        if (s->users[i] == c) {
+            s->users[i] = s->users[--s->n_users];
+            break;
+        }
+    }
+}
+
+/* Subscribe to the services some cluster uses; forget the others. */
+static void eds_resubscribe(struct rm_xds_manager *m)
+{
+    const char **names = malloc((m->svcs.n + 1) * sizeof(*names));
+    char **unused = malloc((m->svcs.n + 1) * sizeof(*unused));
+    if (!names || !unused) abort();
+    size_t n = 0, nu = 0, it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
+         e = rm_strmap_next(&m->svcs, e, &it)) {
+        if (((struct svc *)e->value)->n_users)
+            names[n++] = e->key;
+        else
+            unused[nu++] = e->key;
+    }
+    for (size_t i = 0; i < nu; i++)
+        svc_free(rm_strmap_del(&m->svcs, unused[i]));
+    rm_ads_client_subscribe(m->ads, (size_t)m->idx[T_EDS], names, n);
+    free(names);
+    free(unused);
+}
+
+/* Give <c> the hosts of its service's assignment; publish them when <c> is active. */
+static void set_hosts(struct rm_xds_manager *m, struct rm_cluster *c, const struct svc *s,
+                      bool publish)
+{
+    struct rm_host_set *hs = NULL;
+    int rc = rm_host_set_diff(c->hs, s->specs, s->n, &hs);
+    if (rc == RM_HOST_SET_SAME) {
+        rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
+        return;
+    }
+    if (rc != RM_HOST_SET_CHANGED) {
+        rm_log_error("cluster %s: out of memory while updating its hosts", c->name);
+        return;
+    }
+    rm_cluster_set_hosts(c, hs);
+    rm_log_debug("cluster %s: EDS: %zu host(s)", c->name, c->hs->n);
+    if (publish) m->hooks.publish_hosts(m->ctx, c, c->hs);
+}
+
+static bool cluster_active(const struct rm_xds_manager *m, const struct rm_cluster *c)
+{
+    return rm_snapshot_cluster(m->cur ? m->cur : m->base, c->name) == c;
+}
+
+/* A warming cluster becomes the active one. */
+static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
+{
+    untrack(m, d->active);
+    rm_cluster_unref(d->active);
+    d->active = d->warming;
+    d->warming = NULL;
+    d->warm_deadline = 0;
+}
+
+/* The assignment of service <name> changed (<s>): every cluster using it follows. */
+static bool eds_apply(struct rm_xds_manager *m, const char *name, struct svc *s)
+{
+    bool rebuild = false;
+    for (size_t i = 0; i < s->n_users; i++) {
+        struct rm_cluster *c = s->users[i];
+        bool active = cluster_active(m, c);
+        set_hosts(m, c, s, active);
+        if (active) continue;
+        struct dcluster *d = rm_strmap_get(&m->clusters, c->name);
+        if (d && d->warming == c) {
+            promote_cluster(m, d);
+            rebuild = true;
+        }
+    }
+    return rebuild;
+}
+
+/* cluster.<name>.update_*: every cluster of a service the response carried counts a success;
+ * a rejected response counts against every EDS cluster. */
+static void count_success(const struct svc *s)
+{
+    for (size_t i = 0; i < s->n_users; i++) {
+        rm_stat_inc(s->users[i]->stats, RM_CS_UPDATE_ATTEMPT);
+        rm_stat_inc(s->users[i]->stats, RM_CS_UPDATE_SUCCESS);
+    }
+}
+
+static void count_rejected(struct rm_xds_manager *m)
+{
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
+         e = rm_strmap_next(&m->svcs, e, &it)) {
+        const struct svc *s = e->value;
+        for (size_t i = 0; i < s->n_users; i++) {
+            rm_stat_inc(s->users[i]->stats, RM_CS_UPDATE_ATTEMPT);
+            rm_stat_inc(s->users[i]->stats, RM_CS_UPDATE_REJECTED);
+        }
+    }
+}
+
+struct eds_new {
+    const char *name;
+    LoadAssignment *la;
+    struct rm_host_spec *specs;
+    size_t n;
+};
+
+static int eds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    struct eds_new *v = calloc(u->n + 1, sizeof(*v));
+    if (!v) return rm_error_set(err, "out of memory");
+    int rc = RM_OK;
+    size_t n = 0;
+    for (size_t i = 0; i < u->n && rc == RM_OK; i++, n++) {
+        char label[300];
+        snprintf(label, sizeof(label), "ClusterLoadAssignment %s: resources[%zu]", u->res[i].name,
+                 u->res[i].index);
+        v[i].name = u->res[i].name;
+        v[i].la = (LoadAssignment *)unpack(
+            &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, &u->res[i], label,
+            err);
+        if (!v[i].la ||
+            rm_load_assignment_specs(v[i].la, label, &v[i].specs, &v[i].n, err) != RM_OK)
+            rc = RM_ERR;
+    }
+    if (rc != RM_OK) count_rejected(m);
+    bool rebuild = false;
+    for (size_t i = 0; i < n; i++) {
+        struct svc *s = rc == RM_OK ? rm_strmap_get(&m->svcs, v[i].name) : NULL;
+        if (s) count_success(s);
+        if (!s) { /* rejected, or a service no cluster uses any more */
+            free(v[i].specs);
+            if (v[i].la) protobuf_c_message_free_unpacked(&v[i].la->base, NULL);
+            continue;
+        }
+        rm_pb_box_unref(s->la);
+        free(s->specs);
+        s->la = rm_pb_box_new(&v[i].la->base);
+        s->specs = v[i].specs;
+        s->n = v[i].n;
+        if (!s->la) abort();
+        rebuild |= eds_apply(m, v[i].name, s);
+    }
+    free(v);
+    for (size_t i = 0; rc == RM_OK && i < u->n_removed; i++) {
+        struct svc *s = rm_strmap_get(&m->svcs, u->removed[i]);
+        if (!s) continue;
+        count_success(s);
+        rm_pb_box_unref(s->la);
+        free(s->specs);
+        s->la = NULL;
+        s->specs = NULL;
+        s->n = 0;
+        rebuild |= eds_apply(m, u->removed[i], s);
+    }
+    if (rebuild) publish_next(m);
+    check_init(m);
+    return rc;
+}
+
+/* ---- CDS ---------------------------------------------------------------------------------- */
+
+struct cds_new {
+    const struct rm_ads_res *res;
+    struct rm_cluster *c;
+};
+
+static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, struct cds_new *out,
+                         struct rm_error *err)
+{
+    char label[300];
+    snprintf(label, sizeof(label), "Cluster %s: resources[%zu]", r->name, r->index);
+    ProtobufCMessage *msg = unpack(&envoy__config__cluster__v3__cluster__descriptor, r, label, err);
+    if (!msg) return RM_ERR;
+    struct rm_pb_box *box = rm_pb_box_new(msg);
+    if (!box) return rm_error_set(err, "out of memory");
+    const Cluster *pb = (const Cluster *)msg;
+    int rc = RM_ERR;
+    if (rm_snapshot_cluster(m->base, r->name))
+        rm_error_set(err, "%s.name: a static cluster has that name", label);
+    else if (pb->cluster_discovery_type_case ==
+                 ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
+             (pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ||
+              pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS))
+        rm_error_set(err, "%s.type: DNS clusters over CDS are not supported by remora yet (STATIC "
+                          "and EDS are)",
+                     label);
+    else if ((out->c = rm_cluster_new(pb, box, label, err)) != NULL)
+        rc = RM_OK;
+    rm_pb_box_unref(box);
+    if (rc == RM_OK) {
+        out->c->version_info = xstrdup(r->version);
+        out->c->last_updated_ms = wall_ms();
+        rm_cluster_update_membership(out->c);
+    }
+    return rc;
+}
+
+/* A new version <c> of cluster <name> (takes the reference). */
+static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluster *c)
+{
+    struct dcluster *d = rm_strmap_get(&m->clusters, name);
+    if (!d) {
+        if (!(d = calloc(1, sizeof(*d)))) abort();
+        rm_strmap_put(&m->clusters, name, d);
+        rm_stat_inc(m->cm, CM_CLUSTER_ADDED);
+    } else {
+        rm_stat_inc(m->cm, CM_CLUSTER_MODIFIED);
+    }
+    if (d->warming) {
+        untrack(m, d->warming);
+        rm_cluster_unref(d->warming);
+    }
+    d->warming = c;
+    track(m, c);
+    const struct svc *s = rm_cluster_is_eds(c) ? rm_strmap_get(&m->svcs, c->eds_service) : NULL;
+    if (!rm_cluster_is_eds(c) || (s && s->la)) {
+        if (s) set_hosts(m, c, s, false);
+        promote_cluster(m, d);
+        return;
+    }
+    uint32_t t = c->eds_init_timeout_ms;
+    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
+    if (t && !rm_timer_armed(&m->warm_timer))
+        rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+}
+
+static void cds_del(struct rm_xds_manager *m, const char *name)
+{
+    struct dcluster *d = rm_strmap_del(&m->clusters, name);
+    if (!d) return;
+    untrack(m, d->active);
+    untrack(m, d->warming);
+    rm_cluster_unref(d->active);
+    rm_cluster_unref(d->warming);
+    free(d);
+    rm_stat_inc(m->cm, CM_CLUSTER_REMOVED);
+}
+
+static int cds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    rm_stat_inc(m->cm, CM_CDS_UPDATE_ATTEMPT);
+    struct cds_new *v = calloc(u->n + 1, sizeof(*v));
+    if (!v) return rm_error_set(err, "out of memory");
+    int rc = RM_OK;
+    for (size_t i = 0; i < u->n && rc == RM_OK; i++) {
+        v[i].res = &u->res[i];
+        rc = cds_check_one(m, &u->res[i], &v[i], err);
+    }
+    if (rc != RM_OK) {
+        for (size_t i = 0; i < u->n; i++)
+            rm_cluster_unref(v[i].c);
+        free(v);
+        rm_stat_inc(m->cm, CM_CDS_UPDATE_REJECTED);
+        return RM_ERR;
+    }
+    for (size_t i = 0; i < u->n_removed; i++)
+        cds_del(m, u->removed[i]);
+    for (size_t i = 0; i < u->n; i++)
+        cds_put(m, u->res[i].name, v[i].c);
+    free(v);
+    m->cds_done = true;
+    rm_stat_inc(m->cm, CM_CDS_UPDATE_SUCCESS);
+    rm_stat_set(m->cm, CM_CDS_VERSION, (int64_t)version_hash(u->version_info));
+    eds_resubscribe(m);
+    if (u->n || u->n_removed) publish_next(m);
+    check_init(m);
+    return RM_OK;
+}
+
+/* ---- clusters known to checks (static, active, warming) ------------------------------------ */
+
+static void *resolve_known(void *ctx, const char *name)
+{
+    struct rm_xds_manager *m = ctx;
+    struct rm_cluster *c = rm_snapshot_cluster(m->base, name);
+    if (c) return c;
+    struct dcluster *d = rm_strmap_get(&m->clusters, name);
+    return d ? (d->active ? d->active : d->warming) : NULL;
+}
+
+/* ---- RDS ---------------------------------------------------------------------------------- */
+
+static void rds_resubscribe(struct rm_xds_manager *m)
+{
+    if (m->idx[T_RDS] < 0) return;
+    size_t cap = 2 * m->listeners.n + m->base->n_listeners + 1, n = 0, it;
+    const char **names = malloc(cap * sizeof(*names));
+    if (!names) abort();
+    for (size_t i = 0; i < m->base->n_listeners; i++) {
+        if (m->base->listeners[i]->rds_name) names[n++] = m->base->listeners[i]->rds_name;
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        struct dlistener *d = e->value;
+        if (d->active.rds) names[n++] = d->active.rds;
+        if (d->warming.rds) names[n++] = d->warming.rds;
+    }
+    rm_ads_client_subscribe(m->ads, (size_t)m->idx[T_RDS], names, n);
+    /* route configurations no listener names any more are forgotten */
+    const char **gone = malloc((m->routes.n + 1) * sizeof(*gone));
+    if (!gone) abort();
+    size_t ng = 0;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->routes, &it); e;
+         e = rm_strmap_next(&m->routes, e, &it)) {
+        bool used = false;
+        for (size_t i = 0; i < n && !used; i++)
+            used = strcmp(names[i], e->key) == 0;
+        if (!used) gone[ng++] = e->key;
+    }
+    for (size_t i = 0; i < ng; i++) {
+        struct droute *r = rm_strmap_del(&m->routes, gone[i]);
+        rm_pb_box_unref(r->pb);
+        free(r->version);
+        free(r);
+    }
+    free(gone);
+    free(names);
+}
+
+static void lversion_clear(struct lversion *v)
+{
+    rm_pb_box_unref(v->pb);
+    free(v->version);
+    free(v->rds);
+    *v = (struct lversion){0};
+}
+
+/* Listeners warming for a route configuration that is now there become active. */
+static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
+{
+    bool any = false;
+    uint64_t now = rm_loop_now(m->loop);
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        struct dlistener *d = e->value;
+        if (!d->warming.pb) continue;
+        bool ready = !expired_only && (!d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds));
+        bool expired = d->warm_deadline && now >= d->warm_deadline;
+        if (!ready && !expired) continue;
+        if (expired && !ready)
+            rm_log_warn("listener %s: no RouteConfiguration %s after the initial fetch timeout; "
+                        "active with an empty route table",
+                        e->key, d->warming.rds);
+        lversion_clear(&d->active);
+        d->active = d->warming;
+        d->warming = (struct lversion){0};
+        d->warm_deadline = 0;
+        any = true;
+    }
+    return any;
+}
+
+static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    ProtobufCMessage **v = calloc(u->n + 1, sizeof(*v));
+    if (!v) return rm_error_set(err, "out of memory");
+    int rc = RM_OK;
+    for (size_t i = 0; i < u->n && rc == RM_OK; i++) {
+        char label[300];
+        snprintf(label, sizeof(label), "RouteConfiguration %s: resources[%zu]", u->res[i].name,
+                 u->res[i].index);
+        v[i] = unpack(&envoy__config__route__v3__route_configuration__descriptor, &u->res[i],
+                      label, err);
+        if (!v[i] || rm_snapshot_check_route((const RouteConfiguration *)v[i], label,
+                                             resolve_known, m, err) != RM_OK)
+            rc = RM_ERR;
+    }
+    for (size_t i = 0; i < u->n; i++) {
+        if (rc != RM_OK) {
+            if (v[i]) protobuf_c_message_free_unpacked(v[i], NULL);
+            continue;
+        }
+        struct droute *r = rm_strmap_get(&m->routes, u->res[i].name);
+        if (!r) {
+            if (!(r = calloc(1, sizeof(*r)))) abort();
+            rm_strmap_put(&m->routes, u->res[i].name, r);
+        }
+        rm_pb_box_unref(r->pb);
+        free(r->version);
+        if (!(r->pb = rm_pb_box_new(v[i]))) abort();
+        r->version = xstrdup(u->res[i].version);
+        r->updated_ms = wall_ms();
+    }
+    free(v);
+    if (rc != RM_OK) return RM_ERR;
+    for (size_t i = 0; i < u->n_removed; i++) {
+        struct droute *r = rm_strmap_del(&m->routes, u->removed[i]);
+        if (!r) continue;
+        rm_pb_box_unref(r->pb);
+        free(r->version);
+        free(r);
+    }
+    promote_listeners(m, false);
+    publish_next(m);
+    check_init(m);
+    return RM_OK;
+}
+
+/* ---- LDS ---------------------------------------------------------------------------------- */
+
+struct lds_new {
+    ProtobufCMessage *pb;
+    char *rds;
+    struct rm_listener_cfg probe; /* name and address, for the conflict checks */
+};
+
+/* The address of an active listener other than <skip_name> (or a static one) equal to <a>. */
+static const char *address_user(const struct rm_xds_manager *m, const struct sockaddr_storage *a,
+                                socklen_t len, const char *skip_name)
+{
+    const struct rm_snapshot *s = m->cur ? m->cur : m->base;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        const struct rm_listener_cfg *lc = s->listeners[i];
+        if (lc->dynamic && (strcmp(lc->name, skip_name) == 0 ||
+                            !rm_strmap_get(&m->listeners, lc->name)))
+            continue;
+        if (lc->addr_len == len && memcmp(&lc->addr, a, len) == 0) return lc->name;
+    }
+    return NULL;
+}
+
+static bool bound_now(const struct rm_xds_manager *m, const struct rm_listener_cfg *p)
+{
+    const struct rm_snapshot *s = m->cur ? m->cur : m->base;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        if (rm_listener_cfg_same_socket(s->listeners[i], p)) return true;
+    }
+    return false;
+}
+
+static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, struct lds_new *out,
+                         struct rm_error *err)
+{
+    char label[300];
+    snprintf(label, sizeof(label), "Listener %s: resources[%zu]", r->name, r->index);
+    out->pb = unpack(&envoy__config__listener__v3__listener__descriptor, r, label, err);
+    if (!out->pb) return RM_ERR;
+    const Listener *pb = (const Listener *)out->pb;
+    for (size_t i = 0; i < m->base->n_listeners; i++) {
+        if (strcmp(m->base->listeners[i]->name, r->name) == 0)
+            return rm_error_set(err, "%s.name: a static listener has that name", label);
+    }
+    if (rm_snapshot_check_listener(pb, label, resolve_known, m, &out->rds, err)) return RM_ERR;
+    char p[320];
+    snprintf(p, sizeof(p), "%s.address", label);
+    out->probe.name = (char *)r->name;
+    if (rm_pb_address(pb->address, p, &out->probe.addr, &out->probe.addr_len, err)) return RM_ERR;
+    const char *other = address_user(m, &out->probe.addr, out->probe.addr_len, r->name);
+    char a[64];
+    rm_sockaddr_str((struct sockaddr *)&out->probe.addr, a, sizeof(a));
+    if (other) return rm_error_set(err, "%s: %s is already used by listener %s", p, a, other);
+    if (!bound_now(m, &out->probe)) { /* can it be bound? */
+        int fd = rm_listen_socket((struct sockaddr *)&out->probe.addr, out->probe.addr_len, true, 1);
+        if (fd < 0) return rm_error_set(err, "%s: cannot listen on %s: %s", p, a, strerror(-fd));
+        close(fd);
+    }
+    return RM_OK;
+}
+
+/* Two listeners of one response on one address. */
+static int lds_check_batch(const struct rm_ads_update *u, const struct lds_new *v,
+                           struct rm_error *err)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (v[i].probe.addr_len == v[j].probe.addr_len &&
+                memcmp(&v[i].probe.addr, &v[j].probe.addr, v[i].probe.addr_len) == 0)
+                return rm_error_set(err, "Listener %s.address: the address of listener %s too",
+                                    u->res[i].name, u->res[j].name);
+        }
+    }
+    return RM_OK;
+}
+
+static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct lds_new *n)
+{
+    struct dlistener *d = rm_strmap_get(&m->listeners, r->name);
+    if (!d) {
+        if (!(d = calloc(1, sizeof(*d)))) abort();
+        rm_strmap_put(&m->listeners, r->name, d);
+        rm_stat_inc(m->lm, LM_LISTENER_ADDED);
+    } else {
+        rm_stat_inc(m->lm, LM_LISTENER_MODIFIED);
+    }
+    lversion_clear(&d->warming);
+    if (!(d->warming.pb = rm_pb_box_new(n->pb))) abort();
+    n->pb = NULL;
+    d->warming.version = xstrdup(r->version);
+    d->warming.rds = n->rds;
+    n->rds = NULL;
+    d->warming.updated_ms = wall_ms();
+    d->warm_deadline = rm_loop_now(m->loop) + DEFAULT_FETCH_TIMEOUT_MS;
+    if (!rm_timer_armed(&m->warm_timer))
+        rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+}
+
+static void lds_del(struct rm_xds_manager *m, const char *name)
+{
+    struct dlistener *d = rm_strmap_del(&m->listeners, name);
+    if (!d) return;
+    lversion_clear(&d->active);
+    lversion_clear(&d->warming);
+    free(d);
+    rm_stat_inc(m->lm, LM_LISTENER_REMOVED);
+}
+
+static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    rm_stat_inc(m->lm, LM_LDS_UPDATE_ATTEMPT);
+    struct lds_new *v = calloc(u->n + 1, sizeof(*v));
+    if (!v) return rm_error_set(err, "out of memory");
+    int rc = RM_OK;
+    for (size_t i = 0; i < u->n && rc == RM_OK; i++)
+        rc = lds_check_one(m, &u->res[i], &v[i], err);
+    if (rc == RM_OK) rc = lds_check_batch(u, v, err);
+    if (rc == RM_OK) {
+        for (size_t i = 0; i < u->n_removed; i++)
+            lds_del(m, u->removed[i]);
+        for (size_t i = 0; i < u->n; i++)
+            lds_put(m, &u->res[i], &v[i]);
+    }
+    for (size_t i = 0; i < u->n; i++) {
+        if (v[i].pb) protobuf_c_message_free_unpacked(v[i].pb, NULL);
+        free(v[i].rds);
+    }
+    free(v);
+    if (rc != RM_OK) {
+        rm_stat_inc(m->lm, LM_LDS_UPDATE_REJECTED);
+        return RM_ERR;
+    }
+    m->lds_done = true;
+    rm_stat_inc(m->lm, LM_LDS_UPDATE_SUCCESS);
+    rm_stat_set(m->lm, LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
+    rds_resubscribe(m);
+    promote_listeners(m, false);
+    if (u->n || u->n_removed) publish_next(m);
+    check_init(m);
+    return RM_OK;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+static int cmp_route(const void *a, const void *b)
+{
+    return strcmp(((const struct rm_dyn_route *)a)->name, ((const struct rm_dyn_route *)b)->name);
+}
+
+static void count_warming(struct rm_xds_manager *m, size_t n_active_clusters, size_t n_listeners)
+{
+    size_t wc = 0, wl = 0, it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it))
+        wc += ((struct dcluster *)e->value)->warming != NULL;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it))
+        wl += ((struct dlistener *)e->value)->warming.pb != NULL;
+    rm_stat_set(m->cm, CM_ACTIVE_CLUSTERS, (int64_t)n_active_clusters);
+    rm_stat_set(m->cm, CM_WARMING_CLUSTERS, (int64_t)wc);
+    rm_stat_set(m->lm, LM_TOTAL_LISTENERS_ACTIVE, (int64_t)n_listeners);
+    rm_stat_set(m->lm, LM_TOTAL_LISTENERS_WARMING, (int64_t)wl);
+}
+
+/* Build the next snapshot from the active resources and publish it. */
+static void publish_next(struct rm_xds_manager *m)
+{
+    size_t nc = 0, nl = 0, nr = 0, it;
+    struct rm_cluster **cs = calloc(m->clusters.n + 1, sizeof(*cs));
+    struct rm_dyn_listener *ls = calloc(m->listeners.n + 1, sizeof(*ls));
+    struct rm_dyn_route *rs = calloc(m->routes.n + 1, sizeof(*rs));
+    if (!cs || !ls || !rs) abort();
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (d->active) cs[nc++] = d->active;
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        struct dlistener *d = e->value;
+        if (!d->active.pb) continue;
+        ls[nl++] = (struct rm_dyn_listener){e->key, d->active.pb, d->active.version,
+                                            d->active.updated_ms};
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->routes, &it); e;
+         e = rm_strmap_next(&m->routes, e, &it)) {
+        struct droute *r = e->value;
+        rs[nr++] = (struct rm_dyn_route){e->key, r->pb, r->version, r->updated_ms};
+    }
+    qsort(rs, nr, sizeof(*rs), cmp_route);
+    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr};
+    struct rm_error err = {{0}};
+    struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
+    if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
+    free(cs);
+    free(ls);
+    free(rs);
+    if (next) count_warming(m, next->n_clusters, next->n_listeners);
+    if (!next || m->hooks.publish(m->ctx, next, &err) != RM_OK) {
+        rm_log_error("xds: cannot apply the new configuration: %s", err.msg);
+        rm_snapshot_unref(next);
+        return;
+    }
+    rm_snapshot_unref(m->cur);
+    m->cur = next;
+}
+
+/* ---- warming and initialization ---------------------------------------------------------- */
+
+static bool static_eds_waiting(const struct rm_xds_manager *m, char *buf, size_t len, size_t *off)
+{
+    bool any = false;
+    for (size_t i = 0; i < m->base->n_clusters; i++) {
+        const struct rm_cluster *c = m->base->clusters[i];
+        if (!rm_cluster_is_eds(c)) continue;
+        const struct svc *s = rm_strmap_get(&m->svcs, c->eds_service);
+        if (s && s->la) continue;
+        any = true;
+        if (buf && *off < len) {
+            int w = snprintf(buf + *off, len - *off, "%scluster %s", *off ? ", " : "", c->name);
+            *off += w > 0 ? (size_t)w : 0;
+        }
+    }
+    return any;
+}
+
+static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
+{
+    size_t off = 0, it;
+    if (buf && len) buf[0] = 0;
+    bool any = static_eds_waiting(m, buf, len, &off);
+#define NOTE(...)                                                                                  \
+    do {                                                                                           \
+        any = true;                                                                                \
+        if (buf && off < len) {                                                                    \
+            int w_ = snprintf(buf + off, len - off, __VA_ARGS__);                                  \
+            off += w_ > 0 ? (size_t)w_ : 0;                                                        \
+        }                                                                                          \
+    } while (0)
+    if (m->idx[T_CDS] >= 0 && !m->cds_done) NOTE("%sCDS", off ? ", " : "");
+    if (m->idx[T_LDS] >= 0 && !m->lds_done) NOTE("%sLDS", off ? ", " : "");
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        if (((struct dcluster *)e->value)->warming && !((struct dcluster *)e->value)->active)
+            NOTE("%scluster %s", off ? ", " : "", e->key);
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        if (((struct dlistener *)e->value)->warming.pb && !((struct dlistener *)e->value)->active.pb)
+            NOTE("%slistener %s", off ? ", " : "", e->key);
+    }
+    for (size_t i = 0; i < m->base->n_listeners; i++) {
+        const char *rds = m->base->listeners[i]->rds_name;
+        if (rds && !rm_strmap_get(&m->routes, rds))
+            NOTE("%sRouteConfiguration %s", off ? ", " : "", rds);
+    }
+#undef NOTE
+    return any;
+}
+
+static void check_init(struct rm_xds_manager *m)
+{
+    if (m->init_done || waiting(m, NULL, 0)) return;
+    m->init_done = true;
+    rm_timer_stop(m->loop, &m->init_timer);
+    if (m->hooks.on_init) m->hooks.on_init(m->ctx);
+}
+
+static void on_init_timeout(struct rm_timer *t)
+{
+    struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, init_timer);
+    if (m->init_done) return;
+    char buf[512];
+    waiting(m, buf, sizeof(buf));
+    rm_log_warn("xds: initial fetch timeout: still waiting for %s; live anyway", buf);
+    m->init_done = true;
+    if (m->hooks.on_init) m->hooks.on_init(m->ctx);
+}
+
+/* Clusters and listeners whose fetch timeout passed become active as they are. */
+static void on_warm_poll(struct rm_timer *t)
+{
+    struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, warm_timer);
+    uint64_t now = rm_loop_now(m->loop);
+    bool rebuild = false, more = false;
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (!d->warming || !d->warm_deadline) continue;
+        if (now < d->warm_deadline) {
+            more = true;
+            continue;
+        }
+        rm_log_warn("cluster %s: no ClusterLoadAssignment after its initial_fetch_timeout; "
+                    "active without hosts",
+                    e->key);
+        promote_cluster(m, d);
+        rebuild = true;
+    }
+    rebuild |= promote_listeners(m, true);
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e && !more;
+         e = rm_strmap_next(&m->listeners, e, &it))
+        more = ((struct dlistener *)e->value)->warming.pb != NULL;
+    if (rebuild) publish_next(m);
+    if (more) rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+    check_init(m);
+}
+
+/* ---- lifetime ----------------------------------------------------------------------------- */
+
+static size_t add_type(struct rm_xds_manager *m, int t, size_t n, const char *url, bool wildcard,
+                       int (*fn)(void *, const struct rm_ads_update *, struct rm_error *))
+{
+    m->types[n] = (struct rm_ads_type){url, wildcard, fn};
+    m->idx[t] = (int)n;
+    return n + 1;
+}
+
+static bool base_uses_rds(const struct rm_snapshot *s)
+{
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        if (s->listeners[i]->rds_name) return true;
+    }
+    return false;
+}
+
+struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapshot *base,
+                                          const struct rm_xds_hooks *hooks, void *ctx,
+                                          struct rm_error *err)
+{
+    struct rm_xds_manager *m = calloc(1, sizeof(*m));
+    if (!m) {
+        rm_error_set(err, "out of memory");
+        return NULL;
+    }
+    m->loop = loop;
+    m->base = rm_snapshot_ref(base);
+    m->hooks = *hooks;
+    m->ctx = ctx;
+    m->cm = rm_stats_get("cluster_manager.", cm_defs, CM__COUNT);
+    m->lm = rm_stats_get("listener_manager.", lm_defs, LM__COUNT);
+    for (int i = 0; i < T__COUNT; i++)
+        m->idx[i] = -1;
+    size_t n = 0; /* Envoy's order: CDS, EDS, LDS, RDS */
+    if (base->cds) n = add_type(m, T_CDS, n, RM_ADS_CDS, true, cds_on_update);
+    n = add_type(m, T_EDS, n, RM_ADS_EDS, false, eds_on_update);
+    if (base->lds) n = add_type(m, T_LDS, n, RM_ADS_LDS, true, lds_on_update);
+    if (base->lds || base_uses_rds(base))
+        n = add_type(m, T_RDS, n, RM_ADS_RDS, false, rds_on_update);
+    uint32_t fetch_ms = base->cds || base->lds ? DEFAULT_FETCH_TIMEOUT_MS : 0;
+    for (size_t i = 0; i < base->n_clusters; i++) {
+        track(m, base->clusters[i]);
+        if (rm_cluster_is_eds(base->clusters[i]) &&
+            base->clusters[i]->eds_init_timeout_ms > fetch_ms)
+            fetch_ms = base->clusters[i]->eds_init_timeout_ms;
+    }
+    struct rm_ads_client_cfg cfg = {
+        .cluster = base->ads_cluster,
+        .delta = base->ads_delta,
+        .node_id = base->node_id,
+        .node_cluster = base->node_cluster,
+        .types = m->types,
+        .n_types = n,
+        .ctx = m,
+    };
+    m->ads = rm_ads_client_new(loop, &cfg, err);
+    if (!m->ads) {
+        rm_xds_manager_free(m);
+        return NULL;
+    }
+    eds_resubscribe(m);
+    rds_resubscribe(m);
+    if (fetch_ms) rm_timer_start(loop, &m->init_timer, fetch_ms, on_init_timeout);
+    check_init(m);
+    return m;
+}
+
+void rm_xds_manager_free(struct rm_xds_manager *m)
+{
+    if (!m) return;
+    rm_timer_stop(m->loop, &m->init_timer);
+    rm_timer_stop(m->loop, &m->warm_timer);
+    rm_ads_client_free(m->ads);
+    size_t it;
+    const char **keys = malloc((m->clusters.n + m->listeners.n + 1) * sizeof(*keys));
+    if (!keys) abort();
+    size_t nk = 0;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it))
+        keys[nk++] = e->key;
+    for (size_t i = 0; i < nk; i++)
+        cds_del(m, keys[i]);
+    nk = 0;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it))
+        keys[nk++] = e->key;
+    for (size_t i = 0; i < nk; i++)
+        lds_del(m, keys[i]);
+    free(keys);
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->routes, &it); e;
+         e = rm_strmap_next(&m->routes, e, &it)) {
+        struct droute *r = e->value;
+        rm_pb_box_unref(r->pb);
+        free(r->version);
+        free(r);
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
+         e = rm_strmap_next(&m->svcs, e, &it))
+        svc_free(e->value);
+    rm_strmap_clear(&m->clusters);
+    rm_strmap_clear(&m->listeners);
+    rm_strmap_clear(&m->routes);
+    rm_strmap_clear(&m->svcs);
+    rm_snapshot_unref(m->cur);
+    rm_snapshot_unref(m->base);
+    free(m);
+}
+
+bool rm_xds_manager_initialized(const struct rm_xds_manager *m)
+{
+    return m->init_done;
+}
+
+void rm_xds_manager_waiting(const struct rm_xds_manager *m, char *buf, size_t len)
+{
+    waiting(m, buf, len);
+}
