@@ -83,7 +83,7 @@ static void held_clear(struct rm_strmap *m)
 
 struct names {
     char **v;
-    size_t n;
+    size_t n; /* sorted, no duplicates (names_copy) */
 };
 
 struct type_state {
@@ -92,8 +92,9 @@ struct type_state {
     struct names want;     /* named types: the subscription */
     struct names told;     /* Delta: what this stream's server was told we subscribe to */
     struct rm_ads_sotw st;
-    bool started;  /* the type's first request went out on this stream */
-    bool accepted; /* a response of this type was accepted once (any stream) */
+    bool wildcard_on; /* a wildcard type was subscribed to */
+    bool started;     /* the type's first request went out on this stream */
+    bool accepted;    /* a response of this type was accepted once (any stream) */
     bool in_update;
     bool dirty; /* the subscription changed during on_update: send after the reply */
 };
@@ -103,8 +104,9 @@ struct rm_ads_client {
     struct rm_grpc_channel *ch;
     struct rm_grpc_call *call; /* the stream, or NULL */
     bool delta;
-    bool sent_node; /* on this stream */
-    bool responded; /* this stream had a response */
+    const char *path; /* the method */
+    bool sent_node;   /* on this stream */
+    bool responded;   /* this stream had a response */
     struct type_state *types;
     size_t n_types;
     char *node_id, *node_cluster;
@@ -150,17 +152,15 @@ static void names_free(struct names *ns)
     *ns = (struct names){0};
 }
 
-static bool names_has(const struct names *ns, const char *name)
-{
-    for (size_t i = 0; i < ns->n; i++) {
-        if (strcmp(ns->v[i], name) == 0) return true;
-    }
-    return false;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether sorted <ns> has <name> (binary search). */
+static bool names_has(const struct names *ns, const char *name)
+{
+    return ns->n && bsearch(&name, ns->v, ns->n, sizeof(*ns->v), cmp_str) != NULL;
 }
 
 /* A sorted, duplicate-free copy of <v>[0..n). */
@@ -300,6 +300,7 @@ static void send_delta(struct rm_ads_client *a, struct type_state *ts)
 static void send_request(struct rm_ads_client *a, struct type_state *ts)
 {
     if (!a->call) return;
+    if (ts->t->wildcard && !ts->wildcard_on) return;
     if (!ts->t->wildcard && !ts->started && ts->want.n == 0) return; /* nothing to ask yet */
     if (a->delta)
         send_delta(a, ts);
@@ -312,6 +313,12 @@ void rm_ads_client_subscribe(struct rm_ads_client *a, size_t type_idx, const cha
                              size_t n)
 {
     struct type_state *ts = &a->types[type_idx];
+    if (ts->t->wildcard) {
+        if (ts->wildcard_on) return;
+        ts->wildcard_on = true;
+        send_request(a, ts);
+        return;
+    }
     struct names next = names_copy(names, n);
     bool same = next.n == ts->want.n;
     for (size_t i = 0; same && i < next.n; i++)
@@ -643,8 +650,7 @@ static void connect_stream(struct rm_ads_client *a)
         ts->started = false;
         names_free(&ts->told);
     }
-    a->call = rm_grpc_call_start(a->ch, a->delta ? ADS_DELTA_PATH : ADS_SOTW_PATH, NULL, 0, 0,
-                                 &call_cb, a);
+    a->call = rm_grpc_call_start(a->ch, a->path, NULL, 0, 0, &call_cb, a);
     if (!a->call) {
         rm_log_error("ads: cannot start a stream: out of memory");
         rm_timer_start(a->loop, &a->retry_timer, BACKOFF_MAX_MS, on_retry);
@@ -667,6 +673,7 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
     if (!a) goto oom;
     a->loop = loop;
     a->delta = cfg->delta;
+    a->path = cfg->path ? cfg->path : cfg->delta ? ADS_DELTA_PATH : ADS_SOTW_PATH;
     a->ctx = cfg->ctx;
     a->backoff_ms = BACKOFF_BASE_MS;
     struct timespec ts;
@@ -681,7 +688,10 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
         a->types[i].t = &cfg->types[i];
     a->stats = rm_stats_get("control_plane.", cp_stat_defs, CP__COUNT);
     const struct rm_host *h = cfg->cluster->hs->hosts[0];
-    struct rm_grpc_channel_opts o = {.connect_timeout_ms = cfg->cluster->connect_timeout_ms};
+    struct rm_grpc_channel_opts o = {
+        .connect_timeout_ms = cfg->cluster->connect_timeout_ms,
+        .max_recv_msg = RM_ADS_MAX_MSG,
+    };
     a->ch =
         rm_grpc_channel_new(loop, (const struct sockaddr *)&h->addr, h->addr_len, NULL, &o, err);
     if (!a->ch) {
@@ -689,7 +699,7 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
         return NULL;
     }
     rm_timer_start(loop, &a->retry_timer, 0, on_retry);
-    rm_log_info("ads: %s to %s", a->delta ? "delta" : "state of the world",
+    rm_log_info("ads: %s %s to %s", a->delta ? "delta" : "state of the world", a->path,
                 rm_grpc_channel_target(a->ch));
     return a;
 oom:

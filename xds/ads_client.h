@@ -1,12 +1,13 @@
-/* The ADS client: one StreamAggregatedResources (SotW) or DeltaAggregatedResources (Delta) call
- * to the bootstrap's ads_config cluster, carrying every subscribed resource type, on the main
- * loop.  It speaks the protocol; what a resource means is its type's business (struct
- * rm_ads_type, implemented by xds/xds_manager.c).
+/* The xDS client: one StreamAggregatedResources (SotW) or DeltaAggregatedResources (Delta) call
+ * to the bootstrap's ads_config cluster, carrying every subscribed resource type — or one
+ * type's own discovery service (api_config_source) — on the main loop.  It speaks the protocol;
+ * what a resource means is its type's business (struct rm_ads_type, implemented by
+ * xds/xds_manager.c).
  *
  *  - Types are registered at creation, in the order their first requests go out (Envoy's: CDS,
- *    EDS, LDS, RDS).  A wildcard type (LDS, CDS) subscribes to everything at the stream's start;
- *    a named type (EDS, RDS) to the names given by rm_ads_client_subscribe, and not at all while
- *    that set is empty.
+ *    EDS, LDS, RDS).  Nothing is asked for a type until rm_ads_client_subscribe: a wildcard type
+ *    (LDS, CDS) then subscribes to everything; a named type (EDS, RDS) to the names given, and
+ *    not at all while that set is empty.
  *  - The first request of a stream carries the node (id, cluster, user_agent_name "remora",
  *    user_agent_version, client_features); a reconnect resubscribes every type with the last
  *    accepted version_info (SotW) or the versions of the resources held (Delta:
@@ -36,6 +37,9 @@
 #include "proxy/upstream/cluster.h"
 
 #define RM_ADS_TYPE_PREFIX "type.googleapis.com/"
+/* The largest response accepted (a 10,000-cluster mesh is a few MiB); a larger one closes the
+ * stream with RESOURCE_EXHAUSTED and the client reconnects, the data plane keeps serving. */
+#define RM_ADS_MAX_MSG (64u << 20)
 #define RM_ADS_CDS RM_ADS_TYPE_PREFIX "envoy.config.cluster.v3.Cluster"
 #define RM_ADS_EDS RM_ADS_TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment"
 #define RM_ADS_LDS RM_ADS_TYPE_PREFIX "envoy.config.listener.v3.Listener"
@@ -76,6 +80,9 @@ struct rm_ads_type {
 struct rm_ads_client_cfg {
     const struct rm_cluster *cluster; /* the ADS cluster (STATIC, HTTP/2, >= 1 host) */
     bool delta;                       /* DeltaAggregatedResources instead of SotW */
+    /* A non-aggregated stream (api_config_source) for its one type: the method, e.g.
+     * "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters"; NULL: ADS. */
+    const char *path;
     const char *node_id, *node_cluster;
     const struct rm_ads_type *types; /* registered types, in subscription order */
     size_t n_types;
@@ -91,7 +98,8 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
  *  from a callback; run the loop's pending tasks before freeing the loop. */
 void rm_ads_client_free(struct rm_ads_client *a);
 
-/** Set the resource names of named type <type_idx> (copied; duplicates ignored).  Sends the
+/** Subscribe to wildcard type <type_idx> (names are ignored; once is enough) or set the
+ *  resource names of named type <type_idx> (copied; duplicates ignored).  Sends the
  *  subscription change now if a stream is open (SotW: the whole list; Delta: what was added and
  *  removed), else with the next stream.  Names dropped are forgotten (their resources no
  *  longer count as held).  Not from inside on_update of the same type (the change is queued

@@ -17,6 +17,7 @@
 #include "proxy/core/strmap.h"
 #include "proxy/net/listener.h"
 #include "xds/ads_client.h"
+#include "xds/ads_store.h"
 
 #define WARM_POLL_MS 100
 #define DEFAULT_FETCH_TIMEOUT_MS 15000
@@ -110,20 +111,43 @@ struct droute {
 
 enum { T_CDS, T_EDS, T_LDS, T_RDS, T__COUNT };
 
+/** Where one type comes from: the ADS stream or a stream of its own (api_config_source).
+ *  Bound by the first cluster or listener that needs the type; remora takes each type from one
+ *  source. */
+struct tsrc {
+    bool bound;
+    struct rm_config_source src;
+    struct rm_ads_client *client; /* m->ads, or its own (freed with the manager) */
+    size_t idx;                   /* the type's index in <client> */
+};
+
+/* Each type's own discovery service (non-aggregated streams), SotW and Delta. */
+static const char *const type_paths[T__COUNT][2] = {
+    [T_CDS] = {"/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+               "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters"},
+    [T_EDS] = {"/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
+               "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints"},
+    [T_LDS] = {"/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
+               "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners"},
+    [T_RDS] = {"/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
+               "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes"},
+};
+
 struct rm_xds_manager {
     struct rm_loop *loop;
     struct rm_snapshot *base; /* the bootstrap's */
     struct rm_snapshot *cur;  /* the last one published */
     struct rm_xds_hooks hooks;
     void *ctx;
-    struct rm_ads_client *ads;
-    struct rm_ads_type types[T__COUNT];
-    int idx[T__COUNT]; /* a type's index in the client, or -1 */
-    struct rm_strmap svcs;      /* service name -> struct svc */
-    struct rm_strmap clusters;  /* name -> struct dcluster */
-    struct rm_strmap listeners; /* name -> struct dlistener */
-    struct rm_strmap routes;    /* name -> struct droute */
-    bool cds_done, lds_done;    /* first response accepted */
+    struct rm_ads_client *ads;          /* the ADS stream, or NULL */
+    struct rm_ads_type types[T__COUNT]; /* by T_*: every type remora may subscribe to */
+    bool wanted[T__COUNT];              /* the bootstrap configures CDS / LDS */
+    struct tsrc src[T__COUNT];          /* where each type comes from */
+    struct rm_strmap svcs;              /* service name -> struct svc */
+    struct rm_strmap clusters;          /* name -> struct dcluster */
+    struct rm_strmap listeners;         /* name -> struct dlistener */
+    struct rm_strmap routes;            /* name -> struct droute */
+    bool cds_done, lds_done;            /* first response accepted */
     bool init_done;
     struct rm_timer init_timer, warm_timer;
     struct rm_stats *cm, *lm;
@@ -170,6 +194,68 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, const struc
         return NULL;
     }
     return msg;
+}
+
+/* ---- sources ------------------------------------------------------------------------------ */
+
+/* Whether type <t> may come from <src>: it is the source the type is bound to (or none yet),
+ * and an api_config_source names a STATIC cluster with a host. */
+static int source_ok(const struct rm_xds_manager *m, int t, const struct rm_config_source *src,
+                     const char *path, struct rm_error *err)
+{
+    char a[200], b[200];
+    const struct tsrc *ts = &m->src[t];
+    if (ts->bound && !rm_config_source_same(&ts->src, src))
+        return rm_error_set(err, "%s: remora takes every %s from one source: %s, not %s", path,
+                            rm_ads_type_short(m->types[t].type_url),
+                            rm_config_source_str(&ts->src, a, sizeof(a)),
+                            rm_config_source_str(src, b, sizeof(b)));
+    if (src->ads && !m->ads)
+        return rm_error_set(err, "%s: ads: {} needs dynamic_resources.ads_config", path);
+    if (!src->ads) {
+        const struct rm_cluster *c = rm_snapshot_cluster(m->base, src->cluster);
+        if (!c || rm_cluster_is_eds(c) || rm_cluster_is_dns(c) || c->hs->n == 0)
+            return rm_error_set(err,
+                                "%s: \"%s\" is not a STATIC cluster with an endpoint in "
+                                "static_resources",
+                                path, src->cluster);
+    }
+    return RM_OK;
+}
+
+/* Bind type <t> to <src> (checked with source_ok): the ADS stream, or a new stream of its own. */
+static int bind_source(struct rm_xds_manager *m, int t, const struct rm_config_source *src,
+                       const char *path, struct rm_error *err)
+{
+    if (source_ok(m, t, src, path, err)) return RM_ERR;
+    struct tsrc *ts = &m->src[t];
+    if (ts->bound) return RM_OK;
+    if (src->ads) {
+        ts->client = m->ads;
+        ts->idx = (size_t)t;
+    } else {
+        struct rm_ads_client_cfg cfg = {
+            .cluster = rm_snapshot_cluster(m->base, src->cluster),
+            .delta = src->delta,
+            .path = type_paths[t][src->delta],
+            .node_id = m->base->node_id,
+            .node_cluster = m->base->node_cluster,
+            .types = &m->types[t],
+            .n_types = 1,
+            .ctx = m,
+        };
+        if (!(ts->client = rm_ads_client_new(m->loop, &cfg, err))) return RM_ERR;
+        ts->idx = 0;
+    }
+    rm_config_source_copy(&ts->src, src);
+    ts->bound = true;
+    if (m->types[t].wildcard) rm_ads_client_subscribe(ts->client, ts->idx, NULL, 0);
+    return RM_OK;
+}
+
+static void subscribe(struct rm_xds_manager *m, int t, const char *const *names, size_t n)
+{
+    if (m->src[t].bound) rm_ads_client_subscribe(m->src[t].client, m->src[t].idx, names, n);
 }
 
 /* ---- EDS services ------------------------------------------------------------------------ */
@@ -230,7 +316,7 @@ static void eds_resubscribe(struct rm_xds_manager *m)
     }
     for (size_t i = 0; i < nu; i++)
         svc_free(rm_strmap_del(&m->svcs, unused[i]));
-    rm_ads_client_subscribe(m->ads, (size_t)m->idx[T_EDS], names, n);
+    subscribe(m, T_EDS, names, n);
     free(names);
     free(unused);
 }
@@ -395,11 +481,16 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
                  ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
              (pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ||
               pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS))
-        rm_error_set(err, "%s.type: DNS clusters over CDS are not supported by remora yet (STATIC "
-                          "and EDS are)",
+        rm_error_set(err,
+                     "%s.type: DNS clusters over CDS are not supported by remora yet (STATIC "
+                     "and EDS are)",
                      label);
     else if ((out->c = rm_cluster_new(pb, box, label, err)) != NULL)
         rc = RM_OK;
+    char p[340];
+    snprintf(p, sizeof(p), "%s.eds_cluster_config.eds_config", label);
+    if (rc == RM_OK && rm_cluster_is_eds(out->c) && source_ok(m, T_EDS, &out->c->eds_src, p, err))
+        rc = RM_ERR;
     rm_pb_box_unref(box);
     if (rc == RM_OK) {
         out->c->version_info = xstrdup(r->version);
@@ -426,6 +517,9 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
     }
     d->warming = c;
     track(m, c);
+    struct rm_error err = {{0}};
+    if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, name, &err))
+        rm_log_error("cluster %s: %s", name, err.msg); /* checked before: out of memory */
     const struct svc *s = rm_cluster_is_eds(c) ? rm_strmap_get(&m->svcs, c->eds_service) : NULL;
     if (!rm_cluster_is_eds(c) || (s && s->la)) {
         if (s) set_hosts(m, c, s, false);
@@ -497,7 +591,6 @@ static void *resolve_known(void *ctx, const char *name)
 
 static void rds_resubscribe(struct rm_xds_manager *m)
 {
-    if (m->idx[T_RDS] < 0) return;
     size_t cap = 2 * m->listeners.n + m->base->n_listeners + 1, n = 0, it;
     const char **names = malloc(cap * sizeof(*names));
     if (!names) abort();
@@ -510,7 +603,7 @@ static void rds_resubscribe(struct rm_xds_manager *m)
         if (d->active.rds) names[n++] = d->active.rds;
         if (d->warming.rds) names[n++] = d->warming.rds;
     }
-    rm_ads_client_subscribe(m->ads, (size_t)m->idx[T_RDS], names, n);
+    subscribe(m, T_RDS, names, n);
     /* route configurations no listener names any more are forgotten */
     const char **gone = malloc((m->routes.n + 1) * sizeof(*gone));
     if (!gone) abort();
@@ -550,7 +643,8 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
          e = rm_strmap_next(&m->listeners, e, &it)) {
         struct dlistener *d = e->value;
         if (!d->warming.pb) continue;
-        bool ready = !expired_only && (!d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds));
+        bool ready =
+            !expired_only && (!d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds));
         bool expired = d->warm_deadline && now >= d->warm_deadline;
         if (!ready && !expired) continue;
         if (expired && !ready)
@@ -576,10 +670,10 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         char label[300];
         snprintf(label, sizeof(label), "RouteConfiguration %s: resources[%zu]", u->res[i].name,
                  u->res[i].index);
-        v[i] = unpack(&envoy__config__route__v3__route_configuration__descriptor, &u->res[i],
-                      label, err);
-        if (!v[i] || rm_snapshot_check_route((const RouteConfiguration *)v[i], label,
-                                             resolve_known, m, err) != RM_OK)
+        v[i] = unpack(&envoy__config__route__v3__route_configuration__descriptor, &u->res[i], label,
+                      err);
+        if (!v[i] || rm_snapshot_check_route((const RouteConfiguration *)v[i], label, resolve_known,
+                                             m, err) != RM_OK)
             rc = RM_ERR;
     }
     for (size_t i = 0; i < u->n; i++) {
@@ -618,6 +712,7 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
 struct lds_new {
     ProtobufCMessage *pb;
     char *rds;
+    struct rm_config_source rds_src;
     struct rm_listener_cfg probe; /* name and address, for the conflict checks */
 };
 
@@ -628,8 +723,8 @@ static const char *address_user(const struct rm_xds_manager *m, const struct soc
     const struct rm_snapshot *s = m->cur ? m->cur : m->base;
     for (size_t i = 0; i < s->n_listeners; i++) {
         const struct rm_listener_cfg *lc = s->listeners[i];
-        if (lc->dynamic && (strcmp(lc->name, skip_name) == 0 ||
-                            !rm_strmap_get(&m->listeners, lc->name)))
+        if (lc->dynamic &&
+            (strcmp(lc->name, skip_name) == 0 || !rm_strmap_get(&m->listeners, lc->name)))
             continue;
         if (lc->addr_len == len && memcmp(&lc->addr, a, len) == 0) return lc->name;
     }
@@ -657,7 +752,11 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
         if (strcmp(m->base->listeners[i]->name, r->name) == 0)
             return rm_error_set(err, "%s.name: a static listener has that name", label);
     }
-    if (rm_snapshot_check_listener(pb, label, resolve_known, m, &out->rds, err)) return RM_ERR;
+    if (rm_snapshot_check_listener(pb, label, resolve_known, m, &out->rds, &out->rds_src, err))
+        return RM_ERR;
+    char rp[340];
+    snprintf(rp, sizeof(rp), "%s: rds.config_source", label);
+    if (out->rds && source_ok(m, T_RDS, &out->rds_src, rp, err)) return RM_ERR;
     char p[320];
     snprintf(p, sizeof(p), "%s.address", label);
     out->probe.name = (char *)r->name;
@@ -667,7 +766,8 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     rm_sockaddr_str((struct sockaddr *)&out->probe.addr, a, sizeof(a));
     if (other) return rm_error_set(err, "%s: %s is already used by listener %s", p, a, other);
     if (!bound_now(m, &out->probe)) { /* can it be bound? */
-        int fd = rm_listen_socket((struct sockaddr *)&out->probe.addr, out->probe.addr_len, true, 1);
+        int fd =
+            rm_listen_socket((struct sockaddr *)&out->probe.addr, out->probe.addr_len, true, 1);
         if (fd < 0) return rm_error_set(err, "%s: cannot listen on %s: %s", p, a, strerror(-fd));
         close(fd);
     }
@@ -705,6 +805,9 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     d->warming.version = xstrdup(r->version);
     d->warming.rds = n->rds;
     n->rds = NULL;
+    struct rm_error err = {{0}};
+    if (d->warming.rds && bind_source(m, T_RDS, &n->rds_src, r->name, &err))
+        rm_log_error("listener %s: %s", r->name, err.msg); /* checked before: out of memory */
     d->warming.updated_ms = wall_ms();
     d->warm_deadline = rm_loop_now(m->loop) + DEFAULT_FETCH_TIMEOUT_MS;
     if (!rm_timer_armed(&m->warm_timer))
@@ -740,6 +843,7 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     for (size_t i = 0; i < u->n; i++) {
         if (v[i].pb) protobuf_c_message_free_unpacked(v[i].pb, NULL);
         free(v[i].rds);
+        rm_config_source_dispose(&v[i].rds_src);
     }
     free(v);
     if (rc != RM_OK) {
@@ -795,8 +899,8 @@ static void publish_next(struct rm_xds_manager *m)
          e = rm_strmap_next(&m->listeners, e, &it)) {
         struct dlistener *d = e->value;
         if (!d->active.pb) continue;
-        ls[nl++] = (struct rm_dyn_listener){e->key, d->active.pb, d->active.version,
-                                            d->active.updated_ms};
+        ls[nl++] =
+            (struct rm_dyn_listener){e->key, d->active.pb, d->active.version, d->active.updated_ms};
     }
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->routes, &it); e;
          e = rm_strmap_next(&m->routes, e, &it)) {
@@ -853,8 +957,8 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
             off += w_ > 0 ? (size_t)w_ : 0;                                                        \
         }                                                                                          \
     } while (0)
-    if (m->idx[T_CDS] >= 0 && !m->cds_done) NOTE("%sCDS", off ? ", " : "");
-    if (m->idx[T_LDS] >= 0 && !m->lds_done) NOTE("%sLDS", off ? ", " : "");
+    if (m->wanted[T_CDS] && !m->cds_done) NOTE("%sCDS", off ? ", " : "");
+    if (m->wanted[T_LDS] && !m->lds_done) NOTE("%sLDS", off ? ", " : "");
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
         if (((struct dcluster *)e->value)->warming && !((struct dcluster *)e->value)->active)
@@ -862,7 +966,8 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
     }
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
          e = rm_strmap_next(&m->listeners, e, &it)) {
-        if (((struct dlistener *)e->value)->warming.pb && !((struct dlistener *)e->value)->active.pb)
+        if (((struct dlistener *)e->value)->warming.pb &&
+            !((struct dlistener *)e->value)->active.pb)
             NOTE("%slistener %s", off ? ", " : "", e->key);
     }
     for (size_t i = 0; i < m->base->n_listeners; i++) {
@@ -925,20 +1030,43 @@ static void on_warm_poll(struct rm_timer *t)
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
 
-static size_t add_type(struct rm_xds_manager *m, int t, size_t n, const char *url, bool wildcard,
-                       int (*fn)(void *, const struct rm_ads_update *, struct rm_error *))
+/* Bind the sources the bootstrap names: CDS, LDS, static EDS clusters, static RDS listeners. */
+static int bind_static_sources(struct rm_xds_manager *m, struct rm_error *err)
 {
-    m->types[n] = (struct rm_ads_type){url, wildcard, fn};
-    m->idx[t] = (int)n;
-    return n + 1;
+    const struct rm_snapshot *b = m->base;
+    if (b->cds && bind_source(m, T_CDS, &b->cds_src, "dynamic_resources.cds_config", err))
+        return RM_ERR;
+    for (size_t i = 0; i < b->n_clusters; i++) {
+        const struct rm_cluster *c = b->clusters[i];
+        if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, c->name, err))
+            return rm_error_prefix(err, "cluster ");
+    }
+    if (b->lds && bind_source(m, T_LDS, &b->lds_src, "dynamic_resources.lds_config", err))
+        return RM_ERR;
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        const struct rm_listener_cfg *lc = b->listeners[i];
+        if (lc->rds_name && bind_source(m, T_RDS, &lc->rds_src, lc->name, err))
+            return rm_error_prefix(err, "listener ");
+    }
+    return RM_OK;
 }
 
-static bool base_uses_rds(const struct rm_snapshot *s)
+/* The ADS stream carries every type (Envoy's order: CDS, EDS, LDS, RDS); types bound to other
+ * sources just never subscribe on it. */
+static int start_ads(struct rm_xds_manager *m, struct rm_error *err)
 {
-    for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name) return true;
-    }
-    return false;
+    if (!m->base->ads_cluster) return RM_OK;
+    struct rm_ads_client_cfg cfg = {
+        .cluster = m->base->ads_cluster,
+        .delta = m->base->ads_delta,
+        .node_id = m->base->node_id,
+        .node_cluster = m->base->node_cluster,
+        .types = m->types,
+        .n_types = T__COUNT,
+        .ctx = m,
+    };
+    m->ads = rm_ads_client_new(m->loop, &cfg, err);
+    return m->ads ? RM_OK : RM_ERR;
 }
 
 struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapshot *base,
@@ -956,34 +1084,25 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->ctx = ctx;
     m->cm = rm_stats_get("cluster_manager.", cm_defs, CM__COUNT);
     m->lm = rm_stats_get("listener_manager.", lm_defs, LM__COUNT);
-    for (int i = 0; i < T__COUNT; i++)
-        m->idx[i] = -1;
-    size_t n = 0; /* Envoy's order: CDS, EDS, LDS, RDS */
-    if (base->cds) n = add_type(m, T_CDS, n, RM_ADS_CDS, true, cds_on_update);
-    n = add_type(m, T_EDS, n, RM_ADS_EDS, false, eds_on_update);
-    if (base->lds) n = add_type(m, T_LDS, n, RM_ADS_LDS, true, lds_on_update);
-    if (base->lds || base_uses_rds(base))
-        n = add_type(m, T_RDS, n, RM_ADS_RDS, false, rds_on_update);
-    uint32_t fetch_ms = base->cds || base->lds ? DEFAULT_FETCH_TIMEOUT_MS : 0;
+    m->types[T_CDS] = (struct rm_ads_type){RM_ADS_CDS, true, cds_on_update};
+    m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update};
+    m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update};
+    m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update};
+    m->wanted[T_CDS] = base->cds;
+    m->wanted[T_LDS] = base->lds;
+    if (start_ads(m, err) || bind_static_sources(m, err)) {
+        rm_xds_manager_free(m);
+        return NULL;
+    }
+    uint32_t fetch_ms = 0;
+    if (base->cds) fetch_ms = base->cds_src.init_timeout_ms;
+    if (base->lds && base->lds_src.init_timeout_ms > fetch_ms)
+        fetch_ms = base->lds_src.init_timeout_ms;
     for (size_t i = 0; i < base->n_clusters; i++) {
         track(m, base->clusters[i]);
         if (rm_cluster_is_eds(base->clusters[i]) &&
             base->clusters[i]->eds_init_timeout_ms > fetch_ms)
             fetch_ms = base->clusters[i]->eds_init_timeout_ms;
-    }
-    struct rm_ads_client_cfg cfg = {
-        .cluster = base->ads_cluster,
-        .delta = base->ads_delta,
-        .node_id = base->node_id,
-        .node_cluster = base->node_cluster,
-        .types = m->types,
-        .n_types = n,
-        .ctx = m,
-    };
-    m->ads = rm_ads_client_new(loop, &cfg, err);
-    if (!m->ads) {
-        rm_xds_manager_free(m);
-        return NULL;
     }
     eds_resubscribe(m);
     rds_resubscribe(m);
@@ -997,6 +1116,10 @@ void rm_xds_manager_free(struct rm_xds_manager *m)
     if (!m) return;
     rm_timer_stop(m->loop, &m->init_timer);
     rm_timer_stop(m->loop, &m->warm_timer);
+    for (int t = 0; t < T__COUNT; t++) {
+        if (m->src[t].client != m->ads) rm_ads_client_free(m->src[t].client);
+        rm_config_source_dispose(&m->src[t].src);
+    }
     rm_ads_client_free(m->ads);
     size_t it;
     const char **keys = malloc((m->clusters.n + m->listeners.n + 1) * sizeof(*keys));

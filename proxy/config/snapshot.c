@@ -101,6 +101,39 @@ static int check_ads_cluster_h2(const struct rm_cluster *c, size_t idx, struct r
                         idx, c->name);
 }
 
+/* The cluster a gRPC config source names: STATIC, with an endpoint, HTTP/2.  NULL with <err>
+ * naming <path>. */
+static struct rm_cluster *
+grpc_cluster(struct rm_snapshot *s,
+             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr, const char *name,
+             const char *path, struct rm_error *err)
+{
+    struct rm_cluster *c = rm_snapshot_cluster(s, name ? name : "");
+    if (!c || rm_cluster_is_dns(c) || rm_cluster_is_eds(c) || c->hs->n == 0) {
+        rm_error_set(err, "%s: \"%s\" is not a STATIC cluster with an endpoint in static_resources",
+                     path, name ? name : "");
+        return NULL;
+    }
+    size_t idx = 0;
+    while (idx < sr->n_clusters && sr->clusters[idx] != c->pb)
+        idx++;
+    return check_ads_cluster_h2(c, idx, err) ? NULL : c;
+}
+
+/* A config source's stream: the ADS one must exist; another one's cluster must be a gRPC one. */
+static int check_source(struct rm_snapshot *s,
+                        const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                        const struct rm_config_source *src, const char *path, struct rm_error *err)
+{
+    if (src->ads)
+        return s->ads_cluster
+                   ? RM_OK
+                   : rm_error_set(err, "%s: ads: {} needs dynamic_resources.ads_config", path);
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.api_config_source.grpc_services[0].envoy_grpc.cluster_name", path);
+    return grpc_cluster(s, sr, src->cluster, p, err) ? RM_OK : RM_ERR;
+}
+
 /* ads_config: gRPC (SotW or Delta) to one STATIC cluster (envoy_grpc). */
 static int check_ads_config(struct rm_snapshot *s,
                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
@@ -121,37 +154,11 @@ static int check_ads_config(struct rm_snapshot *s,
             ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC)
         return rm_error_set(err, "%s.grpc_services: exactly one envoy_grpc service is required", P);
     const char *name = a->grpc_services[0]->envoy_grpc->cluster_name;
-    struct rm_cluster *c = rm_snapshot_cluster(s, name ? name : "");
-    if (!c || rm_cluster_is_dns(c) || rm_cluster_is_eds(c) || c->hs->n == 0)
-        return rm_error_set(err,
-                            "%s.grpc_services[0].envoy_grpc.cluster_name: \"%s\" is not a STATIC "
-                            "cluster with an endpoint in static_resources",
-                            P, name ? name : "");
-    size_t idx = 0;
-    while (idx < sr->n_clusters && sr->clusters[idx] != c->pb)
-        idx++;
-    if (check_ads_cluster_h2(c, idx, err)) return RM_ERR;
-    s->ads_cluster = c;
-    return RM_OK;
-}
-
-/* lds_config / cds_config: only through the ADS stream. */
-static int check_via_ads(const struct rm_snapshot *s,
-                         const Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
-                         struct rm_error *err)
-{
-    if (cs->config_source_specifier_case !=
-        ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
-        return rm_error_set(err,
-                            "%s: only ads: {} (the bootstrap's ads_config) is supported by "
-                            "remora yet",
-                            path);
-    if (cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
-        cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
-        return rm_error_set(err, "%s.resource_api_version: only V3", path);
-    if (!s->ads_cluster)
-        return rm_error_set(err, "%s: ads: {} needs dynamic_resources.ads_config", path);
-    return RM_OK;
+    s->ads_cluster = grpc_cluster(s, sr, name,
+                                  "dynamic_resources.ads_config.grpc_services[0]."
+                                  "envoy_grpc.cluster_name",
+                                  err);
+    return s->ads_cluster ? RM_OK : RM_ERR;
 }
 
 static int
@@ -163,18 +170,24 @@ check_dynamic_resources(struct rm_snapshot *s,
         s->bootstrap->dynamic_resources;
     if (d && d->ads_config && check_ads_config(s, sr, d->ads_config, err)) return RM_ERR;
     if (d && d->lds_config) {
-        if (check_via_ads(s, d->lds_config, "dynamic_resources.lds_config", err)) return RM_ERR;
+        const char *p = "dynamic_resources.lds_config";
+        if (rm_config_source_parse(d->lds_config, p, &s->lds_src, err) ||
+            check_source(s, sr, &s->lds_src, p, err))
+            return RM_ERR;
         s->lds = true;
     }
     if (d && d->cds_config) {
-        if (check_via_ads(s, d->cds_config, "dynamic_resources.cds_config", err)) return RM_ERR;
+        const char *p = "dynamic_resources.cds_config";
+        if (rm_config_source_parse(d->cds_config, p, &s->cds_src, err) ||
+            check_source(s, sr, &s->cds_src, p, err))
+            return RM_ERR;
         s->cds = true;
     }
     for (size_t i = 0; i < s->n_clusters; i++) {
-        if (rm_cluster_is_eds(s->clusters[i]) && !s->ads_cluster)
-            return rm_error_set(err,
-                                "cluster %s: an EDS cluster needs dynamic_resources.ads_config",
-                                s->clusters[i]->name);
+        const struct rm_cluster *c = s->clusters[i];
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "cluster %s: eds_cluster_config.eds_config", c->name);
+        if (rm_cluster_is_eds(c) && check_source(s, sr, &c->eds_src, p, err)) return RM_ERR;
     }
     return RM_OK;
 }
@@ -260,13 +273,9 @@ static int build_rds(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
     snprintf(p, sizeof(p), "%s.rds", path);
     if (!rds->route_config_name || !rds->route_config_name[0])
         return rm_error_set(err, "%s.route_config_name: required", p);
-    const Envoy__Config__Core__V3__ConfigSource *cs = rds->config_source;
-    if (!cs || cs->config_source_specifier_case !=
-                   ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
-        return rm_error_set(err,
-                            "%s.config_source: only ads: {} (the bootstrap's ads_config) is "
-                            "supported by remora yet",
-                            p);
+    char cp[PATH_MAX_LEN];
+    snprintf(cp, sizeof(cp), "%s.config_source", p);
+    if (rm_config_source_parse(rds->config_source, cp, &lc->rds_src, err)) return RM_ERR;
     lc->rds_name = strdup(rds->route_config_name);
     if (!lc->rds_name) return rm_error_set(err, "out of memory");
     if (b->check) return RM_OK;
@@ -526,11 +535,11 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         build_static_listeners(s, NULL, err))
         return RM_ERR;
     for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name && !s->ads_cluster)
-            return rm_error_set(err,
-                                "static_resources.listeners[%zu]: rds needs "
-                                "dynamic_resources.ads_config",
-                                i);
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s): rds.config_source", i,
+                 s->listeners[i]->name);
+        if (s->listeners[i]->rds_name && check_source(s, sr, &s->listeners[i]->rds_src, p, err))
+            return RM_ERR;
     }
     return RM_OK;
 }
@@ -615,6 +624,8 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->ads_delta = base->ads_delta;
     s->lds = base->lds;
     s->cds = base->cds;
+    rm_config_source_copy(&s->lds_src, &base->lds_src);
+    rm_config_source_copy(&s->cds_src, &base->cds_src);
     if (merge_clusters(s, base, dyn, err) || copy_routes(s, dyn, err) ||
         build_static_listeners(s, dyn, err)) {
         rm_snapshot_unref(s);
@@ -628,7 +639,8 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 static void listener_free(struct rm_listener_cfg *lc);
 
 int rm_snapshot_check_listener(const Listener *pb, const char *path, rm_route_resolve_fn resolve,
-                               void *resolve_ctx, char **rds_name, struct rm_error *err)
+                               void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
+                               struct rm_error *err)
 {
     struct rm_snapshot s = {0};
     struct rm_listener_cfg *one[1] = {NULL};
@@ -638,6 +650,9 @@ int rm_snapshot_check_listener(const Listener *pb, const char *path, rm_route_re
     int rc = build_listener(&b, pb, path, err);
     if (rds_name) *rds_name = NULL;
     if (rc == RM_OK && rds_name && one[0]->rds_name) *rds_name = strdup(one[0]->rds_name);
+    if (rds_src) *rds_src = (struct rm_config_source){0};
+    if (rc == RM_OK && rds_src && one[0]->rds_name)
+        rm_config_source_copy(rds_src, &one[0]->rds_src);
     listener_free(one[0]);
     for (size_t i = 0; i < s.n_owned; i++)
         protobuf_c_message_free_unpacked(s.owned[i], NULL);
@@ -651,6 +666,18 @@ int rm_snapshot_check_route(const RouteConfiguration *pb, const char *path,
     struct rm_route_table *t = rm_route_table_new_ex(pb, path, resolve, resolve_ctx, true, err);
     rm_route_table_free(t);
     return t ? RM_OK : RM_ERR;
+}
+
+bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
+{
+    if (s->ads_cluster || s->lds || s->cds) return true;
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        if (rm_cluster_is_eds(s->clusters[i])) return true;
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        if (s->listeners[i]->rds_name) return true;
+    }
+    return false;
 }
 
 bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b)
@@ -680,6 +707,7 @@ static void listener_free(struct rm_listener_cfg *lc)
     free(h->server_name);
     free(lc->name);
     free(lc->rds_name);
+    rm_config_source_dispose(&lc->rds_src);
     free(lc->version_info);
     rm_pb_box_unref(lc->pb_box);
     free(lc);
@@ -704,6 +732,8 @@ void rm_snapshot_unref(struct rm_snapshot *s)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
     rm_pb_box_unref(s->bootstrap_box);
+    rm_config_source_dispose(&s->lds_src);
+    rm_config_source_dispose(&s->cds_src);
     free(s->admin_addr_str);
     free(s->node_id);
     free(s->node_cluster);

@@ -13,6 +13,7 @@
 
 #include "filters/filter.h"
 #include "proxy/admin/stats.h"
+#include "proxy/config/config_source.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/core/error.h"
 #include "proxy/http/route.h"
@@ -66,6 +67,7 @@ struct rm_hcm_cfg {
 struct rm_listener_cfg {
     char *name;
     char *rds_name; /* the HCM's rds.route_config_name, or NULL (inline route_config) */
+    struct rm_config_source rds_src; /* rds.config_source */
     /* LDS listeners: their message (in pb_box), version_info and when it was accepted (ms since
      * the epoch), for /config_dump; static listeners: dynamic false, the rest NULL / 0 */
     bool dynamic;
@@ -125,9 +127,10 @@ struct rm_snapshot {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
     char *node_id, *node_cluster;
-    struct rm_cluster *ads_cluster;  /* dynamic_resources.ads_config's cluster, or NULL */
-    bool ads_delta;                  /* ads_config.api_type DELTA_GRPC (else SotW) */
-    bool lds, cds;                   /* lds_config / cds_config: ads */
+    struct rm_cluster *ads_cluster; /* dynamic_resources.ads_config's cluster, or NULL */
+    bool ads_delta;                 /* ads_config.api_type DELTA_GRPC (else SotW) */
+    bool lds, cds;                  /* lds_config / cds_config are set: */
+    struct rm_config_source lds_src, cds_src;
     struct ProtobufCMessage **owned; /* unpacked typed_configs the compiled config points into */
     size_t n_owned;
 };
@@ -146,15 +149,19 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 /** Check a Listener arriving over LDS (errors under <path>, e.g. "Listener l1:"): everything
  *  rm_snapshot_next would build, with clusters resolved by <resolve> (unknown ones in an inline
  *  route_config are errors unless validate_clusters is false).  *rds_name (may be NULL) gets
- *  the RDS route_config_name it needs (malloc'd) or NULL. */
+ *  the RDS route_config_name it needs (malloc'd) or NULL, and *rds_src (may be NULL; dispose
+ *  it) where it comes from. */
 int rm_snapshot_check_listener(const struct Envoy__Config__Listener__V3__Listener *pb,
                                const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
-                               char **rds_name, struct rm_error *err);
+                               char **rds_name, struct rm_config_source *rds_src,
+                               struct rm_error *err);
 /** Check a RouteConfiguration arriving over RDS: a route to a cluster <resolve> does not know is
  *  an error unless validate_clusters is false. */
 int rm_snapshot_check_route(const struct Envoy__Config__Route__V3__RouteConfiguration *pb,
                             const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
                             struct rm_error *err);
+/** Whether <s> gets anything over xDS (an ADS stream, LDS, CDS, EDS clusters, RDS listeners). */
+bool rm_snapshot_uses_xds(const struct rm_snapshot *s);
 /** Whether two listener configs are the same socket: same name and same address (then an
  *  update keeps the bound socket). */
 bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b);

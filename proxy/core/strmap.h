@@ -17,7 +17,10 @@ struct rm_strmap {
     size_t nb, n;
 };
 
-#define RM_STRMAP_INIT {NULL, 0, 0}
+#define RM_STRMAP_INIT                                                                             \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /** The value of <key>, or NULL. */
 void *rm_strmap_get(const struct rm_strmap *m, const char *key);

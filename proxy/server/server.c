@@ -427,7 +427,7 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
     sv->dns = rm_dns_clusters_new(sv->loop, sv->snap->clusters, sv->snap->n_clusters, &rc,
                                   publish_hosts, on_dns_init, sv, err);
     if (!sv->dns) return RM_ERR;
-    if (sv->snap->ads_cluster) {
+    if (rm_snapshot_uses_xds(sv->snap)) {
         static const struct rm_xds_hooks hooks = {
             .publish = publish_snapshot,
             .publish_hosts = publish_hosts,

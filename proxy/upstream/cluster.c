@@ -78,6 +78,7 @@ void rm_cluster_unref(struct rm_cluster *c)
     rm_host_set_unref(c->hs);
     free_dns(c);
     free(c->eds_service);
+    rm_config_source_dispose(&c->eds_src);
     free(c->name);
     free(c->stat_name);
     free(c->version_info);
@@ -273,29 +274,21 @@ static int parse_static_hosts(struct rm_cluster *c, const Cluster *pb, const cha
     return rc;
 }
 
-/* EDS: eds_config must be the bootstrap's ADS stream; the cluster starts with no host (its
- * assignments come from xds/ads_client.c). */
+/* EDS: eds_config is the bootstrap's ADS stream or a gRPC api_config_source; the cluster starts
+ * with no host (its assignments come from xds/xds_manager.c). */
 static int parse_eds(struct rm_cluster *c, const Cluster *pb, const char *path,
                      struct rm_error *err)
 {
     const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *e = pb->eds_cluster_config;
-    const Envoy__Config__Core__V3__ConfigSource *cs = e ? e->eds_config : NULL;
-    if (!cs || cs->config_source_specifier_case !=
-                   ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)
-        return rm_error_set(err,
-                            "%s.eds_cluster_config.eds_config: only ads: {} (the bootstrap's "
-                            "ads_config) is supported by remora yet",
-                            path);
-    if (cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
-        cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
-        return rm_error_set(err, "%s.eds_cluster_config.eds_config.resource_api_version: only V3",
-                            path);
+    char p[300];
+    snprintf(p, sizeof(p), "%s.eds_cluster_config.eds_config", path);
+    if (rm_config_source_parse(e ? e->eds_config : NULL, p, &c->eds_src, err)) return RM_ERR;
     if (pb->load_assignment)
         return rm_error_set(err, "%s.load_assignment: an EDS cluster gets its endpoints from EDS",
                             path);
     const char *svc = e->service_name && e->service_name[0] ? e->service_name : pb->name;
     c->eds_service = strdup(svc);
-    c->eds_init_timeout_ms = rm_pb_duration_ms(cs->initial_fetch_timeout, 15000);
+    c->eds_init_timeout_ms = c->eds_src.init_timeout_ms;
     c->hs = rm_host_set_new(NULL, 0);
     if (!c->eds_service || !c->hs) return rm_error_set(err, "%s: out of memory", path);
     return RM_OK;

@@ -18,6 +18,7 @@
 
 #include "proxy/admin/stats.h"
 #include "proxy/core/error.h"
+#include "proxy/config/config_source.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/http/codec.h"
 #include "proxy/upstream/circuit_breaker.h"
@@ -71,10 +72,11 @@ struct rm_cluster {
     struct rm_dns_cluster_cfg *dns;
     struct rm_dns_target *dns_targets;
     size_t n_dns_targets;
-    /* EDS (over the bootstrap's ADS stream): the resource name (service_name, else the cluster
-     * name) and initial_fetch_timeout (default 15 s; 0 = none); NULL for other clusters */
+    /* EDS: the resource name (service_name, else the cluster name), initial_fetch_timeout
+     * (default 15 s; 0 = none) and the config source; NULL for other clusters */
     char *eds_service;
     uint32_t eds_init_timeout_ms;
+    struct rm_config_source eds_src;    /* where the assignments come from */
     uint32_t healthy_panic_threshold;   /* percent, default 50 */
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */

@@ -160,4 +160,5 @@ def test_config_errors(ctx):
         "explicit_http_config:\n          http_protocol_options: {}")),
         "the ADS cluster must use HTTP/2")
     no_ads = good[:good.index("dynamic_resources:")]
-    check(no_ads, "an EDS cluster needs dynamic_resources.ads_config")
+    check(no_ads, "cluster backend: eds_cluster_config.eds_config: ads: {} needs "
+          "dynamic_resources.ads_config")

@@ -53,7 +53,16 @@ dynamic_resources:
 """
 
 
-def listener(name, port, rds):
+def source(api):
+    """A ConfigSource: the ADS stream, or api_config_source (api: GRPC / DELTA_GRPC)."""
+    if api is None:
+        return "{ ads: {}, resource_api_version: V3 }"
+    return ("{ resource_api_version: V3, api_config_source: { api_type: %s, "
+            "transport_api_version: V3, grpc_services: [ { envoy_grpc: { cluster_name: xds } } ] "
+            "} }" % api)
+
+
+def listener(name, port, rds, rds_api=None):
     return f"""
 - "@type": {T}envoy.config.listener.v3.Listener
   name: {name}
@@ -64,7 +73,7 @@ def listener(name, port, rds):
       typed_config:
         "@type": {HCM}
         stat_prefix: {name}
-        rds: {{ route_config_name: {rds}, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}
+        rds: {{ route_config_name: {rds}, config_source: {source(rds_api)} }}
         http_filters:
         - name: envoy.filters.http.router
           typed_config: {{ "@type": {ROUTER} }}"""
@@ -82,14 +91,14 @@ def route(name, cluster):
       route: {{ cluster: {cluster} }}"""
 
 
-def cluster(name, lb="ROUND_ROBIN"):
+def cluster(name, lb="ROUND_ROBIN", eds_api=None):
     return f"""
 - "@type": {T}envoy.config.cluster.v3.Cluster
   name: {name}
   type: EDS
   connect_timeout: 1s
   lb_policy: {lb}
-  eds_cluster_config: {{ eds_config: {{ ads: {{}}, resource_api_version: V3 }} }}"""
+  eds_cluster_config: {{ eds_config: {source(eds_api)} }}"""
 
 
 def cla(name, *ports):
@@ -286,3 +295,31 @@ def test_run_xds_example(ctx):
     harness.wait_port(px.admin, proc=px.p)
     wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
     assert upstream_name(ctx, lport) == "example"
+
+
+def test_per_type_streams(ctx):
+    """No ADS: api_config_source gives each type a stream of its own (CDS and EDS state of the
+    world, LDS and RDS Delta), each on its own discovery service."""
+    a = ctx.upstream(name="a")
+    d = start(ctx, "per-type")
+    lport = harness.free_port()
+    put(d, "l.yaml", listener("l1", lport, "r1", rds_api="DELTA_GRPC"), route("r1", "c1"))
+    put(d, "c.yaml", cluster("c1", eds_api="GRPC"), cla("c1", a.port))
+    xds = Xds(ctx, d)
+    boot = bootstrap(xds.port)
+    boot = boot[:boot.index("  ads_config:")] + f"""  cds_config: {source("GRPC")}
+  lds_config: {source("DELTA_GRPC")}
+"""
+    px = ctx.remora(boot, wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    assert upstream_name(ctx, lport) == "a"
+    log = xds.log()
+    for method in ("StreamClusters", "StreamEndpoints", "DeltaListeners", "DeltaRoutes"):
+        assert f": {method}" in log, f"no {method} stream:\n{log[-3000:]}"
+    assert "AggregatedResources" not in log, log[-3000:]
+    # a cluster over CDS whose endpoints would come from another source is NACKed
+    put(d, "c2.yaml", cluster("c2", eds_api=None), cla("c2", a.port))
+    xds.wait_log("NACK node=sidecar-lds-1 type=Cluster")
+    assert "remora takes every ClusterLoadAssignment from one source" in xds.log()
+    assert upstream_name(ctx, lport) == "a"

@@ -27,8 +27,8 @@ Test(pbwire, malformed_bytes)
 {
     const uint8_t *s;
     size_t len;
-    const uint8_t truncated_len[] = {0x0a, 0x05, 'a', 'b'};   /* field 1, length 5, 2 bytes */
-    const uint8_t bad_wire_type[] = {0x0b};                     /* field 1, start group */
+    const uint8_t truncated_len[] = {0x0a, 0x05, 'a', 'b'}; /* field 1, length 5, 2 bytes */
+    const uint8_t bad_wire_type[] = {0x0b};                 /* field 1, start group */
     const uint8_t long_varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0x01}; /* > 10 bytes */
     const uint8_t field_zero[] = {0x02, 0x00};

@@ -296,6 +296,12 @@ Test(dns_cluster, config_errors_name_the_field)
                 "static_resources.clusters[0].dns_resolvers[0].socket_address.address: "
                 "\"dns.example\" is not an IP address");
     cluster_err("name: a\ntype: EDS\n",
-                "static_resources.clusters[0].eds_cluster_config.eds_config: "
-                "only ads: {}");
+                "static_resources.clusters[0].eds_cluster_config.eds_config: required");
+    cluster_err("name: a\ntype: EDS\neds_cluster_config: {eds_config: {self: {}}}\n",
+                "static_resources.clusters[0].eds_cluster_config.eds_config: only ads: {} or "
+                "api_config_source");
+    cluster_err("name: a\ntype: EDS\neds_cluster_config: {eds_config: {api_config_source: "
+                "{api_type: REST}}}\n",
+                "static_resources.clusters[0].eds_cluster_config.eds_config.api_config_source."
+                "api_type: only GRPC and DELTA_GRPC");
 }
