@@ -323,3 +323,46 @@ def test_per_type_streams(ctx):
     xds.wait_log("NACK node=sidecar-lds-1 type=Cluster")
     assert "remora takes every ClusterLoadAssignment from one source" in xds.log()
     assert upstream_name(ctx, lport) == "a"
+
+
+def test_removed_cluster_and_listener_finish_in_flight(ctx):
+    """Requests in flight when their cluster and listener leave the config finish on the config
+    they started on (HTTP/1.1 and h2c); new requests then get 503 (cluster gone, NC) or a closed
+    port (listener gone)."""
+    import threading
+    a = ctx.upstream(name="a")
+    d = start(ctx, "inflight")
+    l1, l2 = harness.free_port(), harness.free_port()
+    put(d, "keep.yaml", listener("l1", l1, "r1"), route("r1", "c1"), cluster("c1"),
+        cla("c1", a.port))
+    put(d, "gone.yaml", listener("l2", l2, "r2"), route("r2", "c2"), cluster("c2"),
+        cla("c2", a.port))
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port, "DELTA_GRPC"), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    # l1 -> c2 too, so a connection on the surviving listener can ask for the removed cluster
+    put(d, "keep.yaml", listener("l1", l1, "r1"), route("r1", "c1"), cluster("c1"),
+        cla("c1", a.port), route("r3", "c2"))
+    results = {}
+
+    def slow(key, port, http2):
+        results[key] = ctx.curl(f"http://127.0.0.1:{port}/", timeout=10, http2=http2,
+                                headers={"x-upstream-delay-ms": "1500"})
+
+    threads = [threading.Thread(target=slow, args=(k, l2, h2))
+               for k, h2 in (("h1", False), ("h2", True))]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # both requests are at the upstream now
+    os.unlink(os.path.join(d, "gone.yaml"))
+    wait_for("l2 closed", lambda: ctx.curl(f"http://127.0.0.1:{l2}/", timeout=2).status == 0)
+    for t in threads:
+        t.join(15)
+    for k in ("h1", "h2"):
+        r = results[k]
+        assert r.status == 200 and r.headers.get("x-upstream-name") == "a", (k, r.status, r.body)
+    st = all_stats(ctx, px)
+    assert st["listener_manager.listener_removed"] == 1, st
+    assert st["cluster_manager.cluster_removed"] == 1, st
+    assert upstream_name(ctx, l1) == "a"
