@@ -541,18 +541,28 @@ class PyCP:
             lambda kind, sid, req: req.type_url == t and req.response_nonce == nonce
             and req.HasField("error_detail"), f"NACKing {SHORT[t]} nonce {nonce}", timeout)[2]
 
-    def acks(self, t):
-        """The ACK requests of type <t> so far (a response nonce, no error_detail)."""
+    def _answers(self, t, error):
+        """The first request answering each response of type <t> (by nonce) with (error) or
+        without (not error) error_detail: one per ACKed / NACKed response."""
         t = type_url(t)
         with self.lock:
-            return [req for _, _, req in self.requests if req.type_url == t and
-                    req.response_nonce and not req.HasField("error_detail")]
+            sent, seen, out = self._nonces(t), set(), []
+            for _, _, req in self.requests:
+                if req.type_url == t and req.response_nonce in sent and \
+                        req.HasField("error_detail") == error and req.response_nonce not in seen:
+                    seen.add(req.response_nonce)
+                    out.append(req)
+            return out
+
+    def acks(self, t):
+        """The ACKs of type <t>: per response, the first request echoing its nonce without
+        error_detail (a later request with the same nonce, e.g. a subscription change, is not
+        counted again)."""
+        return self._answers(t, False)
 
     def nacks(self, t):
-        t = type_url(t)
-        with self.lock:
-            return [req for _, _, req in self.requests if req.type_url == t and
-                    req.HasField("error_detail")]
+        """The NACKs of type <t>: per response, the first request with error_detail."""
+        return self._answers(t, True)
 
     def subscription(self, t, stream=None):
         """The client's current subscription to <t> on <stream> (default: the newest open
