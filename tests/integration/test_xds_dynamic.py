@@ -181,9 +181,9 @@ def h2load(port, seconds, clients=4, streams=10, rps=100):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def h2load_clean(load, running):
+def h2load_clean(load, running, what="the change"):
     out = load.communicate(timeout=60)[0].decode()
-    assert running, "h2load finished before the change:\n" + out
+    assert running, f"h2load finished before {what}:\n" + out
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                   r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
     assert m, out
@@ -417,7 +417,9 @@ class XdsAdapter:
         self.version = self._wait_log(r"reload \(start\): version (\S+),", "the first load")[1]
 
     def log(self):
-        return self.proc.output()
+        """The current process's log, complete lines only."""
+        out = self.proc.output()
+        return out[:out.rfind("\n") + 1]
 
     def _wait_log(self, pattern, what, timeout=10, start=0, pred=None):
         """The first match of <pattern> in the current process's log (from offset <start>)
@@ -749,14 +751,16 @@ def cp_restart(ctx, make, api):
     time.sleep(0.5)
     assert admin_get(ctx, px, "/ready").status == 200, "no longer ready without control plane"
     cp.restart()
-    cp.check_resumed({"cds": {"backend"}, "eds": {"backend"}, "lds": {"ingress"}, "rds": {RC}})
+    # back within 5 s: the retry backoff starts at 500 ms (jittered, doubling)
+    cp.check_resumed({"cds": {"backend"}, "eds": {"backend"}, "lds": {"ingress"}, "rds": {RC}},
+                     timeout=5)
     running = load.poll() is None
     wait_stat(ctx, px, "control_plane.connected_state", 1, timeout=5)
     check_dump(ctx, px, cp, {"backend"}, {"ingress"}, {RC})
     cp.set("eds", {"backend": cla("backend", [b.port])})
     cp.wait_ack("eds")
     wait_name(ctx, l1, "b")
-    h2load_clean(load, running)
+    h2load_clean(load, running, "the control plane was back")
 
 
 # ---- the adapters on their own: a scripted client ----------------------------------------------
