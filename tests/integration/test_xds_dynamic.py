@@ -780,6 +780,7 @@ class FakeEnvoy:
         self.subs = {}          # type URL -> [names] or None (wildcard)
         self.reject = {}
         self.acks = {}
+        self.nonce = {}         # type URL -> latest response nonce
         self.s = None
         self.connect()
 
@@ -797,6 +798,21 @@ class FakeEnvoy:
         t = type_url(t)
         self.subs[t] = names
         self._request(t, names)
+
+    def resubscribe(self, t, names):
+        """Change a by-name subscription: SotW the whole list with the latest nonce, Delta the
+        difference (unsubscribed names are forgotten)."""
+        t = type_url(t)
+        with self.lock:
+            old, self.subs[t] = set(self.subs[t]), list(names)
+            if self.api == "sotw":
+                self.s.send(type_url=t, resource_names=list(names), response_nonce=self.nonce[t],
+                            version_info=self.acked.get(t, ""))
+            else:
+                for n in old - set(names):
+                    self.have[t].pop(n, None)
+                self.s.send(type_url=t, resource_names_subscribe=sorted(set(names) - old),
+                            resource_names_unsubscribe=sorted(old - set(names)))
 
     def _request(self, t, names, resume=False):
         kw = {"type_url": t}
@@ -822,6 +838,7 @@ class FakeEnvoy:
 
     def _handle(self, s, r):
         t = r.type_url
+        self.nonce[t] = r.nonce
         if self.api == "sotw":
             got = {_name(a): (r.version_info, a.value) for a in r.resources}
             removed = []
@@ -892,6 +909,17 @@ def adapters(ctx, make, api):
             assert cp.expected_version("cds", "other") == fe.have[T_CLUSTER]["other"][0]
         if api == "sotw":
             assert cp.acked["cds"] == fe.acked[T_CLUSTER], (cp.acked, fe.acked)
+
+        # an assignment for a cluster not subscribed yet, then the subscription (lifecycle's
+        # second cluster): ACKed at the assignment's version; unsubscribed again
+        cp.set("eds", {"backend": cla("backend", [18081]), "other": cla("other", [18083])})
+        fe.resubscribe("eds", ["backend", "other"])
+        cp.wait_subscribed("eds", {"backend", "other"})
+        cp.wait_ack("eds")
+        with fe.lock:
+            assert set(fe.have[T_CLA]) == {"backend", "other"}, fe.have[T_CLA]
+        fe.resubscribe("eds", ["backend"])
+        cp.wait_subscribed("eds", {"backend"})
 
         # a NACK: code, message and (SotW) version as the client sent them
         fe.reject[T_CLUSTER] = lambda names: "custom_type: cluster_type: nope" \
