@@ -14,9 +14,9 @@
  *    initial_resource_versions).
  *  - A response is checked whole: its type_url must be a registered type, every resource must
  *    carry that type (SotW: the Any's type_url, or an envoy.service.discovery.v3.Resource
- *    wrapper around it), have a name, and appear once.  Resources whose bytes hash as the held
- *    copy's are dropped here (an unchanged resource costs a hash, not a rebuild); the rest,
- *    with the names that disappeared (SotW wildcard types: absent from the response; Delta:
+ *    wrapper around it), have a name, and appear once.  Resources whose bytes hash (64 bits) as
+ *    the held copy's are dropped here (an unchanged resource costs a hash, not a rebuild); the
+ * rest, with the names that disappeared (SotW wildcard types: absent from the response; Delta:
  *    removed_resources), go to the type's on_update as one batch.  RM_OK: the client now holds
  *    them and ACKs; RM_ERR: it holds what it held, NACKs with error_detail (code 13, the
  *    message: "<Type> <name>: <field path>: why") and, for SotW, the last accepted version.
@@ -53,7 +53,7 @@ struct rm_ads_res {
     const uint8_t *value; /* the serialized message (valid during on_update) */
     size_t len;
     const char *version; /* Delta: the resource's version; SotW: the response's version_info */
-    uint64_t hash;       /* FNV-1a 64 of value */
+    uint64_t hash;       /* a 64-bit hash of value */
     size_t index;        /* its position in the response (for messages: "resources[i]") */
 };
 
@@ -75,6 +75,9 @@ struct rm_ads_type {
     /** Validate and apply the whole batch.  RM_OK: accepted (ACK); RM_ERR with <err> naming
      *  the resource and the field: rejected (NACK), the type's config must be as before. */
     int (*on_update)(void *ctx, const struct rm_ads_update *u, struct rm_error *err);
+    /** The client rejected a response of this type before on_update (undecodable, wrong type,
+     *  duplicate names): for the type's update_rejected stats.  May be NULL. */
+    void (*on_rejected)(void *ctx);
 };
 
 struct rm_ads_client_cfg {

@@ -75,6 +75,13 @@ static const struct rm_stat_def lm_defs[LM__COUNT] = {
     [LM_LISTENER_REMOVED] = {"listener_removed", RM_COUNTER},
 };
 
+enum { RDS_UPDATE_ATTEMPT, RDS_UPDATE_SUCCESS, RDS_UPDATE_REJECTED, RDS__COUNT };
+static const struct rm_stat_def rds_defs[RDS__COUNT] = {
+    [RDS_UPDATE_ATTEMPT] = {"update_attempt", RM_COUNTER},
+    [RDS_UPDATE_SUCCESS] = {"update_success", RM_COUNTER},
+    [RDS_UPDATE_REJECTED] = {"update_rejected", RM_COUNTER},
+};
+
 /** An EDS service name: its accepted assignment and the clusters that use it. */
 struct svc {
     struct rm_pb_box *la; /* NULL until an assignment is accepted */
@@ -326,16 +333,7 @@ static void set_hosts(struct rm_xds_manager *m, struct rm_cluster *c, const stru
                       bool publish)
 {
     struct rm_host_set *hs = NULL;
-    int rc = rm_host_set_diff(c->hs, s->specs, s->n, &hs);
-    if (rc == RM_HOST_SET_SAME) {
-        rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
-        return;
-    }
-    if (rc != RM_HOST_SET_CHANGED) {
-        rm_log_error("cluster %s: out of memory while updating its hosts", c->name);
-        return;
-    }
-    rm_cluster_set_hosts(c, hs);
+    if (!rm_cluster_take_diff(c, rm_host_set_diff(c->hs, s->specs, s->n, &hs), hs)) return;
     rm_log_debug("cluster %s: EDS: %zu host(s)", c->name, c->hs->n);
     if (publish) m->hooks.publish_hosts(m->ctx, c, c->hs);
 }
@@ -660,6 +658,46 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
     return any;
 }
 
+/* http.<stat_prefix>.rds.<name>.<stat> of every active listener whose routes are <name> (NULL:
+ * every listener with rds), as Envoy counts per route configuration subscription. */
+static void count_rds(struct rm_xds_manager *m, const char *name, unsigned stat)
+{
+    const struct rm_snapshot *s = m->cur ? m->cur : m->base;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        const struct rm_listener_cfg *lc = s->listeners[i];
+        if (!lc->rds_name || (name && strcmp(lc->rds_name, name) != 0)) continue;
+        char prefix[600];
+        snprintf(prefix, sizeof(prefix), "http.%s.rds.%s.", lc->hcm.stat_prefix, lc->rds_name);
+        struct rm_stats *st = rm_stats_get(prefix, rds_defs, RDS__COUNT);
+        rm_stat_inc(st, RDS_UPDATE_ATTEMPT);
+        rm_stat_inc(st, stat);
+    }
+}
+
+static void rds_rejected(void *ctx)
+{
+    count_rds(ctx, NULL, RDS_UPDATE_REJECTED);
+}
+
+static void cds_rejected(void *ctx)
+{
+    struct rm_xds_manager *m = ctx;
+    rm_stat_inc(m->cm, CM_CDS_UPDATE_ATTEMPT);
+    rm_stat_inc(m->cm, CM_CDS_UPDATE_REJECTED);
+}
+
+static void lds_rejected(void *ctx)
+{
+    struct rm_xds_manager *m = ctx;
+    rm_stat_inc(m->lm, LM_LDS_UPDATE_ATTEMPT);
+    rm_stat_inc(m->lm, LM_LDS_UPDATE_REJECTED);
+}
+
+static void eds_rejected(void *ctx)
+{
+    count_rejected(ctx);
+}
+
 static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
 {
     struct rm_xds_manager *m = ctx;
@@ -693,7 +731,11 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         r->updated_ms = wall_ms();
     }
     free(v);
-    if (rc != RM_OK) return RM_ERR;
+    if (rc != RM_OK) {
+        for (size_t i = 0; i < u->n; i++)
+            count_rds(m, u->res[i].name, RDS_UPDATE_REJECTED);
+        return RM_ERR;
+    }
     for (size_t i = 0; i < u->n_removed; i++) {
         struct droute *r = rm_strmap_del(&m->routes, u->removed[i]);
         if (!r) continue;
@@ -703,6 +745,8 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     }
     promote_listeners(m, false);
     publish_next(m);
+    for (size_t i = 0; i < u->n; i++) /* after publishing: listeners it warmed count too */
+        count_rds(m, u->res[i].name, RDS_UPDATE_SUCCESS);
     check_init(m);
     return RM_OK;
 }
@@ -1084,10 +1128,10 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->ctx = ctx;
     m->cm = rm_stats_get("cluster_manager.", cm_defs, CM__COUNT);
     m->lm = rm_stats_get("listener_manager.", lm_defs, LM__COUNT);
-    m->types[T_CDS] = (struct rm_ads_type){RM_ADS_CDS, true, cds_on_update};
-    m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update};
-    m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update};
-    m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update};
+    m->types[T_CDS] = (struct rm_ads_type){RM_ADS_CDS, true, cds_on_update, cds_rejected};
+    m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update, eds_rejected};
+    m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update, lds_rejected};
+    m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update, rds_rejected};
     m->wanted[T_CDS] = base->cds;
     m->wanted[T_LDS] = base->lds;
     if (start_ads(m, err) || bind_static_sources(m, err)) {

@@ -22,8 +22,9 @@ static int parse_api(const ApiConfigSource *a, const char *path, struct rm_confi
         a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO)
         return rm_error_set(err, "%s.api_config_source.transport_api_version: only V3", path);
     if (a->n_cluster_names)
-        return rm_error_set(err, "%s.api_config_source.cluster_names: only for REST; use "
-                                 "grpc_services",
+        return rm_error_set(err,
+                            "%s.api_config_source.cluster_names: only for REST; use "
+                            "grpc_services",
                             path);
     if (a->n_grpc_services != 1 ||
         a->grpc_services[0]->target_specifier_case !=
@@ -39,8 +40,8 @@ static int parse_api(const ApiConfigSource *a, const char *path, struct rm_confi
     return out->cluster ? RM_OK : rm_error_set(err, "out of memory");
 }
 
-int rm_config_source_parse(const struct Envoy__Config__Core__V3__ConfigSource *cs,
-                           const char *path, struct rm_config_source *out, struct rm_error *err)
+int rm_config_source_parse(const struct Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
+                           struct rm_config_source *out, struct rm_error *err)
 {
     *out = (struct rm_config_source){0};
     if (!cs) return rm_error_set(err, "%s: required", path);

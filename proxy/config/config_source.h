@@ -13,16 +13,16 @@
 struct Envoy__Config__Core__V3__ConfigSource;
 
 struct rm_config_source {
-    bool ads;        /* ads: {} */
-    bool delta;      /* api_config_source.api_type DELTA_GRPC */
-    char *cluster;   /* api_config_source's envoy_grpc cluster_name (malloc'd), NULL with ads */
+    bool ads;      /* ads: {} */
+    bool delta;    /* api_config_source.api_type DELTA_GRPC */
+    char *cluster; /* api_config_source's envoy_grpc cluster_name (malloc'd), NULL with ads */
     uint32_t init_timeout_ms; /* initial_fetch_timeout (default 15 s; 0 = none) */
 };
 
 /** Read <cs> (errors name the field under <path>).  RM_OK with <out> filled (dispose it), or
  *  RM_ERR with <out> empty. */
-int rm_config_source_parse(const struct Envoy__Config__Core__V3__ConfigSource *cs,
-                           const char *path, struct rm_config_source *out, struct rm_error *err);
+int rm_config_source_parse(const struct Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
+                           struct rm_config_source *out, struct rm_error *err);
 void rm_config_source_dispose(struct rm_config_source *s);
 /** Deep copy (aborts when out of memory). */
 void rm_config_source_copy(struct rm_config_source *dst, const struct rm_config_source *src);

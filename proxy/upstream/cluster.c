@@ -12,6 +12,7 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/core/log.h"
 #include "proxy/upstream/dns.h"
 
 #define HTTP_OPTS_TYPE "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -546,4 +547,18 @@ void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs)
     c->hs = hs;
     rm_host_set_unref(old);
     rm_cluster_update_membership(c);
+}
+
+bool rm_cluster_take_diff(struct rm_cluster *c, int rc, struct rm_host_set *hs)
+{
+    if (rc == RM_HOST_SET_SAME) {
+        rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
+        return false;
+    }
+    if (rc != RM_HOST_SET_CHANGED) {
+        rm_log_error("cluster %s: out of memory while updating its hosts", c->name);
+        return false;
+    }
+    rm_cluster_set_hosts(c, hs);
+    return true;
 }

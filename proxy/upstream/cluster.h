@@ -109,6 +109,12 @@ void rm_cluster_update_membership(struct rm_cluster *c);
  *  workers is the caller's business (rm_worker_publish_hosts). */
 void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs);
 
+/** Apply the outcome of a membership diff (rm_host_set_diff / rm_host_set_logical): <rc>
+ *  RM_HOST_SET_CHANGED makes <hs> the membership (rm_cluster_set_hosts takes the reference)
+ *  and returns true; RM_HOST_SET_SAME counts update_no_rebuild; an error is logged (the cluster
+ *  keeps its hosts).  Main thread.  Publishing is the caller's business. */
+bool rm_cluster_take_diff(struct rm_cluster *c, int rc, struct rm_host_set *hs);
+
 struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment;
 
 /** The hosts a load assignment lists (STATIC clusters' load_assignment, EDS resources): every

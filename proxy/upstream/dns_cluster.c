@@ -114,16 +114,7 @@ static void update_membership(struct dns_cluster *dc)
 {
     struct rm_cluster *c = dc->c;
     struct rm_host_set *hs = NULL;
-    int rc = wanted_set(dc, &hs);
-    if (rc == RM_HOST_SET_SAME) {
-        rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
-        return;
-    }
-    if (rc != RM_HOST_SET_CHANGED) {
-        rm_log_error("cluster %s: out of memory while updating its hosts", c->name);
-        return;
-    }
-    rm_cluster_set_hosts(c, hs); /* the cluster takes our reference */
+    if (!rm_cluster_take_diff(c, wanted_set(dc, &hs), hs)) return;
     if (c->hs->has_logical)
         rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical_str);
     else
