@@ -333,7 +333,8 @@ static void set_hosts(struct rm_xds_manager *m, struct rm_cluster *c, const stru
                       bool publish)
 {
     struct rm_host_set *hs = NULL;
-    if (!rm_cluster_take_diff(c, rm_host_set_diff(c->hs, s->specs, s->n, &hs), hs)) return;
+    int rc = rm_host_set_diff(c->hs, s->specs, s->n, &hs);
+    if (!rm_cluster_take_diff(c, rc, hs)) return;
     rm_log_debug("cluster %s: EDS: %zu host(s)", c->name, c->hs->n);
     if (publish) m->hooks.publish_hosts(m->ctx, c, c->hs);
 }

@@ -114,7 +114,8 @@ static void update_membership(struct dns_cluster *dc)
 {
     struct rm_cluster *c = dc->c;
     struct rm_host_set *hs = NULL;
-    if (!rm_cluster_take_diff(c, wanted_set(dc, &hs), hs)) return;
+    int rc = wanted_set(dc, &hs);
+    if (!rm_cluster_take_diff(c, rc, hs)) return;
     if (c->hs->has_logical)
         rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical_str);
     else
