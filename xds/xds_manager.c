@@ -909,7 +909,7 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
 
 static int cmp_route(const void *a, const void *b)
 {
-    return strcmp(((const struct rm_dyn_route *)a)->name, ((const struct rm_dyn_route *)b)->name);
+    return strcmp(((const struct rm_dyn_res *)a)->name, ((const struct rm_dyn_res *)b)->name);
 }
 
 static void count_warming(struct rm_xds_manager *m, size_t n_active_clusters, size_t n_listeners)
@@ -930,19 +930,27 @@ static void count_warming(struct rm_xds_manager *m, size_t n_active_clusters, si
 /* Build the next snapshot from the active resources and publish it. */
 static void publish_next(struct rm_xds_manager *m)
 {
-    size_t nc = 0, nl = 0, nr = 0, it;
+    size_t nc = 0, nl = 0, nr = 0, nwc = 0, nwl = 0, it;
     struct rm_cluster **cs = calloc(m->clusters.n + 1, sizeof(*cs));
     struct rm_dyn_listener *ls = calloc(m->listeners.n + 1, sizeof(*ls));
-    struct rm_dyn_route *rs = calloc(m->routes.n + 1, sizeof(*rs));
-    if (!cs || !ls || !rs) abort();
+    struct rm_dyn_res *rs = calloc(m->routes.n + 1, sizeof(*rs));
+    struct rm_dyn_res *wcs = calloc(m->clusters.n + 1, sizeof(*wcs));
+    struct rm_dyn_res *wls = calloc(m->listeners.n + 1, sizeof(*wls));
+    if (!cs || !ls || !rs || !wcs || !wls) abort();
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
         struct dcluster *d = e->value;
         if (d->active) cs[nc++] = d->active;
+        const struct rm_cluster *w = d->warming;
+        if (w)
+            wcs[nwc++] =
+                (struct rm_dyn_res){e->key, w->pb_box, w->version_info, w->last_updated_ms};
     }
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
          e = rm_strmap_next(&m->listeners, e, &it)) {
         struct dlistener *d = e->value;
+        const struct lversion *w = &d->warming;
+        if (w->pb) wls[nwl++] = (struct rm_dyn_res){e->key, w->pb, w->version, w->updated_ms};
         if (!d->active.pb) continue;
         ls[nl++] =
             (struct rm_dyn_listener){e->key, d->active.pb, d->active.version, d->active.updated_ms};
@@ -950,16 +958,18 @@ static void publish_next(struct rm_xds_manager *m)
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->routes, &it); e;
          e = rm_strmap_next(&m->routes, e, &it)) {
         struct droute *r = e->value;
-        rs[nr++] = (struct rm_dyn_route){e->key, r->pb, r->version, r->updated_ms};
+        rs[nr++] = (struct rm_dyn_res){e->key, r->pb, r->version, r->updated_ms};
     }
     qsort(rs, nr, sizeof(*rs), cmp_route);
-    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr};
+    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl};
     struct rm_error err = {{0}};
     struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
     if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
     free(cs);
     free(ls);
     free(rs);
+    free(wcs);
+    free(wls);
     if (next) count_warming(m, next->n_clusters, next->n_listeners);
     if (!next || m->hooks.publish(m->ctx, next, &err) != RM_OK) {
         rm_log_error("xds: cannot apply the new configuration: %s", err.msg);

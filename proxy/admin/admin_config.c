@@ -15,7 +15,8 @@
  *   "dynamic_active_clusters": [{"version_info": V, "cluster": {...}, "last_updated": T}],
  *   "dynamic_listeners": [{"name": N, "active_state": {"version_info": V, "listener": {...},
  *   "last_updated": T}}] and "dynamic_route_configs": [{"version_info": V, "route_config":
- *   {...}, "last_updated": T}], T being when remora accepted that version.
+ *   {...}, "last_updated": T}], T being when remora accepted that version; versions still
+ *   warming as "dynamic_warming_clusters" and listeners' "warming_state".
  *     {"@type": ".../envoy.admin.v3.SecretsConfigDump",
  *      "static_secrets": [{"name": N, "last_updated": T, "secret": {"@type": ...Secret, ...}}]}
  *   ]}
@@ -131,7 +132,30 @@ static void dump_clusters(struct dump *d, const struct rm_snapshot *snap)
         put_dynamic(d, c->version_info, "cluster", &c->pb->base, c->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');
     }
-    rm_strbuf_puts(d->sb, dyn ? "]}" : "}");
+    if (dyn) rm_strbuf_putc(d->sb, ']');
+    for (size_t i = 0; snap && i < snap->n_warming_clusters; i++) {
+        const struct rm_dyn_res *w = &snap->warming_clusters[i];
+        rm_strbuf_puts(d->sb, i ? ",{" : ",\"dynamic_warming_clusters\":[{");
+        put_dynamic(d, w->version_info, "cluster", w->pb->m, w->last_updated_ms);
+        rm_strbuf_putc(d->sb, '}');
+    }
+    rm_strbuf_puts(d->sb, snap && snap->n_warming_clusters ? "]}" : "}");
+}
+
+/* The warming version of LDS listener <name> in <snap>, or NULL. */
+static const struct rm_dyn_res *warming_listener(const struct rm_snapshot *snap, const char *name)
+{
+    for (size_t i = 0; snap && i < snap->n_warming_listeners; i++) {
+        if (strcmp(snap->warming_listeners[i].name, name) == 0) return &snap->warming_listeners[i];
+    }
+    return NULL;
+}
+
+static void put_warming_state(struct dump *d, const struct rm_dyn_res *w)
+{
+    rm_strbuf_puts(d->sb, ",\"warming_state\":{");
+    put_dynamic(d, w->version_info, "listener", w->pb->m, w->last_updated_ms);
+    rm_strbuf_putc(d->sb, '}');
 }
 
 static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *
@@ -161,7 +185,21 @@ static void dump_listeners(struct dump *d, const struct rm_snapshot *snap)
         rm_admin_json_str(d->sb, lc->name);
         rm_strbuf_puts(d->sb, ",\"active_state\":{");
         put_dynamic(d, lc->version_info, "listener", lc->pb_box->m, lc->last_updated_ms);
-        rm_strbuf_puts(d->sb, "}}");
+        rm_strbuf_putc(d->sb, '}');
+        const struct rm_dyn_res *w = warming_listener(snap, lc->name);
+        if (w) put_warming_state(d, w);
+        rm_strbuf_putc(d->sb, '}');
+    }
+    for (size_t i = 0; snap && i < snap->n_warming_listeners; i++) { /* not active yet */
+        const struct rm_dyn_res *w = &snap->warming_listeners[i];
+        bool active = false;
+        for (size_t j = 0; j < snap->n_listeners && !active; j++)
+            active = snap->listeners[j]->dynamic && strcmp(snap->listeners[j]->name, w->name) == 0;
+        if (active) continue;
+        rm_strbuf_puts(d->sb, dyn++ ? ",{\"name\":" : ",\"dynamic_listeners\":[{\"name\":");
+        rm_admin_json_str(d->sb, w->name);
+        put_warming_state(d, w);
+        rm_strbuf_putc(d->sb, '}');
     }
     rm_strbuf_puts(d->sb, dyn ? "]}" : "}");
 }
@@ -215,7 +253,7 @@ static void dump_routes(struct dump *d, const struct rm_snapshot *snap)
     }
     if (shown) rm_strbuf_putc(d->sb, ']');
     for (size_t i = 0; snap && i < snap->n_routes; i++) {
-        const struct rm_dyn_route *r = &snap->routes[i];
+        const struct rm_dyn_res *r = &snap->routes[i];
         rm_strbuf_puts(d->sb, i ? ",{" : ",\"dynamic_route_configs\":[{");
         put_dynamic(d, r->version_info, "route_config", r->pb->m, r->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');

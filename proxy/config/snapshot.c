@@ -248,7 +248,7 @@ static int build_filters(struct rm_hcm_cfg *h, const Hcm *pb, const char *path,
     return RM_OK;
 }
 
-static const struct rm_dyn_route *find_route(const struct rm_snapshot_dyn *dyn, const char *name)
+static const struct rm_dyn_res *find_route(const struct rm_snapshot_dyn *dyn, const char *name)
 {
     size_t lo = 0, hi = dyn ? dyn->n_routes : 0;
     while (lo < hi) {
@@ -279,7 +279,7 @@ static int build_rds(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
     lc->rds_name = strdup(rds->route_config_name);
     if (!lc->rds_name) return rm_error_set(err, "out of memory");
     if (b->check) return RM_OK;
-    const struct rm_dyn_route *r = find_route(b->dyn, lc->rds_name);
+    const struct rm_dyn_res *r = find_route(b->dyn, lc->rds_name);
     static const RouteConfiguration empty = ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT;
     char rp[PATH_MAX_LEN];
     snprintf(rp, sizeof(rp), "RouteConfiguration %s", lc->rds_name);
@@ -568,14 +568,15 @@ struct rm_snapshot *rm_snapshot_from_bootstrap(Envoy__Config__Bootstrap__V3__Boo
     return s;
 }
 
-static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
-                       struct rm_error *err)
+/* Copy <n> resources of <from> into *to (references on their messages). */
+static int copy_res(struct rm_dyn_res **to, size_t *n_to, const struct rm_dyn_res *from, size_t n,
+                    struct rm_error *err)
 {
-    s->routes = calloc(dyn->n_routes + 1, sizeof(*s->routes));
-    if (!s->routes) return rm_error_set(err, "out of memory");
-    for (size_t i = 0; i < dyn->n_routes; i++) {
-        const struct rm_dyn_route *r = &dyn->routes[i];
-        struct rm_dyn_route *c = &s->routes[s->n_routes++];
+    *to = calloc(n + 1, sizeof(**to));
+    if (!*to) return rm_error_set(err, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const struct rm_dyn_res *r = &from[i];
+        struct rm_dyn_res *c = &(*to)[(*n_to)++];
         c->name = strdup(r->name);
         c->version_info = strdup(r->version_info ? r->version_info : "");
         c->pb = rm_pb_box_ref(r->pb);
@@ -583,6 +584,28 @@ static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
         if (!c->name || !c->version_info) return rm_error_set(err, "out of memory");
     }
     return RM_OK;
+}
+
+static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
+                       struct rm_error *err)
+{
+    return copy_res(&s->routes, &s->n_routes, dyn->routes, dyn->n_routes, err) ||
+                   copy_res(&s->warming_clusters, &s->n_warming_clusters, dyn->warming_clusters,
+                            dyn->n_warming_clusters, err) ||
+                   copy_res(&s->warming_listeners, &s->n_warming_listeners, dyn->warming_listeners,
+                            dyn->n_warming_listeners, err)
+               ? RM_ERR
+               : RM_OK;
+}
+
+static void free_res(struct rm_dyn_res *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].name);
+        free(v[i].version_info);
+        rm_pb_box_unref(v[i].pb);
+    }
+    free(v);
 }
 
 static int merge_clusters(struct rm_snapshot *s, const struct rm_snapshot *base,
@@ -722,12 +745,9 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     for (size_t i = 0; i < s->n_clusters; i++)
         rm_cluster_unref(s->clusters[i]);
     free(s->clusters);
-    for (size_t i = 0; i < s->n_routes; i++) {
-        free(s->routes[i].name);
-        free(s->routes[i].version_info);
-        rm_pb_box_unref(s->routes[i].pb);
-    }
-    free(s->routes);
+    free_res(s->routes, s->n_routes);
+    free_res(s->warming_clusters, s->n_warming_clusters);
+    free_res(s->warming_listeners, s->n_warming_listeners);
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);

@@ -85,8 +85,9 @@ struct rm_listener_cfg {
     struct rm_stats *stats; /* listener.<addr>. */
 };
 
-/** An RDS route configuration as the snapshot got it (for /config_dump). */
-struct rm_dyn_route {
+/** A resource received over xDS as the snapshot shows it in /config_dump (an RDS route
+ *  configuration; a cluster or listener still warming). */
+struct rm_dyn_res {
     char *name;
     struct rm_pb_box *pb; /* RouteConfiguration */
     char *version_info;
@@ -108,8 +109,10 @@ struct rm_snapshot_dyn {
     size_t n_clusters;
     const struct rm_dyn_listener *listeners; /* LDS listeners */
     size_t n_listeners;
-    const struct rm_dyn_route *routes; /* RDS route configurations, sorted by name */
+    const struct rm_dyn_res *routes; /* RDS route configurations, sorted by name */
     size_t n_routes;
+    const struct rm_dyn_res *warming_clusters, *warming_listeners; /* for /config_dump */
+    size_t n_warming_clusters, n_warming_listeners;
 };
 
 struct rm_snapshot {
@@ -119,8 +122,10 @@ struct rm_snapshot {
     size_t n_listeners;
     struct rm_cluster **clusters; /* references, sorted by name */
     size_t n_clusters;
-    struct rm_dyn_route *routes; /* RDS route configurations in use, sorted by name */
+    struct rm_dyn_res *routes; /* RDS route configurations in use, sorted by name */
     size_t n_routes;
+    struct rm_dyn_res *warming_clusters, *warming_listeners; /* CDS / LDS versions warming */
+    size_t n_warming_clusters, n_warming_listeners;
     struct rm_pb_box *bootstrap_box;                           /* a reference */
     struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* in bootstrap_box */
     char *admin_addr_str;

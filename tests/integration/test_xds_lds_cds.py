@@ -235,7 +235,20 @@ def test_listener_warms_until_its_routes(ctx):
     assert st["listener_manager.total_listeners_active"] == 1, st
     assert ctx.curl(f"http://127.0.0.1:{l2}/", timeout=2).status == 0, "l2 serves before r2"
     assert ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 503, "ready while warming"
+    # /config_dump shows what warms: l2's warming_state, a cluster without its assignment
+    put(d, "c9.yaml", cluster("c9"))
+    wait_for("c9 warming", lambda: all_stats(ctx, px)["cluster_manager.warming_clusters"] == 1)
+    dump = json.loads(ctx.curl(f"http://127.0.0.1:{px.admin}/config_dump").body)
+    by_type = {c["@type"].rsplit(".", 1)[1]: c for c in dump["configs"]}
+    ls = {x["name"]: x for x in by_type["ListenersConfigDump"]["dynamic_listeners"]}
+    assert "active_state" in ls["l1"] and "warming_state" not in ls["l1"], ls["l1"]
+    assert "active_state" not in ls["l2"], ls["l2"]
+    assert ls["l2"]["warming_state"]["listener"]["name"] == "l2", ls["l2"]
+    cd = by_type["ClustersConfigDump"]
+    assert [c["cluster"]["name"] for c in cd["dynamic_warming_clusters"]] == ["c9"], cd
+    assert "c9" not in {c["cluster"]["name"] for c in cd["dynamic_active_clusters"]}, cd
     put(d, "r.yaml", route("r1", "c1"), route("r2", "c1"))
+    put(d, "c9.yaml", cluster("c9"), cla("c9", a.port))
     wait_for("l2", lambda: upstream_name(ctx, l2) == "a")
     wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
     st = all_stats(ctx, px)
