@@ -65,6 +65,13 @@ static uint64_t next_random(struct rm_ads_client *a)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void sub_initialized(struct rm_ads_client *a, struct eds_sub *s)
 {
     if (s->initialized) return;
@@ -155,6 +162,7 @@ static void reject_response(struct rm_ads_client *a, const Response *r, const ch
 static void on_message(void *ctx, const uint8_t *msg, size_t len)
 {
     struct rm_ads_client *a = ctx;
+    uint64_t t0 = now_us(); /* the response arrived: "applied in" counts from here */
     Response *r = envoy__service__discovery__v3__discovery_response__unpack(NULL, len, msg);
     if (!r) {
         rm_log_warn("ads: undecodable DiscoveryResponse (%zu bytes) ignored", len);
@@ -164,9 +172,11 @@ static void on_message(void *ctx, const uint8_t *msg, size_t len)
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
     struct rm_eds_response eds;
     struct rm_error err = {{0}};
-    if (rm_eds_response_parse(r, &eds, &err) == RM_OK)
+    if (rm_eds_response_parse(r, &eds, &err) == RM_OK) {
         accept_response(a, r, &eds);
-    else
+        rm_log_info("ads: ClusterLoadAssignment version %s (%zu resources) applied in %llu us",
+                    r->version_info, r->n_resources, (unsigned long long)(now_us() - t0));
+    } else
         reject_response(a, r, err.msg);
     rm_eds_response_clear(&eds);
     send_request(a);
