@@ -117,44 +117,139 @@ const struct rm_stat_def rm_server_stat_defs[RM_SS__COUNT] = {
     [RM_SS_DAYS_UNTIL_FIRST_CERT_EXPIRING] = G("days_until_first_cert_expiring"),
 };
 
-struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n)
+/* ---- registry ----------------------------------------------------------------------------- */
+
+/* The blocks, in creation order (rm_stats_foreach) and in a chained hash table by prefix
+ * (rm_stats_get is called once per cluster, listener and filter: a list scan made a 10,000
+ * cluster config quadratic).  Both under registry_lock. */
+static struct rm_stats **buckets;
+static size_t n_buckets, n_blocks;
+static unsigned new_block_shards = RM_STATS_MAX_SHARDS;
+
+void rm_stats_set_shards(unsigned n)
 {
     pthread_mutex_lock(&registry_lock);
-    for (struct rm_stats *s = registry_head; s; s = s->next) {
-        if (strcmp(s->prefix, prefix) == 0) {
+    new_block_shards = n < 1 ? 1 : n > RM_STATS_MAX_SHARDS ? RM_STATS_MAX_SHARDS : n;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static uint32_t hash_str(const char *p)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+/* Twice the buckets once there are more blocks than buckets.  Under the lock. */
+static void grow_buckets(void)
+{
+    size_t n = n_buckets ? n_buckets * 2 : 256;
+    struct rm_stats **b = calloc(n, sizeof(*b));
+    if (!b) abort();
+    for (size_t i = 0; i < n_buckets; i++) {
+        for (struct rm_stats *s = buckets[i], *next; s; s = next) {
+            next = s->hash_next;
+            s->hash_next = b[s->hash & (n - 1)];
+            b[s->hash & (n - 1)] = s;
+        }
+    }
+    free(buckets);
+    buckets = b;
+    n_buckets = n;
+}
+
+/* One allocation: the block, its row pointers, then the prefix. */
+static struct rm_stats *block_new(const char *prefix, uint32_t h, const struct rm_stat_def *defs,
+                                  unsigned n)
+{
+    unsigned shards = new_block_shards;
+    size_t len = strlen(prefix) + 1;
+    size_t head = sizeof(struct rm_stats) + shards * sizeof(_Atomic(_Atomic int64_t *));
+    struct rm_stats *s = calloc(1, head + len);
+    if (!s) abort();
+    memcpy((char *)s + head, prefix, len);
+    s->prefix = (char *)s + head;
+    s->defs = defs;
+    s->n = n;
+    s->n_shards = shards;
+    s->hash = h;
+    for (unsigned i = 0; i < shards; i++)
+        atomic_init(&s->rows[i], NULL);
+    return s;
+}
+
+struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n)
+{
+    uint32_t h = hash_str(prefix);
+    pthread_mutex_lock(&registry_lock);
+    for (struct rm_stats *s = n_buckets ? buckets[h & (n_buckets - 1)] : NULL; s;
+         s = s->hash_next) {
+        if (s->hash == h && strcmp(s->prefix, prefix) == 0) {
             pthread_mutex_unlock(&registry_lock);
             return s;
         }
     }
-    struct rm_stats *s = calloc(1, sizeof(*s));
-    if (!s) abort();
-    s->prefix = strdup(prefix);
-    s->defs = defs;
-    s->n = n;
-    s->stride = (n + 7) & ~7u; /* 64-byte lines per shard */
-    s->slots = calloc((size_t)RM_STATS_MAX_SHARDS * s->stride, sizeof(*s->slots));
-    if (!s->prefix || !s->slots) abort();
+    if (n_blocks >= n_buckets) grow_buckets();
+    struct rm_stats *s = block_new(prefix, h, defs, n);
+    s->hash_next = buckets[h & (n_buckets - 1)];
+    buckets[h & (n_buckets - 1)] = s;
+    n_blocks++;
     *registry_tail = s;
     registry_tail = &s->next;
     pthread_mutex_unlock(&registry_lock);
     return s;
 }
 
+/* ---- rows --------------------------------------------------------------------------------- */
+
+_Atomic int64_t *rm_stats_row_new(struct rm_stats *s, unsigned shard)
+{
+    if (shard >= s->n_shards) abort(); /* rm_stats_set_shards was given too few */
+    size_t size = ((size_t)(s->n ? s->n : 1) * sizeof(int64_t) + 63) & ~(size_t)63;
+    _Atomic int64_t *row = aligned_alloc(64, size); /* its own cache lines */
+    if (!row) abort();
+    for (size_t i = 0; i < size / sizeof(int64_t); i++)
+        atomic_init(&row[i], 0);
+    _Atomic int64_t *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&s->rows[shard], &expected, row,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return row;
+    free(row); /* another thread published this shard's row first (shard 0 of breaker gauges) */
+    return expected;
+}
+
+static int64_t sum_except(const struct rm_stats *s, unsigned idx, unsigned skip)
+{
+    int64_t sum = 0;
+    for (unsigned i = 0; i < s->n_shards; i++) {
+        _Atomic int64_t *row = atomic_load_explicit(&s->rows[i], memory_order_acquire);
+        if (row && i != skip) sum += atomic_load_explicit(&row[idx], memory_order_relaxed);
+    }
+    return sum;
+}
+
 void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v)
 {
-    int64_t others =
-        rm_stat_value(s, idx) -
-        atomic_load_explicit(&s->slots[rm_stats_shard * s->stride + idx], memory_order_relaxed);
-    atomic_store_explicit(&s->slots[rm_stats_shard * s->stride + idx], v - others,
-                          memory_order_relaxed);
+    unsigned me = rm_stats_shard;
+    int64_t others = sum_except(s, idx, me);
+    _Atomic int64_t *row = atomic_load_explicit(&s->rows[me], memory_order_acquire);
+    if (!row && v == others) return; /* the shard would hold 0: no row needed */
+    if (!row) row = rm_stats_row_new(s, me);
+    atomic_store_explicit(&row[idx], v - others, memory_order_relaxed);
 }
 
 int64_t rm_stat_value(const struct rm_stats *s, unsigned idx)
 {
-    int64_t sum = 0;
-    for (unsigned i = 0; i < RM_STATS_MAX_SHARDS; i++)
-        sum += atomic_load_explicit(&s->slots[i * s->stride + idx], memory_order_relaxed);
-    return sum;
+    return sum_except(s, idx, UINT32_MAX);
+}
+
+unsigned rm_stats_rows(const struct rm_stats *s)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < s->n_shards; i++)
+        n += atomic_load_explicit(&s->rows[i], memory_order_acquire) != NULL;
+    return n;
 }
 
 void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_type t,
@@ -178,12 +273,16 @@ void rm_stats_free_all(void)
     struct rm_stats *s = registry_head;
     while (s) {
         struct rm_stats *next = s->next;
-        free(s->prefix);
-        free(s->slots);
+        for (unsigned i = 0; i < s->n_shards; i++)
+            free(atomic_load_explicit(&s->rows[i], memory_order_relaxed));
         free(s);
         s = next;
     }
     registry_head = NULL;
     registry_tail = &registry_head;
+    free(buckets);
+    buckets = NULL;
+    n_buckets = n_blocks = 0;
+    new_block_shards = RM_STATS_MAX_SHARDS;
     pthread_mutex_unlock(&registry_lock);
 }
