@@ -125,7 +125,7 @@ static void update_membership(struct dns_cluster *dc)
     }
     rm_cluster_set_hosts(c, hs); /* the cluster takes our reference */
     if (c->hs->has_logical)
-        rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical_str);
+        rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical->str);
     else
         rm_log_info("cluster %s: %zu host(s)", c->name, c->hs->n);
     dc->m->publish(dc->m->ctx, c, c->hs);

@@ -14,6 +14,7 @@
 #ifndef RM_UPSTREAM_HOST_H
 #define RM_UPSTREAM_HOST_H
 
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,15 +32,25 @@ enum rm_health {
     RM_HEALTH_DEGRADED = 5,
 };
 
+/** An upstream host's socket address: IPv4 or IPv6, the only kinds a load assignment or a DNS
+ *  answer gives (28 bytes, where a sockaddr_storage takes 128). */
+union rm_host_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* A mesh has hosts by the hundred thousand: the layout is kept tight (the strings live in the
+ * host's own allocation, the outlier state is embedded). */
 struct rm_host {
     _Atomic unsigned refs;
-    struct sockaddr_storage addr;
+    uint32_t weight; /* ≥ 1 */
+    union rm_host_addr addr;
     socklen_t addr_len;
-    char addr_str[64]; /* "127.0.0.1:8080" / "[::1]:8080" */
-    char *hostname;    /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL */
-    uint32_t weight;   /* ≥ 1 */
     enum rm_health health;
-    int locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown */
+    int locality_idx;     /* index in the cluster's load_assignment.endpoints; -1 if unknown */
+    const char *addr_str; /* "127.0.0.1:8080" / "[::1]:8080" */
+    const char *hostname; /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL */
     /* shared counters, shown by /clusters */
     _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic int64_t cx_active, cx_total, cx_connect_fail;
@@ -57,7 +68,7 @@ static inline bool rm_host_routable(const struct rm_host *h)
 
 /** What a host is made of (a plain value; rm_host_new copies it). */
 struct rm_host_spec {
-    struct sockaddr_storage addr; /* with the port */
+    struct sockaddr_storage addr; /* with the port; AF_INET or AF_INET6 */
     socklen_t addr_len;
     const char *hostname; /* NULL or "" = none */
     uint32_t weight;      /* ≥ 1 */
@@ -65,7 +76,8 @@ struct rm_host_spec {
     int locality_idx;
 };
 
-/** A new host with one reference (the caller's).  NULL when out of memory. */
+/** A new host with one reference (the caller's): <s>'s address (IPv4 or IPv6; anything else
+ *  is a caller bug and gives NULL), its strings copied.  NULL when out of memory. */
 struct rm_host *rm_host_new(const struct rm_host_spec *s);
 /** Take a reference (any thread).  Returns <h>. */
 struct rm_host *rm_host_ref(struct rm_host *h);
@@ -74,8 +86,9 @@ void rm_host_unref(struct rm_host *h);
 
 /** Format "ip:port" for a sockaddr. */
 void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len);
-/** Order of socket addresses (family, address, port): 0 when they are the same endpoint. */
-int rm_sockaddr_cmp(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/** Order of socket addresses (family, address, port): 0 when they are the same endpoint.  Only
+ *  the family's own fields are read (a union rm_host_addr is as good as a sockaddr_storage). */
+int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b);
 
 /* ---- host sets --------------------------------------------------------------------------- */
 
@@ -85,12 +98,18 @@ struct rm_host_set {
     uint64_t total_weight;
     bool weighted; /* the weights differ: smooth weighted round robin */
     /* LOGICAL_DNS: the one host is the cluster's logical host, and new connections go to the
-     * first address of the latest answer, not to hosts[0]->addr (Envoy's LogicalHost). */
+     * first address of the latest answer, not to hosts[0]->addr (Envoy's LogicalHost).  The
+     * address is stored after hosts[] (only such sets pay for it). */
     bool has_logical;
-    struct sockaddr_storage logical_addr;
-    socklen_t logical_len;
-    char logical_str[64];
+    struct rm_host_logical *logical; /* set with has_logical, else NULL */
     struct rm_host *hosts[];
+};
+
+/** Where a LOGICAL_DNS set's new connections go. */
+struct rm_host_logical {
+    union rm_host_addr addr;
+    socklen_t len;
+    char str[64]; /* "ip:port" */
 };
 
 /** A set of <n> hosts in this order, each taking a new reference.  One reference (the
@@ -103,15 +122,15 @@ struct rm_host_set *rm_host_set_ref(struct rm_host_set *hs);
 void rm_host_set_unref(struct rm_host_set *hs);
 
 /** Where a new connection to <h>, a host of <hs>, goes (the logical address for LOGICAL_DNS). */
-static inline const struct sockaddr_storage *
+static inline const struct sockaddr *
 rm_host_set_connect_addr(const struct rm_host_set *hs, const struct rm_host *h, socklen_t *len)
 {
     if (hs && hs->has_logical && hs->n == 1 && hs->hosts[0] == h) {
-        *len = hs->logical_len;
-        return &hs->logical_addr;
+        *len = hs->logical->len;
+        return &hs->logical->addr.sa;
     }
     *len = h->addr_len;
-    return &h->addr;
+    return &h->addr.sa;
 }
 
 enum rm_host_set_diff_result {

@@ -145,19 +145,19 @@ Test(host_set, logical_keeps_its_host_and_follows_the_address)
     cr_assert_eq(rm_host_set_logical(NULL, &w, &a), RM_HOST_SET_CHANGED);
     cr_assert_eq(a->n, 1);
     cr_assert(a->has_logical);
-    cr_assert_str_eq(a->logical_str, "10.0.0.1:80");
+    cr_assert_str_eq(a->logical->str, "10.0.0.1:80");
     cr_assert_eq(rm_host_set_logical(a, &w, &b), RM_HOST_SET_SAME);
     cr_assert_null(b);
     struct rm_host_spec w2 = spec("10.0.0.9", 80, 1);
     cr_assert_eq(rm_host_set_logical(a, &w2, &c), RM_HOST_SET_CHANGED);
     cr_assert_eq(c->hosts[0], a->hosts[0], "one logical host: its pools and stats stay");
-    cr_assert_str_eq(c->logical_str, "10.0.0.9:80");
+    cr_assert_str_eq(c->logical->str, "10.0.0.9:80");
     socklen_t len;
-    const struct sockaddr_storage *sa = rm_host_set_connect_addr(c, c->hosts[0], &len);
-    cr_assert_eq(sa, &c->logical_addr);
+    const struct sockaddr *sa = rm_host_set_connect_addr(c, c->hosts[0], &len);
+    cr_assert_eq(sa, &c->logical->addr.sa);
     cr_assert_eq(len, sizeof(struct sockaddr_in));
     sa = rm_host_set_connect_addr(a, a->hosts[0], &len);
-    cr_assert_eq(rm_sockaddr_cmp(sa, &w.addr), 0);
+    cr_assert_eq(rm_sockaddr_cmp(sa, (const struct sockaddr *)&w.addr), 0);
     /* a STRICT diff against a logical set always rebuilds */
     struct rm_host_set *d = NULL;
     cr_assert_eq(rm_host_set_diff(c, &w2, 1, &d), RM_HOST_SET_CHANGED);
@@ -191,11 +191,13 @@ Test(host_set, sockaddr_order)
 {
     struct rm_host_spec a = spec("10.0.0.1", 80, 1), b = spec("10.0.0.1", 81, 1),
                         c = spec("10.0.0.2", 80, 1), d = spec("::1", 80, 1);
-    cr_assert_eq(rm_sockaddr_cmp(&a.addr, &a.addr), 0);
-    cr_assert_lt(rm_sockaddr_cmp(&a.addr, &b.addr), 0);
-    cr_assert_lt(rm_sockaddr_cmp(&b.addr, &c.addr), 0);
-    cr_assert_neq(rm_sockaddr_cmp(&a.addr, &d.addr), 0);
-    cr_assert_eq(rm_sockaddr_cmp(&a.addr, &d.addr), -rm_sockaddr_cmp(&d.addr, &a.addr));
+#define SA(s) ((const struct sockaddr *)&(s).addr)
+    cr_assert_eq(rm_sockaddr_cmp(SA(a), SA(a)), 0);
+    cr_assert_lt(rm_sockaddr_cmp(SA(a), SA(b)), 0);
+    cr_assert_lt(rm_sockaddr_cmp(SA(b), SA(c)), 0);
+    cr_assert_neq(rm_sockaddr_cmp(SA(a), SA(d)), 0);
+    cr_assert_eq(rm_sockaddr_cmp(SA(a), SA(d)), -rm_sockaddr_cmp(SA(d), SA(a)));
+#undef SA
 }
 
 /* ---- a worker cluster over a swapped set ------------------------------------------------- */
