@@ -35,6 +35,8 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
     }
     /* smooth weighted round robin (nginx): each pick adds weights, takes the max, subtracts total
      */
+    if (!wc->wrr_current && !(wc->wrr_current = calloc(hs->n, sizeof(*wc->wrr_current))))
+        abort(); /* the state of a set comes with its first weighted pick */
     int64_t total = 0;
     struct rm_host *best = NULL;
     size_t best_i = 0;

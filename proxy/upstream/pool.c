@@ -185,7 +185,7 @@ static void on_connected(struct rm_conn *conn, int err)
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
         if (err == -ETIMEDOUT) rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
         rm_log_debug("cluster %s: connect to %s failed: %s", c->name,
-                     p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical_str
+                     p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical->str
                                                             : p->host->addr_str,
                      strerror(-err));
         pool_conn_free(pc);
@@ -260,14 +260,14 @@ static enum cx_result connect_one(struct rm_pool *p)
     int err = 0;
     p->n_connecting++;
     socklen_t len;
-    const struct sockaddr_storage *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
-    pc->conn = rm_conn_connect(p->wc->loop, (const struct sockaddr *)sa, len, c->connect_timeout_ms,
-                               &connecting_handler, pc, &err);
+    const struct sockaddr *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
+    pc->conn =
+        rm_conn_connect(p->wc->loop, sa, len, c->connect_timeout_ms, &connecting_handler, pc, &err);
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
         char a[64];
-        rm_sockaddr_str((const struct sockaddr *)sa, a, sizeof(a));
+        rm_sockaddr_str(sa, a, sizeof(a));
         rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, a, strerror(-err));
         pool_conn_free(pc);
         return CX_FAILED;
@@ -454,23 +454,15 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     clock_gettime(CLOCK_MONOTONIC, &ts);
     wc->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)wc ^ 0x9E3779B97F4A7C15ULL;
     size_t n = c->hs->n ? c->hs->n : 1;
-    wc->pools = calloc(n * 2, sizeof(*wc->pools));
-    wc->wrr_current = calloc(n, sizeof(*wc->wrr_current));
-    if (!wc->pools || !wc->wrr_current) {
-        free(wc->pools);
-        free(wc->wrr_current);
-        free(wc);
-        return NULL;
-    }
     wc->hs = rm_host_set_ref(c->hs);
     wc->rr = wc->rng % n;
-    return wc;
+    return wc; /* pools and WRR state come with the first request (most clusters get none) */
 }
 
 void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 {
     if (!wc) return;
-    for (size_t i = 0; i < wc->hs->n * 2; i++)
+    for (size_t i = 0; wc->pools && i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
     while (wc->draining) {
         struct rm_pool *p = wc->draining;
@@ -504,14 +496,15 @@ static const struct old_pos *find_old(const struct old_pos *v, size_t n, const s
     return bsearch(&key, v, n, sizeof(*v), cmp_old_pos);
 }
 
-void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs)
+/* The pools of <wc> (over <old>) whose hosts are in <hs>, at their new positions; the others
+ * are left in wc->pools.  NULL when none stays. */
+static struct rm_pool **carry_pools(struct rm_worker_cluster *wc, const struct rm_host_set *old,
+                                    const struct rm_host_set *hs)
 {
-    struct rm_host_set *old = wc->hs;
-    size_t n = hs->n ? hs->n : 1;
+    size_t n = hs->n ? hs->n : 1, moved = 0;
     struct rm_pool **pools = calloc(n * 2, sizeof(*pools));
-    int64_t *wrr = calloc(n, sizeof(*wrr));
     struct old_pos *pos = calloc(old->n ? old->n : 1, sizeof(*pos));
-    if (!pools || !wrr || !pos) abort();
+    if (!pools || !pos) abort();
     for (size_t j = 0; j < old->n; j++)
         pos[j] = (struct old_pos){old->hosts[j], j};
     qsort(pos, old->n, sizeof(*pos), cmp_old_pos);
@@ -520,16 +513,26 @@ void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_se
         if (!o) continue;
         for (int k = 0; k < 2; k++) {
             pools[i * 2 + k] = wc->pools[o->i * 2 + k];
+            moved += pools[i * 2 + k] != NULL;
             wc->pools[o->i * 2 + k] = NULL;
         }
     }
-    for (size_t j = 0; j < old->n * 2; j++) /* what is left belongs to hosts that left */
-        pool_start_drain(wc, wc->pools[j]);
     free(pos);
+    if (moved) return pools;
+    free(pools);
+    return NULL;
+}
+
+void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs)
+{
+    struct rm_host_set *old = wc->hs;
+    struct rm_pool **pools = wc->pools ? carry_pools(wc, old, hs) : NULL;
+    for (size_t j = 0; wc->pools && j < old->n * 2; j++) /* hosts that left: their pools drain */
+        pool_start_drain(wc, wc->pools[j]);
     free(wc->pools);
     free(wc->wrr_current); /* smooth WRR restarts: its state is by position */
     wc->pools = pools;
-    wc->wrr_current = wrr;
+    wc->wrr_current = NULL;
     wc->hs = hs;
     wc->last_pick = 0;
     rm_host_set_unref(old);
@@ -552,6 +555,7 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
     size_t i = host_index(wc, h);
     if (i == wc->hs->n) return NULL; /* not a host of this worker's set (a caller bug) */
     size_t slot = i * 2 + (proto == RM_HTTP2);
+    if (!wc->pools && !(wc->pools = calloc(wc->hs->n * 2, sizeof(*wc->pools)))) abort();
     if (!wc->pools[slot]) {
         if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {
             rm_stat_inc(wc->cluster->stats, RM_CS_UPSTREAM_CX_POOL_OVERFLOW);

@@ -49,9 +49,11 @@ struct rm_worker_cluster {
     struct rm_loop *loop;
     struct rm_host_set *hs; /* this worker's reference to the membership it balances over */
     uint64_t rr;            /* round-robin cursor */
-    int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts */
+    int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts;
+                               NULL until the first weighted pick over hs */
     uint64_t rng;
-    struct rm_pool **pools;   /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2 */
+    struct rm_pool **pools;   /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2; NULL
+                                 until the first pool over hs (rm_worker_cluster_pool) */
     size_t last_pick;         /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
     struct rm_pool *draining; /* pools of hosts that left hs, until their connections are gone */
     struct rm_task reap;      /* frees the drained pools (deferred: never inside a callback) */
