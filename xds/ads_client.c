@@ -42,6 +42,7 @@ struct rm_ads_client {
     size_t n_names;
     char *node_id, *node_cluster;
     struct rm_ads_sotw st;
+    struct rm_eds_seen seen; /* the last accepted response's resources: repeats are skipped */
     rm_dns_publish_fn publish;
     void (*on_init)(void *ctx);
     void *ctx;
@@ -117,7 +118,7 @@ static void apply_assignment(struct rm_ads_client *a, struct rm_cluster *c,
                              const struct rm_eds_assignment *as)
 {
     struct rm_host_set *hs = NULL;
-    int rc = rm_host_set_diff(c->hs, as->specs, as->n, &hs);
+    int rc = as->unchanged ? RM_HOST_SET_SAME : rm_host_set_diff(c->hs, as->specs, as->n, &hs);
     if (rc == RM_HOST_SET_SAME) {
         rm_stat_inc(c->stats, RM_CS_UPDATE_NO_REBUILD);
         return;
@@ -143,6 +144,7 @@ static void accept_response(struct rm_ads_client *a, const Response *r,
         apply_assignment(a, s->c, as);
         sub_initialized(a, s);
     }
+    rm_eds_seen_commit(&a->seen, eds);
     rm_ads_sotw_ack(&a->st, r->version_info, r->nonce);
     rm_log_debug("ads: accepted ClusterLoadAssignment version %s", r->version_info);
 }
@@ -172,7 +174,7 @@ static void on_message(void *ctx, const uint8_t *msg, size_t len)
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
     struct rm_eds_response eds;
     struct rm_error err = {{0}};
-    if (rm_eds_response_parse(r, &eds, &err) == RM_OK) {
+    if (rm_eds_response_parse_seen(r, &a->seen, &eds, &err) == RM_OK) {
         accept_response(a, r, &eds);
         rm_log_info("ads: ClusterLoadAssignment version %s (%zu resources) applied in %llu us",
                     r->version_info, r->n_resources, (unsigned long long)(now_us() - t0));
@@ -234,14 +236,6 @@ static void on_init_timeout(struct rm_timer *t)
         sub_initialized(a, &a->subs[i]);
 }
 
-static bool has_name(const struct rm_ads_client *a, const char *name)
-{
-    for (size_t i = 0; i < a->n_names; i++) {
-        if (strcmp(a->names[i], name) == 0) return true;
-    }
-    return false;
-}
-
 /* The EDS clusters and their unique service names; the largest initial_fetch_timeout. */
 static int collect(struct rm_ads_client *a, struct rm_cluster *const *clusters, size_t n,
                    uint32_t *timeout_ms)
@@ -255,10 +249,10 @@ static int collect(struct rm_ads_client *a, struct rm_cluster *const *clusters, 
         a->subs[a->n_subs++].c = clusters[i];
         if (clusters[i]->eds_init_timeout_ms > *timeout_ms)
             *timeout_ms = clusters[i]->eds_init_timeout_ms;
-        if (has_name(a, clusters[i]->eds_service)) continue;
         a->names[a->n_names] = strdup(clusters[i]->eds_service);
         if (!a->names[a->n_names++]) return RM_ERR;
     }
+    a->n_names = rm_eds_unique_names(a->names, a->n_names);
     a->n_waiting = a->n_subs;
     return RM_OK;
 }
@@ -323,6 +317,7 @@ void rm_ads_client_free(struct rm_ads_client *a)
     free(a->node_id);
     free(a->node_cluster);
     rm_ads_sotw_free(&a->st);
+    rm_eds_seen_free(&a->seen);
     free(a);
 }
 

@@ -1,6 +1,8 @@
 /* EDS over ADS, the pure part (xds/ads_eds.h): response validation (good assignments, a
  * hostname, a duplicate, a wrong type, unknown fields) and SotW ACK/NACK bookkeeping. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,4 +160,194 @@ Test(ads_eds, ack_nack_bookkeeping)
     cr_assert_str_eq(req.response_nonce, "");
     cr_assert_null(req.error_detail);
     rm_ads_sotw_free(&st);
+}
+
+/* ---- many resources, unchanged ones, the order of errors ---------------------------------- */
+
+#define MAXR 8
+
+struct fxn {
+    Google__Protobuf__Any any[MAXR];
+    Google__Protobuf__Any *ptrs[MAXR];
+    size_t n;
+    Response r;
+};
+
+/* A response of assignments "name:port" ("name:host" for an address that is no IP). */
+static void fxn_init(struct fxn *f, const char *const *specs, size_t n)
+{
+    cr_assert_leq(n, MAXR);
+    envoy__service__discovery__v3__discovery_response__init(&f->r);
+    f->r.type_url = (char *)RM_EDS_TYPE_URL;
+    f->r.n_resources = n;
+    f->r.resources = f->ptrs;
+    f->n = n;
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        const char *colon = strchr(specs[i], ':');
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - specs[i]), specs[i]);
+        const char *v = colon + 1;
+        bool ip = v[0] >= '0' && v[0] <= '9';
+        pack_cla(&f->any[i], name, ip ? "127.0.0.1" : v, ip ? (uint32_t)atoi(v) : 80);
+        f->ptrs[i] = &f->any[i];
+    }
+}
+
+static void fxn_free(struct fxn *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->any[i].type_url);
+        free(f->any[i].value.data);
+    }
+}
+
+/* Parse <specs> against <seen>: RM_OK or RM_ERR; the message in <msg>. */
+static int parse_specs(const char *const *specs, size_t n, const struct rm_eds_seen *seen,
+                       struct rm_eds_response *out, char *msg)
+{
+    struct fxn f;
+    fxn_init(&f, specs, n);
+    struct rm_error err = {{0}};
+    int rc = rm_eds_response_parse_seen(&f.r, seen, out, &err);
+    strcpy(msg, err.msg);
+    fxn_free(&f);
+    return rc;
+}
+
+static uint16_t port_of(const struct rm_eds_assignment *a)
+{
+    return ntohs(((const struct sockaddr_in *)&a->specs[0].addr)->sin_port);
+}
+
+Test(ads_eds, unchanged_resources_are_not_decoded_again)
+{
+    struct rm_eds_seen seen = {0};
+    struct rm_eds_response out;
+    char msg[1024];
+    const char *v1[] = {"a:8080", "b:9090"};
+    cr_assert_eq(parse_specs(v1, 2, &seen, &out, msg), RM_OK, "%s", msg);
+    cr_assert(!out.a[0].unchanged && !out.a[1].unchanged, "nothing seen yet");
+    rm_eds_seen_commit(&seen, &out);
+    rm_eds_response_clear(&out);
+    cr_assert_eq(seen.n, 2);
+
+    cr_assert_eq(parse_specs(v1, 2, &seen, &out, msg), RM_OK, "%s", msg);
+    const struct rm_eds_assignment *a = rm_eds_response_find(&out, "a");
+    cr_assert(a && a->unchanged && !a->la && !a->specs && a->n == 0);
+    cr_assert_str_eq(a->name, "a");
+    cr_assert(rm_eds_response_find(&out, "b")->unchanged);
+    rm_eds_seen_commit(&seen, &out); /* names move from the old table to the new one */
+    rm_eds_response_clear(&out);
+
+    const char *v2[] = {"a:8080", "b:9091"};
+    cr_assert_eq(parse_specs(v2, 2, &seen, &out, msg), RM_OK, "%s", msg);
+    cr_assert(rm_eds_response_find(&out, "a")->unchanged);
+    const struct rm_eds_assignment *b = rm_eds_response_find(&out, "b");
+    cr_assert(!b->unchanged && b->n == 1 && port_of(b) == 9091, "new bytes: decoded");
+    rm_eds_seen_commit(&seen, &out);
+    rm_eds_response_clear(&out);
+
+    const char *v3[] = {"b:9091"}; /* SotW EDS may send some resources only */
+    cr_assert_eq(parse_specs(v3, 1, &seen, &out, msg), RM_OK, "%s", msg);
+    cr_assert(out.a[0].unchanged);
+    rm_eds_seen_commit(&seen, &out);
+    rm_eds_response_clear(&out);
+    cr_assert_eq(seen.n, 1, "the table follows the last accepted response");
+
+    const char *v4[] = {"a:8080"};
+    cr_assert_eq(parse_specs(v4, 1, &seen, &out, msg), RM_OK, "%s", msg);
+    cr_assert(!out.a[0].unchanged && port_of(&out.a[0]) == 8080);
+    rm_eds_response_clear(&out);
+    rm_eds_seen_free(&seen);
+    rm_eds_seen_free(&seen); /* idempotent */
+}
+
+Test(ads_eds, unchanged_needs_the_assignment_type)
+{
+    struct rm_eds_seen seen = {0};
+    struct rm_eds_response out;
+    char msg[1024];
+    const char *v1[] = {"a:8080"};
+    cr_assert_eq(parse_specs(v1, 1, &seen, &out, msg), RM_OK, "%s", msg);
+    rm_eds_seen_commit(&seen, &out);
+    rm_eds_response_clear(&out);
+    struct fxn f;
+    fxn_init(&f, v1, 1);
+    free(f.any[0].type_url);
+    f.any[0].type_url = strdup("type.googleapis.com/envoy.config.cluster.v3.Cluster");
+    struct rm_error err = {{0}};
+    cr_assert_eq(rm_eds_response_parse_seen(&f.r, &seen, &out, &err), RM_ERR);
+    cr_assert(strstr(err.msg, "resources[0]: expected type"), "%s", err.msg);
+    fxn_free(&f);
+    rm_eds_seen_free(&seen);
+}
+
+/* Both parsers, with and without a table that knows every good resource, say <want>. */
+static void expect_error(const char *const *specs, size_t n, const char *want)
+{
+    struct rm_eds_seen seen = {0};
+    struct rm_eds_response out;
+    char msg[1024];
+    const char *good[MAXR];
+    size_t n_good = 0;
+    for (size_t i = 0; i < n; i++) { /* the good ones, unique, as an earlier response */
+        bool dup = false;
+        for (size_t k = 0; k < n_good; k++)
+            dup |= strncmp(good[k], specs[i], strchr(specs[i], ':') - specs[i] + 1) == 0;
+        if (!dup && strchr(specs[i], ':')[1] >= '0' && strchr(specs[i], ':')[1] <= '9')
+            good[n_good++] = specs[i];
+    }
+    cr_assert_eq(parse_specs(good, n_good, NULL, &out, msg), RM_OK, "%s", msg);
+    rm_eds_seen_commit(&seen, &out);
+    rm_eds_response_clear(&out);
+    cr_assert_eq(parse_specs(specs, n, NULL, &out, msg), RM_ERR);
+    cr_assert(strstr(msg, want), "without the table: %s", msg);
+    cr_assert_eq(out.n, 0);
+    cr_assert_eq(parse_specs(specs, n, &seen, &out, msg), RM_ERR);
+    cr_assert(strstr(msg, want), "with the table: %s", msg);
+    cr_assert_eq(out.n, 0);
+    rm_eds_seen_free(&seen);
+}
+
+Test(ads_eds, errors_come_in_resource_order)
+{
+    const char *dup_first[] = {"a:1", "b:2", "a:3", "c:bad.example"};
+    expect_error(dup_first, 4, "ClusterLoadAssignment a: resources[2]: duplicate of resources[0]");
+    const char *bad_first[] = {"a:1", "c:bad.example", "a:3"};
+    expect_error(bad_first, 3, "ClusterLoadAssignment c: resources[1].endpoints[0]");
+    const char *two_dups[] = {"a:1", "b:2", "b:3", "a:4", "b:5"};
+    expect_error(two_dups, 5, "ClusterLoadAssignment b: resources[2]: duplicate of resources[1]");
+}
+
+Test(ads_eds, unsorted_responses_are_found_by_name)
+{
+    const char *v[] = {"c:3", "a:1", "d:4", "b:2"};
+    struct rm_eds_response out;
+    char msg[1024];
+    cr_assert_eq(parse_specs(v, 4, NULL, &out, msg), RM_OK, "%s", msg);
+    for (int i = 0; i < 4; i++) {
+        char name[2] = {(char)('a' + i), 0};
+        const struct rm_eds_assignment *a = rm_eds_response_find(&out, name);
+        cr_assert(a && port_of(a) == i + 1, "%s", name);
+    }
+    cr_assert_null(rm_eds_response_find(&out, "e"));
+    cr_assert_null(rm_eds_response_find(&out, ""));
+    rm_eds_response_clear(&out);
+}
+
+Test(ads_eds, unique_names_keep_the_first_of_each)
+{
+    const char *in[] = {"b", "a", "b", "c", "a", "b", "d"};
+    char *names[7];
+    for (int i = 0; i < 7; i++)
+        names[i] = strdup(in[i]);
+    size_t n = rm_eds_unique_names(names, 7);
+    cr_assert_eq(n, 4);
+    cr_assert_str_eq(names[0], "b");
+    cr_assert_str_eq(names[1], "a");
+    cr_assert_str_eq(names[2], "c");
+    cr_assert_str_eq(names[3], "d");
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    cr_assert_eq(rm_eds_unique_names(NULL, 0), 0);
 }
