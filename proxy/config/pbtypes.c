@@ -18,11 +18,14 @@
 
 const ProtobufCMessageDescriptor *rm_pb_lookup_type_url(const char *type_url)
 {
+    static _Thread_local const ProtobufCMessageDescriptor *last; /* a response repeats a type */
     if (!type_url) return NULL;
     const char *slash = strrchr(type_url, '/');
     const char *name = slash ? slash + 1 : type_url;
-    for (size_t i = 0; i < rm_pb_registry_count; i++)
-        if (strcmp(rm_pb_registry[i]->name, name) == 0) return rm_pb_registry[i];
+    if (last && strcmp(last->name, name) == 0) return last;
+    for (size_t i = 0; i < rm_pb_registry_count; i++) {
+        if (strcmp(rm_pb_registry[i]->name, name) == 0) return last = rm_pb_registry[i];
+    }
     return NULL;
 }
 
