@@ -121,10 +121,18 @@ const struct rm_stat_def rm_server_stat_defs[RM_SS__COUNT] = {
 
 /* The blocks, in creation order (rm_stats_foreach) and in a chained hash table by prefix
  * (rm_stats_get is called once per cluster, listener and filter: a list scan made a 10,000
- * cluster config quadratic).  Both under registry_lock. */
+ * cluster config quadratic); the interned suffixes.  All under registry_lock. */
 static struct rm_stats **buckets;
 static size_t n_buckets, n_blocks;
 static unsigned new_block_shards = RM_STATS_MAX_SHARDS;
+
+struct interned {
+    struct interned *next;
+    uint32_t hash;
+    char s[];
+};
+static struct interned **strs;
+static size_t n_strs_buckets, n_strs;
 
 void rm_stats_set_shards(unsigned n)
 {
@@ -133,46 +141,112 @@ void rm_stats_set_shards(unsigned n)
     pthread_mutex_unlock(&registry_lock);
 }
 
-static uint32_t hash_str(const char *p)
+static uint32_t hash_mem(const char *p, size_t len)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
     return h;
 }
 
-/* Twice the buckets once there are more blocks than buckets.  Under the lock. */
-static void grow_buckets(void)
+/* Whether <str>[*off..len) starts with the whole prefix of <s>; *off moves past it. */
+static bool match_at(const struct rm_stats *s, const char *str, size_t len, size_t *off)
 {
-    size_t n = n_buckets ? n_buckets * 2 : 256;
-    struct rm_stats **b = calloc(n, sizeof(*b));
-    if (!b) abort();
-    for (size_t i = 0; i < n_buckets; i++) {
-        for (struct rm_stats *s = buckets[i], *next; s; s = next) {
-            next = s->hash_next;
-            s->hash_next = b[s->hash & (n - 1)];
-            b[s->hash & (n - 1)] = s;
-        }
-    }
-    free(buckets);
-    buckets = b;
-    n_buckets = n;
+    if (s->parent && !match_at(s->parent, str, len, off)) return false;
+    size_t n = strlen(s->name);
+    if (n > len - *off || memcmp(str + *off, s->name, n) != 0) return false;
+    *off += n;
+    return true;
 }
 
-/* One allocation: the block, its row pointers, then the prefix. */
-static struct rm_stats *block_new(const char *prefix, uint32_t h, const struct rm_stat_def *defs,
-                                  unsigned n)
+size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len)
 {
+    size_t off = s->parent ? rm_stats_prefix(s->parent, buf, len) : 0;
+    if (off < len) snprintf(buf + off, len - off, "%s", s->name);
+    return off + strlen(s->name);
+}
+
+/* The block whose prefix is <str>[0..len), or NULL. */
+static struct rm_stats *lookup(const char *str, size_t len, uint32_t h)
+{
+    for (struct rm_stats *s = n_buckets ? buckets[h & (n_buckets - 1)] : NULL; s;
+         s = s->hash_next) {
+        size_t off = 0;
+        if (s->hash == h && match_at(s, str, len, &off) && off == len) return s;
+    }
+    return NULL;
+}
+
+/* Twice the buckets of a table once it holds more entries than buckets. */
+#define GROW(type, table, n_table, next_field)                                                     \
+    do {                                                                                           \
+        size_t n_ = n_table ? n_table * 2 : 256;                                                   \
+        type **b_ = calloc(n_, sizeof(*b_));                                                       \
+        if (!b_) abort();                                                                          \
+        for (size_t i_ = 0; i_ < n_table; i_++) {                                                  \
+            for (type *e_ = table[i_], *nx_; e_; e_ = nx_) {                                       \
+                nx_ = e_->next_field;                                                              \
+                e_->next_field = b_[e_->hash & (n_ - 1)];                                          \
+                b_[e_->hash & (n_ - 1)] = e_;                                                      \
+            }                                                                                      \
+        }                                                                                          \
+        free(table);                                                                               \
+        table = b_;                                                                                \
+        n_table = n_;                                                                              \
+    } while (0)
+
+/* The one copy of <s> (a suffix: a few distinct ones, each shared by many blocks). */
+static const char *intern(const char *s)
+{
+    uint32_t h = hash_mem(s, strlen(s));
+    for (struct interned *e = n_strs_buckets ? strs[h & (n_strs_buckets - 1)] : NULL; e;
+         e = e->next) {
+        if (e->hash == h && strcmp(e->s, s) == 0) return e->s;
+    }
+    if (n_strs >= n_strs_buckets) GROW(struct interned, strs, n_strs_buckets, next);
+    size_t len = strlen(s) + 1;
+    struct interned *e = malloc(sizeof(*e) + len);
+    if (!e) abort();
+    e->hash = h;
+    memcpy(e->s, s, len);
+    e->next = strs[h & (n_strs_buckets - 1)];
+    strs[h & (n_strs_buckets - 1)] = e;
+    n_strs++;
+    return e->s;
+}
+
+/* The registered block whose prefix is the longest proper prefix of <prefix> ending at a '.'
+ * (e.g. "cluster.backend." for "cluster.backend.circuit_breakers.default."), or NULL. */
+static struct rm_stats *find_parent(const char *prefix, size_t len)
+{
+    for (size_t i = len > 1 ? len - 1 : 0; i-- > 0;) {
+        if (prefix[i] != '.') continue;
+        struct rm_stats *p = lookup(prefix, i + 1, hash_mem(prefix, i + 1));
+        if (p) return p;
+    }
+    return NULL;
+}
+
+/* One allocation: the block, its row pointers, then (without a parent) the prefix. */
+static struct rm_stats *block_new(const char *prefix, size_t len, uint32_t h,
+                                  const struct rm_stat_def *defs, unsigned n)
+{
+    if (n > UINT16_MAX) abort();
     unsigned shards = new_block_shards;
-    size_t len = strlen(prefix) + 1;
+    struct rm_stats *parent = find_parent(prefix, len);
     size_t head = sizeof(struct rm_stats) + shards * sizeof(_Atomic(_Atomic int64_t *));
-    struct rm_stats *s = calloc(1, head + len);
+    struct rm_stats *s = calloc(1, head + (parent ? 0 : len + 1));
     if (!s) abort();
-    memcpy((char *)s + head, prefix, len);
-    s->prefix = (char *)s + head;
+    if (parent) {
+        s->parent = parent;
+        s->name = intern(prefix + rm_stats_prefix(parent, NULL, 0));
+    } else {
+        memcpy((char *)s + head, prefix, len + 1);
+        s->name = (char *)s + head;
+    }
     s->defs = defs;
-    s->n = n;
-    s->n_shards = shards;
+    s->n = (uint16_t)n;
+    s->n_shards = (uint16_t)shards;
     s->hash = h;
     for (unsigned i = 0; i < shards; i++)
         atomic_init(&s->rows[i], NULL);
@@ -181,22 +255,19 @@ static struct rm_stats *block_new(const char *prefix, uint32_t h, const struct r
 
 struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n)
 {
-    uint32_t h = hash_str(prefix);
+    size_t len = strlen(prefix);
+    uint32_t h = hash_mem(prefix, len);
     pthread_mutex_lock(&registry_lock);
-    for (struct rm_stats *s = n_buckets ? buckets[h & (n_buckets - 1)] : NULL; s;
-         s = s->hash_next) {
-        if (s->hash == h && strcmp(s->prefix, prefix) == 0) {
-            pthread_mutex_unlock(&registry_lock);
-            return s;
-        }
+    struct rm_stats *s = lookup(prefix, len, h);
+    if (!s) {
+        s = block_new(prefix, len, h, defs, n);
+        if (n_blocks >= n_buckets) GROW(struct rm_stats, buckets, n_buckets, hash_next);
+        s->hash_next = buckets[h & (n_buckets - 1)];
+        buckets[h & (n_buckets - 1)] = s;
+        n_blocks++;
+        *registry_tail = s;
+        registry_tail = &s->next;
     }
-    if (n_blocks >= n_buckets) grow_buckets();
-    struct rm_stats *s = block_new(prefix, h, defs, n);
-    s->hash_next = buckets[h & (n_buckets - 1)];
-    buckets[h & (n_buckets - 1)] = s;
-    n_blocks++;
-    *registry_tail = s;
-    registry_tail = &s->next;
     pthread_mutex_unlock(&registry_lock);
     return s;
 }
@@ -256,11 +327,12 @@ void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_
                                  int64_t value),
                       void *ctx)
 {
-    char name[512];
+    char prefix[512], name[600];
     pthread_mutex_lock(&registry_lock);
     for (struct rm_stats *s = registry_head; s; s = s->next) {
+        if (s->n) rm_stats_prefix(s, prefix, sizeof(prefix));
         for (unsigned i = 0; i < s->n; i++) {
-            snprintf(name, sizeof(name), "%s%s", s->prefix, s->defs[i].name);
+            snprintf(name, sizeof(name), "%s%s", prefix, s->defs[i].name);
             fn(ctx, name, s->defs[i].type, rm_stat_value(s, i));
         }
     }
@@ -283,6 +355,15 @@ void rm_stats_free_all(void)
     free(buckets);
     buckets = NULL;
     n_buckets = n_blocks = 0;
+    for (size_t i = 0; i < n_strs_buckets; i++) {
+        for (struct interned *e = strs[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(strs);
+    strs = NULL;
+    n_strs_buckets = n_strs = 0;
     new_block_shards = RM_STATS_MAX_SHARDS;
     pthread_mutex_unlock(&registry_lock);
 }

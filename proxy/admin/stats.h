@@ -30,14 +30,19 @@ struct rm_stat_def {
     enum rm_stat_type type;
 };
 
+/* The prefix of a block is its parent's (the longest registered prefix that ends at a '.' of
+ * its own, if any) followed by <name>: "cluster.backend." + "circuit_breakers.default.".
+ * Suffixes under a parent are interned (every cluster shares one "circuit_breakers.default."),
+ * a prefix without a parent is stored in the block's own allocation. */
 struct rm_stats {
-    const char *prefix; /* e.g. "cluster.backend." (stored in the block's own allocation) */
     const struct rm_stat_def *defs;
-    unsigned n;
-    unsigned n_shards;          /* length of rows[] */
-    struct rm_stats *next;      /* registry list, in creation order */
-    struct rm_stats *hash_next; /* registry hash chain */
-    uint32_t hash;              /* of prefix */
+    struct rm_stats *next;         /* registry list, in creation order */
+    struct rm_stats *hash_next;    /* registry hash chain */
+    const struct rm_stats *parent; /* NULL: <name> is the whole prefix */
+    const char *name;
+    uint32_t hash;     /* of the whole prefix */
+    uint16_t n;        /* stats in the block (defs[0..n)) */
+    uint16_t n_shards; /* length of rows[] */
     /* rows[shard]: that shard's <n> slots, or NULL before the shard's first write.  A row,
      * once published, stays until rm_stats_free_all. */
     _Atomic(_Atomic int64_t *) rows[];
@@ -54,9 +59,13 @@ extern __thread unsigned rm_stats_shard;
 void rm_stats_set_shards(unsigned n);
 
 /** Get or create the block "<prefix>" with these definitions (the same defs pointer must be
- *  used for a given prefix).  Thread-safe; not for the request path (O(1) expected: a hash
- *  lookup under a mutex).  A new block has no row.  Never NULL (aborts when out of memory). */
+ *  used for a given prefix; at most 65535 stats).  Thread-safe; not for the request path (O(1)
+ *  expected: hash lookups under a mutex).  A new block has no row.  Never NULL (aborts when out
+ *  of memory). */
 struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
+/** Write the block's whole prefix into <buf> (snprintf-style: truncated to <len> - 1 and
+ *  terminated when len > 0); returns its length. */
+size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len);
 
 /** Slow path of rm_stats_row: allocate shard <shard>'s row (zeroed) and publish it, unless
  *  another thread published one first (then that one is returned).  Any thread.  Aborts when

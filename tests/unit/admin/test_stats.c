@@ -215,7 +215,9 @@ Test(stats, registry_finds_blocks_by_prefix_in_creation_order)
     struct rm_stats *b = rm_stats_get("b.", two, 2);
     struct rm_stats *a = rm_stats_get("a.", two, 2);
     cr_assert_eq(rm_stats_get("b.", two, 2), b);
-    cr_assert_str_eq(b->prefix, "b.");
+    char p[64];
+    cr_assert_eq(rm_stats_prefix(b, p, sizeof(p)), 2);
+    cr_assert_str_eq(p, "b.");
     rm_stat_add(a, 1, 7);
     struct seen seen = {0};
     rm_stats_foreach(collect, &seen);
@@ -241,6 +243,41 @@ Test(stats, many_blocks_stay_findable)
         snprintf(p, sizeof(p), "cluster.c%05d.", i);
         cr_assert_eq(rm_stats_get(p, defs, N_DEFS), made[i]);
         cr_assert_eq(rm_stat_value(made[i], 0), i);
-        cr_assert_str_eq(made[i]->prefix, p);
+        char got[64];
+        rm_stats_prefix(made[i], got, sizeof(got));
+        cr_assert_str_eq(got, p);
     }
+}
+
+Test(stats, blocks_under_a_block_share_their_suffix)
+{
+    static const struct rm_stat_def two[] = {{"x", RM_COUNTER}, {"y", RM_GAUGE}};
+    struct rm_stats *early = rm_stats_get("cluster.a.circuit_breakers.default.", two, 2);
+    cr_assert_null(early->parent, "made before its cluster: the whole prefix is its own");
+    struct rm_stats *a = rm_stats_get("cluster.a.", defs, N_DEFS);
+    struct rm_stats *b = rm_stats_get("cluster.b.", defs, N_DEFS);
+    struct rm_stats *acb = rm_stats_get("cluster.a.circuit_breakers.high.", two, 2);
+    struct rm_stats *bcb = rm_stats_get("cluster.b.circuit_breakers.high.", two, 2);
+    struct rm_stats *deep = rm_stats_get("cluster.b.circuit_breakers.high.remaining_", two, 2);
+    cr_assert_eq(acb->parent, a);
+    cr_assert_eq(bcb->parent, b);
+    cr_assert_eq(acb->name, bcb->name, "one interned \"circuit_breakers.high.\"");
+    cr_assert_str_eq(acb->name, "circuit_breakers.high.");
+    cr_assert_eq(deep->parent, bcb);
+    cr_assert_str_eq(deep->name, "remaining_");
+    cr_assert_eq(rm_stats_get("cluster.b.circuit_breakers.high.", two, 2), bcb);
+    cr_assert_eq(rm_stats_get("cluster.b.circuit_breakers.high.remaining_", two, 2), deep);
+    cr_assert_eq(rm_stats_get("cluster.a.circuit_breakers.default.", two, 2), early);
+    char p[128];
+    cr_assert_eq(rm_stats_prefix(deep, p, sizeof(p)), strlen(p));
+    cr_assert_str_eq(p, "cluster.b.circuit_breakers.high.remaining_");
+    cr_assert_eq(rm_stats_prefix(deep, p, 8), 42, "the whole length, truncated copy");
+    cr_assert_str_eq(p, "cluster");
+    rm_stat_set(deep, 1, 9);
+    struct seen seen = {0};
+    rm_stats_foreach(collect, &seen);
+    cr_assert_str_eq(seen.names[seen.n - 1], "cluster.b.circuit_breakers.high.remaining_y");
+    cr_assert_eq(seen.values[seen.n - 1], 9);
+    cr_assert_null(rm_stats_get("cluster.", two, 2)->parent, "no parent is made up");
+    cr_assert_eq(rm_stats_get("cluster.a.", defs, N_DEFS), a, "a later parent changes nothing");
 }
