@@ -183,7 +183,7 @@ static void put_health_flags(struct rm_strbuf *sb, const struct rm_host *h)
 
 static double host_success_rate(const struct rm_host *h, enum rm_outlier_origin o)
 {
-    return h->outlier.det ? h->outlier.success_rate[o] : -1;
+    return h->outlier.x ? h->outlier.x->success_rate[o] : -1;
 }
 
 static const char *eds_health_status(enum rm_health h)

@@ -36,9 +36,9 @@ void rm_cluster_free(struct rm_cluster *c)
         rm_cb_free(c->cb[i]);
     rm_host_set_unref(c->hs);
     free_dns(c);
-    free(c->eds_service);
+    if (c->eds_service != c->name) free(c->eds_service); /* both often are the name */
+    if (c->stat_name != c->name) free(c->stat_name);
     free(c->name);
-    free(c->stat_name);
     free(c);
 }
 
@@ -250,7 +250,7 @@ static int parse_eds(struct rm_cluster *c, const Cluster *pb, const char *path,
         return rm_error_set(err, "%s.load_assignment: an EDS cluster gets its endpoints from EDS",
                             path);
     const char *svc = e->service_name && e->service_name[0] ? e->service_name : pb->name;
-    c->eds_service = strdup(svc);
+    c->eds_service = strcmp(svc, c->name) == 0 ? c->name : strdup(svc);
     c->eds_init_timeout_ms = rm_pb_duration_ms(cs->initial_fetch_timeout, 15000);
     c->hs = rm_host_set_new(NULL, 0);
     if (!c->eds_service || !c->hs) return rm_error_set(err, "%s: out of memory", path);
@@ -405,6 +405,11 @@ static void outlier_changed(void *ctx, struct rm_outlier_host *oh, bool ejected)
         rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
 }
 
+static const char *outlier_host_name(const struct rm_outlier_host *oh)
+{
+    return rm_container_of(oh, struct rm_host, outlier)->addr_str;
+}
+
 /* The outlier detector's view of a host set (its hosts' embedded outlier state). */
 static struct rm_outlier_host **outlier_hosts(const struct rm_host_set *hs)
 {
@@ -428,6 +433,7 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     if (!c->outlier) return rm_error_set(err, "%s: out of memory", path);
     c->outlier->on_change = outlier_changed;
     c->outlier->on_change_ctx = c;
+    c->outlier->host_name = outlier_host_name;
     return RM_OK;
 }
 
@@ -455,8 +461,9 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, const char *path, struct rm
     if (!c) goto fail_oom;
     c->pb = pb;
     c->name = strdup(pb->name);
-    c->stat_name = strdup(pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
-    if (!c->name || !c->stat_name) goto fail_oom;
+    if (!c->name) goto fail_oom;
+    c->stat_name = pb->alt_stat_name && pb->alt_stat_name[0] ? strdup(pb->alt_stat_name) : c->name;
+    if (!c->stat_name) goto fail_oom;
     c->lb_policy = (enum rm_lb_policy)pb->lb_policy;
     c->lr_choice_count = 2;
     if (pb->lb_config_case ==

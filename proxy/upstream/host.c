@@ -50,8 +50,8 @@ int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b)
 }
 
 /* Copy an IPv4/IPv6 address into the compact form; false for any other family. */
-static bool addr_copy(union rm_host_addr *dst, socklen_t *dst_len,
-                      const struct sockaddr_storage *src, socklen_t len)
+static bool addr_copy(union rm_host_addr *dst, uint8_t *dst_len, const struct sockaddr_storage *src,
+                      socklen_t len)
 {
     size_t want = src->ss_family == AF_INET    ? sizeof(struct sockaddr_in)
                   : src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -59,17 +59,17 @@ static bool addr_copy(union rm_host_addr *dst, socklen_t *dst_len,
     if (!want || len < want) return false;
     memset(dst, 0, sizeof(*dst));
     memcpy(dst, src, want);
-    *dst_len = (socklen_t)want;
+    *dst_len = (uint8_t)want;
     return true;
 }
 
 /* ---- hosts -------------------------------------------------------------------------------- */
 
-/* One allocation: the host, then its address string, then its hostname. */
+/* One allocation: the host, its address string, then its hostname. */
 struct rm_host *rm_host_new(const struct rm_host_spec *s)
 {
     union rm_host_addr addr;
-    socklen_t addr_len;
+    uint8_t addr_len;
     if (!addr_copy(&addr, &addr_len, &s->addr, s->addr_len)) return NULL;
     char as[64];
     rm_sockaddr_str(&addr.sa, as, sizeof(as));
@@ -80,17 +80,14 @@ struct rm_host *rm_host_new(const struct rm_host_spec *s)
     atomic_init(&h->refs, 1);
     h->addr = addr;
     h->addr_len = addr_len;
-    char *strs = (char *)(h + 1);
-    memcpy(strs, as, as_len);
-    h->addr_str = strs;
+    memcpy(h->addr_str, as, as_len);
     if (hn_len) {
-        memcpy(strs + as_len, s->hostname, hn_len);
-        h->hostname = strs + as_len;
+        memcpy(h->addr_str + as_len, s->hostname, hn_len);
+        h->hostname = h->addr_str + as_len;
     }
     h->weight = s->weight ? s->weight : 1;
-    h->health = s->health;
-    h->locality_idx = s->locality_idx;
-    h->outlier.name = h->addr_str;
+    h->health = (uint8_t)s->health;
+    h->locality_idx = rm_host_locality(s->locality_idx);
     return h;
 }
 
@@ -103,6 +100,7 @@ struct rm_host *rm_host_ref(struct rm_host *h)
 void rm_host_unref(struct rm_host *h)
 {
     if (!h || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1) return;
+    rm_outlier_host_dispose(&h->outlier);
     free(h); /* its strings with it */
 }
 
@@ -112,7 +110,7 @@ static bool host_matches(const struct rm_host *h, const struct rm_host_spec *s)
     const char *hn = s->hostname && s->hostname[0] ? s->hostname : NULL;
     if (rm_sockaddr_cmp(&h->addr.sa, (const struct sockaddr *)&s->addr) != 0 ||
         h->weight != (s->weight ? s->weight : 1) || h->health != s->health ||
-        h->locality_idx != s->locality_idx)
+        h->locality_idx != rm_host_locality(s->locality_idx))
         return false;
     if (!hn || !h->hostname) return !hn && !h->hostname;
     return strcmp(hn, h->hostname) == 0;

@@ -40,22 +40,31 @@ union rm_host_addr {
     struct sockaddr_in6 in6;
 };
 
-/* A mesh has hosts by the hundred thousand: the layout is kept tight (the strings live in the
- * host's own allocation, the outlier state is embedded). */
+/* A mesh has hosts by the hundred thousand: the layout is kept tight (128 bytes and the
+ * strings, in one allocation; the outlier detector's data out of line).  Hosts are made by
+ * rm_host_new only: addr_str is a flexible array member. */
 struct rm_host {
     _Atomic unsigned refs;
     uint32_t weight; /* ≥ 1 */
     union rm_host_addr addr;
-    socklen_t addr_len;
-    enum rm_health health;
-    int locality_idx;     /* index in the cluster's load_assignment.endpoints; -1 if unknown */
-    const char *addr_str; /* "127.0.0.1:8080" / "[::1]:8080" */
-    const char *hostname; /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL */
+    uint8_t addr_len;     /* sizeof(struct sockaddr_in) or sizeof(struct sockaddr_in6) */
+    uint8_t health;       /* enum rm_health */
+    int16_t locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown
+                             (or past INT16_MAX) */
+    const char *hostname; /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL
+                             (stored after addr_str) */
     /* shared counters, shown by /clusters */
     _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic int64_t cx_active, cx_total, cx_connect_fail;
-    struct rm_outlier_host outlier; /* det is NULL without outlier_detection */
+    struct rm_outlier_host outlier; /* no detector data without outlier_detection */
+    char addr_str[];                /* "127.0.0.1:8080" / "[::1]:8080" */
 };
+
+/** The locality index a host keeps for <idx> (-1 past what it can hold). */
+static inline int16_t rm_host_locality(int idx)
+{
+    return idx >= 0 && idx <= INT16_MAX ? (int16_t)idx : -1;
+}
 
 /** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
  *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
@@ -73,7 +82,7 @@ struct rm_host_spec {
     const char *hostname; /* NULL or "" = none */
     uint32_t weight;      /* ≥ 1 */
     enum rm_health health;
-    int locality_idx;
+    int locality_idx; /* -1: unknown */
 };
 
 /** A new host with one reference (the caller's): <s>'s address (IPv4 or IPv6; anything else
@@ -108,7 +117,7 @@ struct rm_host_set {
 /** Where a LOGICAL_DNS set's new connections go. */
 struct rm_host_logical {
     union rm_host_addr addr;
-    socklen_t len;
+    uint8_t len;
     char str[64]; /* "ip:port" */
 };
 

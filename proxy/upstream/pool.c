@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "proxy/core/log.h"
 
@@ -27,7 +26,7 @@ struct rm_pool {
     struct rm_pool_request pending; /* sentinel */
     unsigned n_pending;
     unsigned priority; /* whose max_connection_pools slot it holds */
-    bool draining;     /* its host left the worker's set: on wc->draining */
+    bool draining;     /* its host left the worker's set: on wc->drain->pools */
     struct rm_pool *next_draining;
 };
 
@@ -403,15 +402,23 @@ static bool pool_drained(const struct rm_pool *p)
     return p->draining && p->conns.next == &p->conns && p->n_pending == 0;
 }
 
+/* The pools of hosts that left a worker's set, until they have drained: only worker clusters
+ * that saw such a pool have one (most never do). */
+struct rm_wc_drain {
+    struct rm_worker_cluster *wc; /* NULL once the worker cluster is gone: reap frees this */
+    struct rm_pool *pools;        /* linked by next_draining */
+    struct rm_task reap;          /* frees the drained pools (deferred: never in a callback) */
+};
+
 /* Free the drained pools of <wc>; the others keep draining. */
 static void reap_run(struct rm_task *t)
 {
-    struct rm_worker_cluster *wc = rm_container_of(t, struct rm_worker_cluster, reap);
-    if (wc->freed) { /* rm_worker_cluster_free ran meanwhile and left us the struct */
-        free(wc);
+    struct rm_wc_drain *dr = rm_container_of(t, struct rm_wc_drain, reap);
+    if (!dr->wc) { /* rm_worker_cluster_free ran meanwhile and left this to us */
+        free(dr);
         return;
     }
-    for (struct rm_pool **pp = &wc->draining; *pp;) {
+    for (struct rm_pool **pp = &dr->pools; *pp;) {
         struct rm_pool *p = *pp;
         if (!pool_drained(p)) {
             pp = &p->next_draining;
@@ -426,17 +433,21 @@ static void reap_run(struct rm_task *t)
  * (this may run inside a callback of one of its connections or of its user). */
 static void check_drained(struct rm_pool *p)
 {
-    if (pool_drained(p)) rm_loop_defer(p->wc->loop, &p->wc->reap, reap_run);
+    if (pool_drained(p)) rm_loop_defer(p->wc->loop, &p->wc->drain->reap, reap_run);
 }
 
 /* <p>'s host left the set: no new request; idle connections close now, busy ones once their
- * streams end; requests already waiting still get served. */
+ * streams end; requests already waiting still get served.  Aborts when out of memory. */
 static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
 {
     if (!p) return;
+    if (!wc->drain) {
+        if (!(wc->drain = calloc(1, sizeof(*wc->drain)))) abort();
+        wc->drain->wc = wc;
+    }
     p->draining = true;
-    p->next_draining = wc->draining;
-    wc->draining = p;
+    p->next_draining = wc->drain->pools;
+    wc->drain->pools = p;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next)
         drain_conn(pc); /* connections still connecting drain once their requests are out */
     check_drained(p);
@@ -450,12 +461,9 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     if (!wc) return NULL;
     wc->cluster = c;
     wc->loop = loop;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    wc->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)wc ^ 0x9E3779B97F4A7C15ULL;
     size_t n = c->hs->n ? c->hs->n : 1;
     wc->hs = rm_host_set_ref(c->hs);
-    wc->rr = wc->rng % n;
+    wc->rr = (uint32_t)(rm_lb_random() % n);
     return wc; /* pools and WRR state come with the first request (most clusters get none) */
 }
 
@@ -464,18 +472,19 @@ void rm_worker_cluster_free(struct rm_worker_cluster *wc)
     if (!wc) return;
     for (size_t i = 0; wc->pools && i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
-    while (wc->draining) {
-        struct rm_pool *p = wc->draining;
-        wc->draining = p->next_draining;
+    while (wc->drain && wc->drain->pools) {
+        struct rm_pool *p = wc->drain->pools;
+        wc->drain->pools = p->next_draining;
         pool_free(p);
     }
     free(wc->pools);
     free(wc->wrr_current);
     rm_host_set_unref(wc->hs);
-    if (wc->reap.queued)
-        wc->freed = true; /* the queued task frees the struct */
+    if (wc->drain && wc->drain->reap.queued)
+        wc->drain->wc = NULL; /* the queued task frees it */
     else
-        free(wc);
+        free(wc->drain);
+    free(wc);
 }
 
 /* Old positions by host, to find where a host of the new set was. */
