@@ -138,6 +138,7 @@ static const struct rm_eds_seen_entry *seen_find(const struct rm_eds_seen *seen,
 /* The type URL names a ClusterLoadAssignment, as rm_pb_any_unpack would accept it. */
 static bool is_cla_url(const char *url)
 {
+    if (strcmp(url, RM_EDS_TYPE_URL) == 0) return true; /* what control planes send */
     const char *slash = strrchr(url, '/');
     return strcmp(slash ? slash + 1 : url,
                   envoy__config__endpoint__v3__cluster_load_assignment__descriptor.name) == 0;
