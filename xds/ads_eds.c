@@ -12,14 +12,57 @@
 typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
 
 /* Resource <i>: unpack, check, and turn into host specs in *a. */
+/* The decoded assignments of a response: bump allocation in blocks, all freed at once (not
+ * field by field, and not kept in a cache after a big response). */
+#define BLOCK_SIZE 65536
+
+struct rm_eds_block {
+    struct rm_eds_block *next;
+    size_t used, cap;
+    _Alignas(16) char data[];
+};
+
+static void *block_alloc(void *ctx, size_t n)
+{
+    struct rm_eds_block **head = ctx;
+    n = (n + 15) & ~(size_t)15;
+    struct rm_eds_block *b = *head;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > BLOCK_SIZE / 4 ? n : BLOCK_SIZE;
+        struct rm_eds_block *nb = malloc(sizeof(*nb) + cap);
+        if (!nb) return NULL; /* protobuf-c reports it */
+        nb->used = 0;
+        nb->cap = cap;
+        if (b && cap != BLOCK_SIZE) { /* a big one-off: the current block keeps serving */
+            nb->next = b->next;
+            b->next = nb;
+            nb->used = n;
+            return nb->data;
+        }
+        nb->next = b;
+        *head = b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static void block_free(void *ctx, void *p)
+{
+    (void)ctx; /* everything goes at once (rm_eds_response_clear) */
+    (void)p;
+}
+
+/* Decoded into the response's blocks <head>. */
 static int parse_one(const Google__Protobuf__Any *any, size_t i, struct rm_eds_assignment *a,
-                     struct rm_error *err)
+                     struct rm_eds_block **head, struct rm_error *err)
 {
     char p[64];
     snprintf(p, sizeof(p), "resources[%zu]", i);
     ProtobufCMessage *m = NULL;
-    if (rm_pb_any_unpack(any, &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, &m,
-                         err))
+    ProtobufCAllocator al = {.alloc = block_alloc, .free = block_free, .allocator_data = head};
+    if (rm_pb_any_unpack_with(
+            any, &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, &al, &m, err))
         return rm_error_prefix(err, "%s: ", p);
     a->la = (LoadAssignment *)m;
     if (!a->la->cluster_name || !a->la->cluster_name[0])
@@ -209,7 +252,7 @@ int rm_eds_response_parse_seen(const Envoy__Service__Discovery__V3__DiscoveryRes
                             r->type_url ? r->type_url : "");
     size_t n = r->n_resources;
     out->a = calloc(n ? n : 1, sizeof(*out->a));
-    out->by_name = calloc(n ? n : 1, sizeof(*out->by_name));
+    out->by_name = calloc(n + 1, sizeof(*out->by_name));
     if (!out->a || !out->by_name) {
         rm_eds_response_clear(out);
         return rm_error_set(err, "out of memory");
@@ -220,7 +263,7 @@ int rm_eds_response_parse_seen(const Envoy__Service__Discovery__V3__DiscoveryRes
         const Google__Protobuf__Any *any = r->resources[i];
         struct rm_eds_assignment *a = &out->a[out->n++];
         if (try_unchanged(any, seen, a)) continue;
-        if (parse_one(any, i, a, &perr)) {
+        if (parse_one(any, i, a, &out->blocks, &perr)) {
             bad = i;
             continue;
         }
@@ -243,9 +286,11 @@ int rm_eds_response_parse(const Envoy__Service__Discovery__V3__DiscoveryResponse
 
 void rm_eds_response_clear(struct rm_eds_response *out)
 {
-    for (size_t i = 0; i < out->n; i++) {
+    for (size_t i = 0; i < out->n; i++)
         free(out->a[i].specs);
-        if (out->a[i].la) protobuf_c_message_free_unpacked(&out->a[i].la->base, NULL);
+    for (struct rm_eds_block *b = out->blocks, *next; b; b = next) { /* every la */
+        next = b->next;
+        free(b);
     }
     free(out->a);
     free(out->by_name);
@@ -255,12 +300,24 @@ void rm_eds_response_clear(struct rm_eds_response *out)
 const struct rm_eds_assignment *rm_eds_response_find(const struct rm_eds_response *resp,
                                                      const char *name)
 {
+    if (!resp->n) return NULL;
+    size_t *hint = &resp->by_name[resp->n];
+    for (size_t k = *hint; k < *hint + 2 && k < resp->n; k++) { /* the last answer, its next */
+        const struct rm_eds_assignment *a = &resp->a[resp->by_name[k]];
+        if (strcmp(name, a->name) == 0) {
+            *hint = k;
+            return a;
+        }
+    }
     size_t lo = 0, hi = resp->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const struct rm_eds_assignment *a = &resp->a[resp->by_name[mid]];
         int c = strcmp(name, a->name);
-        if (c == 0) return a;
+        if (c == 0) {
+            *hint = mid;
+            return a;
+        }
         if (c < 0)
             hi = mid;
         else

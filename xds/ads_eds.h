@@ -33,7 +33,9 @@ struct rm_eds_assignment {
 struct rm_eds_response {
     struct rm_eds_assignment *a;
     size_t n;
-    size_t *by_name; /* indexes into a[], sorted by name: rm_eds_response_find */
+    struct rm_eds_block *blocks; /* the decoded assignments (a[i].la), freed at once */
+    size_t *by_name;             /* [n + 1]: indexes into a[] sorted by name, then the position of
+                                    rm_eds_response_find's last answer (its hint) */
 };
 
 /** What the last accepted response held: each resource's name and a 64-bit digest of its
@@ -71,7 +73,8 @@ int rm_eds_response_parse_seen(const Envoy__Service__Discovery__V3__DiscoveryRes
                                struct rm_error *err);
 /** Free what rm_eds_response_parse made; <out> becomes empty.  Idempotent. */
 void rm_eds_response_clear(struct rm_eds_response *out);
-/** The assignment named <name> in <resp>, or NULL.  O(log n). */
+/** The assignment named <name> in <resp>, or NULL.  O(log n); O(1) when asked in name order
+ *  (it tries the successor of its last answer first).  One thread at a time per response. */
 const struct rm_eds_assignment *rm_eds_response_find(const struct rm_eds_response *resp,
                                                      const char *name);
 

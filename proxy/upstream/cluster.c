@@ -149,8 +149,8 @@ static int assignment_spec(const LbEndpoint *le, int locality, const char *path,
     *s = (struct rm_host_spec){.health = (enum rm_health)le->health_status,
                                .locality_idx = locality};
     if (check_lb_endpoint(le, path, &s->weight, err)) return RM_ERR;
-    char p[512];
-    snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    char p[512] = "";
+    if (err) snprintf(p, sizeof(p), "%s.endpoint.address", path);
     if (rm_pb_address(le->endpoint->address, p, &s->addr, &s->addr_len, err)) return RM_ERR;
     s->hostname = le->endpoint->hostname;
     return RM_OK;
@@ -189,12 +189,16 @@ int rm_load_assignment_specs(const LoadAssignment *la, const char *path,
     for (size_t i = 0; la && i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
+            /* paths are made for the message only: an assignment has thousands of hosts */
+            if (assignment_spec(lle->lb_endpoints[j], (int)i, "", &sp[k], NULL) == RM_OK) {
+                k++;
+                continue;
+            }
             char p[512];
             snprintf(p, sizeof(p), "%s.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
-            if (assignment_spec(lle->lb_endpoints[j], (int)i, p, &sp[k++], err)) {
-                free(sp);
-                return RM_ERR;
-            }
+            assignment_spec(lle->lb_endpoints[j], (int)i, p, &sp[k], err);
+            free(sp);
+            return RM_ERR;
         }
     }
     *specs = sp;
