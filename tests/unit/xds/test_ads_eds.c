@@ -330,9 +330,17 @@ Test(ads_eds, unsorted_responses_are_found_by_name)
         const struct rm_eds_assignment *a = rm_eds_response_find(&out, name);
         cr_assert(a && port_of(a) == i + 1, "%s", name);
     }
+    for (int i = 3; i >= 0; i--) { /* backwards, and each twice: the hint misses, then hits */
+        char name[2] = {(char)('a' + i), 0};
+        cr_assert_eq(port_of(rm_eds_response_find(&out, name)), i + 1, "%s", name);
+        cr_assert_eq(port_of(rm_eds_response_find(&out, name)), i + 1, "%s again", name);
+    }
     cr_assert_null(rm_eds_response_find(&out, "e"));
     cr_assert_null(rm_eds_response_find(&out, ""));
+    cr_assert_eq(port_of(rm_eds_response_find(&out, "c")), 3, "after misses");
     rm_eds_response_clear(&out);
+    struct rm_eds_response empty = {0};
+    cr_assert_null(rm_eds_response_find(&empty, "a"));
 }
 
 Test(ads_eds, unique_names_keep_the_first_of_each)
