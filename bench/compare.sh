@@ -896,6 +896,15 @@ def write(R):
         L.append("## The resilience filter chain's cost (from bench/RESULTS-filters.md)\n")
         L.append(body + "\n")
 
+    xs = os.path.join(ROOT, "bench", "RESULTS.md")
+    if os.path.exists(xs):  # written by bench/xds_scale.py --write (its own run): carried over
+        with open(xs) as f_:
+            old = f_.read()
+        i = old.find("\n## xDS scale\n")
+        if i >= 0:
+            j = old.find("\n## ", i + 1)
+            L.append(old[i + 1:j if j >= 0 else len(old)].strip() + "\n")
+
     L.append("## Not measured, and why\n")
     L.append(f"- nginx, h2c → h2c and HTTP/1.1 → h2c: {NGINX_NA}.")
     L.append(f"- relay, HTTP/1.1 → h2c: {RELAY_NA}.")

@@ -11,6 +11,7 @@
 #include "google/rpc/status.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/core/bulk.h"
 #include "proxy/core/log.h"
 #include "proxy/core/strmap.h"
 #include "proxy/server/server.h"
@@ -40,6 +41,7 @@ static const struct rm_stat_def cp_stat_defs[CP__COUNT] = {
 
 struct held {
     uint64_t hash;
+    uint64_t seen; /* the epoch of the last response that named it */
     char *version; /* Delta: the resource's version (NULL: none) */
 };
 
@@ -96,7 +98,8 @@ struct type_state {
     bool started;     /* the type's first request went out on this stream */
     bool accepted;    /* a response of this type was accepted once (any stream) */
     bool in_update;
-    bool dirty; /* the subscription changed during on_update: send after the reply */
+    bool dirty;     /* the subscription changed during on_update: send after the reply */
+    uint64_t epoch; /* responses handled (marks held resources a response names) */
 };
 
 struct rm_ads_client {
@@ -104,9 +107,12 @@ struct rm_ads_client {
     struct rm_grpc_channel *ch;
     struct rm_grpc_call *call; /* the stream, or NULL */
     bool delta;
-    const char *path; /* the method */
-    bool sent_node;   /* on this stream */
-    bool responded;   /* this stream had a response */
+    const char *path;    /* the method */
+    uint64_t arrival_us; /* when the response being handled arrived (for the applied-in log) */
+    struct rm_bulk bulk; /* the response being handled is decoded here */
+    ProtobufCAllocator bulk_al;
+    bool sent_node; /* on this stream */
+    bool responded; /* this stream had a response */
     struct type_state *types;
     size_t n_types;
     char *node_id, *node_cluster;
@@ -358,44 +364,42 @@ struct batch {
     const char **removed;
     size_t n_removed;
     size_t n_unchanged;
-    const char **names; /* every resource's name, for the duplicate check */
-    size_t n_names;
-    char **owned; /* names copied out of the wire */
-    size_t n_owned;
-    ProtobufCMessage **wrappers; /* unpacked Resource wrappers the res point into */
-    size_t n_wrappers;
+    uint64_t epoch;         /* marks the held resources this response names */
+    struct rm_strmap fresh; /* names of this response the client does not hold */
+    const char *dup;        /* a name seen twice, or NULL */
+    ProtobufCAllocator al;  /* the response's bulk: wrappers, names copied out of the wire */
 };
 
 static void batch_free(struct batch *b)
 {
-    for (size_t i = 0; i < b->n_owned; i++)
-        free(b->owned[i]);
-    for (size_t i = 0; i < b->n_wrappers; i++)
-        protobuf_c_message_free_unpacked(b->wrappers[i], NULL);
-    free(b->owned);
-    free(b->wrappers);
+    rm_strmap_clear(&b->fresh);
     free(b->res);
     free(b->removed);
-    free(b->names);
 }
 
-static int batch_alloc(struct batch *b, size_t n, size_t held)
+static int batch_alloc(struct batch *b, struct type_state *ts, size_t n, size_t removed)
 {
+    b->epoch = ++ts->epoch;
     b->res = calloc(n + 1, sizeof(*b->res));
-    b->names = calloc(n + 1, sizeof(*b->names));
-    b->owned = calloc(n + 1, sizeof(*b->owned));
-    b->wrappers = calloc(n + 1, sizeof(*b->wrappers));
-    b->removed = calloc(held + n + 1, sizeof(*b->removed));
-    return b->res && b->names && b->owned && b->wrappers && b->removed ? RM_OK : RM_ERR;
+    b->removed = calloc(removed + 1, sizeof(*b->removed));
+    return b->res && b->removed ? RM_OK : RM_ERR;
 }
 
-/* One resource: keep it if its bytes differ from the held copy. */
-static void batch_add(struct batch *b, const struct type_state *ts, size_t index, const char *name,
+/* One resource: keep it if its bytes differ from the held copy; note a name seen twice (a
+ * held one by its epoch mark, a new one in <fresh>: no sorting, O(1) each). */
+static void batch_add(struct batch *b, struct type_state *ts, size_t index, const char *name,
                       const uint8_t *value, size_t len, const char *version)
 {
-    b->names[b->n_names++] = name;
+    struct held *old = rm_strmap_get(&ts->held, name);
+    if (old ? old->seen == b->epoch : rm_strmap_get(&b->fresh, name) != NULL) {
+        if (!b->dup) b->dup = name;
+        return;
+    }
+    if (old)
+        old->seen = b->epoch;
+    else
+        rm_strmap_put(&b->fresh, name, (void *)name);
     uint64_t h = bytes_hash(value, len);
-    const struct held *old = held_find(&ts->held, name);
     if (old && old->hash == h) {
         b->n_unchanged++;
         return;
@@ -404,33 +408,23 @@ static void batch_add(struct batch *b, const struct type_state *ts, size_t index
 }
 
 /* Two resources of one name in a response are an error. */
-static int check_duplicates(struct batch *b, const char *type, struct rm_error *err)
+static int check_duplicates(const struct batch *b, const char *type, struct rm_error *err)
 {
-    const char **v = malloc((b->n_names + 1) * sizeof(*v));
-    if (!v) return rm_error_set(err, "out of memory");
-    memcpy(v, b->names, b->n_names * sizeof(*v));
-    qsort(v, b->n_names, sizeof(*v), cmp_str);
-    int rc = RM_OK;
-    for (size_t i = 1; i < b->n_names && rc == RM_OK; i++) {
-        if (strcmp(v[i], v[i - 1]) == 0)
-            rc = rm_error_set(err, "%s %s: duplicate resource name in one response", type, v[i]);
-    }
-    free(v);
-    return rc;
+    if (!b->dup) return RM_OK;
+    return rm_error_set(err, "%s %s: duplicate resource name in one response", type, b->dup);
 }
 
 /* SotW resource <i>: its name (field 1 of every xDS resource) without unpacking it, or the
  * name of its Resource wrapper. */
-static int sotw_resource(struct batch *b, const struct type_state *ts, const Response *r, size_t i,
+static int sotw_resource(struct batch *b, struct type_state *ts, const Response *r, size_t i,
                          const char *version, struct rm_error *err)
 {
     const Google__Protobuf__Any *any = r->resources[i];
     const char *type = type_short(ts);
     if (any->type_url && strcmp(any->type_url, RESOURCE_WRAPPER) == 0) {
-        Resource *w =
-            envoy__service__discovery__v3__resource__unpack(NULL, any->value.len, any->value.data);
+        Resource *w = envoy__service__discovery__v3__resource__unpack(&b->al, any->value.len,
+                                                                      any->value.data);
         if (!w) return rm_error_set(err, "resources[%zu]: undecodable Resource wrapper", i);
-        b->wrappers[b->n_wrappers++] = &w->base;
         if (!w->name || !w->name[0] || !w->resource)
             return rm_error_set(
                 err, "resources[%zu]: a Resource wrapper needs a name and a resource", i);
@@ -451,10 +445,10 @@ static int sotw_resource(struct batch *b, const struct type_state *ts, const Res
     if (found < 0) return rm_error_set(err, "resources[%zu]: undecodable %s", i, type);
     if (found == 0 || len == 0)
         return rm_error_set(err, "resources[%zu]: %s without a name", i, type);
-    char *name = strndup((const char *)s, len);
-    if (!name) return rm_error_set(err, "out of memory");
-    b->owned[b->n_owned++] = name;
-    if (strlen(name) != len) return rm_error_set(err, "resources[%zu]: name with a NUL byte", i);
+    if (memchr(s, 0, len)) return rm_error_set(err, "resources[%zu]: name with a NUL byte", i);
+    char *name = b->al.alloc(b->al.allocator_data, len + 1);
+    memcpy(name, s, len);
+    name[len] = 0;
     batch_add(b, ts, i, name, any->value.data, any->value.len, version);
     return RM_OK;
 }
@@ -463,24 +457,17 @@ static int sotw_resource(struct batch *b, const struct type_state *ts, const Res
 static void sotw_removed(struct batch *b, const struct type_state *ts)
 {
     if (!ts->t->wildcard) return;
-    const char **seen = malloc((b->n_names + 1) * sizeof(*seen));
-    if (!seen) abort();
-    memcpy(seen, b->names, b->n_names * sizeof(*seen));
-    qsort(seen, b->n_names, sizeof(*seen), cmp_str);
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&ts->held, &it); e;
          e = rm_strmap_next(&ts->held, e, &it)) {
-        const char *key = e->key;
-        if (!bsearch(&key, seen, b->n_names, sizeof(*seen), cmp_str))
-            b->removed[b->n_removed++] = e->key;
+        if (((const struct held *)e->value)->seen != b->epoch) b->removed[b->n_removed++] = e->key;
     }
-    free(seen);
 }
 
-static int sotw_batch(struct batch *b, const struct type_state *ts, const Response *r,
+static int sotw_batch(struct batch *b, struct type_state *ts, const Response *r,
                       struct rm_error *err)
 {
-    if (batch_alloc(b, r->n_resources, ts->held.n)) return rm_error_set(err, "out of memory");
+    if (batch_alloc(b, ts, r->n_resources, ts->held.n)) return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < r->n_resources; i++) {
         if (sotw_resource(b, ts, r, i, r->version_info, err)) return RM_ERR;
     }
@@ -489,11 +476,11 @@ static int sotw_batch(struct batch *b, const struct type_state *ts, const Respon
     return RM_OK;
 }
 
-static int delta_batch(struct batch *b, const struct type_state *ts, const DeltaResponse *r,
+static int delta_batch(struct batch *b, struct type_state *ts, const DeltaResponse *r,
                        struct rm_error *err)
 {
     const char *type = type_short(ts);
-    if (batch_alloc(b, r->n_resources, r->n_removed_resources))
+    if (batch_alloc(b, ts, r->n_resources, r->n_removed_resources))
         return rm_error_set(err, "out of memory");
     for (size_t i = 0; i < r->n_resources; i++) {
         const Resource *res = r->resources[i];
@@ -539,7 +526,6 @@ static int deliver(struct rm_ads_client *a, struct type_state *ts, const struct 
         .n_unchanged = b->n_unchanged,
         .first = !ts->accepted,
     };
-    uint64_t t0 = now_us();
     ts->in_update = true;
     int rc = ts->t->on_update(a->ctx, &u, err);
     ts->in_update = false;
@@ -550,8 +536,8 @@ static int deliver(struct rm_ads_client *a, struct type_state *ts, const struct 
         held_del(&ts->held, b->removed[i]);
     ts->accepted = true;
     rm_log_info("ads: %s version %s applied in %llu us: %zu changed, %zu removed, %zu unchanged",
-                type_short(ts), u.version_info, (unsigned long long)(now_us() - t0), b->n,
-                b->n_removed, b->n_unchanged);
+                type_short(ts), u.version_info, (unsigned long long)(now_us() - a->arrival_us),
+                b->n, b->n_removed, b->n_unchanged);
     return RM_OK;
 }
 
@@ -572,7 +558,7 @@ static void reply(struct rm_ads_client *a, struct type_state *ts, int rc, const 
 
 static void on_sotw(struct rm_ads_client *a, const uint8_t *msg, size_t len)
 {
-    Response *r = envoy__service__discovery__v3__discovery_response__unpack(NULL, len, msg);
+    Response *r = envoy__service__discovery__v3__discovery_response__unpack(&a->bulk_al, len, msg);
     if (!r) {
         rm_log_warn("ads: undecodable DiscoveryResponse (%zu bytes) ignored", len);
         return;
@@ -581,7 +567,7 @@ static void on_sotw(struct rm_ads_client *a, const uint8_t *msg, size_t len)
     if (!ts) {
         rm_log_warn("ads: response for unsubscribed type \"%s\" ignored", r->type_url);
     } else {
-        struct batch b = {0};
+        struct batch b = {.al = a->bulk_al};
         struct rm_error err = {{0}};
         int rc = sotw_batch(&b, ts, r, &err);
         if (rc != RM_OK && ts->t->on_rejected) ts->t->on_rejected(a->ctx);
@@ -589,13 +575,12 @@ static void on_sotw(struct rm_ads_client *a, const uint8_t *msg, size_t len)
         reply(a, ts, rc, r->version_info, r->nonce, err.msg);
         batch_free(&b);
     }
-    envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
 }
 
 static void on_delta(struct rm_ads_client *a, const uint8_t *msg, size_t len)
 {
     DeltaResponse *r =
-        envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, msg);
+        envoy__service__discovery__v3__delta_discovery_response__unpack(&a->bulk_al, len, msg);
     if (!r) {
         rm_log_warn("ads: undecodable DeltaDiscoveryResponse (%zu bytes) ignored", len);
         return;
@@ -604,7 +589,7 @@ static void on_delta(struct rm_ads_client *a, const uint8_t *msg, size_t len)
     if (!ts) {
         rm_log_warn("ads: delta response for unsubscribed type \"%s\" ignored", r->type_url);
     } else {
-        struct batch b = {0};
+        struct batch b = {.al = a->bulk_al};
         struct rm_error err = {{0}};
         int rc = delta_batch(&b, ts, r, &err);
         if (rc != RM_OK && ts->t->on_rejected) ts->t->on_rejected(a->ctx);
@@ -612,19 +597,21 @@ static void on_delta(struct rm_ads_client *a, const uint8_t *msg, size_t len)
         reply(a, ts, rc, r->system_version_info, r->nonce, err.msg);
         batch_free(&b);
     }
-    envoy__service__discovery__v3__delta_discovery_response__free_unpacked(r, NULL);
 }
 
 static void on_message(void *ctx, const uint8_t *msg, size_t len)
 {
     struct rm_ads_client *a = ctx;
+    a->arrival_us = now_us();
     a->backoff_ms = BACKOFF_BASE_MS;
     a->responded = true;
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
+    a->bulk_al = rm_pb_bulk_allocator(&a->bulk);
     if (a->delta)
         on_delta(a, msg, len);
     else
         on_sotw(a, msg, len);
+    rm_bulk_dispose(&a->bulk); /* the decoded response, at once */
 }
 
 /* ---- the stream --------------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbtypes.h"
+#include "proxy/core/bulk.h"
 #include "proxy/core/log.h"
 #include "proxy/core/strmap.h"
 #include "proxy/net/listener.h"
@@ -82,11 +83,13 @@ static const struct rm_stat_def rds_defs[RDS__COUNT] = {
     [RDS_UPDATE_REJECTED] = {"update_rejected", RM_COUNTER},
 };
 
-/** An EDS service name: its accepted assignment and the clusters that use it. */
+/** An EDS service name: what its accepted assignment made and the clusters that use it.  The
+ *  assignment itself is not kept: <hs> is a reference on the membership it gave the first user
+ *  (the same object: no memory of its own), enough to give a new version of a cluster its
+ *  hosts. */
 struct svc {
-    struct rm_pb_box *la; /* NULL until an assignment is accepted */
-    struct rm_host_spec *specs;
-    size_t n;
+    bool known;                /* an assignment was accepted */
+    struct rm_host_set *hs;    /* NULL until then */
     struct rm_cluster **users; /* static EDS clusters, CDS ones active or warming */
     size_t n_users, cap;
 };
@@ -189,15 +192,15 @@ static char *xstrdup(const char *s)
 /* Unpack a resource's bytes as <d>, refusing fields remora does not know; errors are prefixed
  * with "<label>: ". */
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, const struct rm_ads_res *r,
-                                const char *label, struct rm_error *err)
+                                ProtobufCAllocator *al, const char *label, struct rm_error *err)
 {
-    ProtobufCMessage *msg = protobuf_c_message_unpack(d, NULL, r->len, r->value);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(d, al, r->len, r->value);
     if (!msg) {
         rm_error_set(err, "%s: undecodable %s", label, d->short_name);
         return NULL;
     }
     if (rm_pb_check_no_unknown(msg, label, err)) {
-        protobuf_c_message_free_unpacked(msg, NULL);
+        protobuf_c_message_free_unpacked(msg, al);
         return NULL;
     }
     return msg;
@@ -278,8 +281,7 @@ static struct svc *svc_get(struct rm_xds_manager *m, const char *name)
 
 static void svc_free(struct svc *s)
 {
-    rm_pb_box_unref(s->la);
-    free(s->specs);
+    rm_host_set_unref(s->hs);
     free(s->users);
     free(s);
 }
@@ -328,12 +330,12 @@ static void eds_resubscribe(struct rm_xds_manager *m)
     free(unused);
 }
 
-/* Give <c> the hosts of its service's assignment; publish them when <c> is active. */
-static void set_hosts(struct rm_xds_manager *m, struct rm_cluster *c, const struct svc *s,
-                      bool publish)
+/* Give <c> the hosts <specs>; publish them when <c> is active. */
+static void set_hosts(struct rm_xds_manager *m, struct rm_cluster *c,
+                      const struct rm_host_spec *specs, size_t n, bool publish)
 {
     struct rm_host_set *hs = NULL;
-    int rc = rm_host_set_diff(c->hs, s->specs, s->n, &hs);
+    int rc = rm_host_set_diff(c->hs, specs, n, &hs);
     if (!rm_cluster_take_diff(c, rc, hs)) return;
     rm_log_debug("cluster %s: EDS: %zu host(s)", c->name, c->hs->n);
     if (publish) m->hooks.publish_hosts(m->ctx, c, c->hs);
@@ -354,14 +356,17 @@ static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
     d->warm_deadline = 0;
 }
 
-/* The assignment of service <name> changed (<s>): every cluster using it follows. */
-static bool eds_apply(struct rm_xds_manager *m, const char *name, struct svc *s)
+/* Service <s> has a new assignment (<specs>; none when it was removed): every cluster using it
+ * follows, warming ones become active.  Returns whether a new snapshot is needed. */
+static bool eds_apply(struct rm_xds_manager *m, struct svc *s, const struct rm_host_spec *specs,
+                      size_t n)
 {
     bool rebuild = false;
+    s->known = true;
     for (size_t i = 0; i < s->n_users; i++) {
         struct rm_cluster *c = s->users[i];
         bool active = cluster_active(m, c);
-        set_hosts(m, c, s, active);
+        set_hosts(m, c, specs, n, active);
         if (active) continue;
         struct dcluster *d = rm_strmap_get(&m->clusters, c->name);
         if (d && d->warming == c) {
@@ -369,6 +374,8 @@ static bool eds_apply(struct rm_xds_manager *m, const char *name, struct svc *s)
             rebuild = true;
         }
     }
+    rm_host_set_unref(s->hs);
+    s->hs = s->n_users ? rm_host_set_ref(s->users[0]->hs) : NULL;
     return rebuild;
 }
 
@@ -407,6 +414,8 @@ static int eds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     struct rm_xds_manager *m = ctx;
     struct eds_new *v = calloc(u->n + 1, sizeof(*v));
     if (!v) return rm_error_set(err, "out of memory");
+    struct rm_bulk bulk = RM_BULK_INIT; /* assignments are read, then dropped */
+    ProtobufCAllocator al = rm_pb_bulk_allocator(&bulk);
     int rc = RM_OK;
     size_t n = 0;
     for (size_t i = 0; i < u->n && rc == RM_OK; i++, n++) {
@@ -415,8 +424,8 @@ static int eds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
                  u->res[i].index);
         v[i].name = u->res[i].name;
         v[i].la = (LoadAssignment *)unpack(
-            &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, &u->res[i], label,
-            err);
+            &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, &u->res[i], &al,
+            label, err);
         if (!v[i].la ||
             rm_load_assignment_specs(v[i].la, label, &v[i].specs, &v[i].n, err) != RM_OK)
             rc = RM_ERR;
@@ -425,31 +434,19 @@ static int eds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     bool rebuild = false;
     for (size_t i = 0; i < n; i++) {
         struct svc *s = rc == RM_OK ? rm_strmap_get(&m->svcs, v[i].name) : NULL;
-        if (s) count_success(s);
-        if (!s) { /* rejected, or a service no cluster uses any more */
-            free(v[i].specs);
-            if (v[i].la) protobuf_c_message_free_unpacked(&v[i].la->base, NULL);
-            continue;
+        if (s) { /* else rejected, or a service no cluster uses any more */
+            count_success(s);
+            rebuild |= eds_apply(m, s, v[i].specs, v[i].n);
         }
-        rm_pb_box_unref(s->la);
-        free(s->specs);
-        s->la = rm_pb_box_new(&v[i].la->base);
-        s->specs = v[i].specs;
-        s->n = v[i].n;
-        if (!s->la) abort();
-        rebuild |= eds_apply(m, v[i].name, s);
+        free(v[i].specs); /* the hosts copied what they need */
     }
     free(v);
+    rm_bulk_dispose(&bulk); /* the decoded assignments */
     for (size_t i = 0; rc == RM_OK && i < u->n_removed; i++) {
         struct svc *s = rm_strmap_get(&m->svcs, u->removed[i]);
         if (!s) continue;
         count_success(s);
-        rm_pb_box_unref(s->la);
-        free(s->specs);
-        s->la = NULL;
-        s->specs = NULL;
-        s->n = 0;
-        rebuild |= eds_apply(m, u->removed[i], s);
+        rebuild |= eds_apply(m, s, NULL, 0); /* Envoy: the cluster has no host then */
     }
     if (rebuild) publish_next(m);
     check_init(m);
@@ -468,7 +465,8 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
 {
     char label[300];
     snprintf(label, sizeof(label), "Cluster %s: resources[%zu]", r->name, r->index);
-    ProtobufCMessage *msg = unpack(&envoy__config__cluster__v3__cluster__descriptor, r, label, err);
+    ProtobufCMessage *msg =
+        unpack(&envoy__config__cluster__v3__cluster__descriptor, r, NULL, label, err);
     if (!msg) return RM_ERR;
     struct rm_pb_box *box = rm_pb_box_new(msg);
     if (!box) return rm_error_set(err, "out of memory");
@@ -491,7 +489,12 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     if (rc == RM_OK && rm_cluster_is_eds(out->c) && source_ok(m, T_EDS, &out->c->eds_src, p, err))
         rc = RM_ERR;
     rm_pb_box_unref(box);
-    if (rc == RM_OK) {
+    if (rc == RM_OK) { /* the cluster copied what it needs: keep the bytes, for /config_dump */
+        rm_pb_box_unref(out->c->pb_box);
+        out->c->pb = NULL;
+        out->c->pb_box =
+            rm_pb_box_new_bytes(&envoy__config__cluster__v3__cluster__descriptor, r->value, r->len);
+        if (!out->c->pb_box) abort();
         out->c->version_info = xstrdup(r->version);
         out->c->last_updated_ms = wall_ms();
         rm_cluster_update_membership(out->c);
@@ -520,8 +523,12 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
     if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, name, &err))
         rm_log_error("cluster %s: %s", name, err.msg); /* checked before: out of memory */
     const struct svc *s = rm_cluster_is_eds(c) ? rm_strmap_get(&m->svcs, c->eds_service) : NULL;
-    if (!rm_cluster_is_eds(c) || (s && s->la)) {
-        if (s) set_hosts(m, c, s, false);
+    if (!rm_cluster_is_eds(c) || (s && s->known)) {
+        if (s) { /* a new version of a cluster (or a new cluster) of a known service */
+            struct rm_host_spec *specs = rm_host_set_specs(s->hs);
+            set_hosts(m, c, specs, s->hs ? s->hs->n : 0, false);
+            free(specs);
+        }
         promote_cluster(m, d);
         return;
     }
@@ -709,8 +716,8 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         char label[300];
         snprintf(label, sizeof(label), "RouteConfiguration %s: resources[%zu]", u->res[i].name,
                  u->res[i].index);
-        v[i] = unpack(&envoy__config__route__v3__route_configuration__descriptor, &u->res[i], label,
-                      err);
+        v[i] = unpack(&envoy__config__route__v3__route_configuration__descriptor, &u->res[i], NULL,
+                      label, err);
         if (!v[i] || rm_snapshot_check_route((const RouteConfiguration *)v[i], label, resolve_known,
                                              m, err) != RM_OK)
             rc = RM_ERR;
@@ -790,7 +797,7 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
 {
     char label[300];
     snprintf(label, sizeof(label), "Listener %s: resources[%zu]", r->name, r->index);
-    out->pb = unpack(&envoy__config__listener__v3__listener__descriptor, r, label, err);
+    out->pb = unpack(&envoy__config__listener__v3__listener__descriptor, r, NULL, label, err);
     if (!out->pb) return RM_ERR;
     const Listener *pb = (const Listener *)out->pb;
     for (size_t i = 0; i < m->base->n_listeners; i++) {
@@ -989,7 +996,7 @@ static bool static_eds_waiting(const struct rm_xds_manager *m, char *buf, size_t
         const struct rm_cluster *c = m->base->clusters[i];
         if (!rm_cluster_is_eds(c)) continue;
         const struct svc *s = rm_strmap_get(&m->svcs, c->eds_service);
-        if (s && s->la) continue;
+        if (s && s->known) continue;
         any = true;
         if (buf && *off < len) {
             int w = snprintf(buf + *off, len - *off, "%scluster %s", *off ? ", " : "", c->name);

@@ -21,22 +21,22 @@
 /* ---- shared bits ------------------------------------------------------------------------ */
 
 /* "127.0.0.1" / "::1" and the port of a socket address. */
-static void ip_port(const struct sockaddr_storage *ss, char *ip, size_t len, unsigned *port)
+static void ip_port(const struct sockaddr *ss, char *ip, size_t len, unsigned *port)
 {
     snprintf(ip, len, "?");
     *port = 0;
-    if (ss->ss_family == AF_INET) {
+    if (ss->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const void *)ss;
         inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)len);
         *port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
+    } else if (ss->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const void *)ss;
         inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)len);
         *port = ntohs(a->sin6_port);
     }
 }
 
-static void json_address(struct rm_strbuf *sb, const struct sockaddr_storage *ss)
+static void json_address(struct rm_strbuf *sb, const struct sockaddr *ss)
 {
     char ip[64];
     unsigned port;
@@ -103,13 +103,12 @@ static struct host_place host_place(const struct rm_cluster *c, const struct rm_
 
 /* The address /clusters shows for host <idx> of the cluster's current set: where its new
  * connections go (a LOGICAL_DNS host follows the latest answer). */
-static const struct sockaddr_storage *shown_addr(const struct rm_cluster *c, size_t idx,
-                                                 const char **str)
+static const struct sockaddr *shown_addr(const struct rm_cluster *c, size_t idx, const char **str)
 {
     const struct rm_host_set *hs = c->hs;
     socklen_t len;
-    const struct sockaddr_storage *sa = rm_host_set_connect_addr(hs, hs->hosts[idx], &len);
-    *str = sa == &hs->logical_addr ? hs->logical_str : hs->hosts[idx]->addr_str;
+    const struct sockaddr *sa = rm_host_set_connect_addr(hs, hs->hosts[idx], &len);
+    *str = hs->logical && sa == &hs->logical->addr.sa ? hs->logical->str : hs->hosts[idx]->addr_str;
     return sa;
 }
 
@@ -184,7 +183,7 @@ static void put_health_flags(struct rm_strbuf *sb, const struct rm_host *h)
 
 static double host_success_rate(const struct rm_host *h, enum rm_outlier_origin o)
 {
-    return h->outlier.det ? h->outlier.success_rate[o] : -1;
+    return h->outlier.x ? h->outlier.x->success_rate[o] : -1;
 }
 
 static const char *eds_health_status(enum rm_health h)
@@ -397,7 +396,7 @@ void rm_admin_handle_listeners(struct rm_admin *a, const char *method,
         rm_strbuf_puts(&r->body, i ? ",{\"name\":" : "{\"name\":");
         rm_admin_json_str(&r->body, name);
         rm_strbuf_puts(&r->body, ",\"local_address\":");
-        json_address(&r->body, &l->addr);
+        json_address(&r->body, (const struct sockaddr *)&l->addr);
         rm_strbuf_putc(&r->body, '}');
     }
     if (json) rm_strbuf_puts(&r->body, "]}\n");

@@ -83,14 +83,20 @@ static void put_last_updated(struct dump *d)
     rm_strbuf_printf(d->sb, "\"last_updated\":\"%s\"", d->last_updated);
 }
 
-/* "version_info":V,"<key>":<Any>,"last_updated":T of a resource received over xDS. */
+/* "version_info":V,"<key>":<Any>,"last_updated":T of a resource received over xDS (<box>:
+ * the message, or its bytes, decoded for the time of printing). */
 static void put_dynamic(struct dump *d, const char *version, const char *key,
-                        const ProtobufCMessage *m, uint64_t updated_ms)
+                        const struct rm_pb_box *box, uint64_t updated_ms)
 {
     rm_strbuf_puts(d->sb, "\"version_info\":");
     rm_admin_json_str(d->sb, version ? version : "");
     rm_strbuf_printf(d->sb, ",\"%s\":", key);
-    put_any(d, m);
+    const ProtobufCMessage *m = rm_pb_box_open(box);
+    if (m)
+        put_any(d, m);
+    else
+        d->failed = true;
+    rm_pb_box_close(box, m);
     struct rm_strbuf ts = RM_STRBUF_INIT;
     rm_pb_timestamp_format((int64_t)(updated_ms / 1000), (int32_t)(updated_ms % 1000) * 1000000,
                            &ts);
@@ -127,16 +133,16 @@ static void dump_clusters(struct dump *d, const struct rm_snapshot *snap)
     size_t dyn = 0;
     for (size_t i = 0; i < n; i++) {
         const struct rm_cluster *c = snap->clusters[i];
-        if (!c->pb || !c->version_info) continue;
+        if (!c->pb_box || !c->version_info) continue;
         rm_strbuf_puts(d->sb, dyn++ ? ",{" : ",\"dynamic_active_clusters\":[{");
-        put_dynamic(d, c->version_info, "cluster", &c->pb->base, c->last_updated_ms);
+        put_dynamic(d, c->version_info, "cluster", c->pb_box, c->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');
     }
     if (dyn) rm_strbuf_putc(d->sb, ']');
     for (size_t i = 0; snap && i < snap->n_warming_clusters; i++) {
         const struct rm_dyn_res *w = &snap->warming_clusters[i];
         rm_strbuf_puts(d->sb, i ? ",{" : ",\"dynamic_warming_clusters\":[{");
-        put_dynamic(d, w->version_info, "cluster", w->pb->m, w->last_updated_ms);
+        put_dynamic(d, w->version_info, "cluster", w->pb, w->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');
     }
     rm_strbuf_puts(d->sb, snap && snap->n_warming_clusters ? "]}" : "}");
@@ -154,7 +160,7 @@ static const struct rm_dyn_res *warming_listener(const struct rm_snapshot *snap,
 static void put_warming_state(struct dump *d, const struct rm_dyn_res *w)
 {
     rm_strbuf_puts(d->sb, ",\"warming_state\":{");
-    put_dynamic(d, w->version_info, "listener", w->pb->m, w->last_updated_ms);
+    put_dynamic(d, w->version_info, "listener", w->pb, w->last_updated_ms);
     rm_strbuf_putc(d->sb, '}');
 }
 
@@ -184,7 +190,7 @@ static void dump_listeners(struct dump *d, const struct rm_snapshot *snap)
         rm_strbuf_puts(d->sb, dyn++ ? ",{\"name\":" : ",\"dynamic_listeners\":[{\"name\":");
         rm_admin_json_str(d->sb, lc->name);
         rm_strbuf_puts(d->sb, ",\"active_state\":{");
-        put_dynamic(d, lc->version_info, "listener", lc->pb_box->m, lc->last_updated_ms);
+        put_dynamic(d, lc->version_info, "listener", lc->pb_box, lc->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');
         const struct rm_dyn_res *w = warming_listener(snap, lc->name);
         if (w) put_warming_state(d, w);
@@ -255,7 +261,7 @@ static void dump_routes(struct dump *d, const struct rm_snapshot *snap)
     for (size_t i = 0; snap && i < snap->n_routes; i++) {
         const struct rm_dyn_res *r = &snap->routes[i];
         rm_strbuf_puts(d->sb, i ? ",{" : ",\"dynamic_route_configs\":[{");
-        put_dynamic(d, r->version_info, "route_config", r->pb->m, r->last_updated_ms);
+        put_dynamic(d, r->version_info, "route_config", r->pb, r->last_updated_ms);
         rm_strbuf_putc(d->sb, '}');
     }
     rm_strbuf_puts(d->sb, snap && snap->n_routes ? "]}" : "}");

@@ -14,6 +14,7 @@
  * only: the registry does not track "ever written"), ?format=text|json|prometheus. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
+#include <malloc.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,8 @@ struct stat_list {
 
 /* ---- collecting --------------------------------------------------------------------------- */
 
-/* Envoy's server.* gauges that only the admin's clock knows: refreshed when stats are read. */
+/* Envoy's server.* gauges that only the admin knows (its clock, the allocator's count):
+ * refreshed when stats are read. */
 static void refresh_server_stats(struct rm_admin *a)
 {
     struct rm_stats *s = rm_stats_get("server.", rm_server_stat_defs, RM_SS__COUNT);
@@ -49,6 +51,8 @@ static void refresh_server_stats(struct rm_admin *a)
     rm_stat_set(s, RM_SS_UPTIME, now > a->start_time_s ? (int64_t)(now - a->start_time_s) : 0);
     rm_stat_set(s, RM_SS_LIVE, strcmp(rm_admin_state(a), "LIVE") == 0);
     if (a->concurrency) rm_stat_set(s, RM_SS_CONCURRENCY, a->concurrency);
+    struct mallinfo2 mi = mallinfo2(); /* Envoy: bytes the allocator has handed out */
+    rm_stat_set(s, RM_SS_MEMORY_ALLOCATED, (int64_t)(mi.uordblks + mi.hblkhd));
 }
 
 static void collect_one(void *ctx, const char *name, enum rm_stat_type t, int64_t value)

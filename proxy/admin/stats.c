@@ -117,55 +117,222 @@ const struct rm_stat_def rm_server_stat_defs[RM_SS__COUNT] = {
     [RM_SS_DAYS_UNTIL_FIRST_CERT_EXPIRING] = G("days_until_first_cert_expiring"),
 };
 
-struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n)
+/* ---- registry ----------------------------------------------------------------------------- */
+
+/* The blocks, in creation order (rm_stats_foreach) and in a chained hash table by prefix
+ * (rm_stats_get is called once per cluster, listener and filter: a list scan made a 10,000
+ * cluster config quadratic); the interned suffixes.  All under registry_lock. */
+static struct rm_stats **buckets;
+static size_t n_buckets, n_blocks;
+static unsigned new_block_shards = RM_STATS_MAX_SHARDS;
+
+struct interned {
+    struct interned *next;
+    uint32_t hash;
+    char s[];
+};
+static struct interned **strs;
+static size_t n_strs_buckets, n_strs;
+
+void rm_stats_set_shards(unsigned n)
 {
     pthread_mutex_lock(&registry_lock);
-    for (struct rm_stats *s = registry_head; s; s = s->next) {
-        if (strcmp(s->prefix, prefix) == 0) {
-            pthread_mutex_unlock(&registry_lock);
-            return s;
-        }
+    new_block_shards = n < 1 ? 1 : n > RM_STATS_MAX_SHARDS ? RM_STATS_MAX_SHARDS : n;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static uint32_t hash_mem(const char *p, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+/* Whether <str>[*off..len) starts with the whole prefix of <s>; *off moves past it. */
+static bool match_at(const struct rm_stats *s, const char *str, size_t len, size_t *off)
+{
+    if (s->parent && !match_at(s->parent, str, len, off)) return false;
+    size_t n = strlen(s->name);
+    if (n > len - *off || memcmp(str + *off, s->name, n) != 0) return false;
+    *off += n;
+    return true;
+}
+
+size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len)
+{
+    size_t off = s->parent ? rm_stats_prefix(s->parent, buf, len) : 0;
+    if (off < len) snprintf(buf + off, len - off, "%s", s->name);
+    return off + strlen(s->name);
+}
+
+/* The block whose prefix is <str>[0..len), or NULL. */
+static struct rm_stats *lookup(const char *str, size_t len, uint32_t h)
+{
+    for (struct rm_stats *s = n_buckets ? buckets[h & (n_buckets - 1)] : NULL; s;
+         s = s->hash_next) {
+        size_t off = 0;
+        if (s->hash == h && match_at(s, str, len, &off) && off == len) return s;
     }
-    struct rm_stats *s = calloc(1, sizeof(*s));
+    return NULL;
+}
+
+/* Twice the buckets of a table once it holds more entries than buckets. */
+#define GROW(type, table, n_table, next_field)                                                     \
+    do {                                                                                           \
+        size_t n_ = n_table ? n_table * 2 : 256;                                                   \
+        type **b_ = calloc(n_, sizeof(*b_));                                                       \
+        if (!b_) abort();                                                                          \
+        for (size_t i_ = 0; i_ < n_table; i_++) {                                                  \
+            for (type *e_ = table[i_], *nx_; e_; e_ = nx_) {                                       \
+                nx_ = e_->next_field;                                                              \
+                e_->next_field = b_[e_->hash & (n_ - 1)];                                          \
+                b_[e_->hash & (n_ - 1)] = e_;                                                      \
+            }                                                                                      \
+        }                                                                                          \
+        free(table);                                                                               \
+        table = b_;                                                                                \
+        n_table = n_;                                                                              \
+    } while (0)
+
+/* The one copy of <s> (a suffix: a few distinct ones, each shared by many blocks). */
+static const char *intern(const char *s)
+{
+    uint32_t h = hash_mem(s, strlen(s));
+    for (struct interned *e = n_strs_buckets ? strs[h & (n_strs_buckets - 1)] : NULL; e;
+         e = e->next) {
+        if (e->hash == h && strcmp(e->s, s) == 0) return e->s;
+    }
+    if (n_strs >= n_strs_buckets) GROW(struct interned, strs, n_strs_buckets, next);
+    size_t len = strlen(s) + 1;
+    struct interned *e = malloc(sizeof(*e) + len);
+    if (!e) abort();
+    e->hash = h;
+    memcpy(e->s, s, len);
+    e->next = strs[h & (n_strs_buckets - 1)];
+    strs[h & (n_strs_buckets - 1)] = e;
+    n_strs++;
+    return e->s;
+}
+
+/* The registered block whose prefix is the longest proper prefix of <prefix> ending at a '.'
+ * (e.g. "cluster.backend." for "cluster.backend.circuit_breakers.default."), or NULL. */
+static struct rm_stats *find_parent(const char *prefix, size_t len)
+{
+    for (size_t i = len > 1 ? len - 1 : 0; i-- > 0;) {
+        if (prefix[i] != '.') continue;
+        struct rm_stats *p = lookup(prefix, i + 1, hash_mem(prefix, i + 1));
+        if (p) return p;
+    }
+    return NULL;
+}
+
+/* One allocation: the block, its row pointers, then (without a parent) the prefix. */
+static struct rm_stats *block_new(const char *prefix, size_t len, uint32_t h,
+                                  const struct rm_stat_def *defs, unsigned n)
+{
+    if (n > UINT16_MAX) abort();
+    unsigned shards = new_block_shards;
+    struct rm_stats *parent = find_parent(prefix, len);
+    size_t head = sizeof(struct rm_stats) + shards * sizeof(_Atomic(_Atomic int64_t *));
+    struct rm_stats *s = calloc(1, head + (parent ? 0 : len + 1));
     if (!s) abort();
-    s->prefix = strdup(prefix);
+    if (parent) {
+        s->parent = parent;
+        s->name = intern(prefix + rm_stats_prefix(parent, NULL, 0));
+    } else {
+        memcpy((char *)s + head, prefix, len + 1);
+        s->name = (char *)s + head;
+    }
     s->defs = defs;
-    s->n = n;
-    s->stride = (n + 7) & ~7u; /* 64-byte lines per shard */
-    s->slots = calloc((size_t)RM_STATS_MAX_SHARDS * s->stride, sizeof(*s->slots));
-    if (!s->prefix || !s->slots) abort();
-    *registry_tail = s;
-    registry_tail = &s->next;
+    s->n = (uint16_t)n;
+    s->n_shards = (uint16_t)shards;
+    s->hash = h;
+    for (unsigned i = 0; i < shards; i++)
+        atomic_init(&s->rows[i], NULL);
+    return s;
+}
+
+struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n)
+{
+    size_t len = strlen(prefix);
+    uint32_t h = hash_mem(prefix, len);
+    pthread_mutex_lock(&registry_lock);
+    struct rm_stats *s = lookup(prefix, len, h);
+    if (!s) {
+        s = block_new(prefix, len, h, defs, n);
+        if (n_blocks >= n_buckets) GROW(struct rm_stats, buckets, n_buckets, hash_next);
+        s->hash_next = buckets[h & (n_buckets - 1)];
+        buckets[h & (n_buckets - 1)] = s;
+        n_blocks++;
+        *registry_tail = s;
+        registry_tail = &s->next;
+    }
     pthread_mutex_unlock(&registry_lock);
     return s;
 }
 
+/* ---- rows --------------------------------------------------------------------------------- */
+
+_Atomic int64_t *rm_stats_row_new(struct rm_stats *s, unsigned shard)
+{
+    if (shard >= s->n_shards) abort(); /* rm_stats_set_shards was given too few */
+    size_t size = ((size_t)(s->n ? s->n : 1) * sizeof(int64_t) + 63) & ~(size_t)63;
+    _Atomic int64_t *row = aligned_alloc(64, size); /* its own cache lines */
+    if (!row) abort();
+    for (size_t i = 0; i < size / sizeof(int64_t); i++)
+        atomic_init(&row[i], 0);
+    _Atomic int64_t *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&s->rows[shard], &expected, row,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return row;
+    free(row); /* another thread published this shard's row first (shard 0 of breaker gauges) */
+    return expected;
+}
+
+static int64_t sum_except(const struct rm_stats *s, unsigned idx, unsigned skip)
+{
+    int64_t sum = 0;
+    for (unsigned i = 0; i < s->n_shards; i++) {
+        _Atomic int64_t *row = atomic_load_explicit(&s->rows[i], memory_order_acquire);
+        if (row && i != skip) sum += atomic_load_explicit(&row[idx], memory_order_relaxed);
+    }
+    return sum;
+}
+
 void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v)
 {
-    int64_t others =
-        rm_stat_value(s, idx) -
-        atomic_load_explicit(&s->slots[rm_stats_shard * s->stride + idx], memory_order_relaxed);
-    atomic_store_explicit(&s->slots[rm_stats_shard * s->stride + idx], v - others,
-                          memory_order_relaxed);
+    unsigned me = rm_stats_shard;
+    int64_t others = sum_except(s, idx, me);
+    _Atomic int64_t *row = atomic_load_explicit(&s->rows[me], memory_order_acquire);
+    if (!row && v == others) return; /* the shard would hold 0: no row needed */
+    if (!row) row = rm_stats_row_new(s, me);
+    atomic_store_explicit(&row[idx], v - others, memory_order_relaxed);
 }
 
 int64_t rm_stat_value(const struct rm_stats *s, unsigned idx)
 {
-    int64_t sum = 0;
-    for (unsigned i = 0; i < RM_STATS_MAX_SHARDS; i++)
-        sum += atomic_load_explicit(&s->slots[i * s->stride + idx], memory_order_relaxed);
-    return sum;
+    return sum_except(s, idx, UINT32_MAX);
+}
+
+unsigned rm_stats_rows(const struct rm_stats *s)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < s->n_shards; i++)
+        n += atomic_load_explicit(&s->rows[i], memory_order_acquire) != NULL;
+    return n;
 }
 
 void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_type t,
                                  int64_t value),
                       void *ctx)
 {
-    char name[512];
+    char prefix[512], name[600];
     pthread_mutex_lock(&registry_lock);
     for (struct rm_stats *s = registry_head; s; s = s->next) {
+        if (s->n) rm_stats_prefix(s, prefix, sizeof(prefix));
         for (unsigned i = 0; i < s->n; i++) {
-            snprintf(name, sizeof(name), "%s%s", s->prefix, s->defs[i].name);
+            snprintf(name, sizeof(name), "%s%s", prefix, s->defs[i].name);
             fn(ctx, name, s->defs[i].type, rm_stat_value(s, i));
         }
     }
@@ -178,12 +345,25 @@ void rm_stats_free_all(void)
     struct rm_stats *s = registry_head;
     while (s) {
         struct rm_stats *next = s->next;
-        free(s->prefix);
-        free(s->slots);
+        for (unsigned i = 0; i < s->n_shards; i++)
+            free(atomic_load_explicit(&s->rows[i], memory_order_relaxed));
         free(s);
         s = next;
     }
     registry_head = NULL;
     registry_tail = &registry_head;
+    free(buckets);
+    buckets = NULL;
+    n_buckets = n_blocks = 0;
+    for (size_t i = 0; i < n_strs_buckets; i++) {
+        for (struct interned *e = strs[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(strs);
+    strs = NULL;
+    n_strs_buckets = n_strs = 0;
+    new_block_shards = RM_STATS_MAX_SHARDS;
     pthread_mutex_unlock(&registry_lock);
 }

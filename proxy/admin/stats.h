@@ -5,7 +5,14 @@
  * only its own shard (rm_stats_shard, set when the thread starts): no locks, no shared cache
  * lines on the request path.  Readers (admin) sum the shards with relaxed loads.
  * Blocks are registered by name in a process-wide registry and survive config changes: asking
- * for an existing prefix returns the same block, so counters keep counting across updates. */
+ * for an existing prefix returns the same block, so counters keep counting across updates.
+ *
+ * Memory grows with what is written, not with the number of threads: a shard's row (the block's
+ * slots for one thread, cache-line aligned) is allocated, zeroed, the first time that thread
+ * writes the block, and published with an atomic pointer store; readers sum the rows that
+ * exist.  A block nobody wrote costs its name and one pointer per shard; a cluster that only
+ * the main thread touched (membership gauges) has one row.  The writer's fast path is one load
+ * of the row pointer, a branch and a relaxed store. */
 #ifndef RM_ADMIN_STATS_H
 #define RM_ADMIN_STATS_H
 
@@ -23,25 +30,61 @@ struct rm_stat_def {
     enum rm_stat_type type;
 };
 
+/* The prefix of a block is its parent's (the longest registered prefix that ends at a '.' of
+ * its own, if any) followed by <name>: "cluster.backend." + "circuit_breakers.default.".
+ * Suffixes under a parent are interned (every cluster shares one "circuit_breakers.default."),
+ * a prefix without a parent is stored in the block's own allocation. */
 struct rm_stats {
-    char *prefix; /* e.g. "cluster.backend." */
     const struct rm_stat_def *defs;
-    unsigned n;
-    unsigned stride;        /* int64 slots per shard (cache-line padded) */
-    _Atomic int64_t *slots; /* [RM_STATS_MAX_SHARDS * stride] */
-    struct rm_stats *next;  /* registry list */
+    struct rm_stats *next;         /* registry list, in creation order */
+    struct rm_stats *hash_next;    /* registry hash chain */
+    const struct rm_stats *parent; /* NULL: <name> is the whole prefix */
+    const char *name;
+    uint32_t hash;     /* of the whole prefix */
+    uint16_t n;        /* stats in the block (defs[0..n)) */
+    uint16_t n_shards; /* length of rows[] */
+    /* rows[shard]: that shard's <n> slots, or NULL before the shard's first write.  A row,
+     * once published, stays until rm_stats_free_all. */
+    _Atomic(_Atomic int64_t *) rows[];
 };
 
-/** The shard of the calling thread: 0 for main, 1..N for workers. */
+/** The shard of the calling thread: 0 for main, 1..N for workers.  Always below the
+ *  rm_stats_set_shards() count. */
 extern __thread unsigned rm_stats_shard;
 
-/** Get or create the block "<prefix>" with these definitions (the same defs pointer must be
- *  used for a given prefix).  Thread-safe; not for the request path.  Never NULL. */
-struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
+/** Blocks created from now on have rows for shards 0..<n>-1 only (1 <= n <=
+ *  RM_STATS_MAX_SHARDS; other values are clamped).  Call once the number of threads is known,
+ *  before the blocks are made (remora: main + --concurrency workers); every thread that writes
+ *  stats must then keep rm_stats_shard below <n>.  Default: RM_STATS_MAX_SHARDS. */
+void rm_stats_set_shards(unsigned n);
 
+/** Get or create the block "<prefix>" with these definitions (the same defs pointer must be
+ *  used for a given prefix; at most 65535 stats).  Thread-safe; not for the request path (O(1)
+ *  expected: hash lookups under a mutex).  A new block has no row.  Never NULL (aborts when out
+ *  of memory). */
+struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
+/** Write the block's whole prefix into <buf> (snprintf-style: truncated to <len> - 1 and
+ *  terminated when len > 0); returns its length. */
+size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len);
+
+/** Slow path of rm_stats_row: allocate shard <shard>'s row (zeroed) and publish it, unless
+ *  another thread published one first (then that one is returned).  Any thread.  Aborts when
+ *  out of memory. */
+_Atomic int64_t *rm_stats_row_new(struct rm_stats *s, unsigned shard);
+
+/** Shard <shard>'s row of <s>, created on first use.  Any thread. */
+static inline _Atomic int64_t *rm_stats_row(struct rm_stats *s, unsigned shard)
+{
+    _Atomic int64_t *row = atomic_load_explicit(&s->rows[shard], memory_order_acquire);
+    if (__builtin_expect(row == NULL, 0)) row = rm_stats_row_new(s, shard);
+    return row;
+}
+
+/** Add <delta> to stat <idx> in the calling thread's shard (no other thread writes it, so a
+ *  relaxed load and store suffice). */
 static inline void rm_stat_add(struct rm_stats *s, unsigned idx, int64_t delta)
 {
-    _Atomic int64_t *p = &s->slots[rm_stats_shard * s->stride + idx];
+    _Atomic int64_t *p = &rm_stats_row(s, rm_stats_shard)[idx];
     atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + delta,
                           memory_order_relaxed);
 }
@@ -53,16 +96,20 @@ static inline void rm_stat_dec(struct rm_stats *s, unsigned idx)
 {
     rm_stat_add(s, idx, -1);
 }
-/** Set a gauge owned by one thread (main): other shards are left alone. */
+/** Set a gauge owned by one thread (main): other shards are left alone, the calling thread's
+ *  shard takes the difference (no row is created when it would hold 0). */
 void rm_stat_set(struct rm_stats *s, unsigned idx, int64_t v);
-/** Sum over shards. */
+/** Sum over the shards that have a row. */
 int64_t rm_stat_value(const struct rm_stats *s, unsigned idx);
+/** How many shards of <s> have a row (for tests and memory accounting). */
+unsigned rm_stats_rows(const struct rm_stats *s);
 
 /** Visit every stat of every block, in registry order; <fn> gets the full name. */
 void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_type t,
                                  int64_t value),
                       void *ctx);
-/** Free the registry (at exit). */
+/** Free the registry (at exit): every block and row; rm_stats_set_shards goes back to its
+ *  default. */
 void rm_stats_free_all(void);
 
 /* ---- the blocks remora uses --------------------------------------------------------------- */

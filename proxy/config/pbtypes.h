@@ -40,6 +40,11 @@ const ProtobufCMessageDescriptor *rm_pb_lookup_type_url(const char *type_url);
  *  naming the type URL (unknown type, unexpected type, or undecodable bytes). */
 int rm_pb_any_unpack(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *expect,
                      ProtobufCMessage **out, struct rm_error *err);
+/** rm_pb_any_unpack with the message's memory from <alloc> (NULL: malloc): free it with
+ *  protobuf_c_message_free_unpacked(*out, alloc), or all at once when <alloc> is an arena. */
+int rm_pb_any_unpack_with(const Google__Protobuf__Any *any,
+                          const ProtobufCMessageDescriptor *expect, ProtobufCAllocator *alloc,
+                          ProtobufCMessage **out, struct rm_error *err);
 
 /** Serialise <m> into <any>, whose type_url and value must be unset (they are overwritten, not
  *  freed): type URL "type.googleapis.com/" + full name, value malloc'd.  Aborts on OOM. */

@@ -8,6 +8,7 @@
 #include "envoy/config/core/v3/address.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/core/bulk.h"
 
 uint32_t rm_pb_duration_ms(const struct Google__Protobuf__Duration *d, uint32_t dflt)
 {
@@ -66,6 +67,18 @@ int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *
                         path, sa->address);
 }
 
+static void *bulk_alloc(void *data, size_t n)
+{
+    return rm_bulk_alloc(data, n);
+}
+
+static void bulk_free(void *data, void *p) {}
+
+ProtobufCAllocator rm_pb_bulk_allocator(struct rm_bulk *b)
+{
+    return (ProtobufCAllocator){.alloc = bulk_alloc, .free = bulk_free, .allocator_data = b};
+}
+
 struct rm_pb_box *rm_pb_box_new(ProtobufCMessage *m)
 {
     struct rm_pb_box *b = malloc(sizeof(*b));
@@ -75,7 +88,39 @@ struct rm_pb_box *rm_pb_box_new(ProtobufCMessage *m)
     }
     atomic_init(&b->refs, 1);
     b->m = m;
+    b->desc = m->descriptor;
+    b->bytes = NULL;
+    b->len = 0;
     return b;
+}
+
+struct rm_pb_box *rm_pb_box_new_bytes(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                                      size_t n)
+{
+    struct rm_pb_box *b = malloc(sizeof(*b));
+    uint8_t *copy = malloc(n ? n : 1);
+    if (!b || !copy) {
+        free(b);
+        free(copy);
+        return NULL;
+    }
+    memcpy(copy, p, n);
+    atomic_init(&b->refs, 1);
+    b->m = NULL;
+    b->desc = d;
+    b->bytes = copy;
+    b->len = n;
+    return b;
+}
+
+const ProtobufCMessage *rm_pb_box_open(const struct rm_pb_box *b)
+{
+    return b->m ? b->m : protobuf_c_message_unpack(b->desc, NULL, b->len, b->bytes);
+}
+
+void rm_pb_box_close(const struct rm_pb_box *b, const ProtobufCMessage *m)
+{
+    if (m && m != b->m) protobuf_c_message_free_unpacked((ProtobufCMessage *)m, NULL);
 }
 
 struct rm_pb_box *rm_pb_box_ref(struct rm_pb_box *b)
@@ -87,7 +132,8 @@ struct rm_pb_box *rm_pb_box_ref(struct rm_pb_box *b)
 void rm_pb_box_unref(struct rm_pb_box *b)
 {
     if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
-    protobuf_c_message_free_unpacked(b->m, NULL);
+    if (b->m) protobuf_c_message_free_unpacked(b->m, NULL);
+    free(b->bytes);
     free(b);
 }
 

@@ -30,16 +30,33 @@ int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *
 int rm_pb_wire_bytes_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **s,
                            size_t *len);
 
+struct rm_bulk;
+/** A protobuf-c allocator drawing from <b> (frees are no-ops: rm_bulk_dispose frees all), for
+ *  messages decoded only to be read and dropped. */
+ProtobufCAllocator rm_pb_bulk_allocator(struct rm_bulk *b);
+
 /** A refcounted unpacked message: what config objects built from a message hold so the message
  *  outlives every one of them (a bootstrap shared by the static clusters of many snapshots, a
  *  Cluster received over CDS).  The last unref frees the message, on any thread. */
 struct rm_pb_box {
     _Atomic unsigned refs;
-    ProtobufCMessage *m;
+    ProtobufCMessage *m; /* the message, or NULL when only its bytes are kept: */
+    const ProtobufCMessageDescriptor *desc;
+    uint8_t *bytes; /* the serialized message (a tenth of the unpacked size, or less) */
+    size_t len;
 };
 
 /** Box <m> (ownership passes, also on failure: NULL when out of memory, <m> freed). */
 struct rm_pb_box *rm_pb_box_new(ProtobufCMessage *m);
+/** Box a copy of the serialized message <p>/<n> of type <d>, unpacked only when someone reads
+ *  it (rm_pb_box_open): for what is kept just to be shown (/config_dump).  NULL when out of
+ *  memory. */
+struct rm_pb_box *rm_pb_box_new_bytes(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                                      size_t n);
+/** The boxed message: b->m, or a fresh unpack of the bytes (NULL if they do not decode or
+ *  memory is short).  Give it back with rm_pb_box_close. */
+const ProtobufCMessage *rm_pb_box_open(const struct rm_pb_box *b);
+void rm_pb_box_close(const struct rm_pb_box *b, const ProtobufCMessage *m);
 /** Another reference; NULL is returned as is. */
 struct rm_pb_box *rm_pb_box_ref(struct rm_pb_box *b);
 /** Drop a reference; NULL is a no-op. */

@@ -253,6 +253,9 @@ static void on_async(struct rm_io *io, uint32_t events)
     uint64_t v;
     while (read(io->fd, &v, sizeof(v)) == sizeof(v))
         ;
+    /* Cleared after the drain: a send that finds it set relies on a write(2) that is still
+     * unread or on this callback; either way its data is seen (acquire) by the cb below. */
+    atomic_exchange_explicit(&a->pending, false, memory_order_acq_rel);
     a->cb(a);
 }
 
@@ -261,6 +264,7 @@ int rm_async_init(struct rm_loop *loop, struct rm_async *a, void (*cb)(struct rm
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) return -errno;
     a->cb = cb;
+    atomic_init(&a->pending, false);
     int rc = rm_io_start(loop, &a->io, fd, EPOLLIN, on_async);
     if (rc < 0) close(fd);
     return rc;
@@ -275,6 +279,7 @@ void rm_async_dispose(struct rm_loop *loop, struct rm_async *a)
 
 void rm_async_send(struct rm_async *a)
 {
+    if (atomic_exchange_explicit(&a->pending, true, memory_order_acq_rel)) return;
     uint64_t one = 1;
     ssize_t w = write(a->io.fd, &one, sizeof(one));
     (void)w;

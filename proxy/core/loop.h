@@ -10,6 +10,7 @@
 #ifndef RM_CORE_LOOP_H
 #define RM_CORE_LOOP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,7 @@ struct rm_task {
 struct rm_async {
     struct rm_io io;
     void (*cb)(struct rm_async *);
+    _Atomic bool pending; /* a wake-up is on its way: later sends need no write(2) */
 };
 
 #define rm_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -92,7 +94,9 @@ void rm_loop_defer_flush(struct rm_loop *loop, struct rm_task *t, rm_task_cb run
 /** Set up an async wake-up on <loop>; returns 0 or -errno. */
 int rm_async_init(struct rm_loop *loop, struct rm_async *a, void (*cb)(struct rm_async *));
 void rm_async_dispose(struct rm_loop *loop, struct rm_async *a);
-/** Wake <a>'s loop from any thread; several sends may coalesce into one callback. */
+/** Wake <a>'s loop from any thread; several sends may coalesce into one callback (only the
+ *  first send after a callback started costs a write(2)).  What the sender stored before the
+ *  send is visible to the callback that follows it. */
 void rm_async_send(struct rm_async *a);
 
 #endif

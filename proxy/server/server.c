@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 /* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
  * cluster warming; its initial_fetch_timeout default is 15 s). */
 #define RM_INIT_TIMEOUT_MS 15000
+#define RM_TRIM_DELAY_MS 1000 /* after a membership update: the burst it belongs to is over */
 
 struct rm_server {
     const struct rm_options *opt;
@@ -44,6 +46,7 @@ struct rm_server {
     struct rm_dns_clusters *dns; /* STRICT_DNS / LOGICAL_DNS clusters */
     struct rm_xds_manager *xds;  /* dynamic_resources.ads_config, or NULL */
     struct rm_timer init_timer;  /* bound on INITIALIZING */
+    struct rm_timer trim_timer;  /* gives back the heap pages a burst of updates left free */
 };
 
 /* ---- command line ------------------------------------------------------------------------- */
@@ -371,12 +374,28 @@ static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error
 /* ---- initialization (DNS and EDS cluster warming)
  * --------------------------------------------------- */
 
+/* Parsing a config or a big xDS response leaves many freed pages that glibc keeps (they are
+ * not at the top of the heap, or the trim threshold grew after a large buffer was freed):
+ * return them once the update is over (the timer fires after the current loop iteration at
+ * the earliest), so RSS follows what the config keeps, not the size of the last update. */
+static void on_trim(struct rm_timer *t)
+{
+    malloc_trim(0);
+}
+
+static void schedule_trim(struct rm_server *sv, uint64_t delay_ms)
+{
+    if (!rm_timer_armed(&sv->trim_timer))
+        rm_timer_start(sv->loop, &sv->trim_timer, delay_ms, on_trim);
+}
+
 static void go_live(struct rm_server *sv)
 {
     if (strcmp(sv->state, "INITIALIZING") != 0) return;
     rm_timer_stop(sv->loop, &sv->init_timer);
     sv->state = "LIVE";
     rm_stat_set(sv->stats, RM_SS_LIVE, 1);
+    schedule_trim(sv, 0); /* the first DNS answers and EDS responses were parsed */
 }
 
 /* Every warming cluster (DNS: first answer; EDS: first assignment) is ready. */
@@ -406,6 +425,7 @@ static void on_init_timeout(struct rm_timer *t)
 static void publish_hosts(void *ctx, struct rm_cluster *c, struct rm_host_set *hs)
 {
     struct rm_server *sv = ctx;
+    schedule_trim(sv, RM_TRIM_DELAY_MS);
     for (unsigned i = 0; i < sv->n_workers; i++) {
         if (rm_worker_publish_hosts(sv->workers[i], c, hs))
             rm_log_error("cluster %s: out of memory: worker %u keeps its old hosts", c->name, i);
@@ -447,6 +467,7 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
 static void teardown(struct rm_server *sv)
 {
     rm_timer_stop(sv->loop, &sv->init_timer);
+    rm_timer_stop(sv->loop, &sv->trim_timer);
     rm_xds_manager_free(sv->xds); /* no more publishing: the workers may go */
     sv->xds = NULL;
     rm_dns_clusters_free(sv->dns);
@@ -480,20 +501,23 @@ int rm_server_run(const struct rm_options *o)
     struct rm_error err = {{0}};
     struct rm_server sv = {.opt = o, .state = "PRE_INITIALIZING", .start_s = (uint64_t)time(NULL)};
     sv.sig_io.fd = -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sv.n_workers = o->concurrency ? o->concurrency : (unsigned)(ncpu > 0 ? ncpu : 1);
+    if (sv.n_workers > RM_STATS_MAX_SHARDS - 1) sv.n_workers = RM_STATS_MAX_SHARDS - 1;
+    rm_stats_set_shards(sv.n_workers + 1); /* main + workers: no row pointers for the others */
     sv.snap = load_config(o, &err);
     if (!sv.snap) {
         fprintf(stderr, "remora: error: %s\n", err.msg);
         rm_stats_free_all();
         return 1;
     }
+    malloc_trim(0); /* the YAML tree and the parse are gone: RSS is what the config keeps */
     if (o->validate_only) {
         printf("configuration '%s' OK\n", o->config_path);
         rm_snapshot_unref(sv.snap);
         rm_stats_free_all();
         return 0;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    sv.n_workers = o->concurrency ? o->concurrency : (unsigned)(ncpu > 0 ? ncpu : 1);
     sv.loop = rm_loop_new();
     sv.stats = rm_stats_get("server.", rm_server_stat_defs, RM_SS__COUNT);
     rm_stat_set(sv.stats, RM_SS_CONCURRENCY, sv.n_workers);

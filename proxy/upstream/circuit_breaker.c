@@ -136,10 +136,13 @@ int rm_cb_parse(const Envoy__Config__Cluster__V3__CircuitBreakers *pb, const cha
 /* ---- gauges ------------------------------------------------------------------------------- */
 
 /* The breaker gauges are written by any worker with a plain store into shard 0 (nobody else
- * writes these blocks), so they read as the last value set, as Envoy's gauges do. */
+ * writes these blocks), so they read as the last value set, as Envoy's gauges do.  The row is
+ * made by the first non-zero value: a breaker that never reached a limit costs no row. */
 static void gauge_store(struct rm_stats *s, unsigned idx, int64_t v)
 {
-    _Atomic int64_t *slot = &s->slots[idx];
+    _Atomic int64_t *row = atomic_load_explicit(&s->rows[0], memory_order_acquire);
+    if (!row && v == 0) return;
+    _Atomic int64_t *slot = &(row ? row : rm_stats_row(s, 0))[idx];
     if (atomic_load_explicit(slot, memory_order_relaxed) != v)
         atomic_store_explicit(slot, v, memory_order_relaxed);
 }

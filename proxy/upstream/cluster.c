@@ -78,10 +78,10 @@ void rm_cluster_unref(struct rm_cluster *c)
         rm_cb_free(c->cb[i]);
     rm_host_set_unref(c->hs);
     free_dns(c);
-    free(c->eds_service);
-    rm_config_source_dispose(&c->eds_src);
+    if (c->eds_service != c->name) free(c->eds_service); /* both often are the name */
+    if (c->stat_name != c->name) free(c->stat_name);
     free(c->name);
-    free(c->stat_name);
+    rm_config_source_dispose(&c->eds_src);
     free(c->version_info);
     rm_pb_box_unref(c->pb_box);
     slot_put(c->slot);
@@ -195,8 +195,8 @@ static int assignment_spec(const LbEndpoint *le, int locality, const char *path,
     *s = (struct rm_host_spec){.health = (enum rm_health)le->health_status,
                                .locality_idx = locality};
     if (check_lb_endpoint(le, path, &s->weight, err)) return RM_ERR;
-    char p[512];
-    snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    char p[512] = "";
+    if (err) snprintf(p, sizeof(p), "%s.endpoint.address", path);
     if (rm_pb_address(le->endpoint->address, p, &s->addr, &s->addr_len, err)) return RM_ERR;
     s->hostname = le->endpoint->hostname;
     return RM_OK;
@@ -235,12 +235,16 @@ int rm_load_assignment_specs(const LoadAssignment *la, const char *path,
     for (size_t i = 0; la && i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
         for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
+            /* paths are made for the message only: an assignment has thousands of hosts */
+            if (assignment_spec(lle->lb_endpoints[j], (int)i, "", &sp[k], NULL) == RM_OK) {
+                k++;
+                continue;
+            }
             char p[512];
             snprintf(p, sizeof(p), "%s.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
-            if (assignment_spec(lle->lb_endpoints[j], (int)i, p, &sp[k++], err)) {
-                free(sp);
-                return RM_ERR;
-            }
+            assignment_spec(lle->lb_endpoints[j], (int)i, p, &sp[k], err);
+            free(sp);
+            return RM_ERR;
         }
     }
     *specs = sp;
@@ -288,7 +292,7 @@ static int parse_eds(struct rm_cluster *c, const Cluster *pb, const char *path,
         return rm_error_set(err, "%s.load_assignment: an EDS cluster gets its endpoints from EDS",
                             path);
     const char *svc = e->service_name && e->service_name[0] ? e->service_name : pb->name;
-    c->eds_service = strdup(svc);
+    c->eds_service = strcmp(svc, c->name) == 0 ? c->name : strdup(svc);
     c->eds_init_timeout_ms = c->eds_src.init_timeout_ms;
     c->hs = rm_host_set_new(NULL, 0);
     if (!c->eds_service || !c->hs) return rm_error_set(err, "%s: out of memory", path);
@@ -443,6 +447,11 @@ static void outlier_changed(void *ctx, struct rm_outlier_host *oh, bool ejected)
         rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
 }
 
+static const char *outlier_host_name(const struct rm_outlier_host *oh)
+{
+    return rm_container_of(oh, struct rm_host, outlier)->addr_str;
+}
+
 /* The outlier detector's view of a host set (its hosts' embedded outlier state). */
 static struct rm_outlier_host **outlier_hosts(const struct rm_host_set *hs)
 {
@@ -466,6 +475,7 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     if (!c->outlier) return rm_error_set(err, "%s: out of memory", path);
     c->outlier->on_change = outlier_changed;
     c->outlier->on_change_ctx = c;
+    c->outlier->host_name = outlier_host_name;
     return RM_OK;
 }
 
@@ -497,8 +507,9 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box, cons
     c->pb = pb;
     c->pb_box = rm_pb_box_ref(box);
     c->name = strdup(pb->name);
-    c->stat_name = strdup(pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
-    if (!c->name || !c->stat_name) goto fail_oom;
+    if (!c->name) goto fail_oom;
+    c->stat_name = pb->alt_stat_name && pb->alt_stat_name[0] ? strdup(pb->alt_stat_name) : c->name;
+    if (!c->stat_name) goto fail_oom;
     c->lb_policy = (enum rm_lb_policy)pb->lb_policy;
     c->lr_choice_count = 2;
     if (pb->lb_config_case ==

@@ -81,8 +81,10 @@ struct rm_cluster {
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
-    const struct Envoy__Config__Cluster__V3__Cluster *pb; /* inside *pb_box */
-    struct rm_pb_box *pb_box; /* a reference on what owns *pb (NULL: the caller keeps it) */
+    /* The message it was built from: static clusters keep it (inside *pb_box, the bootstrap's);
+     * CDS clusters keep only its bytes (pb NULL, pb_box holding them) for /config_dump. */
+    const struct Envoy__Config__Cluster__V3__Cluster *pb;
+    struct rm_pb_box *pb_box; /* a reference (NULL: the caller keeps *pb alive) */
     /* Dynamic (CDS) clusters: the version_info it came with and when (ms since the epoch), for
      * /config_dump; NULL / 0 for static ones. */
     char *version_info;

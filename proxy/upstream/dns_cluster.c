@@ -117,7 +117,7 @@ static void update_membership(struct dns_cluster *dc)
     int rc = wanted_set(dc, &hs);
     if (!rm_cluster_take_diff(c, rc, hs)) return;
     if (c->hs->has_logical)
-        rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical_str);
+        rm_log_info("cluster %s: new connections go to %s", c->name, c->hs->logical->str);
     else
         rm_log_info("cluster %s: %zu host(s)", c->name, c->hs->n);
     dc->m->publish(dc->m->ctx, c, c->hs);

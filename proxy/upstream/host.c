@@ -27,17 +27,17 @@ void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-int rm_sockaddr_cmp(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b)
 {
-    if (a->ss_family != b->ss_family) return a->ss_family < b->ss_family ? -1 : 1;
+    if (a->sa_family != b->sa_family) return a->sa_family < b->sa_family ? -1 : 1;
     int c = 0;
     unsigned pa = 0, pb = 0;
-    if (a->ss_family == AF_INET) {
+    if (a->sa_family == AF_INET) {
         const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
         c = memcmp(&x->sin_addr, &y->sin_addr, sizeof(x->sin_addr));
         pa = ntohs(x->sin_port);
         pb = ntohs(y->sin_port);
-    } else if (a->ss_family == AF_INET6) {
+    } else if (a->sa_family == AF_INET6) {
         const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
         c = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
         if (!c && x->sin6_scope_id != y->sin6_scope_id)
@@ -49,27 +49,45 @@ int rm_sockaddr_cmp(const struct sockaddr_storage *a, const struct sockaddr_stor
     return pa == pb ? 0 : (pa < pb ? -1 : 1);
 }
 
+/* Copy an IPv4/IPv6 address into the compact form; false for any other family. */
+static bool addr_copy(union rm_host_addr *dst, uint8_t *dst_len, const struct sockaddr_storage *src,
+                      socklen_t len)
+{
+    size_t want = src->ss_family == AF_INET    ? sizeof(struct sockaddr_in)
+                  : src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : 0;
+    if (!want || len < want) return false;
+    memset(dst, 0, sizeof(*dst));
+    memcpy(dst, src, want);
+    *dst_len = (uint8_t)want;
+    return true;
+}
+
 /* ---- hosts -------------------------------------------------------------------------------- */
 
+/* One allocation: the host, its address string, then its hostname. */
 struct rm_host *rm_host_new(const struct rm_host_spec *s)
 {
-    struct rm_host *h = calloc(1, sizeof(*h));
+    union rm_host_addr addr;
+    uint8_t addr_len;
+    if (!addr_copy(&addr, &addr_len, &s->addr, s->addr_len)) return NULL;
+    char as[64];
+    rm_sockaddr_str(&addr.sa, as, sizeof(as));
+    size_t as_len = strlen(as) + 1;
+    size_t hn_len = s->hostname && s->hostname[0] ? strlen(s->hostname) + 1 : 0;
+    struct rm_host *h = calloc(1, sizeof(*h) + as_len + hn_len);
     if (!h) return NULL;
     atomic_init(&h->refs, 1);
-    h->addr = s->addr;
-    h->addr_len = s->addr_len;
-    rm_sockaddr_str((const struct sockaddr *)&h->addr, h->addr_str, sizeof(h->addr_str));
-    if (s->hostname && s->hostname[0]) {
-        h->hostname = strdup(s->hostname);
-        if (!h->hostname) {
-            free(h);
-            return NULL;
-        }
+    h->addr = addr;
+    h->addr_len = addr_len;
+    memcpy(h->addr_str, as, as_len);
+    if (hn_len) {
+        memcpy(h->addr_str + as_len, s->hostname, hn_len);
+        h->hostname = h->addr_str + as_len;
     }
     h->weight = s->weight ? s->weight : 1;
-    h->health = s->health;
-    h->locality_idx = s->locality_idx;
-    h->outlier.name = h->addr_str;
+    h->health = (uint8_t)s->health;
+    h->locality_idx = rm_host_locality(s->locality_idx);
     return h;
 }
 
@@ -82,16 +100,17 @@ struct rm_host *rm_host_ref(struct rm_host *h)
 void rm_host_unref(struct rm_host *h)
 {
     if (!h || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1) return;
-    free(h->hostname);
-    free(h);
+    rm_outlier_host_dispose(&h->outlier);
+    free(h); /* its strings with it */
 }
 
 /* Whether host <h> is what <s> describes (same address and attributes). */
 static bool host_matches(const struct rm_host *h, const struct rm_host_spec *s)
 {
     const char *hn = s->hostname && s->hostname[0] ? s->hostname : NULL;
-    if (rm_sockaddr_cmp(&h->addr, &s->addr) != 0 || h->weight != (s->weight ? s->weight : 1) ||
-        h->health != s->health || h->locality_idx != s->locality_idx)
+    if (rm_sockaddr_cmp(&h->addr.sa, (const struct sockaddr *)&s->addr) != 0 ||
+        h->weight != (s->weight ? s->weight : 1) || h->health != s->health ||
+        h->locality_idx != rm_host_locality(s->locality_idx))
         return false;
     if (!hn || !h->hostname) return !hn && !h->hostname;
     return strcmp(hn, h->hostname) == 0;
@@ -147,7 +166,7 @@ void rm_host_set_unref(struct rm_host_set *hs)
 static int cmp_host_addr(const void *a, const void *b)
 {
     const struct rm_host *x = *(struct rm_host *const *)a, *y = *(struct rm_host *const *)b;
-    return rm_sockaddr_cmp(&x->addr, &y->addr);
+    return rm_sockaddr_cmp(&x->addr.sa, &y->addr.sa);
 }
 
 /* Wanted entries sorted by address, ties by position (so the first of duplicates comes first). */
@@ -159,7 +178,8 @@ struct want_ref {
 static int cmp_want(const void *a, const void *b)
 {
     const struct want_ref *x = a, *y = b;
-    int c = rm_sockaddr_cmp(&x->s->addr, &y->s->addr);
+    int c =
+        rm_sockaddr_cmp((const struct sockaddr *)&x->s->addr, (const struct sockaddr *)&y->s->addr);
     if (c) return c;
     return x->pos == y->pos ? 0 : (x->pos < y->pos ? -1 : 1);
 }
@@ -171,7 +191,7 @@ static struct rm_host *find_host(struct rm_host **sorted, size_t n,
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = rm_sockaddr_cmp(addr, &sorted[mid]->addr);
+        int c = rm_sockaddr_cmp((const struct sockaddr *)addr, &sorted[mid]->addr.sa);
         if (c == 0) return sorted[mid];
         if (c < 0)
             hi = mid;
@@ -190,7 +210,8 @@ static size_t mark_unique(const struct rm_host_spec *want, size_t n, struct want
     qsort(tmp, n, sizeof(*tmp), cmp_want);
     size_t unique = 0;
     for (size_t i = 0; i < n; i++) {
-        bool first = i == 0 || rm_sockaddr_cmp(&tmp[i].s->addr, &tmp[i - 1].s->addr) != 0;
+        bool first = i == 0 || rm_sockaddr_cmp((const struct sockaddr *)&tmp[i].s->addr,
+                                               (const struct sockaddr *)&tmp[i - 1].s->addr) != 0;
         keep[tmp[i].pos] = first;
         unique += first;
     }
@@ -257,17 +278,43 @@ int rm_host_set_logical(const struct rm_host_set *cur, const struct rm_host_spec
 {
     *out = NULL;
     bool have = cur && cur->n == 1 && cur->has_logical;
-    if (have && rm_sockaddr_cmp(&cur->logical_addr, &want->addr) == 0) return RM_HOST_SET_SAME;
+    if (have && rm_sockaddr_cmp(&cur->logical->addr.sa, (const struct sockaddr *)&want->addr) == 0)
+        return RM_HOST_SET_SAME;
+    struct rm_host_logical lg;
+    if (!addr_copy(&lg.addr, &lg.len, &want->addr, want->addr_len)) return RM_ERR;
+    rm_sockaddr_str(&lg.addr.sa, lg.str, sizeof(lg.str));
     struct rm_host *h = have ? rm_host_ref(cur->hosts[0]) : rm_host_new(want);
     if (!h) return RM_ERR;
-    struct rm_host_set *hs = rm_host_set_new(&h, 1);
-    rm_host_unref(h);
-    if (!hs) return RM_ERR;
+    /* the logical address after hosts[1] */
+    struct rm_host_set *hs = calloc(1, sizeof(*hs) + sizeof(hs->hosts[0]) + sizeof(lg));
+    if (!hs) {
+        rm_host_unref(h);
+        return RM_ERR;
+    }
+    atomic_init(&hs->refs, 1);
+    hs->hosts[0] = h; /* our reference */
+    hs->n = 1;
+    set_weights(hs);
     hs->has_logical = true;
-    hs->logical_addr = want->addr;
-    hs->logical_len = want->addr_len;
-    rm_sockaddr_str((const struct sockaddr *)&hs->logical_addr, hs->logical_str,
-                    sizeof(hs->logical_str));
+    hs->logical = (struct rm_host_logical *)(void *)&hs->hosts[1];
+    *hs->logical = lg;
     *out = hs;
     return RM_HOST_SET_CHANGED;
+}
+
+struct rm_host_spec *rm_host_set_specs(const struct rm_host_set *hs)
+{
+    size_t n = hs ? hs->n : 0;
+    struct rm_host_spec *v = calloc(n + 1, sizeof(*v));
+    if (!v) abort();
+    for (size_t i = 0; i < n; i++) {
+        const struct rm_host *h = hs->hosts[i];
+        memcpy(&v[i].addr, &h->addr, h->addr_len);
+        v[i].addr_len = h->addr_len;
+        v[i].hostname = h->hostname;
+        v[i].weight = h->weight;
+        v[i].health = (enum rm_health)h->health;
+        v[i].locality_idx = h->locality_idx;
+    }
+    return v;
 }

@@ -14,6 +14,7 @@
 #ifndef RM_UPSTREAM_HOST_H
 #define RM_UPSTREAM_HOST_H
 
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,20 +32,39 @@ enum rm_health {
     RM_HEALTH_DEGRADED = 5,
 };
 
+/** An upstream host's socket address: IPv4 or IPv6, the only kinds a load assignment or a DNS
+ *  answer gives (28 bytes, where a sockaddr_storage takes 128). */
+union rm_host_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* A mesh has hosts by the hundred thousand: the layout is kept tight (128 bytes and the
+ * strings, in one allocation; the outlier detector's data out of line).  Hosts are made by
+ * rm_host_new only: addr_str is a flexible array member. */
 struct rm_host {
     _Atomic unsigned refs;
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    char addr_str[64]; /* "127.0.0.1:8080" / "[::1]:8080" */
-    char *hostname;    /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL */
-    uint32_t weight;   /* ≥ 1 */
-    enum rm_health health;
-    int locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown */
+    uint32_t weight; /* ≥ 1 */
+    union rm_host_addr addr;
+    uint8_t addr_len;     /* sizeof(struct sockaddr_in) or sizeof(struct sockaddr_in6) */
+    uint8_t health;       /* enum rm_health */
+    int16_t locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown
+                             (or past INT16_MAX) */
+    const char *hostname; /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL
+                             (stored after addr_str) */
     /* shared counters, shown by /clusters */
     _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic int64_t cx_active, cx_total, cx_connect_fail;
-    struct rm_outlier_host outlier; /* det is NULL without outlier_detection */
+    struct rm_outlier_host outlier; /* no detector data without outlier_detection */
+    char addr_str[];                /* "127.0.0.1:8080" / "[::1]:8080" */
 };
+
+/** The locality index a host keeps for <idx> (-1 past what it can hold). */
+static inline int16_t rm_host_locality(int idx)
+{
+    return idx >= 0 && idx <= INT16_MAX ? (int16_t)idx : -1;
+}
 
 /** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
  *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
@@ -57,15 +77,16 @@ static inline bool rm_host_routable(const struct rm_host *h)
 
 /** What a host is made of (a plain value; rm_host_new copies it). */
 struct rm_host_spec {
-    struct sockaddr_storage addr; /* with the port */
+    struct sockaddr_storage addr; /* with the port; AF_INET or AF_INET6 */
     socklen_t addr_len;
     const char *hostname; /* NULL or "" = none */
     uint32_t weight;      /* ≥ 1 */
     enum rm_health health;
-    int locality_idx;
+    int locality_idx; /* -1: unknown */
 };
 
-/** A new host with one reference (the caller's).  NULL when out of memory. */
+/** A new host with one reference (the caller's): <s>'s address (IPv4 or IPv6; anything else
+ *  is a caller bug and gives NULL), its strings copied.  NULL when out of memory. */
 struct rm_host *rm_host_new(const struct rm_host_spec *s);
 /** Take a reference (any thread).  Returns <h>. */
 struct rm_host *rm_host_ref(struct rm_host *h);
@@ -74,8 +95,9 @@ void rm_host_unref(struct rm_host *h);
 
 /** Format "ip:port" for a sockaddr. */
 void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len);
-/** Order of socket addresses (family, address, port): 0 when they are the same endpoint. */
-int rm_sockaddr_cmp(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/** Order of socket addresses (family, address, port): 0 when they are the same endpoint.  Only
+ *  the family's own fields are read (a union rm_host_addr is as good as a sockaddr_storage). */
+int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b);
 
 /* ---- host sets --------------------------------------------------------------------------- */
 
@@ -85,12 +107,18 @@ struct rm_host_set {
     uint64_t total_weight;
     bool weighted; /* the weights differ: smooth weighted round robin */
     /* LOGICAL_DNS: the one host is the cluster's logical host, and new connections go to the
-     * first address of the latest answer, not to hosts[0]->addr (Envoy's LogicalHost). */
+     * first address of the latest answer, not to hosts[0]->addr (Envoy's LogicalHost).  The
+     * address is stored after hosts[] (only such sets pay for it). */
     bool has_logical;
-    struct sockaddr_storage logical_addr;
-    socklen_t logical_len;
-    char logical_str[64];
+    struct rm_host_logical *logical; /* set with has_logical, else NULL */
     struct rm_host *hosts[];
+};
+
+/** Where a LOGICAL_DNS set's new connections go. */
+struct rm_host_logical {
+    union rm_host_addr addr;
+    uint8_t len;
+    char str[64]; /* "ip:port" */
 };
 
 /** A set of <n> hosts in this order, each taking a new reference.  One reference (the
@@ -103,15 +131,15 @@ struct rm_host_set *rm_host_set_ref(struct rm_host_set *hs);
 void rm_host_set_unref(struct rm_host_set *hs);
 
 /** Where a new connection to <h>, a host of <hs>, goes (the logical address for LOGICAL_DNS). */
-static inline const struct sockaddr_storage *
+static inline const struct sockaddr *
 rm_host_set_connect_addr(const struct rm_host_set *hs, const struct rm_host *h, socklen_t *len)
 {
     if (hs && hs->has_logical && hs->n == 1 && hs->hosts[0] == h) {
-        *len = hs->logical_len;
-        return &hs->logical_addr;
+        *len = hs->logical->len;
+        return &hs->logical->addr.sa;
     }
     *len = h->addr_len;
-    return &h->addr;
+    return &h->addr.sa;
 }
 
 enum rm_host_set_diff_result {
@@ -128,6 +156,12 @@ enum rm_host_set_diff_result {
  *  O((n + cur->n) log n).  Any thread (in remora, the main thread). */
 int rm_host_set_diff(const struct rm_host_set *cur, const struct rm_host_spec *want, size_t n,
                      struct rm_host_set **out);
+
+/** What <hs>'s hosts are made of, in order: a malloc'd array of hs->n specs (free() it;
+ *  hostnames point into the hosts, valid while <hs> lives).  <hs> NULL or empty: an empty
+ *  array.  Aborts when out of memory.  How a new version of an EDS cluster gets the hosts of
+ *  the assignment its service last had without keeping the assignment. */
+struct rm_host_spec *rm_host_set_specs(const struct rm_host_set *hs);
 
 /** LOGICAL_DNS: the set whose one logical host connects to <want>'s address.  The logical host
  *  of <cur> is kept when there is one (its pools keep their connections; only new connections

@@ -1,16 +1,24 @@
 /* Load balancers: ROUND_ROBIN (smooth weighted), LEAST_REQUEST (power of N choices), RANDOM
  * (weighted).  Per-worker state, no locks: each worker balances on its own, as Envoy does. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "proxy/upstream/pool.h"
 
-static uint64_t rng_next(uint64_t *s)
+static __thread uint64_t rng_state;
+
+uint64_t rm_lb_random(void)
 {
-    uint64_t x = *s; /* xorshift64* */
-    x ^= x >> 12;
+    uint64_t x = rng_state;
+    if (!x) { /* first use on this thread */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&rng_state ^ 0x9E3779B97F4A7C15ULL;
+    }
+    x ^= x >> 12; /* xorshift64* */
     x ^= x << 25;
     x ^= x >> 27;
-    *s = x;
+    rng_state = x;
     return x * 0x2545F4914F6CDD1DULL;
 }
 
@@ -27,7 +35,7 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
         for (size_t tries = 0; tries < hs->n; tries++) {
             size_t i = wc->rr++ % hs->n;
             if (eligible(hs->hosts[i], panic, avoid)) {
-                wc->last_pick = i;
+                wc->last_pick = (uint32_t)i;
                 return hs->hosts[i];
             }
         }
@@ -35,6 +43,8 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
     }
     /* smooth weighted round robin (nginx): each pick adds weights, takes the max, subtracts total
      */
+    if (!wc->wrr_current && !(wc->wrr_current = calloc(hs->n, sizeof(*wc->wrr_current))))
+        abort(); /* the state of a set comes with its first weighted pick */
     int64_t total = 0;
     struct rm_host *best = NULL;
     size_t best_i = 0;
@@ -50,7 +60,7 @@ static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
     }
     if (best) {
         wc->wrr_current[best_i] -= total;
-        wc->last_pick = best_i;
+        wc->last_pick = (uint32_t)best_i;
     }
     return best;
 }
@@ -63,11 +73,11 @@ static struct rm_host *pick_random(struct rm_worker_cluster *wc, bool panic,
     for (size_t i = 0; i < hs->n; i++)
         total += eligible(hs->hosts[i], panic, avoid) ? hs->hosts[i]->weight : 0;
     if (!total) return NULL;
-    uint64_t r = rng_next(&wc->rng) % total;
+    uint64_t r = rm_lb_random() % total;
     for (size_t i = 0; i < hs->n; i++) {
         if (!eligible(hs->hosts[i], panic, avoid)) continue;
         if (r < hs->hosts[i]->weight) {
-            wc->last_pick = i;
+            wc->last_pick = (uint32_t)i;
             return hs->hosts[i];
         }
         r -= hs->hosts[i]->weight;
@@ -92,7 +102,7 @@ static struct rm_host *pick_least(struct rm_worker_cluster *wc, bool panic,
             best_active = active;
         }
     }
-    wc->last_pick = best_i;
+    wc->last_pick = (uint32_t)best_i;
     return best;
 }
 

@@ -317,6 +317,12 @@ static bool enforced(struct rm_outlier *d, enum rm_outlier_type type)
     return d->random() % 100 < pct;
 }
 
+static const char *host_name(const struct rm_outlier *d, const struct rm_outlier_host *h)
+{
+    const char *n = d->host_name ? d->host_name(h) : NULL;
+    return n ? n : "host";
+}
+
 /* Take one slot of the cluster's ejection budget; false (ejections_overflow) when none. */
 static bool reserve_slot(struct rm_outlier *d)
 {
@@ -370,7 +376,7 @@ static bool eject(struct rm_outlier *d, struct rm_outlier_host *h, enum rm_outli
     rm_stat_inc(d->stats, RM_OD_EJECTIONS_ACTIVE);
     rm_stat_inc(d->stats, RM_OD_EJECTIONS_ENFORCED_TOTAL);
     rm_stat_inc(d->stats, type_info[type].enforced);
-    rm_log_info("outlier detection: ejected %s (%s) for %llu ms", h->name ? h->name : "host",
+    rm_log_info("outlier detection: ejected %s (%s) for %llu ms", host_name(d, h),
                 type_info[type].name, (unsigned long long)duration);
     if (d->on_change) d->on_change(d->on_change_ctx, h, true);
     return true;
@@ -404,7 +410,7 @@ static inline bool bump(_Atomic uint32_t *p, uint32_t threshold)
 static void on_consecutive(struct rm_outlier_host *h, enum rm_outlier_type type,
                            _Atomic uint32_t *counter)
 {
-    struct rm_outlier *d = h->det;
+    struct rm_outlier *d = h->x->det;
     if (rm_outlier_ejected(h)) return; /* counter left alone: un-ejection resets it */
     rm_outlier_detected(d, h, type, d->now_ms());
     if (type == RM_OUTLIER_CONSECUTIVE_5XX)
@@ -414,30 +420,31 @@ static void on_consecutive(struct rm_outlier_host *h, enum rm_outlier_type type,
 
 void rm_outlier_put_http(struct rm_outlier_host *h, unsigned status)
 {
-    const struct rm_outlier_config *c = &h->det->cfg;
+    const struct rm_outlier_config *c = &h->x->det->cfg;
+    struct rm_outlier_host_data *x = h->x;
     if (status < 500 || status > 599) {
-        atomic_fetch_add_explicit(&h->interval_counts[RM_OUTLIER_EXTERNAL],
+        atomic_fetch_add_explicit(&x->interval_counts[RM_OUTLIER_EXTERNAL],
                                   RM_OUTLIER_TOTAL_ONE | 1, memory_order_relaxed);
-        zero(&h->consecutive_5xx);
-        zero(&h->consecutive_gateway_failure);
+        zero(&x->consecutive_5xx);
+        zero(&x->consecutive_gateway_failure);
         return;
     }
-    atomic_fetch_add_explicit(&h->interval_counts[RM_OUTLIER_EXTERNAL], RM_OUTLIER_TOTAL_ONE,
+    atomic_fetch_add_explicit(&x->interval_counts[RM_OUTLIER_EXTERNAL], RM_OUTLIER_TOTAL_ONE,
                               memory_order_relaxed);
     if (status >= 502 && status <= 504) {
-        if (bump(&h->consecutive_gateway_failure, c->consecutive_gateway_failure))
+        if (bump(&x->consecutive_gateway_failure, c->consecutive_gateway_failure))
             on_consecutive(h, RM_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE,
-                           &h->consecutive_gateway_failure);
+                           &x->consecutive_gateway_failure);
     } else {
-        zero(&h->consecutive_gateway_failure);
+        zero(&x->consecutive_gateway_failure);
     }
-    if (bump(&h->consecutive_5xx, c->consecutive_5xx))
-        on_consecutive(h, RM_OUTLIER_CONSECUTIVE_5XX, &h->consecutive_5xx);
+    if (bump(&x->consecutive_5xx, c->consecutive_5xx))
+        on_consecutive(h, RM_OUTLIER_CONSECUTIVE_5XX, &x->consecutive_5xx);
 }
 
 void rm_outlier_put_local(struct rm_outlier_host *h, enum rm_outlier_local result)
 {
-    const struct rm_outlier_config *c = &h->det->cfg;
+    const struct rm_outlier_config *c = &h->x->det->cfg;
     if (!c->split_external_local_origin_errors) {
         /* not split: local results are HTTP codes (a successful connect says nothing) */
         if (result == RM_OUTLIER_CONNECT_FAILURE)
@@ -446,16 +453,17 @@ void rm_outlier_put_local(struct rm_outlier_host *h, enum rm_outlier_local resul
             rm_outlier_put_http(h, 504);
         return;
     }
-    _Atomic uint64_t *counts = &h->interval_counts[RM_OUTLIER_LOCAL];
+    struct rm_outlier_host_data *x = h->x;
+    _Atomic uint64_t *counts = &x->interval_counts[RM_OUTLIER_LOCAL];
     if (result == RM_OUTLIER_CONNECT_SUCCESS) {
         atomic_fetch_add_explicit(counts, RM_OUTLIER_TOTAL_ONE | 1, memory_order_relaxed);
-        zero(&h->consecutive_local_failure);
+        zero(&x->consecutive_local_failure);
         return;
     }
     atomic_fetch_add_explicit(counts, RM_OUTLIER_TOTAL_ONE, memory_order_relaxed);
-    if (bump(&h->consecutive_local_failure, c->consecutive_local_origin_failure))
+    if (bump(&x->consecutive_local_failure, c->consecutive_local_origin_failure))
         on_consecutive(h, RM_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
-                       &h->consecutive_local_failure);
+                       &x->consecutive_local_failure);
 }
 
 /* ---- the interval ------------------------------------------------------------------------- */
@@ -473,19 +481,19 @@ static void maybe_uneject(struct rm_outlier *d, struct rm_outlier_host *h, uint6
         return;
     release_slot(d);
     rm_stat_dec(d->stats, RM_OD_EJECTIONS_ACTIVE);
-    atomic_store_explicit(&h->consecutive_5xx, 0, memory_order_relaxed);
-    atomic_store_explicit(&h->consecutive_gateway_failure, 0, memory_order_relaxed);
-    atomic_store_explicit(&h->consecutive_local_failure, 0, memory_order_relaxed);
-    h->last_uneject_ms = now;
-    h->unejected_once = true;
-    rm_log_info("outlier detection: %s back in service", h->name ? h->name : "host");
+    atomic_store_explicit(&h->x->consecutive_5xx, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->x->consecutive_gateway_failure, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->x->consecutive_local_failure, 0, memory_order_relaxed);
+    h->x->last_uneject_ms = now;
+    h->x->unejected_once = true;
+    rm_log_info("outlier detection: %s back in service", host_name(d, h));
     if (d->on_change) d->on_change(d->on_change_ctx, h, false);
 }
 
 /* The multiplier of a host in service for a whole interval since its last un-ejection decays. */
 static void decay_backoff(struct rm_outlier *d, struct rm_outlier_host *h, uint64_t now)
 {
-    if (!h->unejected_once || now - h->last_uneject_ms < d->cfg.interval_ms) return;
+    if (!h->x->unejected_once || now - h->x->last_uneject_ms < d->cfg.interval_ms) return;
     uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed);
     do {
         if ((s & RM_OUTLIER_EJECTED) || !(s >> RM_OUTLIER_BACKOFF_SHIFT)) return;
@@ -526,7 +534,7 @@ static void success_rate_pass(struct rm_outlier *d, enum rm_outlier_origin o, ui
         if (rm_outlier_ejected(h) || !total) continue;
         double rate = (double)ok * 100.0 / (double)total;
         d->rates[i] = rate;
-        if (total >= min_volume) h->success_rate[o] = rate;
+        if (total >= min_volume) h->x->success_rate[o] = rate;
         if (total >= c->success_rate_request_volume) {
             d->sr_rates[n_sr] = rate;
             d->valid_sr[n_sr++] = i;
@@ -555,8 +563,8 @@ void rm_outlier_tick(struct rm_outlier *d, uint64_t now)
         maybe_uneject(d, h, now);
         for (int o = 0; o < 2; o++) {
             d->counts[o * d->n_hosts + i] =
-                atomic_exchange_explicit(&h->interval_counts[o], 0, memory_order_relaxed);
-            h->success_rate[o] = -1;
+                atomic_exchange_explicit(&h->x->interval_counts[o], 0, memory_order_relaxed);
+            h->x->success_rate[o] = -1;
         }
     }
     success_rate_pass(d, RM_OUTLIER_EXTERNAL, now);
@@ -567,14 +575,22 @@ void rm_outlier_tick(struct rm_outlier *d, uint64_t now)
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
 
-/* <h> joins <d>: fresh state (its name is kept). */
-static void adopt_host(struct rm_outlier *d, struct rm_outlier_host *h)
+/* <h> joins <d>: fresh state, its data allocated the first time.  False when out of memory
+ * (<h> is left alone). */
+static bool adopt_host(struct rm_outlier *d, struct rm_outlier_host *h)
 {
-    const char *name = h->name;
-    memset(h, 0, sizeof(*h));
-    h->det = d;
-    h->name = name;
-    h->success_rate[0] = h->success_rate[1] = -1;
+    if (!h->x && !(h->x = malloc(sizeof(*h->x)))) return false;
+    memset(h->x, 0, sizeof(*h->x));
+    h->x->success_rate[0] = h->x->success_rate[1] = -1;
+    atomic_store_explicit(&h->state, 0, memory_order_relaxed);
+    h->x->det = d;
+    return true;
+}
+
+void rm_outlier_host_dispose(struct rm_outlier_host *h)
+{
+    free(h->x);
+    h->x = NULL;
 }
 
 struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const char *stat_prefix,
@@ -604,8 +620,12 @@ struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const cha
     d->stats = rm_stats_get(prefix, rm_outlier_stat_defs, RM_OD__COUNT);
     for (int o = 0; o < 2; o++)
         d->sr_average[o] = d->sr_threshold[o] = -1;
-    for (size_t i = 0; i < n_hosts; i++)
-        adopt_host(d, hosts[i]);
+    for (size_t i = 0; i < n_hosts; i++) {
+        if (!adopt_host(d, hosts[i])) {
+            rm_outlier_free(d); /* the data adopted so far stays with its hosts */
+            return NULL;
+        }
+    }
     return d;
 }
 
@@ -652,15 +672,15 @@ static void retire_host(struct rm_outlier *d, struct rm_outlier_host *h)
 
 void rm_outlier_set_hosts(struct rm_outlier *d, struct rm_outlier_host **hosts, size_t n_hosts)
 {
-    for (size_t i = 0; i < n_hosts; i++)
-        hosts[i]->mark = true;
-    for (size_t i = 0; i < d->n_hosts; i++) {
-        if (!d->hosts[i]->mark) retire_host(d, d->hosts[i]);
-    }
     for (size_t i = 0; i < n_hosts; i++) {
-        hosts[i]->mark = false;
-        if (!hosts[i]->det) adopt_host(d, hosts[i]);
+        if (!rm_outlier_det(hosts[i]) && !adopt_host(d, hosts[i])) abort();
+        hosts[i]->x->mark = true;
     }
+    for (size_t i = 0; i < d->n_hosts; i++) {
+        if (!d->hosts[i]->x->mark) retire_host(d, d->hosts[i]);
+    }
+    for (size_t i = 0; i < n_hosts; i++)
+        hosts[i]->x->mark = false;
     if (!resize_arrays(d, n_hosts)) abort();
     if (n_hosts) memcpy(d->hosts, hosts, n_hosts * sizeof(*hosts));
     d->n_hosts = n_hosts;

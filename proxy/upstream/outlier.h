@@ -91,11 +91,10 @@ struct rm_outlier_config {
 /* Interval counters: total requests in the high half, successes in the low half. */
 #define RM_OUTLIER_TOTAL_ONE (UINT64_C(1) << 32)
 
-/** Per-host outlier state, embedded in struct rm_host (zeroed = no detection). */
-struct rm_outlier_host {
-    struct rm_outlier *det; /* NULL: the cluster has no outlier_detection */
-    const char *name;       /* "ip:port" for logs (owned by the host) */
-    _Atomic uint64_t state; /* RM_OUTLIER_EJECTED | _REMOVED | backoff << SHIFT | deadline ms */
+/** What a detector keeps per host beyond the state word: allocated when a detector first
+ *  adopts the host (hosts of clusters without outlier_detection never pay for it). */
+struct rm_outlier_host_data {
+    struct rm_outlier *det; /* the detector that adopted the host */
     _Atomic uint32_t consecutive_5xx, consecutive_gateway_failure, consecutive_local_failure;
     _Atomic uint64_t interval_counts[2]; /* [origin]: total << 32 | successes, this interval */
     /* main thread only */
@@ -104,6 +103,24 @@ struct rm_outlier_host {
     bool mark;              /* scratch of rm_outlier_set_hosts */
     double success_rate[2]; /* [origin]: last interval's, -1 when not enough requests */
 };
+
+/** Per-host outlier state, embedded in struct rm_host (zeroed = no detection): the state word
+ *  the load balancers read, and the detector's data out of line.  Release with
+ *  rm_outlier_host_dispose. */
+struct rm_outlier_host {
+    _Atomic uint64_t state; /* RM_OUTLIER_EJECTED | _REMOVED | backoff << SHIFT | deadline ms */
+    struct rm_outlier_host_data *x; /* NULL: no detector ever adopted the host (no detection);
+                                       kept after the host leaves its detector */
+};
+
+/** Free what a detector attached to <h> (with the host; NULL data is fine). */
+void rm_outlier_host_dispose(struct rm_outlier_host *h);
+
+/** The detector of <h>, or NULL when its cluster has no outlier_detection. */
+static inline struct rm_outlier *rm_outlier_det(const struct rm_outlier_host *h)
+{
+    return h->x ? h->x->det : NULL;
+}
 
 /** One cluster's detector. */
 struct rm_outlier {
@@ -118,6 +135,8 @@ struct rm_outlier {
     /** Called after a host is ejected (any thread) or un-ejected (main thread). */
     void (*on_change)(void *ctx, struct rm_outlier_host *h, bool ejected);
     void *on_change_ctx;
+    /** The host's name for logs ("ip:port"); NULL: "host". */
+    const char *(*host_name)(const struct rm_outlier_host *h);
     /* main thread only */
     double sr_average[2], sr_threshold[2]; /* [origin]; -1 when not computed */
     uint64_t *counts;                      /* [2 * n_hosts]: the swapped interval counters */
@@ -165,7 +184,8 @@ int rm_outlier_config_parse(const struct Envoy__Config__Cluster__V3__OutlierDete
 /* ---- detector lifetime -------------------------------------------------------------------- */
 
 /** A detector over the <n_hosts> hosts of <hosts> (the array is copied; the hosts must outlive
- *  the detector); sets each host's det and resets its state.  Stats go to the block
+ *  the detector); sets each host's det and resets its state (allocating its data).  Stats go to the
+ * block
  *  "<stat_prefix>outlier_detection." (stat_prefix is "cluster.<name>.").  Clock and random
  *  source are the real ones; tests may replace them.  NULL when out of memory. */
 struct rm_outlier *rm_outlier_new(const struct rm_outlier_config *cfg, const char *stat_prefix,
@@ -193,14 +213,14 @@ void rm_outlier_put_local(struct rm_outlier_host *h, enum rm_outlier_local resul
  *  thread; no-op without a detector. */
 static inline void rm_outlier_report_http(struct rm_outlier_host *h, unsigned status)
 {
-    if (h->det) rm_outlier_put_http(h, status);
+    if (h->x) rm_outlier_put_http(h, status);
 }
 
 /** A locally originated result of an attempt (Envoy: putResult).  Any thread; no-op without a
  *  detector. */
 static inline void rm_outlier_report_local(struct rm_outlier_host *h, enum rm_outlier_local r)
 {
-    if (h->det) rm_outlier_put_local(h, r);
+    if (h->x) rm_outlier_put_local(h, r);
 }
 
 /** Whether the host is ejected now (a relaxed load; load balancers skip ejected hosts). */

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "proxy/core/log.h"
 
@@ -27,7 +26,7 @@ struct rm_pool {
     struct rm_pool_request pending; /* sentinel */
     unsigned n_pending;
     unsigned priority; /* whose max_connection_pools slot it holds */
-    bool draining;     /* its host left the worker's set: on wc->draining */
+    bool draining;     /* its host left the worker's set: on wc->drain->pools */
     struct rm_pool *next_draining;
 };
 
@@ -185,7 +184,7 @@ static void on_connected(struct rm_conn *conn, int err)
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
         if (err == -ETIMEDOUT) rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_TIMEOUT);
         rm_log_debug("cluster %s: connect to %s failed: %s", c->name,
-                     p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical_str
+                     p->wc->hs->has_logical && !p->draining ? p->wc->hs->logical->str
                                                             : p->host->addr_str,
                      strerror(-err));
         pool_conn_free(pc);
@@ -260,14 +259,14 @@ static enum cx_result connect_one(struct rm_pool *p)
     int err = 0;
     p->n_connecting++;
     socklen_t len;
-    const struct sockaddr_storage *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
-    pc->conn = rm_conn_connect(p->wc->loop, (const struct sockaddr *)sa, len, c->connect_timeout_ms,
-                               &connecting_handler, pc, &err);
+    const struct sockaddr *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
+    pc->conn =
+        rm_conn_connect(p->wc->loop, sa, len, c->connect_timeout_ms, &connecting_handler, pc, &err);
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
         char a[64];
-        rm_sockaddr_str((const struct sockaddr *)sa, a, sizeof(a));
+        rm_sockaddr_str(sa, a, sizeof(a));
         rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, a, strerror(-err));
         pool_conn_free(pc);
         return CX_FAILED;
@@ -403,15 +402,23 @@ static bool pool_drained(const struct rm_pool *p)
     return p->draining && p->conns.next == &p->conns && p->n_pending == 0;
 }
 
+/* The pools of hosts that left a worker's set, until they have drained: only worker clusters
+ * that saw such a pool have one (most never do). */
+struct rm_wc_drain {
+    struct rm_worker_cluster *wc; /* NULL once the worker cluster is gone: reap frees this */
+    struct rm_pool *pools;        /* linked by next_draining */
+    struct rm_task reap;          /* frees the drained pools (deferred: never in a callback) */
+};
+
 /* Free the drained pools of <wc>; the others keep draining. */
 static void reap_run(struct rm_task *t)
 {
-    struct rm_worker_cluster *wc = rm_container_of(t, struct rm_worker_cluster, reap);
-    if (wc->freed) { /* rm_worker_cluster_free ran meanwhile and left us the struct */
-        free(wc);
+    struct rm_wc_drain *dr = rm_container_of(t, struct rm_wc_drain, reap);
+    if (!dr->wc) { /* rm_worker_cluster_free ran meanwhile and left this to us */
+        free(dr);
         return;
     }
-    for (struct rm_pool **pp = &wc->draining; *pp;) {
+    for (struct rm_pool **pp = &dr->pools; *pp;) {
         struct rm_pool *p = *pp;
         if (!pool_drained(p)) {
             pp = &p->next_draining;
@@ -426,17 +433,21 @@ static void reap_run(struct rm_task *t)
  * (this may run inside a callback of one of its connections or of its user). */
 static void check_drained(struct rm_pool *p)
 {
-    if (pool_drained(p)) rm_loop_defer(p->wc->loop, &p->wc->reap, reap_run);
+    if (pool_drained(p)) rm_loop_defer(p->wc->loop, &p->wc->drain->reap, reap_run);
 }
 
 /* <p>'s host left the set: no new request; idle connections close now, busy ones once their
- * streams end; requests already waiting still get served. */
+ * streams end; requests already waiting still get served.  Aborts when out of memory. */
 static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
 {
     if (!p) return;
+    if (!wc->drain) {
+        if (!(wc->drain = calloc(1, sizeof(*wc->drain)))) abort();
+        wc->drain->wc = wc;
+    }
     p->draining = true;
-    p->next_draining = wc->draining;
-    wc->draining = p;
+    p->next_draining = wc->drain->pools;
+    wc->drain->pools = p;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next)
         drain_conn(pc); /* connections still connecting drain once their requests are out */
     check_drained(p);
@@ -451,32 +462,21 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
     wc->cluster = c;
     wc->refs = 1;
     wc->loop = loop;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    wc->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)wc ^ 0x9E3779B97F4A7C15ULL;
     size_t n = c->hs->n ? c->hs->n : 1;
-    wc->pools = calloc(n * 2, sizeof(*wc->pools));
-    wc->wrr_current = calloc(n, sizeof(*wc->wrr_current));
-    if (!wc->pools || !wc->wrr_current) {
-        free(wc->pools);
-        free(wc->wrr_current);
-        free(wc);
-        return NULL;
-    }
     wc->hs = rm_host_set_ref(c->hs);
-    wc->rr = wc->rng % n;
+    wc->rr = (uint32_t)(rm_lb_random() % n);
     rm_cluster_ref(c);
-    return wc;
+    return wc; /* pools and WRR state come with the first request (most clusters get none) */
 }
 
 void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 {
     if (!wc) return;
-    for (size_t i = 0; i < wc->hs->n * 2; i++)
+    for (size_t i = 0; wc->pools && i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
-    while (wc->draining) {
-        struct rm_pool *p = wc->draining;
-        wc->draining = p->next_draining;
+    while (wc->drain && wc->drain->pools) {
+        struct rm_pool *p = wc->drain->pools;
+        wc->drain->pools = p->next_draining;
         pool_free(p);
     }
     free(wc->pools);
@@ -484,10 +484,11 @@ void rm_worker_cluster_free(struct rm_worker_cluster *wc)
     rm_host_set_unref(wc->hs);
     rm_cluster_unref(wc->cluster);
     wc->cluster = NULL;
-    if (wc->reap.queued)
-        wc->freed = true; /* the queued task frees the struct */
+    if (wc->drain && wc->drain->reap.queued)
+        wc->drain->wc = NULL; /* the queued task frees it */
     else
-        free(wc);
+        free(wc->drain);
+    free(wc);
 }
 
 void rm_worker_cluster_release(struct rm_worker_cluster *wc)
@@ -513,14 +514,15 @@ static const struct old_pos *find_old(const struct old_pos *v, size_t n, const s
     return bsearch(&key, v, n, sizeof(*v), cmp_old_pos);
 }
 
-void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs)
+/* The pools of <wc> (over <old>) whose hosts are in <hs>, at their new positions; the others
+ * are left in wc->pools.  NULL when none stays. */
+static struct rm_pool **carry_pools(struct rm_worker_cluster *wc, const struct rm_host_set *old,
+                                    const struct rm_host_set *hs)
 {
-    struct rm_host_set *old = wc->hs;
-    size_t n = hs->n ? hs->n : 1;
+    size_t n = hs->n ? hs->n : 1, moved = 0;
     struct rm_pool **pools = calloc(n * 2, sizeof(*pools));
-    int64_t *wrr = calloc(n, sizeof(*wrr));
     struct old_pos *pos = calloc(old->n ? old->n : 1, sizeof(*pos));
-    if (!pools || !wrr || !pos) abort();
+    if (!pools || !pos) abort();
     for (size_t j = 0; j < old->n; j++)
         pos[j] = (struct old_pos){old->hosts[j], j};
     qsort(pos, old->n, sizeof(*pos), cmp_old_pos);
@@ -529,16 +531,26 @@ void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_se
         if (!o) continue;
         for (int k = 0; k < 2; k++) {
             pools[i * 2 + k] = wc->pools[o->i * 2 + k];
+            moved += pools[i * 2 + k] != NULL;
             wc->pools[o->i * 2 + k] = NULL;
         }
     }
-    for (size_t j = 0; j < old->n * 2; j++) /* what is left belongs to hosts that left */
-        pool_start_drain(wc, wc->pools[j]);
     free(pos);
+    if (moved) return pools;
+    free(pools);
+    return NULL;
+}
+
+void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs)
+{
+    struct rm_host_set *old = wc->hs;
+    struct rm_pool **pools = wc->pools ? carry_pools(wc, old, hs) : NULL;
+    for (size_t j = 0; wc->pools && j < old->n * 2; j++) /* hosts that left: their pools drain */
+        pool_start_drain(wc, wc->pools[j]);
     free(wc->pools);
     free(wc->wrr_current); /* smooth WRR restarts: its state is by position */
     wc->pools = pools;
-    wc->wrr_current = wrr;
+    wc->wrr_current = NULL;
     wc->hs = hs;
     wc->last_pick = 0;
     rm_host_set_unref(old);
@@ -561,6 +573,7 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
     size_t i = host_index(wc, h);
     if (i == wc->hs->n) return NULL; /* not a host of this worker's set (a caller bug) */
     size_t slot = i * 2 + (proto == RM_HTTP2);
+    if (!wc->pools && !(wc->pools = calloc(wc->hs->n * 2, sizeof(*wc->pools)))) abort();
     if (!wc->pools[slot]) {
         if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {
             rm_stat_inc(wc->cluster->stats, RM_CS_UPSTREAM_CX_POOL_OVERFLOW);

@@ -49,14 +49,15 @@ struct rm_worker_cluster {
     unsigned refs;              /* the worker's map + requests using it (worker thread) */
     struct rm_loop *loop;
     struct rm_host_set *hs; /* this worker's reference to the membership it balances over */
-    uint64_t rr;            /* round-robin cursor */
-    int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts */
-    uint64_t rng;
-    struct rm_pool **pools;   /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2 */
-    size_t last_pick;         /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
-    struct rm_pool *draining; /* pools of hosts that left hs, until their connections are gone */
-    struct rm_task reap;      /* frees the drained pools (deferred: never inside a callback) */
-    bool freed;               /* rm_worker_cluster_free ran while reap was queued */
+    uint32_t rr;            /* round-robin cursor */
+    uint32_t last_pick;     /* index in hs of rm_lb_pick's last answer (rm_worker_cluster_pool) */
+    int64_t *wrr_current;   /* [hs->n] smooth weighted round robin state, parallel to hs->hosts;
+                               NULL until the first weighted pick over hs */
+    struct rm_pool **pools; /* [hs->n * 2], parallel to hs->hosts: HTTP/1.1 then HTTP/2; NULL
+                               until the first pool over hs (rm_worker_cluster_pool) */
+    /* pools of hosts that left hs, until their connections are gone (pool.c); NULL until the
+     * first such pool */
+    struct rm_wc_drain *drain;
 };
 
 /** The worker view of <c> (takes a cluster reference), balancing over c->hs as it is now (a
@@ -85,6 +86,10 @@ void rm_worker_cluster_release(struct rm_worker_cluster *wc);
  *  host reference dropped) once it has neither connection nor waiting request.  Worker thread.
  *  Aborts when out of memory. */
 void rm_worker_cluster_set_hosts(struct rm_worker_cluster *wc, struct rm_host_set *hs);
+
+/** A pseudo-random number from the calling thread's generator (xorshift64*, seeded on first
+ *  use): RANDOM and LEAST_REQUEST draws, round-robin starting points. */
+uint64_t rm_lb_random(void);
 
 /** Pick a host by the cluster's policy, skipping unroutable ones (panic mode as Envoy: if the
  *  routable share is below healthy_panic_threshold, pick among all).  <avoid> is a host to avoid

@@ -72,3 +72,24 @@ def test_bench_compare_quick(ctx):
 
 
 test_bench_compare_quick.timeout = 175
+
+
+def test_bench_xds_scale_small(ctx):
+    """bench/xds_scale.py on a 20-cluster mesh: the three shapes run, every figure is measured (the
+    point is that the benchmark keeps working; nothing is compared with a target)."""
+    cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench/xds_scale.py"), "--build", ctx.build,
+           "--clusters", "20", "--endpoints", "2", "--settle", "0.2"]
+    r = subprocess.run(cmd, capture_output=True, timeout=120, cwd=ROOT)
+    so, se = r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+    if r.returncode != 0:
+        raise TestFailure(f"{cmd} exited {r.returncode}\nstdout:\n{so[-3000:]}\n"
+                          f"stderr:\n{se[-5000:]}")
+    rows = table_rows(so, "xDS scale")
+    static, eds, cds = row(rows, "static"), row(rows, "eds"), row(rows, "cds")
+    assert len(static) == 12 and len(eds) == 12 and len(cds) == 12, (static, eds, cds)
+    for cells in (static, eds, cds):
+        assert all(NUM.match(c) for c in cells[:4]), cells  # RSS figures
+        assert cells[6].endswith(" ms"), cells  # start -> /ready
+    for cells in (eds, cds):  # one change applied; SotW: all 20 assignments in that response
+        assert cells[8].endswith(" ms") and cells[9] == "20", cells
+        assert cells[10].endswith(" ms") and NUM.match(cells[11]), cells

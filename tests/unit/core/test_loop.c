@@ -94,6 +94,40 @@ Test(loop, async_wakes_the_loop_from_another_thread)
     rm_loop_free(loop);
 }
 
+static int async_runs;
+
+static void count_async(struct rm_async *a)
+{
+    async_runs++;
+    rm_loop_stop(stop_loop);
+}
+
+static void *poke_many(void *arg)
+{
+    for (int i = 0; i < 1000; i++)
+        rm_async_send(arg);
+    return NULL;
+}
+
+Test(loop, async_sends_coalesce_until_the_callback)
+{
+    struct rm_loop *loop = rm_loop_new();
+    struct rm_async a;
+    stop_loop = loop;
+    async_runs = 0;
+    cr_assert_eq(rm_async_init(loop, &a, count_async), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, poke_many, &a);
+    pthread_join(th, NULL);
+    rm_loop_run(loop);
+    cr_assert_eq(async_runs, 1, "1000 sends before the loop ran: one callback");
+    rm_async_send(&a); /* after the callback: a new wake-up */
+    rm_loop_run(loop);
+    cr_assert_eq(async_runs, 2);
+    rm_async_dispose(loop, &a);
+    rm_loop_free(loop);
+}
+
 Test(buf, takes_memory_on_demand_and_returns_it_when_empty)
 {
     struct rm_buf b = RM_BUF_INIT;

@@ -432,10 +432,9 @@ Test(retry_state, previous_hosts)
     struct rm_retry_policy pol = rm_retry_policy_default;
     pol.previous_hosts = true;
     struct rm_retry_state *st = state(&pol, RM_RETRY_ON_5XX);
-    static struct rm_host hs[6];
-    struct rm_host *h[6];
+    struct rm_host *h[6]; /* only their identities matter */
     for (int i = 0; i < 6; i++)
-        h[i] = &hs[i];
+        cr_assert_not_null(h[i] = calloc(1, sizeof(struct rm_host) + 1));
     for (int i = 0; i < 5; i++)
         rm_retry_note_host(st, &arena, h[i]);
     for (int i = 0; i < 5; i++)
@@ -444,6 +443,8 @@ Test(retry_state, previous_hosts)
     st = state(NULL, RM_RETRY_ON_5XX); /* without the predicate nothing is remembered */
     rm_retry_note_host(st, &arena, h[0]);
     cr_expect_not(rm_retry_reject_host(st, h[0]));
+    for (int i = 0; i < 6; i++)
+        free(h[i]);
 }
 
 Test(retry_state, grpc_timeout_values)

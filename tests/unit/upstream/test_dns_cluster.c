@@ -248,7 +248,7 @@ Test(dns_cluster, logical_dns_one_host_following_the_first_address)
     wait_init();
     cr_assert_eq(c->hs->n, 1);
     cr_assert(c->hs->has_logical);
-    cr_assert_str_eq(c->hs->logical_str, "10.0.0.1:8080");
+    cr_assert_str_eq(c->hs->logical->str, "10.0.0.1:8080");
     cr_assert_str_eq(c->hs->hosts[0]->hostname, "multi.test");
     cr_assert_eq(T.publishes, 1);
 }

@@ -8,8 +8,7 @@
 
 struct fixture {
     struct rm_cluster c;
-    struct rm_host hosts[4];
-    struct rm_host *ptrs[4];
+    struct rm_host *hosts[4];
     struct rm_loop *loop;
     struct rm_worker_cluster *wc;
 };
@@ -24,12 +23,13 @@ static void setup_cluster(struct fixture *f, enum rm_lb_policy lb, size_t n, con
     f->c.healthy_panic_threshold = 50;
     f->c.stats = rm_stats_get("cluster.lbtest.", rm_cluster_stat_defs, RM_CS__COUNT);
     for (size_t i = 0; i < n; i++) {
-        atomic_init(&f->hosts[i].refs, 1); /* the fixture's: never freed by an unref */
-        f->hosts[i].weight = w ? w[i] : 1;
-        f->hosts[i].health = RM_HEALTH_HEALTHY;
-        f->ptrs[i] = &f->hosts[i];
+        f->hosts[i] = calloc(1, sizeof(struct rm_host) + 1); /* an empty addr_str */
+        cr_assert_not_null(f->hosts[i]);
+        atomic_init(&f->hosts[i]->refs, 1); /* the fixture's */
+        f->hosts[i]->weight = w ? w[i] : 1;
+        f->hosts[i]->health = RM_HEALTH_HEALTHY;
     }
-    f->c.hs = rm_host_set_new(f->ptrs, n);
+    f->c.hs = rm_host_set_new(f->hosts, n);
     cr_assert_not_null(f->c.hs);
     f->loop = rm_loop_new();
     f->wc = rm_worker_cluster_new(&f->c, f->loop);
@@ -43,12 +43,14 @@ static void teardown_cluster(struct fixture *f)
     rm_loop_run_pending(f->loop);
     rm_host_set_unref(f->c.hs);
     rm_loop_free(f->loop);
+    for (int i = 0; i < 4; i++)
+        rm_host_unref(f->hosts[i]); /* the last reference */
 }
 
 static int index_of(struct fixture *f, const struct rm_host *h)
 {
     for (int i = 0; i < 4; i++)
-        if (h == &f->hosts[i]) return i;
+        if (h == f->hosts[i]) return i;
     return -1;
 }
 
@@ -107,7 +109,7 @@ Test(lb, least_request_prefers_idle_host)
 {
     struct fixture f;
     setup_cluster(&f, RM_LB_LEAST_REQUEST, 2, NULL);
-    atomic_store(&f.hosts[0].rq_active, 50);
+    atomic_store(&f.hosts[0]->rq_active, 50);
     int counts[2] = {0};
     for (int i = 0; i < 1000; i++)
         counts[index_of(&f, rm_lb_pick(f.wc, NULL))]++;
@@ -121,12 +123,12 @@ Test(lb, unhealthy_hosts_skipped_and_panic_mode)
 {
     struct fixture f;
     setup_cluster(&f, RM_LB_ROUND_ROBIN, 4, NULL);
-    f.hosts[0].health = RM_HEALTH_UNHEALTHY;
+    f.hosts[0]->health = RM_HEALTH_UNHEALTHY;
     for (int i = 0; i < 100; i++)
         cr_assert_neq(index_of(&f, rm_lb_pick(f.wc, NULL)), 0);
     /* 3 of 4 unhealthy: 25% < 50% panic threshold → all hosts are used */
-    f.hosts[1].health = RM_HEALTH_UNHEALTHY;
-    f.hosts[2].health = RM_HEALTH_DRAINING;
+    f.hosts[1]->health = RM_HEALTH_UNHEALTHY;
+    f.hosts[2]->health = RM_HEALTH_DRAINING;
     int seen0 = 0;
     for (int i = 0; i < 100; i++)
         seen0 += index_of(&f, rm_lb_pick(f.wc, NULL)) == 0;
@@ -139,10 +141,10 @@ Test(lb, avoid_previous_host_when_possible)
     struct fixture f;
     setup_cluster(&f, RM_LB_RANDOM, 2, NULL);
     for (int i = 0; i < 200; i++)
-        cr_assert_eq(rm_lb_pick(f.wc, &f.hosts[0]), &f.hosts[1]);
+        cr_assert_eq(rm_lb_pick(f.wc, f.hosts[0]), f.hosts[1]);
     teardown_cluster(&f);
     setup_cluster(&f, RM_LB_ROUND_ROBIN, 1, NULL);
-    cr_assert_eq(rm_lb_pick(f.wc, &f.hosts[0]), &f.hosts[0], "single host: avoid is ignored");
+    cr_assert_eq(rm_lb_pick(f.wc, f.hosts[0]), f.hosts[0], "single host: avoid is ignored");
     teardown_cluster(&f);
 }
 

@@ -73,6 +73,8 @@ static void fx_init(struct fx *f, const struct rm_outlier_config *cfg, size_t n)
 static void fx_free(struct fx *f)
 {
     rm_outlier_free(f->d);
+    for (size_t i = 0; i < MAX_HOSTS; i++)
+        rm_outlier_host_dispose(&f->hosts[i]);
 }
 
 static int64_t stat(struct fx *f, enum rm_outlier_stat s)
@@ -486,15 +488,15 @@ Test(outlier, success_rate_ejects_below_threshold)
         cr_assert_not(rm_outlier_ejected(&f.hosts[i]));
     cr_assert_float_eq(f.d->sr_average[RM_OUTLIER_EXTERNAL], 90.0, 1e-9);
     cr_assert_float_eq(f.d->sr_threshold[RM_OUTLIER_EXTERNAL], 52.0, 1e-9);
-    cr_assert_float_eq(f.hosts[0].success_rate[RM_OUTLIER_EXTERNAL], 50.0, 1e-9);
-    cr_assert_float_eq(f.hosts[5].success_rate[RM_OUTLIER_EXTERNAL], 10.0 * 100 / 99, 1e-9,
+    cr_assert_float_eq(f.hosts[0].x->success_rate[RM_OUTLIER_EXTERNAL], 50.0, 1e-9);
+    cr_assert_float_eq(f.hosts[5].x->success_rate[RM_OUTLIER_EXTERNAL], 10.0 * 100 / 99, 1e-9,
                        "shown: at least failure_percentage_request_volume (50)");
     cr_assert_eq(stat(&f, RM_OD_EJECTIONS_ENFORCED_SUCCESS_RATE), 1);
     cr_assert_eq(stat(&f, RM_OD_EJECTIONS_DETECTED_SUCCESS_RATE), 1);
     /* next interval without traffic: counters were swapped to zero, nothing is computed */
     rm_outlier_tick(f.d, fake_now + 1);
     cr_assert_float_eq(f.d->sr_average[RM_OUTLIER_EXTERNAL], -1, 1e-9);
-    cr_assert_float_eq(f.hosts[1].success_rate[RM_OUTLIER_EXTERNAL], -1, 1e-9);
+    cr_assert_float_eq(f.hosts[1].x->success_rate[RM_OUTLIER_EXTERNAL], -1, 1e-9);
     fx_free(&f);
 }
 
@@ -560,8 +562,8 @@ Test(outlier, failure_percentage_local_origin_when_split)
     cr_assert(rm_outlier_ejected(&f.hosts[0]));
     cr_assert_eq(stat(&f, RM_OD_EJECTIONS_ENFORCED_LOCAL_ORIGIN_FAILURE_PERCENTAGE), 1);
     cr_assert_eq(stat(&f, RM_OD_EJECTIONS_ENFORCED_FAILURE_PERCENTAGE), 0);
-    cr_assert_float_eq(f.hosts[1].success_rate[RM_OUTLIER_LOCAL], 100.0, 1e-9);
-    cr_assert_float_eq(f.hosts[1].success_rate[RM_OUTLIER_EXTERNAL], -1, 1e-9);
+    cr_assert_float_eq(f.hosts[1].x->success_rate[RM_OUTLIER_LOCAL], 100.0, 1e-9);
+    cr_assert_float_eq(f.hosts[1].x->success_rate[RM_OUTLIER_EXTERNAL], -1, 1e-9);
     fx_free(&f);
 }
 
@@ -628,7 +630,7 @@ Test(outlier, concurrent_reports_never_overshoot_the_limit)
     cr_assert_eq(stat(&f, RM_OD_EJECTIONS_ENFORCED_TOTAL), 4);
     cr_assert_eq(f.changes, 4);
     /* interval counters: every report counted once (the ejected hosts' too) */
-    uint64_t v = atomic_load(&f.hosts[0].interval_counts[RM_OUTLIER_EXTERNAL]);
+    uint64_t v = atomic_load(&f.hosts[0].x->interval_counts[RM_OUTLIER_EXTERNAL]);
     cr_assert_eq(v >> 32, 4 * 2000);
     cr_assert_eq(v & 0xffffffff, 4 * (2000 / 7));
     fx_free(&f);

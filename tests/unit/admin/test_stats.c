@@ -1,0 +1,283 @@
+/* Stats blocks: lazily allocated shard rows (a row exists once its thread wrote the block,
+ * values are summed over the rows that exist), gauges set by one thread, the shard count,
+ * and the registry (same prefix, same block; creation order; many blocks). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy/admin/stats.h"
+
+static const struct rm_stat_def defs[] = {
+    {"a_total", RM_COUNTER}, {"b_total", RM_COUNTER}, {"c_active", RM_GAUGE},
+    {"d_total", RM_COUNTER}, {"e_total", RM_COUNTER}, {"f_total", RM_COUNTER},
+    {"g_total", RM_COUNTER}, {"h_total", RM_COUNTER}, {"i_total", RM_COUNTER},
+};
+#define N_DEFS (sizeof(defs) / sizeof(defs[0]))
+
+static void fini(void)
+{
+    rm_stats_shard = 0;
+    rm_stats_free_all();
+}
+
+TestSuite(stats, .fini = fini);
+
+static bool has_row(const struct rm_stats *s, unsigned shard)
+{
+    return atomic_load(&s->rows[shard]) != NULL;
+}
+
+Test(stats, a_new_block_has_no_row)
+{
+    struct rm_stats *s = rm_stats_get("cluster.x.", defs, N_DEFS);
+    cr_assert_eq(rm_stats_rows(s), 0);
+    for (unsigned i = 0; i < N_DEFS; i++)
+        cr_assert_eq(rm_stat_value(s, i), 0);
+    cr_assert_eq(rm_stats_rows(s), 0, "reading creates nothing");
+}
+
+Test(stats, a_row_comes_with_the_first_write_of_its_shard)
+{
+    struct rm_stats *s = rm_stats_get("cluster.x.", defs, N_DEFS);
+    rm_stats_shard = 3;
+    rm_stat_inc(s, 1);
+    cr_assert_eq(rm_stats_rows(s), 1);
+    cr_assert(has_row(s, 3));
+    cr_assert_not(has_row(s, 0));
+    _Atomic int64_t *row = atomic_load(&s->rows[3]);
+    cr_assert_eq((uintptr_t)row % 64, 0, "a row starts a cache line");
+    rm_stat_add(s, 1, 41);
+    rm_stat_dec(s, 8);
+    cr_assert_eq(rm_stats_rows(s), 1, "later writes reuse the row");
+    cr_assert_eq(atomic_load(&s->rows[3]), row);
+    cr_assert_eq(rm_stat_value(s, 1), 42);
+    cr_assert_eq(rm_stat_value(s, 8), -1);
+    cr_assert_eq(rm_stat_value(s, 0), 0);
+}
+
+struct worker_arg {
+    struct rm_stats *s;
+    unsigned shard;
+    int64_t n;
+};
+
+static void *worker(void *p)
+{
+    struct worker_arg *a = p;
+    rm_stats_shard = a->shard;
+    for (int64_t i = 0; i < a->n; i++) {
+        rm_stat_inc(a->s, 0);
+        rm_stat_add(a->s, 4, 2);
+    }
+    rm_stat_inc(a->s, 2);
+    return NULL;
+}
+
+Test(stats, values_are_summed_across_threads)
+{
+    struct rm_stats *s = rm_stats_get("cluster.x.", defs, N_DEFS);
+    enum { THREADS = 4, N = 100000 };
+    pthread_t t[THREADS];
+    struct worker_arg a[THREADS];
+    for (unsigned i = 0; i < THREADS; i++) {
+        a[i] = (struct worker_arg){s, i + 1, N};
+        cr_assert_eq(pthread_create(&t[i], NULL, worker, &a[i]), 0);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(rm_stat_value(s, 0), THREADS * N);
+    cr_assert_eq(rm_stat_value(s, 4), 2 * THREADS * N);
+    cr_assert_eq(rm_stat_value(s, 2), THREADS);
+    cr_assert_eq(rm_stats_rows(s), THREADS, "one row per writing thread, none for main");
+    cr_assert_not(has_row(s, 0));
+    for (unsigned i = 1; i <= THREADS; i++)
+        cr_assert(has_row(s, i));
+}
+
+static void *touch_other(void *p)
+{
+    rm_stats_shard = 1;
+    rm_stat_inc(p, 0);
+    return NULL;
+}
+
+Test(stats, a_block_no_worker_writes_has_no_worker_row)
+{
+    struct rm_stats *mine = rm_stats_get("cluster.main_only.", defs, N_DEFS);
+    struct rm_stats *other = rm_stats_get("cluster.busy.", defs, N_DEFS);
+    rm_stat_set(mine, 2, 10); /* main-thread gauge */
+    rm_stat_inc(mine, 3);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, touch_other, other), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(rm_stats_rows(mine), 1);
+    cr_assert(has_row(mine, 0));
+    cr_assert_eq(rm_stats_rows(other), 1);
+    cr_assert(has_row(other, 1));
+    cr_assert_not(has_row(other, 0));
+    cr_assert_eq(rm_stat_value(mine, 2), 10);
+    cr_assert_eq(rm_stat_value(other, 0), 1);
+}
+
+static void *add_five(void *p)
+{
+    rm_stats_shard = 2;
+    rm_stat_add(p, 2, 5);
+    return NULL;
+}
+
+Test(stats, set_takes_the_difference_in_its_own_shard)
+{
+    struct rm_stats *s = rm_stats_get("cluster.g.", defs, N_DEFS);
+    rm_stat_set(s, 2, 0);
+    cr_assert_eq(rm_stats_rows(s), 0, "setting a gauge to what it reads makes no row");
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, add_five, s), 0);
+    pthread_join(t, NULL);
+    rm_stat_set(s, 2, 5);
+    cr_assert_eq(rm_stats_rows(s), 1, "still the same value: no row for main");
+    rm_stat_set(s, 2, 2);
+    cr_assert_eq(rm_stat_value(s, 2), 2);
+    cr_assert_eq(atomic_load(&atomic_load(&s->rows[0])[2]), -3);
+    rm_stat_set(s, 2, 7);
+    cr_assert_eq(rm_stat_value(s, 2), 7);
+}
+
+struct race_arg {
+    struct rm_stats *s;
+    pthread_barrier_t *b;
+    _Atomic int64_t *got;
+};
+
+static void *race_row(void *p)
+{
+    struct race_arg *a = p;
+    pthread_barrier_wait(a->b);
+    a->got = rm_stats_row(a->s, 0);
+    return NULL;
+}
+
+Test(stats, threads_racing_for_one_row_share_it)
+{
+    struct rm_stats *s = rm_stats_get("cluster.cb.circuit_breakers.default.", defs, N_DEFS);
+    enum { THREADS = 8 };
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, THREADS);
+    pthread_t t[THREADS];
+    struct race_arg a[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (struct race_arg){s, &b, NULL};
+        cr_assert_eq(pthread_create(&t[i], NULL, race_row, &a[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&b);
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(a[i].got, atomic_load(&s->rows[0]), "one row published, the others freed");
+    cr_assert_eq(rm_stats_rows(s), 1);
+}
+
+Test(stats, the_shard_count_sizes_new_blocks)
+{
+    struct rm_stats *before = rm_stats_get("before.", defs, N_DEFS);
+    cr_assert_eq(before->n_shards, RM_STATS_MAX_SHARDS);
+    rm_stats_set_shards(3);
+    struct rm_stats *after = rm_stats_get("after.", defs, N_DEFS);
+    cr_assert_eq(after->n_shards, 3);
+    cr_assert_eq(rm_stats_get("before.", defs, N_DEFS), before, "existing blocks keep theirs");
+    rm_stats_shard = 2;
+    rm_stat_inc(after, 0);
+    cr_assert_eq(rm_stat_value(after, 0), 1);
+    rm_stats_set_shards(0);
+    cr_assert_eq(rm_stats_get("clamped.low.", defs, N_DEFS)->n_shards, 1);
+    rm_stats_set_shards(1000);
+    cr_assert_eq(rm_stats_get("clamped.high.", defs, N_DEFS)->n_shards, RM_STATS_MAX_SHARDS);
+}
+
+struct seen {
+    char names[64][64];
+    int64_t values[64];
+    int n;
+};
+
+static void collect(void *ctx, const char *name, enum rm_stat_type t, int64_t value)
+{
+    struct seen *s = ctx;
+    cr_assert_lt(s->n, 64);
+    snprintf(s->names[s->n], sizeof(s->names[0]), "%s", name);
+    s->values[s->n++] = value;
+}
+
+Test(stats, registry_finds_blocks_by_prefix_in_creation_order)
+{
+    static const struct rm_stat_def two[] = {{"x", RM_COUNTER}, {"y", RM_GAUGE}};
+    struct rm_stats *b = rm_stats_get("b.", two, 2);
+    struct rm_stats *a = rm_stats_get("a.", two, 2);
+    cr_assert_eq(rm_stats_get("b.", two, 2), b);
+    char p[64];
+    cr_assert_eq(rm_stats_prefix(b, p, sizeof(p)), 2);
+    cr_assert_str_eq(p, "b.");
+    rm_stat_add(a, 1, 7);
+    struct seen seen = {0};
+    rm_stats_foreach(collect, &seen);
+    cr_assert_eq(seen.n, 4);
+    cr_assert_str_eq(seen.names[0], "b.x");
+    cr_assert_str_eq(seen.names[1], "b.y");
+    cr_assert_str_eq(seen.names[2], "a.x");
+    cr_assert_str_eq(seen.names[3], "a.y");
+    cr_assert_eq(seen.values[3], 7);
+}
+
+Test(stats, many_blocks_stay_findable)
+{
+    enum { N = 5000 };
+    static struct rm_stats *made[N];
+    char p[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(p, sizeof(p), "cluster.c%05d.", i);
+        made[i] = rm_stats_get(p, defs, N_DEFS);
+        rm_stat_add(made[i], 0, i);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(p, sizeof(p), "cluster.c%05d.", i);
+        cr_assert_eq(rm_stats_get(p, defs, N_DEFS), made[i]);
+        cr_assert_eq(rm_stat_value(made[i], 0), i);
+        char got[64];
+        rm_stats_prefix(made[i], got, sizeof(got));
+        cr_assert_str_eq(got, p);
+    }
+}
+
+Test(stats, blocks_under_a_block_share_their_suffix)
+{
+    static const struct rm_stat_def two[] = {{"x", RM_COUNTER}, {"y", RM_GAUGE}};
+    struct rm_stats *early = rm_stats_get("cluster.a.circuit_breakers.default.", two, 2);
+    cr_assert_null(early->parent, "made before its cluster: the whole prefix is its own");
+    struct rm_stats *a = rm_stats_get("cluster.a.", defs, N_DEFS);
+    struct rm_stats *b = rm_stats_get("cluster.b.", defs, N_DEFS);
+    struct rm_stats *acb = rm_stats_get("cluster.a.circuit_breakers.high.", two, 2);
+    struct rm_stats *bcb = rm_stats_get("cluster.b.circuit_breakers.high.", two, 2);
+    struct rm_stats *deep = rm_stats_get("cluster.b.circuit_breakers.high.remaining_", two, 2);
+    cr_assert_eq(acb->parent, a);
+    cr_assert_eq(bcb->parent, b);
+    cr_assert_eq(acb->name, bcb->name, "one interned \"circuit_breakers.high.\"");
+    cr_assert_str_eq(acb->name, "circuit_breakers.high.");
+    cr_assert_eq(deep->parent, bcb);
+    cr_assert_str_eq(deep->name, "remaining_");
+    cr_assert_eq(rm_stats_get("cluster.b.circuit_breakers.high.", two, 2), bcb);
+    cr_assert_eq(rm_stats_get("cluster.b.circuit_breakers.high.remaining_", two, 2), deep);
+    cr_assert_eq(rm_stats_get("cluster.a.circuit_breakers.default.", two, 2), early);
+    char p[128];
+    cr_assert_eq(rm_stats_prefix(deep, p, sizeof(p)), strlen(p));
+    cr_assert_str_eq(p, "cluster.b.circuit_breakers.high.remaining_");
+    cr_assert_eq(rm_stats_prefix(deep, p, 8), 42, "the whole length, truncated copy");
+    cr_assert_str_eq(p, "cluster");
+    rm_stat_set(deep, 1, 9);
+    struct seen seen = {0};
+    rm_stats_foreach(collect, &seen);
+    cr_assert_str_eq(seen.names[seen.n - 1], "cluster.b.circuit_breakers.high.remaining_y");
+    cr_assert_eq(seen.values[seen.n - 1], 9);
+    cr_assert_null(rm_stats_get("cluster.", two, 2)->parent, "no parent is made up");
+    cr_assert_eq(rm_stats_get("cluster.a.", defs, N_DEFS), a, "a later parent changes nothing");
+}
