@@ -39,8 +39,9 @@
 #include "proxy/upstream/cluster.h"
 
 #define RM_ADS_TYPE_PREFIX "type.googleapis.com/"
-/* The largest response accepted (a 10,000-cluster mesh is a few MiB); a larger one closes the
- * stream with RESOURCE_EXHAUSTED and the client reconnects, the data plane keeps serving. */
+/* The largest response accepted by default (a 10,000-cluster mesh is a few MiB; envoy_grpc's
+ * max_receive_message_length sets another); a larger one closes the stream with
+ * RESOURCE_EXHAUSTED and the client reconnects (backoff), the data plane keeps serving. */
 #define RM_ADS_MAX_MSG (64u << 20)
 #define RM_ADS_CDS RM_ADS_TYPE_PREFIX "envoy.config.cluster.v3.Cluster"
 #define RM_ADS_EDS RM_ADS_TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -88,6 +89,7 @@ struct rm_ads_client_cfg {
     /* A non-aggregated stream (api_config_source) for its one type: the method, e.g.
      * "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters"; NULL: ADS. */
     const char *path;
+    uint32_t max_msg; /* the largest response accepted (0: RM_ADS_MAX_MSG) */
     const char *node_id, *node_cluster;
     const struct rm_ads_type *types; /* registered types, in subscription order */
     size_t n_types;

@@ -248,6 +248,7 @@ static int bind_source(struct rm_xds_manager *m, int t, const struct rm_config_s
             .cluster = rm_snapshot_cluster(m->base, src->cluster),
             .delta = src->delta,
             .path = type_paths[t][src->delta],
+            .max_msg = src->max_msg,
             .node_id = m->base->node_id,
             .node_cluster = m->base->node_cluster,
             .types = &m->types[t],
@@ -1121,6 +1122,7 @@ static int start_ads(struct rm_xds_manager *m, struct rm_error *err)
     struct rm_ads_client_cfg cfg = {
         .cluster = m->base->ads_cluster,
         .delta = m->base->ads_delta,
+        .max_msg = m->base->ads_max_msg,
         .node_id = m->base->node_id,
         .node_cluster = m->base->node_cluster,
         .types = m->types,

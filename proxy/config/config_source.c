@@ -36,6 +36,7 @@ static int parse_api(const ApiConfigSource *a, const char *path, struct rm_confi
                             "service with a cluster_name is required",
                             path);
     out->delta = a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC;
+    out->max_msg = rm_pb_u32(a->grpc_services[0]->envoy_grpc->max_receive_message_length, 0);
     out->cluster = strdup(a->grpc_services[0]->envoy_grpc->cluster_name);
     return out->cluster ? RM_OK : rm_error_set(err, "out of memory");
 }

@@ -17,6 +17,7 @@ struct rm_config_source {
     bool delta;    /* api_config_source.api_type DELTA_GRPC */
     char *cluster; /* api_config_source's envoy_grpc cluster_name (malloc'd), NULL with ads */
     uint32_t init_timeout_ms; /* initial_fetch_timeout (default 15 s; 0 = none) */
+    uint32_t max_msg;         /* envoy_grpc.max_receive_message_length (0: the client's default) */
 };
 
 /** Read <cs> (errors name the field under <path>).  RM_OK with <out> filled (dispose it), or

@@ -154,6 +154,7 @@ static int check_ads_config(struct rm_snapshot *s,
             ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC)
         return rm_error_set(err, "%s.grpc_services: exactly one envoy_grpc service is required", P);
     const char *name = a->grpc_services[0]->envoy_grpc->cluster_name;
+    s->ads_max_msg = rm_pb_u32(a->grpc_services[0]->envoy_grpc->max_receive_message_length, 0);
     s->ads_cluster = grpc_cluster(s, sr, name,
                                   "dynamic_resources.ads_config.grpc_services[0]."
                                   "envoy_grpc.cluster_name",
@@ -645,6 +646,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->node_cluster = base->node_cluster ? strdup(base->node_cluster) : NULL;
     s->ads_cluster = base->ads_cluster;
     s->ads_delta = base->ads_delta;
+    s->ads_max_msg = base->ads_max_msg;
     s->lds = base->lds;
     s->cds = base->cds;
     rm_config_source_copy(&s->lds_src, &base->lds_src);

@@ -134,6 +134,7 @@ struct rm_snapshot {
     char *node_id, *node_cluster;
     struct rm_cluster *ads_cluster; /* dynamic_resources.ads_config's cluster, or NULL */
     bool ads_delta;                 /* ads_config.api_type DELTA_GRPC (else SotW) */
+    uint32_t ads_max_msg;           /* its envoy_grpc.max_receive_message_length, or 0 */
     bool lds, cds;                  /* lds_config / cds_config are set: */
     struct rm_config_source lds_src, cds_src;
     struct ProtobufCMessage **owned; /* unpacked typed_configs the compiled config points into */

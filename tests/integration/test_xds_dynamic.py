@@ -980,3 +980,58 @@ def _instantiate(body, timeout=120):
 
 for _body in (lifecycle, nack, cp_restart, adapters):
     _instantiate(_body)
+
+
+# ---- a hostile control plane -------------------------------------------------------------------
+
+def hostile(ctx, api):
+    """A control plane that floods updates and then sends a response over the client's
+    max_receive_message_length: the data plane never stops (h2load sees no failure), the
+    flood's last version wins, the oversized response closes the stream (RESOURCE_EXHAUSTED)
+    without changing the config, and the client reconnects and takes the next good one."""
+    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
+    l1 = harness.free_port()
+    cp = PyAdapter(ctx, api, base(a.port, l1))
+    try:
+        y = bootstrap(api, cp.port).replace(
+            "envoy_grpc: { cluster_name: xds_cluster }",
+            "envoy_grpc: { cluster_name: xds_cluster, max_receive_message_length: 16384 }")
+        px = ctx.remora(y, wait=False)
+        harness.wait_port(px.admin, proc=px.p)
+        for t in ALL:
+            cp.wait_ack(t)
+        wait_ready(ctx, px)
+        load = h2load(l1, 4)
+        time.sleep(0.5)
+        for i in range(300):  # as fast as the control plane can push
+            cp.set("eds", {"backend": cla("backend", [(a, b)[i % 2].port])})
+        cp.wait_ack("eds", timeout=30)
+        wait_name(ctx, l1, "b")
+        # 400 clusters are ~20 KiB on the wire: over the limit
+        big = {f"c{i:03d}": eds_cluster(f"c{i:03d}") for i in range(400)}
+        big["backend"] = eds_cluster("backend")
+        opened = cp.cp.streams_opened
+        cp.set("cds", big)
+        deadline = time.monotonic() + 10
+        while "RESOURCE_EXHAUSTED" not in px.output():
+            assert time.monotonic() < deadline, "the oversized response did not end the stream"
+            time.sleep(0.05)
+        assert names_seen(ctx, l1, 3) == {"b": 3}
+        h2load_clean(load, load.poll() is None, "the flood and the oversized response")
+        assert stat(ctx, px, "cluster_manager.active_clusters") == 2  # xds_cluster, backend
+        cp.set("eds", {"backend": cla("backend", [b.port]), "c000": cla("c000", [a.port])})
+        cp.set("cds", {"backend": eds_cluster("backend"), "c000": eds_cluster("c000")})
+        cp.wait_ack("cds", timeout=15)  # on a new stream, after the backoff
+        assert cp.cp.streams_opened > opened
+        wait_stat(ctx, px, "cluster_manager.active_clusters", 3, timeout=20)
+        assert names_seen(ctx, l1, 3) == {"b": 3}
+    finally:
+        cp.close()
+
+
+def test_hostile_control_plane_sotw(ctx):
+    hostile(ctx, "sotw")
+
+
+def test_hostile_control_plane_delta(ctx):
+    hostile(ctx, "delta")
