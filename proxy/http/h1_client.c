@@ -24,7 +24,7 @@ static int on_message_begin(http_parser *p)
     struct rm_h1_stream *hs = c->cur;
     if (!hs) return 1; /* a response nobody asked for */
     rm_headers_init(&hs->head, hs->s.arena);
-    rm_headers_add_ref(&hs->head, "", 0, "", 0); /* :status slot */
+    rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0); /* :status slot */
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
@@ -53,9 +53,7 @@ static int on_headers_complete(http_parser *p)
     sv[1] = (char)('0' + status / 10 % 10);
     sv[2] = (char)('0' + status % 10);
     sv[3] = 0;
-    struct rm_header *e = &hs->head.v[0];
-    *e = (struct rm_header){
-        .name = (uint8_t *)":status", .name_len = 7, .value = (uint8_t *)sv, .value_len = 3};
+    rm_headers_put_known(&hs->head, 0, RM_HK_STATUS, sv, 3);
     if (status < 200) { /* informational: the final response follows */
         if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, false);
         rm_h1_check_parse(c);
@@ -192,9 +190,9 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
     if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
     struct rm_h1_codec *c = hs->c;
-    struct rm_str method = RM_HDR_GET(h, ":method");
-    struct rm_str path = RM_HDR_GET(h, ":path");
-    struct rm_str auth = RM_HDR_GET(h, ":authority");
+    struct rm_str method = rm_headers_get_key(h, RM_HK_METHOD);
+    struct rm_str path = rm_headers_get_key(h, RM_HK_PATH);
+    struct rm_str auth = rm_headers_get_key(h, RM_HK_AUTHORITY);
     struct rm_str target = path.p ? path : auth; /* CONNECT: authority-form */
     if (!method.len || !target.len) return -1;
     hs->head_method = rm_str_eq(method, "HEAD", 4);

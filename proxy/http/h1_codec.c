@@ -306,34 +306,17 @@ static bool copy_name(uint8_t *dst, const char *src, size_t n)
     return !bad;
 }
 
-#define IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
-
-enum rm_h1_hclass rm_h1_classify(const uint8_t *name, size_t len)
-{
-    switch (len) {
-    case 2:
-        return IS("te") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 4:
-        return IS("host") ? RM_H1_HC_HOST : RM_H1_HC_OTHER;
-    case 6:
-        return IS("expect") ? RM_H1_HC_EXPECT : RM_H1_HC_OTHER;
-    case 7:
-        return IS("upgrade") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 10:
-        if (IS("connection")) return RM_H1_HC_CONNECTION;
-        return IS("keep-alive") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 14:
-        return IS("content-length") ? RM_H1_HC_CONTENT_LENGTH : RM_H1_HC_OTHER;
-    case 16:
-        return IS("proxy-connection") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 17:
-        return IS("transfer-encoding") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    default:
-        return RM_H1_HC_OTHER;
-    }
-}
-
-#undef IS
+const uint8_t rm_h1_hclass_of_key[RM_HK_COUNT] = {
+    [RM_HK_TE] = RM_H1_HC_HOP,
+    [RM_HK_UPGRADE] = RM_H1_HC_HOP,
+    [RM_HK_KEEP_ALIVE] = RM_H1_HC_HOP,
+    [RM_HK_PROXY_CONNECTION] = RM_H1_HC_HOP,
+    [RM_HK_TRANSFER_ENCODING] = RM_H1_HC_HOP,
+    [RM_HK_CONNECTION] = RM_H1_HC_CONNECTION,
+    [RM_HK_HOST] = RM_H1_HC_HOST,
+    [RM_HK_EXPECT] = RM_H1_HC_EXPECT,
+    [RM_HK_CONTENT_LENGTH] = RM_H1_HC_CONTENT_LENGTH,
+};
 
 int rm_h1_acc_fail(struct rm_h1_codec *c, uint16_t status)
 {
@@ -368,9 +351,8 @@ void rm_h1_acc_end(struct rm_h1_codec *c)
             e->value_len--;
         e->value[e->value_len] = 0;
     }
-    enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
-    e->flags = (uint8_t)k;
-    a->seen |= RM_H1_HC_BIT(k);
+    rm_headers_set_key(a->h, a->h->n - 1);
+    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[e->key]);
 }
 
 /* Grow <*p> (arena bytes, *len long, NUL-terminated) by <n> bytes from <src>. */
@@ -407,7 +389,7 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     uint8_t *name = rm_arena_alloc(arena, n + 1);
     if (!copy_name(name, at, n)) return rm_h1_acc_fail(c, 400);
     name[n] = 0;
-    rm_headers_add_ref(a->h, (const char *)name, n, "", 0);
+    rm_headers_add_ref_key(a->h, RM_HK_OTHER, (const char *)name, n, "", 0); /* see acc_end */
     a->started = true;
     a->in_value = a->have_value = false;
     return 0;
@@ -446,7 +428,7 @@ static unsigned connection_tokens(const struct rm_headers *h, uint32_t first, st
 {
     unsigned n = 0;
     for (uint32_t i = first; i < h->n; i++) {
-        if (h->v[i].flags != RM_H1_HC_CONNECTION) continue;
+        if (rm_header_key(&h->v[i]) != RM_HK_CONNECTION) continue;
         const char *p = (const char *)h->v[i].value, *end = p + h->v[i].value_len;
         while (p < end && n < MAX_CONN_TOKENS) {
             while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
@@ -486,8 +468,7 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
     uint32_t j = first;
     for (uint32_t i = first; i < h->n; i++) {
         struct rm_header *e = &h->v[i];
-        enum rm_h1_hclass k = (enum rm_h1_hclass)e->flags;
-        e->flags = 0;
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (out && k == RM_H1_HC_HOST) {
             if (out->nhost++ == 0)
                 out->host = (struct rm_str){(const char *)e->value, e->value_len};
@@ -531,7 +512,7 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
         if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
             if (cl) {
                 int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
@@ -552,7 +533,7 @@ char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
         if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
             if (have_cl) continue;
             have_cl = true;

@@ -50,7 +50,7 @@ static int on_message_begin(http_parser *p)
     c->cur = hs;
     rm_headers_init(&hs->head, hs->s.arena);
     for (int i = 0; i < RM_H1_REQ_PSEUDO; i++) /* slots for the pseudo-headers */
-        rm_headers_add_ref(&hs->head, "", 0, "", 0);
+        rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0);
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
@@ -68,16 +68,6 @@ static int on_url(http_parser *p, const char *at, size_t n)
     url[a->url_len] = 0;
     a->url = url;
     return 0;
-}
-
-static void set_pseudo(struct rm_header *e, const char *name, size_t nlen, const char *v,
-                       size_t vlen)
-{
-    e->name = (uint8_t *)name;
-    e->name_len = nlen;
-    e->value = (uint8_t *)v;
-    e->value_len = vlen;
-    e->flags = 0;
 }
 
 /* Split an absolute-form target (http://user@host:port/path?q) into authority and path. */
@@ -137,13 +127,14 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
         return -1;
     }
     if (!have_auth && p->http_minor == 1) return -1; /* HTTP/1.1 requires Host */
-    struct rm_header *v = hs->head.v;
+    struct rm_headers *h = &hs->head;
+    struct rm_header *v = h->v;
     uint32_t k = 0;
     struct rm_str m = methods[p->method];
-    set_pseudo(&v[k++], ":method", 7, m.p, m.len);
-    if (have_scheme) set_pseudo(&v[k++], ":scheme", 7, "http", 4);
-    if (have_auth) set_pseudo(&v[k++], ":authority", 10, auth.p, auth.len);
-    if (have_path) set_pseudo(&v[k++], ":path", 5, path.p, path.len);
+    rm_headers_put_known(h, k++, RM_HK_METHOD, m.p, m.len);
+    if (have_scheme) rm_headers_put_known(h, k++, RM_HK_SCHEME, "http", 4);
+    if (have_auth) rm_headers_put_known(h, k++, RM_HK_AUTHORITY, auth.p, auth.len);
+    if (have_path) rm_headers_put_known(h, k++, RM_HK_PATH, path.p, path.len);
     if (k < RM_H1_REQ_PSEUDO) {
         memmove(&v[k], &v[RM_H1_REQ_PSEUDO], (hs->head.n - RM_H1_REQ_PSEUDO) * sizeof(*v));
         hs->head.n -= RM_H1_REQ_PSEUDO - k;
@@ -307,9 +298,9 @@ static const struct rm_conn_handler conn_handler = {
 
 static int status_of(const struct rm_headers *h)
 {
-    struct rm_str v = h->n && h->v[0].name_len == 7 && memcmp(h->v[0].name, ":status", 7) == 0
+    struct rm_str v = h->n && rm_header_key(&h->v[0]) == RM_HK_STATUS
                           ? (struct rm_str){(const char *)h->v[0].value, h->v[0].value_len}
-                          : RM_HDR_GET(h, ":status");
+                          : rm_headers_get_key(h, RM_HK_STATUS);
     if (v.len != 3) return -1;
     int64_t s = rm_parse_u63(v.p, v.len);
     return s >= 100 ? (int)s : -1;

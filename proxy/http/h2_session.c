@@ -129,7 +129,7 @@ static void server_request(struct rm_h2_codec *c, struct rm_h2_stream *hs, struc
 
 static int status_of(const struct rm_headers *h)
 {
-    if (!h->n || h->v[0].name_len != 7 || memcmp(h->v[0].name, ":status", 7) != 0) return -1;
+    if (!h->n || rm_header_key(&h->v[0]) != RM_HK_STATUS) return -1;
     return (int)rm_parse_u63((const char *)h->v[0].value, h->v[0].value_len);
 }
 
