@@ -51,8 +51,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# <n> distinct free ports (all bound at once, so none is handed out twice)
+free_ports() {
+    /usr/bin/python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 wait_port() {
     for _ in $(seq 1 300); do
@@ -63,13 +67,13 @@ wait_port() {
     return 1
 }
 
-UP=$(free_port)
+read -r UP P22 P11 P12 ADMIN <<< "$(free_ports 5)"
 "$BUILD/remora-upstream" --listen "127.0.0.1:$UP" --body-size 1024 --quiet &
 PIDS+=($!)
 wait_port "$UP"
 
 declare -A PORT
-PORT[h2h2]=$(free_port); PORT[h1h1]=$(free_port); PORT[h1h2]=$(free_port); ADMIN=$(free_port)
+PORT[h2h2]=$P22; PORT[h1h1]=$P11; PORT[h1h2]=$P12
 sed -e "s/{UPSTREAM}/$UP/g" -e "s/{H2H2}/${PORT[h2h2]}/g" -e "s/{H1H1}/${PORT[h1h1]}/g" \
     -e "s/{H1H2}/${PORT[h1h2]}/g" -e "s/{ADMIN}/$ADMIN/g" bench/peers/remora.yaml > "$TMP/remora.yaml"
 
