@@ -175,7 +175,10 @@ static int on_headers_complete(http_parser *p)
     hs->announced = true;
     c->base.cb->on_stream(c->base.user, &hs->s);
     if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, !body);
-    rm_h1_check_parse(c);
+    /* Without a body the request ends right here: on_message_complete, next in this same
+     * execute, pauses the parser (one request at a time).  Pausing now would leave the head's
+     * last byte unparsed, for another on_data round once the response is out. */
+    if (body || c->state == RM_H1_CLOSED) rm_h1_check_parse(c);
     return 0;
 }
 
