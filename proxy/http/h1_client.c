@@ -185,6 +185,29 @@ static bool wants_length(struct rm_str m)
     return rm_str_eq(m, "POST", 4) || rm_str_eq(m, "PUT", 3) || rm_str_eq(m, "PATCH", 5);
 }
 
+/* Room a request head keeps after its header lines: the longest framing line and the blank
+ * line. */
+#define REQ_TAIL_MAX (sizeof("transfer-encoding: chunked\r\n") - 1 + 2)
+
+/* "METHOD target HTTP/1.1\r\n", then "host: authority\r\n" when there is an :authority. */
+static char *put_request_line(char *e, struct rm_str method, struct rm_str target,
+                              struct rm_str auth)
+{
+    memcpy(e, method.p, method.len);
+    e += method.len;
+    *e++ = ' ';
+    memcpy(e, target.p, target.len);
+    e += target.len;
+    e = LIT(e, " HTTP/1.1\r\n");
+    if (auth.p) {
+        e = LIT(e, "host: ");
+        memcpy(e, auth.p, auth.len);
+        e += auth.len;
+        e = LIT(e, "\r\n");
+    }
+    return e;
+}
+
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
@@ -198,13 +221,28 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     hs->head_method = rm_str_eq(method, "HEAD", 4);
     uint32_t skip = RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
     if (auth.p) skip |= RM_H1_HC_BIT(RM_H1_HC_HOST); /* written from :authority */
+    /* one pass into the stack buffer (the request line, host and the header lines; room is kept
+     * for the framing line), two into the arena for a head too big for it */
+    size_t line = method.len + 1 + target.len + sizeof(" HTTP/1.1\r\n") - 1 +
+                  (auth.p ? sizeof("host: \r\n") - 1 + auth.len : 0);
+    char stack[RM_H1_HEAD_STACK];
+    char *buf = stack, *e = NULL, *lines_end = NULL;
+    const char *lim = stack + sizeof(stack) - REQ_TAIL_MAX;
     int64_t cl;
-    size_t lines = rm_h1_lines_size(h, skip, &cl);
+    if (line <= (size_t)(lim - stack)) {
+        e = put_request_line(buf, method, target, auth);
+        lines_end = rm_h1_lines_try_put(e, lim, h, skip, &cl);
+    }
+    if (!lines_end) rm_h1_lines_size(h, skip, &cl);
     if (cl == -2) {
         rm_log_debug("h1: invalid content-length in a request: dropped");
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH);
-        lines = rm_h1_lines_size(h, skip, NULL);
         cl = -1;
+        if (lines_end) lines_end = rm_h1_lines_try_put(e, lim, h, skip, NULL);
+    }
+    if (!lines_end) {
+        buf = rm_arena_alloc(hs->s.arena, line + rm_h1_lines_size(h, skip, NULL) + REQ_TAIL_MAX);
+        lines_end = rm_h1_lines_put(put_request_line(buf, method, target, auth), h, skip);
     }
     struct rm_str fl = RM_STR("");
     if (cl >= 0) {
@@ -217,23 +255,7 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
         hs->framing = RM_H1_FRAME_CHUNKED;
         fl = RM_STR("transfer-encoding: chunked\r\n");
     }
-    size_t size = method.len + 1 + target.len + sizeof(" HTTP/1.1\r\n") - 1 + lines + fl.len + 2;
-    if (auth.p) size += sizeof("host: \r\n") - 1 + auth.len;
-    char stack[RM_H1_HEAD_STACK];
-    char *buf = rm_h1_head_buf(hs, stack, size), *e = buf;
-    memcpy(e, method.p, method.len);
-    e += method.len;
-    *e++ = ' ';
-    memcpy(e, target.p, target.len);
-    e += target.len;
-    e = LIT(e, " HTTP/1.1\r\n");
-    if (auth.p) {
-        e = LIT(e, "host: ");
-        memcpy(e, auth.p, auth.len);
-        e += auth.len;
-        e = LIT(e, "\r\n");
-    }
-    e = rm_h1_lines_put(e, h, skip);
+    e = lines_end;
     memcpy(e, fl.p, fl.len);
     e += fl.len;
     e = LIT(e, "\r\n");

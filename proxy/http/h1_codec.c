@@ -551,6 +551,37 @@ char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
     return dst;
 }
 
+char *rm_h1_lines_try_put(char *dst, const char *end, const struct rm_headers *h, uint32_t skip,
+                          int64_t *cl)
+{
+    bool have_cl = false;
+    if (cl) *cl = -1;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct rm_header *e = &h->v[i];
+        if (e->name_len == 0 || e->name[0] == ':') continue;
+        enum rm_h1_hclass k = rm_h1_hclass(e);
+        if (k == RM_H1_HC_CONTENT_LENGTH) {
+            if (cl) {
+                int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
+                *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
+            }
+            if (have_cl) continue;
+            have_cl = true;
+        }
+        if (skip & RM_H1_HC_BIT(k)) continue;
+        if ((size_t)(end - dst) < e->name_len + e->value_len + 4) return NULL;
+        memcpy(dst, e->name, e->name_len);
+        dst += e->name_len;
+        *dst++ = ':';
+        *dst++ = ' ';
+        memcpy(dst, e->value, e->value_len);
+        dst += e->value_len;
+        *dst++ = '\r';
+        *dst++ = '\n';
+    }
+    return dst;
+}
+
 char *rm_h1_head_buf(struct rm_h1_stream *hs, char *stack, size_t n)
 {
     return n <= RM_H1_HEAD_STACK ? stack : rm_arena_alloc(hs->s.arena, n);

@@ -215,6 +215,11 @@ char *rm_h1_put_dec(char *dst, uint64_t v);
  *  (-1 absent, -2 invalid or conflicting) when cl is not NULL. */
 size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl);
 char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip);
+/** rm_h1_lines_size and rm_h1_lines_put in one pass, for a head that most likely fits a stack
+ *  buffer: writes the lines at <dst> and returns their end, or NULL (and *cl incomplete) as soon
+ *  as one would go past <end>. */
+char *rm_h1_lines_try_put(char *dst, const char *end, const struct rm_headers *h, uint32_t skip,
+                          int64_t *cl);
 /** A head buffer of <n> bytes: <stack> when it fits, else the stream's arena. */
 char *rm_h1_head_buf(struct rm_h1_stream *hs, char *stack, size_t n);
 void rm_h1_write(struct rm_h1_codec *c, const void *p, size_t n);

@@ -389,6 +389,10 @@ static const struct rm_str framing_lines[] = {
     [LINE_CHUNKED] = RM_STR("transfer-encoding: chunked\r\n"),
 };
 
+/* Room a response head keeps after its header lines: the longest framing line, the longest
+ * connection line ("connection: keep-alive\r\n") and the blank line. */
+#define RESP_TAIL_MAX (sizeof("transfer-encoding: chunked\r\n") - 1 + 24 + 2)
+
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
@@ -400,13 +404,26 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     uint32_t skip = skip_resp;
     if (status == 204)
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH); /* RFC 9110 8.6: never in a 204 */
+    const char *reason = reason_of(status);
+    size_t rlen = strlen(reason);
+    /* one pass into the stack buffer (the status line and the header lines; room is kept for
+     * the framing and connection lines), two into the arena for a head too big for it */
+    char stack[RM_H1_HEAD_STACK];
+    char *buf = stack, *e = put_status_line(buf, status, reason, rlen);
+    const char *lim = stack + sizeof(stack) - RESP_TAIL_MAX;
     int64_t cl;
-    size_t lines = rm_h1_lines_size(h, skip, &cl);
+    char *lines_end = rm_h1_lines_try_put(e, lim, h, skip, &cl);
+    if (!lines_end) rm_h1_lines_size(h, skip, &cl);
     if (cl == -2) {
         rm_log_debug("h1: invalid content-length in a response: dropped");
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH);
-        lines = rm_h1_lines_size(h, skip, NULL);
         cl = -1;
+        if (lines_end) lines_end = rm_h1_lines_try_put(e, lim, h, skip, NULL);
+    }
+    if (!lines_end) {
+        buf = rm_arena_alloc(hs->s.arena,
+                             13 + rlen + 2 + rm_h1_lines_size(h, skip, NULL) + RESP_TAIL_MAX);
+        lines_end = rm_h1_lines_put(put_status_line(buf, status, reason, rlen), h, skip);
     }
     struct rm_str fl = framing_lines[response_framing(c, hs, status, cl, end_stream)];
     if (hs->rx != RM_H1_HALF_END && c->state == RM_H1_ACTIVE)
@@ -414,12 +431,7 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     struct rm_str conn = c->state == RM_H1_DRAINING ? RM_STR("connection: close\r\n")
                          : hs->s.proto == RM_HTTP10 ? RM_STR("connection: keep-alive\r\n")
                                                     : RM_STR("");
-    const char *reason = reason_of(status);
-    size_t rlen = strlen(reason);
-    char stack[RM_H1_HEAD_STACK];
-    char *buf = rm_h1_head_buf(hs, stack, 13 + rlen + 2 + lines + fl.len + conn.len + 2);
-    char *e = put_status_line(buf, status, reason, rlen);
-    e = rm_h1_lines_put(e, h, skip);
+    e = lines_end;
     memcpy(e, fl.p, fl.len);
     e += fl.len;
     memcpy(e, conn.p, conn.len);
