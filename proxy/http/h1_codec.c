@@ -280,32 +280,6 @@ void rm_h1_conn_on_connected(struct rm_conn *conn, int err)
 
 /* ---- header accumulation ------------------------------------------------------------------- */
 
-/* tchar (RFC 9110 5.6.2) lower-cased; 0 for every byte a field name may not contain. */
-static const uint8_t tchar_lower[256] = {
-    ['!'] = '!', ['#'] = '#', ['$'] = '$', ['%'] = '%', ['&'] = '&', ['\''] = '\'', ['*'] = '*',
-    ['+'] = '+', ['-'] = '-', ['.'] = '.', ['^'] = '^', ['_'] = '_', ['`'] = '`',   ['|'] = '|',
-    ['~'] = '~', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',   ['5'] = '5',
-    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
-#define L(x) [x] = x, [x - 'a' + 'A'] = x
-    L('a'),      L('b'),      L('c'),      L('d'),      L('e'),      L('f'),        L('g'),
-    L('h'),      L('i'),      L('j'),      L('k'),      L('l'),      L('m'),        L('n'),
-    L('o'),      L('p'),      L('q'),      L('r'),      L('s'),      L('t'),        L('u'),
-    L('v'),      L('w'),      L('x'),      L('y'),      L('z'),
-#undef L
-};
-
-/* Copy <n> name bytes lower-cased; false if one is not a tchar. */
-static bool copy_name(uint8_t *dst, const char *src, size_t n)
-{
-    uint8_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = tchar_lower[(uint8_t)src[i]];
-        bad |= (uint8_t)(ch == 0);
-        dst[i] = ch;
-    }
-    return !bad;
-}
-
 const uint8_t rm_h1_hclass_of_key[RM_HK_COUNT] = {
     [RM_HK_TE] = RM_H1_HC_HOP,
     [RM_HK_UPGRADE] = RM_H1_HC_HOP,
@@ -378,7 +352,7 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     if (a->started && !a->in_value) { /* the name continues in this read */
         struct rm_header *e = &a->h->v[a->h->n - 1];
         uint8_t *name = extend(arena, e->name, e->name_len, n);
-        if (!copy_name(name + e->name_len, at, n)) return rm_h1_acc_fail(c, 400);
+        if (!rm_header_name_lower(name + e->name_len, at, n)) return rm_h1_acc_fail(c, 400);
         e->name = name;
         e->name_len += n;
         name[e->name_len] = 0;
@@ -387,7 +361,7 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     rm_h1_acc_end(c);
     if (++a->count > c->max_count) return rm_h1_acc_fail(c, 431);
     uint8_t *name = rm_arena_alloc(arena, n + 1);
-    if (!copy_name(name, at, n)) return rm_h1_acc_fail(c, 400);
+    if (!rm_header_name_lower(name, at, n)) return rm_h1_acc_fail(c, 400);
     name[n] = 0;
     rm_headers_add_ref_key(a->h, RM_HK_OTHER, (const char *)name, n, "", 0); /* see acc_end */
     a->started = true;

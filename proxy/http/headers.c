@@ -246,6 +246,68 @@ int64_t rm_parse_u63(const char *p, size_t n)
     return v;
 }
 
+/* tchar (RFC 9110 5.6.2) lower-cased; 0 for every byte a field name may not contain. */
+static const uint8_t tchar_lower[256] = {
+    ['!'] = '!', ['#'] = '#', ['$'] = '$', ['%'] = '%', ['&'] = '&', ['\''] = '\'', ['*'] = '*',
+    ['+'] = '+', ['-'] = '-', ['.'] = '.', ['^'] = '^', ['_'] = '_', ['`'] = '`',   ['|'] = '|',
+    ['~'] = '~', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',   ['5'] = '5',
+    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
+#define L(x) [x] = x, [x - 'a' + 'A'] = x
+    L('a'),      L('b'),      L('c'),      L('d'),      L('e'),      L('f'),        L('g'),
+    L('h'),      L('i'),      L('j'),      L('k'),      L('l'),      L('m'),        L('n'),
+    L('o'),      L('p'),      L('q'),      L('r'),      L('s'),      L('t'),        L('u'),
+    L('v'),      L('w'),      L('x'),      L('y'),      L('z'),
+#undef L
+};
+
+/* Bit 7 of every byte of <x> (all bytes < 0x80) that lies in [lo, hi]. */
+static inline uint64_t bytes_in(uint64_t x, uint8_t lo, uint8_t hi)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t ge_lo = x + (uint64_t)(0x80 - lo) * ones; /* no carry between bytes: x < 0x80 */
+    uint64_t gt_hi = x + (uint64_t)(0x7f - hi) * ones;
+    return ge_lo & ~gt_hi & high;
+}
+
+/* Eight name bytes lower-cased into *out when every one of them is a letter, a digit or '-'
+ * (nearly every real field name); false otherwise (the caller takes the table). */
+static inline bool lower8(uint64_t w, uint64_t *out)
+{
+    const uint64_t high = 0x8080808080808080ull;
+    if (w & high) return false;
+    uint64_t l = w | 0x2020202020202020ull; /* letters to lower case; digits, '-' unchanged */
+    uint64_t ok = bytes_in(l, 'a', 'z') | bytes_in(w, '0', '9') | bytes_in(w, '-', '-');
+    *out = l;
+    return ok == high;
+}
+
+bool rm_header_name_lower(uint8_t *dst, const char *src, size_t n)
+{
+    size_t i = 0;
+    if (n >= 8) {
+        uint64_t w, l;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, src + i, 8);
+            if (!lower8(w, &l)) goto table;
+            memcpy(dst + i, &l, 8);
+        }
+        if (i == n) return true;
+        memcpy(&w, src + n - 8, 8); /* the tail, overlapping bytes already done */
+        if (lower8(w, &l)) {
+            memcpy(dst + n - 8, &l, 8);
+            return true;
+        }
+    }
+table:;
+    uint8_t bad = 0;
+    for (; i < n; i++) {
+        uint8_t ch = tchar_lower[(uint8_t)src[i]];
+        bad |= (uint8_t)(ch == 0);
+        dst[i] = ch;
+    }
+    return !bad;
+}
+
 bool rm_header_is_hop_by_hop(const char *name, size_t nlen)
 {
     switch (rm_hkey_of(name, nlen)) {

@@ -166,6 +166,11 @@ size_t rm_fmt_u64(char *buf, uint64_t v);
 /** Parse a decimal status or length; returns -1 if not all digits or too large. */
 int64_t rm_parse_u63(const char *p, size_t n);
 
+/** Copy the field name <src> (<n> bytes) lower-cased into <dst> (n bytes of room; may be
+ *  <src>); false if a byte is not a tchar (RFC 9110 5.6.2: the name is invalid; <dst> then
+ *  holds 0 in its place). */
+bool rm_header_name_lower(uint8_t *dst, const char *src, size_t n);
+
 /** Is this a hop-by-hop (connection-specific) header that must not be forwarded? */
 bool rm_header_is_hop_by_hop(const char *name, size_t nlen);
 

@@ -187,3 +187,65 @@ Test(headers, set_and_copy_keep_keys)
     rm_arena_dispose(&a);
     rm_arena_thread_cleanup();
 }
+
+/* ---- field names ---------------------------------------------------------------------------- */
+
+static bool ref_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* What rm_header_name_lower must do, byte by byte. */
+static bool ref_lower(uint8_t *dst, const char *src, size_t n)
+{
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        ok &= ref_tchar(c);
+        dst[i] = !ref_tchar(c) ? 0 : (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    }
+    return ok;
+}
+
+static void check_name(const char *src, size_t n)
+{
+    uint8_t a[64], b[64];
+    memset(a, 0xee, sizeof(a));
+    memset(b, 0xee, sizeof(b));
+    bool ra = rm_header_name_lower(a, src, n), rb = ref_lower(b, src, n);
+    cr_assert_eq(ra, rb, "validity of a %zu-byte name", n);
+    cr_assert_eq(memcmp(a, b, sizeof(a)), 0, "bytes of a %zu-byte name", n);
+}
+
+Test(headers, name_lower_matches_the_rfc_byte_by_byte)
+{
+    char s[40];
+    /* every byte value at every position of names of every length up to 33 */
+    for (size_t n = 1; n <= 33; n++) {
+        for (size_t pos = 0; pos < n; pos++) {
+            for (int c = 0; c < 256; c++) {
+                for (size_t i = 0; i < n; i++)
+                    s[i] = "Content-Type-0123456789-abcdefghij"[i];
+                s[pos] = (char)c;
+                check_name(s, n);
+            }
+        }
+    }
+    check_name("", 0);
+    /* in place */
+    char in[] = "X-Forwarded-For-Something";
+    cr_assert(rm_header_name_lower((uint8_t *)in, in, strlen(in)));
+    cr_assert_str_eq(in, "x-forwarded-for-something");
+    /* random strings of allowed and forbidden bytes */
+    uint64_t st = 42;
+    for (int k = 0; k < 20000; k++) {
+        size_t n = 1 + (size_t)((st = st * 6364136223846793005ULL + 1) >> 59);
+        for (size_t i = 0; i < n; i++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            const char *pool = (st >> 62) ? "abcXYZ09-_~" : "\x01 :\x7f\x80\xff\"(),/";
+            s[i] = pool[(st >> 32) % strlen(pool)];
+        }
+        check_name(s, n);
+    }
+}
