@@ -98,6 +98,7 @@ static void recycle(struct rm_h2_codec *c, struct rm_h2_stream *hs)
 {
     assert(!hs->in_writable && !hs->in_resume && !hs->ng_open && !hs->counted);
     if (c->rx_hs == hs) c->rx_hs = NULL;
+    if (c->last_hs == hs) c->last_hs = NULL;
     rm_timer_stop(c->loop, &hs->headers_timer);
     if (hs->prev)
         hs->prev->next = hs->next;
