@@ -436,6 +436,37 @@ static void nv_put_lit(struct nv_builder *b, const char *name, const struct rm_h
     nv_put(b, &e);
 }
 
+/* build_nv in one pass for the usual block: pseudo-headers first, and for a request nothing to
+ * add (:authority there; :scheme too unless CONNECT).  Returns false, the builder emptied, for
+ * any other block. */
+static bool nv_one_pass(struct nv_builder *b, const struct rm_headers *h, bool request)
+{
+    bool authority = false, scheme = false, connect = false, regular = false;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct rm_header *e = &h->v[i];
+        enum rm_hkey k = rm_header_key(e);
+        if (e->name_len && e->name[0] == ':') {
+            if (regular) goto general; /* a pseudo-header after a field: reorder */
+            authority |= k == RM_HK_AUTHORITY;
+            scheme |= k == RM_HK_SCHEME;
+            connect |=
+                k == RM_HK_METHOD && e->value_len == 7 && memcmp(e->value, "CONNECT", 7) == 0;
+            nv_put(b, e);
+            continue;
+        }
+        if (!regular) {
+            regular = true;
+            if (request && (!authority || (!scheme && !connect))) goto general;
+        }
+        if (!skip_header(e, k, request)) nv_put(b, e);
+    }
+    if (!regular && request && (!authority || (!scheme && !connect))) goto general;
+    return true;
+general:
+    b->n = 0;
+    return false;
+}
+
 /* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
  * and for requests :authority from host and :scheme from the transport when missing.
  * <persist>: the array and strings must outlive the call (trailers waiting for data).
@@ -450,6 +481,10 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
         .copy = persist && !own,
         .flags = own || persist ? NV_NO_COPY : NGHTTP2_NV_FLAG_NONE,
     };
+    if (nv_one_pass(&b, h, request)) {
+        *n = b.n;
+        return b.nv;
+    }
     const struct rm_header *host = NULL;
     bool authority = false, scheme = false, connect = false;
     for (uint32_t i = 0; i < h->n; i++) {
