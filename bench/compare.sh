@@ -905,6 +905,13 @@ def write(R):
         L.append("## The resilience filter chain's cost (from bench/RESULTS-filters.md)\n")
         L.append(body + "\n")
 
+    pf = os.path.join(ROOT, "bench", "RESULTS-profile.md")
+    if os.path.exists(pf):  # instruction counts from bench/profile.sh (callgrind), kept by hand
+        with open(pf) as f_:
+            body = f_.read().split("\n", 1)[1].strip()
+        L.append("## Profile: user-space instructions per request (from bench/RESULTS-profile.md)\n")
+        L.append(body + "\n")
+
     L.append("## Not measured, and why\n")
     L.append(f"- nginx, h2c → h2c and HTTP/1.1 → h2c: {NGINX_NA}.")
     L.append(f"- relay, HTTP/1.1 → h2c: {RELAY_NA}.")
