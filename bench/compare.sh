@@ -170,10 +170,19 @@ def binp(name):
     return os.path.join(BUILD, name)
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this run handed out before (the kernel may offer
+    the same ephemeral port to two binds in a row once the first socket is closed)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def cmdline(args):
@@ -894,6 +903,13 @@ def write(R):
         with open(fc) as f_:
             body = f_.read().split("\n", 1)[1].strip()
         L.append("## The resilience filter chain's cost (from bench/RESULTS-filters.md)\n")
+        L.append(body + "\n")
+
+    pf = os.path.join(ROOT, "bench", "RESULTS-profile.md")
+    if os.path.exists(pf):  # instruction counts from bench/profile.sh (callgrind), kept by hand
+        with open(pf) as f_:
+            body = f_.read().split("\n", 1)[1].strip()
+        L.append("## Profile: user-space instructions per request (from bench/RESULTS-profile.md)\n")
         L.append(body + "\n")
 
     xs = os.path.join(ROOT, "bench", "RESULTS.md")

@@ -41,22 +41,19 @@ static void chunk_put(struct rm_arena_chunk *c)
     cache_len++;
 }
 
-void *rm_arena_alloc(struct rm_arena *a, size_t n)
+void *rm_arena_alloc_chunk(struct rm_arena *a, size_t n)
 {
-    n = (n + 15) & ~(size_t)15;
-    if ((size_t)(a->end - a->cur) < n) {
-        struct rm_arena_chunk *c = chunk_get(n);
-        if (n > RM_ARENA_CHUNK / 4 && a->chunks) {
-            /* big one-off: keep the current chunk's free tail for small allocations */
-            c->next = a->chunks->next;
-            a->chunks->next = c;
-            return c->data;
-        }
-        c->next = a->chunks;
-        a->chunks = c;
-        a->cur = c->data;
-        a->end = c->data + c->size;
+    struct rm_arena_chunk *c = chunk_get(n);
+    if (n > RM_ARENA_CHUNK / 4 && a->chunks) {
+        /* big one-off: keep the current chunk's free tail for small allocations */
+        c->next = a->chunks->next;
+        a->chunks->next = c;
+        return c->data;
     }
+    c->next = a->chunks;
+    a->chunks = c;
+    a->cur = c->data;
+    a->end = c->data + c->size;
     void *p = a->cur;
     a->cur += n;
     return p;

@@ -19,8 +19,17 @@ static inline void rm_arena_init(struct rm_arena *a)
     a->chunks = NULL;
     a->cur = a->end = NULL;
 }
+/** rm_arena_alloc's slow path: a new chunk (or a big one-off) for <n> (rounded) bytes. */
+void *rm_arena_alloc_chunk(struct rm_arena *a, size_t n);
 /** Allocate <n> bytes aligned to 16 (never NULL: aborts on out-of-memory). */
-void *rm_arena_alloc(struct rm_arena *a, size_t n);
+static inline void *rm_arena_alloc(struct rm_arena *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if ((size_t)(a->end - a->cur) < n) return rm_arena_alloc_chunk(a, n);
+    void *p = a->cur;
+    a->cur += n;
+    return p;
+}
 /** Copy <n> bytes (plus a NUL) into the arena. */
 char *rm_arena_strndup(struct rm_arena *a, const char *s, size_t n);
 /** Free everything; the arena is empty and reusable afterwards. */

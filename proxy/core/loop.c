@@ -10,13 +10,21 @@
 
 #define RM_LOOP_MAX_EVENTS 256
 
+/* Timer wheel: WHEEL_LEVELS levels of 64 slots; a slot of level l spans 64^l ms, so the levels
+ * cover every uint64_t deadline (11 * 6 bits >= 64).  See "timers" below. */
+#define WHEEL_BITS 6
+#define WHEEL_SLOTS (1u << WHEEL_BITS)
+#define WHEEL_LEVELS 11
+
 struct rm_loop {
     int epfd;
     bool stop;
     bool in_timers; /* running expired timers: re-arms land in the next iteration */
     uint64_t now_ms;
-    struct rm_timer **heap; /* 1-based min-heap on expire_ms */
-    uint32_t heap_len, heap_cap;
+    uint64_t wheel_ms;                                 /* time the wheel has run up to */
+    uint32_t levels;                                   /* bit l: level l has a timer */
+    uint64_t occupied[WHEEL_LEVELS];                   /* bit s: slot s is not empty */
+    struct rm_timer *slots[WHEEL_LEVELS][WHEEL_SLOTS]; /* slot lists */
     struct rm_task *defer_head, **defer_tail;
     struct rm_task *flush_head, **flush_tail;
 };
@@ -39,7 +47,7 @@ struct rm_loop *rm_loop_new(void)
     }
     loop->defer_tail = &loop->defer_head;
     loop->flush_tail = &loop->flush_head;
-    loop->now_ms = mono_ms();
+    loop->now_ms = loop->wheel_ms = mono_ms();
     return loop;
 }
 
@@ -47,7 +55,6 @@ void rm_loop_free(struct rm_loop *loop)
 {
     if (!loop) return;
     close(loop->epfd);
-    free(loop->heap);
     free(loop);
 }
 
@@ -93,84 +100,105 @@ void rm_io_stop(struct rm_loop *loop, struct rm_io *io)
     io->fd = -1;
 }
 
-/* ---- timers: binary min-heap, entries know their index ------------------------------------ */
+/* ---- timers: a hierarchical wheel without per-tick work -----------------------------------
+ *
+ * A deadline is a number of ms in base 64: digit l selects the slot of level l.  An armed timer
+ * sits at the level of the highest digit in which its deadline differs from wheel_ms, in the
+ * slot of its own digit there: it shares every higher digit with wheel_ms, and its digit is
+ * greater (level 0: greater or equal).  So every deadline at level l is earlier than every
+ * deadline at level l + 1, and the next thing the wheel must do is at the start of the first
+ * non-empty slot of the lowest non-empty level: fire it (level 0: one millisecond, every timer
+ * in it is due then) or, above level 0, spread its timers over the lower levels ("cascade").
+ * run_timers() does those steps in time order up to now, then moves wheel_ms to now (no slot
+ * starts in between, so every timer keeps its place).  Start and stop are O(1) list operations;
+ * a timer cascades at most once per level it starts above. */
 
-static void heap_set(struct rm_loop *loop, uint32_t i, struct rm_timer *t)
+static inline unsigned low_bit(uint64_t v)
 {
-    loop->heap[i] = t;
-    t->heap_idx = i;
+    return (unsigned)__builtin_ctzll(v);
 }
 
-static void heap_up(struct rm_loop *loop, uint32_t i)
+/* Start time of slot <s> of level <l> in the window of wheel_ms. */
+static uint64_t slot_start(const struct rm_loop *loop, unsigned l, unsigned s)
 {
-    struct rm_timer *t = loop->heap[i];
-    while (i > 1 && loop->heap[i / 2]->expire_ms > t->expire_ms) {
-        heap_set(loop, i, loop->heap[i / 2]);
-        i /= 2;
-    }
-    heap_set(loop, i, t);
+    unsigned shift = WHEEL_BITS * l;
+    uint64_t base = shift + WHEEL_BITS >= 64
+                        ? 0
+                        : loop->wheel_ms >> (shift + WHEEL_BITS) << (shift + WHEEL_BITS);
+    return base + ((uint64_t)s << shift);
 }
 
-static void heap_down(struct rm_loop *loop, uint32_t i)
+static void wheel_insert(struct rm_loop *loop, struct rm_timer *t)
 {
-    struct rm_timer *t = loop->heap[i];
-    for (;;) {
-        uint32_t c = i * 2;
-        if (c > loop->heap_len) break;
-        if (c < loop->heap_len && loop->heap[c + 1]->expire_ms < loop->heap[c]->expire_ms) c++;
-        if (loop->heap[c]->expire_ms >= t->expire_ms) break;
-        heap_set(loop, i, loop->heap[c]);
-        i = c;
-    }
-    heap_set(loop, i, t);
+    uint64_t at = t->expire_ms > loop->wheel_ms ? t->expire_ms : loop->wheel_ms;
+    uint64_t diff = at ^ loop->wheel_ms;
+    unsigned l = diff ? (unsigned)(63 - __builtin_clzll(diff)) / WHEEL_BITS : 0;
+    unsigned s = (unsigned)(at >> (WHEEL_BITS * l)) & (WHEEL_SLOTS - 1);
+    struct rm_timer **head = &loop->slots[l][s];
+    t->next = *head;
+    if (t->next) t->next->pprev = &t->next;
+    t->pprev = head;
+    *head = t;
+    t->slot = (uint16_t)(1 + l * WHEEL_SLOTS + s);
+    loop->occupied[l] |= 1ull << s;
+    loop->levels |= 1u << l;
 }
 
-void rm_timer_stop(struct rm_loop *loop, struct rm_timer *t)
+void rm_timer_unlink(struct rm_loop *loop, struct rm_timer *t)
 {
-    uint32_t i = t->heap_idx;
-    if (i == 0) return;
-    t->heap_idx = 0;
-    struct rm_timer *last = loop->heap[loop->heap_len--];
-    if (i > loop->heap_len) return;
-    heap_set(loop, i, last);
-    heap_up(loop, i);
-    heap_down(loop, last->heap_idx);
+    unsigned l = (t->slot - 1u) / WHEEL_SLOTS, s = (t->slot - 1u) % WHEEL_SLOTS;
+    t->slot = 0;
+    *t->pprev = t->next;
+    if (t->next) t->next->pprev = t->pprev;
+    if (loop->slots[l][s]) return;
+    loop->occupied[l] &= ~(1ull << s);
+    if (!loop->occupied[l]) loop->levels &= ~(1u << l);
 }
 
 void rm_timer_start(struct rm_loop *loop, struct rm_timer *t, uint64_t ms, rm_timer_cb cb)
 {
     rm_timer_stop(loop, t);
-    if (loop->heap_len + 1 >= loop->heap_cap) {
-        uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
-        struct rm_timer **h = realloc(loop->heap, cap * sizeof(*h));
-        if (!h) abort(); /* out of memory: nothing sensible to do on the data path */
-        loop->heap = h;
-        loop->heap_cap = cap;
-    }
     t->on_fire = cb;
     /* a 0 ms timer armed from a timer callback fires next iteration, not in this loop (which
      * would never get back to epoll_wait) */
     t->expire_ms = loop->now_ms + ms + (loop->in_timers && ms == 0);
-    loop->heap[++loop->heap_len] = t;
-    heap_up(loop, loop->heap_len);
+    wheel_insert(loop, t);
+}
+
+/* The start of the next slot the wheel must process (see above); UINT64_MAX when empty. */
+static uint64_t wheel_next(const struct rm_loop *loop, unsigned *level, unsigned *slot)
+{
+    if (!loop->levels) return UINT64_MAX;
+    *level = low_bit(loop->levels);
+    *slot = low_bit(loop->occupied[*level]);
+    return slot_start(loop, *level, *slot);
 }
 
 static void run_timers(struct rm_loop *loop)
 {
+    unsigned l = 0, s = 0;
     loop->in_timers = true;
-    while (loop->heap_len && loop->heap[1]->expire_ms <= loop->now_ms) {
-        struct rm_timer *t = loop->heap[1];
-        rm_timer_stop(loop, t);
-        t->on_fire(t);
+    for (uint64_t at; (at = wheel_next(loop, &l, &s)) <= loop->now_ms;) {
+        loop->wheel_ms = at;
+        struct rm_timer *t;
+        while ((t = loop->slots[l][s])) { /* re-read: a callback may stop the others */
+            rm_timer_stop(loop, t);
+            if (l == 0)
+                t->on_fire(t);
+            else
+                wheel_insert(loop, t); /* cascade: lower now that wheel_ms moved */
+        }
     }
+    if (loop->wheel_ms < loop->now_ms) loop->wheel_ms = loop->now_ms;
     loop->in_timers = false;
 }
 
 static int next_timeout(const struct rm_loop *loop)
 {
+    unsigned l = 0, s = 0;
     if (loop->defer_head || loop->flush_head) return 0;
-    if (!loop->heap_len) return -1;
-    uint64_t at = loop->heap[1]->expire_ms;
+    uint64_t at = wheel_next(loop, &l, &s); /* a cascade point wakes us early: it is bounded */
+    if (at == UINT64_MAX) return -1;
     return at <= loop->now_ms ? 0 : (int)(at - loop->now_ms > 60000 ? 60000 : at - loop->now_ms);
 }
 

@@ -1,4 +1,4 @@
-/* The event loop: one per thread.  epoll (edge-triggered) + a timer heap + deferred tasks.
+/* The event loop: one per thread.  epoll (edge-triggered) + a timer wheel + deferred tasks.
  *
  * One iteration:  epoll_wait -> I/O callbacks -> expired timers -> deferred tasks ->
  * flush tasks (write coalescing: connections queue one flush per iteration) -> repeat the
@@ -32,11 +32,13 @@ struct rm_io {
     rm_io_cb on_ready;
 };
 
-/** A one-shot timer; embed it in its owner.  heap_idx is 0 when not armed. */
+/** A one-shot timer; embed it in its owner.  Armed timers sit in a slot list of the loop's
+ *  timer wheel (O(1) start and stop); slot is 0 when not armed. */
 struct rm_timer {
+    struct rm_timer *next, **pprev; /* slot list */
     uint64_t expire_ms;
-    uint32_t heap_idx;
     rm_timer_cb on_fire;
+    uint16_t slot; /* 1 + level * 64 + index while armed */
 };
 
 /** A deferred task; embed it in its owner.  Queued at most once at a time. */
@@ -77,13 +79,20 @@ int rm_io_modify(struct rm_loop *loop, struct rm_io *io, uint32_t events);
 /** Stop watching; does not close the fd.  Sets io->fd to -1 (later queued events are dropped). */
 void rm_io_stop(struct rm_loop *loop, struct rm_io *io);
 
-/** Arm (or re-arm) <t> to fire in <ms> milliseconds. */
+/** Arm (or re-arm) <t> to fire in <ms> milliseconds.  Timers fire in deadline order (those of
+ *  the same millisecond in no particular order), from the iteration whose time reached their
+ *  deadline; one armed from a timer callback never fires in the same iteration. */
 void rm_timer_start(struct rm_loop *loop, struct rm_timer *t, uint64_t ms, rm_timer_cb cb);
-/** Disarm <t> (no-op if not armed). */
-void rm_timer_stop(struct rm_loop *loop, struct rm_timer *t);
+/** rm_timer_stop's work for an armed timer. */
+void rm_timer_unlink(struct rm_loop *loop, struct rm_timer *t);
 static inline bool rm_timer_armed(const struct rm_timer *t)
 {
-    return t->heap_idx != 0;
+    return t->slot != 0;
+}
+/** Disarm <t> (no-op if not armed). */
+static inline void rm_timer_stop(struct rm_loop *loop, struct rm_timer *t)
+{
+    if (rm_timer_armed(t)) rm_timer_unlink(loop, t);
 }
 
 /** Run <t> after the I/O callbacks of this iteration (no-op if already queued). */

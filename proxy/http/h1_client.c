@@ -24,7 +24,7 @@ static int on_message_begin(http_parser *p)
     struct rm_h1_stream *hs = c->cur;
     if (!hs) return 1; /* a response nobody asked for */
     rm_headers_init(&hs->head, hs->s.arena);
-    rm_headers_add_ref(&hs->head, "", 0, "", 0); /* :status slot */
+    rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0); /* :status slot */
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
@@ -53,9 +53,7 @@ static int on_headers_complete(http_parser *p)
     sv[1] = (char)('0' + status / 10 % 10);
     sv[2] = (char)('0' + status % 10);
     sv[3] = 0;
-    struct rm_header *e = &hs->head.v[0];
-    *e = (struct rm_header){
-        .name = (uint8_t *)":status", .name_len = 7, .value = (uint8_t *)sv, .value_len = 3};
+    rm_headers_put_known(&hs->head, 0, RM_HK_STATUS, sv, 3);
     if (status < 200) { /* informational: the final response follows */
         if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, false);
         rm_h1_check_parse(c);
@@ -187,42 +185,14 @@ static bool wants_length(struct rm_str m)
     return rm_str_eq(m, "POST", 4) || rm_str_eq(m, "PUT", 3) || rm_str_eq(m, "PATCH", 5);
 }
 
-static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
+/* Room a request head keeps after its header lines: the longest framing line and the blank
+ * line. */
+#define REQ_TAIL_MAX (sizeof("transfer-encoding: chunked\r\n") - 1 + 2)
+
+/* "METHOD target HTTP/1.1\r\n", then "host: authority\r\n" when there is an :authority. */
+static char *put_request_line(char *e, struct rm_str method, struct rm_str target,
+                              struct rm_str auth)
 {
-    struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
-    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
-    struct rm_h1_codec *c = hs->c;
-    struct rm_str method = RM_HDR_GET(h, ":method");
-    struct rm_str path = RM_HDR_GET(h, ":path");
-    struct rm_str auth = RM_HDR_GET(h, ":authority");
-    struct rm_str target = path.p ? path : auth; /* CONNECT: authority-form */
-    if (!method.len || !target.len) return -1;
-    hs->head_method = rm_str_eq(method, "HEAD", 4);
-    uint32_t skip = RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
-    if (auth.p) skip |= RM_H1_HC_BIT(RM_H1_HC_HOST); /* written from :authority */
-    int64_t cl;
-    size_t lines = rm_h1_lines_size(h, skip, &cl);
-    if (cl == -2) {
-        rm_log_debug("h1: invalid content-length in a request: dropped");
-        skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH);
-        lines = rm_h1_lines_size(h, skip, NULL);
-        cl = -1;
-    }
-    struct rm_str fl = RM_STR("");
-    if (cl >= 0) {
-        hs->framing = RM_H1_FRAME_LENGTH;
-        hs->out_left = (uint64_t)cl;
-    } else if (end_stream) {
-        hs->framing = RM_H1_FRAME_NONE;
-        if (wants_length(method)) fl = RM_STR("content-length: 0\r\n");
-    } else {
-        hs->framing = RM_H1_FRAME_CHUNKED;
-        fl = RM_STR("transfer-encoding: chunked\r\n");
-    }
-    size_t size = method.len + 1 + target.len + sizeof(" HTTP/1.1\r\n") - 1 + lines + fl.len + 2;
-    if (auth.p) size += sizeof("host: \r\n") - 1 + auth.len;
-    char stack[RM_H1_HEAD_STACK];
-    char *buf = rm_h1_head_buf(hs, stack, size), *e = buf;
     memcpy(e, method.p, method.len);
     e += method.len;
     *e++ = ' ';
@@ -235,7 +205,57 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
         e += auth.len;
         e = LIT(e, "\r\n");
     }
-    e = rm_h1_lines_put(e, h, skip);
+    return e;
+}
+
+static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
+{
+    struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
+    if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
+    struct rm_h1_codec *c = hs->c;
+    struct rm_str method = rm_headers_get_key(h, RM_HK_METHOD);
+    struct rm_str path = rm_headers_get_key(h, RM_HK_PATH);
+    struct rm_str auth = rm_headers_get_key(h, RM_HK_AUTHORITY);
+    struct rm_str target = path.p ? path : auth; /* CONNECT: authority-form */
+    if (!method.len || !target.len) return -1;
+    hs->head_method = rm_str_eq(method, "HEAD", 4);
+    uint32_t skip = RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
+    if (auth.p) skip |= RM_H1_HC_BIT(RM_H1_HC_HOST); /* written from :authority */
+    /* one pass into the stack buffer (the request line, host and the header lines; room is kept
+     * for the framing line), two into the arena for a head too big for it */
+    size_t line = method.len + 1 + target.len + sizeof(" HTTP/1.1\r\n") - 1 +
+                  (auth.p ? sizeof("host: \r\n") - 1 + auth.len : 0);
+    char stack[RM_H1_HEAD_STACK];
+    char *buf = stack, *e = NULL, *lines_end = NULL;
+    const char *lim = stack + sizeof(stack) - REQ_TAIL_MAX;
+    int64_t cl;
+    if (line <= (size_t)(lim - stack)) {
+        e = put_request_line(buf, method, target, auth);
+        lines_end = rm_h1_lines_try_put(e, lim, h, skip, &cl);
+    }
+    if (!lines_end) rm_h1_lines_size(h, skip, &cl);
+    if (cl == -2) {
+        rm_log_debug("h1: invalid content-length in a request: dropped");
+        skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH);
+        cl = -1;
+        if (lines_end) lines_end = rm_h1_lines_try_put(e, lim, h, skip, NULL);
+    }
+    if (!lines_end) {
+        buf = rm_arena_alloc(hs->s.arena, line + rm_h1_lines_size(h, skip, NULL) + REQ_TAIL_MAX);
+        lines_end = rm_h1_lines_put(put_request_line(buf, method, target, auth), h, skip);
+    }
+    struct rm_str fl = RM_STR("");
+    if (cl >= 0) {
+        hs->framing = RM_H1_FRAME_LENGTH;
+        hs->out_left = (uint64_t)cl;
+    } else if (end_stream) {
+        hs->framing = RM_H1_FRAME_NONE;
+        if (wants_length(method)) fl = RM_STR("content-length: 0\r\n");
+    } else {
+        hs->framing = RM_H1_FRAME_CHUNKED;
+        fl = RM_STR("transfer-encoding: chunked\r\n");
+    }
+    e = lines_end;
     memcpy(e, fl.p, fl.len);
     e += fl.len;
     e = LIT(e, "\r\n");

@@ -280,60 +280,17 @@ void rm_h1_conn_on_connected(struct rm_conn *conn, int err)
 
 /* ---- header accumulation ------------------------------------------------------------------- */
 
-/* tchar (RFC 9110 5.6.2) lower-cased; 0 for every byte a field name may not contain. */
-static const uint8_t tchar_lower[256] = {
-    ['!'] = '!', ['#'] = '#', ['$'] = '$', ['%'] = '%', ['&'] = '&', ['\''] = '\'', ['*'] = '*',
-    ['+'] = '+', ['-'] = '-', ['.'] = '.', ['^'] = '^', ['_'] = '_', ['`'] = '`',   ['|'] = '|',
-    ['~'] = '~', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',   ['5'] = '5',
-    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
-#define L(x) [x] = x, [x - 'a' + 'A'] = x
-    L('a'),      L('b'),      L('c'),      L('d'),      L('e'),      L('f'),        L('g'),
-    L('h'),      L('i'),      L('j'),      L('k'),      L('l'),      L('m'),        L('n'),
-    L('o'),      L('p'),      L('q'),      L('r'),      L('s'),      L('t'),        L('u'),
-    L('v'),      L('w'),      L('x'),      L('y'),      L('z'),
-#undef L
+const uint8_t rm_h1_hclass_of_key[RM_HK_COUNT] = {
+    [RM_HK_TE] = RM_H1_HC_HOP,
+    [RM_HK_UPGRADE] = RM_H1_HC_HOP,
+    [RM_HK_KEEP_ALIVE] = RM_H1_HC_HOP,
+    [RM_HK_PROXY_CONNECTION] = RM_H1_HC_HOP,
+    [RM_HK_TRANSFER_ENCODING] = RM_H1_HC_HOP,
+    [RM_HK_CONNECTION] = RM_H1_HC_CONNECTION,
+    [RM_HK_HOST] = RM_H1_HC_HOST,
+    [RM_HK_EXPECT] = RM_H1_HC_EXPECT,
+    [RM_HK_CONTENT_LENGTH] = RM_H1_HC_CONTENT_LENGTH,
 };
-
-/* Copy <n> name bytes lower-cased; false if one is not a tchar. */
-static bool copy_name(uint8_t *dst, const char *src, size_t n)
-{
-    uint8_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = tchar_lower[(uint8_t)src[i]];
-        bad |= (uint8_t)(ch == 0);
-        dst[i] = ch;
-    }
-    return !bad;
-}
-
-#define IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
-
-enum rm_h1_hclass rm_h1_classify(const uint8_t *name, size_t len)
-{
-    switch (len) {
-    case 2:
-        return IS("te") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 4:
-        return IS("host") ? RM_H1_HC_HOST : RM_H1_HC_OTHER;
-    case 6:
-        return IS("expect") ? RM_H1_HC_EXPECT : RM_H1_HC_OTHER;
-    case 7:
-        return IS("upgrade") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 10:
-        if (IS("connection")) return RM_H1_HC_CONNECTION;
-        return IS("keep-alive") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 14:
-        return IS("content-length") ? RM_H1_HC_CONTENT_LENGTH : RM_H1_HC_OTHER;
-    case 16:
-        return IS("proxy-connection") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    case 17:
-        return IS("transfer-encoding") ? RM_H1_HC_HOP : RM_H1_HC_OTHER;
-    default:
-        return RM_H1_HC_OTHER;
-    }
-}
-
-#undef IS
 
 int rm_h1_acc_fail(struct rm_h1_codec *c, uint16_t status)
 {
@@ -368,9 +325,8 @@ void rm_h1_acc_end(struct rm_h1_codec *c)
             e->value_len--;
         e->value[e->value_len] = 0;
     }
-    enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
-    e->flags = (uint8_t)k;
-    a->seen |= RM_H1_HC_BIT(k);
+    rm_headers_set_key(a->h, a->h->n - 1);
+    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[e->key]);
 }
 
 /* Grow <*p> (arena bytes, *len long, NUL-terminated) by <n> bytes from <src>. */
@@ -396,7 +352,7 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     if (a->started && !a->in_value) { /* the name continues in this read */
         struct rm_header *e = &a->h->v[a->h->n - 1];
         uint8_t *name = extend(arena, e->name, e->name_len, n);
-        if (!copy_name(name + e->name_len, at, n)) return rm_h1_acc_fail(c, 400);
+        if (!rm_header_name_lower(name + e->name_len, at, n)) return rm_h1_acc_fail(c, 400);
         e->name = name;
         e->name_len += n;
         name[e->name_len] = 0;
@@ -405,9 +361,9 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     rm_h1_acc_end(c);
     if (++a->count > c->max_count) return rm_h1_acc_fail(c, 431);
     uint8_t *name = rm_arena_alloc(arena, n + 1);
-    if (!copy_name(name, at, n)) return rm_h1_acc_fail(c, 400);
+    if (!rm_header_name_lower(name, at, n)) return rm_h1_acc_fail(c, 400);
     name[n] = 0;
-    rm_headers_add_ref(a->h, (const char *)name, n, "", 0);
+    rm_headers_add_ref_key(a->h, RM_HK_OTHER, (const char *)name, n, "", 0); /* see acc_end */
     a->started = true;
     a->in_value = a->have_value = false;
     return 0;
@@ -446,7 +402,7 @@ static unsigned connection_tokens(const struct rm_headers *h, uint32_t first, st
 {
     unsigned n = 0;
     for (uint32_t i = first; i < h->n; i++) {
-        if (h->v[i].flags != RM_H1_HC_CONNECTION) continue;
+        if (rm_header_key(&h->v[i]) != RM_HK_CONNECTION) continue;
         const char *p = (const char *)h->v[i].value, *end = p + h->v[i].value_len;
         while (p < end && n < MAX_CONN_TOKENS) {
             while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
@@ -486,8 +442,7 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
     uint32_t j = first;
     for (uint32_t i = first; i < h->n; i++) {
         struct rm_header *e = &h->v[i];
-        enum rm_h1_hclass k = (enum rm_h1_hclass)e->flags;
-        e->flags = 0;
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (out && k == RM_H1_HC_HOST) {
             if (out->nhost++ == 0)
                 out->host = (struct rm_str){(const char *)e->value, e->value_len};
@@ -531,7 +486,7 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
         if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
             if (cl) {
                 int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
@@ -552,12 +507,43 @@ char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
         if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_classify(e->name, e->name_len);
+        enum rm_h1_hclass k = rm_h1_hclass(e);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
             if (have_cl) continue;
             have_cl = true;
         }
         if (skip & RM_H1_HC_BIT(k)) continue;
+        memcpy(dst, e->name, e->name_len);
+        dst += e->name_len;
+        *dst++ = ':';
+        *dst++ = ' ';
+        memcpy(dst, e->value, e->value_len);
+        dst += e->value_len;
+        *dst++ = '\r';
+        *dst++ = '\n';
+    }
+    return dst;
+}
+
+char *rm_h1_lines_try_put(char *dst, const char *end, const struct rm_headers *h, uint32_t skip,
+                          int64_t *cl)
+{
+    bool have_cl = false;
+    if (cl) *cl = -1;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct rm_header *e = &h->v[i];
+        if (e->name_len == 0 || e->name[0] == ':') continue;
+        enum rm_h1_hclass k = rm_h1_hclass(e);
+        if (k == RM_H1_HC_CONTENT_LENGTH) {
+            if (cl) {
+                int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
+                *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
+            }
+            if (have_cl) continue;
+            have_cl = true;
+        }
+        if (skip & RM_H1_HC_BIT(k)) continue;
+        if ((size_t)(end - dst) < e->name_len + e->value_len + 4) return NULL;
         memcpy(dst, e->name, e->name_len);
         dst += e->name_len;
         *dst++ = ':';

@@ -65,8 +65,7 @@ enum rm_h1_framing {
     RM_H1_FRAME_EOF,     /* close-delimited (HTTP/1.0 response without length) */
 };
 
-/* What a header name means to HTTP/1 framing; stored in rm_header.flags while a block is being
- * parsed (cleared by rm_h1_clean_block before the block is handed out). */
+/* What a header name means to HTTP/1 framing: a function of the entry's key (rm_h1_hclass()). */
 enum rm_h1_hclass {
     RM_H1_HC_OTHER = 0,
     RM_H1_HC_HOP,        /* keep-alive, proxy-connection, transfer-encoding, upgrade, te */
@@ -76,6 +75,13 @@ enum rm_h1_hclass {
     RM_H1_HC_CONTENT_LENGTH,
 };
 #define RM_H1_HC_BIT(k) (1u << (k))
+
+extern const uint8_t rm_h1_hclass_of_key[RM_HK_COUNT];
+/** The framing class of entry <e>. */
+static inline enum rm_h1_hclass rm_h1_hclass(const struct rm_header *e)
+{
+    return (enum rm_h1_hclass)rm_h1_hclass_of_key[rm_header_key(e)];
+}
 
 struct rm_h1_codec;
 
@@ -185,11 +191,10 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n);
 int rm_h1_on_header_value(http_parser *p, const char *at, size_t n);
 /** Start filling <h> (already initialised) for a new block.  <new_message> resets the limits. */
 void rm_h1_acc_begin(struct rm_h1_codec *c, struct rm_headers *h, bool new_message);
-/** Close the entry being filled (trim, classify). */
+/** Close the entry being filled (trim, set its key). */
 void rm_h1_acc_end(struct rm_h1_codec *c);
 /** Record a limit/validation failure; returns nonzero (the http_parser callback error). */
 int rm_h1_acc_fail(struct rm_h1_codec *c, uint16_t status);
-enum rm_h1_hclass rm_h1_classify(const uint8_t *name, size_t len);
 
 /* What rm_h1_clean_block extracted from a request block. */
 struct rm_h1_clean {
@@ -198,8 +203,8 @@ struct rm_h1_clean {
     bool expect_continue;
 };
 /** Remove hop-by-hop headers, the headers Connection names, and the classes in <drop> from
- *  h->v[first..]; clear the class marks.  Host and Expect are removed too and reported in <out>
- *  when <out> is not NULL. */
+ *  h->v[first..].  Host and Expect are removed too and reported in <out> when <out> is not
+ *  NULL. */
 void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t first, uint32_t drop,
                        struct rm_h1_clean *out);
 
@@ -210,6 +215,11 @@ char *rm_h1_put_dec(char *dst, uint64_t v);
  *  (-1 absent, -2 invalid or conflicting) when cl is not NULL. */
 size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl);
 char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip);
+/** rm_h1_lines_size and rm_h1_lines_put in one pass, for a head that most likely fits a stack
+ *  buffer: writes the lines at <dst> and returns their end, or NULL (and *cl incomplete) as soon
+ *  as one would go past <end>. */
+char *rm_h1_lines_try_put(char *dst, const char *end, const struct rm_headers *h, uint32_t skip,
+                          int64_t *cl);
 /** A head buffer of <n> bytes: <stack> when it fits, else the stream's arena. */
 char *rm_h1_head_buf(struct rm_h1_stream *hs, char *stack, size_t n);
 void rm_h1_write(struct rm_h1_codec *c, const void *p, size_t n);

@@ -50,7 +50,7 @@ static int on_message_begin(http_parser *p)
     c->cur = hs;
     rm_headers_init(&hs->head, hs->s.arena);
     for (int i = 0; i < RM_H1_REQ_PSEUDO; i++) /* slots for the pseudo-headers */
-        rm_headers_add_ref(&hs->head, "", 0, "", 0);
+        rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0);
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
@@ -68,16 +68,6 @@ static int on_url(http_parser *p, const char *at, size_t n)
     url[a->url_len] = 0;
     a->url = url;
     return 0;
-}
-
-static void set_pseudo(struct rm_header *e, const char *name, size_t nlen, const char *v,
-                       size_t vlen)
-{
-    e->name = (uint8_t *)name;
-    e->name_len = nlen;
-    e->value = (uint8_t *)v;
-    e->value_len = vlen;
-    e->flags = 0;
 }
 
 /* Split an absolute-form target (http://user@host:port/path?q) into authority and path. */
@@ -137,13 +127,14 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
         return -1;
     }
     if (!have_auth && p->http_minor == 1) return -1; /* HTTP/1.1 requires Host */
-    struct rm_header *v = hs->head.v;
+    struct rm_headers *h = &hs->head;
+    struct rm_header *v = h->v;
     uint32_t k = 0;
     struct rm_str m = methods[p->method];
-    set_pseudo(&v[k++], ":method", 7, m.p, m.len);
-    if (have_scheme) set_pseudo(&v[k++], ":scheme", 7, "http", 4);
-    if (have_auth) set_pseudo(&v[k++], ":authority", 10, auth.p, auth.len);
-    if (have_path) set_pseudo(&v[k++], ":path", 5, path.p, path.len);
+    rm_headers_put_known(h, k++, RM_HK_METHOD, m.p, m.len);
+    if (have_scheme) rm_headers_put_known(h, k++, RM_HK_SCHEME, "http", 4);
+    if (have_auth) rm_headers_put_known(h, k++, RM_HK_AUTHORITY, auth.p, auth.len);
+    if (have_path) rm_headers_put_known(h, k++, RM_HK_PATH, path.p, path.len);
     if (k < RM_H1_REQ_PSEUDO) {
         memmove(&v[k], &v[RM_H1_REQ_PSEUDO], (hs->head.n - RM_H1_REQ_PSEUDO) * sizeof(*v));
         hs->head.n -= RM_H1_REQ_PSEUDO - k;
@@ -184,7 +175,10 @@ static int on_headers_complete(http_parser *p)
     hs->announced = true;
     c->base.cb->on_stream(c->base.user, &hs->s);
     if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, !body);
-    rm_h1_check_parse(c);
+    /* Without a body the request ends right here: on_message_complete, next in this same
+     * execute, pauses the parser (one request at a time).  Pausing now would leave the head's
+     * last byte unparsed, for another on_data round once the response is out. */
+    if (body || c->state == RM_H1_CLOSED) rm_h1_check_parse(c);
     return 0;
 }
 
@@ -307,9 +301,9 @@ static const struct rm_conn_handler conn_handler = {
 
 static int status_of(const struct rm_headers *h)
 {
-    struct rm_str v = h->n && h->v[0].name_len == 7 && memcmp(h->v[0].name, ":status", 7) == 0
+    struct rm_str v = h->n && rm_header_key(&h->v[0]) == RM_HK_STATUS
                           ? (struct rm_str){(const char *)h->v[0].value, h->v[0].value_len}
-                          : RM_HDR_GET(h, ":status");
+                          : rm_headers_get_key(h, RM_HK_STATUS);
     if (v.len != 3) return -1;
     int64_t s = rm_parse_u63(v.p, v.len);
     return s >= 100 ? (int)s : -1;
@@ -395,6 +389,10 @@ static const struct rm_str framing_lines[] = {
     [LINE_CHUNKED] = RM_STR("transfer-encoding: chunked\r\n"),
 };
 
+/* Room a response head keeps after its header lines: the longest framing line, the longest
+ * connection line ("connection: keep-alive\r\n") and the blank line. */
+#define RESP_TAIL_MAX (sizeof("transfer-encoding: chunked\r\n") - 1 + 24 + 2)
+
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
@@ -406,13 +404,26 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     uint32_t skip = skip_resp;
     if (status == 204)
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH); /* RFC 9110 8.6: never in a 204 */
+    const char *reason = reason_of(status);
+    size_t rlen = strlen(reason);
+    /* one pass into the stack buffer (the status line and the header lines; room is kept for
+     * the framing and connection lines), two into the arena for a head too big for it */
+    char stack[RM_H1_HEAD_STACK];
+    char *buf = stack, *e = put_status_line(buf, status, reason, rlen);
+    const char *lim = stack + sizeof(stack) - RESP_TAIL_MAX;
     int64_t cl;
-    size_t lines = rm_h1_lines_size(h, skip, &cl);
+    char *lines_end = rm_h1_lines_try_put(e, lim, h, skip, &cl);
+    if (!lines_end) rm_h1_lines_size(h, skip, &cl);
     if (cl == -2) {
         rm_log_debug("h1: invalid content-length in a response: dropped");
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH);
-        lines = rm_h1_lines_size(h, skip, NULL);
         cl = -1;
+        if (lines_end) lines_end = rm_h1_lines_try_put(e, lim, h, skip, NULL);
+    }
+    if (!lines_end) {
+        buf = rm_arena_alloc(hs->s.arena,
+                             13 + rlen + 2 + rm_h1_lines_size(h, skip, NULL) + RESP_TAIL_MAX);
+        lines_end = rm_h1_lines_put(put_status_line(buf, status, reason, rlen), h, skip);
     }
     struct rm_str fl = framing_lines[response_framing(c, hs, status, cl, end_stream)];
     if (hs->rx != RM_H1_HALF_END && c->state == RM_H1_ACTIVE)
@@ -420,12 +431,7 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     struct rm_str conn = c->state == RM_H1_DRAINING ? RM_STR("connection: close\r\n")
                          : hs->s.proto == RM_HTTP10 ? RM_STR("connection: keep-alive\r\n")
                                                     : RM_STR("");
-    const char *reason = reason_of(status);
-    size_t rlen = strlen(reason);
-    char stack[RM_H1_HEAD_STACK];
-    char *buf = rm_h1_head_buf(hs, stack, 13 + rlen + 2 + lines + fl.len + conn.len + 2);
-    char *e = put_status_line(buf, status, reason, rlen);
-    e = rm_h1_lines_put(e, h, skip);
+    e = lines_end;
     memcpy(e, fl.p, fl.len);
     e += fl.len;
     memcpy(e, conn.p, conn.len);

@@ -136,7 +136,8 @@ struct rm_h2_codec {
     uint32_t nalloc; /* stream objects not on the free list */
     uint32_t active; /* streams that occupy (or will occupy) a slot on the wire */
     struct rm_h2_stream *reap, *writable, *resumed;
-    struct rm_h2_stream *rx_hs; /* the header block being received (NULL: ignored) */
+    struct rm_h2_stream *rx_hs;   /* the header block being received (NULL: ignored) */
+    struct rm_h2_stream *last_hs; /* h2_session.c stream_by_id()'s last answer (or NULL) */
     /* the DATA frame being received: lets the last chunk carry end_stream */
     int32_t rx_sid;
     size_t rx_left;

@@ -31,9 +31,15 @@ void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const 
         conn->flags |= RM_CONN_OVER_HIGH; /* the drain stops; on_drained resumes it */
 }
 
+/* nghttp2's user data for stream <id>.  The last answer is kept: while that stream is open in
+ * nghttp2 (ng_open) its id still maps to it, so a frame's several callbacks ask nghttp2 once. */
 static struct rm_h2_stream *stream_by_id(struct rm_h2_codec *c, int32_t id)
 {
-    return nghttp2_session_get_stream_user_data(c->ng, id);
+    struct rm_h2_stream *hs = c->last_hs;
+    if (hs && hs->base.id == id && hs->ng_open) return hs;
+    hs = nghttp2_session_get_stream_user_data(c->ng, id);
+    if (hs) c->last_hs = hs;
+    return hs;
 }
 
 /* Streams nghttp2 has not opened yet (queued request HEADERS) have no user data there. */
@@ -129,7 +135,7 @@ static void server_request(struct rm_h2_codec *c, struct rm_h2_stream *hs, struc
 
 static int status_of(const struct rm_headers *h)
 {
-    if (!h->n || h->v[0].name_len != 7 || memcmp(h->v[0].name, ":status", 7) != 0) return -1;
+    if (!h->n || rm_header_key(&h->v[0]) != RM_HK_STATUS) return -1;
     return (int)rm_parse_u63((const char *)h->v[0].value, h->v[0].value_len);
 }
 

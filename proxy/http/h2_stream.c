@@ -98,6 +98,7 @@ static void recycle(struct rm_h2_codec *c, struct rm_h2_stream *hs)
 {
     assert(!hs->in_writable && !hs->in_resume && !hs->ng_open && !hs->counted);
     if (c->rx_hs == hs) c->rx_hs = NULL;
+    if (c->last_hs == hs) c->last_hs = NULL;
     rm_timer_stop(c->loop, &hs->headers_timer);
     if (hs->prev)
         hs->prev->next = hs->next;
@@ -369,13 +370,23 @@ void rm_h2_fire_writable(struct rm_h2_codec *c)
 /* ---- header blocks out -------------------------------------------------------------------- */
 
 /* Connection-specific fields never go into HTTP/2 (RFC 9113 8.2.2), except "te: trailers";
- * in requests, host is dropped (it becomes :authority when that is missing). */
-static bool skip_header(const struct rm_header *e, bool request)
+ * in requests, host is dropped (it becomes :authority when that is missing).  <k> is e's key. */
+static bool skip_header(const struct rm_header *e, enum rm_hkey k, bool request)
 {
-    if (request && e->name_len == 4 && memcmp(e->name, "host", 4) == 0) return true;
-    if (!rm_header_is_hop_by_hop((const char *)e->name, e->name_len)) return false;
-    return !(e->name_len == 2 && e->value_len == 8 &&
-             strncasecmp((const char *)e->value, "trailers", 8) == 0);
+    switch (k) {
+    case RM_HK_HOST:
+        return request;
+    case RM_HK_TE:
+        return !(e->value_len == 8 && strncasecmp((const char *)e->value, "trailers", 8) == 0);
+    case RM_HK_CONNECTION:
+    case RM_HK_KEEP_ALIVE:
+    case RM_HK_PROXY_CONNECTION:
+    case RM_HK_TRANSFER_ENCODING:
+    case RM_HK_UPGRADE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static nghttp2_nv *nv_room(struct rm_h2_stream *hs, size_t n, bool persist)
@@ -414,12 +425,46 @@ static void nv_put(struct nv_builder *b, const struct rm_header *e)
 static void nv_put_lit(struct nv_builder *b, const char *name, const struct rm_header *like,
                        const char *value, size_t vlen)
 {
-    struct rm_header e = {(uint8_t *)name, (uint8_t *)value, strlen(name), vlen, 0};
+    struct rm_header e = {.name = (uint8_t *)name,
+                          .value = (uint8_t *)value,
+                          .name_len = strlen(name),
+                          .value_len = vlen};
     if (like) {
         e.value = like->value;
         e.value_len = like->value_len;
     }
     nv_put(b, &e);
+}
+
+/* build_nv in one pass for the usual block: pseudo-headers first, and for a request nothing to
+ * add (:authority there; :scheme too unless CONNECT).  Returns false, the builder emptied, for
+ * any other block. */
+static bool nv_one_pass(struct nv_builder *b, const struct rm_headers *h, bool request)
+{
+    bool authority = false, scheme = false, connect = false, regular = false;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct rm_header *e = &h->v[i];
+        enum rm_hkey k = rm_header_key(e);
+        if (e->name_len && e->name[0] == ':') {
+            if (regular) goto general; /* a pseudo-header after a field: reorder */
+            authority |= k == RM_HK_AUTHORITY;
+            scheme |= k == RM_HK_SCHEME;
+            connect |=
+                k == RM_HK_METHOD && e->value_len == 7 && memcmp(e->value, "CONNECT", 7) == 0;
+            nv_put(b, e);
+            continue;
+        }
+        if (!regular) {
+            regular = true;
+            if (request && (!authority || (!scheme && !connect))) goto general;
+        }
+        if (!skip_header(e, k, request)) nv_put(b, e);
+    }
+    if (!regular && request && (!authority || (!scheme && !connect))) goto general;
+    return true;
+general:
+    b->n = 0;
+    return false;
 }
 
 /* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
@@ -436,17 +481,22 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
         .copy = persist && !own,
         .flags = own || persist ? NV_NO_COPY : NGHTTP2_NV_FLAG_NONE,
     };
+    if (nv_one_pass(&b, h, request)) {
+        *n = b.n;
+        return b.nv;
+    }
     const struct rm_header *host = NULL;
     bool authority = false, scheme = false, connect = false;
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
+        enum rm_hkey k = rm_header_key(e);
         if (e->name_len && e->name[0] == ':') {
-            authority |= e->name_len == 10 && memcmp(e->name, ":authority", 10) == 0;
-            scheme |= e->name_len == 7 && memcmp(e->name, ":scheme", 7) == 0;
-            connect |= e->name_len == 7 && memcmp(e->name, ":method", 7) == 0 &&
-                       e->value_len == 7 && memcmp(e->value, "CONNECT", 7) == 0;
+            authority |= k == RM_HK_AUTHORITY;
+            scheme |= k == RM_HK_SCHEME;
+            connect |=
+                k == RM_HK_METHOD && e->value_len == 7 && memcmp(e->value, "CONNECT", 7) == 0;
             nv_put(&b, e);
-        } else if (request && !host && e->name_len == 4 && memcmp(e->name, "host", 4) == 0) {
+        } else if (request && !host && k == RM_HK_HOST) {
             host = e;
         }
     }
@@ -457,7 +507,8 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
     }
     for (uint32_t i = 0; i < h->n; i++) {
         const struct rm_header *e = &h->v[i];
-        if ((e->name_len && e->name[0] == ':') || skip_header(e, request)) continue;
+        if ((e->name_len && e->name[0] == ':') || skip_header(e, rm_header_key(e), request))
+            continue;
         nv_put(&b, e);
     }
     *n = b.n;
@@ -476,8 +527,8 @@ static bool can_send(const struct rm_h2_stream *hs)
 
 static bool informational(const struct rm_headers *h)
 {
-    return h->n && h->v[0].name_len == 7 && memcmp(h->v[0].name, ":status", 7) == 0 &&
-           h->v[0].value_len == 3 && h->v[0].value[0] == '1';
+    return h->n && rm_header_key(&h->v[0]) == RM_HK_STATUS && h->v[0].value_len == 3 &&
+           h->v[0].value[0] == '1';
 }
 
 /* Let a deferred data provider run again and get a flush. */

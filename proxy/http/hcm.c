@@ -217,7 +217,7 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
     if (cfg->use_remote_address && !cfg->skip_xff_append) {
-        struct rm_str xff = RM_HDR_GET(h, "x-forwarded-for");
+        struct rm_str xff = rm_headers_get_key(h, RM_HK_X_FORWARDED_FOR);
         if (xff.p) {
             size_t n = xff.len + 2 + strlen(hs->hc->peer_ip);
             char *v = rm_arena_alloc(hs->arena, n + 1);
@@ -227,10 +227,10 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
             rm_headers_add(h, "x-forwarded-for", 15, hs->hc->peer_ip, strlen(hs->hc->peer_ip));
         }
     }
-    if (cfg->use_remote_address || !RM_HDR_GET(h, "x-forwarded-proto").p)
+    if (cfg->use_remote_address || !rm_headers_get_key(h, RM_HK_X_FORWARDED_PROTO).p)
         rm_headers_set_ref(h, "x-forwarded-proto", 17, "http", 4);
     if (cfg->generate_request_id) {
-        bool have = RM_HDR_GET(h, "x-request-id").p != NULL;
+        bool have = rm_headers_get_key(h, RM_HK_X_REQUEST_ID).p != NULL;
         if (!have || (cfg->use_remote_address && !cfg->preserve_external_request_id)) {
             char id[37];
             gen_request_id(hs->hc->w, id);
@@ -243,7 +243,7 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
 static void pick_route(struct rm_hcm_stream *hs)
 {
     const struct rm_route_table *rt = hs->cfg->routes;
-    struct rm_str auth = RM_HDR_GET(hs->req, ":authority");
+    struct rm_str auth = rm_headers_get_key(hs->req, RM_HK_AUTHORITY);
     hs->vhost = rt ? rm_route_find_vhost(rt, auth.p ? auth.p : "", auth.len) : NULL;
     hs->route = hs->vhost ? rm_route_match(hs->vhost, hs->req) : NULL;
     /* weighted clusters are picked with the route (as Envoy): their per-filter configs apply to
@@ -312,9 +312,9 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     rm_hcm_stream_activity(hs);
     hs->req = h;
     if (end) hs->flags |= RM_HS_REQ_END;
-    struct rm_str ct = RM_HDR_GET(h, "content-type");
+    struct rm_str ct = rm_headers_get_key(h, RM_HK_CONTENT_TYPE);
     if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0) hs->flags |= RM_HS_GRPC;
-    struct rm_str m = RM_HDR_GET(h, ":method");
+    struct rm_str m = rm_headers_get_key(h, RM_HK_METHOD);
     if (m.p && rm_str_eq(m, "HEAD", 4)) hs->flags |= RM_HS_HEAD;
     mutate_request(hs, h);
     pick_route(hs);
@@ -577,7 +577,7 @@ static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
     const struct rm_hcm_cfg *cfg = hs->cfg;
     const char *name = cfg->server_name && cfg->server_name[0] ? cfg->server_name : "remora";
     if (cfg->server_header_transformation == 2) return;
-    if (cfg->server_header_transformation == 1 && RM_HDR_GET(h, "server").p) return;
+    if (cfg->server_header_transformation == 1 && rm_headers_get_key(h, RM_HK_SERVER).p) return;
     rm_headers_set_ref(h, "server", 6, name, strlen(name)); /* literal or snapshot config */
 }
 
@@ -591,7 +591,7 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
         if (f->ops->on_response_headers) f->ops->on_response_headers(f, h, end);
         if (dead(hs)) return;
     }
-    struct rm_str st = RM_HDR_GET(h, ":status");
+    struct rm_str st = rm_headers_get_key(h, RM_HK_STATUS);
     int64_t code = st.p ? rm_parse_u63(st.p, st.len) : -1;
     if (code >= 100 && code < 200) { /* informational: forward only 100 to HTTP/1.1 clients? */
         return;
@@ -599,8 +599,8 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
     hs->status = code > 0 ? (unsigned)code : 502;
     server_header(hs, h);
     if (hs->cfg->always_set_request_id_in_response && hs->req) {
-        struct rm_str id = RM_HDR_GET(hs->req, "x-request-id");
-        if (id.p && !RM_HDR_GET(h, "x-request-id").p)
+        struct rm_str id = rm_headers_get_key(hs->req, RM_HK_X_REQUEST_ID);
+        if (id.p && !rm_headers_get_key(h, RM_HK_X_REQUEST_ID).p)
             rm_headers_add_ref(h, "x-request-id", 12, id.p, id.len);
     }
     hs->flags |= RM_HS_RESP_HEADERS;

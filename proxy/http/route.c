@@ -311,6 +311,8 @@ const struct rm_vhost *rm_route_find_vhost(const struct rm_route_table *t, const
     if (!t) return NULL;
     if (!authority) /* Envoy: no authority matches only a table whose sole host is "*" */
         return t->n_domains == 1 ? t->default_vhost : NULL;
+    if (t->n_domain_exact + t->n_domain_suffix + t->n_domain_prefix == 0)
+        return t->default_vhost; /* only "*": whatever the host (lookup() would end there) */
     size_t ps = port_start(authority, len);
     size_t n = t->ignore_port_in_host_matching ? ps : len;
     const struct rm_vhost *v = lookup(t, authority, n);

@@ -186,7 +186,7 @@ static bool is_grpc(const struct rm_headers *req)
 {
     static const char ct[] = "application/grpc";
     const size_t n = sizeof(ct) - 1;
-    struct rm_str v = RM_HDR_GET(req, "content-type");
+    struct rm_str v = rm_headers_get_key(req, RM_HK_CONTENT_TYPE);
     return v.p && v.len >= n && memcmp(v.p, ct, n) == 0 && (v.len == n || v.p[n] == '+');
 }
 
@@ -228,7 +228,7 @@ static bool route_matches(const struct rm_route *r, const struct rm_headers *req
 const struct rm_route *rm_route_match(const struct rm_vhost *vh, const struct rm_headers *req)
 {
     if (!vh) return NULL;
-    struct rm_str path = RM_HDR_GET(req, ":path");
+    struct rm_str path = rm_headers_get_key(req, RM_HK_PATH);
     if (!path.p) path = (struct rm_str){"", 0}; /* as Envoy's getPathValue() */
     size_t path_only = path.len;                /* up to the query string or fragment */
     for (size_t i = 0; i < path.len; i++) {

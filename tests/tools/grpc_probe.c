@@ -202,7 +202,7 @@ static void cmd_start(char *args)
         if (!eq) continue;
         *eq = '\0';
         md[nmd++] =
-            (struct rm_header){(uint8_t *)kv, (uint8_t *)eq + 1, strlen(kv), strlen(eq + 1), 0};
+            (struct rm_header){(uint8_t *)kv, (uint8_t *)eq + 1, strlen(kv), strlen(eq + 1), 0, 0};
     }
     struct pcall *p = &calls[ncalls++];
     memset(p, 0, sizeof(*p));

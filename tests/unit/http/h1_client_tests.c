@@ -422,3 +422,52 @@ Test(h1_client, release_inside_end_callback_keeps_connection)
     }
     h1t_free(t);
 }
+
+/* Request heads are written in one pass into a stack buffer; one that does not fit takes the
+ * two-pass path into the arena: the bytes are the same either way. */
+Test(h1_client, request_heads_around_the_stack_buffer)
+{
+    const size_t sizes[] = {10, 4000, 4040, 4060, 4100, 9000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        struct h1t *t = h1t_client(NULL);
+        size_t vlen = sizes[i];
+        char *v = malloc(vlen + 1);
+        memset(v, 'v', vlen);
+        v[vlen] = 0;
+        struct h1t_stream *r = h1t_open(t);
+        cr_assert(r);
+        cr_assert_eq(h1t_submit(r, false, ":method", "POST", ":authority", "up", ":path", "/p",
+                                "x-big", v, "content-length", "x", NULL),
+                     0);
+        r->s->ops->submit_data(r->s, (const uint8_t *)"ok", 2, true);
+        cr_assert(h1t_read_until(t, "\r\n0\r\n\r\n"));
+        size_t n = 100 + vlen;
+        char *want = malloc(n);
+        snprintf(want, n,
+                 "POST /p HTTP/1.1\r\nhost: up\r\nx-big: %s\r\ntransfer-encoding: chunked\r\n"
+                 "\r\n2\r\nok\r\n0\r\n\r\n",
+                 v);
+        cr_assert_str_eq(h1t_take(t), want, "value of %zu bytes, invalid length dropped", vlen);
+        free(want);
+        free(v);
+        h1t_free(t);
+    }
+}
+
+Test(h1_client, request_target_longer_than_the_stack_buffer)
+{
+    struct h1t *t = h1t_client(NULL);
+    char path[6002];
+    path[0] = '/';
+    memset(path + 1, 'p', sizeof(path) - 2);
+    path[sizeof(path) - 1] = 0;
+    struct h1t_stream *r = h1t_open(t);
+    cr_assert_eq(h1t_submit(r, true, ":method", "GET", ":authority", "up", ":path", path,
+                            "content-length", "0", NULL),
+                 0);
+    cr_assert(h1t_read_until(t, "\r\n\r\n"));
+    char want[6100];
+    snprintf(want, sizeof(want), "GET %s HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n", path);
+    cr_assert_str_eq(h1t_take(t), want);
+    h1t_free(t);
+}

@@ -743,3 +743,52 @@ Test(h1_server, garbage_input)
 {
     h1t_fuzz(true, 150);
 }
+
+/* Response heads are written in one pass into a stack buffer; one that does not fit takes the
+ * two-pass path into the arena: the bytes are the same either way. */
+static void respond_with_value_of(struct h1t *t, size_t vlen, const char *want_framing)
+{
+    char *v = malloc(vlen + 1);
+    memset(v, 'v', vlen);
+    v[vlen] = 0;
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    cr_assert(h1t_wait_end(t, t->nstreams ? t->nstreams - 1 : 0));
+    struct h1t_stream *r = &t->streams[t->nstreams - 1];
+    cr_assert_eq(h1t_submit(r, false, ":status", "200", "x-big", v, NULL), 0);
+    r->s->ops->submit_data(r->s, (const uint8_t *)"ok", 2, true);
+    cr_assert(h1t_read_until(t, "\r\n0\r\n\r\n"));
+    size_t n = 17 + 7 + vlen + 2 + strlen(want_framing) + 4 + 7 + 5;
+    char *want = malloc(n + 1);
+    snprintf(want, n + 1, "HTTP/1.1 200 OK\r\nx-big: %s\r\n%s\r\n\r\n2\r\nok\r\n0\r\n\r\n", v,
+             want_framing);
+    cr_assert_str_eq(h1t_take(t), want, "value of %zu bytes", vlen);
+    free(want);
+    free(v);
+}
+
+Test(h1_server, response_heads_around_the_stack_buffer)
+{
+    struct h1t *t = h1t_server(NULL);
+    const size_t sizes[] = {10, 4000, 4030, 4040, 4050, 4100, 9000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        respond_with_value_of(t, sizes[i], "transfer-encoding: chunked");
+    h1t_free(t);
+}
+
+Test(h1_server, invalid_response_content_length_dropped)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    struct h1t_stream *r = &t->streams[0];
+    cr_assert_eq(h1t_submit(r, false, ":status", "200", "content-length", "2", "x-a", "1",
+                            "content-length", "3", NULL),
+                 0);
+    r->s->ops->submit_data(r->s, (const uint8_t *)"ok", 2, true);
+    cr_assert(h1t_read_until(t, "\r\n0\r\n\r\n"));
+    cr_assert_str_eq(h1t_take(t),
+                     "HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n"
+                     "\r\n2\r\nok\r\n0\r\n\r\n",
+                     "conflicting lengths: none written, the body is chunked");
+    h1t_free(t);
+}

@@ -319,6 +319,51 @@ Test(h2_basic, hop_by_hop_stripped_on_submit)
     h2t_finish(&t);
 }
 
+/* Submitted blocks reach the peer with the pseudo-headers first (in their order), then the
+ * fields in theirs; :authority (from host) and :scheme are added to a request lacking them. */
+static void expect_names(const struct rm_headers *h, const char *const *want, size_t n)
+{
+    cr_assert_eq(h->n, n, "%u fields, want %zu", h->n, n);
+    for (size_t i = 0; i < n; i++)
+        cr_expect(rm_str_eq((struct rm_str){(const char *)h->v[i].name, h->v[i].name_len}, want[i],
+                            strlen(want[i])),
+                  "field %zu: want %s", i, want[i]);
+}
+
+Test(h2_basic, submitted_blocks_ordered_and_completed)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c[3];
+    for (int i = 0; i < 3; i++)
+        c[i] = h2t_open(&t);
+    struct rm_headers *h[3] = {
+        h2t_hdrs(&c[0]->arena, "x-first", "1", ":method", "GET", ":scheme", "http", ":authority",
+                 "a", "te", "trailers", ":path", "/1", "x-last", "2", NULL),
+        h2t_hdrs(&c[1]->arena, ":method", "GET", ":authority", "b", ":path", "/2", "x-b", "2",
+                 NULL),
+        h2t_hdrs(&c[2]->arena, ":method", "GET", ":scheme", "http", ":path", "/3", "host", "c",
+                 "x-c", "3", NULL),
+    };
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(c[i]->s->ops->submit_headers(c[i]->s, h[i], true), 0);
+        c[i]->done_out = true;
+    }
+    H2T_WAIT(&t, c[0]->ended && c[1]->ended && c[2]->ended, WAIT_MS);
+    cr_assert_eq(t.nsrv, 3);
+    const char *w0[] = {":method", ":scheme", ":authority", ":path", "x-first", "te", "x-last"};
+    const char *w1[] = {":method", ":authority", ":path", ":scheme", "x-b"};
+    const char *w2[] = {":method", ":scheme", ":path", ":authority", "x-c"};
+    expect_names(t.srv[0]->headers, w0, sizeof(w0) / sizeof(w0[0]));
+    expect_names(t.srv[1]->headers, w1, sizeof(w1) / sizeof(w1[0]));
+    expect_names(t.srv[2]->headers, w2, sizeof(w2) / sizeof(w2[0]));
+    cr_expect(header_is(t.srv[0]->headers, "te", "trailers"));
+    cr_expect(header_is(t.srv[1]->headers, ":scheme", "http"));
+    cr_expect(header_is(t.srv[2]->headers, ":authority", "c"));
+    h2t_finish(&t);
+}
+
 /* ---- flow control and backpressure -------------------------------------------------------- */
 
 #define BIG (5u * 1024 * 1024)

@@ -170,6 +170,9 @@ Test(route, domain_port_stripping)
 
     t = build("virtual_hosts:\n- {name: only, domains: ['*']}\n");
     cr_expect_str_eq(vhost_for(t, "anything:1"), "only");
+    cr_expect_str_eq(vhost_for(t, ""), "only");
+    cr_expect_str_eq(vhost_for(t, "[::1]:80"), "only");
+    cr_expect_str_eq(vhost_for(t, "Mixed.Case.example"), "only");
     cr_expect_not_null(rm_route_find_vhost(t, NULL, 0), "sole '*' host serves no authority");
     rm_route_table_free(t);
 }

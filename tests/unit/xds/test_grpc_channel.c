@@ -440,9 +440,9 @@ Test(grpc_channel, unary_echo_sends_the_protocol_headers)
     struct rec r;
     memset(&r, 0, sizeof(r));
     struct rm_header md[] = {
-        {(uint8_t *)"x-probe", (uint8_t *)"42", 7, 2, 0},
-        {(uint8_t *)":path", (uint8_t *)"/evil", 5, 5, 0},
-        {(uint8_t *)"te", (uint8_t *)"gzip", 2, 4, 0},
+        {(uint8_t *)"x-probe", (uint8_t *)"42", 7, 2, 0, 0},
+        {(uint8_t *)":path", (uint8_t *)"/evil", 5, 5, 0, 0},
+        {(uint8_t *)"te", (uint8_t *)"gzip", 2, 4, 0, 0},
     };
     r.call = rm_grpc_call_start(f.ch, "/t.T/Echo", md, 3, 1500, &rec_cb, &r);
     send_str(&r, "hello"); /* queued while connecting */
