@@ -478,13 +478,14 @@ static char *put_hex(char *dst, uint64_t v)
     return dst;
 }
 
-size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
+/* The next header line to write from index *i on, or NULL at the end: pseudo-headers, empty
+ * names, classes in <skip> and repeated content-lengths (written once) are passed over; every
+ * content-length value is folded into *cl (may be NULL: -1 none, -2 conflicting). */
+static const struct rm_header *next_line(const struct rm_headers *h, uint32_t *i, uint32_t skip,
+                                         bool *have_cl, int64_t *cl)
 {
-    size_t size = 0;
-    bool have_cl = false;
-    if (cl) *cl = -1;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct rm_header *e = &h->v[i];
+    for (; *i < h->n; (*i)++) {
+        const struct rm_header *e = &h->v[*i];
         if (e->name_len == 0 || e->name[0] == ':') continue;
         enum rm_h1_hclass k = rm_h1_hclass(e);
         if (k == RM_H1_HC_CONTENT_LENGTH) {
@@ -492,36 +493,46 @@ size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
                 int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
                 *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
             }
-            if (have_cl) continue; /* written once (rm_h1_lines_put does the same) */
-            have_cl = true;
+            if (*have_cl) continue;
+            *have_cl = true;
         }
         if (skip & RM_H1_HC_BIT(k)) continue;
-        size += e->name_len + e->value_len + 4;
+        (*i)++;
+        return e;
     }
+    return NULL;
+}
+
+static char *put_line(char *dst, const struct rm_header *e)
+{
+    memcpy(dst, e->name, e->name_len);
+    dst += e->name_len;
+    *dst++ = ':';
+    *dst++ = ' ';
+    memcpy(dst, e->value, e->value_len);
+    dst += e->value_len;
+    *dst++ = '\r';
+    *dst++ = '\n';
+    return dst;
+}
+
+size_t rm_h1_lines_size(const struct rm_headers *h, uint32_t skip, int64_t *cl)
+{
+    size_t size = 0;
+    bool have_cl = false;
+    if (cl) *cl = -1;
+    const struct rm_header *e;
+    for (uint32_t i = 0; (e = next_line(h, &i, skip, &have_cl, cl));)
+        size += e->name_len + e->value_len + 4;
     return size;
 }
 
 char *rm_h1_lines_put(char *dst, const struct rm_headers *h, uint32_t skip)
 {
     bool have_cl = false;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct rm_header *e = &h->v[i];
-        if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_hclass(e);
-        if (k == RM_H1_HC_CONTENT_LENGTH) {
-            if (have_cl) continue;
-            have_cl = true;
-        }
-        if (skip & RM_H1_HC_BIT(k)) continue;
-        memcpy(dst, e->name, e->name_len);
-        dst += e->name_len;
-        *dst++ = ':';
-        *dst++ = ' ';
-        memcpy(dst, e->value, e->value_len);
-        dst += e->value_len;
-        *dst++ = '\r';
-        *dst++ = '\n';
-    }
+    const struct rm_header *e;
+    for (uint32_t i = 0; (e = next_line(h, &i, skip, &have_cl, NULL));)
+        dst = put_line(dst, e);
     return dst;
 }
 
@@ -530,28 +541,10 @@ char *rm_h1_lines_try_put(char *dst, const char *end, const struct rm_headers *h
 {
     bool have_cl = false;
     if (cl) *cl = -1;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct rm_header *e = &h->v[i];
-        if (e->name_len == 0 || e->name[0] == ':') continue;
-        enum rm_h1_hclass k = rm_h1_hclass(e);
-        if (k == RM_H1_HC_CONTENT_LENGTH) {
-            if (cl) {
-                int64_t v = rm_parse_u63((const char *)e->value, e->value_len);
-                *cl = (*cl == -1 || *cl == v) && v >= 0 ? v : -2;
-            }
-            if (have_cl) continue;
-            have_cl = true;
-        }
-        if (skip & RM_H1_HC_BIT(k)) continue;
+    const struct rm_header *e;
+    for (uint32_t i = 0; (e = next_line(h, &i, skip, &have_cl, cl));) {
         if ((size_t)(end - dst) < e->name_len + e->value_len + 4) return NULL;
-        memcpy(dst, e->name, e->name_len);
-        dst += e->name_len;
-        *dst++ = ':';
-        *dst++ = ' ';
-        memcpy(dst, e->value, e->value_len);
-        dst += e->value_len;
-        *dst++ = '\r';
-        *dst++ = '\n';
+        dst = put_line(dst, e);
     }
     return dst;
 }
