@@ -862,8 +862,10 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     if (d->warming.rds && bind_source(m, T_RDS, &n->rds_src, r->name, &err))
         rm_log_error("listener %s: %s", r->name, err.msg); /* checked before: out of memory */
     d->warming.updated_ms = wall_ms();
-    d->warm_deadline = rm_loop_now(m->loop) + DEFAULT_FETCH_TIMEOUT_MS;
-    if (!rm_timer_armed(&m->warm_timer))
+    /* rds.config_source.initial_fetch_timeout bounds the warming (0: none) */
+    uint32_t t = d->warming.rds ? n->rds_src.init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
+    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
+    if (t && !rm_timer_armed(&m->warm_timer))
         rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
 }
 

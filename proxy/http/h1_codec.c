@@ -481,8 +481,8 @@ static char *put_hex(char *dst, uint64_t v)
 /* The next header line to write from index *i on, or NULL at the end: pseudo-headers, empty
  * names, classes in <skip> and repeated content-lengths (written once) are passed over; every
  * content-length value is folded into *cl (may be NULL: -1 none, -2 conflicting). */
-static const struct rm_header *next_line(const struct rm_headers *h, uint32_t *i, uint32_t skip,
-                                         bool *have_cl, int64_t *cl)
+static inline __attribute__((always_inline)) const struct rm_header *
+next_line(const struct rm_headers *h, uint32_t *i, uint32_t skip, bool *have_cl, int64_t *cl)
 {
     for (; *i < h->n; (*i)++) {
         const struct rm_header *e = &h->v[*i];
@@ -503,7 +503,7 @@ static const struct rm_header *next_line(const struct rm_headers *h, uint32_t *i
     return NULL;
 }
 
-static char *put_line(char *dst, const struct rm_header *e)
+static inline __attribute__((always_inline)) char *put_line(char *dst, const struct rm_header *e)
 {
     memcpy(dst, e->name, e->name_len);
     dst += e->name_len;

@@ -379,3 +379,56 @@ def test_removed_cluster_and_listener_finish_in_flight(ctx):
     assert st["listener_manager.listener_removed"] == 1, st
     assert st["cluster_manager.cluster_removed"] == 1, st
     assert upstream_name(ctx, l1) == "a"
+
+
+def test_listener_rds_fetch_timeout(ctx):
+    """A listener whose RouteConfiguration never comes goes active after its rds
+    config_source's initial_fetch_timeout, with no route (404, as Envoy), and /ready with it."""
+    d = start(ctx, "rds-timeout")
+    lport = harness.free_port()
+    put(d, "l.yaml", listener("l1", lport, "never").replace(
+        "config_source: { ads: {}, resource_api_version: V3 }",
+        "config_source: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.5s }"))
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port, "GRPC"), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    t0 = time.monotonic()
+    assert ctx.curl(f"http://127.0.0.1:{lport}/", timeout=1).status == 0, "active at once"
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    assert time.monotonic() - t0 < 5, "the 0.5 s fetch timeout was not applied"
+    r = ctx.curl(f"http://127.0.0.1:{lport}/")
+    assert r.status == 404, (r.status, r.body)
+    st = all_stats(ctx, px)
+    assert st["listener_manager.total_listeners_active"] == 1, st
+    assert st["listener_manager.total_listeners_warming"] == 0, st
+
+
+def test_unchanged_cluster_keeps_pools_and_stats(ctx):
+    """A CDS update that adds a cluster, and one that re-sends c1 unchanged, keep c1 the same
+    object: its pooled upstream connection is reused (upstream_cx_total does not move) and its
+    counters go on counting."""
+    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
+    d = start(ctx, "keep")
+    lport = harness.free_port()
+    put(d, "l.yaml", listener("l1", lport, "r1"), route("r1", "c1"))
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port, "GRPC"), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    for _ in range(3):
+        assert upstream_name(ctx, lport) == "a"
+    before = stats(ctx, px, "c1")
+    assert before["upstream_cx_total"] == 1 and before["upstream_rq_total"] == 3, before
+    put(d, "c2.yaml", cluster("c2"), cla("c2", b.port))           # CDS: c1 re-sent as is
+    wait_for("c2", lambda: all_stats(ctx, px).get("cluster.c2.membership_total") == 1)
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port), "\n# touched")  # same resources
+    time.sleep(0.3)
+    for _ in range(3):
+        assert upstream_name(ctx, lport) == "a"
+    after = stats(ctx, px, "c1")
+    assert after["upstream_cx_total"] == 1, ("c1's pool was rebuilt", before, after)
+    assert after["upstream_rq_total"] == 6, after
+    st = all_stats(ctx, px)
+    assert st["cluster_manager.cluster_modified"] == 0, st
+    assert st["cluster_manager.cluster_added"] == 2, st
