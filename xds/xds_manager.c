@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -17,6 +18,8 @@
 #include "proxy/core/log.h"
 #include "proxy/core/strmap.h"
 #include "proxy/net/listener.h"
+#include "proxy/upstream/dns.h"
+#include "proxy/upstream/dns_cluster.h"
 #include "xds/ads_client.h"
 #include "xds/ads_store.h"
 
@@ -97,7 +100,16 @@ struct svc {
 /** A CDS cluster: the version serving and the newer one warming (either may be NULL). */
 struct dcluster {
     struct rm_cluster *active, *warming;
-    uint64_t warm_deadline; /* loop ms; 0 = none */
+    uint64_t warm_deadline;                     /* loop ms; 0 = none */
+    struct dns_watch *active_dns, *warming_dns; /* STRICT_DNS / LOGICAL_DNS versions */
+};
+
+/** The resolutions of one CDS cluster of a DNS type (a proxy/upstream/dns_cluster.h manager
+ *  of its own); it warms until its first answer or failure. */
+struct dns_watch {
+    struct rm_xds_manager *m;
+    struct rm_cluster *c;
+    struct rm_dns_clusters *dns;
 };
 
 /** One version of an LDS listener. */
@@ -161,6 +173,7 @@ struct rm_xds_manager {
     bool init_done;
     struct rm_timer init_timer, warm_timer;
     struct rm_stats *cm, *lm;
+    struct rm_dns_config dns_cfg; /* the bootstrap's resolver, for CDS DNS clusters */
 };
 
 static void publish_next(struct rm_xds_manager *m);
@@ -347,13 +360,23 @@ static bool cluster_active(const struct rm_xds_manager *m, const struct rm_clust
     return rm_snapshot_cluster(m->cur ? m->cur : m->base, c->name) == c;
 }
 
+static void dns_watch_free(struct dns_watch *w)
+{
+    if (!w) return;
+    rm_dns_clusters_free(w->dns);
+    free(w);
+}
+
 /* A warming cluster becomes the active one. */
 static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
 {
     untrack(m, d->active);
     rm_cluster_unref(d->active);
+    dns_watch_free(d->active_dns); /* never the one calling back: that one is warming_dns */
     d->active = d->warming;
+    d->active_dns = d->warming_dns;
     d->warming = NULL;
+    d->warming_dns = NULL;
     d->warm_deadline = 0;
 }
 
@@ -475,14 +498,6 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     int rc = RM_ERR;
     if (rm_snapshot_cluster(m->base, r->name))
         rm_error_set(err, "%s.name: a static cluster has that name", label);
-    else if (pb->cluster_discovery_type_case ==
-                 ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
-             (pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ||
-              pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS))
-        rm_error_set(err,
-                     "%s.type: DNS clusters over CDS are not supported by remora yet (STATIC "
-                     "and EDS are)",
-                     label);
     else if ((out->c = rm_cluster_new(pb, box, label, err)) != NULL)
         rc = RM_OK;
     char p[340];
@@ -503,6 +518,46 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     return rc;
 }
 
+/* ---- CDS clusters of DNS types ----------------------------------------------------------- */
+
+static void dns_publish(void *ctx, struct rm_cluster *c, struct rm_host_set *hs)
+{
+    struct dns_watch *w = ctx;
+    if (cluster_active(w->m, c)) w->m->hooks.publish_hosts(w->m->ctx, c, hs);
+    /* a warming cluster's first hosts go to the workers with the snapshot that activates it */
+}
+
+/* The first answer (or failure): the warming version it resolves for becomes active. */
+static void dns_warm(void *ctx)
+{
+    struct dns_watch *w = ctx;
+    struct rm_xds_manager *m = w->m;
+    struct dcluster *d = rm_strmap_get(&m->clusters, w->c->name);
+    if (!d || d->warming_dns != w) return;
+    promote_cluster(m, d);
+    publish_next(m);
+    check_init(m);
+}
+
+/* Start resolving for warming DNS cluster <c> of <d>.  Returns whether it is warm already
+ * (no endpoint to wait for).  A resolver that cannot start is logged: the cluster stays
+ * without hosts (503 UH) until its initial_fetch_timeout, as an EDS one without assignment. */
+static bool dns_start(struct rm_xds_manager *m, struct dcluster *d, struct rm_cluster *c)
+{
+    struct dns_watch *w = calloc(1, sizeof(*w));
+    if (!w) abort();
+    *w = (struct dns_watch){.m = m, .c = c};
+    struct rm_error err = {{0}};
+    w->dns = rm_dns_clusters_new(m->loop, &c, 1, &m->dns_cfg, dns_publish, dns_warm, w, &err);
+    if (!w->dns) {
+        rm_log_error("cluster %s: %s", c->name, err.msg);
+        free(w);
+        return false;
+    }
+    d->warming_dns = w;
+    return rm_dns_clusters_initialized(w->dns);
+}
+
 /* A new version <c> of cluster <name> (takes the reference). */
 static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluster *c)
 {
@@ -518,13 +573,19 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
         untrack(m, d->warming);
         rm_cluster_unref(d->warming);
     }
+    dns_watch_free(d->warming_dns);
+    d->warming_dns = NULL;
     d->warming = c;
     track(m, c);
+    if (rm_cluster_is_dns(c) && dns_start(m, d, c)) {
+        promote_cluster(m, d);
+        return;
+    }
     struct rm_error err = {{0}};
     if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, name, &err))
         rm_log_error("cluster %s: %s", name, err.msg); /* checked before: out of memory */
     const struct svc *s = rm_cluster_is_eds(c) ? rm_strmap_get(&m->svcs, c->eds_service) : NULL;
-    if (!rm_cluster_is_eds(c) || (s && s->known)) {
+    if ((!rm_cluster_is_eds(c) && !rm_cluster_is_dns(c)) || (s && s->known)) {
         if (s) { /* a new version of a cluster (or a new cluster) of a known service */
             struct rm_host_spec *specs = rm_host_set_specs(s->hs);
             set_hosts(m, c, specs, s->hs ? s->hs->n : 0, false);
@@ -533,7 +594,7 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
         promote_cluster(m, d);
         return;
     }
-    uint32_t t = c->eds_init_timeout_ms;
+    uint32_t t = rm_cluster_is_eds(c) ? c->eds_init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
     d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
     if (t && !rm_timer_armed(&m->warm_timer))
         rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
@@ -545,6 +606,8 @@ static void cds_del(struct rm_xds_manager *m, const char *name)
     if (!d) return;
     untrack(m, d->active);
     untrack(m, d->warming);
+    dns_watch_free(d->active_dns);
+    dns_watch_free(d->warming_dns);
     rm_cluster_unref(d->active);
     rm_cluster_unref(d->warming);
     free(d);
@@ -1154,6 +1217,14 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update, eds_rejected};
     m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update, lds_rejected};
     m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update, rds_rejected};
+    rm_dns_config_init(&m->dns_cfg);
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = base->bootstrap;
+    if (bs && bs->typed_dns_resolver_config &&
+        rm_dns_config_from_typed(bs->typed_dns_resolver_config, "typed_dns_resolver_config",
+                                 &m->dns_cfg, err)) {
+        rm_xds_manager_free(m);
+        return NULL;
+    }
     m->wanted[T_CDS] = base->cds;
     m->wanted[T_LDS] = base->lds;
     if (start_ads(m, err) || bind_static_sources(m, err)) {

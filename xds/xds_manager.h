@@ -1,8 +1,11 @@
 /* The xDS config manager: what remora does with the resources its ADS client (xds/ads_client.h)
  * receives — Envoy's cluster manager and listener manager, on the main loop.
  *
- *  - CDS (dynamic_resources.cds_config: ads): every Cluster is checked as the bootstrap's are
- *    (rm_cluster_new) plus: its name is not a static cluster's, its type is STATIC or EDS.
+ *  - CDS (dynamic_resources.cds_config): every Cluster is checked as the bootstrap's are
+ *    (rm_cluster_new) plus: its name is not a static cluster's, its EDS source is the one EDS
+ *    comes from.  STRICT_DNS / LOGICAL_DNS clusters resolve with a proxy/upstream/dns_cluster.h
+ *    manager of their own (the bootstrap's resolver settings) and warm until their first
+ *    answer.
  *    A new or changed cluster is a new object (one whose bytes did not change is never seen
  *    again: the client drops it by hash, so the object, its pools, outlier state and stats
  *    carry over).  An EDS cluster warms until its ClusterLoadAssignment is known (at once when

@@ -432,3 +432,46 @@ def test_unchanged_cluster_keeps_pools_and_stats(ctx):
     st = all_stats(ctx, px)
     assert st["cluster_manager.cluster_modified"] == 0, st
     assert st["cluster_manager.cluster_added"] == 2, st
+
+
+def test_dns_cluster_over_cds(ctx):
+    """A STRICT_DNS cluster delivered over CDS resolves with the bootstrap's resolver (dnsmasq
+    here), warms until its first answer, serves, follows a record change, and is dropped with
+    its resolutions when CDS removes it."""
+    from dns_util import start_dnsmasq
+    from test_dns_cluster import backend, resolver
+    port = harness.free_port()
+    a = backend(ctx, "127.0.0.1", port, "a")
+    b = backend(ctx, "127.0.0.2", port, "b")
+    dns_port, set_hosts = start_dnsmasq(ctx, {"svc.test": ["127.0.0.1"]})
+    d = start(ctx, "dns")
+    lport = harness.free_port()
+    put(d, "l.yaml", listener("l1", lport, "r1"), route("r1", "dnsc"))
+    put(d, "c.yaml", f"""
+- "@type": {T}envoy.config.cluster.v3.Cluster
+  name: dnsc
+  type: STRICT_DNS
+  connect_timeout: 1s
+  dns_refresh_rate: 0.2s
+  respect_dns_ttl: false
+  load_assignment:
+    cluster_name: dnsc
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{ address: {{ socket_address: {{ address: svc.test, port_value: {port} }} }} }}""")
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port, "DELTA_GRPC") + resolver(dns_port, 0), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    assert upstream_name(ctx, lport) == "a", "the first request after /ready"
+    set_hosts({"svc.test": ["127.0.0.2"]})
+    wait_for("the new record", lambda: upstream_name(ctx, lport) == "b")
+    st = stats(ctx, px, "dnsc")
+    assert st["update_success"] >= 2 and st["membership_total"] == 1, st
+    os.unlink(os.path.join(d, "c.yaml"))
+    wait_for("dnsc removed",
+             lambda: ctx.curl(f"http://127.0.0.1:{lport}/", timeout=2).status == 503)
+    n = stats(ctx, px, "dnsc")["update_attempt"]
+    time.sleep(0.6)
+    assert stats(ctx, px, "dnsc")["update_attempt"] == n, "still resolving a removed cluster"
+    assert a.p.poll() is None and b.p.poll() is None
