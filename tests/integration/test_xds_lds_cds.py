@@ -256,17 +256,24 @@ def test_listener_warms_until_its_routes(ctx):
     assert st["listener_manager.total_listeners_active"] == 2, st
 
 
-def test_cluster_changes_under_load(ctx):
-    a = ctx.upstream(name="a")
-    b = ctx.upstream(name="b")
-    d = start(ctx, "load")
+def one_route(ctx, name, api="GRPC"):
+    """Upstreams a and b; remora-xds serving listener l1 -> r1 -> EDS cluster c1 -> a; remora on
+    it, ready.  Returns (a, b, d, lport, xds, px)."""
+    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
+    d = start(ctx, name)
     lport = harness.free_port()
     put(d, "l.yaml", listener("l1", lport, "r1"), route("r1", "c1"))
     put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
     xds = Xds(ctx, d)
-    px = ctx.remora(bootstrap(xds.port, "GRPC"), wait=False)
+    px = ctx.remora(bootstrap(xds.port, api), wait=False)
     harness.wait_port(px.admin, proc=px.p)
-    wait_for("l1", lambda: upstream_name(ctx, lport) == "a")
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    return a, b, d, lport, xds, px
+
+
+def test_cluster_changes_under_load(ctx):
+    a, b, d, lport, xds, px = one_route(ctx, "load")
+    assert upstream_name(ctx, lport) == "a"
     load = ctx.spawn(["h2load", "-c", "4", "-m", "8", "-D", "4", "--h1",
                       f"http://127.0.0.1:{lport}/"], "h2load")
     steps = [(cluster("c1", "RANDOM"), cla("c1", a.port, b.port)),
@@ -407,15 +414,7 @@ def test_unchanged_cluster_keeps_pools_and_stats(ctx):
     """A CDS update that adds a cluster, and one that re-sends c1 unchanged, keep c1 the same
     object: its pooled upstream connection is reused (upstream_cx_total does not move) and its
     counters go on counting."""
-    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
-    d = start(ctx, "keep")
-    lport = harness.free_port()
-    put(d, "l.yaml", listener("l1", lport, "r1"), route("r1", "c1"))
-    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
-    xds = Xds(ctx, d)
-    px = ctx.remora(bootstrap(xds.port, "GRPC"), wait=False)
-    harness.wait_port(px.admin, proc=px.p)
-    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    a, b, d, lport, xds, px = one_route(ctx, "keep")
     for _ in range(3):
         assert upstream_name(ctx, lport) == "a"
     before = stats(ctx, px, "c1")
