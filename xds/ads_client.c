@@ -96,7 +96,6 @@ struct type_state {
     struct rm_ads_sotw st;
     bool wildcard_on; /* a wildcard type was subscribed to */
     bool started;     /* the type's first request went out on this stream */
-    bool accepted;    /* a response of this type was accepted once (any stream) */
     bool in_update;
     bool dirty;     /* the subscription changed during on_update: send after the reply */
     uint64_t epoch; /* responses handled (marks held resources a response names) */
@@ -112,7 +111,6 @@ struct rm_ads_client {
     struct rm_bulk bulk; /* the response being handled is decoded here */
     ProtobufCAllocator bulk_al;
     bool sent_node; /* on this stream */
-    bool responded; /* this stream had a response */
     struct type_state *types;
     size_t n_types;
     char *node_id, *node_cluster;
@@ -524,7 +522,6 @@ static int deliver(struct rm_ads_client *a, struct type_state *ts, const struct 
         .n_removed = b->n_removed,
         .version_info = version_info ? version_info : "",
         .n_unchanged = b->n_unchanged,
-        .first = !ts->accepted,
     };
     ts->in_update = true;
     int rc = ts->t->on_update(a->ctx, &u, err);
@@ -534,7 +531,6 @@ static int deliver(struct rm_ads_client *a, struct type_state *ts, const struct 
         held_put(&ts->held, b->res[i].name, b->res[i].hash, a->delta ? b->res[i].version : NULL);
     for (size_t i = 0; i < b->n_removed; i++)
         held_del(&ts->held, b->removed[i]);
-    ts->accepted = true;
     rm_log_info("ads: %s version %s applied in %llu us: %zu changed, %zu removed, %zu unchanged",
                 type_short(ts), u.version_info, (unsigned long long)(now_us() - a->arrival_us),
                 b->n, b->n_removed, b->n_unchanged);
@@ -604,7 +600,6 @@ static void on_message(void *ctx, const uint8_t *msg, size_t len)
     struct rm_ads_client *a = ctx;
     a->arrival_us = now_us();
     a->backoff_ms = BACKOFF_BASE_MS;
-    a->responded = true;
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 1);
     a->bulk_al = rm_pb_bulk_allocator(&a->bulk);
     if (a->delta)
@@ -625,7 +620,6 @@ static void on_close(void *ctx, int status, const char *message)
 {
     struct rm_ads_client *a = ctx;
     a->call = NULL;
-    a->responded = false;
     rm_stat_set(a->stats, CP_CONNECTED_STATE, 0);
     uint32_t b = a->backoff_ms;
     uint32_t delay = b / 2 + (uint32_t)(next_random(a) % (b / 2 + 1));
@@ -644,7 +638,6 @@ static const struct rm_grpc_call_cb call_cb = {
 static void connect_stream(struct rm_ads_client *a)
 {
     a->sent_node = false;
-    a->responded = false;
     for (size_t i = 0; i < a->n_types; i++) {
         struct type_state *ts = &a->types[i];
         rm_ads_sotw_new_stream(&ts->st);
@@ -726,9 +719,4 @@ void rm_ads_client_free(struct rm_ads_client *a)
     free(a->node_id);
     free(a->node_cluster);
     free(a);
-}
-
-bool rm_ads_client_connected(const struct rm_ads_client *a)
-{
-    return a->call && a->responded;
 }

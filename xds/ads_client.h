@@ -68,7 +68,6 @@ struct rm_ads_update {
     size_t n_removed;
     const char *version_info; /* SotW version_info / Delta system_version_info */
     size_t n_unchanged;       /* resources re-sent with the held bytes (skipped) */
-    bool first;               /* the first response of this type the client accepts */
 };
 
 /** A resource type's semantics. */
@@ -113,8 +112,5 @@ void rm_ads_client_free(struct rm_ads_client *a);
  *  and sent after the ACK then, which is what the protocol wants anyway). */
 void rm_ads_client_subscribe(struct rm_ads_client *a, size_t type_idx, const char *const *names,
                              size_t n);
-
-/** Whether the stream has had a response since it opened. */
-bool rm_ads_client_connected(const struct rm_ads_client *a);
 
 #endif
