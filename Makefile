@@ -20,7 +20,10 @@ PY    ?= /usr/bin/python3
 
 PKGS := libnghttp2 libcares libprotobuf-c yaml-0.1 openssl libpcre2-8
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# HTTP/1.x parsing: llhttp, built here from the C sources Debian's node-llhttp ships
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
 
 ifeq ($(SAN),1)
 OPT := -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -28,7 +31,8 @@ else
 OPT := -O2
 endif
 
-CFLAGS_COMMON := -std=c17 -D_GNU_SOURCE -g -pthread -MMD -MP $(OPT) -I. -I$(BUILD)/gen $(PKG_CFLAGS)
+CFLAGS_COMMON := -std=c17 -D_GNU_SOURCE -g -pthread -MMD -MP $(OPT) -I. -I$(BUILD)/gen -I$(LLHTTP_INC) \
+                 $(PKG_CFLAGS)
 CFLAGS  := $(CFLAGS_COMMON) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-deprecated-declarations -Wno-format-truncation
 GENFLAGS := $(CFLAGS_COMMON) -w
 LDFLAGS := $(OPT) -pthread
@@ -75,6 +79,12 @@ $(REG_C): $(GEN_STAMP)
 $(REG_O): $(REG_C)
 	$(CC) $(GENFLAGS) -c $< -o $@
 
+# ---- llhttp (node-llhttp's generated parser: their code, built with their warnings off) --------
+LLHTTP_O := $(addprefix $(BUILD)/obj/llhttp/,llhttp.o api.o http.o)
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(GENFLAGS) -c $< -o $@
+
 # ---- the library and binaries ---------------------------------------------
 LIB_SRC := $(shell find proxy filters xds -name '*.c' ! -path proxy/main.c ! -path 'xds/cp/*' \
                 2>/dev/null | sort)
@@ -85,7 +95,7 @@ $(BUILD)/obj/%.o: %.c | $(GEN_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_O) $(GEN_O)
+$(LIB): $(LIB_O) $(GEN_O) $(LLHTTP_O)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -94,7 +104,7 @@ $(BUILD)/remora: $(BUILD)/obj/proxy/main.o $(LIB)
 
 define bench_bin
 $(1)_SRC := $$(sort $$(wildcard bench/$(1)/*.c))
-$(BUILD)/remora-$(1): $$(addprefix $(BUILD)/obj/,$$($(1)_SRC:.c=.o))
+$(BUILD)/remora-$(1): $$(addprefix $(BUILD)/obj/,$$($(1)_SRC:.c=.o)) $(LLHTTP_O)
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach b,upstream load relay,$(eval $(call bench_bin,$(b))))

@@ -5,7 +5,7 @@
 
 Prints Ir / N, the malloc-family and free calls per request, the TOP functions by self cost and
 by inclusive cost (per request), and the calls per request of every function called at least
-once per request from outside its own object (library API calls: nghttp2_*, http_parser_*,
+once per request from outside its own object (library API calls: nghttp2_*, llhttp_*,
 syscalls wrappers).  Functions without a symbol (static functions of stripped libraries) are
 shown as object:address."""
 import re

@@ -3,7 +3,7 @@
 # then fetches the reference Envoy API the proto conformance test compares against.
 set -eu
 PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
-protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev node-llhttp libpcre2-dev
 nghttp2-client curl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps
 haproxy nghttp2-proxy nginx clang-format git"
 missing=""

@@ -1,5 +1,5 @@
 /* remora-load: HTTP/1.1 client (struct rml_proto).  Requests are the precomputed template
- * bytes appended to the output buffer; responses are parsed with http_parser and matched to
+ * bytes appended to the output buffer; responses are parsed with llhttp and matched to
  * requests in order (pipelining when -m > 1).  A response that says the connection will close
  * stops new requests on it; the connection is closed once it is idle and reopened. */
 #include <string.h>
@@ -13,7 +13,7 @@ static int is_head(const struct rml_conn *c)
     return m[0] == 'H' && strcmp(m, "HEAD") == 0;
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_headers_complete(llhttp_t *p)
 {
     struct rml_conn *c = p->data;
     struct rml_req *r = c->h1_head;
@@ -22,7 +22,7 @@ static int on_headers_complete(http_parser *p)
     return is_head(c) ? 1 : 0; /* 1: no body follows */
 }
 
-static int on_message_complete(http_parser *p)
+static int on_message_complete(llhttp_t *p)
 {
     struct rml_conn *c = p->data;
     struct rml_req *r = c->h1_head;
@@ -34,7 +34,7 @@ static int on_message_complete(http_parser *p)
     c->h1_head = r->next;
     if (!c->h1_head) c->h1_tail = NULL;
     r->next = NULL;
-    int closing = !http_should_keep_alive(p);
+    int closing = !llhttp_should_keep_alive(p);
     if (closing) c->no_more = 1;
     rml_conn_req_done(c, r);
     if (closing) { /* pipelined requests behind a "close" were not processed: send again */
@@ -48,14 +48,14 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-static const http_parser_settings parser_settings = {
+static const llhttp_settings_t parser_settings = {
     .on_headers_complete = on_headers_complete,
     .on_message_complete = on_message_complete,
 };
 
 static int h1_init(struct rml_conn *c)
 {
-    http_parser_init(&c->hp, HTTP_RESPONSE);
+    llhttp_init(&c->hp, HTTP_RESPONSE, &parser_settings);
     c->hp.data = c;
     c->h1_head = c->h1_tail = NULL;
     return 0;
@@ -80,9 +80,9 @@ static int h1_submit(struct rml_conn *c, struct rml_req *r)
 
 static int h1_on_read(struct rml_conn *c, const uint8_t *data, size_t len)
 {
-    size_t n = http_parser_execute(&c->hp, &parser_settings, (const char *)data, len);
-    if (HTTP_PARSER_ERRNO(&c->hp) != HPE_OK || (len > 0 && n != len)) return -1;
-    return 0;
+    llhttp_errno_t e =
+        len ? llhttp_execute(&c->hp, (const char *)data, len) : llhttp_finish(&c->hp);
+    return e == HPE_OK ? 0 : -1;
 }
 
 static int h1_fill(struct rml_conn *c)

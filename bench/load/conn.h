@@ -6,14 +6,14 @@
  * struct rml_proto table.  It reconnects by itself after a close (immediately after a clean
  * close, with backoff after a failure) until the run stops.
  *
- * Re-entrancy: protocol callbacks (nghttp2, http_parser) only complete or fail slots; they
+ * Re-entrancy: protocol callbacks (nghttp2, llhttp) only complete or fail slots; they
  * never close the connection or send a request.  Closes happen after the protocol call
  * returned, sends happen in the worker's dispatch phase.
  */
 #ifndef REMORA_BENCH_LOAD_CONN_H
 #define REMORA_BENCH_LOAD_CONN_H
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
@@ -78,7 +78,7 @@ struct rml_conn {
     SSL *ssl;
     const struct rml_proto *proto;
     nghttp2_session *ng;               /* HTTP/2 */
-    http_parser hp;                    /* HTTP/1.1 */
+    llhttp_t hp;                       /* HTTP/1.1 */
     struct rml_req *h1_head, *h1_tail; /* HTTP/1.1 in-flight, in request order */
     int no_more; /* peer will close (Connection: close / GOAWAY): send nothing more */
     int dirty;   /* on the worker's flush list */

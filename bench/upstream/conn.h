@@ -12,7 +12,7 @@
 #include "bench/upstream/common.h"
 #include "bench/upstream/loop.h"
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
@@ -27,7 +27,7 @@ enum rmu_conn_state {
 };
 
 struct rmu_h1 {
-    http_parser parser;
+    llhttp_t parser;
     struct rmu_req *cur; /* request being parsed */
     bool in_value;       /* last header callback was a value */
     bool stopped;        /* no more requests are parsed on this connection */

@@ -1,4 +1,4 @@
-/* remora-upstream: HTTP/1.x (http_parser): keep-alive, pipelining answered in order, chunked and
+/* remora-upstream: HTTP/1.x (llhttp): keep-alive, pipelining answered in order, chunked and
  * Content-Length request bodies, Expect: 100-continue, HTTP/1.0.
  *
  * Requests queue on c->reqs in arrival order; only the head of the queue writes its response.
@@ -12,14 +12,14 @@
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static struct rmu_conn *conn_of(http_parser *p)
+static struct rmu_conn *conn_of(llhttp_t *p)
 {
     return p->data;
 }
 
 /* ---- parser callbacks ------------------------------------------------------------------------ */
 
-static int on_message_begin(http_parser *p)
+static int on_message_begin(llhttp_t *p)
 {
     struct rmu_conn *c = conn_of(p);
     struct rmu_req *r = rmu_req_new(c);
@@ -29,12 +29,12 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     return rmu_req_url_append(conn_of(p)->p.h1.cur, at, n);
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t n)
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct rmu_h1 *h = &conn_of(p)->p.h1;
     if (h->cur->hdrs_done) /* chunked trailers: ignored */
@@ -44,7 +44,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
     return rmu_req_name_append(h->cur, at, n, fresh);
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t n)
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct rmu_h1 *h = &conn_of(p)->p.h1;
     if (h->cur->hdrs_done) return 0;
@@ -53,26 +53,27 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return rmu_req_value_append(h->cur, at, n, fresh);
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_headers_complete(llhttp_t *p)
 {
     struct rmu_req *r = conn_of(p)->p.h1.cur;
-    const char *m = http_method_str((enum http_method)p->method);
+    const char *m = llhttp_method_name((llhttp_method_t)p->method);
     r->method = (struct rmu_str){m, strlen(m)};
     r->http_major = (uint8_t)p->http_major;
     r->http_minor = (uint8_t)p->http_minor;
-    r->keep_alive = http_should_keep_alive(p) != 0;
+    r->keep_alive = llhttp_should_keep_alive(p) != 0;
     struct rmu_str expect = rmu_req_header(r, "expect");
     r->expect_continue = expect.p && rmu_str_ieq(expect, "100-continue") && p->http_minor >= 1;
     rmu_req_headers_done(r);
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     return rmu_req_body(conn_of(p)->p.h1.cur, (const uint8_t *)at, n);
 }
 
-static int on_message_complete(http_parser *p)
+/* Returns HPE_PAUSED (parsing stops for good) after the last request the connection answers. */
+static int on_message_complete(llhttp_t *p)
 {
     struct rmu_h1 *h = &conn_of(p)->p.h1;
     struct rmu_req *r = h->cur;
@@ -80,12 +81,12 @@ static int on_message_complete(http_parser *p)
     rmu_req_body_done(r);
     if (!r->keep_alive || r->bh.close) { /* nothing after this request will be answered */
         h->stopped = true;
-        http_parser_pause(p, 1);
+        return HPE_PAUSED;
     }
     return 0;
 }
 
-static const http_parser_settings settings = {
+static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -100,14 +101,14 @@ static const http_parser_settings settings = {
 int rmu_h1_init(struct rmu_conn *c)
 {
     c->proto = RMU_PROTO_H1;
-    http_parser_init(&c->p.h1.parser, HTTP_REQUEST);
+    llhttp_init(&c->p.h1.parser, HTTP_REQUEST, &settings);
     c->p.h1.parser.data = c;
     return 0;
 }
 
 /* The bytes do not parse: answer 400 (431 for oversized headers) in turn, then close.  A body
  * that goes wrong after its headers were answered can only be cut: reset the connection. */
-static int on_parse_error(struct rmu_conn *c, enum http_errno e)
+static int on_parse_error(struct rmu_conn *c, llhttp_errno_t e)
 {
     struct rmu_h1 *h = &c->p.h1;
     struct rmu_req *r = h->cur;
@@ -119,14 +120,16 @@ static int on_parse_error(struct rmu_conn *c, enum http_errno e)
         return 0;
     }
     if (!r && !(r = rmu_req_new(c))) return -1;
-    bool big = r->too_large || e == HPE_HEADER_OVERFLOW;
+    bool big = r->too_large;
+    const char *why = llhttp_get_error_reason(&h->parser);
     r->hdrs_done = r->req_done = true;
     r->keep_alive = false;
     r->http_major = r->http_minor = 1;
     r->bh = (struct rmu_behaviour){.status = big ? 431 : 400,
                                    .close = true,
-                                   .error = big ? "request headers too large"
-                                                : http_errno_description(e)};
+                                   .error = big   ? "request headers too large"
+                                            : why ? why
+                                                  : llhttp_errno_name(e)};
     r->src = RMU_SRC_BUF;
     rmu_conn_wake(c);
     return 0;
@@ -135,15 +138,14 @@ static int on_parse_error(struct rmu_conn *c, enum http_errno e)
 int rmu_h1_input(struct rmu_conn *c, const uint8_t *p, size_t n)
 {
     struct rmu_h1 *h = &c->p.h1;
-    while (n > 0 && !h->stopped) {
-        size_t used = http_parser_execute(&h->parser, &settings, (const char *)p, n);
-        enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
-        if (e == HPE_PAUSED) break;
-        if (e != HPE_OK) return on_parse_error(c, e);
-        if (!h->parser.upgrade || used >= n) break;
+    const char *s = (const char *)p, *end = s + n;
+    while (s < end && !h->stopped) {
+        llhttp_errno_t e = llhttp_execute(&h->parser, s, (size_t)(end - s));
+        if (e == HPE_OK || e == HPE_PAUSED) break; /* all parsed, or stopped for good */
+        if (e != HPE_PAUSED_UPGRADE) return on_parse_error(c, e);
         /* Upgrade/CONNECT: we do not switch protocols; whatever follows is parsed as HTTP/1. */
-        p += used;
-        n -= used;
+        s = llhttp_get_error_pos(&h->parser);
+        llhttp_resume_after_upgrade(&h->parser);
     }
     return 0;
 }

@@ -18,7 +18,7 @@
 
 /* ---- response parsing ---------------------------------------------------------------------- */
 
-static int on_message_begin(http_parser *p)
+static int on_message_begin(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
@@ -39,14 +39,15 @@ static void goaway(struct rm_h1_codec *c)
     }
 }
 
-static int on_headers_complete(http_parser *p)
+/* Returns 1 for a response without a body whatever its headers say (HEAD, 1xx, 204, 304). */
+static int on_headers_complete(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     rm_h1_acc_end(c);
     unsigned status = p->status_code;
     if (p->http_major != 1 || p->http_minor > 1 || status < 100 || status > 999 || status == 101)
-        return -1; /* any value but 0/1 fails the message */
+        return -1; /* fails the message (HPE_CB_HEADERS_COMPLETE) */
     rm_h1_clean_block(c, &hs->head, 1, 0, NULL);
     char *sv = rm_arena_alloc(hs->s.arena, 4);
     sv[0] = (char)('0' + status / 100);
@@ -54,44 +55,47 @@ static int on_headers_complete(http_parser *p)
     sv[2] = (char)('0' + status % 10);
     sv[3] = 0;
     rm_headers_put_known(&hs->head, 0, RM_HK_STATUS, sv, 3);
-    if (status < 200) { /* informational: the final response follows */
+    if (status < 200) { /* informational: the final response follows (on_message_complete
+                         * pauses if the user paused) */
         if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, false);
-        rm_h1_check_parse(c);
         return 1;
     }
     hs->s.proto = p->http_minor == 0 ? RM_HTTP10 : RM_HTTP11;
     bool skip = hs->head_method || status == 204 || status == 304;
     bool chunked = p->flags & F_CHUNKED;
-    bool eof_body = !skip && !chunked && p->content_length == UINT64_MAX;
+    bool has_length = p->flags & F_CONTENT_LENGTH;
+    bool eof_body = !skip && !chunked && !has_length;
     bool keep = p->http_minor == 1 ? !(p->flags & F_CONNECTION_CLOSE)
                                    : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
     if (!keep || eof_body) goaway(c);
-    if (c->cur != hs) { /* the pool closed us from on_goaway */
-        rm_h1_check_parse(c);
-        return 0;
-    }
-    bool end = skip || (!chunked && p->content_length == 0);
+    if (c->cur != hs) return rm_h1_check_parse(c); /* the pool closed us from on_goaway */
+    bool end = skip || (!chunked && has_length && p->content_length == 0);
     rm_h1_set_half(&hs->rx, end ? RM_H1_HALF_END : RM_H1_HALF_BODY);
     if (rm_h1_stream_live(hs)) hs->s.ev->on_headers(&hs->s, &hs->head, end);
     if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
-    rm_h1_check_parse(c);
-    return skip ? 1 : 0; /* 1: no body, whatever the headers say */
+    /* a body-less response ends at once: on_message_complete pauses (1 can't say both) */
+    if (skip) return 1;
+    return rm_h1_check_parse(c);
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     if (!hs) return 0;
-    bool end = !(p->flags & F_CHUNKED) && p->content_length == 0;
+    /* llhttp has already counted these bytes off content_length; a close-delimited body (no
+     * length, not chunked) ends at EOF only */
+    bool end =
+        (p->flags & (F_CHUNKED | F_CONTENT_LENGTH)) == F_CONTENT_LENGTH && p->content_length == 0;
     if (end) rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
     if (rm_h1_stream_live(hs)) hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
     if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
-    rm_h1_check_parse(c);
-    return 0;
+    /* at the end, on_message_complete follows in this same execute and pauses (pausing here
+     * would leave it for the next one, with c->cur already gone) */
+    return end ? 0 : rm_h1_check_parse(c);
 }
 
-static int on_chunk_header(http_parser *p)
+static int on_chunk_header(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
@@ -102,24 +106,26 @@ static int on_chunk_header(http_parser *p)
     return 0;
 }
 
-static int on_message_complete(http_parser *p)
+/* Returns HPE_PAUSED after a final response (one exchange at a time); after an informational
+ * one, HPE_PAUSED only if the user paused reading. */
+static int on_message_complete(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    if (hs && p->status_code < 200) return 0; /* an informational response ended */
-    http_parser_pause(p, 1);
-    if (!hs) return 0;
+    if (hs && p->status_code < 200) return rm_h1_check_parse(c); /* the final response follows */
+    if (!hs) return HPE_PAUSED;
     if (hs->rx != RM_H1_HALF_END) {
         rm_h1_acc_end(c);
         rm_h1_deliver_end(c, hs);
     }
     if (c->cur == hs) rm_h1_maybe_exchange_done(c);
-    return 0;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings parser_settings = {
+static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_header_field = rm_h1_on_header_field,
+    .on_header_field_complete = rm_h1_on_header_field_complete,
     .on_header_value = rm_h1_on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
@@ -131,23 +137,21 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
 {
     struct rm_h1_codec *c = conn->owner;
     size_t off = 0;
+    unsigned stalls = 0;
     c->in_parse = true;
     while (off < n && rm_h1_can_parse(c)) {
-        size_t k =
-            http_parser_execute(&c->parser, &parser_settings, (const char *)data + off, n - off);
+        llhttp_errno_t e;
+        size_t k = rm_h1_execute(c, data + off, n - off, &e);
         off += k;
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->state == RM_H1_CLOSED) break;
-        if (e == HPE_PAUSED) {
-            http_parser_pause(&c->parser, 0);
-            continue;
-        }
         if (e != HPE_OK) {
-            rm_log_debug("h1: bad response from upstream (%s)", http_errno_description(e));
+            const char *why = llhttp_get_error_reason(&c->parser);
+            rm_log_debug("h1: bad response from upstream (%s: %s)", llhttp_errno_name(e),
+                         why ? why : "");
             rm_h1_close(c, RM_H1_CLOSE_NOW, true, 0, RM_RESET_PROTOCOL);
             break;
         }
-        if (k == 0) break; /* defensive: no progress without a pause or an error */
+        if (k == 0 && ++stalls > 1) break; /* defensive: no progress twice: wait for input */
     }
     c->in_parse = false;
     rm_h1_update_reading(c);
@@ -162,7 +166,7 @@ static void conn_on_close(struct rm_conn *conn, int err)
     if (hs && err == 0 && hs->rx == RM_H1_HALF_BODY) {
         /* EOF ends a close-delimited body (anything else is an error: reset below) */
         c->in_parse = true;
-        http_parser_execute(&c->parser, &parser_settings, NULL, 0);
+        llhttp_finish(&c->parser);
         c->in_parse = false;
     }
     rm_h1_close(c, RM_H1_CLOSE_NOW, true, err, RM_RESET_CONNECTION_TERMINATION);
@@ -320,7 +324,7 @@ const struct rm_codec_ops rm_h1_stream_ops_client = {
 struct rm_codec *rm_h1_client_new(struct rm_conn *conn, const struct rm_codec_settings *st,
                                   const struct rm_codec_callbacks *cb, void *user)
 {
-    struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, false);
+    struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, false, &parser_settings);
     if (!c) return NULL;
     c->base.ops = &client_conn_ops;
     rm_conn_set_handler(conn, &conn_handler, c);

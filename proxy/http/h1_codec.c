@@ -3,22 +3,11 @@
  * cleaning, serialisation of header lines, body framing and the common stream ops.
  * See h1_codec_internal.h for the model. */
 #include <assert.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "proxy/core/log.h"
 #include "proxy/http/h1_codec_internal.h"
-
-/* http_parser's own header limit is process-wide; ours is per codec (max_request_headers_kb,
- * at most 8 MiB in Envoy's API), so the parser's is raised once above any value we enforce. */
-#define PARSER_MAX_HEADER (8u * 1024u * 1024u + 64u * 1024u)
-
-static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
-static void parser_init_once(void)
-{
-    http_parser_set_max_header_size(PARSER_MAX_HEADER);
-}
 
 /* ---- state machines ------------------------------------------------------------------------ */
 
@@ -157,9 +146,9 @@ static void close_task_run(struct rm_task *t)
 }
 
 struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_codec_settings *st,
-                                      const struct rm_codec_callbacks *cb, void *user, bool server)
+                                      const struct rm_codec_callbacks *cb, void *user, bool server,
+                                      const llhttp_settings_t *ps)
 {
-    pthread_once(&parser_once, parser_init_once);
     struct rm_h1_codec *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
     c->base.conn = conn;
@@ -174,7 +163,9 @@ struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_code
     if (!c->st.buffer_limit) c->st.buffer_limit = RM_H1_DEFAULT_BUFFER_LIMIT;
     c->max_bytes = (size_t)c->st.max_request_headers_kb * 1024u;
     c->max_count = c->st.max_headers_count;
-    http_parser_init(&c->parser, server ? HTTP_REQUEST : HTTP_RESPONSE);
+    /* llhttp's strict defaults (no lenient flags): a proxy must not read a message differently
+     * from the next hop (request smuggling); header limits are ours (count_bytes). */
+    llhttp_init(&c->parser, server ? HTTP_REQUEST : HTTP_RESPONSE, ps);
     c->parser.data = c;
     c->state = RM_H1_IDLE;
     /* on_drained fires when output falls below half of this: match write_blocked()'s limit */
@@ -259,9 +250,26 @@ void rm_h1_update_reading(struct rm_h1_codec *c)
     if (c->base.conn) rm_conn_pause_reading(c->base.conn, !rm_h1_can_parse(c));
 }
 
-void rm_h1_check_parse(struct rm_h1_codec *c)
+int rm_h1_check_parse(const struct rm_h1_codec *c)
 {
-    if (!rm_h1_can_parse(c)) http_parser_pause(&c->parser, 1);
+    return rm_h1_can_parse(c) ? 0 : HPE_PAUSED;
+}
+
+size_t rm_h1_execute(struct rm_h1_codec *c, const uint8_t *data, size_t n, llhttp_errno_t *err)
+{
+    const char *start = (const char *)data;
+    llhttp_errno_t e = llhttp_execute(&c->parser, start, n);
+    *err = HPE_OK;
+    if (e == HPE_OK) return n;
+    const char *pos = llhttp_get_error_pos(&c->parser);
+    size_t k = pos && pos >= start && pos <= start + n ? (size_t)(pos - start) : 0;
+    if (e == HPE_PAUSED)
+        llhttp_resume(&c->parser);
+    else if (e == HPE_PAUSED_UPGRADE) /* Upgrade is hop-by-hop and dropped: parse on as HTTP */
+        llhttp_resume_after_upgrade(&c->parser);
+    else
+        *err = e;
+    return k;
 }
 
 void rm_h1_conn_on_drained(struct rm_conn *conn)
@@ -343,7 +351,7 @@ static int count_bytes(struct rm_h1_codec *c, size_t n)
     return c->acc.bytes > c->max_bytes ? rm_h1_acc_fail(c, 431) : 0;
 }
 
-int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
+int rm_h1_on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
@@ -369,7 +377,17 @@ int rm_h1_on_header_field(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-int rm_h1_on_header_value(http_parser *p, const char *at, size_t n)
+int rm_h1_on_header_field_complete(llhttp_t *p)
+{
+    struct rm_h1_codec *c = p->data;
+    struct rm_h1_acc *a = &c->acc;
+    /* no on_header_field since the last value: an empty name (": v") */
+    if (!a->started || a->in_value || !a->h->v[a->h->n - 1].name_len) return rm_h1_acc_fail(c, 400);
+    a->in_value = true; /* even if no value bytes follow (an empty value) */
+    return 0;
+}
+
+int rm_h1_on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
@@ -659,10 +677,8 @@ void rm_h1_pause_reading(struct rm_stream *s, bool paused)
     hs->user_paused = paused;
     struct rm_h1_codec *c = hs->c;
     if (!c || c->cur != hs) return;
-    if (c->in_parse)
-        rm_h1_check_parse(c); /* the read loop re-evaluates when the parser returns */
-    else
-        rm_h1_update_reading(c);
+    /* inside the parser, the callback that delivered the event pauses it on return */
+    if (!c->in_parse) rm_h1_update_reading(c);
 }
 
 bool rm_h1_write_blocked(const struct rm_stream *s)

@@ -15,7 +15,7 @@
 #ifndef RM_HTTP_H1_CODEC_INTERNAL_H
 #define RM_HTTP_H1_CODEC_INTERNAL_H
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -106,7 +106,7 @@ struct rm_h1_stream {
     bool sent_100;    /* server: "100 Continue" already written for this request */
 };
 
-/* Header block accumulation across http_parser callbacks (names and values may arrive split). */
+/* Header block accumulation across parser callbacks (names and values may arrive split). */
 struct rm_h1_acc {
     struct rm_headers *h; /* block being filled */
     const char *url;      /* server: request-target (arena) */
@@ -116,13 +116,13 @@ struct rm_h1_acc {
     uint32_t seen;       /* RM_H1_HC_BIT() of the classes seen in the current block */
     uint16_t err_status; /* server reply for a rejected message: 400, 426, 431 */
     bool started;        /* an entry is open in h */
-    bool in_value;       /* the open entry is receiving its value */
+    bool in_value;       /* the open entry's name is complete: bytes now go to its value */
     bool have_value;     /* the open entry's value lives in the arena (writable) */
 };
 
 struct rm_h1_codec {
     struct rm_codec base; /* first */
-    http_parser parser;
+    llhttp_t parser;
     struct rm_codec_settings st; /* with defaults applied */
     struct rm_loop *loop;
     struct rm_h1_stream *cur;   /* the exchange in flight */
@@ -138,7 +138,7 @@ struct rm_h1_codec {
     int close_err;
     int32_t next_id;
     bool server;
-    bool in_parse;     /* inside http_parser_execute: the read loop re-checks state itself */
+    bool in_parse;     /* inside llhttp_execute: the read loop re-checks state itself */
     bool notify_close; /* close_task reports cb->on_close */
     bool goaway_sent;  /* client: cb->on_goaway already called */
 };
@@ -148,9 +148,11 @@ struct rm_h1_codec {
 extern const struct rm_codec_ops rm_h1_stream_ops_server;
 extern const struct rm_codec_ops rm_h1_stream_ops_client;
 
-/** Shared constructor part: allocate, copy settings with defaults, init the parser. */
+/** Shared constructor part: allocate, copy settings with defaults, init the parser with <ps>
+ *  (static: llhttp keeps the pointer). */
 struct rm_h1_codec *rm_h1_codec_alloc(struct rm_conn *conn, const struct rm_codec_settings *st,
-                                      const struct rm_codec_callbacks *cb, void *user, bool server);
+                                      const struct rm_codec_callbacks *cb, void *user, bool server,
+                                      const llhttp_settings_t *ps);
 
 void rm_h1_set_state(struct rm_h1_codec *c, enum rm_h1_state to);
 void rm_h1_stream_set_state(struct rm_h1_stream *hs, enum rm_h1_sstate to);
@@ -179,21 +181,27 @@ void rm_h1_maybe_exchange_done(struct rm_h1_codec *c);
 void rm_h1_update_reading(struct rm_h1_codec *c);
 /** Should the parser go on (called between callbacks and reads)? */
 bool rm_h1_can_parse(const struct rm_h1_codec *c);
-/** After a user callback from inside the parser: pause the parser if it must stop. */
-void rm_h1_check_parse(struct rm_h1_codec *c);
+/** After a user callback from inside the parser: what the parser callback returns, 0 to go on or
+ *  HPE_PAUSED when parsing must stop (llhttp pauses only on a callback's return value). */
+int rm_h1_check_parse(const struct rm_h1_codec *c);
+/** Run the parser over data[0..n) and pass on its pauses: returns the bytes consumed and sets
+ *  *err to HPE_OK, or to the error that stopped it (never HPE_PAUSED: those are resumed; the
+ *  caller's loop decides, with rm_h1_can_parse(), whether to parse more). */
+size_t rm_h1_execute(struct rm_h1_codec *c, const uint8_t *data, size_t n, llhttp_errno_t *err);
 
 /* conn handler parts shared by both sides */
 void rm_h1_conn_on_drained(struct rm_conn *conn);
 void rm_h1_conn_on_connected(struct rm_conn *conn, int err);
 
-/* header accumulation: http_parser callbacks and helpers */
-int rm_h1_on_header_field(http_parser *p, const char *at, size_t n);
-int rm_h1_on_header_value(http_parser *p, const char *at, size_t n);
+/* header accumulation: parser callbacks and helpers */
+int rm_h1_on_header_field(llhttp_t *p, const char *at, size_t n);
+int rm_h1_on_header_field_complete(llhttp_t *p);
+int rm_h1_on_header_value(llhttp_t *p, const char *at, size_t n);
 /** Start filling <h> (already initialised) for a new block.  <new_message> resets the limits. */
 void rm_h1_acc_begin(struct rm_h1_codec *c, struct rm_headers *h, bool new_message);
 /** Close the entry being filled (trim, set its key). */
 void rm_h1_acc_end(struct rm_h1_codec *c);
-/** Record a limit/validation failure; returns nonzero (the http_parser callback error). */
+/** Record a limit/validation failure; returns nonzero (the parser callback error). */
 int rm_h1_acc_fail(struct rm_h1_codec *c, uint16_t status);
 
 /* What rm_h1_clean_block extracted from a request block. */

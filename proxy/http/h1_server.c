@@ -6,7 +6,9 @@
  * Choices worth knowing:
  *  - HTTP/1.0 requests get 426 unless settings->accept_http_10 (Envoy's
  *    http_protocol_options.accept_http_10, default false); HTTP/0.9 and versions above 1.1: 400.
- *  - Any repeated Content-Length is rejected (http_parser), identical values included.
+ *  - llhttp parses strictly (no lenient flags): a repeated Content-Length (identical values
+ *    included), Content-Length with Transfer-Encoding, bare LF line ends, spaces before the
+ *    colon are rejected with 400.
  *  - Expect: 100-continue is answered at once and removed (Envoy's default); a 100 the user
  *    submits afterwards for the same request is dropped.
  *  - A response whose head goes out while its request is still arriving says connection:
@@ -24,6 +26,7 @@ static const struct rm_str methods[] = {
     HTTP_METHOD_MAP(XX)
 #undef XX
 };
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
@@ -38,7 +41,7 @@ static void on_headers_timeout(struct rm_timer *t)
     rm_h1_close(c, RM_H1_CLOSE_FLUSH, true, 0, RM_RESET_TIMEOUT);
 }
 
-static int on_message_begin(http_parser *p)
+static int on_message_begin(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     if (c->st.request_headers_timeout_ms)
@@ -55,7 +58,7 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_acc *a = &c->acc;
@@ -70,25 +73,34 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-/* Split an absolute-form target (http://user@host:port/path?q) into authority and path. */
+/* RFC 3986 authority characters (userinfo, host incl. IP literals, port). */
+static bool authority_char(unsigned char ch)
+{
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') return true;
+    if (ch >= '0' && ch <= '9') return true;
+    return ch && strchr("-._~%!$&'()*+,;=:@[]", ch) != NULL;
+}
+
+/* Split an absolute-form target (http://user@host:port/path?q) into authority and path.  The
+ * scheme must be http or https and the host non-empty; userinfo is not forwarded. */
 static int absolute_form(struct rm_arena *arena, const char *url, size_t len, struct rm_str *auth,
                          struct rm_str *path)
 {
-    struct http_parser_url u;
-    http_parser_url_init(&u);
-    if (http_parser_parse_url(url, len, 0, &u) || !(u.field_set & (1u << UF_SCHEMA)) ||
-        !(u.field_set & (1u << UF_HOST)))
+    const char *end = url + len, *s;
+    if (len > 7 && strncasecmp(url, "http://", 7) == 0)
+        s = url + 7;
+    else if (len > 8 && strncasecmp(url, "https://", 8) == 0)
+        s = url + 8;
+    else
         return -1;
-    struct rm_str scheme = {url + u.field_data[UF_SCHEMA].off, u.field_data[UF_SCHEMA].len};
-    if (!(scheme.len == 4 && strncasecmp(scheme.p, "http", 4) == 0) &&
-        !(scheme.len == 5 && strncasecmp(scheme.p, "https", 5) == 0))
-        return -1;
-    const char *s = url + scheme.len + 3, *end = url + len; /* after "://" */
     const char *e = s;
-    while (e < end && *e != '/' && *e != '?' && *e != '#')
+    while (e < end && *e != '/' && *e != '?' && *e != '#') {
+        if (!authority_char((unsigned char)*e)) return -1;
         e++;
-    const char *at = memchr(s, '@', (size_t)(e - s)); /* userinfo is not forwarded */
+    }
+    const char *at = memrchr(s, '@', (size_t)(e - s));
     if (at) s = at + 1;
+    if (s == e || *s == ':') return -1; /* no host */
     *auth = (struct rm_str){s, (size_t)(e - s)};
     const char *frag = memchr(e, '#', (size_t)(end - e));
     size_t plen = (size_t)((frag ? frag : end) - e);
@@ -108,7 +120,7 @@ static int absolute_form(struct rm_arena *arena, const char *url, size_t len, st
 static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
                           const struct rm_h1_clean *cl)
 {
-    const http_parser *p = &c->parser;
+    const llhttp_t *p = &c->parser;
     struct rm_str url = {c->acc.url ? c->acc.url : "", c->acc.url_len};
     struct rm_str auth = cl->host, path = url;
     bool have_auth = cl->nhost == 1, have_path = true, have_scheme = true;
@@ -142,35 +154,36 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
     return 0;
 }
 
-/* on_headers_complete's error: any value but 0/1 makes http_parser fail the message. */
+/* on_headers_complete's error: -1 makes llhttp fail the message (HPE_CB_HEADERS_COMPLETE). */
 static int reject_in_parser(struct rm_h1_codec *c, uint16_t status)
 {
     rm_h1_acc_fail(c, status);
     return -1;
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_headers_complete(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     rm_timer_stop(c->loop, &c->headers_timer);
     rm_h1_acc_end(c);
     if (p->http_major != 1 || p->http_minor > 1) return reject_in_parser(c, 400);
+    if (p->method >= NMETHODS || !methods[p->method].len) return reject_in_parser(c, 400);
     if (p->http_minor == 0 && !c->st.accept_http_10) return reject_in_parser(c, 426);
-    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+    if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED))
         return reject_in_parser(c, 400); /* RFC 9112 6.3: chunked must be the final coding */
     struct rm_h1_clean cl = {0};
     rm_h1_clean_block(c, &hs->head, RM_H1_REQ_PSEUDO, 0, &cl);
     if (request_pseudo(c, hs, &cl) < 0) return reject_in_parser(c, 400);
     hs->s.proto = p->http_minor == 0 ? RM_HTTP10 : RM_HTTP11;
     hs->head_method = p->method == HTTP_HEAD;
-    if ((!http_should_keep_alive(p) || p->method == HTTP_CONNECT) && c->state == RM_H1_ACTIVE)
+    if ((!llhttp_should_keep_alive(p) || p->method == HTTP_CONNECT) && c->state == RM_H1_ACTIVE)
         rm_h1_set_state(c, RM_H1_DRAINING);
     if (cl.expect_continue && p->http_minor == 1) {
         rm_h1_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         hs->sent_100 = true;
     }
-    bool body = (p->flags & F_CHUNKED) || (p->content_length && p->content_length != UINT64_MAX);
+    bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     rm_h1_set_half(&hs->rx, body ? RM_H1_HALF_BODY : RM_H1_HALF_END);
     hs->announced = true;
     c->base.cb->on_stream(c->base.user, &hs->s);
@@ -178,24 +191,25 @@ static int on_headers_complete(http_parser *p)
     /* Without a body the request ends right here: on_message_complete, next in this same
      * execute, pauses the parser (one request at a time).  Pausing now would leave the head's
      * last byte unparsed, for another on_data round once the response is out. */
-    if (body || c->state == RM_H1_CLOSED) rm_h1_check_parse(c);
-    return 0;
+    return body || c->state == RM_H1_CLOSED ? rm_h1_check_parse(c) : 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
     if (!hs) return 0;
+    /* llhttp has already counted these bytes off content_length */
     bool end = !(p->flags & F_CHUNKED) && p->content_length == 0;
     if (end) rm_h1_set_half(&hs->rx, RM_H1_HALF_END);
     if (rm_h1_stream_live(hs)) hs->s.ev->on_data(&hs->s, (const uint8_t *)at, n, end);
     if (end && c->cur == hs) rm_h1_maybe_exchange_done(c);
-    rm_h1_check_parse(c);
-    return 0;
+    /* at the end, on_message_complete follows in this same execute and pauses (pausing here
+     * would leave it for the next one, with c->cur already gone) */
+    return end ? 0 : rm_h1_check_parse(c);
 }
 
-static int on_chunk_header(http_parser *p)
+static int on_chunk_header(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
@@ -206,24 +220,25 @@ static int on_chunk_header(http_parser *p)
     return 0;
 }
 
-static int on_message_complete(http_parser *p)
+/* Returns HPE_PAUSED: one request at a time, the read loop decides what's next. */
+static int on_message_complete(llhttp_t *p)
 {
     struct rm_h1_codec *c = p->data;
     struct rm_h1_stream *hs = c->cur;
-    http_parser_pause(p, 1); /* one request at a time: the read loop decides what's next */
-    if (!hs) return 0;       /* already answered and finished */
+    if (!hs) return HPE_PAUSED; /* already answered and finished */
     if (hs->rx != RM_H1_HALF_END) {
         rm_h1_acc_end(c);
         rm_h1_deliver_end(c, hs);
     }
     if (c->cur == hs) rm_h1_maybe_exchange_done(c);
-    return 0;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings parser_settings = {
+static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = rm_h1_on_header_field,
+    .on_header_field_complete = rm_h1_on_header_field_complete,
     .on_header_value = rm_h1_on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
@@ -233,11 +248,12 @@ static const http_parser_settings parser_settings = {
 
 /* A request we can't parse or won't serve: answer <status> if the response of this exchange
  * has not started, reset the announced stream, close after the flush. */
-static void reject(struct rm_h1_codec *c, enum http_errno e)
+static void reject(struct rm_h1_codec *c, llhttp_errno_t e)
 {
     struct rm_h1_stream *hs = c->cur;
     uint16_t status = c->acc.err_status ? c->acc.err_status : 400;
-    rm_log_debug("h1: bad request (%s): %u", http_errno_description(e), status);
+    const char *why = llhttp_get_error_reason(&c->parser);
+    rm_log_debug("h1: bad request (%s: %s): %u", llhttp_errno_name(e), why ? why : "", status);
     if (hs && hs->tx != RM_H1_HALF_HEADERS) {
         rm_h1_close(c, RM_H1_CLOSE_NOW, true, 0, RM_RESET_PROTOCOL);
         return;
@@ -261,22 +277,18 @@ static size_t conn_on_data(struct rm_conn *conn, const uint8_t *data, size_t n)
 {
     struct rm_h1_codec *c = conn->owner;
     size_t off = 0;
+    unsigned stalls = 0;
     c->in_parse = true;
     while (off < n && rm_h1_can_parse(c)) {
-        size_t k =
-            http_parser_execute(&c->parser, &parser_settings, (const char *)data + off, n - off);
+        llhttp_errno_t e;
+        size_t k = rm_h1_execute(c, data + off, n - off, &e);
         off += k;
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->state == RM_H1_CLOSED) break;
-        if (e == HPE_PAUSED) {
-            http_parser_pause(&c->parser, 0);
-            continue;
-        }
         if (e != HPE_OK) {
             reject(c, e);
             break;
         }
-        if (k == 0) break; /* defensive: no progress without a pause or an error */
+        if (k == 0 && ++stalls > 1) break; /* defensive: no progress twice: wait for input */
     }
     c->in_parse = false;
     rm_h1_update_reading(c);
@@ -309,11 +321,77 @@ static int status_of(const struct rm_headers *h)
     return s >= 100 ? (int)s : -1;
 }
 
+/* Reason phrases of status lines by [class - 1][code % 100] (RFC 9110 §15, RFC 8297). */
+static const char *const reasons[5][64] = {
+    [0][0] = "Continue",
+    [0][1] = "Switching Protocols",
+    [0][2] = "Processing",
+    [0][3] = "Early Hints",
+    [1][0] = "OK",
+    [1][1] = "Created",
+    [1][2] = "Accepted",
+    [1][3] = "Non-Authoritative Information",
+    [1][4] = "No Content",
+    [1][5] = "Reset Content",
+    [1][6] = "Partial Content",
+    [1][7] = "Multi-Status",
+    [1][8] = "Already Reported",
+    [1][26] = "IM Used",
+    [2][0] = "Multiple Choices",
+    [2][1] = "Moved Permanently",
+    [2][2] = "Found",
+    [2][3] = "See Other",
+    [2][4] = "Not Modified",
+    [2][5] = "Use Proxy",
+    [2][7] = "Temporary Redirect",
+    [2][8] = "Permanent Redirect",
+    [3][0] = "Bad Request",
+    [3][1] = "Unauthorized",
+    [3][2] = "Payment Required",
+    [3][3] = "Forbidden",
+    [3][4] = "Not Found",
+    [3][5] = "Method Not Allowed",
+    [3][6] = "Not Acceptable",
+    [3][7] = "Proxy Authentication Required",
+    [3][8] = "Request Timeout",
+    [3][9] = "Conflict",
+    [3][10] = "Gone",
+    [3][11] = "Length Required",
+    [3][12] = "Precondition Failed",
+    [3][13] = "Payload Too Large",
+    [3][14] = "URI Too Long",
+    [3][15] = "Unsupported Media Type",
+    [3][16] = "Range Not Satisfiable",
+    [3][17] = "Expectation Failed",
+    [3][21] = "Misdirected Request",
+    [3][22] = "Unprocessable Entity",
+    [3][23] = "Locked",
+    [3][24] = "Failed Dependency",
+    [3][25] = "Too Early",
+    [3][26] = "Upgrade Required",
+    [3][28] = "Precondition Required",
+    [3][29] = "Too Many Requests",
+    [3][31] = "Request Header Fields Too Large",
+    [3][51] = "Unavailable For Legal Reasons",
+    [4][0] = "Internal Server Error",
+    [4][1] = "Not Implemented",
+    [4][2] = "Bad Gateway",
+    [4][3] = "Service Unavailable",
+    [4][4] = "Gateway Timeout",
+    [4][5] = "HTTP Version Not Supported",
+    [4][6] = "Variant Also Negotiates",
+    [4][7] = "Insufficient Storage",
+    [4][8] = "Loop Detected",
+    [4][10] = "Not Extended",
+    [4][11] = "Network Authentication Required",
+};
+
+/* The reason phrase for <status> (100..999); "Unknown" for codes without one: clients ignore it. */
 static const char *reason_of(int status)
 {
-    if (status == 103) return "Early Hints"; /* RFC 8297: not in http_parser 2.9's table */
-    const char *r = http_status_str((enum http_status)status);
-    return r[0] == '<' ? "Unknown" : r; /* "<unknown>" */
+    const char *r =
+        status < 600 && status % 100 < 64 ? reasons[status / 100 - 1][status % 100] : NULL;
+    return r ? r : "Unknown";
 }
 
 /* "HTTP/1.1 NNN Reason\r\n" */
@@ -490,7 +568,7 @@ const struct rm_codec_ops rm_h1_stream_ops_server = {
 struct rm_codec *rm_h1_server_new(struct rm_conn *conn, const struct rm_codec_settings *st,
                                   const struct rm_codec_callbacks *cb, void *user)
 {
-    struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, true);
+    struct rm_h1_codec *c = rm_h1_codec_alloc(conn, st, cb, user, true, &parser_settings);
     if (!c) return NULL;
     c->base.ops = &server_conn_ops;
     rm_conn_set_handler(conn, &conn_handler, c);

@@ -286,6 +286,51 @@ Test(h1_server, absolute_form)
     h1t_free(t);
 }
 
+/* Upgrade is hop-by-hop and not supported: the request is served as plain HTTP and the next one
+ * on the connection is parsed as HTTP too (the parser does not switch protocols). */
+Test(h1_server, upgrade_request_served_as_http)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                 "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    cr_assert_str_eq(t->streams[0].head,
+                     ":method: GET\n:scheme: http\n:authority: h\n:path: /ws\n");
+    h1t_respond(&t->streams[0], "200", "a");
+    cr_assert(h1t_wait_end(t, 1));
+    cr_assert(strstr(t->streams[1].head, ":path: /2\n"));
+    h1t_respond(&t->streams[1], "200", "b");
+    cr_assert(h1t_read_until(t, "\r\n\r\nb"));
+    h1t_free(t);
+}
+
+/* An empty value keeps its entry; the next name starts a new one. */
+Test(h1_server, empty_header_values)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Sp:   \r\nX-Next: n\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    cr_assert_str_eq(t->streams[0].head, ":method: GET\n:scheme: http\n:authority: h\n:path: /\n"
+                                         "x-empty: \nx-sp: \nx-next: n\n");
+    h1t_free(t);
+}
+
+/* Status codes without a registered reason phrase get "Unknown"; registered ones theirs. */
+Test(h1_server, reason_phrases)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    h1t_respond(&t->streams[0], "299", "a");
+    cr_assert(h1t_wait_end(t, 1));
+    h1t_respond(&t->streams[1], "511", "b");
+    cr_assert(h1t_read_until(t, "\r\n\r\nb"));
+    cr_assert_str_eq(h1t_take(t), "HTTP/1.1 299 Unknown\r\ncontent-length: 1\r\n\r\na"
+                                  "HTTP/1.1 511 Network Authentication Required\r\n"
+                                  "content-length: 1\r\n\r\nb");
+    h1t_free(t);
+}
+
 Test(h1_server, hop_by_hop_stripped)
 {
     struct h1t *t = h1t_server(NULL);
@@ -457,6 +502,33 @@ Test(h1_server, bad_request_line)
     expect_rejected("GET example.com HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0);
     expect_rejected("GET / HTTP/1.1\r\n\r\n", R400, 0); /* no Host */
     expect_rejected("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", R400, 0);
+}
+
+Test(h1_server, bad_absolute_form)
+{
+    expect_rejected("GET ftp://example.com/ HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0);
+    expect_rejected("GET http://:80/ HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0); /* no host */
+    expect_rejected("GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0);
+    expect_rejected("GET http://user@/p HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0);
+    expect_rejected("GET http://a\"b/ HTTP/1.1\r\nHost: h\r\n\r\n", R400, 0);
+}
+
+/* strict parsing (no lenient flags): bare LF line ends are refused */
+Test(h1_server, strict_line_ends)
+{
+    expect_rejected("GET / HTTP/1.1\nHost: h\n\n", R400, 0);
+    expect_rejected("GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n", R400, 0);
+}
+
+/* obs-fold (RFC 9112 5.2): the continuation joins the value, the CRLF replaced by its space */
+Test(h1_server, obs_fold_joined)
+{
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\nY: c\r\n\r\n");
+    cr_assert(h1t_wait_end(t, 0));
+    cr_assert_str_eq(t->streams[0].head,
+                     ":method: GET\n:scheme: http\n:authority: h\n:path: /\nx: a b\ny: c\n");
+    h1t_free(t);
 }
 
 Test(h1_server, bad_header)
