@@ -100,6 +100,13 @@ const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {
     [RM_HS_DOWNSTREAM_RQ_MAX_DURATION_REACHED] = C("downstream_rq_max_duration_reached"),
     [RM_HS_DOWNSTREAM_CX_IDLE_TIMEOUT] = C("downstream_cx_idle_timeout"),
     [RM_HS_DOWNSTREAM_CX_MAX_DURATION_REACHED] = C("downstream_cx_max_duration_reached"),
+    [RM_HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED] = C("downstream_cx_max_requests_reached"),
+    [RM_HS_HTTP1_DROPPED_HEADERS_WITH_UNDERSCORES] = C("http1.dropped_headers_with_underscores"),
+    [RM_HS_HTTP1_REQUESTS_REJECTED_WITH_UNDERSCORES] =
+        C("http1.requests_rejected_with_underscores_in_headers"),
+    [RM_HS_HTTP2_DROPPED_HEADERS_WITH_UNDERSCORES] = C("http2.dropped_headers_with_underscores"),
+    [RM_HS_HTTP2_REQUESTS_REJECTED_WITH_UNDERSCORES] =
+        C("http2.requests_rejected_with_underscores_in_headers"),
 };
 
 const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {

@@ -333,6 +333,15 @@ static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
             rm_pb_duration_ms(pb->common_http_protocol_options->max_connection_duration, 0);
         h->max_stream_duration_ms =
             rm_pb_duration_ms(pb->common_http_protocol_options->max_stream_duration, 0);
+        h->max_requests_per_connection =
+            rm_pb_u32(pb->common_http_protocol_options->max_requests_per_connection, 0);
+        int u = (int)pb->common_http_protocol_options->headers_with_underscores_action;
+        if (u < RM_UNDERSCORES_ALLOW || u > RM_UNDERSCORES_DROP_HEADER)
+            return rm_error_set(err,
+                                "%s.common_http_protocol_options.headers_with_underscores_action: "
+                                "unknown value %d",
+                                path, u);
+        h->headers_with_underscores = (enum rm_underscores)u;
     }
     if (pb->http_protocol_options)
         h->codec.accept_http_10 = pb->http_protocol_options->accept_http_10;

@@ -61,7 +61,13 @@ struct rm_hcm_cfg {
     uint32_t idle_timeout_ms;            /* connection idle timeout (common options), default 1 h */
     uint32_t max_connection_duration_ms; /* common options; 0 = none */
     uint32_t max_stream_duration_ms;     /* common options; 0 = none */
-    struct rm_stats *stats;              /* http.<stat_prefix>. */
+    uint32_t max_requests_per_connection; /* common options; 0 = unlimited */
+    enum rm_underscores {                 /* common options' headers_with_underscores_action */
+                          RM_UNDERSCORES_ALLOW = 0,
+                          RM_UNDERSCORES_REJECT_REQUEST = 1,
+                          RM_UNDERSCORES_DROP_HEADER = 2,
+    } headers_with_underscores;
+    struct rm_stats *stats; /* http.<stat_prefix>. */
 };
 
 struct rm_listener_cfg {

@@ -305,6 +305,44 @@ static bool dead(const struct rm_hcm_stream *hs)
     return hs->flags & (RM_HS_RESET | RM_HS_FINISHING);
 }
 
+static bool has_underscore(const struct rm_header *e)
+{
+    return e->name_len && e->name[0] != ':' && memchr(e->name, '_', e->name_len);
+}
+
+/* headers_with_underscores_action (Envoy's, per codec: http1./http2. stats).  Returns false
+ * when the request was rejected: HTTP/1 with a 400 (the connection closes after it), HTTP/2
+ * with a stream reset. */
+static bool check_underscores(struct rm_hcm_stream *hs, struct rm_headers *h)
+{
+    enum rm_underscores act = hs->cfg->headers_with_underscores;
+    if (act == RM_UNDERSCORES_ALLOW) return true;
+    bool h2 = hs->down->proto == RM_HTTP2;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!has_underscore(&h->v[i])) continue;
+        if (act == RM_UNDERSCORES_REJECT_REQUEST) {
+            rm_stat_inc(hstats(hs), h2 ? RM_HS_HTTP2_REQUESTS_REJECTED_WITH_UNDERSCORES
+                                       : RM_HS_HTTP1_REQUESTS_REJECTED_WITH_UNDERSCORES);
+            rm_log_debug("%s: request rejected: header \"%.*s\" has an underscore",
+                         hs->cfg->stat_prefix, (int)h->v[i].name_len, (const char *)h->v[i].name);
+            if (h2) {
+                rm_hcm_reset(hs);
+            } else {
+                rm_hcm_conn_drain(hs->hc);
+                rm_hcm_local_reply(hs, 0, 400, NULL, "Bad Request");
+            }
+            return false;
+        }
+        unsigned n = rm_headers_remove(h, (const char *)h->v[i].name, h->v[i].name_len);
+        rm_stat_add(hstats(hs),
+                    h2 ? RM_HS_HTTP2_DROPPED_HEADERS_WITH_UNDERSCORES
+                       : RM_HS_HTTP1_DROPPED_HEADERS_WITH_UNDERSCORES,
+                    n);
+        i--; /* v[i] is the next entry now */
+    }
+    return true;
+}
+
 static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
 {
     struct rm_hcm_stream *hs = s->user;
@@ -312,6 +350,7 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     rm_hcm_stream_activity(hs);
     hs->req = h;
     if (end) hs->flags |= RM_HS_REQ_END;
+    if (!check_underscores(hs, h)) return;
     struct rm_str ct = rm_headers_get_key(h, RM_HK_CONTENT_TYPE);
     if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0) hs->flags |= RM_HS_GRPC;
     struct rm_str m = rm_headers_get_key(h, RM_HK_METHOD);
@@ -420,6 +459,12 @@ static void on_stream(void *user, struct rm_stream *s)
     rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_ACTIVE);
     rm_stat_inc(hstats(hs), s->proto == RM_HTTP2 ? RM_HS_DOWNSTREAM_RQ_HTTP2_TOTAL
                                                  : RM_HS_DOWNSTREAM_RQ_HTTP1_TOTAL);
+    /* max_requests_per_connection: this one is served, the connection drains behind it (HTTP/1:
+     * its response says connection: close; HTTP/2: GOAWAY naming this stream as the last) */
+    if (++hc->requests == hc->cfg->max_requests_per_connection) {
+        rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED);
+        rm_hcm_conn_drain(hc);
+    }
 }
 
 /* ---- filter iteration --------------------------------------------------------------------- */

@@ -801,3 +801,131 @@ while True:
     r = ctx.curl(f"http://127.0.0.1:{px.port}/post", data=b"body")  # refused, not replayable
     assert r.status == 503 and b"refused" in r.body, r
     assert ctx.stop(px) == 0
+
+
+def _h2_session(port):
+    """A python-h2 client connection (prior knowledge): (socket, H2Connection)."""
+    import h2.config
+    import h2.connection
+    s = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    return s, c
+
+
+def _h2_exchange(s, c, path, headers=(), timeout=5.0):
+    """One GET on an open h2 connection: (status, or None if the stream was reset; the response
+    headers as a dict)."""
+    import h2.events
+    sid = c.get_next_available_stream_id()
+    c.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                         (":path", path)] + list(headers), end_stream=True)
+    s.sendall(c.data_to_send())
+    status, hdrs = None, {}
+    deadline = time.monotonic() + timeout
+    done = False
+    while not done and time.monotonic() < deadline:
+        data = s.recv(65536)
+        if not data:
+            break
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                hdrs = {k.decode(): v.decode() for k, v in ev.headers}
+                status = int(hdrs[":status"])
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and \
+                    ev.stream_id == sid:
+                done = True
+        out = c.data_to_send()
+        if out:
+            s.sendall(out)
+    assert done, f"no end of stream {sid} within {timeout}s"
+    return status, hdrs
+
+
+def test_max_requests_per_connection(ctx):
+    """common_http_protocol_options.max_requests_per_connection downstream: the Nth request is
+    served, then HTTP/1.1 says connection: close and closes, HTTP/2 sends GOAWAY naming it."""
+    up = ctx.upstream(name="b1")
+    y = cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port])],
+                      hcm_extra="\n          common_http_protocol_options: "
+                                "{ max_requests_per_connection: 2 }")
+    px = ctx.remora(y)
+    req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    s = _raw_request(px.port, req)
+    try:
+        out, closed = _read_until_closed(s, 0.3)
+        assert out.startswith(b"HTTP/1.1 200") and b"connection: close" not in out.lower(), out
+        assert not closed
+        s.sendall(req)
+        out, closed = _read_until_closed(s, 3.0)
+        assert out.startswith(b"HTTP/1.1 200") and b"connection: close" in out.lower(), out
+        assert closed, "HTTP/1.1 connection still open after its last request"
+    finally:
+        s.close()
+    # HTTP/2: two streams on one connection, then GOAWAY
+    out = subprocess.run(["nghttp", "-nv", "-t", "10", f"http://127.0.0.1:{px.port}/1",
+                          f"http://127.0.0.1:{px.port}/2"], capture_output=True, text=True,
+                         timeout=20).stdout
+    served = [int(x) for x in re.findall(r"recv \(stream_id=(\d+)\) :status: 200", out)]
+    goaways = [int(x) for x in re.findall(r"recv GOAWAY frame .*\n.*last_stream_id=(\d+)", out)]
+    # the graceful GOAWAY pair (2^31-1, then the last stream) may end after nghttp has both
+    # answers and quits: the first is enough to show the drain began
+    assert len(served) == 2 and goaways and goaways[-1] >= max(served), (served, goaways, out)
+    assert stats(ctx, px)["http.ingress_http.downstream_cx_max_requests_reached"] == 2
+    # unlimited by default: many requests on one connection
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/a", "--next", f"http://127.0.0.1:{px.port}/b")
+    assert r.status == 200, r
+    stop_clean(ctx, px)
+
+
+def test_headers_with_underscores_action(ctx):
+    """ALLOW (default) forwards x_foo; DROP_HEADER drops it (and counts it per codec);
+    REJECT_REQUEST answers HTTP/1.1 with 400 and resets an HTTP/2 stream."""
+    up = ctx.upstream(name="b1")
+    echo = ["-H", "x-upstream-echo-headers: 1", "-H", "x_foo: 1", "-H", "x-bar: 2"]
+    px = ctx.remora(cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port])]))
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", *echo)
+    assert r.status == 200 and r.headers.get("x-echo-x_foo") == "1", r
+    stop_clean(ctx, px)
+
+    def with_action(action, name):
+        return ctx.remora(cfg.bootstrap(
+            route(""), [cfg.cluster("backend", [up.port])],
+            hcm_extra="\n          common_http_protocol_options: "
+                      "{ headers_with_underscores_action: %s }" % action), name=name)
+
+    px = with_action("DROP_HEADER", "remora-drop")
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", *echo)
+    assert r.status == 200 and "x-echo-x_foo" not in r.headers, r
+    assert r.headers.get("x-echo-x-bar") == "2", r
+    s, c = _h2_session(px.port)
+    try:
+        st, h = _h2_exchange(s, c, "/", [("x-upstream-echo-headers", "1"), ("a_b", "1"),
+                                            ("a_b", "2"), ("c-d", "3")])
+        assert st == 200 and "x-echo-a_b" not in h and h.get("x-echo-c-d") == "3", (st, h)
+    finally:
+        s.close()
+    st = stats(ctx, px)
+    assert st["http.ingress_http.http1.dropped_headers_with_underscores"] == 1, st
+    assert st["http.ingress_http.http2.dropped_headers_with_underscores"] == 2, st
+    stop_clean(ctx, px)
+
+    px = with_action("REJECT_REQUEST", "remora-reject")
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", *echo)
+    assert r.status == 400, r
+    assert r.headers.get("connection") == "close", r
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", "-H", "x-ok: 1")
+    assert r.status == 200, r
+    s, c = _h2_session(px.port)
+    try:
+        st, _ = _h2_exchange(s, c, "/", [("x_foo", "1")])
+        assert st is None, st  # reset, no response
+        st, _ = _h2_exchange(s, c, "/", [("x-foo", "1")])
+        assert st == 200, st  # the connection stays usable
+    finally:
+        s.close()
+    st = stats(ctx, px)
+    assert st["http.ingress_http.http1.requests_rejected_with_underscores_in_headers"] == 1, st
+    assert st["http.ingress_http.http2.requests_rejected_with_underscores_in_headers"] == 1, st
+    stop_clean(ctx, px)
