@@ -91,7 +91,13 @@ static void listener_start(struct rm_worker_listener *wl, int fd)
         rm_log_error("worker %u: cannot watch listener %s", wl->w->idx, wl->cfg->addr_str);
 }
 
-/* Stop <wl>, drain the connections it accepted (<now>: close them), free it. */
+static void listener_free_task(struct rm_task *t)
+{
+    free(rm_container_of(t, struct rm_worker_listener, free_task));
+}
+
+/* Stop <wl>, drain the connections it accepted (<now>: close them), free it (deferred: this
+ * loop iteration may still hold an event for its socket). */
 static void listener_remove(struct rm_worker_listener *wl, bool now)
 {
     struct rm_worker *w = wl->w;
@@ -105,7 +111,7 @@ static void listener_remove(struct rm_worker_listener *wl, bool now)
             rm_hcm_conn_drain(hc);
     }
     rm_log_info("worker %u: listener %s (%s) removed", w->idx, wl->cfg->name, wl->cfg->addr_str);
-    free(wl);
+    rm_loop_defer(w->loop, &wl->free_task, listener_free_task);
 }
 
 /* ---- removed listeners -------------------------------------------------------------------- */

@@ -47,6 +47,7 @@ struct rm_worker_listener {
     struct rm_worker *w;
     struct rm_listener_cfg *cfg; /* in w->snap */
     uint64_t tag;                /* unique in the worker: connections remember it */
+    struct rm_task free_task;    /* removed: freed after the loop iteration (events pending) */
 };
 
 struct rm_worker {
