@@ -60,7 +60,8 @@ static void usage(FILE *f)
                "      --mode serve|validate  validate: check the config and exit (0 = valid)\n"
                "      --service-node ID      node.id (overrides the bootstrap)\n"
                "      --service-cluster NAME node.cluster (overrides the bootstrap)\n"
-               "      --drain-time-s N       seconds to drain connections on shutdown (5)\n"
+               "      --drain-time-s N       seconds to drain connections on shutdown and of\n"
+               "                             listeners removed over LDS (5)\n"
                "      --help, --version\n");
 }
 
