@@ -147,9 +147,9 @@ void rm_listener_drain_unref(struct rm_listener_drain *ld)
     free(ld);
 }
 
-/* The listeners one snapshot removed from a worker (freed at once): the connections they
- * accepted drain, and those still open when the drain time is over are closed.  On w->gone
- * until then; freed by a deferred task (or at the worker's end). */
+/* The listeners one snapshot removed from a worker (stopped and freed at once; their tags are
+ * kept): the connections they accepted drain, and those still open when the drain time is over
+ * are closed.  On w->gone until then; freed by a deferred task (or at the worker's end). */
 struct rm_worker_gone {
     struct rm_worker *w;
     struct rm_worker_gone *next; /* w->gone */
