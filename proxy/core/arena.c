@@ -78,6 +78,19 @@ void rm_arena_dispose(struct rm_arena *a)
     rm_arena_init(a);
 }
 
+size_t rm_arena_trim(unsigned keep)
+{
+    size_t freed = 0;
+    while (cache_len > keep) {
+        struct rm_arena_chunk *c = cache;
+        cache = c->next;
+        cache_len--;
+        freed += sizeof(*c) + c->size;
+        free(c);
+    }
+    return freed;
+}
+
 void rm_arena_thread_cleanup(void)
 {
     while (cache) {

@@ -36,5 +36,7 @@ char *rm_arena_strndup(struct rm_arena *a, const char *s, size_t n);
 void rm_arena_dispose(struct rm_arena *a);
 /** Free this thread's cached chunks (at thread exit). */
 void rm_arena_thread_cleanup(void);
+/** Free this thread's cached chunks beyond <keep> (after a burst); returns the bytes freed. */
+size_t rm_arena_trim(unsigned keep);
 
 #endif

@@ -1,5 +1,6 @@
 #include "proxy/core/buf.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,20 @@ struct free_block {
 
 static __thread struct free_block *cache[N_CLASSES];
 static __thread unsigned cache_len[N_CLASSES];
+static __thread size_t spill; /* bytes returned to malloc or cached since the last trim */
+static __thread void (*trim_hook)(void *);
+static __thread void *trim_ctx;
+static __thread bool trim_asked; /* the hook ran and no trim followed yet */
+
+/* A burst left memory behind: ask, once, for a trim. */
+static void note_spill(size_t n)
+{
+    spill += n;
+    if (spill >= RM_BUF_TRIM_SPILL && trim_hook && !trim_asked) {
+        trim_asked = true;
+        trim_hook(trim_ctx);
+    }
+}
 
 static int class_of(size_t cap)
 {
@@ -42,12 +57,37 @@ static void block_put(uint8_t *p, size_t cap)
     int k = class_of(cap);
     if (k < 0 || cache_len[k] >= class_max[k]) {
         free(p);
+        note_spill(cap);
         return;
     }
     struct free_block *b = (struct free_block *)(void *)p;
     b->next = cache[k];
     cache[k] = b;
-    cache_len[k]++;
+    if (++cache_len[k] == class_max[k]) note_spill(RM_BUF_TRIM_SPILL); /* a full cache: a burst */
+}
+
+void rm_buf_set_trim_hook(void (*hook)(void *ctx), void *ctx)
+{
+    trim_hook = hook;
+    trim_ctx = ctx;
+    trim_asked = false;
+}
+
+size_t rm_buf_trim(unsigned keep)
+{
+    size_t freed = 0;
+    for (int k = 0; k < N_CLASSES; k++) {
+        while (cache_len[k] > keep) {
+            struct free_block *b = cache[k];
+            cache[k] = b->next;
+            cache_len[k]--;
+            free(b);
+            freed += (size_t)RM_BUF_BLOCK << k;
+        }
+    }
+    spill = 0;
+    trim_asked = false;
+    return freed;
 }
 
 void rm_buf_thread_cleanup(void)

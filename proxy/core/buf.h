@@ -53,4 +53,15 @@ void rm_buf_reset(struct rm_buf *b);
 /** Free this thread's cached blocks (at thread exit; ASan-clean shutdown). */
 void rm_buf_thread_cleanup(void);
 
+/* Returning memory after a burst.  Blocks beyond a thread's cache go back to malloc, which keeps
+ * them resident; once RM_BUF_TRIM_SPILL bytes went back (or the cache filled up), the thread's
+ * trim hook is called, once, so its owner can call rm_buf_trim() when the thread is quiet. */
+#define RM_BUF_TRIM_SPILL (256u * 1024u)
+/** Set this thread's trim hook (NULL: none).  The hook runs inside a buffer operation: it must
+ *  only schedule the trim (e.g. start a timer). */
+void rm_buf_set_trim_hook(void (*hook)(void *ctx), void *ctx);
+/** Free this thread's cached blocks beyond <keep> per size class and re-enable the hook;
+ *  returns the bytes freed.  The caller follows with malloc_trim(0) to hand them to the OS. */
+size_t rm_buf_trim(unsigned keep);
+
 #endif

@@ -21,6 +21,7 @@ struct rm_loop {
     bool stop;
     bool in_timers; /* running expired timers: re-arms land in the next iteration */
     uint64_t now_ms;
+    uint64_t iterations;                               /* epoll_wait returns (rm_loop_iterations) */
     uint64_t wheel_ms;                                 /* time the wheel has run up to */
     uint32_t levels;                                   /* bit l: level l has a timer */
     uint64_t occupied[WHEEL_LEVELS];                   /* bit s: slot s is not empty */
@@ -56,6 +57,11 @@ void rm_loop_free(struct rm_loop *loop)
     if (!loop) return;
     close(loop->epfd);
     free(loop);
+}
+
+uint64_t rm_loop_iterations(const struct rm_loop *loop)
+{
+    return loop->iterations;
 }
 
 uint64_t rm_loop_now(const struct rm_loop *loop)
@@ -263,6 +269,7 @@ int rm_loop_run(struct rm_loop *loop)
     while (!loop->stop) {
         int n = epoll_wait(loop->epfd, evs, RM_LOOP_MAX_EVENTS, next_timeout(loop));
         loop->now_ms = mono_ms();
+        loop->iterations++;
         for (int i = 0; i < n; i++) {
             struct rm_io *io = evs[i].data.ptr;
             if (io->fd >= 0) io->on_ready(io, evs[i].events);

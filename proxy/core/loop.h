@@ -69,6 +69,8 @@ void rm_loop_run_pending(struct rm_loop *loop);
 void rm_loop_stop(struct rm_loop *loop);
 /** Monotonic milliseconds, cached once per iteration. */
 uint64_t rm_loop_now(const struct rm_loop *loop);
+/** How many times the loop woke up (a measure of how busy it is). */
+uint64_t rm_loop_iterations(const struct rm_loop *loop);
 /** Refresh and return the cached time. */
 uint64_t rm_loop_update_time(struct rm_loop *loop);
 

@@ -174,4 +174,8 @@ static inline int rm_codec_new_stream(struct rm_codec *c, const struct rm_stream
     return c->ops->new_stream(c, ev, user, arena, out);
 }
 
+/** Give this thread's cached HTTP/2 library blocks back to malloc, keeping at most <keep>
+ *  bytes per size class (after a burst); returns the bytes freed. */
+size_t rm_h2_mem_trim(size_t keep);
+
 #endif

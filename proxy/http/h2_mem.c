@@ -66,6 +66,21 @@ static void cache_free_all(void *unused)
     tc.registered = false;
 }
 
+size_t rm_h2_mem_trim(size_t keep)
+{
+    size_t freed = 0;
+    for (unsigned c = 0; c < NCLASS; c++) {
+        while (tc.head[c] && (size_t)tc.n[c] * class_size(c) > keep) {
+            struct free_block *b = tc.head[c];
+            tc.head[c] = b->next;
+            tc.n[c]--;
+            freed += HDR + class_size(c);
+            free(b);
+        }
+    }
+    return freed;
+}
+
 static void make_key(void)
 {
     pthread_key_create(&cache_key, cache_free_all);

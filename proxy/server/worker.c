@@ -1,5 +1,6 @@
 #include "proxy/server/worker.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -518,10 +519,46 @@ static void on_command(struct rm_async *a)
     }
 }
 
+/* ---- returning memory after bursts --------------------------------------------------------- */
+
+/* A burst (e.g. a thousand connections opening at once) leaves its I/O buffers, arena chunks and
+ * nghttp2 blocks in the thread's caches and malloc's free lists, resident for good.  Once the
+ * buffers spill (rm_buf's trim hook), the worker waits for a quiet period and gives them back:
+ * the caches down to a few blocks each, then malloc_trim.  "Quiet": fewer than TRIM_QUIET_ITERS
+ * loop wake-ups in TRIM_MS. */
+#define TRIM_MS 250
+#define TRIM_QUIET_ITERS 25
+#define TRIM_KEEP 4
+
+static void on_trim(struct rm_timer *t)
+{
+    struct rm_worker *w = rm_container_of(t, struct rm_worker, trim_timer);
+    uint64_t it = rm_loop_iterations(w->loop);
+    if (it - w->trim_iter > TRIM_QUIET_ITERS) { /* still busy: its buffers are in use anyway */
+        w->trim_iter = it;
+        rm_timer_start(w->loop, &w->trim_timer, TRIM_MS, on_trim);
+        return;
+    }
+    size_t freed = rm_buf_trim(TRIM_KEEP) + rm_arena_trim(TRIM_KEEP * 4) +
+                   rm_h2_mem_trim(TRIM_KEEP * RM_BUF_BLOCK);
+    malloc_trim(0);
+    rm_log_debug("worker %u: quiet after a burst: %zu KiB of cached blocks freed, heap trimmed",
+                 w->idx, freed / 1024);
+}
+
+static void trim_hook(void *ctx)
+{
+    struct rm_worker *w = ctx;
+    if (rm_timer_armed(&w->trim_timer)) return;
+    w->trim_iter = rm_loop_iterations(w->loop);
+    rm_timer_start(w->loop, &w->trim_timer, TRIM_MS, on_trim);
+}
+
 static void *worker_main(void *arg)
 {
     struct rm_worker *w = arg;
     rm_stats_shard = w->idx + 1;
+    rm_buf_set_trim_hook(trim_hook, w);
     for (size_t i = 0; i < w->n_listeners; i++) {
         listener_start(w->listeners[i], w->listen_fds[i]);
         w->listen_fds[i] = -1;
@@ -530,6 +567,8 @@ static void *worker_main(void *arg)
     stop_listeners(w);
     close_all(w);
     rm_timer_stop(w->loop, &w->drain_timer);
+    rm_timer_stop(w->loop, &w->trim_timer);
+    rm_buf_set_trim_hook(NULL, NULL);
     free_gone(w);
     rm_loop_run_pending(w->loop);
     free_clusters(w);

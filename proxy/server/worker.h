@@ -69,6 +69,8 @@ struct rm_worker {
     struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
     unsigned n_conns;
     struct rm_timer drain_timer;
+    struct rm_timer trim_timer; /* returns a burst's buffers to the OS once quiet (worker.c) */
+    uint64_t trim_iter;         /* loop iterations when trim_timer was (re)armed */
     /* Listeners removed by config updates whose connections drain: each set's remaining
      * connections are closed <listener_drain_ms> after its removal (worker.c). */
     struct rm_worker_gone *gone;
