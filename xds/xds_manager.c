@@ -55,30 +55,6 @@ static const struct rm_stat_def cm_defs[CM__COUNT] = {
     [CM_CLUSTER_REMOVED] = {"cluster_removed", RM_COUNTER},
 };
 
-enum {
-    LM_LDS_UPDATE_ATTEMPT,
-    LM_LDS_UPDATE_SUCCESS,
-    LM_LDS_UPDATE_REJECTED,
-    LM_LDS_VERSION,
-    LM_TOTAL_LISTENERS_ACTIVE,
-    LM_TOTAL_LISTENERS_WARMING,
-    LM_LISTENER_ADDED,
-    LM_LISTENER_MODIFIED,
-    LM_LISTENER_REMOVED,
-    LM__COUNT
-};
-static const struct rm_stat_def lm_defs[LM__COUNT] = {
-    [LM_LDS_UPDATE_ATTEMPT] = {"lds.update_attempt", RM_COUNTER},
-    [LM_LDS_UPDATE_SUCCESS] = {"lds.update_success", RM_COUNTER},
-    [LM_LDS_UPDATE_REJECTED] = {"lds.update_rejected", RM_COUNTER},
-    [LM_LDS_VERSION] = {"lds.version", RM_GAUGE},
-    [LM_TOTAL_LISTENERS_ACTIVE] = {"total_listeners_active", RM_GAUGE},
-    [LM_TOTAL_LISTENERS_WARMING] = {"total_listeners_warming", RM_GAUGE},
-    [LM_LISTENER_ADDED] = {"listener_added", RM_COUNTER},
-    [LM_LISTENER_MODIFIED] = {"listener_modified", RM_COUNTER},
-    [LM_LISTENER_REMOVED] = {"listener_removed", RM_COUNTER},
-};
-
 enum { RDS_UPDATE_ATTEMPT, RDS_UPDATE_SUCCESS, RDS_UPDATE_REJECTED, RDS__COUNT };
 static const struct rm_stat_def rds_defs[RDS__COUNT] = {
     [RDS_UPDATE_ATTEMPT] = {"update_attempt", RM_COUNTER},
@@ -761,8 +737,8 @@ static void cds_rejected(void *ctx)
 static void lds_rejected(void *ctx)
 {
     struct rm_xds_manager *m = ctx;
-    rm_stat_inc(m->lm, LM_LDS_UPDATE_ATTEMPT);
-    rm_stat_inc(m->lm, LM_LDS_UPDATE_REJECTED);
+    rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_ATTEMPT);
+    rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_REJECTED);
 }
 
 static void eds_rejected(void *ctx)
@@ -911,9 +887,9 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     if (!d) {
         if (!(d = calloc(1, sizeof(*d)))) abort();
         rm_strmap_put(&m->listeners, r->name, d);
-        rm_stat_inc(m->lm, LM_LISTENER_ADDED);
+        rm_stat_inc(m->lm, RM_LM_LISTENER_ADDED);
     } else {
-        rm_stat_inc(m->lm, LM_LISTENER_MODIFIED);
+        rm_stat_inc(m->lm, RM_LM_LISTENER_MODIFIED);
     }
     lversion_clear(&d->warming);
     if (!(d->warming.pb = rm_pb_box_new(n->pb))) abort();
@@ -939,13 +915,13 @@ static void lds_del(struct rm_xds_manager *m, const char *name)
     lversion_clear(&d->active);
     lversion_clear(&d->warming);
     free(d);
-    rm_stat_inc(m->lm, LM_LISTENER_REMOVED);
+    rm_stat_inc(m->lm, RM_LM_LISTENER_REMOVED);
 }
 
 static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
 {
     struct rm_xds_manager *m = ctx;
-    rm_stat_inc(m->lm, LM_LDS_UPDATE_ATTEMPT);
+    rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_ATTEMPT);
     struct lds_new *v = calloc(u->n + 1, sizeof(*v));
     if (!v) return rm_error_set(err, "out of memory");
     int rc = RM_OK;
@@ -965,12 +941,12 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     }
     free(v);
     if (rc != RM_OK) {
-        rm_stat_inc(m->lm, LM_LDS_UPDATE_REJECTED);
+        rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_REJECTED);
         return RM_ERR;
     }
     m->lds_done = true;
-    rm_stat_inc(m->lm, LM_LDS_UPDATE_SUCCESS);
-    rm_stat_set(m->lm, LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
+    rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_SUCCESS);
+    rm_stat_set(m->lm, RM_LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
     rds_resubscribe(m);
     promote_listeners(m, false);
     if (u->n || u->n_removed) publish_next(m);
@@ -996,8 +972,8 @@ static void count_warming(struct rm_xds_manager *m, size_t n_active_clusters, si
         wl += ((struct dlistener *)e->value)->warming.pb != NULL;
     rm_stat_set(m->cm, CM_ACTIVE_CLUSTERS, (int64_t)n_active_clusters);
     rm_stat_set(m->cm, CM_WARMING_CLUSTERS, (int64_t)wc);
-    rm_stat_set(m->lm, LM_TOTAL_LISTENERS_ACTIVE, (int64_t)n_listeners);
-    rm_stat_set(m->lm, LM_TOTAL_LISTENERS_WARMING, (int64_t)wl);
+    rm_stat_set(m->lm, RM_LM_TOTAL_LISTENERS_ACTIVE, (int64_t)n_listeners);
+    rm_stat_set(m->lm, RM_LM_TOTAL_LISTENERS_WARMING, (int64_t)wl);
 }
 
 /* Build the next snapshot from the active resources and publish it. */
@@ -1212,7 +1188,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->hooks = *hooks;
     m->ctx = ctx;
     m->cm = rm_stats_get("cluster_manager.", cm_defs, CM__COUNT);
-    m->lm = rm_stats_get("listener_manager.", lm_defs, LM__COUNT);
+    m->lm = rm_stats_get("listener_manager.", rm_listener_manager_stat_defs, RM_LM__COUNT);
     m->types[T_CDS] = (struct rm_ads_type){RM_ADS_CDS, true, cds_on_update, cds_rejected};
     m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update, eds_rejected};
     m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update, lds_rejected};

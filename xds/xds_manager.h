@@ -28,8 +28,9 @@
  *  - Stats: cluster_manager.{cds.update_attempt,cds.update_success,cds.update_rejected,
  *    cds.version,active_clusters,warming_clusters,cluster_added,cluster_modified,
  *    cluster_removed}, listener_manager.{lds.*, total_listeners_active,
- *    total_listeners_warming, listener_added, listener_modified, listener_removed}, and per EDS
- *    cluster cluster.<name>.update_{attempt,success,rejected,no_rebuild}.
+ *    total_listeners_warming, listener_added, listener_modified, listener_removed} (the
+ *    server counts total_listeners_draining: proxy/server/worker.h), and per EDS cluster
+ *    cluster.<name>.update_{attempt,success,rejected,no_rebuild}.
  *  - Initialized (for /ready) once the first CDS and LDS responses were accepted (when
  *    configured), no cluster or listener warms and every static EDS cluster has had an
  *    assignment — or the largest initial_fetch_timeout (default 15 s) has passed. */

@@ -57,7 +57,7 @@ struct rml_config {
     uint64_t warmup_ns;
     uint64_t timeout_ns; /* per request; 0 = none */
     uint64_t connect_timeout_ns;
-    uint64_t spin_ns; /* --spin: busy-poll this long before each open-loop slot */
+    uint64_t spin_ns; /* --spin: busy-poll before open-loop slots and after events */
 
     /* request */
     char *method;

@@ -59,6 +59,7 @@ struct rml_worker {
     int stopping;
     int gave_up;        /* no connection could be made for GIVE_UP: the run was cut short */
     uint64_t t_last_up; /* last maintenance pass that saw a connection ready */
+    uint64_t t_last_ev; /* last epoll wait that returned events (--spin after responses) */
     unsigned inflight;
     uint32_t rr;             /* round-robin over request templates */
     struct rml_retry *retry; /* ring of requests refused unprocessed (HTTP/2 GOAWAY) */

@@ -115,6 +115,19 @@ const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {
     [RM_LS_DOWNSTREAM_CX_DESTROY] = C("downstream_cx_destroy"),
 };
 
+const struct rm_stat_def rm_listener_manager_stat_defs[RM_LM__COUNT] = {
+    [RM_LM_LDS_UPDATE_ATTEMPT] = C("lds.update_attempt"),
+    [RM_LM_LDS_UPDATE_SUCCESS] = C("lds.update_success"),
+    [RM_LM_LDS_UPDATE_REJECTED] = C("lds.update_rejected"),
+    [RM_LM_LDS_VERSION] = G("lds.version"),
+    [RM_LM_TOTAL_LISTENERS_ACTIVE] = G("total_listeners_active"),
+    [RM_LM_TOTAL_LISTENERS_WARMING] = G("total_listeners_warming"),
+    [RM_LM_TOTAL_LISTENERS_DRAINING] = G("total_listeners_draining"),
+    [RM_LM_LISTENER_ADDED] = C("listener_added"),
+    [RM_LM_LISTENER_MODIFIED] = C("listener_modified"),
+    [RM_LM_LISTENER_REMOVED] = C("listener_removed"),
+};
+
 const struct rm_stat_def rm_server_stat_defs[RM_SS__COUNT] = {
     [RM_SS_UPTIME] = G("uptime"),
     [RM_SS_LIVE] = G("live"),
@@ -173,7 +186,8 @@ size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len)
     return off + strlen(s->name);
 }
 
-/* The block whose prefix is <str>[0..len), or NULL. */
+/* The block whose prefix is <str>[0..len), or NULL (released blocks kept for their children
+ * included: rm_stats_get revives them). */
 static struct rm_stats *lookup(const char *str, size_t len, uint32_t h)
 {
     for (struct rm_stats *s = n_buckets ? buckets[h & (n_buckets - 1)] : NULL; s;
@@ -246,6 +260,7 @@ static struct rm_stats *block_new(const char *prefix, size_t len, uint32_t h,
     if (!s) abort();
     if (parent) {
         s->parent = parent;
+        parent->children++;
         s->name = intern(prefix + rm_stats_prefix(parent, NULL, 0));
     } else {
         memcpy((char *)s + head, prefix, len + 1);
@@ -272,11 +287,56 @@ struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs
         s->hash_next = buckets[h & (n_buckets - 1)];
         buckets[h & (n_buckets - 1)] = s;
         n_blocks++;
+        s->pprev = registry_tail;
         *registry_tail = s;
         registry_tail = &s->next;
     }
+    s->users++; /* from 0: a released block its children kept revives, its rows gone (zero) */
     pthread_mutex_unlock(&registry_lock);
     return s;
+}
+
+/* Take <s> out of the registry and free it, then its parent if that was its last child and
+ * it is released too.  Under registry_lock. */
+static void block_free(struct rm_stats *s)
+{
+    while (s && s->users == 0 && s->children == 0) {
+        struct rm_stats *parent = s->parent;
+        struct rm_stats **pp = &buckets[s->hash & (n_buckets - 1)];
+        while (*pp != s)
+            pp = &(*pp)->hash_next;
+        *pp = s->hash_next;
+        *s->pprev = s->next;
+        if (s->next)
+            s->next->pprev = s->pprev;
+        else
+            registry_tail = s->pprev;
+        n_blocks--;
+        free(s); /* rows went with the last reference */
+        if (parent) parent->children--;
+        s = parent;
+    }
+}
+
+void rm_stats_release(struct rm_stats *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&registry_lock);
+    if (s->users == 0) abort(); /* more releases than rm_stats_get: a use after free follows */
+    if (--s->users == 0) {
+        for (unsigned i = 0; i < s->n_shards; i++)
+            free(atomic_exchange_explicit(&s->rows[i], NULL, memory_order_acq_rel));
+        block_free(s);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+size_t rm_stats_blocks(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    size_t n = n_blocks;
+    pthread_mutex_unlock(&registry_lock);
+    return n;
 }
 
 /* ---- rows --------------------------------------------------------------------------------- */
@@ -337,6 +397,7 @@ void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_
     char prefix[512], name[600];
     pthread_mutex_lock(&registry_lock);
     for (struct rm_stats *s = registry_head; s; s = s->next) {
+        if (!s->users) continue; /* released: only its children use its name */
         if (s->n) rm_stats_prefix(s, prefix, sizeof(prefix));
         for (unsigned i = 0; i < s->n; i++) {
             snprintf(name, sizeof(name), "%s%s", prefix, s->defs[i].name);

@@ -6,6 +6,11 @@
  * lines on the request path.  Readers (admin) sum the shards with relaxed loads.
  * Blocks are registered by name in a process-wide registry and survive config changes: asking
  * for an existing prefix returns the same block, so counters keep counting across updates.
+ * Each rm_stats_get is a reference; a user that goes away for good (a removed cluster) drops it
+ * with rm_stats_release, and the last release takes the block out of the registry (/stats no
+ * longer lists it) and frees its rows — a later rm_stats_get of that prefix starts from zero,
+ * as Envoy does for a cluster that is removed and added again.  Blocks nobody releases
+ * (listeners, HTTP connection managers, server) stay until rm_stats_free_all.
  *
  * Memory grows with what is written, not with the number of threads: a shard's row (the block's
  * slots for one thread, cache-line aligned) is allocated, zeroed, the first time that thread
@@ -36,15 +41,18 @@ struct rm_stat_def {
  * a prefix without a parent is stored in the block's own allocation. */
 struct rm_stats {
     const struct rm_stat_def *defs;
-    struct rm_stats *next;         /* registry list, in creation order */
-    struct rm_stats *hash_next;    /* registry hash chain */
-    const struct rm_stats *parent; /* NULL: <name> is the whole prefix */
+    struct rm_stats *next;      /* registry list, in creation order */
+    struct rm_stats *hash_next; /* registry hash chain */
+    struct rm_stats **pprev;    /* registry list: what points at this block */
+    struct rm_stats *parent;    /* NULL: <name> is the whole prefix (a child holds a count) */
     const char *name;
+    size_t users;      /* rm_stats_get references (0: released, kept only for its children) */
+    size_t children;   /* blocks whose parent this is */
     uint32_t hash;     /* of the whole prefix */
     uint16_t n;        /* stats in the block (defs[0..n)) */
     uint16_t n_shards; /* length of rows[] */
     /* rows[shard]: that shard's <n> slots, or NULL before the shard's first write.  A row,
-     * once published, stays until rm_stats_free_all. */
+     * once published, stays until the last rm_stats_release or rm_stats_free_all. */
     _Atomic(_Atomic int64_t *) rows[];
 };
 
@@ -59,10 +67,18 @@ extern __thread unsigned rm_stats_shard;
 void rm_stats_set_shards(unsigned n);
 
 /** Get or create the block "<prefix>" with these definitions (the same defs pointer must be
- *  used for a given prefix; at most 65535 stats).  Thread-safe; not for the request path (O(1)
- *  expected: hash lookups under a mutex).  A new block has no row.  Never NULL (aborts when out
- *  of memory). */
+ *  used for a given prefix; at most 65535 stats), and take a reference on it.  Thread-safe;
+ *  not for the request path (O(1) expected: hash lookups under a mutex).  A new block has no
+ *  row.  Never NULL (aborts when out of memory). */
 struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
+/** Drop a reference taken by rm_stats_get (any thread; takes the registry mutex).  The last
+ *  one unlists the block and frees its rows (and the block, once no child block names it as
+ *  its parent): the caller guarantees nobody writes or reads <s> any more — the owner of the
+ *  reference must outlive every pointer to the block it handed out.  NULL is a no-op. */
+void rm_stats_release(struct rm_stats *s);
+/** Blocks in the registry, released ones kept for their children included (tests, memory
+ *  accounting). */
+size_t rm_stats_blocks(void);
 /** Write the block's whole prefix into <buf> (snprintf-style: truncated to <len> - 1 and
  *  terminated when len > 0); returns its length. */
 size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len);
@@ -216,6 +232,23 @@ enum rm_listener_stat {
     RM_LS__COUNT
 };
 extern const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT];
+
+/* listener_manager.*: LDS (xds/xds_manager.c) and the drain of removed listeners
+ * (proxy/server/worker.c: total_listeners_draining) */
+enum rm_listener_manager_stat {
+    RM_LM_LDS_UPDATE_ATTEMPT,
+    RM_LM_LDS_UPDATE_SUCCESS,
+    RM_LM_LDS_UPDATE_REJECTED,
+    RM_LM_LDS_VERSION,
+    RM_LM_TOTAL_LISTENERS_ACTIVE,
+    RM_LM_TOTAL_LISTENERS_WARMING,
+    RM_LM_TOTAL_LISTENERS_DRAINING,
+    RM_LM_LISTENER_ADDED,
+    RM_LM_LISTENER_MODIFIED,
+    RM_LM_LISTENER_REMOVED,
+    RM_LM__COUNT
+};
+extern const struct rm_stat_def rm_listener_manager_stat_defs[RM_LM__COUNT];
 
 enum rm_server_stat {
     RM_SS_UPTIME,

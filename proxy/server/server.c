@@ -60,7 +60,8 @@ static void usage(FILE *f)
                "      --mode serve|validate  validate: check the config and exit (0 = valid)\n"
                "      --service-node ID      node.id (overrides the bootstrap)\n"
                "      --service-cluster NAME node.cluster (overrides the bootstrap)\n"
-               "      --drain-time-s N       seconds to drain connections on shutdown (5)\n"
+               "      --drain-time-s N       seconds to drain connections on shutdown and of\n"
+               "                             listeners removed over LDS (5)\n"
                "      --help, --version\n");
 }
 
@@ -301,6 +302,7 @@ static int start(struct rm_server *sv, struct rm_error *err)
     size_t nl = sv->snap->n_listeners;
     for (unsigned i = 0; i < sv->n_workers; i++) {
         sv->workers[i] = rm_worker_new(i, sv->snap, fds + i * nl);
+        if (sv->workers[i]) sv->workers[i]->listener_drain_ms = sv->opt->drain_time_s * 1000u;
         if (!sv->workers[i] || rm_worker_start(sv->workers[i])) {
             free(fds);
             return rm_error_set(err, "cannot start worker %u", i);
@@ -338,23 +340,41 @@ static bool in_snapshot(const struct rm_snapshot *s, const struct rm_cluster *c)
     return rm_snapshot_cluster(s, c->name) == c;
 }
 
+/* The listeners of <prev> whose socket <next> does not keep: they drain (Envoy's listener
+ * drain), counted in listener_manager.total_listeners_draining.  NULL when there is none. */
+static struct rm_listener_drain *removed_listeners(const struct rm_snapshot *prev,
+                                                   const struct rm_snapshot *next)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < prev->n_listeners; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < next->n_listeners && !kept; j++)
+            kept = rm_listener_cfg_same_socket(prev->listeners[i], next->listeners[j]);
+        n += !kept;
+    }
+    return n ? rm_listener_drain_new(n) : NULL;
+}
+
 /* xDS: <next> becomes the active config: its new listeners are bound (a failure changes
- * nothing), each worker gets it, outlier detection follows the clusters added and removed. */
+ * nothing), each worker gets it (connections of removed listeners drain, and are closed after
+ * --drain-time-s), outlier detection follows the clusters added and removed. */
 static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error *err)
 {
     struct rm_server *sv = ctx;
     struct rm_snapshot *prev = sv->snap;
     int *fds = NULL;
     if (bind_listeners(sv, prev, next, &fds, err)) return RM_ERR;
+    struct rm_listener_drain *ld = removed_listeners(prev, next);
     size_t nl = next->n_listeners;
     for (unsigned i = 0; i < sv->n_workers; i++) {
         int *wfds = malloc((nl + 1) * sizeof(int));
         if (wfds) memcpy(wfds, fds + i * nl, nl * sizeof(int));
         for (size_t k = 0; k < nl; k++)
             fds[i * nl + k] = -1; /* handed over (or closed below on failure) */
-        if (!wfds || rm_worker_publish_snapshot(sv->workers[i], prev, next, wfds))
+        if (!wfds || rm_worker_publish_snapshot(sv->workers[i], prev, next, wfds, ld))
             rm_log_error("worker %u: out of memory: it keeps serving the previous config", i);
     }
+    rm_listener_drain_unref(ld); /* the workers hold theirs until their drain is over */
     close_fds(fds, sv->n_workers * nl);
     for (size_t i = 0; i < prev->n_clusters; i++) {
         if (prev->clusters[i]->outlier && !in_snapshot(next, prev->clusters[i]))

@@ -16,7 +16,8 @@ struct rm_options {
     bool validate_only;
     const char *service_node;
     const char *service_cluster;
-    unsigned drain_time_s;   /* default 5 (Envoy: --drain-time-s 600; a sidecar wants less) */
+    unsigned drain_time_s;   /* shutdown and removed listeners; default 5 (Envoy: 600; a
+                                sidecar wants less) */
     char command_line[1024]; /* JSON object for /server_info */
 };
 

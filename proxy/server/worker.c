@@ -98,17 +98,153 @@ static void listener_start(struct rm_worker_listener *wl, int fd)
         rm_log_error("worker %u: cannot watch listener %s", wl->w->idx, wl->cfg->addr_str);
 }
 
-/* Stop <wl>, drain the connections it accepted, free it. */
-static void listener_remove(struct rm_worker_listener *wl)
+static void listener_free_task(struct rm_task *t)
+{
+    free(rm_container_of(t, struct rm_worker_listener, free_task));
+}
+
+/* Stop <wl>, drain the connections it accepted (<now>: close them), free it (deferred: this
+ * loop iteration may still hold an event for its socket). */
+static void listener_remove(struct rm_worker_listener *wl, bool now)
 {
     struct rm_worker *w = wl->w;
     rm_listener_stop(&wl->l);
     for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
         next = hc->next;
-        if (hc->listener_tag == wl->tag) rm_hcm_conn_drain(hc);
+        if (hc->listener_tag != wl->tag) continue;
+        if (now)
+            rm_hcm_conn_close(hc);
+        else
+            rm_hcm_conn_drain(hc);
     }
     rm_log_info("worker %u: listener %s (%s) removed", w->idx, wl->cfg->name, wl->cfg->addr_str);
-    free(wl);
+    rm_loop_defer(w->loop, &wl->free_task, listener_free_task);
+}
+
+/* ---- removed listeners -------------------------------------------------------------------- */
+
+struct rm_listener_drain {
+    _Atomic unsigned refs;
+    unsigned n;             /* listeners counted in the gauge */
+    struct rm_stats *stats; /* listener_manager. (a registry reference) */
+};
+
+struct rm_listener_drain *rm_listener_drain_new(unsigned n)
+{
+    struct rm_listener_drain *ld = malloc(sizeof(*ld));
+    if (!ld) return NULL;
+    atomic_init(&ld->refs, 1);
+    ld->n = n;
+    ld->stats = rm_stats_get("listener_manager.", rm_listener_manager_stat_defs, RM_LM__COUNT);
+    rm_stat_add(ld->stats, RM_LM_TOTAL_LISTENERS_DRAINING, n);
+    return ld;
+}
+
+struct rm_listener_drain *rm_listener_drain_ref(struct rm_listener_drain *ld)
+{
+    if (ld) atomic_fetch_add_explicit(&ld->refs, 1, memory_order_relaxed);
+    return ld;
+}
+
+void rm_listener_drain_unref(struct rm_listener_drain *ld)
+{
+    if (!ld || atomic_fetch_sub_explicit(&ld->refs, 1, memory_order_acq_rel) != 1) return;
+    rm_stat_add(ld->stats, RM_LM_TOTAL_LISTENERS_DRAINING, -(int64_t)ld->n);
+    rm_stats_release(ld->stats);
+    free(ld);
+}
+
+/* The listeners one snapshot removed from a worker (stopped and freed at once; their tags are
+ * kept): the connections they accepted drain, and those still open when the drain time is over
+ * are closed.  On w->gone until then; freed by a deferred task (or at the worker's end). */
+struct rm_worker_gone {
+    struct rm_worker *w;
+    struct rm_worker_gone *next; /* w->gone */
+    struct rm_timer timer;
+    struct rm_task free_task;
+    struct rm_listener_drain *ld; /* a reference, or NULL (not counted) */
+    size_t n;
+    uint64_t tags[]; /* of the removed worker listeners */
+};
+
+static void gone_free(struct rm_worker_gone *g)
+{
+    rm_timer_stop(g->w->loop, &g->timer);
+    rm_listener_drain_unref(g->ld);
+    free(g);
+}
+
+static void gone_free_task(struct rm_task *t)
+{
+    gone_free(rm_container_of(t, struct rm_worker_gone, free_task));
+}
+
+static bool gone_has(const struct rm_worker_gone *g, uint64_t tag)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->tags[i] == tag) return true;
+    }
+    return false;
+}
+
+/* The drain time is over: close what is left (in-flight streams are reset). */
+static void on_gone_deadline(struct rm_timer *t)
+{
+    struct rm_worker_gone *g = rm_container_of(t, struct rm_worker_gone, timer);
+    struct rm_worker *w = g->w;
+    unsigned closed = 0;
+    for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
+        next = hc->next; /* closing frees from a deferred task: <next> stays readable */
+        if (hc->closed || !gone_has(g, hc->listener_tag)) continue;
+        rm_hcm_conn_close(hc);
+        closed++;
+    }
+    if (closed)
+        rm_log_info("worker %u: drain time of removed listeners over: %u connection(s) closed",
+                    w->idx, closed);
+    for (struct rm_worker_gone **pp = &w->gone; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    rm_loop_defer(w->loop, &g->free_task, gone_free_task);
+}
+
+/* The worker listeners left in old[0..n) (NULL: kept) leave; <ld> (may be NULL) counts them. */
+static void remove_listeners(struct rm_worker *w, struct rm_worker_listener **old, size_t n,
+                             struct rm_listener_drain *ld)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += old[i] != NULL;
+    if (!k) return;
+    struct rm_worker_gone *g = malloc(sizeof(*g) + k * sizeof(g->tags[0]));
+    if (g) {
+        *g = (struct rm_worker_gone){.w = w, .ld = rm_listener_drain_ref(ld)};
+        g->next = w->gone;
+        w->gone = g;
+        rm_timer_start(w->loop, &g->timer, w->listener_drain_ms, on_gone_deadline);
+    } else {
+        rm_log_error("worker %u: out of memory: connections of removed listeners close now",
+                     w->idx);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!old[i]) continue;
+        if (g) g->tags[g->n++] = old[i]->tag;
+        listener_remove(old[i], !g);
+        old[i] = NULL;
+    }
+}
+
+/* At the worker's end: every connection is closed already. */
+static void free_gone(struct rm_worker *w)
+{
+    while (w->gone) {
+        struct rm_worker_gone *g = w->gone;
+        w->gone = g->next;
+        gone_free(g);
+    }
 }
 
 /* Make room for slot <slot> in w->clusters.  Returns 0 or -1. */
@@ -227,7 +363,8 @@ struct snapshot_job {
     size_t n_added;
     struct rm_cluster **removed; /* references */
     size_t n_removed;
-    int *fds; /* [snap->n_listeners] */
+    int *fds;                     /* [snap->n_listeners] */
+    struct rm_listener_drain *ld; /* a reference, or NULL */
 };
 
 static void snapshot_job_free(struct snapshot_job *j)
@@ -239,6 +376,7 @@ static void snapshot_job_free(struct snapshot_job *j)
     for (size_t i = 0; j->fds && i < j->snap->n_listeners; i++) {
         if (j->fds[i] >= 0) close(j->fds[i]);
     }
+    rm_listener_drain_unref(j->ld);
     rm_snapshot_unref(j->snap);
     free(j->added);
     free(j->removed);
@@ -295,9 +433,7 @@ static void swap_listeners(struct rm_worker *w, struct snapshot_job *j,
         }
         next[i] = wl;
     }
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        if (w->listeners[i]) listener_remove(w->listeners[i]);
-    }
+    remove_listeners(w, w->listeners, w->n_listeners, j->ld);
     free(w->listeners);
     w->listeners = next;
     w->n_listeners = s->n_listeners;
@@ -332,12 +468,13 @@ static bool has_cluster(const struct rm_snapshot *s, const struct rm_cluster *c)
 }
 
 int rm_worker_publish_snapshot(struct rm_worker *w, struct rm_snapshot *prev,
-                               struct rm_snapshot *next, int *fds)
+                               struct rm_snapshot *next, int *fds, struct rm_listener_drain *ld)
 {
     struct snapshot_job *j = calloc(1, sizeof(*j));
     if (!j) goto fail_fds;
     j->snap = rm_snapshot_ref(next);
     j->fds = fds;
+    j->ld = rm_listener_drain_ref(ld);
     j->added = calloc(next->n_clusters + 1, sizeof(*j->added));
     j->removed = calloc(prev->n_clusters + 1, sizeof(*j->removed));
     if (!j->added || !j->removed) goto fail;
@@ -400,6 +537,7 @@ static void *worker_main(void *arg)
     stop_listeners(w);
     close_all(w);
     rm_timer_stop(w->loop, &w->drain_timer);
+    free_gone(w);
     rm_loop_run_pending(w->loop);
     free_clusters(w);
     rm_loop_run_pending(w->loop);
@@ -470,6 +608,7 @@ void rm_worker_join_free(struct rm_worker *w)
         }
     }
     if (w->loop && w->async.io.fd >= 0 && w->async.cb) rm_async_dispose(w->loop, &w->async);
+    free_gone(w);
     free_clusters(w);
     free(w->clusters);
     for (size_t i = 0; w->listeners && i < w->n_listeners; i++)

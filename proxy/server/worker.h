@@ -18,6 +18,8 @@ struct rm_cluster;
 struct rm_host_set;
 struct rm_worker_job;
 struct rm_worker;
+struct rm_worker_gone;
+struct rm_listener_drain;
 
 /** A function posted to a worker: runs on the worker's thread with <w>, or, if the worker
  *  ended before running it, with w == NULL in rm_worker_join_free (then it must only release
@@ -45,6 +47,7 @@ struct rm_worker_listener {
     struct rm_worker *w;
     struct rm_listener_cfg *cfg; /* in w->snap */
     uint64_t tag;                /* unique in the worker: connections remember it */
+    struct rm_task free_task;    /* removed: freed after the loop iteration (events pending) */
 };
 
 struct rm_worker {
@@ -66,6 +69,10 @@ struct rm_worker {
     struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
     unsigned n_conns;
     struct rm_timer drain_timer;
+    /* Listeners removed by config updates whose connections drain: each set's remaining
+     * connections are closed <listener_drain_ms> after its removal (worker.c). */
+    struct rm_worker_gone *gone;
+    uint32_t listener_drain_ms; /* --drain-time-s; set before rm_worker_start, then read-only */
     uint64_t rng;
     bool draining;
     _Atomic uint32_t drain_timeout_ms; /* set by the main thread with RM_WORKER_DRAIN */
@@ -94,16 +101,29 @@ int rm_worker_post(struct rm_worker *w, rm_worker_fn fn, void *arg);
  *  or -1 (out of memory: the worker keeps its old view). */
 int rm_worker_publish_hosts(struct rm_worker *w, struct rm_cluster *c, struct rm_host_set *hs);
 
+/** The listeners one config update removed (or replaced by a listener on another socket), as
+ *  counted in listener_manager.total_listeners_draining: the gauge goes up by <n> here (main
+ *  thread) and down when the last reference is dropped — by the last worker whose connections
+ *  of those listeners were closed (the drain time after the update) or that ended.  One
+ *  reference (the caller's).  NULL when out of memory. */
+struct rm_listener_drain *rm_listener_drain_new(unsigned n);
+struct rm_listener_drain *rm_listener_drain_ref(struct rm_listener_drain *ld);
+/** Drop a reference (any thread); NULL is a no-op. */
+void rm_listener_drain_unref(struct rm_listener_drain *ld);
+
 /** Hand <next> to <w> (main thread; <prev> is the snapshot published to it before): the
  *  worker's clusters follow (views of clusters new in <next> are made here, with their current
  *  membership; views of clusters gone are dropped once no request uses them), its listeners
  *  follow (<fds>[i], one per listener of <next>: a bound socket for a listener that <prev>
  *  does not have (rm_listener_cfg_same_socket), -1 to keep the worker's socket; ownership of
- *  the sockets passes), connections of removed listeners drain, and new connections get
- *  <next>.  Connections keep the snapshot they started on.  Returns 0, or -1 when out of memory
- *  (nothing changes; the sockets are closed). */
+ *  the sockets passes), and new connections get <next>.  Connections keep the snapshot they
+ *  started on.  Connections of removed listeners drain at once (HTTP/2 GOAWAY, HTTP/1.1
+ *  connection: close) and those still open w->listener_drain_ms later are closed (their
+ *  streams reset); <ld> (NULL: not counted) is those listeners' drain count: the worker holds
+ *  a reference of its own until then.  Returns 0, or -1 when out of memory (nothing changes;
+ *  the sockets are closed). */
 int rm_worker_publish_snapshot(struct rm_worker *w, struct rm_snapshot *prev,
-                               struct rm_snapshot *next, int *fds);
+                               struct rm_snapshot *next, int *fds, struct rm_listener_drain *ld);
 
 /** The worker listener with <tag>, or NULL (removed since). */
 struct rm_worker_listener *rm_worker_listener_by_tag(struct rm_worker *w, uint64_t tag);

@@ -177,6 +177,9 @@ struct rm_cb *rm_cb_new(const struct rm_cb_thresholds *lim, const char *stat_pre
 
 void rm_cb_free(struct rm_cb *cb)
 {
+    if (!cb) return;
+    rm_stats_release(cb->gauges);
+    rm_stats_release(cb->remaining);
     free(cb);
 }
 

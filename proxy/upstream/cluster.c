@@ -77,6 +77,7 @@ void rm_cluster_unref(struct rm_cluster *c)
     rm_outlier_free(c->outlier);
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         rm_cb_free(c->cb[i]);
+    rm_stats_release(c->stats); /* gone from every snapshot, worker and request */
     rm_host_set_unref(c->hs);
     free_dns(c);
     if (c->eds_service != c->name) free(c->eds_service); /* both often are the name */

@@ -699,6 +699,7 @@ void rm_outlier_free(struct rm_outlier *d)
     free(d->hosts);
     free(d->valid_sr);
     free(d->valid_fp);
+    rm_stats_release(d->stats);
     free(d);
 }
 

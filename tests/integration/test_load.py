@@ -1,12 +1,14 @@
 """Integration tests for build/remora-load against the bundled upstream (build/remora-upstream).
 
 Exact counts in closed loop (h2c, HTTP/1.1, pipelined HTTP/1.1, TLS), the JSON report schema,
-open-loop rate accuracy, coordinated omission (latency counted from the scheduled send time
-against a slow upstream), gRPC status counting, per-request timeouts, status-code counts, and
-start-up errors (one line, exit status 2).
+open-loop rate accuracy, --spin in closed loop (polling bounded after the last event),
+coordinated omission (latency counted from the scheduled send time against a slow upstream),
+gRPC status counting, per-request timeouts, status-code counts, and start-up errors (one line,
+exit status 2).
 """
 import json
 import os
+import resource
 import subprocess
 
 from harness import TestFailure, free_port
@@ -165,6 +167,25 @@ def test_load_open_loop_rate_accuracy(ctx):
     rep = load(ctx, "--rate", 2000, "-n", 1000, "-c", 2, "-m", 8, "-t", 2, url(up))
     assert_all_ok(rep, 1000)
     assert abs(rep["duration_s"] - 0.5) < 0.05, rep["duration_s"]
+
+
+def test_load_spin_closed_loop(ctx):
+    """--spin in closed loop: polls instead of sleeping while responses are expected (every
+    request still completes), and stops polling T after the last event, so a slow target
+    leaves the thread asleep most of the time."""
+    up = ctx.upstream()
+    rep = load(ctx, "--spin", "200us", "-n", 4000, "-c", 2, "-m", 8, url(up))
+    assert_all_ok(rep, 4000)
+    rep = load(ctx, "--spin", "200us", "--h1", "-n", 1000, "-c", 2, url(up))
+    assert_all_ok(rep, 1000)
+    # 40 sequential 20 ms responses: 0.8 s; polling for 0.2 ms after each is ~1 % of that
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rep = load(ctx, "--spin", "200us", "-n", 40, "-c", 1, "-m", 1,
+               "-H", "x-upstream-delay-ms: 20", url(up))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert_all_ok(rep, 40)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.5 * rep["duration_s"], (cpu, rep["duration_s"])
 
 
 def test_load_coordinated_omission(ctx):

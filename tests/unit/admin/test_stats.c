@@ -1,6 +1,7 @@
 /* Stats blocks: lazily allocated shard rows (a row exists once its thread wrote the block,
  * values are summed over the rows that exist), gauges set by one thread, the shard count,
- * and the registry (same prefix, same block; creation order; many blocks). */
+ * the registry (same prefix, same block; creation order; many blocks) and releasing blocks
+ * (the last reference unlists and frees; a block named by a child stays, unlisted). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -280,4 +281,140 @@ Test(stats, blocks_under_a_block_share_their_suffix)
     cr_assert_eq(seen.values[seen.n - 1], 9);
     cr_assert_null(rm_stats_get("cluster.", two, 2)->parent, "no parent is made up");
     cr_assert_eq(rm_stats_get("cluster.a.", defs, N_DEFS), a, "a later parent changes nothing");
+}
+
+/* ---- release ------------------------------------------------------------------------------ */
+
+static bool listed(const char *name)
+{
+    struct seen seen = {0};
+    rm_stats_foreach(collect, &seen);
+    for (int i = 0; i < seen.n; i++) {
+        if (strcmp(seen.names[i], name) == 0) return true;
+    }
+    return false;
+}
+
+Test(stats, the_last_release_unlists_a_block_and_a_new_one_starts_from_zero)
+{
+    size_t base = rm_stats_blocks();
+    struct rm_stats *s = rm_stats_get("cluster.gone.", defs, N_DEFS);
+    cr_assert_eq(rm_stats_get("cluster.gone.", defs, N_DEFS), s, "a second reference");
+    cr_assert_eq(rm_stats_blocks(), base + 1);
+    rm_stat_add(s, 0, 5);
+    rm_stats_shard = 2;
+    rm_stat_add(s, 0, 6);
+    rm_stats_shard = 0;
+    cr_assert_eq(rm_stats_rows(s), 2);
+    rm_stats_release(s);
+    cr_assert(listed("cluster.gone.a_total"), "one reference is left");
+    cr_assert_eq(rm_stat_value(s, 0), 11);
+    rm_stats_release(s); /* the rows and the block are freed (ASan would see a later use) */
+    cr_assert_eq(rm_stats_blocks(), base);
+    cr_assert_not(listed("cluster.gone.a_total"));
+    struct rm_stats *again = rm_stats_get("cluster.gone.", defs, N_DEFS);
+    cr_assert_eq(rm_stats_rows(again), 0);
+    cr_assert_eq(rm_stat_value(again, 0), 0, "added again: from zero, as Envoy");
+    cr_assert(listed("cluster.gone.a_total"));
+    rm_stats_release(NULL);
+}
+
+Test(stats, a_released_block_stays_for_its_children_unlisted)
+{
+    static const struct rm_stat_def two[] = {{"x", RM_COUNTER}, {"y", RM_GAUGE}};
+    size_t base = rm_stats_blocks();
+    struct rm_stats *a = rm_stats_get("cluster.a.", defs, N_DEFS);
+    struct rm_stats *cb = rm_stats_get("cluster.a.circuit_breakers.high.", two, 2);
+    struct rm_stats *deep = rm_stats_get("cluster.a.circuit_breakers.high.remaining_", two, 2);
+    cr_assert_eq(cb->parent, a);
+    cr_assert_eq(deep->parent, cb);
+    rm_stat_inc(a, 0);
+    rm_stat_inc(cb, 0);
+    rm_stat_set(deep, 1, 3);
+    rm_stats_release(a);
+    rm_stats_release(cb);
+    cr_assert_eq(rm_stats_blocks(), base + 3, "named by a child: kept");
+    cr_assert_not(listed("cluster.a.a_total"));
+    cr_assert_not(listed("cluster.a.circuit_breakers.high.x"));
+    cr_assert(listed("cluster.a.circuit_breakers.high.remaining_y"), "the child keeps its name");
+    cr_assert_eq(rm_stat_value(deep, 1), 3);
+    cr_assert_eq(rm_stats_rows(a), 0, "a released block's rows are gone");
+    /* asked for again while its child lives: the same block, revived from zero */
+    cr_assert_eq(rm_stats_get("cluster.a.", defs, N_DEFS), a);
+    cr_assert_eq(rm_stat_value(a, 0), 0);
+    cr_assert(listed("cluster.a.a_total"));
+    rm_stats_release(a);
+    rm_stats_release(deep); /* the last child: its released parents go with it */
+    cr_assert_eq(rm_stats_blocks(), base);
+    cr_assert_not(listed("cluster.a.circuit_breakers.high.remaining_y"));
+}
+
+Test(stats, churn_leaves_the_registry_as_it_was)
+{
+    static const struct rm_stat_def two[] = {{"x", RM_COUNTER}, {"y", RM_GAUGE}};
+    struct rm_stats *keep = rm_stats_get("listener.keep.", two, 2);
+    rm_stat_inc(keep, 0);
+    size_t base = rm_stats_blocks();
+    char p[96];
+    for (int i = 0; i < 3000; i++) { /* Istio-like names: dots, bars, reused later */
+        snprintf(p, sizeof(p), "cluster.outbound|80||svc%d.ns.svc.cluster.local.", i % 1500);
+        struct rm_stats *c = rm_stats_get(p, defs, N_DEFS);
+        snprintf(p, sizeof(p), "cluster.outbound|80||svc%d.ns.svc.cluster.local.outlier.",
+                 i % 1500);
+        struct rm_stats *od = rm_stats_get(p, two, 2);
+        rm_stats_shard = 1 + (unsigned)(i % 3);
+        rm_stat_inc(c, 0);
+        rm_stat_inc(od, 1);
+        rm_stats_shard = 0;
+        if (i % 2) { /* either order */
+            rm_stats_release(c);
+            rm_stats_release(od);
+        } else {
+            rm_stats_release(od);
+            rm_stats_release(c);
+        }
+    }
+    cr_assert_eq(rm_stats_blocks(), base);
+    struct rm_stats *last = rm_stats_get("listener.last.", two, 2);
+    struct seen seen = {0};
+    rm_stats_foreach(collect, &seen);
+    cr_assert_str_eq(seen.names[seen.n - 1], "listener.last.y", "the list's tail followed");
+    cr_assert(listed("listener.keep.x"));
+    cr_assert_eq(rm_stats_get("listener.keep.", two, 2), keep, "still found by its hash");
+    cr_assert_eq(rm_stat_value(keep, 0), 1);
+    cr_assert_eq(rm_stats_blocks(), base + 1);
+    (void)last;
+}
+
+static void *churn_thread(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    rm_stats_shard = me;
+    char p[64];
+    for (int i = 0; i < 500; i++) {
+        snprintf(p, sizeof(p), "cluster.t%u_%d.", me, i % 50);
+        struct rm_stats *own = rm_stats_get(p, defs, N_DEFS);
+        struct rm_stats *shared = rm_stats_get("cluster.shared.", defs, N_DEFS);
+        rm_stat_inc(own, 0);
+        rm_stat_inc(shared, 0);
+        rm_stats_release(own);
+        rm_stats_release(shared);
+    }
+    return NULL;
+}
+
+Test(stats, threads_get_and_release_concurrently)
+{
+    enum { THREADS = 4 };
+    size_t base = rm_stats_blocks();
+    struct rm_stats *shared = rm_stats_get("cluster.shared.", defs, N_DEFS);
+    pthread_t t[THREADS];
+    for (unsigned i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, churn_thread, (void *)(uintptr_t)(i + 1)), 0);
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(rm_stat_value(shared, 0), THREADS * 500, "kept by the test's reference");
+    cr_assert_eq(rm_stats_blocks(), base + 1);
+    rm_stats_release(shared);
+    cr_assert_eq(rm_stats_blocks(), base);
 }
