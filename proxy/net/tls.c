@@ -76,7 +76,7 @@ struct rm_tls_ctx {
     struct san_match *sans; /* every one is tried; one match accepts the peer */
     size_t n_sans;
     bool accept_untrusted;  /* trust_chain_verification: ACCEPT_UNTRUSTED */
-    struct rm_stats *stats; /* "<owner>.ssl." */
+    struct rm_stats *stats; /* "<owner>.ssl." (a reference: connections hold the context) */
 };
 
 /* Per-connection state (conn->tp_ctx). */
@@ -97,6 +97,7 @@ void rm_tls_ctx_unref(struct rm_tls_ctx *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
     SSL_CTX_free(t->ssl_ctx);
+    rm_stats_release(t->stats); /* the last context of a removed cluster or listener */
     for (size_t i = 0; i < t->n_sans; i++)
         free(t->sans[i].s);
     free(t->sans);

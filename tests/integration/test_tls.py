@@ -6,6 +6,8 @@ spiffe://cluster.local/ns/default/sa/client) and another CA that trusts nobody h
 import json
 import os
 import re
+import socket
+import time
 
 import remora_cfg as cfg
 from harness import TestFailure
@@ -59,7 +61,7 @@ def certs(ctx):
     return ctx._tls_certs
 
 
-def downstream_tls(c, mtls=False, client_san=None, alpn=None):
+def downstream_tls(c, mtls=False, client_san=None, alpn=None, timeout=None):
     """A listener's transport_socket (YAML, indented for filter_chains[0])."""
     v = ""
     if mtls:
@@ -82,8 +84,9 @@ def downstream_tls(c, mtls=False, client_san=None, alpn=None):
           common_tls_context:
             tls_certificates:
             - certificate_chain: { filename: "%s" }
-              private_key: { filename: "%s" }%s%s
-      filters:""" % (c["server_crt"], c["server_key"], a, v)
+              private_key: { filename: "%s" }%s%s%s
+      filters:""" % (c["server_crt"], c["server_key"], a, v,
+                     "\n      transport_socket_connect_timeout: %s" % timeout if timeout else "")
 
 
 def upstream_tls(c, ca_key="ca", san=SERVER_SPIFFE, san_type="URI", sni="backend.test",
@@ -254,6 +257,33 @@ def test_tls_mtls_listener_san_mismatch(ctx):
     r = https(ctx, px.port, "/", client="client")
     assert r.status == 0, r
     assert stats(ctx, px).get(lstat(px, "fail_verify_san"), 0) == 1
+
+
+def test_tls_handshake_timeouts(ctx):
+    """A client that never speaks TLS is closed after transport_socket_connect_timeout; an
+    upstream that accepts TCP but never answers the ClientHello costs connect_timeout (503)."""
+    c = certs(ctx)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes TCP handshakes; nobody reads
+    try:
+        port = silent.getsockname()[1]
+        px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [port], extra=upstream_tls(c))],
+                                      downstream_tls(c, timeout="0.5s")))
+        s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+        s.sendall(b"\x16")  # the start of a record, never finished
+        t0 = time.monotonic()
+        assert s.recv(100) == b"", "expected the proxy to close"
+        took = time.monotonic() - t0
+        s.close()
+        assert 0.3 < took < 3, took
+        r = https(ctx, px.port, "/")
+        assert r.status == 503 and b"connection timeout" in r.body, r
+        st = stats(ctx, px)
+        assert st.get("cluster.backend.upstream_cx_connect_timeout", 0) == 1, st
+        assert st.get(lstat(px, "handshake"), 0) == 1, st
+    finally:
+        silent.close()
 
 
 # ---- origination ---------------------------------------------------------------------------
