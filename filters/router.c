@@ -534,6 +534,12 @@ static void pool_failure(struct rm_pool_request *pr, enum rm_pool_failure why, i
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_FAILURE);
     bool timeout = why == RM_POOL_CONNECT_TIMEOUT;
     const char *body = timeout ? RESET_BODY "connection timeout" : RESET_BODY "connection failure";
+    if (err == -EKEYREJECTED)
+        body = RESET_BODY "connection failure, transport failure reason: TLS error: certificate "
+                          "verify failed";
+    else if (err == -EPROTO)
+        body = RESET_BODY "connection failure, transport failure reason: TLS error: handshake "
+                          "failed";
     if (err == -ECANCELED) { /* the pool is going away with its cluster: no retry */
         attempt_end(r, false);
         fail_local(r, 503, "UF", body);

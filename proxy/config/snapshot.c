@@ -9,6 +9,7 @@
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -112,6 +113,13 @@ grpc_cluster(struct rm_snapshot *s,
     if (!c || rm_cluster_is_dns(c) || rm_cluster_is_eds(c) || c->hs->n == 0) {
         rm_error_set(err, "%s: \"%s\" is not a STATIC cluster with an endpoint in static_resources",
                      path, name ? name : "");
+        return NULL;
+    }
+    if (c->tls) {
+        rm_error_set(err,
+                     "%s: \"%s\": TLS to an xDS server (transport_socket) is not supported by "
+                     "remora yet",
+                     path, c->name);
         return NULL;
     }
     size_t idx = 0;
@@ -400,17 +408,31 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
                             "%s.filter_chains[0].filter_chain_match: not supported by "
                             "remora yet",
                             path);
-    if (fc->transport_socket)
-        return rm_error_set(err,
-                            "%s.filter_chains[0].transport_socket: TLS is not supported by "
-                            "remora yet",
-                            path);
     if (fc->n_filters != 1)
         return rm_error_set(err,
                             "%s.filter_chains[0].filters: exactly one network filter "
                             "(envoy.filters.network.http_connection_manager) is supported",
                             path);
     return RM_OK;
+}
+
+/* filter_chains[0].transport_socket: TLS termination.  ALPN, unless alpn_protocols says
+ * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
+static int build_listener_tls(struct rm_listener_cfg *lc,
+                              const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
+                              const char *stat_prefix, struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    lc->handshake_timeout_ms = rm_pb_duration_ms(fc->transport_socket_connect_timeout,
+                                                 lc->hcm.codec.request_headers_timeout_ms);
+    if (!fc->transport_socket) return RM_OK;
+    static const char *const alpn[] = {
+        [RM_CODEC_AUTO] = "h2,http/1.1", [RM_CODEC_HTTP1] = "http/1.1", [RM_CODEC_HTTP2] = "h2"};
+    struct rm_tls_opts o = {.side = RM_TLS_SERVER,
+                            .stat_prefix = stat_prefix,
+                            .default_alpn = alpn[lc->hcm.codec_type]};
+    snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
+    return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
 }
 
 /* Build listener <pb> (errors under <path>) into b->s->listeners. */
@@ -454,7 +476,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return RM_OK;
+    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, err);
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -744,6 +766,7 @@ static void listener_free(struct rm_listener_cfg *lc)
     rm_config_source_dispose(&lc->rds_src);
     free(lc->version_info);
     rm_pb_box_unref(lc->pb_box);
+    rm_tls_ctx_unref(lc->tls);
     free(lc);
 }
 

@@ -22,6 +22,7 @@
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
 struct Envoy__Config__Listener__V3__Listener;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct rm_tls_ctx;
 
 enum rm_codec_type {
     RM_CODEC_AUTO = 0,
@@ -87,7 +88,12 @@ struct rm_listener_cfg {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
-    struct rm_hcm_cfg hcm;  /* the single HTTP filter chain */
+    struct rm_hcm_cfg hcm; /* the single HTTP filter chain */
+    /* filter_chains[0].transport_socket: TLS termination (a reference), or NULL (plaintext) */
+    struct rm_tls_ctx *tls;
+    /* the handshake's bound: transport_socket_connect_timeout, else the HCM's
+     * request_headers_timeout, else 0 (the HCM's idle_timeout still closes the connection) */
+    uint32_t handshake_timeout_ms;
     struct rm_stats *stats; /* listener.<addr>. */
 };
 

@@ -144,7 +144,10 @@ static int request_pseudo(struct rm_h1_codec *c, struct rm_h1_stream *hs,
     uint32_t k = 0;
     struct rm_str m = methods[p->method];
     rm_headers_put_known(h, k++, RM_HK_METHOD, m.p, m.len);
-    if (have_scheme) rm_headers_put_known(h, k++, RM_HK_SCHEME, "http", 4);
+    if (have_scheme) {
+        bool tls = c->base.conn->tp != &rm_transport_plain;
+        rm_headers_put_known(h, k++, RM_HK_SCHEME, tls ? "https" : "http", tls ? 5 : 4);
+    }
     if (have_auth) rm_headers_put_known(h, k++, RM_HK_AUTHORITY, auth.p, auth.len);
     if (have_path) rm_headers_put_known(h, k++, RM_HK_PATH, path.p, path.len);
     if (k < RM_H1_REQ_PSEUDO) {

@@ -7,6 +7,7 @@
 #include "proxy/admin/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
+#include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -100,10 +101,15 @@ static void start_codec(struct rm_hcm_conn *hc, bool h2)
     if (hc->w->draining) c->ops->shutdown(c);
 }
 
-/* AUTO codec: look at the first bytes; HTTP/2 clients start with the preface. */
+/* AUTO codec: TLS with ALPN says which; otherwise look at the first bytes (HTTP/2 clients
+ * start with the preface). */
 static size_t sniff_on_data(struct rm_conn *conn, const uint8_t *p, size_t n)
 {
     struct rm_hcm_conn *hc = conn->owner;
+    if (rm_conn_alpn_is(conn, "h2") || rm_conn_alpn_is(conn, "http/1.1")) {
+        start_codec(hc, rm_conn_alpn_is(conn, "h2"));
+        return 0;
+    }
     size_t cmp = n < sizeof(h2_preface) - 1 ? n : sizeof(h2_preface) - 1;
     bool h2 = memcmp(p, h2_preface, cmp) == 0;
     if (h2 && cmp < sizeof(h2_preface) - 1) return 0; /* could still be HTTP/2: wait for more */
@@ -227,8 +233,10 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
             rm_headers_add(h, "x-forwarded-for", 15, hs->hc->peer_ip, strlen(hs->hc->peer_ip));
         }
     }
-    if (cfg->use_remote_address || !rm_headers_get_key(h, RM_HK_X_FORWARDED_PROTO).p)
-        rm_headers_set_ref(h, "x-forwarded-proto", 17, "http", 4);
+    if (cfg->use_remote_address || !rm_headers_get_key(h, RM_HK_X_FORWARDED_PROTO).p) {
+        bool tls = hs->hc->conn->tp != &rm_transport_plain;
+        rm_headers_set_ref(h, "x-forwarded-proto", 17, tls ? "https" : "http", tls ? 5 : 4);
+    }
     if (cfg->generate_request_id) {
         bool have = rm_headers_get_key(h, RM_HK_X_REQUEST_ID).p != NULL;
         if (!have || (cfg->use_remote_address && !cfg->preserve_external_request_id)) {

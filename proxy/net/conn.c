@@ -53,7 +53,6 @@ static void free_task_run(struct rm_task *t)
         rm_loop_defer(c->loop, &c->free_task, free_task_run);
         return;
     }
-    c->tp->close(c);
     rm_buf_reset(&c->in);
     rm_buf_reset(&c->out);
     free(c);
@@ -63,6 +62,7 @@ static void shut(struct rm_conn *c)
 {
     c->flags |= RM_CONN_CLOSED;
     rm_timer_stop(c->loop, &c->connect_timer);
+    c->tp->close(c); /* TLS: close_notify while the socket is open */
     int fd = c->io.fd;
     rm_io_stop(c->loop, &c->io);
     if (fd >= 0) close(fd);
@@ -92,7 +92,7 @@ static void write_now(struct rm_conn *c)
 static void close_with(struct rm_conn *c, int err)
 {
     if (c->flags & RM_CONN_CLOSED) return;
-    if (err == 0 && c->out.len && !(c->flags & RM_CONN_CONNECTING))
+    if (err == 0 && c->out.len && !(c->flags & (RM_CONN_CONNECTING | RM_CONN_HANDSHAKING)))
         write_now(c); /* EOF: a half-closed peer still reads what was queued (best effort) */
     shut(c);
     if (!(c->flags & RM_CONN_NO_CALLBACKS)) {
@@ -123,7 +123,8 @@ static struct rm_conn *conn_new(struct rm_loop *loop, const struct rm_conn_handl
 
 static bool gone(const struct rm_conn *c)
 {
-    return c->flags & (RM_CONN_CLOSED | RM_CONN_READ_PAUSED | RM_CONN_SHUT_AFTER_FLUSH);
+    return c->flags &
+           (RM_CONN_CLOSED | RM_CONN_READ_PAUSED | RM_CONN_SHUT_AFTER_FLUSH | RM_CONN_HANDSHAKING);
 }
 
 /* Offer the buffered input to the owner. */
@@ -136,6 +137,8 @@ static void deliver(struct rm_conn *c)
 }
 
 static void read_task_run(struct rm_task *t);
+static void want_write(struct rm_conn *c, bool on);
+static void on_connect_timeout(struct rm_timer *t);
 
 static void do_read(struct rm_conn *c)
 {
@@ -156,7 +159,10 @@ static void do_read(struct rm_conn *c)
         }
         if (c->in.len == 0) rm_buf_reset(&c->in);
         if (n == -EAGAIN) {
-            c->flags |= RM_CONN_READ_DRAINED;
+            if (c->flags & RM_CONN_TP_WANT_WRITE)
+                want_write(c, true);
+            else
+                c->flags |= RM_CONN_READ_DRAINED;
             return;
         }
         if (n == -EINTR) continue;
@@ -231,7 +237,7 @@ static void do_write(struct rm_conn *c)
         close_with(c, (int)n);
         return;
     }
-    want_write(c, false);
+    want_write(c, c->flags & RM_CONN_TP_WANT_WRITE);
     if (c->flags & RM_CONN_SHUT_AFTER_FLUSH) {
         shutdown(c->io.fd, SHUT_WR);
         rm_conn_close(c);
@@ -250,7 +256,8 @@ static void after_write(struct rm_conn *c)
 static void flush_task_run(struct rm_task *t)
 {
     struct rm_conn *c = rm_container_of(t, struct rm_conn, flush_task);
-    if (c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING)) return;
+    /* output waits for the connect and the handshake (which flush when they end) */
+    if (c->flags & (RM_CONN_CLOSED | RM_CONN_CONNECTING | RM_CONN_HANDSHAKING)) return;
     if (c->h->on_flush && !(c->flags & RM_CONN_NO_CALLBACKS)) c->h->on_flush(c);
     if (c->flags & RM_CONN_CLOSED) return;
     if (!(c->flags & RM_CONN_WANT_WRITE)) do_write(c);
@@ -279,6 +286,47 @@ void rm_conn_close_after_flush(struct rm_conn *c)
 
 /* ---- events ------------------------------------------------------------------------------- */
 
+/* Client: connected (and through the handshake): tell the owner, then send what it queued and
+ * read what came (a TLS handshake may leave application data behind it). */
+static void connected(struct rm_conn *c)
+{
+    c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
+    rm_timer_stop(c->loop, &c->connect_timer);
+    c->h->on_connected(c, 0);
+    if (c->flags & RM_CONN_CLOSED) return;
+    if (c->tp != &rm_transport_plain) {
+        rm_conn_schedule_flush(c);
+        rm_loop_defer(c->loop, &c->read_task, read_task_run);
+    } else if (c->out.len) {
+        rm_conn_schedule_flush(c);
+    }
+}
+
+/* Drive the transport's handshake one step (after accept or connect, on every event). */
+static void do_handshake(struct rm_conn *c)
+{
+    c->flags &= ~(uint32_t)RM_CONN_TP_WANT_WRITE;
+    int rc = c->tp->handshake(c);
+    if (rc == RM_AGAIN) {
+        want_write(c, c->flags & RM_CONN_TP_WANT_WRITE);
+        return;
+    }
+    if (rc < 0) {
+        close_with(c, rc);
+        return;
+    }
+    c->flags &= ~(uint32_t)(RM_CONN_HANDSHAKING | RM_CONN_TP_WANT_WRITE | RM_CONN_READ_DRAINED);
+    want_write(c, false);
+    if (c->flags & RM_CONN_CONNECTING) {
+        connected(c);
+        return;
+    }
+    rm_timer_stop(c->loop, &c->connect_timer);
+    /* the handshake consumed the readiness edge: read what followed it now */
+    do_read(c);
+    if (!(c->flags & RM_CONN_CLOSED)) rm_conn_schedule_flush(c);
+}
+
 static void finish_connect(struct rm_conn *c)
 {
     int err = 0;
@@ -288,16 +336,29 @@ static void finish_connect(struct rm_conn *c)
         close_with(c, -err);
         return;
     }
-    c->flags &= ~(uint32_t)RM_CONN_CONNECTING;
-    rm_timer_stop(c->loop, &c->connect_timer);
     rm_io_modify(c->loop, &c->io, RM_CONN_EVENTS); /* EPOLLOUT only served the connect */
-    c->h->on_connected(c, 0);
-    if (!(c->flags & RM_CONN_CLOSED) && c->out.len) rm_conn_schedule_flush(c);
+    if (c->tp != &rm_transport_plain) {
+        c->flags |= RM_CONN_HANDSHAKING; /* the connect timer goes on running */
+        do_handshake(c);
+        return;
+    }
+    connected(c);
+}
+
+void rm_conn_transport_started(struct rm_conn *c, uint32_t timeout_ms)
+{
+    if (c->flags & (RM_CONN_CONNECTING | RM_CONN_CLOSED)) return; /* finish_connect starts it */
+    c->flags |= RM_CONN_HANDSHAKING;
+    if (timeout_ms) rm_timer_start(c->loop, &c->connect_timer, timeout_ms, on_connect_timeout);
 }
 
 static void on_io(struct rm_io *io, uint32_t events)
 {
     struct rm_conn *c = rm_container_of(io, struct rm_conn, io);
+    if (c->flags & RM_CONN_HANDSHAKING) {
+        do_handshake(c);
+        return;
+    }
     if (c->flags & RM_CONN_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) finish_connect(c);
         return;
@@ -307,6 +368,10 @@ static void on_io(struct rm_io *io, uint32_t events)
         after_write(c);
     }
     if (c->flags & RM_CONN_CLOSED) return;
+    if ((events & EPOLLOUT) && (c->flags & RM_CONN_TP_WANT_WRITE)) {
+        c->flags &= ~(uint32_t)RM_CONN_TP_WANT_WRITE; /* a read that waited for socket space */
+        events |= EPOLLIN;
+    }
     if (events & (EPOLLHUP | EPOLLRDHUP)) c->flags |= RM_CONN_PEER_SHUT;
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;

@@ -20,13 +20,18 @@
 
 struct rm_conn;
 
-/** How bytes move: plain TCP today, TLS next.  Return >0 bytes, 0 EOF (read), or -errno
- *  (-EAGAIN when it would block). */
+/** How bytes move: plain TCP (rm_transport_plain) or TLS (proxy/net/tls.h).  read / writev
+ *  return >0 bytes, 0 EOF (read), or -errno (-EAGAIN when it would block).  A transport whose
+ *  call would block until the socket is writable (TLS: SSL_ERROR_WANT_WRITE in a handshake or a
+ *  read) sets RM_CONN_TP_WANT_WRITE before returning -EAGAIN / RM_AGAIN; the conn then watches
+ *  EPOLLOUT and calls again.  read may set RM_CONN_PEER_SHUT to be called again after a short
+ *  read (it holds an EOF or an error to report).  close runs once, before the socket closes. */
 struct rm_transport_ops {
     const char *name;
     ssize_t (*read)(struct rm_conn *c, void *buf, size_t len);
     ssize_t (*writev)(struct rm_conn *c, const struct iovec *iov, int n);
-    /** 0 done, RM_AGAIN in progress, <0 error. */
+    /** 0 done, RM_AGAIN in progress, <0 error (-errno; TLS: -EPROTO, or -EKEYREJECTED when
+     *  the peer's certificate was refused). */
     int (*handshake)(struct rm_conn *c);
     void (*close)(struct rm_conn *c);
 };
@@ -34,7 +39,10 @@ struct rm_transport_ops {
 extern const struct rm_transport_ops rm_transport_plain;
 
 struct rm_conn_handler {
-    /** Client connections: the connect (and handshake) finished; err is 0 or -errno. */
+    /** Client connections: the connect and the transport's handshake finished; err is 0 or
+     *  -errno (-ETIMEDOUT when the connect timeout passed first; TLS failures: see
+     *  rm_transport_ops.handshake).  Server connections never get it: their first on_data
+     *  follows the handshake. */
     void (*on_connected)(struct rm_conn *c, int err);
     /** Bytes arrived; returns how many were consumed (the rest stays buffered and is offered
      *  again with more data).  May call rm_conn_close(). */
@@ -55,9 +63,11 @@ enum {
     RM_CONN_OVER_HIGH = 1u << 4,   /* output above the high watermark */
     RM_CONN_IN_CALLBACK = 1u << 5, /* inside a handler call: don't free */
     RM_CONN_SHUT_AFTER_FLUSH = 1u << 6,
-    RM_CONN_NO_CALLBACKS = 1u << 7, /* the owner is gone: no more handler calls */
-    RM_CONN_PEER_SHUT = 1u << 8,    /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
-    RM_CONN_READ_DRAINED = 1u << 9, /* the socket had nothing more after the last read */
+    RM_CONN_NO_CALLBACKS = 1u << 7,   /* the owner is gone: no more handler calls */
+    RM_CONN_PEER_SHUT = 1u << 8,      /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
+    RM_CONN_READ_DRAINED = 1u << 9,   /* the socket had nothing more after the last read */
+    RM_CONN_HANDSHAKING = 1u << 10,   /* the transport's handshake runs: no data either way yet */
+    RM_CONN_TP_WANT_WRITE = 1u << 11, /* the transport waits for EPOLLOUT (see above) */
 };
 
 struct rm_conn {
@@ -69,7 +79,7 @@ struct rm_conn {
     void *owner;
     struct rm_buf in, out;
     struct rm_task flush_task, read_task, free_task;
-    struct rm_timer connect_timer;
+    struct rm_timer connect_timer; /* connect + handshake (client), handshake (server) */
     uint32_t flags;
     int err;                 /* connect error waiting to be reported */
     uint32_t high_watermark; /* output bytes above which writers should pause */
@@ -86,6 +96,10 @@ struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sock
 struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *addr, socklen_t len,
                                 uint32_t timeout_ms, const struct rm_conn_handler *h, void *owner,
                                 int *err);
+/** For transports (rm_conn_start_tls): <c> now has a transport with a handshake.  An accepted
+ *  conn starts it with its first event, bounded by <timeout_ms> (0 = no bound of its own); a
+ *  connecting one starts it once the TCP connect succeeds, within the connect timeout. */
+void rm_conn_transport_started(struct rm_conn *c, uint32_t timeout_ms);
 /** Hand the connection to a new handler/owner; input already buffered is offered to it from a
  *  deferred task (so a protocol sniffer may return 0 from on_data and switch handlers). */
 void rm_conn_set_handler(struct rm_conn *c, const struct rm_conn_handler *h, void *owner);

@@ -13,6 +13,7 @@
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
 #include "proxy/http/route.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/pool.h"
 
 #define DRAIN_POLL_MS 20
@@ -41,7 +42,13 @@ static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer
 {
     struct rm_worker_listener *wl = rm_container_of(l, struct rm_worker_listener, l);
     struct rm_conn *c = rm_conn_accepted(wl->w->loop, fd, peer, len, &placeholder, NULL);
-    if (c) rm_hcm_conn_new(wl->w, wl->cfg, wl->tag, c);
+    if (!c) return;
+    if (wl->cfg->tls &&
+        rm_conn_start_tls(c, wl->cfg->tls, NULL, 0, wl->cfg->handshake_timeout_ms) < 0) {
+        rm_conn_close(c);
+        return;
+    }
+    rm_hcm_conn_new(wl->w, wl->cfg, wl->tag, c);
 }
 
 static void stop_listeners(struct rm_worker *w)

@@ -13,6 +13,7 @@
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/core/log.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 
 #define HTTP_OPTS_TYPE "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -85,6 +86,7 @@ void rm_cluster_unref(struct rm_cluster *c)
     rm_config_source_dispose(&c->eds_src);
     free(c->version_info);
     rm_pb_box_unref(c->pb_box);
+    rm_tls_ctx_unref(c->tls);
     slot_put(c->slot);
     free(c);
 }
@@ -132,8 +134,8 @@ static int apply_http_options(struct rm_cluster *c, const HttpOpts *o, const cha
         return RM_OK;
     case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
         return rm_error_set(err,
-                            "%s.auto_config: ALPN protocol selection needs TLS, which remora "
-                            "does not support yet; use explicit_http_config",
+                            "%s.auto_config: ALPN protocol selection is not supported by "
+                            "remora yet; use explicit_http_config",
                             path);
     default:
         return RM_OK;
@@ -426,7 +428,6 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
         size_t off;
         const char *name;
     } unsupported[] = {
-        {offsetof(Cluster, transport_socket), "transport_socket"},
         {offsetof(Cluster, upstream_http_protocol_options), "upstream_http_protocol_options"},
     };
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
@@ -530,6 +531,12 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box, cons
     c->stats = rm_stats_get(prefix, rm_cluster_stat_defs, RM_CS__COUNT);
     if (pb->outlier_detection && setup_outlier(c, pb, path, prefix, err)) goto fail;
     if (setup_circuit_breakers(c, pb, path, prefix, err)) goto fail;
+    if (pb->transport_socket) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s.transport_socket", path);
+        struct rm_tls_opts o = {.side = RM_TLS_CLIENT, .stat_prefix = prefix};
+        if (rm_tls_ctx_new(pb->transport_socket, &o, p, &c->tls, err)) goto fail;
+    }
     return c;
 fail_oom:
     rm_error_set(err, "%s: out of memory", path);

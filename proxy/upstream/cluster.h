@@ -27,6 +27,7 @@
 
 struct Envoy__Config__Cluster__V3__Cluster;
 struct rm_dns_cluster_cfg;
+struct rm_tls_ctx;
 
 enum rm_lb_policy {
     RM_LB_ROUND_ROBIN = 0,
@@ -81,6 +82,8 @@ struct rm_cluster {
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
+    /* transport_socket: TLS origination (a reference; SSL_CTX shared by the workers), or NULL */
+    struct rm_tls_ctx *tls;
     /* The message it was built from: static clusters keep it (inside *pb_box, the bootstrap's);
      * CDS clusters keep only its bytes (pb NULL, pb_box holding them) for /config_dump. */
     const struct Envoy__Config__Cluster__V3__Cluster *pb;

@@ -1,0 +1,1039 @@
+#include "proxy/net/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "proxy/admin/stats.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/pbutil.h"
+#include "proxy/core/log.h"
+#include "proxy/net/conn.h"
+
+#define TLS_NAME "envoy.transport_sockets.tls"
+#define PATH_LEN 768
+#define MAX_DATASOURCE (4u << 20) /* certificates and keys: far below this */
+
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext CommonTlsContext;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext
+    ValidationContext;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate TlsCertificate;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__TlsParameters TlsParameters;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher SanMatcher;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext DownstreamTlsContext;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext UpstreamTlsContext;
+typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
+typedef Envoy__Config__Core__V3__DataSource DataSource;
+
+/* ---- stats -------------------------------------------------------------------------------- */
+
+enum {
+    SSL_HANDSHAKE,
+    SSL_CONNECTION_ERROR,
+    SSL_NO_CERTIFICATE,
+    SSL_FAIL_VERIFY_NO_CERT,
+    SSL_FAIL_VERIFY_ERROR,
+    SSL_FAIL_VERIFY_SAN,
+    SSL__COUNT
+};
+
+static const struct rm_stat_def ssl_stat_defs[SSL__COUNT] = {
+    [SSL_HANDSHAKE] = {"handshake", RM_COUNTER},
+    [SSL_CONNECTION_ERROR] = {"connection_error", RM_COUNTER},
+    [SSL_NO_CERTIFICATE] = {"no_certificate", RM_COUNTER},
+    [SSL_FAIL_VERIFY_NO_CERT] = {"fail_verify_no_cert", RM_COUNTER},
+    [SSL_FAIL_VERIFY_ERROR] = {"fail_verify_error", RM_COUNTER},
+    [SSL_FAIL_VERIFY_SAN] = {"fail_verify_san", RM_COUNTER},
+};
+
+/* ---- the context -------------------------------------------------------------------------- */
+
+/* A subject alt name matcher: <type> 0 = any type (match_subject_alt_names), else a GEN_* type. */
+struct san_match {
+    int type;
+    int kind; /* MATCH_PATTERN_EXACT / _PREFIX / _SUFFIX / _CONTAINS */
+    bool ignore_case;
+    char *s;
+};
+
+struct rm_tls_ctx {
+    _Atomic unsigned refs;
+    SSL_CTX *ssl_ctx; /* app data: this struct (the verify callback finds it there) */
+    enum rm_tls_side side;
+    bool own_alpn;       /* client: alpn_protocols configured (else per connection) */
+    unsigned char *alpn; /* server: the protocols to select from, wire format */
+    size_t alpn_len;
+    char *sni;              /* client: SNI to send, or NULL */
+    struct san_match *sans; /* every one is tried; one match accepts the peer */
+    size_t n_sans;
+    bool accept_untrusted;  /* trust_chain_verification: ACCEPT_UNTRUSTED */
+    struct rm_stats *stats; /* "<owner>.ssl." (a reference: connections hold the context) */
+};
+
+/* Per-connection state (conn->tp_ctx). */
+struct tls_conn {
+    SSL *ssl;
+    struct rm_tls_ctx *ctx; /* a reference */
+    bool done;              /* handshake finished */
+    bool failed;            /* a fatal error: no close_notify */
+};
+
+struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void rm_tls_ctx_unref(struct rm_tls_ctx *t)
+{
+    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+    SSL_CTX_free(t->ssl_ctx);
+    rm_stats_release(t->stats); /* the last context of a removed cluster or listener */
+    for (size_t i = 0; i < t->n_sans; i++)
+        free(t->sans[i].s);
+    free(t->sans);
+    free(t->alpn);
+    free(t->sni);
+    free(t);
+}
+
+/* OpenSSL's queued errors as text ("error:…:reason"), the queue cleared. */
+static const char *ossl_errors(char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error();
+    if (!e) {
+        snprintf(buf, len, "unknown OpenSSL error");
+        return buf;
+    }
+    ERR_error_string_n(e, buf, len);
+    ERR_clear_error();
+    return buf;
+}
+
+/* The bytes of a DataSource (malloc'd, NUL-terminated; *n without the NUL).  Errors name the
+ * specifier under <path>. */
+static int read_datasource(const DataSource *ds, const char *path, char **out, size_t *n,
+                           struct rm_error *err)
+{
+    *out = NULL;
+    const char *src = NULL;
+    size_t len = 0;
+    switch (ds ? ds->specifier_case : ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER__NOT_SET) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        FILE *f = fopen(ds->filename, "rb");
+        if (!f)
+            return rm_error_set(err, "%s.filename: cannot read %s: %s", path, ds->filename,
+                                strerror(errno));
+        char *buf = malloc(MAX_DATASOURCE + 1);
+        size_t got = buf ? fread(buf, 1, MAX_DATASOURCE + 1, f) : 0;
+        bool bad = !buf || ferror(f) || got > MAX_DATASOURCE;
+        int e = errno;
+        fclose(f);
+        if (bad) {
+            free(buf);
+            return rm_error_set(err, "%s.filename: cannot read %s: %s", path, ds->filename,
+                                got > MAX_DATASOURCE ? "larger than 4 MiB" : strerror(e));
+        }
+        buf[got] = 0;
+        *out = buf;
+        *n = got;
+        return RM_OK;
+    }
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        src = (const char *)ds->inline_bytes.data;
+        len = ds->inline_bytes.len;
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        src = ds->inline_string;
+        len = strlen(src);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        src = getenv(ds->environment_variable);
+        if (!src)
+            return rm_error_set(err, "%s.environment_variable: %s is not set", path,
+                                ds->environment_variable);
+        len = strlen(src);
+        break;
+    default:
+        return rm_error_set(err,
+                            "%s: one of filename, inline_bytes, inline_string or "
+                            "environment_variable is required",
+                            path);
+    }
+    char *buf = malloc(len + 1);
+    if (!buf) return rm_error_set(err, "%s: out of memory", path);
+    if (len) memcpy(buf, src, len);
+    buf[len] = 0;
+    *out = buf;
+    *n = len;
+    return RM_OK;
+}
+
+/* Where a DataSource's bytes came from, for messages: "<path>.filename" etc. */
+static const char *ds_where(const DataSource *ds, const char *path, char *buf, size_t len)
+{
+    const char *f = "inline";
+    if (ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME)
+        f = "filename";
+    else if (ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES)
+        f = "inline_bytes";
+    else if (ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING)
+        f = "inline_string";
+    else if (ds->specifier_case ==
+             ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE)
+        f = "environment_variable";
+    snprintf(buf, len, "%s.%s", path, f);
+    return buf;
+}
+
+/* tls_certificates[i]: a PEM chain (leaf first) and its PEM private key. */
+static int load_certificate(SSL_CTX *ctx, const TlsCertificate *tc, const char *path,
+                            struct rm_error *err)
+{
+    char p[PATH_LEN], w[PATH_LEN], e[256];
+    static const struct {
+        size_t off;
+        const char *name;
+    } unsupported[] = {
+        {offsetof(TlsCertificate, pkcs12), "pkcs12"},
+        {offsetof(TlsCertificate, password), "password"},
+        {offsetof(TlsCertificate, ocsp_staple), "ocsp_staple"},
+    };
+    for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+        if (*(void *const *)((const char *)tc + unsupported[i].off))
+            return rm_error_set(err, "%s.%s: not supported by remora yet", path,
+                                unsupported[i].name);
+    }
+    if (tc->n_signed_certificate_timestamp)
+        return rm_error_set(err, "%s.signed_certificate_timestamp: not supported by remora yet",
+                            path);
+    if (!tc->certificate_chain || !tc->private_key)
+        return rm_error_set(err, "%s: certificate_chain and private_key are required", path);
+    char *pem = NULL;
+    size_t n;
+    snprintf(p, sizeof(p), "%s.certificate_chain", path);
+    if (read_datasource(tc->certificate_chain, p, &pem, &n, err)) return RM_ERR;
+    ds_where(tc->certificate_chain, p, w, sizeof(w));
+    BIO *bio = BIO_new_mem_buf(pem, (int)n);
+    X509 *leaf = bio ? PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL) : NULL;
+    if (!leaf || SSL_CTX_use_certificate(ctx, leaf) != 1) {
+        rm_error_set(err, "%s: no PEM certificate (%s)", w, ossl_errors(e, sizeof(e)));
+        goto fail;
+    }
+    X509 *ca;
+    while ((ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+            X509_free(ca);
+            rm_error_set(err, "%s: bad chain certificate (%s)", w, ossl_errors(e, sizeof(e)));
+            goto fail;
+        }
+    }
+    ERR_clear_error(); /* the end of the PEM input */
+    X509_free(leaf);
+    leaf = NULL;
+    BIO_free(bio);
+    free(pem);
+    pem = NULL;
+    snprintf(p, sizeof(p), "%s.private_key", path);
+    if (read_datasource(tc->private_key, p, &pem, &n, err)) return RM_ERR;
+    ds_where(tc->private_key, p, w, sizeof(w));
+    bio = BIO_new_mem_buf(pem, (int)n);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    if (!key) {
+        rm_error_set(err, "%s: no PEM private key (%s)", w, ossl_errors(e, sizeof(e)));
+        goto fail;
+    }
+    int ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(key);
+    if (!ok) {
+        rm_error_set(err, "%s: the key does not match the certificate (%s)", w,
+                     ossl_errors(e, sizeof(e)));
+        goto fail;
+    }
+    OPENSSL_cleanse(pem, n);
+    BIO_free(bio);
+    free(pem);
+    return RM_OK;
+fail:
+    X509_free(leaf);
+    BIO_free(bio);
+    if (pem) OPENSSL_cleanse(pem, n);
+    free(pem);
+    return RM_ERR;
+}
+
+/* trusted_ca: every PEM certificate in it becomes a trust anchor (and, for a server, a CA name
+ * sent in its certificate request). */
+static int load_trusted_ca(SSL_CTX *ctx, const DataSource *ds, const char *path, bool server,
+                           struct rm_error *err)
+{
+    char *pem;
+    size_t n;
+    char w[PATH_LEN], e[256];
+    if (read_datasource(ds, path, &pem, &n, err)) return RM_ERR;
+    ds_where(ds, path, w, sizeof(w));
+    BIO *bio = BIO_new_mem_buf(pem, (int)n);
+    STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    free(pem);
+    if (!infos) return rm_error_set(err, "%s: no PEM certificate (%s)", w, ossl_errors(e, 256));
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int count = 0, rc = RM_OK;
+    for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *xi = sk_X509_INFO_value(infos, i);
+        if (!xi->x509) continue;
+        if (X509_STORE_add_cert(store, xi->x509) != 1 ||
+            (server && SSL_CTX_add_client_CA(ctx, xi->x509) != 1)) {
+            rc = rm_error_set(err, "%s: cannot use certificate %d (%s)", w, i,
+                              ossl_errors(e, sizeof(e)));
+            break;
+        }
+        count++;
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    if (rc == RM_OK && count == 0) return rm_error_set(err, "%s: no PEM certificate", w);
+    return rc;
+}
+
+static int san_type(int t)
+{
+    switch (t) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__EMAIL:
+        return GEN_EMAIL;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__DNS:
+        return GEN_DNS;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI:
+        return GEN_URI;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__IP_ADDRESS:
+        return GEN_IPADD;
+    default:
+        return -1;
+    }
+}
+
+/* One matcher (string matcher <sm> at <path>, for SANs of <type>) into t->sans. */
+static int add_san(struct rm_tls_ctx *t, int type, const StringMatcher *sm, const char *path,
+                   struct rm_error *err)
+{
+    if (!sm) return rm_error_set(err, "%s: required", path);
+    const char *s;
+    switch (sm->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        s = sm->exact;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        s = sm->prefix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        s = sm->suffix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        s = sm->contains;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+        return rm_error_set(err,
+                            "%s.safe_regex: not supported by remora yet for subject alt "
+                            "names (exact, prefix, suffix or contains)",
+                            path);
+    default:
+        return rm_error_set(err, "%s: one of exact, prefix, suffix or contains is required", path);
+    }
+    struct san_match *v = realloc(t->sans, (t->n_sans + 1) * sizeof(*v));
+    if (!v) return rm_error_set(err, "%s: out of memory", path);
+    t->sans = v;
+    struct san_match *m = &t->sans[t->n_sans];
+    *m = (struct san_match){.type = type,
+                            .kind = (int)sm->match_pattern_case,
+                            .ignore_case = sm->ignore_case,
+                            .s = strdup(s ? s : "")};
+    if (!m->s) return rm_error_set(err, "%s: out of memory", path);
+    t->n_sans++;
+    return RM_OK;
+}
+
+/* The certificate validation context at <path>: trust anchors, SAN matchers, chain policy.
+ * Unsupported checks (pins, CRLs, …) are errors. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int load_validation(struct rm_tls_ctx *t, const ValidationContext *vc, const char *path,
+                           struct rm_error *err)
+{
+    char p[PATH_LEN];
+    if (vc->n_verify_certificate_spki)
+        return rm_error_set(err, "%s.verify_certificate_spki: not supported by remora yet", path);
+    if (vc->n_verify_certificate_hash)
+        return rm_error_set(err, "%s.verify_certificate_hash: not supported by remora yet", path);
+    if (vc->crl) return rm_error_set(err, "%s.crl: CRLs are not supported by remora yet", path);
+    if (vc->allow_expired_certificate)
+        return rm_error_set(err, "%s.allow_expired_certificate: not supported by remora yet", path);
+    if (!vc->trusted_ca)
+        return rm_error_set(err,
+                            "%s.trusted_ca: required by remora (certificate validation "
+                            "without trust anchors is not supported)",
+                            path);
+    snprintf(p, sizeof(p), "%s.trusted_ca", path);
+    if (load_trusted_ca(t->ssl_ctx, vc->trusted_ca, p, t->side == RM_TLS_SERVER, err))
+        return RM_ERR;
+    for (size_t i = 0; i < vc->n_match_typed_subject_alt_names; i++) {
+        const SanMatcher *m = vc->match_typed_subject_alt_names[i];
+        snprintf(p, sizeof(p), "%s.match_typed_subject_alt_names[%zu]", path, i);
+        int type = san_type((int)m->san_type);
+        if (type < 0)
+            return rm_error_set(err,
+                                "%s.san_type: must be EMAIL, DNS, URI or IP_ADDRESS "
+                                "(OTHER_NAME is not supported by remora yet)",
+                                p);
+        char mp[PATH_LEN];
+        snprintf(mp, sizeof(mp), "%s.matcher", p);
+        if (add_san(t, type, m->matcher, mp, err)) return RM_ERR;
+    }
+    for (size_t i = 0; i < vc->n_match_subject_alt_names; i++) {
+        snprintf(p, sizeof(p), "%s.match_subject_alt_names[%zu]", path, i);
+        if (add_san(t, 0, vc->match_subject_alt_names[i], p, err)) return RM_ERR;
+    }
+    t->accept_untrusted =
+        vc->trust_chain_verification ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__CERTIFICATE_VALIDATION_CONTEXT__TRUST_CHAIN_VERIFICATION__ACCEPT_UNTRUSTED;
+    if (vc->max_verify_depth)
+        SSL_CTX_set_verify_depth(t->ssl_ctx, (int)vc->max_verify_depth->value);
+    return RM_OK;
+}
+#pragma GCC diagnostic pop
+
+/* ---- verification ------------------------------------------------------------------------- */
+
+static bool str_match(const struct san_match *m, const char *v, size_t n)
+{
+    size_t k = strlen(m->s);
+    int (*cmp)(const char *, const char *, size_t) = m->ignore_case ? strncasecmp : strncmp;
+    switch (m->kind) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        return n == k && cmp(v, m->s, n) == 0;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        return n >= k && cmp(v, m->s, k) == 0;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        return n >= k && cmp(v + n - k, m->s, k) == 0;
+    default: /* contains */
+        for (size_t i = 0; i + k <= n; i++) {
+            if (cmp(v + i, m->s, k) == 0) return true;
+        }
+        return false;
+    }
+}
+
+/* A DNS SAN "*.example.com" matches exactly one label, as Envoy's exact DNS matching does. */
+static bool dns_wildcard_match(const struct san_match *m, const char *v, size_t n)
+{
+    if (m->kind != ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT || n < 3 ||
+        v[0] != '*' || v[1] != '.')
+        return false;
+    const char *dot = strchr(m->s, '.');
+    if (!dot || dot == m->s) return false;
+    return strlen(dot) == n - 1 && strncasecmp(dot, v + 1, n - 1) == 0;
+}
+
+static bool san_matches(const struct rm_tls_ctx *t, X509 *cert)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) return false;
+    bool ok = false;
+    for (int i = 0; !ok && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        char ip[INET6_ADDRSTRLEN];
+        const char *v = NULL;
+        size_t n = 0;
+        if (g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) {
+            v = (const char *)ASN1_STRING_get0_data(g->d.ia5);
+            n = (size_t)ASN1_STRING_length(g->d.ia5);
+        } else if (g->type == GEN_IPADD) {
+            int len = ASN1_STRING_length(g->d.ip);
+            int af = len == 4 ? AF_INET : len == 16 ? AF_INET6 : -1;
+            if (af < 0 || !inet_ntop(af, ASN1_STRING_get0_data(g->d.ip), ip, sizeof(ip))) continue;
+            v = ip;
+            n = strlen(ip);
+        } else {
+            continue;
+        }
+        if (memchr(v, 0, n)) continue; /* embedded NUL: never a match */
+        for (size_t j = 0; !ok && j < t->n_sans; j++) {
+            const struct san_match *m = &t->sans[j];
+            if (m->type && m->type != g->type) continue;
+            ok = str_match(m, v, n) || (g->type == GEN_DNS && dns_wildcard_match(m, v, n));
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return ok;
+}
+
+/* OpenSSL's per-certificate verification callback: the chain as OpenSSL checks it (unless
+ * ACCEPT_UNTRUSTED), then the peer's SANs against the matchers at depth 0.  A SAN mismatch
+ * fails the handshake with X509_V_ERR_HOSTNAME_MISMATCH (counted as fail_verify_san). */
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const struct rm_tls_ctx *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (!t) return ok;
+    if (!ok && t->accept_untrusted) ok = 1;
+    if (!ok || X509_STORE_CTX_get_error_depth(x) != 0 || !t->n_sans) return ok;
+    if (san_matches(t, X509_STORE_CTX_get_current_cert(x))) return 1;
+    X509_STORE_CTX_set_error(x, X509_V_ERR_HOSTNAME_MISMATCH);
+    return 0;
+}
+
+/* ---- ALPN --------------------------------------------------------------------------------- */
+
+/* Append <name> to the wire-format list *w / *n.  RM_ERR on a bad name. */
+static int alpn_add(unsigned char **w, size_t *n, const char *name, size_t len)
+{
+    if (len == 0 || len > 255) return RM_ERR;
+    unsigned char *v = realloc(*w, *n + 1 + len);
+    if (!v) return RM_ERR;
+    v[*n] = (unsigned char)len;
+    memcpy(v + *n + 1, name, len);
+    *w = v;
+    *n += 1 + len;
+    return RM_OK;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct rm_tls_ctx *t = arg;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no common protocol: go on without ALPN */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- building ----------------------------------------------------------------------------- */
+
+static int tls_version(int v, int dflt)
+{
+    switch (v) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_0:
+        return TLS1_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_1:
+        return TLS1_1_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_2:
+        return TLS1_2_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_3:
+        return TLS1_3_VERSION;
+    default:
+        return dflt;
+    }
+}
+
+/* Join <v>[<n>] with ':' (OpenSSL's list syntax); NULL when out of memory. */
+static char *join(char **v, size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i]) + 1;
+    char *s = calloc(1, len);
+    for (size_t i = 0; s && i < n; i++) {
+        if (i) strcat(s, ":");
+        strcat(s, v[i]);
+    }
+    return s;
+}
+
+/* A list setter (cipher suites, curves, signature algorithms) over <v>[<n>]. */
+static int set_list(SSL_CTX *ctx, int (*set)(SSL_CTX *, const char *), char **v, size_t n,
+                    const char *path, struct rm_error *err)
+{
+    if (!n) return RM_OK;
+    char *s = join(v, n), e[256];
+    if (!s) return rm_error_set(err, "%s: out of memory", path);
+    int ok = set(ctx, s);
+    free(s);
+    if (ok != 1)
+        return rm_error_set(err, "%s: not accepted by OpenSSL (%s)", path,
+                            ossl_errors(e, sizeof(e)));
+    return RM_OK;
+}
+
+static int set_ciphers(SSL_CTX *ctx, const char *s)
+{
+    return SSL_CTX_set_cipher_list(ctx, s);
+}
+static int set_groups(SSL_CTX *ctx, const char *s)
+{
+    return (int)SSL_CTX_set1_groups_list(ctx, s);
+}
+static int set_sigalgs(SSL_CTX *ctx, const char *s)
+{
+    return (int)SSL_CTX_set1_sigalgs_list(ctx, s);
+}
+
+static int apply_params(SSL_CTX *ctx, const TlsParameters *tp, const char *path,
+                        struct rm_error *err)
+{
+    char p[PATH_LEN];
+    int min = TLS1_2_VERSION, max = TLS1_3_VERSION;
+    if (tp) {
+        min = tls_version((int)tp->tls_minimum_protocol_version, min);
+        max = tls_version((int)tp->tls_maximum_protocol_version, max);
+    }
+    if (min > max)
+        return rm_error_set(err,
+                            "%s.tls_params: tls_minimum_protocol_version is above "
+                            "tls_maximum_protocol_version",
+                            path);
+    SSL_CTX_set_min_proto_version(ctx, min);
+    SSL_CTX_set_max_proto_version(ctx, max);
+    if (!tp) return RM_OK;
+    snprintf(p, sizeof(p), "%s.tls_params.cipher_suites", path);
+    if (set_list(ctx, set_ciphers, tp->cipher_suites, tp->n_cipher_suites, p, err)) return RM_ERR;
+    snprintf(p, sizeof(p), "%s.tls_params.ecdh_curves", path);
+    if (set_list(ctx, set_groups, tp->ecdh_curves, tp->n_ecdh_curves, p, err)) return RM_ERR;
+    snprintf(p, sizeof(p), "%s.tls_params.signature_algorithms", path);
+    return set_list(ctx, set_sigalgs, tp->signature_algorithms, tp->n_signature_algorithms, p, err);
+}
+
+/* common_tls_context at <path>: parameters, certificates, validation, ALPN. */
+static int apply_common(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *path,
+                        const struct rm_tls_opts *o, struct rm_error *err)
+{
+    static const CommonTlsContext empty =
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT;
+    char p[PATH_LEN];
+    if (!cc) cc = &empty;
+    if (apply_params(t->ssl_ctx, cc->tls_params, path, err)) return RM_ERR;
+    if (cc->n_tls_certificate_sds_secret_configs)
+        return rm_error_set(err,
+                            "%s.tls_certificate_sds_secret_configs: SDS is not supported by "
+                            "remora yet; use tls_certificates",
+                            path);
+    if (cc->n_tls_certificates > 1)
+        return rm_error_set(err,
+                            "%s.tls_certificates: one certificate is supported by remora "
+                            "yet (got %zu)",
+                            path, cc->n_tls_certificates);
+    if (cc->n_tls_certificates) {
+        snprintf(p, sizeof(p), "%s.tls_certificates[0]", path);
+        if (load_certificate(t->ssl_ctx, cc->tls_certificates[0], p, err)) return RM_ERR;
+    } else if (t->side == RM_TLS_SERVER) {
+        return rm_error_set(err, "%s.tls_certificates: a listener needs a certificate", path);
+    }
+    const ValidationContext *vc = NULL;
+    switch (cc->validation_context_type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT:
+        vc = cc->validation_context;
+        snprintf(p, sizeof(p), "%s.validation_context", path);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
+        if (cc->combined_validation_context->validation_context_sds_secret_config)
+            return rm_error_set(err,
+                                "%s.combined_validation_context."
+                                "validation_context_sds_secret_config: SDS is not supported "
+                                "by remora yet",
+                                path);
+        vc = cc->combined_validation_context->default_validation_context;
+        snprintf(p, sizeof(p), "%s.combined_validation_context.default_validation_context", path);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
+        return rm_error_set(err,
+                            "%s.validation_context_sds_secret_config: SDS is not supported "
+                            "by remora yet; use validation_context",
+                            path);
+    default:
+        break;
+    }
+    if (vc && load_validation(t, vc, p, err)) return RM_ERR;
+    for (size_t i = 0; i < cc->n_alpn_protocols; i++) {
+        snprintf(p, sizeof(p), "%s.alpn_protocols[%zu]", path, i);
+        const char *a = cc->alpn_protocols[i];
+        if (alpn_add(&t->alpn, &t->alpn_len, a, strlen(a)))
+            return rm_error_set(err, "%s: must be 1 to 255 bytes", p);
+    }
+    t->own_alpn = cc->n_alpn_protocols > 0;
+    if (t->side == RM_TLS_SERVER && !t->own_alpn && o->default_alpn) {
+        for (const char *s = o->default_alpn; *s;) {
+            size_t n = strcspn(s, ",");
+            if (alpn_add(&t->alpn, &t->alpn_len, s, n))
+                return rm_error_set(err, "%s: out of memory", path);
+            s += n + (s[n] == ',');
+        }
+    }
+    return RM_OK;
+}
+
+static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, const char *path,
+                        const struct rm_tls_opts *o, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    snprintf(p, sizeof(p), "%s.common_tls_context", path);
+    if (rm_pb_bool(d->require_sni, false))
+        return rm_error_set(err, "%s.require_sni: not supported by remora yet", path);
+    if (d->ocsp_staple_policy !=
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__OCSP_STAPLE_POLICY__LENIENT_STAPLING)
+        return rm_error_set(err,
+                            "%s.ocsp_staple_policy: OCSP stapling is not supported by "
+                            "remora yet",
+                            path);
+    switch (d->session_ticket_keys_type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS:
+        return rm_error_set(err, "%s.session_ticket_keys: not supported by remora yet", path);
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS_SDS_SECRET_CONFIG:
+        return rm_error_set(err,
+                            "%s.session_ticket_keys_sds_secret_config: SDS is not supported "
+                            "by remora yet",
+                            path);
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION:
+        if (d->disable_stateless_session_resumption)
+            SSL_CTX_set_options(t->ssl_ctx, SSL_OP_NO_TICKET);
+        break;
+    default:
+        break;
+    }
+    if (d->session_timeout)
+        SSL_CTX_set_timeout(t->ssl_ctx,
+                            (long)((rm_pb_duration_ms(d->session_timeout, 0) + 999) / 1000));
+    if (apply_common(t, d->common_tls_context, p, o, err)) return RM_ERR;
+    bool has_ca = SSL_CTX_get_client_CA_list(t->ssl_ctx) != NULL &&
+                  sk_X509_NAME_num(SSL_CTX_get_client_CA_list(t->ssl_ctx)) > 0;
+    bool require = rm_pb_bool(d->require_client_certificate, false);
+    if (require && !has_ca)
+        return rm_error_set(err,
+                            "%s.require_client_certificate: needs "
+                            "common_tls_context.validation_context.trusted_ca",
+                            path);
+    if (has_ca)
+        SSL_CTX_set_verify(t->ssl_ctx,
+                           SSL_VERIFY_PEER | (require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           verify_cb);
+    if (t->alpn_len) SSL_CTX_set_alpn_select_cb(t->ssl_ctx, alpn_select, t);
+    /* session IDs are per context: one context per filter chain, its own id space */
+    static const unsigned char sid[] = "remora";
+    SSL_CTX_set_session_id_context(t->ssl_ctx, sid, sizeof(sid) - 1);
+    return RM_OK;
+}
+
+static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
+                        const struct rm_tls_opts *o, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    if (u->allow_renegotiation)
+        return rm_error_set(err, "%s.allow_renegotiation: not supported by remora", path);
+    if (u->max_session_keys && u->max_session_keys->value)
+        return rm_error_set(err,
+                            "%s.max_session_keys: session resumption is not supported by "
+                            "remora yet (set 0)",
+                            path);
+    snprintf(p, sizeof(p), "%s.common_tls_context", path);
+    if (apply_common(t, u->common_tls_context, p, o, err)) return RM_ERR;
+    if (u->sni && u->sni[0] && !(t->sni = strdup(u->sni)))
+        return rm_error_set(err, "%s: out of memory", path);
+    bool has_ca =
+        X509_STORE_get0_objects(SSL_CTX_get_cert_store(t->ssl_ctx)) &&
+        sk_X509_OBJECT_num(X509_STORE_get0_objects(SSL_CTX_get_cert_store(t->ssl_ctx))) > 0;
+    /* Envoy: no validation context, no verification of the server's certificate */
+    SSL_CTX_set_verify(t->ssl_ctx, has_ca ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                       has_ca ? verify_cb : NULL);
+    if (t->own_alpn && SSL_CTX_set_alpn_protos(t->ssl_ctx, t->alpn, (unsigned)t->alpn_len) != 0)
+        return rm_error_set(err, "%s.alpn_protocols: out of memory", p);
+    return RM_OK;
+}
+
+int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const struct rm_tls_opts *o,
+                   const char *path, struct rm_tls_ctx **out, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    *out = NULL;
+    if (!ts->name || strcmp(ts->name, TLS_NAME) != 0) {
+        if (ts->name && strcmp(ts->name, "envoy.transport_sockets.raw_buffer") == 0 &&
+            ts->config_type_case !=
+                ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG)
+            return RM_OK; /* plaintext, spelled out */
+        if (ts->config_type_case !=
+            ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG)
+            return rm_error_set(err,
+                                "%s.name: \"%s\" is not supported by remora (only " TLS_NAME ")",
+                                path, ts->name ? ts->name : "");
+    }
+    if (ts->config_type_case != ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG)
+        return rm_error_set(err, "%s.typed_config: required", path);
+    const ProtobufCMessageDescriptor *want =
+        o->side == RM_TLS_SERVER
+            ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+            : &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor;
+    snprintf(p, sizeof(p), "%s.typed_config", path);
+    ProtobufCMessage *m = NULL;
+    if (rm_pb_any_unpack(ts->typed_config, want, &m, err)) return rm_error_prefix(err, "%s: ", p);
+    if (rm_pb_check_no_unknown(m, p, err)) goto fail_msg;
+    struct rm_tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t) {
+        rm_error_set(err, "%s: out of memory", path);
+        goto fail_msg;
+    }
+    atomic_init(&t->refs, 1);
+    t->side = o->side;
+    t->ssl_ctx = SSL_CTX_new(o->side == RM_TLS_SERVER ? TLS_server_method() : TLS_client_method());
+    if (!t->ssl_ctx) {
+        rm_error_set(err, "%s: SSL_CTX_new failed", path);
+        goto fail;
+    }
+    SSL_CTX_set_app_data(t->ssl_ctx, t);
+    SSL_CTX_set_options(t->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                        SSL_OP_IGNORE_UNEXPECTED_EOF |
+                                        SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* partial writes: SSL_write returns per record, so the conn's output buffer is consumed as
+     * records go out; a moving buffer: the conn's buffer may be reallocated between retries;
+     * released buffers: an idle connection keeps no 34 KB read/write buffers */
+    SSL_CTX_set_mode(t->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                     SSL_MODE_RELEASE_BUFFERS);
+    int rc;
+    if (o->side == RM_TLS_SERVER) {
+        rc = apply_server(t, (const DownstreamTlsContext *)m, p, o, err);
+    } else {
+        rc = apply_client(t, (const UpstreamTlsContext *)m, p, o, err);
+    }
+    if (rc) goto fail;
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%sssl.", o->stat_prefix ? o->stat_prefix : "");
+    t->stats = rm_stats_get(prefix, ssl_stat_defs, SSL__COUNT);
+    protobuf_c_message_free_unpacked(m, NULL);
+    *out = t;
+    return RM_OK;
+fail:
+    rm_tls_ctx_unref(t);
+fail_msg:
+    protobuf_c_message_free_unpacked(m, NULL);
+    return RM_ERR;
+}
+
+/* ---- the transport ------------------------------------------------------------------------ */
+
+/* A failed SSL call's errno-style result: -EAGAIN for WANT_READ / WANT_WRITE (the latter sets
+ * RM_CONN_TP_WANT_WRITE so the conn waits for EPOLLOUT), 0 for the peer's close (close_notify
+ * or, with SSL_OP_IGNORE_UNEXPECTED_EOF, a bare FIN), -errno or -EPROTO for errors (counted as
+ * ssl.connection_error). */
+static ssize_t io_failure(struct rm_conn *c, struct tls_conn *tc, int rc)
+{
+    int e = SSL_get_error(tc->ssl, rc);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->flags |= RM_CONN_TP_WANT_WRITE;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL: {
+        int sys = errno;
+        ERR_clear_error();
+        if (sys == EAGAIN || sys == EINTR) return -sys;
+        tc->failed = true;
+        return sys ? -sys : 0;
+    }
+    default: {
+        char buf[256];
+        tc->failed = true;
+        rm_stat_inc(tc->ctx->stats, SSL_CONNECTION_ERROR);
+        rm_log_debug("tls: %s", ossl_errors(buf, sizeof(buf)));
+        return -EPROTO;
+    }
+    }
+}
+
+/* Read as much as fits: SSL_read returns at most one record, but the conn takes a short read
+ * for an empty socket (edge-triggered epoll), so keep reading until OpenSSL wants more bytes
+ * from the socket.  What stops the loop after some data (EOF, an error) is met again on the
+ * next call; RM_CONN_PEER_SHUT makes the conn come back for it. */
+static ssize_t tls_read(struct rm_conn *c, void *buf, size_t len)
+{
+    struct tls_conn *tc = c->tp_ctx;
+    size_t got = 0;
+    while (got < len) {
+        size_t n = 0;
+        ERR_clear_error();
+        int rc = SSL_read_ex(tc->ssl, (char *)buf + got, len - got, &n);
+        if (rc == 1) {
+            got += n;
+            continue;
+        }
+        ssize_t f = io_failure(c, tc, rc);
+        if (!got) return f;
+        if (f != -EAGAIN) c->flags |= RM_CONN_PEER_SHUT;
+        break;
+    }
+    return (ssize_t)got;
+}
+
+/* SSL_write has no iovec: one record at a time (SSL_MODE_ENABLE_PARTIAL_WRITE), so what is
+ * reported written is exactly what went out.  After a WANT_WRITE OpenSSL holds the pending
+ * record and must be called again with the same bytes: the conn's output buffer starts with
+ * them at the next call (it consumes only what this call reports; SSL_MODE_ACCEPT_MOVING_
+ * WRITE_BUFFER allows it to have moved). */
+static ssize_t tls_writev(struct rm_conn *c, const struct iovec *iov, int iovcnt)
+{
+    struct tls_conn *tc = c->tp_ctx;
+    size_t done = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t off = 0;
+        while (off < iov[i].iov_len) {
+            size_t n = 0;
+            ERR_clear_error();
+            int rc = SSL_write_ex(tc->ssl, (const char *)iov[i].iov_base + off,
+                                  iov[i].iov_len - off, &n);
+            if (rc == 1) {
+                off += n;
+                done += n;
+                continue;
+            }
+            ssize_t f = io_failure(c, tc, rc);
+            c->flags &= ~(uint32_t)RM_CONN_TP_WANT_WRITE; /* the conn watches EPOLLOUT itself */
+            if (done) return (ssize_t)done;
+            return f == 0 ? -EPIPE : f;
+        }
+    }
+    return (ssize_t)done;
+}
+
+/* Why a handshake failed, counted and told: -EKEYREJECTED when the peer's certificate was
+ * refused, -EPROTO otherwise. */
+static int handshake_failed(struct rm_conn *c, struct tls_conn *tc)
+{
+    struct rm_tls_ctx *t = tc->ctx;
+    char buf[256], peer[64];
+    long v = SSL_get_verify_result(tc->ssl);
+    unsigned long e = ERR_peek_error();
+    bool no_cert = ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
+    ossl_errors(buf, sizeof(buf));
+    tc->failed = true;
+    rm_stat_inc(t->stats, SSL_CONNECTION_ERROR);
+    int rc = -EPROTO;
+    if (no_cert) {
+        rm_stat_inc(t->stats, SSL_FAIL_VERIFY_NO_CERT);
+        rm_stat_inc(t->stats, SSL_NO_CERTIFICATE);
+        rc = -EKEYREJECTED;
+    } else if (v == X509_V_ERR_HOSTNAME_MISMATCH) {
+        rm_stat_inc(t->stats, SSL_FAIL_VERIFY_SAN);
+        rc = -EKEYREJECTED;
+    } else if (v != X509_V_OK) {
+        rm_stat_inc(t->stats, SSL_FAIL_VERIFY_ERROR);
+        rc = -EKEYREJECTED;
+    }
+    rm_log_debug("tls: handshake with %s failed: %s%s%s", rm_conn_peer_str(c, peer, sizeof(peer)),
+                 v == X509_V_ERR_HOSTNAME_MISMATCH ? "no subject alt name matches"
+                 : v != X509_V_OK                  ? X509_verify_cert_error_string(v)
+                                                   : buf,
+                 v != X509_V_OK ? "; " : "", v != X509_V_OK ? buf : "");
+    return rc;
+}
+
+static int tls_handshake(struct rm_conn *c)
+{
+    struct tls_conn *tc = c->tp_ctx;
+    ERR_clear_error();
+    int rc = SSL_do_handshake(tc->ssl);
+    if (rc == 1) {
+        tc->done = true;
+        rm_stat_inc(tc->ctx->stats, SSL_HANDSHAKE);
+        if (tc->ctx->side == RM_TLS_SERVER && !SSL_get0_peer_certificate(tc->ssl) &&
+            SSL_CTX_get_verify_mode(tc->ctx->ssl_ctx) != SSL_VERIFY_NONE)
+            rm_stat_inc(tc->ctx->stats, SSL_NO_CERTIFICATE);
+        return RM_OK;
+    }
+    int e = SSL_get_error(tc->ssl, rc);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return RM_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->flags |= RM_CONN_TP_WANT_WRITE;
+        return RM_AGAIN;
+    case SSL_ERROR_SYSCALL:
+    case SSL_ERROR_ZERO_RETURN:
+        if (errno == EAGAIN || errno == EINTR) return RM_AGAIN;
+        /* the peer went away before a TLS byte (a port probe): a close, not a TLS error */
+        if (BIO_number_read(SSL_get_rbio(tc->ssl)) == 0) {
+            ERR_clear_error();
+            tc->failed = true;
+            return e == SSL_ERROR_SYSCALL && errno ? -errno : -ECONNRESET;
+        }
+        return handshake_failed(c, tc);
+    default:
+        if (BIO_number_read(SSL_get_rbio(tc->ssl)) == 0 &&
+            ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            tc->failed = true;
+            return -ECONNRESET;
+        }
+        return handshake_failed(c, tc);
+    }
+}
+
+/* Send close_notify when the session is healthy (one try: the socket closes next), free. */
+static void tls_close(struct rm_conn *c)
+{
+    struct tls_conn *tc = c->tp_ctx;
+    if (!tc) return;
+    if (tc->done && !tc->failed && c->io.fd >= 0) {
+        ERR_clear_error();
+        SSL_shutdown(tc->ssl);
+        ERR_clear_error();
+    }
+    SSL_free(tc->ssl);
+    rm_tls_ctx_unref(tc->ctx);
+    free(tc);
+    c->tp_ctx = NULL;
+}
+
+const struct rm_transport_ops rm_transport_tls = {
+    .name = TLS_NAME,
+    .read = tls_read,
+    .writev = tls_writev,
+    .handshake = tls_handshake,
+    .close = tls_close,
+};
+
+int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn, size_t alpn_len,
+                      uint32_t handshake_timeout_ms)
+{
+    struct tls_conn *tc = calloc(1, sizeof(*tc));
+    if (!tc) return -ENOMEM;
+    tc->ssl = SSL_new(t->ssl_ctx);
+    if (!tc->ssl) goto fail;
+    if (c->io.fd >= 0 && SSL_set_fd(tc->ssl, c->io.fd) != 1) goto fail;
+    if (t->side == RM_TLS_SERVER) {
+        SSL_set_accept_state(tc->ssl);
+    } else {
+        SSL_set_connect_state(tc->ssl);
+        if (t->sni && SSL_set_tlsext_host_name(tc->ssl, t->sni) != 1) goto fail;
+        if (!t->own_alpn && alpn_len &&
+            SSL_set_alpn_protos(tc->ssl, (const unsigned char *)alpn, (unsigned)alpn_len) != 0)
+            goto fail;
+    }
+    tc->ctx = rm_tls_ctx_ref(t);
+    c->tp = &rm_transport_tls;
+    c->tp_ctx = tc;
+    rm_conn_transport_started(c, handshake_timeout_ms);
+    return 0;
+fail:
+    ERR_clear_error();
+    SSL_free(tc->ssl);
+    free(tc);
+    return -ENOMEM;
+}
+
+bool rm_conn_alpn_is(const struct rm_conn *c, const char *proto)
+{
+    if (c->tp != &rm_transport_tls || !c->tp_ctx) return false;
+    const struct tls_conn *tc = c->tp_ctx;
+    const unsigned char *a = NULL;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(tc->ssl, &a, &n);
+    return a && n == strlen(proto) && memcmp(a, proto, n) == 0;
+}

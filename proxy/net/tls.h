@@ -1,0 +1,81 @@
+/* The TLS transport (OpenSSL): termination on a listener's filter chain, origination to a
+ * cluster's hosts, mutual TLS both ways.
+ *
+ * A struct rm_tls_ctx is built from an Envoy TransportSocket (envoy.transport_sockets.tls with
+ * a DownstreamTlsContext or an UpstreamTlsContext) when the config snapshot is built: one
+ * SSL_CTX per filter chain or cluster, immutable afterwards and shared by every worker
+ * (SSL_new on a shared SSL_CTX is thread-safe).  It is refcounted: its owner (the listener
+ * config, the cluster) holds one reference and every TLS connection another, so a connection
+ * outlives any config change safely.
+ *
+ * A connection becomes TLS with rm_conn_start_tls() right after accept / connect; the conn
+ * (proxy/net/conn.c) then runs the non-blocking handshake before it delivers a byte or reports
+ * on_connected, and a failed or timed-out handshake closes it.  Stats are Envoy's, under
+ * "<owner prefix>ssl.": handshake, connection_error, no_certificate, fail_verify_no_cert,
+ * fail_verify_error, fail_verify_san. */
+#ifndef RM_NET_TLS_H
+#define RM_NET_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/error.h"
+
+struct Envoy__Config__Core__V3__TransportSocket;
+struct rm_conn;
+struct rm_transport_ops;
+struct rm_tls_ctx;
+
+enum rm_tls_side {
+    RM_TLS_SERVER, /* DownstreamTlsContext: a listener terminates TLS */
+    RM_TLS_CLIENT, /* UpstreamTlsContext: a cluster originates TLS */
+};
+
+/** What the context is for, besides its config message. */
+struct rm_tls_opts {
+    enum rm_tls_side side;
+    /** The owner's stats prefix ("listener.127.0.0.1_10000.", "cluster.backend."): the ssl.*
+     *  stats go under "<stat_prefix>ssl.". */
+    const char *stat_prefix;
+    /** Server: the ALPN protocols offered when common_tls_context.alpn_protocols is empty, as a
+     *  comma-separated list ("h2,http/1.1"; NULL or "": no ALPN).  Ignored for clients, whose
+     *  ALPN comes from the cluster's protocol (rm_conn_start_tls). */
+    const char *default_alpn;
+};
+
+/** Build a context from <ts> (its typed_config must be a DownstreamTlsContext for a server, an
+ *  UpstreamTlsContext for a client).  Certificates, keys and CAs are read now (DataSource
+ *  filename, inline_bytes, inline_string or environment_variable).  Every error names the field
+ *  under <path> (e.g. "static_resources.clusters[0].transport_socket"), unsupported fields
+ *  included (SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK with *out holding one
+ *  reference, or RM_ERR with <err> (*out NULL).  Main thread. */
+int rm_tls_ctx_new(const struct Envoy__Config__Core__V3__TransportSocket *ts,
+                   const struct rm_tls_opts *o, const char *path, struct rm_tls_ctx **out,
+                   struct rm_error *err);
+/** Another reference (any thread). */
+struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t);
+/** Drop a reference (any thread); the last frees the context.  NULL is a no-op. */
+void rm_tls_ctx_unref(struct rm_tls_ctx *t);
+
+/** The TLS transport ops (rm_conn_start_tls installs them). */
+extern const struct rm_transport_ops rm_transport_tls;
+
+/** Upstream ALPN lists for rm_conn_start_tls, in wire format (length-prefixed). */
+#define RM_TLS_ALPN_H2 "\x02h2"
+#define RM_TLS_ALPN_HTTP11 "\x08http/1.1"
+
+/** Make <c> a TLS connection over <t> (takes its own reference on <t>): just accepted (server;
+ *  the handshake starts with the first readable event and is bounded by
+ *  <handshake_timeout_ms>, 0 = no bound of its own) or just returned by rm_conn_connect
+ *  (client; the handshake follows the TCP connect, both bounded by the connect timeout, and
+ *  on_connected reports the end of both).  Client: <alpn>/<alpn_len> (wire format, e.g.
+ *  RM_TLS_ALPN_H2) is offered unless the context configures alpn_protocols itself; the SNI is
+ *  the context's sni.  Returns 0, or -ENOMEM (the caller closes <c>). */
+int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn, size_t alpn_len,
+                      uint32_t handshake_timeout_ms);
+
+/** Whether <c> runs TLS and ALPN selected <proto> ("h2", "http/1.1") in its handshake. */
+bool rm_conn_alpn_is(const struct rm_conn *c, const char *proto);
+
+#endif

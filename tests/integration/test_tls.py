@@ -1,0 +1,424 @@
+"""TLS: termination on listeners (ALPN h2 / http/1.1, mTLS), origination to clusters (h1, h2,
+SAN matching, CA verification), with certificates made by the openssl CLI in the test's temp
+dir: a CA, a server certificate (DNS backend.test, localhost; URI
+spiffe://cluster.local/ns/default/sa/x; IP 127.0.0.1), a client certificate (URI
+spiffe://cluster.local/ns/default/sa/client) and another CA that trusts nobody here."""
+import json
+import os
+import re
+import socket
+import time
+
+import remora_cfg as cfg
+from harness import TestFailure
+
+SERVER_SPIFFE = "spiffe://cluster.local/ns/default/sa/x"
+CLIENT_SPIFFE = "spiffe://cluster.local/ns/default/sa/client"
+
+
+def _openssl(ctx, *args):
+    ctx.run(["openssl"] + list(args), timeout=30, check=True)
+
+
+def _ca(ctx, d, name):
+    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+    _openssl(ctx, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return key, crt
+
+
+def _leaf(ctx, d, name, ca, sans, usage):
+    key, csr, crt = (os.path.join(d, name + s) for s in (".key", ".csr", ".crt"))
+    ext = os.path.join(d, name + ".ext")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n")
+    _openssl(ctx, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    _openssl(ctx, "x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-set_serial",
+             str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-out", crt,
+             "-extfile", ext)
+    return key, crt
+
+
+def certs(ctx):
+    """Make (once per test) the CA, server, client and other-CA files; a dict of paths."""
+    if getattr(ctx, "_tls_certs", None):
+        return ctx._tls_certs
+    d = os.path.join(ctx.tmp, "pki")
+    os.makedirs(d, exist_ok=True)
+    ca = _ca(ctx, d, "ca")
+    other = _ca(ctx, d, "other-ca")
+    srv = _leaf(ctx, d, "server", ca,
+                f"DNS:backend.test,DNS:localhost,URI:{SERVER_SPIFFE},IP:127.0.0.1",
+                "serverAuth")
+    cli = _leaf(ctx, d, "client", ca, f"URI:{CLIENT_SPIFFE}", "clientAuth")
+    stranger = _leaf(ctx, d, "stranger", other, f"URI:{CLIENT_SPIFFE}", "clientAuth")
+    ctx._tls_certs = {"ca": ca[1], "other_ca": other[1], "server_key": srv[0],
+                      "server_crt": srv[1], "client_key": cli[0], "client_crt": cli[1],
+                      "stranger_key": stranger[0], "stranger_crt": stranger[1]}
+    return ctx._tls_certs
+
+
+def downstream_tls(c, mtls=False, client_san=None, alpn=None, timeout=None):
+    """A listener's transport_socket (YAML, indented for filter_chains[0])."""
+    v = ""
+    if mtls:
+        san = ""
+        if client_san:
+            san = """
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: { exact: "%s" }""" % client_san
+        v = """
+            validation_context:
+              trusted_ca: { filename: "%s" }%s
+          require_client_certificate: true""" % (c["ca"], san)
+    a = "\n            alpn_protocols: [%s]" % ", ".join(alpn) if alpn else ""
+    return """
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: "%s" }
+              private_key: { filename: "%s" }%s%s%s
+      filters:""" % (c["server_crt"], c["server_key"], a, v,
+                     "\n      transport_socket_connect_timeout: %s" % timeout if timeout else "")
+
+
+def upstream_tls(c, ca_key="ca", san=SERVER_SPIFFE, san_type="URI", sni="backend.test",
+                 client_cert=False):
+    cc = ""
+    if client_cert:
+        cc = """
+          tls_certificates:
+          - certificate_chain: { filename: "%s" }
+            private_key: { filename: "%s" }""" % (c["client_crt"], c["client_key"])
+    m = ""
+    if san:
+        m = """
+            match_typed_subject_alt_names:
+            - san_type: %s
+              matcher: { exact: "%s" }""" % (san_type, san)
+    return """
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: %s
+        common_tls_context:%s
+          validation_context:
+            trusted_ca: { filename: "%s" }%s""" % (sni, cc, c[ca_key], m)
+
+
+ROUTE = """
+              - match: { prefix: "/" }
+                route: { cluster: backend }"""
+
+
+def tls_bootstrap(clusters, listener_tls=None, hcm_extra=""):
+    y = cfg.bootstrap(ROUTE, clusters, hcm_extra=hcm_extra)
+    if listener_tls:
+        old = "    filter_chains:\n    - filters:"
+        assert old in y
+        y = y.replace(old, "    filter_chains:" + listener_tls)
+    return y
+
+
+def stats(ctx, px):
+    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats")
+    out = {}
+    for line in r.body.decode().splitlines():
+        k, _, v = line.partition(": ")
+        if v.lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def https(ctx, port, path="/", *args, http2=False, headers=None, client=None):
+    """curl https://localhost:<port> (resolved to 127.0.0.1) trusting our CA."""
+    c = certs(ctx)
+    a = ["--cacert", c["ca"], "--resolve", f"localhost:{port}:127.0.0.1"]
+    a += ["--http2"] if http2 else ["--http1.1"]
+    if client:
+        a += ["--cert", c[client + "_crt"], "--key", c[client + "_key"]]
+    return ctx.curl(f"https://localhost:{port}{path}", *a, *args, headers=headers)
+
+
+def h2load(ctx, url, n, c, m, h1=False):
+    args = ["h2load", "-n", str(n), "-c", str(c), "-m", str(m)] + (["--h1"] if h1 else [])
+    r = ctx.run(args + [url], timeout=120)
+    out = r.stdout.decode()
+    mreq = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                     r"(\d+) failed, (\d+) errored", out)
+    assert mreq, out + r.stderr.decode()
+    return [int(x) for x in mreq.groups()], out
+
+
+def lstat(px, name):
+    return f"listener.127.0.0.1_{px.port}.ssl.{name}"
+
+
+# ---- termination ---------------------------------------------------------------------------
+
+def test_tls_termination_alpn_h1_and_h2(ctx):
+    c = certs(ctx)
+    up = ctx.upstream(name="plain")
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])], downstream_tls(c)))
+    r = https(ctx, px.port, "/echo-request", "-w", "\n%{http_version}")
+    assert r.status == 200, r
+    body, _, ver = r.body.rpartition(b"\n")
+    assert ver == b"1.1", r
+    j = json.loads(body)
+    assert j["headers"].get("x-forwarded-proto") == "https", j
+    assert j["upstream"] == "plain", j
+    r = https(ctx, px.port, "/echo-request", "-w", "\n%{http_version}", http2=True,
+              headers={"x-upstream-body-size": "0"})
+    assert r.status == 200, r
+    body, _, ver = r.body.rpartition(b"\n")
+    assert ver == b"2", r  # ALPN chose h2
+    assert json.loads(body)["headers"].get("x-forwarded-proto") == "https", body
+    # a large body both ways crosses many TLS records
+    data = os.urandom(200000)
+    for h2 in (False, True):
+        r = https(ctx, px.port, "/up", "--data-binary", "@-", http2=h2,
+                  headers={"x-upstream-echo": "1", "content-type": "application/octet-stream"})
+        assert r.status == 200, r
+    big = https(ctx, px.port, "/big", headers={"x-upstream-body-size": "3000000"})
+    assert big.status == 200 and len(big.body) == 3000000, (big.status, len(big.body))
+    s = stats(ctx, px)
+    assert s.get(lstat(px, "handshake"), 0) >= 5, s
+    assert s.get(lstat(px, "connection_error"), 0) == 0, s
+    # plaintext to a TLS listener: the handshake fails, the connection closes
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/", timeout=5)
+    assert r.status == 0, r
+    assert stats(ctx, px).get(lstat(px, "connection_error"), 0) >= 1
+    assert ctx.stop(px) == 0
+
+
+def test_tls_termination_echo_body(ctx):
+    c = certs(ctx)
+    up = ctx.upstream()
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])], downstream_tls(c)))
+    data = os.urandom(300000)
+    for h2 in (False, True):
+        r = ctx.curl(f"https://localhost:{px.port}/up", "--cacert", c["ca"], "--resolve",
+                     f"localhost:{px.port}:127.0.0.1", "--http2" if h2 else "--http1.1",
+                     data=data, headers={"x-upstream-echo": "1",
+                                         "content-type": "application/octet-stream"})
+        assert r.status == 200 and r.body == data, (h2, r.status, len(r.body))
+
+
+def test_tls_termination_h2load_and_nghttp(ctx):
+    c = certs(ctx)
+    up = ctx.upstream()
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port], "h2")], downstream_tls(c)))
+    url = f"https://127.0.0.1:{px.port}/"
+    (total, started, done, ok, failed, errored), out = h2load(ctx, url, 3000, 20, 10)
+    assert ok == 3000 and failed == 0 and errored == 0, out
+    assert "h2" in out, out  # "Application protocol: h2"
+    (total, started, done, ok, failed, errored), out = h2load(ctx, url, 1000, 10, 1, h1=True)
+    assert ok == 1000 and failed == 0 and errored == 0, out
+    r = ctx.run(["nghttp", "-v", "-H", "x-upstream-body-size: 5000", url], timeout=30)
+    out = r.stdout.decode()
+    assert r.returncode == 0 and ":status: 200" in out and "negotiated protocol: h2" in out, out
+    s = stats(ctx, px)
+    assert s.get(lstat(px, "handshake"), 0) >= 31, s
+
+
+def test_tls_mtls_listener(ctx):
+    c = certs(ctx)
+    up = ctx.upstream()
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])],
+                                  downstream_tls(c, mtls=True, client_san=CLIENT_SPIFFE)))
+    r = https(ctx, px.port, "/")
+    assert r.status == 0, r  # no client certificate: refused
+    r = https(ctx, px.port, "/", client="stranger")
+    assert r.status == 0, r  # signed by a CA the listener does not trust
+    r = https(ctx, px.port, "/", client="client")
+    assert r.status == 200, r
+    r = https(ctx, px.port, "/", client="client", http2=True)
+    assert r.status == 200, r
+    s = stats(ctx, px)
+    assert s.get(lstat(px, "handshake"), 0) == 2, s
+    assert s.get(lstat(px, "fail_verify_no_cert"), 0) == 1, s
+    assert s.get(lstat(px, "fail_verify_error"), 0) == 1, s
+    assert s.get(lstat(px, "connection_error"), 0) == 2, s
+
+
+def test_tls_mtls_listener_san_mismatch(ctx):
+    c = certs(ctx)
+    up = ctx.upstream()
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])],
+                                  downstream_tls(c, mtls=True, client_san=SERVER_SPIFFE)))
+    r = https(ctx, px.port, "/", client="client")
+    assert r.status == 0, r
+    assert stats(ctx, px).get(lstat(px, "fail_verify_san"), 0) == 1
+
+
+def test_tls_handshake_timeouts(ctx):
+    """A client that never speaks TLS is closed after transport_socket_connect_timeout; an
+    upstream that accepts TCP but never answers the ClientHello costs connect_timeout (503)."""
+    c = certs(ctx)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes TCP handshakes; nobody reads
+    try:
+        port = silent.getsockname()[1]
+        px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [port], extra=upstream_tls(c))],
+                                      downstream_tls(c, timeout="0.5s")))
+        s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+        s.sendall(b"\x16")  # the start of a record, never finished
+        t0 = time.monotonic()
+        assert s.recv(100) == b"", "expected the proxy to close"
+        took = time.monotonic() - t0
+        s.close()
+        assert 0.3 < took < 3, took
+        r = https(ctx, px.port, "/")
+        assert r.status == 503 and b"connection timeout" in r.body, r
+        st = stats(ctx, px)
+        assert st.get("cluster.backend.upstream_cx_connect_timeout", 0) == 1, st
+        assert st.get(lstat(px, "handshake"), 0) == 1, st
+    finally:
+        silent.close()
+
+
+# ---- origination ---------------------------------------------------------------------------
+
+def tls_upstream(ctx, name="tls-up"):
+    c = certs(ctx)
+    return ctx.upstream("--tls-cert", c["server_crt"], "--tls-key", c["server_key"], name=name)
+
+
+def _origination(ctx, proto):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port], proto,
+                                               extra=upstream_tls(c))]))
+    want = {"h1": "HTTP/1.1", "h2": "HTTP/2"}[proto]
+    for h2 in (False, True):
+        r = ctx.curl(f"http://127.0.0.1:{px.port}/echo-request", http2=h2)
+        assert r.status == 200, r
+        j = json.loads(r.body)
+        assert j["protocol"] == want and j["upstream"] == "tls-up", j
+    data = os.urandom(250000)
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/up", data=data,
+                 headers={"x-upstream-echo": "1", "content-type": "application/octet-stream"})
+    assert r.status == 200 and r.body == data, (r.status, len(r.body))
+    (total, started, done, ok, failed, errored), out = h2load(
+        ctx, f"http://127.0.0.1:{px.port}/", 2000, 10, 10)
+    assert ok == 2000 and failed == 0 and errored == 0, out
+    s = stats(ctx, px)
+    assert s.get("cluster.backend.ssl.handshake", 0) >= 1, s
+    assert s.get("cluster.backend.ssl.connection_error", 0) == 0, s
+    assert s.get("cluster.backend.upstream_rq_total", 0) >= 2003, s
+    assert ctx.stop(px) == 0
+
+
+def test_tls_origination_h1(ctx):
+    _origination(ctx, "h1")
+
+
+def test_tls_origination_h2(ctx):
+    _origination(ctx, "h2")
+
+
+def test_tls_origination_dns_san_and_client_cert(ctx):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    px = ctx.remora(tls_bootstrap([cfg.cluster(
+        "backend", [up.port], "h2",
+        extra=upstream_tls(c, san="backend.test", san_type="DNS", client_cert=True))]))
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/echo-request")
+    assert r.status == 200 and json.loads(r.body)["protocol"] == "HTTP/2", r
+
+
+def _fails_uf(ctx, px, stat):
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/x")
+    assert r.status == 503, r
+    assert b"TLS error" in r.body and b"certificate verify failed" in r.body, r
+    s = stats(ctx, px)
+    assert s.get(f"cluster.backend.ssl.{stat}", 0) >= 1, s
+    assert s.get("cluster.backend.ssl.handshake", 0) == 0, s
+    assert s.get("cluster.backend.upstream_cx_connect_fail", 0) >= 1, s
+
+
+def test_tls_origination_san_mismatch_503_uf(ctx):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    px = ctx.remora(tls_bootstrap(
+        [cfg.cluster("backend", [up.port],
+                     extra=upstream_tls(c, san="spiffe://cluster.local/ns/default/sa/other"))]))
+    _fails_uf(ctx, px, "fail_verify_san")
+
+
+def test_tls_origination_wrong_ca_503(ctx):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    px = ctx.remora(tls_bootstrap(
+        [cfg.cluster("backend", [up.port], "h2", extra=upstream_tls(c, ca_key="other_ca"))]))
+    _fails_uf(ctx, px, "fail_verify_error")
+
+
+def test_tls_both_ways_h2load(ctx):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port], "h1",
+                                               extra=upstream_tls(c))], downstream_tls(c)))
+    (total, started, done, ok, failed, errored), out = h2load(
+        ctx, f"https://127.0.0.1:{px.port}/", 2000, 10, 10)
+    assert ok == 2000 and failed == 0 and errored == 0, out
+
+
+# ---- config errors -------------------------------------------------------------------------
+
+def _validate(ctx, y, name):
+    path = os.path.join(ctx.tmp, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(y.replace("{admin}", "1").replace("{port0}", "2"))
+    return ctx.run([ctx.bin("remora"), "-c", path, "--mode", "validate"])
+
+
+def test_tls_config_errors_name_the_field(ctx):
+    c = certs(ctx)
+    bad = dict(c, server_crt=os.path.join(ctx.tmp, "missing.crt"))
+    r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1])], downstream_tls(bad)), "a")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1, err
+    assert ("static_resources.listeners[0].filter_chains[0].transport_socket.typed_config."
+            "common_tls_context.tls_certificates[0].certificate_chain.filename: cannot read "
+            ) in err, err
+    # a key that does not belong to the certificate
+    bad = dict(c, server_key=c["client_key"])
+    r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1])], downstream_tls(bad)), "b")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and "tls_certificates[0].private_key.filename" in err, err
+    # cluster side: a CA file that is not PEM
+    notpem = os.path.join(ctx.tmp, "notpem.crt")
+    with open(notpem, "w") as f:
+        f.write("hello\n")
+    bad = dict(c, ca=notpem)
+    r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1], extra=upstream_tls(bad))]), "c")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1, err
+    assert ("static_resources.clusters[0].transport_socket.typed_config.common_tls_context."
+            "validation_context.trusted_ca.filename") in err, err
+    # SDS is not supported: said so, with the field
+    y = tls_bootstrap([cfg.cluster("backend", [1], extra="""
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_certificate_sds_secret_configs:
+          - name: default""")])
+    r = _validate(ctx, y, "d")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and "tls_certificate_sds_secret_configs: SDS" in err, err
+    # a good one validates
+    r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1], extra=upstream_tls(c))],
+                                     downstream_tls(c, mtls=True)), "e")
+    assert r.returncode == 0, r.stderr.decode()

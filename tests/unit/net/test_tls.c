@@ -1,0 +1,217 @@
+/* Unit tests for proxy/net/tls.c's config side: TransportSocket messages (from YAML) into TLS
+ * contexts, every error naming its field path, with a self-signed certificate made here. */
+#include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/net/tls.h"
+
+static char dir[64], crt[128], key[128];
+
+/* A self-signed P-256 certificate and its key in a temp dir. */
+static void make_cert(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/remora-tls-unit-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(crt, sizeof(crt), "%s/c.crt", dir);
+    snprintf(key, sizeof(key), "%s/c.key", dir);
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    cr_assert(k && x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"t", -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
+    FILE *f = fopen(crt, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+    f = fopen(key, "w");
+    PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+static void drop_cert(void)
+{
+    unlink(crt);
+    unlink(key);
+    rmdir(dir);
+}
+
+TestSuite(tls, .init = make_cert, .fini = drop_cert);
+
+/* Build a context from <yaml> (a TransportSocket; "%C" and "%K" stand for the certificate and
+ * key paths); returns the rm_tls_ctx_new result with the message in <err>. */
+static int build(const char *yaml, enum rm_tls_side side, const char *alpn, struct rm_error *err,
+                 struct rm_tls_ctx **out)
+{
+    char text[4096];
+    size_t k = 0;
+    for (const char *p = yaml; *p && k < sizeof(text) - 200; p++) {
+        if (p[0] == '%' && (p[1] == 'C' || p[1] == 'K')) {
+            k += (size_t)snprintf(text + k, sizeof(text) - k, "%s", p[1] == 'C' ? crt : key);
+            p++;
+        } else {
+            text[k++] = *p;
+        }
+    }
+    text[k] = 0;
+    ProtobufCMessage *m = NULL;
+    int rc = rm_pbjson_parse_string(
+        text, k, "t.yaml", &envoy__config__core__v3__transport_socket__descriptor, &m, err);
+    cr_assert_eq(rc, RM_OK, "parse: %s", err->msg);
+    struct rm_tls_opts o = {.side = side, .stat_prefix = "test.", .default_alpn = alpn};
+    rc = rm_tls_ctx_new((const Envoy__Config__Core__V3__TransportSocket *)m, &o, "ts", out, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
+static void expect_error(const char *yaml, enum rm_tls_side side, const char *want)
+{
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *t = (struct rm_tls_ctx *)1;
+    cr_assert_eq(build(yaml, side, NULL, &err, &t), RM_ERR, "expected: %s", want);
+    cr_assert_null(t);
+    cr_assert(strstr(err.msg, want), "got \"%s\", expected \"%s\"", err.msg, want);
+}
+
+#define DOWN                                                                                       \
+    "name: envoy.transport_sockets.tls\n"                                                          \
+    "typed_config:\n"                                                                              \
+    "  \"@type\": "                                                                                \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
+#define UP                                                                                         \
+    "name: envoy.transport_sockets.tls\n"                                                          \
+    "typed_config:\n"                                                                              \
+    "  \"@type\": "                                                                                \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+#define CERT                                                                                       \
+    "    tls_certificates:\n"                                                                      \
+    "    - certificate_chain: { filename: \"%C\" }\n"                                              \
+    "      private_key: { filename: \"%K\" }\n"
+
+Test(tls, server_and_client_contexts_build)
+{
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *t = NULL;
+    cr_assert_eq(build(DOWN "  common_tls_context:\n" CERT
+                            "    validation_context: { trusted_ca: { filename: \"%C\" } }\n"
+                            "  require_client_certificate: true\n",
+                       RM_TLS_SERVER, "h2,http/1.1", &err, &t),
+                 RM_OK, "%s", err.msg);
+    cr_assert_not_null(t);
+    rm_tls_ctx_unref(rm_tls_ctx_ref(t));
+    rm_tls_ctx_unref(t);
+    t = NULL;
+    cr_assert_eq(build(UP "  sni: a.example\n"
+                          "  common_tls_context:\n"
+                          "    tls_params: { tls_minimum_protocol_version: TLSv1_3 }\n"
+                          "    alpn_protocols: [h2]\n"
+                          "    validation_context:\n"
+                          "      trusted_ca: { filename: \"%C\" }\n"
+                          "      match_typed_subject_alt_names:\n"
+                          "      - { san_type: URI, matcher: { prefix: \"spiffe://a/\" } }\n"
+                          "      match_subject_alt_names: [{ exact: a.example }]\n",
+                       RM_TLS_CLIENT, NULL, &err, &t),
+                 RM_OK, "%s", err.msg);
+    rm_tls_ctx_unref(t);
+    rm_tls_ctx_unref(NULL);
+    /* raw_buffer spelled out: plaintext, no context */
+    t = (struct rm_tls_ctx *)1;
+    cr_assert_eq(build("name: envoy.transport_sockets.raw_buffer\n", RM_TLS_CLIENT, NULL, &err, &t),
+                 RM_OK);
+    cr_assert_null(t);
+}
+
+Test(tls, errors_name_the_field)
+{
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificates:\n"
+                      "    - certificate_chain: { filename: /nonexistent/c.pem }\n"
+                      "      private_key: { filename: \"%K\" }\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificates[0].certificate_chain."
+                 "filename: cannot read /nonexistent/c.pem: No such file or directory");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificates:\n"
+                      "    - certificate_chain: { filename: \"%C\" }\n"
+                      "      private_key: { inline_string: \"not a key\" }\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificates[0].private_key."
+                 "inline_string: no PEM private key");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificates:\n"
+                      "    - certificate_chain: { inline_string: \"junk\" }\n"
+                      "      private_key: { filename: \"%K\" }\n",
+                 RM_TLS_SERVER,
+                 "tls_certificates[0].certificate_chain.inline_string: no PEM certificate");
+    expect_error(DOWN "  common_tls_context: {}\n", RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificates: a listener needs a "
+                 "certificate");
+    expect_error(DOWN "  common_tls_context:\n" CERT "  require_client_certificate: true\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.require_client_certificate: needs "
+                 "common_tls_context.validation_context.trusted_ca");
+    expect_error(DOWN "  common_tls_context:\n" CERT "  ocsp_staple_policy: MUST_STAPLE\n",
+                 RM_TLS_SERVER, "ts.typed_config.ocsp_staple_policy: OCSP stapling");
+    expect_error(DOWN "  common_tls_context:\n" CERT
+                      "    tls_params: { tls_minimum_protocol_version: TLSv1_3,"
+                      " tls_maximum_protocol_version: TLSv1_2 }\n",
+                 RM_TLS_SERVER, "tls_params: tls_minimum_protocol_version is above");
+    expect_error(
+        DOWN "  common_tls_context:\n" CERT "    tls_params: { cipher_suites: [NOT-A-CIPHER] }\n",
+        RM_TLS_SERVER, "ts.typed_config.common_tls_context.tls_params.cipher_suites: not accepted");
+    expect_error(UP "  common_tls_context:\n"
+                    "    tls_certificate_sds_secret_configs: [{ name: default }]\n",
+                 RM_TLS_CLIENT,
+                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs: SDS");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context_sds_secret_config: { name: ca }\n",
+                 RM_TLS_CLIENT, "validation_context_sds_secret_config: SDS");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context:\n"
+                    "      match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: a "
+                    "} }]\n",
+                 RM_TLS_CLIENT,
+                 "ts.typed_config.common_tls_context.validation_context.trusted_ca: required");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context:\n"
+                    "      trusted_ca: { filename: \"%C\" }\n"
+                    "      match_typed_subject_alt_names:\n"
+                    "      - { san_type: DNS, matcher: { safe_regex: { regex: \"a.*\" } } }\n",
+                 RM_TLS_CLIENT,
+                 "validation_context.match_typed_subject_alt_names[0].matcher.safe_regex: not "
+                 "supported");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context:\n"
+                    "      trusted_ca: { filename: \"%C\" }\n"
+                    "      match_typed_subject_alt_names: [{ san_type: OTHER_NAME, matcher: { "
+                    "exact: a } }]\n",
+                 RM_TLS_CLIENT, "match_typed_subject_alt_names[0].san_type: must be");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context: { trusted_ca: { filename: \"%C\" }, crl: { "
+                    "filename: x } }\n",
+                 RM_TLS_CLIENT, "validation_context.crl: CRLs are not supported");
+    expect_error(UP "  max_session_keys: 5\n", RM_TLS_CLIENT,
+                 "ts.typed_config.max_session_keys: session resumption");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context: { trusted_ca: { environment_variable: "
+                    "REMORA_NO_SUCH_VAR } }\n",
+                 RM_TLS_CLIENT, "trusted_ca.environment_variable: REMORA_NO_SUCH_VAR is not set");
+    expect_error("name: envoy.transport_sockets.alts\n", RM_TLS_CLIENT,
+                 "ts.name: \"envoy.transport_sockets.alts\" is not supported");
+    expect_error(UP, RM_TLS_SERVER, "ts.typed_config:");
+}
