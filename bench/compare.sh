@@ -17,13 +17,16 @@
 #   --keep          keep the temp dir (configs, process logs, JSON reports)
 #
 # What it does (bench/README.md explains the method): installs the peers from Debian when they
-# are missing (haproxy, nghttp2-proxy, nginx, nghttp2-client for h2load), builds remora and the
+# are missing (haproxy, nghttp2-proxy, nginx, nghttp2-client for h2load, openssl), builds remora and the
 # bench tools, starts one upstream (build/remora-upstream, 1 KiB bodies) and every proxy with
 # one worker pinned to CPU 1 (load tool and upstream on CPU 0), loads them one at a time in
 # interleaved rounds (each figure is the median of 3; 1 with --quick), and measures:
 # max req/s and proxy CPU us/request at saturation (h2c->h2c, HTTP/1.1->HTTP/1.1,
 # HTTP/1.1->h2c), CPU us/request and added p50/p99/p99.9 latency at a fixed 2,000 req/s
-# (against a direct run at that rate), RSS idle and with 1,000 idle h2c connections; then
+# (against a direct run at that rate), RSS idle and with 1,000 idle h2c connections (then
+# 1,000 idle TLS connections on top), full TLS 1.3 handshakes/s and proxy CPU us/handshake
+# (h2 and HTTP/1.1 via ALPN; a new connection per request, remora-load --new-conn; EC P-256
+# certificate from a throwaway CA made with the openssl CLI in the temp dir); then
 # remora-load against h2load on one core.  Proxy CPU time is read from /proc (all threads).
 # Exit status: 0 when every proxy started and served every run; 1 otherwise (the failures are
 # listed at the end); 2 for a usage error.
@@ -39,7 +42,7 @@ INSTALL=1
 MAKE=1
 KEEP=0
 HEAD_ONLY=0
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=${2:?--build needs a directory}; shift 2 ;;
@@ -62,6 +65,7 @@ command -v nghttpx >/dev/null 2>&1 || [ -x /usr/sbin/nghttpx ] || need_pkgs="$ne
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs="$need_pkgs nginx"
 command -v h2load >/dev/null 2>&1 || need_pkgs="$need_pkgs nghttp2-client"
 command -v taskset >/dev/null 2>&1 || need_pkgs="$need_pkgs util-linux"
+command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 if [ -n "$need_pkgs" ]; then
     if [ "$INSTALL" = 0 ]; then
         echo "compare.sh: missing packages:$need_pkgs (and --no-install given)" >&2
@@ -114,6 +118,7 @@ import select
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -138,6 +143,7 @@ FIX_S = 0.5 if QUICK else 5
 WARM_S = 0.2 if QUICK else 0.5
 TOOL_S = 0.5 if QUICK else 4
 IDLE_N = 100 if QUICK else 1000
+TLS_S = 0.5 if QUICK else 3
 RATE = 2000
 BODY = 1024
 LOAD_CPU, PROXY_CPU = "0", "1"
@@ -149,6 +155,12 @@ SAT_ARGS = {"h2h2": ["-c", "10", "-m", "20"],
             "h1h2": ["--h1", "-c", "50"]}
 FIX_MODES = ["h1h1", "h2h2"]
 FIX_ARGS = {"h1h1": ["--h1", "-c", "16"], "h2h2": ["-c", "4", "-m", "16"]}
+# TLS: new connections, one request each (remora-load --new-conn), to /up-h1/ (HTTP/1.1
+# towards the upstream, the one upstream protocol every proxy speaks), ALPN h2 or http/1.1
+TLS_MODES = [("h2", "h2 over TLS (ALPN h2)"), ("h1", "HTTP/1.1 over TLS (ALPN http/1.1)")]
+TLS_ARGS = {"h2": ["--new-conn", "-c", "32"], "h1": ["--new-conn", "--h1", "-c", "32"]}
+TLS_PATH = "/up-h1/"
+RELAY_TLS_NA = "a byte relay has no TLS"
 NGINX_NA = "nginx cannot proxy to an HTTP/2 upstream (proxy_pass speaks HTTP/1.x; grpc_pass is gRPC-only)"
 RELAY_NA = "a byte relay cannot translate HTTP/1.1 to HTTP/2"
 
@@ -324,6 +336,27 @@ def saturate(url, mode, pid, record=None, up_pid=None):
     return res
 
 
+def tls_handshakes(url, mode, pid, record=None):
+    """New TLS connections, one request each, closed loop (remora-load --new-conn): full
+    handshakes/s, the proxy's CPU per connection, and the load tool's own CPU per connection
+    (one core of client cannot outrun the proxy: see bench/README.md)."""
+    remora_load(url, TLS_ARGS[mode], WARM_S)                     # warm-up, not counted
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rep, cpu_us, wall, _ = remora_load(url, TLS_ARGS[mode], TLS_S, pid, record)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rep is None:
+        return None
+    ok = rep["requests"]["succeeded"]
+    res = {"hps": ok / rep["duration_s"], "n": ok}
+    if cpu_us is not None:
+        res["us"] = cpu_us / ok
+        res["util"] = cpu_us / 1e6 / wall
+    client_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    res["client_us"] = client_s * 1e6 / ok
+    res["client_util"] = client_s / wall
+    return res
+
+
 def fixed(url, mode, pid, record=None):
     extra = FIX_ARGS[mode] + ["--rate", str(RATE)]
     remora_load(url, extra, WARM_S)
@@ -420,26 +453,156 @@ def close_all(socks):
         s.close()
 
 
-def memory(name, port, pid):
+def memory(name, port, pid, tls_port):
+    """RSS idle, with IDLE_N idle h2c connections, then with IDLE_N idle TLS (h2) connections
+    on top of those (so that the TLS connections' memory is new memory, not what closed h2c
+    connections left in the allocator)."""
     time.sleep(0.3 if QUICK else 0.5)
     idle = rss_kib(pid)
     socks = hold_idle(port, IDLE_N)
     time.sleep(0.5 if QUICK else 1.0)
     alive = count_alive(socks)
     held = rss_kib(pid)
-    close_all(socks)
     res = {"idle": idle, "held": held, "alive": alive}
     if alive < 0.95 * IDLE_N:
         fail(f"{name}: only {alive} of {IDLE_N} idle h2c connections stayed open")
     elif held is not None and idle is not None:
         res["per_conn"] = (held - idle) / alive
+    if isinstance(tls_port, int):
+        info = {}
+        tsocks = hold_idle_tls(tls_port, IDLE_N, info)
+        time.sleep(0.5 if QUICK else 1.0)
+        talive = count_alive_tls(tsocks)
+        theld = rss_kib(pid)
+        close_all(tsocks)
+        res.update(tls_held=theld, tls_alive=talive,
+                   tls_info=f"{info.get('version')} {info.get('cipher')} ALPN {info.get('alpn')}")
+        if talive < 0.95 * IDLE_N:
+            fail(f"{name}: only {talive} of {IDLE_N} idle TLS connections stayed open"
+                 + (f" ({info['error']})" if info.get("error") else ""))
+        elif theld is not None and held is not None:
+            res["tls_per_conn"] = (theld - held) / talive
+    close_all(socks)
     return res
 
 
+# ---- TLS -----------------------------------------------------------------------------------
+TLS = {}    # paths of the run's throwaway PKI (make_certs)
+
+
+def openssl(*args):
+    full = ["openssl"] + list(args)
+    commands.append(("certificates", cmdline(full)))
+    r = subprocess.run(full, capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise OSError(f"{cmdline(full)}: exit {r.returncode}: "
+                      f"{r.stderr.decode('utf-8', 'replace')[-500:]}")
+
+
+def make_certs():
+    """A throwaway CA and a server certificate signed by it, both EC P-256 (prime256v1, the
+    curve of a mesh's workload certificates: SPIRE's and Linkerd's default, Istio's with ECC
+    enabled; ECDSA-SHA256), in
+    $TMP/pki with the openssl CLI.  Sets TLS: cert, key, pem (HAProxy: cert + key), ca."""
+    d = os.path.join(TMP, "pki")
+    os.makedirs(d, exist_ok=True)
+    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+    key, csr, crt = (os.path.join(d, "server" + x) for x in (".key", ".csr", ".crt"))
+    ext = os.path.join(d, "server.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+            "-subj", "/CN=remora-compare-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("req", "-new", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-set_serial",
+            str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-sha256", "-out", crt,
+            "-extfile", ext)
+    pem = os.path.join(d, "server.pem")
+    with open(pem, "w") as f:
+        for p in (crt, key):
+            with open(p) as g:
+                f.write(g.read())
+    TLS.update(cert=crt, key=key, pem=pem, ca=ca_crt)
+
+
+def tls_client_ctx():
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=TLS["ca"])
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def hold_idle_tls(port, n, info, timeout=5.0):
+    """n TLS connections (ALPN h2, certificate verified against the run's CA) that each sent
+    the HTTP/2 preface and an empty SETTINGS, got the proxy's SETTINGS and acknowledged it,
+    then stay silent: made one after the other (a handshake takes well under a millisecond
+    each side).  info gets the first connection's TLS version, cipher and ALPN."""
+    ctx = tls_client_ctx()
+    socks = []
+    for _ in range(n):
+        try:
+            raw_s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            s = ctx.wrap_socket(raw_s, server_hostname="localhost")
+        except OSError as e:
+            info.setdefault("error", str(e))
+            continue
+        socks.append(s)
+        if not info.get("version"):
+            info.update(version=s.version(), cipher=s.cipher()[0],
+                        alpn=s.selected_alpn_protocol())
+        if s.selected_alpn_protocol() != "h2":
+            info.setdefault("error", f"ALPN {s.selected_alpn_protocol()!r}, not h2")
+            continue
+        try:
+            s.sendall(PREFACE)
+            buf, got = b"", False
+            while not got:
+                data = s.recv(65536)
+                if not data:
+                    break
+                buf += data
+                off = 0
+                while len(buf) - off >= 9:
+                    ln = int.from_bytes(buf[off:off + 3], "big")
+                    if buf[off + 3] == 4 and not buf[off + 4] & 1:
+                        got = True
+                    off += 9 + ln
+            if got:
+                s.sendall(SETTINGS_ACK)
+            s.setblocking(False)
+        except OSError as e:
+            info.setdefault("error", str(e))
+    return socks
+
+
+def count_alive_tls(socks):
+    alive = 0
+    for s in socks:
+        try:
+            if s.recv(65536):
+                alive += 1      # e.g. a SETTINGS ACK: still open
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            alive += 1
+        except (OSError, ValueError):
+            pass
+    return alive
+
+
 # ---- proxies -------------------------------------------------------------------------------
-def render(template, ports):
+def render(template, ports, insert=None):
+    """bench/peers/template with the {NAME}s of ports filled in, written to $TMP; insert:
+    (line, other template) puts the other template's text (comment lines dropped) before
+    that line."""
     with open(os.path.join(ROOT, "bench/peers", template)) as f:
         text = f.read()
+    if insert:
+        line, other = insert
+        with open(os.path.join(ROOT, "bench/peers", other)) as f:
+            add = "".join(x for x in f.readlines() if not x.startswith("#"))
+        assert text.count(line) == 1, f"bench/peers/{template}: no single {line!r}"
+        text = text.replace(line, add + line)
     for k, v in ports.items():
         text = text.replace("{" + k + "}", str(v))
     path = os.path.join(TMP, template)
@@ -449,30 +612,36 @@ def render(template, ports):
 
 
 def proxy_spec(name, up):
-    """(start args, ports to wait for, {mode: port or n/a reason}, idle h2c port, version)."""
+    """(start args, ports to wait for, {mode: port or n/a reason}, idle h2c port, TLS port or
+    n/a reason).  Needs the certificates (make_certs)."""
     ports = {"UPSTREAM": up, "TMP": TMP, "H2H2": free_port(), "H1H1": free_port(),
-             "H1H2": free_port(), "ADMIN": free_port()}
-    p2, p1, p12 = ports["H2H2"], ports["H1H1"], ports["H1H2"]
+             "H1H2": free_port(), "ADMIN": free_port(), "TLS": free_port(),
+             "TLS_CERT": TLS["cert"], "TLS_KEY": TLS["key"], "TLS_PEM": TLS["pem"]}
+    p2, p1, p12, pt = ports["H2H2"], ports["H1H1"], ports["H1H2"], ports["TLS"]
+    tls_wait = [pt]
     if name == "relay":
         args = [binp("remora-relay"), "--listen", f"127.0.0.1:{p2}", "--upstream", f"127.0.0.1:{up}"]
-        return args, [p2], {"h2h2": p2, "h1h1": p2, "h1h2": RELAY_NA}, p2
+        return args, [p2], {"h2h2": p2, "h1h1": p2, "h1h2": RELAY_NA}, p2, RELAY_TLS_NA
     if name == "remora":
-        cfg = render("remora.yaml", ports)
+        cfg = render("remora.yaml", ports,
+                     insert=("  clusters:\n", "remora-tls.yaml"))
         args = [binp("remora"), "-c", cfg, "--concurrency", "1", "-l", "warning"]
-        return args, [p2, p1, p12, ports["ADMIN"]], {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2
+        return args, [p2, p1, p12, ports["ADMIN"]] + tls_wait, \
+            {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2, pt
     if name == "haproxy":
         cfg = render("haproxy.cfg", ports)
-        return ["haproxy", "-db", "-f", cfg], [p2, p1, p12], \
-            {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2
+        return ["haproxy", "-db", "-f", cfg], [p2, p1, p12] + tls_wait, \
+            {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2, pt
     if name == "nghttpx":
         cfg = render("nghttpx.conf", ports)
-        return ["nghttpx", f"--conf={cfg}"], [p2], {"h2h2": p2, "h1h1": p2, "h1h2": p2}, p2
+        return ["nghttpx", f"--conf={cfg}"], [p2] + tls_wait, \
+            {"h2h2": p2, "h1h1": p2, "h1h2": p2}, p2, pt
     if name == "nginx":
         for d in ("nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
             os.makedirs(os.path.join(TMP, d), exist_ok=True)
         cfg = render("nginx.conf", ports)
         return ["nginx", "-c", cfg, "-p", TMP, "-e", os.path.join(TMP, "nginx-error.log")], \
-            [p2, p1], {"h2h2": NGINX_NA, "h1h1": p1, "h1h2": NGINX_NA}, p2
+            [p2, p1] + tls_wait, {"h2h2": NGINX_NA, "h1h1": p1, "h1h2": NGINX_NA}, p2, pt
     raise ValueError(name)
 
 
@@ -512,8 +681,14 @@ def main():
     os.sched_setaffinity(0, {0})        # this script's own work stays on CPU 0 too
     log(f"compare: temp dir {TMP}; {'quick' if QUICK else 'full'} run; results -> {OUT}")
 
-    R = {"sat": {}, "fix": {}, "mem": {}, "tools": {}, "load_before": loadavg(), "rounds": {}}
-    raw = {"sat": {}, "fix": {}, "tools": {}}     # table -> name -> mode -> [per-round dicts]
+    R = {"sat": {}, "fix": {}, "mem": {}, "tools": {}, "tls": {}, "load_before": loadavg(),
+         "rounds": {}}
+    raw = {"sat": {}, "fix": {}, "tools": {}, "tls": {}}  # table -> name -> mode -> [rounds]
+    try:
+        make_certs()
+    except (OSError, subprocess.SubprocessError) as e:
+        fail(f"could not make the TLS certificates (every proxy's config needs them): {e}")
+        return R
     up_port = free_port()
     up = Proc("upstream", [binp("remora-upstream"), "--listen", f"127.0.0.1:{up_port}",
                            "--body-size", str(BODY), "--quiet"], LOAD_CPU, True)
@@ -528,22 +703,22 @@ def main():
     # figure's median over the rounds.
     started = {}
     for name in ("relay", "remora", "haproxy", "nghttpx", "nginx"):
-        args, wait, modes, idle_port = proxy_spec(name, up_port)
+        args, wait, modes, idle_port, tls_port = proxy_spec(name, up_port)
         px = Proc(name, args, PROXY_CPU, name in ("relay", "remora"))
         commands.append((f"start {name}", cmdline(["taskset", "-c", PROXY_CPU] + args)))
         if not all(wait_port(p, px) for p in wait):
             fail(f"{name} did not start (log {px.log}):\n{px.output()[-1500:]}")
             px.stop()
             continue
-        started[name] = (px, modes, idle_port)
-    for name, (px, modes, idle_port) in started.items():
+        started[name] = (px, modes, idle_port, tls_port)
+    for name, (px, modes, idle_port, tls_port) in started.items():
         log(f"compare: {name}: memory")
-        R["mem"][name] = memory(name, idle_port, px.pid)
+        R["mem"][name] = memory(name, idle_port, px.pid, tls_port)
 
     def targets(mode_list):
         """[(name, pid, url or n/a reason)] for the direct run and every started proxy."""
         out = []
-        for name, (px, modes, _) in started.items():
+        for name, (px, modes, _, _) in started.items():
             for mode in mode_list:
                 port = modes[mode]
                 out.append((name, mode, px.pid, port if isinstance(port, str) else
@@ -586,7 +761,22 @@ def main():
                 collect("fix", name, mode, fixed(url, mode, pid, record=rec), "fixed-rate")
     raw["sat"]["direct"]["h1h2"] = [{"na": "no proxy"}]
 
-    for name, (px, _, _) in started.items():
+    # TLS: full handshakes per second, one new connection per request
+    for r in range(ROUNDS):
+        log(f"compare: TLS handshake round {r + 1}/{ROUNDS}")
+        for mode, _ in TLS_MODES:
+            tl = [(n, v[0].pid, v[3]) for n, v in started.items()]
+            tl = tl[r % len(tl):] + tl[:r % len(tl)] if tl else tl
+            for name, pid, port in tl:
+                if not isinstance(port, int):
+                    raw["tls"].setdefault(name, {})[mode] = [{"na": port}]
+                    continue
+                rec = f"TLS handshakes {mode}" if name == "remora" and r == 0 else None
+                collect("tls", name, mode,
+                        tls_handshakes(f"https://127.0.0.1:{port}{TLS_PATH}", mode, pid, rec),
+                        "TLS handshake")
+
+    for name, (px, _, _, _) in started.items():
         if not px.alive():
             fail(f"{name} exited during the run (log {px.log}):\n{px.output()[-1500:]}")
             continue
@@ -613,7 +803,7 @@ def main():
         up2.stop()
 
     # medians over the rounds
-    for table in ("sat", "fix"):
+    for table in ("sat", "fix", "tls"):
         for name, per in raw[table].items():
             R[table][name] = {m: median_of(v) for m, v in per.items()}
             R["rounds"].setdefault(table, {})[name] = per
@@ -737,6 +927,13 @@ def ratios(R):
     metrics.append(("RSS idle KiB", lambda n: get(R, "mem", n, None, "idle"), min))
     metrics.append(("RSS KiB per idle h2c connection",
                     lambda n: get(R, "mem", n, None, "per_conn"), min))
+    metrics.append(("RSS KiB per idle TLS (h2) connection",
+                    lambda n: get(R, "mem", n, None, "tls_per_conn"), min))
+    for mode, label in TLS_MODES:
+        metrics.append((f"TLS handshakes/s, {label}",
+                        lambda n, m=mode: get(R, "tls", n, m, "hps"), max))
+        metrics.append((f"CPU µs per TLS handshake (+ 1 request), {label}",
+                        lambda n, m=mode: get(R, "tls", n, m, "us"), min))
     lines = []
     for label, f, best in metrics:
         r = f("remora")
@@ -862,24 +1059,68 @@ def write(R):
              "cross-CPU wake-ups (client → proxy and upstream → proxy; ≈25 µs each on this VM, "
              "see shared/reference/perf-anchors.md §7) that the direct run does not pay.\n")
 
-    L.append(f"## Memory: RSS idle and with {IDLE_N:,} idle h2c connections\n")
+    L.append(f"## Memory: RSS idle and with {IDLE_N:,} idle h2c (and TLS) connections\n")
     L.append(f"| proxy | RSS idle KiB | RSS with {IDLE_N:,} idle h2c conns KiB | KiB per "
-             "connection | RSS after the load runs KiB |")
-    L.append("|---|---:|---:|---:|---:|")
+             f"connection | + {IDLE_N:,} idle TLS (h2) conns KiB | KiB per TLS connection | "
+             "RSS after the load runs KiB |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
     for n in rows:
+        tls_na = n == "relay"
         L.append(f"| {names[n]} | {cell(R, 'mem', n, None, 'idle', '{:,}')} | "
                  f"{cell(R, 'mem', n, None, 'held', '{:,}')} | "
                  f"{cell(R, 'mem', n, None, 'per_conn', '{:.1f}')} | "
-                 f"{cell(R, 'mem', n, None, 'after', '{:,}')} |")
+                 + ("n/a | n/a | " if tls_na else
+                    f"{cell(R, 'mem', n, None, 'tls_held', '{:,}')} | "
+                    f"{cell(R, 'mem', n, None, 'tls_per_conn', '{:.1f}')} | ")
+                 + f"{cell(R, 'mem', n, None, 'after', '{:,}')} |")
     L.append("")
+    tls_infos = sorted({f"{names[n]}: {R['mem'][n]['tls_info']}" for n in rows
+                        if (R["mem"].get(n) or {}).get("tls_info")})
     L.append(f"VmRSS of the proxy process (/proc/PID/status), 0.5 s after start, then with "
              f"{IDLE_N:,} connections that each sent the HTTP/2 preface and an empty SETTINGS "
              f"frame and acknowledged the proxy's SETTINGS (nginx: its h2c listener; the relay "
-             f"also opens one upstream connection per client connection).  RSS after the load "
+             f"also opens one upstream connection per client connection), then with {IDLE_N:,} "
+             f"TLS connections more (ALPN h2, certificate verified, the same preface and "
+             f"SETTINGS exchange) while the h2c ones stay open: \"KiB per TLS connection\" is "
+             f"that second growth over the TLS connections, new memory rather than what the "
+             f"closed h2c connections would have left in the allocator.  Negotiated: "
+             + ("; ".join(tls_infos) if tls_infos else "–") + ".  Every proxy but the "
+             "relay has its TLS listener configured (TLS library loaded, certificate and key "
+             "in a context), which its idle RSS includes.  RSS after the load "
              f"runs is reported for information.\n")
 
-    L.append("## TLS handshakes/s\n")
-    L.append("Not measured: remora has no TLS yet.  This row is added when it has.\n")
+    L.append("## TLS: full handshakes/s and proxy CPU µs per handshake\n")
+    L.append("| proxy | " + " | ".join(
+        f"{lab}: handshakes/s | µs/handshake | CPU % | load tool µs/handshake"
+        for _, lab in TLS_MODES) + " |")
+    L.append("|---|" + "---:|" * (4 * len(TLS_MODES)))
+    for n in rows:
+        cells = []
+        for mode, _ in TLS_MODES:
+            cells.append(cell(R, "tls", n, mode, "hps", "{:,.0f}"))
+            cells.append(cell(R, "tls", n, mode, "us", "{:.1f}"))
+            cells.append(cell(R, "tls", n, mode, "util", "{:.0%}"))
+            cells.append(cell(R, "tls", n, mode, "client_us", "{:.1f}"))
+        L.append(f"| {names[n]} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(f"Load: `remora-load --new-conn -c 32` (`--h1` for HTTP/1.1), closed loop, "
+             f"{TLS_S} s after a {WARM_S} s warm-up run: 32 connections at a time, each a new "
+             f"TCP connection and a full TLS handshake (TLS 1.3 with each proxy's defaults; the "
+             f"client offers X25519 first, OpenSSL's default, and no session: no ticket, no PSK, "
+             f"so no resumption), one GET `{TLS_PATH}` (1 KiB response; HTTP/1.1 keep-alive "
+             f"towards the upstream, as every proxy speaks it), then close_notify and FIN; a new "
+             f"connection replaces it at once.  Certificate: EC P-256 (prime256v1, ECDSA-SHA256, "
+             f"what a mesh's workload certificates use) signed by a CA made for the run with the "
+             f"openssl CLI; the client does not verify the chain (it still verifies the "
+             f"handshake signature, as TLS 1.3 requires).  \"µs/handshake\" is the proxy's CPU "
+             f"time per connection served: accept, handshake (ECDHE, the ECDSA signature, the "
+             f"session tickets every proxy issues by default), one proxied request and the "
+             f"close.  \"CPU %\" is the proxy's CPU use over the run, \"load tool "
+             f"µs/handshake\" remora-load's own (user + sys): a TLS 1.3 client pays the same "
+             f"key exchange as the server plus an ECDSA P-256 verification (about 3× a "
+             f"signature), so one core of client cannot keep one core of proxy busy — the "
+             f"handshakes/s column is the rate CPU 0 reaches through each proxy, the µs/handshake "
+             f"column the figure to compare.  The relay has no TLS (n/a).\n")
 
     L.append("## Load tools: remora-load vs h2load on one core\n")
     L.append("| load | remora-load req/s | h2load req/s | remora-load / h2load | upstream CPU % "
@@ -941,7 +1182,7 @@ def write(R):
     L.append("## Not measured, and why\n")
     L.append(f"- nginx, h2c → h2c and HTTP/1.1 → h2c: {NGINX_NA}.")
     L.append(f"- relay, HTTP/1.1 → h2c: {RELAY_NA}.")
-    L.append("- TLS handshakes/s: remora has no TLS yet.")
+    L.append(f"- relay, TLS: {RELAY_TLS_NA}.")
     if failures:
         L.append("- Failures in this run:")
         for f_ in failures:
@@ -950,9 +1191,10 @@ def write(R):
 
     L.append("## Per-round figures\n")
     L.append("req/s and proxy CPU µs/req of each saturation round; CPU µs/req and p99 latency "
-             "(absolute) of each fixed-rate round.\n")
+             "(absolute) of each fixed-rate round; TLS handshakes/s and proxy CPU µs per "
+             "handshake of each TLS round.\n")
     L.append("```")
-    for table in ("sat", "fix"):
+    for table in ("sat", "fix", "tls"):
         for name, per in R.get("rounds", {}).get(table, {}).items():
             for mode, runs in per.items():
                 if runs and runs[0] is not None and "na" in runs[0]:
@@ -961,6 +1203,10 @@ def write(R):
                     fmt = [("—" if x is None else f"{x['rps']:,.0f} req/s " +
                             (f"{x['us']:.2f} µs" if 'us' in x else "")) for x in runs]
                     L.append(f"saturation {mode} {name:8}: " + " | ".join(fmt))
+                elif table == "tls":
+                    fmt = [("—" if x is None else f"{x['hps']:,.0f} hs/s " +
+                            (f"{x['us']:.1f} µs" if 'us' in x else "")) for x in runs]
+                    L.append(f"TLS {mode} {name:8}: " + " | ".join(fmt))
                 else:
                     fmt = [("—" if x is None else (f"{x['us']:.2f} µs " if 'us' in x else "") +
                             f"p99 {x['p99']:,.0f} µs") for x in runs]
@@ -994,8 +1240,8 @@ def cleanup():
 
 
 try:
-    R = main() or {"sat": {}, "fix": {}, "mem": {}, "tools": {}}
-    for k in ("sat", "fix", "mem", "tools"):
+    R = main() or {"sat": {}, "fix": {}, "mem": {}, "tools": {}, "tls": {}}
+    for k in ("sat", "fix", "mem", "tools", "tls"):
         R.setdefault(k, {})
     with open(os.path.join(TMP, "results.json"), "w") as f:
         json.dump(R, f, indent=1)

@@ -45,6 +45,11 @@ static const char usage_text[] =
     "                          are late: VMs), and for up to T after each event while\n"
     "                          requests are in flight (the target then never has to wake\n"
     "                          this thread: more load from one core); costs CPU (default 0)\n"
+    "      --new-conn          one request per connection: each connection sends one\n"
+    "                          request, closes once its response came (TLS: close_notify,\n"
+    "                          then FIN) and is replaced at once by a new one, with a full\n"
+    "                          TLS handshake (no session resumption); measures connection\n"
+    "                          setup (TCP + TLS handshakes/s); -m must be 1\n"
     "\n"
     "Request:\n"
     "      --h1                HTTP/1.1 instead of HTTP/2\n"
@@ -378,6 +383,7 @@ enum {
     OPT_TIMEOUT,
     OPT_CTIMEOUT,
     OPT_SPIN,
+    OPT_NEW_CONN,
     OPT_JSON,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
@@ -404,6 +410,7 @@ static const struct option long_opts[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CTIMEOUT},
     {"spin", required_argument, NULL, OPT_SPIN},
+    {"new-conn", no_argument, NULL, OPT_NEW_CONN},
     {"json", no_argument, NULL, OPT_JSON},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
@@ -492,6 +499,9 @@ static int parse_options(struct rml_config *cfg, int argc, char **argv, const ch
         case OPT_GRPC:
             cfg->grpc = 1;
             break;
+        case OPT_NEW_CONN:
+            cfg->new_conn = 1;
+            break;
         case OPT_JSON:
             cfg->json = 1;
             break;
@@ -525,6 +535,8 @@ int rml_config_parse(struct rml_config *cfg, int argc, char **argv)
         return fail("-t %u is more than -c %u: each thread needs a connection", cfg->threads,
                     cfg->conns);
     if (cfg->grpc && cfg->h1) return fail("--grpc needs HTTP/2: drop --h1");
+    if (cfg->new_conn && cfg->streams > 1)
+        return fail("--new-conn sends one request per connection: -m must be 1 (use more -c)");
     if (!cfg->n && !cfg->duration_ns) cfg->duration_ns = 10 * RML_NS_PER_S;
     if (cfg->n && cfg->duration_ns) return fail("give -n or -d, not both");
     if (!cfg->method) cfg->method = strdup(data_path || cfg->grpc ? "POST" : "GET");

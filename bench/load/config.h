@@ -58,6 +58,7 @@ struct rml_config {
     uint64_t timeout_ns; /* per request; 0 = none */
     uint64_t connect_timeout_ns;
     uint64_t spin_ns; /* --spin: busy-poll before open-loop slots and after events */
+    int new_conn;     /* --new-conn: one request per connection, then a new connection */
 
     /* request */
     char *method;

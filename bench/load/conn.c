@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -304,7 +305,15 @@ void rml_conn_flush(struct rml_conn *c)
     }
     o->off = o->len = 0;
     if (c->events & EPOLLOUT) set_events(c, EPOLLIN);
-    if (c->no_more && c->active == 0) rml_conn_close(c, RML_E_RESET, 1);
+    if (c->no_more && c->active == 0) {
+        /* --new-conn: end the TLS session properly (one close_notify record, no wait for the
+         * peer's); the socket's close then sends FIN */
+        if (c->ssl && w->cfg->new_conn) {
+            SSL_shutdown(c->ssl);
+            ERR_clear_error();
+        }
+        rml_conn_close(c, RML_E_RESET, 1);
+    }
 }
 
 void rml_conn_send(struct rml_conn *c, uint64_t t_sched, int measured, uint32_t tmpl)
@@ -324,6 +333,7 @@ void rml_conn_send(struct rml_conn *c, uint64_t t_sched, int measured, uint32_t 
     r->measured = (uint8_t)measured;
     c->active++;
     w->inflight++;
+    if (w->cfg->new_conn) c->no_more = 1; /* one request, then close and reconnect */
     rml_conn_mark_dirty(c);
     if (c->proto->submit(c, r) < 0)
         rml_conn_req_fail(c, r, RML_E_PROTOCOL);

@@ -99,6 +99,7 @@ void rml_report_text(FILE *out, const struct rml_config *cfg, const struct rml_s
         fprintf(out, "open loop at %.1f req/s", cfg->rate);
     else
         fprintf(out, "closed loop");
+    if (cfg->new_conn) fprintf(out, ", a new connection per request");
     fprintf(out, "%s\n",
             sum->gave_up       ? " (gave up: target unreachable)"
             : sum->interrupted ? " (interrupted)"
@@ -192,9 +193,9 @@ void rml_report_json(FILE *out, const struct rml_config *cfg, const struct rml_s
     }
     fprintf(out,
             "], \"protocol\": \"%s\", \"connections\": %u, \"streams\": %u, "
-            "\"threads\": %u, \"mode\": \"%s\", \"requests\": ",
+            "\"threads\": %u, \"mode\": \"%s\", \"new_conn\": %s, \"requests\": ",
             protocol_name(cfg), cfg->conns, cfg->streams, cfg->threads,
-            cfg->rate > 0 ? "open" : "closed");
+            cfg->rate > 0 ? "open" : "closed", cfg->new_conn ? "true" : "false");
     json_num_or_null(out, cfg->n > 0, (double)cfg->n);
     fputs(", \"duration_s\": ", out);
     json_num_or_null(out, cfg->n == 0, (double)cfg->duration_ns / 1e9);

@@ -1,7 +1,7 @@
 """Smoke test for bench/compare.sh: `--quick` on the build under test (the ASan build in
 `make test`).  The point is only that every peer (HAProxy, nghttpx, nginx), the byte relay and
-remora start, serve every run, and that remora gets measured; no figure is checked against a
-threshold.  The peers come from `make deps` (scripts/deps.sh): when one is missing the test
+remora start, serve every run (TLS handshakes included), and that remora gets measured; no
+figure is checked against a threshold.  The peers come from `make deps` (scripts/deps.sh): when one is missing the test
 fails (compare.sh --no-install names the package), it is never skipped.
 """
 import os
@@ -59,16 +59,28 @@ def test_bench_compare_quick(ctx):
         assert "failed" not in row(fixed, name), (name, row(fixed, name))
 
     mem = table_rows(md, "Memory")
-    assert all(NUM.match(c) for c in row(mem, "remora")), row(mem, "remora")
-    for name in ("relay", "haproxy", "nghttpx", "nginx"):
+    assert len(row(mem, "remora")) == 6, row(mem, "remora")
+    for name in ("remora", "haproxy", "nghttpx", "nginx"):
         assert all(NUM.match(c) for c in row(mem, name)), (name, row(mem, name))
+    relay = row(mem, "relay")   # no TLS: its two TLS columns are n/a
+    assert relay[3:5] == ["n/a", "n/a"], relay
+    assert all(NUM.match(c) for c in relay[:3] + relay[5:]), relay
+
+    tls = table_rows(md, "TLS")
+    remora = row(tls, "remora")   # h2 and HTTP/1.1 over TLS: hs/s, µs, CPU %, tool µs each
+    assert len(remora) == 8 and all(NUM.match(c) for c in remora), remora
+    for name in ("haproxy", "nghttpx", "nginx"):
+        assert all(NUM.match(c) for c in row(tls, name)), (name, row(tls, name))
+    assert set(row(tls, "relay")) == {"n/a"}, row(tls, "relay")
 
     tools = table_rows(md, "Load tools")
     assert len(tools) == 3, tools          # header + h2c + HTTP/1.1
     assert "failed" not in "".join(" ".join(v) for v in tools.values()), tools
-    assert "TLS handshakes" in md and "remora has no TLS yet" in md
+    assert "remora has no TLS yet" not in md
     # the ratio lines on stdout
     assert re.search(r"CPU µs/req at saturation, h2c → h2c: remora [\d.,]+; best peer", so), so
+    assert re.search(r"CPU µs per TLS handshake \(\+ 1 request\), h2 over TLS \(ALPN h2\): "
+                     r"remora [\d.,]+; best peer", so), so
 
 
 test_bench_compare_quick.timeout = 175

@@ -1,6 +1,7 @@
 """Integration tests for build/remora-load against the bundled upstream (build/remora-upstream).
 
-Exact counts in closed loop (h2c, HTTP/1.1, pipelined HTTP/1.1, TLS), the JSON report schema,
+Exact counts in closed loop (h2c, HTTP/1.1, pipelined HTTP/1.1, TLS), --new-conn (one request
+per connection, TLS included), the JSON report schema,
 open-loop rate accuracy, --spin in closed loop (polling bounded after the last event),
 coordinated omission (latency counted from the scheduled send time against a slow upstream),
 gRPC status counting, per-request timeouts, status-code counts, and start-up errors (one line,
@@ -87,6 +88,40 @@ def test_load_tls_h2_and_h1(ctx):
     r = ctx.run([ctx.bin("remora-load"), "--verify", "-n", "1", f"https://localhost:{up.port}/"])
     assert r.returncode == 2, r
     assert b"certificate" in r.stderr, r.stderr
+
+
+def test_load_new_conn(ctx):
+    """--new-conn: one request per connection (h2c, HTTP/1.1, h2 and HTTP/1.1 over TLS), each
+    connection closed by the client after its response and replaced by a new one; -m > 1 is
+    a usage error."""
+    up = ctx.upstream()
+    rep = load(ctx, "--new-conn", "-n", 200, "-c", 4, url(up))
+    assert_all_ok(rep, 200)
+    assert rep["config"]["new_conn"] is True, rep["config"]
+    # every request on its own connection (the connect phase opens -c before the clock)
+    assert rep["connections"]["opened"] >= 200, rep["connections"]
+    rep = load(ctx, "--new-conn", "--h1", "-d", "500ms", "--warmup", "100ms", "-c", 3, url(up))
+    n = rep["requests"]["succeeded"]
+    assert n > 0 and rep["requests"]["failed"] == 0, rep
+    assert rep["connections"]["opened"] >= n, rep
+    # TLS: a full handshake per request, closed with close_notify
+    cert, key = os.path.join(ctx.tmp, "nc-cert.pem"), os.path.join(ctx.tmp, "nc-key.pem")
+    ctx.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days",
+             "2", "-subj", "/CN=localhost"], check=True)
+    tup = ctx.upstream("--tls-cert", cert, "--tls-key", key)
+    for extra, proto in (([], "h2"), (["--h1"], "http/1.1+tls")):
+        rep = load(ctx, "--new-conn", *extra, "-n", 100, "-c", 4,
+                   f"https://127.0.0.1:{tup.port}/")
+        assert_all_ok(rep, 100)
+        assert rep["config"]["protocol"] == proto, rep["config"]
+        assert rep["connections"]["opened"] >= 100, rep["connections"]
+        assert rep["connect_us"]["count"] >= 100, rep["connect_us"]
+    # the text report says so; -m > 1 contradicts it
+    r = ctx.run([ctx.bin("remora-load"), "--no-progress", "--new-conn", "-n", "5", url(up)])
+    assert r.returncode == 0 and b"a new connection per request" in r.stdout, r
+    r = ctx.run([ctx.bin("remora-load"), "--new-conn", "-m", "2", "-n", "5", url(up)])
+    assert r.returncode == 2 and b"-m must be 1" in r.stderr, r
 
 
 def test_load_json_schema(ctx):
