@@ -377,6 +377,17 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x
 SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
 
 
+def server_settings_seen(buf):
+    """Has <buf> (HTTP/2 frames from the server) a SETTINGS frame that is not an ACK?"""
+    off = 0
+    while len(buf) - off >= 9:
+        ln = int.from_bytes(buf[off:off + 3], "big")
+        if buf[off + 3] == 4 and not buf[off + 4] & 1:
+            return True
+        off += 9 + ln
+    return False
+
+
 def hold_idle(port, n, timeout=20.0):
     """n h2c connections that sent the preface and an empty SETTINGS and acked the server's
     SETTINGS, then stay silent.  Returns the sockets once every one got the server's SETTINGS
@@ -420,13 +431,7 @@ def hold_idle(port, n, timeout=20.0):
                     del pending[fd]
                     continue
                 st[1] += data
-                buf, off, got = st[1], 0, False
-                while len(buf) - off >= 9:
-                    ln = int.from_bytes(buf[off:off + 3], "big")
-                    if buf[off + 3] == 4 and not buf[off + 4] & 1:
-                        got = True
-                    off += 9 + ln
-                if got:
+                if server_settings_seen(st[1]):
                     s.send(SETTINGS_ACK)
                     poller.unregister(fd)
                     del pending[fd]
@@ -563,12 +568,7 @@ def hold_idle_tls(port, n, info, timeout=5.0):
                 if not data:
                     break
                 buf += data
-                off = 0
-                while len(buf) - off >= 9:
-                    ln = int.from_bytes(buf[off:off + 3], "big")
-                    if buf[off + 3] == 4 and not buf[off + 4] & 1:
-                        got = True
-                    off += 9 + ln
+                got = server_settings_seen(buf)
             if got:
                 s.sendall(SETTINGS_ACK)
             s.setblocking(False)

@@ -29,6 +29,7 @@ import harness  # noqa: E402
 from pycp import PyCP, cla, listener, route_config  # noqa: E402
 from test_dns_cluster import admin_get, wait_ready  # noqa: E402
 from test_xds_dynamic import bootstrap, wait_refused  # noqa: E402
+from test_xds_lds_cds import all_stats, wait_for as wait_until  # noqa: E402
 
 DRAIN_S = 1
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -40,26 +41,6 @@ def static_cluster(name, port, extra=None):
          "load_assignment": cla(name, [port])}
     d.update(extra or {})
     return d
-
-
-def all_stats(ctx, px):
-    out = {}
-    for line in admin_get(ctx, px, "/stats").body.decode().splitlines():
-        k, _, v = line.partition(": ")
-        if v.lstrip("-").isdigit():
-            out[k] = int(v)
-    return out
-
-
-def wait_until(what, fn, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise harness.TestFailure(f"timed out ({timeout}s) waiting for {what}")
-        time.sleep(0.05)
 
 
 def start(ctx, cp, *args):
