@@ -436,7 +436,7 @@ def test_fault_percentage_zero_and_matchers(ctx):
               - match: { prefix: "/" }
                 route: { cluster: backend }""", up.port), fault_filter("""
 abort: { http_status: 503, percentage: { numerator: 0 } }
-delay: { fixed_delay: 1s, percentage: { numerator: 0 } }"""),
+delay: { fixed_delay: 3s, percentage: { numerator: 0 } }"""),
         fault_filter("""
 abort: { http_status: 429, percentage: { numerator: 100 } }
 headers: [{ name: x-chaos, string_match: { exact: "on" } }]
@@ -445,7 +445,7 @@ upstream_cluster: backend""", name="chaos"))
     url = f"http://127.0.0.1:{px.port}/"
     t0 = time.monotonic()
     assert codes(ctx, [url] * 20) == [200] * 20
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.5  # no 3 s delay (bound wide for a loaded CI machine)
     assert ctx.curl(url, headers={"x-chaos": "on"}).status == 429
     assert ctx.curl(url, headers={"x-chaos": "off"}).status == 200
     s = stats(ctx, px)
