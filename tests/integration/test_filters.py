@@ -463,7 +463,7 @@ def test_fault_per_route_and_max_active(ctx):
                 typed_per_filter_config:
                   envoy.filters.http.fault:
                     "@type": %s
-                    delay: { fixed_delay: 0.8s, percentage: { numerator: 100 } }
+                    delay: { fixed_delay: 2s, percentage: { numerator: 100 } }
                     max_active_faults: 1
               - match: { prefix: "/" }
                 route: { cluster: backend }""" % FAULT_TYPE
@@ -485,7 +485,7 @@ def test_fault_per_route_and_max_active(ctx):
     for t in th:
         t.join()
     assert times[0][0] == 200 and times[1][0] == 200, times
-    assert times[0][1] >= 0.8 and times[1][1] < 0.6, times
+    assert times[0][1] >= 1.9 and times[1][1] < 1.2, times  # (wide: a loaded CI machine)
     s = stats(ctx, px)
     assert s["http.ingress_http.fault.delays_injected"] == 1, s
     assert s["http.ingress_http.fault.faults_overflow"] == 1, s

@@ -201,7 +201,7 @@ def test_load_open_loop_rate_accuracy(ctx):
     # -n with --rate: exactly n requests, paced
     rep = load(ctx, "--rate", 2000, "-n", 1000, "-c", 2, "-m", 8, "-t", 2, url(up))
     assert_all_ok(rep, 1000)
-    assert abs(rep["duration_s"] - 0.5) < 0.05, rep["duration_s"]
+    assert 0.49 < rep["duration_s"] < 0.6, rep["duration_s"]  # paced; the last reply may lag
 
 
 def test_load_spin_closed_loop(ctx):
