@@ -671,6 +671,9 @@ static void start_attempt(struct router *r)
         fail_local(r, 503, "UH", "no healthy upstream");
         return;
     }
+    if (r->hs->cfg->n_access_logs) /* UPSTREAM_HOST */
+        r->hs->upstream_host =
+            rm_arena_strndup(r->hs->arena, r->host->addr_str, strlen(r->host->addr_str));
     if (r->retry) rm_retry_note_host(r->retry, r->hs->arena, r->host);
     if (!rm_cb_try_acquire(r->cb, RM_CB_RQ)) { /* max_requests: Envoy counts it as pending */
         rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PENDING_OVERFLOW);
@@ -752,6 +755,9 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     r->w = rm_hcm_worker(hs);
     r->rt = rt;
     r->wc = rm_worker_cluster_hold(wc);
+    if (r->hs->cfg->n_access_logs) /* UPSTREAM_CLUSTER */
+        r->hs->upstream_cluster =
+            rm_arena_strndup(r->hs->arena, wc->cluster->name, strlen(wc->cluster->name));
     r->cb = c->cb[rt->priority ? 1 : 0];
     setup_policy(r, rt, hs->vhost);
     rewrite_request(r, rt, wcl);

@@ -9,6 +9,7 @@
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
+#include "proxy/http/access_log.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 
@@ -377,6 +378,16 @@ static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
                             "answers 100-continue itself, as Envoy does by default)",
                             path);
     h->codec.request_headers_timeout_ms = rm_pb_duration_ms(pb->request_headers_timeout, 0);
+    if (pb->n_access_log) {
+        h->access_logs = calloc(pb->n_access_log, sizeof(*h->access_logs));
+        if (!h->access_logs) return rm_error_set(err, "out of memory");
+    }
+    for (size_t i = 0; i < pb->n_access_log; i++) {
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "%s.access_log[%zu]", path, i);
+        if (!(h->access_logs[i] = rm_access_log_new(pb->access_log[i], p, err))) return RM_ERR;
+        h->n_access_logs++;
+    }
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
     h->stats = rm_stats_get(prefix, rm_http_stat_defs, RM_HS__COUNT);
@@ -757,6 +768,9 @@ static void listener_free(struct rm_listener_cfg *lc)
         free(h->filters[i].name);
     }
     free(h->filters);
+    for (size_t i = 0; i < h->n_access_logs; i++)
+        rm_access_log_free(h->access_logs[i]);
+    free(h->access_logs);
     rm_route_table_free(h->routes);
     free(h->stat_prefix);
     free(h->via);

@@ -68,7 +68,9 @@ struct rm_hcm_cfg {
                           RM_UNDERSCORES_REJECT_REQUEST = 1,
                           RM_UNDERSCORES_DROP_HEADER = 2,
     } headers_with_underscores;
-    struct rm_stats *stats; /* http.<stat_prefix>. */
+    struct rm_stats *stats;             /* http.<stat_prefix>. */
+    struct rm_access_log **access_logs; /* access_log, in order (proxy/http/access_log.h) */
+    size_t n_access_logs;
 };
 
 struct rm_listener_cfg {

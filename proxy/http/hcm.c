@@ -7,6 +7,7 @@
 #include "proxy/admin/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
+#include "proxy/http/access_log.h"
 #include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 
@@ -357,7 +358,10 @@ static void down_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
     hs->req = h;
-    if (end) hs->flags |= RM_HS_REQ_END;
+    if (end) {
+        hs->flags |= RM_HS_REQ_END;
+        hs->req_end_ms = rm_loop_now(hs->hc->w->loop);
+    }
     if (!check_underscores(hs, h)) return;
     struct rm_str ct = rm_headers_get_key(h, RM_HK_CONTENT_TYPE);
     if (ct.p && ct.len >= 16 && memcmp(ct.p, "application/grpc", 16) == 0) hs->flags |= RM_HS_GRPC;
@@ -375,7 +379,11 @@ static void down_on_data(struct rm_stream *s, const uint8_t *p, size_t n, bool e
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
-    if (end) hs->flags |= RM_HS_REQ_END;
+    hs->bytes_rx += n;
+    if (end) {
+        hs->flags |= RM_HS_REQ_END;
+        hs->req_end_ms = rm_loop_now(hs->hc->w->loop);
+    }
     if (hs->flags & RM_HS_LOCAL_REPLY) {
         if (end && (hs->flags & RM_HS_RESP_END)) stream_finish(hs);
         return;
@@ -398,6 +406,7 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
     if (dead(hs)) return;
     rm_hcm_stream_activity(hs);
     hs->flags |= RM_HS_REQ_END;
+    hs->req_end_ms = rm_loop_now(hs->hc->w->loop);
     if (hs->flags & RM_HS_LOCAL_REPLY) {
         if (hs->flags & RM_HS_RESP_END) stream_finish(hs);
         return;
@@ -459,6 +468,18 @@ static void on_stream(void *user, struct rm_stream *s)
     hs->arena = s->arena;
     hs->cfg = hc->cfg;
     hs->start_ms = rm_loop_now(hc->w->loop);
+    if (hc->cfg->n_access_logs) {
+        clock_gettime(CLOCK_REALTIME, &hs->start_wall);
+        if (!hc->have_addrs) { /* the connection may be gone when the stream is logged */
+            hc->have_addrs = true;
+            socklen_t len = sizeof(hc->local_addr);
+            if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
+                len > sizeof(hc->local_addr))
+                hc->local_addr.sin6_family = AF_UNSPEC;
+            if (hc->conn->peer_len <= sizeof(hc->peer_addr))
+                memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
+        }
+    }
     rm_hcm_stream_timers_start(hs);
     s->ev = &down_events;
     s->user = hs;
@@ -657,6 +678,8 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
             rm_headers_add_ref(h, "x-request-id", 12, id.p, id.len);
     }
     hs->flags |= RM_HS_RESP_HEADERS;
+    hs->resp = h;
+    hs->resp_start_ms = rm_loop_now(hs->hc->w->loop);
     count_status(hs, hs->status);
     if (end) hs->flags |= RM_HS_RESP_END;
     hs->down->ops->submit_headers(hs->down, h, end);
@@ -674,6 +697,7 @@ void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *
         if (dead(hs)) return;
     }
     if (end) hs->flags |= RM_HS_RESP_END;
+    hs->bytes_tx += n;
     hs->down->ops->submit_data(hs->down, p, n, end);
     if (end) maybe_done(hs);
 }
@@ -688,6 +712,7 @@ void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_h
         if (dead(hs)) return;
     }
     hs->flags |= RM_HS_RESP_END;
+    hs->resp_trailers = h;
     hs->down->ops->submit_trailers(hs->down, h);
     maybe_done(hs);
 }
@@ -775,6 +800,39 @@ void rm_hcm_reset(struct rm_hcm_stream *hs)
 
 /* ---- end of stream ------------------------------------------------------------------------ */
 
+/* Envoy logs every stream, local replies and resets included. */
+static void access_log(struct rm_hcm_stream *hs)
+{
+    struct rm_hcm_conn *hc = hs->hc;
+    uint64_t now = rm_loop_now(hc->w->loop);
+    const char *flags = hs->resp_flags;
+    if (!flags && (hs->flags & RM_HS_RESET) && !(hs->flags & RM_HS_RESP_END))
+        flags = "DC"; /* downstream connection termination */
+    struct rm_alog_info in = {
+        .req = hs->req,
+        .resp = hs->resp,
+        .trailers = hs->resp_trailers,
+        .protocol = hs->down->proto == RM_HTTP2    ? "HTTP/2"
+                    : hs->down->proto == RM_HTTP10 ? "HTTP/1.0"
+                                                   : "HTTP/1.1",
+        .status = (hs->flags & RM_HS_RESP_HEADERS) ? hs->status : 0,
+        .resp_flags = flags,
+        .bytes_rx = hs->bytes_rx,
+        .bytes_tx = hs->bytes_tx,
+        .start = hs->start_wall,
+        .duration_ms = (int64_t)(now - hs->start_ms),
+        .req_duration_ms = hs->req_end_ms ? (int64_t)(hs->req_end_ms - hs->start_ms) : -1,
+        .resp_duration_ms = hs->resp_start_ms ? (int64_t)(hs->resp_start_ms - hs->start_ms) : -1,
+        .upstream_host = hs->upstream_host,
+        .upstream_cluster = hs->upstream_cluster,
+        .route_name = hs->route && hs->route->name && hs->route->name[0] ? hs->route->name : NULL,
+        .down_remote = (const struct sockaddr *)&hc->peer_addr,
+        .down_local = (const struct sockaddr *)&hc->local_addr,
+    };
+    for (size_t i = 0; i < hs->cfg->n_access_logs; i++)
+        rm_access_log_write(hs->cfg->access_logs[i], hc->w->loop, &in);
+}
+
 static void finish_task(struct rm_task *t)
 {
     struct rm_hcm_stream *hs = rm_container_of(t, struct rm_hcm_stream, finish_task);
@@ -788,6 +846,7 @@ static void finish_task(struct rm_task *t)
     if (hs->resp_flags)
         rm_log_debug("%s request finished: %u %s", hc->cfg->stat_prefix, hs->status,
                      hs->resp_flags);
+    if (hs->cfg->n_access_logs) access_log(hs);
     if (--hc->active_streams == 0) rm_hcm_conn_idle(hc);
     struct rm_worker_snap *ws = hs->wsnap;
     struct rm_stream *down = hs->down;

@@ -10,7 +10,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "filters/filter.h"
 #include "proxy/core/buf.h"
@@ -51,6 +53,8 @@ struct rm_hcm_conn {
     uint64_t idle_since_ms; /* when active_streams last became 0 */
     uint64_t listener_tag;  /* the worker listener that accepted it (rm_worker_listener.tag) */
     bool closed;
+    bool have_addrs;                           /* peer_addr/local_addr set (access logs) */
+    struct sockaddr_in6 peer_addr, local_addr; /* AF_INET or AF_INET6 */
     char peer_ip[64];
 };
 
@@ -94,6 +98,13 @@ struct rm_hcm_stream {
     /* the router's hook for "downstream can take more response bytes" */
     void (*on_down_writable)(void *ctx);
     void *on_down_writable_ctx;
+    /* access logs (only kept when the connection manager has some) */
+    struct rm_headers *resp, *resp_trailers; /* as sent downstream (in the stream's arena) */
+    uint64_t bytes_rx, bytes_tx;             /* body bytes received / sent downstream */
+    uint64_t req_end_ms, resp_start_ms;      /* loop clock; 0 = not yet */
+    struct timespec start_wall;
+    const char *upstream_host;    /* the last attempt's host ("ip:port", stream's arena) */
+    const char *upstream_cluster; /* the cluster the router used (stream's arena) */
 };
 
 /** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.

@@ -15,6 +15,7 @@
 #include "proxy/admin/admin.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbjson.h"
+#include "proxy/http/access_log.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
@@ -195,6 +196,7 @@ static void on_signal(struct rm_io *io, uint32_t events)
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) begin_shutdown(sv);
+        if (si.ssi_signo == SIGUSR1) rm_access_log_reopen_all();
     }
 }
 
@@ -287,6 +289,7 @@ static int setup_signals(struct rm_server *sv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);               /* reopen access log files (log rotation, as Envoy) */
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

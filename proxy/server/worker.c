@@ -11,6 +11,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
+#include "proxy/http/access_log.h"
 #include "proxy/http/hcm.h"
 #include "proxy/http/route.h"
 #include "proxy/net/tls.h"
@@ -580,6 +581,7 @@ static void *worker_main(void *arg)
     rm_loop_run_pending(w->loop);
     free_clusters(w);
     rm_loop_run_pending(w->loop);
+    rm_access_log_thread_cleanup(w->loop); /* writes what the last streams logged */
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
     rm_route_thread_cleanup();

@@ -1,0 +1,1006 @@
+/* HTTP access logs (see access_log.h). */
+#include "proxy/http/access_log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envoy/config/accesslog/v3/accesslog.pb-c.h"
+#include "envoy/config/core/v3/substitution_format_string.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
+#include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "proxy/admin/stats.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/strbuf.h"
+#include "proxy/core/loop.h"
+#include "proxy/http/headers.h"
+
+typedef Envoy__Config__Core__V3__SubstitutionFormatString FormatPb;
+typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FilePb;
+typedef Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog StdoutPb;
+typedef Envoy__Extensions__AccessLoggers__Stream__V3__StderrAccessLog StderrPb;
+
+const char rm_alog_default_format[] =
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
+    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "
+    "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
+
+/* ---- the format compiler ------------------------------------------------------------------ */
+
+enum op {
+    OP_LITERAL,
+    OP_START_TIME,
+    OP_REQ,
+    OP_RESP,
+    OP_TRAILER,
+    OP_PROTOCOL,
+    OP_RESPONSE_CODE,
+    OP_RESPONSE_FLAGS,
+    OP_RESPONSE_CODE_DETAILS,
+    OP_BYTES_RECEIVED,
+    OP_BYTES_SENT,
+    OP_DURATION,
+    OP_REQUEST_DURATION,
+    OP_RESPONSE_DURATION,
+    OP_UPSTREAM_HOST,
+    OP_UPSTREAM_CLUSTER,
+    OP_UPSTREAM_LOCAL_ADDRESS,
+    OP_DOWNSTREAM_REMOTE_ADDRESS,
+    OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
+    OP_DOWNSTREAM_LOCAL_ADDRESS,
+    OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT,
+    OP_ROUTE_NAME,
+    OP_REQUESTED_SERVER_NAME,
+    OP_HOSTNAME,
+};
+
+enum arg { ARG_NONE, ARG_OPTIONAL, ARG_HEADER };
+
+static const struct opdef {
+    const char *name;
+    enum op op;
+    enum arg arg;
+    bool number; /* typed as a JSON number */
+} opdefs[] = {
+    {"START_TIME", OP_START_TIME, ARG_OPTIONAL, false},
+    {"REQ", OP_REQ, ARG_HEADER, false},
+    {"RESP", OP_RESP, ARG_HEADER, false},
+    {"TRAILER", OP_TRAILER, ARG_HEADER, false},
+    {"PROTOCOL", OP_PROTOCOL, ARG_NONE, false},
+    {"RESPONSE_CODE", OP_RESPONSE_CODE, ARG_NONE, true},
+    {"RESPONSE_FLAGS", OP_RESPONSE_FLAGS, ARG_NONE, false},
+    {"RESPONSE_CODE_DETAILS", OP_RESPONSE_CODE_DETAILS, ARG_NONE, false},
+    {"BYTES_RECEIVED", OP_BYTES_RECEIVED, ARG_NONE, true},
+    {"BYTES_SENT", OP_BYTES_SENT, ARG_NONE, true},
+    {"DURATION", OP_DURATION, ARG_NONE, true},
+    {"REQUEST_DURATION", OP_REQUEST_DURATION, ARG_NONE, true},
+    {"RESPONSE_DURATION", OP_RESPONSE_DURATION, ARG_NONE, true},
+    {"UPSTREAM_HOST", OP_UPSTREAM_HOST, ARG_NONE, false},
+    {"UPSTREAM_CLUSTER", OP_UPSTREAM_CLUSTER, ARG_NONE, false},
+    {"UPSTREAM_LOCAL_ADDRESS", OP_UPSTREAM_LOCAL_ADDRESS, ARG_NONE, false},
+    {"DOWNSTREAM_REMOTE_ADDRESS", OP_DOWNSTREAM_REMOTE_ADDRESS, ARG_NONE, false},
+    {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS", OP_DOWNSTREAM_REMOTE_ADDRESS, ARG_NONE, false},
+    {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, ARG_NONE,
+     false},
+    {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
+     ARG_NONE, false},
+    {"DOWNSTREAM_LOCAL_ADDRESS", OP_DOWNSTREAM_LOCAL_ADDRESS, ARG_NONE, false},
+    {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, ARG_NONE,
+     false},
+    {"ROUTE_NAME", OP_ROUTE_NAME, ARG_NONE, false},
+    {"REQUESTED_SERVER_NAME", OP_REQUESTED_SERVER_NAME, ARG_NONE, false},
+    {"HOSTNAME", OP_HOSTNAME, ARG_NONE, false},
+};
+
+struct piece {
+    enum op op;
+    bool number;
+    char *text; /* literal; the header name (lower case); START_TIME's strftime format */
+    char *alt;  /* REQ/RESP/TRAILER: the alternative header, or NULL */
+    size_t len; /* of text */
+    size_t max; /* :N, 0 = no limit */
+};
+
+/* A text template: pieces in order. */
+struct tmpl {
+    struct piece *p;
+    size_t n;
+};
+
+enum node_kind { NODE_TMPL, NODE_RAW, NODE_OBJECT };
+
+/* JSON format: an object of keys to templates, raw JSON values or nested objects. */
+struct node {
+    char *key; /* JSON-encoded with its quotes, or NULL at the top */
+    enum node_kind kind;
+    struct tmpl t;    /* NODE_TMPL */
+    char *raw;        /* NODE_RAW */
+    struct node *kid; /* NODE_OBJECT: children */
+    size_t n_kids;
+};
+
+struct rm_alog_format {
+    bool json, omit_empty;
+    struct tmpl t;    /* text */
+    struct node root; /* json */
+};
+
+static void tmpl_dispose(struct tmpl *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->p[i].text);
+        free(t->p[i].alt);
+    }
+    free(t->p);
+    t->p = NULL;
+    t->n = 0;
+}
+
+static void node_dispose(struct node *n)
+{
+    free(n->key);
+    tmpl_dispose(&n->t);
+    free(n->raw);
+    for (size_t i = 0; i < n->n_kids; i++)
+        node_dispose(&n->kid[i]);
+    free(n->kid);
+}
+
+void rm_alog_format_free(struct rm_alog_format *f)
+{
+    if (!f) return;
+    tmpl_dispose(&f->t);
+    node_dispose(&f->root);
+    free(f);
+}
+
+static struct piece *tmpl_push(struct tmpl *t)
+{
+    struct piece *np = realloc(t->p, (t->n + 1) * sizeof(*np));
+    if (!np) abort();
+    t->p = np;
+    memset(&np[t->n], 0, sizeof(*np));
+    return &np[t->n++];
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+    char *p = strndup(s, n);
+    if (!p) abort();
+    return p;
+}
+
+static void push_literal(struct tmpl *t, const char *s, size_t n)
+{
+    if (!n) return;
+    if (t->n && t->p[t->n - 1].op == OP_LITERAL) { /* "%%" splits literals: join them */
+        struct piece *q = &t->p[t->n - 1];
+        char *np = realloc(q->text, q->len + n + 1);
+        if (!np) abort();
+        memcpy(np + q->len, s, n);
+        q->len += n;
+        np[q->len] = 0;
+        q->text = np;
+        return;
+    }
+    struct piece *q = tmpl_push(t);
+    q->op = OP_LITERAL;
+    q->text = xstrndup(s, n);
+    q->len = n;
+}
+
+static char *lower_dup(const char *s, size_t n)
+{
+    char *p = xstrndup(s, n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)tolower((unsigned char)p[i]);
+    return p;
+}
+
+/* One %COMMAND(arg):N% at s (after the '%'); *end gets the byte after the closing '%'. */
+static int parse_op(struct tmpl *t, const char *s, const char **end, const char *path,
+                    struct rm_error *err)
+{
+    const char *q = s;
+    while ((*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '_')
+        q++;
+    size_t nlen = (size_t)(q - s);
+    const struct opdef *d = NULL;
+    for (size_t i = 0; i < sizeof(opdefs) / sizeof(opdefs[0]); i++) {
+        if (strlen(opdefs[i].name) == nlen && memcmp(opdefs[i].name, s, nlen) == 0) d = &opdefs[i];
+    }
+    if (!d) {
+        const char *pct = strchr(s, '%');
+        int shown = pct ? (int)(pct - s) : (int)strlen(s);
+        return rm_error_set(err, "%s: unknown command operator \"%%%.*s%%\" (remora supports %s)",
+                            path, shown > 80 ? 80 : shown, s,
+                            "START_TIME REQ RESP TRAILER PROTOCOL RESPONSE_CODE RESPONSE_FLAGS "
+                            "RESPONSE_CODE_DETAILS BYTES_RECEIVED BYTES_SENT DURATION "
+                            "REQUEST_DURATION RESPONSE_DURATION UPSTREAM_HOST UPSTREAM_CLUSTER "
+                            "UPSTREAM_LOCAL_ADDRESS DOWNSTREAM_REMOTE_ADDRESS[_WITHOUT_PORT] "
+                            "DOWNSTREAM_LOCAL_ADDRESS[_WITHOUT_PORT] ROUTE_NAME "
+                            "REQUESTED_SERVER_NAME HOSTNAME");
+    }
+    const char *arg = NULL;
+    size_t alen = 0;
+    if (*q == '(') {
+        const char *close = strchr(q, ')');
+        if (!close) return rm_error_set(err, "%s: %%%s(: missing ')'", path, d->name);
+        arg = q + 1;
+        alen = (size_t)(close - arg);
+        q = close + 1;
+    }
+    if (d->arg == ARG_NONE && arg)
+        return rm_error_set(err, "%s: %%%s%% takes no argument", path, d->name);
+    if (d->arg == ARG_HEADER && (!arg || !alen))
+        return rm_error_set(err, "%s: %%%s(header)%% needs a header name", path, d->name);
+    size_t max = 0;
+    if (*q == ':') {
+        q++;
+        if (!isdigit((unsigned char)*q))
+            return rm_error_set(err, "%s: %%%s%%: a length after ':' expected", path, d->name);
+        while (isdigit((unsigned char)*q)) {
+            max = max * 10 + (size_t)(*q - '0');
+            if (max > 1000000)
+                return rm_error_set(err, "%s: %%%s%%: length too big", path, d->name);
+            q++;
+        }
+    }
+    if (*q != '%')
+        return rm_error_set(err, "%s: %%%s: missing '%%' after the operator", path, d->name);
+    *end = q + 1;
+    struct piece *pc = tmpl_push(t);
+    pc->op = d->op;
+    pc->number = d->number;
+    pc->max = max;
+    if (d->arg == ARG_HEADER) {
+        const char *qm = memchr(arg, '?', alen);
+        size_t hlen = qm ? (size_t)(qm - arg) : alen;
+        if (!hlen || (qm && qm + 1 == arg + alen))
+            return rm_error_set(err, "%s: %%%s(%.*s)%%: empty header name", path, d->name,
+                                (int)alen, arg);
+        pc->text = lower_dup(arg, hlen);
+        pc->len = hlen;
+        if (qm) pc->alt = lower_dup(qm + 1, (size_t)(arg + alen - qm - 1));
+    } else if (arg && alen) {
+        pc->text = xstrndup(arg, alen);
+        pc->len = alen;
+    }
+    return RM_OK;
+}
+
+static int compile_tmpl(struct tmpl *t, const char *s, const char *path, struct rm_error *err)
+{
+    while (*s) {
+        const char *pct = strchr(s, '%');
+        if (!pct) {
+            push_literal(t, s, strlen(s));
+            break;
+        }
+        push_literal(t, s, (size_t)(pct - s));
+        if (pct[1] == '%') { /* "%%": a literal '%' */
+            push_literal(t, "%", 1);
+            s = pct + 2;
+            continue;
+        }
+        if (parse_op(t, pct + 1, &s, path, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
+struct rm_alog_format *rm_alog_format_text(const char *text, bool omit_empty, const char *path,
+                                           struct rm_error *err)
+{
+    struct rm_alog_format *f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    f->omit_empty = omit_empty;
+    if (compile_tmpl(&f->t, text, path, err)) {
+        rm_alog_format_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static void json_str(struct rm_strbuf *out, const char *s, size_t n)
+{
+    rm_strbuf_putc(out, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            rm_strbuf_putc(out, '\\');
+            rm_strbuf_putc(out, (char)c);
+        } else if (c == '\n') {
+            rm_strbuf_puts(out, "\\n");
+        } else if (c < 0x20 || c == 0x7f) {
+            rm_strbuf_printf(out, "\\u%04x", c);
+        } else {
+            rm_strbuf_putc(out, (char)c);
+        }
+    }
+    rm_strbuf_putc(out, '"');
+}
+
+static int compile_object(struct node *n, const Google__Protobuf__Struct *s, const char *path,
+                          int depth, struct rm_error *err);
+
+static int compile_value(struct node *k, const Google__Protobuf__Value *v, const char *path,
+                         int depth, struct rm_error *err)
+{
+    struct rm_strbuf sb = RM_STRBUF_INIT;
+    switch (v->kind_case) {
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+        k->kind = NODE_TMPL;
+        return compile_tmpl(&k->t, v->string_value, path, err);
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+        k->kind = NODE_OBJECT;
+        return compile_object(k, v->struct_value, path, depth + 1, err);
+    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+        rm_strbuf_printf(&sb, "%.17g", v->number_value);
+        break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
+        rm_strbuf_puts(&sb, v->bool_value ? "true" : "false");
+        break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE:
+        rm_strbuf_puts(&sb, "null");
+        break;
+    default:
+        return rm_error_set(err,
+                            "%s: only strings, numbers, booleans, null and objects are "
+                            "supported in json_format",
+                            path);
+    }
+    k->kind = NODE_RAW;
+    k->raw = rm_strbuf_steal(&sb);
+    return RM_OK;
+}
+
+static int compile_object(struct node *n, const Google__Protobuf__Struct *s, const char *path,
+                          int depth, struct rm_error *err)
+{
+    if (depth > 16) return rm_error_set(err, "%s: json_format nested too deep", path);
+    n->kid = calloc(s->n_fields + 1, sizeof(*n->kid));
+    if (!n->kid) abort();
+    for (size_t i = 0; i < s->n_fields; i++) {
+        const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
+        struct node *k = &n->kid[n->n_kids++];
+        struct rm_strbuf key = RM_STRBUF_INIT;
+        json_str(&key, e->key, strlen(e->key));
+        k->key = rm_strbuf_steal(&key);
+        char p[512];
+        snprintf(p, sizeof(p), "%s.%s", path, e->key);
+        if (!e->value) return rm_error_set(err, "%s: a value is required", p);
+        if (compile_value(k, e->value, p, depth, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
+static struct rm_alog_format *format_json(const Google__Protobuf__Struct *s, bool omit_empty,
+                                          const char *path, struct rm_error *err)
+{
+    struct rm_alog_format *f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    f->json = true;
+    f->omit_empty = omit_empty;
+    f->root.kind = NODE_OBJECT;
+    if (compile_object(&f->root, s, path, 0, err)) {
+        rm_alog_format_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+struct rm_alog_format *rm_alog_format_new(const FormatPb *pb, const char *path,
+                                          struct rm_error *err)
+{
+    char p[512];
+    if (!pb) return rm_alog_format_text(rm_alog_default_format, false, path, err);
+    switch (pb->format_case) {
+    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT:
+        snprintf(p, sizeof(p), "%s.text_format", path);
+        return rm_alog_format_text(pb->text_format, pb->omit_empty_values, p, err);
+    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE: {
+        snprintf(p, sizeof(p), "%s.text_format_source", path);
+        const Envoy__Config__Core__V3__DataSource *ds = pb->text_format_source;
+        if (ds->specifier_case != ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING) {
+            rm_error_set(err, "%s: only inline_string is supported by remora", p);
+            return NULL;
+        }
+        return rm_alog_format_text(ds->inline_string, pb->omit_empty_values, p, err);
+    }
+    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
+        snprintf(p, sizeof(p), "%s.json_format", path);
+        return format_json(pb->json_format, pb->omit_empty_values, p, err);
+    default:
+        if (pb->content_type && pb->content_type[0]) break;
+        return rm_alog_format_text(rm_alog_default_format, pb->omit_empty_values, path, err);
+    }
+    rm_error_set(err, "%s: one of text_format, text_format_source or json_format is required",
+                 path);
+    return NULL;
+}
+
+/* ---- formatting --------------------------------------------------------------------------- */
+
+static struct rm_str header_of(const struct rm_headers *h, const char *name, size_t len)
+{
+    if (!h) return (struct rm_str){0};
+    return rm_headers_get(h, name, len);
+}
+
+static void put_addr(struct rm_strbuf *out, const struct sockaddr *sa, bool port, bool *none)
+{
+    char ip[INET6_ADDRSTRLEN];
+    unsigned pn;
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        pn = ntohs(a->sin_port);
+        if (port)
+            rm_strbuf_printf(out, "%s:%u", ip, pn);
+        else
+            rm_strbuf_puts(out, ip);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        pn = ntohs(a->sin6_port);
+        if (port)
+            rm_strbuf_printf(out, "[%s]:%u", ip, pn);
+        else
+            rm_strbuf_puts(out, ip);
+    } else {
+        *none = true;
+    }
+}
+
+/* START_TIME: strftime on UTC plus Envoy's %f / %Nf (fraction of a second, N digits, default
+ * 9) and %EnS (seconds with n fractional digits). */
+static void put_time(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
+{
+    struct tm tm;
+    time_t sec = ts->tv_sec;
+    gmtime_r(&sec, &tm);
+    if (!fmt) {
+        char b[64];
+        strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
+        rm_strbuf_printf(out, "%s.%03ldZ", b, ts->tv_nsec / 1000000);
+        return;
+    }
+    char ex[512];
+    size_t o = 0;
+    for (const char *p = fmt; *p && o + 32 < sizeof(ex); p++) {
+        unsigned digits = 0;
+        const char *q = p + 1;
+        if (*p == '%' && q[0] == 'E' && q[1] >= '1' && q[1] <= '9' && q[2] == 'S') {
+            digits = (unsigned)(q[1] - '0');
+            o += (size_t)snprintf(ex + o, sizeof(ex) - o, "%02d.", tm.tm_sec);
+            p += 3;
+        } else if (*p == '%' && (q[0] == 'f' || (q[0] >= '1' && q[0] <= '9' && q[1] == 'f'))) {
+            digits = q[0] == 'f' ? 9 : (unsigned)(q[0] - '0');
+            p += q[0] == 'f' ? 1 : 2;
+        } else {
+            if (*p == '%' && q[0]) { /* keep strftime's own "%x" together */
+                ex[o++] = *p++;
+            }
+            ex[o++] = *p;
+            continue;
+        }
+        char frac[16];
+        snprintf(frac, sizeof(frac), "%09ld", ts->tv_nsec);
+        memcpy(ex + o, frac, digits);
+        o += digits;
+    }
+    ex[o] = 0;
+    char b[1024];
+    size_t n = strftime(b, sizeof(b), ex, &tm);
+    rm_strbuf_append(out, b, n);
+}
+
+static char host_name[256];
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+
+static void host_init(void)
+{
+    if (gethostname(host_name, sizeof(host_name) - 1) != 0) host_name[0] = 0;
+}
+
+static const char *hostname(void)
+{
+    pthread_once(&host_once, host_init);
+    return host_name;
+}
+
+/* Append piece <pc>'s value; *none is set when it has none (nothing appended then). */
+static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info *in,
+                   bool *none)
+{
+    struct rm_str s = {0};
+    const char *cs = NULL;
+    int64_t num = -1;
+    switch (pc->op) {
+    case OP_LITERAL:
+        rm_strbuf_append(out, pc->text, pc->len);
+        return;
+    case OP_START_TIME:
+        put_time(out, pc->text, &in->start);
+        return;
+    case OP_REQ:
+    case OP_RESP:
+    case OP_TRAILER: {
+        const struct rm_headers *h = pc->op == OP_REQ    ? in->req
+                                     : pc->op == OP_RESP ? in->resp
+                                                         : in->trailers;
+        s = header_of(h, pc->text, pc->len);
+        if (!s.p && pc->alt) s = header_of(h, pc->alt, strlen(pc->alt));
+        break;
+    }
+    case OP_PROTOCOL:
+        cs = in->protocol;
+        break;
+    case OP_RESPONSE_CODE:
+        num = in->status;
+        break;
+    case OP_RESPONSE_FLAGS:
+        cs = in->resp_flags;
+        break;
+    case OP_RESPONSE_CODE_DETAILS:
+        cs = in->details;
+        break;
+    case OP_BYTES_RECEIVED:
+        num = (int64_t)in->bytes_rx;
+        break;
+    case OP_BYTES_SENT:
+        num = (int64_t)in->bytes_tx;
+        break;
+    case OP_DURATION:
+        num = in->duration_ms;
+        break;
+    case OP_REQUEST_DURATION:
+        num = in->req_duration_ms;
+        break;
+    case OP_RESPONSE_DURATION:
+        num = in->resp_duration_ms;
+        break;
+    case OP_UPSTREAM_HOST:
+        cs = in->upstream_host;
+        break;
+    case OP_UPSTREAM_CLUSTER:
+        cs = in->upstream_cluster;
+        break;
+    case OP_UPSTREAM_LOCAL_ADDRESS:
+        cs = in->upstream_local;
+        break;
+    case OP_DOWNSTREAM_REMOTE_ADDRESS:
+    case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+        put_addr(out, in->down_remote, pc->op == OP_DOWNSTREAM_REMOTE_ADDRESS, none);
+        return;
+    case OP_DOWNSTREAM_LOCAL_ADDRESS:
+    case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+        put_addr(out, in->down_local, pc->op == OP_DOWNSTREAM_LOCAL_ADDRESS, none);
+        return;
+    case OP_ROUTE_NAME:
+        cs = in->route_name;
+        break;
+    case OP_REQUESTED_SERVER_NAME:
+        cs = in->sni;
+        break;
+    case OP_HOSTNAME:
+        cs = hostname();
+        break;
+    }
+    if (cs && *cs) s = (struct rm_str){.p = cs, .len = strlen(cs)};
+    if (s.p) {
+        size_t n = pc->max && s.len > pc->max ? pc->max : s.len;
+        rm_strbuf_append(out, s.p, n);
+    } else if (num >= 0) {
+        rm_strbuf_printf(out, "%lld", (long long)num);
+    } else {
+        *none = true;
+    }
+}
+
+static void put_tmpl(struct rm_strbuf *out, const struct tmpl *t, const struct rm_alog_info *in,
+                     bool omit_empty)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        bool none = false;
+        put_op(out, &t->p[i], in, &none);
+        if (none && !omit_empty) rm_strbuf_putc(out, '-');
+    }
+}
+
+static void put_object(struct rm_strbuf *out, const struct node *n, const struct rm_alog_info *in,
+                       bool omit_empty, struct rm_strbuf *tmp)
+{
+    rm_strbuf_putc(out, '{');
+    bool first = true;
+    for (size_t i = 0; i < n->n_kids; i++) {
+        const struct node *k = &n->kid[i];
+        size_t mark = out->len;
+        if (!first) rm_strbuf_putc(out, ',');
+        rm_strbuf_puts(out, k->key);
+        rm_strbuf_putc(out, ':');
+        if (k->kind == NODE_RAW) {
+            rm_strbuf_puts(out, k->raw);
+        } else if (k->kind == NODE_OBJECT) {
+            put_object(out, k, in, omit_empty, tmp);
+        } else if (k->t.n == 1 && k->t.p[0].op != OP_LITERAL) { /* one operator: typed */
+            bool none = false;
+            rm_strbuf_truncate(tmp, 0);
+            put_op(tmp, &k->t.p[0], in, &none);
+            if (none) {
+                if (omit_empty) {
+                    rm_strbuf_truncate(out, mark);
+                    continue;
+                }
+                rm_strbuf_puts(out, "null");
+            } else if (k->t.p[0].number) {
+                rm_strbuf_append(out, tmp->p, tmp->len);
+            } else {
+                json_str(out, rm_strbuf_str(tmp), tmp->len);
+            }
+        } else {
+            rm_strbuf_truncate(tmp, 0);
+            put_tmpl(tmp, &k->t, in, omit_empty);
+            json_str(out, rm_strbuf_str(tmp), tmp->len);
+        }
+        first = false;
+    }
+    rm_strbuf_putc(out, '}');
+}
+
+void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_info *in,
+                         struct rm_strbuf *out)
+{
+    if (!f->json) {
+        put_tmpl(out, &f->t, in, f->omit_empty);
+        return;
+    }
+    struct rm_strbuf tmp = RM_STRBUF_INIT;
+    put_object(out, &f->root, in, f->omit_empty, &tmp);
+    rm_strbuf_putc(out, '\n');
+    rm_strbuf_dispose(&tmp);
+}
+
+/* ---- sinks: files shared by path, per-thread buffers -------------------------------------- */
+
+#define FLUSH_AT (64 * 1024)  /* a thread writes its buffer out at this size */
+#define BUF_CAP (1024 * 1024) /* and drops lines rather than grow beyond this */
+#define FLUSH_MS 1000         /* Envoy's file_flush_interval */
+#define MAX_SLOTS 257         /* per-thread buffers: rm_stats_shard (0 main, workers 1..256) */
+
+enum { ST_WRITTEN, ST_DROPPED, ST_WRITE_FAILED, ST_FLUSHED_BY_TIMER, ST__COUNT };
+static const struct rm_stat_def stat_defs[ST__COUNT] = {
+    {"written", RM_COUNTER},
+    {"dropped", RM_COUNTER},
+    {"write_failed", RM_COUNTER},
+    {"flushed_by_timer", RM_COUNTER},
+};
+
+struct slot {
+    struct rm_strbuf buf;
+    struct slot *next_dirty; /* the owning thread's list */
+    bool dirty;              /* listed; holds a reference on the sink */
+    struct sink *sink;
+};
+
+struct sink {
+    char *path; /* NULL: stdout/stderr */
+    int fd;
+    bool own_fd;
+    unsigned refs;     /* under registry_lock */
+    struct sink *next; /* the registry */
+    _Atomic(struct slot *) slots[MAX_SLOTS];
+};
+
+struct rm_access_log {
+    struct sink *sink;
+    struct rm_alog_format *fmt;
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sink *registry;
+static struct rm_stats *alog_stats; /* access_log.: taken with the first sink, kept */
+
+static __thread struct slot *dirty_list;
+static __thread struct rm_timer flush_timer;
+static __thread struct rm_loop *flush_loop;
+static __thread struct rm_strbuf line;
+
+static struct sink *sink_get(const char *path, int std_fd, const char *where, struct rm_error *err)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (!alog_stats) alog_stats = rm_stats_get("access_log.", stat_defs, ST__COUNT);
+    struct sink *s;
+    for (s = registry; s; s = s->next) {
+        if (path ? s->path && strcmp(s->path, path) == 0 : !s->path && s->fd == std_fd) break;
+    }
+    if (s) {
+        s->refs++;
+        pthread_mutex_unlock(&registry_lock);
+        return s;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) abort();
+    s->fd = std_fd;
+    if (path) {
+        s->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (s->fd < 0) {
+            int e = errno;
+            pthread_mutex_unlock(&registry_lock);
+            free(s);
+            rm_error_set(err, "%s: cannot open \"%s\": %s", where, path, strerror(e));
+            return NULL;
+        }
+        s->own_fd = true;
+        s->path = xstrndup(path, strlen(path));
+    }
+    s->refs = 1;
+    s->next = registry;
+    registry = s;
+    pthread_mutex_unlock(&registry_lock);
+    return s;
+}
+
+static void sink_unref(struct sink *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&registry_lock);
+    if (--s->refs) {
+        pthread_mutex_unlock(&registry_lock);
+        return;
+    }
+    for (struct sink **pp = &registry; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    for (size_t i = 0; i < MAX_SLOTS; i++) { /* none is dirty: a dirty slot holds a reference */
+        struct slot *sl = atomic_load(&s->slots[i]);
+        if (!sl) continue;
+        rm_strbuf_dispose(&sl->buf);
+        free(sl);
+    }
+    if (s->own_fd) close(s->fd);
+    free(s->path);
+    free(s);
+}
+
+/* Write <b> out (whole, retrying short writes); what cannot be written stays buffered. */
+static void slot_write(struct slot *sl)
+{
+    struct rm_strbuf *b = &sl->buf;
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(sl->sink->fd, b->p + off, b->len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            rm_stat_inc(alog_stats, ST_WRITE_FAILED);
+            break;
+        }
+        off += (size_t)n;
+    }
+    if (off == b->len) {
+        rm_strbuf_truncate(b, 0);
+    } else if (off) {
+        memmove(b->p, b->p + off, b->len - off);
+        rm_strbuf_truncate(b, b->len - off);
+    }
+}
+
+/* Write out every dirty buffer of this thread and drop the references they held. */
+void rm_access_log_flush_thread(void)
+{
+    struct slot *sl = dirty_list;
+    dirty_list = NULL;
+    while (sl) {
+        struct slot *next = sl->next_dirty;
+        slot_write(sl);
+        sl->dirty = false;
+        sl->next_dirty = NULL;
+        if (sl->buf.len > 0) { /* the write failed: keep it for the next round */
+            sl->dirty = true;
+            sl->next_dirty = dirty_list;
+            dirty_list = sl;
+        } else {
+            sink_unref(sl->sink);
+        }
+        sl = next;
+    }
+}
+
+static void on_flush_timer(struct rm_timer *t)
+{
+    (void)t;
+    if (dirty_list) rm_stat_inc(alog_stats, ST_FLUSHED_BY_TIMER);
+    rm_access_log_flush_thread();
+    if (dirty_list && flush_loop)
+        rm_timer_start(flush_loop, &flush_timer, FLUSH_MS, on_flush_timer);
+}
+
+void rm_access_log_thread_cleanup(struct rm_loop *loop)
+{
+    if (loop && flush_loop == loop) rm_timer_stop(loop, &flush_timer);
+    flush_loop = NULL;
+    rm_access_log_flush_thread();
+    /* what still failed to be written is dropped with the references */
+    for (struct slot *sl = dirty_list, *next; sl; sl = next) {
+        next = sl->next_dirty;
+        rm_stat_inc(alog_stats, ST_DROPPED);
+        rm_strbuf_truncate(&sl->buf, 0);
+        sl->dirty = false;
+        sl->next_dirty = NULL;
+        sink_unref(sl->sink);
+    }
+    dirty_list = NULL;
+    rm_strbuf_dispose(&line);
+}
+
+static struct slot *my_slot(struct sink *s)
+{
+    unsigned i = rm_stats_shard < MAX_SLOTS ? rm_stats_shard : MAX_SLOTS - 1;
+    struct slot *sl = atomic_load_explicit(&s->slots[i], memory_order_acquire);
+    if (sl) return sl;
+    sl = calloc(1, sizeof(*sl));
+    if (!sl) abort();
+    sl->sink = s;
+    atomic_store_explicit(&s->slots[i], sl, memory_order_release);
+    return sl;
+}
+
+void rm_access_log_write(const struct rm_access_log *l, struct rm_loop *loop,
+                         const struct rm_alog_info *in)
+{
+    rm_strbuf_truncate(&line, 0);
+    rm_alog_format_line(l->fmt, in, &line);
+    struct slot *sl = my_slot(l->sink);
+    if (sl->buf.len + line.len > BUF_CAP) {
+        rm_stat_inc(alog_stats, ST_DROPPED);
+        return;
+    }
+    rm_strbuf_append(&sl->buf, rm_strbuf_str(&line), line.len);
+    rm_stat_inc(alog_stats, ST_WRITTEN);
+    if (!sl->dirty) {
+        pthread_mutex_lock(&registry_lock);
+        sl->sink->refs++;
+        pthread_mutex_unlock(&registry_lock);
+        sl->dirty = true;
+        sl->next_dirty = dirty_list;
+        dirty_list = sl;
+    }
+    if (sl->buf.len >= FLUSH_AT) slot_write(sl);
+    if (loop && !flush_loop) flush_loop = loop;
+    if (flush_loop && !rm_timer_armed(&flush_timer))
+        rm_timer_start(flush_loop, &flush_timer, FLUSH_MS, on_flush_timer);
+    if (line.cap > 64 * 1024) rm_strbuf_dispose(&line); /* one huge line: don't keep it */
+}
+
+void rm_access_log_reopen_all(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (struct sink *s = registry; s; s = s->next) {
+        if (!s->path) continue;
+        int fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            rm_stat_inc(alog_stats, ST_WRITE_FAILED);
+            continue;
+        }
+        dup3(fd, s->fd, O_CLOEXEC); /* atomic for writers on other threads */
+        close(fd);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- loggers ------------------------------------------------------------------------------ */
+
+#define FILE_TYPE "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+#define STDOUT_TYPE "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+#define STDERR_TYPE "envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
+
+static struct rm_alog_format *file_format(const FilePb *f, const char *p, struct rm_error *err)
+{
+    char fp[512];
+    switch (f->access_log_format_case) {
+    case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_FORMAT:
+        snprintf(fp, sizeof(fp), "%s.format", p);
+        return rm_alog_format_text(f->format, false, fp, err);
+    case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
+    case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT: {
+        bool typed =
+            f->access_log_format_case ==
+            ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT;
+        snprintf(fp, sizeof(fp), "%s.%s", p, typed ? "typed_json_format" : "json_format");
+        return format_json(typed ? f->typed_json_format : f->json_format, false, fp, err);
+    }
+    case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
+        snprintf(fp, sizeof(fp), "%s.log_format", p);
+        return rm_alog_format_new(f->log_format, fp, err);
+    default:
+        return rm_alog_format_new(NULL, p, err);
+    }
+}
+
+struct rm_access_log *rm_access_log_new(const Envoy__Config__Accesslog__V3__AccessLog *pb,
+                                        const char *path, struct rm_error *err)
+{
+    char p[512];
+    if (pb->filter) {
+        rm_error_set(err, "%s.filter: access log filters are not supported by remora yet", path);
+        return NULL;
+    }
+    if (pb->config_type_case !=
+            ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG ||
+        !pb->typed_config) {
+        rm_error_set(err,
+                     "%s.typed_config: required (a FileAccessLog, StdoutAccessLog or "
+                     "StderrAccessLog)",
+                     path);
+        return NULL;
+    }
+    snprintf(p, sizeof(p), "%s.typed_config", path);
+    const char *url = pb->typed_config->type_url;
+    const char *slash = strrchr(url, '/');
+    const char *type = slash ? slash + 1 : url;
+    struct rm_access_log *l = calloc(1, sizeof(*l));
+    if (!l) abort();
+    ProtobufCMessage *m = NULL;
+    if (strcmp(type, FILE_TYPE) == 0) {
+        if (rm_pb_any_unpack(
+                pb->typed_config,
+                &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor, &m, err))
+            goto fail;
+        const FilePb *f = (const FilePb *)m;
+        if (!f->path || !f->path[0]) {
+            rm_error_set(err, "%s.path: required", p);
+            goto fail;
+        }
+        if (!(l->fmt = file_format(f, p, err))) goto fail;
+        char pp[600];
+        snprintf(pp, sizeof(pp), "%s.path", p);
+        if (!(l->sink = sink_get(f->path, -1, pp, err))) goto fail;
+    } else if (strcmp(type, STDOUT_TYPE) == 0 || strcmp(type, STDERR_TYPE) == 0) {
+        bool out = strcmp(type, STDOUT_TYPE) == 0;
+        const ProtobufCMessageDescriptor *d =
+            out ? &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor
+                : &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor;
+        if (rm_pb_any_unpack(pb->typed_config, d, &m, err)) goto fail;
+        /* both messages have the same layout: one log_format field */
+        const FormatPb *lf =
+            out ? ((const StdoutPb *)m)->log_format : ((const StderrPb *)m)->log_format;
+        char fp[600];
+        snprintf(fp, sizeof(fp), "%s.log_format", p);
+        if (!(l->fmt = rm_alog_format_new(lf, fp, err))) goto fail;
+        if (!(l->sink = sink_get(NULL, out ? 1 : 2, p, err))) goto fail;
+    } else {
+        rm_error_set(err,
+                     "%s: access logger \"%s\" (type %s) is not supported by remora (supported: "
+                     "envoy.access_loggers.file, envoy.access_loggers.stdout, "
+                     "envoy.access_loggers.stderr)",
+                     p, pb->name ? pb->name : "", type);
+        goto fail;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return l;
+fail:
+    if (m) protobuf_c_message_free_unpacked(m, NULL);
+    rm_access_log_free(l);
+    return NULL;
+}
+
+void rm_access_log_free(struct rm_access_log *l)
+{
+    if (!l) return;
+    rm_alog_format_free(l->fmt);
+    sink_unref(l->sink);
+    free(l);
+}

@@ -1,0 +1,85 @@
+/* HTTP access logs, as Envoy's (HttpConnectionManager.access_log).
+ *
+ * A format (SubstitutionFormatString: text with %COMMAND(arg):MAXLEN% operators, or a JSON
+ * object whose string values are such texts) is compiled once, when the listener config is
+ * built, into a list of literal and operator pieces.  A logger (struct rm_access_log) is a
+ * compiled format plus a sink: a file opened with O_APPEND (shared by every logger and snapshot
+ * naming the same path), stdout or stderr.  Loggers belong to the snapshot and are shared by
+ * the workers.
+ *
+ * Writing (rm_access_log_write) formats the line into a per-thread buffer of the sink: it is
+ * written out when it holds 64 KiB or more, by a 1 s timer on the thread's loop (Envoy's
+ * file_flush_interval) and by rm_access_log_thread_cleanup.  A buffer never grows beyond
+ * 1 MiB: lines that would are dropped and counted (access_log.dropped). */
+#ifndef RM_HTTP_ACCESS_LOG_H
+#define RM_HTTP_ACCESS_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "proxy/core/error.h"
+
+struct rm_headers;
+struct rm_loop;
+struct rm_strbuf;
+struct Envoy__Config__Accesslog__V3__AccessLog;
+struct Envoy__Config__Core__V3__SubstitutionFormatString;
+
+/** What a finished stream offers to the formatters.  Pointers may be NULL (the operator then
+ *  prints "-"); durations are -1 when unknown. */
+struct rm_alog_info {
+    const struct rm_headers *req, *resp, *trailers;
+    const char *protocol; /* "HTTP/1.1", "HTTP/2"… */
+    unsigned status;      /* 0: no response */
+    const char *resp_flags, *details;
+    uint64_t bytes_rx, bytes_tx; /* body bytes */
+    struct timespec start;       /* wall clock */
+    int64_t duration_ms, req_duration_ms, resp_duration_ms;
+    const char *upstream_host, *upstream_cluster, *upstream_local, *route_name, *sni;
+    const struct sockaddr *down_remote, *down_local; /* NULL or AF_INET/AF_INET6 */
+};
+
+/** A compiled format. */
+struct rm_alog_format;
+
+/** Envoy's default text format (with its trailing newline). */
+extern const char rm_alog_default_format[];
+
+/** Compile a text format.  <path> names the field for errors (an unknown operator, a missing
+ *  ')' or '%').  Returns the format, or NULL with <err> set. */
+struct rm_alog_format *rm_alog_format_text(const char *text, bool omit_empty, const char *path,
+                                           struct rm_error *err);
+/** Compile a SubstitutionFormatString (NULL: the default format).  <path> is the field's. */
+struct rm_alog_format *
+rm_alog_format_new(const struct Envoy__Config__Core__V3__SubstitutionFormatString *pb,
+                   const char *path, struct rm_error *err);
+void rm_alog_format_free(struct rm_alog_format *f);
+/** Append the formatted line for <in> to <out> (a JSON format appends a '\n'). */
+void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_info *in,
+                         struct rm_strbuf *out);
+
+/** A logger: a format and a sink. */
+struct rm_access_log;
+
+/** Build the logger of an AccessLog at <path> (…access_log[i]): envoy.access_loggers.file,
+ *  .stdout or .stderr; `filter` is rejected.  Opens the file (O_APPEND|O_CREAT).  NULL with
+ *  <err> naming the field on error. */
+struct rm_access_log *rm_access_log_new(const struct Envoy__Config__Accesslog__V3__AccessLog *pb,
+                                        const char *path, struct rm_error *err);
+/** NULL is a no-op.  Lines still buffered on a thread are written by that thread later. */
+void rm_access_log_free(struct rm_access_log *l);
+/** Log one stream, from a worker (or any thread with a loop): formats into this thread's buffer
+ *  of the sink; the 1 s flush timer runs on <loop>.  Never blocks except to write a full
+ *  (64 KiB) buffer to its file. */
+void rm_access_log_write(const struct rm_access_log *l, struct rm_loop *loop,
+                         const struct rm_alog_info *in);
+/** Write out this thread's buffers now (drain). */
+void rm_access_log_flush_thread(void);
+/** Flush and free this thread's state (stops its timer on <loop>): before the loop goes. */
+void rm_access_log_thread_cleanup(struct rm_loop *loop);
+/** Reopen every file sink (SIGUSR1, log rotation); main thread. */
+void rm_access_log_reopen_all(void);
+
+#endif

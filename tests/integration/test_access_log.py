@@ -1,0 +1,156 @@
+"""HTTP access logs (HttpConnectionManager.access_log): file loggers in Envoy's default text
+format and in a JSON format, and the stdout logger, checked line by line."""
+import json
+import os
+import re
+import time
+
+import remora_cfg as cfg
+from harness import TestFailure, free_port
+
+DEFAULT_RE = re.compile(
+    r'^\[(\S+)\] "(\S+) (\S+) (\S+)" (\d+) (\S+) (\d+) (\d+) (\d+) (\S+) '
+    r'"([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$')
+
+
+def access_logs(text_path, json_path):
+    return """
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format:
+                json_format:
+                  method: "%%REQ(:METHOD)%%"
+                  path: "%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%%"
+                  protocol: "%%PROTOCOL%%"
+                  code: "%%RESPONSE_CODE%%"
+                  flags: "%%RESPONSE_FLAGS%%"
+                  rx: "%%BYTES_RECEIVED%%"
+                  tx: "%%BYTES_SENT%%"
+                  upstream: "%%UPSTREAM_HOST%%"
+                  cluster: "%%UPSTREAM_CLUSTER%%"
+                  id: "%%REQ(X-REQUEST-ID)%%"
+                  ua: "%%REQ(USER-AGENT):4%%"
+                  peer: "%%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%%"
+                  local: "%%DOWNSTREAM_LOCAL_ADDRESS%%"
+                  route: "%%ROUTE_NAME%%"
+                  mixed: "code=%%RESPONSE_CODE%% t=%%RESP(X-NOPE)%%"
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "ALOG %%REQ(:PATH)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%%\\n"
+""".rstrip("\n") % (text_path, json_path)
+
+
+def wait_lines(path, n, timeout=10):
+    deadline = time.time() + timeout
+    lines = []
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            if len(lines) >= n:
+                return lines
+        time.sleep(0.1)
+    raise TestFailure(f"{path}: {len(lines)} lines, {n} expected: {lines}")
+
+
+def test_access_log_file_json_stdout(ctx):
+    up = ctx.upstream(name="b1")
+    dead = free_port()
+    text_path = os.path.join(ctx.tmp, "access.log")
+    json_path = os.path.join(ctx.tmp, "access.json")
+    routes = """
+              - match: { prefix: "/ok" }
+                name: ok_route
+                route: { cluster: backend }
+              - match: { prefix: "/dead" }
+                route: { cluster: dead }"""
+    px = ctx.remora(cfg.bootstrap(routes, [cfg.cluster("backend", [up.port]),
+                                           cfg.cluster("dead", [dead])],
+                                  hcm_extra=access_logs(text_path, json_path)))
+    base = f"http://127.0.0.1:{px.port}"
+    r = ctx.curl(base + "/ok/1", data=b"hello", headers={"x-upstream-body-size": "1234",
+                                                      "x-request-id": "rid-1"})
+    assert r.status == 200 and len(r.body) == 1234, r
+    r = ctx.curl(base + "/dead", headers={"x-request-id": "rid-2"})
+    assert r.status == 503, r
+    r = ctx.curl(base + "/missing", headers={"x-request-id": "rid-3"}, http2=True)
+    assert r.status == 404, r
+
+    lines = wait_lines(text_path, 3)
+    assert len(lines) == 3, lines
+    m = [DEFAULT_RE.match(l) for l in lines]
+    assert all(m), lines
+    ok, dd, nr = (x.groups() for x in m)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", ok[0]), ok
+    assert ok[1:9] == ("POST", "/ok/1", "HTTP/1.1", "200", "-", "5", "1234", ok[8]), ok
+    assert ok[9] != "-" and ok[12] == "rid-1" and ok[14] == f"127.0.0.1:{up.port}", ok
+    assert ok[10] == "-" and ok[11].startswith("curl/"), ok
+    assert ok[13] == f"127.0.0.1:{px.port}", ok
+    assert dd[1:8] == ("GET", "/dead", "HTTP/1.1", "503", "UF", "0", dd[7]), dd
+    assert int(dd[7]) > 0 and dd[12] == "rid-2" and dd[14] == f"127.0.0.1:{dead}", dd
+    assert nr[1:8] == ("GET", "/missing", "HTTP/2", "404", "NR", "0", "0"), nr
+    assert nr[9] == "-" and nr[14] == "-" and nr[12] == "rid-3", nr
+
+    js = [json.loads(l) for l in wait_lines(json_path, 3)]
+    j = js[0]
+    assert j["method"] == "POST" and j["path"] == "/ok/1" and j["protocol"] == "HTTP/1.1", j
+    assert j["code"] == 200 and j["flags"] is None and j["rx"] == 5 and j["tx"] == 1234, j
+    assert j["upstream"] == f"127.0.0.1:{up.port}" and j["cluster"] == "backend", j
+    assert j["id"] == "rid-1" and j["ua"] == "curl" and j["peer"] == "127.0.0.1", j
+    assert j["local"] == f"127.0.0.1:{px.port}" and j["route"] == "ok_route", j
+    assert j["mixed"] == "code=200 t=-", j
+    assert js[1]["code"] == 503 and js[1]["flags"] == "UF" and js[1]["cluster"] == "dead", js[1]
+    assert js[2]["code"] == 404 and js[2]["flags"] == "NR" and js[2]["upstream"] is None, js[2]
+    assert js[2]["protocol"] == "HTTP/2", js[2]
+
+    deadline = time.time() + 10
+    while time.time() < deadline and px.output().count("ALOG ") < 3:
+        time.sleep(0.1)
+    out = px.output()
+    for want in ("ALOG /ok/1 200 -", "ALOG /dead 503 UF", "ALOG /missing 404 NR"):
+        assert want in out, out[-3000:]
+    assert ctx.stop(px) == 0
+
+
+def test_access_log_config_errors(ctx):
+    up = ctx.upstream()
+    for fmt, want in (('text_format: "%BOGUS%"', 'unknown command operator "%BOGUS%"'),
+                      ('text_format: "%REQ(:PATH%"', "missing ')'"),
+                      ('text_format: "%REQ()%"', "needs a header name")):
+        extra = """
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { %s }""" % fmt
+        px = ctx.remora(cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                                      hcm_extra=extra), wait=False)
+        px.p.wait(30)
+        out = px.output()
+        assert px.p.returncode == 1, out
+        assert "access_log[0].typed_config.log_format.text_format" in out and want in out, out
+    extra = """
+          access_log:
+          - name: envoy.access_loggers.file
+            filter: {}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /dev/null"""
+    px = ctx.remora(cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                              hcm_extra=extra), wait=False)
+    px.p.wait(30)
+    assert px.p.returncode == 1 and "access_log[0].filter: access log filters" in px.output()
