@@ -685,6 +685,7 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
     struct rm_grpc_channel_opts o = {
         .connect_timeout_ms = cfg->cluster->connect_timeout_ms,
         .max_recv_msg = cfg->max_msg ? cfg->max_msg : RM_ADS_MAX_MSG,
+        .tls = cfg->cluster->tls, /* the xds cluster's transport_socket (UpstreamTlsContext) */
     };
     a->ch =
         rm_grpc_channel_new(loop, (const struct sockaddr *)&h->addr, h->addr_len, NULL, &o, err);

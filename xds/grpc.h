@@ -59,6 +59,7 @@
 
 struct rm_grpc_channel;
 struct rm_grpc_call;
+struct rm_tls_ctx;
 
 /** Channel options; zero fields take the defaults. */
 struct rm_grpc_channel_opts {
@@ -69,6 +70,9 @@ struct rm_grpc_channel_opts {
     uint32_t max_recv_msg;          /* 0: 4 MiB (gRPC's default) */
     uint32_t call_buffer;           /* bytes queued per call above which write_blocked(); 0: 256
                                        KiB */
+    struct rm_tls_ctx *tls;         /* NULL: h2c; else TLS (a client context: SNI, CA, SANs,
+                                       client certificate) offering ALPN h2.  The channel takes
+                                       its own reference. */
 };
 
 /** Counters, for stats and tests. */

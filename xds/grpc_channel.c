@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "proxy/core/log.h"
+#include "proxy/net/tls.h"
 #include "xds/grpc_internal.h"
 
 /* The single connection state setter (see grpc_internal.h for the transitions). */
@@ -247,12 +248,17 @@ static struct rm_grpc_conn *conn_start(struct rm_grpc_channel *ch)
     int err = 0;
     gc->tcp = rm_conn_connect(ch->loop, (const struct sockaddr *)&ch->addr, ch->addr_len,
                               ch->o.connect_timeout_ms, &connecting_handler, gc, &err);
+    if (gc->tcp && ch->o.tls &&
+        (err = rm_conn_start_tls(gc->tcp, ch->o.tls, RM_TLS_ALPN_H2, strlen(RM_TLS_ALPN_H2), 0))) {
+        rm_conn_close(gc->tcp); /* the handshake is bounded by the connect timeout */
+        gc->tcp = NULL;
+    }
     if (!gc->tcp) {
         ch->stats.connect_failures++;
         conn_fail(gc, "failed to connect to %s: %s", ch->target, strerror(-err));
         return NULL;
     }
-    rm_log_debug("grpc %s: connecting", ch->target);
+    rm_log_debug("grpc %s: connecting%s", ch->target, ch->o.tls ? " (TLS)" : "");
     return gc;
 }
 
@@ -367,6 +373,7 @@ struct rm_grpc_channel *rm_grpc_channel_new(struct rm_loop *loop, const struct s
     ch->authority = strdup(authority ? authority : ch->target);
     if (!ch->authority) goto fail_ch;
     fill_opts(ch, o);
+    if (ch->o.tls) rm_tls_ctx_ref(ch->o.tls);
     return ch;
 fail_ch:
     free(ch);
@@ -399,6 +406,7 @@ void rm_grpc_channel_free(struct rm_grpc_channel *ch)
     }
     free(ch->scratch);
     free(ch->authority);
+    rm_tls_ctx_unref(ch->o.tls);
     free(ch);
 }
 

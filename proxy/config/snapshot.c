@@ -116,13 +116,6 @@ grpc_cluster(struct rm_snapshot *s,
                      path, name ? name : "");
         return NULL;
     }
-    if (c->tls) {
-        rm_error_set(err,
-                     "%s: \"%s\": TLS to an xDS server (transport_socket) is not supported by "
-                     "remora yet",
-                     path, c->name);
-        return NULL;
-    }
     size_t idx = 0;
     while (idx < sr->n_clusters && sr->clusters[idx] != c->pb)
         idx++;

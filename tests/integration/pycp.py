@@ -5,6 +5,7 @@ DeltaAggregatedResources (Delta) for Listener, RouteConfiguration, Cluster and
 ClusterLoadAssignment, in-process (grpc.server on a thread pool).
 
     cp = PyCP()                                 # 127.0.0.1, a free port: cp.port
+    cp = PyCP(tls=(crt, key, client_ca))        # served over TLS (client_ca: mTLS, else None)
     v = cp.set("cds", {"backend": eds_cluster("backend")})   # replace the type's state, push
     cp.wait_ack("cds", v)                       # the client ACKed that version
     nack = cp.wait_nack("cds")                  # the NACK of the last response: a request
@@ -215,7 +216,7 @@ _RAW = object()   # SotW: the last response was hand-made (any later state is re
 
 
 class PyCP:
-    def __init__(self, port=0, like=None):
+    def __init__(self, port=0, like=None, tls=None):
         import grpc
         self.d = pb()["d"]
         classes()
@@ -245,7 +246,16 @@ class PyCP:
                 lambda it, ctx: self._serve(it, ctx, "delta"),
                 request_deserializer=d.DeltaDiscoveryRequest.FromString,
                 response_serializer=d.DeltaDiscoveryResponse.SerializeToString)}),))
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.tls = tls if tls is not None or like is None else like.tls
+        if self.tls:
+            crt, key, client_ca = self.tls
+            rd = lambda p: open(p, "rb").read()  # noqa: E731
+            creds = grpc.ssl_server_credentials(
+                [(rd(key), rd(crt))], root_certificates=rd(client_ca) if client_ca else None,
+                require_client_auth=client_ca is not None)
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", creds)
+        else:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         assert self.port, f"could not bind 127.0.0.1:{port}"
         self.server.start()
 
