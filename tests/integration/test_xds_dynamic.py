@@ -61,8 +61,9 @@ LOG_TYPE = {t: type_url(t).rsplit(".", 1)[1] for t in ALL}   # remora-xds: "Clus
 
 # ---- remora ------------------------------------------------------------------------------------
 
-def bootstrap(api, xds_port):
-    """Envoy's bootstrap for ADS: LDS and CDS over ADS, the ADS cluster static (HTTP/2)."""
+def bootstrap(api, xds_port, xds_extra=""):
+    """Envoy's bootstrap for ADS: LDS and CDS over ADS, the ADS cluster static (HTTP/2;
+    <xds_extra>: more of its YAML, e.g. a transport_socket)."""
     api_type = {"sotw": "GRPC", "delta": "DELTA_GRPC"}[api]
     return f"""
 node: {{ id: {NODE}, cluster: test }}
@@ -78,7 +79,7 @@ dynamic_resources:
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
-  clusters:""" + cfg.cluster("xds_cluster", [xds_port], proto="h2") + "\n"
+  clusters:""" + cfg.cluster("xds_cluster", [xds_port], proto="h2", extra=xds_extra) + "\n"
 
 
 def start_remora(ctx, api, xds_port):

@@ -9,30 +9,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-import remora_cfg as cfg  # noqa: E402
 from pycp import PyCP  # noqa: E402
 from test_dns_cluster import admin_get, wait_ready  # noqa: E402
 from test_tls import SERVER_SPIFFE, certs, upstream_tls  # noqa: E402
-from test_xds_dynamic import NODE, base, names_seen, stat  # noqa: E402
-
-
-def bootstrap(api, xds_port, tls_extra):
-    api_type = {"sotw": "GRPC", "delta": "DELTA_GRPC"}[api]
-    return f"""
-node: {{ id: {NODE}, cluster: test }}
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {{admin}} }}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services:
-    - envoy_grpc: {{ cluster_name: xds_cluster }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:""" + cfg.cluster("xds_cluster", [xds_port], proto="h2", extra=tls_extra) + "\n"
+from test_xds_dynamic import base, bootstrap, names_seen, stat  # noqa: E402
 
 
 def serve(ctx, api, cp, tls_extra):
