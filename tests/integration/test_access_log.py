@@ -154,3 +154,37 @@ def test_access_log_config_errors(ctx):
                               hcm_extra=extra), wait=False)
     px.p.wait(30)
     assert px.p.returncode == 1 and "access_log[0].filter: access log filters" in px.output()
+
+
+def test_access_log_reopened_on_sigusr1(ctx):
+    """Log rotation as with Envoy: the file is renamed, SIGUSR1 makes remora open the path
+    again; lines before go to the renamed file, lines after to the new one."""
+    import signal
+    up = ctx.upstream(name="b1")
+    path = os.path.join(ctx.tmp, "rotate.log")
+    y = cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                      hcm_extra="""
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s""" % path)
+    px = ctx.remora(y)
+    assert ctx.curl(f"http://127.0.0.1:{px.port}/before").status == 200
+    assert "/before" in wait_lines(path, 1)[0]
+    os.rename(path, path + ".1")
+    px.p.send_signal(signal.SIGUSR1)
+    deadline = time.time() + 10
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            raise TestFailure("SIGUSR1 did not reopen the access log path")
+        time.sleep(0.05)
+    assert ctx.curl(f"http://127.0.0.1:{px.port}/after").status == 200
+    after = wait_lines(path, 1)
+    assert len(after) == 1 and "/after" in after[0], after
+    with open(path + ".1") as f:
+        old = f.read().splitlines()
+    assert len(old) == 1 and "/before" in old[0], old
+    assert ctx.stop(px) == 0
