@@ -6,11 +6,13 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "proxy/admin/stats.h"
@@ -65,9 +67,15 @@ struct san_match {
     char *s;
 };
 
+struct ssl_share;
+
 struct rm_tls_ctx {
     _Atomic unsigned refs;
-    SSL_CTX *ssl_ctx; /* app data: this struct (the verify callback finds it there) */
+    /* A reference (SSL_CTX_up_ref): the heavy part, possibly shared with other contexts of the
+     * same heavy configuration (<share>).  Nothing in it points back to this struct: callbacks
+     * find the context through the SSL object's app data (rm_conn_start_tls). */
+    SSL_CTX *ssl_ctx;
+    struct ssl_share *share; /* the cache entry <ssl_ctx> came from or was put in, or NULL */
     enum rm_tls_side side;
     bool own_alpn;       /* client: alpn_protocols configured (else per connection) */
     unsigned char *alpn; /* server: the protocols to select from, wire format */
@@ -87,6 +95,96 @@ struct tls_conn {
     bool failed;            /* a fatal error: no close_notify */
 };
 
+/* ---- sharing the SSL_CTX ------------------------------------------------------------------ */
+
+/* Client contexts whose heavy configuration is the same (certificate chain and key, trust
+ * anchors, tls_params, verify depth, configured alpn_protocols: everything the SSL_CTX holds)
+ * share one SSL_CTX, found in a process-wide table keyed by that configuration (client_key).
+ * What differs between them (sni, SAN matchers, ACCEPT_UNTRUSTED, stats) stays in each
+ * rm_tls_ctx, which the callbacks find per connection.  Server contexts are never shared:
+ * their session cache and session id context belong to one filter chain.
+ *
+ * An entry is counted by the contexts using it (<users>) and leaves the table with the last;
+ * rm_tls_ctx_unref runs on any thread, so the table is under <share_lock>. */
+struct ssl_share {
+    struct ssl_share *next;
+    uint64_t hash;
+    unsigned char *key;
+    size_t key_len;
+    SSL_CTX *ssl_ctx; /* the table's reference */
+    unsigned users;   /* under share_lock */
+};
+
+static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ssl_share *share_head; /* under share_lock */
+
+static uint64_t share_hash(const unsigned char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ k[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The entry for <key>, counted once more, with a new reference to its SSL_CTX in *ctx; NULL
+ * when there is none. */
+static struct ssl_share *share_find(const unsigned char *key, size_t len, SSL_CTX **ctx)
+{
+    uint64_t h = share_hash(key, len);
+    pthread_mutex_lock(&share_lock);
+    struct ssl_share *e = share_head;
+    while (e && !(e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0))
+        e = e->next;
+    if (e && SSL_CTX_up_ref(e->ssl_ctx) == 1) {
+        e->users++;
+        *ctx = e->ssl_ctx;
+    } else {
+        e = NULL;
+    }
+    pthread_mutex_unlock(&share_lock);
+    return e;
+}
+
+/* A new entry for <key> (taken: freed here on failure) and <ctx> (the table takes its own
+ * reference), counted once for the caller; NULL when out of memory (the caller then keeps its
+ * SSL_CTX to itself). */
+static struct ssl_share *share_add(unsigned char *key, size_t len, SSL_CTX *ctx)
+{
+    struct ssl_share *e = calloc(1, sizeof(*e));
+    if (!e || SSL_CTX_up_ref(ctx) != 1) {
+        free(e);
+        free(key);
+        return NULL;
+    }
+    *e = (struct ssl_share){
+        .hash = share_hash(key, len), .key = key, .key_len = len, .ssl_ctx = ctx, .users = 1};
+    pthread_mutex_lock(&share_lock);
+    e->next = share_head;
+    share_head = e;
+    pthread_mutex_unlock(&share_lock);
+    return e;
+}
+
+/* One user less (any thread); the last removes the entry and drops the table's reference.
+ * NULL is a no-op. */
+static void share_release(struct ssl_share *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&share_lock);
+    bool last = --e->users == 0;
+    if (last) {
+        struct ssl_share **pp = &share_head;
+        while (*pp != e)
+            pp = &(*pp)->next;
+        *pp = e->next;
+    }
+    pthread_mutex_unlock(&share_lock);
+    if (!last) return;
+    SSL_CTX_free(e->ssl_ctx);
+    free(e->key);
+    free(e);
+}
+
 struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t)
 {
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
@@ -96,6 +194,7 @@ struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t)
 void rm_tls_ctx_unref(struct rm_tls_ctx *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+    share_release(t->share);
     SSL_CTX_free(t->ssl_ctx);
     rm_stats_release(t->stats); /* the last context of a removed cluster or listener */
     for (size_t i = 0; i < t->n_sans; i++)
@@ -360,6 +459,9 @@ static int add_san(struct rm_tls_ctx *t, int type, const StringMatcher *sm, cons
     return RM_OK;
 }
 
+static int load_sans(struct rm_tls_ctx *t, const ValidationContext *vc, const char *path,
+                     struct rm_error *err);
+
 /* The certificate validation context at <path>: trust anchors, SAN matchers, chain policy.
  * Unsupported checks (pins, CRLs, …) are errors. */
 #pragma GCC diagnostic push
@@ -383,6 +485,19 @@ static int load_validation(struct rm_tls_ctx *t, const ValidationContext *vc, co
     snprintf(p, sizeof(p), "%s.trusted_ca", path);
     if (load_trusted_ca(t->ssl_ctx, vc->trusted_ca, p, t->side == RM_TLS_SERVER, err))
         return RM_ERR;
+    if (load_sans(t, vc, path, err)) return RM_ERR;
+    if (vc->max_verify_depth)
+        SSL_CTX_set_verify_depth(t->ssl_ctx, (int)vc->max_verify_depth->value);
+    return RM_OK;
+}
+#pragma GCC diagnostic pop
+
+/* The light part of the validation context at <path> (into <t>, never its SSL_CTX): the SAN
+ * matchers and ACCEPT_UNTRUSTED. */
+static int load_sans(struct rm_tls_ctx *t, const ValidationContext *vc, const char *path,
+                     struct rm_error *err)
+{
+    char p[PATH_LEN];
     for (size_t i = 0; i < vc->n_match_typed_subject_alt_names; i++) {
         const SanMatcher *m = vc->match_typed_subject_alt_names[i];
         snprintf(p, sizeof(p), "%s.match_typed_subject_alt_names[%zu]", path, i);
@@ -403,11 +518,8 @@ static int load_validation(struct rm_tls_ctx *t, const ValidationContext *vc, co
     t->accept_untrusted =
         vc->trust_chain_verification ==
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__CERTIFICATE_VALIDATION_CONTEXT__TRUST_CHAIN_VERIFICATION__ACCEPT_UNTRUSTED;
-    if (vc->max_verify_depth)
-        SSL_CTX_set_verify_depth(t->ssl_ctx, (int)vc->max_verify_depth->value);
     return RM_OK;
 }
-#pragma GCC diagnostic pop
 
 /* ---- verification ------------------------------------------------------------------------- */
 
@@ -474,13 +586,14 @@ static bool san_matches(const struct rm_tls_ctx *t, X509 *cert)
     return ok;
 }
 
-/* OpenSSL's per-certificate verification callback: the chain as OpenSSL checks it (unless
+/* OpenSSL's per-certificate verification callback (the connection's own rm_tls_ctx: its SSL
+ * app data, as the SSL_CTX may be shared): the chain as OpenSSL checks it (unless
  * ACCEPT_UNTRUSTED), then the peer's SANs against the matchers at depth 0.  A SAN mismatch
  * fails the handshake with X509_V_ERR_HOSTNAME_MISMATCH (counted as fail_verify_san). */
 static int verify_cb(int ok, X509_STORE_CTX *x)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-    const struct rm_tls_ctx *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    const struct rm_tls_ctx *t = ssl ? SSL_get_app_data(ssl) : NULL; /* rm_conn_start_tls */
     if (!t) return ok;
     if (!ok && t->accept_untrusted) ok = 1;
     if (!ok || X509_STORE_CTX_get_error_depth(x) != 0 || !t->n_sans) return ok;
@@ -504,13 +617,17 @@ static int alpn_add(unsigned char **w, size_t *n, const char *name, size_t len)
     return RM_OK;
 }
 
+/* Server ALPN: the first of the connection's context's protocols (its SSL app data) that the
+ * client offers. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
 {
-    const struct rm_tls_ctx *t = arg;
+    (void)arg;
+    const struct rm_tls_ctx *t = SSL_get_app_data(ssl);
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    if (!t || !t->alpn_len ||
+        SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no common protocol: go on without ALPN */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
@@ -601,6 +718,61 @@ static int apply_params(SSL_CTX *ctx, const TlsParameters *tp, const char *path,
     return set_list(ctx, set_sigalgs, tp->signature_algorithms, tp->n_signature_algorithms, p, err);
 }
 
+/* The validation context of <cc> at <path> in *vc (NULL: none) and its path in <p>
+ * (PATH_LEN bytes); SDS is an error. */
+static int find_validation(const CommonTlsContext *cc, const char *path, char *p,
+                           const ValidationContext **vc, struct rm_error *err)
+{
+    *vc = NULL;
+    switch (cc->validation_context_type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT:
+        *vc = cc->validation_context;
+        snprintf(p, PATH_LEN, "%s.validation_context", path);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
+        if (cc->combined_validation_context->validation_context_sds_secret_config)
+            return rm_error_set(err,
+                                "%s.combined_validation_context."
+                                "validation_context_sds_secret_config: SDS is not supported "
+                                "by remora yet",
+                                path);
+        *vc = cc->combined_validation_context->default_validation_context;
+        snprintf(p, PATH_LEN, "%s.combined_validation_context.default_validation_context", path);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
+        return rm_error_set(err,
+                            "%s.validation_context_sds_secret_config: SDS is not supported "
+                            "by remora yet; use validation_context",
+                            path);
+    default:
+        break;
+    }
+    return RM_OK;
+}
+
+/* alpn_protocols of <cc> at <path> (or, for a server without them, <o>'s default) into <t>. */
+static int load_alpn(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *path,
+                     const struct rm_tls_opts *o, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    for (size_t i = 0; i < cc->n_alpn_protocols; i++) {
+        snprintf(p, sizeof(p), "%s.alpn_protocols[%zu]", path, i);
+        const char *a = cc->alpn_protocols[i];
+        if (alpn_add(&t->alpn, &t->alpn_len, a, strlen(a)))
+            return rm_error_set(err, "%s: must be 1 to 255 bytes", p);
+    }
+    t->own_alpn = cc->n_alpn_protocols > 0;
+    if (t->side == RM_TLS_SERVER && !t->own_alpn && o->default_alpn) {
+        for (const char *s = o->default_alpn; *s;) {
+            size_t n = strcspn(s, ",");
+            if (alpn_add(&t->alpn, &t->alpn_len, s, n))
+                return rm_error_set(err, "%s: out of memory", path);
+            s += n + (s[n] == ',');
+        }
+    }
+    return RM_OK;
+}
+
 /* common_tls_context at <path>: parameters, certificates, validation, ALPN. */
 static int apply_common(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *path,
                         const struct rm_tls_opts *o, struct rm_error *err)
@@ -627,46 +799,9 @@ static int apply_common(struct rm_tls_ctx *t, const CommonTlsContext *cc, const 
         return rm_error_set(err, "%s.tls_certificates: a listener needs a certificate", path);
     }
     const ValidationContext *vc = NULL;
-    switch (cc->validation_context_type_case) {
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT:
-        vc = cc->validation_context;
-        snprintf(p, sizeof(p), "%s.validation_context", path);
-        break;
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
-        if (cc->combined_validation_context->validation_context_sds_secret_config)
-            return rm_error_set(err,
-                                "%s.combined_validation_context."
-                                "validation_context_sds_secret_config: SDS is not supported "
-                                "by remora yet",
-                                path);
-        vc = cc->combined_validation_context->default_validation_context;
-        snprintf(p, sizeof(p), "%s.combined_validation_context.default_validation_context", path);
-        break;
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
-        return rm_error_set(err,
-                            "%s.validation_context_sds_secret_config: SDS is not supported "
-                            "by remora yet; use validation_context",
-                            path);
-    default:
-        break;
-    }
+    if (find_validation(cc, path, p, &vc, err)) return RM_ERR;
     if (vc && load_validation(t, vc, p, err)) return RM_ERR;
-    for (size_t i = 0; i < cc->n_alpn_protocols; i++) {
-        snprintf(p, sizeof(p), "%s.alpn_protocols[%zu]", path, i);
-        const char *a = cc->alpn_protocols[i];
-        if (alpn_add(&t->alpn, &t->alpn_len, a, strlen(a)))
-            return rm_error_set(err, "%s: must be 1 to 255 bytes", p);
-    }
-    t->own_alpn = cc->n_alpn_protocols > 0;
-    if (t->side == RM_TLS_SERVER && !t->own_alpn && o->default_alpn) {
-        for (const char *s = o->default_alpn; *s;) {
-            size_t n = strcspn(s, ",");
-            if (alpn_add(&t->alpn, &t->alpn_len, s, n))
-                return rm_error_set(err, "%s: out of memory", path);
-            s += n + (s[n] == ',');
-        }
-    }
-    return RM_OK;
+    return load_alpn(t, cc, path, o, err);
 }
 
 static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, const char *path,
@@ -713,7 +848,7 @@ static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, con
         SSL_CTX_set_verify(t->ssl_ctx,
                            SSL_VERIFY_PEER | (require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                            verify_cb);
-    if (t->alpn_len) SSL_CTX_set_alpn_select_cb(t->ssl_ctx, alpn_select, t);
+    if (t->alpn_len) SSL_CTX_set_alpn_select_cb(t->ssl_ctx, alpn_select, NULL);
     /* session IDs are per context: one context per filter chain, its own id space */
     static const unsigned char sid[] = "remora";
     SSL_CTX_set_session_id_context(t->ssl_ctx, sid, sizeof(sid) - 1);
@@ -744,6 +879,143 @@ static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const
     if (t->own_alpn && SSL_CTX_set_alpn_protos(t->ssl_ctx, t->alpn, (unsigned)t->alpn_len) != 0)
         return rm_error_set(err, "%s.alpn_protocols: out of memory", p);
     return RM_OK;
+}
+
+/* The light part of client context <u> at <path> alone, for a context whose SSL_CTX comes from
+ * the table: sni, SAN matchers, ACCEPT_UNTRUSTED, ALPN (the same fields and messages as the full
+ * build; the heavy ones were checked when the shared SSL_CTX was built). */
+static int apply_client_light(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
+                              const struct rm_tls_opts *o, struct rm_error *err)
+{
+    static const CommonTlsContext empty =
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT;
+    char p[PATH_LEN], vp[PATH_LEN];
+    snprintf(p, sizeof(p), "%s.common_tls_context", path);
+    const CommonTlsContext *cc = u->common_tls_context ? u->common_tls_context : &empty;
+    const ValidationContext *vc = NULL;
+    if (find_validation(cc, p, vp, &vc, err)) return RM_ERR;
+    if (vc && load_sans(t, vc, vp, err)) return RM_ERR;
+    if (load_alpn(t, cc, p, o, err)) return RM_ERR;
+    if (u->sni && u->sni[0] && !(t->sni = strdup(u->sni)))
+        return rm_error_set(err, "%s: out of memory", path);
+    return RM_OK;
+}
+
+/* ---- the sharing key ---------------------------------------------------------------------- */
+
+struct key_buf {
+    unsigned char *b;
+    size_t n, cap;
+    bool bad; /* out of memory, or a source that cannot be identified: no key */
+};
+
+static void key_put(struct key_buf *k, const void *v, size_t n)
+{
+    if (k->bad) return;
+    if (k->n + n > k->cap) {
+        size_t cap = (k->n + n) * 2;
+        unsigned char *b = realloc(k->b, cap);
+        if (!b) {
+            k->bad = true;
+            return;
+        }
+        k->b = b;
+        k->cap = cap;
+    }
+    memcpy(k->b + k->n, v, n);
+    k->n += n;
+}
+
+/* What the bytes of <ds> depend on beyond the message: a file's identity (device, inode, size,
+ * modification and change times: a certificate rotated on disk gives another key, as a config
+ * update re-reads it), an environment variable's value.  An unreadable source makes no key (the
+ * full build reports it). */
+static void key_datasource(struct key_buf *k, const DataSource *ds)
+{
+    if (!ds) return;
+    if (ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME) {
+        struct stat st;
+        if (stat(ds->filename, &st) != 0) {
+            k->bad = true;
+            return;
+        }
+        uint64_t v[] = {(uint64_t)st.st_dev,          (uint64_t)st.st_ino,
+                        (uint64_t)st.st_size,         (uint64_t)st.st_mtim.tv_sec,
+                        (uint64_t)st.st_mtim.tv_nsec, (uint64_t)st.st_ctim.tv_sec,
+                        (uint64_t)st.st_ctim.tv_nsec};
+        key_put(k, "F", 1);
+        key_put(k, v, sizeof(v));
+    } else if (ds->specifier_case ==
+               ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE) {
+        const char *e = getenv(ds->environment_variable);
+        if (!e) {
+            k->bad = true;
+            return;
+        }
+        uint64_t n = strlen(e);
+        key_put(k, "E", 1);
+        key_put(k, &n, sizeof(n));
+        key_put(k, e, n);
+    }
+}
+
+/* The key of client context <u>'s heavy configuration (malloc'd, its length in *len): <u>
+ * serialized with the light fields cleared (sni; the validation context's SAN matchers and
+ * trust_chain_verification), then what its DataSources depend on (key_datasource).  Every other
+ * field counts as heavy, so a field unknown to this function can only prevent sharing.  NULL:
+ * no sharing (out of memory, a source that cannot be identified).  <u> is modified and
+ * restored before returning. */
+static unsigned char *client_key(UpstreamTlsContext *u, size_t *len)
+{
+    CommonTlsContext *cc = u->common_tls_context;
+    ValidationContext *vc = NULL;
+    if (cc &&
+        cc->validation_context_type_case ==
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT)
+        vc = cc->validation_context;
+    else if (
+        cc &&
+        cc->validation_context_type_case ==
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT)
+        vc = cc->combined_validation_context->default_validation_context;
+    char *sni = u->sni;
+    size_t n_sans = 0, n_typed = 0;
+    int trust = 0;
+    u->sni = (char *)"";
+    if (vc) {
+        n_sans = vc->n_match_subject_alt_names;
+        n_typed = vc->n_match_typed_subject_alt_names;
+        trust = (int)vc->trust_chain_verification;
+        vc->n_match_subject_alt_names = 0;
+        vc->n_match_typed_subject_alt_names = 0;
+        vc->trust_chain_verification = 0;
+    }
+    struct key_buf k = {0};
+    size_t packed = protobuf_c_message_get_packed_size(&u->base);
+    k.b = malloc(packed + 1);
+    if (k.b) {
+        k.cap = packed + 1;
+        k.n = protobuf_c_message_pack(&u->base, k.b);
+    } else {
+        k.bad = true;
+    }
+    u->sni = sni;
+    if (vc) {
+        vc->n_match_subject_alt_names = n_sans;
+        vc->n_match_typed_subject_alt_names = n_typed;
+        vc->trust_chain_verification = trust;
+    }
+    for (size_t i = 0; cc && i < cc->n_tls_certificates; i++) {
+        key_datasource(&k, cc->tls_certificates[i]->certificate_chain);
+        key_datasource(&k, cc->tls_certificates[i]->private_key);
+    }
+    if (vc) key_datasource(&k, vc->trusted_ca);
+    if (k.bad) {
+        free(k.b);
+        return NULL;
+    }
+    *len = k.n;
+    return k.b;
 }
 
 int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const struct rm_tls_opts *o,
@@ -779,12 +1051,23 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     }
     atomic_init(&t->refs, 1);
     t->side = o->side;
+    int rc;
+    unsigned char *key = NULL;
+    size_t key_len = 0;
+    if (o->side == RM_TLS_CLIENT) {
+        key = client_key((UpstreamTlsContext *)m, &key_len);
+        if (key) t->share = share_find(key, key_len, &t->ssl_ctx);
+    }
+    if (t->share) {
+        free(key);
+        if (apply_client_light(t, (const UpstreamTlsContext *)m, p, o, err)) goto fail;
+        goto stats;
+    }
     t->ssl_ctx = SSL_CTX_new(o->side == RM_TLS_SERVER ? TLS_server_method() : TLS_client_method());
     if (!t->ssl_ctx) {
         rm_error_set(err, "%s: SSL_CTX_new failed", path);
-        goto fail;
+        goto fail_key;
     }
-    SSL_CTX_set_app_data(t->ssl_ctx, t);
     SSL_CTX_set_options(t->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                         SSL_OP_IGNORE_UNEXPECTED_EOF |
                                         SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -794,19 +1077,23 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     SSL_CTX_set_mode(t->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                      SSL_MODE_RELEASE_BUFFERS);
-    int rc;
     if (o->side == RM_TLS_SERVER) {
         rc = apply_server(t, (const DownstreamTlsContext *)m, p, o, err);
     } else {
         rc = apply_client(t, (const UpstreamTlsContext *)m, p, o, err);
     }
-    if (rc) goto fail;
+    if (rc) goto fail_key;
+    /* complete and never modified again: other contexts of the same key may take it */
+    if (key) t->share = share_add(key, key_len, t->ssl_ctx);
+stats:;
     char prefix[512];
     snprintf(prefix, sizeof(prefix), "%sssl.", o->stat_prefix ? o->stat_prefix : "");
     t->stats = rm_stats_get(prefix, ssl_stat_defs, SSL__COUNT);
     protobuf_c_message_free_unpacked(m, NULL);
     *out = t;
     return RM_OK;
+fail_key:
+    free(key);
 fail:
     rm_tls_ctx_unref(t);
 fail_msg:
@@ -1006,6 +1293,9 @@ int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn,
     if (!tc) return -ENOMEM;
     tc->ssl = SSL_new(t->ssl_ctx);
     if (!tc->ssl) goto fail;
+    /* the callbacks' context (verify_cb, alpn_select): the SSL_CTX may be shared; <t> outlives
+     * the SSL object (tc->ctx below, dropped after SSL_free in tls_close) */
+    SSL_set_app_data(tc->ssl, t);
     if (c->io.fd >= 0 && SSL_set_fd(tc->ssl, c->io.fd) != 1) goto fail;
     if (t->side == RM_TLS_SERVER) {
         SSL_set_accept_state(tc->ssl);
@@ -1036,4 +1326,9 @@ bool rm_conn_alpn_is(const struct rm_conn *c, const char *proto)
     unsigned n = 0;
     SSL_get0_alpn_selected(tc->ssl, &a, &n);
     return a && n == strlen(proto) && memcmp(a, proto, n) == 0;
+}
+
+const struct ssl_ctx_st *rm_tls_ctx_ssl_ctx(const struct rm_tls_ctx *t)
+{
+    return t->ssl_ctx;
 }

@@ -2,11 +2,17 @@
  * cluster's hosts, mutual TLS both ways.
  *
  * A struct rm_tls_ctx is built from an Envoy TransportSocket (envoy.transport_sockets.tls with
- * a DownstreamTlsContext or an UpstreamTlsContext) when the config snapshot is built: one
- * SSL_CTX per filter chain or cluster, immutable afterwards and shared by every worker
- * (SSL_new on a shared SSL_CTX is thread-safe).  It is refcounted: its owner (the listener
- * config, the cluster) holds one reference and every TLS connection another, so a connection
- * outlives any config change safely.
+ * a DownstreamTlsContext or an UpstreamTlsContext) when the config snapshot is built, immutable
+ * afterwards and shared by every worker (SSL_new on a shared SSL_CTX is thread-safe).  Its
+ * SSL_CTX holds the heavy part (certificate chain and key, trust anchors, tls_params, verify
+ * depth and mode, configured client alpn_protocols); the context itself the light part (sni,
+ * SAN matchers, ACCEPT_UNTRUSTED, server ALPN list, stats), which the OpenSSL callbacks find
+ * through each connection's SSL object.  Client contexts with the same heavy configuration
+ * (the same message apart from sni, SAN matchers and trust_chain_verification, and the same
+ * files on disk: device, inode, size, mtime, ctime) share one SSL_CTX through a process-wide
+ * table (an entry lives as long as a context uses it); a server context has its own.  It is
+ * refcounted: its owner (the listener config, the cluster) holds one reference and every TLS
+ * connection another, so a connection outlives any config change safely.
  *
  * A connection becomes TLS with rm_conn_start_tls() right after accept / connect; the conn
  * (proxy/net/conn.c) then runs the non-blocking handshake before it delivers a byte or reports
@@ -26,6 +32,7 @@ struct Envoy__Config__Core__V3__TransportSocket;
 struct rm_conn;
 struct rm_transport_ops;
 struct rm_tls_ctx;
+struct ssl_ctx_st;
 
 enum rm_tls_side {
     RM_TLS_SERVER, /* DownstreamTlsContext: a listener terminates TLS */
@@ -46,13 +53,17 @@ struct rm_tls_opts {
 
 /** Build a context from <ts> (its typed_config must be a DownstreamTlsContext for a server, an
  *  UpstreamTlsContext for a client).  Certificates, keys and CAs are read now (DataSource
- *  filename, inline_bytes, inline_string or environment_variable).  Every error names the field
- *  under <path> (e.g. "static_resources.clusters[0].transport_socket"), unsupported fields
- *  included (SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK with *out holding one
- *  reference, or RM_ERR with <err> (*out NULL).  Main thread. */
+ *  filename, inline_bytes, inline_string or environment_variable), unless a live client
+ *  context has the same heavy configuration and files: its SSL_CTX is then shared.  Every
+ *  error names the field under <path> (e.g. "static_resources.clusters[0].transport_socket"),
+ *  unsupported fields included (SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK with
+ *  *out holding one reference, or RM_ERR with <err> (*out NULL).  Main thread. */
 int rm_tls_ctx_new(const struct Envoy__Config__Core__V3__TransportSocket *ts,
                    const struct rm_tls_opts *o, const char *path, struct rm_tls_ctx **out,
                    struct rm_error *err);
+/** The OpenSSL SSL_CTX under <t>, borrowed (for tests and diagnostics: client contexts that
+ *  share one return the same pointer). */
+const struct ssl_ctx_st *rm_tls_ctx_ssl_ctx(const struct rm_tls_ctx *t);
 /** Another reference (any thread). */
 struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t);
 /** Drop a reference (any thread); the last frees the context.  NULL is a no-op. */

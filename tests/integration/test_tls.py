@@ -355,6 +355,36 @@ def test_tls_origination_san_mismatch_503_uf(ctx):
     _fails_uf(ctx, px, "fail_verify_san")
 
 
+def test_tls_origination_shared_ssl_ctx_keeps_each_clusters_san(ctx):
+    """Two clusters to one TLS upstream with the same certificates (so one shared SSL_CTX),
+    one matching the server's SAN and one not: each connection is verified against its own
+    cluster's matchers, whichever cluster connected first."""
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    routes = """
+              - match: { prefix: "/good" }
+                route: { cluster: good }
+              - match: { prefix: "/bad" }
+                route: { cluster: bad }"""
+    px = ctx.remora(cfg.bootstrap(routes, [
+        cfg.cluster("good", [up.port], extra=upstream_tls(c, client_cert=True)),
+        cfg.cluster("bad", [up.port], extra=upstream_tls(
+            c, san="spiffe://cluster.local/ns/default/sa/other", sni="localhost",
+            client_cert=True))]))
+    for path, want in (("/bad", 503), ("/good", 200), ("/bad", 503), ("/good", 200)):
+        r = ctx.curl(f"http://127.0.0.1:{px.port}{path}")
+        assert r.status == want, (path, r)
+        if want == 503:
+            assert b"TLS error" in r.body and b"certificate verify failed" in r.body, r
+    s = stats(ctx, px)
+    assert s.get("cluster.good.ssl.handshake", 0) >= 1, s
+    assert s.get("cluster.good.ssl.fail_verify_san", 0) == 0, s
+    assert s.get("cluster.bad.ssl.fail_verify_san", 0) >= 2, s
+    assert s.get("cluster.bad.ssl.handshake", 0) == 0, s
+    assert s.get("cluster.bad.upstream_cx_connect_fail", 0) >= 2, s
+    assert ctx.stop(px) == 0
+
+
 def test_tls_origination_wrong_ca_503(ctx):
     c = certs(ctx)
     up = tls_upstream(ctx)

@@ -7,21 +7,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/net/tls.h"
 
-static char dir[64], crt[128], key[128];
+static char dir[64], crt[128], key[128], crt2[128], key2[128];
 
-/* A self-signed P-256 certificate and its key in a temp dir. */
-static void make_cert(void)
+/* A self-signed P-256 certificate and its key into <crt_path>, <key_path>. */
+static void write_cert(const char *crt_path, const char *key_path)
 {
-    snprintf(dir, sizeof(dir), "/tmp/remora-tls-unit-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(crt, sizeof(crt), "%s/c.crt", dir);
-    snprintf(key, sizeof(key), "%s/c.key", dir);
     EVP_PKEY *k = EVP_EC_gen("P-256");
     X509 *x = X509_new();
     cr_assert(k && x);
@@ -34,35 +33,54 @@ static void make_cert(void)
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"t", -1, -1, 0);
     X509_set_issuer_name(x, n);
     cr_assert(X509_sign(x, k, EVP_sha256()) > 0);
-    FILE *f = fopen(crt, "w");
+    FILE *f = fopen(crt_path, "w");
     PEM_write_X509(f, x);
     fclose(f);
-    f = fopen(key, "w");
+    f = fopen(key_path, "w");
     PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(k);
 }
 
+/* Two self-signed certificates (two CAs) in a temp dir. */
+static void make_cert(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/remora-tls-unit-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(crt, sizeof(crt), "%s/c.crt", dir);
+    snprintf(key, sizeof(key), "%s/c.key", dir);
+    snprintf(crt2, sizeof(crt2), "%s/c2.crt", dir);
+    snprintf(key2, sizeof(key2), "%s/c2.key", dir);
+    write_cert(crt, key);
+    write_cert(crt2, key2);
+}
+
 static void drop_cert(void)
 {
     unlink(crt);
     unlink(key);
+    unlink(crt2);
+    unlink(key2);
     rmdir(dir);
 }
 
 TestSuite(tls, .init = make_cert, .fini = drop_cert);
 
 /* Build a context from <yaml> (a TransportSocket; "%C" and "%K" stand for the certificate and
- * key paths); returns the rm_tls_ctx_new result with the message in <err>. */
+ * key paths, "%D" for the second certificate); returns the rm_tls_ctx_new result with the message
+ * in <err>. */
 static int build(const char *yaml, enum rm_tls_side side, const char *alpn, struct rm_error *err,
                  struct rm_tls_ctx **out)
 {
     char text[4096];
     size_t k = 0;
     for (const char *p = yaml; *p && k < sizeof(text) - 200; p++) {
-        if (p[0] == '%' && (p[1] == 'C' || p[1] == 'K')) {
-            k += (size_t)snprintf(text + k, sizeof(text) - k, "%s", p[1] == 'C' ? crt : key);
+        if (p[0] == '%' && (p[1] == 'C' || p[1] == 'K' || p[1] == 'D')) {
+            k += (size_t)snprintf(text + k, sizeof(text) - k, "%s",
+                                  p[1] == 'C'   ? crt
+                                  : p[1] == 'K' ? key
+                                                : crt2);
             p++;
         } else {
             text[k++] = *p;
@@ -214,4 +232,66 @@ Test(tls, errors_name_the_field)
     expect_error("name: envoy.transport_sockets.alts\n", RM_TLS_CLIENT,
                  "ts.name: \"envoy.transport_sockets.alts\" is not supported");
     expect_error(UP, RM_TLS_SERVER, "ts.typed_config:");
+}
+
+/* A client context with certificate, CA <ca> ("%C" or "%D"), sni <sni> and SAN <san>. */
+static struct rm_tls_ctx *client(const char *ca, const char *sni, const char *san)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "%s  sni: %s\n  common_tls_context:\n%s    validation_context:\n"
+             "      trusted_ca: { filename: \"%s\" }\n"
+             "      match_typed_subject_alt_names:\n"
+             "      - { san_type: URI, matcher: { exact: \"%s\" } }\n",
+             UP, sni, CERT, ca, san);
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *t = NULL;
+    cr_assert_eq(build(yaml, RM_TLS_CLIENT, NULL, &err, &t), RM_OK, "%s", err.msg);
+    cr_assert_not_null(t);
+    return t;
+}
+
+Test(tls, clients_share_the_ssl_ctx_of_the_same_heavy_config)
+{
+    struct rm_tls_ctx *a = client("%C", "a.test", "spiffe://a");
+    struct rm_tls_ctx *b = client("%C", "b.test", "spiffe://b");
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(a), rm_tls_ctx_ssl_ctx(b), "sni/SAN only: one SSL_CTX");
+    struct rm_tls_ctx *c = client("%D", "a.test", "spiffe://a");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(a), rm_tls_ctx_ssl_ctx(c), "another CA: another SSL_CTX");
+    /* a light field that is wrong is still an error on the shared path, with its path */
+    expect_error(UP "  common_tls_context:\n" CERT "    validation_context:\n"
+                    "      trusted_ca: { filename: \"%C\" }\n"
+                    "      match_typed_subject_alt_names:\n"
+                    "      - { san_type: URI, matcher: { safe_regex: { regex: \"a.*\" } } }\n",
+                 RM_TLS_CLIENT,
+                 "ts.typed_config.common_tls_context.validation_context."
+                 "match_typed_subject_alt_names[0].matcher.safe_regex: not supported");
+    /* the shared SSL_CTX outlives the context that built it */
+    const struct ssl_ctx_st *shared = rm_tls_ctx_ssl_ctx(a);
+    rm_tls_ctx_unref(a);
+    struct rm_tls_ctx *d = client("%C", "d.test", "spiffe://d");
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(d), shared);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(b), shared);
+    /* a certificate rewritten on disk: the next build reads it again */
+    struct timespec later[2] = {{.tv_sec = 2000000000}, {.tv_sec = 2000000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, crt, later, 0), 0);
+    struct rm_tls_ctx *e = client("%C", "a.test", "spiffe://a");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(e), shared, "a rotated file: a new SSL_CTX");
+    rm_tls_ctx_unref(b);
+    rm_tls_ctx_unref(c);
+    rm_tls_ctx_unref(d);
+    rm_tls_ctx_unref(e);
+}
+
+Test(tls, server_contexts_are_not_shared)
+{
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *a = NULL, *b = NULL;
+    cr_assert_eq(build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER, "h2", &err, &a), RM_OK,
+                 "%s", err.msg);
+    cr_assert_eq(build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER, "h2", &err, &b), RM_OK,
+                 "%s", err.msg);
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(a), rm_tls_ctx_ssl_ctx(b));
+    rm_tls_ctx_unref(a);
+    rm_tls_ctx_unref(b);
 }
