@@ -109,7 +109,7 @@ struct tls_conn {
 struct ssl_share {
     struct ssl_share *next;
     uint64_t hash;
-    unsigned char *key;
+    unsigned char *key; /* may hold inline key bytes: cleansed before it is freed (key_free) */
     size_t key_len;
     SSL_CTX *ssl_ctx; /* the table's reference */
     unsigned users;   /* under share_lock */
@@ -117,6 +117,13 @@ struct ssl_share {
 
 static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ssl_share *share_head; /* under share_lock */
+
+/* Free a key (client_key): inline DataSources, private keys included, are in it. */
+static void key_free(unsigned char *key, size_t len)
+{
+    if (key) OPENSSL_cleanse(key, len);
+    free(key);
+}
 
 static uint64_t share_hash(const unsigned char *k, size_t n)
 {
@@ -153,7 +160,7 @@ static struct ssl_share *share_add(unsigned char *key, size_t len, SSL_CTX *ctx)
     struct ssl_share *e = calloc(1, sizeof(*e));
     if (!e || SSL_CTX_up_ref(ctx) != 1) {
         free(e);
-        free(key);
+        key_free(key, len);
         return NULL;
     }
     *e = (struct ssl_share){
@@ -181,7 +188,7 @@ static void share_release(struct ssl_share *e)
     pthread_mutex_unlock(&share_lock);
     if (!last) return;
     SSL_CTX_free(e->ssl_ctx);
-    free(e->key);
+    key_free(e->key, e->key_len);
     free(e);
 }
 
@@ -914,11 +921,13 @@ static void key_put(struct key_buf *k, const void *v, size_t n)
     if (k->bad) return;
     if (k->n + n > k->cap) {
         size_t cap = (k->n + n) * 2;
-        unsigned char *b = realloc(k->b, cap);
+        unsigned char *b = malloc(cap); /* not realloc: the old copy is cleansed */
         if (!b) {
             k->bad = true;
             return;
         }
+        memcpy(b, k->b, k->n);
+        key_free(k->b, k->n);
         k->b = b;
         k->cap = cap;
     }
@@ -1011,7 +1020,7 @@ static unsigned char *client_key(UpstreamTlsContext *u, size_t *len)
     }
     if (vc) key_datasource(&k, vc->trusted_ca);
     if (k.bad) {
-        free(k.b);
+        key_free(k.b, k.n);
         return NULL;
     }
     *len = k.n;
@@ -1059,7 +1068,7 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
         if (key) t->share = share_find(key, key_len, &t->ssl_ctx);
     }
     if (t->share) {
-        free(key);
+        key_free(key, key_len);
         if (apply_client_light(t, (const UpstreamTlsContext *)m, p, o, err)) goto fail;
         goto stats;
     }
@@ -1093,7 +1102,7 @@ stats:;
     *out = t;
     return RM_OK;
 fail_key:
-    free(key);
+    key_free(key, key_len);
 fail:
     rm_tls_ctx_unref(t);
 fail_msg:
