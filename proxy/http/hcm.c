@@ -443,7 +443,7 @@ static const struct rm_stream_events down_events = {
 
 /* A new stream takes the worker's current config if the connection's listener is still in it
  * (Envoy: route and filter updates apply to new requests on existing connections). */
-static void follow_config(struct rm_hcm_conn *hc)
+void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
 {
     struct rm_worker *w = hc->w;
     if (hc->wsnap == w->wsnap) return;
@@ -461,7 +461,7 @@ static void on_stream(void *user, struct rm_stream *s)
     struct rm_hcm_conn *hc = user;
     struct rm_hcm_stream *hs = rm_arena_alloc(s->arena, sizeof(*hs));
     memset(hs, 0, sizeof(*hs));
-    follow_config(hc);
+    rm_hcm_conn_follow_config(hc);
     hs->wsnap = rm_worker_snap_hold(hc->wsnap);
     hs->hc = hc;
     hs->down = s;

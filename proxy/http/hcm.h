@@ -111,6 +111,10 @@ struct rm_hcm_stream {
  *  Frees itself when the connection ends (out of memory: <conn> is closed at once). */
 void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
                      struct rm_conn *conn);
+/** Move the connection to the worker's current config (w->wsnap) if its listener is still
+ *  there: its next streams use it, and the snapshot it held is released (streams in flight
+ *  keep their own).  A no-op when already current or when the listener is gone. */
+void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc);
 /** Graceful drain: GOAWAY / Connection: close, close when idle. */
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc);
 /** Close now (streams are reset). */

@@ -461,6 +461,10 @@ static void apply_snapshot(struct rm_worker *w, void *arg)
     rm_worker_snap_release(w->wsnap);
     w->wsnap = ws;
     w->snap = ws->snap;
+    /* connections let go of the snapshot they held at once, not at their next request: an idle
+     * keep-alive connection must not keep removed clusters (their pools, their stats) alive */
+    for (struct rm_hcm_conn *hc = w->conns; hc; hc = hc->next)
+        rm_hcm_conn_follow_config(hc);
     snapshot_job_free(j);
 }
 

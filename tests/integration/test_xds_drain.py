@@ -18,6 +18,7 @@
   at exit covers what is unlisted but not freed).
 """
 import os
+import re
 import select
 import socket
 import subprocess
@@ -328,4 +329,51 @@ def test_xds_removed_cluster_stats_are_freed(ctx):
               f"{rss_after} KiB")
         stop_clean(ctx, px)
     finally:
+        cp.stop()
+
+
+def test_xds_removed_cluster_freed_under_idle_keepalive_connection(ctx):
+    """An idle keep-alive connection does not keep a removed cluster alive: connections move to
+    the new config when it is published, not at their next request (the cluster's stats leave
+    /stats while the connection stays open, and the connection then serves the new config)."""
+    up = ctx.upstream(name="a")
+    port = harness.free_port()
+    cp = PyCP()
+    s = None
+    try:
+        cp.set("cds", {"c1": static_cluster("c1", up.port), "c2": static_cluster("c2", up.port)})
+        cp.set("rds", ROUTES)
+        cp.set("lds", {"l1": listener("l1", port, "r1", stat_prefix="l1")})
+        px = start(ctx, cp)
+        harness.wait_port(port)
+
+        def ask(cluster):
+            s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-cluster: " + cluster.encode() +
+                      b"\r\n\r\n")
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = s.recv(65536)
+                assert data, ("closed", buf)
+                buf += data
+            head, _, body = buf.partition(b"\r\n\r\n")
+            n = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            while len(body) < n:
+                body += s.recv(65536)
+            return head
+
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert ask("c2").startswith(b"HTTP/1.1 200"), "c2 serves"
+        assert cluster_lines(ctx, px, "c2")
+        v = cp.set("cds", {"c1": static_cluster("c1", up.port)})
+        cp.wait_ack("cds", v)
+        wait_until("cluster.c2 gone from /stats with the connection open",
+                   lambda: not cluster_lines(ctx, px, "c2"), timeout=5)
+        assert ask("c1").startswith(b"HTTP/1.1 200"), "the same connection, the new config"
+        assert ask("c2").startswith(b"HTTP/1.1 503"), "c2 is gone for it too"
+        s.close()
+        s = None
+        assert ctx.stop(px) == 0
+    finally:
+        if s:
+            s.close()
         cp.stop()
