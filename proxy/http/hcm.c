@@ -490,7 +490,8 @@ static void on_stream(void *user, struct rm_stream *s)
                                                  : RM_HS_DOWNSTREAM_RQ_HTTP1_TOTAL);
     /* max_requests_per_connection: this one is served, the connection drains behind it (HTTP/1:
      * its response says connection: close; HTTP/2: GOAWAY naming this stream as the last) */
-    if (++hc->requests == hc->cfg->max_requests_per_connection) {
+    uint32_t max = hc->cfg->max_requests_per_connection; /* 0: unlimited (no count to wrap) */
+    if (max && ++hc->requests == max) {
         rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED);
         rm_hcm_conn_drain(hc);
     }

@@ -46,7 +46,7 @@ struct rm_hcm_conn {
     struct rm_hcm_conn *next, *prev; /* the worker's list */
     struct rm_task free_task;
     unsigned active_streams;
-    uint32_t requests;                      /* streams begun (max_requests_per_connection) */
+    uint32_t requests; /* streams begun, counted only under max_requests_per_connection */
     struct rm_hcm_conn_state *filter_state; /* see rm_hcm_conn_state */
     struct rm_timer timer;  /* idle_timeout and max_connection_duration (hcm_timeouts.c) */
     uint64_t start_ms;      /* accepted at */
