@@ -23,7 +23,8 @@
 # interleaved rounds (each figure is the median of 3; 1 with --quick), and measures:
 # max req/s and proxy CPU us/request at saturation (h2c->h2c, HTTP/1.1->HTTP/1.1,
 # HTTP/1.1->h2c), CPU us/request and added p50/p99/p99.9 latency at a fixed 2,000 req/s
-# (against a direct run at that rate), RSS idle and with 1,000 idle h2c connections (then
+# (against a direct run at that rate), RSS idle (without and with a TLS listener configured)
+# and with 1,000 idle h2c connections (then
 # 1,000 idle TLS connections on top), full TLS 1.3 handshakes/s and proxy CPU us/handshake
 # (h2 and HTTP/1.1 via ALPN; a new connection per request, remora-load --new-conn; EC P-256
 # certificate from a throwaway CA made with the openssl CLI in the temp dir); then
@@ -591,12 +592,17 @@ def count_alive_tls(socks):
 
 
 # ---- proxies -------------------------------------------------------------------------------
-def render(template, ports, insert=None):
+def render(template, ports, insert=None, plain=False):
     """bench/peers/template with the {NAME}s of ports filled in, written to $TMP; insert:
     (line, other template) puts the other template's text (comment lines dropped) before
-    that line."""
+    that line; plain: the lines from a "{TLS-BEGIN}" marker line to a "{TLS-END}" one are
+    dropped (the config without its TLS listener)."""
     with open(os.path.join(ROOT, "bench/peers", template)) as f:
         text = f.read()
+    if plain:
+        text, n = re.subn(r"(?ms)^[^\n]*\{TLS-BEGIN\}.*?\{TLS-END\}[^\n]*\n", "", text)
+        assert n >= 1, f"bench/peers/{template}: no {{TLS-BEGIN}} ... {{TLS-END}} block"
+        template = "plain-" + template
     if insert:
         line, other = insert
         with open(os.path.join(ROOT, "bench/peers", other)) as f:
@@ -611,35 +617,38 @@ def render(template, ports, insert=None):
     return path
 
 
-def proxy_spec(name, up):
+def proxy_spec(name, up, plain=False):
     """(start args, ports to wait for, {mode: port or n/a reason}, idle h2c port, TLS port or
-    n/a reason).  Needs the certificates (make_certs)."""
+    n/a reason).  Needs the certificates (make_certs).  plain: the same config without its
+    TLS listener (the idle-RSS-without-TLS measurement)."""
     ports = {"UPSTREAM": up, "TMP": TMP, "H2H2": free_port(), "H1H1": free_port(),
              "H1H2": free_port(), "ADMIN": free_port(), "TLS": free_port(),
              "TLS_CERT": TLS["cert"], "TLS_KEY": TLS["key"], "TLS_PEM": TLS["pem"]}
     p2, p1, p12, pt = ports["H2H2"], ports["H1H1"], ports["H1H2"], ports["TLS"]
-    tls_wait = [pt]
+    tls_wait = [] if plain else [pt]
+    if plain:
+        pt = "no TLS listener in this config"
     if name == "relay":
         args = [binp("remora-relay"), "--listen", f"127.0.0.1:{p2}", "--upstream", f"127.0.0.1:{up}"]
         return args, [p2], {"h2h2": p2, "h1h1": p2, "h1h2": RELAY_NA}, p2, RELAY_TLS_NA
     if name == "remora":
         cfg = render("remora.yaml", ports,
-                     insert=("  clusters:\n", "remora-tls.yaml"))
+                     insert=None if plain else ("  clusters:\n", "remora-tls.yaml"))
         args = [binp("remora"), "-c", cfg, "--concurrency", "1", "-l", "warning"]
         return args, [p2, p1, p12, ports["ADMIN"]] + tls_wait, \
             {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2, pt
     if name == "haproxy":
-        cfg = render("haproxy.cfg", ports)
+        cfg = render("haproxy.cfg", ports, plain=plain)
         return ["haproxy", "-db", "-f", cfg], [p2, p1, p12] + tls_wait, \
             {"h2h2": p2, "h1h1": p1, "h1h2": p12}, p2, pt
     if name == "nghttpx":
-        cfg = render("nghttpx.conf", ports)
+        cfg = render("nghttpx.conf", ports, plain=plain)
         return ["nghttpx", f"--conf={cfg}"], [p2] + tls_wait, \
             {"h2h2": p2, "h1h1": p2, "h1h2": p2}, p2, pt
     if name == "nginx":
         for d in ("nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
             os.makedirs(os.path.join(TMP, d), exist_ok=True)
-        cfg = render("nginx.conf", ports)
+        cfg = render("nginx.conf", ports, plain=plain)
         return ["nginx", "-c", cfg, "-p", TMP, "-e", os.path.join(TMP, "nginx-error.log")], \
             [p2, p1] + tls_wait, {"h2h2": NGINX_NA, "h1h1": p1, "h1h2": NGINX_NA}, p2, pt
     raise ValueError(name)
@@ -701,6 +710,22 @@ def main():
     # can be interleaved: round after round, each proxy in turn, the order rotated per round.
     # Background load on a shared machine then hits every proxy alike; the tables give each
     # figure's median over the rounds.
+    # Idle RSS without TLS: each proxy started alone with its config minus the TLS listener,
+    # measured 0.5 s after start and stopped (the TLS library then stays unloaded where the
+    # proxy loads it on demand; the peers link it and load it at start either way).
+    plain_idle = {}
+    for name in ("relay", "remora", "haproxy", "nghttpx", "nginx"):
+        args, wait, _, _, _ = proxy_spec(name, up_port, plain=True)
+        px = Proc(f"{name}-plain", args, PROXY_CPU, name in ("relay", "remora"))
+        commands.append((f"start {name} without TLS",
+                         cmdline(["taskset", "-c", PROXY_CPU] + args)))
+        if all(wait_port(p, px) for p in wait):
+            time.sleep(0.3 if QUICK else 0.5)
+            plain_idle[name] = rss_kib(px.pid)
+        else:
+            fail(f"{name} without TLS did not start (log {px.log}):\n{px.output()[-1500:]}")
+        px.stop()
+
     started = {}
     for name in ("relay", "remora", "haproxy", "nghttpx", "nginx"):
         args, wait, modes, idle_port, tls_port = proxy_spec(name, up_port)
@@ -714,6 +739,7 @@ def main():
     for name, (px, modes, idle_port, tls_port) in started.items():
         log(f"compare: {name}: memory")
         R["mem"][name] = memory(name, idle_port, px.pid, tls_port)
+        R["mem"][name]["idle_plain"] = plain_idle.get(name)
 
     def targets(mode_list):
         """[(name, pid, url or n/a reason)] for the direct run and every started proxy."""
@@ -924,7 +950,10 @@ def ratios(R):
         for k, kl in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
             metrics.append((f"added {kl} µs at {RATE} req/s, {label}",
                             lambda n, m=mode, kk=k: added(R, n, m, kk), min))
-    metrics.append(("RSS idle KiB", lambda n: get(R, "mem", n, None, "idle"), min))
+    metrics.append(("RSS idle KiB, no TLS configured",
+                    lambda n: get(R, "mem", n, None, "idle_plain"), min))
+    metrics.append(("RSS idle KiB, TLS listener configured",
+                    lambda n: get(R, "mem", n, None, "idle"), min))
     metrics.append(("RSS KiB per idle h2c connection",
                     lambda n: get(R, "mem", n, None, "per_conn"), min))
     metrics.append(("RSS KiB per idle TLS (h2) connection",
@@ -1060,13 +1089,15 @@ def write(R):
              "see shared/reference/perf-anchors.md §7) that the direct run does not pay.\n")
 
     L.append(f"## Memory: RSS idle and with {IDLE_N:,} idle h2c (and TLS) connections\n")
-    L.append(f"| proxy | RSS idle KiB | RSS with {IDLE_N:,} idle h2c conns KiB | KiB per "
+    L.append(f"| proxy | RSS idle KiB, no TLS configured | RSS idle KiB, TLS listener "
+             f"configured | RSS with {IDLE_N:,} idle h2c conns KiB | KiB per "
              f"connection | + {IDLE_N:,} idle TLS (h2) conns KiB | KiB per TLS connection | "
              "RSS after the load runs KiB |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for n in rows:
         tls_na = n == "relay"
-        L.append(f"| {names[n]} | {cell(R, 'mem', n, None, 'idle', '{:,}')} | "
+        L.append(f"| {names[n]} | {cell(R, 'mem', n, None, 'idle_plain', '{:,}')} | "
+                 + ("n/a | " if tls_na else f"{cell(R, 'mem', n, None, 'idle', '{:,}')} | ") +
                  f"{cell(R, 'mem', n, None, 'held', '{:,}')} | "
                  f"{cell(R, 'mem', n, None, 'per_conn', '{:.1f}')} | "
                  + ("n/a | n/a | " if tls_na else
@@ -1076,7 +1107,9 @@ def write(R):
     L.append("")
     tls_infos = sorted({f"{names[n]}: {R['mem'][n]['tls_info']}" for n in rows
                         if (R["mem"].get(n) or {}).get("tls_info")})
-    L.append(f"VmRSS of the proxy process (/proc/PID/status), 0.5 s after start, then with "
+    L.append(f"VmRSS of the proxy process (/proc/PID/status).  \"No TLS configured\": each "
+             f"proxy started on its own with its config minus the TLS listener, 0.5 s after "
+             f"start.  Then, with the TLS listener configured: 0.5 s after start, then with "
              f"{IDLE_N:,} connections that each sent the HTTP/2 preface and an empty SETTINGS "
              f"frame and acknowledged the proxy's SETTINGS (nginx: its h2c listener; the relay "
              f"also opens one upstream connection per client connection), then with {IDLE_N:,} "
@@ -1084,9 +1117,9 @@ def write(R):
              f"SETTINGS exchange) while the h2c ones stay open: \"KiB per TLS connection\" is "
              f"that second growth over the TLS connections, new memory rather than what the "
              f"closed h2c connections would have left in the allocator.  Negotiated: "
-             + ("; ".join(tls_infos) if tls_infos else "–") + ".  Every proxy but the "
+             + ("; ".join(tls_infos) if tls_infos else "–") + ".  In the second column and after, every proxy but the "
              "relay has its TLS listener configured (TLS library loaded, certificate and key "
-             "in a context), which its idle RSS includes.  RSS after the load "
+             "in a context).  RSS after the load "
              f"runs is reported for information.\n")
 
     L.append("## TLS: full handshakes/s and proxy CPU µs per handshake\n")
