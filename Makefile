@@ -18,9 +18,14 @@ SAN   ?= 0
 CC    ?= cc
 PY    ?= /usr/bin/python3
 
-PKGS := libnghttp2 libcares libprotobuf-c yaml-0.1 openssl libpcre2-8
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS := libnghttp2 libcares libprotobuf-c yaml-0.1 libpcre2-8
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openssl 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# OpenSSL is not linked into remora, remora-xds, remora-relay or the test tools: the library
+# dlopen()s it when the first TLS context is built (proxy/net/ssl_api.h), so a plaintext remora
+# maps none of it, and their link fails if anything calls OpenSSL directly.  Only what calls it
+# itself links it: the bench load tool and upstream, the unit tests.
+SSL_LIBS   := $(shell pkg-config --libs openssl 2>/dev/null)
 # HTTP/1.x parsing: llhttp, built here from the C sources Debian's node-llhttp ships
 LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
@@ -108,6 +113,7 @@ $(BUILD)/remora-$(1): $$(addprefix $(BUILD)/obj/,$$($(1)_SRC:.c=.o)) $(LLHTTP_O)
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach b,upstream load relay,$(eval $(call bench_bin,$(b))))
+$(BUILD)/remora-upstream $(BUILD)/remora-load: LDLIBS += $(SSL_LIBS)
 BENCH_BINS := $(foreach b,upstream load relay,$(if $(wildcard bench/$(b)/*.c),$(BUILD)/remora-$(b)))
 
 # ---- the reference xDS control plane: xds/cp/*.c -> $(BUILD)/remora-xds (kept out of the
@@ -121,7 +127,7 @@ UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_BIN := $(BUILD)/tests/unit_tests
 $(UNIT_BIN): $(addprefix $(BUILD)/obj/,$(UNIT_SRC:.c=.o)) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SSL_LIBS) -lcriterion
 
 # ---- test tools: tests/tools/<name>.c -> $(BUILD)/tests/<name>, linked with the library ------
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))

@@ -20,6 +20,9 @@
 #include "proxy/config/pbutil.h"
 #include "proxy/core/log.h"
 #include "proxy/net/conn.h"
+/* last: every OpenSSL call below goes through the table it #defines (OpenSSL is dlopen()ed by
+ * the first rm_tls_ctx_new, not linked) */
+#include "proxy/net/ssl_api.h"
 
 #define TLS_NAME "envoy.transport_sockets.tls"
 #define PATH_LEN 768
@@ -1045,6 +1048,9 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     }
     if (ts->config_type_case != ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG)
         return rm_error_set(err, "%s.typed_config: required", path);
+    /* OpenSSL is loaded now, by the first TLS context: every other entry point here is reached
+     * only through a context (or a connection using one) */
+    if (rm_ssl_api_load(err)) return rm_error_prefix(err, "%s: ", path);
     const ProtobufCMessageDescriptor *want =
         o->side == RM_TLS_SERVER
             ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor

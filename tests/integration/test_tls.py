@@ -452,3 +452,43 @@ def test_tls_config_errors_name_the_field(ctx):
     r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1], extra=upstream_tls(c))],
                                      downstream_tls(c, mtls=True)), "e")
     assert r.returncode == 0, r.stderr.decode()
+
+
+# ---- OpenSSL is loaded only when TLS is configured -----------------------------------------
+
+def _ssl_libs_mapped(pid):
+    """The OpenSSL libraries (libssl, libcrypto) mapped into process <pid>."""
+    with open(f"/proc/{pid}/maps") as f:
+        return sorted({os.path.basename(line.split()[-1]) for line in f
+                       if re.search(r"/lib(ssl|crypto)\.so", line)})
+
+
+def test_tls_openssl_loaded_only_with_tls_config(ctx):
+    """remora and remora-xds do not link OpenSSL (proxy/net/ssl_api.h dlopen()s it when the
+    first TLS context is built): no DT_NEEDED on libssl/libcrypto, none of them mapped by a
+    plaintext remora even after it proxied a request; a TLS listener maps them and works.
+    Fails if someone links OpenSSL into remora again (the idle RSS cost: ~1.7 MiB)."""
+    for b in ("remora", "remora-xds"):
+        if not os.path.exists(ctx.bin(b)):
+            continue
+        r = ctx.run(["readelf", "-d", ctx.bin(b)], check=True)
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^]]+)\]", r.stdout.decode())
+        assert needed, r.stdout.decode()
+        bad = [n for n in needed if re.match(r"lib(ssl|crypto)\.so", n)]
+        assert not bad, f"{b} links {bad}: OpenSSL must be dlopen()ed, not linked"
+    up = ctx.upstream(name="plain")
+    px = ctx.remora(cfg.simple(up.port))
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/")
+    assert r.status == 200, r
+    assert _ssl_libs_mapped(px.p.pid) == [], _ssl_libs_mapped(px.p.pid)
+    assert ctx.stop(px) == 0
+    c = certs(ctx)
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])], downstream_tls(c)),
+                    name="remora-tls")
+    maps = _ssl_libs_mapped(px.p.pid)
+    assert any(m.startswith("libssl.so") for m in maps), maps
+    assert any(m.startswith("libcrypto.so") for m in maps), maps
+    r = https(ctx, px.port, "/")
+    assert r.status == 200, r
+    assert stats(ctx, px).get(lstat(px, "handshake"), 0) == 1
+    assert ctx.stop(px) == 0
