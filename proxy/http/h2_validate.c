@@ -100,6 +100,12 @@ void rm_h2v_init(struct rm_h2_stream *hs)
 
 /* ---- bytes -------------------------------------------------------------------------------- */
 
+/* The checks look at eight bytes at a time: whole words, then one last word overlapping the
+ * previous one (or, for fewer than eight bytes, a word made of overlapping 4-byte loads or
+ * repeated bytes), so every byte is looked at, some twice, and nothing outside the string.
+ * A word that is not plainly fine goes to a per-byte table when the word test is only a fast
+ * path (names, values with HT, the rarer characters of :authority and :method). */
+
 #define ONES 0x0101010101010101ull
 #define HIGH 0x8080808080808080ull
 
@@ -130,6 +136,37 @@ static inline uint64_t load8(const uint8_t *p)
     return w;
 }
 
+/* A word of bytes of p[0..n), 1 <= n < 8, holding every one of them. */
+static inline uint64_t load_small(const uint8_t *p, size_t n)
+{
+    if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + n - 4, 4);
+        return lo | (uint64_t)hi << 32;
+    }
+    uint64_t x = p[0] | (uint64_t)p[n >> 1] << 8 | (uint64_t)p[n - 1] << 16 | (uint64_t)p[0] << 24;
+    return x | x << 32;
+}
+
+/* Does <bad> find nothing in the words covering p[0..n) (n >= 1)?  (Inlined with <bad>.) */
+static inline bool words_ok(const uint8_t *p, size_t n, uint64_t (*bad)(uint64_t))
+{
+    if (n < 8) return !bad(load_small(p, n));
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        if (bad(load8(p + i))) return false;
+    }
+    return !bad(load8(p + n - 8));
+}
+
+static bool table_ok(const uint8_t *table, const uint8_t *p, size_t n)
+{
+    uint8_t ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= table[p[i]];
+    return ok;
+}
+
 /* nghttp2's VALID_HD_NAME_CHARS: tchar (RFC 9110 5.6.2) without upper case. */
 static const uint8_t NAME_OK[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
@@ -139,39 +176,36 @@ static const uint8_t NAME_OK[256] = {
 #undef R
     ['z'] = 1};
 
-/* nghttp2_check_header_name, without its leading-':' step (the caller's). */
+/* Some byte is not one of [a-z0-9-] (nearly every real name is made of those). */
+static inline uint64_t not_plain_name(uint64_t w)
+{
+    if (w & HIGH) return 1;
+    return (bytes_in(w, 'a', 'z') | bytes_in(w, '0', '9') | bytes_in(w, '-', '-')) ^ HIGH;
+}
+
+/* nghttp2_check_header_name, without its leading-':' step (the caller's); n >= 1. */
 static bool name_chars_ok(const uint8_t *p, size_t n)
 {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) { /* words of [a-z0-9-], nearly every real name */
-        uint64_t w = load8(p + i);
-        if (w & HIGH) return false;
-        if ((bytes_in(w, 'a', 'z') | bytes_in(w, '0', '9') | bytes_in(w, '-', '-')) != HIGH) break;
-    }
-    uint8_t ok = 1;
-    for (; i < n; i++)
-        ok &= NAME_OK[p[i]];
-    return ok;
+    return words_ok(p, n, not_plain_name) || table_ok(NAME_OK, p, n);
 }
 
-/* nghttp2_check_header_value's bytes: none of CTL except HT, nor DEL (0x80-0xff are fine). */
-static bool value_bytes_ok(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) return false;
-    }
-    return true;
-}
+/* nghttp2_check_header_value's bytes: no CTL but HT, no DEL (0x80-0xff are fine). */
+static const uint8_t VALUE_OK[256] = {
+#define R8(a)                                                                                      \
+    [a] = 1, [a + 1] = 1, [a + 2] = 1, [a + 3] = 1, [a + 4] = 1, [a + 5] = 1, [a + 6] = 1,         \
+    [a + 7] = 1
+#define R32(a) R8(a), R8(a + 8), R8(a + 16), R8(a + 24)
+    ['\t'] = 1, R32(0x20),  R32(0x40),  R8(0x60),   R8(0x68),   R8(0x70),   [0x78] = 1,
+    [0x79] = 1, [0x7a] = 1, [0x7b] = 1, [0x7c] = 1, [0x7d] = 1, [0x7e] = 1, /* no DEL */
+    R32(0x80),  R32(0xa0),  R32(0xc0),  R32(0xe0),
+#undef R32
+#undef R8
+};
 
-/* value_bytes_ok, eight bytes at a time: a word without CTL or DEL needs no closer look. */
-static bool value_chars_ok(const uint8_t *p, size_t n)
+/* Some byte is a CTL (HT too: the table decides) or DEL. */
+static inline uint64_t not_plain_value(uint64_t w)
 {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w = load8(p + i);
-        if ((any_below(w, 0x20) | any_eq(w, 0x7f)) && !value_bytes_ok(p + i, 8)) return false;
-    }
-    return value_bytes_ok(p + i, n - i);
+    return any_below(w, 0x20) | any_eq(w, 0x7f);
 }
 
 /* nghttp2_check_header_value_rfc9113: value bytes, and no SP or HT at either end. */
@@ -179,27 +213,32 @@ static bool value_ok(const uint8_t *p, size_t n)
 {
     if (n == 0) return true;
     if (p[0] == ' ' || p[0] == '\t' || p[n - 1] == ' ' || p[n - 1] == '\t') return false;
-    return value_chars_ok(p, n);
+    return words_ok(p, n, not_plain_value) || table_ok(VALUE_OK, p, n);
 }
 
-/* nghttp2_check_path: 0x21-0x7e and 0x80-0xff. */
+/* Some byte is a CTL, SP or DEL. */
+static inline uint64_t not_path(uint64_t w)
+{
+    return any_below(w, 0x21) | any_eq(w, 0x7f);
+}
+
+/* nghttp2_check_path: 0x21-0x7e and 0x80-0xff (empty is fine here: check_once refuses it). */
 static bool path_ok(const uint8_t *p, size_t n)
 {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w = load8(p + i);
-        if (any_below(w, 0x21) | any_eq(w, 0x7f)) return false;
-    }
-    for (; i < n; i++) {
-        if (p[i] <= 0x20 || p[i] == 0x7f) return false;
-    }
-    return true;
+    return n == 0 || words_ok(p, n, not_path);
+}
+
+static inline uint64_t not_upper(uint64_t w)
+{
+    if (w & HIGH) return 1;
+    return bytes_in(w, 'A', 'Z') ^ HIGH;
 }
 
 /* nghttp2_check_method: tchar (upper case too), not empty. */
 static bool method_ok(const uint8_t *p, size_t n)
 {
     if (n == 0) return false;
+    if (words_ok(p, n, not_upper)) return true;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = p[i];
         if (!NAME_OK[c] && !(c >= 'A' && c <= 'Z')) return false;
@@ -218,12 +257,17 @@ static const uint8_t AUTHORITY_OK[256] = {
 #undef R
     ['Z'] = 1, ['z'] = 1};
 
+/* Some byte is not one of [a-z0-9.:-] (host names, addresses and ports). */
+static inline uint64_t not_plain_authority(uint64_t w)
+{
+    if (w & HIGH) return 1;
+    return (bytes_in(w, 'a', 'z') | bytes_in(w, '0', ':') | bytes_in(w, '-', '.')) ^ HIGH;
+}
+
+/* nghttp2_check_authority (empty is fine here: check_once refuses it). */
 static bool authority_ok(const uint8_t *p, size_t n)
 {
-    uint8_t ok = 1;
-    for (size_t i = 0; i < n; i++)
-        ok &= AUTHORITY_OK[p[i]];
-    return ok;
+    return n == 0 || words_ok(p, n, not_plain_authority) || table_ok(AUTHORITY_OK, p, n);
 }
 
 static bool alpha(uint8_t c)
@@ -246,14 +290,14 @@ static bool scheme_ok(const uint8_t *p, size_t n)
 static int64_t parse_uint(const uint8_t *p, size_t n)
 {
     if (n == 0) return -1;
-    int64_t v = 0;
+    uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        int d = p[i] - '0';
-        if (v > (INT64_MAX - d) / 10) return -1;
+        unsigned d = (unsigned)p[i] - '0';
+        if (d > 9) return -1;
+        if (i >= 18 && v > (uint64_t)(INT64_MAX - d) / 10) return -1; /* 18 digits fit */
         v = v * 10 + d;
     }
-    return v;
+    return (int64_t)v;
 }
 
 static bool ieq(const uint8_t *p, size_t n, const char *lit, size_t litn)
@@ -336,7 +380,9 @@ static enum rm_h2v request_field(struct rm_h2_stream *hs, enum rm_hkey k, bool p
         return RM_H2V_OK;
     case RM_HK_SCHEME:
         if (!check_once(hs, F_SCHEME, vlen)) return RM_H2V_ERROR;
-        if (IEQ(v, vlen, "http") || IEQ(v, vlen, "https")) hs->v.flags |= F_SCHEME_HTTP;
+        if (EQ(v, vlen, "http") || EQ(v, vlen, "https") || IEQ(v, vlen, "http") ||
+            IEQ(v, vlen, "https"))
+            hs->v.flags |= F_SCHEME_HTTP;
         return RM_H2V_OK;
     case RM_HK_STATUS:
         return RM_H2V_ERROR; /* a response pseudo-header */
@@ -393,8 +439,13 @@ static enum rm_h2v response_field(struct rm_h2_stream *hs, enum rm_hkey k, bool 
     return RM_H2V_OK;
 }
 
-/* The value check nghttp2_http_on_header picks by name. */
-static bool value_ok_for(enum rm_hkey k, bool server, const uint8_t *v, size_t vlen)
+/* The value check nghttp2_http_on_header picks by name.  It comes before the field's own
+ * rules, and a failure of either is the same stream error, so it is skipped where those rules
+ * accept only values it accepts: :status and content-length (digits; but a 2xx to CONNECT
+ * removes content-length whatever its digits, after this check), te ("trailers"), and the
+ * connection-specific fields (always refused). */
+static bool value_ok_for(const struct rm_h2_stream *hs, enum rm_hkey k, bool server,
+                         const uint8_t *v, size_t vlen)
 {
     switch (k) {
     case RM_HK_METHOD:
@@ -405,7 +456,18 @@ static bool value_ok_for(enum rm_hkey k, bool server, const uint8_t *v, size_t v
     case RM_HK_HOST:
         return server ? authority_ok(v, vlen) : value_ok(v, vlen);
     case RM_HK_SCHEME:
-        return scheme_ok(v, vlen);
+        return EQ(v, vlen, "http") || EQ(v, vlen, "https") || scheme_ok(v, vlen);
+    case RM_HK_CONTENT_LENGTH:
+        if (!server && (hs->v.flags & F_CONNECT)) return value_ok(v, vlen);
+        return true;
+    case RM_HK_STATUS:
+    case RM_HK_TE:
+    case RM_HK_CONNECTION:
+    case RM_HK_KEEP_ALIVE:
+    case RM_HK_PROXY_CONNECTION:
+    case RM_HK_TRANSFER_ENCODING:
+    case RM_HK_UPGRADE:
+        return true;
     default:
         return value_ok(v, vlen);
     }
@@ -415,11 +477,13 @@ enum rm_h2v rm_h2v_field(struct rm_h2_stream *hs, bool server, bool trailer, enu
                          const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
 {
     bool pseudo = nlen > 0 && name[0] == ':';
-    if (nlen == 0 || (pseudo && nlen == 1) || !name_chars_ok(name + pseudo, nlen - pseudo))
-        return RM_H2V_ERROR;
     enum rm_hkey k = rm_hkey_of(name, nlen);
+    /* a well-known name is a valid one: only the others need their bytes checked */
+    if (k == RM_HK_OTHER &&
+        (nlen == 0 || (pseudo && nlen == 1) || !name_chars_ok(name + pseudo, nlen - pseudo)))
+        return RM_H2V_ERROR;
     *key = k;
-    if (!value_ok_for(k, server, value, vlen)) return RM_H2V_ERROR;
+    if (!value_ok_for(hs, k, server, value, vlen)) return RM_H2V_ERROR;
     if (server) return request_field(hs, k, pseudo, trailer, value, vlen);
     return response_field(hs, k, pseudo, trailer, value, vlen);
 }
