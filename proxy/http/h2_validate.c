@@ -478,7 +478,9 @@ enum rm_h2v rm_h2v_field(struct rm_h2_stream *hs, bool server, bool trailer, enu
 {
     bool pseudo = nlen > 0 && name[0] == ':';
     enum rm_hkey k = rm_hkey_of(name, nlen);
-    /* a well-known name is a valid one: only the others need their bytes checked */
+    /* a well-known name is a valid one (rm_hkey_of matches exact lower-case names only: the
+     * upper_case_content_length row of test_h2_validate.c would catch a change there); only
+     * the others need their bytes checked */
     if (k == RM_HK_OTHER &&
         (nlen == 0 || (pseudo && nlen == 1) || !name_chars_ok(name + pseudo, nlen - pseudo)))
         return RM_H2V_ERROR;
