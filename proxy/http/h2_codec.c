@@ -14,6 +14,10 @@
  *    proxy-connection, transfer-encoding, upgrade, te unless "trailers"); requests get
  *    :authority from host when it is missing (host itself is dropped) and :scheme from the
  *    transport when missing.
+ *  - Received messages are checked as RFC 9113 8.1-8.3 says, with nghttp2 1.52's rules
+ *    (h2_validate.c; nghttp2's own HTTP messaging is off): a malformed one is reset with
+ *    RST_STREAM(PROTOCOL_ERROR) before the user sees it, or sees its end (a server user never
+ *    gets such a request; a client stream gets on_reset(RM_RESET_PROTOCOL)).
  *  - Resets sent: RM_RESET_REFUSED -> REFUSED_STREAM, PROTOCOL -> PROTOCOL_ERROR,
  *    OVERFLOW -> ENHANCE_YOUR_CALM, others -> CANCEL.  Received: REFUSED_STREAM ->
  *    RM_RESET_REFUSED, any other RST_STREAM -> RM_RESET_REMOTE; streams nghttp2 closes for a

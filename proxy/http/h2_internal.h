@@ -80,6 +80,14 @@ enum rm_h2_state {
 
 struct rm_h2_codec;
 
+/* What the messaging checks (h2_validate.c) know of a stream's incoming side. */
+struct rm_h2v_state {
+    uint32_t flags;         /* h2_validate.c's F_* bits (nghttp2's http_flags) */
+    int16_t status;         /* client: :status of the response block being received, or -1 */
+    int64_t content_length; /* -1: none (or not enforced) */
+    int64_t received;       /* DATA bytes so far */
+};
+
 struct rm_h2_stream {
     struct rm_stream base; /* first: a struct rm_stream * is a struct rm_h2_stream * */
     struct rm_h2_codec *codec;
@@ -89,6 +97,7 @@ struct rm_h2_stream {
     struct rm_arena own;   /* codec-owned; server streams: base.arena points here */
     struct rm_headers *in; /* incoming block being collected (NULL: ignored) */
     size_t in_bytes;       /* its name+value bytes so far */
+    struct rm_h2v_state v; /* the peer's messages so far (h2_validate.c) */
     struct rm_buf out;     /* DATA submitted, not yet framed */
     nghttp2_nv *trailers;  /* submitted trailers waiting for .out to drain (own arena) */
     size_t ntrailers;
@@ -197,6 +206,30 @@ void rm_h2_want_flush(struct rm_h2_codec *c);
 /** Append frame bytes to the conn's output (a then b). */
 void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const uint8_t *b,
                       size_t bn);
+
+/* ---- h2_validate.c: RFC 9113 8.1-8.3 on what the peer sends (nghttp2's HTTP messaging) ---- */
+enum rm_h2v {
+    RM_H2V_OK = 0, /* deliver the field */
+    RM_H2V_REMOVE, /* valid but not delivered (content-length of a 204 or a 2xx to CONNECT) */
+    RM_H2V_ERROR,  /* malformed message: reset the stream (PROTOCOL_ERROR) */
+};
+/** A new stream: nothing received yet. */
+void rm_h2v_init(struct rm_h2_stream *hs);
+/** Is a block of category <cat> (nghttp2_headers_category) on <hs> a trailer section? */
+bool rm_h2v_trailer(const struct rm_h2_stream *hs, bool server, int cat);
+/** Check one received field of a block (server: of a request; client: of a response), in
+ *  order, and update <hs>'s state.  On RM_H2V_OK, *key is the key of <name> (rm_hkey_of). */
+enum rm_h2v rm_h2v_field(struct rm_h2_stream *hs, bool server, bool trailer, enum rm_hkey *key,
+                         const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+/** The whole block (after its last field) of category <cat>; <end>: it carries END_STREAM.
+ *  False: the message is malformed. */
+bool rm_h2v_block(struct rm_h2_stream *hs, bool server, int cat, bool end);
+/** <n> DATA bytes arrive.  False: malformed (more than content-length, or no final response). */
+bool rm_h2v_data(struct rm_h2_stream *hs, size_t n);
+/** END_STREAM arrives on DATA.  False: malformed (body length, or no final response). */
+bool rm_h2v_end(const struct rm_h2_stream *hs);
+/** Client: the request <nv> is submitted on <hs> (its method decides what a response may carry). */
+void rm_h2v_request_sent(struct rm_h2_stream *hs, const nghttp2_nv *nv, size_t n);
 
 /* ---- h2_stream.c ---- */
 /** A stream object in state IDLE, counted as active; base.arena = its own arena. */

@@ -94,6 +94,28 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     return 0;
 }
 
+/* A malformed message (h2_validate.c): RST_STREAM(PROTOCOL_ERROR), as nghttp2's own HTTP
+ * messaging did; the user hears RM_RESET_PROTOCOL if it has the stream.  Not for streams
+ * already reset (nghttp2 ignores what still arrives on them). */
+static void malformed(struct rm_h2_stream *hs, const char *what)
+{
+    rm_log_debug("h2: stream %d: malformed %s: reset", hs->base.id, what);
+    rm_h2_stream_abort(hs, RM_RESET_PROTOCOL, NGHTTP2_PROTOCOL_ERROR, true);
+}
+
+/* Append a checked field (its key known) to <h>, copying it into the block's arena. */
+static void add_field(struct rm_headers *h, enum rm_hkey k, const uint8_t *name, size_t nlen,
+                      const uint8_t *value, size_t vlen, uint8_t flags)
+{
+    char *p = rm_arena_alloc(h->arena, nlen + vlen + 2);
+    memcpy(p, name, nlen);
+    p[nlen] = 0;
+    memcpy(p + nlen + 1, value, vlen);
+    p[nlen + 1 + vlen] = 0;
+    rm_headers_add_ref_key(h, k, p, nlen, p + nlen + 1, vlen);
+    h->v[h->n - 1].flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;
+}
+
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
@@ -101,6 +123,18 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (c->finished) return NGHTTP2_ERR_CALLBACK_FAILURE;
     struct rm_h2_stream *hs = c->rx_hs; /* on_header follows its block's on_begin_headers */
     if (!hs || !hs->in) return 0;
+    enum rm_hkey k = RM_HK_OTHER;
+    bool trailer = rm_h2v_trailer(hs, c->server, f->headers.cat);
+    enum rm_h2v v = rm_h2v_field(hs, c->server, trailer, &k, name, nlen, value, vlen);
+    if (v == RM_H2V_REMOVE) return 0;
+    if (v != RM_H2V_OK) {
+        /* nghttp2 skips the rest of the block; the RST_STREAM queued first is the one sent
+         * (what its own check did: PROTOCOL_ERROR, then nothing more for this block) */
+        rm_log_debug("h2: stream %d: malformed header field: reset", f->hd.stream_id);
+        hs->in = NULL;
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_PROTOCOL_ERROR);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     hs->in_bytes += nlen + vlen;
     if (hs->in_bytes > (size_t)c->st.max_request_headers_kb * 1024 ||
         hs->in->n >= c->st.max_headers_count) {
@@ -111,8 +145,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         hs->in = NULL;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    rm_headers_add(hs->in, (const char *)name, nlen, (const char *)value, vlen);
-    hs->in->v[hs->in->n - 1].flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;
+    add_field(hs->in, k, name, nlen, value, vlen, flags);
     return 0;
 }
 
@@ -168,6 +201,10 @@ static void headers_received(struct rm_h2_codec *c, const nghttp2_frame *f)
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     hs->in = NULL;
     c->rx_hs = NULL;
+    if (!rm_h2v_block(hs, c->server, f->headers.cat, end)) {
+        malformed(hs, "header block");
+        return;
+    }
     if (!c->server)
         client_headers(hs, h, end);
     else if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -204,6 +241,10 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
+    if (!rm_h2_terminal(hs) && (!rm_h2v_data(hs, len) || (end && !rm_h2v_end(hs)))) {
+        malformed(hs, "body"); /* more than content-length, a short end, or DATA after 1xx */
+        end = false;           /* the chunk is dropped (and its window returned) below */
+    }
     rm_h2_deliver_data(hs, data, len, end);
     return c->finished ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
@@ -239,7 +280,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         break;
     case NGHTTP2_DATA: /* END_STREAM not yet delivered on a chunk (empty or padded frame) */
         hs = stream_by_id(c, f->hd.stream_id);
-        if (hs && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !hs->remote_end_seen)
+        if (!hs || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) || hs->remote_end_seen) break;
+        if (!rm_h2_terminal(hs) && !rm_h2v_end(hs))
+            malformed(hs, "body end"); /* shorter than content-length, or no final response */
+        else
             rm_h2_deliver_data(hs, NULL, 0, true);
         break;
     case NGHTTP2_RST_STREAM:
@@ -552,6 +596,7 @@ static int session_new(struct rm_h2_codec *c)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, RM_H2_PEER_STREAMS_BEFORE_SETTINGS);
+    nghttp2_option_set_no_http_messaging(opt, 1); /* h2_validate.c does these checks */
     if (c->server)
         rv = nghttp2_session_server_new3(&c->ng, cbs, c, opt, session_mem());
     else

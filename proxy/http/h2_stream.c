@@ -80,6 +80,7 @@ struct rm_h2_stream *rm_h2_stream_alloc(struct rm_h2_codec *c)
         return NULL;
     }
     hs->codec = c;
+    rm_h2v_init(hs);
     hs->base.ops = &rm_h2_stream_ops;
     hs->base.proto = RM_HTTP2;
     rm_arena_init(&hs->own);
@@ -563,6 +564,7 @@ static int op_submit_headers(struct rm_stream *s, struct rm_headers *h, bool end
         if (rv > 0) {
             s->id = rv;
             hs->ng_open = true;
+            rm_h2v_request_sent(hs, nv, n);
         }
     }
     if (rv < 0) goto out;
