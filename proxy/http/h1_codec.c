@@ -457,6 +457,9 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
     if (c->acc.seen & RM_H1_HC_BIT(RM_H1_HC_CONNECTION)) ntok = connection_tokens(h, first, tok);
     drop |= RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
     if (out) drop |= RM_H1_HC_BIT(RM_H1_HC_HOST) | RM_H1_HC_BIT(RM_H1_HC_EXPECT);
+    /* no class to drop or report in the block (the usual response): nothing to do; Connection
+     * is in <drop>, so no header is named by one either */
+    if (!(c->acc.seen & drop)) return;
     uint32_t j = first;
     for (uint32_t i = first; i < h->n; i++) {
         struct rm_header *e = &h->v[i];
@@ -470,7 +473,8 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
         if (drop & RM_H1_HC_BIT(k)) continue;
         /* Connection may nominate more hop-by-hop names; never the framing or the target */
         if (ntok && k == RM_H1_HC_OTHER && named_by_connection(e, tok, ntok)) continue;
-        h->v[j++] = *e;
+        if (j != i) h->v[j] = *e;
+        j++;
     }
     h->n = j;
 }
