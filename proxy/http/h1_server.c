@@ -52,8 +52,11 @@ static int on_message_begin(llhttp_t *p)
     struct rm_h1_stream *hs = rm_h1_stream_new(c);
     c->cur = hs;
     rm_headers_init(&hs->head, hs->s.arena);
-    for (int i = 0; i < RM_H1_REQ_PSEUDO; i++) /* slots for the pseudo-headers */
-        rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0);
+    rm_headers_grow(&hs->head); /* room for the pseudo-headers and the usual few more */
+    /* slots for the pseudo-headers, filled or dropped by request_pseudo() before the block is
+     * looked at (no key bits: they are not headers yet) */
+    memset(hs->head.v, 0, RM_H1_REQ_PSEUDO * sizeof(*hs->head.v));
+    hs->head.n = RM_H1_REQ_PSEUDO;
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
