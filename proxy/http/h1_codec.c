@@ -333,8 +333,10 @@ void rm_h1_acc_end(struct rm_h1_codec *c)
             e->value_len--;
         e->value[e->value_len] = 0;
     }
-    rm_headers_set_key(a->h, a->h->n - 1);
-    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[e->key]);
+    enum rm_hkey k = rm_hkey_of(e->name, e->name_len); /* rm_headers_set_key, inline */
+    e->key = (uint8_t)k;
+    a->h->have |= RM_HK_BIT(k);
+    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[k]);
 }
 
 /* Grow <*p> (arena bytes, *len long, NUL-terminated) by <n> bytes from <src>. */
