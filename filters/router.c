@@ -885,7 +885,7 @@ static bool retry_response(struct router *r, unsigned code, struct rm_headers *h
 static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
 {
     struct router *r = s->user;
-    struct rm_str st = RM_HDR_GET(h, ":status");
+    struct rm_str st = rm_headers_get_key(h, RM_HK_STATUS);
     int64_t code = st.p ? rm_parse_u63(st.p, st.len) : -1;
     if (code >= 100 && code < 200)
         return; /* informational: 100-continue was answered downstream already */
@@ -898,12 +898,15 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     rm_timer_stop(loop_of(r), &r->try_timer); /* the per-try timeout ends with the headers */
     if (r->extra_flag) hs->resp_flags = r->extra_flag;
     count_upstream_status(r, status);
-    char num[24];
+    /* the name is a literal, the value is formatted into the arena: neither is copied */
+    char *num = rm_arena_alloc(h->arena, 24);
     size_t n = rm_fmt_u64(num, rm_loop_now(loop_of(r)) - r->up_start_ms);
-    rm_headers_add(h, "x-envoy-upstream-service-time", 29, num, n);
+    num[n] = 0; /* as rm_headers_add's copies */
+    rm_headers_add_ref_key(h, RM_HK_OTHER, "x-envoy-upstream-service-time", 29, num, n);
     if (hs->vhost->include_attempt_count_in_response) {
-        n = rm_fmt_u64(num, r->attempts);
-        rm_headers_set(h, "x-envoy-attempt-count", 21, num, n);
+        char cnt[24];
+        n = rm_fmt_u64(cnt, r->attempts);
+        rm_headers_set(h, "x-envoy-attempt-count", 21, cnt, n);
     }
     const struct rm_route *rt = hs->route;
     rm_header_ops_apply_response(&rt->headers_ops, h);

@@ -212,14 +212,43 @@ static char *put_request_line(char *e, struct rm_str method, struct rm_str targe
     return e;
 }
 
+/* The values of the first :method, :path and :authority of <h> (.p NULL when absent), in one
+ * pass: rm_headers_get_key() three times over. */
+static void request_pseudo(const struct rm_headers *h, struct rm_str *method, struct rm_str *path,
+                           struct rm_str *auth)
+{
+    *method = *path = *auth = (struct rm_str){NULL, 0};
+    unsigned missing = 3;
+    for (uint32_t i = 0; i < h->n && missing; i++) {
+        const struct rm_header *e = &h->v[i];
+        struct rm_str *dst;
+        switch (rm_header_key(e)) {
+        case RM_HK_METHOD:
+            dst = method;
+            break;
+        case RM_HK_PATH:
+            dst = path;
+            break;
+        case RM_HK_AUTHORITY:
+            dst = auth;
+            break;
+        default:
+            continue;
+        }
+        if (!dst->p) {
+            *dst = (struct rm_str){(const char *)e->value, e->value_len};
+            missing--;
+        }
+    }
+}
+
 static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_stream)
 {
     struct rm_h1_stream *hs = (struct rm_h1_stream *)s;
     if (!rm_h1_can_submit(hs) || hs->tx != RM_H1_HALF_HEADERS) return -1;
     struct rm_h1_codec *c = hs->c;
-    struct rm_str method = rm_headers_get_key(h, RM_HK_METHOD);
-    struct rm_str path = rm_headers_get_key(h, RM_HK_PATH);
-    struct rm_str auth = rm_headers_get_key(h, RM_HK_AUTHORITY);
+    struct rm_str method, path, auth;
+    request_pseudo(h, &method, &path, &auth);
     struct rm_str target = path.p ? path : auth; /* CONNECT: authority-form */
     if (!method.len || !target.len) return -1;
     hs->head_method = rm_str_eq(method, "HEAD", 4);

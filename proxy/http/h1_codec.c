@@ -333,8 +333,10 @@ void rm_h1_acc_end(struct rm_h1_codec *c)
             e->value_len--;
         e->value[e->value_len] = 0;
     }
-    rm_headers_set_key(a->h, a->h->n - 1);
-    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[e->key]);
+    enum rm_hkey k = rm_hkey_of(e->name, e->name_len); /* rm_headers_set_key, inline */
+    e->key = (uint8_t)k;
+    a->h->have |= RM_HK_BIT(k);
+    a->seen |= RM_H1_HC_BIT(rm_h1_hclass_of_key[k]);
 }
 
 /* Grow <*p> (arena bytes, *len long, NUL-terminated) by <n> bytes from <src>. */
@@ -457,6 +459,9 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
     if (c->acc.seen & RM_H1_HC_BIT(RM_H1_HC_CONNECTION)) ntok = connection_tokens(h, first, tok);
     drop |= RM_H1_HC_BIT(RM_H1_HC_HOP) | RM_H1_HC_BIT(RM_H1_HC_CONNECTION);
     if (out) drop |= RM_H1_HC_BIT(RM_H1_HC_HOST) | RM_H1_HC_BIT(RM_H1_HC_EXPECT);
+    /* no class to drop or report in the block (the usual response): nothing to do; Connection
+     * is in <drop>, so no header is named by one either */
+    if (!(c->acc.seen & drop)) return;
     uint32_t j = first;
     for (uint32_t i = first; i < h->n; i++) {
         struct rm_header *e = &h->v[i];
@@ -470,7 +475,8 @@ void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t fir
         if (drop & RM_H1_HC_BIT(k)) continue;
         /* Connection may nominate more hop-by-hop names; never the framing or the target */
         if (ntok && k == RM_H1_HC_OTHER && named_by_connection(e, tok, ntok)) continue;
-        h->v[j++] = *e;
+        if (j != i) h->v[j] = *e;
+        j++;
     }
     h->n = j;
 }

@@ -212,7 +212,7 @@ struct rm_h1_clean {
 };
 /** Remove hop-by-hop headers, the headers Connection names, and the classes in <drop> from
  *  h->v[first..].  Host and Expect are removed too and reported in <out> when <out> is not
- *  NULL. */
+ *  NULL.  <h> must be the block just accumulated (c->acc.seen tells which classes it holds). */
 void rm_h1_clean_block(struct rm_h1_codec *c, struct rm_headers *h, uint32_t first, uint32_t drop,
                        struct rm_h1_clean *out);
 

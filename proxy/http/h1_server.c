@@ -52,8 +52,11 @@ static int on_message_begin(llhttp_t *p)
     struct rm_h1_stream *hs = rm_h1_stream_new(c);
     c->cur = hs;
     rm_headers_init(&hs->head, hs->s.arena);
-    for (int i = 0; i < RM_H1_REQ_PSEUDO; i++) /* slots for the pseudo-headers */
-        rm_headers_add_ref_key(&hs->head, RM_HK_OTHER, "", 0, "", 0);
+    rm_headers_grow(&hs->head); /* room for the pseudo-headers and the usual few more */
+    /* slots for the pseudo-headers, filled or dropped by request_pseudo() before the block is
+     * looked at (no key bits: they are not headers yet) */
+    memset(hs->head.v, 0, RM_H1_REQ_PSEUDO * sizeof(*hs->head.v));
+    hs->head.n = RM_H1_REQ_PSEUDO;
     rm_h1_acc_begin(c, &hs->head, true);
     return 0;
 }
@@ -325,76 +328,76 @@ static int status_of(const struct rm_headers *h)
 }
 
 /* Reason phrases of status lines by [class - 1][code % 100] (RFC 9110 §15, RFC 8297). */
-static const char *const reasons[5][64] = {
-    [0][0] = "Continue",
-    [0][1] = "Switching Protocols",
-    [0][2] = "Processing",
-    [0][3] = "Early Hints",
-    [1][0] = "OK",
-    [1][1] = "Created",
-    [1][2] = "Accepted",
-    [1][3] = "Non-Authoritative Information",
-    [1][4] = "No Content",
-    [1][5] = "Reset Content",
-    [1][6] = "Partial Content",
-    [1][7] = "Multi-Status",
-    [1][8] = "Already Reported",
-    [1][26] = "IM Used",
-    [2][0] = "Multiple Choices",
-    [2][1] = "Moved Permanently",
-    [2][2] = "Found",
-    [2][3] = "See Other",
-    [2][4] = "Not Modified",
-    [2][5] = "Use Proxy",
-    [2][7] = "Temporary Redirect",
-    [2][8] = "Permanent Redirect",
-    [3][0] = "Bad Request",
-    [3][1] = "Unauthorized",
-    [3][2] = "Payment Required",
-    [3][3] = "Forbidden",
-    [3][4] = "Not Found",
-    [3][5] = "Method Not Allowed",
-    [3][6] = "Not Acceptable",
-    [3][7] = "Proxy Authentication Required",
-    [3][8] = "Request Timeout",
-    [3][9] = "Conflict",
-    [3][10] = "Gone",
-    [3][11] = "Length Required",
-    [3][12] = "Precondition Failed",
-    [3][13] = "Payload Too Large",
-    [3][14] = "URI Too Long",
-    [3][15] = "Unsupported Media Type",
-    [3][16] = "Range Not Satisfiable",
-    [3][17] = "Expectation Failed",
-    [3][21] = "Misdirected Request",
-    [3][22] = "Unprocessable Entity",
-    [3][23] = "Locked",
-    [3][24] = "Failed Dependency",
-    [3][25] = "Too Early",
-    [3][26] = "Upgrade Required",
-    [3][28] = "Precondition Required",
-    [3][29] = "Too Many Requests",
-    [3][31] = "Request Header Fields Too Large",
-    [3][51] = "Unavailable For Legal Reasons",
-    [4][0] = "Internal Server Error",
-    [4][1] = "Not Implemented",
-    [4][2] = "Bad Gateway",
-    [4][3] = "Service Unavailable",
-    [4][4] = "Gateway Timeout",
-    [4][5] = "HTTP Version Not Supported",
-    [4][6] = "Variant Also Negotiates",
-    [4][7] = "Insufficient Storage",
-    [4][8] = "Loop Detected",
-    [4][10] = "Not Extended",
-    [4][11] = "Network Authentication Required",
+static const struct rm_str reasons[5][64] = {
+    [0][0] = RM_STR("Continue"),
+    [0][1] = RM_STR("Switching Protocols"),
+    [0][2] = RM_STR("Processing"),
+    [0][3] = RM_STR("Early Hints"),
+    [1][0] = RM_STR("OK"),
+    [1][1] = RM_STR("Created"),
+    [1][2] = RM_STR("Accepted"),
+    [1][3] = RM_STR("Non-Authoritative Information"),
+    [1][4] = RM_STR("No Content"),
+    [1][5] = RM_STR("Reset Content"),
+    [1][6] = RM_STR("Partial Content"),
+    [1][7] = RM_STR("Multi-Status"),
+    [1][8] = RM_STR("Already Reported"),
+    [1][26] = RM_STR("IM Used"),
+    [2][0] = RM_STR("Multiple Choices"),
+    [2][1] = RM_STR("Moved Permanently"),
+    [2][2] = RM_STR("Found"),
+    [2][3] = RM_STR("See Other"),
+    [2][4] = RM_STR("Not Modified"),
+    [2][5] = RM_STR("Use Proxy"),
+    [2][7] = RM_STR("Temporary Redirect"),
+    [2][8] = RM_STR("Permanent Redirect"),
+    [3][0] = RM_STR("Bad Request"),
+    [3][1] = RM_STR("Unauthorized"),
+    [3][2] = RM_STR("Payment Required"),
+    [3][3] = RM_STR("Forbidden"),
+    [3][4] = RM_STR("Not Found"),
+    [3][5] = RM_STR("Method Not Allowed"),
+    [3][6] = RM_STR("Not Acceptable"),
+    [3][7] = RM_STR("Proxy Authentication Required"),
+    [3][8] = RM_STR("Request Timeout"),
+    [3][9] = RM_STR("Conflict"),
+    [3][10] = RM_STR("Gone"),
+    [3][11] = RM_STR("Length Required"),
+    [3][12] = RM_STR("Precondition Failed"),
+    [3][13] = RM_STR("Payload Too Large"),
+    [3][14] = RM_STR("URI Too Long"),
+    [3][15] = RM_STR("Unsupported Media Type"),
+    [3][16] = RM_STR("Range Not Satisfiable"),
+    [3][17] = RM_STR("Expectation Failed"),
+    [3][21] = RM_STR("Misdirected Request"),
+    [3][22] = RM_STR("Unprocessable Entity"),
+    [3][23] = RM_STR("Locked"),
+    [3][24] = RM_STR("Failed Dependency"),
+    [3][25] = RM_STR("Too Early"),
+    [3][26] = RM_STR("Upgrade Required"),
+    [3][28] = RM_STR("Precondition Required"),
+    [3][29] = RM_STR("Too Many Requests"),
+    [3][31] = RM_STR("Request Header Fields Too Large"),
+    [3][51] = RM_STR("Unavailable For Legal Reasons"),
+    [4][0] = RM_STR("Internal Server Error"),
+    [4][1] = RM_STR("Not Implemented"),
+    [4][2] = RM_STR("Bad Gateway"),
+    [4][3] = RM_STR("Service Unavailable"),
+    [4][4] = RM_STR("Gateway Timeout"),
+    [4][5] = RM_STR("HTTP Version Not Supported"),
+    [4][6] = RM_STR("Variant Also Negotiates"),
+    [4][7] = RM_STR("Insufficient Storage"),
+    [4][8] = RM_STR("Loop Detected"),
+    [4][10] = RM_STR("Not Extended"),
+    [4][11] = RM_STR("Network Authentication Required"),
 };
 
 /* The reason phrase for <status> (100..999); "Unknown" for codes without one: clients ignore it. */
-static const char *reason_of(int status)
+static struct rm_str reason_of(int status)
 {
-    const char *r =
-        status < 600 && status % 100 < 64 ? reasons[status / 100 - 1][status % 100] : NULL;
-    return r ? r : "Unknown";
+    struct rm_str r = status < 600 && status % 100 < 64 ? reasons[status / 100 - 1][status % 100]
+                                                        : (struct rm_str){NULL, 0};
+    return r.p ? r : RM_STR("Unknown");
 }
 
 /* "HTTP/1.1 NNN Reason\r\n" */
@@ -423,8 +426,9 @@ static int submit_informational(struct rm_h1_codec *c, struct rm_h1_stream *hs,
     if (hs->s.proto == RM_HTTP10 || (status == 100 && hs->sent_100))
         return 0; /* HTTP/1.0 clients don't know 1xx; one 100 per request */
     if (status == 100) hs->sent_100 = true;
-    const char *reason = reason_of(status);
-    size_t rlen = strlen(reason);
+    struct rm_str rs = reason_of(status);
+    const char *reason = rs.p;
+    size_t rlen = rs.len;
     size_t size = 13 + rlen + 2 + rm_h1_lines_size(h, skip_resp, NULL) + 2;
     char stack[RM_H1_HEAD_STACK];
     char *buf = rm_h1_head_buf(hs, stack, size);
@@ -485,8 +489,9 @@ static int submit_headers(struct rm_stream *s, struct rm_headers *h, bool end_st
     uint32_t skip = skip_resp;
     if (status == 204)
         skip |= RM_H1_HC_BIT(RM_H1_HC_CONTENT_LENGTH); /* RFC 9110 8.6: never in a 204 */
-    const char *reason = reason_of(status);
-    size_t rlen = strlen(reason);
+    struct rm_str rs = reason_of(status);
+    const char *reason = rs.p;
+    size_t rlen = rs.len;
     /* one pass into the stack buffer (the status line and the header lines; room is kept for
      * the framing and connection lines), two into the arena for a head too big for it */
     char stack[RM_H1_HEAD_STACK];

@@ -237,13 +237,14 @@ void rm_headers_copy(struct rm_headers *dst, const struct rm_headers *src)
 
 int64_t rm_parse_u63(const char *p, size_t n)
 {
-    if (n == 0 || n > 18) return -1;
-    int64_t v = 0;
+    if (n - 1 >= 18) return -1; /* n == 0 or n > 18 */
+    uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        v = v * 10 + (p[i] - '0');
+        unsigned d = (unsigned)(unsigned char)p[i] - '0';
+        if (d > 9) return -1;
+        v = v * 10 + d;
     }
-    return v;
+    return (int64_t)v;
 }
 
 /* tchar (RFC 9110 5.6.2) lower-cased; 0 for every byte a field name may not contain. */

@@ -131,9 +131,11 @@ static inline bool rm_headers_may_have(const struct rm_headers *h, enum rm_hkey 
 }
 /** rm_headers_find_key's scan (the caller checked rm_headers_may_have). */
 int rm_headers_scan_key(const struct rm_headers *h, enum rm_hkey k);
-/** Index of the first header with well-known key <k> (> RM_HK_OTHER), or -1. */
+/** Index of the first header with well-known key <k> (> RM_HK_OTHER), or -1.  The first entry
+ *  is looked at inline: :method and :status lead their blocks. */
 static inline int rm_headers_find_key(const struct rm_headers *h, enum rm_hkey k)
 {
+    if (h->n && h->v[0].key == k) return 0;
     return rm_headers_may_have(h, k) ? rm_headers_scan_key(h, k) : -1;
 }
 /** Value of the first header named <name>; .p is NULL when absent. */

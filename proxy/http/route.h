@@ -254,9 +254,21 @@ const struct rm_route *rm_route_match(const struct rm_vhost *vh, const struct rm
 /** Pick one cluster of a weighted route with <rnd> uniformly in [0, total_weight). */
 const struct rm_weighted_cluster *rm_route_pick_weighted(const struct rm_route *r, uint64_t rnd);
 
-/** Apply one level of request or response mutations to <h> (removals first, then adds). */
-void rm_header_ops_apply_request(const struct rm_header_ops *ops, struct rm_headers *h);
-void rm_header_ops_apply_response(const struct rm_header_ops *ops, struct rm_headers *h);
+/* rm_header_ops_apply_*'s work when there is some. */
+void rm_header_ops_run_request(const struct rm_header_ops *ops, struct rm_headers *h);
+void rm_header_ops_run_response(const struct rm_header_ops *ops, struct rm_headers *h);
+/** Apply one level of request or response mutations to <h> (removals first, then adds).  Most
+ *  levels have none: that is decided inline, as each request applies three levels each way. */
+static inline void rm_header_ops_apply_request(const struct rm_header_ops *ops,
+                                               struct rm_headers *h)
+{
+    if (ops && (ops->n_req_remove || ops->n_req_add)) rm_header_ops_run_request(ops, h);
+}
+static inline void rm_header_ops_apply_response(const struct rm_header_ops *ops,
+                                                struct rm_headers *h)
+{
+    if (ops && (ops->n_resp_remove || ops->n_resp_add)) rm_header_ops_run_response(ops, h);
+}
 
 /** Does <m> match <v>? (exposed for filters and tests)  PRESENT is always true here. */
 bool rm_str_match_eval(const struct rm_str_match *m, const char *v, size_t len);

@@ -289,12 +289,12 @@ static void apply(struct rm_headers *h, char *const *rm, size_t n_rm,
 #undef ON
 }
 
-void rm_header_ops_apply_request(const struct rm_header_ops *ops, struct rm_headers *h)
+void rm_header_ops_run_request(const struct rm_header_ops *ops, struct rm_headers *h)
 {
-    if (ops) apply(h, ops->req_remove, ops->n_req_remove, ops->req_add, ops->n_req_add);
+    apply(h, ops->req_remove, ops->n_req_remove, ops->req_add, ops->n_req_add);
 }
 
-void rm_header_ops_apply_response(const struct rm_header_ops *ops, struct rm_headers *h)
+void rm_header_ops_run_response(const struct rm_header_ops *ops, struct rm_headers *h)
 {
-    if (ops) apply(h, ops->resp_remove, ops->n_resp_remove, ops->resp_add, ops->n_resp_add);
+    apply(h, ops->resp_remove, ops->n_resp_remove, ops->resp_add, ops->n_resp_add);
 }

@@ -12,7 +12,11 @@ struct pool_conn {
     struct rm_conn *conn;   /* set while connecting */
     struct rm_codec *codec; /* set once connected */
     struct pool_conn *next, *prev;
+    /* idle_timeout: armed when the connection goes idle and left armed while it is busy (a
+     * request then costs no timer start and stop); when it fires, it looks at the connection:
+     * busy or draining, nothing; idle for less than the timeout, re-armed for the rest. */
     struct rm_timer idle_timer;
+    uint64_t idle_since_ms; /* when it last went idle */
     uint32_t requests;
     unsigned priority; /* whose max_connections slot it holds */
     bool draining;
@@ -124,6 +128,15 @@ static void on_codec_close(void *user, int err)
 static void on_idle_timeout(struct rm_timer *t)
 {
     struct pool_conn *pc = rm_container_of(t, struct pool_conn, idle_timer);
+    struct rm_pool *p = pc->pool;
+    uint64_t timeout = p->wc->cluster->idle_timeout_ms, now = rm_loop_now(p->wc->loop);
+    /* busy (or draining): on_codec_idle arms it again when the connection goes idle */
+    if (pc->draining || !timeout || pc->codec->ops->active_streams(pc->codec) > 0) return;
+    if (pc->idle_since_ms + timeout > now) { /* busy in between: wait for the rest */
+        rm_timer_start(p->wc->loop, &pc->idle_timer, pc->idle_since_ms + timeout - now,
+                       on_idle_timeout);
+        return;
+    }
     rm_stat_inc(pc->pool->wc->cluster->stats, RM_CS_UPSTREAM_CX_DESTROY_LOCAL);
     pc->codec->ops->close(pc->codec);
     pool_conn_free(pc);
@@ -148,8 +161,11 @@ static void on_codec_idle(void *user)
         drain_conn(pc);
         return;
     }
-    if (c->idle_timeout_ms && pc->codec->ops->active_streams(pc->codec) == 0)
-        rm_timer_start(p->wc->loop, &pc->idle_timer, c->idle_timeout_ms, on_idle_timeout);
+    if (c->idle_timeout_ms && pc->codec->ops->active_streams(pc->codec) == 0) {
+        pc->idle_since_ms = rm_loop_now(p->wc->loop);
+        if (!rm_timer_armed(&pc->idle_timer)) /* else it fires early and re-arms itself */
+            rm_timer_start(p->wc->loop, &pc->idle_timer, c->idle_timeout_ms, on_idle_timeout);
+    }
 }
 
 static void on_codec_goaway(void *user)
@@ -318,8 +334,7 @@ static void maybe_connect(struct rm_pool *p)
 
 static void hand_out(struct pool_conn *pc, struct rm_pool_request *r)
 {
-    pc->requests++;
-    rm_timer_stop(pc->pool->wc->loop, &pc->idle_timer);
+    pc->requests++; /* the idle timer stays armed: see struct pool_conn */
     r->cb->on_ready(r, pc->codec, pc->pool->host);
 }
 
@@ -348,8 +363,7 @@ int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
     r->priority = priority;
     for (struct pool_conn *pc = p->conns.next; pc != &p->conns; pc = pc->next) {
         if (pc->codec && !pc->draining && pc->codec->ops->available_streams(pc->codec) > 0) {
-            pc->requests++;
-            rm_timer_stop(p->wc->loop, &pc->idle_timer);
+            pc->requests++; /* the idle timer stays armed: see struct pool_conn */
             *codec = pc->codec;
             return RM_OK;
         }

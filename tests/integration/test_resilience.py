@@ -843,6 +843,36 @@ def _h2_exchange(s, c, path, headers=(), timeout=5.0):
     return status, hdrs
 
 
+def test_upstream_idle_timeout_spares_busy_connections(ctx):
+    """The cluster's common_http_protocol_options.idle_timeout closes an upstream connection
+    idle that long, never one busy with a request (its timer stays armed while it is busy and
+    looks again when it fires)."""
+    up = ctx.upstream(name="b1")
+    opts = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: { idle_timeout: 0.5s }
+        explicit_http_config:
+          http_protocol_options: {}"""
+    px = ctx.remora(cfg.bootstrap(route(""), [cfg.cluster("backend", [up.port], extra=opts)]))
+    url = f"http://127.0.0.1:{px.port}/"
+    assert ctx.curl(url).status == 200  # the connection goes idle: its timer is armed
+    # busy across the timer's deadline, on the same connection
+    r = ctx.curl(url, headers={"x-upstream-delay-ms": "1200"})
+    assert r.status == 200, r
+    assert cs(ctx, px, "upstream_cx_destroy_local") == 0
+    assert cs(ctx, px, "upstream_cx_total") == 1
+    time.sleep(0.25)  # idle for less than the timeout: still open
+    assert cs(ctx, px, "upstream_cx_destroy_local") == 0
+    deadline = time.monotonic() + 3.0
+    while cs(ctx, px, "upstream_cx_destroy_local") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cs(ctx, px, "upstream_cx_destroy_local") == 1
+    assert cs(ctx, px, "upstream_cx_active") == 0
+    stop_clean(ctx, px)
+
+
 def test_max_requests_per_connection(ctx):
     """common_http_protocol_options.max_requests_per_connection downstream: the Nth request is
     served, then HTTP/1.1 says connection: close and closes, HTTP/2 sends GOAWAY naming it."""

@@ -531,10 +531,75 @@ Test(h1_server, obs_fold_joined)
     h1t_free(t);
 }
 
+/* A head that arrives whole and one that arrives in two pieces (names and values split across
+ * reads) give the same block: names of 1 to 17 bytes (the 8-byte steps of the lower-casing),
+ * mixed case, OWS of spaces and tabs, empty values, ':' and obs-text in values. */
+Test(h1_server, whole_head_same_as_split)
+{
+    static const char req[] =
+        "GET /f HTTP/1.1\r\nHost: h\r\nA: 1\r\nAbCdEfG:x\r\n"
+        "ABCDEFGH: \t y z \t\r\nAbcdefghI:\t\r\nX-0123456789-ABCD: a:b\r\n"
+        "x-0123456789-abcde:  \xe9t\xe9 \r\nE:\r\n!#$%&'*+-.^_`|~09:v\r\n\r\n";
+    static const char want[] = ":method: GET\n:scheme: http\n:authority: h\n:path: /f\na: 1\n"
+                               "abcdefg: x\nabcdefgh: y z\nabcdefghi: \n"
+                               "x-0123456789-abcd: a:b\nx-0123456789-abcde: \xe9t\xe9\ne: \n"
+                               "!#$%&'*+-.^_`|~09: v\n";
+    size_t len = sizeof(req) - 1;
+    struct h1t *t = h1t_server(NULL);
+    h1t_sends(t, req); /* whole */
+    cr_assert(h1t_wait_end(t, 0));
+    cr_assert_str_eq(t->streams[0].head, want);
+    h1t_respond(&t->streams[0], "200", "ok");
+    cr_assert(h1t_read_until(t, "\r\n\r\nok"));
+    h1t_take(t);
+    h1t_release(&t->streams[0]);
+    for (size_t cut = 17; cut < len; cut += 7) { /* in two pieces, cut inside the head */
+        int i = t->nstreams;
+        h1t_send(t, req, cut);
+        h1t_spin(t, 1);
+        h1t_send(t, req + cut, len - cut);
+        cr_assert(h1t_wait_end(t, i), "split at %zu", cut);
+        cr_assert_str_eq(t->streams[i].head, want, "split at %zu", cut);
+        h1t_respond(&t->streams[i], "200", "ok");
+        cr_assert(h1t_read_until(t, "\r\n\r\nok"), "split at %zu", cut);
+        h1t_take(t);
+        h1t_release(&t->streams[i]);
+    }
+    cr_assert_eq(t->closed, 0);
+    h1t_free(t);
+}
+
+/* The header-count limit decides before a later error, whole head or not: 431, not 400. */
+Test(h1_server, header_count_limit_before_bad_value)
+{
+    static const struct rm_codec_settings st = {.max_headers_count = 2};
+    struct h1t *t = h1t_server(&st);
+    h1t_sends(t, "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: \x01\r\n\r\n");
+    cr_assert(h1t_wait_eof(t));
+    cr_assert(strncmp(h1t_take(t), R431, strlen(R431)) == 0);
+    h1t_free(t);
+    /* at the limit, and at 33 headers under a higher one: served */
+    static const struct rm_codec_settings st33 = {.max_headers_count = 33};
+    for (int n = 2; n <= 33; n += 31) {
+        char req[1024] = "GET / HTTP/1.1\r\nHost: h\r\n";
+        for (int i = 1; i < n; i++)
+            sprintf(req + strlen(req), "X-%d: v\r\n", i);
+        strcat(req, "\r\n");
+        t = h1t_server(n == 2 ? &st : &st33);
+        h1t_sends(t, req);
+        cr_assert(h1t_wait_end(t, 0), "%d headers", n);
+        cr_assert(strstr(t->streams[0].head, n == 2 ? "x-1: v\n" : "x-32: v\n"));
+        h1t_free(t);
+    }
+}
+
 Test(h1_server, bad_header)
 {
     expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nBad Name: v\r\n\r\n", R400, 0);
     expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nBad@Name: v\r\n\r\n", R400, 0);
+    expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nX-Long-Header Name: v\r\n\r\n", R400, 0);
+    expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nAbcdefg\x7f: v\r\n\r\n", R400, 0);
+    expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nAbcdefgh\xe9: v\r\n\r\n", R400, 0);
     expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", R400, 0);
     expect_rejected("GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", R400, 0);
     expect_rejected("GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", R400, 0);
