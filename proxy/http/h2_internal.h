@@ -59,6 +59,7 @@
 #define RM_H2_DEFAULT_STREAM_BUFFER (256 * 1024)
 #define RM_H2_PEER_STREAMS_BEFORE_SETTINGS 100
 #define RM_H2_FREE_STREAMS_MAX 128
+#define RM_H2_ID_SLOTS 64 /* struct rm_h2_codec.by_id: a power of two */
 
 /* Stream states as the user sees them.  Only rm_h2_set_state() changes them:
  *   FREE -> IDLE                      allocated (server: headers arriving; client: not sent)
@@ -145,8 +146,10 @@ struct rm_h2_codec {
     uint32_t nalloc; /* stream objects not on the free list */
     uint32_t active; /* streams that occupy (or will occupy) a slot on the wire */
     struct rm_h2_stream *reap, *writable, *resumed;
-    struct rm_h2_stream *rx_hs;   /* the header block being received (NULL: ignored) */
-    struct rm_h2_stream *last_hs; /* h2_session.c stream_by_id()'s last answer (or NULL) */
+    struct rm_h2_stream *rx_hs; /* the header block being received (NULL: ignored) */
+    /* h2_session.c stream_by_id()'s answers, by stream id ((id >> 1) % RM_H2_ID_SLOTS); a slot
+     * is valid only while its stream has that id and ng_open; recycle() clears it */
+    struct rm_h2_stream *by_id[RM_H2_ID_SLOTS];
     /* the DATA frame being received: lets the last chunk carry end_stream */
     int32_t rx_sid;
     size_t rx_left;
@@ -168,6 +171,11 @@ static inline struct rm_h2_stream *rm_h2_stream_of(const struct rm_stream *s)
 static inline struct rm_h2_codec *rm_h2_codec_of(const struct rm_codec *c)
 {
     return (struct rm_h2_codec *)(void *)c;
+}
+/** <id>'s slot in c->by_id. */
+static inline struct rm_h2_stream **rm_h2_id_slot(struct rm_h2_codec *c, int32_t id)
+{
+    return &c->by_id[((uint32_t)id >> 1) % RM_H2_ID_SLOTS];
 }
 static inline bool rm_h2_terminal(const struct rm_h2_stream *hs)
 {

@@ -31,15 +31,22 @@ void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const 
         conn->flags |= RM_CONN_OVER_HIGH; /* the drain stops; on_drained resumes it */
 }
 
-/* nghttp2's user data for stream <id>.  The last answer is kept: while that stream is open in
- * nghttp2 (ng_open) its id still maps to it, so a frame's several callbacks ask nghttp2 once. */
-static struct rm_h2_stream *stream_by_id(struct rm_h2_codec *c, int32_t id)
+/* nghttp2's user data for stream <id>.  Answers are kept in a small table by id: while a
+ * stream is open in nghttp2 (ng_open) its id still maps to it, and ids are never reused in a
+ * session, so the streams in flight (consecutive ids) are found without asking nghttp2. */
+static struct rm_h2_stream *stream_ask(struct rm_h2_codec *c, int32_t id)
 {
-    struct rm_h2_stream *hs = c->last_hs;
-    if (hs && hs->base.id == id && hs->ng_open) return hs;
-    hs = nghttp2_session_get_stream_user_data(c->ng, id);
-    if (hs) c->last_hs = hs;
+    struct rm_h2_stream *hs = nghttp2_session_get_stream_user_data(c->ng, id);
+    if (hs) *rm_h2_id_slot(c, id) = hs;
     return hs;
+}
+
+static inline __attribute__((always_inline)) struct rm_h2_stream *
+stream_by_id(struct rm_h2_codec *c, int32_t id)
+{
+    struct rm_h2_stream *hs = *rm_h2_id_slot(c, id);
+    if (hs && hs->base.id == id && hs->ng_open) return hs;
+    return stream_ask(c, id);
 }
 
 /* Streams nghttp2 has not opened yet (queued request HEADERS) have no user data there. */
@@ -77,6 +84,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         hs->base.id = f->hd.stream_id;
         hs->ng_open = true;
         nghttp2_session_set_stream_user_data(ng, hs->base.id, hs);
+        *rm_h2_id_slot(c, hs->base.id) = hs;
         if (c->st.request_headers_timeout_ms)
             rm_timer_start(c->loop, &hs->headers_timer, c->st.request_headers_timeout_ms,
                            on_headers_timeout);

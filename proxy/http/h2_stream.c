@@ -99,7 +99,8 @@ static void recycle(struct rm_h2_codec *c, struct rm_h2_stream *hs)
 {
     assert(!hs->in_writable && !hs->in_resume && !hs->ng_open && !hs->counted);
     if (c->rx_hs == hs) c->rx_hs = NULL;
-    if (c->last_hs == hs) c->last_hs = NULL;
+    struct rm_h2_stream **slot = rm_h2_id_slot(c, hs->base.id);
+    if (*slot == hs) *slot = NULL;
     rm_timer_stop(c->loop, &hs->headers_timer);
     if (hs->prev)
         hs->prev->next = hs->next;
@@ -564,6 +565,7 @@ static int op_submit_headers(struct rm_stream *s, struct rm_headers *h, bool end
         if (rv > 0) {
             s->id = rv;
             hs->ng_open = true;
+            *rm_h2_id_slot(c, rv) = hs; /* stream_by_id() answers before nghttp2 opens it */
             rm_h2v_request_sent(hs, nv, n);
         }
     }
