@@ -147,6 +147,7 @@ struct rm_h2_codec {
     uint32_t active; /* streams that occupy (or will occupy) a slot on the wire */
     struct rm_h2_stream *reap, *writable, *resumed;
     struct rm_h2_stream *rx_hs; /* the header block being received (NULL: ignored) */
+    bool rx_trailer;            /* that block is a trailer section (rm_h2v_trailer) */
     /* h2_session.c stream_by_id()'s answers, by stream id ((id >> 1) % RM_H2_ID_SLOTS); a slot
      * is valid only while its stream has that id and ng_open; recycle() clears it */
     struct rm_h2_stream *by_id[RM_H2_ID_SLOTS];

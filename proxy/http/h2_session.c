@@ -99,6 +99,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     rm_headers_init(hs->in, hs->base.arena);
     hs->in_bytes = 0;
     c->rx_hs = hs;
+    c->rx_trailer = rm_h2v_trailer(hs, c->server, f->headers.cat); /* fixed until the block ends */
     return 0;
 }
 
@@ -132,8 +133,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct rm_h2_stream *hs = c->rx_hs; /* on_header follows its block's on_begin_headers */
     if (!hs || !hs->in) return 0;
     enum rm_hkey k = RM_HK_OTHER;
-    bool trailer = rm_h2v_trailer(hs, c->server, f->headers.cat);
-    enum rm_h2v v = rm_h2v_field(hs, c->server, trailer, &k, name, nlen, value, vlen);
+    enum rm_h2v v = rm_h2v_field(hs, c->server, c->rx_trailer, &k, name, nlen, value, vlen);
     if (v == RM_H2V_REMOVE) return 0;
     if (v != RM_H2V_OK) {
         /* nghttp2 skips the rest of the block; the RST_STREAM queued first is the one sent
