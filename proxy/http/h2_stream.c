@@ -413,7 +413,8 @@ struct nv_builder {
     uint8_t flags; /* NO_COPY when the strings outlive nghttp2's use of them */
 };
 
-static void nv_put(struct nv_builder *b, const struct rm_header *e)
+static inline __attribute__((always_inline)) void nv_put(struct nv_builder *b,
+                                                         const struct rm_header *e)
 {
     nghttp2_nv *nv = &b->nv[b->n++];
     *nv = *(const nghttp2_nv *)(const void *)e;
