@@ -112,42 +112,14 @@ static void malformed(struct rm_h2_stream *hs, const char *what)
     rm_h2_stream_abort(hs, RM_RESET_PROTOCOL, NGHTTP2_PROTOCOL_ERROR, true);
 }
 
-/* Copy <n> bytes from <src> to <dst> (not overlapping).  Field names and values are mostly
- * under 32 bytes: those are copied with at most four loads and stores, all within the n bytes
- * (overlapping in the middle), without a call into libc. */
-static inline __attribute__((always_inline)) void copy_bytes(char *dst, const uint8_t *src,
-                                                             size_t n)
-{
-    uint64_t a, b, c, d;
-    uint32_t x, y;
-    if (n > 32) {
-        memcpy(dst, src, n);
-    } else if (n > 16) {
-        memcpy(&a, src, 8), memcpy(&b, src + 8, 8);
-        memcpy(&c, src + n - 16, 8), memcpy(&d, src + n - 8, 8);
-        memcpy(dst, &a, 8), memcpy(dst + 8, &b, 8);
-        memcpy(dst + n - 16, &c, 8), memcpy(dst + n - 8, &d, 8);
-    } else if (n >= 8) {
-        memcpy(&a, src, 8), memcpy(&b, src + n - 8, 8);
-        memcpy(dst, &a, 8), memcpy(dst + n - 8, &b, 8);
-    } else if (n >= 4) {
-        memcpy(&x, src, 4), memcpy(&y, src + n - 4, 4);
-        memcpy(dst, &x, 4), memcpy(dst + n - 4, &y, 4);
-    } else if (n) {
-        dst[0] = (char)src[0];
-        dst[n / 2] = (char)src[n / 2];
-        dst[n - 1] = (char)src[n - 1];
-    }
-}
-
 /* Append a checked field (its key known) to <h>, copying it into the block's arena. */
 static void add_field(struct rm_headers *h, enum rm_hkey k, const uint8_t *name, size_t nlen,
                       const uint8_t *value, size_t vlen, uint8_t flags)
 {
     char *p = rm_arena_alloc(h->arena, nlen + vlen + 2);
-    copy_bytes(p, name, nlen);
+    rm_h2_copy(p, name, nlen);
     p[nlen] = 0;
-    copy_bytes(p + nlen + 1, value, vlen);
+    rm_h2_copy(p + nlen + 1, value, vlen);
     p[nlen + 1 + vlen] = 0;
     rm_headers_add_ref_key(h, k, p, nlen, p + nlen + 1, vlen);
     h->v[h->n - 1].flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;

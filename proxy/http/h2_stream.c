@@ -409,9 +409,20 @@ struct nv_builder {
     struct rm_h2_stream *hs;
     nghttp2_nv *nv;
     size_t n;
-    bool copy;     /* copy strings into the own arena */
+    char *copy;    /* non-NULL: copy strings here (room in the own arena) */
     uint8_t flags; /* NO_COPY when the strings outlive nghttp2's use of them */
 };
+
+/* <n> bytes of <src> and a NUL at the builder's copy cursor. */
+static inline __attribute__((always_inline)) uint8_t *nv_copy(struct nv_builder *b,
+                                                              const uint8_t *src, size_t n)
+{
+    char *p = b->copy;
+    rm_h2_copy(p, src, n);
+    p[n] = 0;
+    b->copy = p + n + 1;
+    return (uint8_t *)p;
+}
 
 static inline __attribute__((always_inline)) void nv_put(struct nv_builder *b,
                                                          const struct rm_header *e)
@@ -420,8 +431,8 @@ static inline __attribute__((always_inline)) void nv_put(struct nv_builder *b,
     *nv = *(const nghttp2_nv *)(const void *)e;
     nv->flags = (uint8_t)((e->flags & NGHTTP2_NV_FLAG_NO_INDEX) | b->flags);
     if (b->copy) {
-        nv->name = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->name, e->name_len);
-        nv->value = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->value, e->value_len);
+        nv->name = nv_copy(b, e->name, e->name_len);
+        nv->value = nv_copy(b, e->value, e->value_len);
     }
 }
 
@@ -470,24 +481,37 @@ general:
     return false;
 }
 
+/* Bytes for a copy of <h>'s strings (each NUL-terminated), and of what build_nv may add:
+ * ":authority" (the host value, counted) and ":scheme" "https". */
+static size_t copy_room(const struct rm_headers *h)
+{
+    size_t n = sizeof(":authority") + sizeof(":scheme") + sizeof("https");
+    for (uint32_t i = 0; i < h->n; i++)
+        n += h->v[i].name_len + h->v[i].value_len + 2;
+    return n;
+}
+
 /* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
  * and for requests :authority from host and :scheme from the transport when missing.
- * <persist>: the array and strings must outlive the call (trailers waiting for data).
- * Returns the array (codec scratch or own arena); *n gets its length. */
+ * Strings not in the stream's own arena are copied there (names as they are: lower-case, see
+ * headers.h), so all go to nghttp2 with NO_COPY.  <persist>: the array must outlive the call
+ * too (trailers waiting for data).  Returns the array (codec scratch or own arena); *n gets its
+ * length. */
 static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h, bool request,
                             bool persist, size_t *n)
 {
-    bool own = h->arena == &hs->own;
     struct nv_builder b = {
         .hs = hs,
         .nv = nv_room(hs, (size_t)h->n + 2, persist),
-        .copy = persist && !own,
-        .flags = own || persist ? NV_NO_COPY : NGHTTP2_NV_FLAG_NONE,
+        .copy = h->arena == &hs->own ? NULL : rm_arena_alloc(&hs->own, copy_room(h)),
+        .flags = NV_NO_COPY,
     };
+    char *room = b.copy;
     if (nv_one_pass(&b, h, request)) {
         *n = b.n;
         return b.nv;
     }
+    b.copy = room; /* the general pass copies again from the start */
     const struct rm_header *host = NULL;
     bool authority = false, scheme = false, connect = false;
     for (uint32_t i = 0; i < h->n; i++) {
