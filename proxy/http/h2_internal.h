@@ -18,9 +18,10 @@
  * (struct rm_h2_stream.own: server streams' s->arena) are submitted with
  * NGHTTP2_NV_FLAG_NO_COPY_NAME|VALUE: the arena is disposed only when the stream object is
  * recycled, which happens after nghttp2 closed the stream (or the session is gone), so nghttp2
- * never reads them after they are freed.  Other strings are copied by nghttp2 at submit
- * (client requests whose block lives in the router's arena).  Trailers wait in the stream
- * until its data has drained, so they are always copied into the own arena first.
+ * never reads them after they are freed.  Blocks elsewhere (client requests, whose block lives
+ * in the router's arena; trailers, which wait in the stream until its data has drained) have
+ * their strings copied into the own arena first, in one allocation: nghttp2 copies only the
+ * array.  Names go as they are (lower-case, see headers.h; nghttp2 lower-cases what it copies).
  *
  * ## Flow control and backpressure
  * NGHTTP2_OPT_NO_AUTO_WINDOW_UPDATE: received DATA is given back to the peer
@@ -45,6 +46,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
@@ -59,6 +61,7 @@
 #define RM_H2_DEFAULT_STREAM_BUFFER (256 * 1024)
 #define RM_H2_PEER_STREAMS_BEFORE_SETTINGS 100
 #define RM_H2_FREE_STREAMS_MAX 128
+#define RM_H2_ID_SLOTS 64 /* struct rm_h2_codec.by_id: a power of two */
 
 /* Stream states as the user sees them.  Only rm_h2_set_state() changes them:
  *   FREE -> IDLE                      allocated (server: headers arriving; client: not sent)
@@ -145,8 +148,11 @@ struct rm_h2_codec {
     uint32_t nalloc; /* stream objects not on the free list */
     uint32_t active; /* streams that occupy (or will occupy) a slot on the wire */
     struct rm_h2_stream *reap, *writable, *resumed;
-    struct rm_h2_stream *rx_hs;   /* the header block being received (NULL: ignored) */
-    struct rm_h2_stream *last_hs; /* h2_session.c stream_by_id()'s last answer (or NULL) */
+    struct rm_h2_stream *rx_hs; /* the header block being received (NULL: ignored) */
+    bool rx_trailer;            /* that block is a trailer section (rm_h2v_trailer) */
+    /* h2_session.c stream_by_id()'s answers, by stream id ((id >> 1) % RM_H2_ID_SLOTS); a slot
+     * is valid only while its stream has that id and ng_open; recycle() clears it */
+    struct rm_h2_stream *by_id[RM_H2_ID_SLOTS];
     /* the DATA frame being received: lets the last chunk carry end_stream */
     int32_t rx_sid;
     size_t rx_left;
@@ -169,6 +175,39 @@ static inline struct rm_h2_codec *rm_h2_codec_of(const struct rm_codec *c)
 {
     return (struct rm_h2_codec *)(void *)c;
 }
+/** <id>'s slot in c->by_id. */
+static inline struct rm_h2_stream **rm_h2_id_slot(struct rm_h2_codec *c, int32_t id)
+{
+    return &c->by_id[((uint32_t)id >> 1) % RM_H2_ID_SLOTS];
+}
+/* Copy <n> bytes from <src> to <dst> (not overlapping).  Field names and values are mostly
+ * under 32 bytes: those are copied with at most four loads and stores, all within the n bytes
+ * (overlapping in the middle), without a call into libc. */
+static inline __attribute__((always_inline)) void rm_h2_copy(char *dst, const uint8_t *src,
+                                                             size_t n)
+{
+    uint64_t a, b, c, d;
+    uint32_t x, y;
+    if (n > 32) {
+        memcpy(dst, src, n);
+    } else if (n > 16) {
+        memcpy(&a, src, 8), memcpy(&b, src + 8, 8);
+        memcpy(&c, src + n - 16, 8), memcpy(&d, src + n - 8, 8);
+        memcpy(dst, &a, 8), memcpy(dst + 8, &b, 8);
+        memcpy(dst + n - 16, &c, 8), memcpy(dst + n - 8, &d, 8);
+    } else if (n >= 8) {
+        memcpy(&a, src, 8), memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8), memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        memcpy(&x, src, 4), memcpy(&y, src + n - 4, 4);
+        memcpy(dst, &x, 4), memcpy(dst + n - 4, &y, 4);
+    } else if (n) {
+        dst[0] = (char)src[0];
+        dst[n / 2] = (char)src[n / 2];
+        dst[n - 1] = (char)src[n - 1];
+    }
+}
+
 static inline bool rm_h2_terminal(const struct rm_h2_stream *hs)
 {
     return hs->state == RM_H2_CLOSED || hs->state == RM_H2_RESET;

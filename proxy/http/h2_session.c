@@ -31,15 +31,22 @@ void rm_h2_out_append(struct rm_h2_codec *c, const uint8_t *a, size_t an, const 
         conn->flags |= RM_CONN_OVER_HIGH; /* the drain stops; on_drained resumes it */
 }
 
-/* nghttp2's user data for stream <id>.  The last answer is kept: while that stream is open in
- * nghttp2 (ng_open) its id still maps to it, so a frame's several callbacks ask nghttp2 once. */
-static struct rm_h2_stream *stream_by_id(struct rm_h2_codec *c, int32_t id)
+/* nghttp2's user data for stream <id>.  Answers are kept in a small table by id: while a
+ * stream is open in nghttp2 (ng_open) its id still maps to it, and ids are never reused in a
+ * session, so the streams in flight (consecutive ids) are found without asking nghttp2. */
+static struct rm_h2_stream *stream_ask(struct rm_h2_codec *c, int32_t id)
 {
-    struct rm_h2_stream *hs = c->last_hs;
-    if (hs && hs->base.id == id && hs->ng_open) return hs;
-    hs = nghttp2_session_get_stream_user_data(c->ng, id);
-    if (hs) c->last_hs = hs;
+    struct rm_h2_stream *hs = nghttp2_session_get_stream_user_data(c->ng, id);
+    if (hs) *rm_h2_id_slot(c, id) = hs;
     return hs;
+}
+
+static inline __attribute__((always_inline)) struct rm_h2_stream *
+stream_by_id(struct rm_h2_codec *c, int32_t id)
+{
+    struct rm_h2_stream *hs = *rm_h2_id_slot(c, id);
+    if (hs && hs->base.id == id && hs->ng_open) return hs;
+    return stream_ask(c, id);
 }
 
 /* Streams nghttp2 has not opened yet (queued request HEADERS) have no user data there. */
@@ -77,6 +84,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         hs->base.id = f->hd.stream_id;
         hs->ng_open = true;
         nghttp2_session_set_stream_user_data(ng, hs->base.id, hs);
+        *rm_h2_id_slot(c, hs->base.id) = hs;
         if (c->st.request_headers_timeout_ms)
             rm_timer_start(c->loop, &hs->headers_timer, c->st.request_headers_timeout_ms,
                            on_headers_timeout);
@@ -91,6 +99,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     rm_headers_init(hs->in, hs->base.arena);
     hs->in_bytes = 0;
     c->rx_hs = hs;
+    c->rx_trailer = rm_h2v_trailer(hs, c->server, f->headers.cat); /* fixed until the block ends */
     return 0;
 }
 
@@ -108,9 +117,9 @@ static void add_field(struct rm_headers *h, enum rm_hkey k, const uint8_t *name,
                       const uint8_t *value, size_t vlen, uint8_t flags)
 {
     char *p = rm_arena_alloc(h->arena, nlen + vlen + 2);
-    memcpy(p, name, nlen);
+    rm_h2_copy(p, name, nlen);
     p[nlen] = 0;
-    memcpy(p + nlen + 1, value, vlen);
+    rm_h2_copy(p + nlen + 1, value, vlen);
     p[nlen + 1 + vlen] = 0;
     rm_headers_add_ref_key(h, k, p, nlen, p + nlen + 1, vlen);
     h->v[h->n - 1].flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;
@@ -124,8 +133,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct rm_h2_stream *hs = c->rx_hs; /* on_header follows its block's on_begin_headers */
     if (!hs || !hs->in) return 0;
     enum rm_hkey k = RM_HK_OTHER;
-    bool trailer = rm_h2v_trailer(hs, c->server, f->headers.cat);
-    enum rm_h2v v = rm_h2v_field(hs, c->server, trailer, &k, name, nlen, value, vlen);
+    enum rm_h2v v = rm_h2v_field(hs, c->server, c->rx_trailer, &k, name, nlen, value, vlen);
     if (v == RM_H2V_REMOVE) return 0;
     if (v != RM_H2V_OK) {
         /* nghttp2 skips the rest of the block; the RST_STREAM queued first is the one sent

@@ -99,7 +99,8 @@ static void recycle(struct rm_h2_codec *c, struct rm_h2_stream *hs)
 {
     assert(!hs->in_writable && !hs->in_resume && !hs->ng_open && !hs->counted);
     if (c->rx_hs == hs) c->rx_hs = NULL;
-    if (c->last_hs == hs) c->last_hs = NULL;
+    struct rm_h2_stream **slot = rm_h2_id_slot(c, hs->base.id);
+    if (*slot == hs) *slot = NULL;
     rm_timer_stop(c->loop, &hs->headers_timer);
     if (hs->prev)
         hs->prev->next = hs->next;
@@ -408,18 +409,30 @@ struct nv_builder {
     struct rm_h2_stream *hs;
     nghttp2_nv *nv;
     size_t n;
-    bool copy;     /* copy strings into the own arena */
+    char *copy;    /* non-NULL: copy strings here (room in the own arena) */
     uint8_t flags; /* NO_COPY when the strings outlive nghttp2's use of them */
 };
 
-static void nv_put(struct nv_builder *b, const struct rm_header *e)
+/* <n> bytes of <src> and a NUL at the builder's copy cursor. */
+static inline __attribute__((always_inline)) uint8_t *nv_copy(struct nv_builder *b,
+                                                              const uint8_t *src, size_t n)
+{
+    char *p = b->copy;
+    rm_h2_copy(p, src, n);
+    p[n] = 0;
+    b->copy = p + n + 1;
+    return (uint8_t *)p;
+}
+
+static inline __attribute__((always_inline)) void nv_put(struct nv_builder *b,
+                                                         const struct rm_header *e)
 {
     nghttp2_nv *nv = &b->nv[b->n++];
     *nv = *(const nghttp2_nv *)(const void *)e;
     nv->flags = (uint8_t)((e->flags & NGHTTP2_NV_FLAG_NO_INDEX) | b->flags);
     if (b->copy) {
-        nv->name = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->name, e->name_len);
-        nv->value = (uint8_t *)rm_arena_strndup(&b->hs->own, (const char *)e->value, e->value_len);
+        nv->name = nv_copy(b, e->name, e->name_len);
+        nv->value = nv_copy(b, e->value, e->value_len);
     }
 }
 
@@ -468,24 +481,37 @@ general:
     return false;
 }
 
+/* Bytes for a copy of <h>'s strings (each NUL-terminated), and of what build_nv may add:
+ * ":authority" (the host value, counted) and ":scheme" "https". */
+static size_t copy_room(const struct rm_headers *h)
+{
+    size_t n = sizeof(":authority") + sizeof(":scheme") + sizeof("https");
+    for (uint32_t i = 0; i < h->n; i++)
+        n += h->v[i].name_len + h->v[i].value_len + 2;
+    return n;
+}
+
 /* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
  * and for requests :authority from host and :scheme from the transport when missing.
- * <persist>: the array and strings must outlive the call (trailers waiting for data).
- * Returns the array (codec scratch or own arena); *n gets its length. */
+ * Strings not in the stream's own arena are copied there (names as they are: lower-case, see
+ * headers.h), so all go to nghttp2 with NO_COPY.  <persist>: the array must outlive the call
+ * too (trailers waiting for data).  Returns the array (codec scratch or own arena); *n gets its
+ * length. */
 static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h, bool request,
                             bool persist, size_t *n)
 {
-    bool own = h->arena == &hs->own;
     struct nv_builder b = {
         .hs = hs,
         .nv = nv_room(hs, (size_t)h->n + 2, persist),
-        .copy = persist && !own,
-        .flags = own || persist ? NV_NO_COPY : NGHTTP2_NV_FLAG_NONE,
+        .copy = h->arena == &hs->own ? NULL : rm_arena_alloc(&hs->own, copy_room(h)),
+        .flags = NV_NO_COPY,
     };
+    char *room = b.copy;
     if (nv_one_pass(&b, h, request)) {
         *n = b.n;
         return b.nv;
     }
+    b.copy = room; /* the general pass copies again from the start */
     const struct rm_header *host = NULL;
     bool authority = false, scheme = false, connect = false;
     for (uint32_t i = 0; i < h->n; i++) {
@@ -564,6 +590,7 @@ static int op_submit_headers(struct rm_stream *s, struct rm_headers *h, bool end
         if (rv > 0) {
             s->id = rv;
             hs->ng_open = true;
+            *rm_h2_id_slot(c, rv) = hs; /* stream_by_id() answers before nghttp2 opens it */
             rm_h2v_request_sent(hs, nv, n);
         }
     }

@@ -364,6 +364,45 @@ Test(h2_basic, submitted_blocks_ordered_and_completed)
     h2t_finish(&t);
 }
 
+/* Received fields are copied into the stream's arena by size (h2_session.c copy_bytes: one to
+ * three bytes, 4-7, 8-16, 17-32, longer): every name and value length from 1 to 40 (and empty
+ * values) arrives intact and NUL-terminated. */
+Test(h2_basic, received_fields_of_every_length)
+{
+    struct h2t t;
+    h2t_init(&t);
+    h2t_start(&t);
+    struct h2t_stream *c = h2t_open(&t);
+    struct rm_headers *h = h2t_hdrs(&c->arena, ":method", "GET", ":scheme", "http", ":authority",
+                                    "a", ":path", "/", NULL);
+    char names[41][48], values[41][48];
+    for (int n = 1; n <= 40; n++) {
+        for (int i = 0; i < n; i++) {
+            names[n][i] = (char)('a' + (n + i) % 26);
+            values[n][i] = (char)('A' + (n * 7 + i) % 26);
+        }
+        names[n][0] = 'x'; /* no pseudo-header, no connection-specific name */
+        names[n][n] = values[n][n] = 0;
+        rm_headers_add(h, names[n], (size_t)n, values[n], (size_t)(n % 5 ? n : 0));
+    }
+    cr_assert_eq(c->s->ops->submit_headers(c->s, h, true), 0);
+    c->done_out = true;
+    H2T_WAIT(&t, c->ended, WAIT_MS);
+    cr_assert_eq(t.nsrv, 1);
+    const struct rm_headers *got = t.srv[0]->headers;
+    cr_assert_eq(got->n, 44);
+    for (int n = 1; n <= 40; n++) {
+        const struct rm_header *e = &got->v[3 + n];
+        size_t vlen = (size_t)(n % 5 ? n : 0);
+        cr_expect_eq(e->name_len, (size_t)n);
+        cr_expect_eq(memcmp(e->name, names[n], (size_t)n + 1), 0, "name of length %d", n);
+        cr_expect_eq(e->value_len, vlen);
+        cr_expect_eq(memcmp(e->value, values[n], vlen), 0, "value of length %d", n);
+        cr_expect_eq(e->value[vlen], 0, "value of length %d: NUL-terminated", n);
+    }
+    h2t_finish(&t);
+}
+
 /* ---- flow control and backpressure -------------------------------------------------------- */
 
 #define BIG (5u * 1024 * 1024)
