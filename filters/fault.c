@@ -222,7 +222,7 @@ bool rm_fault_abort(const struct rm_fault_settings *s, const struct rm_headers *
 /* The filter-level config: settings plus what all requests of the filter share. */
 struct fault_config {
     struct rm_fault_settings s;
-    struct rm_stats *stats;  /* http.<stat_prefix>.fault. */
+    struct rm_stats *stats;  /* http.<stat_prefix>.fault.: a reference (fault_config_free) */
     _Atomic uint64_t active; /* requests of this filter carrying a fault, all workers */
 };
 
@@ -244,6 +244,7 @@ static void fault_config_free(void *p)
     struct fault_config *c = p;
     if (!c) return;
     rm_fault_settings_dispose(&c->s);
+    rm_stats_release(c->stats); /* streams hold the snapshot that holds this config */
     free(c);
 }
 

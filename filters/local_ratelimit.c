@@ -42,7 +42,7 @@ static const struct rm_stat_def lrl_stat_defs[LRL__COUNT] = {
 /* One LocalRateLimit, compiled (listener level or per route).  Immutable after config time
  * except the shared bucket's atomic state. */
 struct lrl_config {
-    struct rm_stats *stats;
+    struct rm_stats *stats; /* <stat_prefix>.http_local_rate_limit.: a reference (config_free) */
     bool has_bucket;
     struct rm_token_bucket bucket; /* shared by all workers unless per_connection */
     bool per_connection;
@@ -201,6 +201,7 @@ static void lrl_config_free(void *p)
     struct lrl_config *c = p;
     if (!c) return;
     rm_route_parts_free(c->parts);
+    rm_stats_release(c->stats); /* streams hold the snapshot that holds this config */
     free(c);
 }
 

@@ -55,13 +55,6 @@ static const struct rm_stat_def cm_defs[CM__COUNT] = {
     [CM_CLUSTER_REMOVED] = {"cluster_removed", RM_COUNTER},
 };
 
-enum { RDS_UPDATE_ATTEMPT, RDS_UPDATE_SUCCESS, RDS_UPDATE_REJECTED, RDS__COUNT };
-static const struct rm_stat_def rds_defs[RDS__COUNT] = {
-    [RDS_UPDATE_ATTEMPT] = {"update_attempt", RM_COUNTER},
-    [RDS_UPDATE_SUCCESS] = {"update_success", RM_COUNTER},
-    [RDS_UPDATE_REJECTED] = {"update_rejected", RM_COUNTER},
-};
-
 /** An EDS service name: what its accepted assignment made and the clusters that use it.  The
  *  assignment itself is not kept: <hs> is a reference on the membership it gave the first user
  *  (the same object: no memory of its own), enough to give a new version of a cluster its
@@ -707,24 +700,23 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
 }
 
 /* http.<stat_prefix>.rds.<name>.<stat> of every active listener whose routes are <name> (NULL:
- * every listener with rds), as Envoy counts per route configuration subscription. */
+ * every listener with rds), as Envoy counts per route configuration subscription.  The block is
+ * the listener config's (lc->rds_stats, held by the snapshot m keeps): it goes with the last
+ * listener of that stat_prefix and route name. */
 static void count_rds(struct rm_xds_manager *m, const char *name, unsigned stat)
 {
     const struct rm_snapshot *s = m->cur ? m->cur : m->base;
     for (size_t i = 0; i < s->n_listeners; i++) {
         const struct rm_listener_cfg *lc = s->listeners[i];
-        if (!lc->rds_name || (name && strcmp(lc->rds_name, name) != 0)) continue;
-        char prefix[600];
-        snprintf(prefix, sizeof(prefix), "http.%s.rds.%s.", lc->hcm.stat_prefix, lc->rds_name);
-        struct rm_stats *st = rm_stats_get(prefix, rds_defs, RDS__COUNT);
-        rm_stat_inc(st, RDS_UPDATE_ATTEMPT);
-        rm_stat_inc(st, stat);
+        if (!lc->rds_stats || (name && strcmp(lc->rds_name, name) != 0)) continue;
+        rm_stat_inc(lc->rds_stats, RM_RDS_UPDATE_ATTEMPT);
+        rm_stat_inc(lc->rds_stats, stat);
     }
 }
 
 static void rds_rejected(void *ctx)
 {
-    count_rds(ctx, NULL, RDS_UPDATE_REJECTED);
+    count_rds(ctx, NULL, RM_RDS_UPDATE_REJECTED);
 }
 
 static void cds_rejected(void *ctx)
@@ -781,7 +773,7 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     free(v);
     if (rc != RM_OK) {
         for (size_t i = 0; i < u->n; i++)
-            count_rds(m, u->res[i].name, RDS_UPDATE_REJECTED);
+            count_rds(m, u->res[i].name, RM_RDS_UPDATE_REJECTED);
         return RM_ERR;
     }
     for (size_t i = 0; i < u->n_removed; i++) {
@@ -794,7 +786,7 @@ static int rds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     promote_listeners(m, false);
     publish_next(m);
     for (size_t i = 0; i < u->n; i++) /* after publishing: listeners it warmed count too */
-        count_rds(m, u->res[i].name, RDS_UPDATE_SUCCESS);
+        count_rds(m, u->res[i].name, RM_RDS_UPDATE_SUCCESS);
     check_init(m);
     return RM_OK;
 }

@@ -53,6 +53,7 @@ static void refresh_server_stats(struct rm_admin *a)
     if (a->concurrency) rm_stat_set(s, RM_SS_CONCURRENCY, a->concurrency);
     struct mallinfo2 mi = mallinfo2(); /* Envoy: bytes the allocator has handed out */
     rm_stat_set(s, RM_SS_MEMORY_ALLOCATED, (int64_t)(mi.uordblks + mi.hblkhd));
+    rm_stats_release(s); /* the server holds the block for the process's life */
 }
 
 static void collect_one(void *ctx, const char *name, enum rm_stat_type t, int64_t value)

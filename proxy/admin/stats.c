@@ -115,6 +115,12 @@ const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {
     [RM_LS_DOWNSTREAM_CX_DESTROY] = C("downstream_cx_destroy"),
 };
 
+const struct rm_stat_def rm_rds_stat_defs[RM_RDS__COUNT] = {
+    [RM_RDS_UPDATE_ATTEMPT] = C("update_attempt"),
+    [RM_RDS_UPDATE_SUCCESS] = C("update_success"),
+    [RM_RDS_UPDATE_REJECTED] = C("update_rejected"),
+};
+
 const struct rm_stat_def rm_listener_manager_stat_defs[RM_LM__COUNT] = {
     [RM_LM_LDS_UPDATE_ATTEMPT] = C("lds.update_attempt"),
     [RM_LM_LDS_UPDATE_SUCCESS] = C("lds.update_success"),
@@ -270,6 +276,7 @@ static struct rm_stats *block_new(const char *prefix, size_t len, uint32_t h,
     s->n = (uint16_t)n;
     s->n_shards = (uint16_t)shards;
     s->hash = h;
+    atomic_init(&s->users, 0);
     for (unsigned i = 0; i < shards; i++)
         atomic_init(&s->rows[i], NULL);
     return s;
@@ -291,7 +298,8 @@ struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs
         *registry_tail = s;
         registry_tail = &s->next;
     }
-    s->users++; /* from 0: a released block its children kept revives, its rows gone (zero) */
+    /* from 0: a released block its children kept revives, its rows gone (zero) */
+    atomic_fetch_add_explicit(&s->users, 1, memory_order_relaxed);
     pthread_mutex_unlock(&registry_lock);
     return s;
 }
@@ -300,7 +308,7 @@ struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs
  * it is released too.  Under registry_lock. */
 static void block_free(struct rm_stats *s)
 {
-    while (s && s->users == 0 && s->children == 0) {
+    while (s && atomic_load_explicit(&s->users, memory_order_relaxed) == 0 && s->children == 0) {
         struct rm_stats *parent = s->parent;
         struct rm_stats **pp = &buckets[s->hash & (n_buckets - 1)];
         while (*pp != s)
@@ -318,17 +326,44 @@ static void block_free(struct rm_stats *s)
     }
 }
 
+struct rm_stats *rm_stats_ref(struct rm_stats *s)
+{
+    /* the caller's reference keeps users >= 1: no release can reach 0 meanwhile */
+    if (s) atomic_fetch_add_explicit(&s->users, 1, memory_order_relaxed);
+    return s;
+}
+
+/* Drop a reference that is not the last one, without the mutex: false when users is 1 (the
+ * caller's may be the last: only the mutex holder may take 1 to 0, so that rm_stats_get, which
+ * revives released blocks under the mutex, never sees a block being freed). */
+static bool release_not_last(struct rm_stats *s)
+{
+    size_t v = atomic_load_explicit(&s->users, memory_order_relaxed);
+    while (v > 1) {
+        if (atomic_compare_exchange_weak_explicit(&s->users, &v, v - 1, memory_order_release,
+                                                  memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
 void rm_stats_release(struct rm_stats *s)
 {
-    if (!s) return;
+    if (!s || release_not_last(s)) return;
     pthread_mutex_lock(&registry_lock);
-    if (s->users == 0) abort(); /* more releases than rm_stats_get: a use after free follows */
-    if (--s->users == 0) {
+    size_t was = atomic_fetch_sub_explicit(&s->users, 1, memory_order_acq_rel);
+    if (was == 0) abort(); /* more releases than references: a use after free follows */
+    if (was == 1) {
         for (unsigned i = 0; i < s->n_shards; i++)
             free(atomic_exchange_explicit(&s->rows[i], NULL, memory_order_acq_rel));
         block_free(s);
     }
     pthread_mutex_unlock(&registry_lock);
+}
+
+size_t rm_stats_users(const struct rm_stats *s)
+{
+    return atomic_load_explicit(&s->users, memory_order_relaxed);
 }
 
 size_t rm_stats_blocks(void)
@@ -397,7 +432,8 @@ void rm_stats_foreach(void (*fn)(void *ctx, const char *full_name, enum rm_stat_
     char prefix[512], name[600];
     pthread_mutex_lock(&registry_lock);
     for (struct rm_stats *s = registry_head; s; s = s->next) {
-        if (!s->users) continue; /* released: only its children use its name */
+        if (!atomic_load_explicit(&s->users, memory_order_relaxed))
+            continue; /* released: only its children use its name */
         if (s->n) rm_stats_prefix(s, prefix, sizeof(prefix));
         for (unsigned i = 0; i < s->n; i++) {
             snprintf(name, sizeof(name), "%s%s", prefix, s->defs[i].name);

@@ -6,11 +6,21 @@
  * lines on the request path.  Readers (admin) sum the shards with relaxed loads.
  * Blocks are registered by name in a process-wide registry and survive config changes: asking
  * for an existing prefix returns the same block, so counters keep counting across updates.
- * Each rm_stats_get is a reference; a user that goes away for good (a removed cluster) drops it
- * with rm_stats_release, and the last release takes the block out of the registry (/stats no
- * longer lists it) and frees its rows — a later rm_stats_get of that prefix starts from zero,
- * as Envoy does for a cluster that is removed and added again.  Blocks nobody releases
- * (listeners, HTTP connection managers, server) stay until rm_stats_free_all.
+ * Each rm_stats_get (or rm_stats_ref) is a reference; its owner drops it with rm_stats_release
+ * when it goes away (a removed cluster, a freed listener config), and the last release takes
+ * the block out of the registry (/stats no longer lists it) and frees its rows — a later
+ * rm_stats_get of that prefix starts from zero, as Envoy does for a cluster or listener that is
+ * removed and added again.  A block is kept by everyone who may still write it:
+ *   - clusters, outlier detectors, circuit breakers, TLS contexts, listener drains: their own;
+ *   - a config snapshot: each listener config holds listener.<addr>., its HCM http.<prefix>.
+ *     and (with rds) http.<prefix>.rds.<name>.; each HTTP filter config holds its own block —
+ *     all released when the snapshot's last reference frees the listener config;
+ *   - an HTTP connection (proxy/http/hcm.c): its own references (rm_stats_ref) on the
+ *     listener.* and http.* blocks it counted itself in at accept, since it decrements their
+ *     gauges at close, after it may have moved to a newer snapshot; everything else it writes
+ *     per stream goes through the snapshot the stream holds.
+ *   Process-wide blocks (server., listener_manager., cluster_manager.) stay until
+ *   rm_stats_free_all.
  *
  * Memory grows with what is written, not with the number of threads: a shard's row (the block's
  * slots for one thread, cache-line aligned) is allocated, zeroed, the first time that thread
@@ -46,7 +56,10 @@ struct rm_stats {
     struct rm_stats **pprev;    /* registry list: what points at this block */
     struct rm_stats *parent;    /* NULL: <name> is the whole prefix (a child holds a count) */
     const char *name;
-    size_t users;      /* rm_stats_get references (0: released, kept only for its children) */
+    /* references (0: released, kept only for its children).  Taken by rm_stats_get under the
+     * registry mutex or by rm_stats_ref without it; dropped by rm_stats_release, without the
+     * mutex unless it may be the last one: only 1 -> 0 happens under the mutex. */
+    _Atomic size_t users;
     size_t children;   /* blocks whose parent this is */
     uint32_t hash;     /* of the whole prefix */
     uint16_t n;        /* stats in the block (defs[0..n)) */
@@ -71,7 +84,12 @@ void rm_stats_set_shards(unsigned n);
  *  not for the request path (O(1) expected: hash lookups under a mutex).  A new block has no
  *  row.  Never NULL (aborts when out of memory). */
 struct rm_stats *rm_stats_get(const char *prefix, const struct rm_stat_def *defs, unsigned n);
-/** Drop a reference taken by rm_stats_get (any thread; takes the registry mutex).  The last
+/** Take one more reference on <s>, on which the caller already holds one (a reference it owns
+ *  or one whose owner it knows outlives this call: a snapshot it holds).  Lock-free (one
+ *  atomic add: fit for the accept path); any thread.  Returns <s>; NULL gives NULL. */
+struct rm_stats *rm_stats_ref(struct rm_stats *s);
+/** Drop a reference taken by rm_stats_get or rm_stats_ref (any thread; lock-free unless it may
+ *  be the last one, which takes the registry mutex).  The last
  *  one unlists the block and frees its rows (and the block, once no child block names it as
  *  its parent): the caller guarantees nobody writes or reads <s> any more — the owner of the
  *  reference must outlive every pointer to the block it handed out.  NULL is a no-op. */
@@ -79,6 +97,8 @@ void rm_stats_release(struct rm_stats *s);
 /** Blocks in the registry, released ones kept for their children included (tests, memory
  *  accounting). */
 size_t rm_stats_blocks(void);
+/** References now held on <s> (tests). */
+size_t rm_stats_users(const struct rm_stats *s);
 /** Write the block's whole prefix into <buf> (snprintf-style: truncated to <len> - 1 and
  *  terminated when len > 0); returns its length. */
 size_t rm_stats_prefix(const struct rm_stats *s, char *buf, size_t len);
@@ -232,6 +252,16 @@ enum rm_listener_stat {
     RM_LS__COUNT
 };
 extern const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT];
+
+/* http.<stat_prefix>.rds.<route_config_name>.: RDS updates of a listener's routes (counted by
+ * xds/xds_manager.c, held by the listener config: proxy/config/snapshot.h) */
+enum rm_rds_stat {
+    RM_RDS_UPDATE_ATTEMPT,
+    RM_RDS_UPDATE_SUCCESS,
+    RM_RDS_UPDATE_REJECTED,
+    RM_RDS__COUNT
+};
+extern const struct rm_stat_def rm_rds_stat_defs[RM_RDS__COUNT];
 
 /* listener_manager.*: LDS (xds/xds_manager.c) and the drain of removed listeners
  * (proxy/server/worker.c: total_listeners_draining) */

@@ -384,6 +384,10 @@ static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
     h->stats = rm_stats_get(prefix, rm_http_stat_defs, RM_HS__COUNT);
+    if (lc->rds_name) {
+        snprintf(prefix, sizeof(prefix), "http.%s.rds.%s.", h->stat_prefix, lc->rds_name);
+        lc->rds_stats = rm_stats_get(prefix, rm_rds_stat_defs, RM_RDS__COUNT);
+    }
     return RM_OK;
 }
 
@@ -764,7 +768,10 @@ static void listener_free(struct rm_listener_cfg *lc)
     for (size_t i = 0; i < h->n_access_logs; i++)
         rm_access_log_free(h->access_logs[i]);
     free(h->access_logs);
-    rm_route_table_free(h->routes);
+    rm_route_table_free(h->routes); /* per-route filter configs release their blocks */
+    rm_stats_release(h->stats);
+    rm_stats_release(lc->rds_stats);
+    rm_stats_release(lc->stats); /* connections still counted there hold their own */
     free(h->stat_prefix);
     free(h->via);
     free(h->server_name);

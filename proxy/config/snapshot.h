@@ -68,7 +68,7 @@ struct rm_hcm_cfg {
                           RM_UNDERSCORES_REJECT_REQUEST = 1,
                           RM_UNDERSCORES_DROP_HEADER = 2,
     } headers_with_underscores;
-    struct rm_stats *stats;             /* http.<stat_prefix>. */
+    struct rm_stats *stats;             /* http.<stat_prefix>.: a reference (listener_free) */
     struct rm_access_log **access_logs; /* access_log, in order (proxy/http/access_log.h) */
     size_t n_access_logs;
 };
@@ -96,7 +96,12 @@ struct rm_listener_cfg {
     /* the handshake's bound: transport_socket_connect_timeout, else the HCM's
      * request_headers_timeout, else 0 (the HCM's idle_timeout still closes the connection) */
     uint32_t handshake_timeout_ms;
-    struct rm_stats *stats; /* listener.<addr>. */
+    /* Stats blocks, each a reference of this config, released when the snapshot's last
+     * reference frees it: listener.<addr>.; with rds, http.<stat_prefix>.rds.<rds_name>.
+     * (xds/xds_manager.c counts updates there).  Who writes them after that must hold its own
+     * (rm_stats_ref: an HCM connection's listener_stats / cx_stats). */
+    struct rm_stats *stats;
+    struct rm_stats *rds_stats; /* NULL without rds */
 };
 
 /** A resource received over xDS as the snapshot shows it in /config_dump (an RDS route

@@ -48,6 +48,8 @@ static void conn_free_task(struct rm_task *t)
         free(st);
     }
     rm_worker_snap_release(hc->wsnap);
+    rm_stats_release(hc->cx_stats);
+    rm_stats_release(hc->listener_stats);
     free(hc);
 }
 
@@ -142,8 +144,8 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
     hc->snap = hc->wsnap->snap;
     hc->lc = lc;
     hc->cfg = &lc->hcm;
-    hc->cx_stats = lc->hcm.stats;
-    hc->listener_stats = lc->stats;
+    hc->cx_stats = rm_stats_ref(lc->hcm.stats); /* see rm_hcm_conn.cx_stats */
+    hc->listener_stats = rm_stats_ref(lc->stats);
     hc->conn = conn;
     conn->owner = hc;
     conn->high_watermark = lc->buffer_limit;
@@ -158,10 +160,10 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
     if (w->conns) w->conns->prev = hc;
     w->conns = hc;
     w->n_conns++;
-    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_TOTAL);
-    rm_stat_inc(hc->cfg->stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
-    rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_TOTAL);
-    rm_stat_inc(lc->stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_TOTAL);
+    rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
+    rm_stat_inc(hc->listener_stats, RM_LS_DOWNSTREAM_CX_TOTAL);
+    rm_stat_inc(hc->listener_stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
     rm_hcm_conn_timers_start(hc);
     switch (hc->cfg->codec_type) {
     case RM_CODEC_HTTP1:

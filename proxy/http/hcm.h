@@ -40,7 +40,11 @@ struct rm_hcm_conn {
     struct rm_snapshot *snap;     /* wsnap->snap */
     const struct rm_listener_cfg *lc;
     const struct rm_hcm_cfg *cfg;
-    struct rm_stats *cx_stats, *listener_stats; /* where the connection was counted */
+    /* Where the connection was counted at accept (http.<prefix>. and listener.<addr>. of the
+     * config it was accepted on): its own references (rm_stats_ref), dropped when it is freed —
+     * it decrements their gauges at close, possibly after following a newer config (another
+     * stat_prefix) or after its listener was removed and that snapshot freed. */
+    struct rm_stats *cx_stats, *listener_stats;
     struct rm_conn *conn;
     struct rm_codec *codec;          /* NULL until the protocol is known */
     struct rm_hcm_conn *next, *prev; /* the worker's list */

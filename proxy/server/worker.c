@@ -605,6 +605,9 @@ struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->listen_fds = calloc(snap->n_listeners + 1, sizeof(int));
     if (!w->loop || !w->wsnap || !w->listeners || !w->listen_fds) goto fail;
+    w->n_listen_fds = snap->n_listeners;
+    for (size_t i = 0; i < w->n_listen_fds; i++)
+        w->listen_fds[i] = -1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     w->rng = ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)idx << 32) ^ 0xabcdefULL;
@@ -615,7 +618,6 @@ struct rm_worker *rm_worker_new(unsigned idx, struct rm_snapshot *snap, int *fds
             goto fail;
     }
     for (size_t i = 0; i < snap->n_listeners; i++) {
-        w->listen_fds[i] = -1;
         if (!(w->listeners[i] = listener_new(w, snap->listeners[i]))) goto fail;
         w->n_listeners++;
     }
@@ -648,7 +650,7 @@ void rm_worker_join_free(struct rm_worker *w)
     if (w->thread) pthread_join(w->thread, NULL);
     run_jobs(w, NULL);
     if (w->listen_fds) {
-        for (size_t i = 0; i < w->n_listeners; i++) {
+        for (size_t i = 0; i < w->n_listen_fds; i++) {
             if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
         }
     }

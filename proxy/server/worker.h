@@ -60,7 +60,10 @@ struct rm_worker {
     size_t n_slots;
     struct rm_worker_listener **listeners; /* parallel to snap->listeners */
     size_t n_listeners;
-    int *listen_fds; /* handed over by the main thread, one per listener, until the start */
+    /* handed over by the main thread, one per listener of the first snapshot (-1 once taken),
+     * until the start; n_listen_fds: their number (n_listeners follows later snapshots) */
+    int *listen_fds;
+    size_t n_listen_fds;
     uint64_t next_tag;
     struct rm_async async;
     _Atomic int command;                     /* RM_WORKER_* */

@@ -130,7 +130,10 @@ def test_xds_removed_listener_connections_closed_after_drain_time(ctx):
         cp.set("cds", {"c1": static_cluster("c1", up.port)})
         cp.set("rds", {"r1": route_config("r1", [("/", "c1")])})
         l2 = listener("l2", p2, "r1", stat_prefix="l2")
-        cp.set("lds", {"l1": listener("l1", p1, "r1", stat_prefix="l1"), "l2": l2})
+        # l3 (never connected to) shares l1's stat_prefix: http.l1.* stays listed after l1 and
+        # its connections are gone (alone, its blocks would go with its last connection)
+        l3 = listener("l3", harness.free_port(), "r1", stat_prefix="l1")
+        cp.set("lds", {"l1": listener("l1", p1, "r1", stat_prefix="l1"), "l2": l2, "l3": l3})
         px = start(ctx, cp, "--drain-time-s", str(DRAIN_S))
         harness.wait_port(p1)
         harness.wait_port(p2)
@@ -152,7 +155,7 @@ def test_xds_removed_listener_connections_closed_after_drain_time(ctx):
             assert st["http.l1.downstream_cx_active"] == 4, st
             assert st["listener_manager.total_listeners_draining"] == 0, st
 
-            v = cp.set("lds", {"l2": l2})
+            v = cp.set("lds", {"l2": l2, "l3": l3})
             cp.wait_ack("lds", v)
             t0 = time.monotonic()
             st = all_stats(ctx, px)
@@ -175,6 +178,8 @@ def test_xds_removed_listener_connections_closed_after_drain_time(ctx):
             st = wait_until("l1's connections gone", lambda: (s := all_stats(ctx, px)).get(
                 "http.l1.downstream_cx_active") == 0 and s, timeout=5)
             assert st["http.l1.downstream_rq_active"] == 0, st
+            assert not [k for k in st if k.startswith(f"listener.127.0.0.1_{p1}.")], \
+                "the removed listener's block goes with its last connection"
             # the two requests in flight were reset (codec close: connection termination)
             resets = st["http.l1.downstream_rq_rx_reset"] + st["http.l1.downstream_rq_tx_reset"]
             assert resets == 2, st

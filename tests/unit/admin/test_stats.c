@@ -418,3 +418,77 @@ Test(stats, threads_get_and_release_concurrently)
     rm_stats_release(shared);
     cr_assert_eq(rm_stats_blocks(), base);
 }
+
+/* ---- rm_stats_ref: references without the registry mutex ---------------------------------- */
+
+Test(stats, ref_and_get_count_references_and_the_last_release_unlists)
+{
+    size_t before = rm_stats_blocks();
+    struct rm_stats *s = rm_stats_get("listener.1.2.3.4_80.", defs, N_DEFS);
+    cr_assert_eq(rm_stats_users(s), 1);
+    cr_assert_eq(rm_stats_ref(s), s);
+    cr_assert_eq(rm_stats_users(s), 2);
+    cr_assert_eq(rm_stats_get("listener.1.2.3.4_80.", defs, N_DEFS), s, "same prefix, same block");
+    cr_assert_eq(rm_stats_users(s), 3);
+    cr_assert_null(rm_stats_ref(NULL));
+    rm_stat_inc(s, 0);
+    rm_stats_release(s); /* the config's */
+    rm_stats_release(s); /* a newer config's */
+    cr_assert_eq(rm_stats_users(s), 1);
+    cr_assert_eq(rm_stats_blocks(), before + 1, "still listed: a connection holds it");
+    cr_assert_eq(rm_stat_value(s, 0), 1, "and it still counts");
+    rm_stats_release(s); /* the connection's: the last */
+    cr_assert_eq(rm_stats_blocks(), before);
+    struct rm_stats *again = rm_stats_get("listener.1.2.3.4_80.", defs, N_DEFS);
+    cr_assert_eq(rm_stat_value(again, 0), 0, "a block made again starts from zero");
+    rm_stats_release(again);
+    cr_assert_eq(rm_stats_blocks(), before);
+}
+
+struct churn_arg {
+    struct rm_stats *s;
+    int n;
+    unsigned shard;
+};
+
+/* A connection's life: a reference of its own, a write, the release. */
+static void *ref_churn(void *p)
+{
+    struct churn_arg *a = p;
+    rm_stats_shard = a->shard; /* each writer its own shard */
+    for (int i = 0; i < a->n; i++) {
+        struct rm_stats *mine = rm_stats_ref(a->s);
+        rm_stat_inc(mine, 0);
+        rm_stats_release(mine);
+    }
+    return NULL;
+}
+
+/* Configs coming and going: rm_stats_get / rm_stats_release of the same prefix, where the
+ * last release unlists and a later get makes the block again. */
+static void *get_churn(void *p)
+{
+    struct churn_arg *a = p;
+    for (int i = 0; i < a->n; i++)
+        rm_stats_release(rm_stats_get("http.churn.", defs, N_DEFS));
+    return NULL;
+}
+
+Test(stats, lock_free_refs_race_with_gets_and_releases)
+{
+    struct rm_stats *s = rm_stats_get("http.held.", defs, N_DEFS);
+    struct churn_arg a1 = {.s = s, .n = 20000, .shard = 1}, a2 = {.s = s, .n = 20000, .shard = 2};
+    struct churn_arg g = {.n = 2000};
+    pthread_t t[4];
+    pthread_create(&t[0], NULL, ref_churn, &a1);
+    pthread_create(&t[1], NULL, ref_churn, &a2);
+    pthread_create(&t[2], NULL, get_churn, &g);
+    pthread_create(&t[3], NULL, get_churn, &g);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(rm_stats_users(s), 1, "every reference taken was dropped");
+    cr_assert_eq(rm_stat_value(s, 0), 40000);
+    cr_assert_eq(rm_stats_blocks(), 1, "http.churn. went with its last release");
+    rm_stats_release(s);
+    cr_assert_eq(rm_stats_blocks(), 0);
+}
