@@ -104,8 +104,15 @@ struct tls_conn {
  * anchors, tls_params, verify depth, configured alpn_protocols: everything the SSL_CTX holds)
  * share one SSL_CTX, found in a process-wide table keyed by that configuration (client_key).
  * What differs between them (sni, SAN matchers, ACCEPT_UNTRUSTED, stats) stays in each
- * rm_tls_ctx, which the callbacks find per connection.  Server contexts are never shared:
- * their session cache and session id context belong to one filter chain.
+ * rm_tls_ctx, which the callbacks find per connection.
+ *
+ * Server contexts share the same way, under another key (server_key): the owner's stat_prefix,
+ * the default ALPN and the whole DownstreamTlsContext (and its files).  So a listener rebuilt
+ * with the same TLS configuration by a config update keeps its SSL_CTX, and with it its session
+ * cache and session ticket keys: clients resume across the update.  The stat_prefix keeps two
+ * listeners apart even when their configurations are equal, because the session cache, the
+ * ticket keys and the session id context are per SSL_CTX: a session of one listener never
+ * resumes on another (as in Envoy, where each listener has its own ticket keys).
  *
  * An entry is counted by the contexts using it (<users>) and leaves the table with the last;
  * rm_tls_ctx_unref runs on any thread, so the table is under <share_lock>. */
@@ -859,7 +866,8 @@ static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, con
                            SSL_VERIFY_PEER | (require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                            verify_cb);
     if (t->alpn_len) SSL_CTX_set_alpn_select_cb(t->ssl_ctx, alpn_select, NULL);
-    /* session IDs are per context: one context per filter chain, its own id space */
+    /* session IDs are per SSL_CTX, which belongs to one listener (server_key): its own id
+     * space */
     static const unsigned char sid[] = "remora";
     SSL_CTX_set_session_id_context(t->ssl_ctx, sid, sizeof(sid) - 1);
     return RM_OK;
@@ -891,22 +899,23 @@ static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const
     return RM_OK;
 }
 
-/* The light part of client context <u> at <path> alone, for a context whose SSL_CTX comes from
- * the table: sni, SAN matchers, ACCEPT_UNTRUSTED, ALPN (the same fields and messages as the full
- * build; the heavy ones were checked when the shared SSL_CTX was built). */
-static int apply_client_light(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
-                              const struct rm_tls_opts *o, struct rm_error *err)
+/* The light part of a context whose SSL_CTX comes from the table, alone: the SAN matchers and
+ * ACCEPT_UNTRUSTED of <cc>'s validation context, ALPN, and (client) <sni>, into <t> (the same
+ * fields and messages as the full build; the heavy ones were checked when the shared SSL_CTX was
+ * built).  <path> is the DownstreamTlsContext's or UpstreamTlsContext's. */
+static int apply_light(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *sni,
+                       const char *path, const struct rm_tls_opts *o, struct rm_error *err)
 {
     static const CommonTlsContext empty =
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT;
     char p[PATH_LEN], vp[PATH_LEN];
     snprintf(p, sizeof(p), "%s.common_tls_context", path);
-    const CommonTlsContext *cc = u->common_tls_context ? u->common_tls_context : &empty;
+    if (!cc) cc = &empty;
     const ValidationContext *vc = NULL;
     if (find_validation(cc, p, vp, &vc, err)) return RM_ERR;
     if (vc && load_sans(t, vc, vp, err)) return RM_ERR;
     if (load_alpn(t, cc, p, o, err)) return RM_ERR;
-    if (u->sni && u->sni[0] && !(t->sni = strdup(u->sni)))
+    if (sni && sni[0] && !(t->sni = strdup(sni)))
         return rm_error_set(err, "%s: out of memory", path);
     return RM_OK;
 }
@@ -929,7 +938,7 @@ static void key_put(struct key_buf *k, const void *v, size_t n)
             k->bad = true;
             return;
         }
-        memcpy(b, k->b, k->n);
+        if (k->n) memcpy(b, k->b, k->n);
         key_free(k->b, k->n);
         k->b = b;
         k->cap = cap;
@@ -971,7 +980,63 @@ static void key_datasource(struct key_buf *k, const DataSource *ds)
     }
 }
 
-/* The key of client context <u>'s heavy configuration (malloc'd, its length in *len): <u>
+/* The validation context of <cc> (validation_context or combined_validation_context's
+ * default), or NULL. */
+static ValidationContext *key_validation(CommonTlsContext *cc)
+{
+    if (!cc) return NULL;
+    if (cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT)
+        return cc->validation_context;
+    if (cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT)
+        return cc->combined_validation_context->default_validation_context;
+    return NULL;
+}
+
+/* <m> serialized, appended to <k> (the copy is cleansed: inline keys may be in it). */
+static void key_message(struct key_buf *k, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    unsigned char *b = malloc(n + 1);
+    if (!b) {
+        k->bad = true;
+        return;
+    }
+    n = protobuf_c_message_pack(m, b);
+    key_put(k, &n, sizeof(n));
+    key_put(k, b, n);
+    key_free(b, n);
+}
+
+/* A string (NULL as ""), length first, appended to <k>. */
+static void key_string(struct key_buf *k, const char *s)
+{
+    uint64_t n = s ? strlen(s) : 0;
+    key_put(k, &n, sizeof(n));
+    if (n) key_put(k, s, n);
+}
+
+/* What the DataSources of <cc> (certificate chain, private key) and <vc> (trusted_ca) depend on
+ * (key_datasource), appended to <k>; then the key is done: returned (its length in *len), or
+ * NULL (freed) when it could not be made. */
+static unsigned char *key_finish(struct key_buf *k, const CommonTlsContext *cc,
+                                 const ValidationContext *vc, size_t *len)
+{
+    for (size_t i = 0; cc && i < cc->n_tls_certificates; i++) {
+        key_datasource(k, cc->tls_certificates[i]->certificate_chain);
+        key_datasource(k, cc->tls_certificates[i]->private_key);
+    }
+    if (vc) key_datasource(k, vc->trusted_ca);
+    if (k->bad) {
+        key_free(k->b, k->n);
+        return NULL;
+    }
+    *len = k->n;
+    return k->b;
+}
+
+/* The key of client context <u>'s heavy configuration (malloc'd, its length in *len): "C", <u>
  * serialized with the light fields cleared (sni; the validation context's SAN matchers and
  * trust_chain_verification), then what its DataSources depend on (key_datasource).  Every other
  * field counts as heavy, so a field unknown to this function can only prevent sharing.  NULL:
@@ -980,16 +1045,7 @@ static void key_datasource(struct key_buf *k, const DataSource *ds)
 static unsigned char *client_key(UpstreamTlsContext *u, size_t *len)
 {
     CommonTlsContext *cc = u->common_tls_context;
-    ValidationContext *vc = NULL;
-    if (cc &&
-        cc->validation_context_type_case ==
-            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT)
-        vc = cc->validation_context;
-    else if (
-        cc &&
-        cc->validation_context_type_case ==
-            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT)
-        vc = cc->combined_validation_context->default_validation_context;
+    ValidationContext *vc = key_validation(cc);
     char *sni = u->sni;
     size_t n_sans = 0, n_typed = 0;
     int trust = 0;
@@ -1003,31 +1059,29 @@ static unsigned char *client_key(UpstreamTlsContext *u, size_t *len)
         vc->trust_chain_verification = 0;
     }
     struct key_buf k = {0};
-    size_t packed = protobuf_c_message_get_packed_size(&u->base);
-    k.b = malloc(packed + 1);
-    if (k.b) {
-        k.cap = packed + 1;
-        k.n = protobuf_c_message_pack(&u->base, k.b);
-    } else {
-        k.bad = true;
-    }
+    key_put(&k, "C", 1);
+    key_message(&k, &u->base);
     u->sni = sni;
     if (vc) {
         vc->n_match_subject_alt_names = n_sans;
         vc->n_match_typed_subject_alt_names = n_typed;
         vc->trust_chain_verification = trust;
     }
-    for (size_t i = 0; cc && i < cc->n_tls_certificates; i++) {
-        key_datasource(&k, cc->tls_certificates[i]->certificate_chain);
-        key_datasource(&k, cc->tls_certificates[i]->private_key);
-    }
-    if (vc) key_datasource(&k, vc->trusted_ca);
-    if (k.bad) {
-        key_free(k.b, k.n);
-        return NULL;
-    }
-    *len = k.n;
-    return k.b;
+    return key_finish(&k, cc, vc, len);
+}
+
+/* The key of server context <d> built with <o> (malloc'd, its length in *len): "S", the owner's
+ * stat_prefix (one listener's contexts only: see tls.h), the default ALPN, all of <d>
+ * serialized (on the server side every field matters), then what its DataSources depend on.
+ * NULL: no sharing, as for client_key. */
+static unsigned char *server_key(DownstreamTlsContext *d, const struct rm_tls_opts *o, size_t *len)
+{
+    struct key_buf k = {0};
+    key_put(&k, "S", 1);
+    key_string(&k, o->stat_prefix);
+    key_string(&k, o->default_alpn);
+    key_message(&k, &d->base);
+    return key_finish(&k, d->common_tls_context, key_validation(d->common_tls_context), len);
 }
 
 int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const struct rm_tls_opts *o,
@@ -1069,13 +1123,20 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     int rc;
     unsigned char *key = NULL;
     size_t key_len = 0;
-    if (o->side == RM_TLS_CLIENT) {
+    if (o->side == RM_TLS_CLIENT)
         key = client_key((UpstreamTlsContext *)m, &key_len);
-        if (key) t->share = share_find(key, key_len, &t->ssl_ctx);
-    }
+    else
+        key = server_key((DownstreamTlsContext *)m, o, &key_len);
+    if (key) t->share = share_find(key, key_len, &t->ssl_ctx);
     if (t->share) {
         key_free(key, key_len);
-        if (apply_client_light(t, (const UpstreamTlsContext *)m, p, o, err)) goto fail;
+        if (o->side == RM_TLS_CLIENT)
+            rc = apply_light(t, ((const UpstreamTlsContext *)m)->common_tls_context,
+                             ((const UpstreamTlsContext *)m)->sni, p, o, err);
+        else
+            rc = apply_light(t, ((const DownstreamTlsContext *)m)->common_tls_context, NULL, p, o,
+                             err);
+        if (rc) goto fail;
         goto stats;
     }
     t->ssl_ctx = SSL_CTX_new(o->side == RM_TLS_SERVER ? TLS_server_method() : TLS_client_method());

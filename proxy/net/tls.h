@@ -10,9 +10,20 @@
  * through each connection's SSL object.  Client contexts with the same heavy configuration
  * (the same message apart from sni, SAN matchers and trust_chain_verification, and the same
  * files on disk: device, inode, size, mtime, ctime) share one SSL_CTX through a process-wide
- * table (an entry lives as long as a context uses it); a server context has its own.  It is
- * refcounted: its owner (the listener config, the cluster) holds one reference and every TLS
- * connection another, so a connection outlives any config change safely.
+ * table (an entry lives as long as a context uses it).  Server contexts share it too, but only
+ * within one listener: the key is the owner's stat_prefix, the default ALPN, the whole
+ * DownstreamTlsContext (ALPN, require_client_certificate, everything: all of it is in the
+ * SSL_CTX or must match for a session to resume) and its files.  A config update that rebuilds
+ * a listener with the same TLS configuration (an LDS push, a route change) thus keeps its
+ * SSL_CTX, session cache and session ticket keys, and clients resume their sessions across it;
+ * a certificate file replaced or touched on disk gives a new SSL_CTX (a full handshake, the new
+ * certificate) at the next build.  Listeners with different stat_prefixes never share, even
+ * with equal configurations: the session cache, ticket keys and session id context are per
+ * SSL_CTX, and a session of one listener must not resume on another (each Envoy listener has
+ * its own ticket keys); the per-listener parts (stats, ALPN list, SAN matchers) stay in the
+ * rm_tls_ctx, found by the callbacks through the SSL object.  It is refcounted: its owner (the
+ * listener config, the cluster) holds one reference and every TLS connection another, so a
+ * connection outlives any config change safely.
  *
  * A connection becomes TLS with rm_conn_start_tls() right after accept / connect; the conn
  * (proxy/net/conn.c) then runs the non-blocking handshake before it delivers a byte or reports
@@ -53,16 +64,16 @@ struct rm_tls_opts {
 
 /** Build a context from <ts> (its typed_config must be a DownstreamTlsContext for a server, an
  *  UpstreamTlsContext for a client).  Certificates, keys and CAs are read now (DataSource
- *  filename, inline_bytes, inline_string or environment_variable), unless a live client
- *  context has the same heavy configuration and files: its SSL_CTX is then shared.  Every
+ *  filename, inline_bytes, inline_string or environment_variable), unless a live context has
+ *  the same sharing key (above): its SSL_CTX is then shared.  Every
  *  error names the field under <path> (e.g. "static_resources.clusters[0].transport_socket"),
  *  unsupported fields included (SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK with
  *  *out holding one reference, or RM_ERR with <err> (*out NULL).  Main thread. */
 int rm_tls_ctx_new(const struct Envoy__Config__Core__V3__TransportSocket *ts,
                    const struct rm_tls_opts *o, const char *path, struct rm_tls_ctx **out,
                    struct rm_error *err);
-/** The OpenSSL SSL_CTX under <t>, borrowed (for tests and diagnostics: client contexts that
- *  share one return the same pointer). */
+/** The OpenSSL SSL_CTX under <t>, borrowed (for tests and diagnostics: contexts that share
+ *  one return the same pointer). */
 const struct ssl_ctx_st *rm_tls_ctx_ssl_ctx(const struct rm_tls_ctx *t);
 /** Another reference (any thread). */
 struct rm_tls_ctx *rm_tls_ctx_ref(struct rm_tls_ctx *t);

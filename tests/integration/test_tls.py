@@ -9,6 +9,7 @@ import re
 import socket
 import time
 
+import harness
 import remora_cfg as cfg
 from harness import TestFailure
 
@@ -492,3 +493,121 @@ def test_tls_openssl_loaded_only_with_tls_config(ctx):
     assert r.status == 200, r
     assert stats(ctx, px).get(lstat(px, "handshake"), 0) == 1
     assert ctx.stop(px) == 0
+
+
+# ---- session resumption across config updates ----------------------------------------------
+
+def _tls_listener(c, name, port, limit):
+    """An LDS Listener <name> on <port> terminating TLS with the server certificate, routes from
+    RDS r1; <limit> (per_connection_buffer_limit_bytes) is what an update changes."""
+    import test_xds_lds_cds as lds
+    return f"""
+- "@type": {lds.T}envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  per_connection_buffer_limit_bytes: {limit}
+  filter_chains:
+  - transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": {lds.T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+        common_tls_context:
+          tls_certificates:
+          - certificate_chain: {{ filename: "{c['server_crt']}" }}
+            private_key: {{ filename: "{c['server_key']}" }}
+    filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": {lds.HCM}
+        stat_prefix: {name}
+        rds: {{ route_config_name: r1, config_source: {lds.source(None)} }}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": {lds.ROUTER} }}"""
+
+
+def _tls13_client(c):
+    """A Python ssl client context, TLS 1.3 only, trusting our CA (sessions belong to it)."""
+    import ssl
+    sc = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    sc.load_verify_locations(c["ca"])
+    sc.minimum_version = ssl.TLSVersion.TLSv1_3
+    return sc
+
+
+def _tls13_get(sc, port, session=None):
+    """GET / over a new TLS 1.3 connection of <sc>, offering <session>; returns (the
+    x-upstream-name, session_reused, the new session, the server's certificate in DER)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with sc.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(65536)  # the tickets come with the response
+                if not b:
+                    break
+                data += b
+            head = data.split(b"\r\n\r\n", 1)[0].decode()
+            assert head.startswith("HTTP/1.1 200"), head
+            m = re.search(r"(?im)^x-upstream-name:\s*(\S+)", head)
+            return (m.group(1) if m else None, s.session_reused, s.session,
+                    s.getpeercert(binary_form=True))
+
+
+def test_tls_session_resumes_across_config_updates(ctx):
+    """A listener rebuilt with the same TLS configuration keeps its SSL_CTX (proxy/net/tls.c):
+    a TLS 1.3 client resumes its session after an RDS change and after an LDS push that changes
+    another field of the listener; with the certificate file replaced on disk, the next rebuild
+    makes a new one: a full handshake, the new certificate served."""
+    import test_xds_lds_cds as lds
+    from test_xds_server import Xds
+    c = certs(ctx)
+    sc = _tls13_client(c)
+    a, b = ctx.upstream(name="a"), ctx.upstream(name="b")
+    d = lds.start(ctx, "resume")
+    port = harness.free_port()
+    lds.put(d, "l.yaml", _tls_listener(c, "l1", port, 1048576))
+    lds.put(d, "r.yaml", lds.route("r1", "c1"))
+    lds.put(d, "c.yaml", lds.cluster("c1"), lds.cla("c1", a.port), lds.cluster("c2"),
+            lds.cla("c2", b.port))
+    xds = Xds(ctx, d)
+    px = ctx.remora(lds.bootstrap(xds.port, "GRPC"), wait=False)
+    lds.wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    up, reused, sess, cert0 = _tls13_get(sc, port)
+    assert up == "a" and not reused and sess is not None and sess.has_ticket, (up, reused)
+    up, reused, _, _ = _tls13_get(sc, port, sess)
+    assert up == "a" and reused, "no resumption without any update"
+
+    # RDS: the route moves to c2; the listener's TLS config is the same
+    lds.put(d, "r.yaml", lds.route("r1", "c2"))
+    lds.wait_for("the route to c2", lambda: _tls13_get(sc, port)[0] == "b")
+    up, reused, sess2, _ = _tls13_get(sc, port, sess)
+    assert up == "b" and reused, "the session did not survive a route change"
+
+    # LDS: another buffer limit, the same TLS config
+    lds.put(d, "l.yaml", _tls_listener(c, "l1", port, 65536))
+    lds.wait_for("the LDS update", lambda: stats(ctx, px).get(
+        "listener_manager.lds.update_success", 0) >= 2)
+    time.sleep(0.3)
+    up, reused, _, cert1 = _tls13_get(sc, port, sess2)
+    assert up == "b" and reused, "the session did not survive an LDS update of the listener"
+    assert cert1 == cert0
+
+    # a new certificate (and key) renamed over the old files, then any update: a full handshake
+    pki = os.path.dirname(c["server_crt"])
+    new_key, new_crt = _leaf(ctx, pki, "server2", (os.path.join(pki, "ca.key"), c["ca"]),
+                             "DNS:localhost,IP:127.0.0.1", "serverAuth")
+    os.rename(new_key, c["server_key"])
+    os.rename(new_crt, c["server_crt"])
+    lds.put(d, "r.yaml", lds.route("r1", "c1"))
+    lds.wait_for("the route back to c1", lambda: _tls13_get(sc, port)[0] == "a")
+    up, reused, sess3, cert2 = _tls13_get(sc, port, sess2)
+    assert up == "a" and not reused, "a session resumed on a replaced certificate"
+    assert cert2 != cert0, "the old certificate is still served"
+    up, reused, _, _ = _tls13_get(sc, port, sess3)
+    assert reused, "no resumption on the new SSL_CTX"
+    s = stats(ctx, px)
+    assert s.get("listener.127.0.0.1_%d.ssl.connection_error" % port, 0) == 0, s
+    assert ctx.stop(px) == 0
+    xds.stop()
+

@@ -17,6 +17,7 @@
 #include "proxy/net/tls.h"
 
 static char dir[64], crt[128], key[128], crt2[128], key2[128];
+static const char *stat_prefix = "test."; /* build()'s owner */
 
 /* A self-signed P-256 certificate and its key into <crt_path>, <key_path>. */
 static void write_cert(const char *crt_path, const char *key_path)
@@ -91,7 +92,7 @@ static int build(const char *yaml, enum rm_tls_side side, const char *alpn, stru
     int rc = rm_pbjson_parse_string(
         text, k, "t.yaml", &envoy__config__core__v3__transport_socket__descriptor, &m, err);
     cr_assert_eq(rc, RM_OK, "parse: %s", err->msg);
-    struct rm_tls_opts o = {.side = side, .stat_prefix = "test.", .default_alpn = alpn};
+    struct rm_tls_opts o = {.side = side, .stat_prefix = stat_prefix, .default_alpn = alpn};
     rc = rm_tls_ctx_new((const Envoy__Config__Core__V3__TransportSocket *)m, &o, "ts", out, err);
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;
@@ -283,15 +284,87 @@ Test(tls, clients_share_the_ssl_ctx_of_the_same_heavy_config)
     rm_tls_ctx_unref(e);
 }
 
-Test(tls, server_contexts_are_not_shared)
+/* A server context from <yaml> for listener <prefix> with default ALPN <alpn>. */
+static struct rm_tls_ctx *server(const char *yaml, const char *prefix, const char *alpn)
 {
     struct rm_error err = {{0}};
-    struct rm_tls_ctx *a = NULL, *b = NULL;
-    cr_assert_eq(build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER, "h2", &err, &a), RM_OK,
-                 "%s", err.msg);
-    cr_assert_eq(build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER, "h2", &err, &b), RM_OK,
-                 "%s", err.msg);
-    cr_assert_neq(rm_tls_ctx_ssl_ctx(a), rm_tls_ctx_ssl_ctx(b));
+    struct rm_tls_ctx *t = NULL;
+    stat_prefix = prefix;
+    int rc = build(yaml, RM_TLS_SERVER, alpn, &err, &t);
+    stat_prefix = "test.";
+    cr_assert_eq(rc, RM_OK, "%s", err.msg);
+    cr_assert_not_null(t);
+    return t;
+}
+
+#define MTLS                                                                                       \
+    DOWN "  common_tls_context:\n" CERT                                                            \
+         "    validation_context: { trusted_ca: { filename: \"%D\" } }\n"
+
+Test(tls, a_listener_keeps_its_server_ssl_ctx_while_its_config_is_the_same)
+{
+    const char *l1 = "listener.127.0.0.1_1.", *l2 = "listener.127.0.0.1_2.";
+    struct rm_tls_ctx *a = server(MTLS, l1, "h2,http/1.1");
+    struct rm_tls_ctx *b = server(MTLS, l1, "h2,http/1.1");
+    const struct ssl_ctx_st *shared = rm_tls_ctx_ssl_ctx(a);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(b), shared, "the same listener and config: one SSL_CTX");
+    /* every field counts on the server side, and the codec's default ALPN */
+    struct rm_tls_ctx *other[] = {
+        server(MTLS "  require_client_certificate: true\n", l1, "h2,http/1.1"),
+        server(DOWN "  common_tls_context:\n" CERT "    alpn_protocols: [h2]\n"
+                    "    validation_context: { trusted_ca: { filename: \"%D\" } }\n",
+               l1, "h2,http/1.1"),
+        server(MTLS "  session_timeout: 60s\n", l1, "h2,http/1.1"),
+        server(DOWN "  common_tls_context:\n" CERT
+                    "    validation_context: { trusted_ca: { filename: \"%C\" } }\n",
+               l1, "h2,http/1.1"),
+        server(MTLS, l1, "http/1.1"),
+        /* another listener, the same config: never shared (its own sessions and ticket keys) */
+        server(MTLS, l2, "h2,http/1.1"),
+    };
+    size_t n = sizeof(other) / sizeof(other[0]);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_neq(rm_tls_ctx_ssl_ctx(other[i]), shared, "variant %zu shares", i);
+        for (size_t j = 0; j < i; j++)
+            cr_assert_neq(rm_tls_ctx_ssl_ctx(other[i]), rm_tls_ctx_ssl_ctx(other[j]));
+    }
+    /* server and client contexts of equal-looking configs never mix */
+    struct rm_tls_ctx *c = client("%D", "a.test", "spiffe://a");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(c), shared);
+    /* the shared SSL_CTX outlives the context that built it (the old snapshot's) */
     rm_tls_ctx_unref(a);
+    struct rm_tls_ctx *d = server(MTLS, l1, "h2,http/1.1");
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(d), shared);
+    /* the certificate touched on disk: the next build reads it again */
+    struct timespec later[2] = {{.tv_sec = 2000000000}, {.tv_sec = 2000000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, crt, later, 0), 0);
+    struct rm_tls_ctx *e = server(MTLS, l1, "h2,http/1.1");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(e), shared, "a touched file: a new SSL_CTX");
+    struct rm_tls_ctx *f = server(MTLS, l1, "h2,http/1.1");
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(f), rm_tls_ctx_ssl_ctx(e), "and that one is kept");
+    /* the key replaced by rename (a new inode), as certificate rotation tools do */
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.new", key);
+    struct stat st;
+    cr_assert_eq(stat(key, &st), 0);
+    FILE *in = fopen(key, "rb"), *out = fopen(tmp, "wb");
+    cr_assert(in && out);
+    char buf[4096];
+    size_t got = fread(buf, 1, sizeof(buf), in);
+    cr_assert_eq(fwrite(buf, 1, got, out), got);
+    fclose(in);
+    fclose(out);
+    struct timespec same[2] = {st.st_atim, st.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, tmp, same, 0), 0);
+    cr_assert_eq(rename(tmp, key), 0);
+    struct rm_tls_ctx *g = server(MTLS, l1, "h2,http/1.1");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(g), rm_tls_ctx_ssl_ctx(e), "a renamed file: a new SSL_CTX");
+    for (size_t i = 0; i < n; i++)
+        rm_tls_ctx_unref(other[i]);
     rm_tls_ctx_unref(b);
+    rm_tls_ctx_unref(c);
+    rm_tls_ctx_unref(d);
+    rm_tls_ctx_unref(e);
+    rm_tls_ctx_unref(f);
+    rm_tls_ctx_unref(g);
 }
