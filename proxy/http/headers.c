@@ -206,7 +206,12 @@ void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const c
 void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                         size_t vlen)
 {
-    enum rm_hkey k = rm_hkey_of(name, nlen);
+    rm_headers_set_ref_k(h, rm_hkey_of(name, nlen), name, nlen, value, vlen);
+}
+
+void rm_headers_set_ref_k(struct rm_headers *h, enum rm_hkey k, const char *name, size_t nlen,
+                          const char *value, size_t vlen)
+{
     int i = find_from(h, 0, k, name, nlen);
     if (i < 0) {
         rm_headers_add_ref_key(h, k, name, nlen, value, vlen);

@@ -154,6 +154,20 @@ void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const c
  *  the block's arena, the config snapshot the stream holds). */
 void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                         size_t vlen);
+/** rm_headers_set_ref's work once the key <k> of <name> is known (rm_hkey_of(name, nlen)). */
+void rm_headers_set_ref_k(struct rm_headers *h, enum rm_hkey k, const char *name, size_t nlen,
+                          const char *value, size_t vlen);
+/** rm_headers_set_ref for the well-known header <k> (> RM_HK_OTHER), named rm_hkey_names[k]:
+ *  no classification of the name; appended inline when the block's key bits rule <k> out. */
+static inline void rm_headers_set_ref_key(struct rm_headers *h, enum rm_hkey k, const char *value,
+                                          size_t vlen)
+{
+    const struct rm_str name = rm_hkey_names[k];
+    if (!rm_headers_may_have(h, k))
+        rm_headers_add_ref_key(h, k, name.p, name.len, value, vlen);
+    else
+        rm_headers_set_ref_k(h, k, name.p, name.len, value, vlen);
+}
 /** Remove every header named <name>; returns how many were removed. */
 unsigned rm_headers_remove(struct rm_headers *h, const char *name, size_t nlen);
 /** Copy <src> into <dst> (dst's arena). */
