@@ -463,7 +463,7 @@ static void on_stream(void *user, struct rm_stream *s)
     struct rm_hcm_conn *hc = user;
     struct rm_hcm_stream *hs = rm_arena_alloc(s->arena, sizeof(*hs));
     memset(hs, 0, sizeof(*hs));
-    rm_hcm_conn_follow_config(hc);
+    if (hc->wsnap != hc->w->wsnap) rm_hcm_conn_follow_config(hc); /* its test, inline */
     hs->wsnap = rm_worker_snap_hold(hc->wsnap);
     hs->hc = hc;
     hs->down = s;
@@ -652,10 +652,12 @@ static void maybe_done(struct rm_hcm_stream *hs)
 static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
-    const char *name = cfg->server_name && cfg->server_name[0] ? cfg->server_name : "remora";
     if (cfg->server_header_transformation == 2) return;
     if (cfg->server_header_transformation == 1 && rm_headers_get_key(h, RM_HK_SERVER).p) return;
-    rm_headers_set_ref_key(h, RM_HK_SERVER, name, strlen(name)); /* literal or snapshot config */
+    if (cfg->server_name && cfg->server_name[0]) /* snapshot config */
+        rm_headers_set_ref_key(h, RM_HK_SERVER, cfg->server_name, strlen(cfg->server_name));
+    else
+        rm_headers_set_ref_key(h, RM_HK_SERVER, "remora", 6);
 }
 
 void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h, bool end)
