@@ -329,7 +329,7 @@ bool rm_header_is_hop_by_hop(const char *name, size_t nlen)
     }
 }
 
-size_t rm_fmt_u64(char *buf, uint64_t v)
+size_t rm_fmt_u64_slow(char *buf, uint64_t v)
 {
     char tmp[20];
     size_t n = 0;

@@ -175,9 +175,19 @@ void rm_headers_copy(struct rm_headers *dst, const struct rm_headers *src);
 
 #define RM_HDR_GET(h, lit) rm_headers_get((h), (lit), sizeof(lit) - 1)
 
+/** rm_fmt_u64's loop (any <v>). */
+size_t rm_fmt_u64_slow(char *buf, uint64_t v);
 /** Write <v> in decimal into <buf> (room for 20 digits; no NUL); returns the length.  For the
- *  hot path, where snprintf costs more than the rest of a header edit. */
-size_t rm_fmt_u64(char *buf, uint64_t v);
+ *  hot path, where snprintf costs more than the rest of a header edit; one digit (a service
+ *  time in ms, an attempt count) inline. */
+static inline size_t rm_fmt_u64(char *buf, uint64_t v)
+{
+    if (v < 10) {
+        buf[0] = (char)('0' + v);
+        return 1;
+    }
+    return rm_fmt_u64_slow(buf, v);
+}
 
 /** Parse a decimal status or length; returns -1 if not all digits or too large. */
 int64_t rm_parse_u63(const char *p, size_t n);

@@ -26,7 +26,7 @@ Test(headers, add_get_set_remove)
 
 Test(headers, fmt_u64_matches_printf)
 {
-    const uint64_t v[] = {0, 7, 10, 99, 12345, 4294967296ULL, UINT64_MAX};
+    const uint64_t v[] = {0, 7, 9, 10, 99, 12345, 4294967296ULL, UINT64_MAX};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char a[24], b[24];
         size_t n = rm_fmt_u64(a, v[i]);
