@@ -231,14 +231,14 @@ static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
             size_t n = xff.len + 2 + strlen(hs->hc->peer_ip);
             char *v = rm_arena_alloc(hs->arena, n + 1);
             snprintf(v, n + 1, "%.*s, %s", (int)xff.len, xff.p, hs->hc->peer_ip);
-            rm_headers_set_ref(h, "x-forwarded-for", 15, v, n); /* v is in the arena */
+            rm_headers_set_ref_key(h, RM_HK_X_FORWARDED_FOR, v, n); /* v is in the arena */
         } else {
             rm_headers_add(h, "x-forwarded-for", 15, hs->hc->peer_ip, strlen(hs->hc->peer_ip));
         }
     }
     if (cfg->use_remote_address || !rm_headers_get_key(h, RM_HK_X_FORWARDED_PROTO).p) {
         bool tls = hs->hc->conn->tp != &rm_transport_plain;
-        rm_headers_set_ref(h, "x-forwarded-proto", 17, tls ? "https" : "http", tls ? 5 : 4);
+        rm_headers_set_ref_key(h, RM_HK_X_FORWARDED_PROTO, tls ? "https" : "http", tls ? 5 : 4);
     }
     if (cfg->generate_request_id) {
         bool have = rm_headers_get_key(h, RM_HK_X_REQUEST_ID).p != NULL;
@@ -463,7 +463,7 @@ static void on_stream(void *user, struct rm_stream *s)
     struct rm_hcm_conn *hc = user;
     struct rm_hcm_stream *hs = rm_arena_alloc(s->arena, sizeof(*hs));
     memset(hs, 0, sizeof(*hs));
-    rm_hcm_conn_follow_config(hc);
+    if (hc->wsnap != hc->w->wsnap) rm_hcm_conn_follow_config(hc); /* its test, inline */
     hs->wsnap = rm_worker_snap_hold(hc->wsnap);
     hs->hc = hc;
     hs->down = s;
@@ -652,10 +652,12 @@ static void maybe_done(struct rm_hcm_stream *hs)
 static void server_header(struct rm_hcm_stream *hs, struct rm_headers *h)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
-    const char *name = cfg->server_name && cfg->server_name[0] ? cfg->server_name : "remora";
     if (cfg->server_header_transformation == 2) return;
     if (cfg->server_header_transformation == 1 && rm_headers_get_key(h, RM_HK_SERVER).p) return;
-    rm_headers_set_ref(h, "server", 6, name, strlen(name)); /* literal or snapshot config */
+    if (cfg->server_name && cfg->server_name[0]) /* snapshot config */
+        rm_headers_set_ref_key(h, RM_HK_SERVER, cfg->server_name, strlen(cfg->server_name));
+    else
+        rm_headers_set_ref_key(h, RM_HK_SERVER, "remora", 6);
 }
 
 void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h, bool end)

@@ -206,7 +206,12 @@ void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const c
 void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                         size_t vlen)
 {
-    enum rm_hkey k = rm_hkey_of(name, nlen);
+    rm_headers_set_ref_k(h, rm_hkey_of(name, nlen), name, nlen, value, vlen);
+}
+
+void rm_headers_set_ref_k(struct rm_headers *h, enum rm_hkey k, const char *name, size_t nlen,
+                          const char *value, size_t vlen)
+{
     int i = find_from(h, 0, k, name, nlen);
     if (i < 0) {
         rm_headers_add_ref_key(h, k, name, nlen, value, vlen);
@@ -324,7 +329,7 @@ bool rm_header_is_hop_by_hop(const char *name, size_t nlen)
     }
 }
 
-size_t rm_fmt_u64(char *buf, uint64_t v)
+size_t rm_fmt_u64_slow(char *buf, uint64_t v)
 {
     char tmp[20];
     size_t n = 0;

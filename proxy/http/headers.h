@@ -154,6 +154,20 @@ void rm_headers_set(struct rm_headers *h, const char *name, size_t nlen, const c
  *  the block's arena, the config snapshot the stream holds). */
 void rm_headers_set_ref(struct rm_headers *h, const char *name, size_t nlen, const char *value,
                         size_t vlen);
+/** rm_headers_set_ref's work once the key <k> of <name> is known (rm_hkey_of(name, nlen)). */
+void rm_headers_set_ref_k(struct rm_headers *h, enum rm_hkey k, const char *name, size_t nlen,
+                          const char *value, size_t vlen);
+/** rm_headers_set_ref for the well-known header <k> (> RM_HK_OTHER), named rm_hkey_names[k]:
+ *  no classification of the name; appended inline when the block's key bits rule <k> out. */
+static inline void rm_headers_set_ref_key(struct rm_headers *h, enum rm_hkey k, const char *value,
+                                          size_t vlen)
+{
+    const struct rm_str name = rm_hkey_names[k];
+    if (!rm_headers_may_have(h, k))
+        rm_headers_add_ref_key(h, k, name.p, name.len, value, vlen);
+    else
+        rm_headers_set_ref_k(h, k, name.p, name.len, value, vlen);
+}
 /** Remove every header named <name>; returns how many were removed. */
 unsigned rm_headers_remove(struct rm_headers *h, const char *name, size_t nlen);
 /** Copy <src> into <dst> (dst's arena). */
@@ -161,9 +175,19 @@ void rm_headers_copy(struct rm_headers *dst, const struct rm_headers *src);
 
 #define RM_HDR_GET(h, lit) rm_headers_get((h), (lit), sizeof(lit) - 1)
 
+/** rm_fmt_u64's loop (any <v>). */
+size_t rm_fmt_u64_slow(char *buf, uint64_t v);
 /** Write <v> in decimal into <buf> (room for 20 digits; no NUL); returns the length.  For the
- *  hot path, where snprintf costs more than the rest of a header edit. */
-size_t rm_fmt_u64(char *buf, uint64_t v);
+ *  hot path, where snprintf costs more than the rest of a header edit; one digit (a service
+ *  time in ms, an attempt count) inline. */
+static inline size_t rm_fmt_u64(char *buf, uint64_t v)
+{
+    if (v < 10) {
+        buf[0] = (char)('0' + v);
+        return 1;
+    }
+    return rm_fmt_u64_slow(buf, v);
+}
 
 /** Parse a decimal status or length; returns -1 if not all digits or too large. */
 int64_t rm_parse_u63(const char *p, size_t n);

@@ -132,6 +132,9 @@ struct rm_route {
     enum rm_path_match_kind path_kind;
     char *path; /* prefix or exact path */
     size_t path_len;
+    /* RM_PATH_PREFIX without '?' or '#': it is a prefix of the path up to the query string or
+     * fragment exactly when it is one of the whole path, so matching needs no scan for them */
+    bool prefix_plain;
     struct pcre2_real_code_8 *path_re;
     bool case_sensitive; /* default true */
     bool grpc_only;      /* RouteMatch.grpc: content-type application/grpc* */

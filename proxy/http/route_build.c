@@ -422,6 +422,7 @@ static int path_specifier(struct rm_route_ctx *c, const Envoy__Config__Route__V3
     }
     r->path_len = strlen(s);
     r->path = rm_rt_strdup(c, s, r->path_len, false);
+    r->prefix_plain = r->path_kind == RM_PATH_PREFIX && !strpbrk(s, "?#");
     return RM_OK;
 }
 

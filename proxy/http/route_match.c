@@ -1,5 +1,6 @@
 /* The request-time half of route tables: route matching, string matchers, weighted picks and
  * header mutations.  Hot path: no malloc, no protobuf (see route.h for the one arena use). */
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -211,10 +212,26 @@ static bool path_matches(const struct rm_route *r, const char *p, size_t n)
     return false;
 }
 
-static bool route_matches(const struct rm_route *r, const struct rm_headers *req,
-                          struct rm_str path, size_t path_only)
+/* Length of <path> up to its query string or fragment. */
+static size_t path_only_len(struct rm_str path)
 {
-    if (!path_matches(r, path.p, path_only)) return false;
+    for (size_t i = 0; i < path.len; i++) {
+        if (path.p[i] == '?' || path.p[i] == '#') return i;
+    }
+    return path.len;
+}
+
+/* Does <r> match?  <*path_only> is path_only_len(path), or SIZE_MAX until a route needs it
+ * (then set here): a plain prefix matches on the whole path (see struct rm_route). */
+static bool route_matches(const struct rm_route *r, const struct rm_headers *req,
+                          struct rm_str path, size_t *path_only)
+{
+    size_t n = path.len;
+    if (!r->prefix_plain) {
+        if (*path_only == SIZE_MAX) *path_only = path_only_len(path);
+        n = *path_only;
+    }
+    if (!path_matches(r, path.p, n)) return false;
     if (r->grpc_only && !is_grpc(req)) return false;
     for (size_t i = 0; i < r->n_headers; i++) {
         if (!rm_header_match_eval(&r->headers[i], req)) return false;
@@ -230,15 +247,9 @@ const struct rm_route *rm_route_match(const struct rm_vhost *vh, const struct rm
     if (!vh) return NULL;
     struct rm_str path = rm_headers_get_key(req, RM_HK_PATH);
     if (!path.p) path = (struct rm_str){"", 0}; /* as Envoy's getPathValue() */
-    size_t path_only = path.len;                /* up to the query string or fragment */
-    for (size_t i = 0; i < path.len; i++) {
-        if (path.p[i] == '?' || path.p[i] == '#') {
-            path_only = i;
-            break;
-        }
-    }
+    size_t path_only = SIZE_MAX;                /* not scanned yet: see route_matches */
     for (size_t i = 0; i < vh->n_routes; i++) {
-        if (route_matches(&vh->routes[i], req, path, path_only)) return &vh->routes[i];
+        if (route_matches(&vh->routes[i], req, path, &path_only)) return &vh->routes[i];
     }
     return NULL;
 }

@@ -76,9 +76,8 @@ static struct rm_pool_request *pending_pop(struct rm_pool *p)
     return r;
 }
 
-void rm_pool_cancel(struct rm_pool_request *r)
+void rm_pool_dequeue(struct rm_pool_request *r)
 {
-    if (!r->pool) return;
     struct rm_pool *p = r->pool;
     r->prev->next = r->next;
     r->next->prev = r->prev;

@@ -115,8 +115,14 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
 int rm_pool_acquire(struct rm_pool *p, struct rm_pool_request *r,
                     const struct rm_pool_request_cb *cb, unsigned priority,
                     struct rm_codec **codec);
-/** Withdraw a queued request (no callback afterwards).  No-op if not queued. */
-void rm_pool_cancel(struct rm_pool_request *r);
+/** rm_pool_cancel's work for a queued request. */
+void rm_pool_dequeue(struct rm_pool_request *r);
+/** Withdraw a queued request (no callback afterwards).  No-op if not queued (inline: the usual
+ *  case, a request that got its stream at once). */
+static inline void rm_pool_cancel(struct rm_pool_request *r)
+{
+    if (r->pool) rm_pool_dequeue(r);
+}
 /** A stream taken from <p> ended: serve pending requests that wait for a stream slot (HTTP/2
  *  at max_concurrent_streams or at max_connections).  Cheap when nothing is pending. */
 void rm_pool_stream_done(struct rm_pool *p);

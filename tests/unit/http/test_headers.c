@@ -26,7 +26,7 @@ Test(headers, add_get_set_remove)
 
 Test(headers, fmt_u64_matches_printf)
 {
-    const uint64_t v[] = {0, 7, 10, 99, 12345, 4294967296ULL, UINT64_MAX};
+    const uint64_t v[] = {0, 7, 9, 10, 99, 12345, 4294967296ULL, UINT64_MAX};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char a[24], b[24];
         size_t n = rm_fmt_u64(a, v[i]);
@@ -67,6 +67,45 @@ Test(headers, set_ref_points_at_the_value_and_collapses_duplicates)
     rm_headers_set(&h, "server", 6, lit, 6);
     cr_assert_neq((const char *)h.v[0].value, lit, "rm_headers_set copies");
     cr_assert(rm_str_eq(RM_HDR_GET(&h, "server"), "remora", 6));
+    rm_arena_dispose(&a);
+    rm_arena_thread_cleanup();
+}
+
+Test(headers, set_ref_key_as_set_ref)
+{
+    struct rm_arena a;
+    rm_arena_init(&a);
+    struct rm_headers h;
+    rm_headers_init(&h, &a);
+    static const char lit[] = "remora";
+    rm_headers_add(&h, "x-a", 3, "1", 1);
+    rm_headers_set_ref_key(&h, RM_HK_SERVER, lit, 6); /* key bits rule it out: appended */
+    cr_assert_eq(h.n, 2);
+    cr_assert_eq((const char *)h.v[1].value, lit);
+    cr_assert_eq(h.v[1].key, RM_HK_SERVER);
+    cr_assert(rm_str_eq(RM_HDR_GET(&h, "server"), "remora", 6));
+    rm_headers_add(&h, "server", 6, "other", 5);
+    rm_headers_add(&h, "x-b", 3, "2", 1);
+    rm_headers_add(&h, "server", 6, "third", 5);
+    rm_headers_set_ref_key(&h, RM_HK_SERVER, "s", 1); /* present: first replaced, rest dropped */
+    cr_assert_eq(h.n, 3);
+    cr_assert(rm_str_eq(RM_HDR_GET(&h, "server"), "s", 1));
+    cr_assert(rm_str_eq(RM_HDR_GET(&h, "x-b"), "2", 1));
+    /* an entry a parser has not classified yet (key RM_HK_UNKNOWN) is found by its name */
+    struct rm_headers u;
+    rm_headers_init(&u, &a);
+    rm_headers_add_ref_key(&u, RM_HK_UNKNOWN, "x-forwarded-proto", 17, "http", 4);
+    rm_headers_set_ref_key(&u, RM_HK_X_FORWARDED_PROTO, "https", 5);
+    cr_assert_eq(u.n, 1);
+    cr_assert(rm_str_eq(RM_HDR_GET(&u, "x-forwarded-proto"), "https", 5));
+    /* a block without key bits (have == 0) is scanned */
+    struct rm_headers z;
+    rm_headers_init(&z, &a);
+    rm_headers_add(&z, "server", 6, "old", 3);
+    z.have = 0;
+    rm_headers_set_ref_key(&z, RM_HK_SERVER, lit, 6);
+    cr_assert_eq(z.n, 1);
+    cr_assert_eq((const char *)z.v[0].value, lit);
     rm_arena_dispose(&a);
     rm_arena_thread_cleanup();
 }

@@ -231,6 +231,29 @@ Test(route, order_and_path_kinds)
     rm_route_table_free(t);
 }
 
+/* A prefix without '?' or '#' is matched on the whole path, one with them on the path up to
+ * the query string or fragment: both as Envoy's match on the path without them. */
+Test(route, prefix_and_query_string)
+{
+    struct rm_route_table *t = build(
+        VH("  - {name: qp, match: {prefix: '/q?a'}, route: {cluster: a}}\n"
+           "  - {name: hp, match: {prefix: '/h#'}, route: {cluster: a}}\n"
+           "  - {name: api, match: {prefix: /api}, route: {cluster: a}}\n"
+           "  - {name: ci, match: {prefix: /CI, case_sensitive: false}, route: {cluster: a}}\n"
+           "  - {name: root, match: {prefix: /}, route: {cluster: b}}\n"));
+    cr_expect_str_eq(path_route(t, "/q?a"), "root", "the prefix reaches into the query");
+    cr_expect_str_eq(path_route(t, "/q?ab"), "root");
+    cr_expect_str_eq(path_route(t, "/h#"), "root");
+    cr_expect_str_eq(path_route(t, "/api?x"), "api");
+    cr_expect_str_eq(path_route(t, "/api#x"), "api");
+    cr_expect_str_eq(path_route(t, "/a?pi"), "root");
+    cr_expect_str_eq(path_route(t, "/ap#i"), "root");
+    cr_expect_str_eq(path_route(t, "/ci?q"), "ci");
+    cr_expect_str_eq(path_route(t, "/c?i"), "root");
+    cr_expect_str_eq(path_route(t, "?"), "-", "not even the root prefix");
+    rm_route_table_free(t);
+}
+
 Test(route, regex_anchoring_and_alternation)
 {
     struct rm_route_table *t =
