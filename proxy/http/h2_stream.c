@@ -497,6 +497,21 @@ static size_t copy_room(const struct rm_headers *h)
  * headers.h), so all go to nghttp2 with NO_COPY.  <persist>: the array must outlive the call
  * too (trailers waiting for data).  Returns the array (codec scratch or own arena); *n gets its
  * length. */
+/* Every name goes to nghttp2 NO_COPY, and nghttp2 lower-cases only the names it copies: the
+ * names must be lower-case already, as headers.h promises for every block (the HTTP/1.1 parser,
+ * h2_validate and config-added headers keep it).  The sanitizer build, which make test runs,
+ * checks that promise on every submit; the others trust it. */
+static void check_lower_names(const nghttp2_nv *nv, size_t n)
+{
+#ifdef __SANITIZE_ADDRESS__
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < nv[i].namelen; j++)
+            assert(!(nv[i].name[j] >= 'A' && nv[i].name[j] <= 'Z'));
+#else
+    (void)nv, (void)n;
+#endif
+}
+
 static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h, bool request,
                             bool persist, size_t *n)
 {
@@ -508,6 +523,7 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
     };
     char *room = b.copy;
     if (nv_one_pass(&b, h, request)) {
+        check_lower_names(b.nv, b.n);
         *n = b.n;
         return b.nv;
     }
@@ -538,6 +554,7 @@ static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h,
             continue;
         nv_put(&b, e);
     }
+    check_lower_names(b.nv, b.n);
     *n = b.n;
     return b.nv;
 }
