@@ -491,12 +491,6 @@ static size_t copy_room(const struct rm_headers *h)
     return n;
 }
 
-/* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
- * and for requests :authority from host and :scheme from the transport when missing.
- * Strings not in the stream's own arena are copied there (names as they are: lower-case, see
- * headers.h), so all go to nghttp2 with NO_COPY.  <persist>: the array must outlive the call
- * too (trailers waiting for data).  Returns the array (codec scratch or own arena); *n gets its
- * length. */
 /* Every name goes to nghttp2 NO_COPY, and nghttp2 lower-cases only the names it copies: the
  * names must be lower-case already, as headers.h promises for every block (the HTTP/1.1 parser,
  * h2_validate and config-added headers keep it).  The sanitizer build, which make test runs,
@@ -512,6 +506,12 @@ static void check_lower_names(const nghttp2_nv *nv, size_t n)
 #endif
 }
 
+/* The nghttp2 header list for <h>: pseudo-headers first, connection-specific fields dropped,
+ * and for requests :authority from host and :scheme from the transport when missing.
+ * Strings not in the stream's own arena are copied there (names as they are: lower-case, see
+ * headers.h), so all go to nghttp2 with NO_COPY.  <persist>: the array must outlive the call
+ * too (trailers waiting for data).  Returns the array (codec scratch or own arena); *n gets its
+ * length. */
 static nghttp2_nv *build_nv(struct rm_h2_stream *hs, const struct rm_headers *h, bool request,
                             bool persist, size_t *n)
 {
