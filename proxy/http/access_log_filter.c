@@ -220,10 +220,12 @@ static int reject_extension(struct ctx *c, const ExtensionPb *e, const char *pat
 {
     const char *url = e->typed_config && e->typed_config->type_url ? e->typed_config->type_url : "";
     const char *slash = strrchr(url, '/');
+    const char *type = slash ? slash + 1 : url;
     return rm_error_set(c->err,
-                        "%s: extension filter \"%.100s\" (type %.200s) is not supported by remora "
-                        "(it has no access log extension filters)",
-                        path, e->name ? e->name : "", slash ? slash + 1 : url);
+                        "%s: extension filter \"%.100s\"%s%.200s%s is not supported by remora (it "
+                        "has no access log extension filters)",
+                        path, e->name ? e->name : "", *type ? " (type " : "", type,
+                        *type ? ")" : "");
 }
 
 static const char one_of_msg[] =
