@@ -7,6 +7,9 @@
 
 #include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "proxy/config/pbjson.h"
+#include "proxy/config/pbprint.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/strbuf.h"
 #include "proxy/core/arena.h"
 #include "proxy/http/access_log.h"
 #include "proxy/http/access_log_filter.h"
@@ -574,4 +577,38 @@ Test(alog_filter, error_nesting_too_deep)
 Test(alog_filter, free_null)
 {
     rm_alog_filter_free(NULL);
+}
+
+/* ---- wire format (xDS) and printing (/config_dump) ---------------------------------------- */
+
+/* A filter that went through the protobuf wire format, as from a control plane, decodes with
+ * no unknown field (Envoy's field numbers), compiles, and prints back in Envoy's JSON names. */
+Test(alog_filter, wire_round_trip_and_json)
+{
+    FilterPb *pb = parse(nested);
+    size_t len = protobuf_c_message_get_packed_size(&pb->base);
+    uint8_t *buf = malloc(len);
+    protobuf_c_message_pack(&pb->base, buf);
+    protobuf_c_message_free_unpacked(&pb->base, NULL);
+    /* field 7 (or_filter), length-delimited: Envoy's number */
+    cr_assert_eq(buf[0], (7 << 3) | 2);
+    FilterPb *w = envoy__config__accesslog__v3__access_log_filter__unpack(NULL, len, buf);
+    free(buf);
+    cr_assert_not_null(w);
+    struct rm_error err = {{0}};
+    cr_assert_eq(rm_pb_check_no_unknown(&w->base, "f", &err), RM_OK, "%s", err.msg);
+    struct rm_alog_filter *f = rm_alog_filter_new(w, "f", &err);
+    cr_assert_not_null(f, "%s", err.msg);
+    struct rm_alog_info in = info(502, NULL, 1);
+    cr_assert(rm_alog_filter_eval(f, &in));
+    rm_alog_filter_free(f);
+    struct rm_strbuf out = RM_STRBUF_INIT;
+    cr_assert_eq(rm_pbprint_json(&w->base, 0, &out), RM_OK);
+    const char *js = rm_strbuf_str(&out);
+    cr_assert(strstr(js, "\"or_filter\":{\"filters\":[{\"status_code_filter\":{\"comparison\":"
+                         "{\"op\":\"GE\""),
+              "%s", js);
+    cr_assert(strstr(js, "\"present_match\":true"), "%s", js);
+    rm_strbuf_dispose(&out);
+    protobuf_c_message_free_unpacked(&w->base, NULL);
 }
