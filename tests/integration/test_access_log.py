@@ -333,3 +333,69 @@ def test_access_log_filter_config_errors(ctx):
         out = px.output()
         assert px.p.returncode == 1, out
         assert want in out, out
+
+
+def test_access_log_filter_over_xds(ctx):
+    """The same filters from a control plane (build/remora-xds, binary xDS): a listener whose
+    access log has a header_filter is ACKed and logs only the marked requests; an update with a
+    metadata_filter is NACKed with the field path, and the listener keeps its old config."""
+    import harness
+    from test_xds_lds_cds import (HCM, ROUTER, T, bootstrap, cla, cluster, put, route, start,
+                                  wait_for)
+    from test_xds_server import Xds
+
+    def lst(port, path, filt):
+        return f"""
+- "@type": {T}envoy.config.listener.v3.Listener
+  name: l1
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": {HCM}
+        stat_prefix: l1
+        access_log:
+        - name: envoy.access_loggers.file
+          filter: {filt}
+          typed_config:
+            "@type": {T}envoy.extensions.access_loggers.file.v3.FileAccessLog
+            path: {path}
+            log_format: {{ text_format_source: {{ inline_string: "%REQ(:PATH)% %RESPONSE_CODE%\\n" }} }}
+        rds: {{ route_config_name: r1, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": {ROUTER} }}"""
+
+    a = ctx.upstream(name="a")
+    d = start(ctx, "alog")
+    lport = harness.free_port()
+    path = os.path.join(ctx.tmp, "xds-access.log")
+    marked = ("{ or_filter: { filters: [ { header_filter: { header: { name: x-log, "
+              "present_match: true } } }, { response_flag_filter: { flags: [ NR ] } } ] } }")
+    put(d, "l.yaml", lst(lport, path, marked))
+    put(d, "r.yaml", route("r1", "c1"))
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    base = f"http://127.0.0.1:{lport}"
+    assert ctx.curl(base + "/quiet").status == 200
+    assert ctx.curl(base + "/loud", headers={"x-log": "1"}).status == 200
+
+    bad = ("{ and_filter: { filters: [ { not_health_check_filter: {} }, { metadata_filter: "
+           "{ matcher: { filter: envoy.common, path: [ { key: hint } ], value: { bool_match: "
+           "true } } } } ] } }")
+    put(d, "l.yaml", lst(lport, path, bad))
+    xds.wait_log("NACK node=sidecar-lds-1 type=Listener")
+    log = xds.log()
+    assert "access_log[0].filter.and_filter.filters[1].metadata_filter: metadata filters are " \
+           "not supported by remora" in log, log[-3000:]
+    # still the first config: /quiet2 is not logged, /loud2 is
+    assert ctx.curl(base + "/quiet2").status == 200
+    assert ctx.curl(base + "/loud2", headers={"x-log": "yes"}).status == 200
+    assert ctx.stop(px) == 0
+    with open(path) as f:
+        got = f.read().splitlines()
+    assert got == ["/loud 200", "/loud2 200"], got
