@@ -20,8 +20,8 @@ typedef Envoy__Config__Accesslog__V3__ExtensionFilter ExtensionPb;
 
 /* Field paths: deep and/or nesting makes them long; longer ones are cut (the error still
  * names the leaf field). */
-#define PATH_MAX_LEN 1024
-/* and/or nesting limit (pbjson and the xDS decoder bound the input too). */
+#define FIELD_PATH_LEN 1024
+/* and/or nesting limit (pbjson and the unknown-field check bound the input too). */
 #define MAX_DEPTH 32
 
 enum kind {
@@ -117,7 +117,7 @@ static int compile_comparison(struct ctx *c, struct node *n, const ComparisonPb 
 
 static int compile_runtime(struct ctx *c, struct node *n, const RuntimePb *rt, const char *path)
 {
-    char p[PATH_MAX_LEN];
+    char p[FIELD_PATH_LEN];
     if (!rt->runtime_key || !rt->runtime_key[0])
         return rm_error_set(c->err, "%s.runtime_key: required (a non-empty string)", path);
     n->kind = K_RUNTIME;
@@ -136,7 +136,7 @@ static int compile_list(struct ctx *c, struct node *n, FilterPb *const *v, size_
                             nv);
     n->kids = calloc(nv, sizeof(*n->kids));
     if (!n->kids) abort();
-    char p[PATH_MAX_LEN];
+    char p[FIELD_PATH_LEN];
     for (size_t i = 0; i < nv; i++) {
         snprintf(p, sizeof(p), "%s.filters[%zu]", path, i);
         n->n_kids++; /* counted first: a failed kid is disposed with the rest */
@@ -148,7 +148,7 @@ static int compile_list(struct ctx *c, struct node *n, FilterPb *const *v, size_
 static int compile_header(struct ctx *c, struct node *n,
                           const Envoy__Config__Accesslog__V3__HeaderFilter *h, const char *path)
 {
-    char p[PATH_MAX_LEN];
+    char p[FIELD_PATH_LEN];
     snprintf(p, sizeof(p), "%s.header", path);
     if (!h->header) return rm_error_set(c->err, "%s: required", p);
     if (!c->f->parts) c->f->parts = rm_route_parts_new();
@@ -237,7 +237,7 @@ static const char one_of_msg[] =
  * disposes of it. */
 static int compile(struct ctx *c, struct node *n, const FilterPb *pb, const char *path, int depth)
 {
-    char p[PATH_MAX_LEN];
+    char p[FIELD_PATH_LEN];
     if (!pb) return rm_error_set(c->err, "%s: %s", path, one_of_msg);
     if (depth > MAX_DEPTH)
         return rm_error_set(c->err, "%s: and_filter/or_filter nested deeper than %d", path,
