@@ -21,6 +21,7 @@
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/strbuf.h"
 #include "proxy/core/loop.h"
+#include "proxy/http/access_log_filter.h"
 #include "proxy/http/headers.h"
 
 typedef Envoy__Config__Core__V3__SubstitutionFormatString FormatPb;
@@ -704,6 +705,7 @@ struct sink {
 struct rm_access_log {
     struct sink *sink;
     struct rm_alog_format *fmt;
+    struct rm_alog_filter *filter; /* NULL: log every stream */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -861,6 +863,7 @@ static struct slot *my_slot(struct sink *s)
 void rm_access_log_write(const struct rm_access_log *l, struct rm_loop *loop,
                          const struct rm_alog_info *in)
 {
+    if (l->filter && !rm_alog_filter_eval(l->filter, in)) return;
     rm_strbuf_truncate(&line, 0);
     rm_alog_format_line(l->fmt, in, &line);
     struct slot *sl = my_slot(l->sink);
@@ -934,10 +937,6 @@ struct rm_access_log *rm_access_log_new(const Envoy__Config__Accesslog__V3__Acce
                                         const char *path, struct rm_error *err)
 {
     char p[512];
-    if (pb->filter) {
-        rm_error_set(err, "%s.filter: access log filters are not supported by remora yet", path);
-        return NULL;
-    }
     if (pb->config_type_case !=
             ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG ||
         !pb->typed_config) {
@@ -954,6 +953,11 @@ struct rm_access_log *rm_access_log_new(const Envoy__Config__Accesslog__V3__Acce
     struct rm_access_log *l = calloc(1, sizeof(*l));
     if (!l) abort();
     ProtobufCMessage *m = NULL;
+    if (pb->filter) {
+        char fp[600];
+        snprintf(fp, sizeof(fp), "%s.filter", path);
+        if (!(l->filter = rm_alog_filter_new(pb->filter, fp, err))) goto fail;
+    }
     if (strcmp(type, FILE_TYPE) == 0) {
         if (rm_pb_any_unpack(
                 pb->typed_config,
@@ -1001,6 +1005,7 @@ void rm_access_log_free(struct rm_access_log *l)
 {
     if (!l) return;
     rm_alog_format_free(l->fmt);
+    rm_alog_filter_free(l->filter);
     sink_unref(l->sink);
     free(l);
 }

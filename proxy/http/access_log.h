@@ -64,15 +64,16 @@ void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_in
 struct rm_access_log;
 
 /** Build the logger of an AccessLog at <path> (…access_log[i]): envoy.access_loggers.file,
- *  .stdout or .stderr; `filter` is rejected.  Opens the file (O_APPEND|O_CREAT).  NULL with
- *  <err> naming the field on error. */
+ *  .stdout or .stderr, with its `filter` compiled (access_log_filter.h).  Opens the file
+ *  (O_APPEND|O_CREAT).  NULL with <err> naming the field on error. */
 struct rm_access_log *rm_access_log_new(const struct Envoy__Config__Accesslog__V3__AccessLog *pb,
                                         const char *path, struct rm_error *err);
 /** NULL is a no-op.  Lines still buffered on a thread are written by that thread later. */
 void rm_access_log_free(struct rm_access_log *l);
-/** Log one stream, from a worker (or any thread with a loop): formats into this thread's buffer
- *  of the sink; the 1 s flush timer runs on <loop>.  Never blocks except to write a full
- *  (64 KiB) buffer to its file. */
+/** Log one stream, from a worker (or any thread with a loop): nothing at all (no formatting)
+ *  when the logger's filter rejects it; else formats into this thread's buffer of the sink;
+ *  the 1 s flush timer runs on <loop>.  Never blocks except to write a full (64 KiB) buffer
+ *  to its file. */
 void rm_access_log_write(const struct rm_access_log *l, struct rm_loop *loop,
                          const struct rm_alog_info *in);
 /** Write out this thread's buffers now (drain). */

@@ -153,7 +153,9 @@ def test_access_log_config_errors(ctx):
                 route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
                               hcm_extra=extra), wait=False)
     px.p.wait(30)
-    assert px.p.returncode == 1 and "access_log[0].filter: access log filters" in px.output()
+    out = px.output()
+    assert px.p.returncode == 1, out
+    assert "access_log[0].filter: one of status_code_filter, duration_filter" in out, out
 
 
 def test_access_log_reopened_on_sigusr1(ctx):
@@ -188,3 +190,212 @@ def test_access_log_reopened_on_sigusr1(ctx):
         old = f.read().splitlines()
     assert len(old) == 1 and "/before" in old[0], old
     assert ctx.stop(px) == 0
+
+
+def filtered_log(path, filt):
+    """A file logger writing "PATH CODE FLAGS" lines, with `filt` (YAML at 12 spaces) as its
+    filter."""
+    return """
+          - name: envoy.access_loggers.file
+            filter:
+%s
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format:
+                text_format_source:
+                  inline_string: "%%REQ(:PATH)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%%\\n"
+""".rstrip("\n") % (filt, path)
+
+
+def test_access_log_filters(ctx):
+    """AccessLog.filter with real requests: each logger writes exactly the streams its filter
+    accepts (the files are read after remora exited, so every buffered line is out)."""
+    up = ctx.upstream(name="b1")
+    dead = free_port()
+    paths = {k: os.path.join(ctx.tmp, k + ".log")
+             for k in ("errors", "nr", "grpc", "slow", "sampled", "all")}
+    loggers = {
+        # status >= 500, or (x-debug present and not a health check)
+        "errors": """
+              or_filter:
+                filters:
+                - status_code_filter: { comparison: { op: GE, value: { default_value: 500 } } }
+                - and_filter:
+                    filters:
+                    - header_filter: { header: { name: x-debug, present_match: true } }
+                    - not_health_check_filter: {}""",
+        "nr": """
+              response_flag_filter: { flags: [ NR, UH ] }""",
+        # no grpc-status anywhere: derived from the HTTP status (503 -> UNAVAILABLE)
+        "grpc": """
+              grpc_status_filter: { statuses: [ UNAVAILABLE, DEADLINE_EXCEEDED ] }""",
+        "slow": """
+              and_filter:
+                filters:
+                - duration_filter: { comparison: { op: GE, value: { default_value: 300 } } }
+                - log_type_filter: { types: [ DownstreamEnd ] }""",
+        # 50 %, decided by the first 8 hex digits of x-request-id (as Envoy's UUIDs)
+        "sampled": """
+              runtime_filter:
+                runtime_key: access_log.sampled
+                percent_sampled: { numerator: 50, denominator: HUNDRED }""",
+        "all": """
+              traceable_filter: {}""",
+    }
+    extra = "\n          access_log:" + "".join(
+        filtered_log(paths[k], loggers[k]) for k in paths if k != "all")
+    # "all" is the unfiltered reference logger
+    extra += """
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format:
+                text_format_source:
+                  inline_string: "%%REQ(:PATH)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%%\\n"
+""".rstrip("\n") % paths["all"]
+    routes = """
+              - match: { prefix: "/ok" }
+                route: { cluster: backend }
+              - match: { prefix: "/dead" }
+                route: { cluster: dead }"""
+    px = ctx.remora(cfg.bootstrap(routes, [cfg.cluster("backend", [up.port]),
+                                           cfg.cluster("dead", [dead])], hcm_extra=extra))
+    base = f"http://127.0.0.1:{px.port}"
+    reqs = [
+        ("/ok/plain", {"x-request-id": "00000060-0000-4000-8000-000000000001"}, 200),
+        ("/ok/500", {"x-upstream-status": "500",
+                     "x-request-id": "00000010-0000-4000-8000-000000000002"}, 500),
+        ("/ok/debug", {"x-debug": "1",
+                       "x-request-id": "00000031-0000-4000-8000-000000000003"}, 200),
+        ("/dead", {"x-request-id": "00000032-0000-4000-8000-000000000004"}, 503),
+        ("/missing", {"x-request-id": "00000000-0000-4000-8000-000000000005"}, 404),
+        ("/ok/slow", {"x-upstream-delay-ms": "600",
+                      "x-request-id": "00000063-0000-4000-8000-000000000006"}, 200),
+    ]
+    for path, hdrs, want in reqs:
+        r = ctx.curl(base + path, headers=hdrs)
+        assert r.status == want, (path, r)
+    assert ctx.stop(px) == 0
+
+    def lines(k):
+        if not os.path.exists(paths[k]):
+            return []
+        with open(paths[k]) as f:
+            return f.read().splitlines()
+
+    assert lines("all") == ["/ok/plain 200 -", "/ok/500 500 -", "/ok/debug 200 -",
+                            "/dead 503 UF", "/missing 404 NR", "/ok/slow 200 -"], lines("all")
+    assert lines("errors") == ["/ok/500 500 -", "/ok/debug 200 -", "/dead 503 UF"], \
+        lines("errors")
+    assert lines("nr") == ["/missing 404 NR"], lines("nr")
+    assert lines("grpc") == ["/dead 503 UF"], lines("grpc")
+    assert lines("slow") == ["/ok/slow 200 -"], lines("slow")
+    # 0x10 = 16, 0x31 = 49, 0x00 = 0 sampled; 0x60 = 96, 0x32 = 50, 0x63 = 99 not
+    assert lines("sampled") == ["/ok/500 500 -", "/ok/debug 200 -", "/missing 404 NR"], \
+        lines("sampled")
+
+
+def test_access_log_filter_config_errors(ctx):
+    """A filter remora cannot honour stops the bootstrap (exit 1) with the field path."""
+    up = ctx.upstream()
+    cases = (
+        ("""
+              and_filter:
+                filters:
+                - not_health_check_filter: {}
+                - response_flag_filter: { flags: [ UF, BOGUS ] }""",
+         "access_log[0].filter.and_filter.filters[1].response_flag_filter.flags[1]: "
+         "unknown response flag \"BOGUS\""),
+        ("""
+              or_filter:
+                filters:
+                - status_code_filter: { comparison: { op: GE } }
+                - traceable_filter: {}""",
+         "access_log[0].filter.or_filter.filters[0].status_code_filter.comparison.value: "
+         "required"),
+        ("""
+              metadata_filter:
+                matcher:
+                  filter: envoy.common
+                  path: [ { key: access_log_hint } ]
+                  value: { bool_match: true }""",
+         "access_log[0].filter.metadata_filter: metadata filters are not supported by remora"),
+    )
+    for filt, want in cases:
+        extra = "\n          access_log:" + filtered_log("/dev/null", filt)
+        px = ctx.remora(cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                                      hcm_extra=extra), wait=False)
+        px.p.wait(30)
+        out = px.output()
+        assert px.p.returncode == 1, out
+        assert want in out, out
+
+
+def test_access_log_filter_over_xds(ctx):
+    """The same filters from a control plane (build/remora-xds, binary xDS): a listener whose
+    access log has a header_filter is ACKed and logs only the marked requests; an update with a
+    metadata_filter is NACKed with the field path, and the listener keeps its old config."""
+    import harness
+    from test_xds_lds_cds import (HCM, ROUTER, T, bootstrap, cla, cluster, put, route, start,
+                                  wait_for)
+    from test_xds_server import Xds
+
+    def lst(port, path, filt):
+        return f"""
+- "@type": {T}envoy.config.listener.v3.Listener
+  name: l1
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": {HCM}
+        stat_prefix: l1
+        access_log:
+        - name: envoy.access_loggers.file
+          filter: {filt}
+          typed_config:
+            "@type": {T}envoy.extensions.access_loggers.file.v3.FileAccessLog
+            path: {path}
+            log_format: {{ text_format_source: {{ inline_string: "%REQ(:PATH)% %RESPONSE_CODE%\\n" }} }}
+        rds: {{ route_config_name: r1, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": {ROUTER} }}"""
+
+    a = ctx.upstream(name="a")
+    d = start(ctx, "alog")
+    lport = harness.free_port()
+    path = os.path.join(ctx.tmp, "xds-access.log")
+    marked = ("{ or_filter: { filters: [ { header_filter: { header: { name: x-log, "
+              "present_match: true } } }, { response_flag_filter: { flags: [ NR ] } } ] } }")
+    put(d, "l.yaml", lst(lport, path, marked))
+    put(d, "r.yaml", route("r1", "c1"))
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
+    xds = Xds(ctx, d)
+    px = ctx.remora(bootstrap(xds.port), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    base = f"http://127.0.0.1:{lport}"
+    assert ctx.curl(base + "/quiet").status == 200
+    assert ctx.curl(base + "/loud", headers={"x-log": "1"}).status == 200
+
+    bad = ("{ and_filter: { filters: [ { not_health_check_filter: {} }, { metadata_filter: "
+           "{ matcher: { filter: envoy.common, path: [ { key: hint } ], value: { bool_match: "
+           "true } } } } ] } }")
+    put(d, "l.yaml", lst(lport, path, bad))
+    xds.wait_log("NACK node=sidecar-lds-1 type=Listener")
+    log = xds.log()
+    assert "access_log[0].filter.and_filter.filters[1].metadata_filter: metadata filters are " \
+           "not supported by remora" in log, log[-3000:]
+    # still the first config: /quiet2 is not logged, /loud2 is
+    assert ctx.curl(base + "/quiet2").status == 200
+    assert ctx.curl(base + "/loud2", headers={"x-log": "yes"}).status == 200
+    assert ctx.stop(px) == 0
+    with open(path) as f:
+        got = f.read().splitlines()
+    assert got == ["/loud 200", "/loud2 200"], got
