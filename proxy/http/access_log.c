@@ -769,15 +769,21 @@ static __thread struct rm_timer flush_timer;
 static __thread struct rm_loop *flush_loop;
 static __thread struct rm_strbuf line;
 
-/* Count in access_log.<idx>.  Shard 0 is shared by the main thread and the flush thread (its
- * rm_stats_shard stays 0), so there the add is atomic; workers own theirs. */
-static void stat_add(unsigned idx, int64_t n)
+/* Shard 0 is shared by the main thread and the flush thread (its rm_stats_shard stays 0):
+ * there the add is atomic. */
+static void stat_add_shared(unsigned idx, int64_t n)
 {
-    if (rm_stats_shard != 0) {
-        rm_stat_add(alog_stats, idx, n);
+    atomic_fetch_add_explicit(&rm_stats_row(alog_stats, 0)[idx], n, memory_order_relaxed);
+}
+
+/* Count in access_log.<idx>; a worker owns its shard (the request path: inline, no atomic). */
+static inline void stat_add(unsigned idx, int64_t n)
+{
+    if (__builtin_expect(rm_stats_shard == 0, 0)) {
+        stat_add_shared(idx, n);
         return;
     }
-    atomic_fetch_add_explicit(&rm_stats_row(alog_stats, 0)[idx], n, memory_order_relaxed);
+    rm_stat_add(alog_stats, idx, n);
 }
 
 static struct sink *sink_get(const char *path, int std_fd, const char *where, struct rm_error *err)
