@@ -698,6 +698,7 @@ void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_in
 #define BUF_CAP (1024 * 1024) /* and drops lines rather than hold more than this per sink */
 #define FLUSH_MS 1000         /* Envoy's file_flush_interval */
 #define MAX_SLOTS 257         /* per-thread buffers: rm_stats_shard (0 main, workers 1..256) */
+#define EXIT_WAIT_S 5         /* rm_access_log_shutdown: how long a write may block the exit */
 
 /* access_log.written: lines accepted into a buffer (written out unless a write fails when the
  *   process exits); .dropped: lines refused because the thread's bytes for that sink (its own
@@ -879,6 +880,16 @@ static void strbuf_consume(struct rm_strbuf *b, size_t n)
 
 /* ---- the flush thread ---- */
 
+/* Set by rm_access_log_shutdown when a write blocked the exit too long; it then sends
+ * SIGRTMIN to the flush thread (the only thread that does not block it; its handler does
+ * nothing and has no SA_RESTART) until the thread is gone, so a blocked write(2) returns. */
+static atomic_bool flush_abort;
+
+static void on_abort_signal(int sig)
+{
+    (void)sig;
+}
+
 /* Write sl->out (whole, retrying short writes); what cannot be written stays.  Flush thread,
  * no lock held. */
 static void out_write(struct slot *sl)
@@ -886,6 +897,7 @@ static void out_write(struct slot *sl)
     struct rm_strbuf *b = &sl->out;
     size_t off = 0;
     while (off < b->len) {
+        if (atomic_load_explicit(&flush_abort, memory_order_relaxed)) break;
         ssize_t n = write(sl->sink->fd, b->p + off, b->len - off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
@@ -899,16 +911,16 @@ static void out_write(struct slot *sl)
     if (!b->len && b->cap > 2 * FLUSH_AT) rm_strbuf_dispose(b); /* a backlog: don't keep it */
 }
 
-/* The process is exiting and sl->out could not be written: count its lines as dropped. */
-static void out_drop(struct slot *sl)
+/* The process is exiting and <b> (sl->out or sl->queued) will not be written: count its lines
+ * as dropped and free it.  The flush thread, or the main thread once it is gone. */
+static void buf_drop(struct slot *sl, struct rm_strbuf *b)
 {
-    struct rm_strbuf *b = &sl->out;
     int64_t lines = 0;
     for (const char *p = b->p, *end = b->p + b->len; p && p < end; lines++) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         p = nl ? nl + 1 : end;
     }
-    stat_add(ST_DROPPED, lines);
+    if (lines) stat_add(ST_DROPPED, lines);
     atomic_fetch_sub_explicit(&sl->held, b->len, memory_order_relaxed);
     rm_strbuf_dispose(b);
 }
@@ -934,7 +946,7 @@ static void flush_round(void)
     pthread_mutex_unlock(&flush_lock);
     for (struct slot *sl = round; sl; sl = sl->next_custody) {
         if (sl->out.len) out_write(sl);
-        if (sl->out.len && stopping) out_drop(sl);
+        if (sl->out.len && stopping) buf_drop(sl, &sl->out);
     }
     pthread_mutex_lock(&flush_lock);
     struct slot *released = NULL;
@@ -965,6 +977,10 @@ static void flush_round(void)
 static void *flush_main(void *arg)
 {
     (void)arg;
+    sigset_t abort_sig;
+    sigemptyset(&abort_sig);
+    sigaddset(&abort_sig, SIGRTMIN);
+    pthread_sigmask(SIG_UNBLOCK, &abort_sig, NULL);
     pthread_mutex_lock(&flush_lock);
     for (;;) {
         while (!fl.kick && !fl.stop) {
@@ -986,9 +1002,13 @@ static void *flush_main(void *arg)
 }
 
 /* Start the flush thread, flush_lock held.  Signals are blocked in it (the main thread reads
- * them from a signalfd).  On failure the bytes stay queued, under the cap, for the next try. */
+ * them from a signalfd) but SIGRTMIN (flush_abort).  On failure the bytes stay queued, under
+ * the cap, for the next try. */
 static void flush_start(void)
 {
+    struct sigaction sa = {.sa_handler = on_abort_signal}; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGRTMIN, &sa, NULL);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1063,10 +1083,26 @@ void rm_access_log_shutdown(void)
     fl.stop = true;
     pthread_cond_signal(&flush_wake);
     pthread_mutex_unlock(&flush_lock);
-    pthread_join(fl.thread, NULL);
-    pthread_mutex_lock(&flush_lock);
-    fl.running = false;
-    fl.stop = false;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += EXIT_WAIT_S;
+    if (pthread_timedjoin_np(fl.thread, NULL, &t) != 0) {
+        /* blocked in write(2) (a pipe nobody reads): interrupt it, and again should the signal
+         * land before the write (the flag stops the next one) */
+        atomic_store(&flush_abort, true);
+        do {
+            pthread_kill(fl.thread, SIGRTMIN);
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_nsec += 100 * 1000 * 1000;
+            if (t.tv_nsec >= 1000 * 1000 * 1000) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000 * 1000 * 1000;
+            }
+        } while (pthread_timedjoin_np(fl.thread, NULL, &t) != 0);
+        atomic_store(&flush_abort, false);
+    }
+    pthread_mutex_lock(&flush_lock); /* the thread left nothing in custody */
+    fl.running = fl.stop = false;
     pthread_mutex_unlock(&flush_lock);
 }
 

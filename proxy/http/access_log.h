@@ -90,10 +90,12 @@ void rm_access_log_flush_thread(void);
 /** Hand off this thread's buffers (not waiting for the write) and free its state (stops its
  *  timer on <loop>): before the loop goes. */
 void rm_access_log_thread_cleanup(struct rm_loop *loop);
-/** Stop the flush thread once it has written everything handed off (lines it cannot write are
- *  counted as dropped) and join it; no-op if it is not running.  Main thread, after the
- *  workers' rm_access_log_thread_cleanup and before rm_stats_free_all.  A later hand-off
- *  starts a new flush thread. */
+/** Stop the flush thread once it has written everything handed off and join it; no-op if it
+ *  is not running.  A write(2) that blocks more than 5 s (a pipe nobody reads) is interrupted
+ *  (SIGRTMIN, sent to the flush thread only):
+ *  then, and for failed writes, the lines not written are counted as dropped.  Main thread,
+ *  after the workers' rm_access_log_thread_cleanup and before rm_stats_free_all.  A later
+ *  hand-off starts a new flush thread. */
 void rm_access_log_shutdown(void);
 /** Reopen every file sink (SIGUSR1, log rotation); main thread.  Safe while the flush thread
  *  writes: the fd number is kept (dup3), a write in progress ends on the old file. */

@@ -452,11 +452,8 @@ def h2load(url, n, timeout):
     return time.monotonic() - t0
 
 
-def test_access_log_stdout_stalled(ctx):
-    """stdout is a pipe the test does not read: the pipe fills at 64 KiB, the flush thread
-    blocks in write(2), yet 3,000 requests are all answered promptly (a worker never writes),
-    lines past the 1 MiB cap are dropped and counted, and what was accepted stays under it.
-    Then the test reads the pipe: every accepted line arrives whole, and later lines too."""
+def stalled_remora(ctx):
+    """remora logging ~1 KiB lines to a stdout pipe nobody reads yet: (Proc, read end)."""
     up = ctx.upstream(name="b1")
     extra = """
           access_log:
@@ -467,10 +464,18 @@ def test_access_log_stdout_stalled(ctx):
                 text_format_source:
                   inline_string: "ALOG %%REQ(:PATH)%% %s\\n"
 """.rstrip("\n") % PAD
-    px, rfd = spawn_remora_stdout_pipe(ctx, cfg.bootstrap("""
+    return spawn_remora_stdout_pipe(ctx, cfg.bootstrap("""
               - match: { prefix: "/" }
                 route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
-                                                       hcm_extra=extra))
+                                                    hcm_extra=extra))
+
+
+def test_access_log_stdout_stalled(ctx):
+    """stdout is a pipe the test does not read: the pipe fills at 64 KiB, the flush thread
+    blocks in write(2), yet 3,000 requests are all answered promptly (a worker never writes),
+    lines past the 1 MiB cap are dropped and counted, and what was accepted stays under it.
+    Then the test reads the pipe: every accepted line arrives whole, and later lines too."""
+    px, rfd = stalled_remora(ctx)
     n = 3000
     took = h2load(f"http://127.0.0.1:{px.port}/blk", n, timeout=30)
     deadline = time.time() + 10
@@ -516,3 +521,21 @@ def test_access_log_stdout_stalled(ctx):
     st2 = alog_stats(ctx, px)
     assert st2["dropped"] == st["dropped"] and st2["written"] == st["written"] + 20, (st, st2)
     assert ctx.stop(px) == 0, px.output()[-3000:]
+
+
+def test_access_log_stdout_stalled_exit(ctx):
+    """SIGTERM while the flush thread is blocked on a full stdout pipe: remora still exits,
+    cleanly (exit 0, no sanitizer report), a few seconds after the drain (the flush thread's
+    write is given 5 s, then cancelled and its lines counted as dropped)."""
+    px, rfd = stalled_remora(ctx)
+    h2load(f"http://127.0.0.1:{px.port}/blk", 500, timeout=30)
+    deadline = time.time() + 10
+    while alog_stats(ctx, px).get("written", 0) < 500 and time.time() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    rc = ctx.stop(px, timeout=20)
+    took = time.monotonic() - t0
+    os.close(rfd)
+    assert rc == 0, px.output()[-3000:]
+    assert took >= 4, f"exited in {took:.1f}s: the blocked write was not waited for"
+    print(f"    exited {took:.1f}s after SIGTERM with stdout stalled")
