@@ -720,9 +720,11 @@ struct slot {
     struct slot *next_dirty; /* the owning thread's list */
     bool dirty;              /* listed; holds a reference on the sink */
     /* under flush_lock */
-    struct rm_strbuf queued;   /* handed off, not taken by the flush thread yet */
-    struct slot *next_custody; /* fl.custody, or the flush thread's round */
-    bool custody;              /* in the flush thread's care; holds a reference on the sink */
+    struct rm_strbuf queued; /* handed off, not taken by the flush thread yet */
+    /* fl.custody, or the flush thread's round: it reads those links without the lock (nobody
+     * relinks a slot that is in custody) */
+    struct slot *next_custody;
+    bool custody; /* in the flush thread's care; holds a reference on the sink */
     /* the flush thread only */
     struct rm_strbuf out; /* being written; what a write left stays for the next round */
     /* bytes in queued + out: the owner adds (handoff), the flush thread subtracts what it wrote

@@ -205,3 +205,43 @@ Test(access_log_sink, stalled_fifo_drops_then_resumes)
     free(b);
     alarm(0);
 }
+
+/* ---- the logger goes while the flush thread is still writing its sink --------------------- */
+
+Test(access_log_sink, logger_freed_during_write)
+{
+    alarm(60);
+    char dir[] = "/tmp/remora-alog-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    int rfd = open(path, O_RDONLY | O_NONBLOCK);
+    cr_assert_geq(rfd, 0);
+    fcntl(rfd, F_SETFL, 0);
+    struct rm_access_log *l = file_logger(path);
+    char who[32];
+    for (unsigned i = 0; i < 3000; i++) { /* ~330 KiB: the flush thread blocks on the FIFO */
+        snprintf(who, sizeof(who), "n%u", i);
+        log_line(l, who, pad100);
+    }
+    rm_access_log_thread_cleanup(NULL);
+    /* The config goes (an xDS update): the sink must stay until the flush thread is done with
+     * it, and close then (the reader's EOF). */
+    rm_access_log_free(l);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drain, &rfd), 0);
+    struct rm_strbuf *b;
+    pthread_join(th, (void **)&b); /* EOF: the flush thread dropped the last reference */
+    unsigned lines = 0;
+    for (size_t i = 0; i < b->len; i++)
+        lines += b->p[i] == '\n';
+    cr_expect_eq(lines, 3000u);
+    rm_access_log_shutdown();
+    close(rfd);
+    unlink(path);
+    rmdir(dir);
+    rm_strbuf_dispose(b);
+    free(b);
+    alarm(0);
+}
