@@ -1,12 +1,16 @@
 """HTTP access logs (HttpConnectionManager.access_log): file loggers in Envoy's default text
-format and in a JSON format, and the stdout logger, checked line by line."""
+format and in a JSON format, and the stdout logger, checked line by line; a stdout that stops
+draining (a pipe nobody reads) neither blocks requests nor grows memory, and flushing resumes
+when it drains again."""
 import json
 import os
 import re
+import subprocess
+import threading
 import time
 
 import remora_cfg as cfg
-from harness import TestFailure, free_port
+from harness import Proc, TestFailure, free_port, wait_port
 
 DEFAULT_RE = re.compile(
     r'^\[(\S+)\] "(\S+) (\S+) (\S+)" (\d+) (\S+) (\d+) (\d+) (\d+) (\S+) '
@@ -399,3 +403,139 @@ def test_access_log_filter_over_xds(ctx):
     with open(path) as f:
         got = f.read().splitlines()
     assert got == ["/loud 200", "/loud2 200"], got
+
+
+PAD = "x" * 1000  # ~1 KiB lines: a few thousand requests pass the 1 MiB cap
+
+
+def spawn_remora_stdout_pipe(ctx, yaml_text):
+    """remora with stdout on a pipe (its read end returned, nothing reads it yet) and stderr on
+    the usual log file; killed by PID with the test's other processes."""
+    port, admin = free_port(), free_port()
+    path = os.path.join(ctx.tmp, "stall.yaml")
+    with open(path, "w") as f:
+        f.write(yaml_text.replace("{admin}", str(admin)).replace("{port0}", str(port)))
+    r, w = os.pipe()
+    log = os.path.join(ctx.tmp, "remora-stall.log")
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=4")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    with open(log, "wb") as f:
+        p = subprocess.Popen([ctx.bin("remora"), "-c", path, "--concurrency", "1"], stdout=w,
+                             stderr=f, stdin=subprocess.DEVNULL, env=env,
+                             start_new_session=True)
+    os.close(w)
+    px = Proc(p, log, port)
+    px.admin = admin
+    ctx.procs.append(px)
+    wait_port(admin, proc=p)
+    wait_port(port, proc=p)
+    return px, r
+
+
+def alog_stats(ctx, px):
+    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats?filter=access_log")
+    assert r.status == 200, r
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^access_log\.(\w+): (\d+)$", r.body.decode(), re.M)}
+
+
+def h2load(url, n, timeout):
+    """n HTTP/1.1 requests on 4 connections; fails unless all succeed within `timeout` s."""
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "4", url],
+                             capture_output=True, timeout=timeout).stdout.decode()
+    except subprocess.TimeoutExpired:
+        raise TestFailure(f"{n} requests to {url} not answered within {timeout}s")
+    assert f"{n} succeeded, 0 failed" in out, out
+    return time.monotonic() - t0
+
+
+def stalled_remora(ctx):
+    """remora logging ~1 KiB lines to a stdout pipe nobody reads yet: (Proc, read end)."""
+    up = ctx.upstream(name="b1")
+    extra = """
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "ALOG %%REQ(:PATH)%% %s\\n"
+""".rstrip("\n") % PAD
+    return spawn_remora_stdout_pipe(ctx, cfg.bootstrap("""
+              - match: { prefix: "/" }
+                route: { cluster: backend }""", [cfg.cluster("backend", [up.port])],
+                                                    hcm_extra=extra))
+
+
+def test_access_log_stdout_stalled(ctx):
+    """stdout is a pipe the test does not read: the pipe fills at 64 KiB, the flush thread
+    blocks in write(2), yet 3,000 requests are all answered promptly (a worker never writes),
+    lines past the 1 MiB cap are dropped and counted, and what was accepted stays under it.
+    Then the test reads the pipe: every accepted line arrives whole, and later lines too."""
+    px, rfd = stalled_remora(ctx)
+    n = 3000
+    took = h2load(f"http://127.0.0.1:{px.port}/blk", n, timeout=30)
+    deadline = time.time() + 10
+    st = alog_stats(ctx, px)
+    while st.get("written", 0) + st.get("dropped", 0) < n and time.time() < deadline:
+        time.sleep(0.1)
+        st = alog_stats(ctx, px)
+    assert st["written"] + st["dropped"] == n, st
+    assert st["dropped"] > 0, st
+    line_len = len("ALOG /blk ") + len(PAD) + 1
+    assert st["written"] * line_len <= 1024 * 1024 + line_len, st  # the cap held
+    print(f"    {n} requests in {took:.2f}s with stdout stalled; access_log: {st}")
+
+    got = bytearray()
+
+    def reader():
+        while True:
+            b = os.read(rfd, 65536)
+            if not b:
+                return
+            got.extend(b)
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def lines_with(prefix, want, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = bytes(got).decode()
+            k = sum(1 for l in text.splitlines() if l.startswith(prefix))
+            if k >= want:
+                return text
+            time.sleep(0.1)
+        raise TestFailure(f"{k} lines {prefix!r}, {want} expected")
+
+    lines_with("ALOG /blk ", st["written"])
+    for i in range(20):
+        assert ctx.curl(f"http://127.0.0.1:{px.port}/after/{i}").status == 200
+    text = lines_with("ALOG /after/", 20)
+    lines = text.splitlines()
+    bad = [l for l in lines if not re.fullmatch(r"ALOG /(blk|after/\d+) " + PAD, l)]
+    assert not bad, bad[:3]
+    assert [l.split()[1] for l in lines[-20:]] == [f"/after/{i}" for i in range(20)], lines[-20:]
+    st2 = alog_stats(ctx, px)
+    assert st2["dropped"] == st["dropped"] and st2["written"] == st["written"] + 20, (st, st2)
+    assert ctx.stop(px) == 0, px.output()[-3000:]
+
+
+def test_access_log_stdout_stalled_exit(ctx):
+    """SIGTERM while the flush thread is blocked on a full stdout pipe: remora still exits,
+    cleanly (exit 0, no sanitizer report), a few seconds after the drain (the flush thread's
+    write is given 5 s, then cancelled and its lines counted as dropped)."""
+    px, rfd = stalled_remora(ctx)
+    h2load(f"http://127.0.0.1:{px.port}/blk", 500, timeout=30)
+    deadline = time.time() + 10
+    while alog_stats(ctx, px).get("written", 0) < 500 and time.time() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    rc = ctx.stop(px, timeout=20)
+    took = time.monotonic() - t0
+    os.close(rfd)
+    assert rc == 0, px.output()[-3000:]
+    assert took >= 4, f"exited in {took:.1f}s: the blocked write was not waited for"
+    print(f"    exited {took:.1f}s after SIGTERM with stdout stalled")
