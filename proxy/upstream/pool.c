@@ -1,6 +1,7 @@
 #include "proxy/upstream/pool.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ struct pool_conn {
     uint32_t requests;
     unsigned priority; /* whose max_connections slot it holds */
     bool draining;
+    struct sockaddr_in6 local; /* rm_pool_codec_local_addr's cache; AF_UNSPEC until asked */
 };
 
 struct rm_pool {
@@ -605,4 +607,21 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
         wc->pools[slot] = pool_new(wc, h, proto, priority);
     }
     return wc->pools[slot];
+}
+
+bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out)
+{
+    struct pool_conn *pc = codec->user;
+    if (pc->local.sin6_family == AF_UNSPEC) {
+        socklen_t len = sizeof(pc->local);
+        if (!codec->conn || codec->conn->io.fd < 0 ||
+            getsockname(codec->conn->io.fd, (struct sockaddr *)&pc->local, &len) != 0 ||
+            len > sizeof(pc->local) ||
+            (pc->local.sin6_family != AF_INET && pc->local.sin6_family != AF_INET6)) {
+            pc->local.sin6_family = AF_UNSPEC;
+            return false;
+        }
+    }
+    *out = pc->local;
+    return true;
 }

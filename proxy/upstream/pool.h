@@ -13,6 +13,8 @@
 #ifndef RM_UPSTREAM_POOL_H
 #define RM_UPSTREAM_POOL_H
 
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proxy/core/loop.h"
@@ -126,5 +128,10 @@ static inline void rm_pool_cancel(struct rm_pool_request *r)
 /** A stream taken from <p> ended: serve pending requests that wait for a stream slot (HTTP/2
  *  at max_concurrent_streams or at max_connections).  Cheap when nothing is pending. */
 void rm_pool_stream_done(struct rm_pool *p);
+
+/** The local address (AF_INET or AF_INET6) of the connection under <codec>, a client codec a
+ *  pool lent (pool_ready): into *out, true; false when unknown.  One getsockname per
+ *  connection, cached (UPSTREAM_LOCAL_ADDRESS of access logs). */
+bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out);
 
 #endif
