@@ -339,6 +339,7 @@ static bool check_underscores(struct rm_hcm_stream *hs, struct rm_headers *h)
             rm_log_debug("%s: request rejected: header \"%.*s\" has an underscore",
                          hs->cfg->stat_prefix, (int)h->v[i].name_len, (const char *)h->v[i].name);
             if (h2) {
+                hs->details = "http2.unexpected_underscore";
                 rm_hcm_reset(hs);
             } else {
                 rm_hcm_conn_drain(hs->hc);
@@ -422,12 +423,29 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
     run_request_trailers(hs, 0, h);
 }
 
+/* Envoy's codec details for a downstream reset <r> (static), else <was>: the access log says
+ * downstream_remote_disconnect when nothing more precise is known. */
+static const char *reset_details(bool h2, enum rm_reset_reason r, const char *was)
+{
+    switch (r) {
+    case RM_RESET_PROTOCOL:
+        return h2 ? "http2.violation.of.messaging.rule" : "http1.codec_error";
+    case RM_RESET_REMOTE:
+        return h2 ? "http2.remote_reset" : was;
+    case RM_RESET_REFUSED:
+        return h2 ? "http2.remote_refuse" : was;
+    default:
+        return was;
+    }
+}
+
 static void down_on_reset(struct rm_stream *s, enum rm_reset_reason r)
 {
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs)) return;
     rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_RX_RESET);
     hs->flags |= RM_HS_RESET;
+    hs->details = reset_details(s->proto == RM_HTTP2, r, hs->details);
     stream_finish(hs);
 }
 

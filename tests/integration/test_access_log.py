@@ -611,3 +611,93 @@ def test_access_log_istio_default_format_tls(ctx):
         assert f["up_peer_san"] == "-", f
     assert more["t-1"]["conn_id"] != more["t-2"]["conn_id"], more
     assert ctx.stop(px) == 0
+
+
+def test_access_log_response_code_details(ctx):
+    """RESPONSE_CODE_DETAILS for each way remora answers: Envoy's strings."""
+    import test_filters as filters_helpers  # local: its names must not become tests here
+    up = ctx.upstream(name="b1")
+    path = os.path.join(ctx.tmp, "details.log")
+    lrl = filters_helpers.LRL_TYPE
+    routes = """
+              - match: { prefix: "/limited" }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  envoy.filters.http.local_ratelimit:
+                    "@type": %s
+                    stat_prefix: rt
+                    token_bucket: { max_tokens: 1, fill_interval: 3600s }
+%s
+              - match: { prefix: "/direct" }
+                direct_response: { status: 202 }
+              - match: { prefix: "/redirect" }
+                redirect: { host_redirect: "example.com" }
+              - match: { prefix: "/timeout" }
+                route: { cluster: backend, timeout: 0.2s }
+              - match: { prefix: "/pertry" }
+                route:
+                  cluster: backend
+                  timeout: 5s
+                  retry_policy: { retry_on: "5xx", num_retries: 0, per_try_timeout: 0.2s }
+              - match: { prefix: "/nohosts" }
+                route: { cluster: empty }
+              - match: { prefix: "/" }
+                route: { cluster: backend }""" % (lrl, filters_helpers.indent(
+        filters_helpers.ALWAYS, 20))
+    extra = """
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format:
+                text_format: "%%REQ(X-REQUEST-ID)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%% %%RESPONSE_CODE_DETAILS%% %%UPSTREAM_REQUEST_ATTEMPT_COUNT%%\\n"
+""".rstrip("\n") % path
+    y = cfg.bootstrap(routes, [cfg.cluster("backend", [up.port]), cfg.cluster("empty", [])],
+                      hcm_extra=extra)
+    y = filters_helpers.with_filters(
+        y, filters_helpers.lrl_filter("stat_prefix: listener"),
+        filters_helpers.fault_filter(
+            "abort: { header_abort: {}, percentage: { numerator: 100 } }"))
+    px = ctx.remora(y)
+    base = f"http://127.0.0.1:{px.port}"
+    slow = {"x-upstream-delay-ms": "3000"}
+    want = [
+        ("/limited", {}, 200, "- via_upstream 1"),
+        ("/limited", {}, 429, "RL local_rate_limited 0"),
+        ("/direct", {}, 202, "- direct_response 0"),
+        ("/redirect", {}, 301, "- direct_response 0"),
+        ("/timeout", slow, 504, "UT response_timeout 1"),
+        ("/pertry", slow, 504, "UT,URX upstream_per_try_timeout 1"),
+        ("/nohosts", {}, 503, "UH no_healthy_upstream 1"),
+        ("/fault", {"x-envoy-fault-abort-request": "418"}, 418, "FI fault_filter_abort 0"),
+        ("/reset", {"x-upstream-reset": "before-headers"}, 503,
+         "UC upstream_reset_before_response_started{connection_termination} 1"),
+    ]
+    for i, (p, h, code, _) in enumerate(want):
+        r = ctx.curl(base + p, headers=dict(h, **{"x-request-id": f"d{i}"}))
+        assert r.status == code, (p, r)
+    r = ctx.curl(base + "/gone", timeout=0.5, http2=True,
+                 headers=dict(slow, **{"x-request-id": "dc"}))
+    assert r.status == 0, r  # the client gave up: its connection closed under the stream
+    # an HTTP/2 client cancels its stream (RST_STREAM) while the upstream is still thinking
+    import h2.config
+    import h2.connection
+    import socket
+    sock = socket.create_connection(("127.0.0.1", px.port), timeout=5.0)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                       (":path", "/cancel"), ("x-request-id", "rst"),
+                       ("x-upstream-delay-ms", "3000")], end_stream=True)
+    sock.sendall(c.data_to_send())
+    time.sleep(0.3)
+    c.reset_stream(1)
+    sock.sendall(c.data_to_send())
+    lines = {l.split(" ", 1)[0]: l.split(" ", 1)[1] for l in wait_lines(path, len(want) + 2)}
+    sock.close()
+    assert lines.get("rst") == "0 DC http2.remote_reset 1", lines
+    for i, (p, _, code, tail) in enumerate(want):
+        assert lines.get(f"d{i}") == f"{code} {tail}", (p, lines.get(f"d{i}"), lines)
+    assert lines.get("dc") == "0 DC downstream_remote_disconnect 1", lines
+    assert ctx.stop(px) == 0
