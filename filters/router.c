@@ -31,6 +31,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
+#include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/pool.h"
@@ -535,6 +536,15 @@ static void attempt_headers(struct router *r)
     if (r->grpc_timeout_header) set_grpc_timeout(r);
 }
 
+/* What access logs say of the connection an attempt uses (copied: it may close first). */
+static void log_upstream_conn(struct rm_hcm_stream *hs, struct rm_codec *codec)
+{
+    rm_pool_codec_local_addr(codec, &hs->upstream_local);
+    const struct rm_tls_info *ti = rm_pool_codec_tls_info(codec);
+    const char *san = ti ? ti->peer_uri_san : NULL;
+    hs->upstream_peer_uri_san = san ? rm_arena_strndup(hs->arena, san, strlen(san)) : NULL;
+}
+
 /* The pool lent <codec>: open the attempt's stream and send what we have of the request. */
 static void open_stream(struct router *r, struct rm_codec *codec)
 {
@@ -548,8 +558,8 @@ static void open_stream(struct router *r, struct rm_codec *codec)
     set_state(r, RM_UP_ACTIVE);
     r->hs->transport_failure = NULL; /* a failed attempt before this one is not reported */
     r->hs->transport_errno = 0;
-    if (r->hs->cfg->n_access_logs) /* UPSTREAM_LOCAL_ADDRESS */
-        rm_pool_codec_local_addr(codec, &r->hs->upstream_local);
+    if (r->hs->cfg->n_access_logs) /* UPSTREAM_LOCAL_ADDRESS, UPSTREAM_PEER_URI_SAN */
+        log_upstream_conn(r->hs, codec);
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_SUCCESS);
     r->counted_active = true;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_TOTAL);

@@ -72,6 +72,7 @@ enum op {
     OP_DOWNSTREAM_TLS_CIPHER,
     OP_DOWNSTREAM_PEER_URI_SAN,
     OP_DOWNSTREAM_LOCAL_URI_SAN,
+    OP_UPSTREAM_PEER_URI_SAN,
     OP_NONE, /* known to Envoy, nothing in remora to print: always "-" */
 };
 
@@ -122,8 +123,8 @@ static const struct opdef {
     {"DOWNSTREAM_TLS_CIPHER", OP_DOWNSTREAM_TLS_CIPHER, ARG_NONE, false},
     {"DOWNSTREAM_PEER_URI_SAN", OP_DOWNSTREAM_PEER_URI_SAN, ARG_NONE, false},
     {"DOWNSTREAM_LOCAL_URI_SAN", OP_DOWNSTREAM_LOCAL_URI_SAN, ARG_NONE, false},
-    /* remora keeps no upstream certificate, no metadata and no filter state: "-" */
-    {"UPSTREAM_PEER_URI_SAN", OP_NONE, ARG_NONE, false},
+    {"UPSTREAM_PEER_URI_SAN", OP_UPSTREAM_PEER_URI_SAN, ARG_NONE, false},
+    /* remora has no dynamic metadata and no filter state: "-" */
     {"DYNAMIC_METADATA", OP_NONE, ARG_REQUIRED, false},
     {"FILTER_STATE", OP_NONE, ARG_REQUIRED, false},
 };
@@ -711,6 +712,9 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         break;
     case OP_DOWNSTREAM_LOCAL_URI_SAN:
         cs = in->down_tls ? in->down_tls->local_uri_san : NULL;
+        break;
+    case OP_UPSTREAM_PEER_URI_SAN:
+        cs = in->upstream_peer_uri_san;
         break;
     case OP_CONNECTION_TERMINATION_DETAILS:
     case OP_NONE:

@@ -51,6 +51,7 @@ struct rm_alog_info {
     const struct sockaddr *upstream_local;           /* NULL or AF_INET/AF_INET6 */
     const struct sockaddr *down_remote, *down_local; /* NULL or AF_INET/AF_INET6 */
     const struct rm_tls_info *down_tls;              /* NULL: not TLS (proxy/net/tls.h) */
+    const char *upstream_peer_uri_san;               /* the upstream certificate's URI SAN */
     uint64_t connection_id;                          /* 0: unknown */
     uint32_t attempts;                               /* upstream attempts; 0: none */
 };

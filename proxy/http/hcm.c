@@ -870,6 +870,7 @@ static void access_log(struct rm_hcm_stream *hs)
         .upstream_local =
             hs->upstream_local.sin6_family ? (const struct sockaddr *)&hs->upstream_local : NULL,
         .down_tls = hc->tls_info,
+        .upstream_peer_uri_san = hs->upstream_peer_uri_san,
         .connection_id = hc->id,
         .attempts = hs->attempts,
     };

@@ -120,6 +120,7 @@ struct rm_hcm_stream {
     int transport_errno;
     uint32_t attempts;                  /* upstream attempts started */
     struct sockaddr_in6 upstream_local; /* the last attempt's local address; AF_UNSPEC: none */
+    const char *upstream_peer_uri_san;  /* its TLS peer's first URI SAN (stream's arena) */
 };
 
 /** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.

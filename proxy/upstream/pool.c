@@ -22,6 +22,8 @@ struct pool_conn {
     unsigned priority; /* whose max_connections slot it holds */
     bool draining;
     struct sockaddr_in6 local; /* rm_pool_codec_local_addr's cache; AF_UNSPEC until asked */
+    struct rm_tls_info *tls;   /* rm_pool_codec_tls_info's cache (owned) */
+    bool tls_asked;
 };
 
 struct rm_pool {
@@ -103,6 +105,7 @@ static void pool_conn_free(struct pool_conn *pc)
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_DESTROY);
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     rm_cb_release(pool_cb(p, pc->priority), RM_CB_CX);
+    free(pc->tls);
     free(pc);
     check_drained(p);
 }
@@ -624,4 +627,14 @@ bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out)
     }
     *out = pc->local;
     return true;
+}
+
+const struct rm_tls_info *rm_pool_codec_tls_info(struct rm_codec *codec)
+{
+    struct pool_conn *pc = codec->user;
+    if (!pc->tls_asked && codec->conn) {
+        pc->tls_asked = true;
+        pc->tls = rm_conn_tls_info(codec->conn);
+    }
+    return pc->tls;
 }

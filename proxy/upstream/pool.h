@@ -23,6 +23,7 @@
 
 struct rm_pool;
 struct rm_pool_request;
+struct rm_tls_info;
 
 enum rm_pool_failure {
     RM_POOL_CONNECT_FAILURE, /* UF */
@@ -133,5 +134,9 @@ void rm_pool_stream_done(struct rm_pool *p);
  *  pool lent (pool_ready): into *out, true; false when unknown.  One getsockname per
  *  connection, cached (UPSTREAM_LOCAL_ADDRESS of access logs). */
 bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out);
+/** The TLS session of the connection under <codec> (as rm_pool_codec_local_addr), or NULL
+ *  (plaintext): taken once per connection, owned by the pool, valid until the connection is
+ *  freed — copy what must outlive the stream (UPSTREAM_PEER_URI_SAN of access logs). */
+const struct rm_tls_info *rm_pool_codec_tls_info(struct rm_codec *codec);
 
 #endif

@@ -561,8 +561,8 @@ def test_access_log_istio_default_format(ctx):
 
 def test_access_log_istio_default_format_tls(ctx):
     """A TLS listener (mutual TLS): the SNI the client sent, the TLS version and cipher, both
-    URI SANs; a cluster whose certificate fails verification: the TLS failure as transport
-    failure reason."""
+    URI SANs; a TLS cluster: its certificate's URI SAN; a cluster whose certificate fails
+    verification: the TLS failure as transport failure reason."""
     c = tls_helpers.certs(ctx)
     up = ctx.upstream(name="b1")
     tls_up = tls_helpers.tls_upstream(ctx)
@@ -571,10 +571,13 @@ def test_access_log_istio_default_format_tls(ctx):
     y = cfg.bootstrap("""
               - match: { prefix: "/bad" }
                 route: { cluster: bad }
+              - match: { prefix: "/tls" }
+                route: { cluster: good }
               - match: { prefix: "/" }
                 name: all_route
                 route: { cluster: backend }""",
                       [cfg.cluster("backend", [up.port]),
+                       cfg.cluster("good", [tls_up.port], extra=tls_helpers.upstream_tls(c)),
                        cfg.cluster("bad", [tls_up.port],
                                    extra=tls_helpers.upstream_tls(c, ca_key="other_ca"))],
                       hcm_extra=istio_logs(istio_path, more_path))
@@ -590,8 +593,11 @@ def test_access_log_istio_default_format_tls(ctx):
     r = tls_helpers.https(ctx, px.port, "/bad", client="client",
                           headers={"x-request-id": "t-3"})
     assert r.status == 503, r
+    r = tls_helpers.https(ctx, px.port, "/tls", client="client",
+                          headers={"x-request-id": "t-4"})
+    assert r.status == 200, r
 
-    lines = istio_lines(istio_path, 3)
+    lines = istio_lines(istio_path, 4)
     t1, t2, t3 = lines["t-1"], lines["t-2"], lines["t-3"]
     assert (t1["protocol"], t1["code"], t1["details"], t1["sni"], t1["route"]) == \
         ("HTTP/1.1", "200", "via_upstream", "localhost", "all_route"), t1
@@ -602,13 +608,20 @@ def test_access_log_istio_default_format_tls(ctx):
     assert t3["details"] == ("upstream_reset_before_response_started{connection_failure,"
                              "TLS_error:_certificate_verify_failed}"), t3
 
-    more = more_lines(more_path, 3)
+    t4 = lines["t-4"]
+    assert (t4["code"], t4["details"], t4["cluster"], t4["transport"]) == \
+        ("200", "via_upstream", "good", "-"), t4
+    host, _, port = t4["up_local"].rpartition(":")
+    assert host == "127.0.0.1" and int(port) in local_tcp_ports(tls_up.port), t4
+
+    more = more_lines(more_path, 4)
     for f in more.values():
         assert f["tls_version"] in ("TLSv1.2", "TLSv1.3"), f
         assert f["tls_cipher"] != "-" and f["tls_cipher"] != "(NONE)", f
         assert f["peer_san"] == tls_helpers.CLIENT_SPIFFE, f
         assert f["local_san"] == tls_helpers.SERVER_SPIFFE, f
-        assert f["up_peer_san"] == "-", f
+    assert more["t-4"]["up_peer_san"] == tls_helpers.SERVER_SPIFFE, more
+    assert more["t-1"]["up_peer_san"] == "-" and more["t-3"]["up_peer_san"] == "-", more
     assert more["t-1"]["conn_id"] != more["t-2"]["conn_id"], more
     assert ctx.stop(px) == 0
 

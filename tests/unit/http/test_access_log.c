@@ -238,6 +238,7 @@ Test(access_log, more_operators)
         .down_tls = &tls,
         .connection_id = 42,
         .attempts = 2,
+        .upstream_peer_uri_san = "spiffe://cluster.local/ns/e/sa/f",
     };
     expect("%REQ_WITHOUT_QUERY(:PATH)% %REQ_WITHOUT_QUERY(X-NONE?:PATH):4% "
            "%REQ_WITHOUT_QUERY(X-PLAIN)% %REQ_WITHOUT_QUERY(X-NONE)%",
@@ -252,13 +253,14 @@ Test(access_log, more_operators)
            "spiffe://cluster.local/ns/c/sa/d -");
     expect("%UPSTREAM_PEER_URI_SAN% %DYNAMIC_METADATA(istio.mixer:status)% "
            "%FILTER_STATE(wasm.upstream_peer:PLAIN):10% %CONNECTION_TERMINATION_DETAILS%",
-           &in, "- - - -");
+           &in, "spiffe://cluster.local/ns/e/sa/f - - -");
     in.down_tls = NULL;
+    in.upstream_peer_uri_san = NULL;
     in.connection_id = 0;
     in.attempts = 0;
     expect("%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN% %CONNECTION_ID% "
-           "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-           &in, "- - - 0");
+           "%UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_PEER_URI_SAN%",
+           &in, "- - - 0 -");
     rm_arena_dispose(&a);
     rm_arena_thread_cleanup();
 }
