@@ -24,6 +24,7 @@
 #include "proxy/core/loop.h"
 #include "proxy/http/access_log_filter.h"
 #include "proxy/http/headers.h"
+#include "proxy/net/tls.h"
 
 typedef Envoy__Config__Core__V3__SubstitutionFormatString FormatPb;
 typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FilePb;
@@ -63,9 +64,20 @@ enum op {
     OP_ROUTE_NAME,
     OP_REQUESTED_SERVER_NAME,
     OP_HOSTNAME,
+    OP_REQ_WITHOUT_QUERY,
+    OP_CONNECTION_TERMINATION_DETAILS,
+    OP_UPSTREAM_TRANSPORT_FAILURE_REASON,
+    OP_UPSTREAM_REQUEST_ATTEMPT_COUNT,
+    OP_CONNECTION_ID,
+    OP_DOWNSTREAM_TLS_VERSION,
+    OP_DOWNSTREAM_TLS_CIPHER,
+    OP_DOWNSTREAM_PEER_URI_SAN,
+    OP_DOWNSTREAM_LOCAL_URI_SAN,
+    OP_UPSTREAM_PEER_URI_SAN,
+    OP_NONE, /* known to Envoy, nothing in remora to print: always "-" */
 };
 
-enum arg { ARG_NONE, ARG_OPTIONAL, ARG_HEADER };
+enum arg { ARG_NONE, ARG_OPTIONAL, ARG_HEADER, ARG_REQUIRED };
 
 static const struct opdef {
     const char *name;
@@ -101,6 +113,21 @@ static const struct opdef {
     {"ROUTE_NAME", OP_ROUTE_NAME, ARG_NONE, false},
     {"REQUESTED_SERVER_NAME", OP_REQUESTED_SERVER_NAME, ARG_NONE, false},
     {"HOSTNAME", OP_HOSTNAME, ARG_NONE, false},
+    {"REQ_WITHOUT_QUERY", OP_REQ_WITHOUT_QUERY, ARG_HEADER, false},
+    /* set by network filters and codecs in Envoy; remora's never set one */
+    {"CONNECTION_TERMINATION_DETAILS", OP_CONNECTION_TERMINATION_DETAILS, ARG_NONE, false},
+    {"UPSTREAM_TRANSPORT_FAILURE_REASON", OP_UPSTREAM_TRANSPORT_FAILURE_REASON, ARG_NONE, false},
+    {"UPSTREAM_REMOTE_ADDRESS", OP_UPSTREAM_HOST, ARG_NONE, false},
+    {"UPSTREAM_REQUEST_ATTEMPT_COUNT", OP_UPSTREAM_REQUEST_ATTEMPT_COUNT, ARG_NONE, true},
+    {"CONNECTION_ID", OP_CONNECTION_ID, ARG_NONE, true},
+    {"DOWNSTREAM_TLS_VERSION", OP_DOWNSTREAM_TLS_VERSION, ARG_NONE, false},
+    {"DOWNSTREAM_TLS_CIPHER", OP_DOWNSTREAM_TLS_CIPHER, ARG_NONE, false},
+    {"DOWNSTREAM_PEER_URI_SAN", OP_DOWNSTREAM_PEER_URI_SAN, ARG_NONE, false},
+    {"DOWNSTREAM_LOCAL_URI_SAN", OP_DOWNSTREAM_LOCAL_URI_SAN, ARG_NONE, false},
+    {"UPSTREAM_PEER_URI_SAN", OP_UPSTREAM_PEER_URI_SAN, ARG_NONE, false},
+    /* remora has no dynamic metadata and no filter state: "-" */
+    {"DYNAMIC_METADATA", OP_NONE, ARG_REQUIRED, false},
+    {"FILTER_STATE", OP_NONE, ARG_REQUIRED, false},
 };
 
 struct piece {
@@ -230,7 +257,12 @@ static int parse_op(struct tmpl *t, const char *s, const char **end, const char 
                             "REQUEST_DURATION RESPONSE_DURATION UPSTREAM_HOST UPSTREAM_CLUSTER "
                             "UPSTREAM_LOCAL_ADDRESS DOWNSTREAM_REMOTE_ADDRESS[_WITHOUT_PORT] "
                             "DOWNSTREAM_LOCAL_ADDRESS[_WITHOUT_PORT] ROUTE_NAME "
-                            "REQUESTED_SERVER_NAME HOSTNAME");
+                            "REQUESTED_SERVER_NAME HOSTNAME REQ_WITHOUT_QUERY "
+                            "CONNECTION_TERMINATION_DETAILS UPSTREAM_TRANSPORT_FAILURE_REASON "
+                            "UPSTREAM_REMOTE_ADDRESS UPSTREAM_REQUEST_ATTEMPT_COUNT "
+                            "CONNECTION_ID DOWNSTREAM_TLS_VERSION DOWNSTREAM_TLS_CIPHER "
+                            "DOWNSTREAM_PEER_URI_SAN DOWNSTREAM_LOCAL_URI_SAN "
+                            "UPSTREAM_PEER_URI_SAN DYNAMIC_METADATA FILTER_STATE");
     }
     const char *arg = NULL;
     size_t alen = 0;
@@ -245,6 +277,8 @@ static int parse_op(struct tmpl *t, const char *s, const char **end, const char 
         return rm_error_set(err, "%s: %%%s%% takes no argument", path, d->name);
     if (d->arg == ARG_HEADER && (!arg || !alen))
         return rm_error_set(err, "%s: %%%s(header)%% needs a header name", path, d->name);
+    if (d->arg == ARG_REQUIRED && (!arg || !alen))
+        return rm_error_set(err, "%s: %%%s(...)%% needs an argument", path, d->name);
     size_t max = 0;
     if (*q == ':') {
         q++;
@@ -520,6 +554,64 @@ static const char *hostname(void)
     return host_name;
 }
 
+/* Append <s> with its spaces made '_' (Envoy's details have no whitespace). */
+static void put_underscored(struct rm_strbuf *out, const char *s)
+{
+    for (; *s; s++)
+        rm_strbuf_putc(out, *s == ' ' ? '_' : *s);
+}
+
+/* UPSTREAM_TRANSPORT_FAILURE_REASON (see rm_alog_info); false when there is none. */
+static bool put_transport_failure(struct rm_strbuf *out, const struct rm_alog_info *in,
+                                  bool underscored)
+{
+    char b[48];
+    const char *s = in->transport_failure;
+    if (!s && in->transport_errno > 0) {
+        snprintf(b, sizeof(b), "delayed connect error: %d", in->transport_errno);
+        s = b;
+    }
+    if (!s) return false;
+    if (underscored)
+        put_underscored(out, s);
+    else
+        rm_strbuf_puts(out, s);
+    return true;
+}
+
+/* RESPONSE_CODE_DETAILS: "reset{reason}" becomes "reset{reason,transport_failure}". */
+static void put_details(struct rm_strbuf *out, const struct rm_alog_info *in, bool *none)
+{
+    const char *d = in->details;
+    if (!d || !*d) {
+        *none = true;
+        return;
+    }
+    size_t n = strlen(d);
+    if (d[n - 1] != '}') {
+        rm_strbuf_append(out, d, n);
+        return;
+    }
+    rm_strbuf_append(out, d, n - 1);
+    size_t mark = out->len;
+    rm_strbuf_putc(out, ',');
+    if (!put_transport_failure(out, in, true)) rm_strbuf_truncate(out, mark);
+    rm_strbuf_putc(out, '}');
+}
+
+/* The value of header <pc> in <h> (its alternative when it has none); REQ_WITHOUT_QUERY cuts
+ * it at the '?'. */
+static struct rm_str header_value(const struct piece *pc, const struct rm_headers *h)
+{
+    struct rm_str s = header_of(h, pc->text, pc->len);
+    if (!s.p && pc->alt) s = header_of(h, pc->alt, strlen(pc->alt));
+    if (s.p && pc->op == OP_REQ_WITHOUT_QUERY) {
+        const char *q = memchr(s.p, '?', s.len);
+        if (q) s.len = (size_t)(q - s.p);
+    }
+    return s;
+}
+
 /* Append piece <pc>'s value; *none is set when it has none (nothing appended then). */
 static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info *in,
                    bool *none)
@@ -535,15 +627,15 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         put_time(out, pc->text, &in->start);
         return;
     case OP_REQ:
-    case OP_RESP:
-    case OP_TRAILER: {
-        const struct rm_headers *h = pc->op == OP_REQ    ? in->req
-                                     : pc->op == OP_RESP ? in->resp
-                                                         : in->trailers;
-        s = header_of(h, pc->text, pc->len);
-        if (!s.p && pc->alt) s = header_of(h, pc->alt, strlen(pc->alt));
+    case OP_REQ_WITHOUT_QUERY:
+        s = header_value(pc, in->req);
         break;
-    }
+    case OP_RESP:
+        s = header_value(pc, in->resp);
+        break;
+    case OP_TRAILER:
+        s = header_value(pc, in->trailers);
+        break;
     case OP_PROTOCOL:
         cs = in->protocol;
         break;
@@ -554,8 +646,15 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->resp_flags;
         break;
     case OP_RESPONSE_CODE_DETAILS:
-        cs = in->details;
-        break;
+    case OP_UPSTREAM_TRANSPORT_FAILURE_REASON: {
+        size_t mark = out->len;
+        if (pc->op == OP_RESPONSE_CODE_DETAILS)
+            put_details(out, in, none);
+        else if (!put_transport_failure(out, in, false))
+            *none = true;
+        if (pc->max && out->len - mark > pc->max) rm_strbuf_truncate(out, mark + pc->max);
+        return;
+    }
     case OP_BYTES_RECEIVED:
         num = (int64_t)in->bytes_rx;
         break;
@@ -578,8 +677,8 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->upstream_cluster;
         break;
     case OP_UPSTREAM_LOCAL_ADDRESS:
-        cs = in->upstream_local;
-        break;
+        put_addr(out, in->upstream_local, true, none);
+        return;
     case OP_DOWNSTREAM_REMOTE_ADDRESS:
     case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
         put_addr(out, in->down_remote, pc->op == OP_DOWNSTREAM_REMOTE_ADDRESS, none);
@@ -592,10 +691,34 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->route_name;
         break;
     case OP_REQUESTED_SERVER_NAME:
-        cs = in->sni;
+        cs = in->down_tls ? in->down_tls->sni : NULL;
         break;
     case OP_HOSTNAME:
         cs = hostname();
+        break;
+    case OP_UPSTREAM_REQUEST_ATTEMPT_COUNT:
+        num = in->attempts;
+        break;
+    case OP_CONNECTION_ID:
+        if (in->connection_id) num = (int64_t)in->connection_id;
+        break;
+    case OP_DOWNSTREAM_TLS_VERSION:
+        cs = in->down_tls ? in->down_tls->version : NULL;
+        break;
+    case OP_DOWNSTREAM_TLS_CIPHER:
+        cs = in->down_tls ? in->down_tls->cipher : NULL;
+        break;
+    case OP_DOWNSTREAM_PEER_URI_SAN:
+        cs = in->down_tls ? in->down_tls->peer_uri_san : NULL;
+        break;
+    case OP_DOWNSTREAM_LOCAL_URI_SAN:
+        cs = in->down_tls ? in->down_tls->local_uri_san : NULL;
+        break;
+    case OP_UPSTREAM_PEER_URI_SAN:
+        cs = in->upstream_peer_uri_san;
+        break;
+    case OP_CONNECTION_TERMINATION_DETAILS:
+    case OP_NONE:
         break;
     }
     if (cs && *cs) s = (struct rm_str){.p = cs, .len = strlen(cs)};

@@ -30,21 +30,36 @@
 struct rm_headers;
 struct rm_loop;
 struct rm_strbuf;
+struct rm_tls_info;
 struct Envoy__Config__Accesslog__V3__AccessLog;
 struct Envoy__Config__Core__V3__SubstitutionFormatString;
 
 /** What a finished stream offers to the formatters.  Pointers may be NULL (the operator then
- *  prints "-"); durations are -1 when unknown. */
+ *  prints "-"); durations are -1 when unknown.  Strings are borrowed for the call. */
 struct rm_alog_info {
     const struct rm_headers *req, *resp, *trailers;
     const char *protocol; /* "HTTP/1.1", "HTTP/2"… */
     unsigned status;      /* 0: no response */
-    const char *resp_flags, *details;
+    const char *resp_flags;
+    /* RESPONSE_CODE_DETAILS: Envoy's details string (a static string: "via_upstream",
+     * "route_not_found"…).  One that ends in '}' (upstream_reset_before_response_started{…})
+     * gets ",<transport failure reason>" inside its braces, spaces made '_', as Envoy's router
+     * composes it. */
+    const char *details;
+    /* UPSTREAM_TRANSPORT_FAILURE_REASON: a static text ("TLS error: …"), else, when
+     * transport_errno > 0, "delayed connect error: <transport_errno>" (Envoy's words) */
+    const char *transport_failure;
+    int transport_errno;
     uint64_t bytes_rx, bytes_tx; /* body bytes */
     struct timespec start;       /* wall clock */
     int64_t duration_ms, req_duration_ms, resp_duration_ms;
-    const char *upstream_host, *upstream_cluster, *upstream_local, *route_name, *sni;
+    const char *upstream_host, *upstream_cluster, *route_name;
+    const struct sockaddr *upstream_local;           /* NULL or AF_INET/AF_INET6 */
     const struct sockaddr *down_remote, *down_local; /* NULL or AF_INET/AF_INET6 */
+    const struct rm_tls_info *down_tls;              /* NULL: not TLS (proxy/net/tls.h) */
+    const char *upstream_peer_uri_san;               /* the upstream certificate's URI SAN */
+    uint64_t connection_id;                          /* 0: unknown */
+    uint32_t attempts;                               /* upstream attempts; 0: none */
 };
 
 /** A compiled format. */
