@@ -354,6 +354,7 @@ static bool maybe_abort(struct fault *fa)
         .status = http,
         .grpc_status = grpc,
         .flags = fa->delayed ? "DI,FI" : "FI",
+        .details = "fault_filter_abort",
         .body = "fault filter abort",
     };
     rm_filter_reply_ex(&fa->base, &r);

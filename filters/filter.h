@@ -100,7 +100,10 @@ struct rm_local_reply {
     unsigned status;   /* HTTP status (gRPC requests: mapped to grpc-status, see grpc_status) */
     int grpc_status;   /* >= 0: the grpc-status of a gRPC request's reply; -1: mapped */
     const char *flags; /* Envoy response flags, or NULL */
-    const char *body;  /* may be NULL */
+    /* Envoy's response code details (RESPONSE_CODE_DETAILS: "fault_filter_abort"…), a string
+     * that outlives the stream (a literal), or NULL */
+    const char *details;
+    const char *body; /* may be NULL */
     /** Called with the reply's headers before they are sent (may be NULL): add or change
      *  headers.  Runs synchronously inside rm_filter_reply_ex(). */
     void (*edit_headers)(void *ctx, struct rm_headers *h);

@@ -311,6 +311,7 @@ static enum rm_filter_status lrl_on_request_headers(struct rm_filter *f, struct 
         .status = c->status,
         .grpc_status = c->grpc_status,
         .flags = "RL",
+        .details = "local_rate_limited",
         .body = "local_rate_limited",
         .edit_headers = edit_reply,
         .ctx = l,

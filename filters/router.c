@@ -31,6 +31,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
+#include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/pool.h"
@@ -38,6 +39,45 @@
 #define OVERFLOW_BODY                                                                              \
     "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 #define RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
+
+/* Envoy's response code details (RESPONSE_CODE_DETAILS), static: set where the reply is
+ * decided.  An upstream reset's "{reason}" gets the transport failure reason added by the
+ * access log formatter (rm_alog_info.details). */
+#define EARLY "upstream_reset_before_response_started"
+#define LATE "upstream_reset_after_response_started"
+#define D_OVERFLOW EARLY "{overflow}"
+#define D_CONNECT_FAILURE EARLY "{connection_failure}"
+#define D_CONNECT_TIMEOUT EARLY "{connection_timeout}"
+#define D_TIMEOUT "response_timeout"
+#define D_PER_TRY_TIMEOUT "upstream_per_try_timeout"
+#define D_PER_TRY_IDLE_TIMEOUT "upstream_per_try_idle_timeout"
+#define D_NO_HEALTHY "no_healthy_upstream"
+#define D_CLUSTER_NOT_FOUND "cluster_not_found"
+
+/* The details of an upstream reset, by reason: [0] before the response started, [1] after
+ * (Envoy's resetReasonToString with '_' for spaces). */
+#define RD(r)                                                                                      \
+    {                                                                                              \
+        EARLY "{" r "}", LATE "{" r "}"                                                            \
+    }
+static const char *const reset_details_tab[][2] = {
+    [RM_RESET_LOCAL] = RD("local_reset"),
+    [RM_RESET_REMOTE] = RD("remote_reset"),
+    [RM_RESET_PROTOCOL] = RD("protocol_error"),
+    [RM_RESET_CONNECTION_FAILURE] = RD("connection_failure"),
+    [RM_RESET_CONNECTION_TERMINATION] = RD("connection_termination"),
+    [RM_RESET_REFUSED] = RD("remote_refused_stream_reset"),
+    [RM_RESET_OVERFLOW] = RD("overflow"),
+    [RM_RESET_TIMEOUT] = RD("connection_timeout"),
+};
+#undef RD
+
+static const char *reset_details(enum rm_reset_reason why, bool late)
+{
+    if ((unsigned)why >= sizeof(reset_details_tab) / sizeof(reset_details_tab[0]))
+        why = RM_RESET_REMOTE;
+    return reset_details_tab[why][late];
+}
 
 /* Where a request stands with its upstream. */
 enum rm_up_state {
@@ -246,21 +286,25 @@ static const char *flags_with_extra(struct router *r, const char *flags)
 
 /* Give up on the upstream and answer locally (or reset the downstream if the response has
  * started). */
-static void fail_local(struct router *r, unsigned status, const char *flags, const char *body)
+static void fail_local(struct router *r, unsigned status, const char *flags, const char *details,
+                       const char *body)
 {
     bool streaming = r->state == RM_UP_STREAMING;
     finish(r);
-    if (streaming)
+    if (streaming) {
+        r->hs->details = details;
         rm_hcm_reset(r->hs);
-    else
-        rm_hcm_local_reply(r->hs, r->base.idx, status, flags_with_extra(r, flags), body);
+    } else {
+        rm_hcm_local_reply(r->hs, r->base.idx, status, flags_with_extra(r, flags), details, body);
+    }
 }
 
 /* A local reply before any upstream work (no route, no cluster, direct response…). */
-static void reply(struct router *r, unsigned status, const char *flags, const char *body)
+static void reply(struct router *r, unsigned status, const char *flags, const char *details,
+                  const char *body)
 {
     if (r->w) finish(r);
-    rm_hcm_local_reply(r->hs, r->base.idx, status, flags, body);
+    rm_hcm_local_reply(r->hs, r->base.idx, status, flags, details, body);
 }
 
 /* ---- timers ------------------------------------------------------------------------------- */
@@ -276,11 +320,11 @@ static void on_timeout(struct rm_timer *t)
             rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
     }
     r->extra_flag = NULL; /* Envoy: the route timeout ends the request with UT alone */
-    fail_local(r, 504, "UT", "upstream request timeout");
+    fail_local(r, 504, "UT", D_TIMEOUT, "upstream request timeout");
 }
 
 static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent, unsigned status,
-                           const char *flags, const char *body);
+                           const char *flags, const char *details, const char *body);
 
 static void on_try_timeout(struct rm_timer *t)
 {
@@ -289,7 +333,8 @@ static void on_try_timeout(struct rm_timer *t)
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PER_TRY_TIMEOUT);
     atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
-    attempt_failed(r, RM_RETRY_FAIL_TIMEOUT, true, 504, "UT", "upstream request timeout");
+    attempt_failed(r, RM_RETRY_FAIL_TIMEOUT, true, 504, "UT", D_PER_TRY_TIMEOUT,
+                   "upstream request timeout");
 }
 
 static void on_idle_timeout(struct rm_timer *t)
@@ -304,7 +349,8 @@ static void on_idle_timeout(struct rm_timer *t)
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PER_TRY_IDLE_TIMEOUT);
     atomic_fetch_add_explicit(&r->host->rq_timeout, 1, memory_order_relaxed);
     if (r->state == RM_UP_ACTIVE) rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_TIMEOUT);
-    attempt_failed(r, RM_RETRY_FAIL_TIMEOUT, true, 504, "UT", "upstream request timeout");
+    attempt_failed(r, RM_RETRY_FAIL_TIMEOUT, true, 504, "UT", D_PER_TRY_IDLE_TIMEOUT,
+                   "upstream request timeout");
 }
 
 /* Per-try timers run from the moment the attempt has both a stream and the whole request. */
@@ -371,7 +417,7 @@ static enum rm_retry_status judge(struct router *r, bool would_retry)
 /* The current attempt failed without a response: retry it if the policy allows, else answer
  * <status> <flags> <body> (reset the downstream if the response had started). */
 static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool sent, unsigned status,
-                           const char *flags, const char *body)
+                           const char *flags, const char *details, const char *body)
 {
     bool streaming = r->state == RM_UP_STREAMING;
     attempt_end(r, true);
@@ -380,7 +426,7 @@ static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool se
         schedule_retry(r);
         return;
     }
-    fail_local(r, status, flags, body);
+    fail_local(r, status, flags, details, body);
 }
 
 /* The body no longer fits the replay buffer: no retry for this request (Envoy gives up the
@@ -394,7 +440,8 @@ static void abandon_replay(struct router *r)
     rm_buf_consume(&r->body, r->body_sent);
     r->body_sent = 0;
     if (r->state == RM_UP_BACKOFF)
-        fail_local(r, 507, NULL, "exceeded request buffer limit while retrying upstream");
+        fail_local(r, 507, NULL, "request_payload_exceeded_retry_buffer_limit",
+                   "exceeded request buffer limit while retrying upstream");
 }
 
 /* ---- request path ------------------------------------------------------------------------- */
@@ -489,16 +536,30 @@ static void attempt_headers(struct router *r)
     if (r->grpc_timeout_header) set_grpc_timeout(r);
 }
 
+/* What access logs say of the connection an attempt uses (copied: it may close first). */
+static void log_upstream_conn(struct rm_hcm_stream *hs, struct rm_codec *codec)
+{
+    rm_pool_codec_local_addr(codec, &hs->upstream_local);
+    const struct rm_tls_info *ti = rm_pool_codec_tls_info(codec);
+    const char *san = ti ? ti->peer_uri_san : NULL;
+    hs->upstream_peer_uri_san = san ? rm_arena_strndup(hs->arena, san, strlen(san)) : NULL;
+}
+
 /* The pool lent <codec>: open the attempt's stream and send what we have of the request. */
 static void open_stream(struct router *r, struct rm_codec *codec)
 {
     struct rm_stream *up;
     if (rm_codec_new_stream(codec, &up_events, r, r->hs->arena, &up) != 0) {
-        attempt_failed(r, RM_RETRY_FAIL_OVERFLOW, false, 503, "UO", "upstream overflow");
+        attempt_failed(r, RM_RETRY_FAIL_OVERFLOW, false, 503, "UO", D_OVERFLOW,
+                       "upstream overflow");
         return;
     }
     r->up = up;
     set_state(r, RM_UP_ACTIVE);
+    r->hs->transport_failure = NULL; /* a failed attempt before this one is not reported */
+    r->hs->transport_errno = 0;
+    if (r->hs->cfg->n_access_logs) /* UPSTREAM_LOCAL_ADDRESS, UPSTREAM_PEER_URI_SAN */
+        log_upstream_conn(r->hs, codec);
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_SUCCESS);
     r->counted_active = true;
     rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_TOTAL);
@@ -527,25 +588,34 @@ static void pool_failure(struct rm_pool_request *pr, enum rm_pool_failure why, i
     struct router *r = rm_container_of(pr, struct router, preq);
     if (why == RM_POOL_OVERFLOW) { /* max_pending_requests: counted by the pool; no retry */
         attempt_end(r, false);
-        fail_local(r, 503, "UO", OVERFLOW_BODY);
+        fail_local(r, 503, "UO", D_OVERFLOW, OVERFLOW_BODY);
         return;
     }
     atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
     rm_outlier_report_local(&r->host->outlier, RM_OUTLIER_CONNECT_FAILURE);
     bool timeout = why == RM_POOL_CONNECT_TIMEOUT;
     const char *body = timeout ? RESET_BODY "connection timeout" : RESET_BODY "connection failure";
-    if (err == -EKEYREJECTED)
+    const char *details = timeout ? D_CONNECT_TIMEOUT : D_CONNECT_FAILURE;
+    struct rm_hcm_stream *hs = r->hs;
+    hs->transport_failure = NULL;
+    hs->transport_errno = 0;
+    if (err == -EKEYREJECTED) {
         body = RESET_BODY "connection failure, transport failure reason: TLS error: certificate "
                           "verify failed";
-    else if (err == -EPROTO)
+        hs->transport_failure = "TLS error: certificate verify failed";
+    } else if (err == -EPROTO) {
         body = RESET_BODY "connection failure, transport failure reason: TLS error: handshake "
                           "failed";
+        hs->transport_failure = "TLS error: handshake failed";
+    } else if (!timeout && err < 0 && err != -ECANCELED && err != -ENOMEM && err != -EIO) {
+        hs->transport_errno = -err; /* the socket's error: "delayed connect error: 111" */
+    }
     if (err == -ECANCELED) { /* the pool is going away with its cluster: no retry */
         attempt_end(r, false);
-        fail_local(r, 503, "UF", body);
+        fail_local(r, 503, "UF", details, body);
         return;
     }
-    attempt_failed(r, RM_RETRY_FAIL_CONNECT, false, 503, "UF", body);
+    attempt_failed(r, RM_RETRY_FAIL_CONNECT, false, 503, "UF", details, body);
 }
 
 static const struct rm_pool_request_cb pool_cb = {
@@ -588,7 +658,7 @@ static struct rm_cluster *select_cluster(struct router *r, const struct rm_route
     }
     if (!c) {
         rm_stat_inc(hs->cfg->stats, RM_HS_NO_CLUSTER);
-        reply(r, rt->cluster_not_found_code, "NC", NULL);
+        reply(r, rt->cluster_not_found_code, "NC", D_CLUSTER_NOT_FOUND, NULL);
     }
     return c;
 }
@@ -612,6 +682,7 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
         rm_header_ops_apply_response(&hs->vhost->headers_ops, h);
         rm_header_ops_apply_response(&hs->cfg->routes->headers_ops, h);
         hs->flags |= RM_HS_LOCAL_REPLY;
+        hs->details = "direct_response";
         bool body = rt->direct_body_len && !(hs->flags & RM_HS_HEAD);
         rm_hcm_encode_headers(hs, r->base.idx, h, !body);
         if (body)
@@ -643,6 +714,7 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
     rm_headers_add(h, ":status", 7, num, (size_t)n);
     rm_headers_add(h, "location", 8, loc, strlen(loc));
     hs->flags |= RM_HS_LOCAL_REPLY;
+    hs->details = "direct_response"; /* Envoy: a redirect is a direct response entry */
     rm_hcm_encode_headers(hs, r->base.idx, h, true);
     return RM_FILTER_STOP;
 }
@@ -665,10 +737,11 @@ static struct rm_host *pick_host(struct router *r)
 static void start_attempt(struct router *r)
 {
     r->attempts++;
+    r->hs->attempts = r->attempts;
     r->host = pick_host(r);
     if (!r->host) {
         rm_stat_inc(cstats(r), RM_CS_UPSTREAM_CX_NONE_HEALTHY);
-        fail_local(r, 503, "UH", "no healthy upstream");
+        fail_local(r, 503, "UH", D_NO_HEALTHY, "no healthy upstream");
         return;
     }
     if (r->hs->cfg->n_access_logs) /* UPSTREAM_HOST */
@@ -677,7 +750,7 @@ static void start_attempt(struct router *r)
     if (r->retry) rm_retry_note_host(r->retry, r->hs->arena, r->host);
     if (!rm_cb_try_acquire(r->cb, RM_CB_RQ)) { /* max_requests: Envoy counts it as pending */
         rm_stat_inc(cstats(r), RM_CS_UPSTREAM_RQ_PENDING_OVERFLOW);
-        fail_local(r, 503, "UO", OVERFLOW_BODY);
+        fail_local(r, 503, "UO", D_OVERFLOW, OVERFLOW_BODY);
         return;
     }
     r->holds_rq = true;
@@ -685,7 +758,7 @@ static void start_attempt(struct router *r)
     r->pool = rm_worker_cluster_pool(r->wc, r->host, upstream_proto(r), prio);
     if (!r->pool) { /* max_connection_pools (upstream_cx_pool_overflow counted) */
         attempt_end(r, false);
-        fail_local(r, 503, "UH", "no healthy upstream");
+        fail_local(r, 503, "UH", D_NO_HEALTHY, "no healthy upstream");
         return;
     }
     set_state(r, RM_UP_PENDING);
@@ -739,7 +812,7 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     const struct rm_route *rt = hs->route;
     if (!rt) {
         rm_stat_inc(hs->cfg->stats, RM_HS_NO_ROUTE);
-        reply(r, 404, "NR", NULL);
+        reply(r, 404, "NR", "route_not_found", NULL);
         return RM_FILTER_STOP;
     }
     if (rt->action != RM_ROUTE_FORWARD) return route_direct(r, rt);
@@ -749,7 +822,7 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     struct rm_worker_cluster *wc = rm_worker_cluster_for(rm_hcm_worker(hs), c);
     if (!wc) { /* the cluster left the config since this connection started */
         rm_stat_inc(hs->cfg->stats, RM_HS_NO_CLUSTER);
-        reply(r, rt->cluster_not_found_code, "NC", NULL);
+        reply(r, rt->cluster_not_found_code, "NC", D_CLUSTER_NOT_FOUND, NULL);
         return RM_FILTER_STOP;
     }
     r->w = rm_hcm_worker(hs);
@@ -895,6 +968,7 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     if (r->retry && retry_response(r, status, h, end)) return;
     struct rm_hcm_stream *hs = r->hs;
     set_state(r, RM_UP_STREAMING);
+    hs->details = "via_upstream";
     rm_timer_stop(loop_of(r), &r->try_timer); /* the per-try timeout ends with the headers */
     if (r->extra_flag) hs->resp_flags = r->extra_flag;
     count_upstream_status(r, status);
@@ -959,6 +1033,7 @@ static void up_on_reset(struct rm_stream *s, enum rm_reset_reason why)
     rm_pool_stream_done(r->pool);
     if (r->state == RM_UP_STREAMING) {
         finish(r);
+        r->hs->details = reset_details(why, true);
         rm_hcm_reset(r->hs);
         return;
     }
@@ -966,25 +1041,28 @@ static void up_on_reset(struct rm_stream *s, enum rm_reset_reason why)
     char body[160];
     snprintf(body, sizeof(body), RESET_BODY "%s", rm_reset_reason_str(why));
     char *b = rm_arena_strndup(r->hs->arena, body, strlen(body));
+    const char *d = reset_details(why, false);
+    r->hs->transport_failure = NULL; /* this attempt had its connection */
+    r->hs->transport_errno = 0;
     switch (why) {
     case RM_RESET_PROTOCOL:
         rm_stat_inc(cstats(r), RM_CS_UPSTREAM_CX_PROTOCOL_ERROR);
-        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 502, "UPE", b);
+        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 502, "UPE", d, b);
         break;
     case RM_RESET_CONNECTION_FAILURE:
-        attempt_failed(r, RM_RETRY_FAIL_CONNECT, true, 503, "UF", b);
+        attempt_failed(r, RM_RETRY_FAIL_CONNECT, true, 503, "UF", d, b);
         break;
     case RM_RESET_CONNECTION_TERMINATION:
-        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 503, "UC", b);
+        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 503, "UC", d, b);
         break;
     case RM_RESET_OVERFLOW:
-        attempt_failed(r, RM_RETRY_FAIL_OVERFLOW, true, 503, "UO", b);
+        attempt_failed(r, RM_RETRY_FAIL_OVERFLOW, true, 503, "UO", d, b);
         break;
     case RM_RESET_REFUSED:
-        if (!retry_refused(r)) attempt_failed(r, RM_RETRY_FAIL_REFUSED, true, 503, "UR", b);
+        if (!retry_refused(r)) attempt_failed(r, RM_RETRY_FAIL_REFUSED, true, 503, "UR", d, b);
         break;
     default:
-        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 503, "UR", b);
+        attempt_failed(r, RM_RETRY_FAIL_RESET, true, 503, "UR", d, b);
         break;
     }
 }

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "proxy/core/loop.h"
 #include "proxy/http/access_log_filter.h"
 #include "proxy/http/headers.h"
+#include "proxy/net/tls.h"
 
 typedef Envoy__Config__Core__V3__SubstitutionFormatString FormatPb;
 typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FilePb;
@@ -62,9 +64,20 @@ enum op {
     OP_ROUTE_NAME,
     OP_REQUESTED_SERVER_NAME,
     OP_HOSTNAME,
+    OP_REQ_WITHOUT_QUERY,
+    OP_CONNECTION_TERMINATION_DETAILS,
+    OP_UPSTREAM_TRANSPORT_FAILURE_REASON,
+    OP_UPSTREAM_REQUEST_ATTEMPT_COUNT,
+    OP_CONNECTION_ID,
+    OP_DOWNSTREAM_TLS_VERSION,
+    OP_DOWNSTREAM_TLS_CIPHER,
+    OP_DOWNSTREAM_PEER_URI_SAN,
+    OP_DOWNSTREAM_LOCAL_URI_SAN,
+    OP_UPSTREAM_PEER_URI_SAN,
+    OP_NONE, /* known to Envoy, nothing in remora to print: always "-" */
 };
 
-enum arg { ARG_NONE, ARG_OPTIONAL, ARG_HEADER };
+enum arg { ARG_NONE, ARG_OPTIONAL, ARG_HEADER, ARG_REQUIRED };
 
 static const struct opdef {
     const char *name;
@@ -100,6 +113,21 @@ static const struct opdef {
     {"ROUTE_NAME", OP_ROUTE_NAME, ARG_NONE, false},
     {"REQUESTED_SERVER_NAME", OP_REQUESTED_SERVER_NAME, ARG_NONE, false},
     {"HOSTNAME", OP_HOSTNAME, ARG_NONE, false},
+    {"REQ_WITHOUT_QUERY", OP_REQ_WITHOUT_QUERY, ARG_HEADER, false},
+    /* set by network filters and codecs in Envoy; remora's never set one */
+    {"CONNECTION_TERMINATION_DETAILS", OP_CONNECTION_TERMINATION_DETAILS, ARG_NONE, false},
+    {"UPSTREAM_TRANSPORT_FAILURE_REASON", OP_UPSTREAM_TRANSPORT_FAILURE_REASON, ARG_NONE, false},
+    {"UPSTREAM_REMOTE_ADDRESS", OP_UPSTREAM_HOST, ARG_NONE, false},
+    {"UPSTREAM_REQUEST_ATTEMPT_COUNT", OP_UPSTREAM_REQUEST_ATTEMPT_COUNT, ARG_NONE, true},
+    {"CONNECTION_ID", OP_CONNECTION_ID, ARG_NONE, true},
+    {"DOWNSTREAM_TLS_VERSION", OP_DOWNSTREAM_TLS_VERSION, ARG_NONE, false},
+    {"DOWNSTREAM_TLS_CIPHER", OP_DOWNSTREAM_TLS_CIPHER, ARG_NONE, false},
+    {"DOWNSTREAM_PEER_URI_SAN", OP_DOWNSTREAM_PEER_URI_SAN, ARG_NONE, false},
+    {"DOWNSTREAM_LOCAL_URI_SAN", OP_DOWNSTREAM_LOCAL_URI_SAN, ARG_NONE, false},
+    {"UPSTREAM_PEER_URI_SAN", OP_UPSTREAM_PEER_URI_SAN, ARG_NONE, false},
+    /* remora has no dynamic metadata and no filter state: "-" */
+    {"DYNAMIC_METADATA", OP_NONE, ARG_REQUIRED, false},
+    {"FILTER_STATE", OP_NONE, ARG_REQUIRED, false},
 };
 
 struct piece {
@@ -229,7 +257,12 @@ static int parse_op(struct tmpl *t, const char *s, const char **end, const char 
                             "REQUEST_DURATION RESPONSE_DURATION UPSTREAM_HOST UPSTREAM_CLUSTER "
                             "UPSTREAM_LOCAL_ADDRESS DOWNSTREAM_REMOTE_ADDRESS[_WITHOUT_PORT] "
                             "DOWNSTREAM_LOCAL_ADDRESS[_WITHOUT_PORT] ROUTE_NAME "
-                            "REQUESTED_SERVER_NAME HOSTNAME");
+                            "REQUESTED_SERVER_NAME HOSTNAME REQ_WITHOUT_QUERY "
+                            "CONNECTION_TERMINATION_DETAILS UPSTREAM_TRANSPORT_FAILURE_REASON "
+                            "UPSTREAM_REMOTE_ADDRESS UPSTREAM_REQUEST_ATTEMPT_COUNT "
+                            "CONNECTION_ID DOWNSTREAM_TLS_VERSION DOWNSTREAM_TLS_CIPHER "
+                            "DOWNSTREAM_PEER_URI_SAN DOWNSTREAM_LOCAL_URI_SAN "
+                            "UPSTREAM_PEER_URI_SAN DYNAMIC_METADATA FILTER_STATE");
     }
     const char *arg = NULL;
     size_t alen = 0;
@@ -244,6 +277,8 @@ static int parse_op(struct tmpl *t, const char *s, const char **end, const char 
         return rm_error_set(err, "%s: %%%s%% takes no argument", path, d->name);
     if (d->arg == ARG_HEADER && (!arg || !alen))
         return rm_error_set(err, "%s: %%%s(header)%% needs a header name", path, d->name);
+    if (d->arg == ARG_REQUIRED && (!arg || !alen))
+        return rm_error_set(err, "%s: %%%s(...)%% needs an argument", path, d->name);
     size_t max = 0;
     if (*q == ':') {
         q++;
@@ -519,6 +554,64 @@ static const char *hostname(void)
     return host_name;
 }
 
+/* Append <s> with its spaces made '_' (Envoy's details have no whitespace). */
+static void put_underscored(struct rm_strbuf *out, const char *s)
+{
+    for (; *s; s++)
+        rm_strbuf_putc(out, *s == ' ' ? '_' : *s);
+}
+
+/* UPSTREAM_TRANSPORT_FAILURE_REASON (see rm_alog_info); false when there is none. */
+static bool put_transport_failure(struct rm_strbuf *out, const struct rm_alog_info *in,
+                                  bool underscored)
+{
+    char b[48];
+    const char *s = in->transport_failure;
+    if (!s && in->transport_errno > 0) {
+        snprintf(b, sizeof(b), "delayed connect error: %d", in->transport_errno);
+        s = b;
+    }
+    if (!s) return false;
+    if (underscored)
+        put_underscored(out, s);
+    else
+        rm_strbuf_puts(out, s);
+    return true;
+}
+
+/* RESPONSE_CODE_DETAILS: "reset{reason}" becomes "reset{reason,transport_failure}". */
+static void put_details(struct rm_strbuf *out, const struct rm_alog_info *in, bool *none)
+{
+    const char *d = in->details;
+    if (!d || !*d) {
+        *none = true;
+        return;
+    }
+    size_t n = strlen(d);
+    if (d[n - 1] != '}') {
+        rm_strbuf_append(out, d, n);
+        return;
+    }
+    rm_strbuf_append(out, d, n - 1);
+    size_t mark = out->len;
+    rm_strbuf_putc(out, ',');
+    if (!put_transport_failure(out, in, true)) rm_strbuf_truncate(out, mark);
+    rm_strbuf_putc(out, '}');
+}
+
+/* The value of header <pc> in <h> (its alternative when it has none); REQ_WITHOUT_QUERY cuts
+ * it at the '?'. */
+static struct rm_str header_value(const struct piece *pc, const struct rm_headers *h)
+{
+    struct rm_str s = header_of(h, pc->text, pc->len);
+    if (!s.p && pc->alt) s = header_of(h, pc->alt, strlen(pc->alt));
+    if (s.p && pc->op == OP_REQ_WITHOUT_QUERY) {
+        const char *q = memchr(s.p, '?', s.len);
+        if (q) s.len = (size_t)(q - s.p);
+    }
+    return s;
+}
+
 /* Append piece <pc>'s value; *none is set when it has none (nothing appended then). */
 static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info *in,
                    bool *none)
@@ -534,15 +627,15 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         put_time(out, pc->text, &in->start);
         return;
     case OP_REQ:
-    case OP_RESP:
-    case OP_TRAILER: {
-        const struct rm_headers *h = pc->op == OP_REQ    ? in->req
-                                     : pc->op == OP_RESP ? in->resp
-                                                         : in->trailers;
-        s = header_of(h, pc->text, pc->len);
-        if (!s.p && pc->alt) s = header_of(h, pc->alt, strlen(pc->alt));
+    case OP_REQ_WITHOUT_QUERY:
+        s = header_value(pc, in->req);
         break;
-    }
+    case OP_RESP:
+        s = header_value(pc, in->resp);
+        break;
+    case OP_TRAILER:
+        s = header_value(pc, in->trailers);
+        break;
     case OP_PROTOCOL:
         cs = in->protocol;
         break;
@@ -553,8 +646,15 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->resp_flags;
         break;
     case OP_RESPONSE_CODE_DETAILS:
-        cs = in->details;
-        break;
+    case OP_UPSTREAM_TRANSPORT_FAILURE_REASON: {
+        size_t mark = out->len;
+        if (pc->op == OP_RESPONSE_CODE_DETAILS)
+            put_details(out, in, none);
+        else if (!put_transport_failure(out, in, false))
+            *none = true;
+        if (pc->max && out->len - mark > pc->max) rm_strbuf_truncate(out, mark + pc->max);
+        return;
+    }
     case OP_BYTES_RECEIVED:
         num = (int64_t)in->bytes_rx;
         break;
@@ -577,8 +677,8 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->upstream_cluster;
         break;
     case OP_UPSTREAM_LOCAL_ADDRESS:
-        cs = in->upstream_local;
-        break;
+        put_addr(out, in->upstream_local, true, none);
+        return;
     case OP_DOWNSTREAM_REMOTE_ADDRESS:
     case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
         put_addr(out, in->down_remote, pc->op == OP_DOWNSTREAM_REMOTE_ADDRESS, none);
@@ -591,10 +691,34 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         cs = in->route_name;
         break;
     case OP_REQUESTED_SERVER_NAME:
-        cs = in->sni;
+        cs = in->down_tls ? in->down_tls->sni : NULL;
         break;
     case OP_HOSTNAME:
         cs = hostname();
+        break;
+    case OP_UPSTREAM_REQUEST_ATTEMPT_COUNT:
+        num = in->attempts;
+        break;
+    case OP_CONNECTION_ID:
+        if (in->connection_id) num = (int64_t)in->connection_id;
+        break;
+    case OP_DOWNSTREAM_TLS_VERSION:
+        cs = in->down_tls ? in->down_tls->version : NULL;
+        break;
+    case OP_DOWNSTREAM_TLS_CIPHER:
+        cs = in->down_tls ? in->down_tls->cipher : NULL;
+        break;
+    case OP_DOWNSTREAM_PEER_URI_SAN:
+        cs = in->down_tls ? in->down_tls->peer_uri_san : NULL;
+        break;
+    case OP_DOWNSTREAM_LOCAL_URI_SAN:
+        cs = in->down_tls ? in->down_tls->local_uri_san : NULL;
+        break;
+    case OP_UPSTREAM_PEER_URI_SAN:
+        cs = in->upstream_peer_uri_san;
+        break;
+    case OP_CONNECTION_TERMINATION_DETAILS:
+    case OP_NONE:
         break;
     }
     if (cs && *cs) s = (struct rm_str){.p = cs, .len = strlen(cs)};
@@ -671,13 +795,40 @@ void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_in
     rm_strbuf_dispose(&tmp);
 }
 
-/* ---- sinks: files shared by path, per-thread buffers -------------------------------------- */
+/* ---- sinks: files shared by path, per-thread buffers, one flush thread --------------------- */
 
-#define FLUSH_AT (64 * 1024)  /* a thread writes its buffer out at this size */
-#define BUF_CAP (1024 * 1024) /* and drops lines rather than grow beyond this */
+/* Who touches what (each rule is relied on below):
+ *   - A worker formats and appends its lines to its own slot of the sink (struct slot, one per
+ *     thread and sink, found by rm_stats_shard) without any lock: slot.buf and the worker-side
+ *     fields are the owning thread's alone.
+ *   - It hands the bytes to the flush thread (handoff) when buf reaches FLUSH_AT, from its 1 s
+ *     timer, and in rm_access_log_thread_cleanup / rm_access_log_flush_thread: under flush_lock
+ *     the bytes move (a buffer swap, or an append when the flush thread has not taken the
+ *     previous batch yet) into slot.queued.  Nothing else on the request path takes a lock.
+ *   - The flush thread is the only one that calls write(2) on a log fd.  Each round it moves
+ *     every queued batch into slot.out (its own, no lock), writes them without any lock held,
+ *     and keeps what could not be written in slot.out for the next round (1 s later).
+ *   - slot.held (bytes in queued + out) counts toward the 1 MiB cap of the slot, so a
+ *     destination that stops draining (the flush thread blocked in write(2)) makes the worker
+ *     drop lines instead of growing memory.
+ * Lifetimes: a sink is freed (slots included) by the sink_unref that drops its last reference.
+ * References are held by each rm_access_log using it, by each slot on a worker's dirty list,
+ * and by each slot in the flush thread's custody (slot.custody: from its first hand-off until
+ * queued and out are both empty again), so neither a worker nor the flush thread ever holds a
+ * slot whose sink can go.  Lock order: flush_lock, then registry_lock. */
+
+#define FLUSH_AT (64 * 1024)  /* a thread hands its buffer to the flush thread at this size */
+#define BUF_CAP (1024 * 1024) /* and drops lines rather than hold more than this per sink */
 #define FLUSH_MS 1000         /* Envoy's file_flush_interval */
 #define MAX_SLOTS 257         /* per-thread buffers: rm_stats_shard (0 main, workers 1..256) */
+#define EXIT_WAIT_S 5         /* rm_access_log_shutdown: how long a write may block the exit */
 
+/* access_log.written: lines accepted into a buffer (written out unless a write fails when the
+ *   process exits); .dropped: lines refused because the thread's bytes for that sink (its own
+ *   buffer plus what the flush thread holds) would pass 1 MiB, and lines still unwritten when
+ *   the flush thread stops; .write_failed: write(2) calls on a log fd that failed or wrote
+ *   nothing, and failed reopens; .flushed_by_timer: buffers handed to the flush thread by a
+ *   worker's 1 s timer (before they reached 64 KiB). */
 enum { ST_WRITTEN, ST_DROPPED, ST_WRITE_FAILED, ST_FLUSHED_BY_TIMER, ST__COUNT };
 static const struct rm_stat_def stat_defs[ST__COUNT] = {
     {"written", RM_COUNTER},
@@ -687,15 +838,28 @@ static const struct rm_stat_def stat_defs[ST__COUNT] = {
 };
 
 struct slot {
-    struct rm_strbuf buf;
+    /* the owning thread only */
+    struct rm_strbuf buf;    /* lines not handed off yet */
     struct slot *next_dirty; /* the owning thread's list */
     bool dirty;              /* listed; holds a reference on the sink */
-    struct sink *sink;
+    /* under flush_lock */
+    struct rm_strbuf queued; /* handed off, not taken by the flush thread yet */
+    /* fl.custody, or the flush thread's round: it reads those links without the lock (nobody
+     * relinks a slot that is in custody) */
+    struct slot *next_custody;
+    bool custody; /* in the flush thread's care; holds a reference on the sink */
+    /* the flush thread only */
+    struct rm_strbuf out; /* being written; what a write left stays for the next round */
+    /* bytes in queued + out: the owner adds (handoff), the flush thread subtracts what it wrote
+     * or dropped.  Relaxed: the owner's reads see its own adds, and a stale subtraction only
+     * makes it drop early, never hold more than BUF_CAP. */
+    _Atomic size_t held;
+    struct sink *sink; /* set at creation */
 };
 
 struct sink {
     char *path; /* NULL: stdout/stderr */
-    int fd;
+    int fd;     /* replaced in place (dup3) by a reopen; closed when the sink is freed */
     bool own_fd;
     unsigned refs;     /* under registry_lock */
     struct sink *next; /* the registry */
@@ -708,14 +872,45 @@ struct rm_access_log {
     struct rm_alog_filter *filter; /* NULL: log every stream */
 };
 
+/* registry_lock: the registry list, every sink's refs, and fd replacement by reopen. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sink *registry;
 static struct rm_stats *alog_stats; /* access_log.: taken with the first sink, kept */
+
+/* flush_lock: every slot's queued and custody fields, and fl (the flush thread's state). */
+static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t flush_wake = PTHREAD_COND_INITIALIZER; /* to the flush thread */
+static pthread_cond_t flush_done = PTHREAD_COND_INITIALIZER; /* from it: a round ended */
+static struct {
+    pthread_t thread;
+    bool running;         /* started (by the first hand-off), not joined yet */
+    bool stop;            /* rm_access_log_shutdown: write what is left and exit */
+    bool kick;            /* something was handed off or asked since the round began */
+    struct slot *custody; /* slots in custody, except those of the round in progress */
+    uint64_t asked, done; /* rm_access_log_flush_thread: requests, and the last one served */
+} fl;
 
 static __thread struct slot *dirty_list;
 static __thread struct rm_timer flush_timer;
 static __thread struct rm_loop *flush_loop;
 static __thread struct rm_strbuf line;
+
+/* Shard 0 is shared by the main thread and the flush thread (its rm_stats_shard stays 0):
+ * there the add is atomic. */
+static void stat_add_shared(unsigned idx, int64_t n)
+{
+    atomic_fetch_add_explicit(&rm_stats_row(alog_stats, 0)[idx], n, memory_order_relaxed);
+}
+
+/* Count in access_log.<idx>; a worker owns its shard (the request path: inline, no atomic). */
+static inline void stat_add(unsigned idx, int64_t n)
+{
+    if (__builtin_expect(rm_stats_shard == 0, 0)) {
+        stat_add_shared(idx, n);
+        return;
+    }
+    rm_stat_add(alog_stats, idx, n);
+}
 
 static struct sink *sink_get(const char *path, int std_fd, const char *where, struct rm_error *err)
 {
@@ -752,6 +947,16 @@ static struct sink *sink_get(const char *path, int std_fd, const char *where, st
     return s;
 }
 
+/* One more reference on <s>, on which the caller holds one already. */
+static void sink_ref(struct sink *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    s->refs++;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* Drop a reference; the last one frees the sink and its slots (any thread: by then no slot is
+ * dirty or in custody, and the lock orders this after their last use). */
 static void sink_unref(struct sink *s)
 {
     if (!s) return;
@@ -767,10 +972,12 @@ static void sink_unref(struct sink *s)
         }
     }
     pthread_mutex_unlock(&registry_lock);
-    for (size_t i = 0; i < MAX_SLOTS; i++) { /* none is dirty: a dirty slot holds a reference */
+    for (size_t i = 0; i < MAX_SLOTS; i++) {
         struct slot *sl = atomic_load(&s->slots[i]);
         if (!sl) continue;
         rm_strbuf_dispose(&sl->buf);
+        rm_strbuf_dispose(&sl->queued);
+        rm_strbuf_dispose(&sl->out);
         free(sl);
     }
     if (s->own_fd) close(s->fd);
@@ -778,73 +985,267 @@ static void sink_unref(struct sink *s)
     free(s);
 }
 
-/* Write <b> out (whole, retrying short writes); what cannot be written stays buffered. */
-static void slot_write(struct slot *sl)
+static void strbuf_swap(struct rm_strbuf *a, struct rm_strbuf *b)
 {
-    struct rm_strbuf *b = &sl->buf;
+    struct rm_strbuf t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Drop the first <n> bytes of <b>. */
+static void strbuf_consume(struct rm_strbuf *b, size_t n)
+{
+    if (n == b->len) {
+        rm_strbuf_truncate(b, 0);
+    } else if (n) {
+        memmove(b->p, b->p + n, b->len - n);
+        rm_strbuf_truncate(b, b->len - n);
+    }
+}
+
+/* ---- the flush thread ---- */
+
+/* Set by rm_access_log_shutdown when a write blocked the exit too long; it then sends
+ * SIGRTMIN to the flush thread (the only thread that does not block it; its handler does
+ * nothing and has no SA_RESTART) until the thread is gone, so a blocked write(2) returns. */
+static atomic_bool flush_abort;
+
+static void on_abort_signal(int sig)
+{
+    (void)sig;
+}
+
+/* Write sl->out (whole, retrying short writes); what cannot be written stays.  Flush thread,
+ * no lock held. */
+static void out_write(struct slot *sl)
+{
+    struct rm_strbuf *b = &sl->out;
     size_t off = 0;
     while (off < b->len) {
+        if (atomic_load_explicit(&flush_abort, memory_order_relaxed)) break;
         ssize_t n = write(sl->sink->fd, b->p + off, b->len - off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            rm_stat_inc(alog_stats, ST_WRITE_FAILED);
+            stat_add(ST_WRITE_FAILED, 1);
             break;
         }
         off += (size_t)n;
     }
-    if (off == b->len) {
-        rm_strbuf_truncate(b, 0);
-    } else if (off) {
-        memmove(b->p, b->p + off, b->len - off);
-        rm_strbuf_truncate(b, b->len - off);
-    }
+    strbuf_consume(b, off);
+    atomic_fetch_sub_explicit(&sl->held, off, memory_order_relaxed);
+    if (!b->len && b->cap > 2 * FLUSH_AT) rm_strbuf_dispose(b); /* a backlog: don't keep it */
 }
 
-/* Write out every dirty buffer of this thread and drop the references they held. */
-void rm_access_log_flush_thread(void)
+/* The process is exiting and <b> (sl->out or sl->queued) will not be written: count its lines
+ * as dropped and free it.  The flush thread, or the main thread once it is gone. */
+static void buf_drop(struct slot *sl, struct rm_strbuf *b)
+{
+    int64_t lines = 0;
+    for (const char *p = b->p, *end = b->p + b->len; p && p < end; lines++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl + 1 : end;
+    }
+    if (lines) stat_add(ST_DROPPED, lines);
+    atomic_fetch_sub_explicit(&sl->held, b->len, memory_order_relaxed);
+    rm_strbuf_dispose(b);
+}
+
+/* One round: take the custody list, move each queued batch to out, write them all with no
+ * lock held, then give back what still has bytes and release the rest.  Called and returns
+ * with flush_lock held. */
+static void flush_round(void)
+{
+    fl.kick = false;
+    uint64_t serving = fl.asked;
+    bool stopping = fl.stop;
+    struct slot *round = fl.custody;
+    fl.custody = NULL;
+    for (struct slot *sl = round; sl; sl = sl->next_custody) {
+        if (!sl->out.len) {
+            strbuf_swap(&sl->out, &sl->queued);
+        } else if (sl->queued.len) {
+            rm_strbuf_append(&sl->out, sl->queued.p, sl->queued.len);
+            rm_strbuf_truncate(&sl->queued, 0);
+        }
+    }
+    pthread_mutex_unlock(&flush_lock);
+    for (struct slot *sl = round; sl; sl = sl->next_custody) {
+        if (sl->out.len) out_write(sl);
+        if (sl->out.len && stopping) buf_drop(sl, &sl->out);
+    }
+    pthread_mutex_lock(&flush_lock);
+    struct slot *released = NULL;
+    for (struct slot *sl = round, *next; sl; sl = next) {
+        next = sl->next_custody;
+        if (sl->queued.len || sl->out.len) {
+            sl->next_custody = fl.custody;
+            fl.custody = sl;
+        } else {
+            sl->custody = false;
+            sl->next_custody = released;
+            released = sl;
+        }
+    }
+    fl.done = serving;
+    pthread_cond_broadcast(&flush_done);
+    if (!released) return;
+    pthread_mutex_unlock(&flush_lock);
+    /* A worker may hand this slot off again as soon as custody is cleared: it then takes a new
+     * reference, so the one dropped here is never the last while the slot is in use. */
+    for (struct slot *sl = released, *next; sl; sl = next) {
+        next = sl->next_custody;
+        sink_unref(sl->sink);
+    }
+    pthread_mutex_lock(&flush_lock);
+}
+
+static void *flush_main(void *arg)
+{
+    (void)arg;
+    sigset_t abort_sig;
+    sigemptyset(&abort_sig);
+    sigaddset(&abort_sig, SIGRTMIN);
+    pthread_sigmask(SIG_UNBLOCK, &abort_sig, NULL);
+    pthread_mutex_lock(&flush_lock);
+    for (;;) {
+        while (!fl.kick && !fl.stop) {
+            if (!fl.custody) {
+                pthread_cond_wait(&flush_wake, &flush_lock);
+                continue;
+            }
+            /* a write left bytes behind: try again in FLUSH_MS */
+            struct timespec t;
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_sec += FLUSH_MS / 1000;
+            if (pthread_cond_timedwait(&flush_wake, &flush_lock, &t) == ETIMEDOUT) break;
+        }
+        flush_round();
+        if (fl.stop && !fl.custody && !fl.kick) break;
+    }
+    pthread_mutex_unlock(&flush_lock);
+    return NULL;
+}
+
+/* Start the flush thread, flush_lock held.  Signals are blocked in it (the main thread reads
+ * them from a signalfd) but SIGRTMIN (flush_abort).  On failure the bytes stay queued, under
+ * the cap, for the next try. */
+static void flush_start(void)
+{
+    struct sigaction sa = {.sa_handler = on_abort_signal}; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGRTMIN, &sa, NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    fl.running = pthread_create(&fl.thread, NULL, flush_main, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Give the bytes of <sl>'s buffer to the flush thread.  Owning thread; takes flush_lock (and
+ * registry_lock for the custody reference) once per batch, never per line. */
+static void handoff(struct slot *sl)
+{
+    size_t n = sl->buf.len;
+    if (!n) return;
+    pthread_mutex_lock(&flush_lock);
+    if (!sl->queued.len) {
+        strbuf_swap(&sl->queued, &sl->buf); /* buf takes the empty one back */
+    } else {                                /* the flush thread is behind: add to its batch */
+        rm_strbuf_append(&sl->queued, sl->buf.p, n);
+        rm_strbuf_truncate(&sl->buf, 0);
+    }
+    atomic_fetch_add_explicit(&sl->held, n, memory_order_relaxed);
+    if (!sl->custody) {
+        sl->custody = true;
+        sink_ref(sl->sink); /* we hold one (dirty): the sink is alive */
+        sl->next_custody = fl.custody;
+        fl.custody = sl;
+    }
+    fl.kick = true;
+    if (!fl.running) flush_start();
+    pthread_cond_signal(&flush_wake);
+    pthread_mutex_unlock(&flush_lock);
+}
+
+/* Hand off every dirty buffer of this thread and drop the references their listing held. */
+static void handoff_all(void)
 {
     struct slot *sl = dirty_list;
     dirty_list = NULL;
     while (sl) {
         struct slot *next = sl->next_dirty;
-        slot_write(sl);
+        handoff(sl);
         sl->dirty = false;
         sl->next_dirty = NULL;
-        if (sl->buf.len > 0) { /* the write failed: keep it for the next round */
-            sl->dirty = true;
-            sl->next_dirty = dirty_list;
-            dirty_list = sl;
-        } else {
-            sink_unref(sl->sink);
-        }
+        /* The last reference only if nothing is queued (custody holds one) and the loggers
+         * are gone: the sink goes, and no other thread can see it. */
+        sink_unref(sl->sink);
         sl = next;
     }
 }
 
+void rm_access_log_flush_thread(void)
+{
+    handoff_all();
+    pthread_mutex_lock(&flush_lock);
+    if (fl.running) {
+        uint64_t want = ++fl.asked;
+        fl.kick = true;
+        pthread_cond_signal(&flush_wake);
+        while (fl.done < want)
+            pthread_cond_wait(&flush_done, &flush_lock);
+    }
+    pthread_mutex_unlock(&flush_lock);
+}
+
+void rm_access_log_shutdown(void)
+{
+    pthread_mutex_lock(&flush_lock);
+    if (!fl.running) {
+        pthread_mutex_unlock(&flush_lock);
+        return;
+    }
+    fl.stop = true;
+    pthread_cond_signal(&flush_wake);
+    pthread_mutex_unlock(&flush_lock);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += EXIT_WAIT_S;
+    if (pthread_timedjoin_np(fl.thread, NULL, &t) != 0) {
+        /* blocked in write(2) (a pipe nobody reads): interrupt it, and again should the signal
+         * land before the write (the flag stops the next one) */
+        atomic_store(&flush_abort, true);
+        do {
+            pthread_kill(fl.thread, SIGRTMIN);
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_nsec += 100 * 1000 * 1000;
+            if (t.tv_nsec >= 1000 * 1000 * 1000) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000 * 1000 * 1000;
+            }
+        } while (pthread_timedjoin_np(fl.thread, NULL, &t) != 0);
+        atomic_store(&flush_abort, false);
+    }
+    pthread_mutex_lock(&flush_lock); /* the thread left nothing in custody */
+    fl.running = fl.stop = false;
+    pthread_mutex_unlock(&flush_lock);
+}
+
+/* ---- the workers' side ---- */
+
 static void on_flush_timer(struct rm_timer *t)
 {
     (void)t;
-    if (dirty_list) rm_stat_inc(alog_stats, ST_FLUSHED_BY_TIMER);
-    rm_access_log_flush_thread();
-    if (dirty_list && flush_loop)
-        rm_timer_start(flush_loop, &flush_timer, FLUSH_MS, on_flush_timer);
+    for (struct slot *sl = dirty_list; sl; sl = sl->next_dirty)
+        if (sl->buf.len) stat_add(ST_FLUSHED_BY_TIMER, 1);
+    handoff_all();
 }
 
 void rm_access_log_thread_cleanup(struct rm_loop *loop)
 {
     if (loop && flush_loop == loop) rm_timer_stop(loop, &flush_timer);
     flush_loop = NULL;
-    rm_access_log_flush_thread();
-    /* what still failed to be written is dropped with the references */
-    for (struct slot *sl = dirty_list, *next; sl; sl = next) {
-        next = sl->next_dirty;
-        rm_stat_inc(alog_stats, ST_DROPPED);
-        rm_strbuf_truncate(&sl->buf, 0);
-        sl->dirty = false;
-        sl->next_dirty = NULL;
-        sink_unref(sl->sink);
-    }
-    dirty_list = NULL;
+    handoff_all(); /* written by the flush thread; rm_access_log_shutdown waits for it */
     rm_strbuf_dispose(&line);
 }
 
@@ -867,21 +1268,20 @@ void rm_access_log_write(const struct rm_access_log *l, struct rm_loop *loop,
     rm_strbuf_truncate(&line, 0);
     rm_alog_format_line(l->fmt, in, &line);
     struct slot *sl = my_slot(l->sink);
-    if (sl->buf.len + line.len > BUF_CAP) {
-        rm_stat_inc(alog_stats, ST_DROPPED);
+    size_t held = atomic_load_explicit(&sl->held, memory_order_relaxed);
+    if (sl->buf.len + line.len + held > BUF_CAP) {
+        stat_add(ST_DROPPED, 1);
         return;
     }
     rm_strbuf_append(&sl->buf, rm_strbuf_str(&line), line.len);
-    rm_stat_inc(alog_stats, ST_WRITTEN);
+    stat_add(ST_WRITTEN, 1);
     if (!sl->dirty) {
-        pthread_mutex_lock(&registry_lock);
-        sl->sink->refs++;
-        pthread_mutex_unlock(&registry_lock);
+        sink_ref(sl->sink);
         sl->dirty = true;
         sl->next_dirty = dirty_list;
         dirty_list = sl;
     }
-    if (sl->buf.len >= FLUSH_AT) slot_write(sl);
+    if (sl->buf.len >= FLUSH_AT) handoff(sl);
     if (loop && !flush_loop) flush_loop = loop;
     if (flush_loop && !rm_timer_armed(&flush_timer))
         rm_timer_start(flush_loop, &flush_timer, FLUSH_MS, on_flush_timer);
@@ -895,10 +1295,12 @@ void rm_access_log_reopen_all(void)
         if (!s->path) continue;
         int fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
-            rm_stat_inc(alog_stats, ST_WRITE_FAILED);
+            stat_add(ST_WRITE_FAILED, 1);
             continue;
         }
-        dup3(fd, s->fd, O_CLOEXEC); /* atomic for writers on other threads */
+        /* Atomic for the flush thread: a write(2) in progress finishes on the old file, the
+         * next one goes to the new file.  s->fd itself never changes. */
+        dup3(fd, s->fd, O_CLOEXEC);
         close(fd);
     }
     pthread_mutex_unlock(&registry_lock);

@@ -1,5 +1,6 @@
 #include "proxy/http/hcm.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ static void conn_free_task(struct rm_task *t)
         hc->filter_state = st->next;
         free(st);
     }
+    free(hc->tls_info);
     rm_worker_snap_release(hc->wsnap);
     rm_stats_release(hc->cx_stats);
     rm_stats_release(hc->listener_stats);
@@ -337,10 +339,11 @@ static bool check_underscores(struct rm_hcm_stream *hs, struct rm_headers *h)
             rm_log_debug("%s: request rejected: header \"%.*s\" has an underscore",
                          hs->cfg->stat_prefix, (int)h->v[i].name_len, (const char *)h->v[i].name);
             if (h2) {
+                hs->details = "http2.unexpected_underscore";
                 rm_hcm_reset(hs);
             } else {
                 rm_hcm_conn_drain(hs->hc);
-                rm_hcm_local_reply(hs, 0, 400, NULL, "Bad Request");
+                rm_hcm_local_reply(hs, 0, 400, NULL, "http1.unexpected_underscore", "Bad Request");
             }
             return false;
         }
@@ -420,12 +423,29 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
     run_request_trailers(hs, 0, h);
 }
 
+/* Envoy's codec details for a downstream reset <r> (static), else <was>: the access log says
+ * downstream_remote_disconnect when nothing more precise is known. */
+static const char *reset_details(bool h2, enum rm_reset_reason r, const char *was)
+{
+    switch (r) {
+    case RM_RESET_PROTOCOL:
+        return h2 ? "http2.violation.of.messaging.rule" : "http1.codec_error";
+    case RM_RESET_REMOTE:
+        return h2 ? "http2.remote_reset" : was;
+    case RM_RESET_REFUSED:
+        return h2 ? "http2.remote_refuse" : was;
+    default:
+        return was;
+    }
+}
+
 static void down_on_reset(struct rm_stream *s, enum rm_reset_reason r)
 {
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs)) return;
     rm_stat_inc(hstats(hs), RM_HS_DOWNSTREAM_RQ_RX_RESET);
     hs->flags |= RM_HS_RESET;
+    hs->details = reset_details(s->proto == RM_HTTP2, r, hs->details);
     stream_finish(hs);
 }
 
@@ -458,6 +478,9 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
     hc->cfg = &wl->cfg->hcm;
 }
 
+/* CONNECTION_ID: unique in the process; taken only by connections that log */
+static _Atomic uint64_t next_conn_id;
+
 static void on_stream(void *user, struct rm_stream *s)
 {
     struct rm_hcm_conn *hc = user;
@@ -480,6 +503,8 @@ static void on_stream(void *user, struct rm_stream *s)
                 hc->local_addr.sin6_family = AF_UNSPEC;
             if (hc->conn->peer_len <= sizeof(hc->peer_addr))
                 memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
+            hc->tls_info = rm_conn_tls_info(hc->conn);
+            hc->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed) + 1;
         }
     }
     rm_hcm_stream_timers_start(hs);
@@ -601,7 +626,7 @@ void rm_filter_continue(struct rm_filter *f)
 
 void rm_filter_reply(struct rm_filter *f, unsigned status, const char *flags, const char *body)
 {
-    rm_hcm_local_reply(f->stream, f->idx, status, flags, body);
+    rm_hcm_local_reply(f->stream, f->idx, status, flags, NULL, body);
 }
 
 void rm_filter_reply_ex(struct rm_filter *f, const struct rm_local_reply *r)
@@ -745,9 +770,10 @@ static unsigned grpc_status_for(unsigned http)
 }
 
 void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status, const char *flags,
-                        const char *body)
+                        const char *details, const char *body)
 {
-    struct rm_local_reply r = {.status = status, .grpc_status = -1, .flags = flags, .body = body};
+    struct rm_local_reply r = {
+        .status = status, .grpc_status = -1, .flags = flags, .details = details, .body = body};
     rm_hcm_local_reply_ex(hs, from, &r);
 }
 
@@ -757,6 +783,7 @@ void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct
     const char *flags = r->flags, *body = r->body;
     if (dead(hs)) return;
     hs->resp_flags = flags;
+    hs->details = r->details;
     if (hs->flags & RM_HS_RESP_HEADERS) { /* too late for a reply: reset */
         rm_hcm_reset(hs);
         return;
@@ -810,9 +837,13 @@ static void access_log(struct rm_hcm_stream *hs)
 {
     struct rm_hcm_conn *hc = hs->hc;
     uint64_t now = rm_loop_now(hc->w->loop);
-    const char *flags = hs->resp_flags;
-    if (!flags && (hs->flags & RM_HS_RESET) && !(hs->flags & RM_HS_RESP_END))
+    const char *flags = hs->resp_flags, *details = hs->details;
+    if (!flags && (hs->flags & RM_HS_RESET) && !(hs->flags & RM_HS_RESP_END)) {
         flags = "DC"; /* downstream connection termination */
+        /* Envoy: the disconnect replaces via_upstream; a late upstream reset keeps its own */
+        if (!details || strcmp(details, "via_upstream") == 0)
+            details = "downstream_remote_disconnect";
+    }
     struct rm_alog_info in = {
         .req = hs->req,
         .resp = hs->resp,
@@ -822,6 +853,9 @@ static void access_log(struct rm_hcm_stream *hs)
                                                    : "HTTP/1.1",
         .status = (hs->flags & RM_HS_RESP_HEADERS) ? hs->status : 0,
         .resp_flags = flags,
+        .details = details,
+        .transport_failure = hs->transport_failure,
+        .transport_errno = hs->transport_errno,
         .bytes_rx = hs->bytes_rx,
         .bytes_tx = hs->bytes_tx,
         .start = hs->start_wall,
@@ -833,6 +867,12 @@ static void access_log(struct rm_hcm_stream *hs)
         .route_name = hs->route && hs->route->name && hs->route->name[0] ? hs->route->name : NULL,
         .down_remote = (const struct sockaddr *)&hc->peer_addr,
         .down_local = (const struct sockaddr *)&hc->local_addr,
+        .upstream_local =
+            hs->upstream_local.sin6_family ? (const struct sockaddr *)&hs->upstream_local : NULL,
+        .down_tls = hc->tls_info,
+        .upstream_peer_uri_san = hs->upstream_peer_uri_san,
+        .connection_id = hc->id,
+        .attempts = hs->attempts,
     };
     for (size_t i = 0; i < hs->cfg->n_access_logs; i++)
         rm_access_log_write(hs->cfg->access_logs[i], hc->w->loop, &in);

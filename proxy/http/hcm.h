@@ -24,6 +24,7 @@ struct rm_worker;
 struct rm_listener_cfg;
 struct rm_hcm_cfg;
 struct rm_snapshot;
+struct rm_tls_info;
 
 /** Per-connection state of a filter (rm_hcm_conn_state), freed with the connection. */
 struct rm_hcm_conn_state {
@@ -60,6 +61,8 @@ struct rm_hcm_conn {
     bool have_addrs;                           /* peer_addr/local_addr set (access logs) */
     struct sockaddr_in6 peer_addr, local_addr; /* AF_INET or AF_INET6 */
     char peer_ip[64];
+    uint64_t id;                  /* CONNECTION_ID (access logs: set with have_addrs) */
+    struct rm_tls_info *tls_info; /* TLS session facts for access logs (with have_addrs), or NULL */
 };
 
 enum {
@@ -94,6 +97,9 @@ struct rm_hcm_stream {
     uint32_t flags;
     unsigned status;
     const char *resp_flags; /* Envoy response flags ("UH", "UF", …) or NULL */
+    /* Envoy's response code details ("via_upstream", "route_not_found"…): a static string set
+     * where the response is decided, or NULL (see rm_alog_info.details) */
+    const char *details;
     uint64_t start_ms;
     struct rm_timer timer; /* stream idle, request and max stream duration timeouts */
     uint64_t activity_ms;  /* last event either way (stream_idle_timeout) */
@@ -109,6 +115,12 @@ struct rm_hcm_stream {
     struct timespec start_wall;
     const char *upstream_host;    /* the last attempt's host ("ip:port", stream's arena) */
     const char *upstream_cluster; /* the cluster the router used (stream's arena) */
+    /* the last attempt's connect failure (rm_alog_info.transport_failure / transport_errno) */
+    const char *transport_failure; /* static */
+    int transport_errno;
+    uint32_t attempts;                  /* upstream attempts started */
+    struct sockaddr_in6 upstream_local; /* the last attempt's local address; AF_UNSPEC: none */
+    const char *upstream_peer_uri_san;  /* its TLS peer's first URI SAN (stream's arena) */
 };
 
 /** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.
@@ -133,9 +145,10 @@ void rm_hcm_encode_headers(struct rm_hcm_stream *hs, unsigned from, struct rm_he
 void rm_hcm_encode_data(struct rm_hcm_stream *hs, unsigned from, const uint8_t *p, size_t n,
                         bool end_stream);
 void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_headers *h);
-/** Local reply (see rm_filter_reply). */
+/** Local reply (see rm_filter_reply); <details> is Envoy's response code details string for
+ *  it (static, or NULL). */
 void rm_hcm_local_reply(struct rm_hcm_stream *hs, unsigned from, unsigned status, const char *flags,
-                        const char *body);
+                        const char *details, const char *body);
 /** Local reply with options (see rm_filter_reply_ex). */
 void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct rm_local_reply *r);
 /** The state <key> (any unique address, e.g. a filter config) keeps on the connection of <hs>:

@@ -125,17 +125,22 @@ static void arm_stream(struct rm_hcm_stream *hs)
         rm_timer_start(stream_loop(hs), &hs->timer, d > now ? d - now : 0, on_stream_timer);
 }
 
-/* Answer the timed-out stream with <status> (reset it if its response has started). */
+/* Answer the timed-out stream with <status> (reset it if its response has started); <details>
+ * is Envoy's response code details (static). */
 static void timeout_reply(struct rm_hcm_stream *hs, unsigned status, const char *body,
-                          const char *flags, int grpc_status)
+                          const char *flags, const char *details, int grpc_status)
 {
     if (hs->flags & RM_HS_RESP_HEADERS) {
         hs->resp_flags = flags;
+        hs->details = details;
         rm_hcm_reset(hs);
         return;
     }
-    struct rm_local_reply r = {
-        .status = status, .grpc_status = grpc_status, .flags = flags, .body = body};
+    struct rm_local_reply r = {.status = status,
+                               .grpc_status = grpc_status,
+                               .flags = flags,
+                               .details = details,
+                               .body = body};
     rm_hcm_local_reply_ex(hs, hs->n_filters, &r);
 }
 
@@ -153,15 +158,16 @@ static void on_stream_timer(struct rm_timer *t)
     switch (w) {
     case T_IDLE:
         rm_stat_inc(hs->cfg->stats, RM_HS_DOWNSTREAM_RQ_IDLE_TIMEOUT);
-        timeout_reply(hs, 408, "stream timeout", "SI", -1);
+        timeout_reply(hs, 408, "stream timeout", "SI", "stream_idle_timeout", -1);
         break;
     case T_REQUEST:
         rm_stat_inc(hs->cfg->stats, RM_HS_DOWNSTREAM_RQ_TIMEOUT);
-        timeout_reply(hs, 408, "request timeout", NULL, -1);
+        timeout_reply(hs, 408, "request timeout", NULL, "request_overall_timeout", -1);
         break;
     default:
         rm_stat_inc(hs->cfg->stats, RM_HS_DOWNSTREAM_RQ_MAX_DURATION_REACHED);
-        timeout_reply(hs, 408, "downstream duration timeout", NULL, GRPC_DEADLINE_EXCEEDED);
+        timeout_reply(hs, 408, "downstream duration timeout", NULL, "max_duration_timeout",
+                      GRPC_DEADLINE_EXCEEDED);
         break;
     }
 }

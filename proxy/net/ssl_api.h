@@ -59,6 +59,7 @@
     X(X509_get_ext_d2i)                                                                            \
     X(X509_verify_cert_error_string)                                                               \
     X(OPENSSL_init_ssl)                                                                            \
+    X(SSL_CIPHER_get_name)                                                                         \
     X(SSL_CTX_add_client_CA)                                                                       \
     X(SSL_CTX_check_private_key)                                                                   \
     X(SSL_CTX_ctrl)                                                                                \
@@ -83,11 +84,15 @@
     X(SSL_free)                                                                                    \
     X(SSL_get0_alpn_selected)                                                                      \
     X(SSL_get0_peer_certificate)                                                                   \
+    X(SSL_get_certificate)                                                                         \
+    X(SSL_get_current_cipher)                                                                      \
     X(SSL_get_error)                                                                               \
     X(SSL_get_ex_data)                                                                             \
     X(SSL_get_ex_data_X509_STORE_CTX_idx)                                                          \
     X(SSL_get_rbio)                                                                                \
+    X(SSL_get_servername)                                                                          \
     X(SSL_get_verify_result)                                                                       \
+    X(SSL_get_version)                                                                             \
     X(SSL_new)                                                                                     \
     X(SSL_read_ex)                                                                                 \
     X(SSL_select_next_proto)                                                                       \
@@ -150,6 +155,7 @@ int rm_ssl_api_load(struct rm_error *err);
 #define X509_get_ext_d2i (rm_ssl.X509_get_ext_d2i)
 #define X509_verify_cert_error_string (rm_ssl.X509_verify_cert_error_string)
 #define OPENSSL_init_ssl (rm_ssl.OPENSSL_init_ssl)
+#define SSL_CIPHER_get_name (rm_ssl.SSL_CIPHER_get_name)
 #define SSL_CTX_add_client_CA (rm_ssl.SSL_CTX_add_client_CA)
 #define SSL_CTX_check_private_key (rm_ssl.SSL_CTX_check_private_key)
 #define SSL_CTX_ctrl (rm_ssl.SSL_CTX_ctrl)
@@ -174,11 +180,15 @@ int rm_ssl_api_load(struct rm_error *err);
 #define SSL_free (rm_ssl.SSL_free)
 #define SSL_get0_alpn_selected (rm_ssl.SSL_get0_alpn_selected)
 #define SSL_get0_peer_certificate (rm_ssl.SSL_get0_peer_certificate)
+#define SSL_get_certificate (rm_ssl.SSL_get_certificate)
+#define SSL_get_current_cipher (rm_ssl.SSL_get_current_cipher)
 #define SSL_get_error (rm_ssl.SSL_get_error)
 #define SSL_get_ex_data (rm_ssl.SSL_get_ex_data)
 #define SSL_get_ex_data_X509_STORE_CTX_idx (rm_ssl.SSL_get_ex_data_X509_STORE_CTX_idx)
 #define SSL_get_rbio (rm_ssl.SSL_get_rbio)
+#define SSL_get_servername (rm_ssl.SSL_get_servername)
 #define SSL_get_verify_result (rm_ssl.SSL_get_verify_result)
+#define SSL_get_version (rm_ssl.SSL_get_version)
 #define SSL_new (rm_ssl.SSL_new)
 #define SSL_read_ex (rm_ssl.SSL_read_ex)
 #define SSL_select_next_proto (rm_ssl.SSL_select_next_proto)

@@ -1408,3 +1408,54 @@ const struct ssl_ctx_st *rm_tls_ctx_ssl_ctx(const struct rm_tls_ctx *t)
 {
     return t->ssl_ctx;
 }
+
+/* The first URI SAN of <x> into *uri / *len (NULL when none): it points into the returned
+ * names (decoded from <x>, the caller frees them with GENERAL_NAMES_free; NULL: none). */
+static GENERAL_NAMES *first_uri_san(X509 *x, const char **uri, size_t *len)
+{
+    *uri = NULL;
+    *len = 0;
+    GENERAL_NAMES *names = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !*uri; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_URI) continue;
+        *uri = (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        *len = (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier);
+    }
+    return names;
+}
+
+/* Copy <s>[<n>] to *at (NUL-terminated) and return the copy; NULL for NULL. */
+static const char *info_put(char **at, const char *s, size_t n)
+{
+    if (!s) return NULL;
+    char *d = *at;
+    memcpy(d, s, n);
+    d[n] = 0;
+    *at += n + 1;
+    return d;
+}
+
+struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c)
+{
+    if (c->tp != &rm_transport_tls || !c->tp_ctx) return NULL;
+    const struct tls_conn *tc = c->tp_ctx;
+    if (!tc->done) return NULL;
+    const char *sni = SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name), *peer, *local;
+    size_t sni_len = sni ? strlen(sni) : 0, peer_len, local_len;
+    GENERAL_NAMES *peer_names = first_uri_san(SSL_get0_peer_certificate(tc->ssl), &peer, &peer_len);
+    GENERAL_NAMES *local_names = first_uri_san(SSL_get_certificate(tc->ssl), &local, &local_len);
+    struct rm_tls_info *info = malloc(sizeof(*info) + sni_len + peer_len + local_len + 3);
+    if (info) {
+        char *at = (char *)(info + 1);
+        info->version = SSL_get_version(tc->ssl);
+        info->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(tc->ssl));
+        info->sni = info_put(&at, sni, sni_len);
+        info->peer_uri_san = info_put(&at, peer, peer_len);
+        info->local_uri_san = info_put(&at, local, local_len);
+    }
+    GENERAL_NAMES_free(peer_names);
+    GENERAL_NAMES_free(local_names);
+    ERR_clear_error();
+    return info;
+}

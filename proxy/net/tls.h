@@ -100,4 +100,18 @@ int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn,
 /** Whether <c> runs TLS and ALPN selected <proto> ("h2", "http/1.1") in its handshake. */
 bool rm_conn_alpn_is(const struct rm_conn *c, const char *proto);
 
+/** What access logs tell of a TLS connection (Envoy's REQUESTED_SERVER_NAME, DOWNSTREAM_TLS_*
+ *  and *_URI_SAN operators). */
+struct rm_tls_info {
+    const char *version;       /* "TLSv1.3" (OpenSSL's static names) */
+    const char *cipher;        /* "TLS_AES_256_GCM_SHA384" (static) */
+    const char *sni;           /* the server name the client sent (server side); NULL: none */
+    const char *peer_uri_san;  /* the first URI SAN of the peer's certificate; NULL: none */
+    const char *local_uri_san; /* the first URI SAN of our certificate; NULL: none */
+};
+/** A snapshot of <c>'s TLS session as one malloc'ed block (free() it: the strings live in it),
+ *  or NULL when <c> is not TLS, its handshake has not finished, or memory ran out.  Worker
+ *  thread of <c>; reads the session only (no effect on the connection). */
+struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c);
+
 #endif

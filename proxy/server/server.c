@@ -501,6 +501,7 @@ static void teardown(struct rm_server *sv)
             rm_worker_drain(sv->workers[i], 0);
         rm_worker_join_free(sv->workers[i]);
     }
+    rm_access_log_shutdown(); /* writes what the workers' last streams logged */
     free(sv->workers);
     rm_admin_free(sv->admin);
     rm_timer_stop(sv->loop, &sv->uptime_timer);

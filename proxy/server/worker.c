@@ -585,7 +585,7 @@ static void *worker_main(void *arg)
     rm_loop_run_pending(w->loop);
     free_clusters(w);
     rm_loop_run_pending(w->loop);
-    rm_access_log_thread_cleanup(w->loop); /* writes what the last streams logged */
+    rm_access_log_thread_cleanup(w->loop); /* hands the last streams' lines to the flush thread */
     rm_buf_thread_cleanup();
     rm_arena_thread_cleanup();
     rm_route_thread_cleanup();

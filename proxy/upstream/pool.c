@@ -1,6 +1,7 @@
 #include "proxy/upstream/pool.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,9 @@ struct pool_conn {
     uint32_t requests;
     unsigned priority; /* whose max_connections slot it holds */
     bool draining;
+    struct sockaddr_in6 local; /* rm_pool_codec_local_addr's cache; AF_UNSPEC until asked */
+    struct rm_tls_info *tls;   /* rm_pool_codec_tls_info's cache (owned) */
+    bool tls_asked;
 };
 
 struct rm_pool {
@@ -101,6 +105,7 @@ static void pool_conn_free(struct pool_conn *pc)
     rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_DESTROY);
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     rm_cb_release(pool_cb(p, pc->priority), RM_CB_CX);
+    free(pc->tls);
     free(pc);
     check_drained(p);
 }
@@ -605,4 +610,31 @@ struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_h
         wc->pools[slot] = pool_new(wc, h, proto, priority);
     }
     return wc->pools[slot];
+}
+
+bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out)
+{
+    struct pool_conn *pc = codec->user;
+    if (pc->local.sin6_family == AF_UNSPEC) {
+        socklen_t len = sizeof(pc->local);
+        if (!codec->conn || codec->conn->io.fd < 0 ||
+            getsockname(codec->conn->io.fd, (struct sockaddr *)&pc->local, &len) != 0 ||
+            len > sizeof(pc->local) ||
+            (pc->local.sin6_family != AF_INET && pc->local.sin6_family != AF_INET6)) {
+            pc->local.sin6_family = AF_UNSPEC;
+            return false;
+        }
+    }
+    *out = pc->local;
+    return true;
+}
+
+const struct rm_tls_info *rm_pool_codec_tls_info(struct rm_codec *codec)
+{
+    struct pool_conn *pc = codec->user;
+    if (!pc->tls_asked && codec->conn) {
+        pc->tls_asked = true;
+        pc->tls = rm_conn_tls_info(codec->conn);
+    }
+    return pc->tls;
 }

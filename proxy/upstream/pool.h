@@ -13,6 +13,8 @@
 #ifndef RM_UPSTREAM_POOL_H
 #define RM_UPSTREAM_POOL_H
 
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proxy/core/loop.h"
@@ -21,6 +23,7 @@
 
 struct rm_pool;
 struct rm_pool_request;
+struct rm_tls_info;
 
 enum rm_pool_failure {
     RM_POOL_CONNECT_FAILURE, /* UF */
@@ -126,5 +129,14 @@ static inline void rm_pool_cancel(struct rm_pool_request *r)
 /** A stream taken from <p> ended: serve pending requests that wait for a stream slot (HTTP/2
  *  at max_concurrent_streams or at max_connections).  Cheap when nothing is pending. */
 void rm_pool_stream_done(struct rm_pool *p);
+
+/** The local address (AF_INET or AF_INET6) of the connection under <codec>, a client codec a
+ *  pool lent (pool_ready): into *out, true; false when unknown.  One getsockname per
+ *  connection, cached (UPSTREAM_LOCAL_ADDRESS of access logs). */
+bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out);
+/** The TLS session of the connection under <codec> (as rm_pool_codec_local_addr), or NULL
+ *  (plaintext): taken once per connection, owned by the pool, valid until the connection is
+ *  freed — copy what must outlive the stream (UPSTREAM_PEER_URI_SAN of access logs). */
+const struct rm_tls_info *rm_pool_codec_tls_info(struct rm_codec *codec);
 
 #endif
