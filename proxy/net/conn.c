@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "proxy/core/error.h"
@@ -352,6 +353,18 @@ void rm_conn_transport_started(struct rm_conn *c, uint32_t timeout_ms)
     if (timeout_ms) rm_timer_start(c->loop, &c->connect_timer, timeout_ms, on_connect_timeout);
 }
 
+/* The peer sent FIN while reading is paused (an HTTP/1.1 request in flight): has it gone, with
+ * nothing left to read?  A 1-byte MSG_PEEK says so without consuming anything (nginx's check of
+ * a broken connection).  Plain TCP only (under TLS the socket holds the close_notify record), and
+ * only with no input buffered, so nothing read yet is lost by reporting the close now: the owner
+ * sees the EOF it would see once it resumed reading (Envoy and nginx end the stream then too). */
+static bool peer_closed(const struct rm_conn *c)
+{
+    char b;
+    if (c->tp != &rm_transport_plain || c->in.len) return false;
+    return recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static void on_io(struct rm_io *io, uint32_t events)
 {
     struct rm_conn *c = rm_container_of(io, struct rm_conn, io);
@@ -376,7 +389,10 @@ static void on_io(struct rm_io *io, uint32_t events)
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;
         if (c->flags & RM_CONN_READ_PAUSED) {
-            if (events & (EPOLLERR | EPOLLHUP)) close_with(c, -ECONNRESET);
+            if (events & (EPOLLERR | EPOLLHUP))
+                close_with(c, -ECONNRESET);
+            else if ((events & EPOLLRDHUP) && peer_closed(c))
+                close_with(c, 0);
             return;
         }
         do_read(c);
