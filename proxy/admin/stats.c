@@ -107,6 +107,10 @@ const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {
     [RM_HS_HTTP2_DROPPED_HEADERS_WITH_UNDERSCORES] = C("http2.dropped_headers_with_underscores"),
     [RM_HS_HTTP2_REQUESTS_REJECTED_WITH_UNDERSCORES] =
         C("http2.requests_rejected_with_underscores_in_headers"),
+    [RM_HS_HTTP2_RX_RESET] = C("http2.rx_reset"),
+    [RM_HS_HTTP2_TX_RESET] = C("http2.tx_reset"),
+    [RM_HS_HTTP2_RX_MESSAGING_ERROR] = C("http2.rx_messaging_error"),
+    [RM_HS_HTTP2_TRAILERS] = C("http2.trailers"),
 };
 
 const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {

@@ -241,6 +241,10 @@ enum rm_http_stat {
     RM_HS_HTTP1_REQUESTS_REJECTED_WITH_UNDERSCORES,
     RM_HS_HTTP2_DROPPED_HEADERS_WITH_UNDERSCORES,
     RM_HS_HTTP2_REQUESTS_REJECTED_WITH_UNDERSCORES,
+    RM_HS_HTTP2_RX_RESET,           /* RST_STREAM received from downstream */
+    RM_HS_HTTP2_TX_RESET,           /* RST_STREAM sent downstream */
+    RM_HS_HTTP2_RX_MESSAGING_ERROR, /* a request broke RFC 9113 section 8 (reset) */
+    RM_HS_HTTP2_TRAILERS,           /* requests that carried trailers */
     RM_HS__COUNT
 };
 extern const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT];

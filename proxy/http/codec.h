@@ -101,6 +101,14 @@ struct rm_stream {
 
 struct rm_codec;
 
+/** What a codec reports for counters (Envoy's http2.* codec stats): RST_STREAM received / sent,
+ *  a message that broke HTTP/2's rules (the stream is then reset: a TX_RESET follows). */
+enum rm_codec_event {
+    RM_CODEC_EV_RX_RESET,
+    RM_CODEC_EV_TX_RESET,
+    RM_CODEC_EV_MESSAGING_ERROR,
+};
+
 struct rm_codec_callbacks {
     /* server side */
     void (*on_stream)(void *user, struct rm_stream *s);
@@ -109,6 +117,9 @@ struct rm_codec_callbacks {
     void (*on_goaway)(void *user);
     /* both */
     void (*on_close)(void *user, int err);
+    /** Optional (NULL: none): counts <ev>.  Called from inside the codec: must not call into
+     *  it nor free anything. */
+    void (*on_event)(void *user, enum rm_codec_event ev);
 };
 
 /** Limits and knobs shared by the codecs (from HttpConnectionManager / the cluster). */

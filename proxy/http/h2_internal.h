@@ -167,6 +167,12 @@ struct rm_h2_codec {
     uint64_t ping_seq; /* opaque data of the outstanding PING */
 };
 
+/* Report <ev> to the codec's owner (counters); no-op without an on_event callback. */
+static inline void rm_h2_event(const struct rm_h2_codec *c, enum rm_codec_event ev)
+{
+    if (c->base.cb->on_event) c->base.cb->on_event(c->base.user, ev);
+}
+
 extern const struct rm_codec_ops rm_h2_stream_ops;
 extern const struct rm_conn_handler rm_h2_conn_handler;
 

@@ -68,6 +68,7 @@ static void on_headers_timeout(struct rm_timer *t)
     struct rm_h2_codec *c = hs->codec;
     if (c->finished || !hs->ng_open) return;
     nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, hs->base.id, NGHTTP2_CANCEL);
+    rm_h2_event(c, RM_CODEC_EV_TX_RESET);
     rm_h2_want_flush(c);
 }
 
@@ -109,6 +110,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 static void malformed(struct rm_h2_stream *hs, const char *what)
 {
     rm_log_debug("h2: stream %d: malformed %s: reset", hs->base.id, what);
+    rm_h2_event(hs->codec, RM_CODEC_EV_MESSAGING_ERROR);
     rm_h2_stream_abort(hs, RM_RESET_PROTOCOL, NGHTTP2_PROTOCOL_ERROR, true);
 }
 
@@ -141,6 +143,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         rm_log_debug("h2: stream %d: malformed header field: reset", f->hd.stream_id);
         hs->in = NULL;
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_PROTOCOL_ERROR);
+        rm_h2_event(c, RM_CODEC_EV_MESSAGING_ERROR);
+        rm_h2_event(c, RM_CODEC_EV_TX_RESET);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     hs->in_bytes += nlen + vlen;
@@ -295,6 +299,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             rm_h2_deliver_data(hs, NULL, 0, true);
         break;
     case NGHTTP2_RST_STREAM:
+        rm_h2_event(c, RM_CODEC_EV_RX_RESET);
         hs = stream_by_id(c, f->hd.stream_id);
         if (hs)
             rm_h2_stream_abort(hs,
@@ -342,8 +347,10 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     hs->end_sent = true;
     if (hs->rst_after_end) {
         hs->rst_after_end = false;
-        if (nghttp2_session_get_stream_remote_close(ng, f->hd.stream_id) == 0)
+        if (nghttp2_session_get_stream_remote_close(ng, f->hd.stream_id) == 0) {
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+            rm_h2_event(c, RM_CODEC_EV_TX_RESET);
+        }
     }
     return 0;
 }

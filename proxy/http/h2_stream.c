@@ -187,6 +187,7 @@ void rm_h2_stream_abort(struct rm_h2_stream *hs, enum rm_reset_reason reason, in
     hs->in = NULL;
     if (code >= 0 && hs->ng_open && c->ng && !c->finished) {
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, hs->base.id, (uint32_t)code);
+        rm_h2_event(c, RM_CODEC_EV_TX_RESET);
         rm_h2_want_flush(c);
     }
     settle(hs);
@@ -703,6 +704,7 @@ static void finish_after_response(struct rm_h2_stream *hs)
         return; /* nghttp2 closes the stream once our END_STREAM is out */
     if (hs->end_sent) {
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, hs->base.id, NGHTTP2_NO_ERROR);
+        rm_h2_event(c, RM_CODEC_EV_TX_RESET);
         rm_h2_want_flush(c);
     } else {
         hs->rst_after_end = true;

@@ -82,11 +82,24 @@ static void on_codec_close(void *user, int err)
     conn_unlink_and_free(user);
 }
 
+/* The codec's counters: Envoy's http2.* of the connection manager (only HTTP/2 reports). */
+static void on_codec_event(void *user, enum rm_codec_event ev)
+{
+    struct rm_hcm_conn *hc = user;
+    static const unsigned stat[] = {
+        [RM_CODEC_EV_RX_RESET] = RM_HS_HTTP2_RX_RESET,
+        [RM_CODEC_EV_TX_RESET] = RM_HS_HTTP2_TX_RESET,
+        [RM_CODEC_EV_MESSAGING_ERROR] = RM_HS_HTTP2_RX_MESSAGING_ERROR,
+    };
+    rm_stat_inc(hc->cx_stats, stat[ev]);
+}
+
 static void on_stream(void *user, struct rm_stream *s);
 
 static const struct rm_codec_callbacks server_cb = {
     .on_stream = on_stream,
     .on_close = on_codec_close,
+    .on_event = on_codec_event,
 };
 
 static void start_codec(struct rm_hcm_conn *hc, bool h2)
@@ -409,6 +422,7 @@ static void down_on_trailers(struct rm_stream *s, struct rm_headers *h)
 {
     struct rm_hcm_stream *hs = s->user;
     if (dead(hs)) return;
+    if (s->proto == RM_HTTP2) rm_stat_inc(hstats(hs), RM_HS_HTTP2_TRAILERS);
     rm_hcm_stream_activity(hs);
     hs->flags |= RM_HS_REQ_END;
     hs->req_end_ms = rm_loop_now(hs->hc->w->loop);

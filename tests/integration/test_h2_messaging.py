@@ -108,6 +108,32 @@ def test_h2_malformed_requests_are_reset_before_the_upstream(ctx):
             got = _exchange(s, c, hdrs, body)
             assert got == ("reset", 1), (name, got)
         assert _exchange(s, c, REQ) == ("response", 200), "the connection still serves"
+        # Envoy's codec counters: every malformed request counted and answered with RST_STREAM
+        bad = len(BAD_HEADERS) + len(BAD_BODIES)
+        pre = "http.ingress_http.http2."
+        got = {k: stat(ctx, px, pre + k) for k in ("rx_messaging_error", "tx_reset", "rx_reset")}
+        assert got == {"rx_messaging_error": bad, "tx_reset": bad, "rx_reset": 0}, got
+        # the client cancels a request: http2.rx_reset (and no RST_STREAM back)
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, POST, end_stream=False)
+        c.reset_stream(sid)
+        s.sendall(c.data_to_send())
+        deadline = time.monotonic() + 5
+        while stat(ctx, px, pre + "rx_reset") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stat(ctx, px, pre + "rx_reset") == 1
+        assert stat(ctx, px, pre + "tx_reset") == bad
+        # a request with trailers: http2.trailers
+        assert stat(ctx, px, pre + "trailers") == 0
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, POST, end_stream=False)
+        c.send_data(sid, b"abc")
+        c.send_headers(sid, [("x-trailer", "1")], end_stream=True)
+        s.sendall(c.data_to_send())
+        deadline = time.monotonic() + 5
+        while stat(ctx, px, pre + "trailers") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stat(ctx, px, pre + "trailers") == 1
     finally:
         s.close()
     assert ctx.stop(px) == 0
