@@ -490,6 +490,10 @@ static int route(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route *
     char p[RM_RT_PATH];
     if (rm_rt_check_unknown(&rt->base, path, c->err) != RM_OK) return RM_ERR;
     /* metadata is accepted: it is data for filters and logs, it changes no routing */
+    /* decorator names the route's tracing span: remora does no tracing, so it has no effect (an
+     * Envoy without a tracer ignores it too); Envoy's validation is kept */
+    if (rt->decorator && !*rt->decorator->operation)
+        return rm_error_set(c->err, "%s.decorator.operation: must not be empty", path);
     if (RM_RT_FILTER_CFGS(c, rt, path, &r->filter_cfgs) != RM_OK) return RM_ERR;
     if (rt->per_request_buffer_limit_bytes)
         r->per_request_buffer_limit = rt->per_request_buffer_limit_bytes->value;

@@ -97,7 +97,6 @@ static const struct known_field vh_fields[] = {
     {24, "metadata"},
 };
 static const struct known_field route_fields[] = {
-    {5, "decorator"},
     {15, "tracing"},
     {17, "filter_action"},
     {18, "non_forwarding_action"},

@@ -827,3 +827,18 @@ Test(route, empty_and_null)
     cr_expect_null(rm_route_table_new(NULL, "rc", resolve, NULL, &err));
     cr_expect_str_eq(err.msg, "rc: a RouteConfiguration is required");
 }
+
+/* Istio puts a decorator (tracing span name) on every route: accepted, no effect on routing;
+ * Envoy's validation (a non-empty operation) kept. */
+Test(route, decorator_accepted_without_effect)
+{
+    struct rm_route_table *t =
+        build(VH("  - match: {prefix: /}\n"
+                 "    route: {cluster: a}\n"
+                 "    decorator: {operation: \"reviews.default.svc.cluster.local:9080/*\", "
+                 "propagate: false}\n"));
+    rm_route_table_free(t);
+    expect_error(
+        VH("  - {match: {prefix: /}, route: {cluster: a}, decorator: {operation: \"\"}}\n"),
+        "route_config.virtual_hosts[0].routes[0].decorator.operation: must not be empty");
+}
