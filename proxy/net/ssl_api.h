@@ -68,6 +68,7 @@
     X(SSL_CTX_get_client_CA_list)                                                                  \
     X(SSL_CTX_get_verify_mode)                                                                     \
     X(SSL_CTX_new)                                                                                 \
+    X(SSL_CTX_sess_set_new_cb)                                                                     \
     X(SSL_CTX_set_alpn_protos)                                                                     \
     X(SSL_CTX_set_alpn_select_cb)                                                                  \
     X(SSL_CTX_set_cipher_list)                                                                     \
@@ -79,6 +80,8 @@
     X(SSL_CTX_up_ref)                                                                              \
     X(SSL_CTX_use_PrivateKey)                                                                      \
     X(SSL_CTX_use_certificate)                                                                     \
+    X(SSL_SESSION_free)                                                                            \
+    X(SSL_SESSION_get_protocol_version)                                                            \
     X(SSL_ctrl)                                                                                    \
     X(SSL_do_handshake)                                                                            \
     X(SSL_free)                                                                                    \
@@ -96,11 +99,13 @@
     X(SSL_new)                                                                                     \
     X(SSL_read_ex)                                                                                 \
     X(SSL_select_next_proto)                                                                       \
+    X(SSL_session_reused)                                                                          \
     X(SSL_set_accept_state)                                                                        \
     X(SSL_set_alpn_protos)                                                                         \
     X(SSL_set_connect_state)                                                                       \
     X(SSL_set_ex_data)                                                                             \
     X(SSL_set_fd)                                                                                  \
+    X(SSL_set_session)                                                                             \
     X(SSL_shutdown)                                                                                \
     X(SSL_write_ex)                                                                                \
     X(TLS_client_method)                                                                           \
@@ -164,6 +169,7 @@ int rm_ssl_api_load(struct rm_error *err);
 #define SSL_CTX_get_client_CA_list (rm_ssl.SSL_CTX_get_client_CA_list)
 #define SSL_CTX_get_verify_mode (rm_ssl.SSL_CTX_get_verify_mode)
 #define SSL_CTX_new (rm_ssl.SSL_CTX_new)
+#define SSL_CTX_sess_set_new_cb (rm_ssl.SSL_CTX_sess_set_new_cb)
 #define SSL_CTX_set_alpn_protos (rm_ssl.SSL_CTX_set_alpn_protos)
 #define SSL_CTX_set_alpn_select_cb (rm_ssl.SSL_CTX_set_alpn_select_cb)
 #define SSL_CTX_set_cipher_list (rm_ssl.SSL_CTX_set_cipher_list)
@@ -175,6 +181,8 @@ int rm_ssl_api_load(struct rm_error *err);
 #define SSL_CTX_up_ref (rm_ssl.SSL_CTX_up_ref)
 #define SSL_CTX_use_PrivateKey (rm_ssl.SSL_CTX_use_PrivateKey)
 #define SSL_CTX_use_certificate (rm_ssl.SSL_CTX_use_certificate)
+#define SSL_SESSION_free (rm_ssl.SSL_SESSION_free)
+#define SSL_SESSION_get_protocol_version (rm_ssl.SSL_SESSION_get_protocol_version)
 #define SSL_ctrl (rm_ssl.SSL_ctrl)
 #define SSL_do_handshake (rm_ssl.SSL_do_handshake)
 #define SSL_free (rm_ssl.SSL_free)
@@ -192,11 +200,13 @@ int rm_ssl_api_load(struct rm_error *err);
 #define SSL_new (rm_ssl.SSL_new)
 #define SSL_read_ex (rm_ssl.SSL_read_ex)
 #define SSL_select_next_proto (rm_ssl.SSL_select_next_proto)
+#define SSL_session_reused (rm_ssl.SSL_session_reused)
 #define SSL_set_accept_state (rm_ssl.SSL_set_accept_state)
 #define SSL_set_alpn_protos (rm_ssl.SSL_set_alpn_protos)
 #define SSL_set_connect_state (rm_ssl.SSL_set_connect_state)
 #define SSL_set_ex_data (rm_ssl.SSL_set_ex_data)
 #define SSL_set_fd (rm_ssl.SSL_set_fd)
+#define SSL_set_session (rm_ssl.SSL_set_session)
 #define SSL_shutdown (rm_ssl.SSL_shutdown)
 #define SSL_write_ex (rm_ssl.SSL_write_ex)
 #define TLS_client_method (rm_ssl.TLS_client_method)

@@ -48,6 +48,7 @@ enum {
     SSL_FAIL_VERIFY_NO_CERT,
     SSL_FAIL_VERIFY_ERROR,
     SSL_FAIL_VERIFY_SAN,
+    SSL_SESSION_REUSED,
     SSL__COUNT
 };
 
@@ -58,6 +59,7 @@ static const struct rm_stat_def ssl_stat_defs[SSL__COUNT] = {
     [SSL_FAIL_VERIFY_NO_CERT] = {"fail_verify_no_cert", RM_COUNTER},
     [SSL_FAIL_VERIFY_ERROR] = {"fail_verify_error", RM_COUNTER},
     [SSL_FAIL_VERIFY_SAN] = {"fail_verify_san", RM_COUNTER},
+    [SSL_SESSION_REUSED] = {"session_reused", RM_COUNTER},
 };
 
 /* ---- the context -------------------------------------------------------------------------- */
@@ -88,6 +90,12 @@ struct rm_tls_ctx {
     size_t n_sans;
     bool accept_untrusted;  /* trust_chain_verification: ACCEPT_UNTRUSTED */
     struct rm_stats *stats; /* "<owner>.ssl." (a reference: connections hold the context) */
+    /* client session resumption (max_session_keys; 0: none): the newest sessions the server
+     * gave, oldest first, owned; per context (cluster), not per SSL_CTX, which clusters may
+     * share: sessions are for this context's SNI.  Workers share them: under sess_lock. */
+    pthread_mutex_t sess_lock;
+    SSL_SESSION **sessions;
+    unsigned n_sessions, max_sessions;
 };
 
 /* Per-connection state (conn->tp_ctx). */
@@ -212,6 +220,10 @@ void rm_tls_ctx_unref(struct rm_tls_ctx *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
     share_release(t->share);
+    for (unsigned i = 0; i < t->n_sessions; i++)
+        SSL_SESSION_free(t->sessions[i]);
+    free(t->sessions);
+    pthread_mutex_destroy(&t->sess_lock);
     SSL_CTX_free(t->ssl_ctx);
     rm_stats_release(t->stats); /* the last context of a removed cluster or listener */
     for (size_t i = 0; i < t->n_sans; i++)
@@ -873,17 +885,71 @@ static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, con
     return RM_OK;
 }
 
+/* ---- client session resumption (UpstreamTlsContext.max_session_keys) ---------------------- */
+
+#define MAX_SESSION_KEYS 1024
+
+/* max_session_keys: Envoy's default 1 when unset, 0 turns resumption off. */
+static int set_max_sessions(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
+                            struct rm_error *err)
+{
+    unsigned n = u->max_session_keys ? u->max_session_keys->value : 1;
+    if (n > MAX_SESSION_KEYS)
+        return rm_error_set(err, "%s.max_session_keys: %u is more than remora keeps (%d)", path, n,
+                            MAX_SESSION_KEYS);
+    if (n && !(t->sessions = calloc(n, sizeof(*t->sessions))))
+        return rm_error_set(err, "%s: out of memory", path);
+    t->max_sessions = n;
+    return RM_OK;
+}
+
+/* OpenSSL's new-session callback (client SSL_CTXs; TLS 1.3: a ticket read after the
+ * handshake): keep <sess> as the newest of its context's sessions, the oldest dropped.
+ * Returns 1 (the session is ours) or 0 (OpenSSL frees it). */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct rm_tls_ctx *t = SSL_get_app_data(ssl);
+    if (!t || !t->max_sessions) return 0;
+    pthread_mutex_lock(&t->sess_lock);
+    if (t->n_sessions == t->max_sessions) {
+        SSL_SESSION_free(t->sessions[0]);
+        memmove(t->sessions, t->sessions + 1, (t->n_sessions - 1) * sizeof(*t->sessions));
+        t->n_sessions--;
+    }
+    t->sessions[t->n_sessions++] = sess;
+    pthread_mutex_unlock(&t->sess_lock);
+    return 1;
+}
+
+/* Offer the newest session to a new client connection.  A TLS 1.3 ticket is offered once
+ * (taken out of the store, as Envoy does: RFC 8446 advises single use); a TLS 1.2 session
+ * stays for the next connections.  No session: a full handshake. */
+static void offer_session(struct rm_tls_ctx *t, SSL *ssl)
+{
+    if (!t->max_sessions) return;
+    pthread_mutex_lock(&t->sess_lock);
+    if (t->n_sessions) {
+        SSL_SESSION *s = t->sessions[t->n_sessions - 1];
+        SSL_set_session(ssl, s); /* takes its own reference */
+        if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+            t->n_sessions--;
+            SSL_SESSION_free(s);
+        }
+    }
+    pthread_mutex_unlock(&t->sess_lock);
+}
+
 static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
                         const struct rm_tls_opts *o, struct rm_error *err)
 {
     char p[PATH_LEN];
     if (u->allow_renegotiation)
         return rm_error_set(err, "%s.allow_renegotiation: not supported by remora", path);
-    if (u->max_session_keys && u->max_session_keys->value)
-        return rm_error_set(err,
-                            "%s.max_session_keys: session resumption is not supported by "
-                            "remora yet (set 0)",
-                            path);
+    /* resumption: sessions are kept per context (set_max_sessions), the SSL_CTX only hands
+     * them over (OpenSSL's own client cache is not used: it would mix SNIs) */
+    SSL_CTX_set_session_cache_mode(t->ssl_ctx,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(t->ssl_ctx, on_new_session);
     snprintf(p, sizeof(p), "%s.common_tls_context", path);
     if (apply_common(t, u->common_tls_context, p, o, err)) return RM_ERR;
     if (u->sni && u->sni[0] && !(t->sni = strdup(u->sni)))
@@ -1119,8 +1185,11 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
         goto fail_msg;
     }
     atomic_init(&t->refs, 1);
+    pthread_mutex_init(&t->sess_lock, NULL);
     t->side = o->side;
     int rc;
+    if (o->side == RM_TLS_CLIENT && set_max_sessions(t, (const UpstreamTlsContext *)m, p, err))
+        goto fail;
     unsigned char *key = NULL;
     size_t key_len = 0;
     if (o->side == RM_TLS_CLIENT)
@@ -1305,6 +1374,7 @@ static int tls_handshake(struct rm_conn *c)
     if (rc == 1) {
         tc->done = true;
         rm_stat_inc(tc->ctx->stats, SSL_HANDSHAKE);
+        if (SSL_session_reused(tc->ssl)) rm_stat_inc(tc->ctx->stats, SSL_SESSION_REUSED);
         if (tc->ctx->side == RM_TLS_SERVER && !SSL_get0_peer_certificate(tc->ssl) &&
             SSL_CTX_get_verify_mode(tc->ctx->ssl_ctx) != SSL_VERIFY_NONE)
             rm_stat_inc(tc->ctx->stats, SSL_NO_CERTIFICATE);
@@ -1378,6 +1448,7 @@ int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn,
     } else {
         SSL_set_connect_state(tc->ssl);
         if (t->sni && SSL_set_tlsext_host_name(tc->ssl, t->sni) != 1) goto fail;
+        offer_session(t, tc->ssl);
         if (!t->own_alpn && alpn_len &&
             SSL_set_alpn_protos(tc->ssl, (const unsigned char *)alpn, (unsigned)alpn_len) != 0)
             goto fail;

@@ -611,3 +611,35 @@ def test_tls_session_resumes_across_config_updates(ctx):
     assert ctx.stop(px) == 0
     xds.stop()
 
+
+
+# ---- client session resumption ----------------------------------------------------------------
+
+def _resumption(ctx, max_keys):
+    """4 requests, each on a new upstream TLS connection (max_requests_per_connection: 1);
+    returns the cluster's ssl.* counters."""
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    tls = upstream_tls(c)
+    if max_keys is not None:
+        tls = tls.replace("        sni: backend.test",
+                          "        sni: backend.test\n        max_session_keys: %d" % max_keys)
+    extra = "\n    max_requests_per_connection: 1" + tls
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port], "h1", extra=extra)]))
+    for i in range(4):
+        r = ctx.curl(f"http://127.0.0.1:{px.port}/r{i}")
+        assert r.status == 200, r
+    s = stats(ctx, px)
+    assert ctx.stop(px) == 0
+    return {k.rsplit(".", 1)[1]: v for k, v in s.items() if k.startswith("cluster.backend.ssl.")}
+
+
+def test_tls_upstream_session_resumption(ctx):
+    """Envoy's default (max_session_keys unset = 1): the first connection does a full
+    handshake, the next ones resume with the ticket the previous one got (TLS 1.3: each ticket
+    offered once)."""
+    s = _resumption(ctx, None)
+    assert s["handshake"] == 4 and s["connection_error"] == 0, s
+    assert s["session_reused"] == 3, s
+    s = _resumption(ctx, 0)  # resumption off
+    assert s["handshake"] == 4 and s["session_reused"] == 0, s

@@ -224,8 +224,8 @@ Test(tls, errors_name_the_field)
                     "    validation_context: { trusted_ca: { filename: \"%C\" }, crl: { "
                     "filename: x } }\n",
                  RM_TLS_CLIENT, "validation_context.crl: CRLs are not supported");
-    expect_error(UP "  max_session_keys: 5\n", RM_TLS_CLIENT,
-                 "ts.typed_config.max_session_keys: session resumption");
+    expect_error(UP "  max_session_keys: 5000\n", RM_TLS_CLIENT,
+                 "ts.typed_config.max_session_keys: 5000 is more than remora keeps (1024)");
     expect_error(UP "  common_tls_context:\n"
                     "    validation_context: { trusted_ca: { environment_variable: "
                     "REMORA_NO_SUCH_VAR } }\n",
