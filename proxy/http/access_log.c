@@ -149,7 +149,8 @@ enum node_kind { NODE_TMPL, NODE_RAW, NODE_OBJECT };
 
 /* JSON format: an object of keys to templates, raw JSON values or nested objects. */
 struct node {
-    char *key; /* JSON-encoded with its quotes, or NULL at the top */
+    char *key;      /* ',' then the JSON-encoded key and ':' (",\"k\":"), or NULL at the top */
+    size_t key_len; /* of key */
     enum node_kind kind;
     struct tmpl t;    /* NODE_TMPL */
     char *raw;        /* NODE_RAW */
@@ -346,22 +347,53 @@ struct rm_alog_format *rm_alog_format_text(const char *text, bool omit_empty, co
     return f;
 }
 
+/* Bytes that need escaping in a JSON string: control characters, '"', '\\' and DEL. */
+static const bool json_specials[256] = {
+    [0 ... 0x1f] = true,
+    ['"'] = true,
+    ['\\'] = true,
+    [0x7f] = true,
+};
+
+static inline bool json_special(unsigned char c)
+{
+    return json_specials[c];
+}
+
+/* Append <c>'s JSON escape: \" \\ \n or \u00XX. */
+static void json_escape(struct rm_strbuf *out, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *d = rm_strbuf_reserve(out, 6);
+    d[0] = '\\';
+    if (c == '"' || c == '\\' || c == '\n') {
+        d[1] = c == '\n' ? 'n' : (char)c;
+        rm_strbuf_added(out, 2);
+        return;
+    }
+    memcpy(d + 1, "u00", 3);
+    d[4] = hex[c >> 4];
+    d[5] = hex[c & 15];
+    rm_strbuf_added(out, 6);
+}
+
+/* Append <s> (<n> bytes) escaped, without quotes: the bytes between escapes in one copy. */
+static void json_body(struct rm_strbuf *out, const char *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!json_special((unsigned char)s[i])) continue;
+        rm_strbuf_append(out, s + run, i - run);
+        json_escape(out, (unsigned char)s[i]);
+        run = i + 1;
+    }
+    rm_strbuf_append(out, s + run, n - run);
+}
+
 static void json_str(struct rm_strbuf *out, const char *s, size_t n)
 {
     rm_strbuf_putc(out, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            rm_strbuf_putc(out, '\\');
-            rm_strbuf_putc(out, (char)c);
-        } else if (c == '\n') {
-            rm_strbuf_puts(out, "\\n");
-        } else if (c < 0x20 || c == 0x7f) {
-            rm_strbuf_printf(out, "\\u%04x", c);
-        } else {
-            rm_strbuf_putc(out, (char)c);
-        }
-    }
+    json_body(out, s, n);
     rm_strbuf_putc(out, '"');
 }
 
@@ -409,7 +441,10 @@ static int compile_object(struct node *n, const Google__Protobuf__Struct *s, con
         const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
         struct node *k = &n->kid[n->n_kids++];
         struct rm_strbuf key = RM_STRBUF_INIT;
+        rm_strbuf_putc(&key, ',');
         json_str(&key, e->key, strlen(e->key));
+        rm_strbuf_putc(&key, ':');
+        k->key_len = key.len;
         k->key = rm_strbuf_steal(&key);
         char p[512];
         snprintf(p, sizeof(p), "%s.%s", path, e->key);
@@ -472,34 +507,49 @@ static struct rm_str header_of(const struct rm_headers *h, const char *name, siz
     return rm_headers_get(h, name, len);
 }
 
+/* Append the dotted quad of <a> (network order): inet_ntop's text, without its call. */
+static void put_ipv4(struct rm_strbuf *out, const struct in_addr *a)
+{
+    const uint8_t *b = (const uint8_t *)&a->s_addr;
+    char *d = rm_strbuf_reserve(out, 15), *q = d;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (i) *q++ = '.';
+        if (v >= 100) *q++ = (char)('0' + v / 100);
+        if (v >= 10) *q++ = (char)('0' + v / 10 % 10);
+        *q++ = (char)('0' + v % 10);
+    }
+    rm_strbuf_added(out, (size_t)(q - d));
+}
+
+/* "ip:port" / "[ip6]:port", or the address alone; *none when <sa> is neither family. */
 static void put_addr(struct rm_strbuf *out, const struct sockaddr *sa, bool port, bool *none)
 {
-    char ip[INET6_ADDRSTRLEN];
     unsigned pn;
     if (sa && sa->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        put_ipv4(out, &a->sin_addr);
         pn = ntohs(a->sin_port);
-        if (port)
-            rm_strbuf_printf(out, "%s:%u", ip, pn);
-        else
-            rm_strbuf_puts(out, ip);
     } else if (sa && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        char ip[INET6_ADDRSTRLEN];
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        if (port) rm_strbuf_putc(out, '[');
+        rm_strbuf_puts(out, ip);
+        if (port) rm_strbuf_putc(out, ']');
         pn = ntohs(a->sin6_port);
-        if (port)
-            rm_strbuf_printf(out, "[%s]:%u", ip, pn);
-        else
-            rm_strbuf_puts(out, ip);
     } else {
         *none = true;
+        return;
     }
+    if (!port) return;
+    rm_strbuf_putc(out, ':');
+    rm_strbuf_put_u64(out, pn);
 }
 
 /* START_TIME: strftime on UTC plus Envoy's %f / %Nf (fraction of a second, N digits, default
  * 9) and %EnS (seconds with n fractional digits). */
-static void put_time(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
+static void put_time_slow(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
 {
     struct tm tm;
     time_t sec = ts->tv_sec;
@@ -538,6 +588,124 @@ static void put_time(struct rm_strbuf *out, const char *fmt, const struct timesp
     char b[1024];
     size_t n = strftime(b, sizeof(b), ex, &tm);
     rm_strbuf_append(out, b, n);
+}
+
+/* START_TIME's text for one second, per thread (as nginx's ngx_cached_time and Envoy's
+ * formatter cache): put_time_slow's text with each fraction digit left as a mark, the byte
+ * 1 + i for digit i (0..8) of tv_nsec printed as %09ld, and the offsets of the marks.  A line
+ * in the same second copies the text and writes the marked digits: no gmtime_r, no strftime.
+ * Entries are found by the format's text (a format freed and another compiled at the same
+ * address must not hit), so a thread alternating between formats keeps one entry each. */
+#define TIME_FORMATS 4   /* START_TIME formats a thread keeps cached at once */
+#define TIME_FMT_MAX 64  /* longer formats are not cached */
+#define TIME_TEXT_MAX 96 /* nor texts longer than this */
+#define TIME_MARKS_MAX 24
+
+static const char default_time_fmt[] = "%Y-%m-%dT%H:%M:%S.%3fZ"; /* fmt NULL, valid tv_nsec */
+
+struct time_entry {
+    time_t sec;
+    const char *src; /* default_time_fmt, or NULL: found by its text (strcmp) */
+    bool used;
+    uint8_t len, n_marks, digits; /* digits: the highest digit index marked + 1 */
+    uint8_t mark[TIME_MARKS_MAX]; /* offsets in text */
+    char fmt[TIME_FMT_MAX];       /* default_time_fmt for the default */
+    char text[TIME_TEXT_MAX];
+};
+
+static __thread struct time_entry time_cache[TIME_FORMATS];
+static __thread unsigned time_cache_next; /* the entry a new format takes */
+
+/* <fmt> as put_time_slow expands it for <tm>, with the marks instead of the fraction digits,
+ * into <e>; false if it does not fit (then put_time_slow writes the line). */
+static bool time_fill(struct time_entry *e, const char *fmt, const struct tm *tm)
+{
+    char ex[512];
+    size_t o = 0;
+    for (const char *p = fmt; *p && o + 32 < sizeof(ex); p++) {
+        unsigned digits = 0;
+        const char *q = p + 1;
+        if (*p == '%' && q[0] == 'E' && q[1] >= '1' && q[1] <= '9' && q[2] == 'S') {
+            digits = (unsigned)(q[1] - '0');
+            o += (size_t)snprintf(ex + o, sizeof(ex) - o, "%02d.", tm->tm_sec);
+            p += 3;
+        } else if (*p == '%' && (q[0] == 'f' || (q[0] >= '1' && q[0] <= '9' && q[1] == 'f'))) {
+            digits = q[0] == 'f' ? 9 : (unsigned)(q[0] - '0');
+            p += q[0] == 'f' ? 1 : 2;
+        } else {
+            if (*p == '%' && q[0]) ex[o++] = *p++;
+            ex[o++] = *p;
+            continue;
+        }
+        for (unsigned i = 0; i < digits; i++)
+            ex[o++] = (char)(1 + i);
+    }
+    ex[o] = 0;
+    size_t n = strftime(e->text, sizeof(e->text), ex, tm);
+    if (!n && o) return false; /* too long for the entry (or an empty text: not worth it) */
+    e->len = (uint8_t)n;
+    e->n_marks = e->digits = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)e->text[i];
+        if (c < 1 || c > 9) continue;
+        if (e->n_marks == TIME_MARKS_MAX) return false;
+        e->mark[e->n_marks++] = (uint8_t)i;
+        if (c > e->digits) e->digits = c;
+    }
+    return true;
+}
+
+/* The entry for <fmt> in second <sec>, filled on a miss; NULL when the format is not cached
+ * (too long, or it holds a mark byte itself). */
+static const struct time_entry *time_entry_for(const char *fmt, time_t sec)
+{
+    struct time_entry *same = NULL;
+    for (unsigned i = 0; i < TIME_FORMATS; i++) {
+        struct time_entry *e = &time_cache[i];
+        if (!e->used || (e->src != fmt && strcmp(e->fmt, fmt) != 0)) continue;
+        if (e->sec == sec) return e;
+        same = e;
+    }
+    size_t flen = strlen(fmt);
+    if (flen >= TIME_FMT_MAX) return NULL;
+    for (size_t i = 0; i < flen; i++)
+        if (fmt[i] >= 1 && fmt[i] <= 9) return NULL;
+    struct time_entry *e = same ? same : &time_cache[time_cache_next++ % TIME_FORMATS];
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    e->used = false;
+    if (!time_fill(e, fmt, &tm)) return NULL;
+    memcpy(e->fmt, fmt, flen + 1);
+    e->src = fmt == default_time_fmt ? fmt : NULL; /* static: the pointer is the key */
+    e->sec = sec;
+    e->used = true;
+    return e;
+}
+
+/* START_TIME: strftime on UTC plus Envoy's %f / %Nf / %EnS, as put_time_slow, from the
+ * thread's cache. */
+static void put_time(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
+{
+    long ns = ts->tv_nsec;
+    const struct time_entry *e = NULL;
+    if (ns >= 0 && ns < 1000000000) e = time_entry_for(fmt ? fmt : default_time_fmt, ts->tv_sec);
+    if (!e) {
+        put_time_slow(out, fmt, ts);
+        return;
+    }
+    char *d = rm_strbuf_reserve(out, e->len);
+    memcpy(d, e->text, e->len);
+    if (e->n_marks) {
+        static const uint32_t pow10[10] = {1,      10,      100,      1000,      10000,
+                                           100000, 1000000, 10000000, 100000000, 1000000000};
+        char frac[9]; /* the first e->digits digits of %09ld */
+        uint32_t v = (uint32_t)ns / pow10[9 - e->digits];
+        for (unsigned i = e->digits; i > 0; i--, v /= 10)
+            frac[i - 1] = (char)('0' + v % 10);
+        for (unsigned i = 0; i < e->n_marks; i++)
+            d[e->mark[i]] = frac[d[e->mark[i]] - 1];
+    }
+    rm_strbuf_added(out, e->len);
 }
 
 static char host_name[256];
@@ -726,7 +894,7 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         size_t n = pc->max && s.len > pc->max ? pc->max : s.len;
         rm_strbuf_append(out, s.p, n);
     } else if (num >= 0) {
-        rm_strbuf_printf(out, "%lld", (long long)num);
+        rm_strbuf_put_u64(out, (uint64_t)num);
     } else {
         *none = true;
     }
@@ -736,46 +904,80 @@ static void put_tmpl(struct rm_strbuf *out, const struct tmpl *t, const struct r
                      bool omit_empty)
 {
     for (size_t i = 0; i < t->n; i++) {
+        if (t->p[i].op == OP_LITERAL) { /* half the pieces: no call */
+            rm_strbuf_append(out, t->p[i].text, t->p[i].len);
+            continue;
+        }
         bool none = false;
         put_op(out, &t->p[i], in, &none);
         if (none && !omit_empty) rm_strbuf_putc(out, '-');
     }
 }
 
+/* JSON-escape, in place, what was appended to <out> from offset <from> on (usually nothing
+ * needs it: then this is a scan). */
+static void json_escape_from(struct rm_strbuf *out, size_t from)
+{
+    size_t i = from;
+    while (i < out->len && !json_special((unsigned char)out->p[i]))
+        i++;
+    if (i == out->len) return;
+    size_t n = out->len - i;
+    char *rest = malloc(n);
+    if (!rest) abort();
+    memcpy(rest, out->p + i, n);
+    rm_strbuf_truncate(out, i);
+    json_body(out, rest, n);
+    free(rest);
+}
+
+/* One value: a single operator is typed (a number, a string or null), anything else is the
+ * JSON string of its text.  Formats straight into <out>.  False when the value is omitted
+ * (omit_empty and no value: nothing appended). */
+static bool put_value(struct rm_strbuf *out, const struct node *k, const struct rm_alog_info *in,
+                      bool omit_empty)
+{
+    if (k->t.n == 1 && k->t.p[0].op != OP_LITERAL) { /* one operator: typed */
+        const struct piece *pc = &k->t.p[0];
+        bool none = false;
+        size_t mark = out->len;
+        if (!pc->number) rm_strbuf_putc(out, '"');
+        size_t from = out->len;
+        put_op(out, pc, in, &none);
+        if (none) {
+            rm_strbuf_truncate(out, mark);
+            if (omit_empty) return false;
+            rm_strbuf_append(out, "null", 4);
+            return true;
+        }
+        if (pc->number) return true;
+        json_escape_from(out, from);
+    } else {
+        rm_strbuf_putc(out, '"');
+        size_t from = out->len;
+        put_tmpl(out, &k->t, in, omit_empty);
+        json_escape_from(out, from);
+    }
+    rm_strbuf_putc(out, '"');
+    return true;
+}
+
 static void put_object(struct rm_strbuf *out, const struct node *n, const struct rm_alog_info *in,
-                       bool omit_empty, struct rm_strbuf *tmp)
+                       bool omit_empty)
 {
     rm_strbuf_putc(out, '{');
     bool first = true;
     for (size_t i = 0; i < n->n_kids; i++) {
         const struct node *k = &n->kid[i];
         size_t mark = out->len;
-        if (!first) rm_strbuf_putc(out, ',');
-        rm_strbuf_puts(out, k->key);
-        rm_strbuf_putc(out, ':');
+        rm_strbuf_append(out, k->key + first, k->key_len - first); /* the first without ',' */
         if (k->kind == NODE_RAW) {
             rm_strbuf_puts(out, k->raw);
         } else if (k->kind == NODE_OBJECT) {
-            put_object(out, k, in, omit_empty, tmp);
-        } else if (k->t.n == 1 && k->t.p[0].op != OP_LITERAL) { /* one operator: typed */
-            bool none = false;
-            rm_strbuf_truncate(tmp, 0);
-            put_op(tmp, &k->t.p[0], in, &none);
-            if (none) {
-                if (omit_empty) {
-                    rm_strbuf_truncate(out, mark);
-                    continue;
-                }
-                rm_strbuf_puts(out, "null");
-            } else if (k->t.p[0].number) {
-                rm_strbuf_append(out, tmp->p, tmp->len);
-            } else {
-                json_str(out, rm_strbuf_str(tmp), tmp->len);
-            }
-        } else {
-            rm_strbuf_truncate(tmp, 0);
-            put_tmpl(tmp, &k->t, in, omit_empty);
-            json_str(out, rm_strbuf_str(tmp), tmp->len);
+            put_object(out, k, in, omit_empty);
+        } else if (!put_value(out, k, in, omit_empty)) {
+            rm_strbuf_truncate(out, mark);
+            continue;
         }
         first = false;
     }
@@ -789,10 +991,8 @@ void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_in
         put_tmpl(out, &f->t, in, f->omit_empty);
         return;
     }
-    struct rm_strbuf tmp = RM_STRBUF_INIT;
-    put_object(out, &f->root, in, f->omit_empty, &tmp);
+    put_object(out, &f->root, in, f->omit_empty);
     rm_strbuf_putc(out, '\n');
-    rm_strbuf_dispose(&tmp);
 }
 
 /* ---- sinks: files shared by path, per-thread buffers, one flush thread --------------------- */
