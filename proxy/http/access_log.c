@@ -361,6 +361,42 @@ static inline bool json_special(unsigned char c)
     return json_specials[c];
 }
 
+/* Has the word <w> a zero byte?  Exact for "any" (the borrow only disturbs higher bytes). */
+static inline uint64_t zero_byte8(uint64_t w)
+{
+    return (w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull;
+}
+
+/* Has the word <w> a byte that needs escaping? */
+static inline bool json_special8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t ctl = (w - 0x20 * ones) & ~w & 0x8080808080808080ull; /* a byte < 0x20 */
+    return ctl | zero_byte8(w ^ ('"' * ones)) | zero_byte8(w ^ ('\\' * ones)) |
+           zero_byte8(w ^ (0x7f * ones));
+}
+
+/* How many of the <n> bytes at <s> need no escaping before the first that does, eight at a
+ * time.  Reads whole words: up to 7 bytes past the <n>th, which must be readable (their
+ * value does not matter). */
+static inline size_t json_plain_len(const char *s, size_t n)
+{
+    static const unsigned char keep[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w, k;
+        memcpy(&w, s + i, 8);
+        if (n - i < 8) { /* the bytes past n become 'a' */
+            memcpy(&k, keep + 8 - (n - i), 8);
+            w = (w & k) | ('a' * 0x0101010101010101ull & ~k);
+        }
+        if (!json_special8(w)) continue;
+        while (!json_special((unsigned char)s[i]))
+            i++;
+        return i;
+    }
+    return n;
+}
+
 /* Append <c>'s JSON escape: \" \\ \n or \u00XX. */
 static void json_escape(struct rm_strbuf *out, unsigned char c)
 {
@@ -934,14 +970,9 @@ static void put_tmpl(struct rm_strbuf *out, const struct tmpl *t, const struct r
     }
 }
 
-/* JSON-escape, in place, what was appended to <out> from offset <from> on (usually nothing
- * needs it: then this is a scan). */
-static void json_escape_from(struct rm_strbuf *out, size_t from)
+/* Escape the text of <out> from offset <i> (where the first byte that needs it is) on. */
+static __attribute__((noinline)) void json_escape_rest(struct rm_strbuf *out, size_t i)
 {
-    size_t i = from;
-    while (i < out->len && !json_special((unsigned char)out->p[i]))
-        i++;
-    if (i == out->len) return;
     size_t n = out->len - i;
     char *rest = malloc(n);
     if (!rest) abort();
@@ -949,6 +980,32 @@ static void json_escape_from(struct rm_strbuf *out, size_t from)
     rm_strbuf_truncate(out, i);
     json_body(out, rest, n);
     free(rest);
+}
+
+/* JSON-escape, in place, what was appended to <out> from offset <from> on (usually nothing
+ * needs it: then this is a scan, inline). */
+static inline void json_escape_from(struct rm_strbuf *out, size_t from)
+{
+    rm_strbuf_reserve(out, 8); /* json_plain_len reads up to 7 bytes past the text */
+    size_t i = json_plain_len(out->p + from, out->len - from) + from;
+    if (i != out->len) json_escape_rest(out, i);
+}
+
+/* Is <pc>'s text never in need of a JSON escape (addresses: digits, hex, '.', ':', '[]'; the
+ * default START_TIME)?  Operators not listed here are scanned. */
+static bool plain_text(const struct piece *pc)
+{
+    switch (pc->op) {
+    case OP_START_TIME:
+        return !pc->text;
+    case OP_DOWNSTREAM_REMOTE_ADDRESS:
+    case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+    case OP_DOWNSTREAM_LOCAL_ADDRESS:
+    case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* One value: a single operator is typed (a number, a string or null), anything else is the
@@ -971,7 +1028,7 @@ static bool put_value(struct rm_strbuf *out, const struct node *k, const struct 
             return true;
         }
         if (pc->number) return true;
-        json_escape_from(out, from);
+        if (!plain_text(pc)) json_escape_from(out, from);
     } else {
         rm_strbuf_putc(out, '"');
         size_t from = out->len;
