@@ -20,7 +20,8 @@
 # bench/callgrind_diff.py (self cost per function, before/after).
 # --config FILE runs remora with FILE instead of bench/peers/remora.yaml: the same listeners and
 # placeholders ({UPSTREAM}, {H2H2}, {H1H1}, {H1H2}, {ADMIN}), plus {TMP}, this run's temporary
-# directory (for access-log files: bench/peers/remora-alog.yaml, remora-alog-json.yaml).
+# directory (for access-log files: bench/peers/remora-alog.yaml, remora-alog-json.yaml,
+# remora-alog-istio.yaml).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --n) N=${2:?}; shift 2 ;;
     --runs) RUNS=${2:?}; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     h1h1 | h2h2 | h1h2) MODES+=("$1"); shift ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac

@@ -548,19 +548,69 @@ static struct rm_str header_of(const struct rm_headers *h, const char *name, siz
     return rm_headers_get(h, name, len);
 }
 
-/* Append the dotted quad of <a> (network order): inet_ntop's text, without its call. */
-static void put_ipv4(struct rm_strbuf *out, const struct in_addr *a)
+/* The decimal text of every byte value, built by the compiler: the digits, then the length in
+ * the fourth byte. */
+struct octet {
+    char c[3];
+    uint8_t len;
+};
+#define OCTET_C0(v) ((v) >= 100 ? '0' + (v) / 100 : (v) >= 10 ? '0' + (v) / 10 : '0' + (v))
+#define OCTET_C1(v) ((v) >= 100 ? '0' + (v) / 10 % 10 : (v) >= 10 ? '0' + (v) % 10 : 0)
+#define OCTET_C2(v) ((v) >= 100 ? '0' + (v) % 10 : 0)
+#define OCTET(v)                                                                                   \
+    {                                                                                              \
+        {OCTET_C0(v), OCTET_C1(v), OCTET_C2(v)}, 1 + ((v) >= 10) + ((v) >= 100)                    \
+    }
+#define OCTET4(v) OCTET(v), OCTET((v) + 1), OCTET((v) + 2), OCTET((v) + 3)
+#define OCTET16(v) OCTET4(v), OCTET4((v) + 4), OCTET4((v) + 8), OCTET4((v) + 12)
+#define OCTET64(v) OCTET16(v), OCTET16((v) + 16), OCTET16((v) + 32), OCTET16((v) + 48)
+static const struct octet octets[256] = {OCTET64(0), OCTET64(64), OCTET64(128), OCTET64(192)};
+
+/* The dotted quad of <a> (network order), inet_ntop's text, at <d>: 16 bytes of room (each
+ * number is copied as 4 bytes); returns the length. */
+static size_t fmt_ipv4(char *d, const struct in_addr *a)
 {
     const uint8_t *b = (const uint8_t *)&a->s_addr;
-    char *d = rm_strbuf_reserve(out, 15), *q = d;
+    char *q = d;
     for (int i = 0; i < 4; i++) {
-        unsigned v = b[i];
-        if (i) *q++ = '.';
-        if (v >= 100) *q++ = (char)('0' + v / 100);
-        if (v >= 10) *q++ = (char)('0' + v / 10 % 10);
-        *q++ = (char)('0' + v % 10);
+        const struct octet *o = &octets[b[i]];
+        memcpy(q, o, 4);
+        q += o->len;
+        *q++ = '.';
     }
-    rm_strbuf_added(out, (size_t)(q - d));
+    return (size_t)(q - d) - 1;
+}
+
+/* <v> (< 100) as two digits at <d>. */
+static inline void fmt_2digits(char *d, unsigned v)
+{
+    if (v < 10) {
+        d[0] = '0';
+        d[1] = (char)('0' + v);
+    } else {
+        memcpy(d, octets[v].c, 2);
+    }
+}
+
+/* <port> (< 65536) in decimal at <d> (8 bytes of room); returns the length. */
+static size_t fmt_port(char *d, unsigned port)
+{
+    unsigned hi = port / 100, lo = port % 100;
+    if (!hi) {
+        memcpy(d, &octets[lo], 4);
+        return octets[lo].len;
+    }
+    size_t n;
+    if (hi < 256) {
+        memcpy(d, &octets[hi], 4);
+        n = octets[hi].len;
+    } else { /* 25600..65535 */
+        d[0] = (char)('0' + hi / 100);
+        fmt_2digits(d + 1, hi % 100);
+        n = 3;
+    }
+    fmt_2digits(d + n, lo);
+    return n + 2;
 }
 
 /* "ip:port" / "[ip6]:port", or the address alone; *none when <sa> is neither family. */
@@ -568,25 +618,31 @@ static __attribute__((noinline)) void put_addr(struct rm_strbuf *out, const stru
                                                bool port, bool *none)
 {
     unsigned pn;
+    char *d;
+    size_t n;
     if (sa && sa->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-        put_ipv4(out, &a->sin_addr);
+        d = rm_strbuf_reserve(out, 16 + 1 + 8);
+        n = fmt_ipv4(d, &a->sin_addr);
         pn = ntohs(a->sin_port);
     } else if (sa && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-        char ip[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        if (port) rm_strbuf_putc(out, '[');
-        rm_strbuf_puts(out, ip);
-        if (port) rm_strbuf_putc(out, ']');
+        d = rm_strbuf_reserve(out, INET6_ADDRSTRLEN + 3 + 8);
+        n = port;
+        d[0] = '[';
+        inet_ntop(AF_INET6, &a->sin6_addr, d + n, INET6_ADDRSTRLEN);
+        n += strlen(d + n);
+        if (port) d[n++] = ']';
         pn = ntohs(a->sin6_port);
     } else {
         *none = true;
         return;
     }
-    if (!port) return;
-    rm_strbuf_putc(out, ':');
-    rm_strbuf_put_u64(out, pn);
+    if (port) {
+        d[n++] = ':';
+        n += fmt_port(d + n, pn);
+    }
+    rm_strbuf_added(out, n);
 }
 
 /* START_TIME: strftime on UTC plus Envoy's %f / %Nf (fraction of a second, N digits, default

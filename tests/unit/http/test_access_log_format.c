@@ -245,6 +245,30 @@ Test(alog_format, ipv4_addresses)
     }
 }
 
+Test(alog_format, every_port)
+{
+    struct rm_alog_format *f = compile("%DOWNSTREAM_LOCAL_ADDRESS%");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0a80001)};
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "fe80::1", &a6.sin6_addr);
+    struct rm_alog_info in = at(0, 0);
+    for (unsigned port = 0; port < 65536; port++) {
+        a.sin_port = a6.sin6_port = htons((uint16_t)port);
+        char want[64];
+        snprintf(want, sizeof(want), "192.168.0.1:%u", port);
+        in.down_local = (const struct sockaddr *)&a;
+        char *got = line_of(f, &in);
+        cr_assert_str_eq(got, want);
+        free(got);
+        snprintf(want, sizeof(want), "[fe80::1]:%u", port);
+        in.down_local = (const struct sockaddr *)&a6;
+        got = line_of(f, &in);
+        cr_assert_str_eq(got, want);
+        free(got);
+    }
+    rm_alog_format_free(f);
+}
+
 Test(alog_format, ipv6_and_other_addresses)
 {
     struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(8080)};
