@@ -691,7 +691,8 @@ static __attribute__((noinline)) void put_time_slow(struct rm_strbuf *out, const
 
 /* START_TIME's text for one second, per thread (as nginx's ngx_cached_time and Envoy's
  * formatter cache): put_time_slow's text with each fraction digit left as a mark, the byte
- * 1 + i for digit i (0..8) of tv_nsec printed as %09ld, and the offsets of the marks.  A line
+ * TIME_MARK + i for digit i (0..8) of tv_nsec printed as %09ld (control bytes no strftime
+ * conversion writes: %t writes 9), and the offsets of the marks.  A line
  * in the same second copies the text and writes the marked digits: no gmtime_r, no strftime.
  * Entries are found by the format's text (a format freed and another compiled at the same
  * address must not hit), so a thread alternating between formats keeps one entry each. */
@@ -699,6 +700,7 @@ static __attribute__((noinline)) void put_time_slow(struct rm_strbuf *out, const
 #define TIME_FMT_MAX 64  /* longer formats are not cached */
 #define TIME_TEXT_MAX 96 /* nor texts longer than this */
 #define TIME_MARKS_MAX 24
+#define TIME_MARK 0x10 /* 0x10..0x18 */
 
 static const char default_time_fmt[] = "%Y-%m-%dT%H:%M:%S.%3fZ"; /* fmt NULL, valid tv_nsec */
 
@@ -738,7 +740,7 @@ static __attribute__((noinline)) bool time_fill(struct time_entry *e, const char
             continue;
         }
         for (unsigned i = 0; i < digits; i++)
-            ex[o++] = (char)(1 + i);
+            ex[o++] = (char)(TIME_MARK + i);
     }
     ex[o] = 0;
     size_t n = strftime(e->text, sizeof(e->text), ex, tm);
@@ -747,10 +749,10 @@ static __attribute__((noinline)) bool time_fill(struct time_entry *e, const char
     e->n_marks = e->digits = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)e->text[i];
-        if (c < 1 || c > 9) continue;
+        if (c < TIME_MARK || c > TIME_MARK + 8) continue;
         if (e->n_marks == TIME_MARKS_MAX) return false;
         e->mark[e->n_marks++] = (uint8_t)i;
-        if (c > e->digits) e->digits = c;
+        if (c - TIME_MARK + 1u > e->digits) e->digits = (uint8_t)(c - TIME_MARK + 1);
     }
     return true;
 }
@@ -769,7 +771,7 @@ static const struct time_entry *time_entry_for(const char *fmt, time_t sec)
     size_t flen = strlen(fmt);
     if (flen >= TIME_FMT_MAX) return NULL;
     for (size_t i = 0; i < flen; i++)
-        if (fmt[i] >= 1 && fmt[i] <= 9) return NULL;
+        if (fmt[i] >= TIME_MARK && fmt[i] <= TIME_MARK + 8) return NULL;
     struct time_entry *e = same ? same : &time_cache[time_cache_next++ % TIME_FORMATS];
     struct tm tm;
     gmtime_r(&sec, &tm);
@@ -803,7 +805,7 @@ static void put_time(struct rm_strbuf *out, const char *fmt, const struct timesp
         for (unsigned i = e->digits; i > 0; i--, v /= 10)
             frac[i - 1] = (char)('0' + v % 10);
         for (unsigned i = 0; i < e->n_marks; i++)
-            d[e->mark[i]] = frac[d[e->mark[i]] - 1];
+            d[e->mark[i]] = frac[d[e->mark[i]] - TIME_MARK];
     }
     rm_strbuf_added(out, e->len);
 }

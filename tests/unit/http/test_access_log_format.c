@@ -122,9 +122,10 @@ Test(alog_format, time_new_format_same_second)
     }
 }
 
-/* Differential: the cached path against the uncached one.  A \x01 byte in a format keeps it
+/* Differential: the cached path against the uncached one.  A \x10 byte in a format keeps it
  * out of the cache (it is the cache's mark for a fraction digit) and strftime copies it, so
- * FORMAT + "\x01" gives the uncached line of FORMAT, then "\x01". */
+ * FORMAT + "\x10" gives the uncached line of FORMAT, then "\x10".  %t and %n write control
+ * bytes themselves. */
 Test(alog_format, time_cached_equals_uncached)
 {
     static const char *const fmts[] = {
@@ -138,20 +139,22 @@ Test(alog_format, time_cached_equals_uncached)
         "%3f%3f",
         "%E0S %10f",
         "no conversion",
+        "%t%3f%n%f\x01\x09\x0f\x19",
+        "\t%1f\t",
         "%H%%%M",
     };
     static const long nsecs[] = {0, 1, 9, 10, 999999999, 123456789, 500000000, 100};
     for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
         char cached_text[128], slow_text[128];
         snprintf(cached_text, sizeof(cached_text), "%%START_TIME(%s)%%", fmts[i]);
-        snprintf(slow_text, sizeof(slow_text), "%%START_TIME(%s\x01)%%", fmts[i]);
+        snprintf(slow_text, sizeof(slow_text), "%%START_TIME(%s\x10)%%", fmts[i]);
         struct rm_alog_format *fc = compile(cached_text), *fs = compile(slow_text);
         for (size_t j = 0; j < sizeof(nsecs) / sizeof(nsecs[0]); j++) {
             for (time_t sec = T0; sec < T0 + 2; sec++) {
                 struct rm_alog_info in = at(sec, nsecs[j]);
                 char *c = line_of(fc, &in), *s = line_of(fs, &in);
                 size_t sl = strlen(s);
-                cr_assert(sl > 0 && s[sl - 1] == '\x01', "%s", fmts[i]);
+                cr_assert(sl > 0 && s[sl - 1] == '\x10', "%s", fmts[i]);
                 s[sl - 1] = 0;
                 cr_expect_str_eq(c, s, "format %s, nsec %ld", fmts[i], nsecs[j]);
                 free(c);
@@ -160,6 +163,27 @@ Test(alog_format, time_cached_equals_uncached)
         }
         rm_alog_format_free(fc);
         rm_alog_format_free(fs);
+    }
+}
+
+/* Control bytes in the text (from %t / %n, or in the format) are kept, never taken for the
+ * cache's marks of fraction digits. */
+Test(alog_format, time_control_bytes)
+{
+    static const char *const texts[] = {"%START_TIME(%t%3f%n)%", "%START_TIME(\x01\x09%1f\x18)%",
+                                        "%START_TIME(\x10%2f)%"};
+    static const char *const want[] = {"\t123\n",
+                                       "\x01\x09"
+                                       "1\x18",
+                                       "\x10"
+                                       "12"};
+    for (int round = 0; round < 2; round++) { /* a miss, then a hit */
+        for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+            struct rm_alog_format *f = compile(texts[i]);
+            struct rm_alog_info in = at(T0, 123456789);
+            expect_line(f, &in, want[i]);
+            rm_alog_format_free(f);
+        }
     }
 }
 
