@@ -1060,6 +1060,7 @@ static bool plain_text(const struct piece *pc)
     case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
     case OP_DOWNSTREAM_LOCAL_ADDRESS:
     case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+    case OP_UPSTREAM_LOCAL_ADDRESS:
         return true;
     default:
         return false;

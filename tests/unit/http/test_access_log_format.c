@@ -401,7 +401,8 @@ Test(alog_format, json_values)
     const char *yaml = "{json_format: {time: '%START_TIME%', code: '%RESPONSE_CODE%', "
                        "host: '%UPSTREAM_HOST%', none: '%ROUTE_NAME%', mixed: 'x %ROUTE_NAME% y', "
                        "raw: 1.5, flag: true, obj: {peer: '%DOWNSTREAM_REMOTE_ADDRESS%', "
-                       "rx: '%BYTES_RECEIVED%', in: {d: '%DURATION%'}}, last: '%PROTOCOL%'}}";
+                       "rx: '%BYTES_RECEIVED%', in: {d: '%DURATION%'}}, last: '%PROTOCOL%', "
+                       "up: '%UPSTREAM_LOCAL_ADDRESS%'}}";
     struct sockaddr_in peer = {
         .sin_family = AF_INET, .sin_port = htons(4242), .sin_addr.s_addr = htonl(0x7f000001)};
     struct rm_alog_info in = at(T0, 1000000);
@@ -409,19 +410,23 @@ Test(alog_format, json_values)
     in.upstream_host = "10.1.2.3:\"80\"";
     in.down_remote = (const struct sockaddr *)&peer;
     in.protocol = "HTTP/1.1";
+    struct sockaddr_in6 up = {.sin6_family = AF_INET6, .sin6_port = htons(41000)};
+    inet_pton(AF_INET6, "fd00::a:1", &up.sin6_addr);
+    in.upstream_local = (const struct sockaddr *)&up;
     struct rm_alog_format *f = compile_json(yaml, false);
     expect_line(f, &in,
                 "{\"time\":\"2023-11-14T22:13:20.001Z\",\"code\":200,"
                 "\"host\":\"10.1.2.3:\\\"80\\\"\",\"none\":null,\"mixed\":\"x - y\",\"raw\":1.5,"
                 "\"flag\":true,\"obj\":{\"peer\":\"127.0.0.1:4242\",\"rx\":0,\"in\":{\"d\":null}},"
-                "\"last\":\"HTTP/1.1\"}\n");
+                "\"last\":\"HTTP/1.1\",\"up\":\"[fd00::a:1]:41000\"}\n");
     rm_alog_format_free(f);
     f = compile_json(yaml, true); /* omit_empty_values: no key for a value that has none */
     in.protocol = NULL;
     expect_line(f, &in,
                 "{\"time\":\"2023-11-14T22:13:20.001Z\",\"code\":200,"
                 "\"host\":\"10.1.2.3:\\\"80\\\"\",\"mixed\":\"x  y\",\"raw\":1.5,"
-                "\"flag\":true,\"obj\":{\"peer\":\"127.0.0.1:4242\",\"rx\":0,\"in\":{}}}\n");
+                "\"flag\":true,\"obj\":{\"peer\":\"127.0.0.1:4242\",\"rx\":0,\"in\":{}},"
+                "\"up\":\"[fd00::a:1]:41000\"}\n");
     rm_alog_format_free(f);
     f = compile_json("{json_format: {a: '%ROUTE_NAME%', b: '%ROUTE_NAME%'}}", true);
     expect_line(f, &in, "{}\n");
