@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/profile.sh: user-space instructions (and mallocs) per proxied request, under callgrind.
 #
-#   bench/profile.sh [--build DIR] [--n N] [--runs R] [--keep] [MODE...]
+#   bench/profile.sh [--build DIR] [--config FILE] [--n N] [--runs R] [--keep] [MODE...]
 #
 # MODE is h1h1 (HTTP/1.1 -> HTTP/1.1), h2h2 (h2c -> h2c) or h1h2 (HTTP/1.1 -> h2c); default all
 # three.  For each mode: remora (DIR/remora, default build/perf: an optimised build without
@@ -18,10 +18,15 @@
 # timing): --runs R profiles each mode R times and reports the median run (its top functions).
 # --keep keeps the callgrind dumps (their paths are printed) for callgrind_annotate and
 # bench/callgrind_diff.py (self cost per function, before/after).
+# --config FILE runs remora with FILE instead of bench/peers/remora.yaml: the same listeners and
+# placeholders ({UPSTREAM}, {H2H2}, {H1H1}, {H1H2}, {ADMIN}), plus {TMP}, this run's temporary
+# directory (for access-log files: bench/peers/remora-alog.yaml, remora-alog-json.yaml,
+# remora-alog-istio.yaml).
 set -eu
 cd "$(dirname "$0")/.."
 
 BUILD=build/perf
+CONFIG=bench/peers/remora.yaml
 N=20000
 RUNS=1
 KEEP=0
@@ -29,15 +34,17 @@ MODES=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=${2:?}; shift 2 ;;
+    --config) CONFIG=${2:?}; shift 2 ;;
     --n) N=${2:?}; shift 2 ;;
     --runs) RUNS=${2:?}; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     h1h1 | h2h2 | h1h2) MODES+=("$1"); shift ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ ${#MODES[@]} -gt 0 ] || MODES=(h1h1 h2h2 h1h2)
+[ -r "$CONFIG" ] || { echo "profile.sh: cannot read $CONFIG" >&2; exit 2; }
 for b in remora remora-upstream; do
     [ -x "$BUILD/$b" ] || { echo "profile.sh: $BUILD/$b missing (make BUILD=$BUILD)" >&2; exit 1; }
 done
@@ -75,7 +82,8 @@ wait_port "$UP"
 declare -A PORT
 PORT[h2h2]=$P22; PORT[h1h1]=$P11; PORT[h1h2]=$P12
 sed -e "s/{UPSTREAM}/$UP/g" -e "s/{H2H2}/${PORT[h2h2]}/g" -e "s/{H1H1}/${PORT[h1h1]}/g" \
-    -e "s/{H1H2}/${PORT[h1h2]}/g" -e "s/{ADMIN}/$ADMIN/g" bench/peers/remora.yaml > "$TMP/remora.yaml"
+    -e "s/{H1H2}/${PORT[h1h2]}/g" -e "s/{ADMIN}/$ADMIN/g" -e "s|{TMP}|$TMP|g" "$CONFIG" \
+    > "$TMP/remora.yaml"
 
 load() { # mode n
     case "$1" in

@@ -149,7 +149,8 @@ enum node_kind { NODE_TMPL, NODE_RAW, NODE_OBJECT };
 
 /* JSON format: an object of keys to templates, raw JSON values or nested objects. */
 struct node {
-    char *key; /* JSON-encoded with its quotes, or NULL at the top */
+    char *key;      /* ',' then the JSON-encoded key and ':' (",\"k\":"), or NULL at the top */
+    size_t key_len; /* of key */
     enum node_kind kind;
     struct tmpl t;    /* NODE_TMPL */
     char *raw;        /* NODE_RAW */
@@ -208,23 +209,24 @@ static char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+/* A literal's text is followed by LIT_PAD zero bytes, so that put_tmpl copies a short one
+ * with one fixed-size move (no memcpy call). */
+#define LIT_PAD 16
+
 static void push_literal(struct tmpl *t, const char *s, size_t n)
 {
     if (!n) return;
-    if (t->n && t->p[t->n - 1].op == OP_LITERAL) { /* "%%" splits literals: join them */
-        struct piece *q = &t->p[t->n - 1];
-        char *np = realloc(q->text, q->len + n + 1);
-        if (!np) abort();
-        memcpy(np + q->len, s, n);
-        q->len += n;
-        np[q->len] = 0;
-        q->text = np;
-        return;
+    struct piece *q = t->n && t->p[t->n - 1].op == OP_LITERAL ? &t->p[t->n - 1] : NULL;
+    if (!q) { /* "%%" splits literals: else join them */
+        q = tmpl_push(t);
+        q->op = OP_LITERAL;
     }
-    struct piece *q = tmpl_push(t);
-    q->op = OP_LITERAL;
-    q->text = xstrndup(s, n);
-    q->len = n;
+    char *np = realloc(q->text, q->len + n + LIT_PAD);
+    if (!np) abort();
+    memcpy(np + q->len, s, n);
+    q->len += n;
+    memset(np + q->len, 0, LIT_PAD);
+    q->text = np;
 }
 
 static char *lower_dup(const char *s, size_t n)
@@ -346,22 +348,89 @@ struct rm_alog_format *rm_alog_format_text(const char *text, bool omit_empty, co
     return f;
 }
 
+/* Bytes that need escaping in a JSON string: control characters, '"', '\\' and DEL. */
+static const bool json_specials[256] = {
+    [0 ... 0x1f] = true,
+    ['"'] = true,
+    ['\\'] = true,
+    [0x7f] = true,
+};
+
+static inline bool json_special(unsigned char c)
+{
+    return json_specials[c];
+}
+
+/* Has the word <w> a zero byte?  Exact for "any" (the borrow only disturbs higher bytes). */
+static inline uint64_t zero_byte8(uint64_t w)
+{
+    return (w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull;
+}
+
+/* Has the word <w> a byte that needs escaping? */
+static inline bool json_special8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t ctl = (w - 0x20 * ones) & ~w & 0x8080808080808080ull; /* a byte < 0x20 */
+    return ctl | zero_byte8(w ^ ('"' * ones)) | zero_byte8(w ^ ('\\' * ones)) |
+           zero_byte8(w ^ (0x7f * ones));
+}
+
+/* How many of the <n> bytes at <s> need no escaping before the first that does, eight at a
+ * time.  Reads whole words: up to 7 bytes past the <n>th, which must be readable (their
+ * value does not matter). */
+static inline size_t json_plain_len(const char *s, size_t n)
+{
+    static const unsigned char keep[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w, k;
+        memcpy(&w, s + i, 8);
+        if (n - i < 8) { /* the bytes past n become 'a' */
+            memcpy(&k, keep + 8 - (n - i), 8);
+            w = (w & k) | ('a' * 0x0101010101010101ull & ~k);
+        }
+        if (!json_special8(w)) continue;
+        while (!json_special((unsigned char)s[i]))
+            i++;
+        return i;
+    }
+    return n;
+}
+
+/* Append <c>'s JSON escape: \" \\ \n or \u00XX. */
+static void json_escape(struct rm_strbuf *out, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *d = rm_strbuf_reserve(out, 6);
+    d[0] = '\\';
+    if (c == '"' || c == '\\' || c == '\n') {
+        d[1] = c == '\n' ? 'n' : (char)c;
+        rm_strbuf_added(out, 2);
+        return;
+    }
+    memcpy(d + 1, "u00", 3);
+    d[4] = hex[c >> 4];
+    d[5] = hex[c & 15];
+    rm_strbuf_added(out, 6);
+}
+
+/* Append <s> (<n> bytes) escaped, without quotes: the bytes between escapes in one copy. */
+static void json_body(struct rm_strbuf *out, const char *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!json_special((unsigned char)s[i])) continue;
+        rm_strbuf_append(out, s + run, i - run);
+        json_escape(out, (unsigned char)s[i]);
+        run = i + 1;
+    }
+    rm_strbuf_append(out, s + run, n - run);
+}
+
 static void json_str(struct rm_strbuf *out, const char *s, size_t n)
 {
     rm_strbuf_putc(out, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            rm_strbuf_putc(out, '\\');
-            rm_strbuf_putc(out, (char)c);
-        } else if (c == '\n') {
-            rm_strbuf_puts(out, "\\n");
-        } else if (c < 0x20 || c == 0x7f) {
-            rm_strbuf_printf(out, "\\u%04x", c);
-        } else {
-            rm_strbuf_putc(out, (char)c);
-        }
-    }
+    json_body(out, s, n);
     rm_strbuf_putc(out, '"');
 }
 
@@ -409,7 +478,10 @@ static int compile_object(struct node *n, const Google__Protobuf__Struct *s, con
         const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
         struct node *k = &n->kid[n->n_kids++];
         struct rm_strbuf key = RM_STRBUF_INIT;
+        rm_strbuf_putc(&key, ',');
         json_str(&key, e->key, strlen(e->key));
+        rm_strbuf_putc(&key, ':');
+        k->key_len = key.len;
         k->key = rm_strbuf_steal(&key);
         char p[512];
         snprintf(p, sizeof(p), "%s.%s", path, e->key);
@@ -466,40 +538,117 @@ struct rm_alog_format *rm_alog_format_new(const FormatPb *pb, const char *path,
 
 /* ---- formatting --------------------------------------------------------------------------- */
 
+/* The value of header <name> in <h> (NULL: none).  A well-known name is looked up by its key:
+ * one byte per entry, and nothing at all when the block's key bits say it is absent. */
 static struct rm_str header_of(const struct rm_headers *h, const char *name, size_t len)
 {
     if (!h) return (struct rm_str){0};
+    enum rm_hkey k = rm_hkey_of(name, len);
+    if (k > RM_HK_OTHER) return rm_headers_get_key(h, k);
     return rm_headers_get(h, name, len);
 }
 
-static void put_addr(struct rm_strbuf *out, const struct sockaddr *sa, bool port, bool *none)
+/* The decimal text of every byte value, built by the compiler: the digits, then the length in
+ * the fourth byte. */
+struct octet {
+    char c[3];
+    uint8_t len;
+};
+#define OCTET_C0(v) ((v) >= 100 ? '0' + (v) / 100 : (v) >= 10 ? '0' + (v) / 10 : '0' + (v))
+#define OCTET_C1(v) ((v) >= 100 ? '0' + (v) / 10 % 10 : (v) >= 10 ? '0' + (v) % 10 : 0)
+#define OCTET_C2(v) ((v) >= 100 ? '0' + (v) % 10 : 0)
+#define OCTET(v)                                                                                   \
+    {                                                                                              \
+        {OCTET_C0(v), OCTET_C1(v), OCTET_C2(v)}, 1 + ((v) >= 10) + ((v) >= 100)                    \
+    }
+#define OCTET4(v) OCTET(v), OCTET((v) + 1), OCTET((v) + 2), OCTET((v) + 3)
+#define OCTET16(v) OCTET4(v), OCTET4((v) + 4), OCTET4((v) + 8), OCTET4((v) + 12)
+#define OCTET64(v) OCTET16(v), OCTET16((v) + 16), OCTET16((v) + 32), OCTET16((v) + 48)
+static const struct octet octets[256] = {OCTET64(0), OCTET64(64), OCTET64(128), OCTET64(192)};
+
+/* The dotted quad of <a> (network order), inet_ntop's text, at <d>: 16 bytes of room (each
+ * number is copied as 4 bytes); returns the length. */
+static size_t fmt_ipv4(char *d, const struct in_addr *a)
 {
-    char ip[INET6_ADDRSTRLEN];
+    const uint8_t *b = (const uint8_t *)&a->s_addr;
+    char *q = d;
+    for (int i = 0; i < 4; i++) {
+        const struct octet *o = &octets[b[i]];
+        memcpy(q, o, 4);
+        q += o->len;
+        *q++ = '.';
+    }
+    return (size_t)(q - d) - 1;
+}
+
+/* <v> (< 100) as two digits at <d>. */
+static inline void fmt_2digits(char *d, unsigned v)
+{
+    if (v < 10) {
+        d[0] = '0';
+        d[1] = (char)('0' + v);
+    } else {
+        memcpy(d, octets[v].c, 2);
+    }
+}
+
+/* <port> (< 65536) in decimal at <d> (8 bytes of room); returns the length. */
+static size_t fmt_port(char *d, unsigned port)
+{
+    unsigned hi = port / 100, lo = port % 100;
+    if (!hi) {
+        memcpy(d, &octets[lo], 4);
+        return octets[lo].len;
+    }
+    size_t n;
+    if (hi < 256) {
+        memcpy(d, &octets[hi], 4);
+        n = octets[hi].len;
+    } else { /* 25600..65535 */
+        d[0] = (char)('0' + hi / 100);
+        fmt_2digits(d + 1, hi % 100);
+        n = 3;
+    }
+    fmt_2digits(d + n, lo);
+    return n + 2;
+}
+
+/* "ip:port" / "[ip6]:port", or the address alone; *none when <sa> is neither family. */
+static __attribute__((noinline)) void put_addr(struct rm_strbuf *out, const struct sockaddr *sa,
+                                               bool port, bool *none)
+{
     unsigned pn;
+    char *d;
+    size_t n;
     if (sa && sa->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        d = rm_strbuf_reserve(out, 16 + 1 + 8);
+        n = fmt_ipv4(d, &a->sin_addr);
         pn = ntohs(a->sin_port);
-        if (port)
-            rm_strbuf_printf(out, "%s:%u", ip, pn);
-        else
-            rm_strbuf_puts(out, ip);
     } else if (sa && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        d = rm_strbuf_reserve(out, INET6_ADDRSTRLEN + 3 + 8);
+        n = port;
+        d[0] = '[';
+        inet_ntop(AF_INET6, &a->sin6_addr, d + n, INET6_ADDRSTRLEN);
+        n += strlen(d + n);
+        if (port) d[n++] = ']';
         pn = ntohs(a->sin6_port);
-        if (port)
-            rm_strbuf_printf(out, "[%s]:%u", ip, pn);
-        else
-            rm_strbuf_puts(out, ip);
     } else {
         *none = true;
+        return;
     }
+    if (port) {
+        d[n++] = ':';
+        n += fmt_port(d + n, pn);
+    }
+    rm_strbuf_added(out, n);
 }
 
 /* START_TIME: strftime on UTC plus Envoy's %f / %Nf (fraction of a second, N digits, default
  * 9) and %EnS (seconds with n fractional digits). */
-static void put_time(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
+static __attribute__((noinline)) void put_time_slow(struct rm_strbuf *out, const char *fmt,
+                                                    const struct timespec *ts)
 {
     struct tm tm;
     time_t sec = ts->tv_sec;
@@ -538,6 +687,127 @@ static void put_time(struct rm_strbuf *out, const char *fmt, const struct timesp
     char b[1024];
     size_t n = strftime(b, sizeof(b), ex, &tm);
     rm_strbuf_append(out, b, n);
+}
+
+/* START_TIME's text for one second, per thread (as nginx's ngx_cached_time and Envoy's
+ * formatter cache): put_time_slow's text with each fraction digit left as a mark, the byte
+ * TIME_MARK + i for digit i (0..8) of tv_nsec printed as %09ld (control bytes no strftime
+ * conversion writes: %t writes 9), and the offsets of the marks.  A line
+ * in the same second copies the text and writes the marked digits: no gmtime_r, no strftime.
+ * Entries are found by the format's text (a format freed and another compiled at the same
+ * address must not hit), so a thread alternating between formats keeps one entry each. */
+#define TIME_FORMATS 4   /* START_TIME formats a thread keeps cached at once */
+#define TIME_FMT_MAX 64  /* longer formats are not cached */
+#define TIME_TEXT_MAX 96 /* nor texts longer than this */
+#define TIME_MARKS_MAX 24
+#define TIME_MARK 0x10 /* 0x10..0x18 */
+
+static const char default_time_fmt[] = "%Y-%m-%dT%H:%M:%S.%3fZ"; /* fmt NULL, valid tv_nsec */
+
+struct time_entry {
+    time_t sec;
+    const char *src; /* default_time_fmt, or NULL: found by its text (strcmp) */
+    bool used;
+    uint8_t len, n_marks, digits; /* digits: the highest digit index marked + 1 */
+    uint8_t mark[TIME_MARKS_MAX]; /* offsets in text */
+    char fmt[TIME_FMT_MAX];       /* default_time_fmt for the default */
+    char text[TIME_TEXT_MAX];
+};
+
+static __thread struct time_entry time_cache[TIME_FORMATS];
+static __thread unsigned time_cache_next; /* the entry a new format takes */
+
+/* <fmt> as put_time_slow expands it for <tm>, with the marks instead of the fraction digits,
+ * into <e>; false if it does not fit (then put_time_slow writes the line). */
+static __attribute__((noinline)) bool time_fill(struct time_entry *e, const char *fmt,
+                                                const struct tm *tm)
+{
+    char ex[512];
+    size_t o = 0;
+    for (const char *p = fmt; *p && o + 32 < sizeof(ex); p++) {
+        unsigned digits = 0;
+        const char *q = p + 1;
+        if (*p == '%' && q[0] == 'E' && q[1] >= '1' && q[1] <= '9' && q[2] == 'S') {
+            digits = (unsigned)(q[1] - '0');
+            o += (size_t)snprintf(ex + o, sizeof(ex) - o, "%02d.", tm->tm_sec);
+            p += 3;
+        } else if (*p == '%' && (q[0] == 'f' || (q[0] >= '1' && q[0] <= '9' && q[1] == 'f'))) {
+            digits = q[0] == 'f' ? 9 : (unsigned)(q[0] - '0');
+            p += q[0] == 'f' ? 1 : 2;
+        } else {
+            if (*p == '%' && q[0]) ex[o++] = *p++;
+            ex[o++] = *p;
+            continue;
+        }
+        for (unsigned i = 0; i < digits; i++)
+            ex[o++] = (char)(TIME_MARK + i);
+    }
+    ex[o] = 0;
+    size_t n = strftime(e->text, sizeof(e->text), ex, tm);
+    if (!n && o) return false; /* too long for the entry (or an empty text: not worth it) */
+    e->len = (uint8_t)n;
+    e->n_marks = e->digits = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)e->text[i];
+        if (c < TIME_MARK || c > TIME_MARK + 8) continue;
+        if (e->n_marks == TIME_MARKS_MAX) return false;
+        e->mark[e->n_marks++] = (uint8_t)i;
+        if (c - TIME_MARK + 1u > e->digits) e->digits = (uint8_t)(c - TIME_MARK + 1);
+    }
+    return true;
+}
+
+/* The entry for <fmt> in second <sec>, filled on a miss; NULL when the format is not cached
+ * (too long, or it holds a mark byte itself). */
+static const struct time_entry *time_entry_for(const char *fmt, time_t sec)
+{
+    struct time_entry *same = NULL;
+    for (unsigned i = 0; i < TIME_FORMATS; i++) {
+        struct time_entry *e = &time_cache[i];
+        if (!e->used || (e->src != fmt && strcmp(e->fmt, fmt) != 0)) continue;
+        if (e->sec == sec) return e;
+        same = e;
+    }
+    size_t flen = strlen(fmt);
+    if (flen >= TIME_FMT_MAX) return NULL;
+    for (size_t i = 0; i < flen; i++)
+        if (fmt[i] >= TIME_MARK && fmt[i] <= TIME_MARK + 8) return NULL;
+    struct time_entry *e = same ? same : &time_cache[time_cache_next++ % TIME_FORMATS];
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    e->used = false;
+    if (!time_fill(e, fmt, &tm)) return NULL;
+    memcpy(e->fmt, fmt, flen + 1);
+    e->src = fmt == default_time_fmt ? fmt : NULL; /* static: the pointer is the key */
+    e->sec = sec;
+    e->used = true;
+    return e;
+}
+
+/* START_TIME: strftime on UTC plus Envoy's %f / %Nf / %EnS, as put_time_slow, from the
+ * thread's cache. */
+static void put_time(struct rm_strbuf *out, const char *fmt, const struct timespec *ts)
+{
+    long ns = ts->tv_nsec;
+    const struct time_entry *e = NULL;
+    if (ns >= 0 && ns < 1000000000) e = time_entry_for(fmt ? fmt : default_time_fmt, ts->tv_sec);
+    if (!e) {
+        put_time_slow(out, fmt, ts);
+        return;
+    }
+    char *d = rm_strbuf_reserve(out, e->len);
+    memcpy(d, e->text, e->len);
+    if (e->n_marks) {
+        static const uint32_t pow10[10] = {1,      10,      100,      1000,      10000,
+                                           100000, 1000000, 10000000, 100000000, 1000000000};
+        char frac[9]; /* the first e->digits digits of %09ld */
+        uint32_t v = (uint32_t)ns / pow10[9 - e->digits];
+        for (unsigned i = e->digits; i > 0; i--, v /= 10)
+            frac[i - 1] = (char)('0' + v % 10);
+        for (unsigned i = 0; i < e->n_marks; i++)
+            d[e->mark[i]] = frac[d[e->mark[i]] - TIME_MARK];
+    }
+    rm_strbuf_added(out, e->len);
 }
 
 static char host_name[256];
@@ -612,9 +882,11 @@ static struct rm_str header_value(const struct piece *pc, const struct rm_header
     return s;
 }
 
-/* Append piece <pc>'s value; *none is set when it has none (nothing appended then). */
-static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info *in,
-                   bool *none)
+/* Append piece <pc>'s value; *none is set when it has none (nothing appended then).  Inlined
+ * into put_tmpl and put_value (a call per piece was a fifth of a line's cost); the rare, large
+ * paths it reaches (put_addr, put_time's misses) stay out of line. */
+static inline __attribute__((always_inline)) void
+put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info *in, bool *none)
 {
     struct rm_str s = {0};
     const char *cs = NULL;
@@ -726,56 +998,122 @@ static void put_op(struct rm_strbuf *out, const struct piece *pc, const struct r
         size_t n = pc->max && s.len > pc->max ? pc->max : s.len;
         rm_strbuf_append(out, s.p, n);
     } else if (num >= 0) {
-        rm_strbuf_printf(out, "%lld", (long long)num);
+        rm_strbuf_put_u64(out, (uint64_t)num);
     } else {
         *none = true;
     }
+}
+
+static inline void put_literal(struct rm_strbuf *out, const struct piece *pc)
+{
+    if (pc->len > LIT_PAD) {
+        rm_strbuf_append(out, pc->text, pc->len);
+        return;
+    }
+    memcpy(rm_strbuf_reserve(out, LIT_PAD), pc->text, LIT_PAD); /* the padding is overwritten */
+    rm_strbuf_added(out, pc->len);
 }
 
 static void put_tmpl(struct rm_strbuf *out, const struct tmpl *t, const struct rm_alog_info *in,
                      bool omit_empty)
 {
     for (size_t i = 0; i < t->n; i++) {
+        if (t->p[i].op == OP_LITERAL) { /* half the pieces: no call */
+            put_literal(out, &t->p[i]);
+            continue;
+        }
         bool none = false;
         put_op(out, &t->p[i], in, &none);
         if (none && !omit_empty) rm_strbuf_putc(out, '-');
     }
 }
 
+/* Escape the text of <out> from offset <i> (where the first byte that needs it is) on. */
+static __attribute__((noinline)) void json_escape_rest(struct rm_strbuf *out, size_t i)
+{
+    size_t n = out->len - i;
+    char *rest = malloc(n);
+    if (!rest) abort();
+    memcpy(rest, out->p + i, n);
+    rm_strbuf_truncate(out, i);
+    json_body(out, rest, n);
+    free(rest);
+}
+
+/* JSON-escape, in place, what was appended to <out> from offset <from> on (usually nothing
+ * needs it: then this is a scan, inline). */
+static inline void json_escape_from(struct rm_strbuf *out, size_t from)
+{
+    rm_strbuf_reserve(out, 8); /* json_plain_len reads up to 7 bytes past the text */
+    size_t i = json_plain_len(out->p + from, out->len - from) + from;
+    if (i != out->len) json_escape_rest(out, i);
+}
+
+/* Is <pc>'s text never in need of a JSON escape (addresses: digits, hex, '.', ':', '[]'; the
+ * default START_TIME)?  Operators not listed here are scanned. */
+static bool plain_text(const struct piece *pc)
+{
+    switch (pc->op) {
+    case OP_START_TIME:
+        return !pc->text;
+    case OP_DOWNSTREAM_REMOTE_ADDRESS:
+    case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+    case OP_DOWNSTREAM_LOCAL_ADDRESS:
+    case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+    case OP_UPSTREAM_LOCAL_ADDRESS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* One value: a single operator is typed (a number, a string or null), anything else is the
+ * JSON string of its text.  Formats straight into <out>.  False when the value is omitted
+ * (omit_empty and no value: nothing appended). */
+static bool put_value(struct rm_strbuf *out, const struct node *k, const struct rm_alog_info *in,
+                      bool omit_empty)
+{
+    if (k->t.n == 1 && k->t.p[0].op != OP_LITERAL) { /* one operator: typed */
+        const struct piece *pc = &k->t.p[0];
+        bool none = false;
+        size_t mark = out->len;
+        if (!pc->number) rm_strbuf_putc(out, '"');
+        size_t from = out->len;
+        put_op(out, pc, in, &none);
+        if (none) {
+            rm_strbuf_truncate(out, mark);
+            if (omit_empty) return false;
+            rm_strbuf_append(out, "null", 4);
+            return true;
+        }
+        if (pc->number) return true;
+        if (!plain_text(pc)) json_escape_from(out, from);
+    } else {
+        rm_strbuf_putc(out, '"');
+        size_t from = out->len;
+        put_tmpl(out, &k->t, in, omit_empty);
+        json_escape_from(out, from);
+    }
+    rm_strbuf_putc(out, '"');
+    return true;
+}
+
 static void put_object(struct rm_strbuf *out, const struct node *n, const struct rm_alog_info *in,
-                       bool omit_empty, struct rm_strbuf *tmp)
+                       bool omit_empty)
 {
     rm_strbuf_putc(out, '{');
     bool first = true;
     for (size_t i = 0; i < n->n_kids; i++) {
         const struct node *k = &n->kid[i];
         size_t mark = out->len;
-        if (!first) rm_strbuf_putc(out, ',');
-        rm_strbuf_puts(out, k->key);
-        rm_strbuf_putc(out, ':');
+        rm_strbuf_append(out, k->key + first, k->key_len - first); /* the first without ',' */
         if (k->kind == NODE_RAW) {
             rm_strbuf_puts(out, k->raw);
         } else if (k->kind == NODE_OBJECT) {
-            put_object(out, k, in, omit_empty, tmp);
-        } else if (k->t.n == 1 && k->t.p[0].op != OP_LITERAL) { /* one operator: typed */
-            bool none = false;
-            rm_strbuf_truncate(tmp, 0);
-            put_op(tmp, &k->t.p[0], in, &none);
-            if (none) {
-                if (omit_empty) {
-                    rm_strbuf_truncate(out, mark);
-                    continue;
-                }
-                rm_strbuf_puts(out, "null");
-            } else if (k->t.p[0].number) {
-                rm_strbuf_append(out, tmp->p, tmp->len);
-            } else {
-                json_str(out, rm_strbuf_str(tmp), tmp->len);
-            }
-        } else {
-            rm_strbuf_truncate(tmp, 0);
-            put_tmpl(tmp, &k->t, in, omit_empty);
-            json_str(out, rm_strbuf_str(tmp), tmp->len);
+            put_object(out, k, in, omit_empty);
+        } else if (!put_value(out, k, in, omit_empty)) {
+            rm_strbuf_truncate(out, mark);
+            continue;
         }
         first = false;
     }
@@ -789,10 +1127,8 @@ void rm_alog_format_line(const struct rm_alog_format *f, const struct rm_alog_in
         put_tmpl(out, &f->t, in, f->omit_empty);
         return;
     }
-    struct rm_strbuf tmp = RM_STRBUF_INIT;
-    put_object(out, &f->root, in, f->omit_empty, &tmp);
+    put_object(out, &f->root, in, f->omit_empty);
     rm_strbuf_putc(out, '\n');
-    rm_strbuf_dispose(&tmp);
 }
 
 /* ---- sinks: files shared by path, per-thread buffers, one flush thread --------------------- */
