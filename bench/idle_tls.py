@@ -19,7 +19,8 @@ the h2c step (TLS connections then land on the process right after start).
         --hold 5     # remora under a wrapper; --hold: seconds to keep the connections open
     bench/idle_tls.py --handshakes 3        # instead: remora's CPU us per full TLS handshake
 
-Exit status 0 when every run held at least 95 % of its connections, 1 otherwise.  --json
+Exit status 0 when every run held at least 95 % of its connections (and a sanitizer build
+printed no report), 1 otherwise.  --json
 prints every run's figures as JSON on stdout as well.
 """
 import argparse
@@ -93,8 +94,29 @@ def settings_seen(buf):
     return False
 
 
-def h2_exchange(s):
-    """Preface + empty SETTINGS, read until the server's SETTINGS, ack it.  True when done."""
+# GET / on stream 1 (HPACK: :method GET, :scheme https, :path /, :authority localhost),
+# END_STREAM | END_HEADERS
+GET_HEADERS = bytes([0x82, 0x87, 0x84, 0x41, 9]) + b"localhost"
+GET_FRAME = len(GET_HEADERS).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + GET_HEADERS
+
+
+def stream1_ended(buf):
+    """Has <buf> a frame on stream 1 with END_STREAM (the response is complete)?"""
+    off = 0
+    while len(buf) - off >= 9:
+        ln = int.from_bytes(buf[off:off + 3], "big")
+        sid = int.from_bytes(buf[off + 5:off + 9], "big") & 0x7fffffff
+        if sid == 1 and buf[off + 3] in (0, 1) and buf[off + 4] & 1:
+            return True
+        if sid == 1 and buf[off + 3] == 3:     # RST_STREAM
+            return True
+        off += 9 + ln
+    return False
+
+
+def h2_exchange(s, request=False):
+    """Preface + empty SETTINGS, read until the server's SETTINGS, ack it; with <request>, then
+    GET / on stream 1 and read until its response ends.  True when done."""
     s.sendall(PREFACE)
     buf = b""
     while not settings_seen(buf):
@@ -103,10 +125,18 @@ def h2_exchange(s):
             return False
         buf += data
     s.sendall(SETTINGS_ACK)
+    if not request:
+        return True
+    s.sendall(GET_FRAME)
+    while not stream1_ended(buf):
+        data = s.recv(65536)
+        if not data:
+            return False
+        buf += data
     return True
 
 
-def hold(port, n, ctx, timeout):
+def hold(port, n, ctx, timeout, request=False):
     """n connections (TLS when ctx is set) through the h2 exchange, one after the other (as
     bench/compare.sh's hold_idle_tls), left open and non-blocking.  Returns (sockets, error)."""
     socks, err = [], None
@@ -118,7 +148,7 @@ def hold(port, n, ctx, timeout):
                 if s.selected_alpn_protocol() != "h2":
                     err = err or f"ALPN {s.selected_alpn_protocol()!r}, not h2"
             socks.append(s)
-            if not h2_exchange(s):
+            if not h2_exchange(s, request):
                 err = err or "closed before its SETTINGS"
             s.setblocking(False)
         except OSError as e:
@@ -234,7 +264,7 @@ def one_run(name, a, tmp, certs, ctx):
             if err:
                 res["h2c_error"] = err
             base = res["h2c_held"]
-        tsocks, err = hold(tls_port, a.n, ctx, 5.0 * (20 if wrap else 1))
+        tsocks, err = hold(tls_port, a.n, ctx, 5.0 * (20 if wrap else 1), a.request)
         time.sleep(a.settle)
         alive = count_alive(tsocks)
         res["tls_held"] = rss_kib(pid)
@@ -263,6 +293,11 @@ def one_run(name, a, tmp, certs, ctx):
                 p.kill()
                 p.wait()
         log.close()
+        with open(log.name, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        m = re.search(r"ERROR: AddressSanitizer|runtime error:", text)
+        if m:
+            res["error"] = f"sanitizer report from {name}:\n{text[m.start():][:3000]}"
 
 
 def cpu_ns(pid):
@@ -274,10 +309,16 @@ def cpu_ns(pid):
     return total
 
 
+def minflt(pid):
+    """Minor page faults of pid so far (/proc/PID/stat field 10)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def handshakes(a, tmp, certs, seconds):
     """Full TLS handshakes against remora as bench/compare.sh measures them: remora-upstream
     and remora-load --new-conn -c 32 (ALPN h2, one request per connection) on CPU 0, remora on
-    CPU 1.  Returns (handshakes/s, remora's CPU us per handshake)."""
+    CPU 1.  Returns (handshakes/s, remora's CPU us and minor page faults per handshake)."""
     argv, _, tls_port, wait, up_port = spec("remora", tmp, certs, a.build)
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
     up = subprocess.Popen(["taskset", "-c", "0", os.path.join(a.build, "remora-upstream"),
@@ -294,13 +335,13 @@ def handshakes(a, tmp, certs, seconds):
                 "--no-progress", "--new-conn", "-c", "32"]
         url = f"https://127.0.0.1:{tls_port}/up-h1/"
         subprocess.run(load + ["-d", "500ms", url], capture_output=True, timeout=60)
-        c0 = cpu_ns(px.pid)
+        c0, f0 = cpu_ns(px.pid), minflt(px.pid)
         r = subprocess.run(load + ["-d", f"{int(seconds * 1000)}ms", url], capture_output=True,
                            timeout=seconds + 60)
-        c1 = cpu_ns(px.pid)
+        c1, f1 = cpu_ns(px.pid), minflt(px.pid)
         rep = json.loads(r.stdout)
-        ok = rep["requests"]["succeeded"]
-        return ok / rep["duration_s"], (c1 - c0) / 1000.0 / max(ok, 1)
+        ok = max(rep["requests"]["succeeded"], 1)
+        return ok / rep["duration_s"], (c1 - c0) / 1000.0 / ok, (f1 - f0) / ok
     finally:
         for p in (px, up):
             p.send_signal(signal.SIGTERM)
@@ -322,6 +363,9 @@ def main():
     ap.add_argument("--nginx", action="store_true", help="measure nginx too (interleaved)")
     ap.add_argument("--no-remora", action="store_true", help="nginx only")
     ap.add_argument("--no-h2c", action="store_true", help="skip the h2c connections")
+    ap.add_argument("--request", action="store_true",
+                    help="each TLS connection sends one GET / (answered 503: no upstream runs) "
+                    "before it goes idle")
     ap.add_argument("--env", action="append", default=[], metavar="K=V",
                     help="environment for remora (e.g. MALLOC_ARENA_MAX=1); repeatable")
     ap.add_argument("--wrap", help="command line to run remora under (valgrind, heaptrack)")
@@ -351,9 +395,10 @@ def main():
     if a.handshakes:
         v = []
         for r in range(a.runs):
-            hps, us = handshakes(a, tmp, certs, a.handshakes)
+            hps, us, flt = handshakes(a, tmp, certs, a.handshakes)
             v.append(us)
-            print(f"run {r + 1} remora: {hps:,.0f} handshakes/s, {us:.1f} CPU us/handshake")
+            print(f"run {r + 1} remora: {hps:,.0f} handshakes/s, {us:.1f} CPU us/handshake, "
+                  f"{flt:.2f} minor page faults/handshake")
         v.sort()
         print(f"remora: CPU us per full TLS handshake (h2): median {v[len(v) // 2]:.1f} "
               f"(min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
@@ -371,7 +416,7 @@ def main():
                    if "tls_per_conn" in res else res.get("error", "?"))
             if "tls_heap_per_conn" in res:
                 tls += f", heap in use {res['tls_heap_per_conn']:.1f} KiB/conn"
-            extra = "".join(f" [{k}: {res[k]}]" for k in ("h2c_error", "tls_error") if k in res)
+            extra = "".join(f" [{k}: {res[k]}]" for k in ("h2c_error", "tls_error", "error") if k in res)
             print(f"run {r + 1} {name:6s}: idle {res.get('idle')} KiB, {h2c}{tls}{extra}")
     for name in names:
         v = sorted(x["tls_per_conn"] for x in runs if x["proxy"] == name and "tls_per_conn" in x)
