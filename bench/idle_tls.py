@@ -18,6 +18,7 @@ the h2c step (TLS connections then land on the process right after start).
     bench/idle_tls.py --runs 1 --wrap 'valgrind --tool=massif --massif-out-file=/tmp/m.out' \\
         --hold 5     # remora under a wrapper; --hold: seconds to keep the connections open
     bench/idle_tls.py --handshakes 3        # instead: remora's CPU us per full TLS handshake
+    bench/idle_tls.py --handshakes 3 --plain   # ... per new h2c connection (one request each)
 
 Exit status 0 when every run held at least 95 % of its connections (and a sanitizer build
 printed no report), 1 otherwise.  --json
@@ -319,7 +320,7 @@ def handshakes(a, tmp, certs, seconds):
     """Full TLS handshakes against remora as bench/compare.sh measures them: remora-upstream
     and remora-load --new-conn -c 32 (ALPN h2, one request per connection) on CPU 0, remora on
     CPU 1.  Returns (handshakes/s, remora's CPU us and minor page faults per handshake)."""
-    argv, _, tls_port, wait, up_port = spec("remora", tmp, certs, a.build)
+    argv, h2c_port, tls_port, wait, up_port = spec("remora", tmp, certs, a.build)
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
     up = subprocess.Popen(["taskset", "-c", "0", os.path.join(a.build, "remora-upstream"),
                            "--listen", f"127.0.0.1:{up_port}", "--body-size", "1024", "--quiet"],
@@ -333,7 +334,8 @@ def handshakes(a, tmp, certs, seconds):
                 raise OSError("remora did not start")
         load = ["taskset", "-c", "0", os.path.join(a.build, "remora-load"), "--json",
                 "--no-progress", "--new-conn", "-c", "32"]
-        url = f"https://127.0.0.1:{tls_port}/up-h1/"
+        url = (f"http://127.0.0.1:{h2c_port}/up-h1/" if a.plain
+               else f"https://127.0.0.1:{tls_port}/up-h1/")
         subprocess.run(load + ["-d", "500ms", url], capture_output=True, timeout=60)
         c0, f0 = cpu_ns(px.pid), minflt(px.pid)
         r = subprocess.run(load + ["-d", f"{int(seconds * 1000)}ms", url], capture_output=True,
@@ -378,6 +380,8 @@ def main():
     ap.add_argument("--handshakes", type=float, default=0, metavar="S",
                     help="instead: S seconds of full TLS handshakes per run (remora-load "
                     "--new-conn -c 32, as compare.sh), remora's CPU us per handshake")
+    ap.add_argument("--plain", action="store_true",
+                    help="with --handshakes: new h2c connections instead (no TLS)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--json", action="store_true", help="print the runs as JSON on stdout")
     a = ap.parse_args()
@@ -397,10 +401,12 @@ def main():
         for r in range(a.runs):
             hps, us, flt = handshakes(a, tmp, certs, a.handshakes)
             v.append(us)
-            print(f"run {r + 1} remora: {hps:,.0f} handshakes/s, {us:.1f} CPU us/handshake, "
-                  f"{flt:.2f} minor page faults/handshake")
+            what = "connection" if a.plain else "handshake"
+            print(f"run {r + 1} remora: {hps:,.0f} {what}s/s, {us:.1f} CPU us/{what}, "
+                  f"{flt:.2f} minor page faults/{what}")
         v.sort()
-        print(f"remora: CPU us per full TLS handshake (h2): median {v[len(v) // 2]:.1f} "
+        what = "new h2c connection" if a.plain else "full TLS handshake (h2)"
+        print(f"remora: CPU us per {what}: median {v[len(v) // 2]:.1f} "
               f"(min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
         a.runs = 0
     for r in range(a.runs):
