@@ -232,8 +232,9 @@ void rm_h2_mem_thread_cleanup(void);
 /** Until rm_h2_mem_region_end, this thread's rm_h2_mem blocks come from one fresh mapping of
  *  RM_H2_MEM_REGION_BYTES (those that fit; the rest from the pool), laid out so that an idle
  * session touches one page of it (h2_mem.c): call the two around nghttp2_session_*_new.  The
- * mapping goes when its last block is freed.  Its blocks must be freed on this thread.  Nested
- * calls are no-ops; without address space the blocks simply come from the pool. */
+ * mapping is cached for the thread's next session when its last block is freed (at most 64;
+ * rm_h2_mem_trim unmaps them).  Its blocks must be freed on this thread.  Nested calls are
+ * no-ops; without address space the blocks simply come from the pool. */
 void rm_h2_mem_region_begin(void);
 void rm_h2_mem_region_end(void);
 

@@ -1157,18 +1157,57 @@ Test(h2_mem, region_layout_and_unmap)
     m->free(chain, ud);
     /* the session's page and the last one (ring1, written above) */
     cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "mapped until its last block goes");
+    uintptr_t frames_at = (uintptr_t)frames;
     m->free(frames, ud);
-    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "unmapped with its last block");
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "freed: kept for the next session");
     m->free(huge, ud);
     m->free(later, ud);
-    /* a region nothing was taken from goes at its end */
+    /* the next session reuses it: calloc zeroes, and a header slot over its last session's bytes
+     * (the frame buffer's, 2s) is cleared, so that freeing the block finds the region */
     rm_h2_mem_region_begin();
-    uint8_t *probe = m->malloc(16, ud);
-    const uint8_t *r2 = region_base(probe);
-    m->free(probe, ud);
-    cr_expect_eq(resident_pages(r2, RM_H2_MEM_REGION_BYTES), 1, "open: still mapped");
+    uint8_t *s2 = m->calloc(1, 2928, ud), *a = m->malloc(48, ud), *b = m->malloc(16, ud);
+    uint8_t *c = m->malloc(16, ud);
     rm_h2_mem_region_end();
-    cr_expect_eq(resident_pages(r2, RM_H2_MEM_REGION_BYTES), -1);
+    cr_assert_eq(region_base(s2), r, "the cached region comes back");
+    for (int i = 0; i < 2928; i++)
+        cr_assert_eq(s2[i], 0, "calloc in a reused region: zero");
+    cr_expect_eq((uintptr_t)c - 16, frames_at + 16, "this slot held the old frame buffer's bytes");
+    for (int i = 1; i <= 16; i++)
+        cr_assert_eq(c[-i], 0, "the slot is cleared");
+    m->free(c, ud);
+    m->free(b, ud);
+    m->free(a, ud);
+    m->free(s2, ud);
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "cached again");
+    rm_h2_mem_thread_cleanup();
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "the cache is unmapped");
+}
+
+/* A thread keeps at most 64 freed regions; the rest are unmapped at once, the kept ones by
+ * rm_h2_mem_trim (the worker's quiet-after-a-burst trim) or at thread exit. */
+Test(h2_mem, region_cache_is_bounded)
+{
+    nghttp2_mem *m = &rm_h2_mem;
+    void *ud = m->mem_user_data;
+    enum { N = 65 };
+    uint8_t *p[N];
+    for (int i = 0; i < N; i++) {
+        rm_h2_mem_region_begin();
+        p[i] = m->malloc(16, ud);
+        rm_h2_mem_region_end();
+        cr_assert_not_null(p[i]);
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(region_base(p[j]), region_base(p[i]), "one region per session");
+    }
+    for (int i = 0; i < N; i++)
+        m->free(p[i], ud);
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(resident_pages(region_base(p[i]), RM_H2_MEM_REGION_BYTES), 1, "cached");
+    cr_expect_eq(resident_pages(region_base(p[N - 1]), RM_H2_MEM_REGION_BYTES), -1,
+                 "over the cap: unmapped");
+    cr_expect_geq(rm_h2_mem_trim(0), (size_t)(N - 1) * RM_H2_MEM_REGION_BYTES);
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(resident_pages(region_base(p[i]), RM_H2_MEM_REGION_BYTES), -1, "trimmed");
     rm_h2_mem_thread_cleanup();
 }
 
@@ -1214,6 +1253,8 @@ Test(h2_mem, region_idle_session_keeps_one_page)
     int rp = resident_pages(r, RM_H2_MEM_REGION_BYTES);
     cr_expect_eq(rp, 1, "resident pages: %d", rp);
     nghttp2_session_del(s);
-    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "deleted: unmapped");
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 1, "deleted: cached");
+    rm_h2_mem_thread_cleanup();
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "unmapped with the cache");
     rm_h2_mem_thread_cleanup();
 }
