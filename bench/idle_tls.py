@@ -354,6 +354,48 @@ def handshakes(a, tmp, certs, seconds):
                 p.wait()
 
 
+def run_all(a, names, tmp, runs):
+    """Every run of main() (appended to <runs>; a failed one gets "ok": False)."""
+    certs = make_certs(tmp)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certs["ca"])
+    ctx.set_alpn_protocols(["h2"])
+    if a.handshakes:
+        v = []
+        for r in range(a.runs):
+            hps, us, flt = handshakes(a, tmp, certs, a.handshakes)
+            v.append(us)
+            what = "connection" if a.plain else "handshake"
+            print(f"run {r + 1} remora: {hps:,.0f} {what}s/s, {us:.1f} CPU us/{what}, "
+                  f"{flt:.2f} minor page faults/{what}")
+        v.sort()
+        what = "new h2c connection" if a.plain else "full TLS handshake (h2)"
+        print(f"remora: CPU us per {what}: median {v[len(v) // 2]:.1f} "
+              f"(min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
+        a.runs = 0
+    for r in range(a.runs):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            res = one_run(name, a, tmp, certs, ctx)
+            runs.append(res)
+            if "error" in res or res.get("tls_alive", 0) < 0.95 * a.n or \
+                    (not a.no_h2c and res.get("h2c_alive", 0) < 0.95 * a.n):
+                res["ok"] = False
+            h2c = (f"h2c {res['h2c_per_conn']:.1f} KiB/conn ({res['h2c_alive']} open), "
+                   if "h2c_per_conn" in res else "")
+            tls = (f"TLS {res['tls_per_conn']:.1f} KiB/conn ({res['tls_alive']} open)"
+                   if "tls_per_conn" in res else res.get("error", "?"))
+            if "tls_heap_per_conn" in res:
+                tls += f", heap in use {res['tls_heap_per_conn']:.1f} KiB/conn"
+            extra = "".join(f" [{k}: {res[k]}]" for k in ("h2c_error", "tls_error", "error") if k in res)
+            print(f"run {r + 1} {name:6s}: idle {res.get('idle')} KiB, {h2c}{tls}{extra}")
+    for name in names:
+        v = sorted(x["tls_per_conn"] for x in runs if x["proxy"] == name and "tls_per_conn" in x)
+        if v:
+            print(f"{name}: KiB per idle TLS (h2) connection, n={a.n}: median {v[len(v) // 2]:.1f}"
+                  f" (min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
+    if a.json:
+        print(json.dumps(runs, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -392,50 +434,15 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     names = ([] if a.no_remora else ["remora"]) + (["nginx"] if a.nginx or a.no_remora else [])
     tmp = tempfile.mkdtemp(prefix="remora-idle-tls-")
-    certs = make_certs(tmp)
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certs["ca"])
-    ctx.set_alpn_protocols(["h2"])
-    runs, ok = [], True
-    if a.handshakes:
-        v = []
-        for r in range(a.runs):
-            hps, us, flt = handshakes(a, tmp, certs, a.handshakes)
-            v.append(us)
-            what = "connection" if a.plain else "handshake"
-            print(f"run {r + 1} remora: {hps:,.0f} {what}s/s, {us:.1f} CPU us/{what}, "
-                  f"{flt:.2f} minor page faults/{what}")
-        v.sort()
-        what = "new h2c connection" if a.plain else "full TLS handshake (h2)"
-        print(f"remora: CPU us per {what}: median {v[len(v) // 2]:.1f} "
-              f"(min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
-        a.runs = 0
-    for r in range(a.runs):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            res = one_run(name, a, tmp, certs, ctx)
-            runs.append(res)
-            if "error" in res or res.get("tls_alive", 0) < 0.95 * a.n or \
-                    (not a.no_h2c and res.get("h2c_alive", 0) < 0.95 * a.n):
-                ok = False
-            h2c = (f"h2c {res['h2c_per_conn']:.1f} KiB/conn ({res['h2c_alive']} open), "
-                   if "h2c_per_conn" in res else "")
-            tls = (f"TLS {res['tls_per_conn']:.1f} KiB/conn ({res['tls_alive']} open)"
-                   if "tls_per_conn" in res else res.get("error", "?"))
-            if "tls_heap_per_conn" in res:
-                tls += f", heap in use {res['tls_heap_per_conn']:.1f} KiB/conn"
-            extra = "".join(f" [{k}: {res[k]}]" for k in ("h2c_error", "tls_error", "error") if k in res)
-            print(f"run {r + 1} {name:6s}: idle {res.get('idle')} KiB, {h2c}{tls}{extra}")
-    for name in names:
-        v = sorted(x["tls_per_conn"] for x in runs if x["proxy"] == name and "tls_per_conn" in x)
-        if v:
-            print(f"{name}: KiB per idle TLS (h2) connection, n={a.n}: median {v[len(v) // 2]:.1f}"
-                  f" (min {v[0]:.1f}, max {v[-1]:.1f}, {len(v)} runs)")
-    if a.json:
-        print(json.dumps(runs, indent=1))
-    if a.keep:
-        print(f"temp dir: {tmp}", file=sys.stderr)
-    else:
-        subprocess.run(["rm", "-rf", tmp])
-    return 0 if ok else 1
+    runs = []
+    try:   # the temp dir goes even when stdout closes early (| head) or a run fails
+        run_all(a, names, tmp, runs)
+    finally:
+        if a.keep:
+            print(f"temp dir: {tmp}", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", tmp])
+    return 0 if all(x.get("ok", True) for x in runs) else 1
 
 
 if __name__ == "__main__":
