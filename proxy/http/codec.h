@@ -186,7 +186,8 @@ static inline int rm_codec_new_stream(struct rm_codec *c, const struct rm_stream
 }
 
 /** Give this thread's cached HTTP/2 library blocks back to malloc, keeping at most <keep>
- *  bytes per size class (after a burst); returns the bytes freed. */
+ *  bytes per size class, and unmap its cached session regions (after a burst); returns the
+ *  bytes freed (regions counted whole). */
 size_t rm_h2_mem_trim(size_t keep);
 
 #endif

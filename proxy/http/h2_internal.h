@@ -233,6 +233,16 @@ static inline bool rm_h2_deliverable(const struct rm_h2_stream *hs)
 extern nghttp2_mem rm_h2_mem;
 /** Free this thread's cached blocks now (tests; threads that exit are cleaned up anyway). */
 void rm_h2_mem_thread_cleanup(void);
+/** The size (and alignment) of a session region. */
+#define RM_H2_MEM_REGION_BYTES (32 * 1024)
+/** Until rm_h2_mem_region_end, this thread's rm_h2_mem blocks come from one fresh mapping of
+ *  RM_H2_MEM_REGION_BYTES (those that fit; the rest from the pool), laid out so that an idle
+ * session touches one page of it (h2_mem.c): call the two around nghttp2_session_*_new.  The
+ * mapping is cached for the thread's next session when its last block is freed (at most 64;
+ * rm_h2_mem_trim unmaps them).  Its blocks must be freed on this thread.  Nested calls are
+ * no-ops; without address space the blocks simply come from the pool. */
+void rm_h2_mem_region_begin(void);
+void rm_h2_mem_region_end(void);
 
 /* ---- h2_session.c ---- */
 /** Allocate a codec on <conn> with a fresh nghttp2 session and our SETTINGS queued.  Does not

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "proxy/http/h2_internal.h"
@@ -1074,5 +1075,186 @@ Test(h2_mem, size_classes_and_reuse)
         many[i] = m->malloc(4096, ud);
     for (int i = 0; i < 4096; i++)
         m->free(many[i], ud); /* over the per-class cap: the rest is freed */
+    rm_h2_mem_thread_cleanup();
+}
+
+/* Pages of [p, p + len) that hold memory of their own (/proc/self/pagemap: present and
+ * exclusively mapped; not the shared zero page that a read of an untouched page maps, which
+ * RSS does not count either), or -1 when a page is not mapped at all (mincore). */
+static int resident_pages(const void *p, size_t len)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = (len + pg - 1) / pg;
+    unsigned char vec[64];
+    cr_assert_leq(n, sizeof(vec));
+    if (mincore((void *)p, len, vec) != 0) return -1;
+    FILE *f = fopen("/proc/self/pagemap", "rb");
+    cr_assert_not_null(f);
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t e = 0;
+        long off = (long)(((uintptr_t)p / pg + i) * sizeof(e));
+        cr_assert_eq(fseek(f, off, SEEK_SET), 0);
+        cr_assert_eq(fread(&e, sizeof(e), 1, f), 1);
+        r += (e >> 63 & 1) && (e >> 56 & 1);
+    }
+    fclose(f);
+    return r;
+}
+
+static const uint8_t *region_base(const void *p)
+{
+    return (const uint8_t *)((uintptr_t)p & ~(uintptr_t)(RM_H2_MEM_REGION_BYTES - 1));
+}
+
+/* What nghttp2 1.52 allocates for a session, in its order: where each block lands. */
+Test(h2_mem, region_layout_and_unmap)
+{
+    nghttp2_mem *m = &rm_h2_mem;
+    void *ud = m->mem_user_data;
+    rm_h2_mem_region_begin();
+    uint8_t *sess = m->calloc(1, 2928, ud), *ring1 = m->malloc(1024, ud);
+    uint8_t *ring2 = m->malloc(1024, ud), *map = m->calloc(256, 16, ud);
+    uint8_t *chain = m->malloc(48, ud), *frames = m->realloc(NULL, 16394, ud);
+    uint8_t *huge = m->malloc(RM_H2_MEM_REGION_BYTES, ud); /* does not fit: from the pool */
+    rm_h2_mem_region_end();
+    uint8_t *later = m->malloc(40, ud); /* the region is closed: from the pool */
+    const uint8_t *r = region_base(sess);
+    uint8_t *all[] = {sess, ring1, ring2, map, chain, frames};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        cr_assert_not_null(all[i]);
+        cr_expect_eq(region_base(all[i]), r, "block %zu in the session's region", i);
+        cr_expect_eq((uintptr_t)all[i] % 16, 0, "16-byte alignment");
+    }
+    cr_expect_neq(region_base(huge), r);
+    cr_expect_neq(region_base(later), r);
+    /* bottom up: the session, the small block, the frame buffer; top down: 1 KiB..16 KiB */
+    cr_expect_lt(sess, chain);
+    cr_expect_lt(chain, frames);
+    cr_expect_geq(ring1, frames + 16394);
+    cr_expect_gt(ring1, ring2);
+    cr_expect_gt(ring2, map);
+    cr_expect_geq(map, frames + 16394);
+    cr_expect_leq(ring1 + 1024, r + RM_H2_MEM_REGION_BYTES);
+    for (int i = 0; i < 2928; i++)
+        cr_assert_eq(sess[i], 0, "calloc: zero");
+    /* nothing written yet but the session's page: the rest is not resident */
+    memset(sess, 1, 2928);
+    memset(frames, 2, 100);
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 1);
+    for (int i = 0; i < 4096; i++)
+        cr_assert_eq(map[i], 0, "calloc: zero");
+    /* realloc moves a region block out, with its bytes */
+    memset(ring1, 7, 1024);
+    uint8_t *grown = m->realloc(ring1, 3000, ud);
+    cr_assert_not_null(grown);
+    cr_expect_neq(region_base(grown), r);
+    for (int i = 0; i < 1024; i++)
+        cr_assert_eq(grown[i], 7);
+    m->free(grown, ud);
+    m->free(sess, ud);
+    m->free(ring2, ud);
+    m->free(map, ud);
+    m->free(chain, ud);
+    /* the session's page and the last one (ring1, written above) */
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "mapped until its last block goes");
+    uintptr_t frames_at = (uintptr_t)frames;
+    m->free(frames, ud);
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "freed: kept for the next session");
+    m->free(huge, ud);
+    m->free(later, ud);
+    /* the next session reuses it: calloc zeroes, and a header slot over its last session's bytes
+     * (the frame buffer's, 2s) is cleared, so that freeing the block finds the region */
+    rm_h2_mem_region_begin();
+    uint8_t *s2 = m->calloc(1, 2928, ud), *a = m->malloc(48, ud), *b = m->malloc(16, ud);
+    uint8_t *c = m->malloc(16, ud);
+    rm_h2_mem_region_end();
+    cr_assert_eq(region_base(s2), r, "the cached region comes back");
+    for (int i = 0; i < 2928; i++)
+        cr_assert_eq(s2[i], 0, "calloc in a reused region: zero");
+    cr_expect_eq((uintptr_t)c - 16, frames_at + 16, "this slot held the old frame buffer's bytes");
+    for (int i = 1; i <= 16; i++)
+        cr_assert_eq(c[-i], 0, "the slot is cleared");
+    m->free(c, ud);
+    m->free(b, ud);
+    m->free(a, ud);
+    m->free(s2, ud);
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 2, "cached again");
+    rm_h2_mem_thread_cleanup();
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "the cache is unmapped");
+}
+
+/* A thread keeps at most 64 freed regions; the rest are unmapped at once, the kept ones by
+ * rm_h2_mem_trim (the worker's quiet-after-a-burst trim) or at thread exit. */
+Test(h2_mem, region_cache_is_bounded)
+{
+    nghttp2_mem *m = &rm_h2_mem;
+    void *ud = m->mem_user_data;
+    enum { N = 65 };
+    uint8_t *p[N];
+    for (int i = 0; i < N; i++) {
+        rm_h2_mem_region_begin();
+        p[i] = m->malloc(16, ud);
+        rm_h2_mem_region_end();
+        cr_assert_not_null(p[i]);
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(region_base(p[j]), region_base(p[i]), "one region per session");
+    }
+    for (int i = 0; i < N; i++)
+        m->free(p[i], ud);
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(resident_pages(region_base(p[i]), RM_H2_MEM_REGION_BYTES), 1, "cached");
+    cr_expect_eq(resident_pages(region_base(p[N - 1]), RM_H2_MEM_REGION_BYTES), -1,
+                 "over the cap: unmapped");
+    cr_expect_geq(rm_h2_mem_trim(0), (size_t)(N - 1) * RM_H2_MEM_REGION_BYTES);
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(resident_pages(region_base(p[i]), RM_H2_MEM_REGION_BYTES), -1, "trimmed");
+    rm_h2_mem_thread_cleanup();
+}
+
+static ssize_t sink_send(nghttp2_session *s, const uint8_t *d, size_t len, int flags, void *ud)
+{
+    return (ssize_t)len;
+}
+
+static void sink_drain(nghttp2_session *s)
+{
+    const uint8_t *d;
+    for (int i = 0; i < 16 && nghttp2_session_mem_send(s, &d) > 0; i++)
+        ;
+}
+
+/* An idle server session (SETTINGS both ways, acknowledged, a connection window update) keeps
+ * one page of its region resident: what an idle connection costs nghttp2 (see h2_mem.c), and
+ * what would grow back to ~14 KiB if the layout broke (or a new nghttp2 allocated otherwise). */
+Test(h2_mem, region_idle_session_keeps_one_page)
+{
+    nghttp2_session_callbacks *cbs;
+    cr_assert_eq(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, sink_send);
+    nghttp2_session *s = NULL;
+    rm_h2_mem_region_begin();
+    int rv = nghttp2_session_server_new3(&s, cbs, NULL, NULL, &rm_h2_mem);
+    rm_h2_mem_region_end();
+    nghttp2_session_callbacks_del(cbs);
+    cr_assert_eq(rv, 0);
+    const uint8_t *r = region_base(s);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+    cr_assert_eq(nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 2), 0);
+    cr_assert_eq(nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, 0, 1 << 24), 0);
+    static const uint8_t idle_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                                          "\0\0\0\4\0\0\0\0\0";
+    cr_assert_eq(nghttp2_session_mem_recv(s, idle_preface, sizeof(idle_preface) - 1),
+                 (ssize_t)sizeof(idle_preface) - 1);
+    sink_drain(s);
+    static const uint8_t ack[] = {0, 0, 0, 4, 1, 0, 0, 0, 0};
+    cr_assert_eq(nghttp2_session_mem_recv(s, ack, sizeof(ack)), (ssize_t)sizeof(ack));
+    sink_drain(s);
+    int rp = resident_pages(r, RM_H2_MEM_REGION_BYTES);
+    cr_expect_eq(rp, 1, "resident pages: %d", rp);
+    nghttp2_session_del(s);
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), 1, "deleted: cached");
+    rm_h2_mem_thread_cleanup();
+    cr_expect_eq(resident_pages(r, RM_H2_MEM_REGION_BYTES), -1, "unmapped with the cache");
     rm_h2_mem_thread_cleanup();
 }
