@@ -9,6 +9,7 @@
 #include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "filters/percent.h"
 #include "proxy/http/access_log.h"
+#include "proxy/http/hcm.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/route.h"
 #include "proxy/upstream/pool.h"
@@ -386,28 +387,6 @@ static int grpc_status_of(const struct rm_headers *h, int *st)
     return 1;
 }
 
-/* Envoy's Grpc::Utility::httpToGrpcStatus (grpc/doc/http-grpc-status-mapping.md). */
-static int http_to_grpc(unsigned status)
-{
-    switch (status) {
-    case 400:
-        return 13; /* INTERNAL */
-    case 401:
-        return 16; /* UNAUTHENTICATED */
-    case 403:
-        return 7; /* PERMISSION_DENIED */
-    case 404:
-        return 12; /* UNIMPLEMENTED */
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-        return 14; /* UNAVAILABLE */
-    default:
-        return 2; /* UNKNOWN */
-    }
-}
-
 /* Envoy's GrpcStatusFilter: trailers, then headers, then the HTTP status; UNKNOWN without a
  * response.  Envoy applies it to every request (it does not look at content-type), and so does
  * remora: a plain HTTP 200 counts as UNKNOWN, a 503 as UNAVAILABLE. */
@@ -415,7 +394,7 @@ static bool grpc_eval(const struct node *n, const struct rm_alog_info *in)
 {
     int st;
     if (!grpc_status_of(in->trailers, &st) && !grpc_status_of(in->resp, &st))
-        st = in->status ? http_to_grpc(in->status) : 2;
+        st = in->status ? (int)rm_hcm_grpc_status_of_http(in->status) : 2;
     bool found = st >= 0 && (n->mask & (1u << st));
     return n->exclude ? !found : found;
 }

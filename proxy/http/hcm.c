@@ -761,8 +761,7 @@ void rm_hcm_encode_trailers(struct rm_hcm_stream *hs, unsigned from, struct rm_h
     maybe_done(hs);
 }
 
-/* Envoy's HTTP → gRPC status mapping for local replies. */
-static unsigned grpc_status_for(unsigned http)
+unsigned rm_hcm_grpc_status_of_http(unsigned http)
 {
     switch (http) {
     case 400:
@@ -811,7 +810,8 @@ void rm_hcm_local_reply_ex(struct rm_hcm_stream *hs, unsigned from, const struct
         rm_headers_add_ref(h, ":status", 7, "200", 3);
         rm_headers_add_ref(h, "content-type", 12, "application/grpc", 16);
         int n = snprintf(num, sizeof(num), "%u",
-                         r->grpc_status >= 0 ? (unsigned)r->grpc_status : grpc_status_for(status));
+                         r->grpc_status >= 0 ? (unsigned)r->grpc_status
+                                             : rm_hcm_grpc_status_of_http(status));
         rm_headers_add(h, "grpc-status", 11, num, (size_t)n);
         if (blen) rm_headers_add(h, "grpc-message", 12, body, blen);
         if (flags && strcmp(flags, "UO") == 0)

@@ -125,6 +125,9 @@ struct rm_hcm_stream {
 
 /** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.
  *  Frees itself when the connection ends (out of memory: <conn> is closed at once). */
+/** Envoy's HTTP -> gRPC status mapping (Grpc::Utility::httpToGrpcStatus): the grpc-status of
+ *  a local reply to a gRPC request, and of a response without one (access-log filters). */
+unsigned rm_hcm_grpc_status_of_http(unsigned http);
 void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
                      struct rm_conn *conn);
 /** Move the connection to the worker's current config (w->wsnap) if its listener is still
