@@ -66,6 +66,9 @@ const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_UPDATE_FAILURE] = C("update_failure"),
     [RM_CS_UPDATE_NO_REBUILD] = C("update_no_rebuild"),
     [RM_CS_UPDATE_REJECTED] = C("update_rejected"),
+    [RM_CS_HTTP2_RX_RESET] = C("http2.rx_reset"),
+    [RM_CS_HTTP2_TX_RESET] = C("http2.tx_reset"),
+    [RM_CS_HTTP2_RX_MESSAGING_ERROR] = C("http2.rx_messaging_error"),
 };
 
 const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {

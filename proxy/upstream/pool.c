@@ -179,10 +179,23 @@ static void on_codec_goaway(void *user)
     if (pc->pool->n_pending) maybe_connect(pc->pool);
 }
 
+/* The codec's counters: Envoy's cluster.<name>.http2.* (only HTTP/2 reports). */
+static void on_codec_event(void *user, enum rm_codec_event ev)
+{
+    struct pool_conn *pc = user;
+    static const unsigned stat[] = {
+        [RM_CODEC_EV_RX_RESET] = RM_CS_HTTP2_RX_RESET,
+        [RM_CODEC_EV_TX_RESET] = RM_CS_HTTP2_TX_RESET,
+        [RM_CODEC_EV_MESSAGING_ERROR] = RM_CS_HTTP2_RX_MESSAGING_ERROR,
+    };
+    rm_stat_inc(pc->pool->wc->cluster->stats, stat[ev]);
+}
+
 static const struct rm_codec_callbacks client_cb = {
     .on_idle = on_codec_idle,
     .on_goaway = on_codec_goaway,
     .on_close = on_codec_close,
+    .on_event = on_codec_event,
 };
 
 static void fail_pending(struct rm_pool *p, unsigned keep, enum rm_pool_failure why, int err)

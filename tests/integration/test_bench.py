@@ -136,3 +136,20 @@ def test_bench_idle_tls_memory(ctx):
 
 
 test_bench_idle_tls_memory.timeout = 150
+
+
+def test_pgo_training_run(ctx):
+    """scripts/pgo-train.sh — the training run of the release build (`make`, PGO=1) — on the
+    build under test: its config loads, every load it sends succeeds, remora exits cleanly on
+    SIGTERM.  `make test` never builds the release flavour, so this is what keeps `make run`'s
+    training from breaking unnoticed (the profile itself is only written by an instrumented
+    remora, which is not checked here)."""
+    cmd = ["bash", os.path.join(ROOT, "scripts/pgo-train.sh"), os.path.join(ctx.build, "remora"),
+           ctx.build]
+    r = subprocess.run(cmd, capture_output=True, timeout=150, cwd=ROOT)
+    out = (r.stdout + r.stderr).decode("utf-8", "replace")
+    if r.returncode != 0 or "pgo-train: profile written" not in out:
+        raise TestFailure(f"{cmd} exited {r.returncode}:\n{out[-4000:]}")
+
+
+test_pgo_training_run.timeout = 180

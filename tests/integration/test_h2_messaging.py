@@ -198,4 +198,9 @@ def test_h2_malformed_upstream_responses_are_errors(ctx):
         assert "set-cookie" not in r.headers and "x-a" not in r.headers, (path, r)
     r = ctx.curl(base + "/ok", http2=True)
     assert r.status == 200 and r.body == b"ok", r
+    # Envoy's cluster.<name>.http2.* counters: each malformed response counted and reset —
+    # 9 of the 10: after /status-101 this upstream closes its connection (503 UC)
+    got = {k: stat(ctx, px, "cluster.backend.http2." + k)
+           for k in ("rx_messaging_error", "tx_reset", "rx_reset")}
+    assert got == {"rx_messaging_error": 9, "tx_reset": 9, "rx_reset": 0}, got
     assert ctx.stop(px) == 0
