@@ -467,7 +467,7 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     int rc = RM_ERR;
     if (rm_snapshot_cluster(m->base, r->name))
         rm_error_set(err, "%s.name: a static cluster has that name", label);
-    else if ((out->c = rm_cluster_new(pb, box, label, err)) != NULL)
+    else if ((out->c = rm_cluster_new(pb, box, m->base->secrets, label, err)) != NULL)
         rc = RM_OK;
     char p[340];
     snprintf(p, sizeof(p), "%s.eds_cluster_config.eds_config", label);
@@ -836,7 +836,8 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
         if (strcmp(m->base->listeners[i]->name, r->name) == 0)
             return rm_error_set(err, "%s.name: a static listener has that name", label);
     }
-    if (rm_snapshot_check_listener(pb, label, resolve_known, m, &out->rds, &out->rds_src, err))
+    if (rm_snapshot_check_listener(pb, label, m->base->secrets, resolve_known, m, &out->rds,
+                                   &out->rds_src, err))
         return RM_ERR;
     char rp[340];
     snprintf(rp, sizeof(rp), "%s: rds.config_source", label);

@@ -10,6 +10,7 @@
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
 #include "proxy/http/access_log.h"
+#include "proxy/net/secrets.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 
@@ -69,7 +70,8 @@ static int build_clusters(struct rm_snapshot *s,
     for (size_t i = 0; i < sr->n_clusters; i++) {
         char path[64];
         snprintf(path, sizeof(path), "static_resources.clusters[%zu]", i);
-        struct rm_cluster *c = rm_cluster_new(sr->clusters[i], s->bootstrap_box, path, err);
+        struct rm_cluster *c =
+            rm_cluster_new(sr->clusters[i], s->bootstrap_box, s->secrets, path, err);
         if (!c) return RM_ERR;
         s->clusters[s->n_clusters++] = c;
     }
@@ -428,7 +430,8 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
  * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
 static int build_listener_tls(struct rm_listener_cfg *lc,
                               const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
-                              const char *stat_prefix, struct rm_error *err)
+                              const char *stat_prefix, const struct rm_secrets *secrets,
+                              struct rm_error *err)
 {
     char p[PATH_MAX_LEN];
     lc->handshake_timeout_ms = rm_pb_duration_ms(fc->transport_socket_connect_timeout,
@@ -438,7 +441,8 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
         [RM_CODEC_AUTO] = "h2,http/1.1", [RM_CODEC_HTTP1] = "http/1.1", [RM_CODEC_HTTP2] = "h2"};
     struct rm_tls_opts o = {.side = RM_TLS_SERVER,
                             .stat_prefix = stat_prefix,
-                            .default_alpn = alpn[lc->hcm.codec_type]};
+                            .default_alpn = alpn[lc->hcm.codec_type],
+                            .secrets = secrets};
     snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
 }
@@ -484,7 +488,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, err);
+    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s->secrets, err);
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -571,6 +575,9 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
         ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
     if (!sr) sr = &empty;
+    if (rm_secrets_new(sr->secrets, sr->n_secrets, s->bootstrap_box, "static_resources.secrets",
+                       &s->secrets, err))
+        return RM_ERR;
     if (build_clusters(s, sr, err) || check_dynamic_resources(s, sr, err) ||
         build_static_listeners(s, NULL, err))
         return RM_ERR;
@@ -678,6 +685,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->version = base->version + 1;
     s->bootstrap_box = rm_pb_box_ref(base->bootstrap_box);
     s->bootstrap = base->bootstrap;
+    s->secrets = rm_secrets_ref(base->secrets);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
     s->admin_addr_str = base->admin_addr_str ? strdup(base->admin_addr_str) : NULL;
@@ -702,11 +710,13 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 
 static void listener_free(struct rm_listener_cfg *lc);
 
-int rm_snapshot_check_listener(const Listener *pb, const char *path, rm_route_resolve_fn resolve,
+int rm_snapshot_check_listener(const Listener *pb, const char *path,
+                               const struct rm_secrets *secrets, rm_route_resolve_fn resolve,
                                void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
                                struct rm_error *err)
 {
-    struct rm_snapshot s = {0};
+    /* <s> borrows <secrets> (never unreferenced: not built through rm_snapshot_unref) */
+    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets};
     struct rm_listener_cfg *one[1] = {NULL};
     s.listeners = one;
     struct build_ctx b = {
@@ -800,6 +810,7 @@ void rm_snapshot_unref(struct rm_snapshot *s)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
     rm_pb_box_unref(s->bootstrap_box);
+    rm_secrets_unref(s->secrets);
     rm_config_source_dispose(&s->lds_src);
     rm_config_source_dispose(&s->cds_src);
     free(s->admin_addr_str);

@@ -22,6 +22,7 @@
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
 struct Envoy__Config__Listener__V3__Listener;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct rm_secrets;
 struct rm_tls_ctx;
 
 enum rm_codec_type {
@@ -145,7 +146,11 @@ struct rm_snapshot {
     size_t n_routes;
     struct rm_dyn_res *warming_clusters, *warming_listeners; /* CDS / LDS versions warming */
     size_t n_warming_clusters, n_warming_listeners;
-    struct rm_pb_box *bootstrap_box;                           /* a reference */
+    struct rm_pb_box *bootstrap_box; /* a reference */
+    /* static_resources.secrets by name (a reference, shared by every snapshot of the same
+     * bootstrap; NULL: none): what TLS contexts of static and xDS listeners and clusters
+     * resolve their SDS references in */
+    struct rm_secrets *secrets;
     struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* in bootstrap_box */
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;
@@ -172,14 +177,14 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
                                      const struct rm_snapshot_dyn *dyn, struct rm_error *err);
 
 /** Check a Listener arriving over LDS (errors under <path>, e.g. "Listener l1:"): everything
- *  rm_snapshot_next would build, with clusters resolved by <resolve> (unknown ones in an inline
- *  route_config are errors unless validate_clusters is false).  *rds_name (may be NULL) gets
- *  the RDS route_config_name it needs (malloc'd) or NULL, and *rds_src (may be NULL; dispose
- *  it) where it comes from. */
+ *  rm_snapshot_next would build (TLS secrets resolved in <secrets>, the bootstrap's), with clusters
+ * resolved by <resolve> (unknown ones in an inline route_config are errors unless validate_clusters
+ * is false).  *rds_name (may be NULL) gets the RDS route_config_name it needs (malloc'd) or NULL,
+ * and *rds_src (may be NULL; dispose it) where it comes from. */
 int rm_snapshot_check_listener(const struct Envoy__Config__Listener__V3__Listener *pb,
-                               const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
-                               char **rds_name, struct rm_config_source *rds_src,
-                               struct rm_error *err);
+                               const char *path, const struct rm_secrets *secrets,
+                               rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
+                               struct rm_config_source *rds_src, struct rm_error *err);
 /** Check a RouteConfiguration arriving over RDS: a route to a cluster <resolve> does not know is
  *  an error unless validate_clusters is false. */
 int rm_snapshot_check_route(const struct Envoy__Config__Route__V3__RouteConfiguration *pb,

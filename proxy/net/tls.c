@@ -14,12 +14,14 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/core/log.h"
 #include "proxy/net/conn.h"
+#include "proxy/net/secrets.h"
 /* last: every OpenSSL call below goes through the table it #defines (OpenSSL is dlopen()ed by
  * the first rm_tls_ctx_new, not linked) */
 #include "proxy/net/ssl_api.h"
@@ -38,6 +40,8 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext Downs
 typedef Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext UpstreamTlsContext;
 typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
 typedef Envoy__Config__Core__V3__DataSource DataSource;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig SdsSecretConfig;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 
 /* ---- stats -------------------------------------------------------------------------------- */
 
@@ -662,6 +666,156 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* ---- secrets by name (SdsSecretConfig without sds_config: Envoy's static SDS) ------------ */
+
+/* Where the parts of a context that came from secrets are defined, for error messages: "<the
+ * reference's path> -> static_resources.secrets[i].<kind>" ("": not from a secret). */
+struct resolved {
+    char cert_path[PATH_LEN]; /* tls_certificates[0]'s */
+    char vc_path[PATH_LEN];   /* the validation context's */
+};
+
+/* One message of descriptor <d>: <src>[<n>] (NULL ones skipped) merged in order, a deep copy
+ * (pack / unpack: the caller owns it and frees it with the message it goes into).  NULL: out
+ * of memory. */
+static ProtobufCMessage *copy_messages(const ProtobufCMessageDescriptor *d,
+                                       const ProtobufCMessage *const *src, size_t n)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += src[i] ? protobuf_c_message_get_packed_size(src[i]) : 0;
+    uint8_t *b = malloc(len + 1), *w = b;
+    if (!b) return NULL;
+    for (size_t i = 0; i < n; i++)
+        w += src[i] ? protobuf_c_message_pack(src[i], w) : 0;
+    /* protobuf's MergeFrom in wire form: later singular fields win, submessages merge,
+     * repeated fields concatenate */
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, b);
+    key_free(b, len);
+    return m;
+}
+
+/* The secret <ref> at <path> names, which must be of kind <kind> (<what> names it): a static
+ * secret of <o>'s table.  NULL with <err>. */
+static const Secret *find_secret(const SdsSecretConfig *ref, const struct rm_tls_opts *o, int kind,
+                                 const char *what, const char *path, struct rm_error *err)
+{
+    if (ref->sds_config) {
+        rm_error_set(err, "%s.sds_config: dynamic SDS is not supported by remora yet", path);
+        return NULL;
+    }
+    if (!ref->name || !ref->name[0]) {
+        rm_error_set(err, "%s.name: required", path);
+        return NULL;
+    }
+    const Secret *s = rm_secrets_find(o->secrets, ref->name);
+    if (!s) {
+        rm_error_set(err, "%s.name: no secret \"%s\" in static_resources.secrets", path, ref->name);
+        return NULL;
+    }
+    if ((int)s->type_case != kind) {
+        rm_error_set(err, "%s.name: secret \"%s\" (%s) is not a %s secret", path, ref->name,
+                     rm_secrets_path(o->secrets, ref->name), what);
+        return NULL;
+    }
+    return s;
+}
+
+/* tls_certificate_sds_secret_configs of <cc> (at <path>) become tls_certificates, after the
+ * inline ones. */
+static int resolve_certificates(CommonTlsContext *cc, const struct rm_tls_opts *o, const char *path,
+                                struct resolved *r, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    size_t n = cc->n_tls_certificates + cc->n_tls_certificate_sds_secret_configs;
+    for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++) {
+        snprintf(p, sizeof(p), "%s.tls_certificate_sds_secret_configs[%zu]", path, i);
+        const Secret *s =
+            find_secret(cc->tls_certificate_sds_secret_configs[i], o,
+                        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE,
+                        "tls_certificate", p, err);
+        if (!s) return RM_ERR;
+        TlsCertificate **v = realloc(cc->tls_certificates, n * sizeof(*v));
+        if (!v) return rm_error_set(err, "%s: out of memory", p);
+        cc->tls_certificates = v;
+        const ProtobufCMessage *src = &s->tls_certificate->base;
+        v[cc->n_tls_certificates] = (TlsCertificate *)copy_messages(
+            &envoy__extensions__transport_sockets__tls__v3__tls_certificate__descriptor, &src, 1);
+        if (!v[cc->n_tls_certificates]) return rm_error_set(err, "%s: out of memory", p);
+        if (cc->n_tls_certificates++ == 0)
+            snprintf(r->cert_path, sizeof(r->cert_path), "%s -> %s.tls_certificate", p,
+                     rm_secrets_path(o->secrets, s->name));
+    }
+    for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++)
+        protobuf_c_message_free_unpacked(&cc->tls_certificate_sds_secret_configs[i]->base, NULL);
+    free(cc->tls_certificate_sds_secret_configs);
+    cc->tls_certificate_sds_secret_configs = NULL;
+    cc->n_tls_certificate_sds_secret_configs = 0;
+    return RM_OK;
+}
+
+/* validation_context_sds_secret_config of <cc> (alone, or in combined_validation_context after
+ * its default_validation_context: Envoy's merge, default then the secret's fields over it)
+ * becomes a plain validation_context. */
+static int resolve_validation(CommonTlsContext *cc, const struct rm_tls_opts *o, const char *path,
+                              struct resolved *r, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    const SdsSecretConfig *ref = NULL;
+    const ProtobufCMessage *src[2] = {NULL, NULL};
+    if (cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG) {
+        ref = cc->validation_context_sds_secret_config;
+        snprintf(p, sizeof(p), "%s.validation_context_sds_secret_config", path);
+    } else if (
+        cc->validation_context_type_case ==
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT &&
+        cc->combined_validation_context->validation_context_sds_secret_config) {
+        ref = cc->combined_validation_context->validation_context_sds_secret_config;
+        src[0] =
+            (const ProtobufCMessage *)cc->combined_validation_context->default_validation_context;
+        snprintf(p, sizeof(p),
+                 "%s.combined_validation_context.validation_context_sds_secret_config", path);
+    }
+    if (!ref) return RM_OK;
+    const Secret *s = find_secret(
+        ref, o, ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT,
+        "validation_context", p, err);
+    if (!s) return RM_ERR;
+    src[1] = &s->validation_context->base;
+    ValidationContext *vc = (ValidationContext *)copy_messages(
+        &envoy__extensions__transport_sockets__tls__v3__certificate_validation_context__descriptor,
+        src, 2);
+    if (!vc) return rm_error_set(err, "%s: out of memory", p);
+    snprintf(r->vc_path, sizeof(r->vc_path), "%s -> %s.validation_context", p,
+             rm_secrets_path(o->secrets, s->name));
+    /* the reference (or combined context) is replaced: one of the oneof's members */
+    protobuf_c_message_free_unpacked(src[0] ? &cc->combined_validation_context->base
+                                            : &cc->validation_context_sds_secret_config->base,
+                                     NULL);
+    cc->validation_context_type_case =
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT;
+    cc->validation_context = vc;
+    return RM_OK;
+}
+
+/* The SDS references of <m> (a DownstreamTlsContext or an UpstreamTlsContext per <o>'s side, at
+ * <path>) replaced, in place, by copies of the secrets they name in <o>'s table; where those
+ * came from in <r>.  A reference with an sds_config (dynamic SDS), to an unknown name or to a
+ * secret of another kind is an error naming it. */
+static int resolve_secrets(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *path,
+                           struct resolved *r, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    CommonTlsContext *cc = o->side == RM_TLS_SERVER
+                               ? ((DownstreamTlsContext *)m)->common_tls_context
+                               : ((UpstreamTlsContext *)m)->common_tls_context;
+    if (!cc) return RM_OK;
+    snprintf(p, sizeof(p), "%s.common_tls_context", path);
+    if (resolve_certificates(cc, o, p, r, err)) return RM_ERR;
+    return resolve_validation(cc, o, p, r, err);
+}
+
 /* ---- building ----------------------------------------------------------------------------- */
 
 static int tls_version(int v, int dflt)
@@ -748,9 +902,10 @@ static int apply_params(SSL_CTX *ctx, const TlsParameters *tp, const char *path,
 }
 
 /* The validation context of <cc> at <path> in *vc (NULL: none) and its path in <p>
- * (PATH_LEN bytes); SDS is an error. */
-static int find_validation(const CommonTlsContext *cc, const char *path, char *p,
-                           const ValidationContext **vc, struct rm_error *err)
+ * (PATH_LEN bytes; <r>'s when it came from a secret).  SDS references were resolved before
+ * (resolve_secrets): none is left. */
+static int find_validation(const CommonTlsContext *cc, const char *path, const struct resolved *r,
+                           char *p, const ValidationContext **vc, struct rm_error *err)
 {
     *vc = NULL;
     switch (cc->validation_context_type_case) {
@@ -759,23 +914,15 @@ static int find_validation(const CommonTlsContext *cc, const char *path, char *p
         snprintf(p, PATH_LEN, "%s.validation_context", path);
         break;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
-        if (cc->combined_validation_context->validation_context_sds_secret_config)
-            return rm_error_set(err,
-                                "%s.combined_validation_context."
-                                "validation_context_sds_secret_config: SDS is not supported "
-                                "by remora yet",
-                                path);
         *vc = cc->combined_validation_context->default_validation_context;
         snprintf(p, PATH_LEN, "%s.combined_validation_context.default_validation_context", path);
         break;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
-        return rm_error_set(err,
-                            "%s.validation_context_sds_secret_config: SDS is not supported "
-                            "by remora yet; use validation_context",
-                            path);
+        return rm_error_set(err, "%s.validation_context_sds_secret_config: not resolved", path);
     default:
         break;
     }
+    if (r->vc_path[0]) snprintf(p, PATH_LEN, "%s", r->vc_path);
     return RM_OK;
 }
 
@@ -804,37 +951,38 @@ static int load_alpn(struct rm_tls_ctx *t, const CommonTlsContext *cc, const cha
 
 /* common_tls_context at <path>: parameters, certificates, validation, ALPN. */
 static int apply_common(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *path,
-                        const struct rm_tls_opts *o, struct rm_error *err)
+                        const struct rm_tls_opts *o, const struct resolved *r, struct rm_error *err)
 {
     static const CommonTlsContext empty =
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT;
     char p[PATH_LEN];
     if (!cc) cc = &empty;
     if (apply_params(t->ssl_ctx, cc->tls_params, path, err)) return RM_ERR;
-    if (cc->n_tls_certificate_sds_secret_configs)
-        return rm_error_set(err,
-                            "%s.tls_certificate_sds_secret_configs: SDS is not supported by "
-                            "remora yet; use tls_certificates",
-                            path);
     if (cc->n_tls_certificates > 1)
         return rm_error_set(err,
                             "%s.tls_certificates: one certificate is supported by remora "
                             "yet (got %zu)",
                             path, cc->n_tls_certificates);
     if (cc->n_tls_certificates) {
-        snprintf(p, sizeof(p), "%s.tls_certificates[0]", path);
+        if (r->cert_path[0])
+            snprintf(p, sizeof(p), "%s", r->cert_path);
+        else
+            snprintf(p, sizeof(p), "%s.tls_certificates[0]", path);
         if (load_certificate(t->ssl_ctx, cc->tls_certificates[0], p, err)) return RM_ERR;
     } else if (t->side == RM_TLS_SERVER) {
-        return rm_error_set(err, "%s.tls_certificates: a listener needs a certificate", path);
+        return rm_error_set(err,
+                            "%s.tls_certificates: a listener needs a certificate (or "
+                            "tls_certificate_sds_secret_configs)",
+                            path);
     }
     const ValidationContext *vc = NULL;
-    if (find_validation(cc, path, p, &vc, err)) return RM_ERR;
+    if (find_validation(cc, path, r, p, &vc, err)) return RM_ERR;
     if (vc && load_validation(t, vc, p, err)) return RM_ERR;
     return load_alpn(t, cc, path, o, err);
 }
 
 static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, const char *path,
-                        const struct rm_tls_opts *o, struct rm_error *err)
+                        const struct rm_tls_opts *o, const struct resolved *r, struct rm_error *err)
 {
     char p[PATH_LEN];
     snprintf(p, sizeof(p), "%s.common_tls_context", path);
@@ -864,7 +1012,7 @@ static int apply_server(struct rm_tls_ctx *t, const DownstreamTlsContext *d, con
     if (d->session_timeout)
         SSL_CTX_set_timeout(t->ssl_ctx,
                             (long)((rm_pb_duration_ms(d->session_timeout, 0) + 999) / 1000));
-    if (apply_common(t, d->common_tls_context, p, o, err)) return RM_ERR;
+    if (apply_common(t, d->common_tls_context, p, o, r, err)) return RM_ERR;
     bool has_ca = SSL_CTX_get_client_CA_list(t->ssl_ctx) != NULL &&
                   sk_X509_NAME_num(SSL_CTX_get_client_CA_list(t->ssl_ctx)) > 0;
     bool require = rm_pb_bool(d->require_client_certificate, false);
@@ -940,7 +1088,7 @@ static void offer_session(struct rm_tls_ctx *t, SSL *ssl)
 }
 
 static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const char *path,
-                        const struct rm_tls_opts *o, struct rm_error *err)
+                        const struct rm_tls_opts *o, const struct resolved *r, struct rm_error *err)
 {
     char p[PATH_LEN];
     if (u->allow_renegotiation)
@@ -951,7 +1099,7 @@ static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(t->ssl_ctx, on_new_session);
     snprintf(p, sizeof(p), "%s.common_tls_context", path);
-    if (apply_common(t, u->common_tls_context, p, o, err)) return RM_ERR;
+    if (apply_common(t, u->common_tls_context, p, o, r, err)) return RM_ERR;
     if (u->sni && u->sni[0] && !(t->sni = strdup(u->sni)))
         return rm_error_set(err, "%s: out of memory", path);
     bool has_ca =
@@ -970,7 +1118,8 @@ static int apply_client(struct rm_tls_ctx *t, const UpstreamTlsContext *u, const
  * fields and messages as the full build; the heavy ones were checked when the shared SSL_CTX was
  * built).  <path> is the DownstreamTlsContext's or UpstreamTlsContext's. */
 static int apply_light(struct rm_tls_ctx *t, const CommonTlsContext *cc, const char *sni,
-                       const char *path, const struct rm_tls_opts *o, struct rm_error *err)
+                       const char *path, const struct rm_tls_opts *o, const struct resolved *r,
+                       struct rm_error *err)
 {
     static const CommonTlsContext empty =
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT;
@@ -978,7 +1127,7 @@ static int apply_light(struct rm_tls_ctx *t, const CommonTlsContext *cc, const c
     snprintf(p, sizeof(p), "%s.common_tls_context", path);
     if (!cc) cc = &empty;
     const ValidationContext *vc = NULL;
-    if (find_validation(cc, p, vp, &vc, err)) return RM_ERR;
+    if (find_validation(cc, p, r, vp, &vc, err)) return RM_ERR;
     if (vc && load_sans(t, vc, vp, err)) return RM_ERR;
     if (load_alpn(t, cc, p, o, err)) return RM_ERR;
     if (sni && sni[0] && !(t->sni = strdup(sni)))
@@ -1179,6 +1328,10 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     ProtobufCMessage *m = NULL;
     if (rm_pb_any_unpack(ts->typed_config, want, &m, err)) return rm_error_prefix(err, "%s: ", p);
     if (rm_pb_check_no_unknown(m, p, err)) goto fail_msg;
+    /* SDS references become the secrets' contents, in <m>: everything below (the sharing key
+     * included) sees the resolved configuration */
+    struct resolved r = {0};
+    if (resolve_secrets(m, o, p, &r, err)) goto fail_msg;
     struct rm_tls_ctx *t = calloc(1, sizeof(*t));
     if (!t) {
         rm_error_set(err, "%s: out of memory", path);
@@ -1201,10 +1354,10 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
         key_free(key, key_len);
         if (o->side == RM_TLS_CLIENT)
             rc = apply_light(t, ((const UpstreamTlsContext *)m)->common_tls_context,
-                             ((const UpstreamTlsContext *)m)->sni, p, o, err);
+                             ((const UpstreamTlsContext *)m)->sni, p, o, &r, err);
         else
             rc = apply_light(t, ((const DownstreamTlsContext *)m)->common_tls_context, NULL, p, o,
-                             err);
+                             &r, err);
         if (rc) goto fail;
         goto stats;
     }
@@ -1223,9 +1376,9 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                      SSL_MODE_RELEASE_BUFFERS);
     if (o->side == RM_TLS_SERVER) {
-        rc = apply_server(t, (const DownstreamTlsContext *)m, p, o, err);
+        rc = apply_server(t, (const DownstreamTlsContext *)m, p, o, &r, err);
     } else {
-        rc = apply_client(t, (const UpstreamTlsContext *)m, p, o, err);
+        rc = apply_client(t, (const UpstreamTlsContext *)m, p, o, &r, err);
     }
     if (rc) goto fail_key;
     /* complete and never modified again: other contexts of the same key may take it */

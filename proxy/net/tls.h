@@ -42,6 +42,7 @@
 struct Envoy__Config__Core__V3__TransportSocket;
 struct rm_conn;
 struct rm_transport_ops;
+struct rm_secrets;
 struct rm_tls_ctx;
 struct ssl_ctx_st;
 
@@ -60,15 +61,22 @@ struct rm_tls_opts {
      *  comma-separated list ("h2,http/1.1"; NULL or "": no ALPN).  Ignored for clients, whose
      *  ALPN comes from the cluster's protocol (rm_conn_start_tls). */
     const char *default_alpn;
+    /** The secrets SdsSecretConfig references without sds_config name (proxy/net/secrets.h),
+     *  borrowed for the call only (the context copies what it uses); NULL: none. */
+    const struct rm_secrets *secrets;
 };
 
 /** Build a context from <ts> (its typed_config must be a DownstreamTlsContext for a server, an
- *  UpstreamTlsContext for a client).  Certificates, keys and CAs are read now (DataSource
- *  filename, inline_bytes, inline_string or environment_variable), unless a live context has
- *  the same sharing key (above): its SSL_CTX is then shared.  Every
+ *  UpstreamTlsContext for a client).  SDS references are resolved first in <o>'s secrets
+ *  (tls_certificate_sds_secret_configs, validation_context_sds_secret_config, alone or in
+ *  combined_validation_context, whose default_validation_context the secret's fields are merged
+ *  over as protobuf MergeFrom does, like Envoy); the sharing key is made of the resolved
+ *  configuration, so it covers the secrets' contents and files.  Certificates, keys and CAs are
+ *  read now (DataSource filename, inline_bytes, inline_string or environment_variable), unless
+ *  a live context has the same sharing key (above): its SSL_CTX is then shared.  Every
  *  error names the field under <path> (e.g. "static_resources.clusters[0].transport_socket"),
- *  unsupported fields included (SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK with
- *  *out holding one reference, or RM_ERR with <err> (*out NULL).  Main thread. */
+ *  unsupported fields included (dynamic SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK
+ * with *out holding one reference, or RM_ERR with <err> (*out NULL).  Main thread. */
 int rm_tls_ctx_new(const struct Envoy__Config__Core__V3__TransportSocket *ts,
                    const struct rm_tls_opts *o, const char *path, struct rm_tls_ctx **out,
                    struct rm_error *err);

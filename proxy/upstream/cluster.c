@@ -494,7 +494,8 @@ static int setup_circuit_breakers(struct rm_cluster *c, const Cluster *pb, const
     return RM_OK;
 }
 
-struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box, const char *path,
+struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box,
+                                  const struct rm_secrets *secrets, const char *path,
                                   struct rm_error *err)
 {
     if (!pb->name || !pb->name[0]) {
@@ -534,7 +535,7 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box, cons
     if (pb->transport_socket) {
         char p[512];
         snprintf(p, sizeof(p), "%s.transport_socket", path);
-        struct rm_tls_opts o = {.side = RM_TLS_CLIENT, .stat_prefix = prefix};
+        struct rm_tls_opts o = {.side = RM_TLS_CLIENT, .stat_prefix = prefix, .secrets = secrets};
         if (rm_tls_ctx_new(pb->transport_socket, &o, p, &c->tls, err)) goto fail;
     }
     return c;

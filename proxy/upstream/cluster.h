@@ -27,6 +27,7 @@
 
 struct Envoy__Config__Cluster__V3__Cluster;
 struct rm_dns_cluster_cfg;
+struct rm_secrets;
 struct rm_tls_ctx;
 
 enum rm_lb_policy {
@@ -95,11 +96,13 @@ struct rm_cluster {
 };
 
 /** Build a cluster from <pb>, which lives in <box> (the cluster takes a reference; NULL when
- *  the caller guarantees <pb> outlives the cluster).  Unsupported features are errors naming
- *  the field under <path> (e.g. "static_resources.clusters[1]").  Returns a cluster with one
+ *  the caller guarantees <pb> outlives the cluster).  Its transport_socket's SDS references
+ *  resolve in <secrets> (borrowed for the call; NULL: none).  Unsupported features are errors
+ * naming the field under <path> (e.g. "static_resources.clusters[1]").  Returns a cluster with one
  *  reference, or NULL with <err> filled. */
 struct rm_cluster *rm_cluster_new(const struct Envoy__Config__Cluster__V3__Cluster *pb,
-                                  struct rm_pb_box *box, const char *path, struct rm_error *err);
+                                  struct rm_pb_box *box, const struct rm_secrets *secrets,
+                                  const char *path, struct rm_error *err);
 struct rm_cluster *rm_cluster_ref(struct rm_cluster *c);
 /** Drop a reference; the last one frees the cluster (any thread: the outlier detector's timer
  *  must have been stopped on the main thread before).  NULL is a no-op. */

@@ -91,6 +91,7 @@ def classes():
                 "http_connection_manager_pb2",
                 "envoy.extensions.filters.http.router.v3.router_pb2",
                 "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+                "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
                 "google.protobuf.struct_pb2", "google.rpc.status_pb2"):
         importlib.import_module(mod)
     _CLASSES.update({T_LISTENER: m["listener"].Listener, T_ROUTE: m["route"].RouteConfiguration,

@@ -437,7 +437,7 @@ def test_tls_config_errors_name_the_field(ctx):
     assert r.returncode == 1, err
     assert ("static_resources.clusters[0].transport_socket.typed_config.common_tls_context."
             "validation_context.trusted_ca.filename") in err, err
-    # SDS is not supported: said so, with the field
+    # a secret nobody defined: said so, with the reference's field
     y = tls_bootstrap([cfg.cluster("backend", [1], extra="""
     transport_socket:
       name: envoy.transport_sockets.tls
@@ -448,11 +448,131 @@ def test_tls_config_errors_name_the_field(ctx):
           - name: default""")])
     r = _validate(ctx, y, "d")
     err = r.stderr.decode() + r.stdout.decode()
-    assert r.returncode == 1 and "tls_certificate_sds_secret_configs: SDS" in err, err
+    assert r.returncode == 1 and (
+        "static_resources.clusters[0].transport_socket.typed_config.common_tls_context."
+        'tls_certificate_sds_secret_configs[0].name: no secret "default"') in err, err
     # a good one validates
     r = _validate(ctx, tls_bootstrap([cfg.cluster("backend", [1], extra=upstream_tls(c))],
                                      downstream_tls(c, mtls=True)), "e")
     assert r.returncode == 0, r.stderr.decode()
+
+
+# ---- secrets by name (static_resources.secrets: Envoy's static SDS) -------------------------
+
+def secrets_yaml(c):
+    """static_resources.secrets (appended to a bootstrap, after its clusters): the server and
+    client certificates and the CA by name."""
+    return """
+  secrets:
+  - name: server_cert
+    tls_certificate:
+      certificate_chain: { filename: "%s" }
+      private_key: { filename: "%s" }
+  - name: client_cert
+    tls_certificate:
+      certificate_chain: { filename: "%s" }
+      private_key: { filename: "%s" }
+  - name: ca
+    validation_context:
+      trusted_ca: { filename: "%s" }
+""" % (c["server_crt"], c["server_key"], c["client_crt"], c["client_key"], c["ca"])
+
+
+SECRET_LISTENER_TLS = """
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [{ name: server_cert }]
+      filters:"""
+
+
+def secret_upstream_tls(san):
+    """An mTLS UpstreamTlsContext: the client certificate and the CA from secrets, the SAN
+    matcher in combined_validation_context's default context."""
+    return """
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: backend.test
+        common_tls_context:
+          tls_certificate_sds_secret_configs: [{ name: client_cert }]
+          combined_validation_context:
+            default_validation_context:
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: { exact: "%s" }
+            validation_context_sds_secret_config: { name: ca }""" % san
+
+
+def test_tls_listener_certificate_from_a_static_secret(ctx):
+    c = certs(ctx)
+    up = ctx.upstream(name="plain")
+    px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])], SECRET_LISTENER_TLS)
+                    + secrets_yaml(c))
+    r = https(ctx, px.port, "/echo-request")  # verified against the CA (--cacert)
+    assert r.status == 200 and json.loads(r.body)["upstream"] == "plain", r
+    assert stats(ctx, px).get(lstat(px, "handshake"), 0) >= 1
+    # /config_dump shows the secrets, their private keys redacted
+    d = ctx.curl(f"http://127.0.0.1:{px.admin}/config_dump")
+    assert d.status == 200, d
+    text = d.body.decode()
+    names = [s["name"] for cfgd in json.loads(text)["configs"]
+             for s in cfgd.get("static_secrets", [])]
+    assert names == ["server_cert", "client_cert", "ca"], names
+    assert "[redacted]" in text and "PRIVATE KEY" not in text and c["server_key"] not in text
+
+
+def test_tls_mtls_cluster_with_secrets_and_combined_validation(ctx):
+    """remora A's cluster talks mTLS to remora B's listener (client certificate required,
+    verified against the CA, the client's SAN matched): A's client certificate and CA come from
+    secrets, the SAN matcher from the default validation context merged with the CA secret."""
+    c = certs(ctx)
+    up = ctx.upstream(name="plain")
+    b = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port])],
+                                 downstream_tls(c, mtls=True, client_san=CLIENT_SPIFFE)), name="b")
+    a = ctx.remora(tls_bootstrap([cfg.cluster("backend", [b.port], "h2",
+                                              extra=secret_upstream_tls(SERVER_SPIFFE))])
+                   + secrets_yaml(c), name="a")
+    r = ctx.curl(f"http://127.0.0.1:{a.port}/echo-request")
+    assert r.status == 200 and json.loads(r.body)["upstream"] == "plain", r
+    s = stats(ctx, a)
+    assert s.get("cluster.backend.ssl.handshake", 0) >= 1, s
+    assert stats(ctx, b).get(lstat(b, "handshake"), 0) >= 1
+    # the default context's SAN matcher is in force: another SAN fails verification
+    a2 = ctx.remora(tls_bootstrap([cfg.cluster("backend", [b.port], "h2", extra=secret_upstream_tls(
+        "spiffe://cluster.local/ns/default/sa/other"))]) + secrets_yaml(c), name="a2")
+    _fails_uf(ctx, a2, "fail_verify_san")
+
+
+def test_tls_secret_config_errors_name_the_field(ctx):
+    c = certs(ctx)
+    # a reference with sds_config: dynamic SDS, not yet
+    y = tls_bootstrap([cfg.cluster("backend", [1])], SECRET_LISTENER_TLS.replace(
+        "[{ name: server_cert }]", "[{ name: server_cert, sds_config: { ads: {} } }]"))
+    r = _validate(ctx, y + secrets_yaml(c), "s1")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and (
+        "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config."
+        "common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: dynamic SDS is not "
+        "supported by remora yet") in err, err
+    # a duplicate secret
+    y = tls_bootstrap([cfg.cluster("backend", [1])], SECRET_LISTENER_TLS) + secrets_yaml(c) + """
+  - name: ca
+    validation_context: { trusted_ca: { filename: "%s" } }
+""" % c["ca"]
+    r = _validate(ctx, y, "s2")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and 'static_resources.secrets[3].name: duplicate "ca"' in err, err
+    # the wrong kind of secret
+    y = tls_bootstrap([cfg.cluster("backend", [1])], SECRET_LISTENER_TLS.replace(
+        "server_cert", "ca")) + secrets_yaml(c)
+    r = _validate(ctx, y, "s3")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and 'secret "ca" (static_resources.secrets[2]) is not a ' \
+        "tls_certificate secret" in err, err
 
 
 # ---- OpenSSL is loaded only when TLS is configured -----------------------------------------

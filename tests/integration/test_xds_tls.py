@@ -11,8 +11,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from pycp import PyCP  # noqa: E402
 from test_dns_cluster import admin_get, wait_ready  # noqa: E402
-from test_tls import SERVER_SPIFFE, certs, upstream_tls  # noqa: E402
-from test_xds_dynamic import base, bootstrap, names_seen, stat  # noqa: E402
+from pycp import cla, eds_cluster, listener, route_config  # noqa: E402
+from test_tls import (SERVER_SPIFFE, certs, https, secrets_yaml, tls_upstream,  # noqa: E402
+                      upstream_tls)
+from test_xds_dynamic import RC, base, bootstrap, names_seen, stat  # noqa: E402
 
 
 def serve(ctx, api, cp, tls_extra):
@@ -83,5 +85,44 @@ def test_xds_tls_verification_failures_never_connect(ctx):
             assert stat(ctx, px, "control_plane.connected_state") == 0, name
             assert ctx.stop(px) == 0, name
         assert not cp.requests, "a request got through a failed verification"
+    finally:
+        cp.stop()
+
+
+TLS_ANY = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+
+
+def test_xds_resources_use_bootstrap_secrets(ctx):
+    """A listener over LDS and a cluster over CDS reference static_resources.secrets by name
+    (as in Envoy): the listener's certificate, the cluster's client certificate and CA."""
+    c = certs(ctx)
+    up = tls_upstream(ctx, name="a")
+    port = harness.free_port()
+    cp = PyCP()
+    try:
+        lst = listener("ingress", port, RC)
+        lst["filter_chains"][0]["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_ANY + "DownstreamTlsContext", "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [{"name": "server_cert"}]}}}
+        cl = eds_cluster("backend", {"transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_ANY + "UpstreamTlsContext", "sni": "backend.test",
+                             "common_tls_context": {
+                                 "tls_certificate_sds_secret_configs": [{"name": "client_cert"}],
+                                 "validation_context_sds_secret_config": {"name": "ca"}}}}})
+        cp.set("cds", {"backend": cl})
+        cp.set("eds", {"backend": cla("backend", [up.port])})
+        cp.set("lds", {"ingress": lst})
+        cp.set("rds", {RC: route_config(RC, [("/", "backend")])})
+        px = ctx.remora(bootstrap("sotw", cp.port) + secrets_yaml(c), wait=False)
+        harness.wait_port(px.admin, proc=px.p)
+        for t in ("cds", "eds", "lds", "rds"):
+            cp.wait_ack(t)
+        wait_ready(ctx, px)
+        r = https(ctx, port, "/echo-request")  # the listener's certificate, verified
+        assert r.status == 200 and r.headers.get("x-upstream-name") == "a", r
+        assert stat(ctx, px, "cluster.backend.ssl.handshake") >= 1
+        assert ctx.stop(px) == 0
     finally:
         cp.stop()

@@ -12,12 +12,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "proxy/config/pbjson.h"
+#include "proxy/config/pbutil.h"
+#include "proxy/net/secrets.h"
 #include "proxy/net/tls.h"
 
 static char dir[64], crt[128], key[128], crt2[128], key2[128];
 static const char *stat_prefix = "test."; /* build()'s owner */
+static const struct rm_secrets *secrets;  /* build()'s secrets (NULL: none) */
 
 /* A self-signed P-256 certificate and its key into <crt_path>, <key_path>. */
 static void write_cert(const char *crt_path, const char *key_path)
@@ -68,31 +72,40 @@ static void drop_cert(void)
 
 TestSuite(tls, .init = make_cert, .fini = drop_cert);
 
-/* Build a context from <yaml> (a TransportSocket; "%C" and "%K" stand for the certificate and
- * key paths, "%D" for the second certificate); returns the rm_tls_ctx_new result with the message
- * in <err>. */
-static int build(const char *yaml, enum rm_tls_side side, const char *alpn, struct rm_error *err,
-                 struct rm_tls_ctx **out)
+/* <yaml> into <text> (4096 bytes) with "%C" and "%K" standing for the certificate and key
+ * paths, "%D" for the second certificate, "%L" for its key; returns the length. */
+static size_t expand(const char *yaml, char *text)
 {
-    char text[4096];
     size_t k = 0;
-    for (const char *p = yaml; *p && k < sizeof(text) - 200; p++) {
-        if (p[0] == '%' && (p[1] == 'C' || p[1] == 'K' || p[1] == 'D')) {
-            k += (size_t)snprintf(text + k, sizeof(text) - k, "%s",
+    for (const char *p = yaml; *p && k < 4096 - 200; p++) {
+        if (p[0] == '%' && (p[1] == 'C' || p[1] == 'K' || p[1] == 'D' || p[1] == 'L')) {
+            k += (size_t)snprintf(text + k, 4096 - k, "%s",
                                   p[1] == 'C'   ? crt
                                   : p[1] == 'K' ? key
-                                                : crt2);
+                                  : p[1] == 'D' ? crt2
+                                                : key2);
             p++;
         } else {
             text[k++] = *p;
         }
     }
     text[k] = 0;
+    return k;
+}
+
+/* Build a context from <yaml> (a TransportSocket, expand()ed) with <secrets>; returns the
+ * rm_tls_ctx_new result with the message in <err>. */
+static int build(const char *yaml, enum rm_tls_side side, const char *alpn, struct rm_error *err,
+                 struct rm_tls_ctx **out)
+{
+    char text[4096];
+    size_t k = expand(yaml, text);
     ProtobufCMessage *m = NULL;
     int rc = rm_pbjson_parse_string(
         text, k, "t.yaml", &envoy__config__core__v3__transport_socket__descriptor, &m, err);
     cr_assert_eq(rc, RM_OK, "parse: %s", err->msg);
-    struct rm_tls_opts o = {.side = side, .stat_prefix = stat_prefix, .default_alpn = alpn};
+    struct rm_tls_opts o = {
+        .side = side, .stat_prefix = stat_prefix, .default_alpn = alpn, .secrets = secrets};
     rc = rm_tls_ctx_new((const Envoy__Config__Core__V3__TransportSocket *)m, &o, "ts", out, err);
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;
@@ -196,10 +209,13 @@ Test(tls, errors_name_the_field)
     expect_error(UP "  common_tls_context:\n"
                     "    tls_certificate_sds_secret_configs: [{ name: default }]\n",
                  RM_TLS_CLIENT,
-                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs: SDS");
+                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name: "
+                 "no secret \"default\" in static_resources.secrets");
     expect_error(UP "  common_tls_context:\n"
                     "    validation_context_sds_secret_config: { name: ca }\n",
-                 RM_TLS_CLIENT, "validation_context_sds_secret_config: SDS");
+                 RM_TLS_CLIENT,
+                 "ts.typed_config.common_tls_context.validation_context_sds_secret_config.name: "
+                 "no secret \"ca\"");
     expect_error(UP "  common_tls_context:\n"
                     "    validation_context:\n"
                     "      match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: a "
@@ -367,4 +383,242 @@ Test(tls, a_listener_keeps_its_server_ssl_ctx_while_its_config_is_the_same)
     rm_tls_ctx_unref(e);
     rm_tls_ctx_unref(f);
     rm_tls_ctx_unref(g);
+}
+
+/* ---- secrets by name (static_resources.secrets) --------------------------------------------- */
+
+/* A table from <yaml> (a Bootstrap's static_resources, expand()ed). */
+static struct rm_secrets *make_secrets(const char *yaml)
+{
+    char text[4096];
+    size_t k = expand(yaml, text);
+    struct rm_error err = {{0}};
+    ProtobufCMessage *m = NULL;
+    cr_assert_eq(rm_pbjson_parse_string(
+                     text, k, "s.yaml",
+                     &envoy__config__bootstrap__v3__bootstrap__static_resources__descriptor, &m,
+                     &err),
+                 RM_OK, "parse: %s", err.msg);
+    struct rm_pb_box *box = rm_pb_box_new(m);
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = (const void *)m;
+    struct rm_secrets *s = NULL;
+    cr_assert_eq(
+        rm_secrets_new(sr->secrets, sr->n_secrets, box, "static_resources.secrets", &s, &err),
+        RM_OK, "%s", err.msg);
+    rm_pb_box_unref(box); /* the table keeps its own reference */
+    return s;
+}
+
+#define SECRETS                                                                                    \
+    "secrets:\n"                                                                                   \
+    "- name: cert\n"                                                                               \
+    "  tls_certificate:\n"                                                                         \
+    "    certificate_chain: { filename: \"%C\" }\n"                                                \
+    "    private_key: { filename: \"%K\" }\n"                                                      \
+    "- name: ca\n"                                                                                 \
+    "  validation_context: { trusted_ca: { filename: \"%C\" } }\n"                                 \
+    "- name: ca_depth5\n"                                                                          \
+    "  validation_context: { trusted_ca: { filename: \"%C\" }, max_verify_depth: 5 }\n"            \
+    "- name: bad_key\n"                                                                            \
+    "  tls_certificate:\n"                                                                         \
+    "    certificate_chain: { filename: \"%C\" }\n"                                                \
+    "    private_key: { inline_string: \"not a key\" }\n"
+
+/* A context of <yaml> that must build; the caller unrefs it. */
+static struct rm_tls_ctx *must_build(const char *yaml, enum rm_tls_side side)
+{
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *t = NULL;
+    cr_assert_eq(build(yaml, side, NULL, &err, &t), RM_OK, "%s", err.msg);
+    cr_assert_not_null(t);
+    return t;
+}
+
+Test(tls, sds_references_resolve_in_the_static_secrets)
+{
+    struct rm_secrets *tab = make_secrets(SECRETS);
+    secrets = tab;
+    stat_prefix = "listener.sds.";
+    /* a listener's certificate by name: the same SSL_CTX as the same certificate inline (the
+     * resolved configuration is what counts) */
+    struct rm_tls_ctx *inl = must_build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER);
+    struct rm_tls_ctx *ref =
+        must_build(DOWN "  common_tls_context:\n"
+                        "    tls_certificate_sds_secret_configs: [{name: cert}]\n",
+                   RM_TLS_SERVER);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(ref), rm_tls_ctx_ssl_ctx(inl));
+    /* validation by name, alone */
+    struct rm_tls_ctx *v_inl = must_build(
+        UP "  common_tls_context:\n    validation_context: { trusted_ca: { filename: \"%C\" } }\n",
+        RM_TLS_CLIENT);
+    struct rm_tls_ctx *v_ref = must_build(
+        UP "  common_tls_context:\n    validation_context_sds_secret_config: { name: ca }\n",
+        RM_TLS_CLIENT);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(v_ref), rm_tls_ctx_ssl_ctx(v_inl));
+    /* combined: the secret's fields over the default's (a singular field of the secret wins,
+     * the trusted_ca DataSource is the secret's, the default's SAN matchers stay) */
+    struct rm_tls_ctx *d5 = must_build(UP "  common_tls_context:\n"
+                                          "    validation_context:\n"
+                                          "      trusted_ca: { filename: \"%C\" }\n"
+                                          "      max_verify_depth: 5\n",
+                                       RM_TLS_CLIENT);
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(d5), rm_tls_ctx_ssl_ctx(v_inl));
+    struct rm_tls_ctx *comb =
+        must_build(UP "  common_tls_context:\n"
+                      "    combined_validation_context:\n"
+                      "      default_validation_context:\n"
+                      "        trusted_ca: { filename: \"%D\" }\n"
+                      "        max_verify_depth: 1\n"
+                      "        match_typed_subject_alt_names:\n"
+                      "        - { san_type: DNS, matcher: { exact: a.test } }\n"
+                      "      validation_context_sds_secret_config: { name: ca_depth5 }\n",
+                   RM_TLS_CLIENT);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(comb), rm_tls_ctx_ssl_ctx(d5), "the secret's fields win");
+    /* a field only the default sets is kept */
+    struct rm_tls_ctx *keep = must_build(UP "  common_tls_context:\n"
+                                            "    combined_validation_context:\n"
+                                            "      default_validation_context:\n"
+                                            "        max_verify_depth: 5\n"
+                                            "      validation_context_sds_secret_config:\n"
+                                            "        name: ca\n",
+                                         RM_TLS_CLIENT);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(keep), rm_tls_ctx_ssl_ctx(d5), "the default's field is kept");
+    /* without the secret, the default alone has SAN matchers and no CA: an error */
+    expect_error(UP "  common_tls_context:\n"
+                    "    combined_validation_context:\n"
+                    "      default_validation_context:\n"
+                    "        match_typed_subject_alt_names:\n"
+                    "        - { san_type: DNS, matcher: { exact: a.test } }\n",
+                 RM_TLS_CLIENT, "default_validation_context.trusted_ca: required");
+    struct rm_tls_ctx *v[] = {inl, ref, v_inl, v_ref, d5, comb, keep};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        rm_tls_ctx_unref(v[i]);
+    secrets = NULL;
+    stat_prefix = "test.";
+    rm_secrets_unref(tab);
+}
+
+Test(tls, sds_reference_errors_name_the_reference)
+{
+    struct rm_secrets *tab = make_secrets(SECRETS);
+    secrets = tab;
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs:\n"
+                      "    - name: cert\n"
+                      "      sds_config: { ads: {} }\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0]."
+                 "sds_config: dynamic SDS is not supported by remora yet");
+    expect_error(
+        UP "  common_tls_context:\n"
+           "    validation_context_sds_secret_config: { name: ca, sds_config: { ads: {} } }\n",
+        RM_TLS_CLIENT,
+        "ts.typed_config.common_tls_context.validation_context_sds_secret_config."
+        "sds_config: dynamic SDS is not supported by remora yet");
+    expect_error(UP "  common_tls_context:\n"
+                    "    combined_validation_context:\n"
+                    "      validation_context_sds_secret_config: { name: ca, sds_config: { ads: {} "
+                    "} }\n",
+                 RM_TLS_CLIENT,
+                 "ts.typed_config.common_tls_context.combined_validation_context."
+                 "validation_context_sds_secret_config.sds_config: dynamic SDS");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs: [{ name: nope }]\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name: "
+                 "no secret \"nope\" in static_resources.secrets");
+    expect_error(UP "  common_tls_context:\n"
+                    "    combined_validation_context:\n"
+                    "      validation_context_sds_secret_config: { name: nope }\n",
+                 RM_TLS_CLIENT,
+                 "combined_validation_context.validation_context_sds_secret_config.name: no "
+                 "secret \"nope\"");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs: [{ name: ca }]\n",
+                 RM_TLS_SERVER,
+                 "tls_certificate_sds_secret_configs[0].name: secret \"ca\" "
+                 "(static_resources.secrets[1]) is not a tls_certificate secret");
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context_sds_secret_config: { name: cert }\n",
+                 RM_TLS_CLIENT,
+                 "validation_context_sds_secret_config.name: secret \"cert\" "
+                 "(static_resources.secrets[0]) is not a validation_context secret");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs: [{}]\n",
+                 RM_TLS_SERVER, "tls_certificate_sds_secret_configs[0].name: required");
+    /* an error in a secret's contents names the reference and the secret */
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs: [{ name: bad_key }]\n",
+                 RM_TLS_SERVER,
+                 "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0] -> "
+                 "static_resources.secrets[3].tls_certificate.private_key.inline_string: no PEM "
+                 "private key");
+    expect_error(DOWN "  common_tls_context:\n" CERT
+                      "    tls_certificate_sds_secret_configs: [{ name: cert }]\n",
+                 RM_TLS_SERVER, "tls_certificates: one certificate is supported");
+    secrets = NULL;
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs: [{ name: cert }]\n",
+                 RM_TLS_SERVER, "no secret \"cert\"");
+    rm_secrets_unref(tab);
+}
+
+/* Contexts are shared by their resolved configuration: one name, two contents (two snapshots'
+ * tables), two SSL_CTXs; the same contents in another table, one. */
+Test(tls, the_sharing_key_is_made_of_the_secrets_contents)
+{
+    struct rm_secrets *a = make_secrets("secrets:\n"
+                                        "- name: cert\n"
+                                        "  tls_certificate:\n"
+                                        "    certificate_chain: { filename: \"%C\" }\n"
+                                        "    private_key: { filename: \"%K\" }\n");
+    struct rm_secrets *a2 = make_secrets("secrets:\n"
+                                         "- name: cert\n"
+                                         "  tls_certificate:\n"
+                                         "    certificate_chain: { filename: \"%C\" }\n"
+                                         "    private_key: { filename: \"%K\" }\n");
+    struct rm_secrets *b =
+        make_secrets("secrets:\n"
+                     "- name: cert\n"
+                     "  tls_certificate:\n"
+                     "    certificate_chain: { filename: \"%D\" }\n"
+                     "    private_key: { filename: \"%L\" }\n"
+                     "- name: ca\n"
+                     "  validation_context: { trusted_ca: { filename: \"%D\" } }\n");
+    struct rm_secrets *c =
+        make_secrets("secrets:\n"
+                     "- name: ca\n"
+                     "  validation_context: { trusted_ca: { filename: \"%C\" } }\n");
+    static const char srv[] = DOWN "  common_tls_context:\n"
+                                   "    tls_certificate_sds_secret_configs: [{name: cert}]\n";
+    static const char cli[] = UP "  common_tls_context:\n"
+                                 "    validation_context_sds_secret_config: { name: ca }\n";
+    stat_prefix = "listener.key.";
+    secrets = a;
+    struct rm_tls_ctx *sa = must_build(srv, RM_TLS_SERVER);
+    secrets = a2;
+    struct rm_tls_ctx *sa2 = must_build(srv, RM_TLS_SERVER);
+    secrets = b;
+    struct rm_tls_ctx *sb = must_build(srv, RM_TLS_SERVER);
+    struct rm_tls_ctx *cb = must_build(cli, RM_TLS_CLIENT);
+    secrets = c;
+    struct rm_tls_ctx *cc = must_build(cli, RM_TLS_CLIENT);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(sa2), rm_tls_ctx_ssl_ctx(sa), "same contents: shared");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(sb), rm_tls_ctx_ssl_ctx(sa), "same name, other certificate");
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(cb), rm_tls_ctx_ssl_ctx(cc), "same name, other CA");
+    /* a file a secret names, touched on disk: a new SSL_CTX at the next build */
+    struct timespec later[2] = {{.tv_sec = 2100000000}, {.tv_sec = 2100000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, key, later, 0), 0);
+    secrets = a;
+    struct rm_tls_ctx *sa3 = must_build(srv, RM_TLS_SERVER);
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(sa3), rm_tls_ctx_ssl_ctx(sa), "a touched file");
+    struct rm_tls_ctx *v[] = {sa, sa2, sb, cb, cc, sa3};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        rm_tls_ctx_unref(v[i]);
+    secrets = NULL;
+    stat_prefix = "test.";
+    rm_secrets_unref(a);
+    rm_secrets_unref(a2);
+    rm_secrets_unref(b);
+    rm_secrets_unref(c);
 }

@@ -91,7 +91,7 @@ static struct rm_cluster *add_cluster(const char *name, const char *extra, const
     }
     struct rm_error err = {{0}};
     T.pb[T.n] = parse(yaml);
-    struct rm_cluster *c = rm_cluster_new(T.pb[T.n], NULL, "clusters[0]", &err);
+    struct rm_cluster *c = rm_cluster_new(T.pb[T.n], NULL, NULL, "clusters[0]", &err);
     cr_assert_not_null(c, "%s", err.msg);
     cr_assert(rm_cluster_is_dns(c));
     snprintf(c->dns->resolver.resolv_conf, sizeof(c->dns->resolver.resolv_conf), "%s",
@@ -107,7 +107,7 @@ static void cluster_err(const char *yaml, const char *want)
 {
     struct rm_error err = {{0}};
     Cluster *pb = parse(yaml);
-    struct rm_cluster *c = rm_cluster_new(pb, NULL, "static_resources.clusters[0]", &err);
+    struct rm_cluster *c = rm_cluster_new(pb, NULL, NULL, "static_resources.clusters[0]", &err);
     protobuf_c_message_free_unpacked(&pb->base, NULL);
     cr_assert_null(c, "expected: %s", want);
     cr_assert(strstr(err.msg, want), "got \"%s\", want \"%s\"", err.msg, want);

@@ -1,0 +1,120 @@
+#include "proxy/net/secrets.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "proxy/config/pbutil.h"
+
+typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
+
+struct secret_entry {
+    const Secret *pb; /* in the table's box */
+    char path[64];    /* "<path>[i]" */
+};
+
+struct rm_secrets {
+    _Atomic unsigned refs;
+    struct rm_pb_box *box;  /* a reference (NULL: the caller keeps the messages alive) */
+    struct secret_entry *v; /* sorted by name */
+    size_t n;
+};
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const struct secret_entry *)a)->pb->name,
+                  ((const struct secret_entry *)b)->pb->name);
+}
+
+/* Secret <s> at <p>: a name and a supported kind. */
+static int check_secret(const Secret *s, const char *p, struct rm_error *err)
+{
+    if (!s->name || !s->name[0]) return rm_error_set(err, "%s.name: a secret needs a name", p);
+    switch (s->type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE:
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT:
+        return RM_OK;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS:
+        return rm_error_set(err, "%s.session_ticket_keys: not supported by remora yet", p);
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_GENERIC_SECRET:
+        return rm_error_set(err, "%s.generic_secret: not supported by remora", p);
+    default:
+        return rm_error_set(
+            err, "%s: a secret needs tls_certificate or validation_context (\"%s\")", p, s->name);
+    }
+}
+
+int rm_secrets_new(Secret *const *v, size_t n, struct rm_pb_box *box, const char *path,
+                   struct rm_secrets **out, struct rm_error *err)
+{
+    *out = NULL;
+    if (!n) return RM_OK;
+    struct rm_secrets *s = calloc(1, sizeof(*s));
+    if (!s) goto fail_oom;
+    atomic_init(&s->refs, 1);
+    if (!(s->v = calloc(n, sizeof(*s->v)))) goto fail_oom;
+    s->box = box ? rm_pb_box_ref(box) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        struct secret_entry *e = &s->v[s->n++];
+        e->pb = v[i];
+        snprintf(e->path, sizeof(e->path), "%s[%zu]", path, i);
+        if (check_secret(v[i], e->path, err)) goto fail;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(v[j]->name, v[i]->name) == 0) {
+                rm_error_set(err, "%s.name: duplicate \"%s\"", e->path, v[i]->name);
+                goto fail;
+            }
+        }
+    }
+    qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
+    *out = s;
+    return RM_OK;
+fail_oom:
+    rm_error_set(err, "%s: out of memory", path);
+fail:
+    rm_secrets_unref(s);
+    return RM_ERR;
+}
+
+static const struct secret_entry *find(const struct rm_secrets *s, const char *name)
+{
+    size_t lo = 0, hi = s ? s->n : 0;
+    while (name && lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(name, s->v[mid].pb->name);
+        if (c == 0) return &s->v[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const Secret *rm_secrets_find(const struct rm_secrets *s, const char *name)
+{
+    const struct secret_entry *e = find(s, name);
+    return e ? e->pb : NULL;
+}
+
+const char *rm_secrets_path(const struct rm_secrets *s, const char *name)
+{
+    const struct secret_entry *e = find(s, name);
+    return e ? e->path : "";
+}
+
+struct rm_secrets *rm_secrets_ref(struct rm_secrets *s)
+{
+    if (s) atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void rm_secrets_unref(struct rm_secrets *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
+    rm_pb_box_unref(s->box);
+    free(s->v);
+    free(s);
+}
