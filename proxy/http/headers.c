@@ -43,6 +43,9 @@ const struct rm_str rm_hkey_names[RM_HK_COUNT] = {
     [RM_HK_X_FORWARDED_FOR] = RM_STR("x-forwarded-for"),
     [RM_HK_X_FORWARDED_PROTO] = RM_STR("x-forwarded-proto"),
     [RM_HK_GRPC_TIMEOUT] = RM_STR("grpc-timeout"),
+    [RM_HK_USER_AGENT] = RM_STR("user-agent"),
+    [RM_HK_X_ENVOY_ORIGINAL_PATH] = RM_STR("x-envoy-original-path"),
+    [RM_HK_X_ENVOY_UPSTREAM_SERVICE_TIME] = RM_STR("x-envoy-upstream-service-time"),
 };
 
 #define IS(lit) (memcmp(n, lit, sizeof(lit) - 1) == 0)
@@ -72,6 +75,7 @@ enum rm_hkey rm_hkey_of(const void *name, size_t len)
     case 10:
         if (IS(":authority")) return RM_HK_AUTHORITY;
         if (IS("connection")) return RM_HK_CONNECTION;
+        if (IS("user-agent")) return RM_HK_USER_AGENT;
         return IS("keep-alive") ? RM_HK_KEEP_ALIVE : RM_HK_OTHER;
     case 12:
         if (IS("content-type")) return RM_HK_CONTENT_TYPE;
@@ -86,6 +90,11 @@ enum rm_hkey rm_hkey_of(const void *name, size_t len)
     case 17:
         if (IS("transfer-encoding")) return RM_HK_TRANSFER_ENCODING;
         return IS("x-forwarded-proto") ? RM_HK_X_FORWARDED_PROTO : RM_HK_OTHER;
+    case 21:
+        return IS("x-envoy-original-path") ? RM_HK_X_ENVOY_ORIGINAL_PATH : RM_HK_OTHER;
+    case 29:
+        return IS("x-envoy-upstream-service-time") ? RM_HK_X_ENVOY_UPSTREAM_SERVICE_TIME
+                                                   : RM_HK_OTHER;
     default:
         return RM_HK_OTHER;
     }

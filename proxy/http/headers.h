@@ -45,8 +45,12 @@ enum rm_hkey {
     RM_HK_X_FORWARDED_FOR,
     RM_HK_X_FORWARDED_PROTO,
     RM_HK_GRPC_TIMEOUT,
+    RM_HK_USER_AGENT,                    /* access logs (Envoy's and Istio's formats) */
+    RM_HK_X_ENVOY_ORIGINAL_PATH,         /* set by prefix rewrites; access logs */
+    RM_HK_X_ENVOY_UPSTREAM_SERVICE_TIME, /* set by the router; access logs */
     RM_HK_COUNT
 };
+_Static_assert(RM_HK_COUNT <= 32, "RM_HK_BIT: one bit per key in a uint32_t");
 
 struct rm_header {
     uint8_t *name;
