@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
@@ -395,10 +397,60 @@ static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
 
 /* ---- listeners ---------------------------------------------------------------------------- */
 
+#define TLS_INSPECTOR "envoy.filters.listener.tls_inspector"
+#define HTTP_INSPECTOR "envoy.filters.listener.http_inspector"
+
+/* listener_filters: the TLS and HTTP inspectors are accepted and change nothing.  In Envoy they
+ * find the SNI / ALPN / transport and application protocol a filter_chain_match selects on;
+ * remora has one filter chain without a match, learns the ALPN and SNI from its own handshake
+ * and sniffs the HTTP/2 preface itself (codec AUTO), so there is nothing for them to decide.
+ * Other listener filters (original_dst, proxy_protocol, …) are rejected with the path. */
+static int check_listener_filter(const Envoy__Config__Listener__V3__ListenerFilter *f,
+                                 const char *path, struct rm_error *err)
+{
+    if (f->config_type_case !=
+        ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+        if (f->name &&
+            (strcmp(f->name, TLS_INSPECTOR) == 0 || strcmp(f->name, HTTP_INSPECTOR) == 0))
+            return RM_OK;
+        return rm_error_set(
+            err,
+            "%s: listener filter \"%s\" is not supported by remora (only " TLS_INSPECTOR
+            " and " HTTP_INSPECTOR ")",
+            path, f->name ? f->name : "");
+    }
+    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
+    if (d == &envoy__extensions__filters__listener__http_inspector__v3__http_inspector__descriptor)
+        return RM_OK;
+    if (d != &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor)
+        return rm_error_set(
+            err,
+            "%s: listener filter \"%s\" (%s) is not supported by remora (only " TLS_INSPECTOR
+            " and " HTTP_INSPECTOR ")",
+            path, f->name ? f->name : "", f->typed_config->type_url);
+    ProtobufCMessage *m;
+    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
+        return rm_error_prefix(err, "%s.typed_config: ", path);
+    char tp[PATH_MAX_LEN];
+    snprintf(tp, sizeof(tp), "%s.typed_config", path);
+    int rc = rm_pb_check_no_unknown(m, tp, err);
+    const Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *ti = (void *)m;
+    bool ja3 = rm_pb_bool(ti->enable_ja3_fingerprinting, false);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc) return RM_ERR;
+    if (ja3)
+        return rm_error_set(
+            err, "%s.typed_config.enable_ja3_fingerprinting: not supported by remora", path);
+    return RM_OK; /* initial_read_buffer_size: nothing is read ahead */
+}
+
 static int check_listener_supported(const Listener *pb, const char *path, struct rm_error *err)
 {
-    if (pb->n_listener_filters)
-        return rm_error_set(err, "%s.listener_filters: not supported by remora yet", path);
+    for (size_t i = 0; i < pb->n_listener_filters; i++) {
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "%s.listener_filters[%zu]", path, i);
+        if (check_listener_filter(pb->listener_filters[i], p, err)) return RM_ERR;
+    }
     if (rm_pb_bool(pb->use_original_dst, false))
         return rm_error_set(err, "%s.use_original_dst: not supported by remora yet", path);
     if (rm_pb_bool(pb->transparent, false))
