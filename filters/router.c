@@ -976,8 +976,9 @@ static void up_on_headers(struct rm_stream *s, struct rm_headers *h, bool end)
     char *num = rm_arena_alloc(h->arena, 24);
     size_t n = rm_fmt_u64(num, rm_loop_now(loop_of(r)) - r->up_start_ms);
     num[n] = 0; /* as rm_headers_add's copies */
-    rm_headers_add_ref_key(h, RM_HK_X_ENVOY_UPSTREAM_SERVICE_TIME, "x-envoy-upstream-service-time",
-                           29, num, n);
+    /* set, not added: an upstream sidecar's own x-envoy-upstream-service-time is replaced, as
+     * Envoy does (a mesh hop would otherwise pass two) */
+    rm_headers_set_ref_key(h, RM_HK_X_ENVOY_UPSTREAM_SERVICE_TIME, num, n);
     if (hs->vhost->include_attempt_count_in_response) {
         char cnt[24];
         n = rm_fmt_u64(cnt, r->attempts);

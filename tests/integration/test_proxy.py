@@ -42,6 +42,23 @@ def test_http1_get(ctx):
     assert r.headers.get("server") == "remora", r
 
 
+def test_upstream_service_time_replaces_the_upstreams(ctx):
+    """An upstream that is itself a sidecar sends x-envoy-upstream-service-time: remora's own
+    replaces it (Envoy's setEnvoyUpstreamServiceTime), over HTTP/1.1 and HTTP/2."""
+    up = ctx.upstream(name="b1")
+    px = ctx.remora(cfg.simple(up.port))
+    for h2 in (False, True):
+        args = ["curl", "-si", "--max-time", "10", "-H",
+                "x-upstream-response-headers: x-envoy-upstream-service-time=987654"]
+        args += ["--http2-prior-knowledge"] if h2 else []
+        r = ctx.run(args + [f"http://127.0.0.1:{px.port}/t"], check=True)
+        head = r.stdout.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+        got = [ln.split(":", 1)[1].strip() for ln in head.split("\r\n")
+               if ln.startswith("x-envoy-upstream-service-time:")]
+        assert len(got) == 1 and got[0] != "987654" and got[0].isdigit(), (h2, head)
+    assert ctx.stop(px) == 0
+
+
 def test_h2c_get(ctx):
     up = ctx.upstream(name="b1")
     px = ctx.remora(cfg.simple(up.port))
