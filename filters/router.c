@@ -36,9 +36,12 @@
 #include "proxy/upstream/circuit_breaker.h"
 #include "proxy/upstream/pool.h"
 
-#define OVERFLOW_BODY                                                                              \
-    "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 #define RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
+#define OVERFLOW_BODY RESET_BODY "overflow"
+/* A TLS connect failure: the 503 body names it, UPSTREAM_TRANSPORT_FAILURE_REASON prints it */
+#define TF_BODY(reason) RESET_BODY "connection failure, transport failure reason: " reason
+#define TF_VERIFY "TLS error: certificate verify failed"
+#define TF_HANDSHAKE "TLS error: handshake failed"
 
 /* Envoy's response code details (RESPONSE_CODE_DETAILS), static: set where the reply is
  * decided.  An upstream reset's "{reason}" gets the transport failure reason added by the
@@ -600,13 +603,11 @@ static void pool_failure(struct rm_pool_request *pr, enum rm_pool_failure why, i
     hs->transport_failure = NULL;
     hs->transport_errno = 0;
     if (err == -EKEYREJECTED) {
-        body = RESET_BODY "connection failure, transport failure reason: TLS error: certificate "
-                          "verify failed";
-        hs->transport_failure = "TLS error: certificate verify failed";
+        body = TF_BODY(TF_VERIFY);
+        hs->transport_failure = TF_VERIFY;
     } else if (err == -EPROTO) {
-        body = RESET_BODY "connection failure, transport failure reason: TLS error: handshake "
-                          "failed";
-        hs->transport_failure = "TLS error: handshake failed";
+        body = TF_BODY(TF_HANDSHAKE);
+        hs->transport_failure = TF_HANDSHAKE;
     } else if (!timeout && err < 0 && err != -ECANCELED && err != -ENOMEM && err != -EIO) {
         hs->transport_errno = -err; /* the socket's error: "delayed connect error: 111" */
     }

@@ -7,6 +7,7 @@
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/core/strmap.h"
 
 typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 
@@ -18,15 +19,10 @@ struct secret_entry {
 struct rm_secrets {
     _Atomic unsigned refs;
     struct rm_pb_box *box;  /* a reference (NULL: the caller keeps the messages alive) */
-    struct secret_entry *v; /* sorted by name */
+    struct secret_entry *v; /* in definition order */
     size_t n;
+    struct rm_strmap by_name; /* name -> entry in v */
 };
-
-static int cmp_entry(const void *a, const void *b)
-{
-    return strcmp(((const struct secret_entry *)a)->pb->name,
-                  ((const struct secret_entry *)b)->pb->name);
-}
 
 /* Secret <s> at <p>: a name and a supported kind. */
 static int check_secret(const Secret *s, const char *p, struct rm_error *err)
@@ -61,14 +57,12 @@ int rm_secrets_new(Secret *const *v, size_t n, struct rm_pb_box *box, const char
         e->pb = v[i];
         snprintf(e->path, sizeof(e->path), "%s[%zu]", path, i);
         if (check_secret(v[i], e->path, err)) goto fail;
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(v[j]->name, v[i]->name) == 0) {
-                rm_error_set(err, "%s.name: duplicate \"%s\"", e->path, v[i]->name);
-                goto fail;
-            }
+        if (rm_strmap_get(&s->by_name, v[i]->name)) {
+            rm_error_set(err, "%s.name: duplicate \"%s\"", e->path, v[i]->name);
+            goto fail;
         }
+        rm_strmap_put(&s->by_name, v[i]->name, e);
     }
-    qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
     *out = s;
     return RM_OK;
 fail_oom:
@@ -80,17 +74,7 @@ fail:
 
 static const struct secret_entry *find(const struct rm_secrets *s, const char *name)
 {
-    size_t lo = 0, hi = s ? s->n : 0;
-    while (name && lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(name, s->v[mid].pb->name);
-        if (c == 0) return &s->v[mid];
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return s && name ? rm_strmap_get(&s->by_name, name) : NULL;
 }
 
 const Secret *rm_secrets_find(const struct rm_secrets *s, const char *name)
@@ -115,6 +99,7 @@ void rm_secrets_unref(struct rm_secrets *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
     rm_pb_box_unref(s->box);
+    rm_strmap_clear(&s->by_name);
     free(s->v);
     free(s);
 }
