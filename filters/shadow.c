@@ -294,8 +294,7 @@ void rm_shadow_start(struct rm_shadow *s, const uint8_t *body, size_t len,
         rm_headers_init(s->trailers, &s->arena);
         rm_headers_copy(s->trailers, trailers);
     }
-    if (s->timeout_ms)
-        rm_timer_start(s->w->loop, &s->timeout, s->timeout_ms, on_timeout);
+    if (s->timeout_ms) rm_timer_start(s->w->loop, &s->timeout, s->timeout_ms, on_timeout);
     struct rm_codec *codec;
     if (rm_pool_acquire(s->pool, &s->preq, &sh_pool_cb, s->priority, &codec) == RM_OK)
         open_stream(s, codec);
