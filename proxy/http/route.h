@@ -113,6 +113,21 @@ struct rm_weighted_cluster {
     struct rm_filter_route_cfgs filter_cfgs;
 };
 
+/** One RequestMirrorPolicy (route action, virtual host or route configuration): a copy of each
+ *  request goes to <cluster>, fire and forget (filters/shadow.h). */
+struct rm_mirror_policy {
+    char *cluster_name;   /* NULL with cluster_header */
+    void *cluster;        /* resolved pointer for cluster_name (NULL = unknown: no shadow) */
+    char *cluster_header; /* lower-case: the cluster is this request header's value */
+    /* runtime_fraction's default_value (remora has no runtime); unset = every request */
+    uint32_t numerator, denominator;
+    bool host_suffix; /* append "-shadow" to the host (!disable_shadow_host_suffix_append) */
+};
+struct rm_mirror_policies {
+    const struct rm_mirror_policy *v;
+    size_t n;
+};
+
 enum rm_route_action_kind {
     RM_ROUTE_FORWARD,  /* RouteAction */
     RM_ROUTE_DIRECT,   /* DirectResponseAction */
@@ -181,6 +196,9 @@ struct rm_route {
     const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
     uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
     struct rm_filter_route_cfgs filter_cfgs;
+    /* the mirror policies that apply: the route action's own, else its virtual host's, else the
+     * route configuration's (the most specific non-empty list, not merged: Envoy) */
+    struct rm_mirror_policies mirrors;
 };
 
 struct rm_vhost {
@@ -194,6 +212,7 @@ struct rm_vhost {
     bool include_attempt_count;          /* include_request_attempt_count */
     bool include_attempt_count_in_response;
     struct rm_filter_route_cfgs filter_cfgs;
+    struct rm_mirror_policies mirrors; /* its own request_mirror_policies */
 };
 
 /** How a domain pattern matched: Envoy picks exact, then the longest suffix wildcard
@@ -221,6 +240,7 @@ struct rm_route_table {
     size_t n_domain_exact, n_domain_suffix, n_domain_prefix;
     const struct rm_vhost *default_vhost; /* the "*" virtual host, or NULL */
     struct rm_filter_route_cfgs filter_cfgs;
+    struct rm_mirror_policies mirrors; /* its own request_mirror_policies */
 };
 
 /** Resolve a cluster name to the snapshot's cluster object (or NULL if unknown). */
