@@ -18,6 +18,7 @@ struct pcre2_real_code_8;
 struct rm_retry_policy;
 struct Envoy__Config__Route__V3__RouteConfiguration;
 struct Envoy__Config__Route__V3__HeaderMatcher;
+struct Envoy__Type__Matcher__V3__StringMatcher;
 struct Envoy__Config__Core__V3__HeaderValueOption;
 struct Google__Protobuf__Any;
 
@@ -327,6 +328,13 @@ int rm_route_parts_header_matcher(struct rm_route_parts *p,
                                   const struct Envoy__Config__Route__V3__HeaderMatcher *hm,
                                   const char *path, struct rm_header_match *out,
                                   struct rm_error *err);
+/** Compile StringMatcher <sm> found at <path> into <out> (memory in <p>).  RM_OK or RM_ERR. */
+int rm_route_parts_str_matcher(struct rm_route_parts *p,
+                               const struct Envoy__Type__Matcher__V3__StringMatcher *sm,
+                               const char *path, struct rm_str_match *out, struct rm_error *err);
+/** <n> zeroed bytes (never NULL) / a copy of <s>, living until rm_route_parts_free(). */
+void *rm_route_parts_alloc(struct rm_route_parts *p, size_t n);
+char *rm_route_parts_strdup(struct rm_route_parts *p, const char *s);
 /** Compile the HeaderValueOption list <v>[<n>] found at <path>.<field> as request (<request>)
  *  or response additions of <out> (the other half is left alone).  RM_OK or RM_ERR. */
 int rm_route_parts_header_adds(struct rm_route_parts *p,
