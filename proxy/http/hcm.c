@@ -660,6 +660,17 @@ const void *rm_filter_route_config(const struct rm_filter *f)
     return e ? e->config : NULL;
 }
 
+unsigned rm_filter_route_configs(const struct rm_filter *f, const void *out[4])
+{
+    const struct rm_hcm_stream *hs = f->stream;
+    const struct rm_filter_route_cfg *e[4];
+    unsigned n = rm_route_filter_cfgs_all(hs->cfg->routes, hs->vhost, hs->route, hs->wcluster,
+                                          f->cfg_idx, e);
+    for (unsigned i = 0; i < n; i++)
+        out[i] = e[i]->config;
+    return n;
+}
+
 void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused)
 {
     if (dead(hs)) return;
