@@ -3,7 +3,8 @@ xDS gRPC channel on unix sockets, as Istio's sidecar bootstrap uses them (its xd
 reaches istio-agent at pipe ./etc/istio/proxy/XDS).
 
 Shown here: a listener on a socket file (bound over a stale file, as Envoy unlinks before bind,
-its pipe.mode applied, shared by two workers, HTTP/1.1 and h2c through curl --unix-socket) and
+its pipe.mode applied, shared by two workers, HTTP/1.1 and h2c through curl --unix-socket), the
+admin on a socket file, and
 one on an abstract socket (@name) routed to a TCP remora-upstream; the downstream address
 operators print the listener's path (Envoy names a pipe peer by the listener's own socket) and
 no x-forwarded-for is added for a pipe peer (Envoy's appendXff takes IPs only); the file stays
@@ -117,12 +118,6 @@ def pipe_listener(name, pipe, alog):
             typed_config: {{ "@type": {ROUTER} }}"""
 
 
-def listener_json(ctx, px):
-    r = ctx.curl(f"http://127.0.0.1:{px.admin}/listeners?format=json")
-    assert r.status == 200, r
-    return {ls["name"]: ls["local_address"] for ls in json.loads(r.body)["listener_statuses"]}
-
-
 def test_pipe_listeners(ctx):
     up = ctx.upstream(name="tcp-up")
     sock = os.path.join(ctx.tmp, "in.sock")
@@ -132,22 +127,24 @@ def test_pipe_listeners(ctx):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind(sock)
     assert stat.S_ISSOCK(os.stat(sock).st_mode) and not connectable(sock)
+    admin = os.path.join(ctx.tmp, "admin.sock")
     yaml = f"""
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{admin}} }} }} }}
+admin: {{ address: {{ pipe: {{ path: {admin}, mode: 384 }} }} }}
 static_resources:
   listeners:{pipe_listener("file", f"{{ path: {sock}, mode: 416 }}", alog)}\
 {pipe_listener("abstract", f'{{ path: "{abstract}" }}', alog)}
   clusters:{cfg.cluster("backend", [up.port])}
 """
     px = ctx.remora(yaml, "--concurrency", "2", wait=False)
-    harness.wait_port(px.admin, proc=px.p)
+    wait_unix(admin, px.p)
     wait_unix(sock, px.p)
     wait_unix(abstract, px.p)
 
-    # pipe.mode (416 = 0640) is the socket file's mode
+    # pipe.mode (416 = 0640, 384 = 0600) is the socket file's mode
     st = os.stat(sock)
     assert stat.S_ISSOCK(st.st_mode), oct(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
+    assert stat.S_IMODE(os.stat(admin).st_mode) == 0o600, oct(os.stat(admin).st_mode)
 
     # HTTP/1.1 and h2c over the socket file; no x-forwarded-for for a pipe peer
     for h2 in (False, True):
@@ -172,10 +169,12 @@ static_resources:
     assert f"{abstract}|{abstract}|{abstract}|127.0.0.1:{up.port}|/abstract" in lines, lines
     assert sum(ln.startswith(want_file + "/n") for ln in lines) == n, lines
 
-    # /listeners and the listener's stats name the pipes
-    ls = listener_json(ctx, px)
+    # the admin on its pipe: /listeners and the listener's stats name the pipes
+    r = curl_unix(ctx, admin, "/listeners?format=json")
+    assert r.status == 200, r
+    ls = {x["name"]: x["local_address"] for x in json.loads(r.body)["listener_statuses"]}
     assert ls == {"file": {"pipe": {"path": sock}}, "abstract": {"pipe": {"path": abstract}}}, ls
-    stats = ctx.curl(f"http://127.0.0.1:{px.admin}/stats").body.decode()
+    stats = curl_unix(ctx, admin, "/stats").body.decode()
     # (+1: wait_unix's probe connection)
     assert f"listener.{sock}.downstream_cx_total: {n + 3}" in stats, stats
 
