@@ -354,7 +354,7 @@ def test_ads_over_unix_socket(ctx):
     grpc_services: [ { envoy_grpc: { cluster_name: xds-grpc } } ]
   cds_config: { ads: {}, resource_api_version: V3 }
   lds_config: { ads: {}, resource_api_version: V3 }"""
-        px = ctx.remora(xds_pipe_bootstrap(xds_sock, dynamic), wait=False)
+        px = ctx.remora(xds_pipe_bootstrap(xds_sock, dynamic), "--concurrency", "2", wait=False)
         harness.wait_port(px.admin, proc=px.p)
         wait_for("/ready",
                  lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
@@ -362,10 +362,11 @@ def test_ads_over_unix_socket(ctx):
             srv.wait_ack(t, v)
         wait_unix(in_sock, px.p)
         assert stat.S_IMODE(os.stat(in_sock).st_mode) == 0o600
-        r = curl_unix(ctx, in_sock, "/via-xds")
-        assert r.status == 200 and r.headers.get("x-upstream-name") == "app", r
+        for i in range(6):  # the LDS listener's socket, shared by both workers
+            r = curl_unix(ctx, in_sock, f"/via-xds/{i}")
+            assert r.status == 200 and r.headers.get("x-upstream-name") == "app", r
         text = ctx.curl(f"http://127.0.0.1:{px.admin}/clusters").body.decode()
-        assert f"backend::{app_sock}::rq_success::1" in text, text
+        assert f"backend::{app_sock}::rq_success::6" in text, text
         assert srv.streams_opened == 1
 
         # the listener removed over LDS stops accepting
