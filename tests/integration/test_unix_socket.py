@@ -60,6 +60,17 @@ def curl_unix(ctx, path, url_path="/", **kw):
     return ctx.curl(f"http://localhost{url_path}", *opt, **kw)
 
 
+def listening_sockets(path):
+    """How many listening unix sockets are bound to <path> (/proc/net/unix: flags 00010000)."""
+    n = 0
+    with open("/proc/net/unix") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 8 and cols[7] == path and cols[3] == "00010000":
+                n += 1
+    return n
+
+
 def unix_upstream(ctx, path, name, *extra):
     pr = ctx.spawn([ctx.bin("remora-upstream"), "--listen", f"unix:{path}", "--name", name] +
                    list(extra), f"upstream-{name}")
@@ -145,6 +156,10 @@ static_resources:
     assert stat.S_ISSOCK(st.st_mode), oct(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
     assert stat.S_IMODE(os.stat(admin).st_mode) == 0o600, oct(os.stat(admin).st_mode)
+
+    # one socket, shared by the two workers (not one each: a second bind would have taken the
+    # path from the first)
+    assert listening_sockets(sock) == 1 and listening_sockets(abstract) == 1
 
     # HTTP/1.1 and h2c over the socket file; no x-forwarded-for for a pipe peer
     for h2 in (False, True):
