@@ -36,8 +36,17 @@ static void ip_port(const struct sockaddr *ss, char *ip, size_t len, unsigned *p
     }
 }
 
+/* An Address as Envoy prints one (a pipe: {"pipe":{"path":...}}, its name as in /clusters). */
 static void json_address(struct rm_strbuf *sb, const struct sockaddr *ss)
 {
+    if (ss->sa_family == AF_UNIX) {
+        char path[RM_SOCKADDR_STRLEN];
+        rm_sockaddr_str(ss, path, sizeof(path));
+        rm_strbuf_puts(sb, "{\"pipe\":{\"path\":");
+        rm_admin_json_str(sb, path);
+        rm_strbuf_puts(sb, "}}");
+        return;
+    }
     char ip[64];
     unsigned port;
     ip_port(ss, ip, sizeof(ip), &port);

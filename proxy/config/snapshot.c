@@ -514,6 +514,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     snprintf(p, sizeof(p), "%s.address", path);
     if (rm_pb_address(pb->address, p, &lc->addr, &lc->addr_len, err)) return RM_ERR;
     rm_sockaddr_str((struct sockaddr *)&lc->addr, lc->addr_str, sizeof(lc->addr_str));
+    lc->pipe_mode = rm_pb_pipe_mode(pb->address);
     lc->buffer_limit = rm_pb_u32(pb->per_connection_buffer_limit_bytes, 1024 * 1024);
     lc->reuse_port = rm_pb_bool(pb->enable_reuse_port, true);
     lc->backlog = rm_pb_u32(pb->tcp_backlog_size, 1024);
@@ -619,9 +620,10 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         if (rm_pb_address(bs->admin->address, "admin.address", &s->admin_addr, &s->admin_addr_len,
                           err))
             return RM_ERR;
-        char a[64];
+        char a[RM_SOCKADDR_STRLEN];
         rm_sockaddr_str((struct sockaddr *)&s->admin_addr, a, sizeof(a));
         s->admin_addr_str = strdup(a);
+        s->admin_pipe_mode = rm_pb_pipe_mode(bs->admin->address);
     }
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
@@ -740,6 +742,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->secrets = rm_secrets_ref(base->secrets);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
+    s->admin_pipe_mode = base->admin_pipe_mode;
     s->admin_addr_str = base->admin_addr_str ? strdup(base->admin_addr_str) : NULL;
     s->node_id = base->node_id ? strdup(base->node_id) : NULL;
     s->node_cluster = base->node_cluster ? strdup(base->node_cluster) : NULL;

@@ -87,7 +87,8 @@ struct rm_listener_cfg {
     uint64_t last_updated_ms;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char addr_str[64];
+    char addr_str[RM_SOCKADDR_STRLEN];
+    uint32_t pipe_mode;    /* address.pipe.mode: the socket file's mode (0: as bind made it) */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
@@ -155,6 +156,7 @@ struct rm_snapshot {
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
+    uint32_t admin_pipe_mode; /* admin.address.pipe.mode */
     char *node_id, *node_cluster;
     struct rm_cluster *ads_cluster; /* dynamic_resources.ads_config's cluster, or NULL */
     bool ads_delta;                 /* ads_config.api_type DELTA_GRPC (else SotW) */

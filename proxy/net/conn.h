@@ -118,7 +118,8 @@ void rm_conn_pause_reading(struct rm_conn *c, bool paused);
 void rm_conn_close(struct rm_conn *c);
 /** Write what is queued, then close (e.g. after a final response).  No more callbacks. */
 void rm_conn_close_after_flush(struct rm_conn *c);
-/** "ip:port" of the peer into <buf>; returns buf. */
+/** "ip:port" of the peer into <buf> (a unix socket: its path, "@name" if abstract); returns
+ *  buf. */
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len);
 
 #endif

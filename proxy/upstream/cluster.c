@@ -310,6 +310,11 @@ static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int localit
     const Envoy__Config__Core__V3__Address *a = le->endpoint->address;
     char p[512];
     snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    if (a && a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE)
+        return rm_error_set(err,
+                            "%s.pipe: a DNS cluster's endpoints are DNS names and ports, not unix "
+                            "sockets",
+                            p);
     if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return rm_error_set(err, "%s.socket_address: required (a DNS name and a port)", p);
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;

@@ -308,7 +308,7 @@ static enum cx_result connect_one(struct rm_pool *p)
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
-        char a[64];
+        char a[RM_SOCKADDR_STRLEN];
         rm_sockaddr_str(sa, a, sizeof(a));
         rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, a, strerror(-err));
         pool_conn_free(pc);
