@@ -511,9 +511,11 @@ static void on_stream(void *user, struct rm_stream *s)
         clock_gettime(CLOCK_REALTIME, &hs->start_wall);
         if (!hc->have_addrs) { /* the connection may be gone when the stream is logged */
             hc->have_addrs = true;
-            socklen_t len = sizeof(hc->local_addr);
-            if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
-                len > sizeof(hc->local_addr))
+            const struct sockaddr *la = rm_conn_local_addr(hc->conn); /* restored: the original
+                                                                          destination */
+            if (la)
+                memcpy(&hc->local_addr, la, sizeof(hc->local_addr));
+            else
                 hc->local_addr.sin6_family = AF_UNSPEC;
             if (hc->conn->peer_len <= sizeof(hc->peer_addr))
                 memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);

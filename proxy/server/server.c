@@ -239,7 +239,7 @@ static void on_uptime(struct rm_timer *t)
 static int bind_one(struct rm_server *sv, const struct rm_listener_cfg *lc, int *fds, size_t stride,
                     size_t i, struct rm_error *err)
 {
-    for (unsigned w = 0; w < sv->n_workers; w++) {
+    for (unsigned w = 0; lc->bind_to_port && w < sv->n_workers; w++) {
         int fd = rm_listen_socket((const struct sockaddr *)&lc->addr, lc->addr_len,
                                   lc->reuse_port || sv->n_workers > 1, (int)lc->backlog);
         if (fd < 0)
