@@ -362,3 +362,90 @@ def test_sidecar_cleanup_interval_removes_unused_hosts(ctx):
 test_sidecar_outbound_capture.timeout = NETNS_TIMEOUT + 20
 test_sidecar_original_dst_header_and_no_destination.timeout = NETNS_TIMEOUT + 20
 test_sidecar_cleanup_interval_removes_unused_hosts.timeout = NETNS_TIMEOUT + 20
+
+
+# ---- over xDS --------------------------------------------------------------------------------
+
+def xds_listener(name, addr, port, extra, route):
+    from test_xds_lds_cds import HCM, T
+    return f"""
+- "@type": {T}envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: {addr}, port_value: {port} }} }}{extra}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": {HCM}
+        stat_prefix: {name}
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{ prefix: / }}
+              {route}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": {T}envoy.extensions.filters.http.router.v3.Router }}"""
+
+
+def test_sidecar_lds_unbound_listener_lifecycle(ctx):
+    """Over LDS and CDS: the capturing listener and the ORIGINAL_DST cluster arrive over xDS; a
+    bind_to_port: false listener added later takes the redirected connections of its port (no
+    socket: the upstream already has that port on 127.0.0.2), an update changes what it does,
+    and once removed the capturing listener gets them again."""
+    from test_xds_lds_cds import T, bootstrap, put, wait_for
+    from test_xds_server import Xds
+    capture, uport = ports(2)
+
+    def body(ctx):
+        upstream_at(ctx, "127.0.0.2", uport, "a")
+        d = os.path.join(ctx.tmp, "xds")
+        os.makedirs(d)
+        cap = xds_listener("virtualOutbound", "127.0.0.1", capture, """
+  use_original_dst: true
+  listener_filters:
+  - name: envoy.filters.listener.original_dst
+    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst }""",  # noqa: E501
+                           'direct_response: { status: 200, body: { inline_string: "captured" } }')
+
+        def port_listener(route):
+            return xds_listener(f"0.0.0.0_{uport}", "0.0.0.0", uport,
+                                "\n  bind_to_port: false", route)
+        put(d, "c.yaml", f"""
+- "@type": {T}envoy.config.cluster.v3.Cluster
+  name: PassthroughCluster
+  type: ORIGINAL_DST
+  lb_policy: CLUSTER_PROVIDED
+  connect_timeout: 1s""")
+        put(d, "l.yaml", cap)
+        xds = Xds(ctx, d)
+        px = ctx.remora(bootstrap(xds.port), wait=False)
+        wait_port(px.admin, proc=px.p)
+        wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+
+        def body_of():
+            r = captured(ctx, f"http://127.0.0.2:{uport}/")
+            return r.body if r.status == 200 else r.status
+
+        assert body_of() == b"captured"
+        put(d, "l.yaml", cap, port_listener("route: { cluster: PassthroughCluster }"))
+        wait_for("the hand-off to the new listener",
+                 lambda: captured(ctx, f"http://127.0.0.2:{uport}/").headers.get(
+                     "x-upstream-name") == "a")
+        r = captured(ctx, f"http://127.0.0.2:{uport}/")
+        assert r.status == 200 and r.headers.get("x-upstream-name") == "a", r
+        put(d, "l.yaml", cap, port_listener(
+            'direct_response: { status: 200, body: { inline_string: "updated" } }'))
+        wait_for("the updated listener", lambda: body_of() == b"updated")
+        put(d, "l.yaml", cap)
+        wait_for("the removed listener", lambda: body_of() == b"captured")
+        s = stats(ctx, px)
+        assert s.get("listener_manager.lds.update_rejected", 0) == 0, s
+        assert px.p.poll() is None
+
+    in_netns(ctx, body, capture)
+
+
+test_sidecar_lds_unbound_listener_lifecycle.timeout = NETNS_TIMEOUT + 20
