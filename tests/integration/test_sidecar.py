@@ -23,12 +23,13 @@ from remora_cfg import ROUTER
 
 CLONE_NEWNET = 0x40000000
 CLIENT_IP = "127.0.0.5"  # connections from here are redirected
+CLIENT_IP6 = "::5"  # the same for IPv6 (in_netns(v6=True))
 NETNS_TIMEOUT = 90
 
 
 # ---- the namespace ---------------------------------------------------------------------------
 
-def _child(ctx, body, capture_port, w):
+def _child(ctx, body, capture_port, w, v6):
     """In the forked child: a new network namespace, then body(ctx).  Never returns."""
     code = 1
     msg = b""
@@ -49,6 +50,11 @@ def _child(ctx, body, capture_port, w):
         ctx.run(["ip", "link", "set", "lo", "up"], check=True)
         ctx.run(["iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", CLIENT_IP,
                  "-j", "REDIRECT", "--to-ports", str(capture_port)], check=True)
+        if v6:  # IPv6 loopback is ::1 alone: the client and upstream addresses are added
+            for a in (CLIENT_IP6, "::2"):
+                ctx.run(["ip", "-6", "addr", "add", f"{a}/128", "dev", "lo", "nodad"], check=True)
+            ctx.run(["ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", CLIENT_IP6,
+                     "-j", "REDIRECT", "--to-ports", str(capture_port)], check=True)
         try:
             body(ctx)
         finally:
@@ -71,14 +77,14 @@ def _child(ctx, body, capture_port, w):
             os._exit(code)
 
 
-def in_netns(ctx, body, capture_port):
+def in_netns(ctx, body, capture_port, v6=False):
     """Run body(ctx) in a child process inside a fresh network namespace whose OUTPUT REDIRECT
     sends TCP from CLIENT_IP to capture_port; raise the child's failure here."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(ctx, body, capture_port, w)
+        _child(ctx, body, capture_port, w, v6)
     os.close(w)
     os.set_blocking(r, False)
     out = b""
@@ -449,3 +455,46 @@ def test_sidecar_lds_unbound_listener_lifecycle(ctx):
 
 
 test_sidecar_lds_unbound_listener_lifecycle.timeout = NETNS_TIMEOUT + 20
+
+
+def test_sidecar_ipv6_capture(ctx):
+    """IPv6 (IP6T_SO_ORIGINAL_DST): a connection from ::5 to [::2]:PORT redirected to the
+    capturing listener on [::1] goes to the [::]:PORT listener and to [::2]:PORT upstream.  The
+    capturing listener names no listener filter: use_original_dst adds it (as Envoy)."""
+    capture, uport = ports(2)
+
+    def body(ctx):
+        pr = ctx.spawn([ctx.bin("remora-upstream"), "--listen", f"[::2]:{uport}", "--name", "v6"],
+                       "upstream-v6")
+        wait_port(uport, host="::2", proc=pr.p)
+        log = os.path.join(ctx.tmp, "port.log")
+        text = """
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: {admin} }
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address:
+      socket_address: { address: "::1", port_value: {port0} }
+    use_original_dst: true
+""" + hcm("capture", 'direct_response: { status: 200, body: { inline_string: "captured" } }',
+          os.path.join(ctx.tmp, "capture.log")) + """
+  - name: "[::]_%d"
+    address:
+      socket_address: { address: "::", port_value: %d }
+    bind_to_port: false""" % (uport, uport) + hcm("outbound_v6", "route: { cluster: PassthroughCluster }",
+                                                  log) + """
+  clusters:""" + PASSTHROUGH % "5s" + "\n"
+        px = ctx.remora(text, ports=[capture], wait=False)
+        wait_port(px.admin, proc=px.p)
+        wait_port(capture, host="::1", proc=px.p)
+        r = ctx.curl(f"http://[::2]:{uport}/six", "--interface", CLIENT_IP6, timeout=10)
+        assert r.status == 200 and r.headers.get("x-upstream-name") == "v6", r
+        lines = log_lines(log, 1)
+        assert lines[0] == f"[::2]:{uport} [::2]:{uport} 200 - /six", lines
+
+    in_netns(ctx, body, capture, v6=True)
+
+
+test_sidecar_ipv6_capture.timeout = NETNS_TIMEOUT + 20
