@@ -850,7 +850,8 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     char a[RM_SOCKADDR_STRLEN];
     rm_sockaddr_str((struct sockaddr *)&out->probe.addr, a, sizeof(a));
     if (other) return rm_error_set(err, "%s: %s is already used by listener %s", p, a, other);
-    if (!bound_now(m, &out->probe)) { /* can it be bound? */
+    out->probe.bind_to_port = rm_pb_bool(pb->bind_to_port, true);
+    if (out->probe.bind_to_port && !bound_now(m, &out->probe)) { /* can it be bound? */
         int fd =
             rm_listen_socket((struct sockaddr *)&out->probe.addr, out->probe.addr_len, true, 1);
         if (fd < 0) return rm_error_set(err, "%s: cannot listen on %s: %s", p, a, strerror(-fd));

@@ -501,9 +501,11 @@ void rm_hcm_conn_facts(struct rm_hcm_conn *hc)
 {
     if (hc->have_addrs) return;
     hc->have_addrs = true;
-    socklen_t len = sizeof(hc->local_addr);
-    if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
-        len > sizeof(hc->local_addr))
+    /* restored by envoy.filters.listener.original_dst: the original destination */
+    const struct sockaddr *la = rm_conn_local_addr(hc->conn);
+    if (la)
+        memcpy(&hc->local_addr, la, sizeof(hc->local_addr));
+    else
         hc->local_addr.sin6_family = AF_UNSPEC;
     if (hc->conn->peer_len <= sizeof(hc->peer_addr))
         memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);

@@ -14,6 +14,15 @@
 
 #include "proxy/core/error.h"
 
+/* <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash with the libc
+ * headers; their values are part of the kernel ABI. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
 #define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
 
 /* ---- plain transport ---------------------------------------------------------------------- */
@@ -473,6 +482,34 @@ struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *add
     }
     if (timeout_ms) rm_timer_start(loop, &c->connect_timer, timeout_ms, on_connect_timeout);
     return c;
+}
+
+bool rm_conn_restore_original_dst(struct rm_conn *c)
+{
+    struct sockaddr_in6 a = {0};
+    socklen_t len = sizeof(a);
+    int rc = c->peer.ss_family == AF_INET6
+                 ? getsockopt(c->io.fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &a, &len)
+                 : getsockopt(c->io.fd, SOL_IP, SO_ORIGINAL_DST, &a, &len);
+    if (rc != 0 || len > sizeof(a) || (a.sin6_family != AF_INET && a.sin6_family != AF_INET6))
+        return false;
+    c->local = a;
+    c->flags |= RM_CONN_LOCAL_RESTORED;
+    return true;
+}
+
+const struct sockaddr *rm_conn_local_addr(struct rm_conn *c)
+{
+    if (c->local.sin6_family == AF_UNSPEC) {
+        socklen_t len = sizeof(c->local);
+        if (c->io.fd < 0 || getsockname(c->io.fd, (struct sockaddr *)&c->local, &len) != 0 ||
+            len > sizeof(c->local) ||
+            (c->local.sin6_family != AF_INET && c->local.sin6_family != AF_INET6)) {
+            c->local.sin6_family = AF_UNSPEC;
+            return NULL;
+        }
+    }
+    return (const struct sockaddr *)&c->local;
 }
 
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len)

@@ -257,7 +257,7 @@ static int listen_fd(const struct rm_server *sv, const struct rm_listener_cfg *l
 static int bind_one(struct rm_server *sv, const struct rm_listener_cfg *lc, int *fds, size_t stride,
                     size_t i, struct rm_error *err)
 {
-    for (unsigned w = 0; w < sv->n_workers; w++) {
+    for (unsigned w = 0; lc->bind_to_port && w < sv->n_workers; w++) {
         int fd = listen_fd(sv, lc, w, fds[i]);
         if (fd < 0)
             return rm_error_set(err, "%s%s%s: cannot listen on %s: %s",
