@@ -10,10 +10,11 @@
 
 #include "proxy/core/loop.h"
 #include "proxy/net/listener.h"
+#include "proxy/server/netfilter.h"
 
 struct rm_snapshot;
 struct rm_worker_cluster;
-struct rm_hcm_conn;
+struct rm_worker_conn;
 struct rm_cluster;
 struct rm_host_set;
 struct rm_worker_job;
@@ -69,7 +70,7 @@ struct rm_worker {
     _Atomic int command;                     /* RM_WORKER_* */
     pthread_mutex_t jobs_lock;               /* guards jobs / jobs_tail (any thread) */
     struct rm_worker_job *jobs, **jobs_tail; /* posted functions, FIFO */
-    struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
+    struct rm_worker_conn *conns;            /* downstream connections (netfilter.h) */
     unsigned n_conns;
     struct rm_timer drain_timer;
     struct rm_timer trim_timer; /* returns a burst's buffers to the OS once quiet (worker.c) */
