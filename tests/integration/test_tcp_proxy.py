@@ -1,0 +1,451 @@
+"""The TCP proxy network filter (envoy.filters.network.tcp_proxy): bytes relayed unchanged to a
+cluster's host (HTTP/1.1 and h2c to remora-upstream: nothing added or rewritten), a large
+transfer both ways to a Python echo server with a slow reader stays within a memory bound and
+arrives intact, half-close (a FIN is passed on, the other direction goes on), connect failures
+(closed downstream, upstream_cx_connect_fail; max_connect_attempts tries another host), no route,
+idle_timeout, TLS termination in front of it, delivery over LDS, and a drain that leaves open
+TCP connections alone until the drain time is over."""
+import hashlib
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+
+import harness
+import remora_cfg as cfg
+from harness import TestFailure, free_port
+
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+
+def bootstrap(clusters, tcp="cluster: backend", listener_extra="", filters_head=None):
+    """One tcp_proxy listener on {port0} (stat_prefix tp) with TcpProxy fields <tcp> (YAML flow
+    items), then <clusters>."""
+    head = filters_head or "\n    - filters:"
+    return """
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: {admin} }
+static_resources:
+  listeners:
+  - name: tcp
+    address:
+      socket_address: { address: 127.0.0.1, port_value: {port0} }%s
+    filter_chains:%s
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": %s, stat_prefix: tp, %s }
+  clusters:%s
+""" % (listener_extra, head, TCP, tcp, "".join(clusters))
+
+
+def stats(ctx, px):
+    out = {}
+    for line in ctx.curl(f"http://127.0.0.1:{px.admin}/stats").body.decode().splitlines():
+        k, _, v = line.partition(": ")
+        if v.lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def settled(ctx, px):
+    """/stats once no downstream connection is open (the harness's own port probe included)."""
+    key = f"listener.127.0.0.1_{px.port}.downstream_cx_active"
+    return wait_for("connections to end", lambda: (lambda s: s if s.get(key) == 0 else None)(
+        stats(ctx, px)))
+
+
+def delta(after, before, key):
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def wait_for(what, fn, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TestFailure(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Server:
+    """A Python TCP server on a free loopback port; <handler>(sock) runs per connection in a
+    thread.  Threads are daemons; the listening socket closes with stop()."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.errors = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(c,), daemon=True).start()
+
+    def _run(self, c):
+        try:
+            c.settimeout(30)
+            self.handler(c)
+        except Exception as e:  # reported by the test
+            self.errors.append(repr(e))
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def echo(c):
+    """Echo until EOF, then pass the EOF on (shutdown) and close."""
+    while True:
+        b = c.recv(65536)
+        if not b:
+            c.shutdown(socket.SHUT_WR)
+            return
+        c.sendall(b)
+
+
+def recv_all(s, limit=1 << 20):
+    out = b""
+    while len(out) < limit:
+        b = s.recv(65536)
+        if not b:
+            return out
+        out += b
+    return out
+
+
+def closed_by_peer(s, timeout=5):
+    """True when the peer closes <s> (EOF or reset) within <timeout>; data is drained."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise TestFailure("no VmRSS")
+
+
+# ---- bytes pass unchanged --------------------------------------------------------------------
+
+def test_tcp_proxy_http_passes_unchanged(ctx):
+    up = ctx.upstream(name="raw")
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [up.port])]))
+    s0 = settled(ctx, px)
+    for h2 in (False, True):
+        r = ctx.curl(f"http://127.0.0.1:{px.port}/echo-request", http2=h2,
+                     headers={"x-upstream-response-headers": "x-envoy-upstream-service-time=77"})
+        assert r.status == 200, r
+        assert r.headers.get("x-upstream-name") == "raw", r
+        # the upstream's response headers arrive untouched: no HTTP layer in between
+        assert r.headers.get("x-envoy-upstream-service-time") == "77", r
+        assert r.headers.get("server") != "remora", r
+        j = json.loads(r.body)
+        for h in ("x-forwarded-for", "x-forwarded-proto", "x-request-id",
+                  "x-envoy-expected-rq-timeout-ms"):
+            assert h not in j["headers"], (h2, j)
+    s = settled(ctx, px)
+    assert delta(s, s0, "tcp.tp.downstream_cx_total") == 2, s
+    assert delta(s, s0, "cluster.backend.upstream_cx_total") == 2, s
+    assert s["cluster.backend.upstream_cx_active"] == 0, s
+    assert delta(s, s0, "tcp.tp.downstream_cx_rx_bytes_total") > 100, s
+    assert s["cluster.backend.upstream_cx_tx_bytes_total"] == s["tcp.tp.downstream_cx_rx_bytes_total"]
+    assert s["cluster.backend.upstream_cx_rx_bytes_total"] == s["tcp.tp.downstream_cx_tx_bytes_total"]
+    assert delta(s, s0, f"listener.127.0.0.1_{px.port}.downstream_cx_total") == 2, s
+    assert "http.tp.downstream_rq_total" not in s, s
+    assert ctx.stop(px) == 0
+
+
+# ---- large transfer, bounded buffers ---------------------------------------------------------
+
+def test_tcp_proxy_large_transfer_slow_reader(ctx):
+    """50 MB both ways through an echo server while the client does not read for 2 s: remora
+    stops reading once the buffers are full (per_connection_buffer_limit_bytes 256 KiB), its RSS
+    stays within a bound, and every byte comes back in order."""
+    srv = Server(echo)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])],
+                              listener_extra="\n    per_connection_buffer_limit_bytes: 262144"))
+    base = rss_kb(px.p.pid)
+    size = 50 * 1024 * 1024
+    data = os.urandom(size)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=60)
+    sent = {}
+
+    def writer():
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            sent["ok"] = True
+        except OSError as e:
+            sent["err"] = repr(e)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    time.sleep(2.0)  # the slow reader: everything in flight is held by buffers
+    peak = rss_kb(px.p.pid)
+    st = stats(ctx, px)
+    assert st["tcp.tp.downstream_flow_control_paused_reading_total"] >= 1, st
+    assert st["tcp.tp.downstream_cx_rx_bytes_total"] < size / 2, st
+    h = hashlib.sha256()
+    got = 0
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        got += len(b)
+        peak = max(peak, rss_kb(px.p.pid)) if got % (8 << 20) < len(b) else peak
+    t.join(30)
+    s.close()
+    assert sent.get("ok"), sent
+    assert got == size, got
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+    print(f"  RSS {base} KiB before, peak {peak} KiB relaying 50 MB each way")
+    assert peak - base < 24 * 1024, f"RSS grew by {peak - base} KiB relaying 50 MB"
+    st = stats(ctx, px)
+    assert st["tcp.tp.downstream_cx_rx_bytes_total"] == size, st
+    assert st["tcp.tp.downstream_cx_tx_bytes_total"] == size, st
+    assert st["tcp.tp.downstream_flow_control_resumed_reading_total"] >= 1, st
+    assert not srv.errors, srv.errors
+    srv.stop()
+    assert ctx.stop(px) == 0
+
+
+# ---- half-close ------------------------------------------------------------------------------
+
+def test_tcp_proxy_half_close(ctx):
+    """A FIN from either side is passed on while the other direction goes on (Envoy's tcp_proxy
+    half-close): the server answers after the client's FIN; the client sends after the
+    server's FIN."""
+    seen = []  # what each server connection received (the harness's port probe's too)
+
+    def reply_after_eof(c):
+        req = recv_all(c)  # until the client's FIN
+        seen.append(req)
+        time.sleep(0.2)
+        c.sendall(b"got:" + req)
+        c.shutdown(socket.SHUT_WR)
+
+    def banner_first(c):
+        c.sendall(b"banner")
+        c.shutdown(socket.SHUT_WR)
+        seen.append(recv_all(c))
+
+    for handler in (reply_after_eof, banner_first):
+        srv = Server(handler)
+        px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]), name=handler.__name__)
+        s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+        if handler is reply_after_eof:
+            s.sendall(b"hello")
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"got:hello", seen
+            assert b"hello" in seen
+        else:
+            assert recv_all(s) == b"banner"  # the server's FIN arrived...
+            s.sendall(b"after your fin")  # ...and this direction still works
+            s.shutdown(socket.SHUT_WR)
+            wait_for("the late bytes", lambda: b"after your fin" in seen)
+        s.close()
+        wait_for("the connection to end",
+                 lambda: stats(ctx, px).get("cluster.backend.upstream_cx_active") == 0)
+        assert not srv.errors, srv.errors
+        srv.stop()
+        assert ctx.stop(px) == 0
+
+
+# ---- failures --------------------------------------------------------------------------------
+
+def test_tcp_proxy_connect_refused_and_no_route(ctx):
+    dead = free_port()
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [dead])]))
+    s0 = settled(ctx, px)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    assert closed_by_peer(s), "the downstream stayed open after the upstream refused"
+    s.close()
+    st = settled(ctx, px)
+    assert delta(st, s0, "cluster.backend.upstream_cx_connect_fail") == 1, st
+    assert delta(st, s0, "cluster.backend.upstream_cx_total") == 1, st
+    assert st["cluster.backend.upstream_cx_active"] == 0, st
+    assert ctx.stop(px) == 0
+
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [dead])], tcp="cluster: missing"),
+                    name="noroute")
+    s0 = settled(ctx, px)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    assert closed_by_peer(s)
+    s.close()
+    st = settled(ctx, px)
+    assert delta(st, s0, "tcp.tp.downstream_cx_no_route") == 1, st
+    assert st["cluster.backend.upstream_cx_total"] == 0, st
+    assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_max_connect_attempts(ctx):
+    """Two hosts, one refusing: with max_connect_attempts 2 every connection gets through (the
+    second attempt goes to the other host); with 1, some fail."""
+    srv = Server(echo)
+    dead = free_port()
+    for attempts, all_ok in ((2, True), (1, False)):
+        px = ctx.remora(bootstrap([cfg.cluster("backend", [dead, srv.port])],
+                                  tcp=f"cluster: backend, max_connect_attempts: {attempts}"),
+                        name=f"attempts{attempts}")
+        s0 = settled(ctx, px)
+        ok = 0
+        for i in range(6):
+            s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+            try:
+                s.sendall(b"ping%d" % i)
+                s.shutdown(socket.SHUT_WR)
+                ok += recv_all(s) == b"ping%d" % i
+            except OSError:  # closed by remora: no host took it
+                pass
+            s.close()
+        st = settled(ctx, px)
+        fails = delta(st, s0, "cluster.backend.upstream_cx_connect_fail")
+        assert fails >= 2, st
+        if all_ok:
+            assert ok == 6, (ok, st)
+            assert delta(st, s0, "cluster.backend.upstream_cx_total") == 6 + fails, st
+        else:
+            assert ok < 6, (ok, st)
+        assert ctx.stop(px) == 0
+    srv.stop()
+
+
+def test_tcp_proxy_idle_timeout(ctx):
+    srv = Server(echo)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])],
+                              tcp="cluster: backend, idle_timeout: 0.5s"))
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    s.sendall(b"x")
+    assert s.recv(10) == b"x"
+    t0 = time.monotonic()
+    assert closed_by_peer(s, timeout=5), "idle connection not closed"
+    assert 0.3 < time.monotonic() - t0 < 3
+    s.close()
+    st = stats(ctx, px)
+    assert st["tcp.tp.idle_timeout"] == 1, st
+    # an active connection is not idle
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    for _ in range(8):
+        s.sendall(b"y")
+        assert s.recv(10) == b"y"
+        time.sleep(0.15)
+    s.close()
+    assert stats(ctx, px)["tcp.tp.idle_timeout"] == 1
+    srv.stop()
+    assert ctx.stop(px) == 0
+
+
+# ---- TLS termination, LDS, drain -------------------------------------------------------------
+
+def test_tcp_proxy_tls_termination(ctx):
+    import test_tls
+    c = test_tls.certs(ctx)
+    up = ctx.upstream(name="plain")
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [up.port])],
+                              filters_head=test_tls.downstream_tls(c)))
+    s0 = settled(ctx, px)
+    r = test_tls.https(ctx, px.port, "/echo-request")
+    assert r.status == 200, r
+    j = json.loads(r.body)
+    assert j["upstream"] == "plain" and "x-forwarded-proto" not in j["headers"], j
+    # a raw TLS client: bytes in, the upstream's plaintext HTTP answer out
+    tls = ssl.create_default_context(cafile=c["ca"])
+    with socket.create_connection(("127.0.0.1", px.port), timeout=5) as raw:
+        with tls.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() is None
+            s.sendall(b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            resp = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                resp += b
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
+    st = settled(ctx, px)
+    assert delta(st, s0, f"listener.127.0.0.1_{px.port}.ssl.handshake") == 2, st
+    assert delta(st, s0, "tcp.tp.downstream_cx_total") == 2, st
+    assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_over_lds(ctx):
+    from test_xds_lds_cds import bootstrap as xds_bootstrap, cla, cluster, put
+    from test_xds_server import Xds
+    a = ctx.upstream(name="a")
+    d = os.path.join(ctx.tmp, "xds")
+    os.makedirs(d)
+    lport = free_port()
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
+    put(d, "l.yaml", f"""
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: tl
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.tcp_proxy
+      typed_config: {{ "@type": {TCP}, stat_prefix: lds_tcp, cluster: c1 }}""")
+    xds = Xds(ctx, d)
+    px = ctx.remora(xds_bootstrap(xds.port), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    r = ctx.curl(f"http://127.0.0.1:{lport}/echo-request")
+    assert r.status == 200 and r.headers.get("x-upstream-name") == "a", r
+    assert "x-forwarded-for" not in json.loads(r.body)["headers"]
+    st = stats(ctx, px)
+    assert st["tcp.lds_tcp.downstream_cx_total"] == 1, st
+    # an unsupported field is a NACK naming it; the listener keeps serving
+    put(d, "l.yaml", f"""
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: tl
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.tcp_proxy
+      typed_config: {{ "@type": {TCP}, stat_prefix: lds_tcp, cluster: c1,
+                      tunneling_config: {{ hostname: h }} }}""")
+    wait_for("the NACK", lambda: stats(ctx, px).get("listener_manager.lds.update_rejected", 0) >= 1)
+    assert "tunneling_config" in px.output()
+    r = ctx.curl(f"http://127.0.0.1:{lport}/")
+    assert r.status == 200, r
+    assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_drain_keeps_open_connections(ctx):
+    """SIGTERM: the listener stops, an open TCP connection goes on working until the drain
+    time is over, then remora exits."""
+    srv = Server(echo)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]), "--drain-time-s", "2")
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    s.sendall(b"a")
+    assert s.recv(10) == b"a"
+    t0 = time.monotonic()
+    px.p.send_signal(15)
+    time.sleep(0.5)
+    s.sendall(b"b")
+    assert s.recv(10) == b"b", "the connection stopped working during the drain"
+    assert closed_by_peer(s, timeout=10)
+    assert time.monotonic() - t0 > 1.5
+    px.p.wait(10)
+    assert px.p.returncode == 0, px.output()[-2000:]
+    srv.stop()
