@@ -449,3 +449,64 @@ def test_tcp_proxy_drain_keeps_open_connections(ctx):
     px.p.wait(10)
     assert px.p.returncode == 0, px.output()[-2000:]
     srv.stop()
+
+
+def test_tcp_proxy_max_duration_and_max_connections(ctx):
+    """max_downstream_connection_duration closes an active connection; the cluster's
+    max_connections circuit breaker closes a connection over it (upstream_cx_overflow)."""
+    srv = Server(echo)
+    cb = """
+    circuit_breakers:
+      thresholds: [ { max_connections: 1 } ]"""
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port], extra=cb)],
+                              tcp="cluster: backend, max_downstream_connection_duration: 0.6s"))
+    s0 = settled(ctx, px)
+    a = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    a.sendall(b"1")
+    assert a.recv(10) == b"1"
+    b = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    assert closed_by_peer(b, timeout=3), "a connection over max_connections stayed open"
+    b.close()
+    t0 = time.monotonic()
+    for _ in range(3):  # busy, yet closed at its maximum duration
+        a.sendall(b"2")
+        assert a.recv(10) == b"2"
+        time.sleep(0.1)
+    assert closed_by_peer(a, timeout=5)
+    assert time.monotonic() - t0 < 2
+    a.close()
+    st = settled(ctx, px)
+    assert delta(st, s0, "tcp.tp.max_downstream_connection_duration") == 1, st
+    assert delta(st, s0, "cluster.backend.upstream_cx_overflow") == 1, st
+    assert delta(st, s0, "cluster.backend.upstream_cx_total") == 1, st
+    assert st["tcp.tp.idle_timeout"] == 0, st
+    srv.stop()
+    assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_tls_origination(ctx):
+    """The cluster's transport_socket: remora originates TLS (SAN checked) and relays plain
+    bytes over it."""
+    import test_tls
+    c = test_tls.certs(ctx)
+    up = test_tls.tls_upstream(ctx)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [up.port],
+                                           extra=test_tls.upstream_tls(c))]))
+    s0 = settled(ctx, px)
+    r = ctx.curl(f"http://127.0.0.1:{px.port}/echo-request")
+    assert r.status == 200, r
+    assert json.loads(r.body)["upstream"] == "tls-up", r
+    st = settled(ctx, px)
+    assert delta(st, s0, "cluster.backend.ssl.handshake") == 1, st
+    # a peer whose certificate does not match is a connect failure: the downstream closes
+    px2 = ctx.remora(bootstrap([cfg.cluster("backend", [up.port], extra=test_tls.upstream_tls(
+        c, san="spiffe://cluster.local/ns/default/sa/other"))]), name="badsan")
+    s0 = settled(ctx, px2)
+    s = socket.create_connection(("127.0.0.1", px2.port), timeout=5)
+    assert closed_by_peer(s)
+    s.close()
+    st = settled(ctx, px2)
+    assert delta(st, s0, "cluster.backend.upstream_cx_connect_fail") == 1, st
+    assert delta(st, s0, "cluster.backend.ssl.fail_verify_san") == 1, st
+    assert ctx.stop(px) == 0
+    assert ctx.stop(px2) == 0
