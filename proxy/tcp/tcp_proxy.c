@@ -3,14 +3,26 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy/admin/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
+#include "proxy/http/access_log.h"
 #include "proxy/net/conn.h"
 #include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/pool.h"
+
+/* What access logs say of a connection (only with access_log). */
+struct tcp_log {
+    const char *flags; /* Envoy's response flag (static), or NULL */
+    uint64_t bytes_rx, bytes_tx;
+    struct timespec start_wall;
+    struct sockaddr_in6 peer, local, up_local; /* AF_UNSPEC: unknown */
+    struct rm_tls_info *tls;                   /* the downstream's TLS session, or NULL */
+    bool tls_asked;
+};
 
 /* One downstream connection and its upstream.  Owned by the worker's list from accept until
  * finish(); freed by a deferred task.  The conns report to it through their handlers; each
@@ -34,6 +46,7 @@ struct tcp_conn {
     struct rm_timer timer; /* idle_timeout and max_downstream_connection_duration */
     uint64_t start_ms, activity_ms;
     size_t pending_seen; /* output queued both ways when the timer last looked */
+    struct tcp_log *log; /* NULL without access_log */
     struct rm_task free_task;
 };
 
@@ -58,7 +71,57 @@ static void free_task_run(struct rm_task *t)
     rm_worker_snap_release(tc->wsnap);
     rm_stats_release(tc->stats);
     rm_stats_release(tc->listener_stats);
+    if (tc->log) free(tc->log->tls);
+    free(tc->log);
     free(tc);
+}
+
+static const struct sockaddr *addr_or_null(const struct sockaddr_in6 *a)
+{
+    return a->sin6_family == AF_INET || a->sin6_family == AF_INET6 ? (const void *)a : NULL;
+}
+
+/* The connection's access log lines (before its conns close: the TLS session is read now). */
+static void write_logs(struct tcp_conn *tc)
+{
+    struct tcp_log *lg = tc->log;
+    if (!lg || !tc->cfg) return;
+    if (tc->down && !lg->tls_asked) {
+        lg->tls_asked = true;
+        lg->tls = rm_conn_tls_info(tc->down);
+    }
+    const struct rm_host *h = tc->host ? tc->host : tc->tried;
+    struct rm_alog_info in = {
+        .resp_flags = lg->flags,
+        .bytes_rx = lg->bytes_rx,
+        .bytes_tx = lg->bytes_tx,
+        .start = lg->start_wall,
+        .duration_ms = (int64_t)(rm_loop_now(loop_of(tc)) - tc->start_ms),
+        .req_duration_ms = -1,
+        .resp_duration_ms = -1,
+        .upstream_host = h ? h->addr_str : NULL,
+        .upstream_cluster = tc->wc ? tc->wc->cluster->name : NULL,
+        .down_remote = addr_or_null(&lg->peer),
+        .down_local = addr_or_null(&lg->local),
+        .upstream_local = addr_or_null(&lg->up_local),
+        .down_tls = lg->tls,
+        .attempts = tc->attempts,
+    };
+    for (size_t i = 0; i < tc->cfg->n_access_logs; i++)
+        rm_access_log_write(tc->cfg->access_logs[i], loop_of(tc), &in);
+}
+
+/* A new connection that logs: its start and addresses. */
+static struct tcp_log *log_new(struct rm_conn *down)
+{
+    struct tcp_log *lg = calloc(1, sizeof(*lg));
+    if (!lg) return NULL;
+    clock_gettime(CLOCK_REALTIME, &lg->start_wall);
+    if (down->peer_len <= sizeof(lg->peer)) memcpy(&lg->peer, &down->peer, down->peer_len);
+    socklen_t len = sizeof(lg->local);
+    if (getsockname(down->io.fd, (struct sockaddr *)&lg->local, &len) != 0)
+        lg->local.sin6_family = AF_UNSPEC;
+    return lg;
 }
 
 /* The upstream connection of this attempt is gone: its counts and its circuit breaker slot. */
@@ -80,6 +143,7 @@ static void finish(struct tcp_conn *tc, const char *why)
     if (tc->base.closed) return;
     rm_worker_conn_unlink(tc->w, &tc->base);
     rm_log_debug("tcp_proxy %s: connection closed (%s)", tc->cfg ? tc->cfg->stat_prefix : "-", why);
+    write_logs(tc);
     rm_timer_stop(loop_of(tc), &tc->timer);
     if (tc->down) rm_conn_close(tc->down);
     if (tc->up) rm_conn_close(tc->up);
@@ -88,6 +152,13 @@ static void finish(struct tcp_conn *tc, const char *why)
     rm_stat_dec(tc->listener_stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(tc->listener_stats, RM_LS_DOWNSTREAM_CX_DESTROY);
     rm_loop_defer(loop_of(tc), &tc->free_task, free_task_run);
+}
+
+/* Close on a failure with Envoy's response flag <flag> (access logs). */
+static void fail(struct tcp_conn *tc, const char *flag)
+{
+    if (tc->log) tc->log->flags = flag;
+    finish(tc, flag);
 }
 
 /* Both directions saw their FIN: write what is left and close each side. */
@@ -149,6 +220,13 @@ static size_t down_on_data(struct rm_conn *c, const uint8_t *p, size_t n)
     if (!tc->connected) return 0; /* kept buffered (reading is paused until connected) */
     tc->activity_ms = rm_loop_now(loop_of(tc));
     rm_stat_add(tc->stats, RM_TCP_DOWNSTREAM_CX_RX_BYTES_TOTAL, (int64_t)n);
+    if (tc->log) {
+        tc->log->bytes_rx += n;
+        if (!tc->log->tls_asked) { /* past the handshake: its facts are known */
+            tc->log->tls_asked = true;
+            tc->log->tls = rm_conn_tls_info(c);
+        }
+    }
     rm_stat_add(cstats(tc), RM_CS_UPSTREAM_CX_TX_BYTES_TOTAL, (int64_t)n);
     rm_conn_write(tc->up, p, n);
     if (tc->up->flags & RM_CONN_OVER_HIGH) {
@@ -164,6 +242,7 @@ static size_t up_on_data(struct rm_conn *c, const uint8_t *p, size_t n)
     tc->activity_ms = rm_loop_now(loop_of(tc));
     rm_stat_add(cstats(tc), RM_CS_UPSTREAM_CX_RX_BYTES_TOTAL, (int64_t)n);
     rm_stat_add(tc->stats, RM_TCP_DOWNSTREAM_CX_TX_BYTES_TOTAL, (int64_t)n);
+    if (tc->log) tc->log->bytes_tx += n;
     rm_conn_write(tc->down, p, n);
     if (tc->down->flags & RM_CONN_OVER_HIGH) rm_conn_pause_reading(c, true);
     return n;
@@ -247,7 +326,7 @@ static void connect_failed(struct tcp_conn *tc, int err)
         attempt(tc);
         return;
     }
-    finish(tc, "UF");
+    fail(tc, "UF");
 }
 
 static void up_on_connected(struct rm_conn *c, int err)
@@ -261,11 +340,18 @@ static void up_on_connected(struct rm_conn *c, int err)
     rm_outlier_report_local(&tc->host->outlier, RM_OUTLIER_CONNECT_SUCCESS);
     tc->connected = true;
     c->high_watermark = tc->buffer_limit;
-    /* nothing of the config is needed any more: an old snapshot is not kept for a long-lived
-     * connection (the cluster is held through tc->wc) */
-    rm_worker_snap_release(tc->wsnap);
-    tc->wsnap = NULL;
-    tc->cfg = NULL;
+    if (tc->log) {
+        socklen_t len = sizeof(tc->log->up_local);
+        if (getsockname(c->io.fd, (struct sockaddr *)&tc->log->up_local, &len) != 0)
+            tc->log->up_local.sin6_family = AF_UNSPEC;
+    } else {
+        /* nothing of the config is needed any more: an old snapshot is not kept for a
+         * long-lived connection (the cluster is held through tc->wc); one that logs keeps it
+         * for its loggers */
+        rm_worker_snap_release(tc->wsnap);
+        tc->wsnap = NULL;
+        tc->cfg = NULL;
+    }
     if (tc->down_eof)
         rm_conn_shutdown_write(c);
     else
@@ -298,12 +384,12 @@ static void attempt(struct tcp_conn *tc)
     struct rm_host *h = rm_lb_pick(tc->wc, tc->tried);
     if (!h) {
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_NONE_HEALTHY);
-        finish(tc, "UH");
+        fail(tc, "UH");
         return;
     }
     if (!cx_allowed(c, h)) {
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_OVERFLOW);
-        finish(tc, "UO");
+        fail(tc, "UO");
         return;
     }
     tc->host = rm_host_ref(h);
@@ -351,6 +437,14 @@ static void tcp_accept(struct rm_worker *w, const struct rm_listener_cfg *lc, ui
     tc->idle_ms = cfg->idle_timeout_ms;
     tc->max_duration_ms = cfg->max_duration_ms;
     tc->max_attempts = cfg->max_connect_attempts;
+    if (cfg->n_access_logs && !(tc->log = log_new(conn))) {
+        rm_worker_snap_release(tc->wsnap);
+        rm_stats_release(tc->stats);
+        rm_stats_release(tc->listener_stats);
+        free(tc);
+        rm_conn_close(conn);
+        return;
+    }
     tc->down = conn;
     conn->h = &down_handler;
     conn->owner = tc;
@@ -366,7 +460,7 @@ static void tcp_accept(struct rm_worker *w, const struct rm_listener_cfg *lc, ui
     struct rm_worker_cluster *wc = tcl->cluster ? rm_worker_cluster_for(w, tcl->cluster) : NULL;
     if (!wc) {
         rm_stat_inc(tc->stats, RM_TCP_DOWNSTREAM_CX_NO_ROUTE);
-        finish(tc, "NR");
+        fail(tc, "NC"); /* Envoy: NoClusterFound */
         return;
     }
     tc->wc = rm_worker_cluster_hold(wc);

@@ -29,6 +29,7 @@
 
 struct Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy;
 struct rm_cluster;
+struct rm_access_log;
 struct rm_stats;
 
 struct rm_tcp_cluster {
@@ -42,10 +43,12 @@ struct rm_tcp_proxy_cfg {
     struct rm_tcp_cluster *clusters;
     size_t n_clusters;
     uint64_t total_weight;
-    uint32_t idle_timeout_ms;      /* default 1 h; 0 = none */
-    uint32_t max_connect_attempts; /* >= 1 */
-    uint32_t max_duration_ms;      /* max_downstream_connection_duration; 0 = none */
-    struct rm_stats *stats;        /* tcp.<stat_prefix>. (a reference) */
+    uint32_t idle_timeout_ms;           /* default 1 h; 0 = none */
+    uint32_t max_connect_attempts;      /* >= 1 */
+    uint32_t max_duration_ms;           /* max_downstream_connection_duration; 0 = none */
+    struct rm_stats *stats;             /* tcp.<stat_prefix>. (a reference) */
+    struct rm_access_log **access_logs; /* access_log, in order (proxy/http/access_log.h) */
+    size_t n_access_logs;
 };
 
 /** Build from <pb> (errors name fields under <path>); cluster names resolve through <resolve>

@@ -5,6 +5,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbutil.h"
+#include "proxy/http/access_log.h"
 #include "proxy/tcp/tcp_proxy.h"
 
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
@@ -21,7 +22,6 @@ static int check_unsupported(const TcpProxy *pb, const char *path, struct rm_err
                     : pb->tunneling_config        ? "tunneling_config"
                     : pb->downstream_idle_timeout ? "downstream_idle_timeout"
                     : pb->upstream_idle_timeout   ? "upstream_idle_timeout"
-                    : pb->n_access_log            ? "access_log"
                                                   : NULL;
     if (f) return rm_error_set(err, "%s.%s: not supported by remora yet", path, f);
     return RM_OK;
@@ -99,6 +99,16 @@ struct rm_tcp_proxy_cfg *rm_tcp_proxy_cfg_new(const TcpProxy *pb, const char *pa
             goto fail;
         }
     }
+    if (pb->n_access_log && !(cfg->access_logs = calloc(pb->n_access_log, sizeof(void *)))) {
+        rm_error_set(err, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < pb->n_access_log; i++) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s.access_log[%zu]", path, i);
+        if (!(cfg->access_logs[i] = rm_access_log_new(pb->access_log[i], p, err))) goto fail;
+        cfg->n_access_logs++;
+    }
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "tcp.%s.", cfg->stat_prefix);
     cfg->stats = rm_stats_get(prefix, rm_tcp_stat_defs, RM_TCP__COUNT);
@@ -114,6 +124,9 @@ void rm_tcp_proxy_cfg_free(struct rm_tcp_proxy_cfg *cfg)
     for (size_t i = 0; i < cfg->n_clusters; i++)
         free(cfg->clusters[i].name);
     free(cfg->clusters);
+    for (size_t i = 0; i < cfg->n_access_logs; i++)
+        rm_access_log_free(cfg->access_logs[i]);
+    free(cfg->access_logs);
     free(cfg->stat_prefix);
     rm_stats_release(cfg->stats);
     free(cfg);

@@ -510,3 +510,44 @@ def test_tcp_proxy_tls_origination(ctx):
     assert delta(st, s0, "cluster.backend.ssl.fail_verify_san") == 1, st
     assert ctx.stop(px) == 0
     assert ctx.stop(px2) == 0
+
+
+def test_tcp_proxy_access_log(ctx):
+    """access_log: one line per connection when it ends, with the HTTP access logs' operators
+    (bytes, addresses, upstream host and cluster, response flags UF / NC)."""
+    srv = Server(echo)
+    dead = free_port()
+    path = os.path.join(ctx.tmp, "tcp.log")
+    fmt = ("%RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %BYTES_RECEIVED% %BYTES_SENT% "
+           "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %PROTOCOL% %RESPONSE_CODE%\\n")
+    log = ("cluster: backend, access_log: [ { name: envoy.access_loggers.file, typed_config: { "
+           '"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, '
+           'path: "' + path + '", log_format: { text_format_source: { inline_string: "' + fmt +
+           '" } } } } ]')
+    y = bootstrap([cfg.cluster("backend", [srv.port]), cfg.cluster("dead", [dead])], tcp=log)
+    px = ctx.remora(y)
+    settled(ctx, px)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    s.sendall(b"hello")
+    s.shutdown(socket.SHUT_WR)
+    assert recv_all(s) == b"hello"
+    s.close()
+    settled(ctx, px)
+    assert ctx.stop(px) == 0
+    px = ctx.remora(y.replace("cluster: backend,", "cluster: dead,"), name="dead")
+    settled(ctx, px)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+    assert closed_by_peer(s)
+    s.close()
+    settled(ctx, px)
+    assert ctx.stop(px) == 0
+    px = ctx.remora(y.replace("cluster: backend,", "cluster: nowhere,"), name="nowhere")
+    settled(ctx, px)
+    assert ctx.stop(px) == 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    # the harness's port probes log too (no bytes); the connections under test:
+    assert f"- backend 127.0.0.1:{srv.port} 5 5 127.0.0.1 - 0" in lines, lines
+    assert any(ln.startswith(f"UF dead 127.0.0.1:{dead} 0 0 ") for ln in lines), lines
+    assert any(ln.startswith("NC - - 0 0 ") for ln in lines), lines
+    srv.stop()

@@ -162,7 +162,7 @@ Test(tcp_proxy_config, rejected_with_their_path)
     expect_error("          stat_prefix: db\n"
                  "          cluster: a\n"
                  "          access_log: [{name: x}]\n",
-                 PATH ".access_log: not supported");
+                 PATH ".access_log[0]");
     expect_error("          stat_prefix: db\n"
                  "          cluster: a\n"
                  "          max_connect_attempts: 0\n",
