@@ -173,6 +173,8 @@ def test_tcp_proxy_http_passes_unchanged(ctx):
     assert s["cluster.backend.upstream_cx_rx_bytes_total"] == s["tcp.tp.downstream_cx_tx_bytes_total"]
     assert delta(s, s0, f"listener.127.0.0.1_{px.port}.downstream_cx_total") == 2, s
     assert "http.tp.downstream_rq_total" not in s, s
+    dump = ctx.curl(f"http://127.0.0.1:{px.admin}/config_dump").body.decode()
+    assert TCP in dump and '"stat_prefix":"tp"' in dump, dump[:3000]
     assert ctx.stop(px) == 0
 
 
