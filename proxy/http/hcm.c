@@ -512,6 +512,20 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
 /* CONNECTION_ID: unique in the process; taken only by connections that log */
 static _Atomic uint64_t next_conn_id;
 
+void rm_hcm_conn_facts(struct rm_hcm_conn *hc)
+{
+    if (hc->have_addrs) return;
+    hc->have_addrs = true;
+    socklen_t len = sizeof(hc->local_addr);
+    if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
+        len > sizeof(hc->local_addr))
+        hc->local_addr.sin6_family = AF_UNSPEC;
+    if (hc->conn->peer_len <= sizeof(hc->peer_addr))
+        memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
+    hc->tls_info = rm_conn_tls_info(hc->conn);
+    hc->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed) + 1;
+}
+
 static void on_stream(void *user, struct rm_stream *s)
 {
     struct rm_hcm_conn *hc = user;
@@ -526,17 +540,7 @@ static void on_stream(void *user, struct rm_stream *s)
     hs->start_ms = rm_loop_now(hc->w->loop);
     if (hc->cfg->n_access_logs) {
         clock_gettime(CLOCK_REALTIME, &hs->start_wall);
-        if (!hc->have_addrs) { /* the connection may be gone when the stream is logged */
-            hc->have_addrs = true;
-            socklen_t len = sizeof(hc->local_addr);
-            if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
-                len > sizeof(hc->local_addr))
-                hc->local_addr.sin6_family = AF_UNSPEC;
-            if (hc->conn->peer_len <= sizeof(hc->peer_addr))
-                memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
-            hc->tls_info = rm_conn_tls_info(hc->conn);
-            hc->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed) + 1;
-        }
+        rm_hcm_conn_facts(hc); /* the connection may be gone when the stream is logged */
     }
     rm_hcm_stream_timers_start(hs);
     s->ev = &down_events;

@@ -57,7 +57,7 @@ struct rm_hcm_conn {
     struct rm_timer timer;  /* idle_timeout and max_connection_duration (hcm_timeouts.c) */
     uint64_t start_ms;      /* accepted at */
     uint64_t idle_since_ms; /* when active_streams last became 0 */
-    bool have_addrs;        /* peer_addr/local_addr set (access logs) */
+    bool have_addrs;        /* peer_addr/local_addr set (rm_hcm_conn_facts: access logs, RBAC) */
     struct sockaddr_in6 peer_addr, local_addr; /* AF_INET or AF_INET6 */
     char peer_ip[64];
     uint64_t id;                  /* CONNECTION_ID (access logs: set with have_addrs) */
@@ -142,6 +142,10 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc);
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc);
 /** Close now (streams are reset). */
 void rm_hcm_conn_close(struct rm_hcm_conn *hc);
+/** Read the connection's addresses and TLS facts into hc (peer_addr, local_addr, tls_info, id)
+ *  once; later calls return at once.  While the connection is open (the stream that asks
+ *  holds it). */
+void rm_hcm_conn_facts(struct rm_hcm_conn *hc);
 
 /* ---- used by filters --------------------------------------------------------------------- */
 

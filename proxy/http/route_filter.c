@@ -167,6 +167,26 @@ int rm_route_parts_header_matcher(struct rm_route_parts *p,
     return rm_rt_header_matcher(&c, hm, path, out);
 }
 
+int rm_route_parts_str_matcher(struct rm_route_parts *p,
+                               const Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
+                               struct rm_str_match *out, struct rm_error *err)
+{
+    struct rm_route_ctx c = parts_ctx(p, err);
+    return rm_rt_str_matcher(&c, sm, path, out);
+}
+
+void *rm_route_parts_alloc(struct rm_route_parts *p, size_t n)
+{
+    struct rm_route_ctx c = parts_ctx(p, NULL);
+    return rm_rt_alloc(&c, n);
+}
+
+char *rm_route_parts_strdup(struct rm_route_parts *p, const char *s)
+{
+    struct rm_route_ctx c = parts_ctx(p, NULL);
+    return rm_rt_strdup(&c, s, strlen(s), false);
+}
+
 int rm_route_parts_header_adds(struct rm_route_parts *p,
                                Envoy__Config__Core__V3__HeaderValueOption *const *v, size_t n,
                                const char *path, const char *field, bool request,

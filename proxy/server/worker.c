@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "filters/shadow.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/arena.h"
@@ -598,6 +599,7 @@ static void *worker_main(void *arg)
     rm_loop_run(w->loop);
     stop_listeners(w);
     close_all(w);
+    rm_shadow_cancel_all(w);
     rm_timer_stop(w->loop, &w->drain_timer);
     rm_timer_stop(w->loop, &w->trim_timer);
     rm_buf_set_trim_hook(NULL, NULL);
