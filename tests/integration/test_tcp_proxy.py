@@ -3,8 +3,11 @@ cluster's host (HTTP/1.1 and h2c to remora-upstream: nothing added or rewritten)
 transfer both ways to a Python echo server with a slow reader stays within a memory bound and
 arrives intact, half-close (a FIN is passed on, the other direction goes on), connect failures
 (closed downstream, upstream_cx_connect_fail; max_connect_attempts tries another host), no route,
-idle_timeout, TLS termination in front of it, delivery over LDS, and a drain that leaves open
-TCP connections alone until the drain time is over."""
+idle_timeout, max_downstream_connection_duration, the max_connections circuit breaker, outlier
+detection of refusing hosts, TLS termination in front of it and origination behind it, access
+logs, delivery over LDS (and a NACK naming an unsupported field), and a drain that leaves open
+TCP connections alone until the drain time is over.  The harness's port probe is a connection
+too: counters are compared from a settled baseline."""
 import hashlib
 import json
 import os
@@ -553,3 +556,41 @@ def test_tcp_proxy_access_log(ctx):
     assert any(ln.startswith(f"UF dead 127.0.0.1:{dead} 0 0 ") for ln in lines), lines
     assert any(ln.startswith("NC - - 0 0 ") for ln in lines), lines
     srv.stop()
+
+
+def test_tcp_proxy_outlier_ejects_refusing_host(ctx):
+    """Connect failures are local-origin results for outlier detection: the refusing host is
+    ejected, then every connection goes to the live one."""
+    srv = Server(echo)
+    dead = free_port()
+    od = """
+    outlier_detection:
+      interval: 0.3s
+      base_ejection_time: 30s
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 2
+      max_ejection_percent: 50"""
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [dead, srv.port], extra=od)]))
+
+    def one(i):
+        s = socket.create_connection(("127.0.0.1", px.port), timeout=5)
+        try:
+            s.sendall(b"p%d" % i)
+            s.shutdown(socket.SHUT_WR)
+            return recv_all(s) == b"p%d" % i
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    key = "cluster.backend.outlier_detection.ejections_enforced_consecutive_local_origin_failure"
+    i = 0
+    deadline = time.monotonic() + 10
+    while stats(ctx, px).get(key, 0) < 1:
+        assert time.monotonic() < deadline, stats(ctx, px)
+        one(i)
+        i += 1
+        time.sleep(0.05)
+    assert all(one(100 + j) for j in range(6))
+    srv.stop()
+    assert ctx.stop(px) == 0
