@@ -30,8 +30,10 @@ struct tcp_log {
 struct tcp_conn {
     struct rm_worker_conn base; /* ops = &rm_tcp_proxy_netfilter */
     struct rm_worker *w;
-    struct rm_worker_snap *wsnap;            /* the config it was accepted on, until connected */
-    const struct rm_tcp_proxy_cfg *cfg;      /* in wsnap; NULL once connected */
+    /* the config it was accepted on (cfg is in it), held until connected, or to the end by a
+     * connection that logs (its loggers are the config's); both NULL once let go */
+    struct rm_worker_snap *wsnap;
+    const struct rm_tcp_proxy_cfg *cfg;
     struct rm_stats *stats, *listener_stats; /* own references (tcp.<prefix>., listener.<addr>.) */
     struct rm_conn *down, *up;
     struct rm_worker_cluster *wc; /* held while the connection lives, or NULL (no route) */
