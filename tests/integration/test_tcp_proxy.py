@@ -594,3 +594,56 @@ def test_tcp_proxy_outlier_ejects_refusing_host(ctx):
     assert all(one(100 + j) for j in range(6))
     srv.stop()
     assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_replaces_hcm_on_the_same_socket(ctx):
+    """LDS turns listener sw from an HTTP connection manager into a TCP proxy on the same
+    socket: new connections are relayed raw, a keep-alive connection accepted by the HCM stays
+    an HTTP connection on its own config."""
+    import http.client
+    from test_xds_lds_cds import HCM, ROUTER, bootstrap as xds_bootstrap, cla, cluster, put
+    from test_xds_server import Xds
+    a = ctx.upstream(name="a")
+    d = os.path.join(ctx.tmp, "xds")
+    os.makedirs(d)
+    lport = free_port()
+    head = f"""
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: sw
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+  filter_chains:
+  - filters:"""
+    put(d, "c.yaml", cluster("c1"), cla("c1", a.port))
+    put(d, "l.yaml", head + f"""
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": {HCM}
+        stat_prefix: sw
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes: [ {{ match: {{ prefix: / }}, route: {{ cluster: c1 }} }} ]
+        http_filters: [ {{ name: envoy.filters.http.router, typed_config: {{ "@type": {ROUTER} }} }} ]""")
+    xds = Xds(ctx, d)
+    px = ctx.remora(xds_bootstrap(xds.port), wait=False)
+    harness.wait_port(px.admin, proc=px.p)
+    wait_for("/ready", lambda: ctx.curl(f"http://127.0.0.1:{px.admin}/ready").status == 200)
+    conn = http.client.HTTPConnection("127.0.0.1", lport, timeout=5)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("x-envoy-upstream-service-time"), r.headers
+    put(d, "l.yaml", head + f"""
+    - name: envoy.filters.network.tcp_proxy
+      typed_config: {{ "@type": {TCP}, stat_prefix: sw_tcp, cluster: c1 }}""")
+    wait_for("the TCP proxy", lambda: "x-envoy-upstream-service-time" not in ctx.curl(
+        f"http://127.0.0.1:{lport}/").headers)
+    conn.request("GET", "/")  # the old connection: still the connection manager's
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("x-envoy-upstream-service-time"), r.headers
+    conn.close()
+    st = stats(ctx, px)
+    assert st["tcp.sw_tcp.downstream_cx_total"] >= 1, st
+    assert ctx.stop(px) == 0
