@@ -33,9 +33,11 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
+#include "proxy/net/conn.h"
 #include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/circuit_breaker.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/pool.h"
 
 #define RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
@@ -803,6 +805,12 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
  * up to host_selection_retry_max_attempts times, then takes the last pick (Envoy). */
 static struct rm_host *pick_host(struct router *r)
 {
+    if (r->wc->cluster->odst) { /* ORIGINAL_DST: one host, the original destination */
+        struct rm_conn *dc = r->hs->hc->base.closed ? NULL : r->hs->hc->conn; /* closed: freed */
+        const struct sockaddr *restored =
+            dc && (dc->flags & RM_CONN_LOCAL_RESTORED) ? (const struct sockaddr *)&dc->local : NULL;
+        return rm_odst_pick(r->wc, restored, r->req);
+    }
     struct rm_host *h = rm_lb_pick(r->wc, NULL);
     if (!r->retry || !r->retry->n_tried) return h;
     for (uint32_t i = 0;

@@ -315,6 +315,11 @@ const struct rm_filter_route_cfg *rm_route_filter_cfg(const struct rm_route_tabl
                                                       const struct rm_route *r,
                                                       const struct rm_weighted_cluster *wc,
                                                       unsigned filter_idx);
+/** Every bound entry for http_filters[<filter_idx>], most specific first (the same levels as
+ *  rm_route_filter_cfg), into <out>; returns how many (0..4). */
+unsigned rm_route_filter_cfgs_all(const struct rm_route_table *t, const struct rm_vhost *vh,
+                                  const struct rm_route *r, const struct rm_weighted_cluster *wc,
+                                  unsigned filter_idx, const struct rm_filter_route_cfg *out[4]);
 
 /* ---- route pieces for filters ------------------------------------------------------------- */
 

@@ -118,6 +118,21 @@ static const struct rm_filter_route_cfg *find(const struct rm_filter_route_cfgs 
     return NULL;
 }
 
+unsigned rm_route_filter_cfgs_all(const struct rm_route_table *t, const struct rm_vhost *vh,
+                                  const struct rm_route *r, const struct rm_weighted_cluster *wc,
+                                  unsigned filter_idx, const struct rm_filter_route_cfg *out[4])
+{
+    const struct rm_filter_route_cfgs *levels[4] = {
+        wc ? &wc->filter_cfgs : NULL, r ? &r->filter_cfgs : NULL, vh ? &vh->filter_cfgs : NULL,
+        t ? &t->filter_cfgs : NULL};
+    unsigned n = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        const struct rm_filter_route_cfg *e = levels[i] ? find(levels[i], filter_idx) : NULL;
+        if (e) out[n++] = e;
+    }
+    return n;
+}
+
 const struct rm_filter_route_cfg *rm_route_filter_cfg(const struct rm_route_table *t,
                                                       const struct rm_vhost *vh,
                                                       const struct rm_route *r,

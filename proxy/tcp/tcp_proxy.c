@@ -12,6 +12,7 @@
 #include "proxy/net/conn.h"
 #include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/pool.h"
 
 /* What access logs say of a connection (only with access_log). */
@@ -378,12 +379,21 @@ static bool cx_allowed(struct rm_cluster *c, struct rm_host *h)
     return host_ok && rm_cb_try_acquire(cb, RM_CB_CX);
 }
 
-/* Pick a host (another than the last attempt's when there is one) and connect to it. */
+/* Pick a host (another than the last attempt's when there is one; ORIGINAL_DST: the original
+ * destination) and connect to it. */
 static void attempt(struct tcp_conn *tc)
 {
     struct rm_cluster *c = tc->wc->cluster;
     tc->attempts++;
-    struct rm_host *h = rm_lb_pick(tc->wc, tc->tried);
+    struct rm_host *h;
+    if (c->odst) { /* ORIGINAL_DST: the downstream connection's original destination */
+        struct rm_conn *d = tc->down;
+        h = rm_odst_pick(tc->wc,
+                         d && (d->flags & RM_CONN_LOCAL_RESTORED) ? (const void *)&d->local : NULL,
+                         NULL);
+    } else {
+        h = rm_lb_pick(tc->wc, tc->tried); /* another host than the last attempt's */
+    }
     if (!h) {
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_NONE_HEALTHY);
         fail(tc, "UH");

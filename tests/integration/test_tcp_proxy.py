@@ -53,10 +53,14 @@ def stats(ctx, px):
 
 
 def settled(ctx, px):
-    """/stats once no downstream connection is open (the harness's own port probe included)."""
-    key = f"listener.127.0.0.1_{px.port}.downstream_cx_active"
-    return wait_for("connections to end", lambda: (lambda s: s if s.get(key) == 0 else None)(
-        stats(ctx, px)))
+    """/stats once the harness's port probe (a connection of its own) was accepted and no
+    downstream connection is open."""
+    pre = f"listener.127.0.0.1_{px.port}.downstream_cx_"
+
+    def ok():
+        s = stats(ctx, px)
+        return s if s.get(pre + "total", 0) >= 1 and s.get(pre + "active") == 0 else None
+    return wait_for("connections to end", ok)
 
 
 def delta(after, before, key):
