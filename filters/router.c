@@ -806,7 +806,7 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
 static struct rm_host *pick_host(struct router *r)
 {
     if (r->wc->cluster->odst) { /* ORIGINAL_DST: one host, the original destination */
-        struct rm_conn *dc = r->hs->hc->closed ? NULL : r->hs->hc->conn; /* closed: freed */
+        struct rm_conn *dc = r->hs->hc->base.closed ? NULL : r->hs->hc->conn; /* closed: freed */
         const struct sockaddr *restored =
             dc && (dc->flags & RM_CONN_LOCAL_RESTORED) ? (const struct sockaddr *)&dc->local : NULL;
         return rm_odst_pick(r->wc, restored, r->req);

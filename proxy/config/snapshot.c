@@ -9,15 +9,19 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
 #include "proxy/http/access_log.h"
+#include "proxy/http/hcm.h"
 #include "proxy/net/secrets.h"
 #include "proxy/net/tls.h"
+#include "proxy/tcp/tcp_proxy.h"
 #include "proxy/upstream/dns.h"
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define PATH_MAX_LEN 512
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
@@ -487,7 +491,8 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
     if (fc->n_filters != 1)
         return rm_error_set(err,
                             "%s.filter_chains[0].filters: exactly one network filter "
-                            "(envoy.filters.network.http_connection_manager) is supported",
+                            "(envoy.filters.network.http_connection_manager or "
+                            "envoy.filters.network.tcp_proxy) is supported",
                             path);
     return RM_OK;
 }
@@ -505,12 +510,71 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
     if (!fc->transport_socket) return RM_OK;
     static const char *const alpn[] = {
         [RM_CODEC_AUTO] = "h2,http/1.1", [RM_CODEC_HTTP1] = "http/1.1", [RM_CODEC_HTTP2] = "h2"};
+    /* a TCP proxy offers no ALPN of its own (Envoy: only the context's alpn_protocols) */
+    const char *dflt = lc->netfilter == &rm_hcm_netfilter ? alpn[lc->hcm.codec_type] : NULL;
     struct rm_tls_opts o = {.side = RM_TLS_SERVER,
                             .stat_prefix = stat_prefix,
-                            .default_alpn = alpn[lc->hcm.codec_type],
+                            .default_alpn = dflt,
                             .secrets = secrets};
     snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
+}
+
+static int build_hcm_filter(struct build_ctx *b, struct rm_listener_cfg *lc,
+                            const ProtobufCMessage *m, const char *path, struct rm_error *err)
+{
+    return build_hcm(b, lc, (const Hcm *)m, path, err);
+}
+
+static int build_tcp_proxy(struct build_ctx *b, struct rm_listener_cfg *lc,
+                           const ProtobufCMessage *m, const char *path, struct rm_error *err)
+{
+    const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy *pb = (const void *)m;
+    lc->tcp = rm_tcp_proxy_cfg_new(pb, path, b->resolve, b->resolve_ctx, err);
+    return lc->tcp ? RM_OK : RM_ERR;
+}
+
+/* The network filters a listener may have: its typed_config's type, what runs it and what
+ * builds its config (from the unpacked, checked message; errors under the typed_config path). */
+static const struct netfilter_kind {
+    const ProtobufCMessageDescriptor *type;
+    const struct rm_netfilter_ops *ops;
+    int (*build)(struct build_ctx *b, struct rm_listener_cfg *lc, const ProtobufCMessage *m,
+                 const char *path, struct rm_error *err);
+} netfilter_kinds[] = {
+    {&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+     &rm_hcm_netfilter, build_hcm_filter},
+    {&envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
+     &rm_tcp_proxy_netfilter, build_tcp_proxy},
+};
+
+/* filter_chains[0].filters[0] of listener <path>: lc->netfilter and its config. */
+static int build_netfilter(struct build_ctx *b, struct rm_listener_cfg *lc,
+                           const Envoy__Config__Listener__V3__Filter *f, const char *path,
+                           struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return rm_error_set(err, "%s.typed_config: required", p);
+    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
+    const struct netfilter_kind *k = NULL;
+    for (size_t i = 0; i < sizeof(netfilter_kinds) / sizeof(netfilter_kinds[0]); i++) {
+        if (netfilter_kinds[i].type == d) k = &netfilter_kinds[i];
+    }
+    if (!k)
+        return rm_error_set(err,
+                            "%s: network filter \"%s\" (%s) is not supported by remora; "
+                            "only " HCM_TYPE " and " TCP_PROXY_TYPE,
+                            p, f->name, f->typed_config->type_url);
+    ProtobufCMessage *m;
+    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
+        return rm_error_prefix(err, "%s.typed_config: ", p);
+    own(b->s, m);
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
+    if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
+    lc->netfilter = k->ops;
+    return k->build(b, lc, m, p, err);
 }
 
 /* Build listener <pb> (errors under <path>) into b->s->listeners. */
@@ -537,24 +601,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     lc->use_original_dst = rm_pb_bool(pb->use_original_dst, false);
     lc->original_dst |= lc->use_original_dst; /* Envoy adds the filter for it */
     lc->bind_to_port = rm_pb_bool(pb->bind_to_port, true);
-    const Envoy__Config__Listener__V3__Filter *f = pb->filter_chains[0]->filters[0];
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
-    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
-        return rm_error_set(err, "%s.typed_config: required", p);
-    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
-    if (d !=
-        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
-        return rm_error_set(err,
-                            "%s: network filter \"%s\" (%s) is not supported by remora; "
-                            "only " HCM_TYPE,
-                            p, f->name, f->typed_config->type_url);
-    ProtobufCMessage *m;
-    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
-        return rm_error_prefix(err, "%s.typed_config: ", p);
-    own(s, m);
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
-    if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
-    if (build_hcm(b, lc, (const Hcm *)m, p, err)) return RM_ERR;
+    if (build_netfilter(b, lc, pb->filter_chains[0]->filters[0], path, err)) return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
     for (char *c = prefix + 9; *c; c++)
@@ -865,6 +912,7 @@ static void listener_free(struct rm_listener_cfg *lc)
     free(lc->version_info);
     rm_pb_box_unref(lc->pb_box);
     rm_tls_ctx_unref(lc->tls);
+    rm_tcp_proxy_cfg_free(lc->tcp);
     free(lc);
 }
 

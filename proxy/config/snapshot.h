@@ -22,7 +22,9 @@
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
 struct Envoy__Config__Listener__V3__Listener;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct rm_netfilter_ops;
 struct rm_secrets;
+struct rm_tcp_proxy_cfg;
 struct rm_tls_ctx;
 
 enum rm_codec_type {
@@ -92,7 +94,11 @@ struct rm_listener_cfg {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
-    struct rm_hcm_cfg hcm; /* the single HTTP filter chain */
+    /* filter_chains[0].filters[0], the network filter (proxy/server/netfilter.h): the HTTP
+     * connection manager (config in <hcm>) or the TCP proxy (config in <tcp>, else NULL) */
+    const struct rm_netfilter_ops *netfilter;
+    struct rm_hcm_cfg hcm; /* the single HTTP filter chain (zeroed for a TCP proxy) */
+    struct rm_tcp_proxy_cfg *tcp;
     /* filter_chains[0].transport_socket: TLS termination (a reference), or NULL (plaintext) */
     struct rm_tls_ctx *tls;
     /* the handshake's bound: transport_socket_connect_timeout, else the HCM's
