@@ -12,12 +12,15 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/bulk.h"
 #include "proxy/core/log.h"
 #include "proxy/core/strmap.h"
 #include "proxy/net/listener.h"
+#include "proxy/net/secrets.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
 #include "xds/ads_client.h"
@@ -30,6 +33,7 @@ typedef Envoy__Config__Cluster__V3__Cluster Cluster;
 typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
 typedef Envoy__Config__Listener__V3__Listener Listener;
 typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 
 enum {
     CM_CDS_UPDATE_ATTEMPT,
@@ -55,6 +59,32 @@ static const struct rm_stat_def cm_defs[CM__COUNT] = {
     [CM_CLUSTER_REMOVED] = {"cluster_removed", RM_COUNTER},
 };
 
+/* sds.<secret name>.*: Envoy's subscription stats, per secret */
+enum {
+    SDS_UPDATE_ATTEMPT,
+    SDS_UPDATE_SUCCESS,
+    SDS_UPDATE_REJECTED,
+    SDS_INIT_FETCH_TIMEOUT,
+    SDS_VERSION,
+    SDS__COUNT
+};
+static const struct rm_stat_def sds_defs[SDS__COUNT] = {
+    [SDS_UPDATE_ATTEMPT] = {"update_attempt", RM_COUNTER},
+    [SDS_UPDATE_SUCCESS] = {"update_success", RM_COUNTER},
+    [SDS_UPDATE_REJECTED] = {"update_rejected", RM_COUNTER},
+    [SDS_INIT_FETCH_TIMEOUT] = {"init_fetch_timeout", RM_COUNTER},
+    [SDS_VERSION] = {"version", RM_GAUGE},
+};
+
+/** A secret some TLS context references over SDS: what was accepted for it (if anything). */
+struct dsecret {
+    struct rm_pb_box *pb; /* the Secret, or NULL: not arrived */
+    char *version;
+    uint64_t updated_ms;
+    struct rm_stats *stats; /* sds.<name>. (a reference) */
+    bool timed_out;         /* its init_fetch_timeout was counted */
+};
+
 /** An EDS service name: what its accepted assignment made and the clusters that use it.  The
  *  assignment itself is not kept: <hs> is a reference on the membership it gave the first user
  *  (the same object: no memory of its own), enough to give a new version of a cluster its
@@ -69,7 +99,8 @@ struct svc {
 /** A CDS cluster: the version serving and the newer one warming (either may be NULL). */
 struct dcluster {
     struct rm_cluster *active, *warming;
-    uint64_t warm_deadline;                     /* loop ms; 0 = none */
+    bool hosts_ready;       /* the warming version has its hosts; it waits for SDS secrets */
+    uint64_t warm_deadline; /* loop ms; 0 = none */
     struct dns_watch *active_dns, *warming_dns; /* STRICT_DNS / LOGICAL_DNS versions */
 };
 
@@ -85,7 +116,8 @@ struct dns_watch {
 struct lversion {
     struct rm_pb_box *pb; /* NULL: none */
     char *version;
-    char *rds; /* the route configuration it needs, or NULL */
+    char *rds;              /* the route configuration it needs, or NULL */
+    struct rm_sds_refs sds; /* the secrets its TLS context takes over SDS */
     uint64_t updated_ms;
 };
 
@@ -100,7 +132,7 @@ struct droute {
     uint64_t updated_ms;
 };
 
-enum { T_CDS, T_EDS, T_LDS, T_RDS, T__COUNT };
+enum { T_CDS, T_EDS, T_LDS, T_RDS, T_SDS, T__COUNT };
 
 /** Where one type comes from: the ADS stream or a stream of its own (api_config_source).
  *  Bound by the first cluster or listener that needs the type; remora takes each type from one
@@ -122,6 +154,8 @@ static const char *const type_paths[T__COUNT][2] = {
                "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners"},
     [T_RDS] = {"/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
                "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes"},
+    [T_SDS] = {"/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+               "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"},
 };
 
 struct rm_xds_manager {
@@ -138,6 +172,8 @@ struct rm_xds_manager {
     struct rm_strmap clusters;          /* name -> struct dcluster */
     struct rm_strmap listeners;         /* name -> struct dlistener */
     struct rm_strmap routes;            /* name -> struct droute */
+    struct rm_strmap secrets;           /* name -> struct dsecret: the secrets referenced */
+    struct rm_secrets *sds;             /* the accepted ones, as TLS contexts resolve them */
     bool cds_done, lds_done;            /* first response accepted */
     bool init_done;
     struct rm_timer init_timer, warm_timer;
@@ -148,6 +184,12 @@ struct rm_xds_manager {
 static void publish_next(struct rm_xds_manager *m);
 static void check_init(struct rm_xds_manager *m);
 static void on_warm_poll(struct rm_timer *t);
+static bool secrets_ready(const struct rm_xds_manager *m, const struct rm_sds_refs *r);
+static uint32_t sds_timeout(uint32_t t, const struct rm_sds_refs *r);
+static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r, const char *label,
+                          struct rm_error *err);
+static void sds_resubscribe(struct rm_xds_manager *m);
+static void warm_after(struct rm_xds_manager *m, uint64_t *deadline, uint32_t t);
 
 static uint64_t wall_ms(void)
 {
@@ -347,6 +389,7 @@ static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
     d->warming = NULL;
     d->warming_dns = NULL;
     d->warm_deadline = 0;
+    d->hosts_ready = false;
 }
 
 /* Service <s> has a new assignment (<specs>; none when it was removed): every cluster using it
@@ -363,6 +406,10 @@ static bool eds_apply(struct rm_xds_manager *m, struct svc *s, const struct rm_h
         if (active) continue;
         struct dcluster *d = rm_strmap_get(&m->clusters, c->name);
         if (d && d->warming == c) {
+            if (!secrets_ready(m, rm_tls_ctx_sds_refs(c->tls))) {
+                d->hosts_ready = true; /* its secrets are still to come */
+                continue;
+            }
             promote_cluster(m, d);
             rebuild = true;
         }
@@ -473,6 +520,15 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     snprintf(p, sizeof(p), "%s.eds_cluster_config.eds_config", label);
     if (rc == RM_OK && rm_cluster_is_eds(out->c) && source_ok(m, T_EDS, &out->c->eds_src, p, err))
         rc = RM_ERR;
+    const struct rm_sds_refs *refs = rc == RM_OK ? rm_tls_ctx_sds_refs(out->c->tls) : NULL;
+    if (refs && sds_sources_ok(m, refs, label, err)) rc = RM_ERR;
+    struct rm_tls_ctx *t = NULL; /* with the secrets already received */
+    if (refs && rc == RM_OK && m->sds) {
+        if (rm_tls_ctx_rebuild(out->c->tls, m->sds, false, &t, err))
+            rc = RM_ERR;
+        else
+            rm_cluster_set_tls(out->c, t);
+    }
     rm_pb_box_unref(box);
     if (rc == RM_OK) { /* the cluster copied what it needs: keep the bytes, for /config_dump */
         rm_pb_box_unref(out->c->pb_box);
@@ -503,6 +559,10 @@ static void dns_warm(void *ctx)
     struct rm_xds_manager *m = w->m;
     struct dcluster *d = rm_strmap_get(&m->clusters, w->c->name);
     if (!d || d->warming_dns != w) return;
+    if (!secrets_ready(m, rm_tls_ctx_sds_refs(w->c->tls))) {
+        d->hosts_ready = true; /* its secrets are still to come */
+        return;
+    }
     promote_cluster(m, d);
     publish_next(m);
     check_init(m);
@@ -545,10 +605,16 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
     dns_watch_free(d->warming_dns);
     d->warming_dns = NULL;
     d->warming = c;
+    d->hosts_ready = false;
     track(m, c);
+    const struct rm_sds_refs *refs = rm_tls_ctx_sds_refs(c->tls);
+    bool secrets = secrets_ready(m, refs);
     if (rm_cluster_is_dns(c) && dns_start(m, d, c)) {
-        promote_cluster(m, d);
-        return;
+        d->hosts_ready = true;
+        if (secrets) {
+            promote_cluster(m, d);
+            return;
+        }
     }
     struct rm_error err = {{0}};
     if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, name, &err))
@@ -560,11 +626,24 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
             set_hosts(m, c, specs, s->hs ? s->hs->n : 0, false);
             free(specs);
         }
-        promote_cluster(m, d);
-        return;
+        d->hosts_ready = true;
+        if (secrets) {
+            promote_cluster(m, d);
+            return;
+        }
     }
-    uint32_t t = rm_cluster_is_eds(c) ? c->eds_init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
-    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
+    /* what it waits for bounds the warming: its assignment or DNS answer, its secrets */
+    uint32_t t = d->hosts_ready         ? UINT32_MAX
+                 : rm_cluster_is_eds(c) ? c->eds_init_timeout_ms
+                                        : DEFAULT_FETCH_TIMEOUT_MS;
+    if (!secrets) t = sds_timeout(t, refs);
+    warm_after(m, &d->warm_deadline, t == UINT32_MAX ? DEFAULT_FETCH_TIMEOUT_MS : t);
+}
+
+/* Warm until <t> ms from now (0: no bound) at the latest. */
+static void warm_after(struct rm_xds_manager *m, uint64_t *deadline, uint32_t t)
+{
+    *deadline = t ? rm_loop_now(m->loop) + t : 0;
     if (t && !rm_timer_armed(&m->warm_timer))
         rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
 }
@@ -610,6 +689,7 @@ static int cds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     rm_stat_inc(m->cm, CM_CDS_UPDATE_SUCCESS);
     rm_stat_set(m->cm, CM_CDS_VERSION, (int64_t)version_hash(u->version_info));
     eds_resubscribe(m);
+    sds_resubscribe(m);
     if (u->n || u->n_removed) publish_next(m);
     check_init(m);
     return RM_OK;
@@ -669,6 +749,7 @@ static void lversion_clear(struct lversion *v)
     rm_pb_box_unref(v->pb);
     free(v->version);
     free(v->rds);
+    rm_sds_refs_dispose(&v->sds);
     *v = (struct lversion){0};
 }
 
@@ -682,14 +763,19 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
          e = rm_strmap_next(&m->listeners, e, &it)) {
         struct dlistener *d = e->value;
         if (!d->warming.pb) continue;
-        bool ready =
-            !expired_only && (!d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds));
+        bool routes = !d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds);
+        bool secrets = secrets_ready(m, &d->warming.sds);
+        bool ready = !expired_only && routes && secrets;
         bool expired = d->warm_deadline && now >= d->warm_deadline;
         if (!ready && !expired) continue;
-        if (expired && !ready)
+        if (expired && !routes)
             rm_log_warn("listener %s: no RouteConfiguration %s after the initial fetch timeout; "
                         "active with an empty route table",
                         e->key, d->warming.rds);
+        if (expired && !secrets)
+            rm_log_warn("listener %s: a secret it takes over SDS did not arrive before the "
+                        "initial fetch timeout; active without it (TLS handshakes fail)",
+                        e->key);
         lversion_clear(&d->active);
         d->active = d->warming;
         d->warming = (struct lversion){0};
@@ -797,6 +883,7 @@ struct lds_new {
     ProtobufCMessage *pb;
     char *rds;
     struct rm_config_source rds_src;
+    struct rm_sds_refs sds;
     struct rm_listener_cfg probe; /* name and address, for the conflict checks */
 };
 
@@ -836,8 +923,9 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
         if (strcmp(m->base->listeners[i]->name, r->name) == 0)
             return rm_error_set(err, "%s.name: a static listener has that name", label);
     }
-    if (rm_snapshot_check_listener(pb, label, m->base->secrets, resolve_known, m, &out->rds,
-                                   &out->rds_src, err))
+    if (rm_snapshot_check_listener(pb, label, m->base->secrets, m->sds, resolve_known, m, &out->rds,
+                                   &out->rds_src, &out->sds, err) ||
+        sds_sources_ok(m, &out->sds, label, err))
         return RM_ERR;
     char rp[340];
     snprintf(rp, sizeof(rp), "%s: rds.config_source", label);
@@ -893,12 +981,13 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     struct rm_error err = {{0}};
     if (d->warming.rds && bind_source(m, T_RDS, &n->rds_src, r->name, &err))
         rm_log_error("listener %s: %s", r->name, err.msg); /* checked before: out of memory */
+    d->warming.sds = n->sds;
+    n->sds = (struct rm_sds_refs){0};
     d->warming.updated_ms = wall_ms();
-    /* rds.config_source.initial_fetch_timeout bounds the warming (0: none) */
-    uint32_t t = d->warming.rds ? n->rds_src.init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
-    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
-    if (t && !rm_timer_armed(&m->warm_timer))
-        rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+    /* rds.config_source.initial_fetch_timeout and its secrets' bound the warming (0: none) */
+    uint32_t t = d->warming.rds ? n->rds_src.init_timeout_ms : UINT32_MAX;
+    if (!secrets_ready(m, &d->warming.sds)) t = sds_timeout(t, &d->warming.sds);
+    warm_after(m, &d->warm_deadline, t == UINT32_MAX ? DEFAULT_FETCH_TIMEOUT_MS : t);
 }
 
 static void lds_del(struct rm_xds_manager *m, const char *name)
@@ -931,6 +1020,7 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         if (v[i].pb) protobuf_c_message_free_unpacked(v[i].pb, NULL);
         free(v[i].rds);
         rm_config_source_dispose(&v[i].rds_src);
+        rm_sds_refs_dispose(&v[i].sds);
     }
     free(v);
     if (rc != RM_OK) {
@@ -941,10 +1031,337 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_SUCCESS);
     rm_stat_set(m->lm, RM_LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
     rds_resubscribe(m);
+    sds_resubscribe(m);
     promote_listeners(m, false);
     if (u->n || u->n_removed) publish_next(m);
     check_init(m);
     return RM_OK;
+}
+
+/* ---- SDS ---------------------------------------------------------------------------------- */
+
+/* Whether every secret of <r> (NULL: none) has arrived. */
+static bool secrets_ready(const struct rm_xds_manager *m, const struct rm_sds_refs *r)
+{
+    for (size_t i = 0; r && i < r->n; i++) {
+        const struct dsecret *d = rm_strmap_get(&m->secrets, r->v[i].name);
+        if (!d || !d->pb) return false;
+    }
+    return true;
+}
+
+/* The warming bound <t> (ms; 0: none; UINT32_MAX: not set yet) once the initial_fetch_timeouts
+ * of <r>'s sources are in: the largest, none when one is 0 (each waits on its own, as Envoy's
+ * init targets). */
+static uint32_t sds_timeout(uint32_t t, const struct rm_sds_refs *r)
+{
+    for (size_t i = 0; r && i < r->n; i++) {
+        uint32_t x = r->v[i].src.init_timeout_ms;
+        if (t == 0 || x == 0) return 0;
+        if (t == UINT32_MAX || x > t) t = x;
+    }
+    return t;
+}
+
+/* Every source of <r> may carry SDS (one source for the type; errors under <label>). */
+static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r, const char *label,
+                          struct rm_error *err)
+{
+    char p[400];
+    for (size_t i = 0; r && i < r->n; i++) {
+        snprintf(p, sizeof(p), "%s: secret %s: sds_config", label, r->v[i].name);
+        if (source_ok(m, T_SDS, &r->v[i].src, p, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
+static void dsecret_free(struct dsecret *d)
+{
+    rm_pb_box_unref(d->pb);
+    free(d->version);
+    rm_stats_release(d->stats);
+    free(d);
+}
+
+/* The table TLS contexts resolve in: the accepted secrets. */
+static void sds_table(struct rm_xds_manager *m)
+{
+    struct rm_pb_box **v = calloc(m->secrets.n + 1, sizeof(*v));
+    if (!v) abort();
+    size_t n = 0, it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it)) {
+        const struct dsecret *d = e->value;
+        if (d->pb) v[n++] = d->pb;
+    }
+    rm_secrets_unref(m->sds);
+    m->sds = rm_secrets_new_boxed(v, n);
+    free(v);
+}
+
+/* Every SDS reference of the config: static listeners and clusters, CDS clusters and LDS
+ * listeners (active and warming), into <all>. */
+static void sds_all_refs(const struct rm_xds_manager *m, struct rm_sds_refs *all)
+{
+    size_t it;
+    for (size_t i = 0; i < m->base->n_listeners; i++)
+        rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+    for (size_t i = 0; i < m->base->n_clusters; i++)
+        rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        const struct dcluster *d = e->value;
+        if (d->active) rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(d->active->tls));
+        if (d->warming) rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(d->warming->tls));
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        const struct dlistener *d = e->value;
+        rm_sds_refs_merge(all, &d->active.sds);
+        rm_sds_refs_merge(all, &d->warming.sds);
+    }
+}
+
+/* Subscribe to the secrets the config references (by name, from their source); forget the
+ * others. */
+static void sds_resubscribe(struct rm_xds_manager *m)
+{
+    struct rm_sds_refs all = {0};
+    sds_all_refs(m, &all);
+    const char **names = calloc(all.n + 1, sizeof(*names));
+    const char **gone = calloc(m->secrets.n + 1, sizeof(*gone));
+    if (!names || !gone) abort();
+    for (size_t i = 0; i < all.n; i++) {
+        struct rm_error err = {{0}};
+        if (bind_source(m, T_SDS, &all.v[i].src, all.v[i].name, &err))
+            rm_log_error("secret %s: %s", all.v[i].name, err.msg); /* checked before */
+        names[i] = all.v[i].name;
+        if (rm_strmap_get(&m->secrets, names[i])) continue;
+        struct dsecret *d = calloc(1, sizeof(*d));
+        if (!d) abort();
+        char prefix[300];
+        snprintf(prefix, sizeof(prefix), "sds.%s.", names[i]);
+        d->stats = rm_stats_get(prefix, sds_defs, SDS__COUNT);
+        rm_strmap_put(&m->secrets, names[i], d);
+    }
+    subscribe(m, T_SDS, names, all.n);
+    size_t ng = 0, it;
+    bool held = false;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it)) {
+        if (!rm_sds_refs_has(&all, e->key)) gone[ng++] = e->key;
+    }
+    for (size_t i = 0; i < ng; i++) {
+        struct dsecret *d = rm_strmap_del(&m->secrets, gone[i]);
+        held |= d->pb != NULL;
+        dsecret_free(d);
+    }
+    if (held) sds_table(m);
+    free(gone);
+    free(names);
+    rm_sds_refs_dispose(&all);
+}
+
+/* Whether <r> names one of <names>[<n>]. */
+static bool refs_touch(const struct rm_sds_refs *r, const char *const *names, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        if (rm_sds_refs_has(r, names[i])) return true;
+    }
+    return false;
+}
+
+/* A cluster whose TLS context gets rebuilt on new secrets, and its new context. */
+struct tls_swap {
+    struct rm_cluster *c;
+    struct rm_tls_ctx *t;
+};
+
+static int swap_add(struct tls_swap **v, size_t *n, struct rm_cluster *c, const char *const *names,
+                    size_t nn, const struct rm_secrets *table, struct rm_error *err)
+{
+    if (!c || !refs_touch(rm_tls_ctx_sds_refs(c->tls), names, nn)) return RM_OK;
+    struct tls_swap *w = realloc(*v, (*n + 1) * sizeof(**v));
+    if (!w) abort();
+    *v = w;
+    w[*n] = (struct tls_swap){c, NULL};
+    if (rm_tls_ctx_rebuild(c->tls, table, true, &w[*n].t, err)) return RM_ERR;
+    (*n)++;
+    return RM_OK;
+}
+
+/* The clusters using <names> with their contexts rebuilt on <table> into *v; the listeners
+ * using them checked (built and dropped) on it.  RM_ERR with <err> (the first failure). */
+static int sds_rebuild_users(struct rm_xds_manager *m, const char *const *names, size_t nn,
+                             const struct rm_secrets *table, struct tls_swap **v, size_t *n,
+                             struct rm_error *err)
+{
+    size_t it;
+    for (size_t i = 0; i < m->base->n_clusters; i++) {
+        if (swap_add(v, n, m->base->clusters[i], names, nn, table, err)) return RM_ERR;
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (swap_add(v, n, d->active, names, nn, table, err) ||
+            swap_add(v, n, d->warming, names, nn, table, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < m->base->n_listeners; i++) {
+        const struct rm_tls_ctx *lt = m->base->listeners[i]->tls;
+        struct rm_tls_ctx *t = NULL;
+        if (!refs_touch(rm_tls_ctx_sds_refs(lt), names, nn)) continue;
+        if (rm_tls_ctx_rebuild(lt, table, false, &t, err)) return RM_ERR;
+        rm_tls_ctx_unref(t);
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        const struct dlistener *d = e->value;
+        const struct lversion *lv[2] = {&d->active, &d->warming};
+        for (int k = 0; k < 2; k++) {
+            if (!lv[k]->pb || !refs_touch(&lv[k]->sds, names, nn)) continue;
+            char label[300];
+            snprintf(label, sizeof(label), "Listener %s", e->key);
+            const ProtobufCMessage *pb = rm_pb_box_open(lv[k]->pb);
+            int rc = pb ? rm_snapshot_check_listener((const Listener *)pb, label, m->base->secrets,
+                                                     table, resolve_known, m, NULL, NULL, NULL, err)
+                        : rm_error_set(err, "%s: out of memory", label);
+            if (pb) rm_pb_box_close(lv[k]->pb, pb);
+            if (rc) return RM_ERR;
+        }
+    }
+    return RM_OK;
+}
+
+/* Warming clusters that had their hosts and now have their secrets become active. */
+static bool promote_clusters_sds(struct rm_xds_manager *m)
+{
+    bool any = false;
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (!d->warming || !d->hosts_ready ||
+            !secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls)))
+            continue;
+        promote_cluster(m, d);
+        any = true;
+    }
+    return any;
+}
+
+static void count_sds(struct rm_xds_manager *m, const char *name, unsigned stat)
+{
+    const struct dsecret *d = rm_strmap_get(&m->secrets, name);
+    if (!d) return;
+    rm_stat_inc(d->stats, SDS_UPDATE_ATTEMPT);
+    rm_stat_inc(d->stats, stat);
+}
+
+static void sds_rejected(void *ctx)
+{
+    struct rm_xds_manager *m = ctx;
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it))
+        count_sds(m, e->key, SDS_UPDATE_REJECTED);
+}
+
+/* Check the Secrets of <u> (unpacked into <v>) and what uses them.  The subscribed ones boxed in
+ * <nb_out> (by resource index; references for the caller) and named in <names>, the candidate
+ * table (the held secrets with the new ones over them) in *table, the clusters' new contexts
+ * in *sw. */
+static int sds_check(struct rm_xds_manager *m, const struct rm_ads_update *u, ProtobufCMessage **v,
+                     struct rm_pb_box **nb_out, const char **names, size_t *nn,
+                     struct rm_secrets **table, struct tls_swap **sw, size_t *nsw,
+                     struct rm_error *err)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        char label[300];
+        snprintf(label, sizeof(label), "Secret %s: resources[%zu]", u->res[i].name,
+                 u->res[i].index);
+        v[i] = unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                      &u->res[i], NULL, label, err);
+        if (!v[i] || rm_tls_check_secret((const Secret *)v[i], label, err)) return RM_ERR;
+        if (rm_strmap_get(&m->secrets, u->res[i].name)) names[(*nn)++] = u->res[i].name;
+    }
+    /* the table as it would be: held secrets, the new ones over them */
+    struct rm_pb_box **boxes = calloc(m->secrets.n + u->n + 1, sizeof(*boxes));
+    if (!boxes) abort();
+    size_t nb = 0, it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it)) {
+        const struct dsecret *d = e->value;
+        bool replaced = false;
+        for (size_t i = 0; i < u->n && !replaced; i++)
+            replaced = strcmp(u->res[i].name, e->key) == 0;
+        if (d->pb && !replaced) boxes[nb++] = d->pb;
+    }
+    for (size_t i = 0; i < u->n; i++) {
+        if (!rm_strmap_get(&m->secrets, u->res[i].name)) continue; /* not subscribed: ignored */
+        if (!(nb_out[i] = rm_pb_box_new(v[i]))) abort();
+        v[i] = NULL; /* in the box */
+        boxes[nb++] = nb_out[i];
+    }
+    *table = rm_secrets_new_boxed(boxes, nb);
+    free(boxes);
+    return sds_rebuild_users(m, names, *nn, *table, sw, nsw, err);
+}
+
+static int sds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    ProtobufCMessage **v = calloc(u->n + 1, sizeof(*v));
+    struct rm_pb_box **nb = calloc(u->n + 1, sizeof(*nb));
+    const char **names = calloc(u->n + 1, sizeof(*names));
+    if (!v || !nb || !names) abort();
+    struct rm_secrets *table = NULL;
+    struct tls_swap *sw = NULL;
+    size_t nn = 0, nsw = 0;
+    int rc = sds_check(m, u, v, nb, names, &nn, &table, &sw, &nsw, err);
+    for (size_t i = 0; i < u->n; i++) {
+        if (v[i]) protobuf_c_message_free_unpacked(v[i], NULL);
+    }
+    if (rc != RM_OK) {
+        for (size_t i = 0; i < u->n; i++)
+            count_sds(m, u->res[i].name, SDS_UPDATE_REJECTED);
+        for (size_t i = 0; i < nsw; i++)
+            rm_tls_ctx_unref(sw[i].t);
+        rm_secrets_unref(table);
+    } else {
+        for (size_t i = 0; i < u->n; i++) { /* the accepted secret is the table's entry */
+            struct dsecret *d = nb[i] ? rm_strmap_get(&m->secrets, u->res[i].name) : NULL;
+            const struct rm_ads_res *r = &u->res[i];
+            if (!d) continue;
+            rm_pb_box_unref(d->pb);
+            d->pb = nb[i];
+            nb[i] = NULL;
+            free(d->version);
+            d->version = xstrdup(r->version);
+            d->updated_ms = wall_ms();
+            rm_stat_inc(d->stats, SDS_UPDATE_ATTEMPT);
+            rm_stat_inc(d->stats, SDS_UPDATE_SUCCESS);
+            rm_stat_set(d->stats, SDS_VERSION, (int64_t)version_hash(r->version));
+        }
+        rm_secrets_unref(m->sds);
+        m->sds = table;
+        for (size_t i = 0; i < nsw; i++)
+            rm_cluster_set_tls(sw[i].c, sw[i].t);
+        promote_clusters_sds(m);
+        promote_listeners(m, false);
+        if (nn) {
+            rm_log_info("sds: %zu secret(s) updated", nn);
+            publish_next(m);
+        }
+        check_init(m);
+    }
+    for (size_t i = 0; i < u->n; i++)
+        rm_pb_box_unref(nb[i]);
+    free(nb);
+    free(sw);
+    free(names);
+    free(v);
+    return rc;
 }
 
 /* ---- snapshots ---------------------------------------------------------------------------- */
@@ -1003,7 +1420,7 @@ static void publish_next(struct rm_xds_manager *m)
         rs[nr++] = (struct rm_dyn_res){e->key, r->pb, r->version, r->updated_ms};
     }
     qsort(rs, nr, sizeof(*rs), cmp_route);
-    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl};
+    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, m->sds};
     struct rm_error err = {{0}};
     struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
     if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
@@ -1072,8 +1489,32 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
         if (rds && !rm_strmap_get(&m->routes, rds))
             NOTE("%sRouteConfiguration %s", off ? ", " : "", rds);
     }
+    struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
+    for (size_t i = 0; i < m->base->n_listeners; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+    for (size_t i = 0; i < m->base->n_clusters; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
+    for (size_t i = 0; i < st.n; i++) {
+        const struct dsecret *d = rm_strmap_get(&m->secrets, st.v[i].name);
+        if (!d || !d->pb) NOTE("%sSecret %s", off ? ", " : "", st.v[i].name);
+    }
+    rm_sds_refs_dispose(&st);
 #undef NOTE
     return any;
+}
+
+/* sds.<name>.init_fetch_timeout, once, for each secret still missing when something waiting
+ * for it gave up. */
+static void count_sds_timeouts(struct rm_xds_manager *m)
+{
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it)) {
+        struct dsecret *d = e->value;
+        if (d->pb || d->timed_out) continue;
+        d->timed_out = true;
+        rm_stat_inc(d->stats, SDS_INIT_FETCH_TIMEOUT);
+    }
 }
 
 static void check_init(struct rm_xds_manager *m)
@@ -1091,6 +1532,7 @@ static void on_init_timeout(struct rm_timer *t)
     char buf[512];
     waiting(m, buf, sizeof(buf));
     rm_log_warn("xds: initial fetch timeout: still waiting for %s; live anyway", buf);
+    count_sds_timeouts(m);
     m->init_done = true;
     if (m->hooks.on_init) m->hooks.on_init(m->ctx);
 }
@@ -1100,7 +1542,7 @@ static void on_warm_poll(struct rm_timer *t)
 {
     struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, warm_timer);
     uint64_t now = rm_loop_now(m->loop);
-    bool rebuild = false, more = false;
+    bool rebuild = false, more = false, expired = false;
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
@@ -1110,17 +1552,27 @@ static void on_warm_poll(struct rm_timer *t)
             more = true;
             continue;
         }
-        rm_log_warn("cluster %s: no ClusterLoadAssignment after its initial_fetch_timeout; "
-                    "active without hosts",
-                    e->key);
+        if (!d->hosts_ready)
+            rm_log_warn("cluster %s: no endpoints after its initial_fetch_timeout; active "
+                        "without hosts",
+                        e->key);
+        if (!secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls)))
+            rm_log_warn("cluster %s: a secret it takes over SDS did not arrive before the "
+                        "initial fetch timeout; active without it (connections fail)",
+                        e->key);
         promote_cluster(m, d);
-        rebuild = true;
+        rebuild = expired = true;
     }
-    rebuild |= promote_listeners(m, true);
+    bool lrebuild = promote_listeners(m, true);
+    rebuild |= lrebuild;
+    if (expired || lrebuild) count_sds_timeouts(m);
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e && !more;
          e = rm_strmap_next(&m->listeners, e, &it))
         more = ((struct dlistener *)e->value)->warming.pb != NULL;
-    if (rebuild) publish_next(m);
+    if (rebuild) {
+        publish_next(m);
+        sds_resubscribe(m); /* versions replaced: their secrets may be unused now */
+    }
     if (more) rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
     check_init(m);
 }
@@ -1145,11 +1597,20 @@ static int bind_static_sources(struct rm_xds_manager *m, struct rm_error *err)
         if (lc->rds_name && bind_source(m, T_RDS, &lc->rds_src, lc->name, err))
             return rm_error_prefix(err, "listener ");
     }
+    char label[300];
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        snprintf(label, sizeof(label), "listener %s", b->listeners[i]->name);
+        if (sds_sources_ok(m, rm_tls_ctx_sds_refs(b->listeners[i]->tls), label, err)) return RM_ERR;
+    }
+    for (size_t i = 0; i < b->n_clusters; i++) {
+        snprintf(label, sizeof(label), "cluster %s", b->clusters[i]->name);
+        if (sds_sources_ok(m, rm_tls_ctx_sds_refs(b->clusters[i]->tls), label, err)) return RM_ERR;
+    }
     return RM_OK;
 }
 
-/* The ADS stream carries every type (Envoy's order: CDS, EDS, LDS, RDS); types bound to other
- * sources just never subscribe on it. */
+/* The ADS stream carries every type (Envoy's order: CDS, EDS, LDS, RDS, then SDS); types bound
+ * to other sources just never subscribe on it. */
 static int start_ads(struct rm_xds_manager *m, struct rm_error *err)
 {
     if (!m->base->ads_cluster) return RM_OK;
@@ -1186,6 +1647,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update, eds_rejected};
     m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update, lds_rejected};
     m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update, rds_rejected};
+    m->types[T_SDS] = (struct rm_ads_type){RM_ADS_SDS, false, sds_on_update, sds_rejected};
     rm_dns_config_init(&m->dns_cfg);
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = base->bootstrap;
     if (bs && bs->typed_dns_resolver_config &&
@@ -1210,8 +1672,17 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
             base->clusters[i]->eds_init_timeout_ms > fetch_ms)
             fetch_ms = base->clusters[i]->eds_init_timeout_ms;
     }
+    struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
+    for (size_t i = 0; i < base->n_listeners; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->listeners[i]->tls));
+    for (size_t i = 0; i < base->n_clusters; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->clusters[i]->tls));
+    uint32_t st_ms = sds_timeout(fetch_ms ? fetch_ms : UINT32_MAX, &st);
+    if (st.n) fetch_ms = st_ms == UINT32_MAX ? fetch_ms : st_ms;
+    rm_sds_refs_dispose(&st);
     eds_resubscribe(m);
     rds_resubscribe(m);
+    sds_resubscribe(m);
     if (fetch_ms) rm_timer_start(loop, &m->init_timer, fetch_ms, on_init_timeout);
     check_init(m);
     return m;
@@ -1253,6 +1724,11 @@ void rm_xds_manager_free(struct rm_xds_manager *m)
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
          e = rm_strmap_next(&m->svcs, e, &it))
         svc_free(e->value);
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it))
+        dsecret_free(e->value);
+    rm_strmap_clear(&m->secrets);
+    rm_secrets_unref(m->sds);
     rm_strmap_clear(&m->clusters);
     rm_strmap_clear(&m->listeners);
     rm_strmap_clear(&m->routes);

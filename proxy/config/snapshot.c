@@ -482,7 +482,7 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
  * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
 static int build_listener_tls(struct rm_listener_cfg *lc,
                               const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
-                              const char *stat_prefix, const struct rm_secrets *secrets,
+                              const char *stat_prefix, const struct rm_snapshot *s,
                               struct rm_error *err)
 {
     char p[PATH_MAX_LEN];
@@ -494,7 +494,8 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
     struct rm_tls_opts o = {.side = RM_TLS_SERVER,
                             .stat_prefix = stat_prefix,
                             .default_alpn = alpn[lc->hcm.codec_type],
-                            .secrets = secrets};
+                            .secrets = s->secrets,
+                            .sds = s->sds};
     snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
 }
@@ -540,7 +541,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s->secrets, err);
+    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s, err);
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -738,6 +739,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->bootstrap_box = rm_pb_box_ref(base->bootstrap_box);
     s->bootstrap = base->bootstrap;
     s->secrets = rm_secrets_ref(base->secrets);
+    s->sds = rm_secrets_ref(dyn->sds);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
     s->admin_addr_str = base->admin_addr_str ? strdup(base->admin_addr_str) : NULL;
@@ -763,12 +765,14 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 static void listener_free(struct rm_listener_cfg *lc);
 
 int rm_snapshot_check_listener(const Listener *pb, const char *path,
-                               const struct rm_secrets *secrets, rm_route_resolve_fn resolve,
-                               void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
+                               const struct rm_secrets *secrets, const struct rm_secrets *sds,
+                               rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
+                               struct rm_config_source *rds_src, struct rm_sds_refs *sds_refs,
                                struct rm_error *err)
 {
-    /* <s> borrows <secrets> (never unreferenced: not built through rm_snapshot_unref) */
-    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets};
+    /* <s> borrows the tables (never unreferenced: not built through rm_snapshot_unref) */
+    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets,
+                            .sds = (struct rm_secrets *)sds};
     struct rm_listener_cfg *one[1] = {NULL};
     s.listeners = one;
     struct build_ctx b = {
@@ -779,6 +783,7 @@ int rm_snapshot_check_listener(const Listener *pb, const char *path,
     if (rds_src) *rds_src = (struct rm_config_source){0};
     if (rc == RM_OK && rds_src && one[0]->rds_name)
         rm_config_source_copy(rds_src, &one[0]->rds_src);
+    if (sds_refs) rm_sds_refs_copy(sds_refs, rc == RM_OK ? rm_tls_ctx_sds_refs(one[0]->tls) : NULL);
     listener_free(one[0]);
     for (size_t i = 0; i < s.n_owned; i++)
         protobuf_c_message_free_unpacked(s.owned[i], NULL);
@@ -798,10 +803,11 @@ bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
 {
     if (s->ads_cluster || s->lds || s->cds) return true;
     for (size_t i = 0; i < s->n_clusters; i++) {
-        if (rm_cluster_is_eds(s->clusters[i])) return true;
+        if (rm_cluster_is_eds(s->clusters[i]) || rm_tls_ctx_sds_refs(s->clusters[i]->tls))
+            return true;
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name) return true;
+        if (s->listeners[i]->rds_name || rm_tls_ctx_sds_refs(s->listeners[i]->tls)) return true;
     }
     return false;
 }
@@ -863,6 +869,7 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     free(s->owned);
     rm_pb_box_unref(s->bootstrap_box);
     rm_secrets_unref(s->secrets);
+    rm_secrets_unref(s->sds);
     rm_config_source_dispose(&s->lds_src);
     rm_config_source_dispose(&s->cds_src);
     free(s->admin_addr_str);

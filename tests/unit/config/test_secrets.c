@@ -164,7 +164,7 @@ Test(secrets, lds_listeners_resolve_in_the_bootstrap_table)
                  RM_OK, "%s", err.msg);
     int rc =
         rm_snapshot_check_listener((const Envoy__Config__Listener__V3__Listener *)m, "Listener l1",
-                                   s->secrets, resolve_none, NULL, NULL, NULL, &err);
+                                   s->secrets, NULL, resolve_none, NULL, NULL, NULL, NULL, &err);
     cr_assert_eq(rc, RM_ERR);
     cr_assert(strstr(err.msg, "Listener l1.filter_chains[0].transport_socket.typed_config."
                               "common_tls_context.tls_certificate_sds_secret_configs[0].name: "
@@ -172,7 +172,7 @@ Test(secrets, lds_listeners_resolve_in_the_bootstrap_table)
                               "tls_certificate secret"),
               "%s", err.msg);
     rc = rm_snapshot_check_listener((const Envoy__Config__Listener__V3__Listener *)m, "Listener l1",
-                                    NULL, resolve_none, NULL, NULL, NULL, &err);
+                                    NULL, NULL, resolve_none, NULL, NULL, NULL, NULL, &err);
     cr_assert_eq(rc, RM_ERR);
     cr_assert(strstr(err.msg, "name: no secret \"ca\""), "%s", err.msg);
     protobuf_c_message_free_unpacked(m, NULL);
