@@ -99,8 +99,9 @@ struct svc {
 /** A CDS cluster: the version serving and the newer one warming (either may be NULL). */
 struct dcluster {
     struct rm_cluster *active, *warming;
-    bool hosts_ready;       /* the warming version has its hosts; it waits for SDS secrets */
-    uint64_t warm_deadline; /* loop ms; 0 = none */
+    bool hosts_ready;          /* the warming version has its hosts; it waits for SDS secrets */
+    uint64_t warm_start;       /* loop ms when the warming version came */
+    uint32_t hosts_timeout_ms; /* how long it waits for its hosts (0: no bound) */
     struct dns_watch *active_dns, *warming_dns; /* STRICT_DNS / LOGICAL_DNS versions */
 };
 
@@ -123,7 +124,8 @@ struct lversion {
 
 struct dlistener {
     struct lversion active, warming;
-    uint64_t warm_deadline; /* loop ms; 0 = none */
+    uint64_t warm_start;     /* loop ms when the warming version came */
+    uint32_t rds_timeout_ms; /* how long it waits for its routes (0: no bound) */
 };
 
 struct droute {
@@ -189,7 +191,9 @@ static uint32_t sds_timeout(uint32_t t, const struct rm_sds_refs *r);
 static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r, const char *label,
                           struct rm_error *err);
 static void sds_resubscribe(struct rm_xds_manager *m);
-static void warm_after(struct rm_xds_manager *m, uint64_t *deadline, uint32_t t);
+static void warm_poll(struct rm_xds_manager *m);
+static bool waited_out(const struct rm_xds_manager *m, uint64_t start, uint32_t own,
+                       const struct rm_sds_refs *r);
 
 static uint64_t wall_ms(void)
 {
@@ -388,7 +392,6 @@ static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
     d->active_dns = d->warming_dns;
     d->warming = NULL;
     d->warming_dns = NULL;
-    d->warm_deadline = 0;
     d->hosts_ready = false;
 }
 
@@ -633,19 +636,32 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
         }
     }
     /* what it waits for bounds the warming: its assignment or DNS answer, its secrets */
-    uint32_t t = d->hosts_ready         ? UINT32_MAX
-                 : rm_cluster_is_eds(c) ? c->eds_init_timeout_ms
-                                        : DEFAULT_FETCH_TIMEOUT_MS;
-    if (!secrets) t = sds_timeout(t, refs);
-    warm_after(m, &d->warm_deadline, t == UINT32_MAX ? DEFAULT_FETCH_TIMEOUT_MS : t);
+    d->warm_start = rm_loop_now(m->loop);
+    d->hosts_timeout_ms = rm_cluster_is_eds(c) ? c->eds_init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
+    warm_poll(m);
 }
 
-/* Warm until <t> ms from now (0: no bound) at the latest. */
-static void warm_after(struct rm_xds_manager *m, uint64_t *deadline, uint32_t t)
+/* Watch warming versions for their initial fetch timeouts. */
+static void warm_poll(struct rm_xds_manager *m)
 {
-    *deadline = t ? rm_loop_now(m->loop) + t : 0;
-    if (t && !rm_timer_armed(&m->warm_timer))
+    if (!rm_timer_armed(&m->warm_timer))
         rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+}
+
+/* Whether a version warming since <start> has waited out the initial_fetch_timeout of each
+ * dependency still missing (Envoy: each init target times out on its own): <own> ms for its
+ * routes or hosts (UINT32_MAX: not missing) and each secret of <r> not arrived (0: no bound). */
+static bool waited_out(const struct rm_xds_manager *m, uint64_t start, uint32_t own,
+                       const struct rm_sds_refs *r)
+{
+    uint64_t waited = rm_loop_now(m->loop) - start;
+    if (own != UINT32_MAX && (own == 0 || waited < own)) return false;
+    for (size_t i = 0; r && i < r->n; i++) {
+        const struct dsecret *d = rm_strmap_get(&m->secrets, r->v[i].name);
+        uint32_t t = r->v[i].src.init_timeout_ms;
+        if ((!d || !d->pb) && (t == 0 || waited < t)) return false;
+    }
+    return true;
 }
 
 static void cds_del(struct rm_xds_manager *m, const char *name)
@@ -757,7 +773,6 @@ static void lversion_clear(struct lversion *v)
 static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
 {
     bool any = false;
-    uint64_t now = rm_loop_now(m->loop);
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
          e = rm_strmap_next(&m->listeners, e, &it)) {
@@ -766,7 +781,8 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
         bool routes = !d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds);
         bool secrets = secrets_ready(m, &d->warming.sds);
         bool ready = !expired_only && routes && secrets;
-        bool expired = d->warm_deadline && now >= d->warm_deadline;
+        bool expired =
+            waited_out(m, d->warm_start, routes ? UINT32_MAX : d->rds_timeout_ms, &d->warming.sds);
         if (!ready && !expired) continue;
         if (expired && !routes)
             rm_log_warn("listener %s: no RouteConfiguration %s after the initial fetch timeout; "
@@ -779,7 +795,6 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
         lversion_clear(&d->active);
         d->active = d->warming;
         d->warming = (struct lversion){0};
-        d->warm_deadline = 0;
         any = true;
     }
     return any;
@@ -985,9 +1000,9 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     n->sds = (struct rm_sds_refs){0};
     d->warming.updated_ms = wall_ms();
     /* rds.config_source.initial_fetch_timeout and its secrets' bound the warming (0: none) */
-    uint32_t t = d->warming.rds ? n->rds_src.init_timeout_ms : UINT32_MAX;
-    if (!secrets_ready(m, &d->warming.sds)) t = sds_timeout(t, &d->warming.sds);
-    warm_after(m, &d->warm_deadline, t == UINT32_MAX ? DEFAULT_FETCH_TIMEOUT_MS : t);
+    d->warm_start = rm_loop_now(m->loop);
+    d->rds_timeout_ms = d->warming.rds ? n->rds_src.init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
+    warm_poll(m);
 }
 
 static void lds_del(struct rm_xds_manager *m, const char *name)
@@ -1541,14 +1556,14 @@ static void on_init_timeout(struct rm_timer *t)
 static void on_warm_poll(struct rm_timer *t)
 {
     struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, warm_timer);
-    uint64_t now = rm_loop_now(m->loop);
     bool rebuild = false, more = false, expired = false;
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
         struct dcluster *d = e->value;
-        if (!d->warming || !d->warm_deadline) continue;
-        if (now < d->warm_deadline) {
+        if (!d->warming) continue;
+        if (!waited_out(m, d->warm_start, d->hosts_ready ? UINT32_MAX : d->hosts_timeout_ms,
+                        rm_tls_ctx_sds_refs(d->warming->tls))) {
             more = true;
             continue;
         }
