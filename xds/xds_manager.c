@@ -1435,7 +1435,16 @@ static void publish_next(struct rm_xds_manager *m)
         rs[nr++] = (struct rm_dyn_res){e->key, r->pb, r->version, r->updated_ms};
     }
     qsort(rs, nr, sizeof(*rs), cmp_route);
-    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, m->sds};
+    struct rm_dyn_res *ss = calloc(m->secrets.n + 1, sizeof(*ss));
+    size_t ns = 0;
+    if (!ss) abort();
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
+         e = rm_strmap_next(&m->secrets, e, &it)) {
+        struct dsecret *sec = e->value;
+        if (sec->pb) ss[ns++] = (struct rm_dyn_res){e->key, sec->pb, sec->version, sec->updated_ms};
+    }
+    qsort(ss, ns, sizeof(*ss), cmp_route);
+    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, m->sds, ss, ns};
     struct rm_error err = {{0}};
     struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
     if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
@@ -1444,6 +1453,7 @@ static void publish_next(struct rm_xds_manager *m)
     free(rs);
     free(wcs);
     free(wls);
+    free(ss);
     if (next) count_warming(m, next->n_clusters, next->n_listeners);
     if (!next || m->hooks.publish(m->ctx, next, &err) != RM_OK) {
         rm_log_error("xds: cannot apply the new configuration: %s", err.msg);

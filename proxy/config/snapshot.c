@@ -693,7 +693,8 @@ static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
                    copy_res(&s->warming_clusters, &s->n_warming_clusters, dyn->warming_clusters,
                             dyn->n_warming_clusters, err) ||
                    copy_res(&s->warming_listeners, &s->n_warming_listeners, dyn->warming_listeners,
-                            dyn->n_warming_listeners, err)
+                            dyn->n_warming_listeners, err) ||
+                   copy_res(&s->dyn_secrets, &s->n_dyn_secrets, dyn->secrets, dyn->n_secrets, err)
                ? RM_ERR
                : RM_OK;
 }
@@ -864,6 +865,7 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     free_res(s->routes, s->n_routes);
     free_res(s->warming_clusters, s->n_warming_clusters);
     free_res(s->warming_listeners, s->n_warming_listeners);
+    free_res(s->dyn_secrets, s->n_dyn_secrets);
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);

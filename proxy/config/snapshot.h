@@ -134,7 +134,9 @@ struct rm_snapshot_dyn {
     size_t n_routes;
     const struct rm_dyn_res *warming_clusters, *warming_listeners; /* for /config_dump */
     size_t n_warming_clusters, n_warming_listeners;
-    struct rm_secrets *sds; /* the Secrets received over SDS (NULL: none) */
+    struct rm_secrets *sds;           /* the Secrets received over SDS (NULL: none) */
+    const struct rm_dyn_res *secrets; /* the same, for /config_dump, sorted by name */
+    size_t n_secrets;
 };
 
 struct rm_snapshot {
@@ -157,6 +159,8 @@ struct rm_snapshot {
      * the bootstrap snapshot): what listeners' references with an sds_config resolve in (a
      * listener whose secret is missing has a TLS context that is not ready) */
     struct rm_secrets *sds;
+    struct rm_dyn_res *dyn_secrets; /* the same with their versions, for /config_dump */
+    size_t n_dyn_secrets;
     struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* in bootstrap_box */
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;

@@ -17,6 +17,7 @@ Shown, as Envoy behaves:
   (handshakes fail), sds.<name>.init_fetch_timeout counts it; the Secret arriving later fixes
   it.
 Certificates are made with the openssl CLI in the test's temp dir (test_tls.certs)."""
+import json
 import os
 import socket
 import ssl
@@ -26,7 +27,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import remora_cfg as cfg  # noqa: E402
-from pycp import PyCP, cla, eds_cluster, listener, route_config  # noqa: E402
+from pycp import (T_SECRET, PyCP, any_of, cla, eds_cluster, listener, message,  # noqa: E402
+                  route_config)
 from test_dns_cluster import admin_get, wait_ready  # noqa: E402
 from test_tls import SERVER_SPIFFE, _leaf, certs, tls_bootstrap, tls_upstream  # noqa: E402
 from test_xds_dynamic import RC, stat, wait_refused, wait_stat  # noqa: E402
@@ -177,6 +179,12 @@ def _bootstrap_listener(ctx, api):
         cp.wait_ack("sds", v1)
         wait_ready(ctx, px)
         wait_peer(ctx, px.port, c["server_crt"])
+        # /config_dump: the secret with its version, its private key redacted
+        text = admin_get(ctx, px, "/config_dump").body.decode()
+        dyn = [s for d in json.loads(text)["configs"] for s in d.get("dynamic_active_secrets", [])]
+        want = v1 if api == "sotw" else cp.resource_version("sds", "server_cert")  # Delta's own
+        assert [(s["name"], s["version_info"]) for s in dyn] == [("server_cert", want)], dyn
+        assert "[redacted]" in text and "PRIVATE KEY" not in text
         # rotation: new connections get the new certificate, an open one keeps working
         held = connect(ctx, px.port)
         assert held.getpeercert(binary_form=True) == der(c["server_crt"])
@@ -359,11 +367,55 @@ def test_sds_cluster_ca_over_sds_grpc(ctx):
         assert stat(ctx, px, "cluster.backend.client_ssl_socket_factory."
                              "ssl_context_update_by_sds") == 2
         assert sds_stat(ctx, px, "ROOTCA", "update_success") == 2
+        # the same bytes again (a new response version): nothing is rebuilt
+        nonce = cp.send_raw("sds", [("ROOTCA", any_of(T_SECRET, message(
+            T_SECRET, ca_secret("ROOTCA", c["other_ca"]))))])[0]
+        cp.wait_request(lambda kind, sid, req: req.type_url == T_SECRET and
+                        req.response_nonce == nonce and not req.HasField("error_detail"),
+                        "the ACK of the same secret again")
+        assert stat(ctx, px, "cluster.backend.client_ssl_socket_factory."
+                             "ssl_context_update_by_sds") == 2
+        assert sds_stat(ctx, px, "ROOTCA", "update_success") == 2
         # and back
         v = cp.set("sds", {"ROOTCA": ca_secret("ROOTCA", c["ca"])})
         cp.wait_ack("sds", v)
         r = ctx.curl(f"http://127.0.0.1:{px.port}/")
         assert r.status == 200, r
+        assert ctx.stop(px) == 0
+    finally:
+        cp.stop()
+
+
+# ---- a CDS cluster -------------------------------------------------------------------------
+
+def test_sds_cds_cluster_warms_until_its_secret(ctx):
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    port = harness.free_port()
+    cp = PyCP()
+    try:
+        tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": UTLS, "sni": "backend.test", "common_tls_context": {
+                "validation_context_sds_secret_config": {
+                    "name": "ROOTCA", "sds_config": {"ads": {}, "resource_api_version": "V3"}}}}}
+        cp.set("cds", {"backend": eds_cluster("backend", {"transport_socket": tls})})
+        cp.set("eds", {"backend": cla("backend", [up.port])})
+        cp.set("rds", {RC: route_config(RC, [("/", "backend")])})
+        cp.set("lds", {"ingress": listener("ingress", port, RC)})
+        px = ctx.remora(lds_bootstrap("sotw", cp.port), wait=False)
+        harness.wait_port(px.admin, proc=px.p)
+        cp.wait_subscribed("sds", {"ROOTCA"})
+        cp.wait_ack("eds")
+        time.sleep(0.3)
+        assert stat(ctx, px, "cluster_manager.warming_clusters") == 1
+        assert admin_get(ctx, px, "/ready").status == 503
+        v = cp.set("sds", {"ROOTCA": ca_secret("ROOTCA", c["ca"])})
+        cp.wait_ack("sds", v)
+        wait_ready(ctx, px)
+        wait_stat(ctx, px, "cluster_manager.warming_clusters", 0)
+        r = ctx.curl(f"http://127.0.0.1:{port}/")
+        assert r.status == 200 and r.headers.get("x-upstream-name") == "tls-up", r
+        assert stat(ctx, px, "cluster.backend.ssl.handshake") >= 1
         assert ctx.stop(px) == 0
     finally:
         cp.stop()
