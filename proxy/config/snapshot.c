@@ -140,6 +140,19 @@ static int check_source(struct rm_snapshot *s,
     return grpc_cluster(s, sr, src->cluster, p, err) ? RM_OK : RM_ERR;
 }
 
+/* The sources of the dynamic SDS references <r> of <path>'s TLS context. */
+static int check_sds_sources(struct rm_snapshot *s,
+                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                             const struct rm_sds_refs *r, const char *path, struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    for (size_t i = 0; r && i < r->n; i++) {
+        snprintf(p, sizeof(p), "%s: secret %s: sds_config", path, r->v[i].name);
+        if (check_source(s, sr, &r->v[i].src, p, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
 /* ads_config: gRPC (SotW or Delta) to one STATIC cluster (envoy_grpc). */
 static int check_ads_config(struct rm_snapshot *s,
                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
@@ -639,6 +652,15 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s): rds.config_source", i,
                  s->listeners[i]->name);
         if (s->listeners[i]->rds_name && check_source(s, sr, &s->listeners[i]->rds_src, p, err))
+            return RM_ERR;
+        snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s)", i, s->listeners[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->listeners[i]->tls), p, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "cluster %s", s->clusters[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->clusters[i]->tls), p, err))
             return RM_ERR;
     }
     return RM_OK;

@@ -30,7 +30,8 @@ import remora_cfg as cfg  # noqa: E402
 from pycp import (T_SECRET, PyCP, any_of, cla, eds_cluster, listener, message,  # noqa: E402
                   route_config)
 from test_dns_cluster import admin_get, wait_ready  # noqa: E402
-from test_tls import SERVER_SPIFFE, _leaf, certs, tls_bootstrap, tls_upstream  # noqa: E402
+from test_tls import (SERVER_SPIFFE, _leaf, _validate, certs, tls_bootstrap,  # noqa: E402
+                      tls_upstream)
 from test_xds_dynamic import RC, stat, wait_refused, wait_stat  # noqa: E402
 
 DTLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -419,3 +420,18 @@ def test_sds_cds_cluster_warms_until_its_secret(ctx):
         assert ctx.stop(px) == 0
     finally:
         cp.stop()
+
+
+def test_sds_source_errors_name_the_field(ctx):
+    """--mode validate: an SDS source the bootstrap cannot provide is an error naming it."""
+    up = 1
+    y = tls_bootstrap([cfg.cluster("backend", [up])], listener_tls(ADS % ""))
+    r = _validate(ctx, y, "v1")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and "static_resources.listeners[0] (ingress): secret server_cert: " \
+        "sds_config: ads: {} needs dynamic_resources.ads_config" in err, err
+    y = tls_bootstrap([cfg.cluster("backend", [up], extra=cluster_tls())])
+    r = _validate(ctx, y, "v2")
+    err = r.stderr.decode() + r.stdout.decode()
+    assert r.returncode == 1 and "cluster backend: secret ROOTCA: sds_config.api_config_source." \
+        "grpc_services[0].envoy_grpc.cluster_name: \"sds-grpc\" is not a STATIC cluster" in err, err
