@@ -25,6 +25,7 @@
 #include "proxy/upstream/dns_cluster.h"
 #include "xds/ads_client.h"
 #include "xds/ads_store.h"
+#include "xds/sds_store.h"
 
 #define WARM_POLL_MS 100
 #define DEFAULT_FETCH_TIMEOUT_MS 15000
@@ -57,32 +58,6 @@ static const struct rm_stat_def cm_defs[CM__COUNT] = {
     [CM_CLUSTER_ADDED] = {"cluster_added", RM_COUNTER},
     [CM_CLUSTER_MODIFIED] = {"cluster_modified", RM_COUNTER},
     [CM_CLUSTER_REMOVED] = {"cluster_removed", RM_COUNTER},
-};
-
-/* sds.<secret name>.*: Envoy's subscription stats, per secret */
-enum {
-    SDS_UPDATE_ATTEMPT,
-    SDS_UPDATE_SUCCESS,
-    SDS_UPDATE_REJECTED,
-    SDS_INIT_FETCH_TIMEOUT,
-    SDS_VERSION,
-    SDS__COUNT
-};
-static const struct rm_stat_def sds_defs[SDS__COUNT] = {
-    [SDS_UPDATE_ATTEMPT] = {"update_attempt", RM_COUNTER},
-    [SDS_UPDATE_SUCCESS] = {"update_success", RM_COUNTER},
-    [SDS_UPDATE_REJECTED] = {"update_rejected", RM_COUNTER},
-    [SDS_INIT_FETCH_TIMEOUT] = {"init_fetch_timeout", RM_COUNTER},
-    [SDS_VERSION] = {"version", RM_GAUGE},
-};
-
-/** A secret some TLS context references over SDS: what was accepted for it (if anything). */
-struct dsecret {
-    struct rm_pb_box *pb; /* the Secret, or NULL: not arrived */
-    char *version;
-    uint64_t updated_ms;
-    struct rm_stats *stats; /* sds.<name>. (a reference) */
-    bool timed_out;         /* its init_fetch_timeout was counted */
 };
 
 /** An EDS service name: what its accepted assignment made and the clusters that use it.  The
@@ -174,8 +149,7 @@ struct rm_xds_manager {
     struct rm_strmap clusters;          /* name -> struct dcluster */
     struct rm_strmap listeners;         /* name -> struct dlistener */
     struct rm_strmap routes;            /* name -> struct droute */
-    struct rm_strmap secrets;           /* name -> struct dsecret: the secrets referenced */
-    struct rm_secrets *sds;             /* the accepted ones, as TLS contexts resolve them */
+    struct rm_sds_store *sds;           /* the secrets referenced over SDS */
     bool cds_done, lds_done;            /* first response accepted */
     bool init_done;
     struct rm_timer init_timer, warm_timer;
@@ -526,8 +500,8 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     const struct rm_sds_refs *refs = rc == RM_OK ? rm_tls_ctx_sds_refs(out->c->tls) : NULL;
     if (refs && sds_sources_ok(m, refs, label, err)) rc = RM_ERR;
     struct rm_tls_ctx *t = NULL; /* with the secrets already received */
-    if (refs && rc == RM_OK && m->sds) {
-        if (rm_tls_ctx_rebuild(out->c->tls, m->sds, false, &t, err))
+    if (refs && rc == RM_OK && rm_sds_store_table(m->sds)) {
+        if (rm_tls_ctx_rebuild(out->c->tls, rm_sds_store_table(m->sds), false, &t, err))
             rc = RM_ERR;
         else
             rm_cluster_set_tls(out->c, t);
@@ -656,12 +630,7 @@ static bool waited_out(const struct rm_xds_manager *m, uint64_t start, uint32_t 
 {
     uint64_t waited = rm_loop_now(m->loop) - start;
     if (own != UINT32_MAX && (own == 0 || waited < own)) return false;
-    for (size_t i = 0; r && i < r->n; i++) {
-        const struct dsecret *d = rm_strmap_get(&m->secrets, r->v[i].name);
-        uint32_t t = r->v[i].src.init_timeout_ms;
-        if ((!d || !d->pb) && (t == 0 || waited < t)) return false;
-    }
-    return true;
+    return rm_sds_store_waited_out(m->sds, r, waited);
 }
 
 static void cds_del(struct rm_xds_manager *m, const char *name)
@@ -938,8 +907,8 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
         if (strcmp(m->base->listeners[i]->name, r->name) == 0)
             return rm_error_set(err, "%s.name: a static listener has that name", label);
     }
-    if (rm_snapshot_check_listener(pb, label, m->base->secrets, m->sds, resolve_known, m, &out->rds,
-                                   &out->rds_src, &out->sds, err) ||
+    if (rm_snapshot_check_listener(pb, label, m->base->secrets, rm_sds_store_table(m->sds),
+                                   resolve_known, m, &out->rds, &out->rds_src, &out->sds, err) ||
         sds_sources_ok(m, &out->sds, label, err))
         return RM_ERR;
     char rp[340];
@@ -1058,11 +1027,7 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
 /* Whether every secret of <r> (NULL: none) has arrived. */
 static bool secrets_ready(const struct rm_xds_manager *m, const struct rm_sds_refs *r)
 {
-    for (size_t i = 0; r && i < r->n; i++) {
-        const struct dsecret *d = rm_strmap_get(&m->secrets, r->v[i].name);
-        if (!d || !d->pb) return false;
-    }
-    return true;
+    return rm_sds_store_ready(m->sds, r);
 }
 
 /* The warming bound <t> (ms; 0: none; UINT32_MAX: not set yet) once the initial_fetch_timeouts
@@ -1088,30 +1053,6 @@ static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r,
         if (source_ok(m, T_SDS, &r->v[i].src, p, err)) return RM_ERR;
     }
     return RM_OK;
-}
-
-static void dsecret_free(struct dsecret *d)
-{
-    rm_pb_box_unref(d->pb);
-    free(d->version);
-    rm_stats_release(d->stats);
-    free(d);
-}
-
-/* The table TLS contexts resolve in: the accepted secrets. */
-static void sds_table(struct rm_xds_manager *m)
-{
-    struct rm_pb_box **v = calloc(m->secrets.n + 1, sizeof(*v));
-    if (!v) abort();
-    size_t n = 0, it;
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it)) {
-        const struct dsecret *d = e->value;
-        if (d->pb) v[n++] = d->pb;
-    }
-    rm_secrets_unref(m->sds);
-    m->sds = rm_secrets_new_boxed(v, n);
-    free(v);
 }
 
 /* Every SDS reference of the config: static listeners and clusters, CDS clusters and LDS
@@ -1144,35 +1085,15 @@ static void sds_resubscribe(struct rm_xds_manager *m)
     struct rm_sds_refs all = {0};
     sds_all_refs(m, &all);
     const char **names = calloc(all.n + 1, sizeof(*names));
-    const char **gone = calloc(m->secrets.n + 1, sizeof(*gone));
-    if (!names || !gone) abort();
+    if (!names) abort();
     for (size_t i = 0; i < all.n; i++) {
         struct rm_error err = {{0}};
         if (bind_source(m, T_SDS, &all.v[i].src, all.v[i].name, &err))
             rm_log_error("secret %s: %s", all.v[i].name, err.msg); /* checked before */
         names[i] = all.v[i].name;
-        if (rm_strmap_get(&m->secrets, names[i])) continue;
-        struct dsecret *d = calloc(1, sizeof(*d));
-        if (!d) abort();
-        char prefix[300];
-        snprintf(prefix, sizeof(prefix), "sds.%s.", names[i]);
-        d->stats = rm_stats_get(prefix, sds_defs, SDS__COUNT);
-        rm_strmap_put(&m->secrets, names[i], d);
     }
+    rm_sds_store_sync(m->sds, &all, NULL, NULL);
     subscribe(m, T_SDS, names, all.n);
-    size_t ng = 0, it;
-    bool held = false;
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it)) {
-        if (!rm_sds_refs_has(&all, e->key)) gone[ng++] = e->key;
-    }
-    for (size_t i = 0; i < ng; i++) {
-        struct dsecret *d = rm_strmap_del(&m->secrets, gone[i]);
-        held |= d->pb != NULL;
-        dsecret_free(d);
-    }
-    if (held) sds_table(m);
-    free(gone);
     free(names);
     rm_sds_refs_dispose(&all);
 }
@@ -1265,21 +1186,10 @@ static bool promote_clusters_sds(struct rm_xds_manager *m)
     return any;
 }
 
-static void count_sds(struct rm_xds_manager *m, const char *name, unsigned stat)
-{
-    const struct dsecret *d = rm_strmap_get(&m->secrets, name);
-    if (!d) return;
-    rm_stat_inc(d->stats, SDS_UPDATE_ATTEMPT);
-    rm_stat_inc(d->stats, stat);
-}
-
 static void sds_rejected(void *ctx)
 {
     struct rm_xds_manager *m = ctx;
-    size_t it;
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it))
-        count_sds(m, e->key, SDS_UPDATE_REJECTED);
+    rm_sds_store_count(m->sds, NULL, RM_SDS_UPDATE_REJECTED);
 }
 
 /* Check the Secrets of <u> (unpacked into <v>) and what uses them.  The subscribed ones boxed in
@@ -1298,27 +1208,19 @@ static int sds_check(struct rm_xds_manager *m, const struct rm_ads_update *u, Pr
         v[i] = unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
                       &u->res[i], NULL, label, err);
         if (!v[i] || rm_tls_check_secret((const Secret *)v[i], label, err)) return RM_ERR;
-        if (rm_strmap_get(&m->secrets, u->res[i].name)) names[(*nn)++] = u->res[i].name;
+        if (rm_sds_store_has(m->sds, u->res[i].name)) names[(*nn)++] = u->res[i].name;
     }
-    /* the table as it would be: held secrets, the new ones over them */
-    struct rm_pb_box **boxes = calloc(m->secrets.n + u->n + 1, sizeof(*boxes));
+    /* the table as it would be: the new secrets over those that arrived */
+    struct rm_pb_box **boxes = calloc(u->n + 1, sizeof(*boxes));
     if (!boxes) abort();
-    size_t nb = 0, it;
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it)) {
-        const struct dsecret *d = e->value;
-        bool replaced = false;
-        for (size_t i = 0; i < u->n && !replaced; i++)
-            replaced = strcmp(u->res[i].name, e->key) == 0;
-        if (d->pb && !replaced) boxes[nb++] = d->pb;
-    }
+    size_t nb = 0;
     for (size_t i = 0; i < u->n; i++) {
-        if (!rm_strmap_get(&m->secrets, u->res[i].name)) continue; /* not subscribed: ignored */
+        if (!rm_sds_store_has(m->sds, u->res[i].name)) continue; /* not subscribed: ignored */
         if (!(nb_out[i] = rm_pb_box_new(v[i]))) abort();
         v[i] = NULL; /* in the box */
         boxes[nb++] = nb_out[i];
     }
-    *table = rm_secrets_new_boxed(boxes, nb);
+    *table = rm_sds_store_candidate(m->sds, boxes, nb);
     free(boxes);
     return sds_rebuild_users(m, names, *nn, *table, sw, nsw, err);
 }
@@ -1339,27 +1241,17 @@ static int sds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     }
     if (rc != RM_OK) {
         for (size_t i = 0; i < u->n; i++)
-            count_sds(m, u->res[i].name, SDS_UPDATE_REJECTED);
+            rm_sds_store_count(m->sds, u->res[i].name, RM_SDS_UPDATE_REJECTED);
         for (size_t i = 0; i < nsw; i++)
             rm_tls_ctx_unref(sw[i].t);
         rm_secrets_unref(table);
     } else {
         for (size_t i = 0; i < u->n; i++) { /* the accepted secret is the table's entry */
-            struct dsecret *d = nb[i] ? rm_strmap_get(&m->secrets, u->res[i].name) : NULL;
-            const struct rm_ads_res *r = &u->res[i];
-            if (!d) continue;
-            rm_pb_box_unref(d->pb);
-            d->pb = nb[i];
+            if (!nb[i]) continue;
+            rm_sds_store_accept(m->sds, u->res[i].name, nb[i], u->res[i].version);
             nb[i] = NULL;
-            free(d->version);
-            d->version = xstrdup(r->version);
-            d->updated_ms = wall_ms();
-            rm_stat_inc(d->stats, SDS_UPDATE_ATTEMPT);
-            rm_stat_inc(d->stats, SDS_UPDATE_SUCCESS);
-            rm_stat_set(d->stats, SDS_VERSION, (int64_t)version_hash(r->version));
         }
-        rm_secrets_unref(m->sds);
-        m->sds = table;
+        rm_sds_store_set_table(m->sds, table);
         for (size_t i = 0; i < nsw; i++)
             rm_cluster_set_tls(sw[i].c, sw[i].t);
         promote_clusters_sds(m);
@@ -1435,16 +1327,11 @@ static void publish_next(struct rm_xds_manager *m)
         rs[nr++] = (struct rm_dyn_res){e->key, r->pb, r->version, r->updated_ms};
     }
     qsort(rs, nr, sizeof(*rs), cmp_route);
-    struct rm_dyn_res *ss = calloc(m->secrets.n + 1, sizeof(*ss));
-    size_t ns = 0;
+    struct rm_dyn_res *ss = calloc(rm_sds_store_count_names(m->sds) + 1, sizeof(*ss));
     if (!ss) abort();
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it)) {
-        struct dsecret *sec = e->value;
-        if (sec->pb) ss[ns++] = (struct rm_dyn_res){e->key, sec->pb, sec->version, sec->updated_ms};
-    }
-    qsort(ss, ns, sizeof(*ss), cmp_route);
-    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, m->sds, ss, ns};
+    size_t ns = rm_sds_store_dump(m->sds, ss);
+    struct rm_snapshot_dyn dyn = {
+        cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, rm_sds_store_table(m->sds), ss, ns};
     struct rm_error err = {{0}};
     struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
     if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
@@ -1520,26 +1407,12 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
     for (size_t i = 0; i < m->base->n_clusters; i++)
         rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
     for (size_t i = 0; i < st.n; i++) {
-        const struct dsecret *d = rm_strmap_get(&m->secrets, st.v[i].name);
-        if (!d || !d->pb) NOTE("%sSecret %s", off ? ", " : "", st.v[i].name);
+        if (!rm_sds_store_arrived(m->sds, st.v[i].name))
+            NOTE("%sSecret %s", off ? ", " : "", st.v[i].name);
     }
     rm_sds_refs_dispose(&st);
 #undef NOTE
     return any;
-}
-
-/* sds.<name>.init_fetch_timeout, once, for each secret still missing when something waiting
- * for it gave up. */
-static void count_sds_timeouts(struct rm_xds_manager *m)
-{
-    size_t it;
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it)) {
-        struct dsecret *d = e->value;
-        if (d->pb || d->timed_out) continue;
-        d->timed_out = true;
-        rm_stat_inc(d->stats, SDS_INIT_FETCH_TIMEOUT);
-    }
 }
 
 static void check_init(struct rm_xds_manager *m)
@@ -1557,7 +1430,7 @@ static void on_init_timeout(struct rm_timer *t)
     char buf[512];
     waiting(m, buf, sizeof(buf));
     rm_log_warn("xds: initial fetch timeout: still waiting for %s; live anyway", buf);
-    count_sds_timeouts(m);
+    rm_sds_store_count_timeouts(m->sds);
     m->init_done = true;
     if (m->hooks.on_init) m->hooks.on_init(m->ctx);
 }
@@ -1590,7 +1463,7 @@ static void on_warm_poll(struct rm_timer *t)
     }
     bool lrebuild = promote_listeners(m, true);
     rebuild |= lrebuild;
-    if (expired || lrebuild) count_sds_timeouts(m);
+    if (expired || lrebuild) rm_sds_store_count_timeouts(m->sds);
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e && !more;
          e = rm_strmap_next(&m->listeners, e, &it))
         more = ((struct dlistener *)e->value)->warming.pb != NULL;
@@ -1663,6 +1536,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
         return NULL;
     }
     m->loop = loop;
+    m->sds = rm_sds_store_new();
     m->base = rm_snapshot_ref(base);
     m->hooks = *hooks;
     m->ctx = ctx;
@@ -1749,11 +1623,7 @@ void rm_xds_manager_free(struct rm_xds_manager *m)
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
          e = rm_strmap_next(&m->svcs, e, &it))
         svc_free(e->value);
-    for (struct rm_strmap_ent *e = rm_strmap_first(&m->secrets, &it); e;
-         e = rm_strmap_next(&m->secrets, e, &it))
-        dsecret_free(e->value);
-    rm_strmap_clear(&m->secrets);
-    rm_secrets_unref(m->sds);
+    rm_sds_store_free(m->sds);
     rm_strmap_clear(&m->clusters);
     rm_strmap_clear(&m->listeners);
     rm_strmap_clear(&m->routes);

@@ -243,6 +243,13 @@ Test(secrets, sds_refs_are_a_set_of_names)
     "              \"@type\": "                                                                    \
     "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n"
 
+#define GRPC_CLUSTER(name)                                                                         \
+    "  - name: " name "\n"                                                                         \
+    "    load_assignment:\n"                                                                       \
+    "      cluster_name: " name "\n"                                                               \
+    "      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address:"                  \
+    " { address: 127.0.0.1, port_value: 1 } } } }] }]\n"
+
 /* A bootstrap listener whose certificate and client CA come over SDS: its context records both
  * references (names and sources: the reference parsing xDS subscribes from), is not ready
  * without them, and the snapshot needs xDS for them. */
@@ -250,7 +257,12 @@ Test(secrets, dynamic_references_of_a_bootstrap_listener)
 {
     struct rm_error err = {{0}};
     struct rm_snapshot *s = from_yaml(
-        "static_resources:\n" LISTENER_WITH(DOWN_DYN(
+        "dynamic_resources:\n"
+        "  ads_config:\n"
+        "    api_type: GRPC\n"
+        "    grpc_services: [{ envoy_grpc: { cluster_name: xds } }]\n"
+        "static_resources:\n"
+        "  clusters:\n" GRPC_CLUSTER("xds") GRPC_CLUSTER("sds-grpc") LISTENER_WITH(DOWN_DYN(
             "            tls_certificate_sds_secret_configs:\n"
             "            - name: server_cert\n"
             "              sds_config: { ads: {}, initial_fetch_timeout: 3s }\n"
