@@ -205,6 +205,22 @@ def _bootstrap_listener(ctx, api):
             "tls_certificate.private_key.inline_string: the key does not match the certificate" \
             in msg, msg
         assert sds_stat(ctx, px, "server_cert", "update_rejected") == 1
+        # unparseable PEM, an unsupported kind, a kind the listener cannot use
+        for i, (bad, want) in enumerate((
+                ({"name": "server_cert", "tls_certificate": {
+                    "certificate_chain": {"inline_string": "garbage"},
+                    "private_key": {"inline_string": _read(key2)}}},
+                 "Secret server_cert: resources[0].tls_certificate.certificate_chain."
+                 "inline_string: no PEM certificate"),
+                ({"name": "server_cert", "generic_secret": {"secret": {"inline_string": "x"}}},
+                 "Secret server_cert: resources[0].generic_secret: not supported by remora"),
+                (ca_secret("server_cert", c["ca"]),
+                 "tls_certificate_sds_secret_configs[0].name: secret \"server_cert\" "
+                 "(Secret server_cert) is not a tls_certificate secret"))):
+            cp.set("sds", {"server_cert": bad})
+            msg = cp.wait_nack("sds").error_detail.message
+            assert want in msg, (want, msg)
+            assert sds_stat(ctx, px, "server_cert", "update_rejected") == 2 + i
         assert sds_stat(ctx, px, "server_cert", "update_success") == 2
         with connect(ctx, px.port) as conn:
             assert conn.getpeercert(binary_form=True) == der(crt2)
@@ -313,11 +329,11 @@ def test_sds_initial_fetch_timeout_activates_the_listener(ctx):
 
 # ---- a cluster's CA over a SecretDiscoveryService stream (Istio's sds-grpc) -----------------
 
-SDS_GRPC = """{ api_config_source: { api_type: GRPC, transport_api_version: V3, grpc_services: [
+SDS_GRPC = """{ api_config_source: { api_type: %s, transport_api_version: V3, grpc_services: [
                   { envoy_grpc: { cluster_name: sds-grpc } } ] }, resource_api_version: V3 }"""
 
 
-def cluster_tls():
+def cluster_tls(api_type="GRPC"):
     return f"""
     max_requests_per_connection: 1
     transport_socket:
@@ -328,21 +344,31 @@ def cluster_tls():
         common_tls_context:
           validation_context_sds_secret_config:
             name: ROOTCA
-            sds_config: {SDS_GRPC}"""
+            sds_config: {SDS_GRPC % api_type}"""
 
 
 def test_sds_cluster_ca_over_sds_grpc(ctx):
+    _cluster_ca(ctx, "GRPC")
+
+
+def test_sds_cluster_ca_over_sds_grpc_delta(ctx):
+    _cluster_ca(ctx, "DELTA_GRPC")
+
+
+def _cluster_ca(ctx, api_type):
     c = certs(ctx)
     up = tls_upstream(ctx)
     cp = PyCP()
     try:
-        px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port], extra=cluster_tls()),
+        px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port],
+                                                   extra=cluster_tls(api_type)),
                                        cfg.cluster("sds-grpc", [cp.port], proto="h2")]),
                         wait=False)
         harness.wait_port(px.admin, proc=px.p)
         harness.wait_port(px.port, proc=px.p)
         cp.wait_subscribed("sds", {"ROOTCA"})
-        assert any(kind == "sotw" for kind, _, _ in cp.requests)
+        kind = {"GRPC": "sotw", "DELTA_GRPC": "delta"}[api_type]
+        assert {k for k, _, _ in cp.requests} == {kind}, "SecretDiscoveryService, not ADS"
         assert admin_get(ctx, px, "/ready").status == 503
         r = ctx.curl(f"http://127.0.0.1:{px.port}/")
         assert r.status == 503 and b"TLS error: Secret is not supplied by SDS" in r.body, r
@@ -397,8 +423,12 @@ def test_sds_cds_cluster_warms_until_its_secret(ctx):
     try:
         tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": UTLS, "sni": "backend.test", "common_tls_context": {
-                "validation_context_sds_secret_config": {
-                    "name": "ROOTCA", "sds_config": {"ads": {}, "resource_api_version": "V3"}}}}}
+                "combined_validation_context": {
+                    "default_validation_context": {"match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": SERVER_SPIFFE}}]},
+                    "validation_context_sds_secret_config": {
+                        "name": "ROOTCA",
+                        "sds_config": {"ads": {}, "resource_api_version": "V3"}}}}}}
         cp.set("cds", {"backend": eds_cluster("backend", {"transport_socket": tls})})
         cp.set("eds", {"backend": cla("backend", [up.port])})
         cp.set("rds", {RC: route_config(RC, [("/", "backend")])})
