@@ -89,6 +89,11 @@ $(GEN_STAMP): $(addprefix proto/,$(OUR_PROTOS))
 	@touch $@
 
 $(GEN_C): $(GEN_STAMP) ;
+# The headers too: objects that include one are then rebuilt in the same run that regenerates
+# it (without a rule, make reads a header's time before protoc-c rewrites it and keeps a stale
+# object: a struct with new fields read at old offsets).
+GEN_H      := $(GEN_C:.c=.h)
+$(GEN_H): $(GEN_STAMP) ;
 
 $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 	$(CC) $(GENFLAGS) -c $< -o $@

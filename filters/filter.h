@@ -89,6 +89,11 @@ const struct rm_filter_ops *rm_filter_lookup(const char *name, const char *type_
  *  Valid from on_request_headers on; no allocation, no protobuf. */
 const void *rm_filter_route_config(const struct rm_filter *f);
 
+/** Every per-route config of <f> for its request, most specific first (weighted cluster, route,
+ *  virtual host, route configuration: the levels that have one), into <out>; returns how many.
+ *  For filters that merge levels field by field (CORS). */
+unsigned rm_filter_route_configs(const struct rm_filter *f, const void *out[4]);
+
 /** Resume a request held by <f> (RM_FILTER_STOP): the next filters see the held events. */
 void rm_filter_continue(struct rm_filter *f);
 /** Answer locally: <status> with <flags> (Envoy response flags, e.g. "UH") and <body>
@@ -116,5 +121,7 @@ void rm_filter_reply_ex(struct rm_filter *f, const struct rm_local_reply *r);
 extern const struct rm_filter_ops rm_filter_router;
 extern const struct rm_filter_ops rm_filter_local_ratelimit;
 extern const struct rm_filter_ops rm_filter_fault;
+extern const struct rm_filter_ops rm_filter_cors;
+extern const struct rm_filter_ops rm_filter_rbac;
 
 #endif

@@ -4,9 +4,8 @@
 #include "filters/filter.h"
 
 static const struct rm_filter_ops *const all_filters[] = {
-    &rm_filter_router,
-    &rm_filter_local_ratelimit,
-    &rm_filter_fault,
+    &rm_filter_router, &rm_filter_local_ratelimit, &rm_filter_fault, &rm_filter_cors,
+    &rm_filter_rbac,
 };
 
 const struct rm_filter_ops *rm_filter_lookup(const char *name, const char *type_name)

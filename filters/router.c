@@ -26,14 +26,18 @@
 
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "filters/filter.h"
+#include "filters/percent.h"
 #include "filters/retry.h"
+#include "filters/shadow.h"
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/log.h"
 #include "proxy/http/hcm.h"
+#include "proxy/net/conn.h"
 #include "proxy/net/tls.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/circuit_breaker.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/pool.h"
 
 #define RESET_BODY "upstream connect error or disconnect/reset before headers. reset reason: "
@@ -138,9 +142,19 @@ struct router {
     struct rm_timer backoff;
     uint8_t refused_retries; /* transparent retries of streams the upstream refused */
     bool had_body;           /* the request carried body bytes (not replayable without policy) */
+    /* request mirrors (the route's RequestMirrorPolicy): made with the headers, sent when the
+     * request is complete (the body is kept until then, within buffer_limit); in the arena */
+    struct rm_shadow **shadows;
+    uint8_t n_shadows;
 };
 
 static const struct rm_stream_events up_events;
+
+/* Is the request body kept whole (for a retry's replay or for the mirrors)? */
+static inline bool keep_body(const struct router *r)
+{
+    return r->replay || r->n_shadows;
+}
 static const struct rm_pool_request_cb pool_cb;
 static void start_attempt(struct router *r);
 
@@ -357,6 +371,69 @@ static void on_idle_timeout(struct rm_timer *t)
                    "upstream request timeout");
 }
 
+/* ---- mirrors ------------------------------------------------------------------------------ */
+
+/* The cluster a mirror policy names for this request (its own, or the request header's value),
+ * as this worker sees it; NULL when it does not exist (Envoy then sends no shadow). */
+static struct rm_worker_cluster *mirror_cluster(struct router *r, const struct rm_mirror_policy *m)
+{
+    struct rm_cluster *c = m->cluster;
+    if (m->cluster_header) {
+        struct rm_str v = rm_headers_get(r->req, m->cluster_header, strlen(m->cluster_header));
+        char name[256];
+        if (!v.p || v.len >= sizeof(name)) return NULL;
+        memcpy(name, v.p, v.len);
+        name[v.len] = 0;
+        c = rm_snapshot_cluster(rm_hcm_snapshot(r->hs), name);
+    }
+    return c ? rm_worker_cluster_for(r->w, c) : NULL;
+}
+
+static uint32_t request_buffer_limit(const struct router *r, const struct rm_route *rt,
+                                     const struct rm_vhost *vh)
+{
+    return rt->per_request_buffer_limit   ? rt->per_request_buffer_limit
+           : vh->per_request_buffer_limit ? vh->per_request_buffer_limit
+                                          : r->hs->hc->lc->buffer_limit;
+}
+
+/* Decide the request's mirrors (runtime_fraction, cluster) and copy its headers for each, as
+ * they go to the primary cluster (after the route's rewrites). */
+static void plan_shadows(struct router *r, const struct rm_route *rt)
+{
+    const struct rm_mirror_policies *mp = &rt->mirrors;
+    size_t n = mp->n < UINT8_MAX ? mp->n : UINT8_MAX;
+    for (size_t i = 0; i < n; i++) {
+        const struct rm_mirror_policy *m = &mp->v[i];
+        struct rm_fraction f = {m->numerator, m->denominator};
+        if (!rm_fraction_always(f) && !rm_fraction_hit(f, rm_worker_random(r->w))) continue;
+        struct rm_worker_cluster *wc = mirror_cluster(r, m);
+        if (!wc) continue;
+        struct rm_shadow *s = rm_shadow_new(r->w, wc, r->req, m->host_suffix, r->hs->down->proto,
+                                            (unsigned)rt->priority, r->timeout_ms);
+        if (!s) continue;
+        if (!r->shadows) r->shadows = rm_arena_alloc(r->hs->arena, n * sizeof(*r->shadows));
+        r->shadows[r->n_shadows++] = s;
+    }
+    if (r->n_shadows && !r->replay) r->buffer_limit = request_buffer_limit(r, rt, r->hs->vhost);
+}
+
+/* The request is complete: the mirrors go, with the whole body and the trailers. */
+static void send_shadows(struct router *r)
+{
+    for (unsigned i = 0; i < r->n_shadows; i++)
+        rm_shadow_start(r->shadows[i], rm_buf_data(&r->body), r->body.len, r->req_trailers);
+    r->n_shadows = 0;
+}
+
+/* The mirrors will not be sent (the body outgrew the buffer, or the request ended early). */
+static void drop_shadows(struct router *r)
+{
+    for (unsigned i = 0; i < r->n_shadows; i++)
+        rm_shadow_abort(r->shadows[i]);
+    r->n_shadows = 0;
+}
+
 /* Per-try timers run from the moment the attempt has both a stream and the whole request. */
 static void start_try_timers(struct router *r)
 {
@@ -376,6 +453,7 @@ static void request_complete(struct router *r)
 {
     if (r->timers_started || r->state == RM_UP_DONE) return;
     r->timers_started = true;
+    if (r->n_shadows) send_shadows(r);
     r->complete_ms = rm_loop_now(loop_of(r));
     if (r->timeout_ms) rm_timer_start(loop_of(r), &r->timeout, r->timeout_ms, on_timeout);
     start_try_timers(r);
@@ -433,11 +511,12 @@ static void attempt_failed(struct router *r, enum rm_retry_failure kind, bool se
     fail_local(r, status, flags, details, body);
 }
 
-/* The body no longer fits the replay buffer: no retry for this request (Envoy gives up the
- * retry; between attempts it answers 507). */
+/* The body no longer fits the buffer kept for replay and mirrors: no retry and no mirror for
+ * this request (Envoy gives both up; between attempts it answers 507). */
 static void abandon_replay(struct router *r)
 {
     rm_stat_inc(cstats(r), RM_CS_RETRY_OR_SHADOW_ABANDONED);
+    drop_shadows(r);
     r->replay = false;
     rm_retry_finish(r->retry, r->cb);
     r->retry = NULL;
@@ -496,7 +575,7 @@ static void flush_body(struct router *r)
         r->body_sent = r->body.len;
         r->up_req_end = end;
     }
-    if (!r->replay) {
+    if (!keep_body(r)) {
         rm_buf_reset(&r->body);
         r->body_sent = 0;
     }
@@ -730,6 +809,12 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
  * up to host_selection_retry_max_attempts times, then takes the last pick (Envoy). */
 static struct rm_host *pick_host(struct router *r)
 {
+    if (r->wc->cluster->odst) { /* ORIGINAL_DST: one host, the original destination */
+        struct rm_conn *dc = r->hs->hc->closed ? NULL : r->hs->hc->conn; /* closed: freed */
+        const struct sockaddr *restored =
+            dc && (dc->flags & RM_CONN_LOCAL_RESTORED) ? (const struct sockaddr *)&dc->local : NULL;
+        return rm_odst_pick(r->wc, restored, r->req);
+    }
     struct rm_host *h = rm_lb_pick(r->wc, NULL);
     if (!r->retry || !r->retry->n_tried) return h;
     for (uint32_t i = 0;
@@ -801,9 +886,7 @@ static void setup_policy(struct router *r, const struct rm_route *rt, const stru
     r->retry = rm_retry_state_new(r->hs->arena, pol, &xh, r->req);
     if (!r->retry) return;
     r->replay = true;
-    r->buffer_limit = rt->per_request_buffer_limit   ? rt->per_request_buffer_limit
-                      : vh->per_request_buffer_limit ? vh->per_request_buffer_limit
-                                                     : r->hs->hc->lc->buffer_limit;
+    r->buffer_limit = request_buffer_limit(r, rt, vh);
 }
 
 static enum rm_filter_status router_on_request_headers(struct rm_filter *f, struct rm_headers *h,
@@ -839,6 +922,7 @@ static enum rm_filter_status router_on_request_headers(struct rm_filter *f, stru
     r->cb = c->cb[rt->priority ? 1 : 0];
     setup_policy(r, rt, hs->vhost);
     rewrite_request(r, rt, wcl);
+    if (rt->mirrors.n) plan_shadows(r, rt);
     if (end) request_complete(r);
     start_attempt(r);
     return RM_FILTER_STOP;
@@ -862,19 +946,19 @@ static enum rm_filter_status router_on_request_data(struct rm_filter *f, const u
     if (!r->w || r->state == RM_UP_DONE) return RM_FILTER_STOP;
     r->req_end = end;
     r->had_body |= n > 0;
-    if (r->replay && r->body.len + n > r->buffer_limit) {
+    if (keep_body(r) && r->body.len + n > r->buffer_limit) {
         abandon_replay(r);
         if (r->state == RM_UP_DONE) return RM_FILTER_STOP;
     }
     bool sending = r->up && !r->up_req_end;
-    if (!r->replay && sending && !r->body.len) { /* stream it through */
+    if (!keep_body(r) && sending && !r->body.len) { /* stream it through */
         r->up->ops->submit_data(r->up, p, n, end);
         r->up_req_end = end;
     } else {
         rm_buf_append(&r->body, p, n);
         if (sending)
             flush_body(r);
-        else if (!r->replay && r->body.len > r->hs->hc->lc->buffer_limit && !r->down_paused) {
+        else if (!keep_body(r) && r->body.len > r->hs->hc->lc->buffer_limit && !r->down_paused) {
             r->down_paused = true; /* still connecting: buffer, bounded */
             rm_hcm_pause_request(r->hs, true);
         }
@@ -902,6 +986,7 @@ static void router_on_destroy(struct rm_filter *f)
 {
     struct router *r = R(f);
     if (r->w) finish(r);
+    drop_shadows(r);
     rm_buf_reset(&r->body);
     rm_worker_cluster_release(r->wc);
     r->wc = NULL;

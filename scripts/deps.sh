@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config libnghttp2-dev libssl-dev libc-ares-dev libprotobuf-c-dev
 protobuf-c-compiler protobuf-compiler libprotobuf-dev libcriterion-dev libyaml-dev node-llhttp libpcre2-dev
 nghttp2-client curl openssl python3 python3-grpcio python3-protobuf python3-h2 dnsmasq-base procps
-haproxy nghttp2-proxy nginx clang-format git"
+haproxy nghttp2-proxy nginx clang-format git iptables"
 missing=""
 # npm: use any npm already on PATH (machines may carry their own Node.js), else Debian's.
 command -v npm >/dev/null 2>&1 || missing="$missing npm"

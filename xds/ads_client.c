@@ -687,8 +687,12 @@ struct rm_ads_client *rm_ads_client_new(struct rm_loop *loop, const struct rm_ad
         .max_recv_msg = cfg->max_msg ? cfg->max_msg : RM_ADS_MAX_MSG,
         .tls = cfg->cluster->tls, /* the xds cluster's transport_socket (UpstreamTlsContext) */
     };
-    a->ch =
-        rm_grpc_channel_new(loop, (const struct sockaddr *)&h->addr, h->addr_len, NULL, &o, err);
+    socklen_t len;
+    const struct sockaddr *sa = rm_host_sockaddr(h, &len);
+    /* a unix socket's path is no authority: the cluster's name is (Envoy's default for an
+     * envoy_grpc service) */
+    const char *authority = sa->sa_family == AF_UNIX ? cfg->cluster->name : NULL;
+    a->ch = rm_grpc_channel_new(loop, sa, len, authority, &o, err);
     if (!a->ch) {
         rm_ads_client_free(a);
         return NULL;

@@ -330,7 +330,9 @@ void rm_grpc_conn_call_left(struct rm_grpc_conn *gc)
 static void format_target(const struct sockaddr *a, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    if (a->sa_family == AF_INET) {
+    if (a->sa_family == AF_UNIX) {
+        rm_sockaddr_str(a, buf, len); /* the pipe's path, or @name */
+    } else if (a->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)a;
         inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
         snprintf(buf, len, "%s:%u", ip, ntohs(in->sin_port));
@@ -360,8 +362,8 @@ struct rm_grpc_channel *rm_grpc_channel_new(struct rm_loop *loop, const struct s
                                             struct rm_error *err)
 {
     if (!loop || !addr || addr_len == 0 || addr_len > sizeof(struct sockaddr_storage) ||
-        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) {
-        rm_error_set(err, "grpc channel: an IPv4 or IPv6 address is required");
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 && addr->sa_family != AF_UNIX)) {
+        rm_error_set(err, "grpc channel: an IPv4, IPv6 or unix socket address is required");
         return NULL;
     }
     struct rm_grpc_channel *ch = calloc(1, sizeof(*ch));

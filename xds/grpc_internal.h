@@ -28,6 +28,7 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/loop.h"
 #include "proxy/http/codec.h"
+#include "proxy/upstream/host.h"
 #include "xds/grpc.h"
 
 #define RM_GRPC_DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -74,7 +75,7 @@ struct rm_grpc_channel {
     struct rm_loop *loop;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char target[64]; /* "ip:port" */
+    char target[RM_SOCKADDR_STRLEN]; /* "ip:port", or a unix socket's path */
     char *authority;
     struct rm_grpc_channel_opts o; /* defaults filled in */
     struct rm_codec_settings st;

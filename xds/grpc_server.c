@@ -30,6 +30,7 @@
 #include "proxy/http/codec.h"
 #include "proxy/net/conn.h"
 #include "proxy/net/listener.h"
+#include "proxy/upstream/host.h"
 
 #define DEFAULT_CALL_BUFFER (256 * 1024)
 #define DEFAULT_MAX_STREAMS 1024
@@ -612,6 +613,7 @@ static const char *addr_str(const struct sockaddr *addr, char *buf, size_t n)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
     int port = 0;
+    if (addr->sa_family == AF_UNIX) return rm_sockaddr_str(addr, buf, n), buf;
     if (addr->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
         inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
@@ -628,7 +630,7 @@ static const char *addr_str(const struct sockaddr *addr, char *buf, size_t n)
 int rm_grpc_server_listen(struct rm_grpc_server *gs, const struct sockaddr *addr, socklen_t len,
                           struct rm_error *err)
 {
-    char where[80];
+    char where[RM_SOCKADDR_STRLEN];
     if (gs->listening) return rm_error_set(err, "the gRPC server listens already");
     int fd = rm_listen_socket(addr, len, false, 128);
     if (fd < 0)

@@ -919,14 +919,17 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     out->probe.name = (char *)r->name;
     if (rm_pb_address(pb->address, p, &out->probe.addr, &out->probe.addr_len, err)) return RM_ERR;
     const char *other = address_user(m, &out->probe.addr, out->probe.addr_len, r->name);
-    char a[64];
+    char a[RM_SOCKADDR_STRLEN];
     rm_sockaddr_str((struct sockaddr *)&out->probe.addr, a, sizeof(a));
     if (other) return rm_error_set(err, "%s: %s is already used by listener %s", p, a, other);
-    if (!bound_now(m, &out->probe)) { /* can it be bound? */
+    out->probe.bind_to_port = rm_pb_bool(pb->bind_to_port, true);
+    if (out->probe.bind_to_port && !bound_now(m, &out->probe)) { /* can it be bound? */
         int fd =
             rm_listen_socket((struct sockaddr *)&out->probe.addr, out->probe.addr_len, true, 1);
         if (fd < 0) return rm_error_set(err, "%s: cannot listen on %s: %s", p, a, strerror(-fd));
         close(fd);
+        if (out->probe.addr.ss_family == AF_UNIX && a[0] != '@')
+            unlink(a); /* the probe's own socket file */
     }
     return RM_OK;
 }

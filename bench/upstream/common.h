@@ -65,7 +65,7 @@ bool rmu_str_ieq(struct rmu_str s, const char *lit);
 struct rmu_listen_addr {
     struct sockaddr_storage ss;
     socklen_t len;
-    char text[80];
+    char text[128];
 };
 
 /* Process-wide settings, written by main before the loops start, read-only afterwards. */

@@ -8,13 +8,16 @@
 #include "bench/upstream/loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct rmu_config rmu_cfg;
@@ -28,7 +31,8 @@ static const char USAGE[] =
     "\n"
     "options:\n"
     "  --listen HOST:PORT        listen there (repeatable; [::1]:PORT for IPv6;\n"
-    "                            default 127.0.0.1:8080)\n"
+    "                            unix:PATH for a unix socket (a file there is replaced),\n"
+    "                            unix:@NAME for an abstract one; default 127.0.0.1:8080)\n"
     "  --name NAME               sent in every response as x-upstream-name (default: upstream)\n"
     "  -t, --threads N           event-loop threads, SO_REUSEPORT (default 1)\n"
     "  --body-size N             default response body size in bytes (default 0)\n"
@@ -62,8 +66,30 @@ static const char USAGE[] =
     "\n"
     "signals: TERM/INT exit 0; USR1 prints counters on stderr.\n";
 
+/* unix:PATH, unix:@NAME (abstract: the address ends with the name). */
+static int parse_unix(const char *arg, struct rmu_listen_addr *out)
+{
+    const char *path = arg + 5;
+    struct sockaddr_un *un = (struct sockaddr_un *)&out->ss;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(un->sun_path) || n >= sizeof(out->text) - 5) {
+        fprintf(stderr, "remora-upstream: --listen %s: want unix:PATH (1 to %zu bytes)\n", arg,
+                sizeof(un->sun_path) - 1);
+        return -1;
+    }
+    memset(&out->ss, 0, sizeof(out->ss));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = 0;
+    out->len = path[0] == '@' ? (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)
+                              : (socklen_t)sizeof(*un);
+    snprintf(out->text, sizeof(out->text), "%s", arg);
+    return 0;
+}
+
 static int parse_listen(const char *arg, struct rmu_listen_addr *out)
 {
+    if (strncmp(arg, "unix:", 5) == 0) return parse_unix(arg, out);
     char host[64], port[16];
     const char *colon;
     size_t hn;
@@ -102,11 +128,19 @@ fail:
     return -1;
 }
 
+/* A listening socket for <a>; a unix socket file left at its path is replaced. */
 static int open_listener(const struct rmu_listen_addr *a, bool reuseport)
 {
     int one = 1;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) goto fail;
+    if (a->ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
+        if (un->sun_path[0]) unlink(un->sun_path);
+        if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+            goto fail_fd;
+        return fd;
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) goto fail_fd;
     if (a->ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -219,16 +253,29 @@ static void print_stats(struct rmu_loop **loops, int n)
             rmu_cfg.name, c, t, h1, h2);
 }
 
+/* Thread <t>'s socket for listener <i>: its own (SO_REUSEPORT), or for a unix socket (bound
+ * once) a dup of the first thread's <first>. */
+static int thread_listener(int t, size_t i, int first)
+{
+    if (t == 0 || rmu_cfg.listen[i].ss.ss_family != AF_UNIX)
+        return open_listener(&rmu_cfg.listen[i], rmu_cfg.threads > 1);
+    int fd = fcntl(first, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) fprintf(stderr, "remora-upstream: dup: %s\n", strerror(errno));
+    return fd;
+}
+
 /* One loop per thread, each with its own copy of every listener. */
 static struct rmu_loop **make_loops(void)
 {
     int n = rmu_cfg.threads;
     struct rmu_loop **loops = calloc((size_t)n, sizeof(*loops));
     int *fds = calloc(rmu_cfg.nlisten, sizeof(int));
-    if (!loops || !fds) goto fail;
+    int *first = calloc(rmu_cfg.nlisten, sizeof(int));
+    if (!loops || !fds || !first) goto fail;
     for (int t = 0; t < n; t++) {
         for (size_t i = 0; i < rmu_cfg.nlisten; i++) {
-            fds[i] = open_listener(&rmu_cfg.listen[i], n > 1);
+            fds[i] = thread_listener(t, i, first[i]);
+            if (t == 0) first[i] = fds[i];
             if (fds[i] < 0) {
                 while (i > 0)
                     close(fds[--i]);
@@ -239,6 +286,7 @@ static struct rmu_loop **make_loops(void)
         if (!loops[t]) goto fail;
     }
     free(fds);
+    free(first);
     return loops;
 
 fail:
@@ -246,6 +294,7 @@ fail:
         rmu_loop_free(loops[t]);
     free(loops);
     free(fds);
+    free(first);
     return NULL;
 }
 

@@ -556,10 +556,10 @@ struct rm_admin *rm_admin_new(struct rm_loop *loop, const struct sockaddr *addr,
         a->concurrency = info->concurrency;
     }
     if (!a->start_time_s) a->start_time_s = (uint64_t)time(NULL);
-    int fd = rm_listen_socket(addr, len, false, 128);
+    int fd = rm_listen_socket_mode(addr, len, false, 128, info ? info->pipe_mode : 0);
     if (fd < 0) {
-        char where[64] = "?";
-        if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)
+        char where[RM_SOCKADDR_STRLEN] = "?";
+        if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX)
             rm_sockaddr_str(addr, where, sizeof(where));
         rm_error_set(err, "cannot listen on %s: %s", where, strerror(-fd));
         goto fail;

@@ -32,6 +32,7 @@ struct rm_admin_info {
     const char *command_line; /* JSON object text of command_line_options */
     uint64_t start_time_s;    /* wall clock at start */
     unsigned concurrency;
+    uint32_t pipe_mode; /* a unix socket address: its file's mode (0: as bind made it) */
 };
 
 /** Listen on <addr> and serve.  Returns NULL with <err> naming the address on failure. */

@@ -17,6 +17,7 @@
 #include "proxy/admin/admin_int.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/snapshot.h"
+#include "proxy/upstream/original_dst.h"
 
 /* ---- shared bits ------------------------------------------------------------------------ */
 
@@ -36,8 +37,17 @@ static void ip_port(const struct sockaddr *ss, char *ip, size_t len, unsigned *p
     }
 }
 
+/* An Address as Envoy prints one (a pipe: {"pipe":{"path":...}}, its name as in /clusters). */
 static void json_address(struct rm_strbuf *sb, const struct sockaddr *ss)
 {
+    if (ss->sa_family == AF_UNIX) {
+        char path[RM_SOCKADDR_STRLEN];
+        rm_sockaddr_str(ss, path, sizeof(path));
+        rm_strbuf_puts(sb, "{\"pipe\":{\"path\":");
+        rm_admin_json_str(sb, path);
+        rm_strbuf_puts(sb, "}}");
+        return;
+    }
     char ip[64];
     unsigned port;
     ip_port(ss, ip, sizeof(ip), &port);
@@ -103,13 +113,19 @@ static struct host_place host_place(const struct rm_cluster *c, const struct rm_
 
 /* The address /clusters shows for host <idx> of the cluster's current set: where its new
  * connections go (a LOGICAL_DNS host follows the latest answer). */
-static const struct sockaddr *shown_addr(const struct rm_cluster *c, size_t idx, const char **str)
+static const struct sockaddr *shown_addr(const struct rm_host_set *hs, size_t idx, const char **str)
 {
-    const struct rm_host_set *hs = c->hs;
     socklen_t len;
     const struct sockaddr *sa = rm_host_set_connect_addr(hs, hs->hosts[idx], &len);
     *str = hs->logical && sa == &hs->logical->addr.sa ? hs->logical->str : hs->hosts[idx]->addr_str;
     return sa;
+}
+
+/* The hosts /clusters lists (a reference; NULL when out of memory): the current set, or an
+ * ORIGINAL_DST cluster's live hosts. */
+static struct rm_host_set *shown_hosts(const struct rm_cluster *c)
+{
+    return c->odst ? rm_odst_hosts(c) : rm_host_set_ref(c->hs);
 }
 
 /* ---- host counters ---------------------------------------------------------------------- */
@@ -215,11 +231,12 @@ static void text_cb(struct rm_strbuf *sb, const char *name, const char *prio, st
     rm_strbuf_printf(sb, "%s::%s_priority::max_retries::%u\n", name, prio, l.max_retries);
 }
 
-static void text_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
+static void text_host(struct rm_strbuf *sb, const struct rm_cluster *c,
+                      const struct rm_host_set *hs, size_t idx)
 {
-    const struct rm_host *h = c->hs->hosts[idx];
+    const struct rm_host *h = hs->hosts[idx];
     const char *n = c->name, *a;
-    shown_addr(c, idx, &a);
+    shown_addr(hs, idx, &a);
     struct host_place p = host_place(c, h);
     for (size_t i = 0; i < N_HOST_STATS; i++)
         rm_strbuf_printf(sb, "%s::%s::%s::%lld\n", n, a, host_stats[i].name,
@@ -264,8 +281,10 @@ static void text_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
     text_cb(sb, c->name, "default", cb_limits(c, 0));
     text_cb(sb, c->name, "high", cb_limits(c, 1));
     rm_strbuf_printf(sb, "%s::added_via_api::false\n", c->name);
-    for (size_t i = 0; i < c->hs->n; i++)
-        text_host(sb, c, i);
+    struct rm_host_set *hs = shown_hosts(c);
+    for (size_t i = 0; hs && i < hs->n; i++)
+        text_host(sb, c, hs, i);
+    rm_host_set_unref(hs);
 }
 
 /* ---- /clusters JSON --------------------------------------------------------------------- */
@@ -289,13 +308,14 @@ static void json_percent(struct rm_strbuf *sb, const char *name, double v)
     rm_strbuf_putc(sb, '}');
 }
 
-static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c, size_t idx)
+static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c,
+                      const struct rm_host_set *hs, size_t idx)
 {
-    const struct rm_host *h = c->hs->hosts[idx];
+    const struct rm_host *h = hs->hosts[idx];
     struct host_place p = host_place(c, h);
     const char *unused;
     rm_strbuf_puts(sb, "{\"address\":");
-    json_address(sb, shown_addr(c, idx, &unused));
+    json_address(sb, shown_addr(hs, idx, &unused));
     rm_strbuf_puts(sb, ",\"stats\":[");
     /* counters first, then gauges, as Envoy lists them */
     bool first = true;
@@ -340,10 +360,12 @@ static void json_cluster(struct rm_strbuf *sb, const struct rm_cluster *c)
         json_percent(sb, "success_rate_ejection_threshold",
                      c->outlier->sr_threshold[RM_OUTLIER_EXTERNAL]);
     rm_strbuf_puts(sb, ",\"host_statuses\":[");
-    for (size_t i = 0; i < c->hs->n; i++) {
+    struct rm_host_set *hs = shown_hosts(c);
+    for (size_t i = 0; hs && i < hs->n; i++) {
         if (i) rm_strbuf_putc(sb, ',');
-        json_host(sb, c, i);
+        json_host(sb, c, hs, i);
     }
+    rm_host_set_unref(hs);
     rm_strbuf_putc(sb, ']');
     if (c->outlier)
         json_percent(sb, "local_origin_success_rate_ejection_threshold",

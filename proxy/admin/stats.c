@@ -69,6 +69,7 @@ const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT] = {
     [RM_CS_HTTP2_RX_RESET] = C("http2.rx_reset"),
     [RM_CS_HTTP2_TX_RESET] = C("http2.tx_reset"),
     [RM_CS_HTTP2_RX_MESSAGING_ERROR] = C("http2.rx_messaging_error"),
+    [RM_CS_ORIGINAL_DST_HOST_INVALID] = C("original_dst_host_invalid"),
 };
 
 const struct rm_stat_def rm_http_stat_defs[RM_HS__COUNT] = {

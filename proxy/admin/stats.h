@@ -199,9 +199,10 @@ enum rm_cluster_stat {
     RM_CS_UPDATE_FAILURE,
     RM_CS_UPDATE_NO_REBUILD,
     RM_CS_UPDATE_REJECTED,
-    RM_CS_HTTP2_RX_RESET,           /* RST_STREAM received from the upstream */
-    RM_CS_HTTP2_TX_RESET,           /* RST_STREAM sent to the upstream */
-    RM_CS_HTTP2_RX_MESSAGING_ERROR, /* a response broke RFC 9113 section 8 (reset) */
+    RM_CS_HTTP2_RX_RESET,            /* RST_STREAM received from the upstream */
+    RM_CS_HTTP2_TX_RESET,            /* RST_STREAM sent to the upstream */
+    RM_CS_HTTP2_RX_MESSAGING_ERROR,  /* a response broke RFC 9113 section 8 (reset) */
+    RM_CS_ORIGINAL_DST_HOST_INVALID, /* ORIGINAL_DST: an override header that is no ip:port */
     RM_CS__COUNT
 };
 extern const struct rm_stat_def rm_cluster_stat_defs[RM_CS__COUNT];

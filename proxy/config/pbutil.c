@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "envoy/config/core/v3/address.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -28,12 +30,53 @@ bool rm_pb_bool(const struct Google__Protobuf__BoolValue *v, bool dflt)
     return v ? v->value : dflt;
 }
 
+/* A unix domain socket (Envoy's PipeInstance): "@name" is the abstract name "\0name" (its
+ * address ends with the name, no NUL), a file path takes the whole sockaddr_un. */
+static int pipe_address(const Envoy__Config__Core__V3__Pipe *pp, const char *path,
+                        struct sockaddr_storage *out, socklen_t *len, struct rm_error *err)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)out;
+    size_t n = pp->path ? strlen(pp->path) : 0;
+    if (n == 0)
+        return rm_error_set(err,
+                            "%s.pipe.path: required (a socket file, or @name for an abstract "
+                            "socket)",
+                            path);
+    if (n >= sizeof(un->sun_path))
+        return rm_error_set(err,
+                            "%s.pipe.path: \"%s\" exceeds maximum UNIX domain socket path size "
+                            "of %zu",
+                            path, pp->path, sizeof(un->sun_path));
+    if (pp->mode > 0777)
+        return rm_error_set(err, "%s.pipe.mode: %u (0%o) is not a file mode (at most 0777)", path,
+                            pp->mode, pp->mode);
+    bool abstract = pp->path[0] == '@';
+    if (abstract && pp->mode)
+        return rm_error_set(err,
+                            "%s.pipe.mode: cannot set mode for abstract AF_UNIX sockets (\"%s\")",
+                            path, pp->path);
+    memset(out, 0, sizeof(*out));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, pp->path, n);
+    if (abstract) un->sun_path[0] = 0;
+    *len = abstract ? (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n) : sizeof(*un);
+    return RM_OK;
+}
+
+uint32_t rm_pb_pipe_mode(const struct Envoy__Config__Core__V3__Address *a)
+{
+    return a && a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE ? a->pipe->mode
+                                                                                  : 0;
+}
+
 int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *path,
                   struct sockaddr_storage *out, socklen_t *len, struct rm_error *err)
 {
     if (!a) return rm_error_set(err, "%s: address is required", path);
+    if (a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE)
+        return pipe_address(a->pipe, path, out, len, err);
     if (a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
-        return rm_error_set(err, "%s: only socket_address is supported by remora", path);
+        return rm_error_set(err, "%s: socket_address or pipe is required", path);
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return rm_error_set(err, "%s.socket_address.protocol: only TCP is supported", path);

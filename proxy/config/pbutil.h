@@ -19,9 +19,13 @@ struct Envoy__Config__Core__V3__Address;
 uint32_t rm_pb_duration_ms(const struct Google__Protobuf__Duration *d, uint32_t dflt);
 uint32_t rm_pb_u32(const struct Google__Protobuf__UInt32Value *v, uint32_t dflt);
 bool rm_pb_bool(const struct Google__Protobuf__BoolValue *v, bool dflt);
-/** Turn a socket_address (IP literal + port) into a sockaddr; errors name <path>. */
+/** Turn a socket_address (IP literal + port) or a pipe (a unix socket: a file path, or "@name"
+ *  for an abstract one, Envoy's rule) into a sockaddr; errors name <path>. */
 int rm_pb_address(const struct Envoy__Config__Core__V3__Address *a, const char *path,
                   struct sockaddr_storage *out, socklen_t *len, struct rm_error *err);
+/** The file mode a pipe address asks for its socket file (0: leave it as bind made it; always
+ *  0 for anything but a pipe). */
+uint32_t rm_pb_pipe_mode(const struct Envoy__Config__Core__V3__Address *a);
 
 /** Find the first length-delimited field <field> of the serialized message <p>/<n> without
  *  unpacking it (how a resource's name, field 1 of every xDS resource type, is read before

@@ -6,6 +6,7 @@
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
+#include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "proxy/config/pbtypes.h"
@@ -412,43 +413,60 @@ static int build_hcm(struct build_ctx *b, struct rm_listener_cfg *lc, const Hcm 
 
 #define TLS_INSPECTOR "envoy.filters.listener.tls_inspector"
 #define HTTP_INSPECTOR "envoy.filters.listener.http_inspector"
+#define ORIGINAL_DST "envoy.filters.listener.original_dst"
+#define LF_SUPPORTED "only " TLS_INSPECTOR ", " HTTP_INSPECTOR " and " ORIGINAL_DST
+
+/* Whether listener filter <f> is the original destination filter (by its typed_config, or by
+ * its name when it has none). */
+static bool is_original_dst(const Envoy__Config__Listener__V3__ListenerFilter *f)
+{
+    if (f->config_type_case ==
+        ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return rm_pb_lookup_type_url(f->typed_config->type_url) ==
+               &envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor;
+    return f->name && strcmp(f->name, ORIGINAL_DST) == 0;
+}
 
 /* listener_filters: the TLS and HTTP inspectors are accepted and change nothing.  In Envoy they
  * find the SNI / ALPN / transport and application protocol a filter_chain_match selects on;
  * remora has one filter chain without a match, learns the ALPN and SNI from its own handshake
  * and sniffs the HTTP/2 preface itself (codec AUTO), so there is nothing for them to decide.
- * Other listener filters (original_dst, proxy_protocol, …) are rejected with the path. */
+ * The original destination filter restores a redirected connection's original destination
+ * (rm_listener_cfg.original_dst).  Other listener filters (proxy_protocol, …) are rejected with
+ * the path. */
 static int check_listener_filter(const Envoy__Config__Listener__V3__ListenerFilter *f,
                                  const char *path, struct rm_error *err)
 {
     if (f->config_type_case !=
         ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
-        if (f->name &&
-            (strcmp(f->name, TLS_INSPECTOR) == 0 || strcmp(f->name, HTTP_INSPECTOR) == 0))
+        if (f->name && (strcmp(f->name, TLS_INSPECTOR) == 0 ||
+                        strcmp(f->name, HTTP_INSPECTOR) == 0 || strcmp(f->name, ORIGINAL_DST) == 0))
             return RM_OK;
         return rm_error_set(
-            err,
-            "%s: listener filter \"%s\" is not supported by remora (only " TLS_INSPECTOR
-            " and " HTTP_INSPECTOR ")",
-            path, f->name ? f->name : "");
+            err, "%s: listener filter \"%s\" is not supported by remora (" LF_SUPPORTED ")", path,
+            f->name ? f->name : "");
     }
     const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
     if (d == &envoy__extensions__filters__listener__http_inspector__v3__http_inspector__descriptor)
         return RM_OK;
-    if (d != &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor)
+    bool odst =
+        d == &envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor;
+    if (!odst &&
+        d != &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor)
         return rm_error_set(
-            err,
-            "%s: listener filter \"%s\" (%s) is not supported by remora (only " TLS_INSPECTOR
-            " and " HTTP_INSPECTOR ")",
+            err, "%s: listener filter \"%s\" (%s) is not supported by remora (" LF_SUPPORTED ")",
             path, f->name ? f->name : "", f->typed_config->type_url);
     ProtobufCMessage *m;
     if (rm_pb_any_unpack(f->typed_config, d, &m, err))
         return rm_error_prefix(err, "%s.typed_config: ", path);
     char tp[PATH_MAX_LEN];
     snprintf(tp, sizeof(tp), "%s.typed_config", path);
-    int rc = rm_pb_check_no_unknown(m, tp, err);
-    const Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *ti = (void *)m;
-    bool ja3 = rm_pb_bool(ti->enable_ja3_fingerprinting, false);
+    int rc = rm_pb_check_no_unknown(m, tp, err); /* OriginalDst: every field is unknown */
+    bool ja3 = false;
+    if (!odst) {
+        const Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *ti = (void *)m;
+        ja3 = rm_pb_bool(ti->enable_ja3_fingerprinting, false);
+    }
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc) return RM_ERR;
     if (ja3)
@@ -464,14 +482,10 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
         snprintf(p, sizeof(p), "%s.listener_filters[%zu]", path, i);
         if (check_listener_filter(pb->listener_filters[i], p, err)) return RM_ERR;
     }
-    if (rm_pb_bool(pb->use_original_dst, false))
-        return rm_error_set(err, "%s.use_original_dst: not supported by remora yet", path);
     if (rm_pb_bool(pb->transparent, false))
         return rm_error_set(err, "%s.transparent: not supported by remora yet", path);
     if (pb->default_filter_chain)
         return rm_error_set(err, "%s.default_filter_chain: not supported by remora yet", path);
-    if (!rm_pb_bool(pb->bind_to_port, true))
-        return rm_error_set(err, "%s.bind_to_port: false is not supported by remora yet", path);
     if (pb->n_filter_chains != 1)
         return rm_error_set(err,
                             "%s.filter_chains: exactly one filter chain is supported by "
@@ -528,9 +542,15 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     snprintf(p, sizeof(p), "%s.address", path);
     if (rm_pb_address(pb->address, p, &lc->addr, &lc->addr_len, err)) return RM_ERR;
     rm_sockaddr_str((struct sockaddr *)&lc->addr, lc->addr_str, sizeof(lc->addr_str));
+    lc->pipe_mode = rm_pb_pipe_mode(pb->address);
     lc->buffer_limit = rm_pb_u32(pb->per_connection_buffer_limit_bytes, 1024 * 1024);
     lc->reuse_port = rm_pb_bool(pb->enable_reuse_port, true);
     lc->backlog = rm_pb_u32(pb->tcp_backlog_size, 1024);
+    for (size_t i = 0; i < pb->n_listener_filters; i++)
+        lc->original_dst |= is_original_dst(pb->listener_filters[i]);
+    lc->use_original_dst = rm_pb_bool(pb->use_original_dst, false);
+    lc->original_dst |= lc->use_original_dst; /* Envoy adds the filter for it */
+    lc->bind_to_port = rm_pb_bool(pb->bind_to_port, true);
     const Envoy__Config__Listener__V3__Filter *f = pb->filter_chains[0]->filters[0];
     snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
@@ -633,9 +653,10 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         if (rm_pb_address(bs->admin->address, "admin.address", &s->admin_addr, &s->admin_addr_len,
                           err))
             return RM_ERR;
-        char a[64];
+        char a[RM_SOCKADDR_STRLEN];
         rm_sockaddr_str((struct sockaddr *)&s->admin_addr, a, sizeof(a));
         s->admin_addr_str = strdup(a);
+        s->admin_pipe_mode = rm_pb_pipe_mode(bs->admin->address);
     }
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     static const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources empty =
@@ -765,6 +786,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->sds = rm_secrets_ref(dyn->sds);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
+    s->admin_pipe_mode = base->admin_pipe_mode;
     s->admin_addr_str = base->admin_addr_str ? strdup(base->admin_addr_str) : NULL;
     s->node_id = base->node_id ? strdup(base->node_id) : NULL;
     s->node_cluster = base->node_cluster ? strdup(base->node_cluster) : NULL;
@@ -838,7 +860,7 @@ bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
 bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b)
 {
     return strcmp(a->name, b->name) == 0 && a->addr_len == b->addr_len &&
-           memcmp(&a->addr, &b->addr, a->addr_len) == 0;
+           memcmp(&a->addr, &b->addr, a->addr_len) == 0 && a->bind_to_port == b->bind_to_port;
 }
 
 struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s)

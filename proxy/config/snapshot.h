@@ -88,7 +88,8 @@ struct rm_listener_cfg {
     uint64_t last_updated_ms;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char addr_str[64];
+    char addr_str[RM_SOCKADDR_STRLEN];
+    uint32_t pipe_mode;    /* address.pipe.mode: the socket file's mode (0: as bind made it) */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
@@ -104,6 +105,12 @@ struct rm_listener_cfg {
      * (rm_stats_ref: an HCM connection's listener_stats / cx_stats). */
     struct rm_stats *stats;
     struct rm_stats *rds_stats; /* NULL without rds */
+    /* Sidecar mode (transparent interception).  original_dst: listener_filters has
+     * envoy.filters.listener.original_dst (the original destination of a redirected connection
+     * becomes its local address at accept: rm_conn_restore_original_dst); use_original_dst:
+     * such connections are handed to the listener of that address (worker.c); bind_to_port
+     * false: no socket, the listener only receives hand-offs. */
+    bool original_dst, use_original_dst, bind_to_port;
 };
 
 /** A resource received over xDS as the snapshot shows it in /config_dump (an RDS route
@@ -165,6 +172,7 @@ struct rm_snapshot {
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len; /* 0 = no admin */
+    uint32_t admin_pipe_mode; /* admin.address.pipe.mode */
     char *node_id, *node_cluster;
     struct rm_cluster *ads_cluster; /* dynamic_resources.ads_config's cluster, or NULL */
     bool ads_delta;                 /* ads_config.api_type DELTA_GRPC (else SotW) */
@@ -205,8 +213,8 @@ int rm_snapshot_check_route(const struct Envoy__Config__Route__V3__RouteConfigur
 /** Whether <s> gets anything over xDS (an ADS stream, LDS, CDS, EDS clusters, RDS listeners,
  *  TLS secrets over SDS). */
 bool rm_snapshot_uses_xds(const struct rm_snapshot *s);
-/** Whether two listener configs are the same socket: same name and same address (then an
- *  update keeps the bound socket). */
+/** Whether two listener configs are the same socket: same name, same address and the same
+ *  bind_to_port (then an update keeps the bound socket, or the unbound worker listener). */
 bool rm_listener_cfg_same_socket(const struct rm_listener_cfg *a, const struct rm_listener_cfg *b);
 
 struct rm_snapshot *rm_snapshot_ref(struct rm_snapshot *s);

@@ -953,10 +953,18 @@ put_op(struct rm_strbuf *out, const struct piece *pc, const struct rm_alog_info 
         return;
     case OP_DOWNSTREAM_REMOTE_ADDRESS:
     case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+        if (in->down_pipe) {
+            cs = in->down_pipe;
+            break;
+        }
         put_addr(out, in->down_remote, pc->op == OP_DOWNSTREAM_REMOTE_ADDRESS, none);
         return;
     case OP_DOWNSTREAM_LOCAL_ADDRESS:
     case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+        if (in->down_pipe) {
+            cs = in->down_pipe;
+            break;
+        }
         put_addr(out, in->down_local, pc->op == OP_DOWNSTREAM_LOCAL_ADDRESS, none);
         return;
     case OP_ROUTE_NAME:
@@ -1049,9 +1057,9 @@ static inline void json_escape_from(struct rm_strbuf *out, size_t from)
     if (i != out->len) json_escape_rest(out, i);
 }
 
-/* Is <pc>'s text never in need of a JSON escape (addresses: digits, hex, '.', ':', '[]'; the
- * default START_TIME)?  Operators not listed here are scanned. */
-static bool plain_text(const struct piece *pc)
+/* Is <pc>'s text never in need of a JSON escape (IP addresses: digits, hex, '.', ':', '[]';
+ * the default START_TIME)?  Operators not listed here are scanned, and so is a pipe's path. */
+static bool plain_text(const struct piece *pc, const struct rm_alog_info *in)
 {
     switch (pc->op) {
     case OP_START_TIME:
@@ -1060,6 +1068,7 @@ static bool plain_text(const struct piece *pc)
     case OP_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
     case OP_DOWNSTREAM_LOCAL_ADDRESS:
     case OP_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+        return !in->down_pipe;
     case OP_UPSTREAM_LOCAL_ADDRESS:
         return true;
     default:
@@ -1087,7 +1096,7 @@ static bool put_value(struct rm_strbuf *out, const struct node *k, const struct 
             return true;
         }
         if (pc->number) return true;
-        if (!plain_text(pc)) json_escape_from(out, from);
+        if (!plain_text(pc, in)) json_escape_from(out, from);
     } else {
         rm_strbuf_putc(out, '"');
         size_t from = out->len;

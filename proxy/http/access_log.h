@@ -56,10 +56,14 @@ struct rm_alog_info {
     const char *upstream_host, *upstream_cluster, *route_name;
     const struct sockaddr *upstream_local;           /* NULL or AF_INET/AF_INET6 */
     const struct sockaddr *down_remote, *down_local; /* NULL or AF_INET/AF_INET6 */
-    const struct rm_tls_info *down_tls;              /* NULL: not TLS (proxy/net/tls.h) */
-    const char *upstream_peer_uri_san;               /* the upstream certificate's URI SAN */
-    uint64_t connection_id;                          /* 0: unknown */
-    uint32_t attempts;                               /* upstream attempts; 0: none */
+    /* a connection of a listener on a unix socket: its path ("@name": abstract), what both
+     * downstream addresses print (Envoy names the peer of a pipe connection, which the kernel
+     * leaves unnamed, by the listener's own path); else NULL */
+    const char *down_pipe;
+    const struct rm_tls_info *down_tls; /* NULL: not TLS (proxy/net/tls.h) */
+    const char *upstream_peer_uri_san;  /* the upstream certificate's URI SAN */
+    uint64_t connection_id;             /* 0: unknown */
+    uint32_t attempts;                  /* upstream attempts; 0: none */
 };
 
 /** A compiled format. */

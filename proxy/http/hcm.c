@@ -165,7 +165,8 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
     conn->owner = hc;
     conn->high_watermark = lc->buffer_limit;
     rm_conn_peer_str(conn, hc->peer_ip, sizeof(hc->peer_ip));
-    char *colon = strrchr(hc->peer_ip, ':'); /* keep the address only */
+    if (conn->peer.ss_family == AF_UNIX) hc->peer_ip[0] = 0; /* no IP: nothing for XFF */
+    char *colon = strrchr(hc->peer_ip, ':');                 /* keep the address only */
     if (colon) *colon = 0;
     if (hc->peer_ip[0] == '[') {
         memmove(hc->peer_ip, hc->peer_ip + 1, strlen(hc->peer_ip));
@@ -240,7 +241,8 @@ static void gen_request_id(struct rm_worker *w, char out[37])
 static void mutate_request(struct rm_hcm_stream *hs, struct rm_headers *h)
 {
     const struct rm_hcm_cfg *cfg = hs->cfg;
-    if (cfg->use_remote_address && !cfg->skip_xff_append) {
+    /* a unix socket's peer has no IP: Envoy's appendXff adds nothing */
+    if (cfg->use_remote_address && !cfg->skip_xff_append && hs->hc->peer_ip[0]) {
         struct rm_str xff = rm_headers_get_key(h, RM_HK_X_FORWARDED_FOR);
         if (xff.p) {
             size_t n = xff.len + 2 + strlen(hs->hc->peer_ip);
@@ -495,6 +497,22 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
 /* CONNECTION_ID: unique in the process; taken only by connections that log */
 static _Atomic uint64_t next_conn_id;
 
+void rm_hcm_conn_facts(struct rm_hcm_conn *hc)
+{
+    if (hc->have_addrs) return;
+    hc->have_addrs = true;
+    /* restored by envoy.filters.listener.original_dst: the original destination */
+    const struct sockaddr *la = rm_conn_local_addr(hc->conn);
+    if (la)
+        memcpy(&hc->local_addr, la, sizeof(hc->local_addr));
+    else
+        hc->local_addr.sin6_family = AF_UNSPEC;
+    if (hc->conn->peer_len <= sizeof(hc->peer_addr))
+        memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
+    hc->tls_info = rm_conn_tls_info(hc->conn);
+    hc->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed) + 1;
+}
+
 static void on_stream(void *user, struct rm_stream *s)
 {
     struct rm_hcm_conn *hc = user;
@@ -509,17 +527,7 @@ static void on_stream(void *user, struct rm_stream *s)
     hs->start_ms = rm_loop_now(hc->w->loop);
     if (hc->cfg->n_access_logs) {
         clock_gettime(CLOCK_REALTIME, &hs->start_wall);
-        if (!hc->have_addrs) { /* the connection may be gone when the stream is logged */
-            hc->have_addrs = true;
-            socklen_t len = sizeof(hc->local_addr);
-            if (getsockname(hc->conn->io.fd, (struct sockaddr *)&hc->local_addr, &len) != 0 ||
-                len > sizeof(hc->local_addr))
-                hc->local_addr.sin6_family = AF_UNSPEC;
-            if (hc->conn->peer_len <= sizeof(hc->peer_addr))
-                memcpy(&hc->peer_addr, &hc->conn->peer, hc->conn->peer_len);
-            hc->tls_info = rm_conn_tls_info(hc->conn);
-            hc->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed) + 1;
-        }
+        rm_hcm_conn_facts(hc); /* the connection may be gone when the stream is logged */
     }
     rm_hcm_stream_timers_start(hs);
     s->ev = &down_events;
@@ -654,6 +662,17 @@ const void *rm_filter_route_config(const struct rm_filter *f)
     const struct rm_filter_route_cfg *e =
         rm_route_filter_cfg(hs->cfg->routes, hs->vhost, hs->route, hs->wcluster, f->cfg_idx);
     return e ? e->config : NULL;
+}
+
+unsigned rm_filter_route_configs(const struct rm_filter *f, const void *out[4])
+{
+    const struct rm_hcm_stream *hs = f->stream;
+    const struct rm_filter_route_cfg *e[4];
+    unsigned n = rm_route_filter_cfgs_all(hs->cfg->routes, hs->vhost, hs->route, hs->wcluster,
+                                          f->cfg_idx, e);
+    for (unsigned i = 0; i < n; i++)
+        out[i] = e[i]->config;
+    return n;
 }
 
 void rm_hcm_pause_request(struct rm_hcm_stream *hs, bool paused)
@@ -881,6 +900,7 @@ static void access_log(struct rm_hcm_stream *hs)
         .route_name = hs->route && hs->route->name && hs->route->name[0] ? hs->route->name : NULL,
         .down_remote = (const struct sockaddr *)&hc->peer_addr,
         .down_local = (const struct sockaddr *)&hc->local_addr,
+        .down_pipe = hc->lc->addr.ss_family == AF_UNIX ? hc->lc->addr_str : NULL,
         .upstream_local =
             hs->upstream_local.sin6_family ? (const struct sockaddr *)&hs->upstream_local : NULL,
         .down_tls = hc->tls_info,

@@ -58,7 +58,7 @@ struct rm_hcm_conn {
     uint64_t idle_since_ms; /* when active_streams last became 0 */
     uint64_t listener_tag;  /* the worker listener that accepted it (rm_worker_listener.tag) */
     bool closed;
-    bool have_addrs;                           /* peer_addr/local_addr set (access logs) */
+    bool have_addrs; /* peer_addr/local_addr set (rm_hcm_conn_facts: access logs, RBAC) */
     struct sockaddr_in6 peer_addr, local_addr; /* AF_INET or AF_INET6 */
     char peer_ip[64];
     uint64_t id;                  /* CONNECTION_ID (access logs: set with have_addrs) */
@@ -138,6 +138,10 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc);
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc);
 /** Close now (streams are reset). */
 void rm_hcm_conn_close(struct rm_hcm_conn *hc);
+/** Read the connection's addresses and TLS facts into hc (peer_addr, local_addr, tls_info, id)
+ *  once; later calls return at once.  While the connection is open (the stream that asks
+ *  holds it). */
+void rm_hcm_conn_facts(struct rm_hcm_conn *hc);
 
 /* ---- used by filters --------------------------------------------------------------------- */
 

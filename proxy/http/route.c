@@ -43,6 +43,9 @@ static int vhost(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Virtual
     if (vh->per_request_buffer_limit_bytes)
         out->per_request_buffer_limit = vh->per_request_buffer_limit_bytes->value;
     if (RM_RT_FILTER_CFGS(c, vh, path, &out->filter_cfgs) != RM_OK) return RM_ERR;
+    if (rm_rt_mirrors(c, vh->request_mirror_policies, vh->n_request_mirror_policies, path,
+                      &out->mirrors) != RM_OK)
+        return RM_ERR;
     struct rm_rt_hdr_lists l = RM_RT_HDR_LISTS(vh);
     return rm_rt_header_ops(c, &l, path, &out->headers_ops);
 }
@@ -141,6 +144,20 @@ static int domains(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
+/* Each forwarding route's mirror policies: its own, else its virtual host's, else the route
+ * configuration's (the most specific non-empty list wins, lists are not merged: Envoy). */
+static void inherit_mirrors(struct rm_route_table *t)
+{
+    for (size_t i = 0; i < t->n_vhosts; i++) {
+        struct rm_vhost *vh = &t->vhosts[i];
+        const struct rm_mirror_policies *outer = vh->mirrors.n ? &vh->mirrors : &t->mirrors;
+        for (size_t j = 0; j < vh->n_routes; j++) {
+            struct rm_route *r = &vh->routes[j];
+            if (r->action == RM_ROUTE_FORWARD && !r->mirrors.n) r->mirrors = *outer;
+        }
+    }
+}
+
 static int table_options(struct rm_route_ctx *c,
                          const Envoy__Config__Route__V3__RouteConfiguration *rc, const char *path)
 {
@@ -178,13 +195,17 @@ static int table(struct rm_route_ctx *c, const Envoy__Config__Route__V3__RouteCo
         return RM_ERR;
     struct rm_route_table *t = &c->t->pub;
     struct rm_rt_hdr_lists l = RM_RT_HDR_LISTS(rc);
-    if (rm_rt_header_ops(c, &l, path, &t->headers_ops) != RM_OK) return RM_ERR;
+    if (rm_rt_header_ops(c, &l, path, &t->headers_ops) != RM_OK ||
+        rm_rt_mirrors(c, rc->request_mirror_policies, rc->n_request_mirror_policies, path,
+                      &t->mirrors) != RM_OK)
+        return RM_ERR;
     t->vhosts = rm_rt_alloc(c, rc->n_virtual_hosts * sizeof(*t->vhosts));
     t->n_vhosts = rc->n_virtual_hosts;
     for (size_t i = 0; i < rc->n_virtual_hosts; i++) {
         RT_PATH(p, path, "virtual_hosts[%zu]", i);
         if (vhost(c, rc->virtual_hosts[i], p, &t->vhosts[i]) != RM_OK) return RM_ERR;
     }
+    inherit_mirrors(t);
     return domains(c, rc, path);
 }
 

@@ -18,6 +18,7 @@ struct pcre2_real_code_8;
 struct rm_retry_policy;
 struct Envoy__Config__Route__V3__RouteConfiguration;
 struct Envoy__Config__Route__V3__HeaderMatcher;
+struct Envoy__Type__Matcher__V3__StringMatcher;
 struct Envoy__Config__Core__V3__HeaderValueOption;
 struct Google__Protobuf__Any;
 
@@ -113,6 +114,21 @@ struct rm_weighted_cluster {
     struct rm_filter_route_cfgs filter_cfgs;
 };
 
+/** One RequestMirrorPolicy (route action, virtual host or route configuration): a copy of each
+ *  request goes to <cluster>, fire and forget (filters/shadow.h). */
+struct rm_mirror_policy {
+    char *cluster_name;   /* NULL with cluster_header */
+    void *cluster;        /* resolved pointer for cluster_name (NULL = unknown: no shadow) */
+    char *cluster_header; /* lower-case: the cluster is this request header's value */
+    /* runtime_fraction's default_value (remora has no runtime); unset = every request */
+    uint32_t numerator, denominator;
+    bool host_suffix; /* append "-shadow" to the host (!disable_shadow_host_suffix_append) */
+};
+struct rm_mirror_policies {
+    const struct rm_mirror_policy *v;
+    size_t n;
+};
+
 enum rm_route_action_kind {
     RM_ROUTE_FORWARD,  /* RouteAction */
     RM_ROUTE_DIRECT,   /* DirectResponseAction */
@@ -181,6 +197,9 @@ struct rm_route {
     const struct rm_retry_policy *retry; /* retry_policy compiled (filters/retry_policy.h) */
     uint32_t per_request_buffer_limit;   /* per_request_buffer_limit_bytes; 0 = unset */
     struct rm_filter_route_cfgs filter_cfgs;
+    /* the mirror policies that apply: the route action's own, else its virtual host's, else the
+     * route configuration's (the most specific non-empty list, not merged: Envoy) */
+    struct rm_mirror_policies mirrors;
 };
 
 struct rm_vhost {
@@ -194,6 +213,7 @@ struct rm_vhost {
     bool include_attempt_count;          /* include_request_attempt_count */
     bool include_attempt_count_in_response;
     struct rm_filter_route_cfgs filter_cfgs;
+    struct rm_mirror_policies mirrors; /* its own request_mirror_policies */
 };
 
 /** How a domain pattern matched: Envoy picks exact, then the longest suffix wildcard
@@ -221,6 +241,7 @@ struct rm_route_table {
     size_t n_domain_exact, n_domain_suffix, n_domain_prefix;
     const struct rm_vhost *default_vhost; /* the "*" virtual host, or NULL */
     struct rm_filter_route_cfgs filter_cfgs;
+    struct rm_mirror_policies mirrors; /* its own request_mirror_policies */
 };
 
 /** Resolve a cluster name to the snapshot's cluster object (or NULL if unknown). */
@@ -294,6 +315,11 @@ const struct rm_filter_route_cfg *rm_route_filter_cfg(const struct rm_route_tabl
                                                       const struct rm_route *r,
                                                       const struct rm_weighted_cluster *wc,
                                                       unsigned filter_idx);
+/** Every bound entry for http_filters[<filter_idx>], most specific first (the same levels as
+ *  rm_route_filter_cfg), into <out>; returns how many (0..4). */
+unsigned rm_route_filter_cfgs_all(const struct rm_route_table *t, const struct rm_vhost *vh,
+                                  const struct rm_route *r, const struct rm_weighted_cluster *wc,
+                                  unsigned filter_idx, const struct rm_filter_route_cfg *out[4]);
 
 /* ---- route pieces for filters ------------------------------------------------------------- */
 
@@ -307,6 +333,13 @@ int rm_route_parts_header_matcher(struct rm_route_parts *p,
                                   const struct Envoy__Config__Route__V3__HeaderMatcher *hm,
                                   const char *path, struct rm_header_match *out,
                                   struct rm_error *err);
+/** Compile StringMatcher <sm> found at <path> into <out> (memory in <p>).  RM_OK or RM_ERR. */
+int rm_route_parts_str_matcher(struct rm_route_parts *p,
+                               const struct Envoy__Type__Matcher__V3__StringMatcher *sm,
+                               const char *path, struct rm_str_match *out, struct rm_error *err);
+/** <n> zeroed bytes (never NULL) / a copy of <s>, living until rm_route_parts_free(). */
+void *rm_route_parts_alloc(struct rm_route_parts *p, size_t n);
+char *rm_route_parts_strdup(struct rm_route_parts *p, const char *s);
 /** Compile the HeaderValueOption list <v>[<n>] found at <path>.<field> as request (<request>)
  *  or response additions of <out> (the other half is left alone).  RM_OK or RM_ERR. */
 int rm_route_parts_header_adds(struct rm_route_parts *p,

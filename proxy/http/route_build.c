@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "filters/percent.h"
 #include "filters/retry_policy.h"
 #include "proxy/http/route_int.h"
 
@@ -113,6 +114,61 @@ static int cluster_specifier(struct rm_route_ctx *c, const Envoy__Config__Route_
                             "(remora has no cluster_specifier_plugin)",
                             path);
     }
+}
+
+/* ---- request mirroring -------------------------------------------------------------------- */
+
+static int mirror(struct rm_route_ctx *c,
+                  const Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *m,
+                  const char *path, struct rm_mirror_policy *out)
+{
+    char p[RM_RT_PATH];
+    if (rm_rt_check_unknown(&m->base, path, c->err) != RM_OK) return RM_ERR;
+    if (*m->cluster && *m->cluster_header)
+        return rm_error_set(c->err, "%s: only one of cluster and cluster_header may be set", path);
+    if (*m->cluster) {
+        RT_PATH(p, path, "cluster");
+        out->cluster_name = rm_rt_strdup(c, m->cluster, strlen(m->cluster), false);
+        if (resolve(c, m->cluster, p, &out->cluster) != RM_OK) return RM_ERR;
+    } else if (*m->cluster_header) {
+        RT_PATH(p, path, "cluster_header");
+        if (!rm_rt_header_name_ok(m->cluster_header))
+            return rm_error_set(c->err, "%s: a valid header name is required", p);
+        out->cluster_header = rm_rt_strdup(c, m->cluster_header, strlen(m->cluster_header), true);
+    } else {
+        return rm_error_set(c->err, "%s: one of cluster or cluster_header is required", path);
+    }
+    /* trace_sampled is accepted: remora does no tracing */
+    struct rm_fraction f = {100, 100}; /* unset: every request */
+    if (m->runtime_fraction) {
+        /* remora has no runtime: the default_value decides, as Envoy with the key absent */
+        RT_PATH(p, path, "runtime_fraction");
+        if (rm_rt_check_unknown(&m->runtime_fraction->base, p, c->err) != RM_OK) return RM_ERR;
+        RT_PATH(p, path, "runtime_fraction.default_value");
+        if (rm_fraction_from_pb(m->runtime_fraction->default_value, p, &f, c->err) != RM_OK)
+            return RM_ERR;
+    }
+    out->numerator = f.numerator;
+    out->denominator = f.denominator;
+    out->host_suffix = !m->disable_shadow_host_suffix_append;
+    return RM_OK;
+}
+
+int rm_rt_mirrors(struct rm_route_ctx *c,
+                  Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *const *v, size_t n,
+                  const char *path, struct rm_mirror_policies *out)
+{
+    char p[RM_RT_PATH];
+    out->n = n;
+    out->v = NULL;
+    if (!n) return RM_OK;
+    struct rm_mirror_policy *m = rm_rt_alloc(c, n * sizeof(*m));
+    out->v = m;
+    for (size_t i = 0; i < n; i++) {
+        RT_PATH(p, path, "request_mirror_policies[%zu]", i);
+        if (mirror(c, v[i], p, &m[i]) != RM_OK) return RM_ERR;
+    }
+    return RM_OK;
 }
 
 /* ---- RouteAction -------------------------------------------------------------------------- */
@@ -223,6 +279,9 @@ static int forward(struct rm_route_ctx *c, const Envoy__Config__Route__V3__Route
         r->prefix_rewrite_len = strlen(a->prefix_rewrite);
         r->prefix_rewrite = rm_rt_strdup(c, a->prefix_rewrite, r->prefix_rewrite_len, false);
     }
+    if (rm_rt_mirrors(c, a->request_mirror_policies, a->n_request_mirror_policies, path,
+                      &r->mirrors) != RM_OK)
+        return RM_ERR;
     r->priority = a->priority == ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH ? 1 : 0;
     r->retry_policy = a->retry_policy;
     char p[RM_RT_PATH];

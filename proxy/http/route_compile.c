@@ -81,7 +81,6 @@ struct known_field {
 static const struct known_field rc_fields[] = {
     {9, "vhds"},
     {12, "cluster_specifier_plugins"},
-    {13, "request_mirror_policies"},
     {15, "ignore_path_parameters_in_path_matching"},
     {17, "metadata"},
 };
@@ -92,7 +91,6 @@ static const struct known_field vh_fields[] = {
     {17, "hedge_policy"},
     {20, "retry_policy_typed_config"},
     {21, "matcher"},
-    {22, "request_mirror_policies"},
     {23, "include_is_timeout_retry_header"},
     {24, "metadata"},
 };
@@ -113,7 +111,6 @@ static const struct known_field action_fields[] = {
     {25, "upgrade_configs"},
     {26, "internal_redirect_action"},
     {27, "hedge_policy"},
-    {30, "request_mirror_policies"},
     {31, "max_internal_redirects"},
     {33, "retry_policy_typed_config"},
     {34, "internal_redirect_policy"},

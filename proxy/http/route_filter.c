@@ -118,6 +118,21 @@ static const struct rm_filter_route_cfg *find(const struct rm_filter_route_cfgs 
     return NULL;
 }
 
+unsigned rm_route_filter_cfgs_all(const struct rm_route_table *t, const struct rm_vhost *vh,
+                                  const struct rm_route *r, const struct rm_weighted_cluster *wc,
+                                  unsigned filter_idx, const struct rm_filter_route_cfg *out[4])
+{
+    const struct rm_filter_route_cfgs *levels[4] = {
+        wc ? &wc->filter_cfgs : NULL, r ? &r->filter_cfgs : NULL, vh ? &vh->filter_cfgs : NULL,
+        t ? &t->filter_cfgs : NULL};
+    unsigned n = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        const struct rm_filter_route_cfg *e = levels[i] ? find(levels[i], filter_idx) : NULL;
+        if (e) out[n++] = e;
+    }
+    return n;
+}
+
 const struct rm_filter_route_cfg *rm_route_filter_cfg(const struct rm_route_table *t,
                                                       const struct rm_vhost *vh,
                                                       const struct rm_route *r,
@@ -165,6 +180,26 @@ int rm_route_parts_header_matcher(struct rm_route_parts *p,
 {
     struct rm_route_ctx c = parts_ctx(p, err);
     return rm_rt_header_matcher(&c, hm, path, out);
+}
+
+int rm_route_parts_str_matcher(struct rm_route_parts *p,
+                               const Envoy__Type__Matcher__V3__StringMatcher *sm, const char *path,
+                               struct rm_str_match *out, struct rm_error *err)
+{
+    struct rm_route_ctx c = parts_ctx(p, err);
+    return rm_rt_str_matcher(&c, sm, path, out);
+}
+
+void *rm_route_parts_alloc(struct rm_route_parts *p, size_t n)
+{
+    struct rm_route_ctx c = parts_ctx(p, NULL);
+    return rm_rt_alloc(&c, n);
+}
+
+char *rm_route_parts_strdup(struct rm_route_parts *p, const char *s)
+{
+    struct rm_route_ctx c = parts_ctx(p, NULL);
+    return rm_rt_strdup(&c, s, strlen(s), false);
 }
 
 int rm_route_parts_header_adds(struct rm_route_parts *p,

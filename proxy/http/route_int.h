@@ -114,6 +114,10 @@ int rm_rt_duration_ms(const Google__Protobuf__Duration *d, const char *path, uin
                       struct rm_error *err);
 
 /** Compile routes[<n>] of a virtual host at <path> (route_build.c). */
+/** request_mirror_policies[] under <path> -> <out> (in the table). */
+int rm_rt_mirrors(struct rm_route_ctx *c,
+                  Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *const *v, size_t n,
+                  const char *path, struct rm_mirror_policies *out);
 int rm_rt_routes(struct rm_route_ctx *c, Envoy__Config__Route__V3__Route *const *routes, size_t n,
                  const char *path, struct rm_route **out);
 

@@ -9,9 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "proxy/core/error.h"
+
+/* <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash with the libc
+ * headers; their values are part of the kernel ABI. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 
 #define READ_BUDGET 8 /* reads per readiness event before yielding to other connections */
 
@@ -399,10 +409,12 @@ static void on_io(struct rm_io *io, uint32_t events)
     }
 }
 
-static void set_sock_opts(int fd)
+/* TCP only: a unix socket has no Nagle to turn off. */
+static void set_sock_opts(int fd, sa_family_t family)
 {
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (family == AF_INET || family == AF_INET6)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sockaddr *peer,
@@ -413,10 +425,15 @@ struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sock
         close(fd);
         return NULL;
     }
-    set_sock_opts(fd);
+    set_sock_opts(fd, peer->sa_family);
     if (peer_len > sizeof(c->peer)) peer_len = sizeof(c->peer);
     memcpy(&c->peer, peer, peer_len);
     c->peer_len = peer_len;
+    if (peer->sa_family == AF_UNIX) { /* the kernel leaves the peer unnamed: name it by our own
+                                         socket, as Envoy's peerAddress does */
+        socklen_t len = sizeof(c->peer);
+        if (getsockname(fd, (struct sockaddr *)&c->peer, &len) == 0) c->peer_len = len;
+    }
     if (rm_io_start(loop, &c->io, fd, RM_CONN_EVENTS, on_io) < 0) {
         close(fd);
         free(c);
@@ -440,7 +457,7 @@ struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *add
         *err = -errno;
         return NULL;
     }
-    set_sock_opts(fd);
+    set_sock_opts(fd, addr->sa_family);
     struct rm_conn *c = conn_new(loop, h, owner);
     if (!c) {
         close(fd);
@@ -467,6 +484,34 @@ struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *add
     return c;
 }
 
+bool rm_conn_restore_original_dst(struct rm_conn *c)
+{
+    struct sockaddr_in6 a = {0};
+    socklen_t len = sizeof(a);
+    int rc = c->peer.ss_family == AF_INET6
+                 ? getsockopt(c->io.fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &a, &len)
+                 : getsockopt(c->io.fd, SOL_IP, SO_ORIGINAL_DST, &a, &len);
+    if (rc != 0 || len > sizeof(a) || (a.sin6_family != AF_INET && a.sin6_family != AF_INET6))
+        return false;
+    c->local = a;
+    c->flags |= RM_CONN_LOCAL_RESTORED;
+    return true;
+}
+
+const struct sockaddr *rm_conn_local_addr(struct rm_conn *c)
+{
+    if (c->local.sin6_family == AF_UNSPEC) {
+        socklen_t len = sizeof(c->local);
+        if (c->io.fd < 0 || getsockname(c->io.fd, (struct sockaddr *)&c->local, &len) != 0 ||
+            len > sizeof(c->local) ||
+            (c->local.sin6_family != AF_INET && c->local.sin6_family != AF_INET6)) {
+            c->local.sin6_family = AF_UNSPEC;
+            return NULL;
+        }
+    }
+    return (const struct sockaddr *)&c->local;
+}
+
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
@@ -481,6 +526,11 @@ const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len)
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
         port = ntohs(a->sin6_port);
         snprintf(buf, len, "[%s]:%u", ip, port);
+    } else if (c->peer.ss_family == AF_UNIX) { /* a pipe: its path, or @name (abstract) */
+        const struct sockaddr_un *a = (const void *)&c->peer;
+        bool abstract = a->sun_path[0] == 0;
+        int n = (int)strnlen(a->sun_path + abstract, sizeof(a->sun_path) - abstract);
+        snprintf(buf, len, "%s%.*s", abstract ? "@" : "", n, a->sun_path + abstract);
     } else {
         snprintf(buf, len, "unknown");
     }

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -63,11 +64,12 @@ enum {
     RM_CONN_OVER_HIGH = 1u << 4,   /* output above the high watermark */
     RM_CONN_IN_CALLBACK = 1u << 5, /* inside a handler call: don't free */
     RM_CONN_SHUT_AFTER_FLUSH = 1u << 6,
-    RM_CONN_NO_CALLBACKS = 1u << 7,   /* the owner is gone: no more handler calls */
-    RM_CONN_PEER_SHUT = 1u << 8,      /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
-    RM_CONN_READ_DRAINED = 1u << 9,   /* the socket had nothing more after the last read */
-    RM_CONN_HANDSHAKING = 1u << 10,   /* the transport's handshake runs: no data either way yet */
-    RM_CONN_TP_WANT_WRITE = 1u << 11, /* the transport waits for EPOLLOUT (see above) */
+    RM_CONN_NO_CALLBACKS = 1u << 7,    /* the owner is gone: no more handler calls */
+    RM_CONN_PEER_SHUT = 1u << 8,       /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
+    RM_CONN_READ_DRAINED = 1u << 9,    /* the socket had nothing more after the last read */
+    RM_CONN_HANDSHAKING = 1u << 10,    /* the transport's handshake runs: no data either way yet */
+    RM_CONN_TP_WANT_WRITE = 1u << 11,  /* the transport waits for EPOLLOUT (see above) */
+    RM_CONN_LOCAL_RESTORED = 1u << 12, /* local is the original destination (see below) */
 };
 
 struct rm_conn {
@@ -85,6 +87,12 @@ struct rm_conn {
     uint32_t high_watermark; /* output bytes above which writers should pause */
     struct sockaddr_storage peer;
     socklen_t peer_len;
+    /* The local address (AF_INET or AF_INET6), AF_UNSPEC until rm_conn_local_addr asks the
+     * socket.  With RM_CONN_LOCAL_RESTORED: the original destination of a redirected connection
+     * (rm_conn_restore_original_dst), as Envoy's restored local address — what access logs show
+     * as DOWNSTREAM_LOCAL_ADDRESS, what use_original_dst hands off by and where ORIGINAL_DST
+     * clusters connect. */
+    struct sockaddr_in6 local;
 };
 
 /** Wrap an accepted, non-blocking socket.  Returns NULL on failure (fd closed). */
@@ -118,7 +126,16 @@ void rm_conn_pause_reading(struct rm_conn *c, bool paused);
 void rm_conn_close(struct rm_conn *c);
 /** Write what is queued, then close (e.g. after a final response).  No more callbacks. */
 void rm_conn_close_after_flush(struct rm_conn *c);
-/** "ip:port" of the peer into <buf>; returns buf. */
+/** Accepted connections (envoy.filters.listener.original_dst): the destination the connection
+ *  had before an iptables REDIRECT / DNAT (getsockopt SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST for
+ *  IPv6) becomes c->local, with RM_CONN_LOCAL_RESTORED.  Returns true when restored; false when
+ *  the kernel has no such entry (a direct connection: the real local address stays). */
+bool rm_conn_restore_original_dst(struct rm_conn *c);
+/** The connection's local address: the restored one, else the socket's (one getsockname,
+ *  cached in c->local).  NULL when unknown. */
+const struct sockaddr *rm_conn_local_addr(struct rm_conn *c);
+/** "ip:port" of the peer into <buf> (a unix socket: its path, "@name" if abstract); returns
+ *  buf. */
 const char *rm_conn_peer_str(const struct rm_conn *c, char *buf, size_t len);
 
 #endif

@@ -3,22 +3,49 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "proxy/core/log.h"
 
 int rm_listen_socket(const struct sockaddr *addr, socklen_t len, bool reuse_port, int backlog)
 {
+    return rm_listen_socket_mode(addr, len, reuse_port, backlog, 0);
+}
+
+/* A unix socket (Envoy's SocketImpl::bind for a pipe): a file left at the path (a previous
+ * run's socket) is unlinked first, errors ignored (bind then says what is wrong); <mode>, when
+ * not 0, is applied to the new socket file. */
+static int bind_pipe(int fd, const struct sockaddr *addr, socklen_t len, uint32_t mode)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+    bool abstract = un->sun_path[0] == 0;
+    if (!abstract) unlink(un->sun_path);
+    if (bind(fd, addr, len) < 0) return -errno;
+    if (mode && !abstract && chmod(un->sun_path, (mode_t)mode) < 0) return -errno;
+    return 0;
+}
+
+int rm_listen_socket_mode(const struct sockaddr *addr, socklen_t len, bool reuse_port, int backlog,
+                          uint32_t mode)
+{
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (addr->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, addr, len) < 0 || listen(fd, backlog > 0 ? backlog : 1024) < 0) {
-        int e = -errno;
+    int one = 1, rc = 0;
+    if (addr->sa_family == AF_UNIX) {
+        rc = bind_pipe(fd, addr, len, mode);
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (addr->sa_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, addr, len) < 0) rc = -errno;
+    }
+    if (rc == 0 && listen(fd, backlog > 0 ? backlog : 1024) < 0) rc = -errno;
+    if (rc < 0) {
         close(fd);
-        return e;
+        return rc;
     }
     return fd;
 }

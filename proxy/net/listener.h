@@ -3,6 +3,7 @@
 #define RM_NET_LISTENER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "proxy/core/loop.h"
@@ -23,6 +24,12 @@ struct rm_listener {
 
 /** Create a listening socket.  Returns the fd or -errno. */
 int rm_listen_socket(const struct sockaddr *addr, socklen_t len, bool reuse_port, int backlog);
+/** The same, and for a unix socket (AF_UNIX; <reuse_port> does not apply): a socket file
+ *  already at the path is replaced (Envoy unlinks it before bind) and <mode> (0: as bind made
+ *  it) is applied to the new one.  The file stays when the socket is closed (as Envoy: nothing
+ *  unlinks it).  Returns the fd or -errno. */
+int rm_listen_socket_mode(const struct sockaddr *addr, socklen_t len, bool reuse_port, int backlog,
+                          uint32_t mode);
 /** Start accepting on <fd> (takes ownership of the fd).  Returns 0 or -errno. */
 int rm_listener_start(struct rm_listener *l, struct rm_loop *loop, int fd, rm_accept_cb cb,
                       void *user);

@@ -1819,6 +1819,30 @@ static const char *info_put(char **at, const char *s, size_t n)
     return d;
 }
 
+int rm_conn_peer_sans(const struct rm_conn *c, bool (*visit)(void *ctx, const char *s, size_t n),
+                      void *ctx)
+{
+    if (c->tp != &rm_transport_tls || !c->tp_ctx) return -1;
+    const struct tls_conn *tc = c->tp_ctx;
+    X509 *x = tc->done ? SSL_get0_peer_certificate(tc->ssl) : NULL;
+    if (!x) return -1;
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int hit = 0;
+    static const int order[] = {GEN_URI, GEN_DNS};
+    for (size_t k = 0; k < 2 && !hit; k++) {
+        for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !hit; i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+            if (g->type != order[k]) continue;
+            const ASN1_STRING *v =
+                g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+            hit = visit(ctx, (const char *)ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+        }
+    }
+    GENERAL_NAMES_free(names);
+    ERR_clear_error();
+    return hit;
+}
+
 struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c)
 {
     if (c->tp != &rm_transport_tls || !c->tp_ctx) return NULL;

@@ -151,4 +151,10 @@ struct rm_tls_info {
  *  thread of <c>; reads the session only (no effect on the connection). */
 struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c);
 
+/** The peer certificate's URI SANs, then its DNS SANs, one visit(ctx, name, len) each until a
+ *  visit returns true (Envoy's order for RBAC principals).  Returns 1 when one did, 0 when none
+ *  did, -1 when <c> has no peer certificate (not TLS, handshake not done, none presented). */
+int rm_conn_peer_sans(const struct rm_conn *c, bool (*visit)(void *ctx, const char *s, size_t n),
+                      void *ctx);
+
 #endif

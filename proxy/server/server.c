@@ -1,6 +1,7 @@
 #include "proxy/server/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
@@ -235,13 +236,29 @@ static void on_uptime(struct rm_timer *t)
     rm_timer_start(sv->loop, &sv->uptime_timer, 1000, on_uptime);
 }
 
-/* Bind listener <lc> once per worker (SO_REUSEPORT) into fds[w * stride + i]. */
+/* Worker <w>'s socket for <lc>: its own, or for a unix socket after the first (worker 0's
+ * <first>) a dup of that one.  Returns the fd or -errno. */
+static int listen_fd(const struct rm_server *sv, const struct rm_listener_cfg *lc, unsigned w,
+                     int first)
+{
+    if (lc->addr.ss_family == AF_UNIX && w > 0) {
+        int fd = fcntl(first, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? -errno : fd;
+    }
+    return rm_listen_socket_mode((const struct sockaddr *)&lc->addr, lc->addr_len,
+                                 lc->reuse_port || sv->n_workers > 1, (int)lc->backlog,
+                                 lc->pipe_mode);
+}
+
+/* Bind listener <lc> once per worker (SO_REUSEPORT) into fds[w * stride + i].  A unix socket
+ * has no SO_REUSEPORT: it is bound once and every worker gets a dup of it (as Envoy duplicates
+ * a pipe listener's socket for its workers), each watching it from its own loop; the workers
+ * race for each connection, the losers' accept says EAGAIN. */
 static int bind_one(struct rm_server *sv, const struct rm_listener_cfg *lc, int *fds, size_t stride,
                     size_t i, struct rm_error *err)
 {
-    for (unsigned w = 0; w < sv->n_workers; w++) {
-        int fd = rm_listen_socket((const struct sockaddr *)&lc->addr, lc->addr_len,
-                                  lc->reuse_port || sv->n_workers > 1, (int)lc->backlog);
+    for (unsigned w = 0; lc->bind_to_port && w < sv->n_workers; w++) {
+        int fd = listen_fd(sv, lc, w, fds[i]);
         if (fd < 0)
             return rm_error_set(err, "%s%s%s: cannot listen on %s: %s",
                                 lc->dynamic ? "Listener " : "listener ", lc->name,
@@ -318,6 +335,7 @@ static int start(struct rm_server *sv, struct rm_error *err)
             .command_line = sv->opt->command_line,
             .start_time_s = sv->start_s,
             .concurrency = sv->n_workers,
+            .pipe_mode = sv->snap->admin_pipe_mode,
         };
         sv->admin = rm_admin_new(sv->loop, (struct sockaddr *)&sv->snap->admin_addr,
                                  sv->snap->admin_addr_len, &admin_hooks, sv, &info, err);

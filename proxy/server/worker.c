@@ -1,11 +1,14 @@
 #include "proxy/server/worker.h"
 
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "filters/shadow.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/core/arena.h"
@@ -39,11 +42,54 @@ static const struct rm_conn_handler placeholder = {
     .on_close = placeholder_on_close,
 };
 
+/* ---- accepting and hand-off ---------------------------------------------------------------- */
+
+/* Whether <lc> listens on exactly <a> (address and port). */
+static bool listens_on(const struct rm_listener_cfg *lc, const struct sockaddr *a)
+{
+    return rm_sockaddr_cmp((const struct sockaddr *)&lc->addr, a) == 0;
+}
+
+/* Whether <lc> listens on the wildcard address of <a>'s family (0.0.0.0 / [::]) and its port. */
+static bool listens_on_any(const struct rm_listener_cfg *lc, const struct sockaddr *a)
+{
+    const struct sockaddr *l = (const struct sockaddr *)&lc->addr;
+    if (l->sa_family != a->sa_family) return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)l, *y = (const void *)a;
+        return x->sin_addr.s_addr == htonl(INADDR_ANY) && x->sin_port == y->sin_port;
+    }
+    const struct sockaddr_in6 *x = (const void *)l, *y = (const void *)a;
+    return IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) && x->sin6_port == y->sin6_port;
+}
+
+/* use_original_dst (Envoy's getBalancedHandlerByAddress): the worker listener whose address is
+ * the connection's restored local address, else the one on the wildcard address of that port,
+ * else <wl> itself (the connection stays with the listener that accepted it).  A linear scan of
+ * the worker's listeners, once per redirected connection. */
+static struct rm_worker_listener *handoff_target(struct rm_worker_listener *wl,
+                                                 const struct sockaddr *dst)
+{
+    struct rm_worker *w = wl->w;
+    struct rm_worker_listener *any = NULL;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        struct rm_worker_listener *o = w->listeners[i];
+        if (listens_on(o->cfg, dst)) return o;
+        if (!any && listens_on_any(o->cfg, dst)) any = o;
+    }
+    return any ? any : wl;
+}
+
 static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer, socklen_t len)
 {
     struct rm_worker_listener *wl = rm_container_of(l, struct rm_worker_listener, l);
     struct rm_conn *c = rm_conn_accepted(wl->w->loop, fd, peer, len, &placeholder, NULL);
     if (!c) return;
+    /* listener filters: the original destination (the inspectors have nothing to do) */
+    if (wl->cfg->original_dst && rm_conn_restore_original_dst(c) && wl->cfg->use_original_dst) {
+        /* the target's own listener filters would find the same address: not run again */
+        wl = handoff_target(wl, (const struct sockaddr *)&c->local);
+    }
     if (wl->cfg->tls &&
         rm_conn_start_tls(c, wl->cfg->tls, NULL, 0, wl->cfg->handshake_timeout_ms) < 0) {
         rm_conn_close(c);
@@ -96,6 +142,7 @@ static struct rm_worker_listener *listener_new(struct rm_worker *w, struct rm_li
 /* Watch <fd> (taken over) for <wl>; logs a failure. */
 static void listener_start(struct rm_worker_listener *wl, int fd)
 {
+    if (fd < 0) return; /* bind_to_port: false (no socket: it only gets hand-offs) */
     if (rm_listener_start(&wl->l, wl->w->loop, fd, on_accept, wl->w) < 0)
         rm_log_error("worker %u: cannot watch listener %s", wl->w->idx, wl->cfg->addr_str);
 }
@@ -428,7 +475,8 @@ static void swap_listeners(struct rm_worker *w, struct snapshot_job *j,
         if (wl) {
             wl->cfg = s->listeners[i];
         } else {
-            wl = next[i];
+            wl = next[i]; /* made for a new socket; an unbound listener is made here */
+            if (!wl && !(wl = listener_new(w, s->listeners[i]))) abort();
             next[i] = NULL;
             listener_start(wl, j->fds[i]);
             j->fds[i] = -1;
@@ -578,6 +626,7 @@ static void *worker_main(void *arg)
     rm_loop_run(w->loop);
     stop_listeners(w);
     close_all(w);
+    rm_shadow_cancel_all(w);
     rm_timer_stop(w->loop, &w->drain_timer);
     rm_timer_stop(w->loop, &w->trim_timer);
     rm_buf_set_trim_hook(NULL, NULL);

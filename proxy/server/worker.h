@@ -19,6 +19,7 @@ struct rm_host_set;
 struct rm_worker_job;
 struct rm_worker;
 struct rm_worker_gone;
+struct rm_shadow;
 struct rm_listener_drain;
 
 /** A function posted to a worker: runs on the worker's thread with <w>, or, if the worker
@@ -70,6 +71,7 @@ struct rm_worker {
     pthread_mutex_t jobs_lock;               /* guards jobs / jobs_tail (any thread) */
     struct rm_worker_job *jobs, **jobs_tail; /* posted functions, FIFO */
     struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
+    struct rm_shadow *shadows; /* running request mirrors (filters/shadow.c owns the list) */
     unsigned n_conns;
     struct rm_timer drain_timer;
     struct rm_timer trim_timer; /* returns a burst's buffers to the OS once quiet (worker.c) */

@@ -15,6 +15,7 @@
 #include "proxy/core/log.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
+#include "proxy/upstream/original_dst.h"
 
 #define HTTP_OPTS_TYPE "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -88,6 +89,7 @@ void rm_cluster_unref(struct rm_cluster *c)
     rm_pb_box_unref(c->pb_box);
     rm_tls_ctx_unref(c->tls);
     pthread_mutex_destroy(&c->tls_lock);
+    rm_odst_free(c->odst);
     slot_put(c->slot);
     free(c);
 }
@@ -328,6 +330,11 @@ static int dns_target(struct rm_dns_target *t, const LbEndpoint *le, int localit
     const Envoy__Config__Core__V3__Address *a = le->endpoint->address;
     char p[512];
     snprintf(p, sizeof(p), "%s.endpoint.address", path);
+    if (a && a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE)
+        return rm_error_set(err,
+                            "%s.pipe: a DNS cluster's endpoints are DNS names and ports, not unix "
+                            "sockets",
+                            p);
     if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return rm_error_set(err, "%s.socket_address: required (a DNS name and a port)", p);
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
@@ -406,6 +413,11 @@ static int parse_hosts(struct rm_cluster *c, const Cluster *pb, const char *path
 {
     if (rm_dns_cluster_is_dns(pb)) return parse_dns(c, pb, path, err);
     if (is_eds(pb)) return parse_eds(c, pb, path, err);
+    if (rm_odst_is(pb)) { /* hosts come with requests (original_dst.c) */
+        if (!(c->hs = rm_host_set_new(NULL, 0)))
+            return rm_error_set(err, "%s: out of memory", path);
+        return RM_OK;
+    }
     return parse_static_hosts(c, pb, path, err);
 }
 
@@ -422,7 +434,7 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
     if (pb->cluster_discovery_type_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
         pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC && !dns &&
-        !is_eds(pb)) {
+        !is_eds(pb) && !rm_odst_is(pb)) {
         const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
             &envoy__config__cluster__v3__cluster__discovery_type__descriptor, (int)pb->type);
         return rm_error_set(err, "%s.type: %s clusters are not supported by remora yet", path,
@@ -430,6 +442,7 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
     }
     if (pb->eds_cluster_config && !is_eds(pb))
         return rm_error_set(err, "%s.eds_cluster_config: only for clusters of type EDS", path);
+    if (rm_odst_is(pb)) return RM_OK; /* its lb_policy: rm_odst_parse */
     switch (pb->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
@@ -545,7 +558,9 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box,
     c->healthy_panic_threshold = 50;
     if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
         c->healthy_panic_threshold = (uint32_t)pb->common_lb_config->healthy_panic_threshold->value;
-    if (parse_protocol_options(c, pb, path, err) || parse_hosts(c, pb, path, err)) goto fail;
+    if (rm_odst_parse(pb, path, &c->odst, err) || parse_protocol_options(c, pb, path, err) ||
+        parse_hosts(c, pb, path, err))
+        goto fail;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "cluster.%s.", c->stat_name);
     c->stats = rm_stats_get(prefix, rm_cluster_stat_defs, RM_CS__COUNT);

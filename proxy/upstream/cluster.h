@@ -28,6 +28,7 @@
 
 struct Envoy__Config__Cluster__V3__Cluster;
 struct rm_dns_cluster_cfg;
+struct rm_odst;
 struct rm_secrets;
 struct rm_tls_ctx;
 
@@ -79,7 +80,10 @@ struct rm_cluster {
      * (default 15 s; 0 = none) and the config source; NULL for other clusters */
     char *eds_service;
     uint32_t eds_init_timeout_ms;
-    struct rm_config_source eds_src;    /* where the assignments come from */
+    struct rm_config_source eds_src; /* where the assignments come from */
+    /* ORIGINAL_DST: its config and live hosts (proxy/upstream/original_dst.h); c->hs stays
+     * empty.  NULL for other clusters. */
+    struct rm_odst *odst;
     uint32_t healthy_panic_threshold;   /* percent, default 50 */
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */

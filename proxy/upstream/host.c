@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "proxy/core/error.h"
 
@@ -22,6 +23,11 @@ void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
         const struct sockaddr_in6 *a = (const void *)sa;
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
         snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *a = (const void *)sa;
+        bool abstract = a->sun_path[0] == 0;
+        int n = (int)strnlen(a->sun_path + abstract, sizeof(a->sun_path) - abstract);
+        snprintf(buf, len, "%s%.*s", abstract ? "@" : "", n, a->sun_path + abstract);
     } else {
         snprintf(buf, len, "unknown");
     }
@@ -44,12 +50,16 @@ int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b)
             c = x->sin6_scope_id < y->sin6_scope_id ? -1 : 1;
         pa = ntohs(x->sin6_port);
         pb = ntohs(y->sin6_port);
+    } else if (a->sa_family == AF_UNIX) {
+        const struct sockaddr_un *x = (const void *)a, *y = (const void *)b;
+        c = memcmp(x->sun_path, y->sun_path, sizeof(x->sun_path));
     }
     if (c) return c;
     return pa == pb ? 0 : (pa < pb ? -1 : 1);
 }
 
-/* Copy an IPv4/IPv6 address into the compact form; false for any other family. */
+/* Copy an IPv4/IPv6 address into the compact form; false for any other family (a pipe's is
+ * placed by rm_host_new). */
 static bool addr_copy(union rm_host_addr *dst, uint8_t *dst_len, const struct sockaddr_storage *src,
                       socklen_t len)
 {
@@ -65,20 +75,37 @@ static bool addr_copy(union rm_host_addr *dst, uint8_t *dst_len, const struct so
 
 /* ---- hosts -------------------------------------------------------------------------------- */
 
-/* One allocation: the host, its address string, then its hostname. */
+/* One allocation: the host, its address string, then its hostname (then, for a pipe, its
+ * sockaddr_un). */
 struct rm_host *rm_host_new(const struct rm_host_spec *s)
 {
     union rm_host_addr addr;
     uint8_t addr_len;
-    if (!addr_copy(&addr, &addr_len, &s->addr, s->addr_len)) return NULL;
-    char as[64];
-    rm_sockaddr_str(&addr.sa, as, sizeof(as));
+    bool pipe = s->addr.ss_family == AF_UNIX;
+    if (pipe) {
+        if (s->addr_len > sizeof(struct sockaddr_un) ||
+            s->addr_len <= offsetof(struct sockaddr_un, sun_path))
+            return NULL;
+        addr_len = (uint8_t)s->addr_len;
+    } else if (!addr_copy(&addr, &addr_len, &s->addr, s->addr_len)) {
+        return NULL;
+    }
+    char as[RM_SOCKADDR_STRLEN];
+    rm_sockaddr_str((const struct sockaddr *)&s->addr, as, sizeof(as));
     size_t as_len = strlen(as) + 1;
     size_t hn_len = s->hostname && s->hostname[0] ? strlen(s->hostname) + 1 : 0;
-    struct rm_host *h = calloc(1, sizeof(*h) + as_len + hn_len);
+    size_t un_off = (sizeof(struct rm_host) + as_len + hn_len + 7) & ~(size_t)7;
+    struct rm_host *h =
+        calloc(1, pipe ? un_off + sizeof(struct sockaddr_un) : sizeof(*h) + as_len + hn_len);
     if (!h) return NULL;
     atomic_init(&h->refs, 1);
-    h->addr = addr;
+    if (pipe) {
+        memcpy((char *)h + un_off, &s->addr, sizeof(struct sockaddr_un));
+        h->addr.un.family = AF_UNIX;
+        h->addr.un.off = (uint16_t)un_off;
+    } else {
+        h->addr = addr;
+    }
     h->addr_len = addr_len;
     memcpy(h->addr_str, as, as_len);
     if (hn_len) {
@@ -108,7 +135,7 @@ void rm_host_unref(struct rm_host *h)
 static bool host_matches(const struct rm_host *h, const struct rm_host_spec *s)
 {
     const char *hn = s->hostname && s->hostname[0] ? s->hostname : NULL;
-    if (rm_sockaddr_cmp(&h->addr.sa, (const struct sockaddr *)&s->addr) != 0 ||
+    if (rm_sockaddr_cmp(rm_host_sockaddr(h, NULL), (const struct sockaddr *)&s->addr) != 0 ||
         h->weight != (s->weight ? s->weight : 1) || h->health != s->health ||
         h->locality_idx != rm_host_locality(s->locality_idx))
         return false;
@@ -166,7 +193,7 @@ void rm_host_set_unref(struct rm_host_set *hs)
 static int cmp_host_addr(const void *a, const void *b)
 {
     const struct rm_host *x = *(struct rm_host *const *)a, *y = *(struct rm_host *const *)b;
-    return rm_sockaddr_cmp(&x->addr.sa, &y->addr.sa);
+    return rm_sockaddr_cmp(rm_host_sockaddr(x, NULL), rm_host_sockaddr(y, NULL));
 }
 
 /* Wanted entries sorted by address, ties by position (so the first of duplicates comes first). */
@@ -191,7 +218,7 @@ static struct rm_host *find_host(struct rm_host **sorted, size_t n,
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = rm_sockaddr_cmp((const struct sockaddr *)addr, &sorted[mid]->addr.sa);
+        int c = rm_sockaddr_cmp((const struct sockaddr *)addr, rm_host_sockaddr(sorted[mid], NULL));
         if (c == 0) return sorted[mid];
         if (c < 0)
             hi = mid;
@@ -309,8 +336,7 @@ struct rm_host_spec *rm_host_set_specs(const struct rm_host_set *hs)
     if (!v) abort();
     for (size_t i = 0; i < n; i++) {
         const struct rm_host *h = hs->hosts[i];
-        memcpy(&v[i].addr, &h->addr, h->addr_len);
-        v[i].addr_len = h->addr_len;
+        memcpy(&v[i].addr, rm_host_sockaddr(h, &v[i].addr_len), h->addr_len);
         v[i].hostname = h->hostname;
         v[i].weight = h->weight;
         v[i].health = (enum rm_health)h->health;

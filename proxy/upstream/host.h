@@ -32,12 +32,18 @@ enum rm_health {
     RM_HEALTH_DEGRADED = 5,
 };
 
-/** An upstream host's socket address: IPv4 or IPv6, the only kinds a load assignment or a DNS
- *  answer gives (28 bytes, where a sockaddr_storage takes 128). */
+/** An upstream host's socket address: IPv4 or IPv6 in place (28 bytes, where a
+ *  sockaddr_storage takes 128); a unix socket (a load assignment's pipe) only says AF_UNIX and
+ *  where its sockaddr_un is kept, out of line, in the host's allocation: read a host's address
+ *  with rm_host_sockaddr. */
 union rm_host_addr {
     struct sockaddr sa;
     struct sockaddr_in in;
     struct sockaddr_in6 in6;
+    struct {
+        sa_family_t family; /* AF_UNIX */
+        uint16_t off;       /* of the struct sockaddr_un from the start of the host */
+    } un;
 };
 
 /* A mesh has hosts by the hundred thousand: the layout is kept tight (128 bytes and the
@@ -47,7 +53,7 @@ struct rm_host {
     _Atomic unsigned refs;
     uint32_t weight; /* ≥ 1 */
     union rm_host_addr addr;
-    uint8_t addr_len;     /* sizeof(struct sockaddr_in) or sizeof(struct sockaddr_in6) */
+    uint8_t addr_len;     /* of the full sockaddr (rm_host_sockaddr) */
     uint8_t health;       /* enum rm_health */
     int16_t locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown
                              (or past INT16_MAX) */
@@ -57,8 +63,17 @@ struct rm_host {
     _Atomic int64_t rq_active, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic int64_t cx_active, cx_total, cx_connect_fail;
     struct rm_outlier_host outlier; /* no detector data without outlier_detection */
-    char addr_str[];                /* "127.0.0.1:8080" / "[::1]:8080" */
+    char addr_str[]; /* "127.0.0.1:8080" / "[::1]:8080" / "/path" or "@name" (a pipe) */
 };
+
+/** <h>'s socket address, *len its length (NULL: not wanted). */
+static inline const struct sockaddr *rm_host_sockaddr(const struct rm_host *h, socklen_t *len)
+{
+    if (len) *len = h->addr_len;
+    if (h->addr.sa.sa_family == AF_UNIX)
+        return (const struct sockaddr *)(const void *)((const char *)h + h->addr.un.off);
+    return &h->addr.sa;
+}
 
 /** The locality index a host keeps for <idx> (-1 past what it can hold). */
 static inline int16_t rm_host_locality(int idx)
@@ -77,7 +92,7 @@ static inline bool rm_host_routable(const struct rm_host *h)
 
 /** What a host is made of (a plain value; rm_host_new copies it). */
 struct rm_host_spec {
-    struct sockaddr_storage addr; /* with the port; AF_INET or AF_INET6 */
+    struct sockaddr_storage addr; /* with the port; AF_INET or AF_INET6; or AF_UNIX */
     socklen_t addr_len;
     const char *hostname; /* NULL or "" = none */
     uint32_t weight;      /* ≥ 1 */
@@ -85,18 +100,25 @@ struct rm_host_spec {
     int locality_idx; /* -1: unknown */
 };
 
-/** A new host with one reference (the caller's): <s>'s address (IPv4 or IPv6; anything else
- *  is a caller bug and gives NULL), its strings copied.  NULL when out of memory. */
+/** A new host with one reference (the caller's): <s>'s address (IPv4, IPv6 or a unix socket;
+ *  anything else is a caller bug and gives NULL), its strings copied.  NULL when out of
+ *  memory. */
 struct rm_host *rm_host_new(const struct rm_host_spec *s);
 /** Take a reference (any thread).  Returns <h>. */
 struct rm_host *rm_host_ref(struct rm_host *h);
 /** Drop a reference (any thread); the last one frees the host.  NULL is a no-op. */
 void rm_host_unref(struct rm_host *h);
 
-/** Format "ip:port" for a sockaddr. */
+/** Room for any rm_sockaddr_str (a pipe's path takes up to 108 bytes). */
+#define RM_SOCKADDR_STRLEN 112
+
+/** Format "ip:port" for a sockaddr; a unix socket as Envoy names a pipe: its path, or "@name"
+ *  for an abstract one (names with a NUL inside are not made by remora). */
 void rm_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len);
 /** Order of socket addresses (family, address, port): 0 when they are the same endpoint.  Only
- *  the family's own fields are read (a union rm_host_addr is as good as a sockaddr_storage). */
+ *  the family's own fields are read (an IP host's union rm_host_addr is as good as a
+ *  sockaddr_storage; a pipe's is not: use rm_host_sockaddr).  Unix sockets compare by the
+ *  whole sun_path (remora zero-fills it). */
 int rm_sockaddr_cmp(const struct sockaddr *a, const struct sockaddr *b);
 
 /* ---- host sets --------------------------------------------------------------------------- */
@@ -138,8 +160,7 @@ rm_host_set_connect_addr(const struct rm_host_set *hs, const struct rm_host *h, 
         *len = hs->logical->len;
         return &hs->logical->addr.sa;
     }
-    *len = h->addr_len;
-    return &h->addr.sa;
+    return rm_host_sockaddr(h, len);
 }
 
 enum rm_host_set_diff_result {

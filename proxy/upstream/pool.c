@@ -7,6 +7,7 @@
 
 #include "proxy/core/log.h"
 #include "proxy/net/tls.h"
+#include "proxy/upstream/original_dst.h"
 
 struct pool_conn {
     struct rm_pool *pool;
@@ -310,7 +311,7 @@ static enum cx_result connect_one(struct rm_pool *p)
     if (!pc->conn) {
         p->n_connecting--;
         rm_stat_inc(c->stats, RM_CS_UPSTREAM_CX_CONNECT_FAIL);
-        char a[64];
+        char a[RM_SOCKADDR_STRLEN];
         rm_sockaddr_str(sa, a, sizeof(a));
         rm_log_warn("cluster %s: cannot create a socket for %s: %s", c->name, a, strerror(-err));
         pool_conn_free(pc);
@@ -496,6 +497,16 @@ static void pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
     check_drained(p);
 }
 
+void rm_pool_free(struct rm_pool *p)
+{
+    pool_free(p);
+}
+
+void rm_pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p)
+{
+    pool_start_drain(wc, p);
+}
+
 /* ---- worker cluster ----------------------------------------------------------------------- */
 
 struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_loop *loop)
@@ -515,6 +526,7 @@ struct rm_worker_cluster *rm_worker_cluster_new(struct rm_cluster *c, struct rm_
 void rm_worker_cluster_free(struct rm_worker_cluster *wc)
 {
     if (!wc) return;
+    rm_odst_worker_free(wc);
     for (size_t i = 0; wc->pools && i < wc->hs->n * 2; i++)
         pool_free(wc->pools[i]);
     while (wc->drain && wc->drain->pools) {
@@ -613,18 +625,23 @@ static size_t host_index(const struct rm_worker_cluster *wc, const struct rm_hos
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,
                                        enum rm_http_proto proto, unsigned priority)
 {
-    size_t i = host_index(wc, h);
-    if (i == wc->hs->n) return NULL; /* not a host of this worker's set (a caller bug) */
-    size_t slot = i * 2 + (proto == RM_HTTP2);
-    if (!wc->pools && !(wc->pools = calloc(wc->hs->n * 2, sizeof(*wc->pools)))) abort();
-    if (!wc->pools[slot]) {
+    struct rm_pool **slot;
+    if (wc->cluster->odst) {
+        if (!(slot = rm_odst_pool_slot(wc, h, proto))) return NULL; /* a caller bug */
+    } else {
+        size_t i = host_index(wc, h);
+        if (i == wc->hs->n) return NULL; /* not a host of this worker's set (a caller bug) */
+        if (!wc->pools && !(wc->pools = calloc(wc->hs->n * 2, sizeof(*wc->pools)))) abort();
+        slot = &wc->pools[i * 2 + (proto == RM_HTTP2)];
+    }
+    if (!*slot) {
         if (!rm_cb_try_acquire(wc->cluster->cb[priority], RM_CB_CX_POOL)) {
             rm_stat_inc(wc->cluster->stats, RM_CS_UPSTREAM_CX_POOL_OVERFLOW);
             return NULL;
         }
-        wc->pools[slot] = pool_new(wc, h, proto, priority);
+        *slot = pool_new(wc, h, proto, priority);
     }
-    return wc->pools[slot];
+    return *slot;
 }
 
 bool rm_pool_codec_local_addr(struct rm_codec *codec, struct sockaddr_in6 *out)

@@ -61,6 +61,9 @@ struct rm_worker_cluster {
     /* pools of hosts that left hs, until their connections are gone (pool.c); NULL until the
      * first such pool */
     struct rm_wc_drain *drain;
+    /* ORIGINAL_DST clusters: this worker's hosts and their pools (original_dst.h); NULL until
+     * the first request (hs stays empty) */
+    struct rm_odst_worker *odst;
 };
 
 /** The worker view of <c> (takes a cluster reference), balancing over c->hs as it is now (a
@@ -99,7 +102,15 @@ uint64_t rm_lb_random(void);
  *  when another is available (retries).  NULL when the cluster has no host. */
 struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *avoid);
 
-/** The pool for (host, protocol); <h> is a host of wc->hs (rm_lb_pick's answer).  Created on
+/** Close everything of <p> now and free it (its worker cluster goes): waiting requests fail,
+ *  streams get on_reset.  NULL is a no-op.  (original_dst.c, for the pools it keeps.) */
+void rm_pool_free(struct rm_pool *p);
+/** <p>'s host left (original_dst.c's sweep): no new request, its connections close once idle,
+ *  it is freed once it has neither connection nor waiting request.  NULL is a no-op. */
+void rm_pool_start_drain(struct rm_worker_cluster *wc, struct rm_pool *p);
+
+/** The pool for (host, protocol); <h> is a host of wc->hs (rm_lb_pick's answer), or, for an
+ *  ORIGINAL_DST cluster, rm_odst_pick's answer.  Created on
  *  first use (it holds a reference on <h>), counted against max_connection_pools of
  *  <priority>: NULL (and upstream_cx_pool_overflow) when a new pool would pass it. */
 struct rm_pool *rm_worker_cluster_pool(struct rm_worker_cluster *wc, struct rm_host *h,

@@ -8,6 +8,7 @@ DeltaSecrets: an SDS server of its own, as Istio's node agent on the sds-grpc cl
 
     cp = PyCP()                                 # 127.0.0.1, a free port: cp.port
     cp = PyCP(tls=(crt, key, client_ca))        # served over TLS (client_ca: mTLS, else None)
+    cp = PyCP(unix=path)                        # on a unix socket (Istio's XDS), not TCP
     v = cp.set("cds", {"backend": eds_cluster("backend")})   # replace the type's state, push
     cp.wait_ack("cds", v)                       # the client ACKed that version
     nack = cp.wait_nack("cds")                  # the NACK of the last response: a request
@@ -222,7 +223,7 @@ _RAW = object()   # SotW: the last response was hand-made (any later state is re
 
 
 class PyCP:
-    def __init__(self, port=0, like=None, tls=None):
+    def __init__(self, port=0, like=None, tls=None, unix=None):
         import grpc
         self.d = pb()["d"]
         classes()
@@ -266,9 +267,11 @@ class PyCP:
                 [(rd(key), rd(crt))], root_certificates=rd(client_ca) if client_ca else None,
                 require_client_auth=client_ca is not None)
             self.port = self.server.add_secure_port(f"127.0.0.1:{port}", creds)
+        elif unix:
+            self.port = self.server.add_insecure_port(f"unix:{unix}")
         else:
             self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
-        assert self.port, f"could not bind 127.0.0.1:{port}"
+        assert self.port, f"could not bind {unix or f'127.0.0.1:{port}'}"
         self.server.start()
 
     def stop(self):

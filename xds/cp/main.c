@@ -16,11 +16,13 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "proxy/config/strbuf.h"
@@ -65,7 +67,8 @@ static void usage(FILE *f)
                "[--version-prefix STR] [--identifier NAME]\n"
                "  --dir DIR             resource files (*.yaml, *.yml, *.json) to serve\n"
                "  --listen HOST:PORT    gRPC listen address (default 127.0.0.1:18000; port 0: "
-               "any)\n"
+               "any;\n"
+               "                        unix:PATH or unix:@NAME: a unix socket)\n"
                "  -l, --log-level LVL   trace, debug, info (default), warning, error, off\n"
                "  --version-prefix STR  version_info is STR followed by a counter\n"
                "  --identifier NAME     control_plane.identifier (default remora-xds)\n");
@@ -124,9 +127,25 @@ static int parse_args(int argc, char **argv, struct rmx_opts *o)
     return 0;
 }
 
-/* "1.2.3.4:80" or "[::1]:80". */
+/* "unix:PATH" or "unix:@NAME" (abstract): a unix socket. */
+static int parse_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(un->sun_path)) return -1;
+    memset(ss, 0, sizeof(*ss));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = 0;
+    *len = path[0] == '@' ? (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)
+                          : (socklen_t)sizeof(*un);
+    return 0;
+}
+
+/* "1.2.3.4:80", "[::1]:80" or "unix:PATH". */
 static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {
+    if (strncmp(s, "unix:", 5) == 0) return parse_unix(s + 5, ss, len);
     char host[128];
     const char *colon = strrchr(s, ':');
     if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host)) return -1;
@@ -293,7 +312,8 @@ static int start(struct rmx_cp *cp, struct rm_error *err)
     struct sockaddr_storage ss;
     socklen_t len;
     if (parse_addr(cp->o.listen, &ss, &len) != 0)
-        return rm_error_set(err, "--listen %s: expected IP:PORT or [IPv6]:PORT", cp->o.listen);
+        return rm_error_set(err, "--listen %s: expected IP:PORT, [IPv6]:PORT or unix:PATH",
+                            cp->o.listen);
     if (reload(cp, "start") != RM_OK)
         return rm_error_set(err, "%s: cannot serve an invalid directory (see above)", cp->o.dir);
     int rc = watch_signals(cp);
@@ -307,13 +327,15 @@ static int start(struct rmx_cp *cp, struct rm_error *err)
     if (!cp->as) return RM_ERR;
     if (rm_grpc_server_listen(cp->gs, (struct sockaddr *)&ss, len, err) != RM_OK) return RM_ERR;
     char vb[96];
-    char host[128];
-    snprintf(host, sizeof(host), "%.*s", (int)(strrchr(cp->o.listen, ':') - cp->o.listen),
-             cp->o.listen);
-    rm_log_info("remora-xds %s: serving %zu resources from %s (version %s) on %s:%d", RM_VERSION,
+    char where[160];
+    if (ss.ss_family == AF_UNIX)
+        snprintf(where, sizeof(where), "%s", cp->o.listen);
+    else
+        snprintf(where, sizeof(where), "%.*s:%d", (int)(strrchr(cp->o.listen, ':') - cp->o.listen),
+                 cp->o.listen, rm_grpc_server_port(cp->gs));
+    rm_log_info("remora-xds %s: serving %zu resources from %s (version %s) on %s", RM_VERSION,
                 cp->store.cur.n, cp->o.dir,
-                rm_ads_store_version_str(&cp->store, cp->store.version, vb, sizeof(vb)), host,
-                rm_grpc_server_port(cp->gs));
+                rm_ads_store_version_str(&cp->store, cp->store.version, vb, sizeof(vb)), where);
     return RM_OK;
 }
 

@@ -783,14 +783,90 @@ Test(route, unknown_fields_named)
     expect_rc_error((RouteConfiguration *)top, "route_config.vhds: not supported by remora");
 
     rc = parse(VH("  - {match: {prefix: /}, route: {cluster: a}}\n"));
-    add_unknown((ProtobufCMessage **)&rc->virtual_hosts[0]->routes[0]->route, 30);
-    expect_rc_error(rc, "route_config.virtual_hosts[0].routes[0].route.request_mirror_policies: "
+    add_unknown((ProtobufCMessage **)&rc->virtual_hosts[0]->routes[0]->route, 27);
+    expect_rc_error(rc, "route_config.virtual_hosts[0].routes[0].route.hedge_policy: "
                         "not supported by remora");
 
     rc = parse(VH("  - {match: {prefix: /}, route: {cluster: a}}\n"));
     add_unknown((ProtobufCMessage **)&rc->virtual_hosts[0]->routes[0]->match, 99);
     expect_rc_error(rc, "route_config.virtual_hosts[0].routes[0].match: unsupported field #99 of "
                         "envoy.config.route.v3.RouteMatch (not supported by remora)");
+}
+
+/* ---- request mirroring ------------------------------------------------------------------ */
+
+static const struct rm_mirror_policy *mirror_of(const struct rm_route *r, size_t i)
+{
+    cr_assert_lt(i, r->mirrors.n);
+    return &r->mirrors.v[i];
+}
+
+Test(route, mirror_policies_most_specific_wins)
+{
+    struct rm_route_table *t =
+        build("request_mirror_policies: [{cluster: a}]\n"
+              "virtual_hosts:\n"
+              "- name: v1\n"
+              "  domains: [one]\n"
+              "  request_mirror_policies:\n"
+              "  - {cluster: b}\n"
+              "  - cluster_header: X-Mirror\n"
+              "    runtime_fraction: {default_value: {numerator: 25, denominator: TEN_THOUSAND},"
+              " runtime_key: k}\n"
+              "    trace_sampled: false\n"
+              "    disable_shadow_host_suffix_append: true\n"
+              "  routes:\n"
+              "  - {name: own, match: {prefix: /own}, route: {cluster: a,"
+              " request_mirror_policies: [{cluster: c}, {cluster: zz}]}}\n"
+              "  - {name: inherit, match: {prefix: /}, route: {cluster: a}}\n"
+              "- name: v2\n"
+              "  domains: [two]\n"
+              "  routes:\n"
+              "  - {name: top, match: {prefix: /}, route: {cluster: a}}\n"
+              "  - {name: direct, match: {prefix: /d}, direct_response: {status: 200}}\n");
+    const struct rm_route *own = &t->vhosts[0].routes[0];
+    cr_assert_eq(own->mirrors.n, 2, "the route's own list, not merged with its host's");
+    cr_assert_str_eq(mirror_of(own, 0)->cluster_name, "c");
+    cr_assert_eq(mirror_of(own, 0)->cluster, &clusters[2]);
+    cr_assert(mirror_of(own, 0)->host_suffix);
+    cr_assert_eq(mirror_of(own, 0)->numerator, 100, "unset runtime_fraction: every request");
+    cr_assert_eq(mirror_of(own, 0)->denominator, 100);
+    cr_assert_null(mirror_of(own, 1)->cluster, "unknown cluster: resolved at request time");
+    const struct rm_route *inh = &t->vhosts[0].routes[1];
+    cr_assert_eq(inh->mirrors.n, 2, "the virtual host's list");
+    cr_assert_eq(mirror_of(inh, 0)->cluster, &clusters[1]);
+    const struct rm_mirror_policy *hm = mirror_of(inh, 1);
+    cr_assert_str_eq(hm->cluster_header, "x-mirror", "header names are lower-cased");
+    cr_assert_null(hm->cluster_name);
+    cr_assert_eq(hm->numerator, 25);
+    cr_assert_eq(hm->denominator, 10000);
+    cr_assert_not(hm->host_suffix);
+    const struct rm_route *top = &t->vhosts[1].routes[0];
+    cr_assert_eq(top->mirrors.n, 1, "the route configuration's list");
+    cr_assert_eq(mirror_of(top, 0)->cluster, &clusters[0]);
+    cr_assert_eq(t->vhosts[1].routes[1].mirrors.n, 0, "a direct response mirrors nothing");
+    rm_route_table_free(t);
+}
+
+Test(route, mirror_policy_errors)
+{
+    expect_error(VH("  - {match: {prefix: /}, route: {cluster: a, request_mirror_policies:"
+                    " [{cluster: b, cluster_header: x}]}}\n"),
+                 "route_config.virtual_hosts[0].routes[0].route.request_mirror_policies[0]: only "
+                 "one of cluster and cluster_header may be set");
+    expect_error(VH("  - {match: {prefix: /}, route: {cluster: a, request_mirror_policies:"
+                    " [{cluster: b}, {trace_sampled: true}]}}\n"),
+                 "route_config.virtual_hosts[0].routes[0].route.request_mirror_policies[1]: one of "
+                 "cluster or cluster_header is required");
+    expect_error("request_mirror_policies: [{cluster_header: \"a\\rb\"}]\n"
+                 "virtual_hosts: [{name: v, domains: [x]}]\n",
+                 "route_config.request_mirror_policies[0].cluster_header: a valid header name is "
+                 "required");
+    expect_error("validate_clusters: true\n"
+                 "virtual_hosts: [{name: v, domains: [x], request_mirror_policies: [{cluster:"
+                 " zz}]}]\n",
+                 "route_config.virtual_hosts[0].request_mirror_policies[0].cluster: unknown "
+                 "cluster 'zz'");
 }
 
 Test(route, invalid_regex)

@@ -5,8 +5,10 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "proxy/core/loop.h"
 #include "proxy/upstream/pool.h"
@@ -135,6 +137,49 @@ Test(host_set, duplicates_first_one_wins)
     cr_assert_str_eq(addrs(a), "10.0.0.1:80,10.0.0.2:80");
     cr_assert_eq(a->hosts[0]->weight, 3);
     rm_host_set_unref(a);
+}
+
+/* A unix socket host (a pipe endpoint): "/path" or "@name" (abstract). */
+static struct rm_host_spec pipe_spec(const char *path)
+{
+    struct rm_host_spec s = {.weight = 1, .locality_idx = 0};
+    struct sockaddr_un *un = (struct sockaddr_un *)&s.addr;
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, path);
+    if (path[0] == '@') un->sun_path[0] = 0;
+    s.addr_len =
+        path[0] == '@' ? offsetof(struct sockaddr_un, sun_path) + strlen(path) : sizeof(*un);
+    return s;
+}
+
+Test(host_set, pipe_hosts_keep_their_whole_address)
+{
+    struct rm_host_spec w[] = {pipe_spec("/run/b.sock"), spec("10.0.0.1", 80, 1), pipe_spec("@a"),
+                               pipe_spec("/run/b.sock")};
+    struct rm_host_set *a = diff_changed(NULL, w, 4);
+    cr_assert_str_eq(addrs(a), "/run/b.sock,10.0.0.1:80,@a");
+    struct rm_host_spec r[] = {w[2], w[1], w[0]};
+    diff_same(a, r, 3);
+    socklen_t len;
+    const struct sockaddr_un *un = (const void *)rm_host_sockaddr(a->hosts[0], &len);
+    cr_assert_eq(un->sun_family, AF_UNIX);
+    cr_assert_str_eq(un->sun_path, "/run/b.sock");
+    cr_assert_eq(len, sizeof(*un));
+    un = (const void *)rm_host_set_connect_addr(a, a->hosts[2], &len);
+    cr_assert_eq(len, offsetof(struct sockaddr_un, sun_path) + 2);
+    cr_assert_eq(memcmp(un->sun_path, "\0a", 2), 0);
+    /* the specs read back give the same set (how EDS carries hosts across versions) */
+    struct rm_host_spec *back = rm_host_set_specs(a);
+    diff_same(a, back, a->n);
+    free(back);
+    /* a changed path is a new host; the others are kept */
+    struct rm_host_spec c[] = {pipe_spec("/run/c.sock"), w[1], w[2]};
+    struct rm_host_set *b = diff_changed(a, c, 3);
+    cr_assert_str_eq(addrs(b), "/run/c.sock,10.0.0.1:80,@a");
+    cr_assert_eq(b->hosts[2], a->hosts[2]);
+    cr_assert_neq(b->hosts[0], a->hosts[0]);
+    rm_host_set_unref(a);
+    rm_host_set_unref(b);
 }
 
 Test(host_set, logical_keeps_its_host_and_follows_the_address)
