@@ -3,7 +3,7 @@
  *
  * Two tables exist: the bootstrap's static_resources.secrets (Envoy's static SDS: a reference
  * without sds_config names one of them), and the Secrets received over SDS (a reference with
- * an sds_config: xds/xds_manager.c builds a new table for each accepted update).  A table is
+ * an sds_config: xds/sds_store.c builds a new table for each accepted update).  A table is
  * immutable once built and refcounted: every snapshot holds a reference on the ones its TLS
  * contexts resolved in.  The TLS code sees only a name -> Secret lookup.
  *

@@ -1352,7 +1352,7 @@ static unsigned char *server_key(DownstreamTlsContext *d, const struct rm_tls_op
 }
 
 static int build_ctx(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *p,
-                     ProtobufCMessage *src, struct rm_tls_ctx **out, struct rm_error *err);
+                     struct rm_tls_ctx **out, struct rm_error *err);
 
 int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const struct rm_tls_opts *o,
                    const char *path, struct rm_tls_ctx **out, struct rm_error *err)
@@ -1386,7 +1386,7 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
         protobuf_c_message_free_unpacked(m, NULL);
         return RM_ERR;
     }
-    return build_ctx(m, o, p, NULL, out, err);
+    return build_ctx(m, o, p, out, err);
 }
 
 /* What a context with dynamic SDS references keeps to be rebuilt (rm_tls_ctx_rebuild): <src>
@@ -1406,18 +1406,42 @@ static void keep_source(struct rm_tls_ctx *t, ProtobufCMessage *src, const struc
         rm_stats_get(prefix, o->side == RM_TLS_SERVER ? server_sf_defs : client_sf_defs, SF__COUNT);
 }
 
-/* A context from typed_config <m> (taken: freed here) at <p> (its path).  <src> (taken; NULL:
- * made here when needed) is <m> as configured, before the references were resolved. */
+/* Whether <m> (a DownstreamTlsContext or an UpstreamTlsContext per <side>) has a reference
+ * with an sds_config. */
+static bool has_sds_config(const ProtobufCMessage *m, enum rm_tls_side side)
+{
+    const CommonTlsContext *cc = side == RM_TLS_SERVER
+                                     ? ((const DownstreamTlsContext *)m)->common_tls_context
+                                     : ((const UpstreamTlsContext *)m)->common_tls_context;
+    if (!cc) return false;
+    for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++) {
+        if (cc->tls_certificate_sds_secret_configs[i]->sds_config) return true;
+    }
+    const SdsSecretConfig *v = NULL;
+    if (cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG)
+        v = cc->validation_context_sds_secret_config;
+    else if (
+        cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT)
+        v = cc->combined_validation_context->validation_context_sds_secret_config;
+    return v && v->sds_config;
+}
+
+/* A context from typed_config <m> (taken: freed here) at <p> (its path).  A copy of <m> as
+ * configured (references unresolved) stays with a context that has SDS references. */
 static int build_ctx(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *p,
-                     ProtobufCMessage *src, struct rm_tls_ctx **out, struct rm_error *err)
+                     struct rm_tls_ctx **out, struct rm_error *err)
 {
     *out = NULL;
     struct resolved r = {0};
     unsigned char *key = NULL;
     size_t key_len = 0;
-    if (!src) src = copy_messages(m->descriptor, (const ProtobufCMessage *const *)&m, 1);
+    bool dyn = has_sds_config(m, o->side); /* then <m> as configured is kept: <src> */
+    ProtobufCMessage *src =
+        dyn ? copy_messages(m->descriptor, (const ProtobufCMessage *const *)&m, 1) : NULL;
     struct rm_tls_ctx *t = calloc(1, sizeof(*t));
-    if (!t || !src) {
+    if (!t || (dyn && !src)) {
         rm_error_set(err, "%s: out of memory", p);
         free(t);
         t = NULL;
@@ -1510,7 +1534,7 @@ int rm_tls_ctx_rebuild(const struct rm_tls_ctx *t, const struct rm_secrets *sds,
                        struct rm_tls_ctx **out, struct rm_error *err)
 {
     *out = NULL;
-    if (!t->src) return rm_error_set(err, "%s: no SDS reference to rebuild for", "tls");
+    if (!t->src) return rm_error_set(err, "tls: a context without SDS references is never rebuilt");
     struct rm_tls_opts o = {.side = t->side,
                             .stat_prefix = t->src_prefix,
                             .default_alpn = t->src_alpn,
@@ -1519,7 +1543,7 @@ int rm_tls_ctx_rebuild(const struct rm_tls_ctx *t, const struct rm_secrets *sds,
     const ProtobufCMessage *src = t->src;
     ProtobufCMessage *m = copy_messages(src->descriptor, &src, 1);
     if (!m) return rm_error_set(err, "%s: out of memory", t->src_path);
-    if (build_ctx(m, &o, t->src_path, NULL, out, err)) return RM_ERR;
+    if (build_ctx(m, &o, t->src_path, out, err)) return RM_ERR;
     if (count) rm_stat_inc((*out)->sf_stats, SF_UPDATE_BY_SDS);
     return RM_OK;
 }

@@ -25,6 +25,11 @@
  * listener config, the cluster) holds one reference and every TLS connection another, so a
  * connection outlives any config change safely.
  *
+ * Dynamic SDS: a context whose configuration references secrets with an sds_config records
+ * them (rm_tls_ctx_sds_refs) with what it needs to be rebuilt (rm_tls_ctx_rebuild) when they
+ * arrive or change; until they arrive it is not ready (rm_tls_ctx_ready) and its handshakes
+ * fail, as Envoy's NotReadySslSocket.
+ *
  * A connection becomes TLS with rm_conn_start_tls() right after accept / connect; the conn
  * (proxy/net/conn.c) then runs the non-blocking handshake before it delivers a byte or reports
  * on_connected, and a failed or timed-out handshake closes it.  Stats are Envoy's, under
