@@ -230,16 +230,24 @@ void rm_sds_store_count(struct rm_sds_store *s, const char *name, enum rm_sds_st
         count_one(e->value, stat);
 }
 
-void rm_sds_store_count_timeouts(struct rm_sds_store *s)
+static void count_timeout(struct entry *e)
 {
+    if (!e || e->pb || e->timed_out) return;
+    e->timed_out = true;
+    rm_stat_inc(e->stats, SDS_INIT_FETCH_TIMEOUT);
+}
+
+void rm_sds_store_count_timeouts(struct rm_sds_store *s, const struct rm_sds_refs *r)
+{
+    if (r) {
+        for (size_t i = 0; i < r->n; i++)
+            count_timeout(rm_strmap_get(&s->by_name, r->v[i].name));
+        return;
+    }
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&s->by_name, &it); e;
-         e = rm_strmap_next(&s->by_name, e, &it)) {
-        struct entry *en = e->value;
-        if (en->pb || en->timed_out) continue;
-        en->timed_out = true;
-        rm_stat_inc(en->stats, SDS_INIT_FETCH_TIMEOUT);
-    }
+         e = rm_strmap_next(&s->by_name, e, &it))
+        count_timeout(e->value);
 }
 
 static int cmp_res(const void *a, const void *b)

@@ -64,8 +64,9 @@ void rm_sds_store_set_table(struct rm_sds_store *s, struct rm_secrets *table);
 /** Count update_attempt and <stat> for <name> (NULL: every name in the set); names not in the
  *  set are ignored. */
 void rm_sds_store_count(struct rm_sds_store *s, const char *name, enum rm_sds_stat stat);
-/** Count init_fetch_timeout, once per name, for each secret in the set that has not arrived. */
-void rm_sds_store_count_timeouts(struct rm_sds_store *s);
+/** Count init_fetch_timeout, once per name, for each secret of <r> (NULL: of the set) that has
+ *  not arrived. */
+void rm_sds_store_count_timeouts(struct rm_sds_store *s, const struct rm_sds_refs *r);
 
 /** The secrets that arrived as /config_dump shows them, sorted by name, into <out> (room for
  *  every name in the set; the entries borrow the store's strings and boxes).  Returns how

@@ -757,10 +757,12 @@ static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
             rm_log_warn("listener %s: no RouteConfiguration %s after the initial fetch timeout; "
                         "active with an empty route table",
                         e->key, d->warming.rds);
-        if (expired && !secrets)
+        if (expired && !secrets) {
             rm_log_warn("listener %s: a secret it takes over SDS did not arrive before the "
                         "initial fetch timeout; active without it (TLS handshakes fail)",
                         e->key);
+            rm_sds_store_count_timeouts(m->sds, &d->warming.sds);
+        }
         lversion_clear(&d->active);
         d->active = d->warming;
         d->warming = (struct lversion){0};
@@ -1433,7 +1435,7 @@ static void on_init_timeout(struct rm_timer *t)
     char buf[512];
     waiting(m, buf, sizeof(buf));
     rm_log_warn("xds: initial fetch timeout: still waiting for %s; live anyway", buf);
-    rm_sds_store_count_timeouts(m->sds);
+    rm_sds_store_count_timeouts(m->sds, NULL);
     m->init_done = true;
     if (m->hooks.on_init) m->hooks.on_init(m->ctx);
 }
@@ -1442,7 +1444,7 @@ static void on_init_timeout(struct rm_timer *t)
 static void on_warm_poll(struct rm_timer *t)
 {
     struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, warm_timer);
-    bool rebuild = false, more = false, expired = false;
+    bool rebuild = false, more = false;
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
@@ -1457,16 +1459,16 @@ static void on_warm_poll(struct rm_timer *t)
             rm_log_warn("cluster %s: no endpoints after its initial_fetch_timeout; active "
                         "without hosts",
                         e->key);
-        if (!secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls)))
+        if (!secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls))) {
             rm_log_warn("cluster %s: a secret it takes over SDS did not arrive before the "
                         "initial fetch timeout; active without it (connections fail)",
                         e->key);
+            rm_sds_store_count_timeouts(m->sds, rm_tls_ctx_sds_refs(d->warming->tls));
+        }
         promote_cluster(m, d);
-        rebuild = expired = true;
+        rebuild = true;
     }
-    bool lrebuild = promote_listeners(m, true);
-    rebuild |= lrebuild;
-    if (expired || lrebuild) rm_sds_store_count_timeouts(m->sds);
+    rebuild |= promote_listeners(m, true);
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e && !more;
          e = rm_strmap_next(&m->listeners, e, &it))
         more = ((struct dlistener *)e->value)->warming.pb != NULL;

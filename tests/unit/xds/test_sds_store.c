@@ -170,8 +170,11 @@ Test(sds_store, initial_fetch_timeouts)
     rm_sds_store_accept(s, "y", y, "1");
     rm_sds_store_set_table(s, rm_sds_store_candidate(s, NULL, 0));
     cr_assert(rm_sds_store_waited_out(s, &r, 1000), "y arrived: only x's bound counts");
-    rm_sds_store_count_timeouts(s);
-    rm_sds_store_count_timeouts(s);
+    rm_sds_store_count_timeouts(s, &n); /* z's waiter gave up: z only */
+    cr_assert_eq(sds_stat("z", TIMEOUT), 1);
+    cr_assert_eq(sds_stat("x", TIMEOUT), 0);
+    rm_sds_store_count_timeouts(s, NULL);
+    rm_sds_store_count_timeouts(s, NULL);
     cr_assert_eq(sds_stat("x", TIMEOUT), 1, "once");
     cr_assert_eq(sds_stat("z", TIMEOUT), 1);
     cr_assert_eq(sds_stat("y", TIMEOUT), 0, "it arrived");
