@@ -1020,8 +1020,8 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     rm_stat_inc(m->lm, RM_LM_LDS_UPDATE_SUCCESS);
     rm_stat_set(m->lm, RM_LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
     rds_resubscribe(m);
-    sds_resubscribe(m);
     promote_listeners(m, false);
+    sds_resubscribe(m); /* after the promotions: the versions replaced no longer count */
     if (u->n || u->n_removed) publish_next(m);
     check_init(m);
     return RM_OK;
@@ -1259,8 +1259,9 @@ static int sds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         rm_sds_store_set_table(m->sds, table);
         for (size_t i = 0; i < nsw; i++)
             rm_cluster_set_tls(sw[i].c, sw[i].t);
-        promote_clusters_sds(m);
-        promote_listeners(m, false);
+        bool promoted = promote_clusters_sds(m);
+        promoted |= promote_listeners(m, false);
+        if (promoted) sds_resubscribe(m); /* the versions replaced may have used others */
         if (nn) {
             rm_log_info("sds: %zu secret(s) updated", nn);
             publish_next(m);
