@@ -145,6 +145,19 @@ static int check_source(struct rm_snapshot *s,
     return grpc_cluster(s, sr, src->cluster, p, err) ? RM_OK : RM_ERR;
 }
 
+/* The sources of the dynamic SDS references <r> of <path>'s TLS context. */
+static int check_sds_sources(struct rm_snapshot *s,
+                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                             const struct rm_sds_refs *r, const char *path, struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    for (size_t i = 0; r && i < r->n; i++) {
+        snprintf(p, sizeof(p), "%s: secret %s: sds_config", path, r->v[i].name);
+        if (check_source(s, sr, &r->v[i].src, p, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
 /* ads_config: gRPC (SotW or Delta) to one STATIC cluster (envoy_grpc). */
 static int check_ads_config(struct rm_snapshot *s,
                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
@@ -501,7 +514,7 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
  * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
 static int build_listener_tls(struct rm_listener_cfg *lc,
                               const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
-                              const char *stat_prefix, const struct rm_secrets *secrets,
+                              const char *stat_prefix, const struct rm_snapshot *s,
                               struct rm_error *err)
 {
     char p[PATH_MAX_LEN];
@@ -515,7 +528,8 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
     struct rm_tls_opts o = {.side = RM_TLS_SERVER,
                             .stat_prefix = stat_prefix,
                             .default_alpn = dflt,
-                            .secrets = secrets};
+                            .secrets = s->secrets,
+                            .sds = s->sds};
     snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
 }
@@ -607,7 +621,7 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s->secrets, err);
+    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s, err);
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -707,6 +721,15 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
                  s->listeners[i]->name);
         if (s->listeners[i]->rds_name && check_source(s, sr, &s->listeners[i]->rds_src, p, err))
             return RM_ERR;
+        snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s)", i, s->listeners[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->listeners[i]->tls), p, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "cluster %s", s->clusters[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->clusters[i]->tls), p, err))
+            return RM_ERR;
     }
     return RM_OK;
 }
@@ -760,7 +783,8 @@ static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
                    copy_res(&s->warming_clusters, &s->n_warming_clusters, dyn->warming_clusters,
                             dyn->n_warming_clusters, err) ||
                    copy_res(&s->warming_listeners, &s->n_warming_listeners, dyn->warming_listeners,
-                            dyn->n_warming_listeners, err)
+                            dyn->n_warming_listeners, err) ||
+                   copy_res(&s->dyn_secrets, &s->n_dyn_secrets, dyn->secrets, dyn->n_secrets, err)
                ? RM_ERR
                : RM_OK;
 }
@@ -806,6 +830,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->bootstrap_box = rm_pb_box_ref(base->bootstrap_box);
     s->bootstrap = base->bootstrap;
     s->secrets = rm_secrets_ref(base->secrets);
+    s->sds = rm_secrets_ref(dyn->sds);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
     s->admin_pipe_mode = base->admin_pipe_mode;
@@ -832,12 +857,14 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 static void listener_free(struct rm_listener_cfg *lc);
 
 int rm_snapshot_check_listener(const Listener *pb, const char *path,
-                               const struct rm_secrets *secrets, rm_route_resolve_fn resolve,
-                               void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
+                               const struct rm_secrets *secrets, const struct rm_secrets *sds,
+                               rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
+                               struct rm_config_source *rds_src, struct rm_sds_refs *sds_refs,
                                struct rm_error *err)
 {
-    /* <s> borrows <secrets> (never unreferenced: not built through rm_snapshot_unref) */
-    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets};
+    /* <s> borrows the tables (never unreferenced: not built through rm_snapshot_unref) */
+    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets,
+                            .sds = (struct rm_secrets *)sds};
     struct rm_listener_cfg *one[1] = {NULL};
     s.listeners = one;
     struct build_ctx b = {
@@ -848,6 +875,7 @@ int rm_snapshot_check_listener(const Listener *pb, const char *path,
     if (rds_src) *rds_src = (struct rm_config_source){0};
     if (rc == RM_OK && rds_src && one[0]->rds_name)
         rm_config_source_copy(rds_src, &one[0]->rds_src);
+    if (sds_refs) rm_sds_refs_copy(sds_refs, rc == RM_OK ? rm_tls_ctx_sds_refs(one[0]->tls) : NULL);
     listener_free(one[0]);
     for (size_t i = 0; i < s.n_owned; i++)
         protobuf_c_message_free_unpacked(s.owned[i], NULL);
@@ -867,10 +895,11 @@ bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
 {
     if (s->ads_cluster || s->lds || s->cds) return true;
     for (size_t i = 0; i < s->n_clusters; i++) {
-        if (rm_cluster_is_eds(s->clusters[i])) return true;
+        if (rm_cluster_is_eds(s->clusters[i]) || rm_tls_ctx_sds_refs(s->clusters[i]->tls))
+            return true;
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name) return true;
+        if (s->listeners[i]->rds_name || rm_tls_ctx_sds_refs(s->listeners[i]->tls)) return true;
     }
     return false;
 }
@@ -928,11 +957,13 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     free_res(s->routes, s->n_routes);
     free_res(s->warming_clusters, s->n_warming_clusters);
     free_res(s->warming_listeners, s->n_warming_listeners);
+    free_res(s->dyn_secrets, s->n_dyn_secrets);
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
     rm_pb_box_unref(s->bootstrap_box);
     rm_secrets_unref(s->secrets);
+    rm_secrets_unref(s->sds);
     rm_config_source_dispose(&s->lds_src);
     rm_config_source_dispose(&s->cds_src);
     free(s->admin_addr_str);
