@@ -986,7 +986,7 @@ static void router_on_destroy(struct rm_filter *f)
 {
     struct router *r = R(f);
     if (r->w) finish(r);
-    drop_shadows(r);
+    if (r->n_shadows) drop_shadows(r);
     rm_buf_reset(&r->body);
     rm_worker_cluster_release(r->wc);
     r->wc = NULL;
