@@ -227,20 +227,7 @@ static void router_config_free(void *c) {}
 
 static void count_upstream_status(struct router *r, unsigned status)
 {
-    static const unsigned idx[] = {0,
-                                   RM_CS_UPSTREAM_RQ_1XX,
-                                   RM_CS_UPSTREAM_RQ_2XX,
-                                   RM_CS_UPSTREAM_RQ_3XX,
-                                   RM_CS_UPSTREAM_RQ_4XX,
-                                   RM_CS_UPSTREAM_RQ_5XX};
-    unsigned c = status / 100;
-    if (c >= 1 && c <= 5) rm_stat_inc(cstats(r), idx[c]);
-    if (r->host) {
-        if (status >= 500)
-            atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
-        else
-            atomic_fetch_add_explicit(&r->host->rq_success, 1, memory_order_relaxed);
-    }
+    rm_upstream_count_status(cstats(r), r->host, status);
 }
 
 static void active_done(struct router *r)

@@ -303,21 +303,6 @@ void rm_shadow_start(struct rm_shadow *s, const uint8_t *body, size_t len,
 
 /* ---- the response: counted, then dropped -------------------------------------------------- */
 
-static void count_status(struct rm_shadow *s, unsigned status)
-{
-    static const unsigned idx[] = {0,
-                                   RM_CS_UPSTREAM_RQ_1XX,
-                                   RM_CS_UPSTREAM_RQ_2XX,
-                                   RM_CS_UPSTREAM_RQ_3XX,
-                                   RM_CS_UPSTREAM_RQ_4XX,
-                                   RM_CS_UPSTREAM_RQ_5XX};
-    unsigned c = status / 100;
-    if (c >= 1 && c <= 5) rm_stat_inc(cstats(s), idx[c]);
-    if (status >= 500)
-        atomic_fetch_add_explicit(&s->host->rq_error, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&s->host->rq_success, 1, memory_order_relaxed);
-}
 
 static void complete(struct rm_shadow *s)
 {
@@ -333,7 +318,7 @@ static void up_on_headers(struct rm_stream *st, struct rm_headers *h, bool end)
     if (code >= 100 && code < 200) return; /* informational */
     unsigned status = code > 0 ? (unsigned)code : 502;
     rm_outlier_report_http(&s->host->outlier, status);
-    count_status(s, status);
+    rm_upstream_count_status(cstats(s), s->host, status);
     if (end) complete(s);
 }
 

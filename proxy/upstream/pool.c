@@ -670,3 +670,20 @@ const struct rm_tls_info *rm_pool_codec_tls_info(struct rm_codec *codec)
     }
     return pc->tls;
 }
+
+void rm_upstream_count_status(struct rm_stats *cs, struct rm_host *h, unsigned status)
+{
+    static const unsigned idx[] = {0,
+                                   RM_CS_UPSTREAM_RQ_1XX,
+                                   RM_CS_UPSTREAM_RQ_2XX,
+                                   RM_CS_UPSTREAM_RQ_3XX,
+                                   RM_CS_UPSTREAM_RQ_4XX,
+                                   RM_CS_UPSTREAM_RQ_5XX};
+    unsigned c = status / 100;
+    if (c >= 1 && c <= 5) rm_stat_inc(cs, idx[c]);
+    if (!h) return;
+    if (status >= 500)
+        atomic_fetch_add_explicit(&h->rq_error, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&h->rq_success, 1, memory_order_relaxed);
+}

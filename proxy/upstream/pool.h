@@ -137,6 +137,9 @@ static inline void rm_pool_cancel(struct rm_pool_request *r)
 {
     if (r->pool) rm_pool_dequeue(r);
 }
+/** Count a response of <status> from host <h> (NULL: none): the cluster's upstream_rq_<N>xx in
+ *  <cs>, the host's rq_success / rq_error (5xx). */
+void rm_upstream_count_status(struct rm_stats *cs, struct rm_host *h, unsigned status);
 /** A stream taken from <p> ended: serve pending requests that wait for a stream slot (HTTP/2
  *  at max_concurrent_streams or at max_connections).  Cheap when nothing is pending. */
 void rm_pool_stream_done(struct rm_pool *p);

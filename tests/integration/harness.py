@@ -193,6 +193,19 @@ class Ctx:
         return bad
 
 
+def admin_stats(ctx, px):
+    """Every numeric stat of remora <px>'s /stats as a dict name -> int."""
+    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats")
+    if r.status != 200:
+        raise TestFailure(f"/stats: {r.status}")
+    out = {}
+    for line in r.body.decode().splitlines():
+        k, _, v = line.partition(": ")
+        if v.lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
 def parse_curl_i(raw, rc, stderr):
     """Split curl -i output into the last response's status, headers and body."""
     status, headers, body = 0, {}, raw

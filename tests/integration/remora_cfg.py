@@ -75,3 +75,13 @@ def simple(port, proto="h1"):
     return bootstrap("""
               - match: { prefix: "/" }
                 route: { cluster: backend }""", [cluster("backend", [port], proto)])
+
+
+def with_http_filter(y, name, type_url, body=""):
+    """<y> with the HTTP filter <name> (typed_config of <type_url>, plus <body>: its fields, YAML
+    indented 14) first in every http_filters list."""
+    old = "          http_filters:\n"
+    assert old in y
+    return y.replace(old, old + """          - name: %s
+            typed_config:
+              "@type": type.googleapis.com/%s""" % (name, type_url) + body + "\n")

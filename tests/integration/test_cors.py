@@ -1,30 +1,16 @@
 """The CORS HTTP filter (envoy.filters.http.cors) end to end: preflights answered by remora,
 simple requests' responses given the Access-Control-* headers, policies merged per field from
 the route up to the route configuration, as Envoy does."""
-import re
 
 import remora_cfg as cfg
+from harness import admin_stats as stats
 
 POLICY = '"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy'
 
 
 def with_cors(y):
-    old = "          http_filters:\n"
-    assert old in y
-    return y.replace(old, old + """          - name: envoy.filters.http.cors
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors
-""", 1)
-
-
-def stats(ctx, px):
-    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats")
-    out = {}
-    for line in r.body.decode().splitlines():
-        k, _, v = line.partition(": ")
-        if re.fullmatch(r"-?\d+", v):
-            out[k] = int(v)
-    return out
+    return cfg.with_http_filter(y, "envoy.filters.http.cors",
+                                "envoy.extensions.filters.http.cors.v3.Cors")
 
 
 def bootstrap(up):

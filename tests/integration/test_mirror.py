@@ -2,12 +2,11 @@
 (the primary cluster) and a recording HTTP/1.1 server in this process (the mirror cluster)."""
 import http.server
 import queue
-import re
 import threading
 import time
 
 import remora_cfg as cfg
-from harness import TestFailure, free_port
+from harness import TestFailure, free_port, admin_stats as stats
 
 
 class Recorder:
@@ -61,17 +60,6 @@ class Recorder:
     def close(self):
         self.srv.shutdown()
         self.srv.server_close()
-
-
-def stats(ctx, px):
-    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats")
-    assert r.status == 200, r
-    out = {}
-    for line in r.body.decode().splitlines():
-        k, _, v = line.partition(": ")
-        if re.fullmatch(r"-?\d+", v):
-            out[k] = int(v)
-    return out
 
 
 def route(prefix, extra="", cluster="primary"):

@@ -1,9 +1,9 @@
 """The RBAC HTTP filter (envoy.filters.http.rbac) end to end: remora in front of the bundled
 upstream, curl from several loopback addresses, mTLS client certificates from test_tls."""
 import os
-import re
 
 import remora_cfg as cfg
+from harness import admin_stats as stats
 import test_tls as tt
 
 ALOG = """
@@ -19,22 +19,8 @@ ALOG = """
 
 def with_rbac(y, rbac):
     """Put an RBAC filter (<rbac>: the typed_config body, indented 14) before the router."""
-    old = "          http_filters:\n"
-    assert old in y
-    return y.replace(old, old + """          - name: envoy.filters.http.rbac
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC""" +
-                     rbac + "\n", 1)
-
-
-def stats(ctx, px):
-    r = ctx.curl(f"http://127.0.0.1:{px.admin}/stats")
-    out = {}
-    for line in r.body.decode().splitlines():
-        k, _, v = line.partition(": ")
-        if re.fullmatch(r"-?\d+", v):
-            out[k] = int(v)
-    return out
+    return cfg.with_http_filter(y, "envoy.filters.http.rbac",
+                                "envoy.extensions.filters.http.rbac.v3.RBAC", rbac)
 
 
 def route(prefix, extra=""):
