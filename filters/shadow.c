@@ -303,7 +303,6 @@ void rm_shadow_start(struct rm_shadow *s, const uint8_t *body, size_t len,
 
 /* ---- the response: counted, then dropped -------------------------------------------------- */
 
-
 static void complete(struct rm_shadow *s)
 {
     rm_stat_inc(cstats(s), RM_CS_UPSTREAM_RQ_COMPLETED);
