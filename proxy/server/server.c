@@ -25,6 +25,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
+#include "proxy/upstream/health_check.h"
 #include "xds/xds_manager.h"
 
 /* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
@@ -344,16 +345,24 @@ static int start(struct rm_server *sv, struct rm_error *err)
     return RM_OK;
 }
 
-/* Outlier detection's interval timers run on the main loop (Envoy: DetectorImpl's timer). */
+/* Outlier detection's interval timers and the active health checkers run on the main loop
+ * (Envoy: DetectorImpl's timer, the health checkers of the main thread's cluster manager). */
+static void cluster_timers(struct rm_server *sv, struct rm_cluster *c, bool run)
+{
+    if (c->outlier && run)
+        rm_outlier_start(c->outlier, sv->loop);
+    else if (c->outlier)
+        rm_outlier_stop(c->outlier);
+    if (c->hc && run)
+        rm_health_checker_start(c->hc, sv->loop);
+    else if (c->hc)
+        rm_health_checker_stop(c->hc);
+}
+
 static void outlier_timers(struct rm_server *sv, bool run)
 {
-    for (size_t i = 0; sv->snap && i < sv->snap->n_clusters; i++) {
-        struct rm_outlier *od = sv->snap->clusters[i]->outlier;
-        if (od && run)
-            rm_outlier_start(od, sv->loop);
-        else if (od)
-            rm_outlier_stop(od);
-    }
+    for (size_t i = 0; sv->snap && i < sv->snap->n_clusters; i++)
+        cluster_timers(sv, sv->snap->clusters[i], run);
 }
 
 static bool in_snapshot(const struct rm_snapshot *s, const struct rm_cluster *c)
@@ -378,7 +387,7 @@ static struct rm_listener_drain *removed_listeners(const struct rm_snapshot *pre
 
 /* xDS: <next> becomes the active config: its new listeners are bound (a failure changes
  * nothing), each worker gets it (connections of removed listeners drain, and are closed after
- * --drain-time-s), outlier detection follows the clusters added and removed. */
+ * --drain-time-s), outlier detection and health checking follow the clusters added and removed. */
 static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error *err)
 {
     struct rm_server *sv = ctx;
@@ -398,12 +407,10 @@ static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error
     rm_listener_drain_unref(ld); /* the workers hold theirs until their drain is over */
     close_fds(fds, sv->n_workers * nl);
     for (size_t i = 0; i < prev->n_clusters; i++) {
-        if (prev->clusters[i]->outlier && !in_snapshot(next, prev->clusters[i]))
-            rm_outlier_stop(prev->clusters[i]->outlier);
+        if (!in_snapshot(next, prev->clusters[i])) cluster_timers(sv, prev->clusters[i], false);
     }
     for (size_t i = 0; i < next->n_clusters; i++) {
-        if (next->clusters[i]->outlier && !in_snapshot(prev, next->clusters[i]))
-            rm_outlier_start(next->clusters[i]->outlier, sv->loop);
+        if (!in_snapshot(prev, next->clusters[i])) cluster_timers(sv, next->clusters[i], true);
     }
     rm_log_info("config: %zu listener(s), %zu cluster(s), %zu route configuration(s)",
                 next->n_listeners, next->n_clusters, next->n_routes);
