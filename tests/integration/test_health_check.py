@@ -346,3 +346,64 @@ def test_hc_bad_config_rejected_with_path(ctx):
     assert r.returncode == 1, err
     assert ("static_resources.clusters[0].health_checks[0].http_health_check."
             "expected_statuses[0]") in err, err
+
+
+def hc_dict(path="/healthz"):
+    return {"timeout": "1s", "interval": "0.1s", "no_traffic_interval": "0.1s",
+            "unhealthy_threshold": 1, "healthy_threshold": 1,
+            "http_health_check": {"path": path}}
+
+
+def test_hc_cds_eds_membership_and_nack(ctx):
+    from pycp import PyCP, cla, eds_cluster
+    a, b, c = Backend("a"), Backend("b"), Backend("c")
+    cp = PyCP()
+    try:
+        cp.set("cds", {"backend": eds_cluster("backend", {"health_checks": [hc_dict()]})})
+        cp.set("eds", {"backend": cla("backend", [a.port, b.port])})
+        xds = remora_cfg.cluster("xds", [cp.port], proto="h2")
+        px = ctx.remora(remora_cfg.bootstrap(ROUTE, [xds]) + """
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [ { envoy_grpc: { cluster_name: xds } } ]
+  cds_config: { ads: {}, resource_api_version: V3 }
+""")
+        cp.wait_ack("cds")
+        wait_flags(ctx, px, a.port, "healthy")
+        wait_flags(ctx, px, b.port, "healthy")
+        b.status = 500
+        wait_flags(ctx, px, b.port, "/failed_active_hc")
+        cl = Client(px.port)
+        assert [cl.get()[1] for _ in range(6)] == ["a"] * 6
+        # EDS: b leaves (no longer checked), c joins (checked, then takes traffic)
+        cp.set("eds", {"backend": cla("backend", [a.port, c.port])})
+        wait_flags(ctx, px, c.port, "healthy")
+        assert flags(ctx, px, b.port) is None
+        n = sum(b.answers.values())
+        time.sleep(0.5)
+        assert sum(b.answers.values()) <= n + 1, "a removed host is still checked"
+        assert {cl.get()[1] for _ in range(6)} == {"a", "c"}
+        st = stats(ctx, px)
+        assert st["health_check.healthy"] == 2 and st["membership_healthy"] == 2, st
+        # a bad health check is NACKed with its path; the cluster keeps its checker
+        cp.set("cds", {"backend": eds_cluster("backend", {"health_checks": [hc_dict("")]})})
+        nack = cp.wait_nack("cds")
+        assert ("Cluster backend: resources[0].health_checks[0].http_health_check.path"
+                in nack.error_detail.message), nack.error_detail.message
+        n = sum(a.answers.values())
+        wait_until("checks go on", lambda: sum(a.answers.values()) > n + 2)
+        # the cluster removed: its checker stops
+        cp.set("cds", {})
+        cp.wait_ack("cds")
+        wait_until("cluster gone", lambda: "health_check.attempt" not in stats(ctx, px))
+        n = sum(a.answers.values()) + sum(c.answers.values())
+        time.sleep(0.5)
+        assert sum(a.answers.values()) + sum(c.answers.values()) <= n + 2
+        cl.close()
+        assert ctx.stop(px) == 0, px.output()[-3000:]
+    finally:
+        cp.stop()
+        for s in (a, b, c):
+            s.close()
