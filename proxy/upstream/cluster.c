@@ -516,6 +516,14 @@ static int setup_health_check(struct rm_cluster *c, const Cluster *pb, const cha
     struct rm_hc_config cfg;
     if (rm_hc_config_parse(pb->health_checks[0], c->name, p, &cfg, err)) return RM_ERR;
     cfg.connect_timeout_ms = c->connect_timeout_ms;
+    cfg.tls = c->tls != NULL;
+    if (cfg.kind == RM_HC_GRPC && c->proto == RM_UPSTREAM_HTTP1) {
+        rm_hc_config_dispose(&cfg);
+        return rm_error_set(err,
+                            "%s.grpc_health_check: the cluster must speak HTTP/2 for gRPC health "
+                            "checking (as Envoy requires)",
+                            p);
+    }
     cfg.warm_hosts = pb->common_lb_config && pb->common_lb_config->ignore_new_hosts_until_first_hc;
     c->hc = rm_health_checker_new(&cfg, stat_prefix, c->tls, c->stats, c->hs->hosts, c->hs->n,
                                   hc_changed, c);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "envoy/config/core/v3/health_check.pb-c.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/core/log.h"
@@ -43,6 +45,7 @@ void rm_hc_config_dispose(struct rm_hc_config *cfg)
 {
     free(cfg->host);
     free(cfg->path);
+    free(cfg->service_name);
     for (size_t i = 0; i < cfg->n_add; i++) {
         free(cfg->add[i].name);
         free(cfg->add[i].value);
@@ -159,11 +162,12 @@ static int parse_http(struct rm_hc_config *cfg, const HttpHealthCheck *h, const 
     const char *host = h->host && h->host[0] ? h->host : cluster;
     if (!wire_safe(host, false))
         return rm_error_set(err, "%s.host: control characters are not allowed", path);
-    if (h->codec_client_type != ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1)
+    if (h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP3)
         return rm_error_set(err,
-                            "%s.codec_client_type: only HTTP1 health checks are supported by "
-                            "remora yet",
+                            "%s.codec_client_type: HTTP3 is not supported by remora (HTTP1 or "
+                            "HTTP2)",
                             path);
+    cfg->http2 = h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2;
     cfg->host = strdup(host);
     cfg->path = strdup(h->path);
     if (!cfg->host || !cfg->path) return rm_error_set(err, "%s: out of memory", path);
@@ -234,6 +238,25 @@ static int parse_tcp(struct rm_hc_config *cfg, const TcpHealthCheck *t, const ch
         cfg->n_receive++;
         if (parse_payload(t->receive[i], &cfg->receive[i], p, err)) return RM_ERR;
     }
+    return RM_OK;
+}
+
+static int parse_grpc(struct rm_hc_config *cfg,
+                      const Envoy__Config__Core__V3__HealthCheck__GrpcHealthCheck *g,
+                      const char *cluster, const char *path, struct rm_error *err)
+{
+    cfg->kind = RM_HC_GRPC;
+    cfg->http2 = true;
+    const char *host = g->authority && g->authority[0] ? g->authority : cluster;
+    if (!wire_safe(host, false))
+        return rm_error_set(err, "%s.authority: control characters are not allowed", path);
+    if (strlen(g->service_name) > 127) /* one length byte in the request */
+        return rm_error_set(err, "%s.service_name: at most 127 bytes", path);
+    cfg->host = strdup(host);
+    cfg->path = strdup("/grpc.health.v1.Health/Check");
+    cfg->service_name = strdup(g->service_name);
+    if (!cfg->host || !cfg->path || !cfg->service_name)
+        return rm_error_set(err, "%s: out of memory", path);
     return RM_OK;
 }
 
@@ -308,12 +331,13 @@ int rm_hc_config_parse(const HealthCheck *pb, const char *cluster_name, const ch
         rc = parse_tcp(cfg, pb->tcp_health_check, p, err);
         break;
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK:
-        rc = rm_error_set(err, "%s.grpc_health_check: not supported by remora yet", path);
+        snprintf(p, sizeof(p), "%s.grpc_health_check", path);
+        rc = parse_grpc(cfg, pb->grpc_health_check, cluster_name, p, err);
         break;
     default:
         rc = rm_error_set(err,
-                          "%s: a health checker is required (http_health_check or "
-                          "tcp_health_check)",
+                          "%s: a health checker is required (http_health_check, "
+                          "tcp_health_check or grpc_health_check)",
                           path);
         break;
     }
@@ -434,6 +458,14 @@ struct rm_hc_session {
     bool mark;            /* scratch of rm_health_checker_set_hosts */
     size_t body_left;     /* HTTP: body bytes of the answer still to read */
     bool close_after;     /* HTTP: the answer ends with the connection */
+    /* HTTP/2 and gRPC: the session over conn (NULL without), the check's stream and answer */
+    nghttp2_session *h2;
+    bool in_h2;      /* inside nghttp2_session_mem_recv: the session is freed after it */
+    int32_t stream;  /* 0: none */
+    int status;      /* :status (0: none yet) */
+    int grpc_status; /* -1: none yet */
+    size_t msg_len;  /* gRPC: bytes of the answer's first message kept in msg */
+    uint8_t msg[32];
 };
 
 struct rm_health_checker {
@@ -474,8 +506,17 @@ static void recount(struct rm_health_checker *hc)
     rm_stat_set(hc->stats, RM_HC_HEALTHY, healthy);
 }
 
+static void h2_free(struct rm_hc_session *s)
+{
+    if (!s->h2 || s->in_h2) return; /* after mem_recv returns */
+    nghttp2_session_del(s->h2);
+    s->h2 = NULL;
+    s->stream = 0;
+}
+
 static void close_conn(struct rm_hc_session *s)
 {
+    h2_free(s);
     if (!s->conn) return;
     rm_conn_close(s->conn);
     s->conn = NULL;
@@ -595,15 +636,205 @@ static size_t on_tcp_data(struct rm_hc_session *s, const uint8_t *p, size_t n)
     return n;
 }
 
+/* ---- HTTP/2 and gRPC ---- */
+
+static bool removed(const struct rm_hc_config *cfg, const char *name);
+static bool replaced(const struct rm_hc_config *cfg, const char *name);
+
+static int h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                        size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    struct rm_hc_session *s = ud;
+    if (f->hd.stream_id != s->stream) return 0;
+    char v[16];
+    size_t k = vlen < sizeof(v) - 1 ? vlen : sizeof(v) - 1;
+    memcpy(v, value, k);
+    v[k] = 0;
+    if (nlen == 7 && memcmp(name, ":status", 7) == 0) s->status = atoi(v);
+    if (nlen == 11 && memcmp(name, "grpc-status", 11) == 0) s->grpc_status = atoi(v);
+    return 0;
+}
+
+static int h2_on_data(nghttp2_session *ng, uint8_t flags, int32_t stream, const uint8_t *p,
+                      size_t n, void *ud)
+{
+    struct rm_hc_session *s = ud;
+    if (stream != s->stream) return 0;
+    size_t room = sizeof(s->msg) - s->msg_len, k = n < room ? n : room;
+    memcpy(s->msg + s->msg_len, p, k);
+    s->msg_len += k;
+    return 0;
+}
+
+/* grpc.health.v1.HealthCheckResponse in the first message of the answer: status (field 1) is
+ * SERVING (1).  Larger or compressed messages do not pass. */
+static bool grpc_serving(const struct rm_hc_session *s)
+{
+    if (s->msg_len < 5 || s->msg[0] != 0) return false;
+    uint32_t len = (uint32_t)s->msg[1] << 24 | (uint32_t)s->msg[2] << 16 |
+                   (uint32_t)s->msg[3] << 8 | s->msg[4];
+    if (len > s->msg_len - 5) return false;
+    int64_t status = 0; /* UNKNOWN */
+    for (size_t i = 5; i < 5 + len;) {
+        uint8_t tag = s->msg[i++];
+        uint64_t v = 0;
+        for (int shift = 0; i < 5 + len && shift < 64; shift += 7) {
+            uint8_t b = s->msg[i++];
+            v |= (uint64_t)(b & 0x7f) << shift;
+            if (!(b & 0x80)) break;
+        }
+        if ((tag & 7) != 0) return false; /* only varints in this message */
+        if (tag >> 3 == 1) status = (int64_t)v;
+    }
+    return status == 1;
+}
+
+static enum rm_hc_result h2_result(const struct rm_hc_session *s, uint32_t error_code)
+{
+    const struct rm_hc_config *cfg = &s->hc->cfg;
+    if (error_code || !s->status) return RM_HC_RESULT_NETWORK; /* reset */
+    if (cfg->kind == RM_HC_GRPC)
+        return s->status == 200 && s->grpc_status == 0 && grpc_serving(s) ? RM_HC_RESULT_SUCCESS
+                                                                          : RM_HC_RESULT_FAILED;
+    if (rm_hc_in_ranges(cfg->expected, cfg->n_expected, s->status)) return RM_HC_RESULT_SUCCESS;
+    return rm_hc_in_ranges(cfg->retriable, cfg->n_retriable, s->status) ? RM_HC_RESULT_RETRIABLE
+                                                                        : RM_HC_RESULT_FAILED;
+}
+
+static int h2_on_close(nghttp2_session *ng, int32_t stream, uint32_t error_code, void *ud)
+{
+    struct rm_hc_session *s = ud;
+    if (stream != s->stream) return 0;
+    s->stream = 0;
+    finish(s, h2_result(s, error_code));
+    return 0;
+}
+
+static void h2_flush(struct rm_hc_session *s)
+{
+    const uint8_t *p;
+    ssize_t n;
+    while (s->conn && s->h2 && (n = nghttp2_session_mem_send(s->h2, &p)) > 0)
+        rm_conn_write(s->conn, p, (size_t)n);
+}
+
+static size_t on_h2_data(struct rm_hc_session *s, const uint8_t *p, size_t n)
+{
+    if (!s->h2) return n;
+    s->in_h2 = true;
+    ssize_t rv = nghttp2_session_mem_recv(s->h2, p, n);
+    s->in_h2 = false;
+    if (rv < 0 || !s->conn) { /* a protocol error, or finish() closed the connection */
+        close_conn(s);
+        finish(s, RM_HC_RESULT_NETWORK); /* no-op when the check is over */
+        return n;
+    }
+    h2_flush(s);
+    return n;
+}
+
+static int h2_start(struct rm_hc_session *s)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb)) return RM_ERR;
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2_on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_on_close);
+    int rc = nghttp2_session_client_new(&s->h2, cb, s);
+    nghttp2_session_callbacks_del(cb);
+    if (rc) return RM_ERR;
+    nghttp2_submit_settings(s->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+    return RM_OK;
+}
+
+/* The gRPC request body: one uncompressed HealthCheckRequest{service}. */
+static ssize_t grpc_body(nghttp2_session *ng, int32_t stream, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    struct rm_hc_session *s = ud;
+    const char *svc = s->hc->cfg.service_name;
+    size_t sl = strlen(svc), ml = sl ? 2 + sl : 0;
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (len < 5 + ml) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    uint8_t *p = buf;
+    *p++ = 0;
+    *p++ = 0;
+    *p++ = 0;
+    *p++ = 0;
+    *p++ = (uint8_t)ml;
+    if (sl) {
+        *p++ = 0x0a; /* field 1, length-delimited */
+        *p++ = (uint8_t)sl;
+        memcpy(p, svc, sl);
+    }
+    return (ssize_t)(5 + ml);
+}
+
+#define NV(n, v)                                                                                   \
+    (nghttp2_nv)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                 \
+    }
+
+static void h2_send_check(struct rm_hc_session *s)
+{
+    const struct rm_hc_config *cfg = &s->hc->cfg;
+    bool grpc = cfg->kind == RM_HC_GRPC;
+    nghttp2_nv *nv = malloc((8 + cfg->n_add) * sizeof(*nv));
+    size_t n = 0;
+    if (!nv) {
+        close_conn(s);
+        finish(s, RM_HC_RESULT_NETWORK);
+        return;
+    }
+    nv[n++] = NV(":method", grpc ? "POST" : "GET");
+    nv[n++] = NV(":scheme", cfg->tls ? "https" : "http");
+    nv[n++] = NV(":authority", cfg->host);
+    nv[n++] = NV(":path", cfg->path);
+    if (grpc) {
+        nv[n++] = NV("content-type", "application/grpc");
+        nv[n++] = NV("te", "trailers");
+    } else if (!removed(cfg, "user-agent") && !replaced(cfg, "user-agent")) {
+        nv[n++] = NV("user-agent", "Envoy/HC");
+    }
+    for (size_t i = 0; !grpc && i < cfg->n_add; i++) {
+        if (!removed(cfg, cfg->add[i].name) && strcmp(cfg->add[i].name, "host") != 0)
+            nv[n++] = NV(cfg->add[i].name, cfg->add[i].value);
+    }
+    nghttp2_data_provider body = {.read_callback = grpc_body};
+    s->status = 0;
+    s->grpc_status = -1;
+    s->msg_len = 0;
+    s->stream = nghttp2_submit_request(s->h2, NULL, nv, n, grpc ? &body : NULL, NULL);
+    free(nv);
+    if (s->stream < 0) {
+        s->stream = 0;
+        close_conn(s);
+        finish(s, RM_HC_RESULT_NETWORK);
+        return;
+    }
+    h2_flush(s);
+}
+
 static size_t on_conn_data(struct rm_conn *c, const uint8_t *p, size_t n)
 {
     struct rm_hc_session *s = c->owner;
+    if (s->hc->cfg.http2) return on_h2_data(s, p, n);
     return s->hc->cfg.kind == RM_HC_HTTP ? on_http_data(s, p, n) : on_tcp_data(s, p, n);
 }
 
 static void send_check(struct rm_hc_session *s)
 {
     struct rm_health_checker *hc = s->hc;
+    if (hc->cfg.http2) {
+        if (!s->h2 && h2_start(s)) {
+            close_conn(s);
+            finish(s, RM_HC_RESULT_NETWORK);
+            return;
+        }
+        h2_send_check(s);
+        return;
+    }
     if (hc->cfg.kind == RM_HC_HTTP) {
         rm_conn_write(s->conn, hc->request, hc->request_len);
         return;
@@ -646,7 +877,8 @@ static void start_check(struct rm_hc_session *s)
     s->in_check = true;
     s->close_after = false;
     rm_timer_start(hc->loop, &s->timeout_timer, hc->cfg.timeout_ms, on_timeout);
-    if (s->conn && s->connected && !s->body_left) {
+    if (s->conn && s->connected && !s->body_left &&
+        (!s->h2 || (nghttp2_session_want_read(s->h2) && !s->stream))) {
         send_check(s);
         return;
     }
@@ -658,7 +890,7 @@ static void start_check(struct rm_hc_session *s)
     s->conn =
         rm_conn_connect(hc->loop, sa, len, hc->cfg.connect_timeout_ms, &hc_conn_handler, s, &err);
     if (s->conn && hc->tls) {
-        const char *alpn = RM_TLS_ALPN_HTTP11;
+        const char *alpn = hc->cfg.http2 ? RM_TLS_ALPN_H2 : RM_TLS_ALPN_HTTP11;
         if (rm_conn_start_tls(s->conn, hc->tls, alpn, strlen(alpn), 0) < 0) close_conn(s);
     }
     if (!s->conn) finish(s, RM_HC_RESULT_NETWORK);

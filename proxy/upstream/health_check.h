@@ -5,12 +5,14 @@
  * Per host of the cluster's membership it keeps a session: a timer for the next check, a timeout
  * and at most one connection (kept between checks with reuse_connection, Envoy's default).
  *
- *  - Checkers: HTTP/1.1 (GET <path>, Host: <host> or the cluster name, user-agent Envoy/HC,
- *    request_headers_to_add/_remove; the status must fall in expected_statuses, default
- *    [200, 201); a status in retriable_statuses counts towards unhealthy_threshold, any other
- *    marks the host unhealthy at once), TCP (connect, write <send>, find each <receive> block in
- *    order; connect-only without send), over the cluster's transport_socket (TLS) when it has
- *    one.
+ *  - Checkers: HTTP (GET <path> over HTTP/1.1, or HTTP/2 with codec_client_type HTTP2; Host
+ *    / :authority <host> or the cluster name, user-agent Envoy/HC, request_headers_to_add /
+ *    _remove; the status must fall in expected_statuses, default [200, 201); a status in
+ *    retriable_statuses counts towards unhealthy_threshold, any other marks the host unhealthy
+ *    at once), TCP (connect, write <send>, find each <receive> block in order; connect-only
+ *    without send), gRPC (grpc.health.v1.Health/Check over HTTP/2 with service_name: healthy
+ *    when the answer is grpc-status 0 and SERVING, else unhealthy at once), over the cluster's
+ *    transport_socket (TLS, ALPN h2 or http/1.1) when it has one.
  *  - Results (Envoy's HealthCheckerImplBase): consecutive successes and failures against the
  *    thresholds; the first result of a host decides alone (one success makes it healthy); a
  *    connect failure, a reset or a timeout is a network failure (counted against the threshold).
@@ -59,7 +61,7 @@ enum rm_hc_stat {
 };
 extern const struct rm_stat_def rm_hc_stat_defs[RM_HC__COUNT];
 
-enum rm_hc_kind { RM_HC_HTTP, RM_HC_TCP };
+enum rm_hc_kind { RM_HC_HTTP, RM_HC_TCP, RM_HC_GRPC };
 
 struct rm_hc_range {
     int64_t start, end; /* [start, end) */
@@ -91,9 +93,13 @@ struct rm_hc_config {
     bool reuse_connection;                   /* true */
     bool always_log_failures;
     bool warm_hosts; /* common_lb_config.ignore_new_hosts_until_first_hc */
-    /* HTTP */
-    char *host; /* the Host header: http_health_check.host, else the cluster name */
-    char *path;
+    bool tls;        /* the cluster has a transport_socket: :scheme https */
+    /* HTTP and gRPC */
+    bool http2;         /* codec_client_type HTTP2; gRPC always */
+    char *host;         /* Host / :authority: http_health_check.host or grpc_health_check.authority,
+                           else the cluster name */
+    char *path;         /* gRPC: /grpc.health.v1.Health/Check */
+    char *service_name; /* gRPC: HealthCheckRequest.service */
     struct rm_hc_header *add;
     size_t n_add;
     char **remove;

@@ -407,3 +407,93 @@ dynamic_resources:
         cp.stop()
         for s in (a, b, c):
             s.close()
+
+
+class GrpcHealth:
+    """A grpc.health.v1.Health/Check servicer (grpcio, raw bytes): answers
+    HealthCheckResponse{status: self.status} (1 SERVING, 2 NOT_SERVING); requests kept."""
+
+    def __init__(self):
+        import grpc
+        from concurrent import futures
+        self.status, self.requests = 1, []
+
+        def check(req, context):
+            self.requests.append(req)
+            return bytes([0x08, self.status])
+
+        h = grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)})
+        self.srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.srv.add_generic_rpc_handlers((h,))
+        self.port = self.srv.add_insecure_port("127.0.0.1:0")
+        self.srv.start()
+
+    def close(self):
+        self.srv.stop(0)
+
+
+def test_hc_grpc_and_http2(ctx):
+    g1, g2 = GrpcHealth(), GrpcHealth()
+    g2.status = 2
+    up = ctx.upstream(name="h2up")
+    grpc_check = """grpc_health_check: {service_name: svc, authority: hc.example}"""
+    h2_check = """http_health_check:
+        path: /healthz
+        codec_client_type: HTTP2"""
+    h2_fail = h2_check + """
+        request_headers_to_add: [{header: {key: x-upstream-status, value: "503"}}]"""
+    try:
+        px = ctx.remora(remora_cfg.bootstrap(ROUTE, [
+            remora_cfg.cluster("backend", [g1.port, g2.port], proto="h2",
+                               extra=hc_yaml(grpc_check, unhealthy=1, healthy=1)),
+            remora_cfg.cluster("h2ok", [up.port], extra=hc_yaml(h2_check)),
+            remora_cfg.cluster("h2bad", [up.port], extra=hc_yaml(h2_fail)),
+        ]))
+        wait_flags(ctx, px, g1.port, "healthy")
+        wait_until("g2 checked", lambda: len(g2.requests) >= 2)
+        assert flags(ctx, px, g2.port) == "/failed_active_hc"
+        assert g1.requests[0] == b"\x0a\x03svc", g1.requests[:1]
+        # NOT_SERVING -> SERVING: back at the next check (healthy_threshold 1)
+        g2.status = 1
+        wait_flags(ctx, px, g2.port, "healthy")
+        st = stats(ctx, px)
+        assert st["health_check.healthy"] == 2 and st["health_check.network_failure"] == 0, st
+        # the service stops: a network failure
+        g1.close()
+        wait_flags(ctx, px, g1.port, "/failed_active_hc")
+        assert stats(ctx, px)["health_check.network_failure"] >= 1
+        wait_flags(ctx, px, up.port, "healthy", cluster="h2ok")
+        wait_until("h2bad checked", lambda: stats(ctx, px, "cluster.h2bad.").get(
+            "health_check.failure", 0) >= 2)
+        assert flags(ctx, px, up.port, "h2bad") == "/failed_active_hc"
+        sp = stats(ctx, px, "cluster.h2ok.")
+        assert sp["health_check.success"] >= 1 and sp["health_check.failure"] == 0, sp
+        assert ctx.stop(px) == 0, px.output()[-3000:]
+    finally:
+        g1.close()
+        g2.close()
+
+
+def test_hc_over_cluster_tls(ctx):
+    """Checks use the cluster's transport_socket: a TLS upstream passes; the same upstream
+    behind a cluster that trusts another CA fails its handshake (a network failure)."""
+    from test_tls import certs, tls_upstream, upstream_tls
+    c = certs(ctx)
+    up = tls_upstream(ctx)
+    check = """http_health_check: {path: /healthz}"""
+    px = ctx.remora(remora_cfg.bootstrap(ROUTE, [
+        remora_cfg.cluster("backend", [up.port], extra=upstream_tls(c) + hc_yaml(check)),
+        remora_cfg.cluster("h2tls", [up.port], proto="h2", extra=upstream_tls(c) + hc_yaml(
+            check.replace("}", ", codec_client_type: HTTP2}"))),
+        remora_cfg.cluster("wrongca", [up.port],
+                           extra=upstream_tls(c, ca_key="other_ca") + hc_yaml(check)),
+    ]))
+    wait_flags(ctx, px, up.port, "healthy")
+    wait_flags(ctx, px, up.port, "healthy", cluster="h2tls")
+    wait_until("wrongca checked", lambda: stats(ctx, px, "cluster.wrongca.").get(
+        "health_check.network_failure", 0) >= 2)
+    assert flags(ctx, px, up.port, "wrongca") == "/failed_active_hc"
+    st = stats(ctx, px)
+    assert st["health_check.failure"] == 0 and st["health_check.success"] >= 1, st
+    assert ctx.stop(px) == 0, px.output()[-3000:]

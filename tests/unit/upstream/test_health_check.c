@@ -120,6 +120,23 @@ Test(health_check, tcp_payloads)
                  "clusters[0].health_checks[0].tcp_health_check.receive[0].text: an even number");
 }
 
+Test(health_check, grpc_config)
+{
+    struct rm_error err = {{0}};
+    expect_error(HOSTS HC "  grpc_health_check: {service_name: s}\n",
+                 "clusters[0].health_checks[0].grpc_health_check: the cluster must speak HTTP/2");
+    struct rm_cluster *c =
+        build(HOSTS HC "  grpc_health_check: {service_name: s}\n"
+                       "typed_extension_protocol_options:\n"
+                       "  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+                       "    \"@type\": type.googleapis.com/"
+                       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+                       "    explicit_http_config: {http2_protocol_options: {}}\n",
+              &err);
+    cr_assert_not_null(c, "%s", err.msg);
+    rm_cluster_unref(c);
+}
+
 Test(health_check, rejected_with_their_path)
 {
     expect_error(HOSTS "health_checks:\n- {interval: 1s, unhealthy_threshold: 1, "
