@@ -396,7 +396,7 @@ enum rm_hc_transition rm_hc_apply(const struct rm_hc_config *cfg, struct rm_hc_s
         st->n_unhealthy = 0;
         if (failed) {
             if (st->first_check || ++st->n_healthy >= cfg->healthy_threshold) {
-                flags_clear(hc, RM_HOST_FAILED_ACTIVE_HC);
+                flags_clear(hc, RM_HOST_FAILED_ACTIVE_HC | RM_HOST_ACTIVE_HC_TIMEOUT);
                 st->n_healthy = 0;
                 t = RM_HC_CHANGED;
             } else {
@@ -415,11 +415,20 @@ enum rm_hc_transition rm_hc_apply(const struct rm_hc_config *cfg, struct rm_hc_s
                 t = RM_HC_CHANGE_PENDING;
             }
         }
+        unsigned now = atomic_load_explicit(hc, memory_order_relaxed);
+        if (r == RM_HC_RESULT_TIMEOUT && (now & RM_HOST_FAILED_ACTIVE_HC))
+            flags_set(hc, RM_HOST_ACTIVE_HC_TIMEOUT);
+        else
+            flags_clear(hc, RM_HOST_ACTIVE_HC_TIMEOUT);
         count(stats, RM_HC_FAILURE);
-        if (r == RM_HC_RESULT_NETWORK) count(stats, RM_HC_NETWORK_FAILURE);
+        if (r == RM_HC_RESULT_NETWORK || r == RM_HC_RESULT_TIMEOUT)
+            count(stats, RM_HC_NETWORK_FAILURE);
     }
     bool pending = atomic_load_explicit(hc, memory_order_relaxed) & RM_HOST_PENDING_ACTIVE_HC;
-    if (pending) flags_clear(hc, RM_HOST_PENDING_ACTIVE_HC);
+    if (pending) {
+        flags_clear(hc, RM_HOST_PENDING_ACTIVE_HC);
+        t = RM_HC_CHANGED; /* the excluded hosts change */
+    }
     if (pending_cleared) *pending_cleared = pending;
     st->first_check = false;
     return t;
@@ -537,15 +546,19 @@ static void finish(struct rm_hc_session *s, enum rm_hc_result r)
     bool healthy = host_healthy(s->host);
     if (r != RM_HC_RESULT_SUCCESS && (hc->cfg.always_log_failures || was_healthy))
         rm_log_info("health check of %s failed (%s)", s->host->addr_str,
-                    r == RM_HC_RESULT_NETWORK ? "network" : "unexpected answer");
-    if (t == RM_HC_CHANGED)
+                    r == RM_HC_RESULT_NETWORK   ? "network"
+                    : r == RM_HC_RESULT_TIMEOUT ? "timeout"
+                                                : "unexpected answer");
+    if (healthy != was_healthy)
         rm_log_info("health check: host %s is now %s", s->host->addr_str,
                     healthy ? "healthy" : "unhealthy");
     if (t == RM_HC_CHANGED || pending_cleared) {
         recount(hc);
         if (hc->on_change) hc->on_change(hc->ctx);
     }
-    if (r == RM_HC_RESULT_NETWORK || !hc->cfg.reuse_connection || s->close_after) close_conn(s);
+    if (r == RM_HC_RESULT_NETWORK || r == RM_HC_RESULT_TIMEOUT || !hc->cfg.reuse_connection ||
+        s->close_after)
+        close_conn(s);
     bool traffic = rm_stat_value(hc->cluster_stats, RM_CS_UPSTREAM_CX_TOTAL) > 0;
     uint64_t ms =
         rm_hc_interval(&hc->cfg, traffic, r == RM_HC_RESULT_SUCCESS, t, healthy, hc_random(hc));
@@ -556,7 +569,7 @@ static void on_timeout(struct rm_timer *t)
 {
     struct rm_hc_session *s = rm_container_of(t, struct rm_hc_session, timeout_timer);
     close_conn(s);
-    finish(s, RM_HC_RESULT_NETWORK);
+    finish(s, RM_HC_RESULT_TIMEOUT);
 }
 
 /* HTTP/1.1: the status and what says where the answer ends, once the headers are in.  Returns

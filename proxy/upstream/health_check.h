@@ -129,7 +129,8 @@ enum rm_hc_result {
     RM_HC_RESULT_SUCCESS,
     RM_HC_RESULT_FAILED,    /* an active failure: unhealthy at once (HTTP: unexpected status) */
     RM_HC_RESULT_RETRIABLE, /* an active failure that counts towards unhealthy_threshold */
-    RM_HC_RESULT_NETWORK,   /* connect failure, reset, timeout: counts towards the threshold */
+    RM_HC_RESULT_NETWORK,   /* connect failure, reset: counts towards the threshold */
+    RM_HC_RESULT_TIMEOUT,   /* no answer within the timeout: a network failure too */
 };
 
 /** What a result did to the host (Envoy's HealthTransition). */
@@ -145,9 +146,11 @@ struct rm_hc_state {
     bool first_check; /* no result yet */
 };
 
-/** Apply <r> to a host: its counters <st> and its flags <*hc> (RM_HOST_*_ACTIVE_HC).  Counts
- *  success / failure / network_failure in <stats> (NULL: none).  Returns the transition; *
- *  <pending_cleared> (may be NULL) says whether the result cleared RM_HOST_PENDING_ACTIVE_HC. */
+/** Apply <r> to a host: its counters <st> and its flags <*hc> (RM_HOST_*_ACTIVE_HC; a timeout
+ *  sets ACTIVE_HC_TIMEOUT on a failed host, any other result clears it).  Counts success /
+ *  failure / network_failure in <stats> (NULL: none).  Returns the transition (CHANGED when the
+ *  result cleared RM_HOST_PENDING_ACTIVE_HC, as Envoy); *<pending_cleared> (may be NULL) says
+ *  whether it did. */
 enum rm_hc_transition rm_hc_apply(const struct rm_hc_config *cfg, struct rm_hc_state *st,
                                   _Atomic uint8_t *hc, enum rm_hc_result r, struct rm_stats *stats,
                                   bool *pending_cleared);

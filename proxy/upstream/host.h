@@ -88,6 +88,7 @@ static inline int16_t rm_host_locality(int idx)
 enum {
     RM_HOST_FAILED_ACTIVE_HC = 1u << 0,  /* failed its checks, or not checked yet: unhealthy */
     RM_HOST_PENDING_ACTIVE_HC = 1u << 1, /* ignore_new_hosts_until_first_hc: excluded */
+    RM_HOST_ACTIVE_HC_TIMEOUT = 1u << 2, /* failed, and its last check timed out */
 };
 
 static inline unsigned rm_host_hc_flags(const struct rm_host *h)

@@ -235,7 +235,8 @@ def test_hc_tcp_send_receive_and_connect_only(ctx):
         wait_flags(ctx, px, good.port, "healthy")
         wait_flags(ctx, px, listening.port, "healthy", cluster="plain")
         wait_until("bad host checked", lambda: stats(ctx, px).get("health_check.failure", 0) >= 2)
-        assert flags(ctx, px, bad.port) == "/failed_active_hc"
+        # a reply that never matches: the check times out (Envoy's /active_hc_timeout)
+        assert flags(ctx, px, bad.port) == "/failed_active_hc/active_hc_timeout"
         assert flags(ctx, px, dead, "plain") == "/failed_active_hc"
         st = stats(ctx, px)
         assert st["health_check.healthy"] == 1, st
@@ -292,7 +293,7 @@ def test_hc_pending_until_first_check(ctx):
         assert flags(ctx, px, silent.port) == "/failed_active_hc/pending_active_hc"
         cl = Client(px.port)
         assert [cl.get()[1] for _ in range(4)] == ["a"] * 4
-        wait_flags(ctx, px, silent.port, "/failed_active_hc", timeout=5)
+        wait_flags(ctx, px, silent.port, "/failed_active_hc/active_hc_timeout", timeout=5)
         cl.close()
         assert ctx.stop(px) == 0, px.output()[-3000:]
     finally:

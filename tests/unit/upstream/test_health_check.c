@@ -195,9 +195,30 @@ Test(health_check, first_result_decides_alone)
     /* a first failure keeps the host failed and clears the pending flag */
     st = (struct rm_hc_state){.first_check = true};
     f = RM_HOST_FAILED_ACTIVE_HC | RM_HOST_PENDING_ACTIVE_HC;
-    cr_assert_eq(rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_NETWORK, NULL, &pc), RM_HC_UNCHANGED);
+    cr_assert_eq(rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_NETWORK, NULL, &pc), RM_HC_CHANGED,
+                 "clearing the pending flag is a change (Envoy's clearPendingFlag)");
     cr_assert_eq(f, RM_HOST_FAILED_ACTIVE_HC);
     cr_assert(pc);
+    cr_assert_eq(rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_NETWORK, NULL, &pc), RM_HC_UNCHANGED);
+    cr_assert_not(pc);
+}
+
+Test(health_check, timeout_flag)
+{
+    struct rm_hc_config cfg = cfg3();
+    struct rm_hc_state st = {0};
+    _Atomic uint8_t f = 0;
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_TIMEOUT, NULL, NULL);
+    cr_assert_eq(f, 0, "set only on a failed host");
+    f = RM_HOST_FAILED_ACTIVE_HC;
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_TIMEOUT, NULL, NULL);
+    cr_assert_eq(f, RM_HOST_FAILED_ACTIVE_HC | RM_HOST_ACTIVE_HC_TIMEOUT);
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_FAILED, NULL, NULL);
+    cr_assert_eq(f, RM_HOST_FAILED_ACTIVE_HC, "another failure clears it");
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_TIMEOUT, NULL, NULL);
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_SUCCESS, NULL, NULL);
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_SUCCESS, NULL, NULL);
+    cr_assert_eq(f, 0, "healthy again: cleared");
 }
 
 Test(health_check, thresholds)
@@ -241,9 +262,10 @@ Test(health_check, stats_counted)
     rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_SUCCESS, s, NULL);
     rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_NETWORK, s, NULL);
     rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_FAILED, s, NULL);
+    rm_hc_apply(&cfg, &st, &f, RM_HC_RESULT_TIMEOUT, s, NULL);
     cr_assert_eq(rm_stat_value(s, RM_HC_SUCCESS), 1);
-    cr_assert_eq(rm_stat_value(s, RM_HC_FAILURE), 2);
-    cr_assert_eq(rm_stat_value(s, RM_HC_NETWORK_FAILURE), 1);
+    cr_assert_eq(rm_stat_value(s, RM_HC_FAILURE), 3);
+    cr_assert_eq(rm_stat_value(s, RM_HC_NETWORK_FAILURE), 2);
     cr_assert_eq(rm_stat_value(s, RM_HC_PASSIVE_FAILURE), 0);
     rm_stats_release(s);
 }
