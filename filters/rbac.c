@@ -194,6 +194,10 @@ static int perm_set(struct cc *c, const Envoy__Config__Rbac__V3__Permission__Set
     char p[600];
     if (rm_pb_check_no_unknown(&set->base, path, c->err)) return RM_ERR;
     if (!set->n_rules) return rm_error_set(c->err, "%s.rules: at least one is required", path);
+    if (set->n_rules == 1) { /* Istio wraps single rules in sets: the rule itself, one eval */
+        snprintf(p, sizeof(p), "%s.rules[0]", path);
+        return permission(c, set->rules[0], p, depth + 1, out);
+    }
     out->kind = kind;
     out->n = set->n_rules;
     out->kids = rm_route_parts_alloc(c->parts, set->n_rules * sizeof(*out->kids));
@@ -210,6 +214,10 @@ static int id_set(struct cc *c, const Envoy__Config__Rbac__V3__Principal__Set *s
     char p[600];
     if (rm_pb_check_no_unknown(&set->base, path, c->err)) return RM_ERR;
     if (!set->n_ids) return rm_error_set(c->err, "%s.ids: at least one is required", path);
+    if (set->n_ids == 1) {
+        snprintf(p, sizeof(p), "%s.ids[0]", path);
+        return principal(c, set->ids[0], p, depth + 1, out);
+    }
     out->kind = kind;
     out->n = set->n_ids;
     out->kids = rm_route_parts_alloc(c->parts, set->n_ids * sizeof(*out->kids));
@@ -347,19 +355,26 @@ static int policy(struct cc *c, const char *name, const Policy *pb, const char *
     char *d = rm_route_parts_alloc(c->parts, dl);
     snprintf(d, dl, "rbac_access_denied_matched_policy[%s]", name);
     out->details = d;
+    /* an OR of each list; a list of one is its node itself */
     struct node *perms = &out->perms, *ids = &out->ids;
-    perms->kind = ids->kind = N_OR;
-    perms->n = pb->n_permissions;
-    perms->kids = rm_route_parts_alloc(c->parts, pb->n_permissions * sizeof(*perms->kids));
+    struct node *pk = perms, *ik = ids;
+    if (pb->n_permissions > 1) {
+        perms->kind = N_OR;
+        perms->n = pb->n_permissions;
+        pk = perms->kids = rm_route_parts_alloc(c->parts, perms->n * sizeof(*pk));
+    }
     for (size_t i = 0; i < pb->n_permissions; i++) {
         snprintf(p, sizeof(p), "%s.permissions[%zu]", path, i);
-        if (permission(c, pb->permissions[i], p, 1, &perms->kids[i])) return RM_ERR;
+        if (permission(c, pb->permissions[i], p, 1, &pk[i])) return RM_ERR;
     }
-    ids->n = pb->n_principals;
-    ids->kids = rm_route_parts_alloc(c->parts, pb->n_principals * sizeof(*ids->kids));
+    if (pb->n_principals > 1) {
+        ids->kind = N_OR;
+        ids->n = pb->n_principals;
+        ik = ids->kids = rm_route_parts_alloc(c->parts, ids->n * sizeof(*ik));
+    }
     for (size_t i = 0; i < pb->n_principals; i++) {
         snprintf(p, sizeof(p), "%s.principals[%zu]", path, i);
-        if (principal(c, pb->principals[i], p, 1, &ids->kids[i])) return RM_ERR;
+        if (principal(c, pb->principals[i], p, 1, &ik[i])) return RM_ERR;
     }
     return RM_OK;
 }
@@ -514,7 +529,9 @@ struct input {
     struct rm_hcm_stream *hs;
     const struct rm_headers *req;
     struct rm_hcm_conn *hc;
-    bool facts; /* rm_hcm_conn_facts called */
+    bool facts;         /* rm_hcm_conn_facts called */
+    bool have_path;     /* path set */
+    struct rm_str path; /* :path up to its query string or fragment (p NULL: no :path) */
 };
 
 static const struct rm_hcm_conn *facts(struct input *in)
@@ -549,14 +566,17 @@ static int port_of(const struct sockaddr_in6 *sa)
     return -1;
 }
 
-static bool path_match(const struct rm_str_match *m, const struct rm_headers *req)
+static bool path_match(const struct rm_str_match *m, struct input *in)
 {
-    struct rm_str p = rm_headers_get_key(req, RM_HK_PATH);
-    if (!p.p) return false;
-    size_t n = 0;
-    while (n < p.len && p.p[n] != '?' && p.p[n] != '#')
-        n++;
-    return rm_str_match_eval(m, p.p, n);
+    if (!in->have_path) { /* once per request */
+        struct rm_str p = rm_headers_get_key(in->req, RM_HK_PATH);
+        size_t n = 0;
+        while (n < p.len && p.p[n] != '?' && p.p[n] != '#')
+            n++;
+        in->path = (struct rm_str){p.p, n};
+        in->have_path = true;
+    }
+    return in->path.p && rm_str_match_eval(m, in->path.p, in->path.len);
 }
 
 static bool san_visit(void *ctx, const char *s, size_t n)
@@ -591,7 +611,7 @@ static bool eval(const struct node *nd, struct input *in)
     case N_HEADER:
         return rm_header_match_eval(&nd->u.header, in->req);
     case N_PATH:
-        return path_match(&nd->u.str, in->req);
+        return path_match(&nd->u.str, in);
     case N_DST_IP:
         return cidr_match(&nd->u.cidr, &facts(in)->local_addr);
     case N_DST_PORT:

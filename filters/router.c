@@ -46,6 +46,7 @@
 #define TF_BODY(reason) RESET_BODY "connection failure, transport failure reason: " reason
 #define TF_VERIFY "TLS error: certificate verify failed"
 #define TF_HANDSHAKE "TLS error: handshake failed"
+#define TF_NOT_READY "TLS error: Secret is not supplied by SDS"
 
 /* Envoy's response code details (RESPONSE_CODE_DETAILS), static: set where the reply is
  * decided.  An upstream reset's "{reason}" gets the transport failure reason added by the
@@ -687,6 +688,9 @@ static void pool_failure(struct rm_pool_request *pr, enum rm_pool_failure why, i
     } else if (err == -EPROTO) {
         body = TF_BODY(TF_HANDSHAKE);
         hs->transport_failure = TF_HANDSHAKE;
+    } else if (err == -ENOKEY) { /* the cluster's TLS context waits for an SDS secret */
+        body = TF_BODY(TF_NOT_READY);
+        hs->transport_failure = TF_NOT_READY;
     } else if (!timeout && err < 0 && err != -ECANCELED && err != -ENOMEM && err != -EIO) {
         hs->transport_errno = -err; /* the socket's error: "delayed connect error: 111" */
     }
@@ -806,7 +810,7 @@ static enum rm_filter_status route_direct(struct router *r, const struct rm_rout
 static struct rm_host *pick_host(struct router *r)
 {
     if (r->wc->cluster->odst) { /* ORIGINAL_DST: one host, the original destination */
-        struct rm_conn *dc = r->hs->hc->closed ? NULL : r->hs->hc->conn; /* closed: freed */
+        struct rm_conn *dc = r->hs->hc->base.closed ? NULL : r->hs->hc->conn; /* closed: freed */
         const struct sockaddr *restored =
             dc && (dc->flags & RM_CONN_LOCAL_RESTORED) ? (const struct sockaddr *)&dc->local : NULL;
         return rm_odst_pick(r->wc, restored, r->req);

@@ -47,6 +47,7 @@
 #define RM_ADS_EDS RM_ADS_TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment"
 #define RM_ADS_LDS RM_ADS_TYPE_PREFIX "envoy.config.listener.v3.Listener"
 #define RM_ADS_RDS RM_ADS_TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration"
+#define RM_ADS_SDS RM_ADS_TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 struct rm_ads_client;
 

@@ -12,16 +12,20 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/bulk.h"
 #include "proxy/core/log.h"
 #include "proxy/core/strmap.h"
 #include "proxy/net/listener.h"
+#include "proxy/net/secrets.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
 #include "xds/ads_client.h"
 #include "xds/ads_store.h"
+#include "xds/sds_store.h"
 
 #define WARM_POLL_MS 100
 #define DEFAULT_FETCH_TIMEOUT_MS 15000
@@ -30,6 +34,7 @@ typedef Envoy__Config__Cluster__V3__Cluster Cluster;
 typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment LoadAssignment;
 typedef Envoy__Config__Listener__V3__Listener Listener;
 typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 
 enum {
     CM_CDS_UPDATE_ATTEMPT,
@@ -69,7 +74,9 @@ struct svc {
 /** A CDS cluster: the version serving and the newer one warming (either may be NULL). */
 struct dcluster {
     struct rm_cluster *active, *warming;
-    uint64_t warm_deadline;                     /* loop ms; 0 = none */
+    bool hosts_ready;          /* the warming version has its hosts; it waits for SDS secrets */
+    uint64_t warm_start;       /* loop ms when the warming version came */
+    uint32_t hosts_timeout_ms; /* how long it waits for its hosts (0: no bound) */
     struct dns_watch *active_dns, *warming_dns; /* STRICT_DNS / LOGICAL_DNS versions */
 };
 
@@ -85,13 +92,15 @@ struct dns_watch {
 struct lversion {
     struct rm_pb_box *pb; /* NULL: none */
     char *version;
-    char *rds; /* the route configuration it needs, or NULL */
+    char *rds;              /* the route configuration it needs, or NULL */
+    struct rm_sds_refs sds; /* the secrets its TLS context takes over SDS */
     uint64_t updated_ms;
 };
 
 struct dlistener {
     struct lversion active, warming;
-    uint64_t warm_deadline; /* loop ms; 0 = none */
+    uint64_t warm_start;     /* loop ms when the warming version came */
+    uint32_t rds_timeout_ms; /* how long it waits for its routes (0: no bound) */
 };
 
 struct droute {
@@ -100,7 +109,7 @@ struct droute {
     uint64_t updated_ms;
 };
 
-enum { T_CDS, T_EDS, T_LDS, T_RDS, T__COUNT };
+enum { T_CDS, T_EDS, T_LDS, T_RDS, T_SDS, T__COUNT };
 
 /** Where one type comes from: the ADS stream or a stream of its own (api_config_source).
  *  Bound by the first cluster or listener that needs the type; remora takes each type from one
@@ -122,6 +131,8 @@ static const char *const type_paths[T__COUNT][2] = {
                "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners"},
     [T_RDS] = {"/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
                "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes"},
+    [T_SDS] = {"/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+               "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"},
 };
 
 struct rm_xds_manager {
@@ -138,6 +149,7 @@ struct rm_xds_manager {
     struct rm_strmap clusters;          /* name -> struct dcluster */
     struct rm_strmap listeners;         /* name -> struct dlistener */
     struct rm_strmap routes;            /* name -> struct droute */
+    struct rm_sds_store *sds;           /* the secrets referenced over SDS */
     bool cds_done, lds_done;            /* first response accepted */
     bool init_done;
     struct rm_timer init_timer, warm_timer;
@@ -148,6 +160,14 @@ struct rm_xds_manager {
 static void publish_next(struct rm_xds_manager *m);
 static void check_init(struct rm_xds_manager *m);
 static void on_warm_poll(struct rm_timer *t);
+static bool secrets_ready(const struct rm_xds_manager *m, const struct rm_sds_refs *r);
+static uint32_t sds_timeout(uint32_t t, const struct rm_sds_refs *r);
+static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r, const char *label,
+                          struct rm_error *err);
+static void sds_resubscribe(struct rm_xds_manager *m);
+static void warm_poll(struct rm_xds_manager *m);
+static bool waited_out(const struct rm_xds_manager *m, uint64_t start, uint32_t own,
+                       const struct rm_sds_refs *r);
 
 static uint64_t wall_ms(void)
 {
@@ -346,7 +366,7 @@ static void promote_cluster(struct rm_xds_manager *m, struct dcluster *d)
     d->active_dns = d->warming_dns;
     d->warming = NULL;
     d->warming_dns = NULL;
-    d->warm_deadline = 0;
+    d->hosts_ready = false;
 }
 
 /* Service <s> has a new assignment (<specs>; none when it was removed): every cluster using it
@@ -363,6 +383,10 @@ static bool eds_apply(struct rm_xds_manager *m, struct svc *s, const struct rm_h
         if (active) continue;
         struct dcluster *d = rm_strmap_get(&m->clusters, c->name);
         if (d && d->warming == c) {
+            if (!secrets_ready(m, rm_tls_ctx_sds_refs(c->tls))) {
+                d->hosts_ready = true; /* its secrets are still to come */
+                continue;
+            }
             promote_cluster(m, d);
             rebuild = true;
         }
@@ -473,6 +497,15 @@ static int cds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
     snprintf(p, sizeof(p), "%s.eds_cluster_config.eds_config", label);
     if (rc == RM_OK && rm_cluster_is_eds(out->c) && source_ok(m, T_EDS, &out->c->eds_src, p, err))
         rc = RM_ERR;
+    const struct rm_sds_refs *refs = rc == RM_OK ? rm_tls_ctx_sds_refs(out->c->tls) : NULL;
+    if (refs && sds_sources_ok(m, refs, label, err)) rc = RM_ERR;
+    struct rm_tls_ctx *t = NULL; /* with the secrets already received */
+    if (refs && rc == RM_OK && rm_sds_store_table(m->sds)) {
+        if (rm_tls_ctx_rebuild(out->c->tls, rm_sds_store_table(m->sds), false, &t, err))
+            rc = RM_ERR;
+        else
+            rm_cluster_set_tls(out->c, t);
+    }
     rm_pb_box_unref(box);
     if (rc == RM_OK) { /* the cluster copied what it needs: keep the bytes, for /config_dump */
         rm_pb_box_unref(out->c->pb_box);
@@ -503,6 +536,10 @@ static void dns_warm(void *ctx)
     struct rm_xds_manager *m = w->m;
     struct dcluster *d = rm_strmap_get(&m->clusters, w->c->name);
     if (!d || d->warming_dns != w) return;
+    if (!secrets_ready(m, rm_tls_ctx_sds_refs(w->c->tls))) {
+        d->hosts_ready = true; /* its secrets are still to come */
+        return;
+    }
     promote_cluster(m, d);
     publish_next(m);
     check_init(m);
@@ -545,10 +582,16 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
     dns_watch_free(d->warming_dns);
     d->warming_dns = NULL;
     d->warming = c;
+    d->hosts_ready = false;
     track(m, c);
+    const struct rm_sds_refs *refs = rm_tls_ctx_sds_refs(c->tls);
+    bool secrets = secrets_ready(m, refs);
     if (rm_cluster_is_dns(c) && dns_start(m, d, c)) {
-        promote_cluster(m, d);
-        return;
+        d->hosts_ready = true;
+        if (secrets) {
+            promote_cluster(m, d);
+            return;
+        }
     }
     struct rm_error err = {{0}};
     if (rm_cluster_is_eds(c) && bind_source(m, T_EDS, &c->eds_src, name, &err))
@@ -560,13 +603,34 @@ static void cds_put(struct rm_xds_manager *m, const char *name, struct rm_cluste
             set_hosts(m, c, specs, s->hs ? s->hs->n : 0, false);
             free(specs);
         }
-        promote_cluster(m, d);
-        return;
+        d->hosts_ready = true;
+        if (secrets) {
+            promote_cluster(m, d);
+            return;
+        }
     }
-    uint32_t t = rm_cluster_is_eds(c) ? c->eds_init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
-    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
-    if (t && !rm_timer_armed(&m->warm_timer))
+    /* what it waits for bounds the warming: its assignment or DNS answer, its secrets */
+    d->warm_start = rm_loop_now(m->loop);
+    d->hosts_timeout_ms = rm_cluster_is_eds(c) ? c->eds_init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
+    warm_poll(m);
+}
+
+/* Watch warming versions for their initial fetch timeouts. */
+static void warm_poll(struct rm_xds_manager *m)
+{
+    if (!rm_timer_armed(&m->warm_timer))
         rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+}
+
+/* Whether a version warming since <start> has waited out the initial_fetch_timeout of each
+ * dependency still missing (Envoy: each init target times out on its own): <own> ms for its
+ * routes or hosts (UINT32_MAX: not missing) and each secret of <r> not arrived (0: no bound). */
+static bool waited_out(const struct rm_xds_manager *m, uint64_t start, uint32_t own,
+                       const struct rm_sds_refs *r)
+{
+    uint64_t waited = rm_loop_now(m->loop) - start;
+    if (own != UINT32_MAX && (own == 0 || waited < own)) return false;
+    return rm_sds_store_waited_out(m->sds, r, waited);
 }
 
 static void cds_del(struct rm_xds_manager *m, const char *name)
@@ -610,6 +674,7 @@ static int cds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     rm_stat_inc(m->cm, CM_CDS_UPDATE_SUCCESS);
     rm_stat_set(m->cm, CM_CDS_VERSION, (int64_t)version_hash(u->version_info));
     eds_resubscribe(m);
+    sds_resubscribe(m);
     if (u->n || u->n_removed) publish_next(m);
     check_init(m);
     return RM_OK;
@@ -669,6 +734,7 @@ static void lversion_clear(struct lversion *v)
     rm_pb_box_unref(v->pb);
     free(v->version);
     free(v->rds);
+    rm_sds_refs_dispose(&v->sds);
     *v = (struct lversion){0};
 }
 
@@ -676,24 +742,30 @@ static void lversion_clear(struct lversion *v)
 static bool promote_listeners(struct rm_xds_manager *m, bool expired_only)
 {
     bool any = false;
-    uint64_t now = rm_loop_now(m->loop);
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
          e = rm_strmap_next(&m->listeners, e, &it)) {
         struct dlistener *d = e->value;
         if (!d->warming.pb) continue;
-        bool ready =
-            !expired_only && (!d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds));
-        bool expired = d->warm_deadline && now >= d->warm_deadline;
+        bool routes = !d->warming.rds || rm_strmap_get(&m->routes, d->warming.rds);
+        bool secrets = secrets_ready(m, &d->warming.sds);
+        bool ready = !expired_only && routes && secrets;
+        bool expired =
+            waited_out(m, d->warm_start, routes ? UINT32_MAX : d->rds_timeout_ms, &d->warming.sds);
         if (!ready && !expired) continue;
-        if (expired && !ready)
+        if (expired && !routes)
             rm_log_warn("listener %s: no RouteConfiguration %s after the initial fetch timeout; "
                         "active with an empty route table",
                         e->key, d->warming.rds);
+        if (expired && !secrets) {
+            rm_log_warn("listener %s: a secret it takes over SDS did not arrive before the "
+                        "initial fetch timeout; active without it (TLS handshakes fail)",
+                        e->key);
+            rm_sds_store_count_timeouts(m->sds, &d->warming.sds);
+        }
         lversion_clear(&d->active);
         d->active = d->warming;
         d->warming = (struct lversion){0};
-        d->warm_deadline = 0;
         any = true;
     }
     return any;
@@ -797,6 +869,7 @@ struct lds_new {
     ProtobufCMessage *pb;
     char *rds;
     struct rm_config_source rds_src;
+    struct rm_sds_refs sds;
     struct rm_listener_cfg probe; /* name and address, for the conflict checks */
 };
 
@@ -836,8 +909,9 @@ static int lds_check_one(struct rm_xds_manager *m, const struct rm_ads_res *r, s
         if (strcmp(m->base->listeners[i]->name, r->name) == 0)
             return rm_error_set(err, "%s.name: a static listener has that name", label);
     }
-    if (rm_snapshot_check_listener(pb, label, m->base->secrets, resolve_known, m, &out->rds,
-                                   &out->rds_src, err))
+    if (rm_snapshot_check_listener(pb, label, m->base->secrets, rm_sds_store_table(m->sds),
+                                   resolve_known, m, &out->rds, &out->rds_src, &out->sds, err) ||
+        sds_sources_ok(m, &out->sds, label, err))
         return RM_ERR;
     char rp[340];
     snprintf(rp, sizeof(rp), "%s: rds.config_source", label);
@@ -896,12 +970,13 @@ static void lds_put(struct rm_xds_manager *m, const struct rm_ads_res *r, struct
     struct rm_error err = {{0}};
     if (d->warming.rds && bind_source(m, T_RDS, &n->rds_src, r->name, &err))
         rm_log_error("listener %s: %s", r->name, err.msg); /* checked before: out of memory */
+    d->warming.sds = n->sds;
+    n->sds = (struct rm_sds_refs){0};
     d->warming.updated_ms = wall_ms();
-    /* rds.config_source.initial_fetch_timeout bounds the warming (0: none) */
-    uint32_t t = d->warming.rds ? n->rds_src.init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
-    d->warm_deadline = t ? rm_loop_now(m->loop) + t : 0;
-    if (t && !rm_timer_armed(&m->warm_timer))
-        rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
+    /* rds.config_source.initial_fetch_timeout and its secrets' bound the warming (0: none) */
+    d->warm_start = rm_loop_now(m->loop);
+    d->rds_timeout_ms = d->warming.rds ? n->rds_src.init_timeout_ms : DEFAULT_FETCH_TIMEOUT_MS;
+    warm_poll(m);
 }
 
 static void lds_del(struct rm_xds_manager *m, const char *name)
@@ -934,6 +1009,7 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
         if (v[i].pb) protobuf_c_message_free_unpacked(v[i].pb, NULL);
         free(v[i].rds);
         rm_config_source_dispose(&v[i].rds_src);
+        rm_sds_refs_dispose(&v[i].sds);
     }
     free(v);
     if (rc != RM_OK) {
@@ -945,9 +1021,260 @@ static int lds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_err
     rm_stat_set(m->lm, RM_LM_LDS_VERSION, (int64_t)version_hash(u->version_info));
     rds_resubscribe(m);
     promote_listeners(m, false);
+    sds_resubscribe(m); /* after the promotions: the versions replaced no longer count */
     if (u->n || u->n_removed) publish_next(m);
     check_init(m);
     return RM_OK;
+}
+
+/* ---- SDS ---------------------------------------------------------------------------------- */
+
+/* Whether every secret of <r> (NULL: none) has arrived. */
+static bool secrets_ready(const struct rm_xds_manager *m, const struct rm_sds_refs *r)
+{
+    return rm_sds_store_ready(m->sds, r);
+}
+
+/* The warming bound <t> (ms; 0: none; UINT32_MAX: not set yet) once the initial_fetch_timeouts
+ * of <r>'s sources are in: the largest, none when one is 0 (each waits on its own, as Envoy's
+ * init targets). */
+static uint32_t sds_timeout(uint32_t t, const struct rm_sds_refs *r)
+{
+    for (size_t i = 0; r && i < r->n; i++) {
+        uint32_t x = r->v[i].src.init_timeout_ms;
+        if (t == 0 || x == 0) return 0;
+        if (t == UINT32_MAX || x > t) t = x;
+    }
+    return t;
+}
+
+/* Every source of <r> may carry SDS (one source for the type; errors under <label>). */
+static int sds_sources_ok(struct rm_xds_manager *m, const struct rm_sds_refs *r, const char *label,
+                          struct rm_error *err)
+{
+    char p[400];
+    for (size_t i = 0; r && i < r->n; i++) {
+        snprintf(p, sizeof(p), "%s: secret %s: sds_config", label, r->v[i].name);
+        if (source_ok(m, T_SDS, &r->v[i].src, p, err)) return RM_ERR;
+    }
+    return RM_OK;
+}
+
+/* Every SDS reference of the config: static listeners and clusters, CDS clusters and LDS
+ * listeners (active and warming), into <all>. */
+static void sds_all_refs(const struct rm_xds_manager *m, struct rm_sds_refs *all)
+{
+    size_t it;
+    for (size_t i = 0; i < m->base->n_listeners; i++)
+        rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+    for (size_t i = 0; i < m->base->n_clusters; i++)
+        rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        const struct dcluster *d = e->value;
+        if (d->active) rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(d->active->tls));
+        if (d->warming) rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(d->warming->tls));
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        const struct dlistener *d = e->value;
+        rm_sds_refs_merge(all, &d->active.sds);
+        rm_sds_refs_merge(all, &d->warming.sds);
+    }
+}
+
+/* Subscribe to the secrets the config references (by name, from their source); forget the
+ * others. */
+static void sds_resubscribe(struct rm_xds_manager *m)
+{
+    struct rm_sds_refs all = {0};
+    sds_all_refs(m, &all);
+    const char **names = calloc(all.n + 1, sizeof(*names));
+    if (!names) abort();
+    for (size_t i = 0; i < all.n; i++) {
+        struct rm_error err = {{0}};
+        if (bind_source(m, T_SDS, &all.v[i].src, all.v[i].name, &err))
+            rm_log_error("secret %s: %s", all.v[i].name, err.msg); /* checked before */
+        names[i] = all.v[i].name;
+    }
+    rm_sds_store_sync(m->sds, &all, NULL, NULL);
+    subscribe(m, T_SDS, names, all.n);
+    free(names);
+    rm_sds_refs_dispose(&all);
+}
+
+/* Whether <r> names one of <names>[<n>]. */
+static bool refs_touch(const struct rm_sds_refs *r, const char *const *names, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        if (rm_sds_refs_has(r, names[i])) return true;
+    }
+    return false;
+}
+
+/* A cluster whose TLS context gets rebuilt on new secrets, and its new context. */
+struct tls_swap {
+    struct rm_cluster *c;
+    struct rm_tls_ctx *t;
+};
+
+static int swap_add(struct tls_swap **v, size_t *n, struct rm_cluster *c, const char *const *names,
+                    size_t nn, const struct rm_secrets *table, struct rm_error *err)
+{
+    if (!c || !refs_touch(rm_tls_ctx_sds_refs(c->tls), names, nn)) return RM_OK;
+    struct tls_swap *w = realloc(*v, (*n + 1) * sizeof(**v));
+    if (!w) abort();
+    *v = w;
+    w[*n] = (struct tls_swap){c, NULL};
+    if (rm_tls_ctx_rebuild(c->tls, table, true, &w[*n].t, err)) return RM_ERR;
+    (*n)++;
+    return RM_OK;
+}
+
+/* The clusters using <names> with their contexts rebuilt on <table> into *v; the listeners
+ * using them checked (built and dropped) on it.  RM_ERR with <err> (the first failure). */
+static int sds_rebuild_users(struct rm_xds_manager *m, const char *const *names, size_t nn,
+                             const struct rm_secrets *table, struct tls_swap **v, size_t *n,
+                             struct rm_error *err)
+{
+    size_t it;
+    for (size_t i = 0; i < m->base->n_clusters; i++) {
+        if (swap_add(v, n, m->base->clusters[i], names, nn, table, err)) return RM_ERR;
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (swap_add(v, n, d->active, names, nn, table, err) ||
+            swap_add(v, n, d->warming, names, nn, table, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < m->base->n_listeners; i++) {
+        const struct rm_tls_ctx *lt = m->base->listeners[i]->tls;
+        struct rm_tls_ctx *t = NULL;
+        if (!refs_touch(rm_tls_ctx_sds_refs(lt), names, nn)) continue;
+        if (rm_tls_ctx_rebuild(lt, table, false, &t, err)) return RM_ERR;
+        rm_tls_ctx_unref(t);
+    }
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
+         e = rm_strmap_next(&m->listeners, e, &it)) {
+        const struct dlistener *d = e->value;
+        const struct lversion *lv[2] = {&d->active, &d->warming};
+        for (int k = 0; k < 2; k++) {
+            if (!lv[k]->pb || !refs_touch(&lv[k]->sds, names, nn)) continue;
+            char label[300];
+            snprintf(label, sizeof(label), "Listener %s", e->key);
+            const ProtobufCMessage *pb = rm_pb_box_open(lv[k]->pb);
+            int rc = pb ? rm_snapshot_check_listener((const Listener *)pb, label, m->base->secrets,
+                                                     table, resolve_known, m, NULL, NULL, NULL, err)
+                        : rm_error_set(err, "%s: out of memory", label);
+            if (pb) rm_pb_box_close(lv[k]->pb, pb);
+            if (rc) return RM_ERR;
+        }
+    }
+    return RM_OK;
+}
+
+/* Warming clusters that had their hosts and now have their secrets become active. */
+static bool promote_clusters_sds(struct rm_xds_manager *m)
+{
+    bool any = false;
+    size_t it;
+    for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
+         e = rm_strmap_next(&m->clusters, e, &it)) {
+        struct dcluster *d = e->value;
+        if (!d->warming || !d->hosts_ready ||
+            !secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls)))
+            continue;
+        promote_cluster(m, d);
+        any = true;
+    }
+    return any;
+}
+
+static void sds_rejected(void *ctx)
+{
+    struct rm_xds_manager *m = ctx;
+    rm_sds_store_count(m->sds, NULL, RM_SDS_UPDATE_REJECTED);
+}
+
+/* Check the Secrets of <u> (unpacked into <v>) and what uses them.  The subscribed ones boxed in
+ * <nb_out> (by resource index; references for the caller) and named in <names>, the candidate
+ * table (the held secrets with the new ones over them) in *table, the clusters' new contexts
+ * in *sw. */
+static int sds_check(struct rm_xds_manager *m, const struct rm_ads_update *u, ProtobufCMessage **v,
+                     struct rm_pb_box **nb_out, const char **names, size_t *nn,
+                     struct rm_secrets **table, struct tls_swap **sw, size_t *nsw,
+                     struct rm_error *err)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        char label[300];
+        snprintf(label, sizeof(label), "Secret %s: resources[%zu]", u->res[i].name,
+                 u->res[i].index);
+        v[i] = unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                      &u->res[i], NULL, label, err);
+        if (!v[i] || rm_tls_check_secret((const Secret *)v[i], label, err)) return RM_ERR;
+        if (rm_sds_store_has(m->sds, u->res[i].name)) names[(*nn)++] = u->res[i].name;
+    }
+    /* the table as it would be: the new secrets over those that arrived */
+    struct rm_pb_box **boxes = calloc(u->n + 1, sizeof(*boxes));
+    if (!boxes) abort();
+    size_t nb = 0;
+    for (size_t i = 0; i < u->n; i++) {
+        if (!rm_sds_store_has(m->sds, u->res[i].name)) continue; /* not subscribed: ignored */
+        if (!(nb_out[i] = rm_pb_box_new(v[i]))) abort();
+        v[i] = NULL; /* in the box */
+        boxes[nb++] = nb_out[i];
+    }
+    *table = rm_sds_store_candidate(m->sds, boxes, nb);
+    free(boxes);
+    return sds_rebuild_users(m, names, *nn, *table, sw, nsw, err);
+}
+
+static int sds_on_update(void *ctx, const struct rm_ads_update *u, struct rm_error *err)
+{
+    struct rm_xds_manager *m = ctx;
+    ProtobufCMessage **v = calloc(u->n + 1, sizeof(*v));
+    struct rm_pb_box **nb = calloc(u->n + 1, sizeof(*nb));
+    const char **names = calloc(u->n + 1, sizeof(*names));
+    if (!v || !nb || !names) abort();
+    struct rm_secrets *table = NULL;
+    struct tls_swap *sw = NULL;
+    size_t nn = 0, nsw = 0;
+    int rc = sds_check(m, u, v, nb, names, &nn, &table, &sw, &nsw, err);
+    for (size_t i = 0; i < u->n; i++) {
+        if (v[i]) protobuf_c_message_free_unpacked(v[i], NULL);
+    }
+    if (rc != RM_OK) {
+        for (size_t i = 0; i < u->n; i++)
+            rm_sds_store_count(m->sds, u->res[i].name, RM_SDS_UPDATE_REJECTED);
+        for (size_t i = 0; i < nsw; i++)
+            rm_tls_ctx_unref(sw[i].t);
+        rm_secrets_unref(table);
+    } else {
+        for (size_t i = 0; i < u->n; i++) { /* the accepted secret is the table's entry */
+            if (!nb[i]) continue;
+            rm_sds_store_accept(m->sds, u->res[i].name, nb[i], u->res[i].version);
+            nb[i] = NULL;
+        }
+        rm_sds_store_set_table(m->sds, table);
+        for (size_t i = 0; i < nsw; i++)
+            rm_cluster_set_tls(sw[i].c, sw[i].t);
+        bool promoted = promote_clusters_sds(m);
+        promoted |= promote_listeners(m, false);
+        if (promoted) sds_resubscribe(m); /* the versions replaced may have used others */
+        if (nn) {
+            rm_log_info("sds: %zu secret(s) updated", nn);
+            publish_next(m);
+        }
+        check_init(m);
+    }
+    for (size_t i = 0; i < u->n; i++)
+        rm_pb_box_unref(nb[i]);
+    free(nb);
+    free(sw);
+    free(names);
+    free(v);
+    return rc;
 }
 
 /* ---- snapshots ---------------------------------------------------------------------------- */
@@ -1006,7 +1333,11 @@ static void publish_next(struct rm_xds_manager *m)
         rs[nr++] = (struct rm_dyn_res){e->key, r->pb, r->version, r->updated_ms};
     }
     qsort(rs, nr, sizeof(*rs), cmp_route);
-    struct rm_snapshot_dyn dyn = {cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl};
+    struct rm_dyn_res *ss = calloc(rm_sds_store_count_names(m->sds) + 1, sizeof(*ss));
+    if (!ss) abort();
+    size_t ns = rm_sds_store_dump(m->sds, ss);
+    struct rm_snapshot_dyn dyn = {
+        cs, nc, ls, nl, rs, nr, wcs, wls, nwc, nwl, rm_sds_store_table(m->sds), ss, ns};
     struct rm_error err = {{0}};
     struct rm_snapshot *next = rm_snapshot_next(m->base, &dyn, &err);
     if (next) next->version = (m->cur ? m->cur : m->base)->version + 1;
@@ -1015,6 +1346,7 @@ static void publish_next(struct rm_xds_manager *m)
     free(rs);
     free(wcs);
     free(wls);
+    free(ss);
     if (next) count_warming(m, next->n_clusters, next->n_listeners);
     if (!next || m->hooks.publish(m->ctx, next, &err) != RM_OK) {
         rm_log_error("xds: cannot apply the new configuration: %s", err.msg);
@@ -1075,6 +1407,16 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
         if (rds && !rm_strmap_get(&m->routes, rds))
             NOTE("%sRouteConfiguration %s", off ? ", " : "", rds);
     }
+    struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
+    for (size_t i = 0; i < m->base->n_listeners; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+    for (size_t i = 0; i < m->base->n_clusters; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
+    for (size_t i = 0; i < st.n; i++) {
+        if (!rm_sds_store_arrived(m->sds, st.v[i].name))
+            NOTE("%sSecret %s", off ? ", " : "", st.v[i].name);
+    }
+    rm_sds_refs_dispose(&st);
 #undef NOTE
     return any;
 }
@@ -1094,6 +1436,7 @@ static void on_init_timeout(struct rm_timer *t)
     char buf[512];
     waiting(m, buf, sizeof(buf));
     rm_log_warn("xds: initial fetch timeout: still waiting for %s; live anyway", buf);
+    rm_sds_store_count_timeouts(m->sds, NULL);
     m->init_done = true;
     if (m->hooks.on_init) m->hooks.on_init(m->ctx);
 }
@@ -1102,20 +1445,27 @@ static void on_init_timeout(struct rm_timer *t)
 static void on_warm_poll(struct rm_timer *t)
 {
     struct rm_xds_manager *m = rm_container_of(t, struct rm_xds_manager, warm_timer);
-    uint64_t now = rm_loop_now(m->loop);
     bool rebuild = false, more = false;
     size_t it;
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
          e = rm_strmap_next(&m->clusters, e, &it)) {
         struct dcluster *d = e->value;
-        if (!d->warming || !d->warm_deadline) continue;
-        if (now < d->warm_deadline) {
+        if (!d->warming) continue;
+        if (!waited_out(m, d->warm_start, d->hosts_ready ? UINT32_MAX : d->hosts_timeout_ms,
+                        rm_tls_ctx_sds_refs(d->warming->tls))) {
             more = true;
             continue;
         }
-        rm_log_warn("cluster %s: no ClusterLoadAssignment after its initial_fetch_timeout; "
-                    "active without hosts",
-                    e->key);
+        if (!d->hosts_ready)
+            rm_log_warn("cluster %s: no endpoints after its initial_fetch_timeout; active "
+                        "without hosts",
+                        e->key);
+        if (!secrets_ready(m, rm_tls_ctx_sds_refs(d->warming->tls))) {
+            rm_log_warn("cluster %s: a secret it takes over SDS did not arrive before the "
+                        "initial fetch timeout; active without it (connections fail)",
+                        e->key);
+            rm_sds_store_count_timeouts(m->sds, rm_tls_ctx_sds_refs(d->warming->tls));
+        }
         promote_cluster(m, d);
         rebuild = true;
     }
@@ -1123,7 +1473,10 @@ static void on_warm_poll(struct rm_timer *t)
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e && !more;
          e = rm_strmap_next(&m->listeners, e, &it))
         more = ((struct dlistener *)e->value)->warming.pb != NULL;
-    if (rebuild) publish_next(m);
+    if (rebuild) {
+        publish_next(m);
+        sds_resubscribe(m); /* versions replaced: their secrets may be unused now */
+    }
     if (more) rm_timer_start(m->loop, &m->warm_timer, WARM_POLL_MS, on_warm_poll);
     check_init(m);
 }
@@ -1148,11 +1501,20 @@ static int bind_static_sources(struct rm_xds_manager *m, struct rm_error *err)
         if (lc->rds_name && bind_source(m, T_RDS, &lc->rds_src, lc->name, err))
             return rm_error_prefix(err, "listener ");
     }
+    char label[300];
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        snprintf(label, sizeof(label), "listener %s", b->listeners[i]->name);
+        if (sds_sources_ok(m, rm_tls_ctx_sds_refs(b->listeners[i]->tls), label, err)) return RM_ERR;
+    }
+    for (size_t i = 0; i < b->n_clusters; i++) {
+        snprintf(label, sizeof(label), "cluster %s", b->clusters[i]->name);
+        if (sds_sources_ok(m, rm_tls_ctx_sds_refs(b->clusters[i]->tls), label, err)) return RM_ERR;
+    }
     return RM_OK;
 }
 
-/* The ADS stream carries every type (Envoy's order: CDS, EDS, LDS, RDS); types bound to other
- * sources just never subscribe on it. */
+/* The ADS stream carries every type (Envoy's order: CDS, EDS, LDS, RDS, then SDS); types bound
+ * to other sources just never subscribe on it. */
 static int start_ads(struct rm_xds_manager *m, struct rm_error *err)
 {
     if (!m->base->ads_cluster) return RM_OK;
@@ -1180,6 +1542,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
         return NULL;
     }
     m->loop = loop;
+    m->sds = rm_sds_store_new();
     m->base = rm_snapshot_ref(base);
     m->hooks = *hooks;
     m->ctx = ctx;
@@ -1189,6 +1552,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     m->types[T_EDS] = (struct rm_ads_type){RM_ADS_EDS, false, eds_on_update, eds_rejected};
     m->types[T_LDS] = (struct rm_ads_type){RM_ADS_LDS, true, lds_on_update, lds_rejected};
     m->types[T_RDS] = (struct rm_ads_type){RM_ADS_RDS, false, rds_on_update, rds_rejected};
+    m->types[T_SDS] = (struct rm_ads_type){RM_ADS_SDS, false, sds_on_update, sds_rejected};
     rm_dns_config_init(&m->dns_cfg);
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = base->bootstrap;
     if (bs && bs->typed_dns_resolver_config &&
@@ -1213,8 +1577,17 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
             base->clusters[i]->eds_init_timeout_ms > fetch_ms)
             fetch_ms = base->clusters[i]->eds_init_timeout_ms;
     }
+    struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
+    for (size_t i = 0; i < base->n_listeners; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->listeners[i]->tls));
+    for (size_t i = 0; i < base->n_clusters; i++)
+        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->clusters[i]->tls));
+    uint32_t st_ms = sds_timeout(fetch_ms ? fetch_ms : UINT32_MAX, &st);
+    if (st.n) fetch_ms = st_ms == UINT32_MAX ? fetch_ms : st_ms;
+    rm_sds_refs_dispose(&st);
     eds_resubscribe(m);
     rds_resubscribe(m);
+    sds_resubscribe(m);
     if (fetch_ms) rm_timer_start(loop, &m->init_timer, fetch_ms, on_init_timeout);
     check_init(m);
     return m;
@@ -1256,6 +1629,7 @@ void rm_xds_manager_free(struct rm_xds_manager *m)
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->svcs, &it); e;
          e = rm_strmap_next(&m->svcs, e, &it))
         svc_free(e->value);
+    rm_sds_store_free(m->sds);
     rm_strmap_clear(&m->clusters);
     rm_strmap_clear(&m->listeners);
     rm_strmap_clear(&m->routes);

@@ -22,6 +22,13 @@
  *    version it replaces keeps serving meanwhile.
  *  - RDS: the route_config_names of every listener are subscribed; a RouteConfiguration whose
  *    routes name an unknown cluster is rejected (unless it says validate_clusters: false).
+ *  - SDS: the secrets TLS contexts reference with an sds_config (bootstrap and xDS listeners and
+ *    clusters, active and warming) are subscribed by name (xds/sds_store.h keeps them).  A
+ *    Secret is checked (proxy/net/tls.h rm_tls_check_secret) and so is every context using it,
+ *    rebuilt on it: clusters get the new context in place (rm_cluster_set_tls), listeners in
+ *    the next snapshot.  LDS listeners and CDS clusters warm until their secrets arrive, each
+ *    secret bounded by its own initial_fetch_timeout (then active without it: handshakes
+ *    fail); bootstrap ones hold /ready.
  *  - One bad resource rejects its whole response (NACK; the type keeps its last good config).
  *  - Any accepted change to the active clusters, listeners or routes builds the next snapshot
  *    (rm_snapshot_next) and hands it to <publish>.

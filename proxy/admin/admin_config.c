@@ -18,7 +18,9 @@
  *   {...}, "last_updated": T}], T being when remora accepted that version; versions still
  *   warming as "dynamic_warming_clusters" and listeners' "warming_state".
  *     {"@type": ".../envoy.admin.v3.SecretsConfigDump",
- *      "static_secrets": [{"name": N, "last_updated": T, "secret": {"@type": ...Secret, ...}}]}
+ *      "static_secrets": [{"name": N, "last_updated": T, "secret": {"@type": ...Secret, ...}}],
+ *      "dynamic_active_secrets": [{"name": N, "version_info": V, "secret": {...},
+ *                                  "last_updated": T}]}   (received over SDS)
  *   ]}
  *
  * Every message goes through rm_pbprint_json with RM_PBPRINT_REDACT: private keys, passwords
@@ -295,7 +297,16 @@ static void dump_secrets(struct dump *d, const struct rm_snapshot *snap)
         put_any(d, v[i]);
         rm_strbuf_putc(d->sb, '}');
     }
-    rm_strbuf_puts(d->sb, n ? "]}" : "}");
+    if (n) rm_strbuf_putc(d->sb, ']');
+    for (size_t i = 0; snap && i < snap->n_dyn_secrets; i++) {
+        const struct rm_dyn_res *s = &snap->dyn_secrets[i];
+        rm_strbuf_puts(d->sb, i ? ",{\"name\":" : ",\"dynamic_active_secrets\":[{\"name\":");
+        rm_admin_json_str(d->sb, s->name);
+        rm_strbuf_putc(d->sb, ',');
+        put_dynamic(d, s->version_info, "secret", s->pb, s->last_updated_ms);
+        rm_strbuf_putc(d->sb, '}');
+    }
+    rm_strbuf_puts(d->sb, snap && snap->n_dyn_secrets ? "]}" : "}");
 }
 
 void rm_admin_handle_config_dump(struct rm_admin *a, const char *method,

@@ -123,6 +123,19 @@ const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {
     [RM_LS_DOWNSTREAM_CX_DESTROY] = C("downstream_cx_destroy"),
 };
 
+const struct rm_stat_def rm_tcp_stat_defs[RM_TCP__COUNT] = {
+    [RM_TCP_DOWNSTREAM_CX_TOTAL] = C("downstream_cx_total"),
+    [RM_TCP_DOWNSTREAM_CX_NO_ROUTE] = C("downstream_cx_no_route"),
+    [RM_TCP_DOWNSTREAM_CX_TX_BYTES_TOTAL] = C("downstream_cx_tx_bytes_total"),
+    [RM_TCP_DOWNSTREAM_CX_RX_BYTES_TOTAL] = C("downstream_cx_rx_bytes_total"),
+    [RM_TCP_DOWNSTREAM_FLOW_CONTROL_PAUSED_READING_TOTAL] =
+        C("downstream_flow_control_paused_reading_total"),
+    [RM_TCP_DOWNSTREAM_FLOW_CONTROL_RESUMED_READING_TOTAL] =
+        C("downstream_flow_control_resumed_reading_total"),
+    [RM_TCP_IDLE_TIMEOUT] = C("idle_timeout"),
+    [RM_TCP_MAX_DOWNSTREAM_CONNECTION_DURATION] = C("max_downstream_connection_duration"),
+};
+
 const struct rm_stat_def rm_rds_stat_defs[RM_RDS__COUNT] = {
     [RM_RDS_UPDATE_ATTEMPT] = C("update_attempt"),
     [RM_RDS_UPDATE_SUCCESS] = C("update_success"),

@@ -261,6 +261,20 @@ enum rm_listener_stat {
 };
 extern const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT];
 
+/* tcp.<stat_prefix>.: a TCP proxy network filter (proxy/tcp/tcp_proxy.c) */
+enum rm_tcp_stat {
+    RM_TCP_DOWNSTREAM_CX_TOTAL,
+    RM_TCP_DOWNSTREAM_CX_NO_ROUTE,
+    RM_TCP_DOWNSTREAM_CX_TX_BYTES_TOTAL,
+    RM_TCP_DOWNSTREAM_CX_RX_BYTES_TOTAL,
+    RM_TCP_DOWNSTREAM_FLOW_CONTROL_PAUSED_READING_TOTAL,
+    RM_TCP_DOWNSTREAM_FLOW_CONTROL_RESUMED_READING_TOTAL,
+    RM_TCP_IDLE_TIMEOUT,
+    RM_TCP_MAX_DOWNSTREAM_CONNECTION_DURATION,
+    RM_TCP__COUNT
+};
+extern const struct rm_stat_def rm_tcp_stat_defs[RM_TCP__COUNT];
+
 /* http.<stat_prefix>.rds.<route_config_name>.: RDS updates of a listener's routes (counted by
  * xds/xds_manager.c, held by the listener config: proxy/config/snapshot.h) */
 enum rm_rds_stat {

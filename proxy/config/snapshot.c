@@ -9,15 +9,19 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
 #include "proxy/http/access_log.h"
+#include "proxy/http/hcm.h"
 #include "proxy/net/secrets.h"
 #include "proxy/net/tls.h"
+#include "proxy/tcp/tcp_proxy.h"
 #include "proxy/upstream/dns.h"
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define PATH_MAX_LEN 512
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
@@ -139,6 +143,19 @@ static int check_source(struct rm_snapshot *s,
     char p[PATH_MAX_LEN];
     snprintf(p, sizeof(p), "%s.api_config_source.grpc_services[0].envoy_grpc.cluster_name", path);
     return grpc_cluster(s, sr, src->cluster, p, err) ? RM_OK : RM_ERR;
+}
+
+/* The sources of the dynamic SDS references <r> of <path>'s TLS context. */
+static int check_sds_sources(struct rm_snapshot *s,
+                             const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
+                             const struct rm_sds_refs *r, const char *path, struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    for (size_t i = 0; r && i < r->n; i++) {
+        snprintf(p, sizeof(p), "%s: secret %s: sds_config", path, r->v[i].name);
+        if (check_source(s, sr, &r->v[i].src, p, err)) return RM_ERR;
+    }
+    return RM_OK;
 }
 
 /* ads_config: gRPC (SotW or Delta) to one STATIC cluster (envoy_grpc). */
@@ -487,7 +504,8 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
     if (fc->n_filters != 1)
         return rm_error_set(err,
                             "%s.filter_chains[0].filters: exactly one network filter "
-                            "(envoy.filters.network.http_connection_manager) is supported",
+                            "(envoy.filters.network.http_connection_manager or "
+                            "envoy.filters.network.tcp_proxy) is supported",
                             path);
     return RM_OK;
 }
@@ -496,7 +514,7 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
  * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
 static int build_listener_tls(struct rm_listener_cfg *lc,
                               const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
-                              const char *stat_prefix, const struct rm_secrets *secrets,
+                              const char *stat_prefix, const struct rm_snapshot *s,
                               struct rm_error *err)
 {
     char p[PATH_MAX_LEN];
@@ -505,12 +523,72 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
     if (!fc->transport_socket) return RM_OK;
     static const char *const alpn[] = {
         [RM_CODEC_AUTO] = "h2,http/1.1", [RM_CODEC_HTTP1] = "http/1.1", [RM_CODEC_HTTP2] = "h2"};
+    /* a TCP proxy offers no ALPN of its own (Envoy: only the context's alpn_protocols) */
+    const char *dflt = lc->netfilter == &rm_hcm_netfilter ? alpn[lc->hcm.codec_type] : NULL;
     struct rm_tls_opts o = {.side = RM_TLS_SERVER,
                             .stat_prefix = stat_prefix,
-                            .default_alpn = alpn[lc->hcm.codec_type],
-                            .secrets = secrets};
+                            .default_alpn = dflt,
+                            .secrets = s->secrets,
+                            .sds = s->sds};
     snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
+}
+
+static int build_hcm_filter(struct build_ctx *b, struct rm_listener_cfg *lc,
+                            const ProtobufCMessage *m, const char *path, struct rm_error *err)
+{
+    return build_hcm(b, lc, (const Hcm *)m, path, err);
+}
+
+static int build_tcp_proxy(struct build_ctx *b, struct rm_listener_cfg *lc,
+                           const ProtobufCMessage *m, const char *path, struct rm_error *err)
+{
+    const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy *pb = (const void *)m;
+    lc->tcp = rm_tcp_proxy_cfg_new(pb, path, b->resolve, b->resolve_ctx, err);
+    return lc->tcp ? RM_OK : RM_ERR;
+}
+
+/* The network filters a listener may have: its typed_config's type, what runs it and what
+ * builds its config (from the unpacked, checked message; errors under the typed_config path). */
+static const struct netfilter_kind {
+    const ProtobufCMessageDescriptor *type;
+    const struct rm_netfilter_ops *ops;
+    int (*build)(struct build_ctx *b, struct rm_listener_cfg *lc, const ProtobufCMessage *m,
+                 const char *path, struct rm_error *err);
+} netfilter_kinds[] = {
+    {&envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+     &rm_hcm_netfilter, build_hcm_filter},
+    {&envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
+     &rm_tcp_proxy_netfilter, build_tcp_proxy},
+};
+
+/* filter_chains[0].filters[0] of listener <path>: lc->netfilter and its config. */
+static int build_netfilter(struct build_ctx *b, struct rm_listener_cfg *lc,
+                           const Envoy__Config__Listener__V3__Filter *f, const char *path,
+                           struct rm_error *err)
+{
+    char p[PATH_MAX_LEN];
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return rm_error_set(err, "%s.typed_config: required", p);
+    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
+    const struct netfilter_kind *k = NULL;
+    for (size_t i = 0; i < sizeof(netfilter_kinds) / sizeof(netfilter_kinds[0]); i++) {
+        if (netfilter_kinds[i].type == d) k = &netfilter_kinds[i];
+    }
+    if (!k)
+        return rm_error_set(err,
+                            "%s: network filter \"%s\" (%s) is not supported by remora; "
+                            "only " HCM_TYPE " and " TCP_PROXY_TYPE,
+                            p, f->name, f->typed_config->type_url);
+    ProtobufCMessage *m;
+    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
+        return rm_error_prefix(err, "%s.typed_config: ", p);
+    own(b->s, m);
+    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
+    if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
+    lc->netfilter = k->ops;
+    return k->build(b, lc, m, p, err);
 }
 
 /* Build listener <pb> (errors under <path>) into b->s->listeners. */
@@ -537,30 +615,13 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     lc->use_original_dst = rm_pb_bool(pb->use_original_dst, false);
     lc->original_dst |= lc->use_original_dst; /* Envoy adds the filter for it */
     lc->bind_to_port = rm_pb_bool(pb->bind_to_port, true);
-    const Envoy__Config__Listener__V3__Filter *f = pb->filter_chains[0]->filters[0];
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
-    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
-        return rm_error_set(err, "%s.typed_config: required", p);
-    const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
-    if (d !=
-        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor)
-        return rm_error_set(err,
-                            "%s: network filter \"%s\" (%s) is not supported by remora; "
-                            "only " HCM_TYPE,
-                            p, f->name, f->typed_config->type_url);
-    ProtobufCMessage *m;
-    if (rm_pb_any_unpack(f->typed_config, d, &m, err))
-        return rm_error_prefix(err, "%s.typed_config: ", p);
-    own(s, m);
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
-    if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
-    if (build_hcm(b, lc, (const Hcm *)m, p, err)) return RM_ERR;
+    if (build_netfilter(b, lc, pb->filter_chains[0]->filters[0], path, err)) return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s->secrets, err);
+    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s, err);
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -660,6 +721,15 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
                  s->listeners[i]->name);
         if (s->listeners[i]->rds_name && check_source(s, sr, &s->listeners[i]->rds_src, p, err))
             return RM_ERR;
+        snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s)", i, s->listeners[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->listeners[i]->tls), p, err))
+            return RM_ERR;
+    }
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof(p), "cluster %s", s->clusters[i]->name);
+        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->clusters[i]->tls), p, err))
+            return RM_ERR;
     }
     return RM_OK;
 }
@@ -713,7 +783,8 @@ static int copy_routes(struct rm_snapshot *s, const struct rm_snapshot_dyn *dyn,
                    copy_res(&s->warming_clusters, &s->n_warming_clusters, dyn->warming_clusters,
                             dyn->n_warming_clusters, err) ||
                    copy_res(&s->warming_listeners, &s->n_warming_listeners, dyn->warming_listeners,
-                            dyn->n_warming_listeners, err)
+                            dyn->n_warming_listeners, err) ||
+                   copy_res(&s->dyn_secrets, &s->n_dyn_secrets, dyn->secrets, dyn->n_secrets, err)
                ? RM_ERR
                : RM_OK;
 }
@@ -759,6 +830,7 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
     s->bootstrap_box = rm_pb_box_ref(base->bootstrap_box);
     s->bootstrap = base->bootstrap;
     s->secrets = rm_secrets_ref(base->secrets);
+    s->sds = rm_secrets_ref(dyn->sds);
     s->admin_addr = base->admin_addr;
     s->admin_addr_len = base->admin_addr_len;
     s->admin_pipe_mode = base->admin_pipe_mode;
@@ -785,12 +857,14 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 static void listener_free(struct rm_listener_cfg *lc);
 
 int rm_snapshot_check_listener(const Listener *pb, const char *path,
-                               const struct rm_secrets *secrets, rm_route_resolve_fn resolve,
-                               void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
+                               const struct rm_secrets *secrets, const struct rm_secrets *sds,
+                               rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
+                               struct rm_config_source *rds_src, struct rm_sds_refs *sds_refs,
                                struct rm_error *err)
 {
-    /* <s> borrows <secrets> (never unreferenced: not built through rm_snapshot_unref) */
-    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets};
+    /* <s> borrows the tables (never unreferenced: not built through rm_snapshot_unref) */
+    struct rm_snapshot s = {.secrets = (struct rm_secrets *)secrets,
+                            .sds = (struct rm_secrets *)sds};
     struct rm_listener_cfg *one[1] = {NULL};
     s.listeners = one;
     struct build_ctx b = {
@@ -801,6 +875,7 @@ int rm_snapshot_check_listener(const Listener *pb, const char *path,
     if (rds_src) *rds_src = (struct rm_config_source){0};
     if (rc == RM_OK && rds_src && one[0]->rds_name)
         rm_config_source_copy(rds_src, &one[0]->rds_src);
+    if (sds_refs) rm_sds_refs_copy(sds_refs, rc == RM_OK ? rm_tls_ctx_sds_refs(one[0]->tls) : NULL);
     listener_free(one[0]);
     for (size_t i = 0; i < s.n_owned; i++)
         protobuf_c_message_free_unpacked(s.owned[i], NULL);
@@ -820,10 +895,11 @@ bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
 {
     if (s->ads_cluster || s->lds || s->cds) return true;
     for (size_t i = 0; i < s->n_clusters; i++) {
-        if (rm_cluster_is_eds(s->clusters[i])) return true;
+        if (rm_cluster_is_eds(s->clusters[i]) || rm_tls_ctx_sds_refs(s->clusters[i]->tls))
+            return true;
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name) return true;
+        if (s->listeners[i]->rds_name || rm_tls_ctx_sds_refs(s->listeners[i]->tls)) return true;
     }
     return false;
 }
@@ -865,6 +941,7 @@ static void listener_free(struct rm_listener_cfg *lc)
     free(lc->version_info);
     rm_pb_box_unref(lc->pb_box);
     rm_tls_ctx_unref(lc->tls);
+    rm_tcp_proxy_cfg_free(lc->tcp);
     free(lc);
 }
 
@@ -880,11 +957,13 @@ void rm_snapshot_unref(struct rm_snapshot *s)
     free_res(s->routes, s->n_routes);
     free_res(s->warming_clusters, s->n_warming_clusters);
     free_res(s->warming_listeners, s->n_warming_listeners);
+    free_res(s->dyn_secrets, s->n_dyn_secrets);
     for (size_t i = 0; i < s->n_owned; i++)
         protobuf_c_message_free_unpacked(s->owned[i], NULL);
     free(s->owned);
     rm_pb_box_unref(s->bootstrap_box);
     rm_secrets_unref(s->secrets);
+    rm_secrets_unref(s->sds);
     rm_config_source_dispose(&s->lds_src);
     rm_config_source_dispose(&s->cds_src);
     free(s->admin_addr_str);

@@ -22,7 +22,10 @@
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
 struct Envoy__Config__Listener__V3__Listener;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct rm_netfilter_ops;
 struct rm_secrets;
+struct rm_tcp_proxy_cfg;
+struct rm_sds_refs;
 struct rm_tls_ctx;
 
 enum rm_codec_type {
@@ -92,7 +95,11 @@ struct rm_listener_cfg {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     bool reuse_port;       /* enable_reuse_port (default true) */
     uint32_t backlog;
-    struct rm_hcm_cfg hcm; /* the single HTTP filter chain */
+    /* filter_chains[0].filters[0], the network filter (proxy/server/netfilter.h): the HTTP
+     * connection manager (config in <hcm>) or the TCP proxy (config in <tcp>, else NULL) */
+    const struct rm_netfilter_ops *netfilter;
+    struct rm_hcm_cfg hcm; /* the single HTTP filter chain (zeroed for a TCP proxy) */
+    struct rm_tcp_proxy_cfg *tcp;
     /* filter_chains[0].transport_socket: TLS termination (a reference), or NULL (plaintext) */
     struct rm_tls_ctx *tls;
     /* the handshake's bound: transport_socket_connect_timeout, else the HCM's
@@ -140,6 +147,9 @@ struct rm_snapshot_dyn {
     size_t n_routes;
     const struct rm_dyn_res *warming_clusters, *warming_listeners; /* for /config_dump */
     size_t n_warming_clusters, n_warming_listeners;
+    struct rm_secrets *sds;           /* the Secrets received over SDS (NULL: none) */
+    const struct rm_dyn_res *secrets; /* the same, for /config_dump, sorted by name */
+    size_t n_secrets;
 };
 
 struct rm_snapshot {
@@ -158,6 +168,12 @@ struct rm_snapshot {
      * bootstrap; NULL: none): what TLS contexts of static and xDS listeners and clusters
      * resolve their SDS references in */
     struct rm_secrets *secrets;
+    /* the Secrets received over SDS when the snapshot was built (a reference; NULL: none, as in
+     * the bootstrap snapshot): what listeners' references with an sds_config resolve in (a
+     * listener whose secret is missing has a TLS context that is not ready) */
+    struct rm_secrets *sds;
+    struct rm_dyn_res *dyn_secrets; /* the same with their versions, for /config_dump */
+    size_t n_dyn_secrets;
     struct Envoy__Config__Bootstrap__V3__Bootstrap *bootstrap; /* in bootstrap_box */
     char *admin_addr_str;
     struct sockaddr_storage admin_addr;
@@ -185,20 +201,23 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
                                      const struct rm_snapshot_dyn *dyn, struct rm_error *err);
 
 /** Check a Listener arriving over LDS (errors under <path>, e.g. "Listener l1:"): everything
- *  rm_snapshot_next would build (TLS secrets resolved in <secrets>, the bootstrap's), with clusters
- * resolved by <resolve> (unknown ones in an inline route_config are errors unless validate_clusters
- * is false).  *rds_name (may be NULL) gets the RDS route_config_name it needs (malloc'd) or NULL,
- * and *rds_src (may be NULL; dispose it) where it comes from. */
+ *  rm_snapshot_next would build (TLS secrets resolved in <secrets>, the bootstrap's, and <sds>,
+ *  those received over SDS), with clusters resolved by <resolve> (unknown ones in an inline
+ *  route_config are errors unless validate_clusters is false).  *rds_name (may be NULL) gets the
+ *  RDS route_config_name it needs (malloc'd) or NULL, *rds_src (may be NULL; dispose it) where
+ *  it comes from, *sds_refs (may be NULL; dispose it) the secrets it takes over SDS. */
 int rm_snapshot_check_listener(const struct Envoy__Config__Listener__V3__Listener *pb,
                                const char *path, const struct rm_secrets *secrets,
-                               rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
-                               struct rm_config_source *rds_src, struct rm_error *err);
+                               const struct rm_secrets *sds, rm_route_resolve_fn resolve,
+                               void *resolve_ctx, char **rds_name, struct rm_config_source *rds_src,
+                               struct rm_sds_refs *sds_refs, struct rm_error *err);
 /** Check a RouteConfiguration arriving over RDS: a route to a cluster <resolve> does not know is
  *  an error unless validate_clusters is false. */
 int rm_snapshot_check_route(const struct Envoy__Config__Route__V3__RouteConfiguration *pb,
                             const char *path, rm_route_resolve_fn resolve, void *resolve_ctx,
                             struct rm_error *err);
-/** Whether <s> gets anything over xDS (an ADS stream, LDS, CDS, EDS clusters, RDS listeners). */
+/** Whether <s> gets anything over xDS (an ADS stream, LDS, CDS, EDS clusters, RDS listeners,
+ *  TLS secrets over SDS). */
 bool rm_snapshot_uses_xds(const struct rm_snapshot *s);
 /** Whether two listener configs are the same socket: same name, same address and the same
  *  bind_to_port (then an update keeps the bound socket, or the unbound worker listener). */

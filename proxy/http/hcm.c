@@ -57,16 +57,10 @@ static void conn_free_task(struct rm_task *t)
 
 static void conn_unlink_and_free(struct rm_hcm_conn *hc)
 {
-    if (hc->closed) return;
-    hc->closed = true;
+    if (hc->base.closed) return;
     rm_hcm_conn_timers_stop(hc);
     struct rm_worker *w = hc->w;
-    if (hc->prev)
-        hc->prev->next = hc->next;
-    else
-        w->conns = hc->next;
-    if (hc->next) hc->next->prev = hc->prev;
-    w->n_conns--;
+    rm_worker_conn_unlink(w, &hc->base);
     rm_stat_dec(hc->cx_stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_DESTROY);
     rm_stat_dec(hc->listener_stats, RM_LS_DOWNSTREAM_CX_ACTIVE);
@@ -153,7 +147,8 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
         rm_conn_close(conn);
         return;
     }
-    hc->listener_tag = listener_tag;
+    hc->base.ops = &rm_hcm_netfilter;
+    hc->base.listener_tag = listener_tag;
     hc->w = w;
     hc->wsnap = rm_worker_snap_hold(w->wsnap);
     hc->snap = hc->wsnap->snap;
@@ -172,10 +167,7 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
         memmove(hc->peer_ip, hc->peer_ip + 1, strlen(hc->peer_ip));
         hc->peer_ip[strlen(hc->peer_ip) - 1] = 0;
     }
-    hc->next = w->conns;
-    if (w->conns) w->conns->prev = hc;
-    w->conns = hc;
-    w->n_conns++;
+    rm_worker_conn_link(w, &hc->base);
     rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_TOTAL);
     rm_stat_inc(hc->cx_stats, RM_HS_DOWNSTREAM_CX_ACTIVE);
     rm_stat_inc(hc->listener_stats, RM_LS_DOWNSTREAM_CX_TOTAL);
@@ -196,7 +188,7 @@ void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint
 
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc)
 {
-    if (hc->closed) return;
+    if (hc->base.closed) return;
     if (!hc->codec) {
         rm_conn_close(hc->conn);
         conn_unlink_and_free(hc);
@@ -207,13 +199,36 @@ void rm_hcm_conn_drain(struct rm_hcm_conn *hc)
 
 void rm_hcm_conn_close(struct rm_hcm_conn *hc)
 {
-    if (hc->closed) return;
+    if (hc->base.closed) return;
     if (hc->codec)
         hc->codec->ops->close(hc->codec);
     else
         rm_conn_close(hc->conn);
     conn_unlink_and_free(hc);
 }
+
+static void netfilter_follow_config(struct rm_worker_conn *wc)
+{
+    rm_hcm_conn_follow_config(rm_container_of(wc, struct rm_hcm_conn, base));
+}
+
+static void netfilter_drain(struct rm_worker_conn *wc)
+{
+    rm_hcm_conn_drain(rm_container_of(wc, struct rm_hcm_conn, base));
+}
+
+static void netfilter_close(struct rm_worker_conn *wc)
+{
+    rm_hcm_conn_close(rm_container_of(wc, struct rm_hcm_conn, base));
+}
+
+const struct rm_netfilter_ops rm_hcm_netfilter = {
+    .name = "envoy.filters.network.http_connection_manager",
+    .accept = rm_hcm_conn_new,
+    .follow_config = netfilter_follow_config,
+    .drain = netfilter_drain,
+    .close = netfilter_close,
+};
 
 /* ---- request-side helpers ----------------------------------------------------------------- */
 
@@ -485,8 +500,10 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
 {
     struct rm_worker *w = hc->w;
     if (hc->wsnap == w->wsnap) return;
-    const struct rm_worker_listener *wl = rm_worker_listener_by_tag(w, hc->listener_tag);
-    if (!wl) return; /* the listener is gone: the connection drains on its config */
+    const struct rm_worker_listener *wl = rm_worker_listener_by_tag(w, hc->base.listener_tag);
+    /* the listener is gone (or its socket now has another network filter): the connection
+     * drains on its config */
+    if (!wl || wl->cfg->netfilter != &rm_hcm_netfilter) return;
     rm_worker_snap_release(hc->wsnap);
     hc->wsnap = rm_worker_snap_hold(w->wsnap);
     hc->snap = hc->wsnap->snap;

@@ -19,6 +19,7 @@
 #include "proxy/core/loop.h"
 #include "proxy/http/codec.h"
 #include "proxy/http/route.h"
+#include "proxy/server/netfilter.h"
 
 struct rm_worker;
 struct rm_listener_cfg;
@@ -34,6 +35,7 @@ struct rm_hcm_conn_state {
 };
 
 struct rm_hcm_conn {
+    struct rm_worker_conn base; /* the worker's list; ops = &rm_hcm_netfilter */
     struct rm_worker *w;
     /* The config the next stream gets: the worker's current one when the connection's
      * listener is still there (streams keep the one they started on). */
@@ -47,8 +49,7 @@ struct rm_hcm_conn {
      * stat_prefix) or after its listener was removed and that snapshot freed. */
     struct rm_stats *cx_stats, *listener_stats;
     struct rm_conn *conn;
-    struct rm_codec *codec;          /* NULL until the protocol is known */
-    struct rm_hcm_conn *next, *prev; /* the worker's list */
+    struct rm_codec *codec; /* NULL until the protocol is known */
     struct rm_task free_task;
     unsigned active_streams;
     uint32_t requests; /* streams begun, counted only under max_requests_per_connection */
@@ -56,9 +57,7 @@ struct rm_hcm_conn {
     struct rm_timer timer;  /* idle_timeout and max_connection_duration (hcm_timeouts.c) */
     uint64_t start_ms;      /* accepted at */
     uint64_t idle_since_ms; /* when active_streams last became 0 */
-    uint64_t listener_tag;  /* the worker listener that accepted it (rm_worker_listener.tag) */
-    bool closed;
-    bool have_addrs; /* peer_addr/local_addr set (rm_hcm_conn_facts: access logs, RBAC) */
+    bool have_addrs;        /* peer_addr/local_addr set (rm_hcm_conn_facts: access logs, RBAC) */
     struct sockaddr_in6 peer_addr, local_addr; /* AF_INET or AF_INET6 */
     char peer_ip[64];
     uint64_t id;                  /* CONNECTION_ID (access logs: set with have_addrs) */
@@ -123,16 +122,21 @@ struct rm_hcm_stream {
     const char *upstream_peer_uri_san;  /* its TLS peer's first URI SAN (stream's arena) */
 };
 
-/** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.
- *  Frees itself when the connection ends (out of memory: <conn> is closed at once). */
+/** The connection manager as a network filter (proxy/server/netfilter.h): accept takes over a
+ *  connection (rm_hcm_conn_new), follow_config / drain / close are the functions below. */
+extern const struct rm_netfilter_ops rm_hcm_netfilter;
+
 /** Envoy's HTTP -> gRPC status mapping (Grpc::Utility::httpToGrpcStatus): the grpc-status of
  *  a local reply to a gRPC request, and of a response without one (access-log filters). */
 unsigned rm_hcm_grpc_status_of_http(unsigned http);
+/** Take over a connection accepted by the worker listener <listener_tag> with config <lc>.
+ *  Frees itself when the connection ends (out of memory: <conn> is closed at once). */
 void rm_hcm_conn_new(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
                      struct rm_conn *conn);
 /** Move the connection to the worker's current config (w->wsnap) if its listener is still
- *  there: its next streams use it, and the snapshot it held is released (streams in flight
- *  keep their own).  A no-op when already current or when the listener is gone. */
+ *  there with a connection manager: its next streams use it, and the snapshot it held is released
+ * (streams in flight keep their own).  A no-op when already current or when the listener is gone.
+ */
 void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc);
 /** Graceful drain: GOAWAY / Connection: close, close when idle. */
 void rm_hcm_conn_drain(struct rm_hcm_conn *hc);

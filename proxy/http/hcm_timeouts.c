@@ -57,7 +57,7 @@ static void arm_conn(struct rm_hcm_conn *hc, uint64_t now)
 static void on_conn_timer(struct rm_timer *t)
 {
     struct rm_hcm_conn *hc = rm_container_of(t, struct rm_hcm_conn, timer);
-    if (hc->closed) return;
+    if (hc->base.closed) return;
     uint64_t now = rm_loop_now(conn_loop(hc));
     bool duration;
     uint64_t d = conn_deadline(hc, now, &duration);

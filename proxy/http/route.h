@@ -49,6 +49,8 @@ struct rm_header_match {
     bool invert;
     bool present_match_value; /* for PRESENT: true = must be present, false = must be absent */
     bool treat_missing_as_empty;
+    bool pseudo; /* a pseudo-header remora knows (one value at most): looked up by key */
+    uint8_t key; /* enum rm_hkey of name */
 };
 
 struct rm_query_match {

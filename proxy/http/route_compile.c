@@ -289,6 +289,8 @@ int rm_rt_header_matcher(struct rm_route_ctx *c, const Envoy__Config__Route__V3_
     }
     out->name_len = strlen(hm->name);
     out->name = rm_rt_strdup(c, hm->name, out->name_len, true);
+    out->key = (uint8_t)rm_hkey_of(out->name, out->name_len);
+    out->pseudo = out->name[0] == ':' && out->key != RM_HK_UNKNOWN;
     out->invert = hm->invert_match;
     out->treat_missing_as_empty = hm->treat_missing_header_as_empty;
     struct rm_str_match *m = &out->m;

@@ -143,7 +143,13 @@ static bool header_value(const struct rm_headers *h, const char *name, size_t nl
 bool rm_header_match_eval(const struct rm_header_match *hm, const struct rm_headers *req)
 {
     struct rm_str v = {"", 0};
-    bool present = header_value(req, hm->name, hm->name_len, &v);
+    bool present;
+    if (hm->pseudo) { /* :method, :path…: one value, found by key */
+        v = rm_headers_get_key(req, (enum rm_hkey)hm->key);
+        present = v.p != NULL;
+    } else {
+        present = header_value(req, hm->name, hm->name_len, &v);
+    }
     bool is_present_kind = hm->m.kind == RM_STR_PRESENT;
     if (!present && !hm->treat_missing_as_empty)
         return is_present_kind && (hm->invert ? hm->present_match_value : !hm->present_match_value);

@@ -134,8 +134,19 @@ static struct rm_conn *conn_new(struct rm_loop *loop, const struct rm_conn_handl
 
 static bool gone(const struct rm_conn *c)
 {
-    return c->flags &
-           (RM_CONN_CLOSED | RM_CONN_READ_PAUSED | RM_CONN_SHUT_AFTER_FLUSH | RM_CONN_HANDSHAKING);
+    return c->flags & (RM_CONN_CLOSED | RM_CONN_READ_PAUSED | RM_CONN_SHUT_AFTER_FLUSH |
+                       RM_CONN_HANDSHAKING | RM_CONN_READ_EOF);
+}
+
+/* The peer's EOF: half-close when the owner wants it, else close. */
+static void peer_eof(struct rm_conn *c)
+{
+    if (!c->h->on_eof || (c->flags & RM_CONN_NO_CALLBACKS)) {
+        close_with(c, 0);
+        return;
+    }
+    c->flags |= RM_CONN_READ_EOF;
+    c->h->on_eof(c);
 }
 
 /* Offer the buffered input to the owner. */
@@ -177,7 +188,10 @@ static void do_read(struct rm_conn *c)
             return;
         }
         if (n == -EINTR) continue;
-        close_with(c, (int)n);
+        if (n == 0)
+            peer_eof(c);
+        else
+            close_with(c, (int)n);
         return;
     }
     rm_loop_defer(c->loop, &c->read_task, read_task_run); /* budget spent: let others run */
@@ -249,6 +263,10 @@ static void do_write(struct rm_conn *c)
         return;
     }
     want_write(c, c->flags & RM_CONN_TP_WANT_WRITE);
+    if (c->flags & RM_CONN_SHUT_WR_PENDING) {
+        c->flags = (c->flags & ~(uint32_t)RM_CONN_SHUT_WR_PENDING) | RM_CONN_WR_SHUT;
+        shutdown(c->io.fd, SHUT_WR);
+    }
     if (c->flags & RM_CONN_SHUT_AFTER_FLUSH) {
         shutdown(c->io.fd, SHUT_WR);
         rm_conn_close(c);
@@ -288,6 +306,13 @@ void rm_conn_write(struct rm_conn *c, const void *p, size_t n)
     rm_conn_schedule_flush(c);
 }
 
+void rm_conn_shutdown_write(struct rm_conn *c)
+{
+    if (c->flags & (RM_CONN_CLOSED | RM_CONN_WR_SHUT)) return;
+    c->flags |= RM_CONN_SHUT_WR_PENDING;
+    rm_conn_schedule_flush(c);
+}
+
 void rm_conn_close_after_flush(struct rm_conn *c)
 {
     if (c->flags & RM_CONN_CLOSED) return;
@@ -308,7 +333,7 @@ static void connected(struct rm_conn *c)
     if (c->tp != &rm_transport_plain) {
         rm_conn_schedule_flush(c);
         rm_loop_defer(c->loop, &c->read_task, read_task_run);
-    } else if (c->out.len) {
+    } else if (c->out.len || (c->flags & RM_CONN_SHUT_WR_PENDING)) {
         rm_conn_schedule_flush(c);
     }
 }
@@ -395,6 +420,10 @@ static void on_io(struct rm_io *io, uint32_t events)
         c->flags &= ~(uint32_t)RM_CONN_TP_WANT_WRITE; /* a read that waited for socket space */
         events |= EPOLLIN;
     }
+    if (c->flags & RM_CONN_READ_EOF) { /* half-closed: a HUP is our own SHUT_WR's echo */
+        if (events & EPOLLERR) close_with(c, -ECONNRESET);
+        return;
+    }
     if (events & (EPOLLHUP | EPOLLRDHUP)) c->flags |= RM_CONN_PEER_SHUT;
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;
@@ -402,7 +431,7 @@ static void on_io(struct rm_io *io, uint32_t events)
             if (events & (EPOLLERR | EPOLLHUP))
                 close_with(c, -ECONNRESET);
             else if ((events & EPOLLRDHUP) && peer_closed(c))
-                close_with(c, 0);
+                peer_eof(c);
             return;
         }
         do_read(c);

@@ -54,6 +54,10 @@ struct rm_conn_handler {
     void (*on_drained)(struct rm_conn *c);
     /** Peer closed (err 0) or I/O error (-errno); the conn is already closed. */
     void (*on_close)(struct rm_conn *c, int err);
+    /** Optional (half-close, as Envoy's tcp_proxy): the peer sent its FIN (or TLS close) and
+     *  everything before it was offered to on_data; reading stops for good, writing goes on
+     *  (rm_conn_shutdown_write ends it).  Without it an EOF closes the conn (on_close, 0). */
+    void (*on_eof)(struct rm_conn *c);
 };
 
 enum {
@@ -64,12 +68,15 @@ enum {
     RM_CONN_OVER_HIGH = 1u << 4,   /* output above the high watermark */
     RM_CONN_IN_CALLBACK = 1u << 5, /* inside a handler call: don't free */
     RM_CONN_SHUT_AFTER_FLUSH = 1u << 6,
-    RM_CONN_NO_CALLBACKS = 1u << 7,    /* the owner is gone: no more handler calls */
-    RM_CONN_PEER_SHUT = 1u << 8,       /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
-    RM_CONN_READ_DRAINED = 1u << 9,    /* the socket had nothing more after the last read */
-    RM_CONN_HANDSHAKING = 1u << 10,    /* the transport's handshake runs: no data either way yet */
-    RM_CONN_TP_WANT_WRITE = 1u << 11,  /* the transport waits for EPOLLOUT (see above) */
-    RM_CONN_LOCAL_RESTORED = 1u << 12, /* local is the original destination (see below) */
+    RM_CONN_NO_CALLBACKS = 1u << 7,     /* the owner is gone: no more handler calls */
+    RM_CONN_PEER_SHUT = 1u << 8,        /* EPOLLRDHUP/HUP seen: read until EOF, not a short read */
+    RM_CONN_READ_DRAINED = 1u << 9,     /* the socket had nothing more after the last read */
+    RM_CONN_HANDSHAKING = 1u << 10,     /* the transport's handshake runs: no data either way yet */
+    RM_CONN_TP_WANT_WRITE = 1u << 11,   /* the transport waits for EPOLLOUT (see above) */
+    RM_CONN_LOCAL_RESTORED = 1u << 12,  /* local is the original destination (see below) */
+    RM_CONN_READ_EOF = 1u << 13,        /* on_eof reported: nothing more to read */
+    RM_CONN_SHUT_WR_PENDING = 1u << 14, /* rm_conn_shutdown_write: SHUT_WR once flushed */
+    RM_CONN_WR_SHUT = 1u << 15,         /* SHUT_WR done */
 };
 
 struct rm_conn {
@@ -124,6 +131,10 @@ static inline size_t rm_conn_pending(const struct rm_conn *c)
 void rm_conn_pause_reading(struct rm_conn *c, bool paused);
 /** Close now (pending output is dropped); frees later; no more callbacks. */
 void rm_conn_close(struct rm_conn *c);
+/** Half-close: write what is queued, then shutdown(SHUT_WR) (the peer reads EOF); the conn
+ *  stays open for reading and callbacks.  Nothing may be written after it.  (Under TLS no
+ *  close_notify is sent first: the peer sees a TCP EOF.) */
+void rm_conn_shutdown_write(struct rm_conn *c);
 /** Write what is queued, then close (e.g. after a final response).  No more callbacks. */
 void rm_conn_close_after_flush(struct rm_conn *c);
 /** Accepted connections (envoy.filters.listener.original_dst): the destination the connection

@@ -13,19 +13,19 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret Secret;
 
 struct secret_entry {
     const Secret *pb; /* in the table's box */
-    char path[64];    /* "<path>[i]" */
+    char path[160];   /* "<path>[i]", or "Secret <name>" */
 };
 
 struct rm_secrets {
     _Atomic unsigned refs;
-    struct rm_pb_box *box;  /* a reference (NULL: the caller keeps the messages alive) */
-    struct secret_entry *v; /* in definition order */
+    struct rm_pb_box *box;    /* a reference (NULL: the caller keeps the messages alive) */
+    struct rm_pb_box **boxes; /* rm_secrets_new_boxed: a reference on each entry's box */
+    struct secret_entry *v;   /* in definition order */
     size_t n;
     struct rm_strmap by_name; /* name -> entry in v */
 };
 
-/* Secret <s> at <p>: a name and a supported kind. */
-static int check_secret(const Secret *s, const char *p, struct rm_error *err)
+int rm_secret_check(const Secret *s, const char *p, struct rm_error *err)
 {
     if (!s->name || !s->name[0]) return rm_error_set(err, "%s.name: a secret needs a name", p);
     switch (s->type_case) {
@@ -56,7 +56,7 @@ int rm_secrets_new(Secret *const *v, size_t n, struct rm_pb_box *box, const char
         struct secret_entry *e = &s->v[s->n++];
         e->pb = v[i];
         snprintf(e->path, sizeof(e->path), "%s[%zu]", path, i);
-        if (check_secret(v[i], e->path, err)) goto fail;
+        if (rm_secret_check(v[i], e->path, err)) goto fail;
         if (rm_strmap_get(&s->by_name, v[i]->name)) {
             rm_error_set(err, "%s.name: duplicate \"%s\"", e->path, v[i]->name);
             goto fail;
@@ -70,6 +70,23 @@ fail_oom:
 fail:
     rm_secrets_unref(s);
     return RM_ERR;
+}
+
+struct rm_secrets *rm_secrets_new_boxed(struct rm_pb_box *const *boxes, size_t n)
+{
+    if (!n) return NULL;
+    struct rm_secrets *s = calloc(1, sizeof(*s));
+    if (!s || !(s->v = calloc(n, sizeof(*s->v))) || !(s->boxes = calloc(n, sizeof(*s->boxes))))
+        abort();
+    atomic_init(&s->refs, 1);
+    for (size_t i = 0; i < n; i++) {
+        struct secret_entry *e = &s->v[s->n++];
+        s->boxes[i] = rm_pb_box_ref(boxes[i]);
+        e->pb = (const Secret *)boxes[i]->m;
+        snprintf(e->path, sizeof(e->path), "Secret %s", e->pb->name);
+        rm_strmap_put(&s->by_name, e->pb->name, e);
+    }
+    return s;
 }
 
 static const struct secret_entry *find(const struct rm_secrets *s, const char *name)
@@ -99,7 +116,53 @@ void rm_secrets_unref(struct rm_secrets *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
     rm_pb_box_unref(s->box);
+    for (size_t i = 0; s->boxes && i < s->n; i++)
+        rm_pb_box_unref(s->boxes[i]);
+    free(s->boxes);
     rm_strmap_clear(&s->by_name);
     free(s->v);
     free(s);
+}
+
+/* ---- dynamic references ------------------------------------------------------------------- */
+
+void rm_sds_refs_add(struct rm_sds_refs *r, const char *name, const struct rm_config_source *src)
+{
+    if (rm_sds_refs_has(r, name)) return;
+    struct rm_sds_ref *v = realloc(r->v, (r->n + 1) * sizeof(*v));
+    if (!v) abort();
+    r->v = v;
+    struct rm_sds_ref *e = &v[r->n++];
+    if (!(e->name = strdup(name))) abort();
+    rm_config_source_copy(&e->src, src);
+}
+
+void rm_sds_refs_merge(struct rm_sds_refs *r, const struct rm_sds_refs *from)
+{
+    for (size_t i = 0; from && i < from->n; i++)
+        rm_sds_refs_add(r, from->v[i].name, &from->v[i].src);
+}
+
+bool rm_sds_refs_has(const struct rm_sds_refs *r, const char *name)
+{
+    for (size_t i = 0; r && i < r->n; i++) {
+        if (strcmp(r->v[i].name, name) == 0) return true;
+    }
+    return false;
+}
+
+void rm_sds_refs_copy(struct rm_sds_refs *r, const struct rm_sds_refs *from)
+{
+    *r = (struct rm_sds_refs){0};
+    rm_sds_refs_merge(r, from);
+}
+
+void rm_sds_refs_dispose(struct rm_sds_refs *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->v[i].name);
+        rm_config_source_dispose(&r->v[i].src);
+    }
+    free(r->v);
+    *r = (struct rm_sds_refs){0};
 }

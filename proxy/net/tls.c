@@ -66,6 +66,18 @@ static const struct rm_stat_def ssl_stat_defs[SSL__COUNT] = {
     [SSL_SESSION_REUSED] = {"session_reused", RM_COUNTER},
 };
 
+/* Envoy's SDS counters of a TLS socket factory, under "<owner prefix>server_ssl_socket_factory."
+ * or "<owner prefix>client_ssl_socket_factory." (contexts with SDS references only). */
+enum { SF_UPDATE_BY_SDS, SF_NOT_READY, SF__COUNT };
+static const struct rm_stat_def server_sf_defs[SF__COUNT] = {
+    [SF_UPDATE_BY_SDS] = {"ssl_context_update_by_sds", RM_COUNTER},
+    [SF_NOT_READY] = {"downstream_context_secrets_not_ready", RM_COUNTER},
+};
+static const struct rm_stat_def client_sf_defs[SF__COUNT] = {
+    [SF_UPDATE_BY_SDS] = {"ssl_context_update_by_sds", RM_COUNTER},
+    [SF_NOT_READY] = {"upstream_context_secrets_not_ready", RM_COUNTER},
+};
+
 /* ---- the context -------------------------------------------------------------------------- */
 
 /* A subject alt name matcher: <type> 0 = any type (match_subject_alt_names), else a GEN_* type. */
@@ -100,6 +112,16 @@ struct rm_tls_ctx {
     pthread_mutex_t sess_lock;
     SSL_SESSION **sessions;
     unsigned n_sessions, max_sessions;
+    /* Dynamic SDS: the references (names and sources) of the configuration; with any, what
+     * rm_tls_ctx_rebuild needs: the typed_config as configured (references unresolved), the
+     * options (<statics> a reference) and the path; <sf_stats> the socket factory's counters.
+     * <ssl_ctx> is NULL when a referenced secret has not arrived: the context is not ready and
+     * every handshake over it fails (-ENOKEY). */
+    struct rm_sds_refs sds;
+    ProtobufCMessage *src;
+    char *src_path, *src_prefix, *src_alpn;
+    struct rm_secrets *src_statics;
+    struct rm_stats *sf_stats;
 };
 
 /* Per-connection state (conn->tp_ctx). */
@@ -230,6 +252,13 @@ void rm_tls_ctx_unref(struct rm_tls_ctx *t)
     pthread_mutex_destroy(&t->sess_lock);
     SSL_CTX_free(t->ssl_ctx);
     rm_stats_release(t->stats); /* the last context of a removed cluster or listener */
+    rm_stats_release(t->sf_stats);
+    rm_sds_refs_dispose(&t->sds);
+    if (t->src) protobuf_c_message_free_unpacked(t->src, NULL);
+    free(t->src_path);
+    free(t->src_prefix);
+    free(t->src_alpn);
+    rm_secrets_unref(t->src_statics);
     for (size_t i = 0; i < t->n_sans; i++)
         free(t->sans[i].s);
     free(t->sans);
@@ -673,6 +702,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 struct resolved {
     char cert_path[PATH_LEN]; /* tls_certificates[0]'s */
     char vc_path[PATH_LEN];   /* the validation context's */
+    struct rm_sds_refs sds;   /* the references with an sds_config */
+    bool missing;             /* one of them names a secret that has not arrived */
 };
 
 /* One message of descriptor <d>: <src>[<n>] (NULL ones skipped) merged in order, a deep copy
@@ -695,30 +726,46 @@ static ProtobufCMessage *copy_messages(const ProtobufCMessageDescriptor *d,
     return m;
 }
 
-/* The secret <ref> at <path> names, which must be of kind <kind> (<what> names it): a static
- * secret of <o>'s table.  NULL with <err>. */
-static const Secret *find_secret(const SdsSecretConfig *ref, const struct rm_tls_opts *o, int kind,
-                                 const char *what, const char *path, struct rm_error *err)
+/* The secret <ref> at <path> names, which must be of kind <kind> (<what> names it), into *out:
+ * a static secret of <o>'s table, or (the reference has an sds_config: dynamic SDS, recorded
+ * in <r>) one received over SDS, *out NULL and r->missing set when it has not arrived yet.
+ * RM_ERR with <err>: no name, a bad sds_config, no such static secret, another kind. */
+static int find_secret(const SdsSecretConfig *ref, const struct rm_tls_opts *o, int kind,
+                       const char *what, const char *path, struct resolved *r, const Secret **out,
+                       struct rm_error *err)
 {
+    *out = NULL;
+    if (!ref->name || !ref->name[0]) return rm_error_set(err, "%s.name: required", path);
+    const struct rm_secrets *table = o->secrets;
     if (ref->sds_config) {
-        rm_error_set(err, "%s.sds_config: dynamic SDS is not supported by remora yet", path);
-        return NULL;
+        char p[PATH_LEN];
+        struct rm_config_source src;
+        snprintf(p, sizeof(p), "%s.sds_config", path);
+        if (rm_config_source_parse(ref->sds_config, p, &src, err)) return RM_ERR;
+        rm_sds_refs_add(&r->sds, ref->name, &src);
+        rm_config_source_dispose(&src);
+        table = o->sds;
     }
-    if (!ref->name || !ref->name[0]) {
-        rm_error_set(err, "%s.name: required", path);
-        return NULL;
+    const Secret *s = rm_secrets_find(table, ref->name);
+    if (!s && ref->sds_config) {
+        r->missing = true;
+        return RM_OK;
     }
-    const Secret *s = rm_secrets_find(o->secrets, ref->name);
-    if (!s) {
-        rm_error_set(err, "%s.name: no secret \"%s\" in static_resources.secrets", path, ref->name);
-        return NULL;
-    }
-    if ((int)s->type_case != kind) {
-        rm_error_set(err, "%s.name: secret \"%s\" (%s) is not a %s secret", path, ref->name,
-                     rm_secrets_path(o->secrets, ref->name), what);
-        return NULL;
-    }
-    return s;
+    if (!s)
+        return rm_error_set(err, "%s.name: no secret \"%s\" in static_resources.secrets", path,
+                            ref->name);
+    if ((int)s->type_case != kind)
+        return rm_error_set(err, "%s.name: secret \"%s\" (%s) is not a %s secret", path, ref->name,
+                            rm_secrets_path(table, ref->name), what);
+    *out = s;
+    return RM_OK;
+}
+
+/* Where secret <s> (from <ref>) was defined, for messages. */
+static const char *secret_path(const SdsSecretConfig *ref, const struct rm_tls_opts *o,
+                               const Secret *s)
+{
+    return rm_secrets_path(ref->sds_config ? o->sds : o->secrets, s->name);
 }
 
 /* tls_certificate_sds_secret_configs of <cc> (at <path>) become tls_certificates, after the
@@ -730,11 +777,13 @@ static int resolve_certificates(CommonTlsContext *cc, const struct rm_tls_opts *
     size_t n = cc->n_tls_certificates + cc->n_tls_certificate_sds_secret_configs;
     for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++) {
         snprintf(p, sizeof(p), "%s.tls_certificate_sds_secret_configs[%zu]", path, i);
-        const Secret *s =
-            find_secret(cc->tls_certificate_sds_secret_configs[i], o,
+        const SdsSecretConfig *ref = cc->tls_certificate_sds_secret_configs[i];
+        const Secret *s;
+        if (find_secret(ref, o,
                         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE,
-                        "tls_certificate", p, err);
-        if (!s) return RM_ERR;
+                        "tls_certificate", p, r, &s, err))
+            return RM_ERR;
+        if (!s) continue; /* not arrived: the context will not be ready */
         TlsCertificate **v = realloc(cc->tls_certificates, n * sizeof(*v));
         if (!v) return rm_error_set(err, "%s: out of memory", p);
         cc->tls_certificates = v;
@@ -744,7 +793,7 @@ static int resolve_certificates(CommonTlsContext *cc, const struct rm_tls_opts *
         if (!v[cc->n_tls_certificates]) return rm_error_set(err, "%s: out of memory", p);
         if (cc->n_tls_certificates++ == 0)
             snprintf(r->cert_path, sizeof(r->cert_path), "%s -> %s.tls_certificate", p,
-                     rm_secrets_path(o->secrets, s->name));
+                     secret_path(ref, o, s));
     }
     for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++)
         protobuf_c_message_free_unpacked(&cc->tls_certificate_sds_secret_configs[i]->base, NULL);
@@ -778,17 +827,19 @@ static int resolve_validation(CommonTlsContext *cc, const struct rm_tls_opts *o,
                  "%s.combined_validation_context.validation_context_sds_secret_config", path);
     }
     if (!ref) return RM_OK;
-    const Secret *s = find_secret(
-        ref, o, ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT,
-        "validation_context", p, err);
-    if (!s) return RM_ERR;
+    const Secret *s;
+    if (find_secret(ref, o,
+                    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT,
+                    "validation_context", p, r, &s, err))
+        return RM_ERR;
+    if (!s) return RM_OK; /* not arrived: the context will not be ready */
     src[1] = &s->validation_context->base;
     ValidationContext *vc = (ValidationContext *)copy_messages(
         &envoy__extensions__transport_sockets__tls__v3__certificate_validation_context__descriptor,
         src, 2);
     if (!vc) return rm_error_set(err, "%s: out of memory", p);
     snprintf(r->vc_path, sizeof(r->vc_path), "%s -> %s.validation_context", p,
-             rm_secrets_path(o->secrets, s->name));
+             secret_path(ref, o, s));
     /* the reference (or combined context) is replaced: one of the oneof's members */
     protobuf_c_message_free_unpacked(src[0] ? &cc->combined_validation_context->base
                                             : &cc->validation_context_sds_secret_config->base,
@@ -800,9 +851,10 @@ static int resolve_validation(CommonTlsContext *cc, const struct rm_tls_opts *o,
 }
 
 /* The SDS references of <m> (a DownstreamTlsContext or an UpstreamTlsContext per <o>'s side, at
- * <path>) replaced, in place, by copies of the secrets they name in <o>'s table; where those
- * came from in <r>.  A reference with an sds_config (dynamic SDS), to an unknown name or to a
- * secret of another kind is an error naming it. */
+ * <path>) replaced, in place, by copies of the secrets they name in <o>'s tables (static, or
+ * received over SDS for a reference with an sds_config); where those came from, the dynamic
+ * references and whether one of them is missing in <r>.  A reference to an unknown static
+ * name or to a secret of another kind is an error naming it. */
 static int resolve_secrets(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *path,
                            struct resolved *r, struct rm_error *err)
 {
@@ -1299,6 +1351,9 @@ static unsigned char *server_key(DownstreamTlsContext *d, const struct rm_tls_op
     return key_finish(&k, d->common_tls_context, key_validation(d->common_tls_context), len);
 }
 
+static int build_ctx(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *p,
+                     struct rm_tls_ctx **out, struct rm_error *err);
+
 int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const struct rm_tls_opts *o,
                    const char *path, struct rm_tls_ctx **out, struct rm_error *err)
 {
@@ -1327,24 +1382,87 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     snprintf(p, sizeof(p), "%s.typed_config", path);
     ProtobufCMessage *m = NULL;
     if (rm_pb_any_unpack(ts->typed_config, want, &m, err)) return rm_error_prefix(err, "%s: ", p);
-    if (rm_pb_check_no_unknown(m, p, err)) goto fail_msg;
-    /* SDS references become the secrets' contents, in <m>: everything below (the sharing key
-     * included) sees the resolved configuration */
+    if (rm_pb_check_no_unknown(m, p, err)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return RM_ERR;
+    }
+    return build_ctx(m, o, p, out, err);
+}
+
+/* What a context with dynamic SDS references keeps to be rebuilt (rm_tls_ctx_rebuild): <src>
+ * (taken), the options and the path; and its factory counters. */
+static void keep_source(struct rm_tls_ctx *t, ProtobufCMessage *src, const struct rm_tls_opts *o,
+                        const char *p)
+{
+    t->src = src;
+    if (!(t->src_path = strdup(p))) abort();
+    if (o->stat_prefix && !(t->src_prefix = strdup(o->stat_prefix))) abort();
+    if (o->default_alpn && !(t->src_alpn = strdup(o->default_alpn))) abort();
+    t->src_statics = rm_secrets_ref((struct rm_secrets *)o->secrets);
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%s%s_ssl_socket_factory.",
+             o->stat_prefix ? o->stat_prefix : "", o->side == RM_TLS_SERVER ? "server" : "client");
+    t->sf_stats =
+        rm_stats_get(prefix, o->side == RM_TLS_SERVER ? server_sf_defs : client_sf_defs, SF__COUNT);
+}
+
+/* Whether <m> (a DownstreamTlsContext or an UpstreamTlsContext per <side>) has a reference
+ * with an sds_config. */
+static bool has_sds_config(const ProtobufCMessage *m, enum rm_tls_side side)
+{
+    const CommonTlsContext *cc = side == RM_TLS_SERVER
+                                     ? ((const DownstreamTlsContext *)m)->common_tls_context
+                                     : ((const UpstreamTlsContext *)m)->common_tls_context;
+    if (!cc) return false;
+    for (size_t i = 0; i < cc->n_tls_certificate_sds_secret_configs; i++) {
+        if (cc->tls_certificate_sds_secret_configs[i]->sds_config) return true;
+    }
+    const SdsSecretConfig *v = NULL;
+    if (cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG)
+        v = cc->validation_context_sds_secret_config;
+    else if (
+        cc->validation_context_type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT)
+        v = cc->combined_validation_context->validation_context_sds_secret_config;
+    return v && v->sds_config;
+}
+
+/* A context from typed_config <m> (taken: freed here) at <p> (its path).  A copy of <m> as
+ * configured (references unresolved) stays with a context that has SDS references. */
+static int build_ctx(ProtobufCMessage *m, const struct rm_tls_opts *o, const char *p,
+                     struct rm_tls_ctx **out, struct rm_error *err)
+{
+    *out = NULL;
     struct resolved r = {0};
-    if (resolve_secrets(m, o, p, &r, err)) goto fail_msg;
+    unsigned char *key = NULL;
+    size_t key_len = 0;
+    bool dyn = has_sds_config(m, o->side); /* then <m> as configured is kept: <src> */
+    ProtobufCMessage *src =
+        dyn ? copy_messages(m->descriptor, (const ProtobufCMessage *const *)&m, 1) : NULL;
     struct rm_tls_ctx *t = calloc(1, sizeof(*t));
-    if (!t) {
-        rm_error_set(err, "%s: out of memory", path);
+    if (!t || (dyn && !src)) {
+        rm_error_set(err, "%s: out of memory", p);
+        free(t);
+        t = NULL;
         goto fail_msg;
     }
     atomic_init(&t->refs, 1);
     pthread_mutex_init(&t->sess_lock, NULL);
     t->side = o->side;
+    /* SDS references become the secrets' contents, in <m>: everything below (the sharing key
+     * included) sees the resolved configuration */
+    if (resolve_secrets(m, o, p, &r, err)) goto fail;
+    t->sds = r.sds;
+    r.sds = (struct rm_sds_refs){0};
+    if (t->sds.n) {
+        keep_source(t, src, o, p);
+        src = NULL;
+    }
+    if (r.missing) goto stats; /* not ready: no SSL_CTX until the secrets arrive */
     int rc;
     if (o->side == RM_TLS_CLIENT && set_max_sessions(t, (const UpstreamTlsContext *)m, p, err))
         goto fail;
-    unsigned char *key = NULL;
-    size_t key_len = 0;
     if (o->side == RM_TLS_CLIENT)
         key = client_key((UpstreamTlsContext *)m, &key_len);
     else
@@ -1363,7 +1481,7 @@ int rm_tls_ctx_new(const Envoy__Config__Core__V3__TransportSocket *ts, const str
     }
     t->ssl_ctx = SSL_CTX_new(o->side == RM_TLS_SERVER ? TLS_server_method() : TLS_client_method());
     if (!t->ssl_ctx) {
-        rm_error_set(err, "%s: SSL_CTX_new failed", path);
+        rm_error_set(err, "%s: SSL_CTX_new failed", p);
         goto fail_key;
     }
     SSL_CTX_set_options(t->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -1388,15 +1506,67 @@ stats:;
     snprintf(prefix, sizeof(prefix), "%sssl.", o->stat_prefix ? o->stat_prefix : "");
     t->stats = rm_stats_get(prefix, ssl_stat_defs, SSL__COUNT);
     protobuf_c_message_free_unpacked(m, NULL);
+    if (src) protobuf_c_message_free_unpacked(src, NULL);
     *out = t;
     return RM_OK;
 fail_key:
     key_free(key, key_len);
 fail:
+    rm_sds_refs_dispose(&r.sds);
     rm_tls_ctx_unref(t);
 fail_msg:
+    if (src) protobuf_c_message_free_unpacked(src, NULL);
     protobuf_c_message_free_unpacked(m, NULL);
     return RM_ERR;
+}
+
+bool rm_tls_ctx_ready(const struct rm_tls_ctx *t)
+{
+    return !t || t->ssl_ctx;
+}
+
+const struct rm_sds_refs *rm_tls_ctx_sds_refs(const struct rm_tls_ctx *t)
+{
+    return t && t->sds.n ? &t->sds : NULL;
+}
+
+int rm_tls_ctx_rebuild(const struct rm_tls_ctx *t, const struct rm_secrets *sds, bool count,
+                       struct rm_tls_ctx **out, struct rm_error *err)
+{
+    *out = NULL;
+    if (!t->src) return rm_error_set(err, "tls: a context without SDS references is never rebuilt");
+    struct rm_tls_opts o = {.side = t->side,
+                            .stat_prefix = t->src_prefix,
+                            .default_alpn = t->src_alpn,
+                            .secrets = t->src_statics,
+                            .sds = sds};
+    const ProtobufCMessage *src = t->src;
+    ProtobufCMessage *m = copy_messages(src->descriptor, &src, 1);
+    if (!m) return rm_error_set(err, "%s: out of memory", t->src_path);
+    if (build_ctx(m, &o, t->src_path, out, err)) return RM_ERR;
+    if (count) rm_stat_inc((*out)->sf_stats, SF_UPDATE_BY_SDS);
+    return RM_OK;
+}
+
+int rm_tls_check_secret(const Secret *s, const char *path, struct rm_error *err)
+{
+    char p[PATH_LEN];
+    if (rm_secret_check(s, path, err)) return RM_ERR;
+    if (rm_ssl_api_load(err)) return rm_error_prefix(err, "%s: ", path);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) return rm_error_set(err, "%s: SSL_CTX_new failed", path);
+    int rc = RM_OK;
+    if (s->type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
+        snprintf(p, sizeof(p), "%s.tls_certificate", path);
+        rc = load_certificate(ctx, s->tls_certificate, p, err);
+    } else if (s->validation_context->trusted_ca) {
+        snprintf(p, sizeof(p), "%s.validation_context.trusted_ca", path);
+        rc = load_trusted_ca(ctx, s->validation_context->trusted_ca, p, false, err);
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
 }
 
 /* ---- the transport ------------------------------------------------------------------------ */
@@ -1441,6 +1611,7 @@ static ssize_t tls_read(struct rm_conn *c, void *buf, size_t len)
 {
     struct tls_conn *tc = c->tp_ctx;
     size_t got = 0;
+    if (!tc->ssl) return -ENOKEY;
     while (got < len) {
         size_t n = 0;
         ERR_clear_error();
@@ -1466,6 +1637,7 @@ static ssize_t tls_writev(struct rm_conn *c, const struct iovec *iov, int iovcnt
 {
     struct tls_conn *tc = c->tp_ctx;
     size_t done = 0;
+    if (!tc->ssl) return -ENOKEY;
     for (int i = 0; i < iovcnt; i++) {
         size_t off = 0;
         while (off < iov[i].iov_len) {
@@ -1522,6 +1694,14 @@ static int handshake_failed(struct rm_conn *c, struct tls_conn *tc)
 static int tls_handshake(struct rm_conn *c)
 {
     struct tls_conn *tc = c->tp_ctx;
+    if (!tc->ssl) { /* a context whose SDS secrets have not arrived (Envoy's NotReadySslSocket) */
+        char peer[64];
+        tc->failed = true;
+        rm_stat_inc(tc->ctx->sf_stats, SF_NOT_READY);
+        rm_log_debug("tls: connection with %s: secrets not ready (SDS)",
+                     rm_conn_peer_str(c, peer, sizeof(peer)));
+        return -ENOKEY;
+    }
     ERR_clear_error();
     int rc = SSL_do_handshake(tc->ssl);
     if (rc == 1) {
@@ -1590,6 +1770,7 @@ int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn,
 {
     struct tls_conn *tc = calloc(1, sizeof(*tc));
     if (!tc) return -ENOMEM;
+    if (!t->ssl_ctx) goto start; /* not ready: the handshake fails (tls_handshake) */
     tc->ssl = SSL_new(t->ssl_ctx);
     if (!tc->ssl) goto fail;
     /* the callbacks' context (verify_cb, alpn_select): the SSL_CTX may be shared; <t> outlives
@@ -1606,6 +1787,7 @@ int rm_conn_start_tls(struct rm_conn *c, struct rm_tls_ctx *t, const char *alpn,
             SSL_set_alpn_protos(tc->ssl, (const unsigned char *)alpn, (unsigned)alpn_len) != 0)
             goto fail;
     }
+start:
     tc->ctx = rm_tls_ctx_ref(t);
     c->tp = &rm_transport_tls;
     c->tp_ctx = tc;
@@ -1622,6 +1804,7 @@ bool rm_conn_alpn_is(const struct rm_conn *c, const char *proto)
 {
     if (c->tp != &rm_transport_tls || !c->tp_ctx) return false;
     const struct tls_conn *tc = c->tp_ctx;
+    if (!tc->ssl) return false;
     const unsigned char *a = NULL;
     unsigned n = 0;
     SSL_get0_alpn_selected(tc->ssl, &a, &n);

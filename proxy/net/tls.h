@@ -25,6 +25,11 @@
  * listener config, the cluster) holds one reference and every TLS connection another, so a
  * connection outlives any config change safely.
  *
+ * Dynamic SDS: a context whose configuration references secrets with an sds_config records
+ * them (rm_tls_ctx_sds_refs) with what it needs to be rebuilt (rm_tls_ctx_rebuild) when they
+ * arrive or change; until they arrive it is not ready (rm_tls_ctx_ready) and its handshakes
+ * fail, as Envoy's NotReadySslSocket.
+ *
  * A connection becomes TLS with rm_conn_start_tls() right after accept / connect; the conn
  * (proxy/net/conn.c) then runs the non-blocking handshake before it delivers a byte or reports
  * on_connected, and a failed or timed-out handshake closes it.  Stats are Envoy's, under
@@ -40,6 +45,8 @@
 #include "proxy/core/error.h"
 
 struct Envoy__Config__Core__V3__TransportSocket;
+struct Envoy__Extensions__TransportSockets__Tls__V3__Secret;
+struct rm_sds_refs;
 struct rm_conn;
 struct rm_transport_ops;
 struct rm_secrets;
@@ -62,8 +69,12 @@ struct rm_tls_opts {
      *  ALPN comes from the cluster's protocol (rm_conn_start_tls). */
     const char *default_alpn;
     /** The secrets SdsSecretConfig references without sds_config name (proxy/net/secrets.h),
-     *  borrowed for the call only (the context copies what it uses); NULL: none. */
+     *  borrowed for the call only (the context keeps a reference when it has dynamic SDS
+     *  references, else copies what it uses); NULL: none. */
     const struct rm_secrets *secrets;
+    /** The secrets received over SDS, for references with an sds_config (borrowed for the call;
+     *  NULL: none yet).  A reference to a secret it lacks leaves the context not ready. */
+    const struct rm_secrets *sds;
 };
 
 /** Build a context from <ts> (its typed_config must be a DownstreamTlsContext for a server, an
@@ -75,11 +86,34 @@ struct rm_tls_opts {
  *  read now (DataSource filename, inline_bytes, inline_string or environment_variable), unless
  *  a live context has the same sharing key (above): its SSL_CTX is then shared.  Every
  *  error names the field under <path> (e.g. "static_resources.clusters[0].transport_socket"),
- *  unsupported fields included (dynamic SDS, OCSP, CRLs, session ticket keys, …).  Returns RM_OK
+ *  unsupported fields included (OCSP, CRLs, session ticket keys, …).  References with an
+ *  sds_config (dynamic SDS) resolve in <o>'s sds table; one that is missing there gives a
+ *  context that is not ready (rm_tls_ctx_ready), rebuilt by rm_tls_ctx_rebuild when the secret
+ *  arrives.  Returns RM_OK
  * with *out holding one reference, or RM_ERR with <err> (*out NULL).  Main thread. */
 int rm_tls_ctx_new(const struct Envoy__Config__Core__V3__TransportSocket *ts,
                    const struct rm_tls_opts *o, const char *path, struct rm_tls_ctx **out,
                    struct rm_error *err);
+/** Whether <t> can handshake: false when a secret it references over SDS had not arrived
+ *  when it was built (a handshake over it then fails with -ENOKEY, counted as
+ *  <prefix>{server,client}_ssl_socket_factory.{down,up}stream_context_secrets_not_ready, as
+ *  Envoy's NotReadySslSocket).  NULL (plaintext) is ready. */
+bool rm_tls_ctx_ready(const struct rm_tls_ctx *t);
+/** The dynamic SDS references of <t> (names and sources; borrowed, as long as <t>), or NULL
+ *  when it has none (or <t> is NULL). */
+const struct rm_sds_refs *rm_tls_ctx_sds_refs(const struct rm_tls_ctx *t);
+/** A new context from <t>'s configuration with the SDS references resolved in <sds> (same
+ *  options, static secrets and path as <t>; <t> must have SDS references).  <count>: count
+ *  <prefix>*_ssl_socket_factory.ssl_context_update_by_sds on the new one.  RM_OK with *out (one
+ *  reference), or RM_ERR with <err> naming the field (e.g. a key that does not match its
+ *  certificate).  Main thread. */
+int rm_tls_ctx_rebuild(const struct rm_tls_ctx *t, const struct rm_secrets *sds, bool count,
+                       struct rm_tls_ctx **out, struct rm_error *err);
+/** Check a Secret received over SDS at <path> ("Secret s1: resources[0]"): a supported kind
+ *  (rm_secret_check), a certificate chain whose PEM parses and whose private key matches it, a
+ *  trusted_ca whose PEM parses.  RM_OK or RM_ERR with <err> naming the field. */
+int rm_tls_check_secret(const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+                        const char *path, struct rm_error *err);
 /** The OpenSSL SSL_CTX under <t>, borrowed (for tests and diagnostics: contexts that share
  *  one return the same pointer). */
 const struct ssl_ctx_st *rm_tls_ctx_ssl_ctx(const struct rm_tls_ctx *t);

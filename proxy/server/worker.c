@@ -15,7 +15,6 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
 #include "proxy/http/access_log.h"
-#include "proxy/http/hcm.h"
 #include "proxy/http/route.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/pool.h"
@@ -95,7 +94,28 @@ static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer
         rm_conn_close(c);
         return;
     }
-    rm_hcm_conn_new(wl->w, wl->cfg, wl->tag, c);
+    wl->cfg->netfilter->accept(wl->w, wl->cfg, wl->tag, c); /* one indirection per connection */
+}
+
+void rm_worker_conn_link(struct rm_worker *w, struct rm_worker_conn *wc)
+{
+    wc->prev = NULL;
+    wc->next = w->conns;
+    if (w->conns) w->conns->prev = wc;
+    w->conns = wc;
+    w->n_conns++;
+}
+
+void rm_worker_conn_unlink(struct rm_worker *w, struct rm_worker_conn *wc)
+{
+    if (wc->closed) return;
+    wc->closed = true;
+    if (wc->prev)
+        wc->prev->next = wc->next;
+    else
+        w->conns = wc->next;
+    if (wc->next) wc->next->prev = wc->prev;
+    w->n_conns--;
 }
 
 static void stop_listeners(struct rm_worker *w)
@@ -158,13 +178,13 @@ static void listener_remove(struct rm_worker_listener *wl, bool now)
 {
     struct rm_worker *w = wl->w;
     rm_listener_stop(&wl->l);
-    for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
-        next = hc->next;
-        if (hc->listener_tag != wl->tag) continue;
+    for (struct rm_worker_conn *wc = w->conns, *next; wc; wc = next) {
+        next = wc->next;
+        if (wc->listener_tag != wl->tag) continue;
         if (now)
-            rm_hcm_conn_close(hc);
+            wc->ops->close(wc);
         else
-            rm_hcm_conn_drain(hc);
+            wc->ops->drain(wc);
     }
     rm_log_info("worker %u: listener %s (%s) removed", w->idx, wl->cfg->name, wl->cfg->addr_str);
     rm_loop_defer(w->loop, &wl->free_task, listener_free_task);
@@ -242,10 +262,10 @@ static void on_gone_deadline(struct rm_timer *t)
     struct rm_worker_gone *g = rm_container_of(t, struct rm_worker_gone, timer);
     struct rm_worker *w = g->w;
     unsigned closed = 0;
-    for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
-        next = hc->next; /* closing frees from a deferred task: <next> stays readable */
-        if (hc->closed || !gone_has(g, hc->listener_tag)) continue;
-        rm_hcm_conn_close(hc);
+    for (struct rm_worker_conn *wc = w->conns, *next; wc; wc = next) {
+        next = wc->next; /* closing frees from a deferred task: <next> stays readable */
+        if (wc->closed || !gone_has(g, wc->listener_tag)) continue;
+        wc->ops->close(wc);
         closed++;
     }
     if (closed)
@@ -322,7 +342,7 @@ static void free_clusters(struct rm_worker *w)
 static void close_all(struct rm_worker *w)
 {
     while (w->conns)
-        rm_hcm_conn_close(w->conns);
+        w->conns->ops->close(w->conns);
 }
 
 static void on_drain_poll(struct rm_timer *t)
@@ -511,8 +531,8 @@ static void apply_snapshot(struct rm_worker *w, void *arg)
     w->snap = ws->snap;
     /* connections let go of the snapshot they held at once, not at their next request: an idle
      * keep-alive connection must not keep removed clusters (their pools, their stats) alive */
-    for (struct rm_hcm_conn *hc = w->conns; hc; hc = hc->next)
-        rm_hcm_conn_follow_config(hc);
+    for (struct rm_worker_conn *wc = w->conns; wc; wc = wc->next)
+        wc->ops->follow_config(wc);
     snapshot_job_free(j);
 }
 
@@ -570,9 +590,9 @@ static void on_command(struct rm_async *a)
     if (cmd == RM_WORKER_DRAIN && !w->draining) {
         w->draining = true;
         stop_listeners(w);
-        for (struct rm_hcm_conn *hc = w->conns, *next; hc; hc = next) {
-            next = hc->next;
-            rm_hcm_conn_drain(hc);
+        for (struct rm_worker_conn *wc = w->conns, *next; wc; wc = next) {
+            next = wc->next;
+            wc->ops->drain(wc);
         }
         w->drain_deadline = rm_loop_now(w->loop) + atomic_load(&w->drain_timeout_ms);
         rm_timer_start(w->loop, &w->drain_timer, 0, on_drain_poll);

@@ -10,10 +10,11 @@
 
 #include "proxy/core/loop.h"
 #include "proxy/net/listener.h"
+#include "proxy/server/netfilter.h"
 
 struct rm_snapshot;
 struct rm_worker_cluster;
-struct rm_hcm_conn;
+struct rm_worker_conn;
 struct rm_cluster;
 struct rm_host_set;
 struct rm_worker_job;
@@ -70,7 +71,7 @@ struct rm_worker {
     _Atomic int command;                     /* RM_WORKER_* */
     pthread_mutex_t jobs_lock;               /* guards jobs / jobs_tail (any thread) */
     struct rm_worker_job *jobs, **jobs_tail; /* posted functions, FIFO */
-    struct rm_hcm_conn *conns;               /* intrusive list of downstream connections */
+    struct rm_worker_conn *conns;            /* downstream connections (netfilter.h) */
     struct rm_shadow *shadows; /* running request mirrors (filters/shadow.c owns the list) */
     unsigned n_conns;
     struct rm_timer drain_timer;

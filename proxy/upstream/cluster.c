@@ -90,9 +90,27 @@ void rm_cluster_unref(struct rm_cluster *c)
     free(c->version_info);
     rm_pb_box_unref(c->pb_box);
     rm_tls_ctx_unref(c->tls);
+    pthread_mutex_destroy(&c->tls_lock);
     rm_odst_free(c->odst);
     slot_put(c->slot);
     free(c);
+}
+
+struct rm_tls_ctx *rm_cluster_tls(struct rm_cluster *c)
+{
+    pthread_mutex_lock(&c->tls_lock);
+    struct rm_tls_ctx *t = c->tls ? rm_tls_ctx_ref(c->tls) : NULL;
+    pthread_mutex_unlock(&c->tls_lock);
+    return t;
+}
+
+void rm_cluster_set_tls(struct rm_cluster *c, struct rm_tls_ctx *t)
+{
+    pthread_mutex_lock(&c->tls_lock);
+    struct rm_tls_ctx *old = c->tls;
+    c->tls = t;
+    pthread_mutex_unlock(&c->tls_lock);
+    rm_tls_ctx_unref(old);
 }
 
 static void apply_h2_options(struct rm_cluster *c,
@@ -556,6 +574,7 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box,
     struct rm_cluster *c = calloc(1, sizeof(*c));
     if (!c) goto fail_oom;
     atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->tls_lock, NULL);
     c->slot = slot_get();
     c->pb = pb;
     c->pb_box = rm_pb_box_ref(box);

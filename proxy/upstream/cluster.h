@@ -10,6 +10,7 @@
 #ifndef RM_UPSTREAM_CLUSTER_H
 #define RM_UPSTREAM_CLUSTER_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,8 +90,11 @@ struct rm_cluster {
     struct rm_health_checker *hc;       /* NULL without health_checks (health_check.h) */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
-    /* transport_socket: TLS origination (a reference; SSL_CTX shared by the workers), or NULL */
+    /* transport_socket: TLS origination (a reference; SSL_CTX shared by the workers), or NULL.
+     * Replaced when a secret it takes over SDS changes (rm_cluster_set_tls): workers read it
+     * with rm_cluster_tls, under <tls_lock>; the main thread may read it directly. */
     struct rm_tls_ctx *tls;
+    pthread_mutex_t tls_lock;
     /* The message it was built from: static clusters keep it (inside *pb_box, the bootstrap's);
      * CDS clusters keep only its bytes (pb NULL, pb_box holding them) for /config_dump. */
     const struct Envoy__Config__Cluster__V3__Cluster *pb;
@@ -110,6 +114,12 @@ struct rm_cluster *rm_cluster_new(const struct Envoy__Config__Cluster__V3__Clust
                                   struct rm_pb_box *box, const struct rm_secrets *secrets,
                                   const char *path, struct rm_error *err);
 struct rm_cluster *rm_cluster_ref(struct rm_cluster *c);
+/** The cluster's TLS context: a new reference (drop it with rm_tls_ctx_unref), or NULL for
+ *  plaintext.  Any thread (a new upstream connection takes it; connections keep theirs). */
+struct rm_tls_ctx *rm_cluster_tls(struct rm_cluster *c);
+/** Make <t> the cluster's TLS context (takes the reference; the old one is dropped, live
+ *  connections keep their own).  Main thread. */
+void rm_cluster_set_tls(struct rm_cluster *c, struct rm_tls_ctx *t);
 /** Drop a reference; the last one frees the cluster (any thread: the outlier detector's timer
  *  and the health checker must have been stopped on the main thread before).  NULL is a no-op. */
 void rm_cluster_unref(struct rm_cluster *c);

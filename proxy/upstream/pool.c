@@ -297,14 +297,16 @@ static enum cx_result connect_one(struct rm_pool *p)
     const struct sockaddr *sa = rm_host_set_connect_addr(p->wc->hs, p->host, &len);
     pc->conn =
         rm_conn_connect(p->wc->loop, sa, len, c->connect_timeout_ms, &connecting_handler, pc, &err);
-    if (pc->conn && c->tls) { /* ALPN says what the pool speaks */
+    struct rm_tls_ctx *tls = pc->conn ? rm_cluster_tls(c) : NULL; /* SDS may replace it */
+    if (tls) { /* ALPN says what the pool speaks */
         bool h2 = p->proto == RM_HTTP2;
         const char *alpn = h2 ? RM_TLS_ALPN_H2 : RM_TLS_ALPN_HTTP11;
-        if (rm_conn_start_tls(pc->conn, c->tls, alpn, strlen(alpn), 0) < 0) {
+        if (rm_conn_start_tls(pc->conn, tls, alpn, strlen(alpn), 0) < 0) {
             rm_conn_close(pc->conn);
             pc->conn = NULL;
             err = -ENOMEM;
         }
+        rm_tls_ctx_unref(tls);
     }
     if (!pc->conn) {
         p->n_connecting--;

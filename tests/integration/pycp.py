@@ -1,8 +1,10 @@
 """pycp: an ADS control plane for tests, written with Debian's python3-grpcio and the message
 classes protoc generates from proto/ (test_xds_server.pb()), independent of remora's C
 protobuf and gRPC code.  It serves StreamAggregatedResources (SotW) and
-DeltaAggregatedResources (Delta) for Listener, RouteConfiguration, Cluster and
-ClusterLoadAssignment, in-process (grpc.server on a thread pool).
+DeltaAggregatedResources (Delta) for Listener, RouteConfiguration, Cluster,
+ClusterLoadAssignment and Secret ("sds"), in-process (grpc.server on a thread pool); the same
+streams also answer as envoy.service.secret.v3.SecretDiscoveryService (StreamSecrets /
+DeltaSecrets: an SDS server of its own, as Istio's node agent on the sds-grpc cluster).
 
     cp = PyCP()                                 # 127.0.0.1, a free port: cp.port
     cp = PyCP(tls=(crt, key, client_ca))        # served over TLS (client_ca: mTLS, else None)
@@ -63,7 +65,9 @@ T_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 T_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 T_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 T_CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-TYPES = {"lds": T_LISTENER, "rds": T_ROUTE, "cds": T_CLUSTER, "eds": T_CLA}
+T_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
+TYPES = {"lds": T_LISTENER, "rds": T_ROUTE, "cds": T_CLUSTER, "eds": T_CLA, "sds": T_SECRET}
 SHORT = {v: k for k, v in TYPES.items()}
 LEGACY_WILDCARD = (T_LISTENER, T_CLUSTER)
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
@@ -95,9 +99,10 @@ def classes():
                 "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
                 "google.protobuf.struct_pb2", "google.rpc.status_pb2"):
         importlib.import_module(mod)
+    secret = importlib.import_module("envoy.extensions.transport_sockets.tls.v3.secret_pb2")
     _CLASSES.update({T_LISTENER: m["listener"].Listener, T_ROUTE: m["route"].RouteConfiguration,
                      T_CLUSTER: m["cluster"].Cluster,
-                     T_CLA: m["endpoint"].ClusterLoadAssignment})
+                     T_CLA: m["endpoint"].ClusterLoadAssignment, T_SECRET: secret.Secret})
     return _CLASSES
 
 
@@ -239,15 +244,21 @@ class PyCP:
         self.streams_opened = 0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         d = self.d
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                lambda it, ctx: self._serve(it, ctx, "sotw"),
-                request_deserializer=d.DiscoveryRequest.FromString,
-                response_serializer=d.DiscoveryResponse.SerializeToString),
-            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                lambda it, ctx: self._serve(it, ctx, "delta"),
-                request_deserializer=d.DeltaDiscoveryRequest.FromString,
-                response_serializer=d.DeltaDiscoveryResponse.SerializeToString)}),))
+
+        def methods(sotw, delta):
+            return {sotw: grpc.stream_stream_rpc_method_handler(
+                        lambda it, ctx: self._serve(it, ctx, "sotw"),
+                        request_deserializer=d.DiscoveryRequest.FromString,
+                        response_serializer=d.DiscoveryResponse.SerializeToString),
+                    delta: grpc.stream_stream_rpc_method_handler(
+                        lambda it, ctx: self._serve(it, ctx, "delta"),
+                        request_deserializer=d.DeltaDiscoveryRequest.FromString,
+                        response_serializer=d.DeltaDiscoveryResponse.SerializeToString)}
+        self.server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler(
+                SERVICE, methods("StreamAggregatedResources", "DeltaAggregatedResources")),
+            grpc.method_handlers_generic_handler(
+                SDS_SERVICE, methods("StreamSecrets", "DeltaSecrets"))))
         self.tls = tls if tls is not None or like is None else like.tls
         if self.tls:
             crt, key, client_ca = self.tls

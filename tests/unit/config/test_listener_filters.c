@@ -136,7 +136,8 @@ Test(listener_filters, original_dst_fields_are_rejected_with_their_path)
     static uint8_t junk[] = {0x08, 0x01}; /* field 1, varint 1 */
     ProtobufCBinaryData saved = any->value;
     any->value = (ProtobufCBinaryData){sizeof(junk), junk};
-    int rc = rm_snapshot_check_listener(pb, "Listener l", NULL, NULL, NULL, NULL, NULL, &err);
+    int rc = rm_snapshot_check_listener(pb, "Listener l", NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                        &err);
     any->value = saved;
     cr_assert_eq(rc, RM_ERR);
     cr_assert(strstr(err.msg, "Listener l.listener_filters[0].typed_config"), "%s", err.msg);

@@ -22,6 +22,7 @@
 static char dir[64], crt[128], key[128], crt2[128], key2[128];
 static const char *stat_prefix = "test."; /* build()'s owner */
 static const struct rm_secrets *secrets;  /* build()'s secrets (NULL: none) */
+static const struct rm_secrets *sds;      /* build()'s secrets received over SDS (NULL: none) */
 
 /* A self-signed P-256 certificate and its key into <crt_path>, <key_path>. */
 static void write_cert(const char *crt_path, const char *key_path)
@@ -104,8 +105,11 @@ static int build(const char *yaml, enum rm_tls_side side, const char *alpn, stru
     int rc = rm_pbjson_parse_string(
         text, k, "t.yaml", &envoy__config__core__v3__transport_socket__descriptor, &m, err);
     cr_assert_eq(rc, RM_OK, "parse: %s", err->msg);
-    struct rm_tls_opts o = {
-        .side = side, .stat_prefix = stat_prefix, .default_alpn = alpn, .secrets = secrets};
+    struct rm_tls_opts o = {.side = side,
+                            .stat_prefix = stat_prefix,
+                            .default_alpn = alpn,
+                            .secrets = secrets,
+                            .sds = sds};
     rc = rm_tls_ctx_new((const Envoy__Config__Core__V3__TransportSocket *)m, &o, "ts", out, err);
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;
@@ -502,26 +506,26 @@ Test(tls, sds_reference_errors_name_the_reference)
 {
     struct rm_secrets *tab = make_secrets(SECRETS);
     secrets = tab;
+    /* a dynamic reference's sds_config must be a source remora speaks */
     expect_error(DOWN "  common_tls_context:\n"
                       "    tls_certificate_sds_secret_configs:\n"
                       "    - name: cert\n"
-                      "      sds_config: { ads: {} }\n",
+                      "      sds_config: {}\n",
                  RM_TLS_SERVER,
                  "ts.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0]."
-                 "sds_config: dynamic SDS is not supported by remora yet");
+                 "sds_config: only ads: {} or api_config_source");
     expect_error(
         UP "  common_tls_context:\n"
-           "    validation_context_sds_secret_config: { name: ca, sds_config: { ads: {} } }\n",
+           "    validation_context_sds_secret_config:\n"
+           "      name: ca\n"
+           "      sds_config: { api_config_source: { api_type: REST } }\n",
         RM_TLS_CLIENT,
-        "ts.typed_config.common_tls_context.validation_context_sds_secret_config."
-        "sds_config: dynamic SDS is not supported by remora yet");
-    expect_error(UP "  common_tls_context:\n"
-                    "    combined_validation_context:\n"
-                    "      validation_context_sds_secret_config: { name: ca, sds_config: { ads: {} "
-                    "} }\n",
-                 RM_TLS_CLIENT,
-                 "ts.typed_config.common_tls_context.combined_validation_context."
-                 "validation_context_sds_secret_config.sds_config: dynamic SDS");
+        "ts.typed_config.common_tls_context.validation_context_sds_secret_config.sds_config."
+        "api_config_source");
+    expect_error(DOWN "  common_tls_context:\n"
+                      "    tls_certificate_sds_secret_configs:\n"
+                      "    - sds_config: { ads: {} }\n",
+                 RM_TLS_SERVER, "tls_certificate_sds_secret_configs[0].name: required");
     expect_error(DOWN "  common_tls_context:\n"
                       "    tls_certificate_sds_secret_configs: [{ name: nope }]\n",
                  RM_TLS_SERVER,
@@ -561,6 +565,131 @@ Test(tls, sds_reference_errors_name_the_reference)
                       "    tls_certificate_sds_secret_configs: [{ name: cert }]\n",
                  RM_TLS_SERVER, "no secret \"cert\"");
     rm_secrets_unref(tab);
+}
+
+/* A table of secrets received over SDS, from <yaml> (a StaticResources' secrets list). */
+static struct rm_secrets *make_sds(const char *yaml)
+{
+    char text[4096];
+    size_t k = expand(yaml, text);
+    struct rm_error err = {{0}};
+    ProtobufCMessage *m = NULL;
+    cr_assert_eq(rm_pbjson_parse_string(
+                     text, k, "s.yaml",
+                     &envoy__config__bootstrap__v3__bootstrap__static_resources__descriptor, &m,
+                     &err),
+                 RM_OK, "parse: %s", err.msg);
+    Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = (void *)m;
+    struct rm_pb_box *boxes[8];
+    cr_assert_leq(sr->n_secrets, 8);
+    for (size_t i = 0; i < sr->n_secrets; i++) {
+        boxes[i] = rm_pb_box_new(&sr->secrets[i]->base);
+        sr->secrets[i] = NULL; /* in the box */
+    }
+    size_t n = sr->n_secrets;
+    sr->n_secrets = 0;
+    protobuf_c_message_free_unpacked(m, NULL);
+    struct rm_secrets *t = rm_secrets_new_boxed(boxes, n);
+    for (size_t i = 0; i < n; i++)
+        rm_pb_box_unref(boxes[i]); /* the table keeps its own */
+    return t;
+}
+
+#define DYN_CERT                                                                                   \
+    "    tls_certificate_sds_secret_configs:\n"                                                    \
+    "    - name: cert\n"                                                                           \
+    "      sds_config: { ads: {}, initial_fetch_timeout: 2s }\n"
+
+/* A reference with an sds_config: recorded with its source; without the secret the context is
+ * not ready; rebuilt once it arrives, it is the context the same certificate inline gives; a
+ * new version of the secret gives a new SSL_CTX. */
+Test(tls, dynamic_sds_references_are_recorded_and_rebuilt)
+{
+    stat_prefix = "listener.dyn.";
+    struct rm_tls_ctx *t = must_build(DOWN "  common_tls_context:\n" DYN_CERT, RM_TLS_SERVER);
+    cr_assert_not(rm_tls_ctx_ready(t));
+    cr_assert_null(rm_tls_ctx_ssl_ctx(t));
+    const struct rm_sds_refs *r = rm_tls_ctx_sds_refs(t);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->n, 1);
+    cr_assert_str_eq(r->v[0].name, "cert");
+    cr_assert(r->v[0].src.ads);
+    cr_assert_eq(r->v[0].src.init_timeout_ms, 2000);
+    struct rm_secrets *v1 = make_sds("secrets:\n"
+                                     "- name: cert\n"
+                                     "  tls_certificate:\n"
+                                     "    certificate_chain: { filename: \"%C\" }\n"
+                                     "    private_key: { filename: \"%K\" }\n");
+    struct rm_secrets *v2 = make_sds("secrets:\n"
+                                     "- name: cert\n"
+                                     "  tls_certificate:\n"
+                                     "    certificate_chain: { filename: \"%D\" }\n"
+                                     "    private_key: { filename: \"%L\" }\n");
+    struct rm_error err = {{0}};
+    struct rm_tls_ctx *t1 = NULL, *t2 = NULL;
+    cr_assert_eq(rm_tls_ctx_rebuild(t, v1, true, &t1, &err), RM_OK, "%s", err.msg);
+    cr_assert(rm_tls_ctx_ready(t1));
+    cr_assert_eq(rm_tls_ctx_sds_refs(t1)->n, 1);
+    struct rm_tls_ctx *inl = must_build(DOWN "  common_tls_context:\n" CERT, RM_TLS_SERVER);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(t1), rm_tls_ctx_ssl_ctx(inl), "the resolved config counts");
+    cr_assert_null(rm_tls_ctx_sds_refs(inl));
+    cr_assert_eq(rm_tls_ctx_rebuild(t1, v2, true, &t2, &err), RM_OK, "%s", err.msg);
+    cr_assert_neq(rm_tls_ctx_ssl_ctx(t2), rm_tls_ctx_ssl_ctx(t1), "a new certificate");
+    /* built with the table at hand, the same as rebuilt */
+    sds = v1;
+    struct rm_tls_ctx *direct = must_build(DOWN "  common_tls_context:\n" DYN_CERT, RM_TLS_SERVER);
+    cr_assert_eq(rm_tls_ctx_ssl_ctx(direct), rm_tls_ctx_ssl_ctx(t1));
+    /* a secret of the wrong kind is an error naming the reference and the secret */
+    expect_error(UP "  common_tls_context:\n"
+                    "    validation_context_sds_secret_config: { name: cert, sds_config: { ads: {} "
+                    "} }\n",
+                 RM_TLS_CLIENT,
+                 "validation_context_sds_secret_config.name: secret \"cert\" (Secret cert) is "
+                 "not a validation_context secret");
+    sds = NULL;
+    struct rm_tls_ctx *v[] = {t, t1, t2, inl, direct};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        rm_tls_ctx_unref(v[i]);
+    rm_secrets_unref(v1);
+    rm_secrets_unref(v2);
+    stat_prefix = "test.";
+}
+
+/* A Secret arriving over SDS is checked on its own: a kind remora supports, PEM that parses, a
+ * key that matches its certificate. */
+Test(tls, sds_secrets_are_checked)
+{
+    struct rm_secrets *ok = make_sds("secrets:\n"
+                                     "- name: cert\n"
+                                     "  tls_certificate:\n"
+                                     "    certificate_chain: { filename: \"%C\" }\n"
+                                     "    private_key: { filename: \"%K\" }\n"
+                                     "- name: ca\n"
+                                     "  validation_context: { trusted_ca: { filename: \"%C\" } }\n"
+                                     "- name: mismatch\n"
+                                     "  tls_certificate:\n"
+                                     "    certificate_chain: { filename: \"%C\" }\n"
+                                     "    private_key: { filename: \"%L\" }\n"
+                                     "- name: garbage_ca\n"
+                                     "  validation_context: { trusted_ca: { inline_string: x } }\n"
+                                     "- name: ticket\n"
+                                     "  session_ticket_keys: {}\n");
+    struct rm_error err = {{0}};
+    cr_assert_eq(rm_tls_check_secret(rm_secrets_find(ok, "cert"), "Secret cert", &err), RM_OK, "%s",
+                 err.msg);
+    cr_assert_eq(rm_tls_check_secret(rm_secrets_find(ok, "ca"), "Secret ca", &err), RM_OK, "%s",
+                 err.msg);
+    cr_assert_eq(rm_tls_check_secret(rm_secrets_find(ok, "mismatch"), "Secret m", &err), RM_ERR);
+    cr_assert(strstr(err.msg, "Secret m.tls_certificate.private_key.filename: the key does not "
+                              "match the certificate"),
+              "%s", err.msg);
+    cr_assert_eq(rm_tls_check_secret(rm_secrets_find(ok, "garbage_ca"), "Secret g", &err), RM_ERR);
+    cr_assert(strstr(err.msg, "Secret g.validation_context.trusted_ca.inline_string: no PEM "
+                              "certificate"),
+              "%s", err.msg);
+    cr_assert_eq(rm_tls_check_secret(rm_secrets_find(ok, "ticket"), "Secret t", &err), RM_ERR);
+    cr_assert(strstr(err.msg, "Secret t.session_ticket_keys: not supported"), "%s", err.msg);
+    rm_secrets_unref(ok);
 }
 
 /* Contexts are shared by their resolved configuration: one name, two contents (two snapshots'
