@@ -130,8 +130,12 @@ def wait_flags(ctx, px, port, want, timeout=8.0, cluster="backend"):
 def test_hc_http_threshold_eject_and_return(ctx):
     a, b = Backend("a"), Backend("b")
     try:
+        # unhealthy hosts are checked every second, but the checks counting towards the
+        # threshold every 0.2 s (unhealthy_edge_interval)
+        ivals = "\n      unhealthy_interval: 1s\n      unhealthy_edge_interval: 0.2s"
         px = ctx.remora(remora_cfg.bootstrap(ROUTE, [remora_cfg.cluster(
-            "backend", [a.port, b.port], extra=hc_yaml(HTTP_CHECK, interval="0.2s"))]))
+            "backend", [a.port, b.port], extra=hc_yaml(HTTP_CHECK, interval="0.2s",
+                                                       extra=ivals))]))
         wait_flags(ctx, px, a.port, "healthy")
         wait_flags(ctx, px, b.port, "healthy")
         assert b.hc_headers["user-agent"] == "Envoy/HC", b.hc_headers
@@ -177,7 +181,11 @@ def test_hc_http_threshold_eject_and_return(ctx):
         # a status that is neither expected nor retriable: unhealthy at the first failure
         b.status = 500
         wait_flags(ctx, px, b.port, "/failed_active_hc")
-        assert b.answers.get(500, 0) <= 2, b.answers  # 1, or 2 if a check raced the poll
+        t0 = time.monotonic()
+        assert b.answers.get(500, 0) == 1, b.answers
+        # the next check of an unhealthy host: unhealthy_interval later
+        wait_until("b checked again", lambda: b.answers.get(500, 0) >= 2, timeout=4)
+        assert time.monotonic() - t0 >= 0.7, "unhealthy_interval not applied"
         cl.close()
         assert ctx.stop(px) == 0, px.output()[-3000:]
     finally:
