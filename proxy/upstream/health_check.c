@@ -1126,6 +1126,14 @@ void rm_health_checker_stop(struct rm_health_checker *hc)
     hc->loop = NULL;
 }
 
+bool rm_health_checker_initialized(const struct rm_health_checker *hc)
+{
+    for (size_t i = 0; i < hc->n; i++) {
+        if (hc->s[i]->st.first_check) return false;
+    }
+    return true;
+}
+
 void rm_health_checker_free(struct rm_health_checker *hc)
 {
     if (!hc) return;

@@ -195,6 +195,8 @@ void rm_health_checker_start(struct rm_health_checker *hc, struct rm_loop *loop)
 /** Stop: timers stopped, connections closed (no-op if not started); on the thread that started
  *  it. */
 void rm_health_checker_stop(struct rm_health_checker *hc);
+/** Whether every host has had its first result (main thread). */
+bool rm_health_checker_initialized(const struct rm_health_checker *hc);
 /** Free <hc> (NULL is a no-op; any thread once stopped). */
 void rm_health_checker_free(struct rm_health_checker *hc);
 
