@@ -1084,7 +1084,7 @@ int rm_health_checker_set_hosts(struct rm_health_checker *hc, struct rm_host *co
     }
     if (k) qsort(by_addr, k, sizeof(*by_addr), cmp_session_addr);
     for (size_t i = 0; n_new && i < n; i++) {
-        if (v[i]->hc == hc && v[i]->mark) continue; /* an old session that stays */
+        if (v[i]->mark) continue; /* an old session that stays */
         struct rm_hc_session *prev = find_session(by_addr, k, hosts[i], cmp_session_addr);
         adopt(hc, v[i], prev && !prev->mark ? prev : NULL);
         if (hc->loop) session_arm(v[i]);
