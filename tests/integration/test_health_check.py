@@ -5,7 +5,8 @@ failures (at once for a non-retriable status) and comes back after healthy_thres
 a refused connection counts network_failure; TCP checks send and match payloads; every host
 unhealthy means panic routing; /clusters and /stats show Envoy's flags and counters; a STRICT_DNS
 cluster and a CDS/EDS cluster are checked too, and a bad health check over CDS is NACKed with
-its path."""
+its path; gRPC and HTTP/2 checks, checks over the cluster's TLS; /ready waits for the first
+round; the tcp_proxy filter skips unhealthy hosts too."""
 import json
 import socket
 import socketserver
@@ -531,3 +532,32 @@ def test_hc_ready_after_first_round(ctx):
     finally:
         a.close()
         silent.close()
+
+
+def test_hc_tcp_proxy_skips_unhealthy_hosts(ctx):
+    """The tcp_proxy network filter balances through the same load balancer: a host failing its
+    HTTP health check gets no TCP connection."""
+    from test_tcp_proxy import bootstrap as tcp_bootstrap
+    a, b = Backend("a"), Backend("b")
+    b.status = 500
+    try:
+        px = ctx.remora(tcp_bootstrap([remora_cfg.cluster(
+            "backend", [a.port, b.port], extra=hc_yaml(HTTP_CHECK))]))
+        wait_flags(ctx, px, a.port, "healthy")
+        wait_flags(ctx, px, b.port, "/failed_active_hc")
+        names = []
+        for _ in range(6):
+            with socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            names.append(data.rsplit(b"\r\n\r\n", 1)[-1].decode())
+        assert names == ["a"] * 6, names
+        assert ctx.stop(px) == 0, px.output()[-3000:]
+    finally:
+        a.close()
+        b.close()
