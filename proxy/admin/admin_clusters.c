@@ -184,17 +184,23 @@ static const char *eds_flags(enum rm_health h)
     return "";
 }
 
-/* Envoy's HostUtility::healthFlagsToString: the flags in enum order, or "healthy". */
+/* Envoy's HostUtility::healthFlagsToString: the flags in enum order (FAILED_ACTIVE_HC,
+ * FAILED_OUTLIER_CHECK, FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH, PENDING_ACTIVE_HC,
+ * ACTIVE_HC_TIMEOUT), or "healthy". */
 static void put_health_flags(struct rm_strbuf *sb, const struct rm_host *h)
 {
     bool ejected = rm_outlier_ejected(&h->outlier);
     const char *eds = eds_flags(h->health);
-    if (!ejected && !*eds) {
+    unsigned hc = rm_host_hc_flags(h);
+    if (!ejected && !*eds && !hc) {
         rm_strbuf_puts(sb, "healthy");
         return;
     }
+    if (hc & RM_HOST_FAILED_ACTIVE_HC) rm_strbuf_puts(sb, "/failed_active_hc");
     if (ejected) rm_strbuf_puts(sb, "/failed_outlier_check");
     rm_strbuf_puts(sb, eds);
+    if (hc & RM_HOST_PENDING_ACTIVE_HC) rm_strbuf_puts(sb, "/pending_active_hc");
+    if (hc & RM_HOST_ACTIVE_HC_TIMEOUT) rm_strbuf_puts(sb, "/active_hc_timeout");
 }
 
 static double host_success_rate(const struct rm_host *h, enum rm_outlier_origin o)
@@ -328,9 +334,13 @@ static void json_host(struct rm_strbuf *sb, const struct rm_cluster *c,
             first = false;
         }
     }
-    rm_strbuf_printf(sb, "],\"health_status\":{%s\"eds_health_status\":\"%s\"}",
+    unsigned hc = rm_host_hc_flags(h);
+    rm_strbuf_printf(sb, "],\"health_status\":{%s%s\"eds_health_status\":\"%s\"%s%s}",
+                     hc & RM_HOST_FAILED_ACTIVE_HC ? "\"failed_active_health_check\":true," : "",
                      rm_outlier_ejected(&h->outlier) ? "\"failed_outlier_check\":true," : "",
-                     eds_health_status(h->health));
+                     eds_health_status(h->health),
+                     hc & RM_HOST_PENDING_ACTIVE_HC ? ",\"pending_active_hc\":true" : "",
+                     hc & RM_HOST_ACTIVE_HC_TIMEOUT ? ",\"active_hc_timeout\":true" : "");
     json_percent(sb, "success_rate", host_success_rate(h, RM_OUTLIER_EXTERNAL));
     rm_strbuf_printf(sb, ",\"weight\":%u", h->weight);
     if (h->hostname && *h->hostname) {

@@ -25,6 +25,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/upstream/dns.h"
 #include "proxy/upstream/dns_cluster.h"
+#include "proxy/upstream/health_check.h"
 #include "xds/xds_manager.h"
 
 /* How long /ready may say INITIALIZING while DNS clusters wait for their first answer (Envoy:
@@ -48,6 +49,7 @@ struct rm_server {
     struct rm_dns_clusters *dns; /* STRICT_DNS / LOGICAL_DNS clusters */
     struct rm_xds_manager *xds;  /* dynamic_resources.ads_config, or NULL */
     struct rm_timer init_timer;  /* bound on INITIALIZING */
+    struct rm_timer warm_poll;   /* INITIALIZING: looks for the end of the first health checks */
     struct rm_timer trim_timer;  /* gives back the heap pages a burst of updates left free */
 };
 
@@ -344,16 +346,24 @@ static int start(struct rm_server *sv, struct rm_error *err)
     return RM_OK;
 }
 
-/* Outlier detection's interval timers run on the main loop (Envoy: DetectorImpl's timer). */
+/* Outlier detection's interval timers and the active health checkers run on the main loop
+ * (Envoy: DetectorImpl's timer, the health checkers of the main thread's cluster manager). */
+static void cluster_timers(struct rm_server *sv, struct rm_cluster *c, bool run)
+{
+    if (c->outlier && run)
+        rm_outlier_start(c->outlier, sv->loop);
+    else if (c->outlier)
+        rm_outlier_stop(c->outlier);
+    if (c->hc && run)
+        rm_health_checker_start(c->hc, sv->loop);
+    else if (c->hc)
+        rm_health_checker_stop(c->hc);
+}
+
 static void outlier_timers(struct rm_server *sv, bool run)
 {
-    for (size_t i = 0; sv->snap && i < sv->snap->n_clusters; i++) {
-        struct rm_outlier *od = sv->snap->clusters[i]->outlier;
-        if (od && run)
-            rm_outlier_start(od, sv->loop);
-        else if (od)
-            rm_outlier_stop(od);
-    }
+    for (size_t i = 0; sv->snap && i < sv->snap->n_clusters; i++)
+        cluster_timers(sv, sv->snap->clusters[i], run);
 }
 
 static bool in_snapshot(const struct rm_snapshot *s, const struct rm_cluster *c)
@@ -378,7 +388,7 @@ static struct rm_listener_drain *removed_listeners(const struct rm_snapshot *pre
 
 /* xDS: <next> becomes the active config: its new listeners are bound (a failure changes
  * nothing), each worker gets it (connections of removed listeners drain, and are closed after
- * --drain-time-s), outlier detection follows the clusters added and removed. */
+ * --drain-time-s), outlier detection and health checking follow the clusters added and removed. */
 static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error *err)
 {
     struct rm_server *sv = ctx;
@@ -398,12 +408,10 @@ static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error
     rm_listener_drain_unref(ld); /* the workers hold theirs until their drain is over */
     close_fds(fds, sv->n_workers * nl);
     for (size_t i = 0; i < prev->n_clusters; i++) {
-        if (prev->clusters[i]->outlier && !in_snapshot(next, prev->clusters[i]))
-            rm_outlier_stop(prev->clusters[i]->outlier);
+        if (!in_snapshot(next, prev->clusters[i])) cluster_timers(sv, prev->clusters[i], false);
     }
     for (size_t i = 0; i < next->n_clusters; i++) {
-        if (next->clusters[i]->outlier && !in_snapshot(prev, next->clusters[i]))
-            rm_outlier_start(next->clusters[i]->outlier, sv->loop);
+        if (!in_snapshot(prev, next->clusters[i])) cluster_timers(sv, next->clusters[i], true);
     }
     rm_log_info("config: %zu listener(s), %zu cluster(s), %zu route configuration(s)",
                 next->n_listeners, next->n_clusters, next->n_routes);
@@ -412,7 +420,7 @@ static int publish_snapshot(void *ctx, struct rm_snapshot *next, struct rm_error
     return RM_OK;
 }
 
-/* ---- initialization (DNS and EDS cluster warming)
+/* ---- initialization (DNS, EDS and health-checked cluster warming)
  * --------------------------------------------------- */
 
 /* Parsing a config or a big xDS response leaves many freed pages that glibc keeps (they are
@@ -434,16 +442,39 @@ static void go_live(struct rm_server *sv)
 {
     if (strcmp(sv->state, "INITIALIZING") != 0) return;
     rm_timer_stop(sv->loop, &sv->init_timer);
+    rm_timer_stop(sv->loop, &sv->warm_poll);
     sv->state = "LIVE";
     rm_stat_set(sv->stats, RM_SS_LIVE, 1);
     schedule_trim(sv, 0); /* the first DNS answers and EDS responses were parsed */
 }
 
-/* Every warming cluster (DNS: first answer; EDS: first assignment) is ready. */
+/* Every health-checked cluster has a first result for each of its hosts (Envoy: a cluster with
+ * a health checker initializes after its first round of checks). */
+static bool health_checks_done(const struct rm_server *sv)
+{
+    for (size_t i = 0; i < sv->snap->n_clusters; i++) {
+        const struct rm_health_checker *hc = sv->snap->clusters[i]->hc;
+        if (hc && !rm_health_checker_initialized(hc)) return false;
+    }
+    return true;
+}
+
+/* Every warming cluster (DNS: first answer; EDS: first assignment; health checks: first
+ * round) is ready. */
 static bool clusters_warm(const struct rm_server *sv)
 {
     return (!sv->dns || rm_dns_clusters_initialized(sv->dns)) &&
-           (!sv->xds || rm_xds_manager_initialized(sv->xds));
+           (!sv->xds || rm_xds_manager_initialized(sv->xds)) && health_checks_done(sv);
+}
+
+/* DNS and xDS say when they are done; health checks are looked at every 20 ms. */
+static void on_warm_poll(struct rm_timer *t)
+{
+    struct rm_server *sv = rm_container_of(t, struct rm_server, warm_poll);
+    if (clusters_warm(sv))
+        go_live(sv);
+    else
+        rm_timer_start(sv->loop, &sv->warm_poll, 20, on_warm_poll);
 }
 
 static void on_dns_init(void *ctx)
@@ -457,8 +488,10 @@ static void on_init_timeout(struct rm_timer *t)
     char names[512], eds[512] = "";
     rm_dns_clusters_waiting(sv->dns, names, sizeof(names));
     if (sv->xds) rm_xds_manager_waiting(sv->xds, eds, sizeof(eds));
-    rm_log_warn("clusters still warming after %u ms: %s%s%s; live anyway", RM_INIT_TIMEOUT_MS,
-                names, names[0] && eds[0] ? ", " : "", eds);
+    const char *hc = health_checks_done(sv) ? "" : "first health checks";
+    rm_log_warn("clusters still warming after %u ms: %s%s%s%s%s; live anyway", RM_INIT_TIMEOUT_MS,
+                names, names[0] && eds[0] ? ", " : "", eds, (names[0] || eds[0]) && *hc ? ", " : "",
+                hc);
     go_live(sv);
 }
 
@@ -474,8 +507,8 @@ static void publish_hosts(void *ctx, struct rm_cluster *c, struct rm_host_set *h
 }
 
 /* Start the DNS clusters (non-blocking: listeners serve meanwhile, DNS clusters answer 503 UH
- * until their first answer); INITIALIZING until each has answered or failed once, or
- * RM_INIT_TIMEOUT_MS. */
+ * until their first answer); INITIALIZING until each has answered or failed once (and every
+ * health-checked host has had its first check), or RM_INIT_TIMEOUT_MS. */
 static int start_dns(struct rm_server *sv, struct rm_error *err)
 {
     struct rm_dns_config rc;
@@ -498,16 +531,19 @@ static int start_dns(struct rm_server *sv, struct rm_error *err)
         if (!sv->xds) return RM_ERR;
     }
     sv->state = "INITIALIZING";
-    if (clusters_warm(sv))
+    if (clusters_warm(sv)) {
         go_live(sv);
-    else
+    } else {
         rm_timer_start(sv->loop, &sv->init_timer, RM_INIT_TIMEOUT_MS, on_init_timeout);
+        rm_timer_start(sv->loop, &sv->warm_poll, 20, on_warm_poll);
+    }
     return RM_OK;
 }
 
 static void teardown(struct rm_server *sv)
 {
     rm_timer_stop(sv->loop, &sv->init_timer);
+    rm_timer_stop(sv->loop, &sv->warm_poll);
     rm_timer_stop(sv->loop, &sv->trim_timer);
     rm_xds_manager_free(sv->xds); /* no more publishing: the workers may go */
     sv->xds = NULL;

@@ -15,6 +15,7 @@
 #include "proxy/core/log.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/dns.h"
+#include "proxy/upstream/health_check.h"
 #include "proxy/upstream/original_dst.h"
 
 #define HTTP_OPTS_TYPE "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -75,6 +76,7 @@ struct rm_cluster *rm_cluster_ref(struct rm_cluster *c)
 void rm_cluster_unref(struct rm_cluster *c)
 {
     if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+    rm_health_checker_free(c->hc);
     rm_outlier_free(c->outlier);
     for (int i = 0; i < RM_CB_PRIORITIES; i++)
         rm_cb_free(c->cb[i]);
@@ -475,9 +477,7 @@ static void outlier_changed(void *ctx, struct rm_outlier_host *oh, bool ejected)
 {
     struct rm_cluster *c = ctx;
     const struct rm_host *h = rm_container_of(oh, struct rm_host, outlier);
-    if (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
-        h->health == RM_HEALTH_DEGRADED)
-        rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
+    if (rm_host_health_ok(h)) rm_stat_add(c->stats, RM_CS_MEMBERSHIP_HEALTHY, ejected ? -1 : 1);
 }
 
 static const char *outlier_host_name(const struct rm_outlier_host *oh)
@@ -509,6 +509,43 @@ static int setup_outlier(struct rm_cluster *c, const Cluster *pb, const char *pa
     c->outlier->on_change = outlier_changed;
     c->outlier->on_change_ctx = c;
     c->outlier->host_name = outlier_host_name;
+    return RM_OK;
+}
+
+static void hc_changed(void *ctx)
+{
+    rm_cluster_update_membership(ctx);
+}
+
+/* Cluster.health_checks: one checker (Envoy supports one), over the cluster's transport. */
+static int setup_health_check(struct rm_cluster *c, const Cluster *pb, const char *path,
+                              const char *stat_prefix, struct rm_error *err)
+{
+    char p[512];
+    if (pb->n_health_checks > 1)
+        return rm_error_set(err,
+                            "%s.health_checks[1]: only one health check per cluster is "
+                            "supported (as Envoy)",
+                            path);
+    snprintf(p, sizeof(p), "%s.health_checks[0]", path);
+    if (rm_odst_is(pb) || (c->dns && c->dns->logical))
+        return rm_error_set(err, "%s: health checks of %s clusters are not supported by remora yet",
+                            p, rm_odst_is(pb) ? "ORIGINAL_DST" : "LOGICAL_DNS");
+    struct rm_hc_config cfg;
+    if (rm_hc_config_parse(pb->health_checks[0], c->name, p, &cfg, err)) return RM_ERR;
+    cfg.connect_timeout_ms = c->connect_timeout_ms;
+    cfg.tls = c->tls != NULL;
+    if (cfg.kind == RM_HC_GRPC && c->proto == RM_UPSTREAM_HTTP1) {
+        rm_hc_config_dispose(&cfg);
+        return rm_error_set(err,
+                            "%s.grpc_health_check: the cluster must speak HTTP/2 for gRPC health "
+                            "checking (as Envoy requires)",
+                            p);
+    }
+    cfg.warm_hosts = pb->common_lb_config && pb->common_lb_config->ignore_new_hosts_until_first_hc;
+    c->hc = rm_health_checker_new(&cfg, stat_prefix, c->tls, c->stats, c->hs->hosts, c->hs->n,
+                                  hc_changed, c);
+    if (!c->hc) return rm_error_set(err, "%s: out of memory", p);
     return RM_OK;
 }
 
@@ -572,6 +609,7 @@ struct rm_cluster *rm_cluster_new(const Cluster *pb, struct rm_pb_box *box,
         struct rm_tls_opts o = {.side = RM_TLS_CLIENT, .stat_prefix = prefix, .secrets = secrets};
         if (rm_tls_ctx_new(pb->transport_socket, &o, p, &c->tls, err)) goto fail;
     }
+    if (pb->n_health_checks && setup_health_check(c, pb, path, prefix, err)) goto fail;
     return c;
 fail_oom:
     rm_error_set(err, "%s: out of memory", path);
@@ -597,6 +635,8 @@ void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs)
         rm_outlier_set_hosts(c->outlier, oh, hs->n);
         free(oh);
     }
+    if (c->hc && rm_health_checker_set_hosts(c->hc, hs->hosts, hs->n))
+        rm_log_error("cluster %s: out of memory: its health checker keeps its old hosts", c->name);
     struct rm_host_set *old = c->hs;
     c->hs = hs;
     rm_host_set_unref(old);

@@ -28,6 +28,7 @@
 
 struct Envoy__Config__Cluster__V3__Cluster;
 struct rm_dns_cluster_cfg;
+struct rm_health_checker;
 struct rm_odst;
 struct rm_secrets;
 struct rm_tls_ctx;
@@ -86,6 +87,7 @@ struct rm_cluster {
     struct rm_odst *odst;
     uint32_t healthy_panic_threshold;   /* percent, default 50 */
     struct rm_outlier *outlier;         /* NULL without outlier_detection */
+    struct rm_health_checker *hc;       /* NULL without health_checks (health_check.h) */
     struct rm_cb *cb[RM_CB_PRIORITIES]; /* circuit breakers by routing priority (DEFAULT, HIGH) */
     struct rm_stats *stats;
     /* transport_socket: TLS origination (a reference; SSL_CTX shared by the workers), or NULL.
@@ -119,7 +121,7 @@ struct rm_tls_ctx *rm_cluster_tls(struct rm_cluster *c);
  *  connections keep their own).  Main thread. */
 void rm_cluster_set_tls(struct rm_cluster *c, struct rm_tls_ctx *t);
 /** Drop a reference; the last one frees the cluster (any thread: the outlier detector's timer
- *  must have been stopped on the main thread before).  NULL is a no-op. */
+ *  and the health checker must have been stopped on the main thread before).  NULL is a no-op. */
 void rm_cluster_unref(struct rm_cluster *c);
 
 /** Count the cluster's membership gauges (total, healthy) over c->hs.  Main thread. */
@@ -127,7 +129,8 @@ void rm_cluster_update_membership(struct rm_cluster *c);
 
 /** Make <hs> the cluster's current membership (takes over the caller's reference): the outlier
  *  detector follows it (hosts that left can no longer be ejected and give back their ejection
- *  slot) and the membership gauges are recounted.  Main thread.  Publishing the set to the
+ *  slot), so does the health checker (new hosts start failed, hosts that left are no longer
+ *  checked) and the membership gauges are recounted.  Main thread.  Publishing the set to the
  *  workers is the caller's business (rm_worker_publish_hosts). */
 void rm_cluster_set_hosts(struct rm_cluster *c, struct rm_host_set *hs);
 

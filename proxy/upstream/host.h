@@ -46,8 +46,9 @@ union rm_host_addr {
     } un;
 };
 
-/* A mesh has hosts by the hundred thousand: the layout is kept tight (128 bytes and the
- * strings, in one allocation; the outlier detector's data out of line).  Hosts are made by
+/* A mesh has hosts by the hundred thousand: the layout is kept tight (136 bytes and the
+ * strings, in one allocation, which malloc rounds to 160 for an IPv4 or IPv6 address; the outlier
+ * detector's and the health checker's data out of line).  Hosts are made by
  * rm_host_new only: addr_str is a flexible array member. */
 struct rm_host {
     _Atomic unsigned refs;
@@ -55,6 +56,8 @@ struct rm_host {
     union rm_host_addr addr;
     uint8_t addr_len;     /* of the full sockaddr (rm_host_sockaddr) */
     uint8_t health;       /* enum rm_health */
+    _Atomic uint8_t hc;   /* RM_HOST_*_ACTIVE_HC: written by the cluster's health checker (main
+                             thread), read by the load balancers */
     int16_t locality_idx; /* index in the cluster's load_assignment.endpoints; -1 if unknown
                              (or past INT16_MAX) */
     const char *hostname; /* Endpoint.hostname, or the DNS name of a DNS cluster's host; or NULL
@@ -81,13 +84,40 @@ static inline int16_t rm_host_locality(int idx)
     return idx >= 0 && idx <= INT16_MAX ? (int16_t)idx : -1;
 }
 
-/** Whether the load balancers may pick <h> outside panic mode: its EDS/static health allows it
- *  and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is unhealthy). */
-static inline bool rm_host_routable(const struct rm_host *h)
+/* Active health checking's flags (Envoy's Host::HealthFlag), in struct rm_host.hc. */
+enum {
+    RM_HOST_FAILED_ACTIVE_HC = 1u << 0,  /* failed its checks, or not checked yet: unhealthy */
+    RM_HOST_PENDING_ACTIVE_HC = 1u << 1, /* ignore_new_hosts_until_first_hc: excluded */
+    RM_HOST_ACTIVE_HC_TIMEOUT = 1u << 2, /* failed, and its last check timed out */
+};
+
+static inline unsigned rm_host_hc_flags(const struct rm_host *h)
+{
+    return atomic_load_explicit(&h->hc, memory_order_relaxed);
+}
+
+/** Whether <h>'s health allows load balancing, outlier detection aside: its EDS/static health
+ *  and its active health checks (FAILED_ACTIVE_HC is unhealthy). */
+static inline bool rm_host_health_ok(const struct rm_host *h)
 {
     return (h->health == RM_HEALTH_UNKNOWN || h->health == RM_HEALTH_HEALTHY ||
             h->health == RM_HEALTH_DEGRADED) &&
-           !rm_outlier_ejected(&h->outlier);
+           !(rm_host_hc_flags(h) & RM_HOST_FAILED_ACTIVE_HC);
+}
+
+/** Whether the load balancers may pick <h> outside panic mode: its health allows it
+ *  (rm_host_health_ok) and outlier detection has not ejected it (Envoy: FAILED_OUTLIER_CHECK is
+ *  unhealthy). */
+static inline bool rm_host_routable(const struct rm_host *h)
+{
+    return rm_host_health_ok(h) && !rm_outlier_ejected(&h->outlier);
+}
+
+/** Whether <h> is left out of load balancing altogether, panic mode included, and out of the
+ *  panic computation (Envoy's excluded hosts: PENDING_ACTIVE_HC). */
+static inline bool rm_host_excluded(const struct rm_host *h)
+{
+    return rm_host_hc_flags(h) & RM_HOST_PENDING_ACTIVE_HC;
 }
 
 /** What a host is made of (a plain value; rm_host_new copies it). */

@@ -24,7 +24,7 @@ uint64_t rm_lb_random(void)
 
 static bool eligible(const struct rm_host *h, bool panic, const struct rm_host *avoid)
 {
-    return (panic || rm_host_routable(h)) && h != avoid;
+    return (panic ? !rm_host_excluded(h) : rm_host_routable(h)) && h != avoid;
 }
 
 static struct rm_host *pick_rr(struct rm_worker_cluster *wc, bool panic,
@@ -111,10 +111,12 @@ struct rm_host *rm_lb_pick(struct rm_worker_cluster *wc, const struct rm_host *a
     struct rm_cluster *c = wc->cluster;
     const struct rm_host_set *hs = wc->hs;
     if (!hs->n) return NULL;
-    size_t routable = 0;
-    for (size_t i = 0; i < hs->n; i++)
+    size_t routable = 0, excluded = 0;
+    for (size_t i = 0; i < hs->n; i++) {
         routable += rm_host_routable(hs->hosts[i]);
-    bool panic = routable * 100 < hs->n * (size_t)c->healthy_panic_threshold;
+        excluded += rm_host_excluded(hs->hosts[i]);
+    }
+    bool panic = routable * 100 < (hs->n - excluded) * (size_t)c->healthy_panic_threshold;
     if (panic) rm_stat_inc(c->stats, RM_CS_LB_HEALTHY_PANIC);
     if (avoid && hs->n == 1) avoid = NULL;
     for (int pass = 0; pass < 2; pass++) {
