@@ -468,6 +468,13 @@ static int check_supported(const Cluster *pb, const char *path, struct rm_error 
             return rm_error_set(err, "%s.%s: not supported by remora yet", path,
                                 unsupported[i].name);
     }
+    /* update_merge_window is accepted: remora applies every membership update at once (the
+     * window only batches them) */
+    if (pb->common_lb_config && pb->common_lb_config->close_connections_on_host_set_change)
+        return rm_error_set(err,
+                            "%s.common_lb_config.close_connections_on_host_set_change: not "
+                            "supported by remora yet",
+                            path);
     return RM_OK;
 }
 

@@ -111,6 +111,10 @@ Test(original_dst, rejected_with_their_path)
                  "clusters[0].original_dst_lb_config: only for clusters of type ORIGINAL_DST");
     expect_error("lb_policy: CLUSTER_PROVIDED\n",
                  "clusters[0].lb_policy: CLUSTER_PROVIDED is not supported by remora");
+    /* (any cluster) a common_lb_config switch remora does not implement */
+    expect_error("common_lb_config: {close_connections_on_host_set_change: true}\n",
+                 "clusters[0].common_lb_config.close_connections_on_host_set_change: not "
+                 "supported by remora yet");
 }
 
 /* ---- host selection ------------------------------------------------------------------------ */
