@@ -121,6 +121,7 @@ void rm_filter_reply_ex(struct rm_filter *f, const struct rm_local_reply *r);
 extern const struct rm_filter_ops rm_filter_router;
 extern const struct rm_filter_ops rm_filter_local_ratelimit;
 extern const struct rm_filter_ops rm_filter_fault;
+extern const struct rm_filter_ops rm_filter_health_check;
 extern const struct rm_filter_ops rm_filter_cors;
 extern const struct rm_filter_ops rm_filter_rbac;
 

@@ -5,7 +5,7 @@
 
 static const struct rm_filter_ops *const all_filters[] = {
     &rm_filter_router, &rm_filter_local_ratelimit, &rm_filter_fault, &rm_filter_cors,
-    &rm_filter_rbac,
+    &rm_filter_rbac,   &rm_filter_health_check,
 };
 
 const struct rm_filter_ops *rm_filter_lookup(const char *name, const char *type_name)

@@ -64,6 +64,7 @@ struct rm_alog_info {
     const char *upstream_peer_uri_san;  /* the upstream certificate's URI SAN */
     uint64_t connection_id;             /* 0: unknown */
     uint32_t attempts;                  /* upstream attempts; 0: none */
+    bool health_check; /* a health check request (envoy.filters.http.health_check) */
 };
 
 /** A compiled format. */

@@ -26,7 +26,8 @@ typedef Envoy__Config__Accesslog__V3__ExtensionFilter ExtensionPb;
 #define MAX_DEPTH 32
 
 enum kind {
-    K_CONST,    /* not_health_check, traceable, log_type: decided at compile time */
+    K_CONST,    /* traceable, log_type: decided at compile time */
+    K_NOT_HC,   /* not_health_check */
     K_STATUS,   /* status_code_filter */
     K_DURATION, /* duration_filter */
     K_RUNTIME,
@@ -254,8 +255,7 @@ static int compile(struct ctx *c, struct node *n, const FilterPb *pb, const char
         return compile_comparison(c, n, pb->duration_filter->comparison,
                                   SUB("duration_filter.comparison"));
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_NOT_HEALTH_CHECK_FILTER:
-        n->kind = K_CONST; /* remora has no health-check filter: no request is a health check */
-        n->result = true;
+        n->kind = K_NOT_HC; /* envoy.filters.http.health_check marks health checks */
         return RM_OK;
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_TRACEABLE_FILTER:
         n->kind = K_CONST; /* remora does no tracing: no request is traced */
@@ -405,6 +405,8 @@ static bool eval(const struct node *n, const struct rm_alog_info *in)
     switch (n->kind) {
     case K_CONST:
         return n->result;
+    case K_NOT_HC:
+        return !in->health_check;
     case K_STATUS:
         return compare(n, in->status); /* 0 without a response, as Envoy */
     case K_DURATION:

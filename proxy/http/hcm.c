@@ -924,6 +924,7 @@ static void access_log(struct rm_hcm_stream *hs)
         .upstream_peer_uri_san = hs->upstream_peer_uri_san,
         .connection_id = hc->id,
         .attempts = hs->attempts,
+        .health_check = hs->flags & RM_HS_HEALTH_CHECK,
     };
     for (size_t i = 0; i < hs->cfg->n_access_logs; i++)
         rm_access_log_write(hs->cfg->access_logs[i], hc->w->loop, &in);

@@ -75,6 +75,7 @@ enum {
     RM_HS_REQ_HELD = 1u << 7,    /* a filter stopped the request */
     RM_HS_LOCAL_REPLY = 1u << 8, /* answered locally: later request events are dropped */
     RM_HS_DOWN_PAUSED = 1u << 9,
+    RM_HS_HEALTH_CHECK = 1u << 10, /* envoy.filters.http.health_check matched it */
 };
 
 struct rm_hcm_stream {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "filters/health_check.h"
 #include "proxy/admin/admin.h"
 #include "proxy/admin/stats.h"
 #include "proxy/config/pbjson.h"
@@ -225,10 +226,17 @@ static void hook_quit(void *ctx)
     rm_loop_defer(sv->loop, &sv->quit_task, quit_task_run);
 }
 
+/* /healthcheck/fail and /ok: what envoy.filters.http.health_check answers */
+static void hook_healthcheck(void *ctx, bool ok)
+{
+    rm_health_check_set_failing(!ok);
+}
+
 static const struct rm_admin_hooks admin_hooks = {
     .snapshot = hook_snapshot,
     .state = hook_state,
     .quit = hook_quit,
+    .healthcheck = hook_healthcheck,
 };
 
 static void on_uptime(struct rm_timer *t)

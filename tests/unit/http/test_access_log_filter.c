@@ -132,12 +132,14 @@ Test(alog_filter, duration_ms)
     cr_assert_not(eval(DURATION("GE", "0"), &in));
 }
 
-/* ---- constants ---------------------------------------------------------------------------- */
+/* ---- health checks and constants ---------------------------------------------------------- */
 
-Test(alog_filter, not_health_check_true_traceable_false)
+Test(alog_filter, not_health_check_and_traceable_false)
 {
     struct rm_alog_info in = info(200, NULL, 1);
     cr_assert(eval("{not_health_check_filter: {}}", &in));
+    in.health_check = true; /* envoy.filters.http.health_check matched the request */
+    cr_assert_not(eval("{not_health_check_filter: {}}", &in));
     cr_assert_not(eval("{traceable_filter: {}}", &in));
 }
 
