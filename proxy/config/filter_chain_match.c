@@ -423,7 +423,7 @@ static int score(const struct entry *e, enum step s, const struct rm_fcm_facts *
 long rm_fcm_select(const struct rm_fcm *m, const struct rm_fcm_facts *f)
 {
     /* the chains still in the running: a bitmap on the stack for the common sizes */
-    uint8_t small[64], *alive = m->n <= sizeof(small) ? small : malloc(m->n);
+    uint8_t small[256], *alive = m->n <= sizeof(small) ? small : malloc(m->n);
     if (!alive) return -1;
     memset(alive, 1, m->n);
     bool local = is_local(f);

@@ -432,10 +432,10 @@ static bool is_original_dst(const Envoy__Config__Listener__V3__ListenerFilter *f
     return f->name && strcmp(f->name, ORIGINAL_DST) == 0;
 }
 
-/* listener_filters: the TLS and HTTP inspectors are accepted and change nothing.  In Envoy they
- * find the SNI / ALPN / transport and application protocol a filter_chain_match selects on;
- * remora has one filter chain without a match, learns the ALPN and SNI from its own handshake
- * and sniffs the HTTP/2 preface itself (codec AUTO), so there is nothing for them to decide.
+/* listener_filters: the TLS and HTTP inspectors are accepted.  In Envoy they find the SNI /
+ * ALPN / transport and application protocol a filter_chain_match selects on; remora peeks at
+ * the first bytes itself whenever a chain matches on those (rm_listener_cfg.peek,
+ * proxy/server/chain_accept.c), so they configure nothing of their own.
  * The original destination filter restores a redirected connection's original destination
  * (rm_listener_cfg.original_dst).  Other listener filters (proxy_protocol, …) are rejected with
  * the path. */

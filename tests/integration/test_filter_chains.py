@@ -7,6 +7,7 @@ listener.<addr>.no_filter_chain_match), a tcp_proxy chain next to HCM chains; on
 transport_protocol tls vs raw_buffer (HTTPS and plaintext HTTP on one port), application
 protocols h2c vs http/1.1 (the HTTP inspector), listener_filters_timeout
 (downstream_pre_cx_timeout); and an LDS update that changes the chains of a bound listener."""
+import http.client
 import os
 import socket
 import ssl
@@ -347,12 +348,23 @@ def test_lds_update_changes_chains(ctx):
     wait_for("the listener", lambda: body_via(ctx, url) == "v1-one")
     assert body_via(ctx, url, "--interface", "127.0.0.2") == "v1-two"
     assert body_via(ctx, url, "--interface", "127.0.0.3").startswith("<status 0")
+    # a keep-alive connection on chain "v1-two": that chain is gone from the new config, so the
+    # connection keeps the chain config it started with (the listener's socket stays)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5,
+                                      source_address=("127.0.0.2", 0))
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert r.read() == b"v1-two"
     put(d, "l.yaml", lds_listener(port, chain(src("127.0.0.2"), "v2-two") +
                                   chain(src("127.0.0.3"), "v2-three"),
                                   "\n  default_filter_chain:" + hcm_filters("v2-default", "    ")))
     wait_for("the new chains", lambda: body_via(ctx, url) == "v2-default")
     assert body_via(ctx, url, "--interface", "127.0.0.2") == "v2-two"
     assert body_via(ctx, url, "--interface", "127.0.0.3") == "v2-three"
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert r.read() == b"v1-two", "a connection changed filter chain"
+    conn.close()
     s = stats(ctx, px)
     assert s.get("listener_manager.lds.update_rejected", 0) == 0, s
     assert s.get("listener_manager.total_listeners_active") == 1, s
