@@ -46,6 +46,7 @@ struct rm_fcm {
     struct entry *v;
     size_t n;
     bool needs_data;
+    bool needs_local; /* some chain matches on the destination or the source type */
 };
 
 /* ---- building ---------------------------------------------------------------------------- */
@@ -241,6 +242,10 @@ struct rm_fcm *rm_fcm_new(const Envoy__Config__Listener__V3__FilterChain *const 
         struct entry *e = &m->v[m->n++];
         if (entry_new(chains[i] ? chains[i]->filter_chain_match : NULL, p, e, err)) goto fail;
         m->needs_data |= e->names.n || e->alpn.n || e->transport;
+        m->needs_local |=
+            e->dst_port || e->dst.n ||
+            e->source_type !=
+                ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__CONNECTION_SOURCE_TYPE__ANY;
         for (size_t j = 0; j < i; j++) {
             if (same_rules(&m->v[j], e)) {
                 rm_error_set(err,
@@ -260,6 +265,11 @@ fail:
 bool rm_fcm_needs_data(const struct rm_fcm *m)
 {
     return m->needs_data;
+}
+
+bool rm_fcm_needs_local(const struct rm_fcm *m)
+{
+    return m->needs_local;
 }
 
 /* ---- choosing --------------------------------------------------------------------------------

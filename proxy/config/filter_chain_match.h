@@ -49,4 +49,8 @@ long rm_fcm_select(const struct rm_fcm *m, const struct rm_fcm_facts *f);
  *  (the connection's first bytes must be looked at before choosing). */
 bool rm_fcm_needs_data(const struct rm_fcm *m);
 
+/** Whether some chain matches on the destination (port, IP) or the source type: without, the
+ *  facts' <local> may be NULL (no getsockname). */
+bool rm_fcm_needs_local(const struct rm_fcm *m);
+
 #endif

@@ -81,8 +81,17 @@ static void peek_done(struct peek *pk, const struct rm_peek_tls_info *tls, const
 {
     struct rm_worker_listener *wl = rm_worker_listener_by_tag(pk->w, pk->base.listener_tag);
     struct rm_conn *c = pk->conn;
-    if (!wl || !wl->cfg->fcm) { /* replaced meanwhile by a listener without chains to choose */
+    if (!wl) { /* the listener left meanwhile */
         peek_close(pk, RM_LS__COUNT);
+        return;
+    }
+    if (!wl->cfg->fcm) { /* replaced meanwhile by a config of one chain: nothing to choose */
+        peek_end(pk);
+        if (rm_conn_watch(c) < 0) {
+            rm_conn_close(c);
+            return;
+        }
+        start_chain(wl, wl->cfg, c);
         return;
     }
     struct rm_fcm_facts f = {.local = rm_conn_local_addr(c),
@@ -200,7 +209,8 @@ void rm_chain_accept(struct rm_worker_listener *wl, struct rm_conn *c)
             start_peek(wl, c);
             return;
         }
-        const struct rm_fcm_facts f = {.local = rm_conn_local_addr(c),
+        const struct rm_fcm_facts f = {.local = rm_fcm_needs_local(lc->fcm) ? rm_conn_local_addr(c)
+                                                                            : NULL,
                                        .peer = (const struct sockaddr *)&c->peer};
         if (!(lc = choose(lc, &f))) {
             rm_conn_close(c);

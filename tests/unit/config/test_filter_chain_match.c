@@ -231,6 +231,12 @@ Test(filter_chain_match, needs_data)
     struct rm_fcm *f = compile("[{filter_chain_match: {destination_port: 80}}, {}]", &l, &err);
     cr_assert(f);
     cr_assert_not(rm_fcm_needs_data(f));
+    cr_assert(rm_fcm_needs_local(f));
+    rm_fcm_free(f);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    f = compile("[{filter_chain_match: {source_ports: [1]}}, {}]", &l, &err);
+    cr_assert(f);
+    cr_assert_not(rm_fcm_needs_local(f));
     rm_fcm_free(f);
     protobuf_c_message_free_unpacked(&l->base, NULL);
     f = compile("[{filter_chain_match: {transport_protocol: tls}}, {}]", &l, &err);
