@@ -164,7 +164,8 @@ def test_no_matching_chain_closes_and_counts(ctx):
     px = ctx.remora(bootstrap(chain(src("127.0.0.2"), "from2") +
                               chain("destination_port: 1", "port1")))
     key = f"listener.127.0.0.1_{px.port}.no_filter_chain_match"
-    before = stats(ctx, px).get(key, 0)  # the harness's port probe is one already
+    # the harness's port probe (from 127.0.0.1) is one already: counted once it was handled
+    before = wait_for("the probe counted", lambda: stats(ctx, px).get(key, 0))
     r = ctx.curl(f"http://127.0.0.1:{px.port}/", timeout=5)
     assert r.status == 0, r
     assert stats(ctx, px).get(key, 0) == before + 1
@@ -294,7 +295,13 @@ def test_listener_filters_timeout(ctx):
               chain("", "plaintext"))
     px = ctx.remora(bootstrap(chains, TLS_INSPECTOR, extra="\n    listener_filters_timeout: 0.3s"))
     key = f"listener.127.0.0.1_{px.port}."
-    before = stats(ctx, px)
+
+    def probe_counted():  # the harness's port probe closed without a byte
+        st = stats(ctx, px)
+        done = st.get(key + "downstream_listener_filter_remote_close") and \
+            not st.get(key + "downstream_pre_cx_active")
+        return st if done else None
+    before = wait_for("the probe counted", probe_counted)
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
         s.sendall(b"\x16\x03")  # a TLS record header that never completes
@@ -307,6 +314,24 @@ def test_listener_filters_timeout(ctx):
     after = stats(ctx, px)
     assert after[key + "downstream_pre_cx_timeout"] == \
         before.get(key + "downstream_pre_cx_timeout", 0) + 1, after
+    # a client that leaves before sending anything; a ClientHello announced over 16 KiB
+    with socket.create_connection(("127.0.0.1", px.port), timeout=5):
+        pass
+    with socket.create_connection(("127.0.0.1", px.port), timeout=5) as s:
+        s.sendall(bytes([0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x00, 0x00]))
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+
+    def counted():
+        a = stats(ctx, px)
+        return (a.get(key + "downstream_listener_filter_remote_close", 0) ==
+                before.get(key + "downstream_listener_filter_remote_close", 0) + 1 and
+                a.get(key + "downstream_listener_filter_error", 0) ==
+                before.get(key + "downstream_listener_filter_error", 0) + 1 and
+                a.get(key + "downstream_pre_cx_active") == 0)
+    wait_for("remote close and error counted", counted)
     # continue_on_listener_filters_timeout: a silent client gets the chain chosen without bytes
     px2 = ctx.remora(bootstrap(chains, TLS_INSPECTOR,
                                extra="\n    listener_filters_timeout: 0.3s"
