@@ -161,9 +161,17 @@ static int entry_new(const FilterChainMatch *pb, const char *path, struct entry 
 
 /* ---- overlap (duplicate matches) ------------------------------------------------------------ */
 
+static bool has_zero_len(const struct cidrs *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i].len == 0) return true;
+    return false;
+}
+
+/* No ranges is "any address", which Envoy keys as 0.0.0.0/0 and ::/0: the same as those. */
 static bool cidrs_overlap(const struct cidrs *a, const struct cidrs *b)
 {
-    if (!a->n || !b->n) return !a->n && !b->n; /* "any" is its own key */
+    if (!a->n || !b->n) return (!a->n && !b->n) || has_zero_len(a->n ? a : b);
     for (size_t i = 0; i < a->n; i++)
         for (size_t j = 0; j < b->n; j++)
             if (a->v[i].family == b->v[j].family && a->v[i].len == b->v[j].len &&

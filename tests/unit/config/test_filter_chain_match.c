@@ -136,6 +136,17 @@ Test(filter_chain_match, destination_ip_longest_prefix)
           {"10.0.0.1", 80, "10.0.0.2", 1, .want = 2}, {"::2", 80, "::1", 1, .want = 2});
 }
 
+Test(filter_chain_match, istio_passthrough_v4_and_v6)
+{
+    CHECK("[{name: virtualInbound-blackhole, filter_chain_match: {destination_port: 15006}},"
+          " {name: virtualInbound, filter_chain_match: {prefix_ranges: "
+          "[{address_prefix: 0.0.0.0, prefix_len: 0}]}},"
+          " {name: virtualInbound-ipv6, filter_chain_match: {prefix_ranges: "
+          "[{address_prefix: \"::\", prefix_len: 0}]}}]",
+          {"10.0.0.1", 15006, "10.0.0.2", 1, .want = 0},
+          {"10.0.0.1", 8080, "10.0.0.2", 1, .want = 1}, {"fd00::1", 8080, "fd00::2", 1, .want = 2});
+}
+
 Test(filter_chain_match, server_names_exact_then_wildcard)
 {
     CHECK("[{filter_chain_match: {server_names: [api.example.com]}},"
@@ -208,6 +219,9 @@ Test(filter_chain_match, config_errors)
     expect_error("[{filter_chain_match: {prefix_ranges: [{address_prefix: 10.1.0.0, "
                  "prefix_len: 8}]}}, {filter_chain_match: {prefix_ranges: [{address_prefix: "
                  "10.0.0.0, prefix_len: 8}]}}]",
+                 "l.filter_chains[1].filter_chain_match: multiple filter chains");
+    expect_error("[{}, {filter_chain_match: {prefix_ranges: [{address_prefix: \"::\", "
+                 "prefix_len: 0}]}}]",
                  "l.filter_chains[1].filter_chain_match: multiple filter chains");
     expect_error("[{filter_chain_match: {address_suffix: x}}]",
                  "l.filter_chains[0].filter_chain_match.address_suffix: not supported");
