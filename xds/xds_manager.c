@@ -779,10 +779,12 @@ static void count_rds(struct rm_xds_manager *m, const char *name, unsigned stat)
 {
     const struct rm_snapshot *s = m->cur ? m->cur : m->base;
     for (size_t i = 0; i < s->n_listeners; i++) {
-        const struct rm_listener_cfg *lc = s->listeners[i];
-        if (!lc->rds_stats || (name && strcmp(lc->rds_name, name) != 0)) continue;
-        rm_stat_inc(lc->rds_stats, RM_RDS_UPDATE_ATTEMPT);
-        rm_stat_inc(lc->rds_stats, stat);
+        for (size_t k = 0; k < s->listeners[i]->n_chains; k++) {
+            const struct rm_listener_cfg *lc = s->listeners[i]->chains[k];
+            if (!lc->rds_stats || (name && strcmp(lc->rds_name, name) != 0)) continue;
+            rm_stat_inc(lc->rds_stats, RM_RDS_UPDATE_ATTEMPT);
+            rm_stat_inc(lc->rds_stats, stat);
+        }
     }
 }
 
@@ -1066,7 +1068,7 @@ static void sds_all_refs(const struct rm_xds_manager *m, struct rm_sds_refs *all
 {
     size_t it;
     for (size_t i = 0; i < m->base->n_listeners; i++)
-        rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+        rm_listener_cfg_sds_refs(m->base->listeners[i], all);
     for (size_t i = 0; i < m->base->n_clusters; i++)
         rm_sds_refs_merge(all, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->clusters, &it); e;
@@ -1149,11 +1151,13 @@ static int sds_rebuild_users(struct rm_xds_manager *m, const char *const *names,
             return RM_ERR;
     }
     for (size_t i = 0; i < m->base->n_listeners; i++) {
-        const struct rm_tls_ctx *lt = m->base->listeners[i]->tls;
-        struct rm_tls_ctx *t = NULL;
-        if (!refs_touch(rm_tls_ctx_sds_refs(lt), names, nn)) continue;
-        if (rm_tls_ctx_rebuild(lt, table, false, &t, err)) return RM_ERR;
-        rm_tls_ctx_unref(t);
+        for (size_t k = 0; k < m->base->listeners[i]->n_chains; k++) {
+            const struct rm_tls_ctx *lt = m->base->listeners[i]->chains[k]->tls;
+            struct rm_tls_ctx *t = NULL;
+            if (!refs_touch(rm_tls_ctx_sds_refs(lt), names, nn)) continue;
+            if (rm_tls_ctx_rebuild(lt, table, false, &t, err)) return RM_ERR;
+            rm_tls_ctx_unref(t);
+        }
     }
     for (struct rm_strmap_ent *e = rm_strmap_first(&m->listeners, &it); e;
          e = rm_strmap_next(&m->listeners, e, &it)) {
@@ -1409,7 +1413,7 @@ static bool waiting(const struct rm_xds_manager *m, char *buf, size_t len)
     }
     struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
     for (size_t i = 0; i < m->base->n_listeners; i++)
-        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->listeners[i]->tls));
+        rm_listener_cfg_sds_refs(m->base->listeners[i], &st);
     for (size_t i = 0; i < m->base->n_clusters; i++)
         rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(m->base->clusters[i]->tls));
     for (size_t i = 0; i < st.n; i++) {
@@ -1504,7 +1508,11 @@ static int bind_static_sources(struct rm_xds_manager *m, struct rm_error *err)
     char label[300];
     for (size_t i = 0; i < b->n_listeners; i++) {
         snprintf(label, sizeof(label), "listener %s", b->listeners[i]->name);
-        if (sds_sources_ok(m, rm_tls_ctx_sds_refs(b->listeners[i]->tls), label, err)) return RM_ERR;
+        struct rm_sds_refs refs = {0};
+        rm_listener_cfg_sds_refs(b->listeners[i], &refs);
+        int rc = sds_sources_ok(m, &refs, label, err);
+        rm_sds_refs_dispose(&refs);
+        if (rc) return RM_ERR;
     }
     for (size_t i = 0; i < b->n_clusters; i++) {
         snprintf(label, sizeof(label), "cluster %s", b->clusters[i]->name);
@@ -1579,7 +1587,7 @@ struct rm_xds_manager *rm_xds_manager_new(struct rm_loop *loop, struct rm_snapsh
     }
     struct rm_sds_refs st = {0}; /* the static listeners' and clusters' secrets */
     for (size_t i = 0; i < base->n_listeners; i++)
-        rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->listeners[i]->tls));
+        rm_listener_cfg_sds_refs(base->listeners[i], &st);
     for (size_t i = 0; i < base->n_clusters; i++)
         rm_sds_refs_merge(&st, rm_tls_ctx_sds_refs(base->clusters[i]->tls));
     uint32_t st_ms = sds_timeout(fetch_ms ? fetch_ms : UINT32_MAX, &st);

@@ -121,6 +121,11 @@ const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT] = {
     [RM_LS_DOWNSTREAM_CX_TOTAL] = C("downstream_cx_total"),
     [RM_LS_DOWNSTREAM_CX_ACTIVE] = G("downstream_cx_active"),
     [RM_LS_DOWNSTREAM_CX_DESTROY] = C("downstream_cx_destroy"),
+    [RM_LS_NO_FILTER_CHAIN_MATCH] = C("no_filter_chain_match"),
+    [RM_LS_DOWNSTREAM_PRE_CX_ACTIVE] = G("downstream_pre_cx_active"),
+    [RM_LS_DOWNSTREAM_PRE_CX_TIMEOUT] = C("downstream_pre_cx_timeout"),
+    [RM_LS_DOWNSTREAM_LISTENER_FILTER_REMOTE_CLOSE] = C("downstream_listener_filter_remote_close"),
+    [RM_LS_DOWNSTREAM_LISTENER_FILTER_ERROR] = C("downstream_listener_filter_error"),
 };
 
 const struct rm_stat_def rm_tcp_stat_defs[RM_TCP__COUNT] = {

@@ -257,6 +257,11 @@ enum rm_listener_stat {
     RM_LS_DOWNSTREAM_CX_TOTAL,
     RM_LS_DOWNSTREAM_CX_ACTIVE,
     RM_LS_DOWNSTREAM_CX_DESTROY,
+    RM_LS_NO_FILTER_CHAIN_MATCH,     /* no chain matched and no default chain: closed */
+    RM_LS_DOWNSTREAM_PRE_CX_ACTIVE,  /* connections whose first bytes are being looked at */
+    RM_LS_DOWNSTREAM_PRE_CX_TIMEOUT, /* ... that sent too little in listener_filters_timeout */
+    RM_LS_DOWNSTREAM_LISTENER_FILTER_REMOTE_CLOSE, /* ... closed by the peer meanwhile */
+    RM_LS_DOWNSTREAM_LISTENER_FILTER_ERROR,        /* ... failed (a read error) */
     RM_LS__COUNT
 };
 extern const struct rm_stat_def rm_listener_stat_defs[RM_LS__COUNT];

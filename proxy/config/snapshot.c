@@ -10,6 +10,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "proxy/config/filter_chain_match.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/pbutil.h"
 #include "proxy/config/route_filters.h"
@@ -431,10 +432,10 @@ static bool is_original_dst(const Envoy__Config__Listener__V3__ListenerFilter *f
     return f->name && strcmp(f->name, ORIGINAL_DST) == 0;
 }
 
-/* listener_filters: the TLS and HTTP inspectors are accepted and change nothing.  In Envoy they
- * find the SNI / ALPN / transport and application protocol a filter_chain_match selects on;
- * remora has one filter chain without a match, learns the ALPN and SNI from its own handshake
- * and sniffs the HTTP/2 preface itself (codec AUTO), so there is nothing for them to decide.
+/* listener_filters: the TLS and HTTP inspectors are accepted.  In Envoy they find the SNI /
+ * ALPN / transport and application protocol a filter_chain_match selects on; remora peeks at
+ * the first bytes itself whenever a chain matches on those (rm_listener_cfg.peek,
+ * proxy/server/chain_accept.c), so they configure nothing of their own.
  * The original destination filter restores a redirected connection's original destination
  * (rm_listener_cfg.original_dst).  Other listener filters (proxy_protocol, …) are rejected with
  * the path. */
@@ -479,6 +480,19 @@ static int check_listener_filter(const Envoy__Config__Listener__V3__ListenerFilt
     return RM_OK; /* initial_read_buffer_size: nothing is read ahead */
 }
 
+/* filter chain <fc> (errors under <path>, "…filter_chains[i]" or "…default_filter_chain") */
+static int check_chain_supported(const Envoy__Config__Listener__V3__FilterChain *fc,
+                                 const char *path, struct rm_error *err)
+{
+    if (fc->n_filters != 1)
+        return rm_error_set(err,
+                            "%s.filters: exactly one network filter "
+                            "(envoy.filters.network.http_connection_manager or "
+                            "envoy.filters.network.tcp_proxy) is supported",
+                            path);
+    return RM_OK;
+}
+
 static int check_listener_supported(const Listener *pb, const char *path, struct rm_error *err)
 {
     for (size_t i = 0; i < pb->n_listener_filters; i++) {
@@ -488,30 +502,13 @@ static int check_listener_supported(const Listener *pb, const char *path, struct
     }
     if (rm_pb_bool(pb->transparent, false))
         return rm_error_set(err, "%s.transparent: not supported by remora yet", path);
-    if (pb->default_filter_chain)
-        return rm_error_set(err, "%s.default_filter_chain: not supported by remora yet", path);
-    if (pb->n_filter_chains != 1)
-        return rm_error_set(err,
-                            "%s.filter_chains: exactly one filter chain is supported by "
-                            "remora yet (got %zu)",
-                            path, pb->n_filter_chains);
-    const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
-    if (fc->filter_chain_match)
-        return rm_error_set(err,
-                            "%s.filter_chains[0].filter_chain_match: not supported by "
-                            "remora yet",
-                            path);
-    if (fc->n_filters != 1)
-        return rm_error_set(err,
-                            "%s.filter_chains[0].filters: exactly one network filter "
-                            "(envoy.filters.network.http_connection_manager or "
-                            "envoy.filters.network.tcp_proxy) is supported",
-                            path);
+    if (!pb->n_filter_chains && !pb->default_filter_chain)
+        return rm_error_set(err, "%s.filter_chains: at least one filter chain is required", path);
     return RM_OK;
 }
 
-/* filter_chains[0].transport_socket: TLS termination.  ALPN, unless alpn_protocols says
- * otherwise, offers what the codec speaks (AUTO: h2 first, then http/1.1). */
+/* <fc>.transport_socket: TLS termination.  ALPN, unless alpn_protocols says otherwise, offers
+ * what the codec speaks (AUTO: h2 first, then http/1.1).  <path>: the chain's. */
 static int build_listener_tls(struct rm_listener_cfg *lc,
                               const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
                               const char *stat_prefix, const struct rm_snapshot *s,
@@ -530,7 +527,7 @@ static int build_listener_tls(struct rm_listener_cfg *lc,
                             .default_alpn = dflt,
                             .secrets = s->secrets,
                             .sds = s->sds};
-    snprintf(p, sizeof(p), "%s.filter_chains[0].transport_socket", path);
+    snprintf(p, sizeof(p), "%s.transport_socket", path);
     return rm_tls_ctx_new(fc->transport_socket, &o, p, &lc->tls, err);
 }
 
@@ -562,13 +559,13 @@ static const struct netfilter_kind {
      &rm_tcp_proxy_netfilter, build_tcp_proxy},
 };
 
-/* filter_chains[0].filters[0] of listener <path>: lc->netfilter and its config. */
+/* filters[0] of the filter chain at <path>: lc->netfilter and its config. */
 static int build_netfilter(struct build_ctx *b, struct rm_listener_cfg *lc,
                            const Envoy__Config__Listener__V3__Filter *f, const char *path,
                            struct rm_error *err)
 {
     char p[PATH_MAX_LEN];
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0]", path);
+    snprintf(p, sizeof(p), "%s.filters[0]", path);
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
         return rm_error_set(err, "%s.typed_config: required", p);
     const ProtobufCMessageDescriptor *d = rm_pb_lookup_type_url(f->typed_config->type_url);
@@ -585,10 +582,129 @@ static int build_netfilter(struct build_ctx *b, struct rm_listener_cfg *lc,
     if (rm_pb_any_unpack(f->typed_config, d, &m, err))
         return rm_error_prefix(err, "%s.typed_config: ", p);
     own(b->s, m);
-    snprintf(p, sizeof(p), "%s.filter_chains[0].filters[0].typed_config", path);
+    snprintf(p, sizeof(p), "%s.filters[0].typed_config", path);
     if (rm_pb_check_no_unknown(m, p, err)) return RM_ERR;
     lc->netfilter = k->ops;
     return k->build(b, lc, m, p, err);
+}
+
+/* Filter chain <fc> (at <path>) into <lc>: its network filter and TLS. */
+static int build_chain(struct build_ctx *b, struct rm_listener_cfg *lc,
+                       const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
+                       const char *stat_prefix, struct rm_error *err)
+{
+    if (check_chain_supported(fc, path, err) || build_netfilter(b, lc, fc->filters[0], path, err))
+        return RM_ERR;
+    lc->chain_name = strdup(fc->name ? fc->name : "");
+    if (!lc->chain_name) return rm_error_set(err, "out of memory");
+    return build_listener_tls(lc, fc, path, stat_prefix, b->s, err);
+}
+
+static void listener_free(struct rm_listener_cfg *lc);
+
+/* A chain config of listener <lc>: its listener-level fields copied (the stats a reference). */
+static struct rm_listener_cfg *chain_new(const struct rm_listener_cfg *lc, size_t idx)
+{
+    struct rm_listener_cfg *ch = calloc(1, sizeof(*ch));
+    if (!ch) return NULL;
+    ch->name = strdup(lc->name);
+    ch->addr = lc->addr;
+    ch->addr_len = lc->addr_len;
+    memcpy(ch->addr_str, lc->addr_str, sizeof(ch->addr_str));
+    ch->pipe_mode = lc->pipe_mode;
+    ch->buffer_limit = lc->buffer_limit;
+    ch->reuse_port = lc->reuse_port;
+    ch->backlog = lc->backlog;
+    ch->original_dst = lc->original_dst;
+    ch->use_original_dst = lc->use_original_dst;
+    ch->bind_to_port = lc->bind_to_port;
+    ch->stats = rm_stats_ref(lc->stats);
+    ch->chain_idx = idx;
+    if (!ch->name) {
+        listener_free(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+/* The chains' RDS route configuration becomes the listener's (one per listener: xds_manager.c
+ * subscribes and warms per listener). */
+static int chains_rds(struct rm_listener_cfg *lc, const char *const *paths, struct rm_error *err)
+{
+    const struct rm_listener_cfg *first = NULL;
+    for (size_t i = 0; i < lc->n_chains; i++) {
+        const struct rm_listener_cfg *ch = lc->chains[i];
+        if (!ch->rds_name) continue;
+        if (!first) {
+            first = ch;
+            continue;
+        }
+        if (strcmp(first->rds_name, ch->rds_name) != 0)
+            return rm_error_set(err,
+                                "%s.filters[0].typed_config.rds.route_config_name: a second RDS "
+                                "route configuration (\"%s\"; %s uses \"%s\") in one listener "
+                                "is not supported by remora yet",
+                                paths[i], ch->rds_name, paths[first->chain_idx], first->rds_name);
+    }
+    if (!first) return RM_OK;
+    lc->rds_name = strdup(first->rds_name);
+    if (!lc->rds_name) return rm_error_set(err, "out of memory");
+    rm_config_source_copy(&lc->rds_src, &first->rds_src);
+    return RM_OK;
+}
+
+/* Several chains (or matches, or a default chain): each its own config, <fcm> over them. */
+static int build_chains(struct build_ctx *b, struct rm_listener_cfg *lc, const Listener *pb,
+                        const char *path, const char *stat_prefix, struct rm_error *err)
+{
+    size_t n = pb->n_filter_chains + (pb->default_filter_chain ? 1 : 0);
+    const Envoy__Config__Listener__V3__FilterChain **fcs = calloc(n, sizeof(*fcs));
+    char **paths = calloc(n, sizeof(*paths));
+    lc->chains = calloc(n, sizeof(*lc->chains));
+    int rc = RM_ERR;
+    if (!fcs || !paths || !lc->chains) {
+        rm_error_set(err, "out of memory");
+        goto out;
+    }
+    lc->has_default = pb->default_filter_chain != NULL;
+    for (size_t i = 0; i < n; i++) {
+        fcs[i] = i < pb->n_filter_chains ? pb->filter_chains[i] : pb->default_filter_chain;
+        char p[PATH_MAX_LEN];
+        if (i < pb->n_filter_chains)
+            snprintf(p, sizeof(p), "%s.filter_chains[%zu]", path, i);
+        else
+            snprintf(p, sizeof(p), "%s.default_filter_chain", path);
+        if (!(paths[i] = strdup(p))) {
+            rm_error_set(err, "out of memory");
+            goto out;
+        }
+    }
+    if (lc->has_default && pb->default_filter_chain->filter_chain_match) {
+        rm_error_set(err, "%s.filter_chain_match: not allowed in the default filter chain",
+                     paths[n - 1]);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct rm_listener_cfg *ch = chain_new(lc, i);
+        if (!ch) {
+            rm_error_set(err, "out of memory");
+            goto out;
+        }
+        lc->chains[lc->n_chains++] = ch;
+        if (build_chain(b, ch, fcs[i], paths[i], stat_prefix, err)) goto out;
+    }
+    lc->fcm = rm_fcm_new(fcs, (const char *const *)paths, pb->n_filter_chains, err);
+    if (!lc->fcm || chains_rds(lc, (const char *const *)paths, err)) goto out;
+    lc->peek = rm_fcm_needs_data(lc->fcm);
+    lc->peek_timeout_ms = rm_pb_duration_ms(pb->listener_filters_timeout, 15000);
+    lc->peek_timeout_continue = pb->continue_on_listener_filters_timeout;
+    rc = RM_OK;
+out:
+    for (size_t i = 0; paths && i < n; i++)
+        free(paths[i]);
+    free(paths);
+    free(fcs);
+    return rc;
 }
 
 /* Build listener <pb> (errors under <path>) into b->s->listeners. */
@@ -615,13 +731,38 @@ static int build_listener(struct build_ctx *b, const Listener *pb, const char *p
     lc->use_original_dst = rm_pb_bool(pb->use_original_dst, false);
     lc->original_dst |= lc->use_original_dst; /* Envoy adds the filter for it */
     lc->bind_to_port = rm_pb_bool(pb->bind_to_port, true);
-    if (build_netfilter(b, lc, pb->filter_chains[0]->filters[0], path, err)) return RM_ERR;
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "listener.%s.", lc->addr_str);
     for (char *c = prefix + 9; *c; c++)
         if (*c == ':') *c = '_'; /* Envoy: listener.127.0.0.1_10000. */
     lc->stats = rm_stats_get(prefix, rm_listener_stat_defs, RM_LS__COUNT);
-    return build_listener_tls(lc, pb->filter_chains[0], path, prefix, s, err);
+    if (pb->n_filter_chains != 1 || pb->default_filter_chain ||
+        pb->filter_chains[0]->filter_chain_match)
+        return build_chains(b, lc, pb, path, prefix, err);
+    lc->chains = calloc(1, sizeof(*lc->chains));
+    if (!lc->chains) return rm_error_set(err, "out of memory");
+    lc->chains[lc->n_chains++] = lc; /* its own chain */
+    snprintf(p, sizeof(p), "%s.filter_chains[0]", path);
+    return build_chain(b, lc, pb->filter_chains[0], p, prefix, err);
+}
+
+void rm_listener_cfg_sds_refs(const struct rm_listener_cfg *lc, struct rm_sds_refs *into)
+{
+    for (size_t i = 0; i < lc->n_chains; i++)
+        rm_sds_refs_merge(into, rm_tls_ctx_sds_refs(lc->chains[i]->tls));
+}
+
+const struct rm_listener_cfg *rm_listener_cfg_follow(const struct rm_listener_cfg *lc,
+                                                     const struct rm_listener_cfg *old)
+{
+    if (!lc->fcm) return old->chains && old->chains[0] == old ? lc : NULL; /* one chain */
+    for (size_t i = 0; i < lc->n_chains; i++) {
+        const struct rm_listener_cfg *ch = lc->chains[i];
+        if (old->chain_name && old->chain_name[0] ? strcmp(ch->chain_name, old->chain_name) == 0
+                                                  : !ch->chain_name[0] && i == old->chain_idx)
+            return ch;
+    }
+    return NULL;
 }
 
 static const char *listener_label(const struct rm_listener_cfg *lc, size_t i, char *buf, size_t len)
@@ -722,8 +863,11 @@ static int build(struct rm_snapshot *s, struct rm_error *err)
         if (s->listeners[i]->rds_name && check_source(s, sr, &s->listeners[i]->rds_src, p, err))
             return RM_ERR;
         snprintf(p, sizeof(p), "static_resources.listeners[%zu] (%s)", i, s->listeners[i]->name);
-        if (check_sds_sources(s, sr, rm_tls_ctx_sds_refs(s->listeners[i]->tls), p, err))
-            return RM_ERR;
+        struct rm_sds_refs refs = {0};
+        rm_listener_cfg_sds_refs(s->listeners[i], &refs);
+        int rc = check_sds_sources(s, sr, refs.n ? &refs : NULL, p, err);
+        rm_sds_refs_dispose(&refs);
+        if (rc) return RM_ERR;
     }
     for (size_t i = 0; i < s->n_clusters; i++) {
         char p[PATH_MAX_LEN];
@@ -854,8 +998,6 @@ struct rm_snapshot *rm_snapshot_next(const struct rm_snapshot *base,
 
 /* ---- checks of arriving resources ------------------------------------------------------- */
 
-static void listener_free(struct rm_listener_cfg *lc);
-
 int rm_snapshot_check_listener(const Listener *pb, const char *path,
                                const struct rm_secrets *secrets, const struct rm_secrets *sds,
                                rm_route_resolve_fn resolve, void *resolve_ctx, char **rds_name,
@@ -875,7 +1017,10 @@ int rm_snapshot_check_listener(const Listener *pb, const char *path,
     if (rds_src) *rds_src = (struct rm_config_source){0};
     if (rc == RM_OK && rds_src && one[0]->rds_name)
         rm_config_source_copy(rds_src, &one[0]->rds_src);
-    if (sds_refs) rm_sds_refs_copy(sds_refs, rc == RM_OK ? rm_tls_ctx_sds_refs(one[0]->tls) : NULL);
+    if (sds_refs) {
+        *sds_refs = (struct rm_sds_refs){0};
+        if (rc == RM_OK) rm_listener_cfg_sds_refs(one[0], sds_refs);
+    }
     listener_free(one[0]);
     for (size_t i = 0; i < s.n_owned; i++)
         protobuf_c_message_free_unpacked(s.owned[i], NULL);
@@ -899,7 +1044,10 @@ bool rm_snapshot_uses_xds(const struct rm_snapshot *s)
             return true;
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
-        if (s->listeners[i]->rds_name || rm_tls_ctx_sds_refs(s->listeners[i]->tls)) return true;
+        const struct rm_listener_cfg *lc = s->listeners[i];
+        if (lc->rds_name) return true;
+        for (size_t k = 0; k < lc->n_chains; k++)
+            if (rm_tls_ctx_sds_refs(lc->chains[k]->tls)) return true;
     }
     return false;
 }
@@ -942,6 +1090,11 @@ static void listener_free(struct rm_listener_cfg *lc)
     rm_pb_box_unref(lc->pb_box);
     rm_tls_ctx_unref(lc->tls);
     rm_tcp_proxy_cfg_free(lc->tcp);
+    for (size_t i = 0; i < lc->n_chains; i++)
+        if (lc->chains[i] != lc) listener_free(lc->chains[i]);
+    free(lc->chains);
+    rm_fcm_free(lc->fcm);
+    free(lc->chain_name);
     free(lc);
 }
 

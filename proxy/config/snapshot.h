@@ -22,6 +22,7 @@
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
 struct Envoy__Config__Listener__V3__Listener;
 struct Envoy__Config__Route__V3__RouteConfiguration;
+struct rm_fcm;
 struct rm_netfilter_ops;
 struct rm_secrets;
 struct rm_tcp_proxy_cfg;
@@ -117,7 +118,35 @@ struct rm_listener_cfg {
      * such connections are handed to the listener of that address (worker.c); bind_to_port
      * false: no socket, the listener only receives hand-offs. */
     bool original_dst, use_original_dst, bind_to_port;
+    /* The filter chains (filter_chains, then default_filter_chain): n_chains >= 1.  A listener
+     * with one chain, no filter_chain_match and no default_filter_chain is its own chain
+     * (chains[0] == this config, fcm NULL: nothing to choose).  Otherwise each chain is an
+     * rm_listener_cfg of its own (the listener-level fields above copied, its own network
+     * filter, TLS, handshake timeout; chains NULL), owned by this one, and <fcm> chooses among
+     * chains[0..n_chains - has_default) at accept (worker.c); none matches: the default chain,
+     * else the connection is closed (listener.<addr>.no_filter_chain_match).  Such a listener
+     * has no netfilter / tls / hcm of its own; rds_name and rds_src are those of its chains
+     * (one RDS route configuration per listener). */
+    struct rm_listener_cfg **chains;
+    size_t n_chains;
+    struct rm_fcm *fcm;
+    bool has_default;
+    bool peek; /* the chain needs the first bytes (SNI, ALPN, transport / HTTP protocol) */
+    uint32_t peek_timeout_ms;   /* listener_filters_timeout (default 15 s; 0: none) */
+    bool peek_timeout_continue; /* continue_on_listener_filters_timeout */
+    /* a chain: its FilterChain.name ("" when unnamed) and index in its listener's chains */
+    char *chain_name;
+    size_t chain_idx;
 };
+
+/** Merge the SDS references of every filter chain of <lc> into <into>. */
+void rm_listener_cfg_sds_refs(const struct rm_listener_cfg *lc, struct rm_sds_refs *into);
+
+/** The chain of listener <lc> (a new config) that a connection accepted on chain <old> of an
+ *  earlier config of the same listener follows: the chain of the same name, else (unnamed) of
+ *  the same index; NULL when there is none. */
+const struct rm_listener_cfg *rm_listener_cfg_follow(const struct rm_listener_cfg *lc,
+                                                     const struct rm_listener_cfg *old);
 
 /** A resource received over xDS as the snapshot shows it in /config_dump (an RDS route
  *  configuration; a cluster or listener still warming). */

@@ -501,14 +501,16 @@ void rm_hcm_conn_follow_config(struct rm_hcm_conn *hc)
     struct rm_worker *w = hc->w;
     if (hc->wsnap == w->wsnap) return;
     const struct rm_worker_listener *wl = rm_worker_listener_by_tag(w, hc->base.listener_tag);
-    /* the listener is gone (or its socket now has another network filter): the connection
+    /* its filter chain in the new config (rm_listener_cfg_follow) */
+    const struct rm_listener_cfg *lc = wl ? rm_listener_cfg_follow(wl->cfg, hc->lc) : NULL;
+    /* the listener or chain is gone (or now has another network filter): the connection
      * drains on its config */
-    if (!wl || wl->cfg->netfilter != &rm_hcm_netfilter) return;
+    if (!lc || lc->netfilter != &rm_hcm_netfilter) return;
     rm_worker_snap_release(hc->wsnap);
     hc->wsnap = rm_worker_snap_hold(w->wsnap);
     hc->snap = hc->wsnap->snap;
-    hc->lc = wl->cfg;
-    hc->cfg = &wl->cfg->hcm;
+    hc->lc = lc;
+    hc->cfg = &lc->hcm;
 }
 
 /* CONNECTION_ID: unique in the process; taken only by connections that log */

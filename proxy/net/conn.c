@@ -513,6 +513,18 @@ struct rm_conn *rm_conn_connect(struct rm_loop *loop, const struct sockaddr *add
     return c;
 }
 
+void rm_conn_unwatch(struct rm_conn *c)
+{
+    int fd = c->io.fd;
+    rm_io_stop(c->loop, &c->io);
+    c->io.fd = fd; /* still ours: rm_conn_watch or rm_conn_close */
+}
+
+int rm_conn_watch(struct rm_conn *c)
+{
+    return rm_io_start(c->loop, &c->io, c->io.fd, RM_CONN_EVENTS, on_io);
+}
+
 bool rm_conn_restore_original_dst(struct rm_conn *c)
 {
     struct sockaddr_in6 a = {0};

@@ -105,6 +105,12 @@ struct rm_conn {
 /** Wrap an accepted, non-blocking socket.  Returns NULL on failure (fd closed). */
 struct rm_conn *rm_conn_accepted(struct rm_loop *loop, int fd, const struct sockaddr *peer,
                                  socklen_t peer_len, const struct rm_conn_handler *h, void *owner);
+/** Listener filters that peek at the first bytes (MSG_PEEK) before anything reads them: stop
+ *  watching the socket of <c>, just accepted (no event of it may be pending); the fd stays
+ *  <c>'s.  rm_conn_watch watches it again (what is already readable is reported then).
+ *  rm_conn_watch returns 0 or -errno (the caller closes <c>). */
+void rm_conn_unwatch(struct rm_conn *c);
+int rm_conn_watch(struct rm_conn *c);
 /** Start a non-blocking connect; handler->on_connected reports the result (never synchronously).
  *  <timeout_ms> 0 = none.  Returns NULL (and fills *err with -errno) if the socket can't be made.
  */

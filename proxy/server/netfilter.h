@@ -1,8 +1,9 @@
 /* Network filters: what a listener's filter chain does with an accepted connection.
  *
- * A listener config names one network filter (rm_listener_cfg.netfilter): the HTTP connection
- * manager (proxy/http/hcm.h) or the TCP proxy (proxy/tcp/tcp_proxy.h).  The worker calls
- * ops->accept once per connection (after the listener's TLS, if any, was started); everything
+ * A filter chain config names one network filter (rm_listener_cfg.netfilter): the HTTP
+ * connection manager (proxy/http/hcm.h) or the TCP proxy (proxy/tcp/tcp_proxy.h).  The worker
+ * calls ops->accept once per connection with the chain chosen for it (proxy/server/
+ * chain_accept.c; after the chain's TLS, if any, was started); everything
  * later runs inside the filter.  Each filter's connection object embeds a struct rm_worker_conn
  * so the worker can drain, close and update all of its connections alike (listener removal,
  * SIGTERM, config updates). */
@@ -19,9 +20,9 @@ struct rm_worker_conn;
 
 struct rm_netfilter_ops {
     const char *name; /* Envoy's extension name, e.g. "envoy.filters.network.tcp_proxy" */
-    /** Take over <conn>, accepted by the worker listener <listener_tag> of config <lc>: link a
-     *  struct rm_worker_conn into the worker (rm_worker_conn_link) and free it when done (out of
-     *  memory: close <conn> at once). */
+    /** Take over <conn>, accepted by the worker listener <listener_tag> with its filter chain <lc>
+     * (the listener config itself when it has one chain): link a struct rm_worker_conn into the
+     * worker (rm_worker_conn_link) and free it when done (out of memory: close <conn> at once). */
     void (*accept)(struct rm_worker *w, const struct rm_listener_cfg *lc, uint64_t listener_tag,
                    struct rm_conn *conn);
     /** The worker has a new config: new work on the connection uses it when its listener is

@@ -17,6 +17,7 @@
 #include "proxy/http/access_log.h"
 #include "proxy/http/route.h"
 #include "proxy/net/tls.h"
+#include "proxy/server/chain_accept.h"
 #include "proxy/upstream/pool.h"
 
 #define DRAIN_POLL_MS 20
@@ -89,12 +90,7 @@ static void on_accept(struct rm_listener *l, int fd, const struct sockaddr *peer
         /* the target's own listener filters would find the same address: not run again */
         wl = handoff_target(wl, (const struct sockaddr *)&c->local);
     }
-    if (wl->cfg->tls &&
-        rm_conn_start_tls(c, wl->cfg->tls, NULL, 0, wl->cfg->handshake_timeout_ms) < 0) {
-        rm_conn_close(c);
-        return;
-    }
-    wl->cfg->netfilter->accept(wl->w, wl->cfg, wl->tag, c); /* one indirection per connection */
+    rm_chain_accept(wl, c); /* its filter chain, its TLS, its network filter */
 }
 
 void rm_worker_conn_link(struct rm_worker *w, struct rm_worker_conn *wc)

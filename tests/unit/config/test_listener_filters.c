@@ -1,5 +1,5 @@
-/* A listener's listener_filters: the TLS and HTTP inspectors are accepted (they change nothing
- * with remora's one filter chain), the original destination filter sets the listener's
+/* A listener's listener_filters: the TLS and HTTP inspectors are accepted (remora peeks itself
+ * when a filter chain needs the first bytes), the original destination filter sets the listener's
  * original_dst; every other listener filter, and what the inspectors cannot do here, is rejected
  * with its field path.  The sidecar listener fields (use_original_dst, bind_to_port) too. */
 #include <criterion/criterion.h>
