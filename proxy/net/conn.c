@@ -389,15 +389,18 @@ void rm_conn_transport_started(struct rm_conn *c, uint32_t timeout_ms)
 }
 
 /* The peer sent FIN while reading is paused (an HTTP/1.1 request in flight): has it gone, with
- * nothing left to read?  A 1-byte MSG_PEEK says so without consuming anything (nginx's check of
- * a broken connection).  Plain TCP only (under TLS the socket holds the close_notify record), and
- * only with no input buffered, so nothing read yet is lost by reporting the close now: the owner
- * sees the EOF it would see once it resumed reading (Envoy and nginx end the stream then too). */
-static bool peer_closed(const struct rm_conn *c)
+ * nothing left to read (1; -1: the socket has an error; 0: bytes wait, or not known)?  A 1-byte
+ * MSG_PEEK says so without consuming anything (nginx's check of a broken connection).  Plain TCP
+ * only (under TLS the socket holds the close_notify record), and only with no input buffered, so
+ * nothing read yet is lost by reporting the close now: the owner sees the EOF it would see once it
+ * resumed reading (Envoy and nginx end the stream then too). */
+static int peer_closed(const struct rm_conn *c)
 {
     char b;
-    if (c->tp != &rm_transport_plain || c->in.len) return false;
-    return recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    if (c->tp != &rm_transport_plain || c->in.len) return 0;
+    ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return 1;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR ? -1 : 0;
 }
 
 static void on_io(struct rm_io *io, uint32_t events)
@@ -428,9 +431,14 @@ static void on_io(struct rm_io *io, uint32_t events)
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         c->flags &= ~(uint32_t)RM_CONN_READ_DRAINED;
         if (c->flags & RM_CONN_READ_PAUSED) {
-            if (events & (EPOLLERR | EPOLLHUP))
+            /* EPOLLHUP alone is no reset: both directions are shut (the peer's FIN and ours),
+             * and what the peer sent before its FIN is still unread */
+            int closed = events & EPOLLERR                  ? -1
+                         : events & (EPOLLRDHUP | EPOLLHUP) ? peer_closed(c)
+                                                            : 0;
+            if (closed < 0)
                 close_with(c, -ECONNRESET);
-            else if ((events & EPOLLRDHUP) && peer_closed(c))
+            else if (closed > 0)
                 peer_eof(c);
             return;
         }

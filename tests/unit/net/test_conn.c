@@ -114,3 +114,33 @@ Test(conn, without_on_eof_an_eof_closes)
     close(peer);
     rm_loop_free(st.loop);
 }
+
+/* Both directions shut (our FIN sent, the peer's received: EPOLLHUP) while reading is paused
+ * with bytes still unread: nothing is lost — the bytes and then the EOF come once reading
+ * resumes (a tcp_proxy whose slow client paused the upstream used to drop them as a reset). */
+Test(conn, hup_while_paused_keeps_the_unread_bytes)
+{
+    struct state st = {.loop = rm_loop_new()};
+    S = &st;
+    int peer;
+    struct rm_conn *c = pair(&half, &peer);
+    rm_conn_pause_reading(c, true);
+    rm_conn_shutdown_write(c);
+    run(100);
+    char b[8];
+    cr_assert_eq(read(peer, b, sizeof(b)), 0, "our FIN went out");
+    cr_assert_eq(write(peer, "abc", 3), 3);
+    shutdown(peer, SHUT_WR);
+    run(200);
+    cr_assert_eq(st.closes, 0, "closed (err %d) with unread bytes", st.close_err);
+    cr_assert_eq(st.n, 0);
+    rm_conn_pause_reading(c, false);
+    run(2000);
+    cr_assert_eq(st.n, 3);
+    cr_assert(memcmp(st.got, "abc", 3) == 0);
+    cr_assert_eq(st.eofs, 1);
+    rm_conn_close(c);
+    rm_loop_run_pending(st.loop);
+    close(peer);
+    rm_loop_free(st.loop);
+}
