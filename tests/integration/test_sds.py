@@ -465,3 +465,35 @@ def test_sds_source_errors_name_the_field(ctx):
     err = r.stderr.decode() + r.stdout.decode()
     assert r.returncode == 1 and "cluster backend: secret ROOTCA: sds_config.api_config_source." \
         "grpc_services[0].envoy_grpc.cluster_name: \"sds-grpc\" is not a STATIC cluster" in err, err
+
+
+# ---- Istio's shape: the SDS server on a unix socket ------------------------------------------
+
+def test_sds_listener_certificate_from_sds_grpc_on_a_unix_socket(ctx):
+    """As istio-agent serves certificates: a static sds-grpc cluster whose endpoint is a pipe
+    (workload-spiffe-uds/socket), the listener's certificate named "default" from it."""
+    c = certs(ctx)
+    up = ctx.upstream(name="plain")
+    sock = os.path.join(ctx.tmp, "workload-spiffe-uds", "socket")
+    os.makedirs(os.path.dirname(sock))
+    cp = PyCP(unix=sock)
+    try:
+        sds_grpc = cfg.cluster("sds-grpc", [], proto="h2").replace(
+            "      - lb_endpoints: []", """      - lb_endpoints:
+        - endpoint:
+            address:
+              pipe: { path: "%s" }""" % sock)
+        tls = listener_tls(SDS_GRPC % "GRPC").replace("name: server_cert", "name: default")
+        px = ctx.remora(tls_bootstrap([cfg.cluster("backend", [up.port]), sds_grpc], tls),
+                        wait=False)
+        harness.wait_port(px.admin, proc=px.p)
+        cp.wait_subscribed("sds", {"default"})
+        assert {k for k, _, _ in cp.requests} == {"sotw"}, "SecretDiscoveryService, not ADS"
+        v = cp.set("sds", {"default": cert_secret("default", c["server_crt"], c["server_key"])})
+        cp.wait_ack("sds", v)
+        wait_ready(ctx, px)
+        wait_peer(ctx, px.port, c["server_crt"])
+        assert sds_stat(ctx, px, "default", "update_success") == 1
+        assert ctx.stop(px) == 0
+    finally:
+        cp.stop()
