@@ -209,6 +209,15 @@ static int check_lb_endpoint(const LbEndpoint *le, const char *path, uint32_t *w
     *weight = rm_pb_u32(le->load_balancing_weight, 1);
     if (*weight == 0)
         return rm_error_set(err, "%s.load_balancing_weight: must be at least 1", path);
+    /* set, these would change where health checks or connections go: not silently ignored */
+    const Envoy__Config__Endpoint__V3__Endpoint *e = le->endpoint;
+    const Envoy__Config__Endpoint__V3__Endpoint__HealthCheckConfig *hc = e->health_check_config;
+    if (hc && (hc->port_value || *hc->hostname || hc->address || hc->disable_active_health_check))
+        return rm_error_set(err, "%s.endpoint.health_check_config: not supported by remora yet",
+                            path);
+    if (e->n_additional_addresses)
+        return rm_error_set(err, "%s.endpoint.additional_addresses: not supported by remora yet",
+                            path);
     return RM_OK;
 }
 

@@ -151,6 +151,10 @@ def test_xds_removed_listener_connections_closed_after_drain_time(ctx):
         try:
             wait_until("both delayed requests in flight",
                        lambda: all_stats(ctx, px).get("http.l1.downstream_rq_active") == 2)
+            # the four connections (wait_port's probe connection closes on its own: waited for,
+            # bounded — a connection whose close remora missed would still fail here)
+            wait_until("the probe connection closed",
+                       lambda: all_stats(ctx, px).get("http.l1.downstream_cx_active") == 4)
             st = all_stats(ctx, px)
             assert st["http.l1.downstream_cx_active"] == 4, st
             assert st["listener_manager.total_listeners_draining"] == 0, st

@@ -111,6 +111,16 @@ Test(original_dst, rejected_with_their_path)
                  "clusters[0].original_dst_lb_config: only for clusters of type ORIGINAL_DST");
     expect_error("lb_policy: CLUSTER_PROVIDED\n",
                  "clusters[0].lb_policy: CLUSTER_PROVIDED is not supported by remora");
+    /* (any cluster) endpoint fields that would change where checks or connections go */
+    expect_error("load_assignment:\n  cluster_name: s\n  endpoints:\n  - lb_endpoints:\n"
+                 "    - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 80}},"
+                 " health_check_config: {port_value: 81}}\n",
+                 "lb_endpoints[0].endpoint.health_check_config: not supported by remora yet");
+    expect_error("load_assignment:\n  cluster_name: s\n  endpoints:\n  - lb_endpoints:\n"
+                 "    - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 80}},"
+                 " additional_addresses: [{address: {socket_address: {address: '::1', port_value:"
+                 " 80}}}]}\n",
+                 "lb_endpoints[0].endpoint.additional_addresses: not supported by remora yet");
     /* (any cluster) a common_lb_config switch remora does not implement */
     expect_error("common_lb_config: {close_connections_on_host_set_change: true}\n",
                  "clusters[0].common_lb_config.close_connections_on_host_set_change: not "
