@@ -245,6 +245,21 @@ static void want_write(struct rm_conn *c, bool on)
     if (c->io.fd >= 0) rm_io_modify(c->loop, &c->io, RM_CONN_EVENTS | (on ? EPOLLOUT : 0));
 }
 
+/* A conn closing after its flush whose peer stops reading is closed RM_CONN_FLUSH_IDLE_MS after
+ * its last progress (nginx's send_timeout, between two writes): a finished connection must not
+ * keep its buffer forever.  Restarted each time a write fills the socket. */
+#define RM_CONN_FLUSH_IDLE_MS 10000
+
+static void on_flush_deadline(struct rm_timer *t)
+{
+    rm_conn_close(rm_container_of(t, struct rm_conn, connect_timer));
+}
+
+static void flush_deadline(struct rm_conn *c)
+{
+    rm_timer_start(c->loop, &c->connect_timer, RM_CONN_FLUSH_IDLE_MS, on_flush_deadline);
+}
+
 static void do_write(struct rm_conn *c)
 {
     while (c->out.len) {
@@ -257,6 +272,7 @@ static void do_write(struct rm_conn *c)
         if (n == -EINTR) continue;
         if (n == -EAGAIN) {
             want_write(c, true);
+            if (c->flags & RM_CONN_SHUT_AFTER_FLUSH) flush_deadline(c);
             return;
         }
         close_with(c, (int)n);
@@ -317,6 +333,9 @@ void rm_conn_close_after_flush(struct rm_conn *c)
 {
     if (c->flags & RM_CONN_CLOSED) return;
     c->flags |= RM_CONN_SHUT_AFTER_FLUSH | RM_CONN_NO_CALLBACKS;
+    /* bounded from now, restarted on progress (a peer that already stopped reading gives no
+     * EPOLLOUT: nothing else would ever end it) */
+    if (c->out.len && !(c->flags & (RM_CONN_CONNECTING | RM_CONN_HANDSHAKING))) flush_deadline(c);
     rm_conn_schedule_flush(c);
 }
 

@@ -284,11 +284,16 @@ static void up_on_eof(struct rm_conn *c)
     maybe_done(tc);
 }
 
-/* A reset or an error on one side closes the other. */
+/* A reset or an error on one side closes the other, after writing what it had queued for it
+ * (Envoy's FlushWrite). */
 static void down_on_close(struct rm_conn *c, int err)
 {
     struct tcp_conn *tc = c->owner;
     tc->down = NULL;
+    if (tc->up && tc->connected && rm_conn_pending(tc->up)) { /* Envoy: FlushWrite */
+        rm_conn_close_after_flush(tc->up);
+        tc->up = NULL;
+    }
     finish(tc, err ? "downstream error" : "downstream closed");
 }
 
@@ -296,6 +301,10 @@ static void up_on_close(struct rm_conn *c, int err)
 {
     struct tcp_conn *tc = c->owner;
     tc->up = NULL;
+    if (tc->down && rm_conn_pending(tc->down)) { /* what the upstream sent first still goes */
+        rm_conn_close_after_flush(tc->down);
+        tc->down = NULL;
+    }
     finish(tc, err ? "upstream error" : "upstream closed");
 }
 

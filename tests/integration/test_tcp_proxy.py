@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -690,3 +691,98 @@ def test_tcp_proxy_original_dst_passthrough(ctx):
         ctx.stop(up)
 
     sc.in_netns(ctx, body, capture)
+
+
+def test_tcp_proxy_upstream_reset_flushes_what_it_sent(ctx):
+    """The upstream sends until remora stops reading it (the client reads nothing: the kernel's
+    buffers towards it are full and remora holds up to its 1 MiB limit), then resets the
+    connection: what remora had already read still reaches the client before the close, as
+    Envoy's FlushWrite does — the part in remora's own buffer used to be dropped."""
+    go = threading.Event()
+    sent = {}
+
+    def send_then_reset(c):
+        c.setblocking(False)
+        data, n = b"r" * (32 << 20), 0
+        deadline = time.monotonic() + 10
+        while not go.is_set() and time.monotonic() < deadline:
+            try:
+                n += c.send(data[n:]) if n < len(data) else 0
+            except BlockingIOError:
+                pass
+            time.sleep(0.001)
+        sent["n"] = n
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+    srv = Server(send_then_reset)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]))
+    key = "tcp.tp.downstream_cx_tx_bytes_total"
+    base = settled(ctx, px)  # the harness's probe connection is over
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", px.port))
+    last, still = -1, 0
+    while still < 6:  # until remora stops reading the upstream (0.3 s without progress)
+        n = delta(stats(ctx, px), base, key)
+        still = still + 1 if n == last else 0
+        last = n
+        time.sleep(0.05)
+    queued = last
+    assert queued >= 2 << 20, queued
+    go.set()
+    time.sleep(0.5)  # the reset reaches remora while the client still reads nothing
+    got = 0
+    try:
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got += len(b)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got >= queued - (64 << 10), (got, queued, sent)
+    srv.stop()
+    assert ctx.stop(px) == 0
+
+
+def test_tcp_proxy_flush_of_a_closed_pair_is_bounded(ctx):
+    """After the upstream's reset, what remora still holds for a client that never reads is
+    given up 10 s after the client last took anything (rm_conn's flush bound): remora closes
+    the downstream socket instead of keeping it and its buffer forever."""
+    go = threading.Event()
+
+    def send_then_reset(c):
+        c.setblocking(False)
+        data, n = b"r" * (32 << 20), 0
+        deadline = time.monotonic() + 10
+        while not go.is_set() and time.monotonic() < deadline:
+            try:
+                n += c.send(data[n:]) if n < len(data) else 0
+            except BlockingIOError:
+                pass
+            time.sleep(0.001)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    srv = Server(send_then_reset)
+    px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]))
+    key = "tcp.tp.downstream_cx_tx_bytes_total"
+    base = settled(ctx, px)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", px.port))
+    wait_for("2 MiB read from the upstream", lambda: delta(stats(ctx, px), base, key) >= 2 << 20)
+    time.sleep(0.3)
+    go.set()
+
+    def sockets():
+        fds = os.listdir(f"/proc/{px.p.pid}/fd")
+        return sum(os.readlink(f"/proc/{px.p.pid}/fd/{f}").startswith("socket:") for f in fds)
+    time.sleep(1.0)
+    held = sockets()  # the upstream is gone; the client's socket waits for its flush
+    time.sleep(10.5)  # the client takes nothing for longer than the bound
+    assert sockets() == held - 1, (held, sockets())
+    s.close()
+    srv.stop()
+    assert ctx.stop(px) == 0
