@@ -693,15 +693,10 @@ def test_tcp_proxy_original_dst_passthrough(ctx):
     sc.in_netns(ctx, body, capture)
 
 
-def test_tcp_proxy_upstream_reset_flushes_what_it_sent(ctx):
-    """The upstream sends until remora stops reading it (the client reads nothing: the kernel's
-    buffers towards it are full and remora holds up to its 1 MiB limit), then resets the
-    connection: what remora had already read still reaches the client before the close, as
-    Envoy's FlushWrite does — the part in remora's own buffer used to be dropped."""
-    go = threading.Event()
-    sent = {}
-
-    def send_then_reset(c):
+def send_then_reset(go, sent):
+    """A Server handler: sends as much as the socket takes until <go> is set (10 s at most),
+    then closes with a reset (SO_LINGER 0); sent["n"]: the bytes it sent."""
+    def handler(c):
         c.setblocking(False)
         data, n = b"r" * (32 << 20), 0
         deadline = time.monotonic() + 10
@@ -712,9 +707,17 @@ def test_tcp_proxy_upstream_reset_flushes_what_it_sent(ctx):
                 pass
             time.sleep(0.001)
         sent["n"] = n
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return handler
 
-    srv = Server(send_then_reset)
+
+def test_tcp_proxy_upstream_reset_flushes_what_it_sent(ctx):
+    """The upstream sends until remora stops reading it (the client reads nothing: the kernel's
+    buffers towards it are full and remora holds up to its 1 MiB limit), then resets the
+    connection: what remora had already read still reaches the client before the close, as
+    Envoy's FlushWrite does — the part in remora's own buffer used to be dropped."""
+    go, sent = threading.Event(), {}
+    srv = Server(send_then_reset(go, sent))
     px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]))
     key = "tcp.tp.downstream_cx_tx_bytes_total"
     base = settled(ctx, px)  # the harness's probe connection is over
@@ -752,20 +755,7 @@ def test_tcp_proxy_flush_of_a_closed_pair_is_bounded(ctx):
     given up 10 s after the client last took anything (rm_conn's flush bound): remora closes
     the downstream socket instead of keeping it and its buffer forever."""
     go = threading.Event()
-
-    def send_then_reset(c):
-        c.setblocking(False)
-        data, n = b"r" * (32 << 20), 0
-        deadline = time.monotonic() + 10
-        while not go.is_set() and time.monotonic() < deadline:
-            try:
-                n += c.send(data[n:]) if n < len(data) else 0
-            except BlockingIOError:
-                pass
-            time.sleep(0.001)
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    srv = Server(send_then_reset)
+    srv = Server(send_then_reset(go, {}))
     px = ctx.remora(bootstrap([cfg.cluster("backend", [srv.port])]))
     key = "tcp.tp.downstream_cx_tx_bytes_total"
     base = settled(ctx, px)
