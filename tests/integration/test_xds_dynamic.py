@@ -751,7 +751,9 @@ def cp_restart(ctx, make, api):
     a, b, l1, res, cp, px = serving(ctx, make, api)
     assert stat(ctx, px, "control_plane.connected_state") == 1
 
-    load = h2load(l1, 6, clients=2, streams=5, rps=50)
+    # 12 s: the load must outlast the stop, the reconnect back-off (jittered, up to ~2 s by
+    # then) and the resumption under a loaded CI machine (6 s fell short once in a full run)
+    load = h2load(l1, 12, clients=2, streams=5, rps=50)
     time.sleep(0.5)
     cp.stop()
     wait_stat(ctx, px, "control_plane.connected_state", 0, timeout=5)
