@@ -65,10 +65,7 @@ struct lrl {
 /* ---- config ------------------------------------------------------------------------------- */
 
 /* Envoy fields remora does not implement (absent from its .proto subset): named in errors. */
-static const struct {
-    uint32_t num;
-    const char *name;
-} unsupported_fields[] = {
+static const struct rm_pb_field_name unsupported_fields[] = {
     {8, "descriptors"},
     {13, "vh_rate_limits"},
     {16, "local_cluster_rate_limit"},
@@ -77,15 +74,8 @@ static const struct {
 
 static int check_unsupported(const LocalRateLimit *pb, const char *path, struct rm_error *err)
 {
-    for (size_t i = 0; i < pb->base.n_unknown_fields; i++) {
-        uint32_t tag = pb->base.unknown_fields[i].tag;
-        for (size_t j = 0; j < sizeof(unsupported_fields) / sizeof(unsupported_fields[0]); j++) {
-            if (unsupported_fields[j].num == tag)
-                return rm_error_set(err, "%s.%s: not supported by remora", path,
-                                    unsupported_fields[j].name);
-        }
-    }
-    return rm_pb_check_no_unknown(&pb->base, path, err);
+    return rm_pb_check_named(&pb->base, unsupported_fields,
+                             sizeof(unsupported_fields) / sizeof(unsupported_fields[0]), path, err);
 }
 
 static int token_bucket(struct lrl_config *c, const Envoy__Type__V3__TokenBucket *tb,

@@ -131,29 +131,14 @@ struct cc {
     struct rm_error *err;
 };
 
-struct known_field {
-    uint32_t num;
-    const char *name;
-};
-
 /* Envoy fields remora does not implement (absent from its .proto subset), by message. */
-static const struct known_field filter_fields[] = {{4, "matcher"}, {5, "shadow_matcher"}};
-static const struct known_field rules_fields[] = {{3, "audit_logging_options"}};
-static const struct known_field policy_fields[] = {{3, "condition"}, {4, "checked_condition"}};
-static const struct known_field perm_fields[] = {{12, "matcher"}, {13, "uri_template"}};
-static const struct known_field id_fields[] = {{12, "filter_state"}};
-
-static int check_fields(const ProtobufCMessage *m, const struct known_field *k, size_t nk,
-                        const char *path, struct rm_error *err)
-{
-    for (size_t i = 0; i < m->n_unknown_fields; i++)
-        for (size_t j = 0; j < nk; j++)
-            if (k[j].num == m->unknown_fields[i].tag)
-                return rm_error_set(err, "%s.%s: not supported by remora", path, k[j].name);
-    return rm_pb_check_no_unknown(m, path, err);
-}
+static const struct rm_pb_field_name filter_fields[] = {{4, "matcher"}, {5, "shadow_matcher"}};
+static const struct rm_pb_field_name rules_fields[] = {{3, "audit_logging_options"}};
+static const struct rm_pb_field_name policy_fields[] = {{3, "condition"}, {4, "checked_condition"}};
+static const struct rm_pb_field_name perm_fields[] = {{12, "matcher"}, {13, "uri_template"}};
+static const struct rm_pb_field_name id_fields[] = {{12, "filter_state"}};
 #define CHECK_FIELDS(m, tab, path, err)                                                            \
-    check_fields(&(m)->base, (tab), sizeof(tab) / sizeof((tab)[0]), (path), (err))
+    rm_pb_check_named(&(m)->base, (tab), sizeof(tab) / sizeof((tab)[0]), (path), (err))
 
 static int cidr(struct cc *c, const CidrRange *r, const char *path, struct cidr *out)
 {
@@ -579,18 +564,16 @@ static bool path_match(const struct rm_str_match *m, struct input *in)
     return in->path.p && rm_str_match_eval(m, in->path.p, in->path.len);
 }
 
-static bool san_visit(void *ctx, const char *s, size_t n)
-{
-    return rm_str_match_eval(ctx, s, n);
-}
-
+/* authenticated: a peer certificate (the connection's TLS facts, read once per connection),
+ * and with a principal_name one of its URI then DNS SANs matching it. */
 static bool authenticated(const struct node *nd, struct input *in)
 {
-    struct rm_conn *conn = in->hc->conn;
-    if (!conn) return false;
-    int r = rm_conn_peer_sans(conn, san_visit, (void *)&nd->u.str);
-    if (r < 0) return false; /* no peer certificate */
-    return nd->has_str ? r == 1 : true;
+    const struct rm_tls_info *ti = facts(in)->tls_info;
+    if (!ti || !ti->peer_sans) return false;
+    if (!nd->has_str) return true;
+    for (const char *s = ti->peer_sans; *s; s += strlen(s) + 1)
+        if (rm_str_match_eval(&nd->u.str, s, strlen(s))) return true;
+    return false;
 }
 
 static bool eval(const struct node *nd, struct input *in)

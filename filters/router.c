@@ -360,19 +360,23 @@ static void on_idle_timeout(struct rm_timer *t)
 
 /* ---- mirrors ------------------------------------------------------------------------------ */
 
+/* The cluster named by request header <header> (its first value) in the request's snapshot;
+ * NULL when absent or unknown; values of 256 bytes or more are not looked up (NULL). */
+static struct rm_cluster *cluster_of_header(struct router *r, const char *header)
+{
+    struct rm_str v = rm_headers_get(r->req, header, strlen(header));
+    char name[256];
+    if (!v.p || v.len >= sizeof(name)) return NULL;
+    memcpy(name, v.p, v.len);
+    name[v.len] = 0;
+    return rm_snapshot_cluster(rm_hcm_snapshot(r->hs), name);
+}
+
 /* The cluster a mirror policy names for this request (its own, or the request header's value),
  * as this worker sees it; NULL when it does not exist (Envoy then sends no shadow). */
 static struct rm_worker_cluster *mirror_cluster(struct router *r, const struct rm_mirror_policy *m)
 {
-    struct rm_cluster *c = m->cluster;
-    if (m->cluster_header) {
-        struct rm_str v = rm_headers_get(r->req, m->cluster_header, strlen(m->cluster_header));
-        char name[256];
-        if (!v.p || v.len >= sizeof(name)) return NULL;
-        memcpy(name, v.p, v.len);
-        name[v.len] = 0;
-        c = rm_snapshot_cluster(rm_hcm_snapshot(r->hs), name);
-    }
+    struct rm_cluster *c = m->cluster_header ? cluster_of_header(r, m->cluster_header) : m->cluster;
     return c ? rm_worker_cluster_for(r->w, c) : NULL;
 }
 
@@ -719,13 +723,7 @@ static struct rm_cluster *select_cluster(struct router *r, const struct rm_route
                             : rm_route_pick_weighted(rt, rm_worker_random(rm_hcm_worker(hs)));
         c = *wcl ? (*wcl)->cluster : NULL;
     } else if (rt->cluster_header) {
-        struct rm_str v = rm_headers_get(r->req, rt->cluster_header, strlen(rt->cluster_header));
-        c = NULL;
-        if (v.p) {
-            char name[256];
-            snprintf(name, sizeof(name), "%.*s", (int)v.len, v.p);
-            c = rm_snapshot_cluster(rm_hcm_snapshot(hs), name);
-        }
+        c = cluster_of_header(r, rt->cluster_header);
     }
     if (!c) {
         rm_stat_inc(hs->cfg->stats, RM_HS_NO_CLUSTER);

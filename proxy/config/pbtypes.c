@@ -204,6 +204,16 @@ int rm_pb_check_no_unknown(const ProtobufCMessage *m, const char *path, struct r
     return rc;
 }
 
+int rm_pb_check_named(const ProtobufCMessage *m, const struct rm_pb_field_name *names, size_t n,
+                      const char *path, struct rm_error *err)
+{
+    for (size_t i = 0; i < m->n_unknown_fields; i++)
+        for (size_t j = 0; j < n; j++)
+            if (names[j].num == m->unknown_fields[i].tag)
+                return rm_error_set(err, "%s.%s: not supported by remora", path, names[j].name);
+    return rm_pb_check_no_unknown(m, path, err);
+}
+
 /* ---- descriptors ------------------------------------------------------------------------- */
 
 enum rm_pb_wkt rm_pb_wkt_of(const ProtobufCMessageDescriptor *d)

@@ -58,6 +58,16 @@ void rm_pb_any_pack(const ProtobufCMessage *m, Google__Protobuf__Any *any);
  *  the caller's validation. */
 int rm_pb_check_no_unknown(const ProtobufCMessage *m, const char *path, struct rm_error *err);
 
+/** An Envoy field remora's .proto subset leaves out, by number, to name it in errors. */
+struct rm_pb_field_name {
+    uint32_t num;
+    const char *name;
+};
+/** rm_pb_check_no_unknown, but an unknown field of <m> itself listed in <names>[<n>] is named:
+ *  "PATH.name: not supported by remora". */
+int rm_pb_check_named(const ProtobufCMessage *m, const struct rm_pb_field_name *names, size_t n,
+                      const char *path, struct rm_error *err);
+
 /* ---- well-known types ---------------------------------------------------------------- */
 
 /** How a message type is spelled in proto3 JSON. */

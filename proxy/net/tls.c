@@ -1843,28 +1843,28 @@ static const char *info_put(char **at, const char *s, size_t n)
     return d;
 }
 
-int rm_conn_peer_sans(const struct rm_conn *c, bool (*visit)(void *ctx, const char *s, size_t n),
-                      void *ctx)
+/* The URI SANs, then the DNS SANs, of <names> as a list of NUL-terminated strings ended by an
+ * empty one, written at *at (NULL: only measure); returns its size.  Names with a NUL inside are
+ * left out (they name nothing). */
+static size_t san_list(GENERAL_NAMES *names, char **at)
 {
-    if (c->tp != &rm_transport_tls || !c->tp_ctx) return -1;
-    const struct tls_conn *tc = c->tp_ctx;
-    X509 *x = tc->done ? SSL_get0_peer_certificate(tc->ssl) : NULL;
-    if (!x) return -1;
-    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    int hit = 0;
     static const int order[] = {GEN_URI, GEN_DNS};
-    for (size_t k = 0; k < 2 && !hit; k++) {
-        for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !hit; i++) {
+    size_t total = 1;
+    for (size_t k = 0; k < 2; k++) {
+        for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
             const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
             if (g->type != order[k]) continue;
             const ASN1_STRING *v =
                 g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
-            hit = visit(ctx, (const char *)ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+            const char *p = (const char *)ASN1_STRING_get0_data(v);
+            size_t n = (size_t)ASN1_STRING_length(v);
+            if (!n || memchr(p, 0, n)) continue;
+            if (at) info_put(at, p, n);
+            total += n + 1;
         }
     }
-    GENERAL_NAMES_free(names);
-    ERR_clear_error();
-    return hit;
+    if (at) *(*at)++ = 0;
+    return total;
 }
 
 struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c)
@@ -1876,7 +1876,10 @@ struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c)
     size_t sni_len = sni ? strlen(sni) : 0, peer_len, local_len;
     GENERAL_NAMES *peer_names = first_uri_san(SSL_get0_peer_certificate(tc->ssl), &peer, &peer_len);
     GENERAL_NAMES *local_names = first_uri_san(SSL_get_certificate(tc->ssl), &local, &local_len);
-    struct rm_tls_info *info = malloc(sizeof(*info) + sni_len + peer_len + local_len + 3);
+    bool peer_cert = SSL_get0_peer_certificate(tc->ssl) != NULL;
+    size_t sans_len = peer_cert ? san_list(peer_names, NULL) : 0;
+    struct rm_tls_info *info =
+        malloc(sizeof(*info) + sni_len + peer_len + local_len + 3 + sans_len);
     if (info) {
         char *at = (char *)(info + 1);
         info->version = SSL_get_version(tc->ssl);
@@ -1884,6 +1887,8 @@ struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c)
         info->sni = info_put(&at, sni, sni_len);
         info->peer_uri_san = info_put(&at, peer, peer_len);
         info->local_uri_san = info_put(&at, local, local_len);
+        info->peer_sans = peer_cert ? at : NULL;
+        if (peer_cert) san_list(peer_names, &at);
     }
     GENERAL_NAMES_free(peer_names);
     GENERAL_NAMES_free(local_names);

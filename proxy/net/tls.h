@@ -150,16 +150,13 @@ struct rm_tls_info {
     const char *sni;           /* the server name the client sent (server side); NULL: none */
     const char *peer_uri_san;  /* the first URI SAN of the peer's certificate; NULL: none */
     const char *local_uri_san; /* the first URI SAN of our certificate; NULL: none */
+    /* the peer certificate's URI SANs, then its DNS SANs (RBAC principals, in Envoy's order),
+     * each NUL-terminated, the list ended by an empty string; NULL: no peer certificate */
+    const char *peer_sans;
 };
 /** A snapshot of <c>'s TLS session as one malloc'ed block (free() it: the strings live in it),
  *  or NULL when <c> is not TLS, its handshake has not finished, or memory ran out.  Worker
  *  thread of <c>; reads the session only (no effect on the connection). */
 struct rm_tls_info *rm_conn_tls_info(const struct rm_conn *c);
-
-/** The peer certificate's URI SANs, then its DNS SANs, one visit(ctx, name, len) each until a
- *  visit returns true (Envoy's order for RBAC principals).  Returns 1 when one did, 0 when none
- *  did, -1 when <c> has no peer certificate (not TLS, handshake not done, none presented). */
-int rm_conn_peer_sans(const struct rm_conn *c, bool (*visit)(void *ctx, const char *s, size_t n),
-                      void *ctx);
 
 #endif
